@@ -1,0 +1,147 @@
+"""Canonical JSON and unpadded Base64.
+
+Spec: appendices, "Canonical JSON" and "Unpadded Base64".
+https://spec.matrix.org/latest/appendices/#canonical-json
+
+Pure functions over plain data; no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+__all__ = [
+    "CanonicalJSONError",
+    "MIN_SAFE_INTEGER",
+    "MAX_SAFE_INTEGER",
+    "encode_canonical_json",
+    "encode_pretty_json",
+    "check_strict_values",
+    "encode_base64",
+    "encode_base64_urlsafe",
+    "decode_base64",
+]
+
+#: Integer range allowed by canonical JSON (and by room versions 6 and later).
+MIN_SAFE_INTEGER = -(2**53) + 1
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class CanonicalJSONError(ValueError):
+    """The value cannot be represented in canonical JSON."""
+
+
+def _normalise(value: Any) -> Any:
+    """Turn floats with an integral value into ints (1e10 -> 10000000000, -0.0 -> 0).
+
+    Returns the same object when nothing changes, so the common case (no floats)
+    costs one walk and no copies.
+    """
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise CanonicalJSONError("NaN and infinity are not allowed in JSON")
+        if value.is_integer():
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        changed = None
+        for k, v in value.items():
+            nv = _normalise(v)
+            if nv is not v:
+                if changed is None:
+                    changed = dict(value)
+                changed[k] = nv
+        return value if changed is None else changed
+    if isinstance(value, (list, tuple)):
+        out = None
+        for i, v in enumerate(value):
+            nv = _normalise(v)
+            if nv is not v:
+                if out is None:
+                    out = list(value)
+                out[i] = nv
+        return value if out is None else out
+    return value
+
+
+_encoder = json.JSONEncoder(
+    ensure_ascii=False,
+    allow_nan=False,
+    separators=(",", ":"),
+    sort_keys=True,
+)
+
+
+def encode_canonical_json(value: Any) -> bytes:
+    """Encode ``value`` as canonical JSON (UTF-8 bytes).
+
+    Keys sorted by code point, no insignificant whitespace, UTF-8 rather than
+    ``\\u`` escapes, integral floats written as integers.
+    """
+    try:
+        return _encoder.encode(_normalise(value)).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        if isinstance(e, CanonicalJSONError):
+            raise
+        raise CanonicalJSONError(str(e)) from e
+
+
+def encode_pretty_json(value: Any) -> bytes:
+    """Human-readable JSON (for logs and CLI output), still UTF-8."""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8")
+
+
+def check_strict_values(value: Any, path: str = "") -> None:
+    """Raise CanonicalJSONError unless every number is an integer in the safe range.
+
+    Room versions 6 and later require this of events (spec: rooms v6, "Canonical JSON").
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not MIN_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise CanonicalJSONError(f"integer out of range at {path or '/'}")
+        return
+    if isinstance(value, float):
+        raise CanonicalJSONError(f"floats are not allowed at {path or '/'}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_strict_values(v, f"{path}/{k}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_strict_values(v, f"{path}/{i}")
+        return
+    raise CanonicalJSONError(f"unsupported type {type(value).__name__} at {path or '/'}")
+
+
+def encode_base64(data: bytes) -> str:
+    """Unpadded standard Base64."""
+    return base64.b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def encode_base64_urlsafe(data: bytes) -> str:
+    """Unpadded URL-safe Base64 (used by event IDs from room version 4)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def decode_base64(data: str) -> bytes:
+    """Decode Base64, padded or not, standard or URL-safe alphabet.
+
+    Raises ValueError on malformed input.
+    """
+    if not isinstance(data, str):
+        raise ValueError("base64 data must be a string")
+    s = data.rstrip("=")
+    if len(s) % 4 == 1:
+        raise ValueError("invalid base64 length")
+    s = s + "=" * (-len(s) % 4)
+    try:
+        if "-" in s or "_" in s:
+            return base64.urlsafe_b64decode(s.encode("ascii"))
+        return base64.b64decode(s.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as e:
+        raise ValueError(f"invalid base64: {e}") from e
