@@ -1,0 +1,250 @@
+"""The ``gateway`` command line (also ``python -m gateway``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+from typing import Sequence
+
+from aiohttp import web
+
+from .config import ConfigError, HomeserverConfig, load_config
+
+log = logging.getLogger("gateway")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _load(path: str) -> HomeserverConfig:
+    config = load_config(path)
+    for w in config.warnings:
+        log.warning("%s: %s", path, w)
+    return config
+
+
+# --- generate-config ------------------------------------------------------------------
+
+
+def cmd_generate_config(args: argparse.Namespace) -> int:
+    from .config.generate import render_config
+    from .signing_keys import write_new_signing_key
+
+    from .config import parse_config
+
+    data_dir = os.path.abspath(args.data_dir or os.path.dirname(os.path.abspath(args.config_path)))
+    text = render_config(
+        server_name=args.server_name,
+        data_dir=data_dir,
+        port=args.port,
+        public_baseurl=args.public_baseurl,
+    )
+    import yaml
+
+    try:
+        config = parse_config(yaml.safe_load(text), config_path=args.config_path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in (args.config_path, config.signing_key_path):
+        if os.path.exists(path):
+            print(f"error: {path} already exists; not overwriting it", file=sys.stderr)
+            return 1
+    os.makedirs(data_dir, exist_ok=True)
+    write_new_signing_key(config.signing_key_path)
+    fd = os.open(args.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {args.config_path} and {config.signing_key_path}")
+    return 0
+
+
+# --- check-config ---------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config_path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for w in config.warnings:
+        print(f"warning: {w}")
+    print(f"{args.config_path}: OK (server_name {config.server_name}, "
+          f"{len(config.listeners)} listener(s), database {config.database.engine})")
+    return 0
+
+
+# --- run ------------------------------------------------------------------------------
+
+
+def _ssl_context(config: HomeserverConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(config.tls_certificate_path, config.tls_private_key_path)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError("tls_certificate_path", f"cannot load TLS certificate/key: {e}") from None
+    return ctx
+
+
+async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+    """Run every listener until ``stop`` is set, then shut down cleanly."""
+    from .app import build_listener_app
+    from .server import HomeServer
+
+    hs = await HomeServer.open(config)
+    runners: list[web.AppRunner] = []
+    try:
+        tls = _ssl_context(config) if any(li.tls for li in config.listeners) else None
+        for listener in config.listeners:
+            if listener.type == "manhole":
+                log.warning("listener on port %d: manhole listeners are not supported", listener.port)
+                continue
+            app = build_listener_app(hs, listener)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+            await runner.setup()
+            runners.append(runner)
+            for addr in listener.bind_addresses:
+                site = web.TCPSite(
+                    runner, addr, listener.port, ssl_context=tls if listener.tls else None
+                )
+                await site.start()
+                log.info("listening on %s:%d (%s)", addr, listener.port, ", ".join(sorted(listener.resources)))
+        if started is not None:
+            started.set()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()  # stops accepting, lets in-flight requests finish
+        await hs.close()
+        log.info("stopped")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config_path)
+    except ConfigError as e:
+        log.error("configuration error: %s", e)
+        return 1
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await serve(config, stop)
+        except ConfigError as e:
+            log.error("configuration error: %s", e)
+            return 1
+        except OSError as e:
+            log.error("cannot start: %s", e)
+            return 1
+        return 0
+
+    from .storage import SchemaTooNewError
+
+    try:
+        return asyncio.run(main())
+    except SchemaTooNewError as e:
+        log.error("%s", e)
+        return 1
+
+
+# --- register-user --------------------------------------------------------------------
+
+
+def cmd_register_user(args: argparse.Namespace) -> int:
+    from federation.ids import is_valid_localpart
+
+    from .passwords import hash_password
+    from .server import HomeServer, wall_clock_ms
+    from .storage.users import UserExistsError, UserStore
+
+    try:
+        config = _load(args.config_path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    localpart = args.user
+    if localpart.startswith("@"):
+        localpart, _, server = localpart[1:].partition(":")
+        if server != config.server_name:
+            print(f"error: {args.user} is not a user of {config.server_name}", file=sys.stderr)
+            return 1
+    if not is_valid_localpart(localpart):
+        print(f"error: {localpart!r} is not a valid user name (allowed: a-z 0-9 . _ = - /)", file=sys.stderr)
+        return 1
+    user_id = f"@{localpart}:{config.server_name}"
+
+    async def main() -> int:
+        hs = await HomeServer.open(config)
+        try:
+            await UserStore(hs.db).create_user(
+                user_id,
+                password_hash=hash_password(args.password),
+                created_ts=wall_clock_ms(),
+                admin=args.admin,
+            )
+        except UserExistsError:
+            print(f"error: {user_id} already exists", file=sys.stderr)
+            return 1
+        finally:
+            await hs.close()
+        print(f"registered {user_id}{' (admin)' if args.admin else ''}")
+        return 0
+
+    return asyncio.run(main())
+
+
+# --- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description="Gateway Matrix homeserver")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate-config", help="write a new homeserver.yaml and signing key")
+    g.add_argument("--server-name", required=True, help="the server name, e.g. example.com")
+    g.add_argument("--config-path", "-c", required=True, help="where to write homeserver.yaml")
+    g.add_argument("--data-dir", help="where the database and key go (default: next to the config)")
+    g.add_argument("--port", type=int, default=8008, help="HTTP listener port (default 8008)")
+    g.add_argument("--public-baseurl", help="public URL of the server (default http://localhost:PORT/)")
+    g.set_defaults(func=cmd_generate_config)
+
+    r = sub.add_parser("run", help="run the server until SIGTERM/SIGINT")
+    r.add_argument("--config-path", "-c", required=True)
+    r.set_defaults(func=cmd_run)
+
+    u = sub.add_parser("register-user", help="create a local user (offline)")
+    u.add_argument("--config-path", "-c", required=True)
+    u.add_argument("--user", "-u", required=True, help="localpart or full user ID")
+    u.add_argument("--password", "-p", required=True)
+    u.add_argument("--admin", action="store_true", help="make the user a server admin")
+    u.set_defaults(func=cmd_register_user)
+
+    c = sub.add_parser("check-config", help="validate a config file and print problems")
+    c.add_argument("--config-path", "-c", required=True)
+    c.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

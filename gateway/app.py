@@ -1,0 +1,52 @@
+"""The aiohttp application factory: one app per listener, serving the resources it names.
+
+Resources follow Synapse's names: ``client`` serves /_matrix/client, /_synapse/client and
+/_synapse/admin; ``federation`` serves /_matrix/federation (and implies ``keys``);
+``keys`` serves /_matrix/key; ``metrics`` serves /_synapse/metrics; ``health`` /health.
+Each API is a sub-app so that its authentication middleware stays its own.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import client_api, federation_api, wellknown
+from .appkeys import HS
+from .config import ListenerConfig
+from .federation_api import keys as keys_api
+from .http.middleware import access_log_middleware, cors_middleware, error_middleware
+from .metrics import metrics_handler, metrics_middleware
+from .server import HomeServer
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Application:
+    tag = listener.tag or str(listener.port)
+    app = web.Application(
+        middlewares=[
+            error_middleware,
+            cors_middleware,
+            metrics_middleware(tag),
+            access_log_middleware(tag),
+        ],
+        client_max_size=hs.config.max_request_body_size,
+    )
+    app[HS] = hs
+    res = listener.resources
+    if "client" in res:
+        app.add_subapp("/_matrix/client", client_api.build_app(hs))
+    if "federation" in res:
+        app.add_subapp("/_matrix/federation", federation_api.build_app(hs))
+    if "keys" in res:
+        app.add_subapp("/_matrix/key", keys_api.build_app(hs))
+    if "client" in res or "federation" in res:
+        app.add_routes(wellknown.routes)
+    if "metrics" in res:
+        app.router.add_get("/_synapse/metrics", metrics_handler)
+        app.router.add_get("/metrics", metrics_handler)
+    if "health" in res or listener.type == "http":
+        app.router.add_get("/health", health)
+    return app

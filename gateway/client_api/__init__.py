@@ -1,0 +1,28 @@
+"""/_matrix/client: the client-server API (thin handlers)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import HS
+from ..http import json_response
+from ..server import HomeServer
+
+routes = web.RouteTableDef()
+
+#: Spec versions we aim to serve.
+SUPPORTED_VERSIONS = ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
+                      "v1.10", "v1.11", "v1.12"]
+
+
+@routes.get("/versions")
+async def get_versions(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientversions"""
+    return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": {}})
+
+
+def build_app(hs: HomeServer) -> web.Application:
+    app = web.Application()
+    app[HS] = hs
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,88 @@
+"""``gateway generate-config``: a commented homeserver.yaml for a new server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+_TEMPLATE = """\
+# Gateway homeserver configuration.
+# Key names follow Synapse's configuration manual wherever Gateway has the same feature.
+
+# The domain part of your users' IDs (@alice:{server_name}). Cannot be changed later.
+server_name: "{server_name}"
+
+# The URL clients (and SSO identity providers) use to reach this server.
+public_baseurl: "{public_baseurl}"
+
+listeners:
+  # Plain HTTP for clients and federation; put a TLS reverse proxy in front of it,
+  # or set tls: true and the tls_* paths below.
+  - port: {port}
+    type: http
+    tls: false
+    x_forwarded: false
+    bind_addresses: ['127.0.0.1']
+    resources:
+      - names: [client, federation]
+
+# tls_certificate_path: "/path/to/fullchain.pem"
+# tls_private_key_path: "/path/to/privkey.pem"
+
+database:
+  # SQLite is the default. For PostgreSQL use:
+  #   name: psycopg2
+  #   args: {{user: gateway, password: secret, database: gateway, host: 127.0.0.1, port: 5432}}
+  name: sqlite3
+  args:
+    database: "{database}"
+
+# ed25519 key used to sign events and federation requests (Synapse's key file format).
+signing_key_path: "{signing_key_path}"
+
+# Keys this server used to sign with before (published as old_verify_keys).
+# old_signing_keys:
+#   "ed25519:id": {{key: "base64string", expired_ts: 123456789123}}
+
+# How long our published keys are valid for.
+key_refresh_interval: 1d
+
+# Serve /.well-known/matrix/server pointing other servers at public_baseurl's host:443.
+serve_server_wellknown: false
+
+# Room version for new rooms.
+default_room_version: "12"
+
+# Registration is closed by default. Use `gateway register-user` to create accounts.
+enable_registration: false
+registration_shared_secret: "{registration_shared_secret}"
+
+macaroon_secret_key: "{macaroon_secret_key}"
+form_secret: "{form_secret}"
+
+# Servers we may ask for other servers' keys. Empty: always ask each server directly.
+trusted_key_servers: []
+
+# Rate limits, as in Synapse, e.g.:
+# rc_message:
+#   per_second: 0.2
+#   burst_count: 10
+"""
+
+
+def render_config(
+    *, server_name: str, data_dir: str, port: int = 8008, public_baseurl: str | None = None
+) -> str:
+    def q(s: str) -> str:  # values are placed inside double quotes
+        return s.replace("\\", "\\\\").replace('"', '\\"')
+
+    return _TEMPLATE.format(
+        server_name=q(server_name),
+        public_baseurl=q(public_baseurl or f"http://localhost:{port}/"),
+        port=port,
+        database=q(os.path.join(data_dir, "homeserver.db")),
+        signing_key_path=q(os.path.join(data_dir, f"{server_name.replace(':', '_')}.signing.key")),
+        registration_shared_secret=secrets.token_urlsafe(32),
+        macaroon_secret_key=secrets.token_urlsafe(32),
+        form_secret=secrets.token_urlsafe(32),
+    )

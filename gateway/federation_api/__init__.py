@@ -1,0 +1,25 @@
+"""/_matrix/federation: the server-server API (thin handlers)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import __version__
+from ..appkeys import HS
+from ..http import json_response
+from ..server import HomeServer
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/version")
+async def get_version(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1version"""
+    return json_response({"server": {"name": "Gateway", "version": __version__}})
+
+
+def build_app(hs: HomeServer) -> web.Application:
+    app = web.Application()
+    app[HS] = hs
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,65 @@
+"""Matrix error responses.
+
+Spec: client-server API, "Standard error response".
+https://spec.matrix.org/latest/client-server-api/#standard-error-response
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Codes:
+    UNKNOWN = "M_UNKNOWN"
+    UNRECOGNIZED = "M_UNRECOGNIZED"
+    FORBIDDEN = "M_FORBIDDEN"
+    UNAUTHORIZED = "M_UNAUTHORIZED"
+    MISSING_TOKEN = "M_MISSING_TOKEN"
+    UNKNOWN_TOKEN = "M_UNKNOWN_TOKEN"
+    NOT_JSON = "M_NOT_JSON"
+    BAD_JSON = "M_BAD_JSON"
+    NOT_FOUND = "M_NOT_FOUND"
+    TOO_LARGE = "M_TOO_LARGE"
+    LIMIT_EXCEEDED = "M_LIMIT_EXCEEDED"
+    MISSING_PARAM = "M_MISSING_PARAM"
+    INVALID_PARAM = "M_INVALID_PARAM"
+    USER_IN_USE = "M_USER_IN_USE"
+    INVALID_USERNAME = "M_INVALID_USERNAME"
+    UNSUPPORTED_ROOM_VERSION = "M_UNSUPPORTED_ROOM_VERSION"
+    INCOMPATIBLE_ROOM_VERSION = "M_INCOMPATIBLE_ROOM_VERSION"
+    USER_DEACTIVATED = "M_USER_DEACTIVATED"
+
+
+class MatrixError(Exception):
+    """An error to send to the client as ``{"errcode": ..., "error": ...}``."""
+
+    def __init__(self, status: int, errcode: str, error: str, **extra: Any):
+        super().__init__(f"{status} {errcode}: {error}")
+        self.status = status
+        self.errcode = errcode
+        self.error = error
+        self.extra = extra
+
+    def to_json(self) -> dict[str, Any]:
+        return {"errcode": self.errcode, "error": self.error, **self.extra}
+
+    # Shorthands for the common cases.
+    @classmethod
+    def not_found(cls, error: str = "Not found") -> "MatrixError":
+        return cls(404, Codes.NOT_FOUND, error)
+
+    @classmethod
+    def forbidden(cls, error: str) -> "MatrixError":
+        return cls(403, Codes.FORBIDDEN, error)
+
+    @classmethod
+    def bad_json(cls, error: str) -> "MatrixError":
+        return cls(400, Codes.BAD_JSON, error)
+
+    @classmethod
+    def missing_param(cls, error: str) -> "MatrixError":
+        return cls(400, Codes.MISSING_PARAM, error)
+
+    @classmethod
+    def invalid_param(cls, error: str) -> "MatrixError":
+        return cls(400, Codes.INVALID_PARAM, error)

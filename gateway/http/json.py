@@ -1,0 +1,46 @@
+"""JSON request bodies and responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from federation.canonical_json import encode_canonical_json
+
+from .errors import Codes, MatrixError
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object.
+
+    ``M_NOT_JSON`` if it is not JSON at all, ``M_BAD_JSON`` if it is JSON but not an
+    object, ``M_TOO_LARGE`` (via aiohttp's size limit) if it is too big.
+    """
+    raw = await request.read()
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise MatrixError(400, Codes.NOT_JSON, "Content not JSON: the request body is empty")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MatrixError(400, Codes.NOT_JSON, f"Content not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise MatrixError(400, Codes.BAD_JSON, "The request body must be a JSON object")
+    return body
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response; UTF-8, compact, sorted keys (canonical, so it can be signed as is)."""
+    return web.Response(
+        body=encode_canonical_json(body),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )

@@ -1,0 +1,85 @@
+"""Middlewares: Matrix errors for everything, CORS for client endpoints, request logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from .errors import Codes, MatrixError
+from .json import json_response
+
+log = logging.getLogger("gateway.access")
+error_log = logging.getLogger("gateway.http")
+
+#: Spec: client-server API, "Web Browser Clients".
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization",
+}
+CORS_PREFIXES = ("/_matrix/", "/.well-known/matrix/client", "/_synapse/client/", "/_synapse/admin/")
+
+
+def _error(status: int, errcode: str, error: str) -> web.Response:
+    return json_response({"errcode": errcode, "error": error}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Turn every failure into a Matrix JSON error; never send a stack trace."""
+    try:
+        return await handler(request)
+    except MatrixError as e:
+        return json_response(e.to_json(), status=e.status)
+    except web.HTTPNotFound:
+        return _error(404, Codes.UNRECOGNIZED, "Unrecognized request")
+    except web.HTTPMethodNotAllowed:
+        return _error(405, Codes.UNRECOGNIZED, f"Method {request.method} not allowed here")
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, Codes.TOO_LARGE, "Request body too large")
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = Codes.UNKNOWN
+        return _error(e.status, code, e.reason)
+    except Exception:
+        error_log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, Codes.UNKNOWN, "Internal server error")
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """CORS headers on client-facing paths; answers preflight OPTIONS requests itself."""
+    if not request.path.startswith(CORS_PREFIXES):
+        return await handler(request)
+    if request.method == "OPTIONS":
+        resp: web.StreamResponse = web.Response(status=204)
+    else:
+        resp = await handler(request)
+    resp.headers.update(CORS_HEADERS)
+    return resp
+
+
+def access_log_middleware(tag: str):
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        start = time.monotonic()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        finally:
+            log.info(
+                "%s %s %s %s %d %.3fs",
+                tag,
+                request.remote,
+                request.method,
+                request.rel_url.path,
+                status,
+                time.monotonic() - start,
+            )
+
+    return middleware

@@ -1,0 +1,48 @@
+"""The running homeserver: configuration, database and keys, opened and closed together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from federation.signing import ServerSigningKey
+
+from .config import HomeserverConfig
+from .signing_keys import load_signing_key
+from .storage import Database, migrate, open_database
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class HomeServer:
+    config: HomeserverConfig
+    db: Database
+    signing_key: ServerSigningKey
+    clock_ms: Callable[[], int] = field(default=wall_clock_ms)
+
+    @property
+    def server_name(self) -> str:
+        return self.config.server_name
+
+    @classmethod
+    async def open(cls, config: HomeserverConfig, *, create_signing_key: bool = True) -> "HomeServer":
+        """Load keys, open the database and bring its schema up to date."""
+        signing_key = load_signing_key(config.signing_key_path, create=create_signing_key)
+        db = await open_database(config.database)
+        try:
+            version = await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        log.info("database (%s) at schema version %d", db.engine, version)
+        return cls(config=config, db=db, signing_key=signing_key)
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -1,0 +1,267 @@
+"""One async database API over SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+SQL is written once, in PostgreSQL's dialect with ``$1, $2`` placeholders; the SQLite
+engine rewrites the placeholders to SQLite's numbered ``?1, ?2`` form. Rows support
+both ``row["column"]`` and ``row[0]``.
+
+Usage::
+
+    db = await open_database(config.database)
+    await db.execute("INSERT INTO users (name) VALUES ($1)", name)
+    async with db.transaction() as txn:
+        row = await txn.fetchrow("SELECT ... WHERE name = $1", name)
+        await txn.execute(...)
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import re
+import sqlite3
+from functools import lru_cache
+from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+
+import aiosqlite
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Connection",
+    "Database",
+    "SqliteDatabase",
+    "PostgresDatabase",
+    "IntegrityError",
+    "open_database",
+]
+
+Row = Mapping[str, Any]
+
+
+class IntegrityError(Exception):
+    """A unique or foreign key constraint was violated (either engine)."""
+
+
+class Connection(abc.ABC):
+    """The query methods shared by a database and a transaction."""
+
+    engine: str
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; returns the number of rows it changed."""
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each argument tuple in ``rows``."""
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """All rows of a query."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else row[0]
+
+
+class Database(Connection):
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Connection]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def executescript(self, script: str) -> None:
+        """Run several ``;``-separated statements in one transaction (migrations)."""
+        async with self.transaction() as txn:
+            for stmt in split_sql_script(script):
+                await txn.execute(stmt)
+
+
+# --- SQLite -------------------------------------------------------------------------
+
+
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$(\d+)")
+
+
+@lru_cache(maxsize=2048)
+def to_sqlite_sql(sql: str) -> str:
+    """``$1`` -> ``?1`` outside string literals."""
+    return _PLACEHOLDER.sub(lambda m: f"?{m.group(1)}" if m.group(1) else m.group(0), sql)
+
+
+def split_sql_script(script: str) -> list[str]:
+    """Split a migration file into statements (``;`` at line end, ``--`` comments dropped)."""
+    out, buf = [], []
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        buf.append(line)
+        if stripped.endswith(";"):
+            out.append("\n".join(buf).rstrip().rstrip(";"))
+            buf = []
+    if any(s.strip() for s in buf):
+        out.append("\n".join(buf))
+    return out
+
+
+class _SqliteConn(Connection):
+    engine = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection):
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            cur = await self._conn.execute(to_sqlite_sql(sql), args)
+        except sqlite3.IntegrityError as e:
+            raise IntegrityError(str(e)) from e
+        n = cur.rowcount
+        await cur.close()
+        return n
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(to_sqlite_sql(sql), [tuple(r) for r in rows])
+        except sqlite3.IntegrityError as e:
+            raise IntegrityError(str(e)) from e
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        try:
+            async with self._conn.execute(to_sqlite_sql(sql), args) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.IntegrityError as e:  # e.g. INSERT ... RETURNING
+            raise IntegrityError(str(e)) from e
+
+
+class SqliteDatabase(_SqliteConn, Database):
+    """One connection in WAL mode. Statements outside a transaction autocommit; a
+    transaction holds the connection exclusively until it ends."""
+
+    def __init__(self, conn: aiosqlite.Connection):
+        super().__init__(conn)
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str) -> "SqliteDatabase":
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        return cls(conn)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._lock:
+            return await super().execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as txn:
+            await txn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._lock:
+            return await super().fetch(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteConn(self._conn)
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            else:
+                await self._conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._conn.close()
+
+
+# --- PostgreSQL ---------------------------------------------------------------------
+
+
+class _PgConn(Connection):
+    engine = "postgres"
+
+    def __init__(self, conn: asyncpg.Connection):
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            status = await self._conn.execute(sql, *args)
+        except asyncpg.IntegrityConstraintViolationError as e:
+            raise IntegrityError(str(e)) from e
+        return _rowcount(status)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, list(rows))
+        except asyncpg.IntegrityConstraintViolationError as e:
+            raise IntegrityError(str(e)) from e
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        try:
+            return await self._conn.fetch(sql, *args)
+        except asyncpg.IntegrityConstraintViolationError as e:
+            raise IntegrityError(str(e)) from e
+
+
+def _rowcount(status: str) -> int:
+    parts = status.split()
+    return int(parts[-1]) if parts and parts[-1].isdigit() else 0
+
+
+class PostgresDatabase(Database):
+    engine = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, args: Mapping[str, Any]) -> "PostgresDatabase":
+        kwargs = {k: v for k, v in args.items() if k in ("user", "password", "database", "host", "port")}
+        pool = await asyncpg.create_pool(
+            min_size=args.get("cp_min", 5), max_size=args.get("cp_max", 10), **kwargs
+        )
+        return cls(pool)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._pool.acquire() as conn:
+            return await _PgConn(conn).execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self.transaction() as txn:
+            await txn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._pool.acquire() as conn:
+            return await _PgConn(conn).fetch(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                yield _PgConn(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_database(db_config) -> Database:
+    """Open the database described by a ``DatabaseConfig`` (no migrations)."""
+    if db_config.engine == "sqlite":
+        return await SqliteDatabase.open(db_config.sqlite_path)
+    return await PostgresDatabase.open(db_config.args)

@@ -1,0 +1,78 @@
+"""Shared fixtures: throwaway databases on both engines, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import asyncpg
+import pytest
+
+from gateway.config import DatabaseConfig
+
+#: Where the PostgreSQL tests connect (a maintenance database on the server).
+POSTGRES_DSN = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+SKIP_POSTGRES = os.environ.get("GATEWAY_TEST_SKIP_POSTGRES") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
+
+
+async def create_postgres_database() -> tuple[str, dict]:
+    """Create a fresh database; returns its name and connection args."""
+    name = f"gateway_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
+    finally:
+        await conn.close()
+    params = conn._params  # parsed DSN
+    args = {"user": params.user, "database": name, "host": conn._addr[0], "port": conn._addr[1]}
+    if params.password:
+        args["password"] = params.password
+    return name, args
+
+
+async def drop_postgres_database(name: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_config(request, tmp_path):
+    """A DatabaseConfig for an empty database, once per engine."""
+    if request.param == "sqlite":
+        yield DatabaseConfig("sqlite", {"database": str(tmp_path / "test.db")})
+        return
+    if SKIP_POSTGRES:
+        pytest.skip("GATEWAY_TEST_SKIP_POSTGRES=1: no PostgreSQL reachable (the test command said so)")
+    name, args = await create_postgres_database()
+    try:
+        yield DatabaseConfig("postgres", {**args, "cp_min": 1, "cp_max": 4})
+    finally:
+        await drop_postgres_database(name)
+
+
+@pytest.fixture
+async def database(database_config):
+    """An open, migrated database on each engine."""
+    from gateway.storage import migrate, open_database
+
+    db = await open_database(database_config)
+    await migrate(db)
+    try:
+        yield db
+    finally:
+        await db.close()

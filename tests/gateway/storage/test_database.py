@@ -1,0 +1,90 @@
+"""The database API behaves the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.storage import IntegrityError, SchemaTooNewError, migrate, open_database
+from gateway.storage.database import split_sql_script, to_sqlite_sql
+from gateway.storage.migrations import load_migrations
+
+
+async def test_placeholders_and_round_trip(database):
+    await database.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT, b BYTEA, f BOOLEAN)")
+    await database.execute("INSERT INTO t (k, n, b, f) VALUES ($1, $2, $3, $4)", "a", 2**40, b"\x00\xff", True)
+    row = await database.fetchrow("SELECT k, n, b, f FROM t WHERE k = $1", "a")
+    assert row["k"] == "a" and row[1] == 2**40 and bytes(row["b"]) == b"\x00\xff" and bool(row["f"])
+    assert await database.fetchval("SELECT n FROM t WHERE k = $1", "missing") is None
+
+
+async def test_placeholder_reused_and_dollar_in_literal(database):
+    assert await database.fetchval("SELECT $1 || '$2' || $1", "x") == "x$2x"
+
+
+async def test_execute_returns_rowcount(database):
+    await database.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER)")
+    await database.executemany("INSERT INTO t (k, n) VALUES ($1, $2)", [("a", 1), ("b", 2), ("c", 3)])
+    assert await database.execute("UPDATE t SET n = n + 1 WHERE n >= $1", 2) == 2
+    assert [r["k"] for r in await database.fetch("SELECT k FROM t ORDER BY k")] == ["a", "b", "c"]
+
+
+async def test_integrity_error_is_engine_neutral(database):
+    await database.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    await database.execute("INSERT INTO t (k) VALUES ($1)", "a")
+    with pytest.raises(IntegrityError):
+        await database.execute("INSERT INTO t (k) VALUES ($1)", "a")
+
+
+async def test_transaction_commits_and_rolls_back(database):
+    await database.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    async with database.transaction() as txn:
+        await txn.execute("INSERT INTO t (k) VALUES ($1)", "kept")
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as txn:
+            await txn.execute("INSERT INTO t (k) VALUES ($1)", "lost")
+            assert await txn.fetchval("SELECT COUNT(*) FROM t") == 2
+            raise RuntimeError("boom")
+    assert [r[0] for r in await database.fetch("SELECT k FROM t")] == ["kept"]
+
+
+async def test_concurrent_transactions_do_not_lose_updates(database):
+    await database.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    await database.execute("INSERT INTO counter (id, n) VALUES (1, 0)")
+
+    async def bump():
+        async with database.transaction() as txn:
+            # Row lock on PostgreSQL; the whole database on SQLite (BEGIN IMMEDIATE).
+            lock = " FOR UPDATE" if txn.engine == "postgres" else ""
+            n = await txn.fetchval(f"SELECT n FROM counter WHERE id = 1{lock}")
+            await asyncio.sleep(0)
+            await txn.execute("UPDATE counter SET n = $1 WHERE id = 1", n + 1)
+
+    await asyncio.gather(*(bump() for _ in range(20)))
+    assert await database.fetchval("SELECT n FROM counter WHERE id = 1") == 20
+
+
+async def test_migrations_applied_once_and_recorded(database):
+    latest = load_migrations(database.engine)[-1].version
+    assert await database.fetchval("SELECT MAX(version) FROM schema_version") == latest
+    # Running again is a no-op.
+    assert await migrate(database) == latest
+    assert await database.fetchval("SELECT COUNT(*) FROM schema_version") == latest
+
+
+async def test_newer_schema_is_refused(database_config):
+    db = await open_database(database_config)
+    try:
+        await migrate(db)
+        await db.execute("INSERT INTO schema_version (version) VALUES ($1)", 9999)
+        with pytest.raises(SchemaTooNewError, match="9999"):
+            await migrate(db)
+    finally:
+        await db.close()
+
+
+def test_sql_helpers():
+    assert to_sqlite_sql("SELECT $1, '$2', $10") == "SELECT ?1, '$2', ?10"
+    script = "-- comment\nCREATE TABLE a (x INT);\n\nCREATE INDEX i ON a (x);\n"
+    assert split_sql_script(script) == ["CREATE TABLE a (x INT)", "CREATE INDEX i ON a (x)"]
