@@ -14,7 +14,12 @@ from . import client_api, federation_api, wellknown
 from .appkeys import HS
 from .config import ListenerConfig
 from .federation_api import keys as keys_api
-from .http.middleware import access_log_middleware, cors_middleware, error_middleware
+from .http.middleware import (
+    access_log_middleware,
+    body_limit_middleware,
+    cors_middleware,
+    error_middleware,
+)
 from .metrics import metrics_handler, metrics_middleware
 from .server import HomeServer
 
@@ -29,6 +34,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
         middlewares=[
             error_middleware,
             cors_middleware,
+            body_limit_middleware(hs.config.max_request_body_size),
             metrics_middleware(tag),
             access_log_middleware(tag),
         ],

@@ -62,6 +62,21 @@ async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
     return resp
 
 
+def body_limit_middleware(max_size: int):
+    """Refuse a declared Content-Length over the limit before reading anything.
+
+    Bodies without a Content-Length are still capped by aiohttp's ``client_max_size``.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        if request.content_length is not None and request.content_length > max_size:
+            return _error(413, Codes.TOO_LARGE, f"Request body too large (limit {max_size} bytes)")
+        return await handler(request)
+
+    return middleware
+
+
 def access_log_middleware(tag: str):
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
