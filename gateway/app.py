@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import client_api, federation_api, wellknown
+from . import admin_api, client_api, federation_api, wellknown
 from .appkeys import HS
 from .config import ListenerConfig
 from .federation_api import keys as keys_api
@@ -44,6 +44,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     res = listener.resources
     if "client" in res:
         app.add_subapp("/_matrix/client", client_api.build_app(hs))
+        app.add_subapp("/_synapse/admin", admin_api.build_app(hs))
     if "federation" in res:
         app.add_subapp("/_matrix/federation", federation_api.build_app(hs))
     if "keys" in res:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 from federation.signing import ServerSigningKey
@@ -30,6 +31,25 @@ class HomeServer:
     @property
     def server_name(self) -> str:
         return self.config.server_name
+
+    # Feature services, created on first use and shared by every listener.
+    @cached_property
+    def auth(self):
+        from .services.auth import AuthService
+
+        return AuthService(self)
+
+    @cached_property
+    def uia(self):
+        from .services.uia import UIAService
+
+        return UIAService(self)
+
+    @cached_property
+    def ratelimiters(self):
+        from .services.ratelimit import RateLimiters
+
+        return RateLimiters(self.config.rate_limits)
 
     @classmethod
     async def open(cls, config: HomeserverConfig, *, create_signing_key: bool = True) -> "HomeServer":

@@ -7,6 +7,8 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
+from . import account, login, register
+from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
 
@@ -16,13 +18,15 @@ SUPPORTED_VERSIONS = ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v
 
 
 @routes.get("/versions")
+@public
 async def get_versions(request: web.Request) -> web.Response:
     """Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientversions"""
     return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": {}})
 
 
 def build_app(hs: HomeServer) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[access_token_middleware])
     app[HS] = hs
-    app.add_routes(routes)
+    for module_routes in (routes, login.routes, register.routes, account.routes):
+        app.add_routes(module_routes)
     return app

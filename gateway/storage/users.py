@@ -62,3 +62,9 @@ class UserStore:
 
     async def count_users(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM users"))
+
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> None:
+        await self.db.execute("UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash)
+
+    async def set_deactivated(self, user_id: str, deactivated: bool) -> None:
+        await self.db.execute("UPDATE users SET deactivated = $2 WHERE user_id = $1", user_id, deactivated)

@@ -1,0 +1,159 @@
+"""whoami, password change, deactivation, devices, capabilities.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#current-account-information
+and "Device Management", "Capabilities negotiation".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from federation.room_versions import KNOWN_ROOM_VERSIONS
+
+from ..appkeys import HS
+from ..http import MatrixError, json_response, read_json_body
+from ..passwords import hash_password
+from ..server import HomeServer
+from .auth import requester
+
+routes = web.RouteTableDef()
+
+
+async def _password_stage(hs: HomeServer, auth: dict[str, Any], user_id: str | None) -> None:
+    from .identifiers import user_id_from_identifier
+
+    claimed = user_id_from_identifier(auth, hs.server_name)
+    if claimed != user_id:
+        raise MatrixError.forbidden("You can only authenticate as yourself")
+    password = auth.get("password")
+    if not isinstance(password, str):
+        raise MatrixError.bad_json("'password' must be a string")
+    await hs.auth.check_password_login(claimed, password)
+
+
+async def require_reauth(request: web.Request, body: dict[str, Any], action: str) -> None:
+    """User-interactive auth with the account password before a sensitive action."""
+    hs = request.app[HS]
+    if "m.login.password" not in hs.uia.checkers:
+        hs.uia.register_stage("m.login.password", lambda auth, uid: _password_stage(hs, auth, uid))
+    await hs.uia.authenticate(action, body, [["m.login.password"]], user_id=requester(request).user_id)
+
+
+@routes.get("/{ver:(r0|v3)}/account/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    req = requester(request)
+    body: dict[str, Any] = {"user_id": req.user_id, "is_guest": False}
+    if req.device_id:
+        body["device_id"] = req.device_id
+    return json_response(body)
+
+
+@routes.post("/{ver:(r0|v3)}/account/password")
+async def change_password(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    body = await read_json_body(request)
+    new_password = body.get("new_password")
+    if not isinstance(new_password, str) or not new_password:
+        raise MatrixError.missing_param("'new_password' is required")
+    await require_reauth(request, body, "POST /account/password")
+    req = requester(request)
+    await hs.auth.users.set_password_hash(req.user_id, hash_password(new_password))
+    if body.get("logout_devices", True):
+        # Every other device is logged out; this one keeps its session.
+        devices = [d.device_id for d in await hs.auth.devices.list_devices(req.user_id) if d.device_id != req.device_id]
+        await hs.auth.devices.delete_devices(req.user_id, devices)
+    return json_response({})
+
+
+@routes.post("/{ver:(r0|v3)}/account/deactivate")
+async def deactivate(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    body = await read_json_body(request, allow_empty=True)
+    await require_reauth(request, body, "POST /account/deactivate")
+    req = requester(request)
+    await hs.auth.users.set_deactivated(req.user_id, True)
+    await hs.auth.users.set_password_hash(req.user_id, None)
+    await hs.auth.devices.delete_devices(req.user_id)
+    return json_response({"id_server_unbind_result": "no-support"})
+
+
+def _device_json(d) -> dict[str, Any]:
+    out: dict[str, Any] = {"device_id": d.device_id, "display_name": d.display_name}
+    if d.last_seen_ts is not None:
+        out["last_seen_ts"] = d.last_seen_ts
+    if d.last_seen_ip is not None:
+        out["last_seen_ip"] = d.last_seen_ip
+    return out
+
+
+@routes.get("/{ver:(r0|v3)}/devices")
+async def list_devices(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    devices = await hs.auth.devices.list_devices(requester(request).user_id)
+    return json_response({"devices": [_device_json(d) for d in devices]})
+
+
+@routes.get("/{ver:(r0|v3)}/devices/{device_id}")
+async def get_device(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    d = await hs.auth.devices.get_device(requester(request).user_id, request.match_info["device_id"])
+    if d is None:
+        raise MatrixError.not_found("Device not found")
+    return json_response(_device_json(d))
+
+
+@routes.put("/{ver:(r0|v3)}/devices/{device_id}")
+async def update_device(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    body = await read_json_body(request)
+    name = body.get("display_name")
+    if name is not None and (not isinstance(name, str) or len(name) > 100):
+        raise MatrixError.invalid_param("display_name must be a string of at most 100 characters")
+    if not await hs.auth.devices.set_display_name(requester(request).user_id, request.match_info["device_id"], name):
+        raise MatrixError.not_found("Device not found")
+    return json_response({})
+
+
+@routes.delete("/{ver:(r0|v3)}/devices/{device_id}")
+async def delete_device(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    body = await read_json_body(request, allow_empty=True)
+    req = requester(request)
+    device_id = request.match_info["device_id"]
+    if await hs.auth.devices.get_device(req.user_id, device_id) is None:
+        raise MatrixError.not_found("Device not found")
+    await require_reauth(request, body, f"DELETE /devices/{device_id}")
+    await hs.auth.devices.delete_devices(req.user_id, [device_id])
+    return json_response({})
+
+
+@routes.post("/{ver:(r0|v3)}/delete_devices")
+async def delete_devices(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    body = await read_json_body(request)
+    ids = body.get("devices")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise MatrixError.bad_json("'devices' must be a list of device IDs")
+    await require_reauth(request, body, "POST /delete_devices")
+    await hs.auth.devices.delete_devices(requester(request).user_id, ids)
+    return json_response({})
+
+
+@routes.get("/{ver:(r0|v3)}/capabilities")
+async def capabilities(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    return json_response({
+        "capabilities": {
+            "m.room_versions": {
+                "default": hs.config.default_room_version,
+                "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
+            },
+            "m.change_password": {"enabled": True},
+            "m.set_displayname": {"enabled": True},
+            "m.set_avatar_url": {"enabled": True},
+            "m.3pid_changes": {"enabled": False},
+            "m.get_login_token": {"enabled": False},
+        }
+    })

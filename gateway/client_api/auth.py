@@ -1,0 +1,47 @@
+"""Access-token authentication for /_matrix/client (a middleware of the client sub-app).
+
+Spec: https://spec.matrix.org/latest/client-server-api/#using-access-tokens
+Handlers are authenticated unless marked with ``@public``; the requester is in
+``request[REQUESTER]``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import HS
+from ..http import Codes, MatrixError
+from ..services.auth import Requester
+
+REQUESTER = web.RequestKey("requester", Requester)
+
+
+def public(handler):
+    """Mark a handler as needing no access token."""
+    handler.gateway_public = True
+    return handler
+
+
+def get_access_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise MatrixError(401, Codes.MISSING_TOKEN, "Authorization header must be 'Bearer <token>'")
+        return token.strip()
+    return request.query.get("access_token")
+
+
+@web.middleware
+async def access_token_middleware(request: web.Request, handler) -> web.StreamResponse:
+    if request.method == "OPTIONS" or getattr(handler, "gateway_public", False):
+        return await handler(request)
+    token = get_access_token(request)
+    if not token:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+    request[REQUESTER] = await request.app[HS].auth.get_requester(token)
+    return await handler(request)
+
+
+def requester(request: web.Request) -> Requester:
+    return request[REQUESTER]

@@ -1,0 +1,132 @@
+"""Account registration.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#account-registration
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from federation.ids import is_valid_localpart
+
+from ..appkeys import HS
+from ..http import Codes, MatrixError, json_response, read_json_body
+from ..passwords import hash_password
+from ..server import HomeServer
+from ..storage.users import UserExistsError
+from .auth import public
+
+routes = web.RouteTableDef()
+
+MAX_USER_ID_LENGTH = 255
+
+
+def registration_flows(hs: HomeServer) -> list[list[str]]:
+    if hs.config.registration_requires_token:
+        return [["m.login.registration_token"]]
+    return [["m.login.dummy"]]
+
+
+async def check_username(hs: HomeServer, localpart: str) -> str:
+    """The full user ID if ``localpart`` is valid and free, else the matching Matrix error."""
+    if not isinstance(localpart, str) or not localpart:
+        raise MatrixError(400, Codes.INVALID_USERNAME, "User ID must not be empty")
+    if localpart != localpart.lower() or not is_valid_localpart(localpart):
+        raise MatrixError(
+            400, Codes.INVALID_USERNAME, "User ID can only contain characters a-z, 0-9, or '=_-./+'"
+        )
+    if localpart.isdigit():
+        raise MatrixError(400, Codes.INVALID_USERNAME, "Numeric user IDs are reserved for guest users")
+    user_id = f"@{localpart}:{hs.server_name}"
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise MatrixError(400, Codes.INVALID_USERNAME, f"User ID may not be longer than {MAX_USER_ID_LENGTH} characters")
+    if await hs.auth.users.get_user(user_id) is not None:
+        raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
+    return user_id
+
+
+async def _check_registration_token(hs: HomeServer, auth: dict, user_id: str | None) -> None:
+    token = auth.get("token")
+    if not isinstance(token, str) or not await hs.auth.store.registration_token_valid(token, hs.clock_ms()):
+        raise MatrixError(401, Codes.UNAUTHORIZED, "Invalid registration token")
+
+
+@routes.get("/{ver:(r0|v3)}/register/available")
+@public
+async def get_available(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
+    username = request.query.get("username")
+    if username is None:
+        raise MatrixError.missing_param("'username' is required")
+    await check_username(hs, username)
+    return json_response({"available": True})
+
+
+@routes.post("/{ver:(r0|v3)}/register")
+@public
+async def post_register(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    body = await read_json_body(request)
+    kind = request.query.get("kind", "user")
+    if kind == "guest":
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+    if kind != "user":
+        raise MatrixError.invalid_param(f"Unknown kind {kind!r}")
+    if not hs.config.enable_registration:
+        raise MatrixError.forbidden("Registration has been disabled")
+
+    username = body.get("username")
+    password = body.get("password")
+    if password is not None and (not isinstance(password, str) or len(password) > 512):
+        raise MatrixError.invalid_param("'password' must be a string of at most 512 characters")
+    if username is not None:
+        if not isinstance(username, str):
+            raise MatrixError(400, Codes.INVALID_USERNAME, "'username' must be a string")
+        username = username.lower()
+        # Fail early, before any auth stage is spent.
+        await check_username(hs, username)
+
+    if "m.login.registration_token" not in hs.uia.checkers:
+        hs.uia.register_stage(
+            "m.login.registration_token", lambda auth, uid: _check_registration_token(hs, auth, uid)
+        )
+    await hs.uia.authenticate("POST /register", body, registration_flows(hs))
+    hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
+
+    if username is None:
+        username = await _generate_localpart(hs)
+    user_id = await check_username(hs, username)
+    try:
+        await hs.auth.users.create_user(
+            user_id,
+            password_hash=hash_password(password) if password else None,
+            created_ts=hs.clock_ms(),
+            displayname=username,
+        )
+    except UserExistsError:
+        raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken") from None
+    auth = body.get("auth") or {}
+    if auth.get("type") == "m.login.registration_token":
+        await hs.auth.store.use_registration_token(auth["token"])
+
+    if body.get("inhibit_login"):
+        return json_response({"user_id": user_id, "home_server": hs.server_name})
+    device_id = body.get("device_id")
+    if device_id is not None and not isinstance(device_id, str):
+        raise MatrixError.invalid_param("device_id must be a string")
+    display_name = body.get("initial_device_display_name")
+    result = await hs.auth.login_session(
+        user_id, device_id=device_id, display_name=display_name if isinstance(display_name, str) else None
+    )
+    return json_response(result)
+
+
+async def _generate_localpart(hs: HomeServer) -> str:
+    import secrets
+
+    for _ in range(10):
+        candidate = f"u{secrets.randbelow(10**9):09d}"
+        if await hs.auth.users.get_user(f"@{candidate}:{hs.server_name}") is None:
+            return candidate
+    raise MatrixError(500, Codes.UNKNOWN, "Could not allocate a user ID")

@@ -1,0 +1,108 @@
+"""User-interactive authentication.
+
+Spec: client-server API, "User-Interactive Authentication API".
+https://spec.matrix.org/latest/client-server-api/#user-interactive-authentication-api
+
+Sessions live in the database, so a restart between stages does not break a flow.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Awaitable, Callable
+
+from ..http import Codes, MatrixError
+from ..server import HomeServer
+from ..storage.auth import AuthStore
+
+SESSION_LIFETIME_MS = 24 * 3600 * 1000
+
+#: A stage checker gets the ``auth`` dict and the session's user (if any); it raises
+#: MatrixError when the stage fails.
+StageChecker = Callable[[dict[str, Any], "str | None"], Awaitable[None]]
+
+
+class UIAService:
+    def __init__(self, hs: HomeServer):
+        self.hs = hs
+        self.store = AuthStore(hs.db)
+        self.checkers: dict[str, StageChecker] = {"m.login.dummy": self._check_dummy}
+
+    def register_stage(self, stage: str, checker: StageChecker) -> None:
+        self.checkers[stage] = checker
+
+    async def _check_dummy(self, auth: dict[str, Any], user_id: str | None) -> None:
+        return None
+
+    async def authenticate(
+        self,
+        request_key: str,
+        body: dict[str, Any],
+        flows: list[list[str]],
+        *,
+        user_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> str:
+        """Return the session ID once some flow is complete; otherwise raise the 401
+        that tells the client what to do next."""
+        auth = body.get("auth")
+        if auth is not None and not isinstance(auth, dict):
+            raise MatrixError.bad_json("'auth' must be an object")
+        now = self.hs.clock_ms()
+        session_id = auth.get("session") if auth else None
+        if session_id is None:
+            await self.store.expire_uia_sessions(now - SESSION_LIFETIME_MS)
+            session_id = secrets.token_urlsafe(24)
+            await self.store.create_uia_session(session_id, now, user_id, request_key)
+            completed: tuple[str, ...] = ()
+        else:
+            session = await self.store.get_uia_session(str(session_id))
+            if session is None or session.created_ts < now - SESSION_LIFETIME_MS:
+                raise MatrixError(400, Codes.UNKNOWN, "Unknown or expired user-interactive auth session")
+            if session.request_key != request_key or session.user_id != user_id:
+                raise MatrixError(403, Codes.FORBIDDEN, "This auth session was started for a different request")
+            completed = session.completed
+
+        error: MatrixError | None = None
+        stage = auth.get("type") if auth else None
+        if stage is not None:
+            allowed = {s for flow in flows for s in flow}
+            checker = self.checkers.get(stage)
+            if stage not in allowed or checker is None:
+                error = MatrixError(400, Codes.UNRECOGNIZED, f"Auth stage {stage!r} is not offered here")
+            else:
+                try:
+                    await checker(auth, user_id)
+                except MatrixError as e:
+                    error = e
+                else:
+                    completed = await self.store.mark_uia_stage_done(session_id, stage)
+
+        for flow in flows:
+            if all(s in completed for s in flow):
+                await self.store.delete_uia_session(session_id)
+                return session_id
+
+        body_401: dict[str, Any] = {
+            "flows": [{"stages": flow} for flow in flows],
+            "params": params or {},
+            "session": session_id,
+        }
+        if completed:
+            body_401["completed"] = list(completed)
+        if error is not None:
+            body_401["errcode"] = error.errcode
+            body_401["error"] = error.error
+        raise AuthRequired(body_401)
+
+
+class AuthRequired(MatrixError):
+    """The 401 of user-interactive auth: flows, params, session, completed stages and,
+    when the last stage failed, its errcode and error."""
+
+    def __init__(self, body: dict[str, Any]):
+        super().__init__(401, body.get("errcode", Codes.UNAUTHORIZED), body.get("error", "Authentication required"))
+        self.body = body
+
+    def to_json(self) -> dict[str, Any]:
+        return self.body

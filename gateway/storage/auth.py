@@ -1,0 +1,101 @@
+"""User-interactive auth sessions, registration tokens and login tokens."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .database import Database
+from .devices import token_hash
+
+
+@dataclass(frozen=True)
+class UIASession:
+    session_id: str
+    created_ts: int
+    user_id: str | None
+    request_key: str
+    completed: tuple[str, ...]
+
+
+class AuthStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # --- user-interactive auth --------------------------------------------------
+
+    async def create_uia_session(self, session_id: str, now_ms: int, user_id: str | None, request_key: str) -> None:
+        await self.db.execute(
+            "INSERT INTO ui_auth_sessions (session_id, created_ts, user_id, request_key) VALUES ($1, $2, $3, $4)",
+            session_id, now_ms, user_id, request_key,
+        )
+
+    async def get_uia_session(self, session_id: str) -> UIASession | None:
+        row = await self.db.fetchrow(
+            "SELECT session_id, created_ts, user_id, request_key, completed FROM ui_auth_sessions"
+            " WHERE session_id = $1",
+            session_id,
+        )
+        if row is None:
+            return None
+        return UIASession(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])))
+
+    async def mark_uia_stage_done(self, session_id: str, stage: str) -> tuple[str, ...]:
+        async with self.db.transaction() as txn:
+            raw = await txn.fetchval("SELECT completed FROM ui_auth_sessions WHERE session_id = $1", session_id)
+            done = json.loads(raw or "[]")
+            if stage not in done:
+                done.append(stage)
+            await txn.execute(
+                "UPDATE ui_auth_sessions SET completed = $2 WHERE session_id = $1", session_id, json.dumps(done)
+            )
+        return tuple(done)
+
+    async def delete_uia_session(self, session_id: str) -> None:
+        await self.db.execute("DELETE FROM ui_auth_sessions WHERE session_id = $1", session_id)
+
+    async def expire_uia_sessions(self, older_than_ms: int) -> None:
+        await self.db.execute("DELETE FROM ui_auth_sessions WHERE created_ts < $1", older_than_ms)
+
+    # --- registration tokens ----------------------------------------------------
+
+    async def registration_token_valid(self, token: str, now_ms: int) -> bool:
+        row = await self.db.fetchrow(
+            "SELECT uses_allowed, pending, completed, expiry_time FROM registration_tokens WHERE token = $1", token
+        )
+        if row is None:
+            return False
+        uses_allowed, pending, completed, expiry = row
+        if expiry is not None and expiry < now_ms:
+            return False
+        return uses_allowed is None or pending + completed < uses_allowed
+
+    async def use_registration_token(self, token: str) -> None:
+        await self.db.execute("UPDATE registration_tokens SET completed = completed + 1 WHERE token = $1", token)
+
+    async def create_registration_token(self, token: str, uses_allowed: int | None, expiry_time: int | None) -> None:
+        await self.db.execute(
+            "INSERT INTO registration_tokens (token, uses_allowed, expiry_time) VALUES ($1, $2, $3)",
+            token, uses_allowed, expiry_time,
+        )
+
+    # --- login tokens (m.login.token) -------------------------------------------
+
+    async def add_login_token(self, token: str, user_id: str, expiry_ts: int,
+                              auth_provider_id: str | None = None,
+                              auth_provider_session_id: str | None = None) -> None:
+        await self.db.execute(
+            "INSERT INTO login_tokens (token_hash, user_id, expiry_ts, auth_provider_id, auth_provider_session_id)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            token_hash(token), user_id, expiry_ts, auth_provider_id, auth_provider_session_id,
+        )
+
+    async def consume_login_token(self, token: str, now_ms: int) -> str | None:
+        """The token's user if it is valid and unused; marks it used (single use, atomically)."""
+        row = await self.db.fetchrow(
+            "UPDATE login_tokens SET used_ts = $2 WHERE token_hash = $1 AND used_ts IS NULL AND expiry_ts > $2"
+            " RETURNING user_id",
+            token_hash(token), now_ms,
+        )
+        await self.db.execute("DELETE FROM login_tokens WHERE expiry_ts < $1", now_ms - 3_600_000)
+        return row[0] if row else None

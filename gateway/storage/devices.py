@@ -1,0 +1,101 @@
+"""Devices and access tokens. Tokens are stored as SHA-256 hashes, never in clear."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from .database import Database
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    user_id: str
+    device_id: str | None
+    valid_until_ts: int | None
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    user_id: str
+    device_id: str
+    display_name: str | None
+    last_seen_ts: int | None
+    last_seen_ip: str | None
+
+
+class DeviceStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def upsert_device(self, user_id: str, device_id: str, display_name: str | None, now_ms: int) -> None:
+        await self.db.execute(
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_ts = EXCLUDED.last_seen_ts,"
+            " display_name = COALESCE(EXCLUDED.display_name, devices.display_name)",
+            user_id, device_id, display_name, now_ms,
+        )
+
+    async def add_access_token(
+        self, token: str, user_id: str, device_id: str | None, now_ms: int, valid_until_ts: int | None = None
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, valid_until_ts)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            token_hash(token), user_id, device_id, now_ms, valid_until_ts,
+        )
+
+    async def get_token_owner(self, token: str) -> TokenOwner | None:
+        row = await self.db.fetchrow(
+            "SELECT user_id, device_id, valid_until_ts FROM access_tokens WHERE token_hash = $1",
+            token_hash(token),
+        )
+        return TokenOwner(row[0], row[1], row[2]) if row else None
+
+    async def delete_access_token(self, token: str) -> None:
+        await self.db.execute("DELETE FROM access_tokens WHERE token_hash = $1", token_hash(token))
+
+    async def delete_devices(self, user_id: str, device_ids: list[str] | None = None,
+                             except_token: str | None = None) -> list[str]:
+        """Delete devices (all when ``device_ids`` is None) and their tokens; returns the IDs."""
+        async with self.db.transaction() as txn:
+            if device_ids is None:
+                rows = await txn.fetch("SELECT device_id FROM devices WHERE user_id = $1", user_id)
+                device_ids = [r[0] for r in rows]
+                keep = token_hash(except_token) if except_token else ""
+                await txn.execute(
+                    "DELETE FROM access_tokens WHERE user_id = $1 AND token_hash <> $2", user_id, keep
+                )
+            for device_id in device_ids:
+                await txn.execute(
+                    "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id
+                )
+                await txn.execute("DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+        return device_ids
+
+    async def list_devices(self, user_id: str) -> list[DeviceRow]:
+        rows = await self.db.fetch(
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+            " WHERE user_id = $1 ORDER BY device_id",
+            user_id,
+        )
+        return [DeviceRow(*r) for r in rows]
+
+    async def get_device(self, user_id: str, device_id: str) -> DeviceRow | None:
+        row = await self.db.fetchrow(
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+            " WHERE user_id = $1 AND device_id = $2",
+            user_id, device_id,
+        )
+        return DeviceRow(*row) if row else None
+
+    async def set_display_name(self, user_id: str, device_id: str, display_name: str | None) -> bool:
+        n = await self.db.execute(
+            "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+            user_id, device_id, display_name,
+        )
+        return n > 0
