@@ -729,7 +729,7 @@ def test_missing_event_ids_walks_to_a_fixed_point():
     while missing := state_res.missing_event_ids(rv, sets, loaded, chains, auth_rules=AUTH):
         loaded.update({e: full[e] for e in missing})
     assert len(loaded) < len(full)
-    assert resolve(rv, sets, loaded, chains) == resolve(rv, sets, full)
+    assert resolve(rv, sets, loaded, auth_chains=chains) == resolve(rv, sets, full)
 
 
 # ---------------------------------------------------------------------------
@@ -752,16 +752,10 @@ def test_v1_power_levels_conflict_keeps_chain_of_allowed_changes():
         ],
         [["END", "PA2", "PA", "START"], ["END", "PB", "PA"]],
     )
-    # Both PA2 and PB have depth PA+1; the sha1 order decides which goes first.
-    state = run_v1.names(run_v1.state_before["END"])
-    assert state[(PL, "")] in ("PA2", "PB")
-    import hashlib
-
-    first = max(("PA2", "PB"), key=lambda n: hashlib.sha1(n.encode()).hexdigest())
-    second = "PB" if first == "PA2" else "PA2"
-    # Bob's change passes against PA2 only if Bob still has 50: he does not,
-    # so if PA2 is first, PB fails and PA2 stays; Alice's change passes against PB.
-    assert state[(PL, "")] == (first if first == "PA2" else second)
+    # PA2 and PB have the same depth, so sha1(event_id) decides which is tried
+    # first. Either way Alice's PA2 wins: after PB it passes (Alice outranks Bob),
+    # and after PA2, Bob (now 0) cannot apply PB.
+    assert run_v1.names(run_v1.state_before["END"])[(PL, "")] == "PA2"
 
 
 def test_v1_normal_conflict_picks_highest_depth_that_passes():
@@ -777,6 +771,35 @@ def test_v1_normal_conflict_picks_highest_depth_that_passes():
     )
     # T2 (depth higher) passes auth: it wins over T3.
     assert dag.names(dag.state_before["END"])[(TOPIC, "")] == "T2"
+
+
+def test_v1_normal_conflict_where_nothing_passes_keeps_the_least_deep():
+    # Bob (0) may not set the topic (state_default 50): both candidates fail.
+    dag = Dag(
+        V1,
+        initial_specs(V1)
+        + [
+            Spec("T1", ALICE, TOPIC, "", {"topic": "1"}),
+            Spec("TB1", BOB, TOPIC, "", {"topic": "b1"}),
+            Spec("TB2", BOB, TOPIC, "", {"topic": "b2"}),
+        ],
+        [["END", "TB2", "T1", "START"], ["END", "TB1", "START"]],
+    )
+    assert dag.names(dag.state_before["END"])[(TOPIC, "")] == "TB1"
+
+
+def test_v1_deeper_power_levels_apply_when_allowed():
+    dag = Dag(
+        V1,
+        initial_specs(V1)
+        + [
+            Spec("PA1", ALICE, PL, "", {"users": {ALICE: 100, BOB: 10}}),
+            Spec("PA2", ALICE, PL, "", {"users": {ALICE: 100, BOB: 20}}),
+            Spec("PA3", ALICE, PL, "", {"users": {ALICE: 100, BOB: 30}}),
+        ],
+        [["END", "PA3", "PA2", "START"], ["END", "PA1", "START"]],
+    )
+    assert dag.names(dag.state_before["END"])[(PL, "")] == "PA3"
 
 
 def test_v1_ban_beats_join_and_unconflicted_keys_survive():
