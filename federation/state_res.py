@@ -30,10 +30,11 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set as AbstractSet
 from typing import Any, Protocol
 
+from federation import auth_rules as _auth_rules
+from federation.auth_rules import get_user_power_level
 from federation.room_versions import RoomVersion, StateResAlgorithm
 
 __all__ = [
@@ -68,8 +69,6 @@ MEMBER = "m.room.member"
 CREATE_KEY: StateKey = (CREATE, "")
 POWER_KEY: StateKey = (POWER_LEVELS, "")
 
-_INFINITE_POWER = math.inf
-
 
 class StateResolutionError(ValueError):
     """The input cannot be resolved (e.g. the auth events form a cycle)."""
@@ -98,9 +97,7 @@ class AuthRules(Protocol):
 
 
 def _default_auth_rules() -> AuthRules:
-    from federation import auth_rules  # imported late: only this function needs it
-
-    return auth_rules  # type: ignore[return-value]
+    return _auth_rules  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------
@@ -360,36 +357,9 @@ def is_power_event(event: Any) -> bool:
     return False
 
 
-_STRINGY_INT = re.compile(r"\s*[+-]?[0-9]+\s*\Z")
-
-
-def _as_power_level(value: Any, room_version: RoomVersion) -> int | None:
-    """A power level value as an int, per the room version's leniency; None if invalid."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if room_version.enforce_int_power_levels:
-        return None
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) else None
-    if isinstance(value, str) and _STRINGY_INT.match(value):
-        return int(value.strip())
-    return None
-
-
 def _create_event_id(room_id: str) -> str:
     """Room v12: the create event's ID is the room ID with a ``$`` sigil."""
     return "$" + room_id[1:]
-
-
-def _creators(create: Any, room_version: RoomVersion) -> frozenset[str]:
-    creators = {create.sender}
-    if room_version.privileged_creators:
-        additional = create.content.get("additional_creators")
-        if isinstance(additional, list):
-            creators.update(u for u in additional if isinstance(u, str))
-    return frozenset(creators)
 
 
 def sender_power_level(
@@ -397,9 +367,9 @@ def sender_power_level(
 ) -> int | float:
     """The sender's power level according to the event's own auth events.
 
-    Used by the reverse topological power ordering. Without a power levels auth
-    event, the room creator has 100 and everyone else 0. Room v12 creators have
-    infinite power (``math.inf``).
+    Used by the reverse topological power ordering; read as the auth rules read
+    it: without a power levels auth event, the room creator has 100 and everyone
+    else 0; room v12 creators have infinite power (``CREATOR_POWER_LEVEL``).
     """
     power_levels = create = None
     for auth_id in event.auth_event_ids:
@@ -412,26 +382,8 @@ def sender_power_level(
             create = auth_event
     if room_version.room_id_from_create_event and create is None:
         create = event_map.get(_create_event_id(event.room_id))
-    if room_version.privileged_creators and create is not None:
-        if event.sender in _creators(create, room_version):
-            return _INFINITE_POWER
-    if power_levels is None:
-        if create is not None:
-            creator = (
-                create.sender
-                if room_version.implicit_room_creator
-                else create.content.get("creator")
-            )
-            if creator == event.sender:
-                return 100
-        return 0
-    content = power_levels.content
-    users = content.get("users")
-    level = users.get(event.sender) if isinstance(users, Mapping) else None
-    if level is None:
-        level = content.get("users_default", 0)
-    parsed = _as_power_level(level, room_version)
-    return parsed if parsed is not None else 0
+    content = power_levels.content if power_levels is not None else None
+    return get_user_power_level(event.sender, content, create, room_version)
 
 
 # ---------------------------------------------------------------------------
