@@ -156,14 +156,12 @@ def separate_state(
     conflicted: dict[StateKey, frozenset[str]] = {}
     if not state_sets:
         return unconflicted, conflicted
-    first, rest = state_sets[0], state_sets[1:]
-    for key, event_id in first.items():
-        if all(s.get(key) == event_id for s in rest):
-            unconflicted[key] = event_id
+    unconflicted = dict(state_sets[0])
+    for state_set in state_sets[1:]:
+        get = state_set.get
+        unconflicted = {k: v for k, v in unconflicted.items() if get(k) == v}
     for state_set in state_sets:
-        for key in state_set:
-            if key in unconflicted or key in conflicted:
-                continue
+        for key in state_set.keys() - unconflicted.keys() - conflicted.keys():
             conflicted[key] = frozenset(
                 event_id for s in state_sets if (event_id := s.get(key)) is not None
             )
