@@ -109,7 +109,7 @@ def resolve_state(
     room_version: RoomVersion,
     state_sets: Sequence[StateMap],
     event_map: Mapping[str, Any],
-    auth_chains: AuthChainProvider | None = None,
+    auth_chains: AuthChainProvider | AuthChains | None = None,
     *,
     rejected_event_ids: AbstractSet[str] = frozenset(),
     auth_rules: AuthRules | None = None,
@@ -119,7 +119,8 @@ def resolve_state(
     ``event_map`` must hold the conflicted events and their auth chains; for
     v2/v2.1 without ``auth_chains``, also every event of the state sets (to walk
     the auth chains). ``auth_chains``, if given, answers the auth chain of an
-    event (e.g. from a chain cover index); results are memoised per call.
+    event (e.g. from a chain cover index); results are memoised per call. Pass
+    one ``AuthChains`` object to keep its memo across several resolutions.
     ``rejected_event_ids`` are events rejected on receipt: they are never used
     as auth events during the iterative auth checks (spec, "Rejected events").
     Events named in the state sets but missing from ``event_map`` are ignored
@@ -200,6 +201,14 @@ class AuthChains:
         self._provider = provider
         self._memo: dict[str, frozenset[str]] = {}
 
+    @property
+    def event_map(self) -> Mapping[str, Any]:
+        return self._events
+
+    @property
+    def has_provider(self) -> bool:
+        return self._provider is not None
+
     def __call__(self, event_id: str) -> frozenset[str]:
         chain = self._memo.get(event_id)
         if chain is None:
@@ -247,6 +256,14 @@ class AuthChains:
         return result - stop if stop else result
 
 
+def _chains(
+    event_map: Mapping[str, Any], auth_chains: AuthChainProvider | AuthChains | None
+) -> AuthChains:
+    if isinstance(auth_chains, AuthChains):
+        return auth_chains
+    return AuthChains(event_map, auth_chains)
+
+
 def auth_difference(
     state_sets: Sequence[StateMap],
     event_map: Mapping[str, Any],
@@ -257,7 +274,7 @@ def auth_difference(
     The full auth chain of a state set is its events and their auth chains.
     https://spec.matrix.org/latest/rooms/v2/#definitions ("Auth difference")
     """
-    chains = auth_chains if isinstance(auth_chains, AuthChains) else AuthChains(event_map, auth_chains)
+    chains = _chains(event_map, auth_chains)
     return _auth_difference(chains, [set(s.values()) for s in state_sets])
 
 
@@ -281,10 +298,10 @@ def conflicted_state_subgraph(
 
     https://spec.matrix.org/latest/rooms/v12/#definitions ("Conflicted state subgraph")
     """
-    chains = auth_chains if isinstance(auth_chains, AuthChains) else AuthChains(event_map, auth_chains)
+    chains = _chains(event_map, auth_chains)
     conflicted = set(conflicted_event_ids)
     reachable = chains.closure(conflicted)  # forward from the conflicted events
-    if chains._provider is not None:
+    if chains.has_provider:
         return {
             e for e in reachable if e in conflicted or not conflicted.isdisjoint(chains(e))
         }
@@ -316,7 +333,7 @@ def full_conflicted_set(
 
     Not filtered by ``event_map``: IDs the caller has not loaded are included.
     """
-    chains = auth_chains if isinstance(auth_chains, AuthChains) else AuthChains(event_map, auth_chains)
+    chains = _chains(event_map, auth_chains)
     unconflicted, conflicted = separate_state(room_version, state_sets)
     return _full_conflicted(room_version, state_sets, unconflicted, conflicted, chains)
 
@@ -331,7 +348,7 @@ def _full_conflicted(
     conflicted_ids = {e for ids in conflicted.values() for e in ids}
     result = conflicted_ids | _auth_difference(chains, [set(s.values()) for s in state_sets])
     if room_version.state_res is StateResAlgorithm.V2_1:
-        result |= conflicted_state_subgraph(conflicted_ids, chains._events, chains)
+        result |= conflicted_state_subgraph(conflicted_ids, chains.event_map, chains)
     return result
 
 
@@ -574,14 +591,14 @@ def _resolve_v2(
     room_version: RoomVersion,
     state_sets: Sequence[StateMap],
     event_map: Mapping[str, Any],
-    auth_chains: AuthChainProvider | None,
+    auth_chains: AuthChainProvider | AuthChains | None,
     rejected: AbstractSet[str],
     rules: AuthRules,
 ) -> dict[StateKey, str]:
     unconflicted, conflicted = separate_state(room_version, state_sets)
     if not conflicted:
         return unconflicted
-    chains = AuthChains(event_map, auth_chains)
+    chains = _chains(event_map, auth_chains)
     full = {
         e
         for e in _full_conflicted(room_version, state_sets, unconflicted, conflicted, chains)
@@ -712,7 +729,7 @@ def missing_event_ids(
     room_version: RoomVersion,
     state_sets: Sequence[StateMap],
     event_map: Mapping[str, Any],
-    auth_chains: AuthChainProvider | None = None,
+    auth_chains: AuthChainProvider | AuthChains | None = None,
     *,
     auth_rules: AuthRules | None = None,
 ) -> set[str]:
@@ -731,8 +748,8 @@ def missing_event_ids(
     if room_version.state_res is StateResAlgorithm.V1:
         considered = conflicted_ids
     else:
-        chains = AuthChains(event_map, auth_chains)
-        if auth_chains is None:
+        chains = _chains(event_map, auth_chains)
+        if not chains.has_provider:
             needed |= chains.closure(e for s in state_sets for e in s.values())
         full = _full_conflicted(room_version, state_sets, unconflicted, conflicted, chains)
         needed |= chains.closure(full)

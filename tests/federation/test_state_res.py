@@ -860,5 +860,9 @@ def test_result_does_not_depend_on_input_order(seed, rv, forks):
         rng.shuffle(items)
         shuffled_sets = [dict(sorted(sets[i].items(), key=lambda _: rng.random())) for i in perm]
         assert resolve(rv, shuffled_sets, dict(items)) == expected
+    # An auth chain provider (here: memoised walks, used as a black box) gives the same answer.
+    chains = state_res.AuthChains(dag.events)
+    assert resolve(rv, sets, dag.events, auth_chains=lambda e: chains(e)) == expected
+    assert resolve(rv, sets, dag.events, auth_chains=chains) == expected
     # Resolving the same set twice changes nothing; a set resolved with itself is itself.
     assert resolve(rv, [expected, expected], dag.events) == expected
