@@ -38,6 +38,7 @@ import nacl.exceptions
 import nacl.signing
 
 from federation.canonical_json import CanonicalJSONError, decode_base64, encode_canonical_json
+from federation.ids import is_valid_user_id
 from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
 __all__ = [
@@ -61,8 +62,6 @@ __all__ = [
     "redaction_allowed",
     "third_party_invite_public_keys",
     "verify_third_party_invite_signed",
-    "is_valid_user_id",
-    "is_valid_server_name",
 ]
 
 # Event types, memberships and join rules the rules talk about.
@@ -126,36 +125,6 @@ class AuthError(Exception):
 # ---------------------------------------------------------------------------
 # Identifiers
 # ---------------------------------------------------------------------------
-
-_SERVER_NAME_RE = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[0-9A-Za-z.-]{1,255})(?::[0-9]{1,5})?", re.ASCII
-)
-
-
-def is_valid_server_name(server_name: object) -> bool:
-    """The server name grammar of https://spec.matrix.org/latest/appendices/#server-name."""
-    return isinstance(server_name, str) and _SERVER_NAME_RE.fullmatch(server_name) is not None
-
-
-def is_valid_user_id(user_id: object, *, max_bytes: int | None = None) -> bool:
-    """``@localpart:server_name``, accepting historical localparts.
-
-    https://spec.matrix.org/latest/appendices/#user-identifiers: servers must accept any
-    localpart without ``:`` or NUL (historical user IDs). ``max_bytes`` (255 for a
-    ``sender``) limits the UTF-8 length when given.
-    """
-    if not isinstance(user_id, str) or not user_id.startswith("@"):
-        return False
-    try:
-        encoded = user_id.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates
-        return False
-    if max_bytes is not None and len(encoded) > max_bytes:
-        return False
-    localpart, sep, server_name = user_id[1:].partition(":")
-    if not sep or "\x00" in localpart:
-        return False
-    return is_valid_server_name(server_name)
 
 
 def _domain(identifier: object) -> str | None:
@@ -609,7 +578,7 @@ def _check_create(room_version: RoomVersion, event: AuthEvent) -> None:
     if room_version.privileged_creators and "additional_creators" in content:
         extra = content["additional_creators"]
         if not isinstance(extra, list) or not all(
-            is_valid_user_id(u, max_bytes=255) for u in extra
+            is_valid_user_id(u) for u in extra
         ):
             raise AuthError("create event: additional_creators is not a list of valid user IDs")
 

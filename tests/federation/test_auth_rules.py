@@ -27,7 +27,6 @@ from federation.auth_rules import (
     get_notification_level,
     get_required_level_for_event,
     get_user_power_level,
-    is_valid_user_id,
     parse_power_level,
     redaction_allowed,
     room_creators,
@@ -1032,29 +1031,6 @@ def test_parse_power_level(value, v1, v6, v10):
     assert parse_power_level(value, RoomVersions.V1) == v1
     assert parse_power_level(value, RoomVersions.V6) == v6
     assert parse_power_level(value, RoomVersions.V10) == v10
-
-
-@pytest.mark.parametrize(
-    ("user_id", "valid"),
-    [
-        ("@alice:example.org", True),
-        ("@alice:example.org:8448", True),
-        ("@alice:1.2.3.4", True),
-        ("@alice:[1234:5678::abcd]:5678", True),
-        ("@Historical User:example.org", True),
-        ("@:example.org", True),  # historical: empty localpart
-        ("alice:example.org", False),
-        ("@alice", False),
-        ("@alice:", False),
-        ("@alice:exa mple.org", False),
-        ("@al\x00ice:example.org", False),
-        ("@alice:example.org:port", False),
-        ("@alice:[zz]", False),
-        (7, False),
-    ],
-)
-def test_is_valid_user_id(user_id, valid):
-    assert is_valid_user_id(user_id) is valid
 
 
 def test_third_party_signature_verifies_with_signedjson():
