@@ -18,7 +18,8 @@ callback (signature checks of ``join_authorised_via_users_server``, whether an a
 event was rejected).
 
 Readings of the spec where it is silent, chosen to agree with deployed servers:
-- no ``m.room.join_rules`` event means the join rule ``invite``;
+- no ``m.room.join_rules`` event (or no ``join_rule`` in it) means the join rule
+  ``invite``;
 - power level values that cannot be parsed count as absent (the key's default)
   when read from the room state; in a new ``m.room.power_levels`` event they make
   the event fail the rules that compare them;
@@ -290,11 +291,12 @@ def get_membership(auth_events: Mapping[StateKey, AuthEvent], user_id: str) -> s
 
 
 def get_join_rule(auth_events: Mapping[StateKey, AuthEvent]) -> str:
-    """The room's join rule; ``invite`` when there is no ``m.room.join_rules`` event."""
+    """The room's join rule: ``invite`` when there is no ``m.room.join_rules`` event or
+    it has no ``join_rule`` (as deployed servers read it); "" when it is not a string."""
     event = auth_events.get((JOIN_RULES, ""))
     if event is None:
         return INVITE
-    rule = event.content.get("join_rule")
+    rule = event.content.get("join_rule", INVITE)
     return rule if isinstance(rule, str) else ""
 
 
