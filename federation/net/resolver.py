@@ -452,6 +452,8 @@ class ServerResolver:
             return WellKnownFetch(None, error=f"timed out after {self._timeout}s", transient=True)
         except (aiohttp.ClientError, OSError, ssl.SSLError) as e:
             return WellKnownFetch(None, error=f"{type(e).__name__}: {e}", transient=True)
+        except ValueError as e:  # an unusable redirect Location
+            return WellKnownFetch(None, error=f"bad redirect: {e}")
 
     async def _fetch(self, url: URL) -> WellKnownFetch:
         session = self._get_session()

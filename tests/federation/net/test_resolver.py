@@ -338,6 +338,15 @@ async def test_redirect_to_plain_http_is_refused(resolver, wk_server):
     assert wk_server.hits("e2e.test") == 0
 
 
+async def test_redirect_to_unparseable_location_is_refused(resolver, wk_server):
+    async def broken(_request):
+        return web.Response(status=302, headers={"Location": "https://[not-an-ip/x"})
+
+    wk_server.route("redirect.test", WK, broken)
+    assert (await resolver.resolve("redirect.test")).host_header == "redirect.test"
+    assert resolver.cached_well_known("redirect.test").delegated is None
+
+
 async def test_oversized_well_known_is_refused(resolver, wk_server):
     body = json.dumps({"m.server": "delegated.test:4002", "pad": "x" * 60_000}).encode()
     wk_server.raw("big.test", WK, body)
