@@ -192,7 +192,7 @@ def cmd_register_user(args: argparse.Namespace) -> int:
         try:
             await UserStore(hs.db).create_user(
                 user_id,
-                password_hash=hash_password(args.password),
+                password_hash=hash_password(args.password, config.bcrypt_rounds),
                 created_ts=wall_clock_ms(),
                 admin=args.admin,
             )

@@ -19,6 +19,7 @@ from .http.middleware import (
     body_limit_middleware,
     cors_middleware,
     error_middleware,
+    x_forwarded_middleware,
 )
 from .metrics import metrics_handler, metrics_middleware
 from .server import HomeServer
@@ -30,8 +31,9 @@ async def health(request: web.Request) -> web.Response:
 
 def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Application:
     tag = listener.tag or str(listener.port)
+    middlewares = [x_forwarded_middleware] if listener.x_forwarded else []
     app = web.Application(
-        middlewares=[
+        middlewares=middlewares + [
             error_middleware,
             cors_middleware,
             body_limit_middleware(hs.config.max_request_body_size),

@@ -34,7 +34,8 @@ def get_access_token(request: web.Request) -> str | None:
 
 @web.middleware
 async def access_token_middleware(request: web.Request, handler) -> web.StreamResponse:
-    if request.method == "OPTIONS" or getattr(handler, "gateway_public", False):
+    unmatched = getattr(request.match_info, "http_exception", None) is not None
+    if unmatched or request.method == "OPTIONS" or getattr(handler, "gateway_public", False):
         return await handler(request)
     token = get_access_token(request)
     if not token:

@@ -100,7 +100,7 @@ async def post_register(request: web.Request) -> web.Response:
     try:
         await hs.auth.users.create_user(
             user_id,
-            password_hash=hash_password(password) if password else None,
+            password_hash=hash_password(password, hs.config.bcrypt_rounds) if password else None,
             created_ts=hs.clock_ms(),
             displayname=username,
         )

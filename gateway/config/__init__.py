@@ -125,6 +125,7 @@ class HomeserverConfig:
     macaroon_secret_key: str | None
     form_secret: str | None
     max_request_body_size: int
+    bcrypt_rounds: int
     rate_limits: dict[str, RateLimit]
     federation: FederationConfig
     rc_federation: dict[str, int]
@@ -243,6 +244,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         macaroon_secret_key=root.str("macaroon_secret_key", None),
         form_secret=root.str("form_secret", None),
         max_request_body_size=root.size_bytes("max_request_body_size", 50 * 1024 * 1024),
+        bcrypt_rounds=root.int("bcrypt_rounds", 12, minimum=4, maximum=31),
         rate_limits=rate_limits,
         federation=fed,
         rc_federation=rc_federation,

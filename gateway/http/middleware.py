@@ -77,6 +77,22 @@ def body_limit_middleware(max_size: int):
     return middleware
 
 
+@web.middleware
+async def x_forwarded_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Behind a reverse proxy (``x_forwarded: true``): the client address and scheme come
+    from ``X-Forwarded-For`` / ``X-Forwarded-Proto``."""
+    changes = {}
+    forwarded_for = request.headers.get("X-Forwarded-For")
+    if forwarded_for:
+        changes["remote"] = forwarded_for.split(",")[0].strip()
+    proto = request.headers.get("X-Forwarded-Proto")
+    if proto in ("http", "https"):
+        changes["scheme"] = proto
+    if changes:
+        request = request.clone(**changes)
+    return await handler(request)
+
+
 def access_log_middleware(tag: str):
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:

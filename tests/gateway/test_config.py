@@ -45,6 +45,7 @@ def test_synapse_style_sections():
             "old_signing_keys": {"ed25519:old": {"key": "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ",
                                                  "expired_ts": 1000}},
             "rc_message": {"per_second": 100, "burst_count": 200},
+            "bcrypt_rounds": 10,
             "rc_login": {"address": {"per_second": 5, "burst_count": 10}},
             "federation_ip_range_blacklist": [],
             "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
@@ -61,6 +62,7 @@ def test_synapse_style_sections():
     assert c.key_refresh_interval_ms == 2 * 86_400_000
     assert c.old_signing_keys["ed25519:old"]["expired_ts"] == 1000
     assert c.rate_limits["rc_message"].per_second == 100
+    assert c.bcrypt_rounds == 10
     assert c.rate_limits["rc_login.address"].burst_count == 10
     assert c.rate_limits["rc_login.account"].per_second == 0.03
     assert c.federation.federation_ip_range_blacklist == ()
@@ -73,6 +75,7 @@ def test_synapse_style_sections():
     "override, key, fragment",
     [
         ({"server_name": None}, "server_name", "required"),
+        ({"bcrypt_rounds": 2}, "bcrypt_rounds", "between 4 and 31"),
         ({"server_name": 5}, "server_name", "expected a string"),
         ({"server_name": "bad name!"}, "server_name", "not a valid server name"),
         ({"listeners": [{"port": "eighty"}]}, "listeners[0].port", "expected an integer"),

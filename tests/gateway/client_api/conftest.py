@@ -10,6 +10,7 @@ from gateway.server import HomeServer
 BASE_CONFIG = {
     "server_name": "hs.test",
     "enable_registration": True,
+    "bcrypt_rounds": 4,
     "enable_registration_without_verification": True,
     "registration_shared_secret": "shared-secret",
     "listeners": [{"port": 1, "resources": [{"names": ["client", "federation"]}]}],

@@ -237,3 +237,17 @@ async def test_shared_secret_admin_registration(hs, client):
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["user_id"] == "@root:hs.test"
     assert (await hs.auth.users.get_user("@root:hs.test")).admin is True
+
+
+@pytest.mark.parametrize("config_overrides", [{
+    "rc_login": {"address": {"per_second": 0.001, "burst_count": 1}},
+    "listeners": [{"port": 1, "x_forwarded": True, "resources": [{"names": ["client"]}]}],
+}])
+async def test_x_forwarded_for_is_the_client_address(client, config_overrides):
+    body = {"type": "m.login.password", "user": "nobody", "password": "x"}
+    one = {"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
+    two = {"X-Forwarded-For": "198.51.100.9"}
+    assert (await client.post(f"{C}/login", json=body, headers=one)).status == 403
+    assert (await client.post(f"{C}/login", json=body, headers=one)).status == 429
+    # Another client behind the same proxy has its own budget.
+    assert (await client.post(f"{C}/login", json=body, headers=two)).status == 403
