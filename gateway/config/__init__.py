@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from federation.net.ip_ranges import DEFAULT_IP_RANGE_BLACKLIST
 from federation.room_versions import KNOWN_ROOM_VERSIONS
 
 from ._values import ConfigError, Section, string_item
@@ -44,14 +45,6 @@ ACCEPTED_IGNORED_KEYS = frozenset(
     {"report_stats", "pid_file", "log_config", "suppress_key_server_warning", "trusted_key_servers_warning"}
 )
 
-# Synapse's default outbound blacklist (ip_range_blacklist).
-DEFAULT_IP_RANGE_BLACKLIST = (
-    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "240.0.0.0/4",
-    "255.255.255.255/32", "::1/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8",
-    "fec0::/10", "::/128",
-)
 
 
 @dataclass(frozen=True)

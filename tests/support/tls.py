@@ -20,6 +20,8 @@ class IssuedCert:
 
 
 class TestCA:
+    __test__ = False  # not a pytest test class
+
     """Issues certificates for names and IP addresses; ``ca_path`` is the PEM to trust."""
 
     def __init__(self, directory: Path):

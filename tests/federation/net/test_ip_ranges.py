@@ -89,10 +89,15 @@ def test_filter_keeps_order():
     assert DEFAULT.filter(["10.0.0.1", "8.8.8.8", "::1", "1.1.1.1"]) == ["8.8.8.8", "1.1.1.1"]
 
 
-def test_default_list_matches_the_config_default():
-    from gateway.config import DEFAULT_IP_RANGE_BLACKLIST as CONFIG_DEFAULT
+def test_config_default_is_this_list():
+    import ipaddress
 
-    assert set(DEFAULT_IP_RANGE_BLACKLIST) == set(CONFIG_DEFAULT)
+    from gateway.config import parse_config
+
+    config = parse_config({"server_name": "example.com"})
+    expected = {ipaddress.ip_network(n) for n in DEFAULT_IP_RANGE_BLACKLIST}
+    assert set(config.federation.ip_range_blacklist) == expected
+    assert set(config.federation.federation_ip_range_blacklist) == expected
 
 
 class _FixedResolver:
