@@ -21,7 +21,7 @@ from .http.middleware import (
     error_middleware,
     x_forwarded_middleware,
 )
-from .metrics import metrics_handler, metrics_middleware
+from .metrics import metrics_handler, metrics_observer
 from .server import HomeServer
 
 
@@ -34,11 +34,11 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     middlewares = [x_forwarded_middleware] if listener.x_forwarded else []
     app = web.Application(
         middlewares=middlewares + [
+            # Outermost, so it logs the status the client really gets.
+            access_log_middleware(tag, observe=metrics_observer(tag)),
             error_middleware,
             cors_middleware,
             body_limit_middleware(hs.config.max_request_body_size),
-            metrics_middleware(tag),
-            access_log_middleware(tag),
         ],
         client_max_size=hs.config.max_request_body_size,
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
@@ -19,23 +17,18 @@ LATENCY = Histogram(
 )
 
 
-def metrics_middleware(tag: str):
-    @web.middleware
-    async def middleware(request: web.Request, handler) -> web.StreamResponse:
-        start = time.monotonic()
-        status = 500
-        try:
-            resp = await handler(request)
-            status = resp.status
-            return resp
-        finally:
-            # The route pattern, not the concrete path, keeps label cardinality bounded.
-            resource = request.match_info.route.resource if request.match_info.route else None
-            route = resource.canonical if resource is not None else "unmatched"
-            REQUESTS.labels(tag, request.method, route, str(status)).inc()
-            LATENCY.labels(tag, request.method, route).observe(time.monotonic() - start)
+def metrics_observer(tag: str):
+    """Record a finished request (see ``access_log_middleware``)."""
 
-    return middleware
+    def observe(request: web.Request, status: int, elapsed: float) -> None:
+        # The route pattern, not the concrete path, keeps label cardinality bounded.
+        route = request.match_info.route
+        resource = route.resource if route is not None else None
+        pattern = resource.canonical if resource is not None else "unmatched"
+        REQUESTS.labels(tag, request.method, pattern, str(status)).inc()
+        LATENCY.labels(tag, request.method, pattern).observe(elapsed)
+
+    return observe
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

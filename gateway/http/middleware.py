@@ -93,7 +93,10 @@ async def x_forwarded_middleware(request: web.Request, handler) -> web.StreamRes
     return await handler(request)
 
 
-def access_log_middleware(tag: str):
+def access_log_middleware(tag: str, observe=None):
+    """Log one line per request; also hand (request, status, seconds) to ``observe``
+    (the metrics), so both share one timing."""
+
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
         start = time.monotonic()
@@ -103,14 +106,10 @@ def access_log_middleware(tag: str):
             status = resp.status
             return resp
         finally:
-            log.info(
-                "%s %s %s %s %d %.3fs",
-                tag,
-                request.remote,
-                request.method,
-                request.rel_url.path,
-                status,
-                time.monotonic() - start,
-            )
+            elapsed = time.monotonic() - start
+            log.info("%s %s %s %s %d %.3fs", tag, request.remote, request.method, request.rel_url.path,
+                     status, elapsed)
+            if observe is not None:
+                observe(request, status, elapsed)
 
     return middleware
