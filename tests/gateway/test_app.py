@@ -111,10 +111,11 @@ async def test_health_and_metrics(hs, client):
     resp = await client.get("/health")
     assert resp.status == 200 and await resp.text() == "OK"
     async with TestClient(TestServer(build_listener_app(hs, hs.config.listeners[1]))) as mc:
+        assert (await mc.get("/no/such/page")).status == 404
         text = await (await mc.get("/_synapse/metrics")).text()
         assert "gateway_http_requests_total" in text
         # Errors are counted with the status the client got, under the route pattern.
-        assert 'route="unmatched"' in text and 'code="404"' in text
+        assert 'listener="2",method="GET",route="unmatched"' in text and 'code="404"' in text
         # The metrics listener serves nothing else.
         assert (await mc.get("/_matrix/client/versions")).status == 404
 
