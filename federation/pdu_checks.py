@@ -216,7 +216,7 @@ def check_signatures_and_hashes(
         verify_event_signatures(pdu_json, room_version, keys_for, origin=origin)
     except SignatureError as e:
         return Drop(f"signature check failed: {e}")
-    if check_content_hash(pdu_json):
+    if check_content_hash(pdu_json, room_version):
         return _ACCEPT
     from .redaction import redact
 
