@@ -179,7 +179,9 @@ def check_format(pdu_json: Any, room_version: RoomVersion) -> Accept | Drop:
     except InvalidIdentifierError as e:
         return Drop(f"sender: {e}")
     room_id = pdu_json.get("room_id")
-    if room_id is not None or not room_version.room_id_from_create_event:
+    # Rooms 12+: the create event has no room_id (one that has is rejected by rule 1.2).
+    v12_create = room_version.room_id_from_create_event and pdu_json.get("type") == "m.room.create"
+    if room_id is not None or not v12_create:
         if not isinstance(room_id, str):
             return Drop("room_id is missing or not a string")
         try:
