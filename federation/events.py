@@ -1,0 +1,321 @@
+"""Persistent data units (PDUs): the event model, format checks, hashes and event IDs.
+
+Spec: server-server API "PDUs" and "Signing Events"
+(https://spec.matrix.org/latest/server-server-api/#pdus), the event format of each
+room version (rooms v1 and v3/v4 event IDs, v12 room IDs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable, Mapping
+
+from .canonical_json import (
+    CanonicalJSONError,
+    check_strict_values,
+    decode_base64,
+    encode_base64,
+    encode_base64_urlsafe,
+    encode_canonical_json,
+)
+from .redaction import redact
+from .room_versions import EventFormat, RoomVersion
+
+__all__ = [
+    "InvalidEventError",
+    "PDU",
+    "MAX_PDU_SIZE",
+    "build_event",
+    "compute_content_hash",
+    "add_content_hash",
+    "check_content_hash",
+    "compute_reference_hash",
+    "compute_event_id",
+    "check_pdu_format",
+]
+
+#: Spec "Size limits": the whole PDU as canonical JSON, and some of its fields.
+MAX_PDU_SIZE = 65536
+MAX_ID_BYTES = 255
+#: Limits deployed servers enforce on references (Synapse's values).
+MAX_PREV_EVENTS = 20
+MAX_AUTH_EVENTS = 10
+MAX_DEPTH = 2**63 - 1
+
+_REQUIRED = ("auth_events", "content", "depth", "hashes", "origin_server_ts", "prev_events", "sender",
+             "signatures", "type")
+
+
+class InvalidEventError(ValueError):
+    """A PDU that does not follow the event format of its room version."""
+
+
+# --- hashes ------------------------------------------------------------------------
+
+
+def compute_content_hash(pdu_json: Mapping[str, Any]) -> bytes:
+    """SHA-256 over the event without ``unsigned``, ``signatures`` and ``hashes``.
+
+    https://spec.matrix.org/latest/server-server-api/#calculating-the-content-hash-for-an-event
+    """
+    stripped = {k: v for k, v in pdu_json.items() if k not in ("unsigned", "signatures", "hashes")}
+    return hashlib.sha256(encode_canonical_json(stripped)).digest()
+
+
+def add_content_hash(pdu_json: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the event with ``hashes.sha256`` set."""
+    out = dict(pdu_json)
+    out["hashes"] = {"sha256": encode_base64(compute_content_hash(pdu_json))}
+    return out
+
+
+def check_content_hash(pdu_json: Mapping[str, Any]) -> bool:
+    """Whether ``hashes.sha256`` matches the content (False when missing or malformed)."""
+    hashes = pdu_json.get("hashes")
+    claimed = hashes.get("sha256") if isinstance(hashes, dict) else None
+    if not isinstance(claimed, str):
+        return False
+    try:
+        return decode_base64(claimed) == compute_content_hash(pdu_json)
+    except ValueError:
+        return False
+
+
+def compute_reference_hash(pdu_json: Mapping[str, Any], room_version: RoomVersion) -> bytes:
+    """SHA-256 over the redacted event without ``signatures`` and ``unsigned``.
+
+    https://spec.matrix.org/latest/server-server-api/#calculating-the-reference-hash-for-an-event
+    """
+    redacted = redact(dict(pdu_json), room_version)
+    redacted.pop("signatures", None)
+    redacted.pop("unsigned", None)
+    return hashlib.sha256(encode_canonical_json(redacted)).digest()
+
+
+def compute_event_id(pdu_json: Mapping[str, Any], room_version: RoomVersion) -> str:
+    """The event ID: given in the event for v1/v2, derived from the reference hash after."""
+    fmt = room_version.event_format
+    if fmt is EventFormat.V1:
+        event_id = pdu_json.get("event_id")
+        if not isinstance(event_id, str):
+            raise InvalidEventError("event_id is required in room versions 1 and 2")
+        return event_id
+    digest = compute_reference_hash(pdu_json, room_version)
+    if fmt is EventFormat.V2:
+        return "$" + encode_base64(digest)
+    return "$" + encode_base64_urlsafe(digest)
+
+
+# --- format ------------------------------------------------------------------------
+
+
+def _check_id_length(pdu_json: Mapping[str, Any], key: str) -> None:
+    value = pdu_json.get(key)
+    if isinstance(value, str) and len(value.encode("utf-8")) > MAX_ID_BYTES:
+        raise InvalidEventError(f"{key} is longer than {MAX_ID_BYTES} bytes")
+
+
+def _references(pdu_json: Mapping[str, Any], key: str, room_version: RoomVersion, limit: int) -> tuple[str, ...]:
+    refs = pdu_json.get(key)
+    if not isinstance(refs, list):
+        raise InvalidEventError(f"{key} must be a list")
+    if len(refs) > limit:
+        raise InvalidEventError(f"{key} has {len(refs)} entries; at most {limit} are allowed")
+    ids: list[str] = []
+    for ref in refs:
+        if room_version.event_format is EventFormat.V1:
+            if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[0], str) and isinstance(ref[1], dict)):
+                raise InvalidEventError(f"{key} entries must be [event_id, {{hashes}}] pairs in this room version")
+            ids.append(ref[0])
+        else:
+            if not isinstance(ref, str) or not ref.startswith("$"):
+                raise InvalidEventError(f"{key} entries must be event IDs")
+            ids.append(ref)
+    return tuple(ids)
+
+
+def check_pdu_format(pdu_json: Any, room_version: RoomVersion) -> None:
+    """Raise InvalidEventError unless ``pdu_json`` is a well-formed PDU of this version."""
+    if not isinstance(pdu_json, dict):
+        raise InvalidEventError("a PDU must be a JSON object")
+    for key in _REQUIRED:
+        if key not in pdu_json:
+            raise InvalidEventError(f"missing required key {key!r}")
+    is_create = pdu_json.get("type") == "m.room.create" and pdu_json.get("state_key") == ""
+    if room_version.room_id_from_create_event and is_create:
+        if "room_id" in pdu_json:
+            raise InvalidEventError("a room v12 create event must not have a room_id")
+        if pdu_json.get("auth_events") or pdu_json.get("prev_events"):
+            raise InvalidEventError("a create event has no auth_events or prev_events")
+    else:
+        room_id = pdu_json.get("room_id")
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise InvalidEventError("room_id must be a room ID")
+    if room_version.event_id_in_event and not isinstance(pdu_json.get("event_id"), str):
+        raise InvalidEventError("event_id is required in room versions 1 and 2")
+    for key in ("type", "sender"):
+        if not isinstance(pdu_json[key], str):
+            raise InvalidEventError(f"{key} must be a string")
+    if not pdu_json["sender"].startswith("@") or ":" not in pdu_json["sender"]:
+        raise InvalidEventError("sender must be a user ID")
+    if "state_key" in pdu_json and not isinstance(pdu_json["state_key"], str):
+        raise InvalidEventError("state_key must be a string")
+    if not isinstance(pdu_json["content"], dict):
+        raise InvalidEventError("content must be an object")
+    depth = pdu_json["depth"]
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
+        raise InvalidEventError("depth must be a non-negative integer")
+    ts = pdu_json["origin_server_ts"]
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise InvalidEventError("origin_server_ts must be an integer")
+    hashes = pdu_json["hashes"]
+    if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
+        raise InvalidEventError("hashes.sha256 must be a string")
+    sigs = pdu_json["signatures"]
+    if not isinstance(sigs, dict) or not all(
+        isinstance(v, dict) and all(isinstance(s, str) for s in v.values()) for v in sigs.values()
+    ):
+        raise InvalidEventError("signatures must map server names to {key ID: signature}")
+    if "unsigned" in pdu_json and not isinstance(pdu_json["unsigned"], dict):
+        raise InvalidEventError("unsigned must be an object")
+    for key in ("sender", "room_id", "state_key", "type", "event_id"):
+        _check_id_length(pdu_json, key)
+    _references(pdu_json, "prev_events", room_version, MAX_PREV_EVENTS)
+    _references(pdu_json, "auth_events", room_version, MAX_AUTH_EVENTS)
+    if pdu_json["type"] == "m.room.redaction":
+        redacts = pdu_json["content"].get("redacts") if room_version.redacts_in_content else pdu_json.get("redacts")
+        if redacts is not None and not isinstance(redacts, str):
+            raise InvalidEventError("redacts must be an event ID")
+    try:
+        if room_version.strict_canonicaljson:
+            check_strict_values(pdu_json)
+        size = len(encode_canonical_json(pdu_json))
+    except CanonicalJSONError as e:
+        raise InvalidEventError(f"not valid canonical JSON for this room version: {e}") from None
+    if size > MAX_PDU_SIZE:
+        raise InvalidEventError(f"event is {size} bytes; the limit is {MAX_PDU_SIZE}")
+
+
+# --- the model ---------------------------------------------------------------------
+
+
+class PDU:
+    """A parsed PDU. Read-only attributes; ``get_pdu_json()`` gives the wire form."""
+
+    __slots__ = (
+        "_json", "room_version", "event_id", "room_id", "type", "state_key", "sender", "content",
+        "origin_server_ts", "depth", "prev_event_ids", "auth_event_ids", "redacts", "hashes",
+        "signatures", "unsigned",
+    )
+
+    def __init__(self, pdu_json: dict[str, Any], room_version: RoomVersion, event_id: str):
+        self._json = pdu_json
+        self.room_version = room_version
+        self.event_id = event_id
+        self.type: str = pdu_json["type"]
+        self.state_key: str | None = pdu_json.get("state_key")
+        self.sender: str = pdu_json["sender"]
+        self.content: dict[str, Any] = pdu_json["content"]
+        self.origin_server_ts: int = pdu_json["origin_server_ts"]
+        self.depth: int = pdu_json["depth"]
+        self.hashes: dict[str, Any] = pdu_json["hashes"]
+        self.signatures: dict[str, Any] = pdu_json["signatures"]
+        self.unsigned: dict[str, Any] = pdu_json.get("unsigned") or {}
+        fmt_v1 = room_version.event_format is EventFormat.V1
+        self.prev_event_ids = tuple(r[0] if fmt_v1 else r for r in pdu_json["prev_events"])
+        self.auth_event_ids = tuple(r[0] if fmt_v1 else r for r in pdu_json["auth_events"])
+        if room_version.room_id_from_create_event and "room_id" not in pdu_json:
+            self.room_id = "!" + event_id[1:]
+        else:
+            self.room_id = pdu_json["room_id"]
+        if self.type == "m.room.redaction":
+            r = self.content.get("redacts") if room_version.redacts_in_content else pdu_json.get("redacts")
+            if r is None and room_version.redacts_in_content:
+                r = pdu_json.get("redacts")  # tolerated from older senders
+            self.redacts = r if isinstance(r, str) else None
+        else:
+            self.redacts = None
+
+    @classmethod
+    def from_pdu_json(cls, pdu_json: dict[str, Any], room_version: RoomVersion) -> "PDU":
+        """Check the format and build the model; InvalidEventError on a malformed event."""
+        check_pdu_format(pdu_json, room_version)
+        return cls(pdu_json, room_version, compute_event_id(pdu_json, room_version))
+
+    @property
+    def is_state(self) -> bool:
+        return self.state_key is not None
+
+    def get_pdu_json(self) -> dict[str, Any]:
+        """The event as sent over federation (a shallow copy)."""
+        return dict(self._json)
+
+    def __repr__(self) -> str:
+        return f"<PDU {self.event_id} {self.type} state_key={self.state_key!r} sender={self.sender}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PDU) and other.event_id == self.event_id
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+
+# --- building ----------------------------------------------------------------------
+
+
+def build_event(
+    room_version: RoomVersion,
+    *,
+    type: str,
+    sender: str,
+    room_id: str | None,
+    content: dict[str, Any],
+    prev_event_ids: Iterable[str],
+    auth_event_ids: Iterable[str],
+    depth: int,
+    origin_server_ts: int,
+    state_key: str | None = None,
+    redacts: str | None = None,
+    origin: str | None = None,
+    event_id: str | None = None,
+    reference_hashes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The unsigned PDU JSON of a new event, with its content hash.
+
+    ``room_id`` is None only for a room v12 create event. Rooms 1 and 2 need
+    ``event_id`` (``$opaque:server``) and take ``reference_hashes`` for the
+    ``[id, {"sha256": ...}]`` references. Sign the result with
+    ``federation.signing.sign_event``.
+    """
+    pdu: dict[str, Any] = {
+        "type": type,
+        "sender": sender,
+        "content": dict(content),
+        "depth": depth,
+        "origin_server_ts": origin_server_ts,
+        "signatures": {},
+    }
+    if room_id is not None:
+        pdu["room_id"] = room_id
+    elif not room_version.room_id_from_create_event or type != "m.room.create":
+        raise InvalidEventError("room_id is required")
+    if state_key is not None:
+        pdu["state_key"] = state_key
+    if redacts is not None:
+        if room_version.redacts_in_content:
+            pdu["content"]["redacts"] = redacts
+        else:
+            pdu["redacts"] = redacts
+    if room_version.event_format is EventFormat.V1:
+        if event_id is None:
+            raise InvalidEventError("room versions 1 and 2 need an event_id")
+        pdu["event_id"] = event_id
+        hashes = reference_hashes or {}
+        pdu["prev_events"] = [[e, {"sha256": hashes.get(e, "")}] for e in prev_event_ids]
+        pdu["auth_events"] = [[e, {"sha256": hashes.get(e, "")}] for e in auth_event_ids]
+    else:
+        pdu["prev_events"] = list(prev_event_ids)
+        pdu["auth_events"] = list(auth_event_ids)
+    if origin is not None and not room_version.updated_redaction_rules:
+        pdu["origin"] = origin
+    return add_content_hash(pdu)
