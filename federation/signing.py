@@ -460,9 +460,9 @@ def servers_that_must_sign(
 ) -> set[str]:
     """The servers whose signatures an event needs.
 
-    - the ``sender``'s server, except for an invite made from a third-party invite,
-      which may be sent by another server: then ``origin`` (the server that sent us
-      the event, if known) is required instead;
+    - the ``sender``'s server; for an invite made from a third-party invite, which
+      another server may have built, ``origin`` (that server, when the caller
+      knows it) replaces it;
     - room v1/v2: the server of the ``event_id`` too;
     - room v8+: for a join with ``join_authorised_via_users_server``, that user's server.
 
@@ -477,9 +477,8 @@ def servers_that_must_sign(
             raise SignatureError(f"{field}: {e}") from None
 
     servers: set[str] = set()
-    if _is_third_party_invite(pdu_json):
-        if origin is not None:
-            servers.add(origin)
+    if origin is not None and _is_third_party_invite(pdu_json):
+        servers.add(origin)
     else:
         servers.add(domain("sender", pdu_json.get("sender")))
     if room_version.event_id_in_event:
@@ -542,8 +541,24 @@ def verify_event_signatures(
     Keys ``keys_for`` does not know are skipped, as are (room v5+) keys not valid at
     the event's ``origin_server_ts``; each required server needs at least one
     signature from a usable key, and all of those must verify.
+    For an invite from a third-party invite, ``origin``'s signature is accepted in
+    place of the sender's server's (the spec's exception).
     Raises SignatureError. Does not check the content hash (:func:`check_content_hash`).
     """
+    try:
+        _verify_event_signatures(pdu_json, room_version, keys_for, None)
+    except SignatureError:
+        if origin is None or not _is_third_party_invite(pdu_json):
+            raise
+        _verify_event_signatures(pdu_json, room_version, keys_for, origin)
+
+
+def _verify_event_signatures(
+    pdu_json: Mapping[str, Any],
+    room_version: "RoomVersion",
+    keys_for: KeyLookup,
+    origin: str | None,
+) -> None:
     required = servers_that_must_sign(pdu_json, room_version, origin=origin)
     signatures = pdu_json.get("signatures")
     if not isinstance(signatures, dict):

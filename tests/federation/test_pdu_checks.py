@@ -306,6 +306,11 @@ def test_third_party_invite_may_come_from_another_server():
     assert check_signatures_and_hashes(ev, RoomVersions.V10, keys_for, origin="c.org") == Accept()
     decision = check_signatures_and_hashes(ev, RoomVersions.V10, keys_for, origin="b.org")
     assert isinstance(decision, Drop)
+    # without a known origin, the sender's server must have signed
+    assert isinstance(check_signatures_and_hashes(ev, RoomVersions.V10, keys_for), Drop)
+    by_sender = room.build("m.room.member", ALICE, content, CAROL)
+    assert check_signatures_and_hashes(by_sender, RoomVersions.V10, keys_for) == Accept()
+    assert check_signatures_and_hashes(by_sender, RoomVersions.V10, keys_for, origin="b.org") == Accept()
 
 
 def test_key_validity_is_enforced_from_v5():

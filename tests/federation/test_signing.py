@@ -306,7 +306,7 @@ def test_max_key_validity_is_seven_days():
              "content": {"membership": "leave", "join_authorised_via_users_server": "@b:three.org"}},
             RoomVersions.V9, None, {"one.org"},
         ),
-        # third-party invite: the sender's server is not required; the sending server is
+        # third-party invite: the sending server, when known, replaces the sender's
         (
             {"sender": "@a:one.org", "type": "m.room.member", "state_key": "@c:four.org",
              "content": {"membership": "invite", "third_party_invite": {"signed": {}}}},
@@ -315,7 +315,7 @@ def test_max_key_validity_is_seven_days():
         (
             {"sender": "@a:one.org", "type": "m.room.member", "state_key": "@c:four.org",
              "content": {"membership": "invite", "third_party_invite": {"signed": {}}}},
-            RoomVersions.V10, None, set(),
+            RoomVersions.V10, None, {"one.org"},
         ),
         # an ordinary invite still needs the sender's server
         (
