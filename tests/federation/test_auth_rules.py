@@ -8,7 +8,6 @@ Alice, Alice joined, power levels (Alice 100, Mod 50), join rule as the case say
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 from typing import Any
 
@@ -33,6 +32,7 @@ from federation.auth_rules import (
     verify_third_party_invite_signed,
 )
 from federation.canonical_json import encode_base64, encode_base64_urlsafe, encode_canonical_json
+from federation.events import PDU, build_event, compute_event_id
 from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, RoomVersions
 
 ALL = list(KNOWN_ROOM_VERSIONS.values())
@@ -58,81 +58,44 @@ def versions(lo: int = 1, hi: int = 12) -> list[RoomVersion]:
 
 
 # ---------------------------------------------------------------------------
-# Building events (stand-in for federation.events.PDU until it lands)
+# Building events: real PDUs (federation.events)
 # ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class StandInPDU:
-    event_id: str
-    room_id: str
-    type: str
-    state_key: str | None
-    sender: str
-    content: dict
-    origin_server_ts: int
-    depth: int
-    prev_event_ids: tuple[str, ...]
-    auth_event_ids: tuple[str, ...]
-    redacts: str | None
-    room_version: RoomVersion
-    hashes: dict
-    signatures: dict
-    unsigned: dict
-    pdu_json: dict
-
-    @property
-    def is_state(self) -> bool:
-        return self.state_key is not None
-
-    def get_pdu_json(self) -> dict:
-        return dict(self.pdu_json)
-
 
 _counter = itertools.count()
 
 
-def make_event(rv: RoomVersion, fields: dict[str, Any]) -> StandInPDU:
-    """An event of room version ``rv`` from wire-like ``fields``."""
-    fields = dict(fields)
-    fields.setdefault("origin_server_ts", 1_700_000_000_000 + next(_counter))
-    fields.setdefault("depth", 1)
-    fields.setdefault("prev_events", [])
-    fields.setdefault("auth_events", [])
-    sender_domain = fields["sender"].partition(":")[2]
-    fields.setdefault("signatures", {sender_domain: {"ed25519:1": "sig"}})
+def make_event(rv: RoomVersion, fields: dict[str, Any], *, checked: bool = True) -> PDU:
+    """A PDU of room version ``rv`` from wire-like ``fields``.
+
+    ``checked=False`` skips the format checks of ``PDU.from_pdu_json``, for events the
+    format step would already refuse (the auth rules must still reject them).
+    """
     n = next(_counter)
-    if rv.event_id_in_event:
-        event_id = fields.setdefault("event_id", f"$e{n}:{sender_domain}")
-    else:
-        digest = hashlib.sha256(encode_canonical_json({**fields, "n": n})).digest()
-        event_id = "$" + encode_base64_urlsafe(digest)
-    if "room_id" in fields:
-        room_id = fields["room_id"]
-    else:  # v12 create event
-        room_id = "!" + event_id[1:]
-    if rv.redacts_in_content:
-        redacts = fields["content"].get("redacts")
-    else:
-        redacts = fields.get("redacts")
-    return StandInPDU(
-        event_id=event_id,
-        room_id=room_id,
+    sender_domain = fields["sender"].partition(":")[2]
+    pdu_json = build_event(
+        rv,
         type=fields["type"],
-        state_key=fields.get("state_key"),
         sender=fields["sender"],
+        room_id=fields.get("room_id"),
         content=fields["content"],
-        origin_server_ts=fields["origin_server_ts"],
-        depth=fields["depth"],
-        prev_event_ids=tuple(fields["prev_events"]),
-        auth_event_ids=tuple(fields["auth_events"]),
-        redacts=redacts,
-        room_version=rv,
-        hashes={},
-        signatures=fields["signatures"],
-        unsigned={},
-        pdu_json=fields,
+        prev_event_ids=fields.get("prev_events", []),
+        auth_event_ids=fields.get("auth_events", []),
+        depth=fields.get("depth", 1),
+        origin_server_ts=fields.get("origin_server_ts", 1_700_000_000_000 + n),
+        state_key=fields.get("state_key"),
+        redacts=fields.get("redacts"),
+        event_id=f"$e{n}:{sender_domain}" if rv.event_id_in_event else None,
     )
+    pdu_json["signatures"] = fields.get("signatures", {sender_domain: {"ed25519:1": "c2ln"}})
+    if checked:
+        return PDU.from_pdu_json(pdu_json, rv)
+    return PDU(pdu_json, rv, compute_event_id(pdu_json, rv))
+
+
+def moved_to(event: PDU, room_id: str) -> PDU:
+    """The same event, claimed for another room (a new event ID)."""
+    pdu_json = {**event.get_pdu_json(), "room_id": room_id}
+    return PDU(pdu_json, event.room_version, compute_event_id(pdu_json, event.room_version))
 
 
 class Room:
@@ -512,8 +475,8 @@ CASES: list[Case] = [
                     setup=with_pl({"users": {ALICE: 100}, "events": {"m.room.redaction": 10}}))),
     # --- auth events from another room
     Case("member event of another room", ALL, "belongs to room",
-         lambda room: (room.state.__setitem__((MEMBER, BOB), dataclasses.replace(
-             room.event(MEMBER, BOB, {"membership": "join"}, BOB), room_id="!elsewhere:x.test")),
+         lambda room: (room.state.__setitem__((MEMBER, BOB), moved_to(
+             room.event(MEMBER, BOB, {"membership": "join"}, BOB), "!elsewhere:x.test")),
              room.event("m.room.message", BOB, {}))[1]),
 ]
 
@@ -765,7 +728,8 @@ def create_case(content: dict, *, sender=ALICE, room_id: str | None = "default",
                 fields["room_id"] = "!new:" + sender.partition(":")[2]
         elif room_id is not None:
             fields["room_id"] = room_id
-        return make_event(room.rv, fields)
+        # the format step already refuses a v12 create with room_id or prev_events
+        return make_event(room.rv, fields, checked=not room.rv.room_id_from_create_event)
 
     return build
 
@@ -952,7 +916,7 @@ def test_check_event_auth_with_own_auth_events(rv):
     with pytest.raises(AuthError, match="was rejected"):
         check_auth_events(rv, event, listed, is_rejected=lambda e: e.event_id == pl.event_id)
     # entry from another room
-    foreign = dataclasses.replace(room.state[(MEMBER, BOB)], room_id="!other:x.test")
+    foreign = moved_to(room.state[(MEMBER, BOB)], "!other:x.test")
     with pytest.raises(AuthError, match="belongs to room"):
         check_auth_events(rv, event, [e if e.type != MEMBER else foreign for e in listed])
     # the create event: required before v12, forbidden in v12
@@ -1075,7 +1039,7 @@ def test_redaction_allowed(rv):
         assert not redaction_allowed(rv, redaction, other, room.state)
         by_mod = room.event("m.room.redaction", MOD, {"redacts": other.event_id}, redacts=other.event_id)
         assert redaction_allowed(rv, by_mod, other, room.state)
-    foreign = dataclasses.replace(own, room_id="!other:x.test")
+    foreign = moved_to(own, "!other:x.test")
     assert not redaction_allowed(rv, redaction, foreign, room.state)
 
 
@@ -1091,3 +1055,39 @@ def test_state_res_uses_this_module_as_its_rules():
     rules.check_auth_rules(rv, msg, room.state)
     assert set(rules.auth_types_for_event(rv, msg.type, msg.sender, msg.state_key, msg.content)) == {
         (PL, ""), (MEMBER, ALICE)}
+
+
+@pytest.mark.parametrize("rv", versions(8), ids=lambda v: f"v{v.identifier}")
+def test_restricted_join_with_real_signatures(rv):
+    """A join signed by the joiner's server and the authorising server (federation.signing)."""
+    from federation import signing
+
+    keys = {server: signing.signing_key_from_seed("1", bytes([i]) * 32)
+            for i, server in enumerate(("a.test", "b.test", "z.test"), start=1)}
+
+    def keys_for(server, key_id):
+        key = keys.get(server)
+        return key.verify_key if key is not None and key.key_id == key_id else None
+
+    def is_signed_by(event, server):
+        try:
+            signing.verify_event_signatures(event.get_pdu_json(), rv, keys_for)
+        except signing.SignatureError:
+            return False
+        return bool(event.signatures.get(server))
+
+    room = Room(rv, join_rule="restricted")
+    unsigned = build_event(
+        rv, type=MEMBER, sender=BOB, room_id=room.room_id, state_key=BOB,
+        content={"membership": "join", AUTH: ALICE}, prev_event_ids=["$previous"],
+        auth_event_ids=[], depth=3, origin_server_ts=1_700_000_000_000,
+    )
+    by_bob = signing.sign_event(unsigned, "b.test", keys["b.test"], room_version=rv)
+    both = signing.sign_event(by_bob, "a.test", keys["a.test"], room_version=rv)
+    assert room.check(PDU.from_pdu_json(both, rv), is_signed_by=is_signed_by) == ALLOW
+    assert "not signed by a.test" in room.check(PDU.from_pdu_json(by_bob, rv), is_signed_by=is_signed_by)
+    forged = signing.sign_event(by_bob, "z.test", keys["z.test"], room_version=rv)
+    forged["signatures"]["a.test"] = forged["signatures"].pop("z.test")
+    assert "not signed by a.test" in room.check(PDU.from_pdu_json(forged, rv), is_signed_by=is_signed_by)
+    # without a callback only the presence of a signature is checked (the signature step verifies)
+    assert room.check(PDU.from_pdu_json(forged, rv)) == ALLOW
