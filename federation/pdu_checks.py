@@ -24,7 +24,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
+from .auth_rules import AuthError, check_auth_rules, check_event_auth
+from .events import PDU, InvalidEventError
 from .ids import EventID, InvalidIdentifierError, RoomID, UserID, get_domain_from_id
+from .redaction import redact
 from .room_versions import RoomVersion
 from .signing import (
     KeyLookup,
@@ -121,13 +124,6 @@ Decision = Union[Accept, Drop, Reject, SoftFail, Redacted]
 _ACCEPT = Accept()
 
 
-def _pdu_class():
-    # The event model is written alongside (federation/events.py).
-    from .events import InvalidEventError, PDU
-
-    return PDU, InvalidEventError
-
-
 def _as_json(event: Any) -> Mapping[str, Any]:
     if isinstance(event, Mapping):
         return event
@@ -147,7 +143,6 @@ def check_format(pdu_json: Any, room_version: RoomVersion) -> Accept | Drop:
     """
     if not isinstance(pdu_json, dict):
         return Drop("PDU is not a JSON object")
-    PDU, InvalidEventError = _pdu_class()
     try:
         pdu = PDU.from_pdu_json(pdu_json, room_version)
     except InvalidEventError as e:
@@ -194,10 +189,7 @@ def check_signatures_and_hashes(
         return Drop(f"signature check failed: {e}")
     if check_content_hash(pdu_json, room_version):
         return _ACCEPT
-    from .redaction import redact
-
     redacted_json = redact(dict(pdu_json), room_version)
-    PDU, InvalidEventError = _pdu_class()
     try:
         redacted = PDU.from_pdu_json(redacted_json, room_version)
     except InvalidEventError as e:
@@ -234,8 +226,6 @@ def check_auth_against_auth_events(
     pass it as ``create_event`` or include it in ``auth_events``.
     ``is_rejected(auth_event)`` tells whether an auth event was itself rejected.
     """
-    from .auth_rules import AuthError, check_event_auth
-
     if isinstance(auth_events, Mapping):
         by_id = auth_events
     else:
@@ -275,8 +265,6 @@ def check_auth_against_state_before(
     ``state_before`` maps ``(type, state_key)`` to events (resolved from the state
     after each of ``prev_events``); it holds the create event in every room version.
     """
-    from .auth_rules import AuthError, check_auth_rules
-
     try:
         check_auth_rules(room_version, event, state_before, is_signed_by=is_signed_by)
     except AuthError as e:
@@ -295,8 +283,6 @@ def check_soft_fail_against_current_state(
 
     https://spec.matrix.org/latest/server-server-api/#soft-failure
     """
-    from .auth_rules import AuthError, check_auth_rules
-
     try:
         check_auth_rules(room_version, event, current_state, is_signed_by=is_signed_by)
     except AuthError as e:

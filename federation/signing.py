@@ -31,6 +31,7 @@ from .canonical_json import (
     encode_canonical_json,
 )
 from .ids import InvalidIdentifierError, get_domain_from_id, parse_server_name
+from .redaction import redact
 
 if TYPE_CHECKING:
     from .room_versions import RoomVersion
@@ -389,7 +390,9 @@ def check_content_hash(
 # --- Event signatures: https://spec.matrix.org/latest/server-server-api/#signing-events
 
 
-_redact_impl: Callable[[dict, "RoomVersion"], dict] | None = None
+def _redact(pdu_json: Mapping[str, Any], room_version: "RoomVersion") -> dict[str, Any]:
+    # redact() never changes its input and returns new dicts.
+    return redact(pdu_json, room_version)  # type: ignore[arg-type]
 
 
 def _redacted_signing_bytes(pdu_json: Mapping[str, Any], room_version: "RoomVersion") -> bytes:
@@ -401,17 +404,6 @@ def _redacted_signing_bytes(pdu_json: Mapping[str, Any], room_version: "RoomVers
         return _canonical(redacted, room_version.strict_canonicaljson)
     except CanonicalJSONError as e:
         raise SignatureError(f"event cannot be encoded as canonical JSON: {e}") from None
-
-
-def _redact(pdu_json: Mapping[str, Any], room_version: "RoomVersion") -> dict[str, Any]:
-    """The redaction algorithm of ``federation/redaction.py`` (imported on first use)."""
-    global _redact_impl
-    if _redact_impl is None:
-        from .redaction import redact
-
-        _redact_impl = redact
-    # redact() never changes its input and returns new dicts.
-    return _redact_impl(pdu_json, room_version)  # type: ignore[arg-type]
 
 
 def sign_event(
