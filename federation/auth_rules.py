@@ -472,7 +472,8 @@ def check_auth_rules(
     ``auth_events`` maps ``(type, state_key)`` to the events the rules read: the
     event's auth events or the room state before it, as the caller decides. It must
     hold the create event, also in rooms 12+ (where events do not list it). Extra
-    entries are ignored.
+    entries are ignored. Rejected events must not be in it (the caller knows which
+    were rejected; v12 rule 2 wants an accepted create event).
 
     ``is_signed_by(event, server_name)`` checks that ``event`` carries a valid
     signature of ``server_name`` (rule "join_authorised_via_users_server", rooms 8+).
