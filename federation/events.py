@@ -13,12 +13,12 @@ from typing import Any, Iterable, Mapping
 from .canonical_json import (
     CanonicalJSONError,
     check_strict_values,
-    decode_base64,
     encode_base64,
     encode_base64_urlsafe,
     encode_canonical_json,
 )
 from .redaction import redact
+from .signing import add_content_hash, check_content_hash, compute_content_hash
 from .room_versions import EventFormat, RoomVersion
 
 __all__ = [
@@ -51,34 +51,6 @@ class InvalidEventError(ValueError):
 
 
 # --- hashes ------------------------------------------------------------------------
-
-
-def compute_content_hash(pdu_json: Mapping[str, Any]) -> bytes:
-    """SHA-256 over the event without ``unsigned``, ``signatures`` and ``hashes``.
-
-    https://spec.matrix.org/latest/server-server-api/#calculating-the-content-hash-for-an-event
-    """
-    stripped = {k: v for k, v in pdu_json.items() if k not in ("unsigned", "signatures", "hashes")}
-    return hashlib.sha256(encode_canonical_json(stripped)).digest()
-
-
-def add_content_hash(pdu_json: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the event with ``hashes.sha256`` set."""
-    out = dict(pdu_json)
-    out["hashes"] = {"sha256": encode_base64(compute_content_hash(pdu_json))}
-    return out
-
-
-def check_content_hash(pdu_json: Mapping[str, Any]) -> bool:
-    """Whether ``hashes.sha256`` matches the content (False when missing or malformed)."""
-    hashes = pdu_json.get("hashes")
-    claimed = hashes.get("sha256") if isinstance(hashes, dict) else None
-    if not isinstance(claimed, str):
-        return False
-    try:
-        return decode_base64(claimed) == compute_content_hash(pdu_json)
-    except ValueError:
-        return False
 
 
 def compute_reference_hash(pdu_json: Mapping[str, Any], room_version: RoomVersion) -> bytes:
