@@ -13,6 +13,8 @@ import binascii
 import json
 from typing import Any
 
+import orjson
+
 __all__ = [
     "CanonicalJSONError",
     "MIN_SAFE_INTEGER",
@@ -34,22 +36,24 @@ class CanonicalJSONError(ValueError):
     """The value cannot be represented in canonical JSON."""
 
 
-def _normalise(value: Any) -> Any:
+def _normalise(value: Any, leftover: list[bool]) -> Any:
     """Turn floats with an integral value into ints (1e10 -> 10000000000, -0.0 -> 0).
 
     Returns the same object when nothing changes, so the common case (no floats)
-    costs one walk and no copies.
+    costs one walk and no copies. Appends to ``leftover`` when a non-integral float
+    remains (those are written as Python writes them, as other servers do).
     """
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise CanonicalJSONError("NaN and infinity are not allowed in JSON")
         if value.is_integer():
             return int(value)
+        leftover.append(True)
         return value
     if isinstance(value, dict):
         changed = None
         for k, v in value.items():
-            nv = _normalise(v)
+            nv = _normalise(v, leftover)
             if nv is not v:
                 if changed is None:
                     changed = dict(value)
@@ -58,7 +62,7 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         out = None
         for i, v in enumerate(value):
-            nv = _normalise(v)
+            nv = _normalise(v, leftover)
             if nv is not v:
                 if out is None:
                     out = list(value)
@@ -75,18 +79,34 @@ _encoder = json.JSONEncoder(
 )
 
 
-def encode_canonical_json(value: Any) -> bytes:
+def _encode_stdlib(value: Any) -> bytes:
+    try:
+        return _encoder.encode(value).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as e:
+        raise CanonicalJSONError(str(e)) from e
+
+
+def encode_canonical_json(value: Any, *, assume_no_floats: bool = False) -> bytes:
     """Encode ``value`` as canonical JSON (UTF-8 bytes).
 
     Keys sorted by code point, no insignificant whitespace, UTF-8 rather than
-    ``\\u`` escapes, integral floats written as integers.
+    ``\\u`` escapes, integral floats written as integers. orjson does the encoding
+    (its output is byte-identical to the standard library's for these settings; a
+    property test checks this); the standard library takes over for what orjson
+    refuses (integers beyond 64 bits) and for non-integral floats.
+
+    ``assume_no_floats`` skips the float walk: for room versions where floats make an
+    event invalid anyway (6+), so the walk would only cost time.
     """
+    if not assume_no_floats:
+        leftover: list[bool] = []
+        value = _normalise(value, leftover)
+        if leftover:
+            return _encode_stdlib(value)
     try:
-        return _encoder.encode(_normalise(value)).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        if isinstance(e, CanonicalJSONError):
-            raise
-        raise CanonicalJSONError(str(e)) from e
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return _encode_stdlib(value)
 
 
 def encode_pretty_json(value: Any) -> bytes:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
-import json
-import json.encoder
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -173,48 +171,10 @@ def decode_verify_key(key_base64: str) -> nacl.signing.VerifyKey:
 # --- JSON signing: https://spec.matrix.org/latest/appendices/#signing-json
 
 
-def _not_json(value: object) -> None:
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _make_fast_encoder() -> Callable[[Any], str]:
-    """Canonical JSON's settings without the float normalisation walk.
-
-    Calls CPython's C encoder directly: ``JSONEncoder.encode`` builds a new one
-    per call, which costs a few microseconds per event.
-    """
-    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if c_make_encoder is None:  # pragma: no cover - non-CPython
-        return json.JSONEncoder(
-            ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
-        ).encode
-    encoder = c_make_encoder(
-        None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, False
-    )
-
-    def encode(value: Any) -> str:
-        return "".join(encoder(value, 0))
-
-    return encode
-
-
-_encode_fast = _make_fast_encoder()
-
-
 def _canonical(obj: Any, no_floats: bool) -> bytes:
-    """Canonical JSON; ``no_floats`` skips the float normalisation walk.
-
-    Used when verifying events of room versions with strict canonical JSON (6+),
-    where floats are invalid (the format check drops such events). Should one get
-    through anyway, it is encoded as Python writes it ("1.0", not "1"): the hash or
-    signature then fails, which is the right outcome for an invalid event.
-    """
-    if not no_floats:
-        return encode_canonical_json(obj)
-    try:
-        return _encode_fast(obj).encode("utf-8")
-    except (TypeError, ValueError, RecursionError) as e:
-        raise CanonicalJSONError(str(e)) from e
+    """Canonical JSON; ``no_floats`` (room versions 6+, where floats make an event
+    invalid) skips the float normalisation walk."""
+    return encode_canonical_json(obj, assume_no_floats=no_floats)
 
 
 def _signing_bytes(obj: Mapping[str, Any], no_floats: bool = False) -> bytes:

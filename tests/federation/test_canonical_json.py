@@ -99,3 +99,29 @@ def test_round_trip(value):
 def test_base64_round_trip(data):
     assert decode_base64(encode_base64(data)) == data
     assert decode_base64(encode_base64_urlsafe(data)) == data
+
+
+stdlib_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(stdlib_values)
+def test_fast_encoder_matches_the_standard_library(value):
+    """orjson does the work; its output must be the standard library's, byte for byte
+    (including integers beyond 64 bits, which fall back to the standard library)."""
+    reference = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+    assert encode_canonical_json(value) == reference
+    assert encode_canonical_json(value, assume_no_floats=True) == reference
+
+
+def test_non_integral_floats_are_written_as_python_writes_them():
+    # Old rooms (1-5) may carry floats; other servers hash them with Python's repr.
+    assert encode_canonical_json({"a": 1e-07, "b": 2.5, "c": 1e22}) == b'{"a":1e-07,"b":2.5,"c":10000000000000000000000}'
+
+
+def test_lone_surrogates_are_refused():
+    with pytest.raises(CanonicalJSONError):
+        encode_canonical_json({"a": "\ud800"})
