@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -18,11 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from federation import auth_rules, state_res
+from federation.events import PDU, build_event
 from federation.room_versions import RoomVersion, RoomVersions, StateResAlgorithm
-
-# ---------------------------------------------------------------------------
-# Stand-in for federation.events.PDU (temporary)
-# ---------------------------------------------------------------------------
 
 CREATE, MEMBER, PL, JR, TOPIC, MESSAGE = (
     "m.room.create",
@@ -33,35 +30,30 @@ CREATE, MEMBER, PL, JR, TOPIC, MESSAGE = (
     "m.room.message",
 )
 
-
-@dataclasses.dataclass(frozen=True)
-class StandInPDU:
-    event_id: str
-    room_id: str
-    type: str
-    state_key: str | None
-    sender: str
-    content: dict
-    origin_server_ts: int
-    depth: int
-    prev_event_ids: tuple[str, ...]
-    auth_event_ids: tuple[str, ...]
-    room_version: RoomVersion
-    signatures: dict = dataclasses.field(default_factory=dict)
-    redacts: str | None = None
-
-    @property
-    def is_state(self) -> bool:
-        return self.state_key is not None
-
-
 AUTH = auth_rules
 
 
-def make_pdu(room_version: RoomVersion, name: str, fields: dict) -> StandInPDU:
-    """Build an event; ``name`` is used as the event ID where the format allows."""
-    event_id = name if name.startswith("$") else "$" + name
-    return StandInPDU(event_id=event_id, room_version=room_version, **fields)
+def make_pdu(room_version: RoomVersion, name: str, fields: dict) -> PDU:
+    """Build a real PDU. Rooms 1 and 2 take ``name`` as the event ID (``$name:example.com``
+    unless it already starts with ``$``); later rooms hash the event for its ID."""
+    event_id = None
+    if room_version.event_id_in_event:
+        event_id = name if name.startswith("$") else f"${name}:example.com"
+    v12_create = room_version.room_id_from_create_event and fields["type"] == CREATE
+    pdu_json = build_event(
+        room_version,
+        type=fields["type"],
+        sender=fields["sender"],
+        room_id=None if v12_create else fields["room_id"],
+        content=fields["content"],
+        prev_event_ids=fields["prev_event_ids"],
+        auth_event_ids=fields["auth_event_ids"],
+        depth=fields["depth"],
+        origin_server_ts=fields["origin_server_ts"],
+        state_key=fields["state_key"],
+        event_id=event_id,
+    )
+    return PDU.from_pdu_json(pdu_json, room_version)
 
 
 def resolve(room_version, state_sets, event_map, **kwargs):
@@ -405,12 +397,13 @@ def test_no_conflict_returns_the_common_state():
     assert resolve(RoomVersions.V10, [], {}) == {}
 
 
-def _bare(event_id, auth=(), ts=0, sender=ALICE, type_=TOPIC, state_key="", content=None, rv=RoomVersions.V10):
+def _bare(event_id, auth=(), ts=0, sender=ALICE, type_=TOPIC, state_key="", content=None, room_id=ROOM_ID):
+    """An event with a chosen ID (room version 2 format), for graph-only tests."""
     return make_pdu(
-        rv,
+        RoomVersions.V2,
         event_id,
         {
-            "room_id": ROOM_ID,
+            "room_id": room_id,
             "type": type_,
             "state_key": state_key,
             "sender": sender,
@@ -474,7 +467,7 @@ def test_conflicted_state_subgraph_keeps_paths_between_conflicted_events():
 def test_reverse_topological_power_order_prefers_power_then_ts_then_id():
     # Alice (100 via PL) and Bob (50) events, all citing the PL event P.
     rv = RoomVersions.V10
-    create = _bare("$create", type_=CREATE, content={}, rv=rv)
+    create = _bare("$create", type_=CREATE, content={})
     p = _bare("$P", ["$create"], type_=PL, content={"users": {ALICE: 100, BOB: 50}}, ts=1)
     a1 = _bare("$a1", ["$create", "$P"], ts=30, sender=ALICE)
     b1 = _bare("$b1", ["$create", "$P"], ts=10, sender=BOB)
@@ -514,11 +507,12 @@ def test_sender_power_level_defaults_and_creators():
 
 def test_sender_power_level_v12_creators_are_infinite():
     rv = RoomVersions.V12
-    create = _bare("$create", type_=CREATE, sender=ALICE, content={"additional_creators": [BOB]}, rv=rv)
-    room_id = "!" + "create"
-    pl = dataclasses.replace(_bare("$P", [], type_=PL, content={"users": {CHARLIE: 100}}, rv=rv), room_id=room_id)
+    # The create event is found through the room ID ("!" + its ID without "$").
+    room_id = "!create"
+    create = _bare("$create", type_=CREATE, sender=ALICE, content={"additional_creators": [BOB]}, room_id=room_id)
+    pl = _bare("$P", [], type_=PL, content={"users": {CHARLIE: 100}}, room_id=room_id)
     evs = [
-        dataclasses.replace(_bare(f"${n}", ["$P"], sender=u, rv=rv), room_id=room_id)
+        _bare(f"${n}", ["$P"], sender=u, room_id=room_id)
         for n, u in (("a", ALICE), ("b", BOB), ("c", CHARLIE))
     ]
     events = {e.event_id: e for e in [create, pl, *evs]}
@@ -529,7 +523,6 @@ def test_sender_power_level_v12_creators_are_infinite():
 
 def test_mainline_order():
     # P1 <- P2 <- P3 is the mainline of P3; Q is a PL off the mainline based on P1.
-    rv = RoomVersions.V10
     evs = [
         _bare("$P1", [], type_=PL),
         _bare("$P2", ["$P1"], type_=PL),
