@@ -15,7 +15,6 @@ conflicted set sorted and authorised per second; and state entries per second).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import statistics
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from federation import auth_rules, state_res  # noqa: E402
+from federation.events import PDU, build_event  # noqa: E402
 from federation.room_versions import RoomVersion, get_room_version  # noqa: E402
 
 CREATE, MEMBER, PL, JR, TOPIC = (
@@ -37,55 +37,38 @@ CREATE, MEMBER, PL, JR, TOPIC = (
 )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Event:
-    """The attributes state resolution reads (those of federation.events.PDU)."""
-
-    event_id: str
-    room_id: str
-    type: str
-    state_key: str | None
-    sender: str
-    content: dict
-    origin_server_ts: int
-    depth: int
-    prev_event_ids: tuple[str, ...]
-    auth_event_ids: tuple[str, ...]
-    signatures: dict = dataclasses.field(default_factory=dict)
-    redacts: str | None = None
-
-
 class RoomBuilder:
     def __init__(self, room_version: RoomVersion, seed: int = 1):
         self.rv = room_version
         self.rng = random.Random(seed)
-        self.events: dict[str, Event] = {}
+        self.events: dict[str, PDU] = {}
         self.counter = 0
         self.room_id = "!bench:example.com"
 
     def add(self, state: dict, sender: str, type_: str, state_key: str | None, content: dict,
-            prev: tuple[str, ...]) -> Event:
+            prev: tuple[str, ...]) -> PDU:
         self.counter += 1
-        event_id = f"$e{self.counter}"
-        if type_ == CREATE and self.rv.room_id_from_create_event:
-            self.room_id = "!" + event_id[1:]
+        v12_create = type_ == CREATE and self.rv.room_id_from_create_event
         keys = auth_rules.auth_types_for_event(self.rv, type_, sender, state_key, content)
-        auth = tuple(sorted(state[k] for k in keys if k in state))
-        event = Event(
-            event_id=event_id,
-            room_id=self.room_id,
+        pdu_json = build_event(
+            self.rv,
             type=type_,
-            state_key=state_key,
             sender=sender,
+            room_id=None if v12_create else self.room_id,
             content=content,
-            origin_server_ts=1_700_000_000_000 + self.counter,
-            depth=self.counter,
             prev_event_ids=prev,
-            auth_event_ids=auth,
+            auth_event_ids=sorted(state[k] for k in keys if k in state),
+            depth=self.counter,
+            origin_server_ts=1_700_000_000_000 + self.counter,
+            state_key=state_key,
+            event_id=f"$e{self.counter}:example.com" if self.rv.event_id_in_event else None,
         )
-        self.events[event_id] = event
+        event = PDU.from_pdu_json(pdu_json, self.rv)
+        if v12_create:
+            self.room_id = event.room_id
+        self.events[event.event_id] = event
         if state_key is not None:
-            state[(type_, state_key)] = event_id
+            state[(type_, state_key)] = event.event_id
         return event
 
 
