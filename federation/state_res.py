@@ -23,6 +23,13 @@ deployed servers compute, so that our state converges with theirs:
   plus the keys resolved in earlier passes (power levels, then join rules,
   then memberships, then everything else); if no candidate of a normal key
   passes auth, the one with the least depth is kept.
+- Power levels and join rules events count as power events only with the
+  empty state key (the only ones the auth rules read).
+
+Rejected events (``rejected_event_ids``) are never used as auth events in the
+iterative auth checks but are themselves re-checked like any other event, as
+the spec says ("Rejected events"); Synapse instead keeps them out of the state.
+Large resolutions are CPU-bound: async callers run them off the event loop.
 """
 
 from __future__ import annotations
