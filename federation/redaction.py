@@ -39,9 +39,11 @@ def _kept_content(event_type: str, content: dict[str, Any], rv: RoomVersion) -> 
         if rv.restricted_join_rule_fix:
             out.update(keep("join_authorised_via_users_server"))
         if rv.updated_redaction_rules:
+            # An object keeps only ``signed`` (an object without it stays, empty: the
+            # spec is silent there, and Synapse and ruma both keep ``{}``).
             tpi = content.get("third_party_invite")
-            if isinstance(tpi, dict) and "signed" in tpi:
-                out["third_party_invite"] = {"signed": tpi["signed"]}
+            if isinstance(tpi, dict):
+                out["third_party_invite"] = {"signed": tpi["signed"]} if "signed" in tpi else {}
         return out
     if event_type == "m.room.create":
         return dict(content) if rv.updated_redaction_rules else keep("creator")
