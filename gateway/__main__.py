@@ -207,6 +207,57 @@ def cmd_register_user(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+# --- federation-test ------------------------------------------------------------------
+
+
+def _print_report(report: dict) -> None:
+    ok = report["FederationOK"]
+    print(f"Federation: {'OK' if ok else 'FAILED'}")
+    wk = report["WellKnownResult"]
+    if wk.get("m.server"):
+        print(f"  .well-known delegates to {wk['m.server']}")
+    elif wk.get("error"):
+        print(f"  no usable .well-known ({wk['error']['Error']})")
+    print(f"  addresses: {', '.join(report['DNSResult']['Addrs']) or 'none'}")
+    for addr, conn in report["ConnectionReports"].items():
+        checks = conn["Checks"]
+        print(f"  {addr}: {conn['Cipher']['Version']} {conn['Cipher']['CipherSuite']}")
+        for name in ("MatchingServerName", "FutureValidUntilTS", "HasEd25519Key", "AllEd25519ChecksOK",
+                     "ValidCertificates"):
+            print(f"    [{'x' if checks[name] else ' '}] {name}")
+    for addr, err in report["ConnectionErrors"].items():
+        print(f"  {addr}: cannot connect: {err['Message']}")
+    version = report.get("Version", {})
+    if version.get("name"):
+        print(f"  server software: {version['name']} {version.get('version', '')}")
+    for text in report.get("Explanations", []):
+        print(f"  - {text}")
+
+
+def cmd_federation_test(args: argparse.Namespace) -> int:
+    import json
+    import ssl as ssl_mod
+
+    from federation.net.ip_ranges import DEFAULT_IP_RANGE_BLACKLIST, IPRangePolicy
+    from federation.net.resolver import ServerResolver
+    from federation.net.tester import FederationTester
+
+    policy = IPRangePolicy(blacklist=DEFAULT_IP_RANGE_BLACKLIST, whitelist=args.allow_ip_range or ())
+    ctx = ssl_mod.create_default_context(cafile=args.ca_file) if args.ca_file else None
+
+    async def main() -> dict:
+        async with ServerResolver(nameservers=args.dns_nameserver or None, ip_policy=policy, ssl_context=ctx,
+                                  well_known_port=args.well_known_port) as resolver:
+            return await FederationTester(resolver=resolver, ssl_context=ctx, ip_policy=policy).run(args.server_name)
+
+    report = asyncio.run(main())
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _print_report(report)
+    return 0 if report["FederationOK"] else 2
+
+
 # --- parser ---------------------------------------------------------------------------
 
 
@@ -237,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file and print problems")
     c.add_argument("--config-path", "-c", required=True)
     c.set_defaults(func=cmd_check_config)
+
+    f = sub.add_parser("federation-test", help="check a server's federation setup (no config needed)")
+    f.add_argument("server_name")
+    f.add_argument("--json", action="store_true", help="print the full JSON report")
+    f.add_argument("--dns-nameserver", action="append", metavar="IP[:PORT]", help="DNS server to ask")
+    f.add_argument("--ca-file", help="trust this CA bundle instead of the system's")
+    f.add_argument("--allow-ip-range", action="append", metavar="CIDR",
+                   help="probe this range even though it is private/blocked by default")
+    f.add_argument("--well-known-port", type=int, default=443, help=argparse.SUPPRESS)
+    f.set_defaults(func=cmd_federation_test)
     return p
 
 

@@ -1,0 +1,199 @@
+"""The federation tester's probe: resolve a server as federation would, then connect to
+every address it resolves to and check TLS, keys and version.
+
+The report's field names follow matrix-federation-tester's ``/api/report``; see
+``federation.tester_checks`` for the checks themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import ssl
+import time
+from typing import Any, Callable
+
+import aiohttp
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ..server_discovery import ServerDiscoveryError, split_server_name
+from ..tester_checks import check_server_keys, federation_ok
+from .ip_ranges import IPRangePolicy
+from .resolver import ServerResolver
+
+MAX_KEY_RESPONSE = 256 * 1024
+TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
+
+
+def _cert_info(der: bytes | None) -> list[dict[str, Any]]:
+    if not der:
+        return []
+    cert = x509.load_der_x509_certificate(der)
+
+    def cn(name: x509.Name) -> str:
+        attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(attrs[0].value) if attrs else ""
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = san.get_values_for_type(x509.DNSName) + [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        dns_names = []
+    return [{
+        "SubjectCommonName": cn(cert.subject),
+        "IssuerCommonName": cn(cert.issuer),
+        "SHA256Fingerprint": hashlib.sha256(der).hexdigest(),
+        "DNSNames": dns_names,
+        "NotAfter": cert.not_valid_after_utc.isoformat(),
+    }]
+
+
+class FederationTester:
+    """Runs one test at a time per call; safe to share."""
+
+    def __init__(
+        self,
+        *,
+        resolver: ServerResolver,
+        ssl_context: ssl.SSLContext | None = None,
+        ip_policy: IPRangePolicy | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ):
+        self.resolver = resolver
+        self.verify_context = ssl_context or ssl.create_default_context()
+        self.insecure_context = ssl.create_default_context()
+        self.insecure_context.check_hostname = False
+        self.insecure_context.verify_mode = ssl.CERT_NONE
+        self.ip_policy = ip_policy
+        self.clock_ms = clock_ms
+
+    async def run(self, server_name: str) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "WellKnownResult": {"m.server": "", "CacheExpiresAt": 0},
+            "DNSResult": {"SRVSkipped": False, "SRVCName": "", "SRVRecords": None, "SRVError": None,
+                          "Hosts": {}, "Addrs": []},
+            "ConnectionReports": {},
+            "ConnectionErrors": {},
+            "Version": {},
+            "FederationOK": False,
+            "Explanations": [],
+        }
+        try:
+            address = split_server_name(server_name)
+        except ServerDiscoveryError as e:
+            report["Error"] = f"{server_name!r} is not a valid server name: {e}"
+            report["Explanations"].append(report["Error"])
+            return report
+        if address.ip is None and address.port is None:
+            fetch = await self.resolver.fetch_well_known(address)
+            if fetch.delegated is not None:
+                report["WellKnownResult"] = {
+                    "m.server": fetch.delegated.text,
+                    "CacheExpiresAt": int(time.time() + fetch.lifetime),
+                }
+            elif fetch.error:
+                report["WellKnownResult"]["error"] = {"Error": fetch.error}
+        try:
+            resolved = await self.resolver.resolve(server_name)
+        except (ServerDiscoveryError, OSError) as e:
+            report["DNSResult"]["SRVError"] = {"Message": str(e)}
+            report["Explanations"].append(
+                f"Could not find where to connect: {e}. Check the .well-known file, the "
+                "_matrix-fed._tcp SRV record and the A/AAAA records of the server name."
+            )
+            return report
+        delegated = split_server_name(resolved.delegated_name)
+        report["DNSResult"]["SRVSkipped"] = delegated.ip is not None or delegated.port is not None
+        report["DNSResult"]["Addrs"] = [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip, port in resolved.candidates]
+
+        async def probe(candidate: tuple[str, int]) -> None:
+            label = f"[{candidate[0]}]:{candidate[1]}" if ":" in candidate[0] else f"{candidate[0]}:{candidate[1]}"
+            try:
+                report["ConnectionReports"][label] = await self._probe_address(server_name, resolved, candidate)
+            except Exception as e:  # noqa: BLE001 - every failure is part of the report
+                report["ConnectionErrors"][label] = {"Message": f"{type(e).__name__}: {e}"}
+                report["Explanations"].append(
+                    f"Nothing usable answered at {label}: {e}. Is the server listening there with TLS, "
+                    "and does the firewall let connections through?"
+                )
+
+        await asyncio.gather(*(probe(c) for c in resolved.candidates))
+        for conn in report["ConnectionReports"].values():
+            report["Explanations"] += [x for x in conn.pop("Explanations") if x not in report["Explanations"]]
+        report["Version"] = await self._version(resolved)
+        report["FederationOK"] = federation_ok(report["ConnectionReports"], report["ConnectionErrors"])
+        return report
+
+    async def _get(self, resolved, candidate, path: str, ctx: ssl.SSLContext):
+        connector = aiohttp.TCPConnector(ssl=ctx, force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+            async with session.get(
+                resolved.url(path, candidate),
+                headers={"Host": resolved.host_header},
+                server_hostname=resolved.sni if ctx is self.verify_context else None,
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.content.read(MAX_KEY_RESPONSE + 1)
+                return resp.status, body
+
+    async def _tls_info(self, resolved, candidate) -> dict[str, Any]:
+        """One bare TLS handshake, to see the certificate and cipher whatever their validity."""
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(candidate[0], candidate[1], ssl=self.insecure_context,
+                                    server_hostname=resolved.sni or ""),
+            TIMEOUT.connect,
+        )
+        try:
+            ssl_obj = writer.get_extra_info("ssl_object")
+            cipher = ssl_obj.cipher()
+            return {"cert": ssl_obj.getpeercert(binary_form=True), "version": ssl_obj.version() or "",
+                    "cipher": cipher[0] if cipher else ""}
+        finally:
+            writer.close()
+
+    async def _probe_address(self, server_name: str, resolved, candidate) -> dict[str, Any]:
+        if self.ip_policy is not None and not self.ip_policy.is_allowed(candidate[0]):
+            raise PermissionError(f"{candidate[0]} is in a blocked IP range")
+        tls = await self._tls_info(resolved, candidate)
+        valid_certs, cert_error = True, None
+        try:
+            status, body = await self._get(resolved, candidate, "/_matrix/key/v2/server", self.verify_context)
+        except aiohttp.ClientConnectorCertificateError as e:
+            valid_certs, cert_error = False, str(e.certificate_error)
+            status, body = await self._get(resolved, candidate, "/_matrix/key/v2/server", self.insecure_context)
+        if status != 200:
+            raise ValueError(f"GET /_matrix/key/v2/server answered HTTP {status}")
+        if len(body) > MAX_KEY_RESPONSE:
+            raise ValueError("key response too large")
+        try:
+            keys = json.loads(body)
+        except ValueError:
+            keys = None
+        checks, ed_keys, explanations = check_server_keys(
+            keys, server_name, self.clock_ms(), valid_certificates=valid_certs
+        )
+        errors = [cert_error] if cert_error else []
+        return {
+            "Certificates": _cert_info(tls["cert"]),
+            "Cipher": {"Version": tls["version"], "CipherSuite": tls["cipher"]},
+            "Checks": checks,
+            "Errors": errors,
+            "Ed25519VerifyKeys": ed_keys,
+            "Keys": keys,
+            "Explanations": explanations,
+        }
+
+    async def _version(self, resolved) -> dict[str, Any]:
+        for candidate in resolved.candidates:
+            for ctx in (self.verify_context, self.insecure_context):
+                try:
+                    status, body = await self._get(resolved, candidate, "/_matrix/federation/v1/version", ctx)
+                    server = json.loads(body).get("server", {}) if status == 200 else {}
+                    return {"name": server.get("name", ""), "version": server.get("version", "")}
+                except aiohttp.ClientConnectorCertificateError:
+                    continue
+                except (aiohttp.ClientError, OSError, ValueError, AttributeError) as e:
+                    return {"error": str(e)}
+        return {"error": "no address answered"}
