@@ -11,6 +11,8 @@ import hashlib
 from typing import Any, Iterable, Mapping
 
 from .canonical_json import (
+    MAX_SAFE_INTEGER,
+    MIN_SAFE_INTEGER,
     CanonicalJSONError,
     check_strict_values,
     encode_base64,
@@ -37,10 +39,13 @@ __all__ = [
 #: Spec "Size limits": the whole PDU as canonical JSON, and some of its fields.
 MAX_PDU_SIZE = 65536
 MAX_ID_BYTES = 255
-#: Limits deployed servers enforce on references (Synapse's values).
+#: Spec PDU schemas: "Must contain less than or equal to 20 (prev) / 10 (auth) events".
 MAX_PREV_EVENTS = 20
 MAX_AUTH_EVENTS = 10
+#: Spec PDU schemas: depth below 2^63 - 1 (rooms 1-5), 2^53 - 1 from room version 6
+#: (canonical JSON integers). Synapse caps every version at 2^53 - 1.
 MAX_DEPTH = 2**63 - 1
+MAX_DEPTH_V6 = MAX_SAFE_INTEGER
 
 _REQUIRED = ("auth_events", "content", "depth", "hashes", "origin_server_ts", "prev_events", "sender",
              "signatures", "type")
@@ -58,10 +63,12 @@ def compute_reference_hash(pdu_json: Mapping[str, Any], room_version: RoomVersio
 
     https://spec.matrix.org/latest/server-server-api/#calculating-the-reference-hash-for-an-event
     """
-    redacted = redact(dict(pdu_json), room_version)
+    redacted = redact(pdu_json, room_version)  # a new dict: safe to pop from
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
-    return hashlib.sha256(encode_canonical_json(redacted)).digest()
+    # Rooms 6+ forbid floats, so the float-normalising walk would only cost time.
+    data = encode_canonical_json(redacted, assume_no_floats=room_version.strict_canonicaljson)
+    return hashlib.sha256(data).digest()
 
 
 def compute_event_id(pdu_json: Mapping[str, Any], room_version: RoomVersion) -> str:
@@ -106,6 +113,30 @@ def _references(pdu_json: Mapping[str, Any], key: str, room_version: RoomVersion
     return tuple(ids)
 
 
+def _only_strict_values(value: Any) -> bool:
+    """Fast yes/no form of ``check_strict_values`` (no paths, no recursion): every
+    number an integer in the canonical JSON range, every value a JSON type."""
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str:
+            continue
+        if t is dict:
+            extend(v.values())
+        elif t is list:
+            extend(v)
+        elif t is int:
+            if not MIN_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
+                return False
+        elif v is None or t is bool:
+            continue
+        else:
+            return False
+    return True
+
+
 def check_pdu_format(pdu_json: Any, room_version: RoomVersion) -> None:
     """Raise InvalidEventError unless ``pdu_json`` is a well-formed PDU of this version."""
     if not isinstance(pdu_json, dict):
@@ -135,8 +166,10 @@ def check_pdu_format(pdu_json: Any, room_version: RoomVersion) -> None:
     if not isinstance(pdu_json["content"], dict):
         raise InvalidEventError("content must be an object")
     depth = pdu_json["depth"]
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
-        raise InvalidEventError("depth must be a non-negative integer")
+    max_depth = MAX_DEPTH_V6 if room_version.strict_canonicaljson else MAX_DEPTH
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= max_depth:
+        limit = "2^53 - 1, the canonical JSON integer range" if room_version.strict_canonicaljson else "2^63 - 1"
+        raise InvalidEventError(f"depth must be an integer from 0 to {limit}")
     ts = pdu_json["origin_server_ts"]
     if isinstance(ts, bool) or not isinstance(ts, int):
         raise InvalidEventError("origin_server_ts must be an integer")
@@ -160,8 +193,11 @@ def check_pdu_format(pdu_json: Any, room_version: RoomVersion) -> None:
             raise InvalidEventError("redacts must be an event ID")
     try:
         if room_version.strict_canonicaljson:
-            check_strict_values(pdu_json)
-        size = len(encode_canonical_json(pdu_json))
+            if not _only_strict_values(pdu_json):
+                check_strict_values(pdu_json)  # finds the offending path for the message
+            size = len(encode_canonical_json(pdu_json, assume_no_floats=True))
+        else:
+            size = len(encode_canonical_json(pdu_json))
     except CanonicalJSONError as e:
         raise InvalidEventError(f"not valid canonical JSON for this room version: {e}") from None
     if size > MAX_PDU_SIZE:
@@ -201,9 +237,9 @@ class PDU:
         else:
             self.room_id = pdu_json["room_id"]
         if self.type == "m.room.redaction":
+            # Rooms 11+: only content.redacts counts (a top-level copy is not covered
+            # by the signatures once redacted, so it is never trusted).
             r = self.content.get("redacts") if room_version.redacts_in_content else pdu_json.get("redacts")
-            if r is None and room_version.redacts_in_content:
-                r = pdu_json.get("redacts")  # tolerated from older senders
             self.redacts = r if isinstance(r, str) else None
         else:
             self.redacts = None
