@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import admin_api, client_api, federation_api, wellknown
+from . import admin_api, client_api, federation_api, federation_tester_api, wellknown
 from .appkeys import HS
 from .config import ListenerConfig
 from .federation_api import keys as keys_api
@@ -47,6 +47,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     if "client" in res:
         app.add_subapp("/_matrix/client", client_api.build_app(hs))
         app.add_subapp("/_synapse/admin", admin_api.build_app(hs))
+        app.add_subapp("/_gateway/federation-tester", federation_tester_api.build_app(hs))
     if "federation" in res:
         app.add_subapp("/_matrix/federation", federation_api.build_app(hs))
     if "keys" in res:

@@ -1,0 +1,87 @@
+"""/_gateway/federation-tester/api: the federation tester as a JSON API.
+
+``GET .../api/report?server_name=X`` returns the full report (matrix-federation-tester's
+field names); ``GET .../api/federation-ok?server_name=X`` answers ``GOOD`` or ``BAD``.
+Results are cached briefly and requests rate-limited; probes obey the server's outbound
+IP range rules, exactly as federation does.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from typing import Any
+
+from aiohttp import web
+
+from federation.net.ip_ranges import IPRangePolicy
+from federation.net.resolver import ServerResolver
+from federation.net.tester import FederationTester
+
+from .appkeys import HS
+from .config import RateLimit
+from .http import MatrixError, json_response
+from .server import HomeServer
+from .services.ratelimit import RateLimiter
+
+CACHE_SECONDS = 60.0
+MAX_CACHE = 1000
+
+TESTER = web.AppKey("federation_tester", FederationTester)
+CACHE = web.AppKey("federation_tester_cache", dict)
+LIMITER = web.AppKey("federation_tester_limiter", RateLimiter)
+
+
+def _build_tester(hs: HomeServer) -> FederationTester:
+    fed = hs.config.federation
+    policy = IPRangePolicy(blacklist=fed.federation_ip_range_blacklist, whitelist=fed.ip_range_whitelist)
+    ctx = ssl.create_default_context()
+    for ca in fed.federation_custom_ca_list:
+        ctx.load_verify_locations(cafile=ca)
+    resolver = ServerResolver(nameservers=list(fed.dns_nameservers) or None, ip_policy=policy, ssl_context=ctx)
+    return FederationTester(resolver=resolver, ssl_context=ctx, ip_policy=policy, clock_ms=hs.clock_ms)
+
+
+async def _report(request: web.Request) -> dict[str, Any]:
+    server_name = request.query.get("server_name", "").strip()
+    if not server_name:
+        raise MatrixError.missing_param("server_name is required")
+    if len(server_name) > 255:
+        raise MatrixError.invalid_param("server_name is too long")
+    cache = request.app[CACHE]
+    hit = cache.get(server_name.lower())
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    request.app[LIMITER].ratelimit(request.remote or "")
+    report = await request.app[TESTER].run(server_name)
+    if len(cache) >= MAX_CACHE:
+        cache.clear()
+    cache[server_name.lower()] = (now, report)
+    return report
+
+
+async def get_report(request: web.Request) -> web.Response:
+    return json_response(await _report(request))
+
+
+async def get_federation_ok(request: web.Request) -> web.Response:
+    report = await _report(request)
+    return web.Response(text="GOOD" if report["FederationOK"] else "BAD")
+
+
+def build_app(hs: HomeServer) -> web.Application:
+    app = web.Application()
+    app[HS] = hs
+    app[TESTER] = _build_tester(hs)
+    app[CACHE] = {}
+    app[LIMITER] = RateLimiter(RateLimit(per_second=0.5, burst_count=10))
+
+    async def close_resolver(app: web.Application):
+        yield
+        await app[TESTER].resolver.close()
+
+    app.cleanup_ctx.append(close_resolver)
+    app.router.add_get("/api/report", get_report)
+    app.router.add_get("/api/federation-ok", get_federation_ok)
+    return app

@@ -1,0 +1,58 @@
+"""The federation tester's JSON API, against our own server and against a real Synapse."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.support.gateway_server import running_gateway
+from tests.support.synapse import SynapseServer
+from tests.support.tls import TestCA
+
+
+def _extra(ca: TestCA) -> dict:
+    return {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"]}
+
+
+async def test_api_reports_on_itself_and_a_dead_server(tmp_path):
+    ca = TestCA(tmp_path / "ca")
+    async with running_gateway(tmp_path, ca, _extra(ca)) as gw:
+        api = f"{gw.client_url}/_gateway/federation-tester/api"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{api}/report", params={"server_name": gw.server_name}) as r:
+                report = await r.json()
+            assert report["FederationOK"] is True, report["Explanations"]
+            assert set(report) >= {"WellKnownResult", "DNSResult", "ConnectionReports", "ConnectionErrors",
+                                   "Version", "FederationOK"}
+            async with s.get(f"{api}/federation-ok", params={"server_name": gw.server_name}) as r:
+                assert await r.text() == "GOOD"
+            async with s.get(f"{api}/federation-ok", params={"server_name": "127.0.0.1:1"}) as r:
+                assert await r.text() == "BAD"
+            async with s.get(f"{api}/report") as r:
+                assert r.status == 400 and (await r.json())["errcode"] == "M_MISSING_PARAM"
+
+
+async def test_api_refuses_blocked_ranges_by_default(tmp_path):
+    ca = TestCA(tmp_path / "ca")
+    async with running_gateway(tmp_path, ca) as gw:  # default policy: loopback is blocked
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/report",
+                             params={"server_name": gw.server_name}) as r:
+                report = await r.json()
+    assert report["FederationOK"] is False and report["ConnectionReports"] == {}
+
+
+async def test_api_reports_synapse_ok(tmp_path):
+    ca = TestCA(tmp_path / "ca")
+    synapse = SynapseServer(tmp_path / "synapse", ca)
+    await synapse.start()
+    try:
+        async with running_gateway(tmp_path, ca, _extra(ca)) as gw:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/report",
+                                 params={"server_name": synapse.server_name}) as r:
+                    report = await r.json()
+    finally:
+        await synapse.stop()
+    assert report["FederationOK"] is True, report["Explanations"]
+    assert report["Version"]["name"] == "Synapse"
