@@ -19,7 +19,7 @@ from .canonical_json import (
     encode_base64_urlsafe,
     encode_canonical_json,
 )
-from .redaction import redact
+from .redaction import prune_event_for_client, redact
 from .signing import add_content_hash, check_content_hash, compute_content_hash
 from .room_versions import EventFormat, RoomVersion
 
@@ -257,6 +257,17 @@ class PDU:
     def get_pdu_json(self) -> dict[str, Any]:
         """The event as sent over federation (a shallow copy)."""
         return dict(self._json)
+
+    def redacted(self, redacted_because: dict[str, Any] | None = None) -> "PDU":
+        """This event after redaction, with the same event ID (no rehashing).
+
+        For a received event whose content hash fails (keep the redacted copy) and for
+        events a redaction applies to. ``redacted_because`` (the redaction event, as
+        clients will see it) goes in ``unsigned.redacted_because``; ``unsigned.age_ts``
+        is kept. https://spec.matrix.org/latest/client-server-api/#redactions
+        """
+        pruned = prune_event_for_client(self._json, self.room_version, redacted_because)
+        return PDU(pruned, self.room_version, self.event_id)
 
     def __repr__(self) -> str:
         return f"<PDU {self.event_id} {self.type} state_key={self.state_key!r} sender={self.sender}>"

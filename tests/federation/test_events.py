@@ -428,3 +428,27 @@ def test_content_hash_changes_with_content(content):
     e = add_content_hash(_msg(content=content))
     assert check_content_hash(e)
     assert not check_content_hash({**e, "content": {**content, "\x00extra": 1}})
+
+
+def test_redacted_pdu_keeps_its_id_and_records_the_redaction():
+    e = build_event(V.V11, type="m.room.member", sender="@a:x", room_id="!r:x", state_key="@a:x",
+                    content={"membership": "join", "displayname": "Alice"}, prev_event_ids=["$p"],
+                    auth_event_ids=["$a"], depth=3, origin_server_ts=1)
+    e["unsigned"] = {"age_ts": 5, "transaction_id": "t"}
+    pdu = PDU.from_pdu_json(e, V.V11)
+    because = {"event_id": "$r", "type": "m.room.redaction", "content": {"redacts": pdu.event_id}}
+    red = pdu.redacted(because)
+    assert red.event_id == pdu.event_id == compute_event_id(red.get_pdu_json(), V.V11)
+    assert red.content == {"membership": "join"} and red.state_key == "@a:x"
+    assert red.unsigned == {"age_ts": 5, "redacted_because": because}
+    assert pdu.content["displayname"] == "Alice"  # the original is untouched
+    assert not check_content_hash(red.get_pdu_json())  # the hash covers the full content
+    # v12 create: the derived room ID survives; v10 redaction: top-level redacts is dropped.
+    create = PDU.from_pdu_json(_create(V.V12), V.V12)
+    assert create.redacted().room_id == create.room_id
+    r10 = build_event(V.V10, type="m.room.redaction", sender="@a:x", room_id="!r:x", content={}, redacts="$t",
+                      prev_event_ids=[], auth_event_ids=[], depth=2, origin_server_ts=1)
+    assert PDU.from_pdu_json(r10, V.V10).redacted().redacts is None
+    r11 = build_event(V.V11, type="m.room.redaction", sender="@a:x", room_id="!r:x", content={}, redacts="$t",
+                      prev_event_ids=[], auth_event_ids=[], depth=2, origin_server_ts=1)
+    assert PDU.from_pdu_json(r11, V.V11).redacted().redacts == "$t"
