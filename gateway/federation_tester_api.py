@@ -65,6 +65,46 @@ async def get_report(request: web.Request) -> web.Response:
     return json_response(await _report(request))
 
 
+CHECK_LABELS = (
+    ("ValidCertificates", "TLS certificate valid for the server name"),
+    ("MatchingServerName", "Key response names the right server"),
+    ("FutureValidUntilTS", "Keys are valid (valid_until_ts in the future)"),
+    ("HasEd25519Key", "Publishes an ed25519 key"),
+    ("AllEd25519ChecksOK", "Key response correctly signed"),
+)
+
+
+async def get_page(request: web.Request) -> web.Response:
+    """The tester's web page: a form and, for ``?server_name=``, the readable report."""
+    server_name = request.query.get("server_name", "").strip()
+    report, error = None, None
+    if server_name:
+        try:
+            report = await _report(request)
+        except MatrixError as e:
+            error = e.error
+    html = _templates().get_template("federation_tester.html").render(
+        server_name=server_name, report=report, error=error, checks=CHECK_LABELS
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
+def _templates():
+    # The shared page environment (custom_template_directory first) comes with the SSO
+    # pages; until then the tester renders our default template directly.
+    global _ENV
+    if _ENV is None:
+        import jinja2
+
+        _ENV = jinja2.Environment(
+            loader=jinja2.PackageLoader("templates", "."), autoescape=True
+        )
+    return _ENV
+
+
+_ENV = None
+
+
 async def get_federation_ok(request: web.Request) -> web.Response:
     report = await _report(request)
     return web.Response(text="GOOD" if report["FederationOK"] else "BAD")
@@ -82,6 +122,7 @@ def build_app(hs: HomeServer) -> web.Application:
         await app[TESTER].resolver.close()
 
     app.cleanup_ctx.append(close_resolver)
+    app.router.add_get("/", get_page)
     app.router.add_get("/api/report", get_report)
     app.router.add_get("/api/federation-ok", get_federation_ok)
     return app

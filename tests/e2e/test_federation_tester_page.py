@@ -1,0 +1,34 @@
+"""The federation tester page in a real browser: submit the form, read the report."""
+
+from __future__ import annotations
+
+from tests.e2e.browser import chromium, screenshot_path
+from tests.support.gateway_server import running_gateway
+from tests.support.tls import TestCA
+
+
+async def test_tester_page_good_and_bad(tmp_path):
+    ca = TestCA(tmp_path / "ca")
+    extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"]}
+    async with running_gateway(tmp_path, ca, extra) as gw, chromium() as browser:
+        page = await browser.new_page(viewport={"width": 900, "height": 1000})
+        await page.goto(f"{gw.client_url}/_gateway/federation-tester/")
+        await page.fill("#server_name", gw.server_name)
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("#verdict")
+        assert "federation works" in await page.inner_text("#verdict")
+        assert await page.locator("li.fail").count() == 0
+        assert await page.locator("li.pass").count() >= 5
+        await page.screenshot(path=screenshot_path("federation-tester-ok"), full_page=True)
+
+        await page.fill("#server_name", "127.0.0.1:1")
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("#verdict")
+        assert "is broken" in await page.inner_text("#verdict")
+        assert await page.locator(".fix").count() >= 1
+        await page.screenshot(path=screenshot_path("federation-tester-bad"), full_page=True)
+
+        # Markup in the input is shown as text, never run.
+        await page.goto(f"{gw.client_url}/_gateway/federation-tester/?server_name=%3Cscript%3Ealert(1)%3C/script%3E")
+        assert await page.locator("script").count() == 0
+        assert "<script>" in await page.input_value("#server_name")
