@@ -302,9 +302,11 @@ def build_event(
     """The unsigned PDU JSON of a new event, with its content hash.
 
     ``room_id`` is None only for a room v12 create event. Rooms 1 and 2 need
-    ``event_id`` (``$opaque:server``) and take ``reference_hashes`` for the
-    ``[id, {"sha256": ...}]`` references. Sign the result with
-    ``federation.signing.sign_event``.
+    ``event_id`` (``$opaque:server``) and take ``reference_hashes`` (event ID ->
+    ``encode_base64(compute_reference_hash(referenced_event, room_version))``) for the
+    ``[id, {"sha256": ...}]`` references; an ID without one gets ``""`` (the schema's
+    shape; receivers, Synapse included, do not check these hashes). ``origin`` is written only before room version 11.
+    Sign the result with ``federation.signing.sign_event``.
     """
     pdu: dict[str, Any] = {
         "type": type,
@@ -330,8 +332,12 @@ def build_event(
             raise InvalidEventError("room versions 1 and 2 need an event_id")
         pdu["event_id"] = event_id
         hashes = reference_hashes or {}
-        pdu["prev_events"] = [[e, {"sha256": hashes.get(e, "")}] for e in prev_event_ids]
-        pdu["auth_events"] = [[e, {"sha256": hashes.get(e, "")}] for e in auth_event_ids]
+
+        def ref(e: str) -> list[Any]:
+            return [e, {"sha256": hashes.get(e, "")}]
+
+        pdu["prev_events"] = [ref(e) for e in prev_event_ids]
+        pdu["auth_events"] = [ref(e) for e in auth_event_ids]
     else:
         pdu["prev_events"] = list(prev_event_ids)
         pdu["auth_events"] = list(auth_event_ids)

@@ -245,7 +245,7 @@ def test_v1_references_are_pairs():
                     prev_event_ids=["$p:x"], auth_event_ids=["$a:x", "$b:x"], depth=2, origin_server_ts=1,
                     event_id="$e:x", origin="x", reference_hashes={"$p:x": "aGFzaA", "$a:x": "b3RoZXI"})
     assert e["prev_events"] == [["$p:x", {"sha256": "aGFzaA"}]]
-    assert e["auth_events"][0] == ["$a:x", {"sha256": "b3RoZXI"}]
+    assert e["auth_events"] == [["$a:x", {"sha256": "b3RoZXI"}], ["$b:x", {"sha256": ""}]]
     pdu = PDU.from_pdu_json(e, V.V1)
     assert pdu.prev_event_ids == ("$p:x",) and pdu.auth_event_ids == ("$a:x", "$b:x")
     assert pdu.get_pdu_json()["event_id"] == "$e:x" and pdu.event_id == "$e:x"
