@@ -1,4 +1,4 @@
-"""/_synapse/admin: Synapse-compatible admin API."""
+"""/_synapse/admin: Synapse-compatible admin API (server admins only, except register)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..server import HomeServer
-from . import register
+from . import register, registration_tokens, users
+from .auth import admin_middleware
 
 
 def build_app(hs: HomeServer) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[admin_middleware])
     app[HS] = hs
-    app.add_routes(register.routes)
+    for module in (register, users, registration_tokens):
+        app.add_routes(module.routes)
     return app

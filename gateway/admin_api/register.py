@@ -19,6 +19,7 @@ from ..client_api.register import check_username
 from ..http import MatrixError, json_response, read_json_body
 from ..passwords import hash_password
 from ..storage.users import UserExistsError
+from .auth import public
 
 routes = web.RouteTableDef()
 
@@ -38,6 +39,7 @@ def _expected_mac(secret: str, nonce: str, username: str, password: str, admin: 
 
 
 @routes.get("/v1/register")
+@public
 async def get_nonce(request: web.Request) -> web.Response:
     if not request.app[HS].config.registration_shared_secret:
         raise MatrixError(400, "M_UNKNOWN", "Shared secret registration is not enabled")
@@ -51,6 +53,7 @@ async def get_nonce(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/register")
+@public
 async def post_register(request: web.Request) -> web.Response:
     hs = request.app[HS]
     secret = hs.config.registration_shared_secret

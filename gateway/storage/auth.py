@@ -99,3 +99,22 @@ class AuthStore:
         )
         await self.db.execute("DELETE FROM login_tokens WHERE expiry_ts < $1", now_ms - 3_600_000)
         return row[0] if row else None
+
+    async def list_registration_tokens(self) -> list[dict]:
+        rows = await self.db.fetch(
+            "SELECT token, uses_allowed, pending, completed, expiry_time FROM registration_tokens ORDER BY token"
+        )
+        return [dict(zip(("token", "uses_allowed", "pending", "completed", "expiry_time"), r)) for r in rows]
+
+    async def update_registration_token(self, token: str, changes: dict) -> bool:
+        sets, args = [], [token]
+        for column in ("uses_allowed", "expiry_time"):
+            if column in changes:
+                args.append(changes[column])
+                sets.append(f"{column} = ${len(args)}")
+        if not sets:
+            return await self.db.fetchval("SELECT 1 FROM registration_tokens WHERE token = $1", token) is not None
+        return await self.db.execute(f"UPDATE registration_tokens SET {', '.join(sets)} WHERE token = $1", *args) > 0
+
+    async def delete_registration_token(self, token: str) -> bool:
+        return await self.db.execute("DELETE FROM registration_tokens WHERE token = $1", token) > 0

@@ -68,3 +68,44 @@ class UserStore:
 
     async def set_deactivated(self, user_id: str, deactivated: bool) -> None:
         await self.db.execute("UPDATE users SET deactivated = $2 WHERE user_id = $1", user_id, deactivated)
+
+    async def set_admin(self, user_id: str, admin: bool) -> None:
+        await self.db.execute("UPDATE users SET admin = $2 WHERE user_id = $1", user_id, admin)
+
+    async def set_user_type(self, user_id: str, user_type: str | None) -> None:
+        await self.db.execute("UPDATE users SET user_type = $2 WHERE user_id = $1", user_id, user_type)
+
+    async def list_users(
+        self, *, offset: int, limit: int, name: str | None, include_deactivated: bool, admins: bool | None,
+        order_by: str, descending: bool,
+    ) -> tuple[list[dict], int]:
+        """A page of users with their profile, and the total matching (admin API)."""
+        where, args = ["1 = 1"], []
+        if name:
+            args.append(f"%{name.lower()}%")
+            where.append(f"(LOWER(u.user_id) LIKE ${len(args)} OR LOWER(COALESCE(p.displayname, '')) LIKE ${len(args)})")
+        if not include_deactivated:
+            where.append("u.deactivated = FALSE")
+        if admins is not None:
+            args.append(admins)
+            where.append(f"u.admin = ${len(args)}")
+        columns = {"name": "u.user_id", "admin": "u.admin", "deactivated": "u.deactivated",
+                   "creation_ts": "u.created_ts", "displayname": "p.displayname", "user_type": "u.user_type"}
+        order = columns.get(order_by, "u.user_id")
+        sql_where = " AND ".join(where)
+        total = await self.db.fetchval(
+            f"SELECT COUNT(*) FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id WHERE {sql_where}", *args
+        )
+        rows = await self.db.fetch(
+            "SELECT u.user_id, u.admin, u.deactivated, u.user_type, u.created_ts, p.displayname, p.avatar_url"
+            f" FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id WHERE {sql_where}"
+            f" ORDER BY {order} {'DESC' if descending else 'ASC'}, u.user_id LIMIT {int(limit)} OFFSET {int(offset)}",
+            *args,
+        )
+        users = [
+            {"name": r[0], "admin": bool(r[1]), "deactivated": bool(r[2]), "user_type": r[3], "creation_ts": r[4],
+             "displayname": r[5], "avatar_url": r[6], "is_guest": False, "shadow_banned": False,
+             "locked": False, "erased": False}
+            for r in rows
+        ]
+        return users, int(total)
