@@ -208,7 +208,11 @@ def check_pdu_format(pdu_json: Any, room_version: RoomVersion) -> None:
 
 
 class PDU:
-    """A parsed PDU. Read-only attributes; ``get_pdu_json()`` gives the wire form."""
+    """A parsed PDU. Read-only attributes; ``get_pdu_json()`` gives the wire form.
+
+    ``content``, ``hashes``, ``signatures`` and ``unsigned`` are the parsed JSON's own
+    dicts (no copies, for speed): treat them as read-only too.
+    """
 
     __slots__ = (
         "_json", "room_version", "event_id", "room_id", "type", "state_key", "sender", "content",
@@ -217,32 +221,48 @@ class PDU:
     )
 
     def __init__(self, pdu_json: dict[str, Any], room_version: RoomVersion, event_id: str):
-        self._json = pdu_json
-        self.room_version = room_version
-        self.event_id = event_id
-        self.type: str = pdu_json["type"]
-        self.state_key: str | None = pdu_json.get("state_key")
-        self.sender: str = pdu_json["sender"]
-        self.content: dict[str, Any] = pdu_json["content"]
-        self.origin_server_ts: int = pdu_json["origin_server_ts"]
-        self.depth: int = pdu_json["depth"]
-        self.hashes: dict[str, Any] = pdu_json["hashes"]
-        self.signatures: dict[str, Any] = pdu_json["signatures"]
-        self.unsigned: dict[str, Any] = pdu_json.get("unsigned") or {}
-        fmt_v1 = room_version.event_format is EventFormat.V1
-        self.prev_event_ids = tuple(r[0] if fmt_v1 else r for r in pdu_json["prev_events"])
-        self.auth_event_ids = tuple(r[0] if fmt_v1 else r for r in pdu_json["auth_events"])
-        if room_version.room_id_from_create_event and "room_id" not in pdu_json:
-            self.room_id = "!" + event_id[1:]
+        """Wrap already checked JSON; most callers want :meth:`from_pdu_json`.
+
+        The PDU keeps ``pdu_json`` (no copy): the caller must not change it afterwards.
+        """
+        set_ = object.__setattr__
+        set_(self, "_json", pdu_json)
+        set_(self, "room_version", room_version)
+        set_(self, "event_id", event_id)
+        type_ = pdu_json["type"]
+        content = pdu_json["content"]
+        set_(self, "type", type_)
+        set_(self, "state_key", pdu_json.get("state_key"))
+        set_(self, "sender", pdu_json["sender"])
+        set_(self, "content", content)
+        set_(self, "origin_server_ts", pdu_json["origin_server_ts"])
+        set_(self, "depth", pdu_json["depth"])
+        set_(self, "hashes", pdu_json["hashes"])
+        set_(self, "signatures", pdu_json["signatures"])
+        set_(self, "unsigned", pdu_json.get("unsigned") or {})
+        if room_version.event_format is EventFormat.V1:
+            set_(self, "prev_event_ids", tuple(r[0] for r in pdu_json["prev_events"]))
+            set_(self, "auth_event_ids", tuple(r[0] for r in pdu_json["auth_events"]))
         else:
-            self.room_id = pdu_json["room_id"]
-        if self.type == "m.room.redaction":
+            set_(self, "prev_event_ids", tuple(pdu_json["prev_events"]))
+            set_(self, "auth_event_ids", tuple(pdu_json["auth_events"]))
+        if room_version.room_id_from_create_event and "room_id" not in pdu_json:
+            set_(self, "room_id", "!" + event_id[1:])
+        else:
+            set_(self, "room_id", pdu_json["room_id"])
+        redacts = None
+        if type_ == "m.room.redaction":
             # Rooms 11+: only content.redacts counts (a top-level copy is not covered
             # by the signatures once redacted, so it is never trusted).
-            r = self.content.get("redacts") if room_version.redacts_in_content else pdu_json.get("redacts")
-            self.redacts = r if isinstance(r, str) else None
-        else:
-            self.redacts = None
+            r = content.get("redacts") if room_version.redacts_in_content else pdu_json.get("redacts")
+            redacts = r if isinstance(r, str) else None
+        set_(self, "redacts", redacts)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"PDU attributes are read-only ({name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"PDU attributes are read-only ({name})")
 
     @classmethod
     def from_pdu_json(cls, pdu_json: dict[str, Any], room_version: RoomVersion) -> "PDU":

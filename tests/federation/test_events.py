@@ -199,7 +199,12 @@ def test_event_id_is_cached_on_the_pdu():
     pdu = PDU.from_pdu_json(_msg(), V.V11)
     assert pdu.event_id == compute_event_id(_msg(), V.V11)
     with pytest.raises(AttributeError):
-        pdu.extra = 1  # slots: no stray attributes
+        pdu.extra = 1
+    with pytest.raises(AttributeError, match="read-only"):
+        pdu.event_id = "$other"
+    with pytest.raises(AttributeError, match="read-only"):
+        del pdu.type
+    assert pdu.event_id == compute_event_id(_msg(), V.V11) and pdu.type == "m.room.message"
 
 
 # --- the model ------------------------------------------------------------------------------
