@@ -8,19 +8,18 @@ IP range rules, exactly as federation does.
 
 from __future__ import annotations
 
-import ssl
 import time
 from typing import Any
 
 from aiohttp import web
 
-from federation.net.ip_ranges import IPRangePolicy
 from federation.net.resolver import ServerResolver
 from federation.net.tester import FederationTester
 
 from .appkeys import HS
 from .config import RateLimit
 from .http import MatrixError, json_response
+from .outbound import outbound_ip_policy, outbound_ssl_context
 from .server import HomeServer
 from .services.ratelimit import RateLimiter
 
@@ -34,10 +33,7 @@ LIMITER = web.AppKey("federation_tester_limiter", RateLimiter)
 
 def _build_tester(hs: HomeServer) -> FederationTester:
     fed = hs.config.federation
-    policy = IPRangePolicy(blacklist=fed.federation_ip_range_blacklist, whitelist=fed.ip_range_whitelist)
-    ctx = ssl.create_default_context()
-    for ca in fed.federation_custom_ca_list:
-        ctx.load_verify_locations(cafile=ca)
+    policy, ctx = outbound_ip_policy(fed), outbound_ssl_context(fed, always_verify=True)
     resolver = ServerResolver(nameservers=list(fed.dns_nameservers) or None, ip_policy=policy, ssl_context=ctx)
     return FederationTester(resolver=resolver, ssl_context=ctx, ip_policy=policy, clock_ms=hs.clock_ms)
 

@@ -51,6 +51,26 @@ class HomeServer:
 
         return RateLimiters(self.config.rate_limits)
 
+    @cached_property
+    def federation_client(self):
+        """Signed outbound federation requests, with the configured outbound rules."""
+        from federation.net.client import FederationClient
+        from federation.net.resolver import ServerResolver
+
+        from .outbound import outbound_ip_policy, outbound_ssl_context
+
+        fed = self.config.federation
+        policy, ctx = outbound_ip_policy(fed), outbound_ssl_context(fed)
+        resolver = ServerResolver(nameservers=list(fed.dns_nameservers) or None, ip_policy=policy, ssl_context=ctx)
+        return FederationClient(server_name=self.server_name, signing_key=self.signing_key, resolver=resolver,
+                                ssl_context=ctx, ip_policy=policy)
+
+    @cached_property
+    def keyring(self):
+        from .services.keyring import KeyRing
+
+        return KeyRing(self)
+
     @classmethod
     async def open(cls, config: HomeserverConfig, *, create_signing_key: bool = True) -> "HomeServer":
         """Load keys, open the database and bring its schema up to date."""
@@ -65,4 +85,7 @@ class HomeServer:
         return cls(config=config, db=db, signing_key=signing_key)
 
     async def close(self) -> None:
+        if "federation_client" in self.__dict__:
+            await self.federation_client.close()
+            await self.federation_client.resolver.close()
         await self.db.close()

@@ -8,18 +8,22 @@ from .. import __version__
 from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
+from . import query
+from .auth import public, x_matrix_middleware
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/v1/version")
+@public
 async def get_version(request: web.Request) -> web.Response:
     """Spec: https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1version"""
     return json_response({"server": {"name": "Gateway", "version": __version__}})
 
 
 def build_app(hs: HomeServer) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[x_matrix_middleware])
     app[HS] = hs
     app.add_routes(routes)
+    app.add_routes(query.routes)
     return app

@@ -130,3 +130,24 @@ class SynapseServer:
             except asyncio.TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+async def register_synapse_user(server: "SynapseServer", localpart: str, password: str = "synapse-pass",
+                                admin: bool = False) -> str:
+    """Create a user through Synapse's shared-secret admin API; returns an access token."""
+    import hashlib
+    import hmac
+
+    url = f"{server.client_url}/_synapse/admin/v1/register"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url) as r:
+            nonce = (await r.json())["nonce"]
+        mac = hmac.new(server.shared_secret.encode(), digestmod=hashlib.sha1)
+        mac.update(b"\x00".join([nonce.encode(), localpart.encode(), password.encode(),
+                                 b"admin" if admin else b"notadmin"]))
+        async with s.post(url, json={"nonce": nonce, "username": localpart, "password": password,
+                                     "admin": admin, "mac": mac.hexdigest()}) as r:
+            body = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"Synapse registration failed: {body}")
+            return body["access_token"]

@@ -1,0 +1,121 @@
+"""Outbound federation requests: resolved per the spec, signed with X-Matrix.
+
+The X-Matrix signature covers the exact encoded request target that goes on the wire,
+so URLs are built already encoded (``encoded=True``) and never re-quoted by yarl.
+Spec: server-server API, "Request Authentication".
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any, Mapping
+from urllib.parse import urlencode
+
+import aiohttp
+from yarl import URL
+
+from ..signing import ServerSigningKey, build_x_matrix_authorization
+from .ip_ranges import IPRangePolicy
+from .resolver import ServerResolver, create_connector
+
+MAX_RESPONSE_BYTES = 50 * 1024 * 1024
+
+
+class FederationRequestError(Exception):
+    """The remote answered with an error, or could not be reached."""
+
+    def __init__(self, destination: str, message: str, status: int | None = None, body: Any = None):
+        super().__init__(f"{destination}: {message}")
+        self.destination = destination
+        self.status = status
+        self.body = body
+
+
+class FederationClient:
+    def __init__(
+        self,
+        *,
+        server_name: str,
+        signing_key: ServerSigningKey,
+        resolver: ServerResolver,
+        ssl_context: ssl.SSLContext | None = None,
+        ip_policy: IPRangePolicy | None = None,
+        timeout: float = 30.0,
+    ):
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.resolver = resolver
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.ip_policy = ip_policy
+        self.timeout = aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout))
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = create_connector(policy=self.ip_policy, ssl_context=self.ssl_context)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
+                                                  headers={"User-Agent": "Gateway"})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        content: Any = None,
+        signed: bool = True,
+    ) -> Any:
+        """Send a request and return the parsed JSON answer.
+
+        ``path`` must already be percent-encoded (see ``signing.quote_path_segment``).
+        Raises FederationRequestError on a non-2xx answer or when no address works.
+        """
+        target = path + ("?" + urlencode(query) if query else "")
+        headers = {}
+        body = None
+        if content is not None:
+            body = json.dumps(content).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if signed:
+            headers["Authorization"] = build_x_matrix_authorization(
+                method, target, self.server_name, destination, content, self.signing_key
+            )
+        try:
+            resolved = await self.resolver.resolve(destination)
+        except (OSError, ValueError) as e:
+            raise FederationRequestError(destination, f"cannot resolve: {e}") from e
+        headers["Host"] = resolved.host_header
+        last_error: Exception | None = None
+        for ip, port in resolved.candidates:
+            host = f"[{ip}]" if ":" in ip else ip
+            url = URL(f"https://{host}:{port}{target}", encoded=True)
+            try:
+                async with self._get_session().request(
+                    method, url, data=body, headers=headers, server_hostname=resolved.sni,
+                    allow_redirects=False,
+                ) as resp:
+                    raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                    if len(raw) > MAX_RESPONSE_BYTES:
+                        raise FederationRequestError(destination, "response too large", resp.status)
+                    try:
+                        parsed = json.loads(raw) if raw else None
+                    except ValueError:
+                        parsed = None
+                    if resp.status >= 300:
+                        raise FederationRequestError(destination, f"HTTP {resp.status}: {raw[:200]!r}",
+                                                     resp.status, parsed)
+                    if parsed is None:
+                        raise FederationRequestError(destination, "answer is not JSON", resp.status)
+                    return parsed
+            except (aiohttp.ClientError, OSError) as e:
+                last_error = e
+                continue
+        raise FederationRequestError(destination, f"no address answered: {last_error}")

@@ -1,0 +1,70 @@
+"""Fetching and caching other servers' signing keys (direct fetch for now).
+
+Our own keys are never fetched over the network. Concurrent requests for the same
+server share one fetch; a server that just failed is not asked again for a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nacl.signing
+
+from federation.keyring import KeyResponseError, parse_key_response
+from federation.net.client import FederationRequestError
+from federation.signing import decode_verify_key
+
+from ..server import HomeServer
+from ..storage.keys import ServerKeyStore
+
+log = logging.getLogger(__name__)
+
+FAILURE_BACKOFF_S = 60.0
+
+
+class KeyRing:
+    def __init__(self, hs: HomeServer):
+        self.hs = hs
+        self.store = ServerKeyStore(hs.db)
+        self._inflight: dict[str, asyncio.Future] = {}
+        self._failed: dict[str, float] = {}
+
+    async def get_verify_key(self, server_name: str, key_id: str, *, minimum_valid_until_ts: int = 0
+                             ) -> nacl.signing.VerifyKey | None:
+        """The key, if we have or can fetch one valid until at least the given time."""
+        if server_name == self.hs.server_name:
+            own = self.hs.signing_key
+            return own.verify_key if key_id == own.key_id else None
+        cached = await self.store.get_key(server_name, key_id)
+        if cached is not None and cached.valid_until_ts >= minimum_valid_until_ts:
+            return decode_verify_key(cached.verify_key)
+        await self._fetch(server_name)
+        cached = await self.store.get_key(server_name, key_id)
+        if cached is not None and cached.valid_until_ts >= minimum_valid_until_ts:
+            return decode_verify_key(cached.verify_key)
+        return None
+
+    async def _fetch(self, server_name: str) -> None:
+        if time.monotonic() - self._failed.get(server_name, -FAILURE_BACKOFF_S) < FAILURE_BACKOFF_S:
+            return
+        existing = self._inflight.get(server_name)
+        if existing is not None:
+            await asyncio.shield(existing)
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[server_name] = future
+        try:
+            doc = await self.hs.federation_client.request(
+                "GET", server_name, "/_matrix/key/v2/server", signed=False
+            )
+            keys = parse_key_response(doc, server_name)
+            await self.store.store_keys(keys, doc, self.hs.clock_ms())
+            self._failed.pop(server_name, None)
+        except (FederationRequestError, KeyResponseError) as e:
+            log.warning("cannot fetch keys of %s: %s", server_name, e)
+            self._failed[server_name] = time.monotonic()
+        finally:
+            del self._inflight[server_name]
+            future.set_result(None)
