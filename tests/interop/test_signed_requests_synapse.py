@@ -4,7 +4,6 @@ server (we fetch its key and check its X-Matrix signature), and we query one on 
 from __future__ import annotations
 
 import aiohttp
-import pytest
 
 from federation.signing import build_x_matrix_authorization, generate_signing_key
 from gateway.server import HomeServer

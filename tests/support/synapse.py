@@ -11,7 +11,6 @@ import asyncio
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
