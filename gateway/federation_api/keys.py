@@ -44,4 +44,7 @@ def build_app(hs: HomeServer) -> web.Application:
     app = web.Application()
     app[HS] = hs
     app.add_routes(routes)
+    from . import notary  # the notary endpoints live under /_matrix/key too
+
+    app.add_routes(notary.routes)
     return app

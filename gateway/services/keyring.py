@@ -46,6 +46,15 @@ class KeyRing:
             return decode_verify_key(cached.verify_key)
         return None
 
+    async def key_docs_for_notary(self, server_name: str, minimum_valid_until_ts: int) -> list[dict]:
+        """Signed key responses for ``server_name`` valid until at least the given time,
+        fetching fresh ones when what we hold is too old (notary duty)."""
+        docs = await self.store.get_key_docs(server_name)
+        if not any(d.get("valid_until_ts", 0) >= minimum_valid_until_ts for d in docs):
+            await self._fetch(server_name)
+            docs = await self.store.get_key_docs(server_name)
+        return [d for d in docs if d.get("valid_until_ts", 0) >= minimum_valid_until_ts] or docs[:1]
+
     async def _fetch(self, server_name: str) -> None:
         if time.monotonic() - self._failed.get(server_name, -FAILURE_BACKOFF_S) < FAILURE_BACKOFF_S:
             return

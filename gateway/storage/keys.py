@@ -31,3 +31,12 @@ class ServerKeyStore:
             server_name, key_id,
         )
         return ServerKey(server_name, key_id, row[0], row[1], row[2]) if row else None
+
+    async def get_key_docs(self, server_name: str) -> list[dict[str, Any]]:
+        """The signed key responses we hold for a server (newest first)."""
+        rows = await self.db.fetch(
+            "SELECT key_json, MAX(fetched_ts) AS f FROM server_keys WHERE server_name = $1"
+            " GROUP BY key_json ORDER BY f DESC",
+            server_name,
+        )
+        return [json.loads(r[0]) for r in rows]
