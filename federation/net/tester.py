@@ -50,6 +50,12 @@ def _cert_info(der: bytes | None) -> list[dict[str, Any]]:
     }]
 
 
+def _parse_iso(text: str) -> float:
+    import datetime
+
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
 class FederationTester:
     """Runs one test at a time per call; safe to share."""
 
@@ -95,6 +101,12 @@ class FederationTester:
                 }
             elif fetch.error:
                 report["WellKnownResult"]["error"] = {"Error": fetch.error}
+                if fetch.error != "HTTP 404":
+                    report["Explanations"].append(
+                        f"https://{address.host}/.well-known/matrix/server is not usable ({fetch.error}), so "
+                        "other servers ignore it. Serve a JSON object like {\"m.server\": \"matrix.example.com:443\"} "
+                        "with status 200, or remove it."
+                    )
         try:
             resolved = await self.resolver.resolve(server_name)
         except (ServerDiscoveryError, OSError) as e:
@@ -106,6 +118,16 @@ class FederationTester:
             return report
         delegated = split_server_name(resolved.delegated_name)
         report["DNSResult"]["SRVSkipped"] = delegated.ip is not None or delegated.port is not None
+        if not report["DNSResult"]["SRVSkipped"]:
+            records = []
+            for prefix in ("_matrix-fed._tcp", "_matrix._tcp"):
+                try:
+                    found = await self.resolver.dns.lookup_srv(f"{prefix}.{delegated.host}")
+                except OSError:
+                    found = []
+                records += [{"Service": prefix, "Target": r.target, "Port": r.port, "Priority": r.priority,
+                             "Weight": r.weight} for r in found]
+            report["DNSResult"]["SRVRecords"] = records
         report["DNSResult"]["Addrs"] = [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip, port in resolved.candidates]
 
         async def probe(candidate: tuple[str, int]) -> None:
@@ -175,8 +197,15 @@ class FederationTester:
             keys, server_name, self.clock_ms(), valid_certificates=valid_certs
         )
         errors = [cert_error] if cert_error else []
+        certs = _cert_info(tls["cert"])
+        if certs and valid_certs:
+            days_left = (_parse_iso(certs[0]["NotAfter"]) - time.time()) / 86400
+            if days_left < 14:
+                explanations.append(
+                    f"The TLS certificate expires in {max(0, int(days_left))} days: renew it before federation breaks."
+                )
         return {
-            "Certificates": _cert_info(tls["cert"]),
+            "Certificates": certs,
             "Cipher": {"Version": tls["version"], "CipherSuite": tls["cipher"]},
             "Checks": checks,
             "Errors": errors,

@@ -158,3 +158,55 @@ async def test_cli_json_and_text(tmp_path, ca):
     dead = subprocess.run([sys.executable, "-m", "gateway", "federation-test", f"127.0.0.1:{free_port()}",
                            "--allow-ip-range", "127.0.0.0/8"], capture_output=True, text=True, timeout=60)
     assert dead.returncode == 2 and "FAILED" in dead.stdout and "Traceback" not in dead.stderr
+
+
+async def test_bad_well_known_srv_to_dead_port_and_expiring_certificate(ca, tmp_path):
+    """With a real DNS server: a broken .well-known is explained, SRV records are listed,
+    an SRV pointing at a dead port is a connection error."""
+    from tests.federation.net.conftest import start_dnsmasq, stop_dnsmasq, start_https
+
+    dead = free_port()
+    wk_cert = ca.issue("wk.test", filename="wk")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(wk_cert.cert_path), str(wk_cert.key_path))
+    https, runner = await start_https(ctx)
+    https.raw("wk.test", "/.well-known/matrix/server", b"{not json")
+    dns_server = start_dnsmasq("--host-record=wk.test,127.0.0.1", "--host-record=target.test,127.0.0.1",
+                               f"--srv-host=_matrix-fed._tcp.wk.test,target.test,{dead},10,5")
+    try:
+        client_ctx = ssl.create_default_context(cafile=str(ca.ca_path))
+        async with ServerResolver(nameservers=[dns_server.nameserver], ip_policy=LOOPBACK, ssl_context=client_ctx,
+                                  well_known_port=https.port) as resolver:
+            report = await FederationTester(resolver=resolver, ssl_context=client_ctx, ip_policy=LOOPBACK).run("wk.test")
+    finally:
+        stop_dnsmasq(dns_server)
+        await runner.cleanup()
+    assert report["WellKnownResult"]["error"]
+    assert any(".well-known/matrix/server is not usable" in t for t in report["Explanations"])
+    assert report["DNSResult"]["SRVSkipped"] is False
+    assert report["DNSResult"]["SRVRecords"] == [
+        {"Service": "_matrix-fed._tcp", "Target": "target.test", "Port": dead, "Priority": 10, "Weight": 5}]
+    assert list(report["ConnectionErrors"]) == [f"127.0.0.1:{dead}"]
+    assert report["FederationOK"] is False
+
+
+async def test_certificate_expiring_soon_is_reported(ca):
+    port = free_port()
+    cert = ca.issue("127.0.0.1", valid_days=3, filename=f"short-{port}")
+    app = web.Application()
+
+    async def keys(request):
+        return web.json_response(_key_doc(f"127.0.0.1:{port}"))
+
+    app.router.add_get("/_matrix/key/v2/server", keys)
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    sctx.load_cert_chain(cert.cert_path, cert.key_path)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=sctx).start()
+    try:
+        report = await run_tester(ca, f"127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+    assert report["FederationOK"] is True  # a warning, not a failure
+    assert any("expires in" in t for t in report["Explanations"])
