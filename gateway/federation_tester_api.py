@@ -51,10 +51,37 @@ async def _report(request: web.Request) -> dict[str, Any]:
         return hit[1]
     request.app[LIMITER].ratelimit(request.remote or "")
     report = await request.app[TESTER].run(server_name)
+    if report["ConnectionReports"]:
+        report["SignedRequest"] = await signed_request_check(request.app[HS], server_name)
+        if not report["SignedRequest"]["OK"]:
+            report["FederationOK"] = False
+            report["Explanations"].append(
+                f"{server_name} refused a request signed by {request.app[HS].server_name}: "
+                f"{report['SignedRequest']['Error']}. Other servers will see the same when they talk to it; "
+                "check that it can reach this server's keys (outbound network, DNS, firewall)."
+            )
     if len(cache) >= MAX_CACHE:
         cache.clear()
     cache[server_name.lower()] = (now, report)
     return report
+
+
+async def signed_request_check(hs: HomeServer, server_name: str) -> dict[str, Any]:
+    """Does ``server_name`` accept a request signed by us on an endpoint that needs
+    authentication? (``/version`` needs none, so it would prove nothing.) Any answer but
+    401/403 means our signature was accepted: a 404 for the made-up user is fine."""
+    from federation.net.client import FederationRequestError
+
+    try:
+        await hs.federation_client.request(
+            "GET", server_name, "/_matrix/federation/v1/query/profile",
+            query={"user_id": f"@federation-tester:{server_name}", "field": "displayname"},
+        )
+        return {"OK": True, "Status": 200}
+    except FederationRequestError as e:
+        errcode = e.body.get("errcode") if isinstance(e.body, dict) else None
+        ok = e.status is not None and e.status not in (401, 403)
+        return {"OK": ok, "Status": e.status, "Error": None if ok else f"{errcode or 'error'}: {e}"}
 
 
 async def get_report(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ async def test_api_reports_on_itself_and_a_dead_server(tmp_path):
             async with s.get(f"{api}/report", params={"server_name": gw.server_name}) as r:
                 report = await r.json()
             assert report["FederationOK"] is True, report["Explanations"]
+            assert report["SignedRequest"] == {"OK": True, "Status": 200} or report["SignedRequest"]["Status"] == 404
             assert set(report) >= {"WellKnownResult", "DNSResult", "ConnectionReports", "ConnectionErrors",
                                    "Version", "FederationOK"}
             async with s.get(f"{api}/federation-ok", params={"server_name": gw.server_name}) as r:
@@ -56,3 +57,48 @@ async def test_api_reports_synapse_ok(tmp_path):
         await synapse.stop()
     assert report["FederationOK"] is True, report["Explanations"]
     assert report["Version"]["name"] == "Synapse"
+    # Synapse fetched our key and accepted our signed request.
+    assert report["SignedRequest"]["OK"] is True and report["SignedRequest"]["Status"] in (200, 404)
+
+
+async def test_api_reports_a_refused_signed_request(tmp_path):
+    import ssl
+    import time
+
+    from aiohttp import web
+
+    from federation.signing import encode_verify_key, generate_signing_key, sign_json
+    from tests.conftest import free_port
+
+    ca = TestCA(tmp_path / "ca")
+    port = free_port()
+    name = f"127.0.0.1:{port}"
+    key = generate_signing_key("k")
+
+    async def keys(request):
+        return web.json_response(sign_json({"server_name": name, "valid_until_ts": int(time.time() * 1000) + 60_000,
+                                            "verify_keys": {key.key_id: {"key": encode_verify_key(key.verify_key)}},
+                                            "old_verify_keys": {}}, name, key))
+
+    async def refuse(request):
+        return web.json_response({"errcode": "M_UNAUTHORIZED", "error": "no"}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/_matrix/key/v2/server", keys)
+    app.router.add_get("/_matrix/federation/v1/query/profile", refuse)
+    cert = ca.issue("127.0.0.1", filename="refuser")
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    sctx.load_cert_chain(cert.cert_path, cert.key_path)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=sctx).start()
+    try:
+        async with running_gateway(tmp_path, ca, _extra(ca)) as gw, aiohttp.ClientSession() as s:
+            async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/report", params={"server_name": name}) as r:
+                report = await r.json()
+    finally:
+        await runner.cleanup()
+    assert report["ConnectionReports"][name]["Checks"]["AllChecksOK"] is True
+    assert report["SignedRequest"]["OK"] is False and report["SignedRequest"]["Status"] == 401
+    assert report["FederationOK"] is False
+    assert any("refused a request signed by" in t for t in report["Explanations"])
