@@ -7,11 +7,11 @@ from aiohttp import web
 from ..appkeys import HS
 from ..server import HomeServer
 from . import register, registration_tokens, users
-from .auth import admin_middleware
+from ..client_api.auth import token_auth_middleware
 
 
 def build_app(hs: HomeServer) -> web.Application:
-    app = web.Application(middlewares=[admin_middleware])
+    app = web.Application(middlewares=[token_auth_middleware(admin_only=True)])
     app[HS] = hs
     for module in (register, users, registration_tokens):
         app.add_routes(module.routes)

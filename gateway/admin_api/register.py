@@ -19,7 +19,7 @@ from ..client_api.register import check_username
 from ..http import MatrixError, json_response, read_json_body
 from ..passwords import hash_password
 from ..storage.users import UserExistsError
-from .auth import public
+from ..client_api.auth import public
 
 routes = web.RouteTableDef()
 

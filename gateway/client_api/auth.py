@@ -32,16 +32,28 @@ def get_access_token(request: web.Request) -> str | None:
     return request.query.get("access_token")
 
 
-@web.middleware
-async def access_token_middleware(request: web.Request, handler) -> web.StreamResponse:
-    unmatched = getattr(request.match_info, "http_exception", None) is not None
-    if unmatched or request.method == "OPTIONS" or getattr(handler, "gateway_public", False):
+def token_auth_middleware(*, admin_only: bool):
+    """Require an access token (of a server admin when ``admin_only``) on every matched
+    route not marked ``@public``; the requester goes in ``request[REQUESTER]``."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        unmatched = getattr(request.match_info, "http_exception", None) is not None
+        if unmatched or request.method == "OPTIONS" or getattr(handler, "gateway_public", False):
+            return await handler(request)
+        token = get_access_token(request)
+        if not token:
+            raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+        found = await request.app[HS].auth.get_requester(token)
+        if admin_only and not found.is_admin:
+            raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
+        request[REQUESTER] = found
         return await handler(request)
-    token = get_access_token(request)
-    if not token:
-        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
-    request[REQUESTER] = await request.app[HS].auth.get_requester(token)
-    return await handler(request)
+
+    return middleware
+
+
+access_token_middleware = token_auth_middleware(admin_only=False)
 
 
 def requester(request: web.Request) -> Requester:

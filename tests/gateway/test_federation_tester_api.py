@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import aiohttp
-import pytest
 
 from tests.support.gateway_server import running_gateway
 from tests.support.synapse import SynapseServer
-from tests.support.tls import TestCA
+from tests.support.tls import TestCA, serve_tls
 
 
 def _extra(ca: TestCA) -> dict:
@@ -62,7 +61,6 @@ async def test_api_reports_synapse_ok(tmp_path):
 
 
 async def test_api_reports_a_refused_signed_request(tmp_path):
-    import ssl
     import time
 
     from aiohttp import web
@@ -86,12 +84,7 @@ async def test_api_reports_a_refused_signed_request(tmp_path):
     app = web.Application()
     app.router.add_get("/_matrix/key/v2/server", keys)
     app.router.add_get("/_matrix/federation/v1/query/profile", refuse)
-    cert = ca.issue("127.0.0.1", filename="refuser")
-    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    sctx.load_cert_chain(cert.cert_path, cert.key_path)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=sctx).start()
+    runner, _ = await serve_tls(app, ca, "127.0.0.1", port=port)
     try:
         async with running_gateway(tmp_path, ca, _extra(ca)) as gw, aiohttp.ClientSession() as s:
             async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/report", params={"server_name": name}) as r:

@@ -74,3 +74,22 @@ class TestCA:
         key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
         return IssuedCert(cert_path, key_path)
+
+
+async def serve_tls(app, ca: TestCA, *names: str, port: int | None = None):
+    """Serve an aiohttp ``app`` over TLS on 127.0.0.1 with a certificate from ``ca`` for
+    ``names``; returns ``(runner, port)``. Call ``await runner.cleanup()`` when done."""
+    import ssl
+
+    from aiohttp import web
+
+    from tests.conftest import free_port
+
+    port = port or free_port()
+    cert = ca.issue(*names, filename=f"serve-{port}")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert.cert_path, cert.key_path)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+    return runner, port

@@ -20,7 +20,7 @@ from federation.signing import encode_verify_key, generate_signing_key, sign_jso
 from federation.tester_checks import check_server_keys
 from tests.conftest import free_port
 from tests.support.gateway_server import running_gateway
-from tests.support.tls import TestCA
+from tests.support.tls import TestCA, serve_tls
 
 LOOPBACK = IPRangePolicy(whitelist=["127.0.0.0/8"])
 
@@ -66,7 +66,7 @@ def _key_doc(server_name: str, *, valid_until: int | None = None, sign_as: str |
 async def _fake_key_server(ca: TestCA, cert_names: tuple[str, ...], make_doc) -> tuple[web.AppRunner, str]:
     port = free_port()
     server_name = f"127.0.0.1:{port}"
-    cert = ca.issue(*cert_names, filename=f"fake-{port}")
+
     async def keys(request):
         return web.json_response(make_doc(server_name))
 
@@ -76,11 +76,7 @@ async def _fake_key_server(ca: TestCA, cert_names: tuple[str, ...], make_doc) ->
     app = web.Application()
     app.router.add_get("/_matrix/key/v2/server", keys)
     app.router.add_get("/_matrix/federation/v1/version", version)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert.cert_path, cert.key_path)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+    runner, _ = await serve_tls(app, ca, *cert_names, port=port)
     return runner, server_name
 
 
@@ -200,7 +196,7 @@ async def test_certificate_expiring_soon_is_reported(ca):
 
     app.router.add_get("/_matrix/key/v2/server", keys)
     sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    sctx.load_cert_chain(cert.cert_path, cert.key_path)
+    sctx.load_cert_chain(cert.cert_path, cert.key_path)  # a short-lived certificate: not serve_tls's
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=sctx).start()
