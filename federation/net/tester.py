@@ -50,6 +50,21 @@ def _cert_info(der: bytes | None) -> list[dict[str, Any]]:
     }]
 
 
+MAX_CLOCK_SKEW_S = 60
+
+
+def _clock_skew_seconds(date_header: str | None, now_ms: int) -> float | None:
+    """How far the server's ``Date`` is ahead of our clock (None without a usable header)."""
+    if not date_header:
+        return None
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(date_header).timestamp() - now_ms / 1000
+    except (TypeError, ValueError):
+        return None
+
+
 def _parse_iso(text: str) -> float:
     import datetime
 
@@ -99,6 +114,11 @@ class FederationTester:
                     "m.server": fetch.delegated.text,
                     "CacheExpiresAt": int(time.time() + fetch.lifetime),
                 }
+                if fetch.lifetime <= 300:
+                    report["Explanations"].append(
+                        "The .well-known answer may only be cached for 5 minutes or less (Cache-Control / "
+                        "Expires): every server will fetch it again and again. Allow caching for hours."
+                    )
             elif fetch.error:
                 report["WellKnownResult"]["error"] = {"Error": fetch.error}
                 if fetch.error != "HTTP 404":
@@ -158,7 +178,7 @@ class FederationTester:
                 allow_redirects=False,
             ) as resp:
                 body = await resp.content.read(MAX_KEY_RESPONSE + 1)
-                return resp.status, body
+                return resp.status, body, resp.headers.get("Date")
 
     async def _tls_info(self, resolved, candidate) -> dict[str, Any]:
         """One bare TLS handshake, to see the certificate and cipher whatever their validity."""
@@ -181,10 +201,10 @@ class FederationTester:
         tls = await self._tls_info(resolved, candidate)
         valid_certs, cert_error = True, None
         try:
-            status, body = await self._get(resolved, candidate, "/_matrix/key/v2/server", self.verify_context)
+            status, body, date = await self._get(resolved, candidate, "/_matrix/key/v2/server", self.verify_context)
         except aiohttp.ClientConnectorCertificateError as e:
             valid_certs, cert_error = False, str(e.certificate_error)
-            status, body = await self._get(resolved, candidate, "/_matrix/key/v2/server", self.insecure_context)
+            status, body, date = await self._get(resolved, candidate, "/_matrix/key/v2/server", self.insecure_context)
         if status != 200:
             raise ValueError(f"GET /_matrix/key/v2/server answered HTTP {status}")
         if len(body) > MAX_KEY_RESPONSE:
@@ -197,6 +217,12 @@ class FederationTester:
             keys, server_name, self.clock_ms(), valid_certificates=valid_certs
         )
         errors = [cert_error] if cert_error else []
+        skew = _clock_skew_seconds(date, self.clock_ms())
+        if skew is not None and abs(skew) > MAX_CLOCK_SKEW_S:
+            explanations.append(
+                f"The server's clock is {abs(int(skew))} seconds {'ahead' if skew > 0 else 'behind'}: other servers "
+                "may refuse its requests and events. Keep its clock in sync (NTP)."
+            )
         certs = _cert_info(tls["cert"])
         if certs and valid_certs:
             days_left = (_parse_iso(certs[0]["NotAfter"]) - time.time()) / 86400
@@ -210,6 +236,7 @@ class FederationTester:
             "Checks": checks,
             "Errors": errors,
             "Ed25519VerifyKeys": ed_keys,
+            "ClockSkewSeconds": skew,
             "Keys": keys,
             "Explanations": explanations,
         }
@@ -218,7 +245,7 @@ class FederationTester:
         for candidate in resolved.candidates:
             for ctx in (self.verify_context, self.insecure_context):
                 try:
-                    status, body = await self._get(resolved, candidate, "/_matrix/federation/v1/version", ctx)
+                    status, body, _ = await self._get(resolved, candidate, "/_matrix/federation/v1/version", ctx)
                     server = json.loads(body).get("server", {}) if status == 200 else {}
                     return {"name": server.get("name", ""), "version": server.get("version", "")}
                 except aiohttp.ClientConnectorCertificateError:

@@ -206,3 +206,43 @@ async def test_certificate_expiring_soon_is_reported(ca):
         await runner.cleanup()
     assert report["FederationOK"] is True  # a warning, not a failure
     assert any("expires in" in t for t in report["Explanations"])
+
+
+async def test_clock_skew_is_reported(tmp_path, ca):
+    async with running_gateway(tmp_path, ca) as gw:
+        ctx = ssl.create_default_context(cafile=str(ca.ca_path))
+        async with ServerResolver(ip_policy=LOOPBACK, ssl_context=ctx) as resolver:
+            in_sync = await FederationTester(resolver=resolver, ssl_context=ctx, ip_policy=LOOPBACK).run(gw.server_name)
+            # Pretend our own clock is ten minutes fast: the server then looks 600 s behind.
+            fast = FederationTester(resolver=resolver, ssl_context=ctx, ip_policy=LOOPBACK,
+                                    clock_ms=lambda: int(time.time() * 1000) + 600_000)
+            skewed = await fast.run(gw.server_name)
+    (conn,) = in_sync["ConnectionReports"].values()
+    assert abs(conn["ClockSkewSeconds"]) < 5
+    assert not any("clock" in t for t in in_sync["Explanations"])
+    (conn,) = skewed["ConnectionReports"].values()
+    assert conn["ClockSkewSeconds"] < -500
+    assert any("seconds behind" in t for t in skewed["Explanations"])
+
+
+async def test_well_known_that_may_not_be_cached(ca):
+    from tests.federation.net.conftest import start_dnsmasq, start_https, stop_dnsmasq
+
+    cert = ca.issue("short.test", filename="short-wk")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert.cert_path), str(cert.key_path))
+    https, runner = await start_https(ctx)
+    https.json("short.test", "/.well-known/matrix/server", {"m.server": f"127.0.0.1:{free_port()}"},
+               headers={"Cache-Control": "no-store"})
+    dns_server = start_dnsmasq("--host-record=short.test,127.0.0.1")
+    try:
+        client_ctx = ssl.create_default_context(cafile=str(ca.ca_path))
+        async with ServerResolver(nameservers=[dns_server.nameserver], ip_policy=LOOPBACK, ssl_context=client_ctx,
+                                  well_known_port=https.port) as resolver:
+            report = await FederationTester(resolver=resolver, ssl_context=client_ctx, ip_policy=LOOPBACK).run("short.test")
+    finally:
+        stop_dnsmasq(dns_server)
+        await runner.cleanup()
+    assert report["WellKnownResult"]["m.server"].startswith("127.0.0.1:")
+    assert report["DNSResult"]["SRVSkipped"] is True
+    assert any("cached for 5 minutes or less" in t for t in report["Explanations"])
