@@ -52,7 +52,16 @@ async def _report(request: web.Request) -> dict[str, Any]:
     request.app[LIMITER].ratelimit(request.remote or "")
     report = await request.app[TESTER].run(server_name)
     if report["ConnectionReports"]:
-        report["SignedRequest"] = await signed_request_check(request.app[HS], server_name)
+        hs = request.app[HS]
+        report["NotaryChecks"] = await notary_checks(hs, server_name, report)
+        for notary, result in report["NotaryChecks"].items():
+            if result["OK"] is False:
+                report["FederationOK"] = False
+                report["Explanations"].append(
+                    f"The notary {notary} serves different keys for {server_name} than {server_name} serves itself: "
+                    "if the server changed its key just now, wait; otherwise something is intercepting traffic."
+                )
+        report["SignedRequest"] = await signed_request_check(hs, server_name)
         if not report["SignedRequest"]["OK"]:
             report["FederationOK"] = False
             report["Explanations"].append(
@@ -64,6 +73,35 @@ async def _report(request: web.Request) -> dict[str, Any]:
         cache.clear()
     cache[server_name.lower()] = (now, report)
     return report
+
+
+async def notary_checks(hs: HomeServer, server_name: str, report: dict[str, Any]) -> dict[str, Any]:
+    """For each configured ``trusted_key_servers`` entry: does it serve the same keys for
+    ``server_name`` as the server does directly? (``OK`` None: the notary did not answer.)"""
+    from federation.net.client import FederationRequestError
+
+    direct: dict[str, str] = {}
+    for conn in report["ConnectionReports"].values():
+        direct.update(conn["Ed25519VerifyKeys"])
+    results: dict[str, Any] = {}
+    for notary in hs.config.federation.trusted_key_servers:
+        query = {"server_keys": {server_name: {k: {"minimum_valid_until_ts": hs.clock_ms()} for k in direct}}}
+        try:
+            answer = await hs.federation_client.request(
+                "POST", notary.server_name, "/_matrix/key/v2/query", content=query, signed=False
+            )
+        except FederationRequestError as e:
+            results[notary.server_name] = {"OK": None, "Error": str(e)}
+            continue
+        served: dict[str, str] = {}
+        for doc in answer.get("server_keys", []) if isinstance(answer, dict) else []:
+            if isinstance(doc, dict) and doc.get("server_name") == server_name:
+                for key_id, entry in (doc.get("verify_keys") or {}).items():
+                    if isinstance(entry, dict):
+                        served[key_id] = entry.get("key")
+        same = bool(served) and all(served.get(k) == v for k, v in direct.items())
+        results[notary.server_name] = {"OK": same, "NotaryKeys": served}
+    return results
 
 
 async def signed_request_check(hs: HomeServer, server_name: str) -> dict[str, Any]:

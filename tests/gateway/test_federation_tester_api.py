@@ -47,13 +47,21 @@ async def test_api_reports_synapse_ok(tmp_path):
     synapse = SynapseServer(tmp_path / "synapse", ca)
     await synapse.start()
     try:
-        async with running_gateway(tmp_path, ca, _extra(ca)) as gw:
+        extra = {**_extra(ca), "trusted_key_servers": [{"server_name": synapse.server_name}]}
+        async with running_gateway(tmp_path, ca, extra) as gw:
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/report",
                                  params={"server_name": synapse.server_name}) as r:
                     report = await r.json()
+                # Synapse as the notary for our own keys: it must serve the same ones we do.
+                async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/report",
+                                 params={"server_name": gw.server_name}) as r:
+                    ours = await r.json()
     finally:
         await synapse.stop()
+    assert ours["FederationOK"] is True, ours["Explanations"]
+    assert ours["NotaryChecks"][synapse.server_name]["OK"] is True
+    assert report["NotaryChecks"][synapse.server_name]["OK"] is True
     assert report["FederationOK"] is True, report["Explanations"]
     assert report["Version"]["name"] == "Synapse"
     # Synapse fetched our key and accepted our signed request.
@@ -81,12 +89,20 @@ async def test_api_reports_a_refused_signed_request(tmp_path):
     async def refuse(request):
         return web.json_response({"errcode": "M_UNAUTHORIZED", "error": "no"}, status=401)
 
+    other = generate_signing_key("k")  # what this lying notary claims the server's key is
+
+    async def notary(request):
+        return web.json_response({"server_keys": [{"server_name": name, "valid_until_ts": 2**40, "verify_keys": {
+            key.key_id: {"key": encode_verify_key(other.verify_key)}}}]})
+
     app = web.Application()
     app.router.add_get("/_matrix/key/v2/server", keys)
     app.router.add_get("/_matrix/federation/v1/query/profile", refuse)
+    app.router.add_post("/_matrix/key/v2/query", notary)
     runner, _ = await serve_tls(app, ca, "127.0.0.1", port=port)
     try:
-        async with running_gateway(tmp_path, ca, _extra(ca)) as gw, aiohttp.ClientSession() as s:
+        extra = {**_extra(ca), "trusted_key_servers": [{"server_name": name}]}
+        async with running_gateway(tmp_path, ca, extra) as gw, aiohttp.ClientSession() as s:
             async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/report", params={"server_name": name}) as r:
                 report = await r.json()
     finally:
@@ -95,3 +111,5 @@ async def test_api_reports_a_refused_signed_request(tmp_path):
     assert report["SignedRequest"]["OK"] is False and report["SignedRequest"]["Status"] == 401
     assert report["FederationOK"] is False
     assert any("refused a request signed by" in t for t in report["Explanations"])
+    assert report["NotaryChecks"][name]["OK"] is False
+    assert any("serves different keys" in t for t in report["Explanations"])
