@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import jinja2
 from aiohttp import web
 
 from federation.net.resolver import ServerResolver
 from federation.net.tester import FederationTester
+from sso.pages import build_environment
 
 from .appkeys import HS
 from .config import RateLimit
@@ -29,6 +31,7 @@ MAX_CACHE = 1000
 TESTER = web.AppKey("federation_tester", FederationTester)
 CACHE = web.AppKey("federation_tester_cache", dict)
 LIMITER = web.AppKey("federation_tester_limiter", RateLimiter)
+PAGES = web.AppKey("federation_tester_pages", jinja2.Environment)
 
 
 def _build_tester(hs: HomeServer) -> FederationTester:
@@ -144,26 +147,12 @@ async def get_page(request: web.Request) -> web.Response:
             report = await _report(request)
         except MatrixError as e:
             error = e.error
-    html = _templates().get_template("federation_tester.html").render(
+    html = request.app[PAGES].get_template("federation_tester.html").render(
         server_name=server_name, report=report, error=error, checks=CHECK_LABELS
     )
     return web.Response(text=html, content_type="text/html")
 
 
-def _templates():
-    # The shared page environment (custom_template_directory first) comes with the SSO
-    # pages; until then the tester renders our default template directly.
-    global _ENV
-    if _ENV is None:
-        import jinja2
-
-        _ENV = jinja2.Environment(
-            loader=jinja2.PackageLoader("templates", "."), autoescape=True
-        )
-    return _ENV
-
-
-_ENV = None
 
 
 async def get_federation_ok(request: web.Request) -> web.Response:
@@ -176,6 +165,7 @@ def build_app(hs: HomeServer) -> web.Application:
     app[HS] = hs
     app[TESTER] = _build_tester(hs)
     app[CACHE] = {}
+    app[PAGES] = build_environment(hs.config.custom_template_directory)
     app[LIMITER] = RateLimiter(RateLimit(per_second=0.5, burst_count=10))
 
     async def close_resolver(app: web.Application):

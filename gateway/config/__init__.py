@@ -119,6 +119,7 @@ class HomeserverConfig:
     form_secret: str | None
     max_request_body_size: int
     bcrypt_rounds: int
+    custom_template_directory: str | None
     rate_limits: dict[str, RateLimit]
     federation: FederationConfig
     rc_federation: dict[str, int]
@@ -238,6 +239,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         form_secret=root.str("form_secret", None),
         max_request_body_size=root.size_bytes("max_request_body_size", 50 * 1024 * 1024),
         bcrypt_rounds=root.int("bcrypt_rounds", 12, minimum=4, maximum=31),
+        custom_template_directory=_parse_templates(root.section("templates"), resolve_path),
         rate_limits=rate_limits,
         federation=fed,
         rc_federation=rc_federation,
@@ -257,6 +259,17 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
             "enable_registration_without_verification: true, or registration_requires_token: true",
         )
     return HomeserverConfig(**config_kwargs, warnings=tuple(warnings))
+
+
+def _parse_templates(s: Section, resolve_path) -> str | None:
+    """``templates.custom_template_directory``: must exist when given (checked at startup)."""
+    directory = s.str("custom_template_directory", None)
+    if directory is None:
+        return None
+    directory = resolve_path(directory)
+    if not os.path.isdir(directory):
+        raise ConfigError(s.key("custom_template_directory"), f"{directory} is not a directory")
+    return directory
 
 
 def _check_server_name(name: str) -> None:

@@ -32,3 +32,20 @@ async def test_tester_page_good_and_bad(tmp_path):
         await page.goto(f"{gw.client_url}/_gateway/federation-tester/?server_name=%3Cscript%3Ealert(1)%3C/script%3E")
         assert await page.locator("script").count() == 0
         assert "<script>" in await page.input_value("#server_name")
+
+
+async def test_custom_template_overrides_one_page(tmp_path):
+    ca = TestCA(tmp_path / "ca")
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / "federation_tester.html").write_text(
+        "<!DOCTYPE html><title>Our tester</title><h1 id='brand'>ACME federation check</h1>"
+        "<p id='who'>{{ server_name }}</p>"
+    )
+    extra = {"templates": {"custom_template_directory": str(custom)}}
+    async with running_gateway(tmp_path, ca, extra) as gw, chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(f"{gw.client_url}/_gateway/federation-tester/?server_name=%3Cb%3Ex%3C/b%3E")
+        assert await page.inner_text("#brand") == "ACME federation check"
+        assert await page.inner_text("#who") == "<b>x</b>"  # escaped, shown as text
+        await page.screenshot(path=screenshot_path("federation-tester-custom"))

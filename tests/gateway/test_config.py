@@ -133,3 +133,11 @@ def test_generated_config_parses_without_warnings(tmp_path):
     assert c.listeners[0].port == 8123
     assert c.warnings == ()
     assert c.registration_shared_secret and c.macaroon_secret_key and c.form_secret
+
+
+def test_custom_template_directory(tmp_path):
+    c = parse_config({**MINIMAL, "templates": {"custom_template_directory": str(tmp_path)}})
+    assert c.custom_template_directory == str(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        parse_config({**MINIMAL, "templates": {"custom_template_directory": str(tmp_path / "missing")}})
+    assert e.value.path == "templates.custom_template_directory"
