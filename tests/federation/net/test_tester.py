@@ -246,3 +246,31 @@ async def test_well_known_that_may_not_be_cached(ca):
     assert report["WellKnownResult"]["m.server"].startswith("127.0.0.1:")
     assert report["DNSResult"]["SRVSkipped"] is True
     assert any("cached for 5 minutes or less" in t for t in report["Explanations"])
+
+
+async def test_well_known_redirect_loop_is_explained(ca):
+    from aiohttp import web as aioweb
+
+    from tests.federation.net.conftest import start_dnsmasq, start_https, stop_dnsmasq
+
+    cert = ca.issue("loop.test", filename="loop-wk")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert.cert_path), str(cert.key_path))
+    https, runner = await start_https(ctx)
+
+    async def redirect(request):
+        raise aioweb.HTTPFound("/.well-known/matrix/server")
+
+    https.route("loop.test", "/.well-known/matrix/server", redirect)
+    dns_server = start_dnsmasq("--host-record=loop.test,127.0.0.1")
+    try:
+        client_ctx = ssl.create_default_context(cafile=str(ca.ca_path))
+        async with ServerResolver(nameservers=[dns_server.nameserver], ip_policy=LOOPBACK, ssl_context=client_ctx,
+                                  well_known_port=https.port) as resolver:
+            report = await FederationTester(resolver=resolver, ssl_context=client_ctx, ip_policy=LOOPBACK).run("loop.test")
+    finally:
+        stop_dnsmasq(dns_server)
+        await runner.cleanup()
+    assert "redirect" in report["WellKnownResult"]["error"]["Error"]
+    assert any(".well-known/matrix/server is not usable" in t for t in report["Explanations"])
+    assert report["FederationOK"] is False
