@@ -156,27 +156,14 @@ async def test_cli_json_and_text(tmp_path, ca):
     assert dead.returncode == 2 and "FAILED" in dead.stdout and "Traceback" not in dead.stderr
 
 
-async def test_bad_well_known_srv_to_dead_port_and_expiring_certificate(ca, tmp_path):
-    """With a real DNS server: a broken .well-known is explained, SRV records are listed,
-    an SRV pointing at a dead port is a connection error."""
-    from tests.federation.net.conftest import start_dnsmasq, stop_dnsmasq, start_https
-
+async def test_bad_well_known_and_srv_to_dead_port(ca):
+    """A broken .well-known is explained, SRV records are listed, an SRV pointing at a dead
+    port is a connection error."""
     dead = free_port()
-    wk_cert = ca.issue("wk.test", filename="wk")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(wk_cert.cert_path), str(wk_cert.key_path))
-    https, runner = await start_https(ctx)
-    https.raw("wk.test", "/.well-known/matrix/server", b"{not json")
-    dns_server = start_dnsmasq("--host-record=wk.test,127.0.0.1", "--host-record=target.test,127.0.0.1",
-                               f"--srv-host=_matrix-fed._tcp.wk.test,target.test,{dead},10,5")
-    try:
-        client_ctx = ssl.create_default_context(cafile=str(ca.ca_path))
-        async with ServerResolver(nameservers=[dns_server.nameserver], ip_policy=LOOPBACK, ssl_context=client_ctx,
-                                  well_known_port=https.port) as resolver:
-            report = await FederationTester(resolver=resolver, ssl_context=client_ctx, ip_policy=LOOPBACK).run("wk.test")
-    finally:
-        stop_dnsmasq(dns_server)
-        await runner.cleanup()
+    report = await tester_with_dns(
+        ca, "wk.test", lambda https: https.raw("wk.test", "/.well-known/matrix/server", b"{not json"),
+        "--host-record=target.test,127.0.0.1", f"--srv-host=_matrix-fed._tcp.wk.test,target.test,{dead},10,5",
+    )
     assert report["WellKnownResult"]["error"]
     assert any(".well-known/matrix/server is not usable" in t for t in report["Explanations"])
     assert report["DNSResult"]["SRVSkipped"] is False
@@ -226,51 +213,41 @@ async def test_clock_skew_is_reported(tmp_path, ca):
 
 
 async def test_well_known_that_may_not_be_cached(ca):
-    from tests.federation.net.conftest import start_dnsmasq, start_https, stop_dnsmasq
-
-    cert = ca.issue("short.test", filename="short-wk")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(cert.cert_path), str(cert.key_path))
-    https, runner = await start_https(ctx)
-    https.json("short.test", "/.well-known/matrix/server", {"m.server": f"127.0.0.1:{free_port()}"},
-               headers={"Cache-Control": "no-store"})
-    dns_server = start_dnsmasq("--host-record=short.test,127.0.0.1")
-    try:
-        client_ctx = ssl.create_default_context(cafile=str(ca.ca_path))
-        async with ServerResolver(nameservers=[dns_server.nameserver], ip_policy=LOOPBACK, ssl_context=client_ctx,
-                                  well_known_port=https.port) as resolver:
-            report = await FederationTester(resolver=resolver, ssl_context=client_ctx, ip_policy=LOOPBACK).run("short.test")
-    finally:
-        stop_dnsmasq(dns_server)
-        await runner.cleanup()
+    report = await tester_with_dns(ca, "short.test", lambda https: https.json(
+        "short.test", "/.well-known/matrix/server", {"m.server": f"127.0.0.1:{free_port()}"},
+        headers={"Cache-Control": "no-store"}))
     assert report["WellKnownResult"]["m.server"].startswith("127.0.0.1:")
     assert report["DNSResult"]["SRVSkipped"] is True
     assert any("cached for 5 minutes or less" in t for t in report["Explanations"])
 
 
 async def test_well_known_redirect_loop_is_explained(ca):
-    from aiohttp import web as aioweb
+    async def redirect(request):
+        raise web.HTTPFound("/.well-known/matrix/server")
 
+    report = await tester_with_dns(
+        ca, "loop.test", lambda https: https.route("loop.test", "/.well-known/matrix/server", redirect))
+    assert "redirect" in report["WellKnownResult"]["error"]["Error"]
+    assert any(".well-known/matrix/server is not usable" in t for t in report["Explanations"])
+    assert report["FederationOK"] is False
+
+
+async def tester_with_dns(ca: TestCA, host: str, serve_well_known, *dns_options: str) -> dict:
+    """Run the tester on ``host`` with a real DNS server (dnsmasq: ``host`` -> 127.0.0.1, plus
+    ``dns_options``) and an HTTPS server for ``host`` set up by ``serve_well_known(https)``."""
     from tests.federation.net.conftest import start_dnsmasq, start_https, stop_dnsmasq
 
-    cert = ca.issue("loop.test", filename="loop-wk")
+    cert = ca.issue(host, filename=f"wk-{host}")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(cert.cert_path), str(cert.key_path))
     https, runner = await start_https(ctx)
-
-    async def redirect(request):
-        raise aioweb.HTTPFound("/.well-known/matrix/server")
-
-    https.route("loop.test", "/.well-known/matrix/server", redirect)
-    dns_server = start_dnsmasq("--host-record=loop.test,127.0.0.1")
+    serve_well_known(https)
+    dns_server = start_dnsmasq(f"--host-record={host},127.0.0.1", *dns_options)
     try:
         client_ctx = ssl.create_default_context(cafile=str(ca.ca_path))
         async with ServerResolver(nameservers=[dns_server.nameserver], ip_policy=LOOPBACK, ssl_context=client_ctx,
                                   well_known_port=https.port) as resolver:
-            report = await FederationTester(resolver=resolver, ssl_context=client_ctx, ip_policy=LOOPBACK).run("loop.test")
+            return await FederationTester(resolver=resolver, ssl_context=client_ctx, ip_policy=LOOPBACK).run(host)
     finally:
         stop_dnsmasq(dns_server)
         await runner.cleanup()
-    assert "redirect" in report["WellKnownResult"]["error"]["Error"]
-    assert any(".well-known/matrix/server is not usable" in t for t in report["Explanations"])
-    assert report["FederationOK"] is False
