@@ -160,7 +160,7 @@ async def test_bad_well_known_and_srv_to_dead_port(ca):
     """A broken .well-known is explained, SRV records are listed, an SRV pointing at a dead
     port is a connection error."""
     dead = free_port()
-    report = await tester_with_dns(
+    report = await run_tester_with_dns(
         ca, "wk.test", lambda https: https.raw("wk.test", "/.well-known/matrix/server", b"{not json"),
         "--host-record=target.test,127.0.0.1", f"--srv-host=_matrix-fed._tcp.wk.test,target.test,{dead},10,5",
     )
@@ -213,7 +213,7 @@ async def test_clock_skew_is_reported(tmp_path, ca):
 
 
 async def test_well_known_that_may_not_be_cached(ca):
-    report = await tester_with_dns(ca, "short.test", lambda https: https.json(
+    report = await run_tester_with_dns(ca, "short.test", lambda https: https.json(
         "short.test", "/.well-known/matrix/server", {"m.server": f"127.0.0.1:{free_port()}"},
         headers={"Cache-Control": "no-store"}))
     assert report["WellKnownResult"]["m.server"].startswith("127.0.0.1:")
@@ -225,14 +225,14 @@ async def test_well_known_redirect_loop_is_explained(ca):
     async def redirect(request):
         raise web.HTTPFound("/.well-known/matrix/server")
 
-    report = await tester_with_dns(
+    report = await run_tester_with_dns(
         ca, "loop.test", lambda https: https.route("loop.test", "/.well-known/matrix/server", redirect))
     assert "redirect" in report["WellKnownResult"]["error"]["Error"]
     assert any(".well-known/matrix/server is not usable" in t for t in report["Explanations"])
     assert report["FederationOK"] is False
 
 
-async def tester_with_dns(ca: TestCA, host: str, serve_well_known, *dns_options: str) -> dict:
+async def run_tester_with_dns(ca: TestCA, host: str, serve_well_known, *dns_options: str) -> dict:
     """Run the tester on ``host`` with a real DNS server (dnsmasq: ``host`` -> 127.0.0.1, plus
     ``dns_options``) and an HTTPS server for ``host`` set up by ``serve_well_known(https)``."""
     from tests.federation.net.conftest import start_dnsmasq, start_https, stop_dnsmasq
