@@ -55,7 +55,8 @@ async def x_matrix_middleware(request: web.Request, handler) -> web.StreamRespon
         whitelist = hs.config.federation.federation_domain_whitelist
         if whitelist is not None and auth.origin not in whitelist:
             raise MatrixError(403, Codes.FORBIDDEN, "Federation with this server is not allowed")
-        verify_key = await hs.keyring.get_verify_key(auth.origin, auth.key_id)
+        # A request must be signed with a key that is valid now (old keys do not count).
+        verify_key = await hs.keyring.get_verify_key(auth.origin, auth.key_id, minimum_valid_until_ts=hs.clock_ms())
         if verify_key is None:
             last_error = f"cannot get key {auth.key_id} of {auth.origin}"
             continue
