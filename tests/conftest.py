@@ -76,3 +76,18 @@ async def database(database_config):
         yield db
     finally:
         await db.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_dns_beyond_loopback(monkeypatch):
+    """Tests talk to 127.0.0.1 only: a resolver built without explicit nameservers (the
+    system's, from /etc/resolv.conf) is pointed at a dead loopback port instead, so an
+    accidental lookup fails fast here rather than leaving the machine."""
+    from federation.net import resolver as resolver_module
+
+    original = resolver_module.DnsResolver.__init__
+
+    def init(self, nameservers=None, **kwargs):
+        original(self, nameservers or [("127.0.0.1", 9)], **kwargs)
+
+    monkeypatch.setattr(resolver_module.DnsResolver, "__init__", init)
