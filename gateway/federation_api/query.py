@@ -7,6 +7,7 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import MatrixError, json_response
 from ..storage.profiles import ProfileStore
+from .auth import public
 
 routes = web.RouteTableDef()
 
@@ -28,3 +29,18 @@ async def query_profile(request: web.Request) -> web.Response:
     if field is not None:
         return json_response({field: profile[field]} if field in profile else {})
     return json_response(profile)
+
+
+@routes.get("/v1/openid/userinfo")
+@public
+async def openid_userinfo(request: web.Request) -> web.Response:
+    """Who an OpenID token belongs to (no X-Matrix: the token is the credential).
+    Spec: https://spec.matrix.org/latest/server-server-api/#openid"""
+    hs = request.app[HS]
+    token = request.query.get("access_token")
+    if not token:
+        raise MatrixError(401, "M_MISSING_TOKEN", "access_token is required")
+    user_id = await hs.auth.store.get_openid_token_user(token, hs.clock_ms())
+    if user_id is None:
+        raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown or expired OpenID token")
+    return json_response({"sub": user_id})

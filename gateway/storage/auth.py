@@ -118,3 +118,17 @@ class AuthStore:
 
     async def delete_registration_token(self, token: str) -> bool:
         return await self.db.execute("DELETE FROM registration_tokens WHERE token = $1", token) > 0
+
+    # --- OpenID tokens (for integrations) ----------------------------------------
+
+    async def add_openid_token(self, token: str, user_id: str, expires_ts: int, now_ms: int) -> None:
+        await self.db.execute("DELETE FROM openid_tokens WHERE expires_ts < $1", now_ms)
+        await self.db.execute(
+            "INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
+            token_hash(token), user_id, expires_ts,
+        )
+
+    async def get_openid_token_user(self, token: str, now_ms: int) -> str | None:
+        return await self.db.fetchval(
+            "SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts > $2", token_hash(token), now_ms
+        )
