@@ -63,7 +63,8 @@ class HomeServer:
         policy, ctx = outbound_ip_policy(fed), outbound_ssl_context(fed)
         resolver = ServerResolver(nameservers=list(fed.dns_nameservers) or None, ip_policy=policy, ssl_context=ctx)
         return FederationClient(server_name=self.server_name, signing_key=self.signing_key, resolver=resolver,
-                                ssl_context=ctx, ip_policy=policy)
+                                ssl_context=ctx, ip_policy=policy,
+                                no_verify_patterns=fed.federation_certificate_verification_whitelist)
 
     @cached_property
     def keyring(self):

@@ -7,6 +7,7 @@ Spec: server-server API, "Request Authentication".
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import ssl
 from typing import Any, Mapping
@@ -42,6 +43,7 @@ class FederationClient:
         ssl_context: ssl.SSLContext | None = None,
         ip_policy: IPRangePolicy | None = None,
         timeout: float = 30.0,
+        no_verify_patterns: tuple[str, ...] = (),
     ):
         self.server_name = server_name
         self.signing_key = signing_key
@@ -49,6 +51,12 @@ class FederationClient:
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.ip_policy = ip_policy
         self.timeout = aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout))
+        #: ``federation_certificate_verification_whitelist``: hosts (globs) whose
+        #: certificates are not checked.
+        self.no_verify_patterns = tuple(p.lower() for p in no_verify_patterns)
+        self._insecure_context = ssl.create_default_context()
+        self._insecure_context.check_hostname = False
+        self._insecure_context.verify_mode = ssl.CERT_NONE
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -93,14 +101,16 @@ class FederationClient:
         except (OSError, ValueError) as e:
             raise FederationRequestError(destination, f"cannot resolve: {e}") from e
         headers["Host"] = resolved.host_header
+        host = resolved.tls_server_name.lower()
+        skip_verify = any(fnmatch.fnmatchcase(host, p) for p in self.no_verify_patterns)
         last_error: Exception | None = None
         for ip, port in resolved.candidates:
-            host = f"[{ip}]" if ":" in ip else ip
-            url = URL(f"https://{host}:{port}{target}", encoded=True)
+            literal = f"[{ip}]" if ":" in ip else ip
+            url = URL(f"https://{literal}:{port}{target}", encoded=True)
             try:
                 async with self._get_session().request(
                     method, url, data=body, headers=headers, server_hostname=resolved.sni,
-                    allow_redirects=False,
+                    allow_redirects=False, **({"ssl": self._insecure_context} if skip_verify else {}),
                 ) as resp:
                     raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                     if len(raw) > MAX_RESPONSE_BYTES:
