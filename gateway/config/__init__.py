@@ -18,6 +18,7 @@ from federation.net.ip_ranges import DEFAULT_IP_RANGE_BLACKLIST
 from federation.room_versions import KNOWN_ROOM_VERSIONS
 
 from ._values import ConfigError, Section, string_item
+from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
     "ConfigError",
@@ -124,6 +125,8 @@ class HomeserverConfig:
     federation: FederationConfig
     rc_federation: dict[str, int]
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # Single sign-on (gateway/config/sso.py): oidc_providers, jwt_config, sso.
+    sso: SsoSections = field(default_factory=SsoSections)
 
 
 def load_config(path: str) -> HomeserverConfig:
@@ -244,9 +247,11 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         federation=fed,
         rc_federation=rc_federation,
     )
+    sso_sections = parse_sso_sections(root, resolve_path)
+    config_kwargs["sso"] = sso_sections
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
-    warnings = [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]
+    warnings = list(sso_sections.warnings) + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]
     for s in sections:
         warnings += [f"unknown config key {k!r} (ignored)" for k in s.unknown_keys()]
     if config_kwargs["enable_registration"] and not (
