@@ -2,20 +2,112 @@
 
 Templates are looked up in ``templates.custom_template_directory`` first, then in our
 defaults (the ``templates`` package), one file at a time, so an operator can override a
-single page. Autoescaping is on for HTML.
+single page. Autoescaping is on for HTML. Synapse's filters are available:
+``format_ts``, ``mxc_to_http`` and ``localpart_from_email``.
+
+Template names and variables: https://element-hq.github.io/synapse/latest/templates.html
 """
 
 from __future__ import annotations
 
+import time
+import urllib.parse
+from typing import Any
+
 import jinja2
 
+from .mapping import localpart_from_email
 
-def build_environment(custom_template_directory: str | None = None) -> jinja2.Environment:
+__all__ = ["build_environment", "SAMPLE_CONTEXTS", "check_templates", "format_ts", "make_mxc_to_http"]
+
+
+def format_ts(value: int, format: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A millisecond timestamp as text (UTC)."""
+    return time.strftime(format, time.gmtime(int(value) / 1000))
+
+
+def make_mxc_to_http(public_baseurl: str):
+    """The ``mxc_to_http`` filter: an ``mxc://`` URI -> a thumbnail URL on our media API."""
+
+    def mxc_to_http(value: str | None, width: int = 64, height: int = 64, resize_method: str = "crop") -> str:
+        if not value or not value.startswith("mxc://"):
+            return ""
+        server_and_media = value[len("mxc://"):]
+        fragment = ""
+        if "#" in server_and_media:
+            server_and_media, fragment = server_and_media.split("#", 1)
+            fragment = "#" + fragment
+        query = urllib.parse.urlencode({"width": width, "height": height, "method": resize_method})
+        return f"{public_baseurl}_matrix/media/v1/thumbnail/{server_and_media}?{query}{fragment}"
+
+    return mxc_to_http
+
+
+def build_environment(custom_template_directory: str | None = None, *,
+                      public_baseurl: str = "/") -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if custom_template_directory:
         loaders.append(jinja2.FileSystemLoader(custom_template_directory))
     loaders.append(jinja2.PackageLoader("templates", "."))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml"], default_for_string=True),
     )
+    env.filters["format_ts"] = format_ts
+    env.filters["mxc_to_http"] = make_mxc_to_http(public_baseurl)
+    env.filters["localpart_from_email"] = localpart_from_email
+    return env
+
+
+_IDP = {"idp_id": "oidc-example", "idp_name": "Example SSO", "idp_icon": "mxc://example.com/icon",
+        "idp_brand": None}
+
+#: Sample data for each page, with Synapse's variable names (used by ``check-templates``).
+SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
+    "sso_login_idp_picker.html": {
+        "redirect_url": "https://app.example.com/?x=1", "server_name": "example.com",
+        "providers": [_IDP, {"idp_id": "oidc-github", "idp_name": "GitHub", "idp_icon": None,
+                             "idp_brand": "github"}],
+    },
+    "sso_auth_account_details.html": {
+        "server_name": "example.com", "idp": _IDP,
+        "user_attributes": {"display_name": "Alice Liddell", "emails": ["alice@example.com"], "localpart": "alice"},
+        "error": None,
+    },
+    "sso_new_user_consent.html": {
+        "server_name": "example.com", "user_id": "@alice:example.com",
+        "user_profile": {"display_name": "Alice Liddell"}, "consent_version": "1.0",
+        "terms_url": "https://example.com/terms",
+    },
+    "sso_redirect_confirm.html": {
+        "redirect_url": "https://app.example.com/?loginToken=abc", "display_url": "https://app.example.com/",
+        "server_name": "example.com", "new_user": True, "user_id": "@alice:example.com",
+        "user_profile": {"display_name": "Alice Liddell", "avatar_url": "mxc://example.com/avatar"},
+    },
+    "sso_auth_confirm.html": {
+        "redirect_url": "https://example.com/_matrix/client/v3/login/sso/redirect/oidc-example",
+        "description": "remove a device from your account", "idp": _IDP,
+    },
+    "sso_auth_success.html": {},
+    "sso_auth_bad_user.html": {"server_name": "example.com", "user_id_to_verify": "@alice:example.com"},
+    "sso_account_deactivated.html": {},
+    "sso_error.html": {"error": "session_expired", "error_description": "This login took too long."},
+}
+
+
+def check_templates(env: jinja2.Environment) -> list[str]:
+    """Render every page with sample data; the errors found, one line each (empty if fine)."""
+    errors = []
+    for name, context in SAMPLE_CONTEXTS.items():
+        try:
+            html = env.get_template(name).render(**context)
+        except jinja2.TemplateError as e:
+            where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+            errors.append(f"{name}{where}: {type(e).__name__}: {e}")
+            continue
+        except Exception as e:  # a filter or a template bug: report, do not crash
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        if not html.strip():
+            errors.append(f"{name}: renders as an empty page")
+    return errors
