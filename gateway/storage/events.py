@@ -1,0 +1,413 @@
+"""Rooms and events: the PDU table, the DAG (prev and auth edges, forward extremities),
+stream positions, redactions and client transaction IDs.
+
+Writes of a batch of events happen in one transaction together with their state
+(``persist_events``): once it returns, the events are stored. The events stream only
+grows; events from the past will take negative positions (see the migration).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from federation.canonical_json import encode_canonical_json
+from federation.events import PDU, compute_event_id
+from federation.room_versions import EventFormat, RoomVersion, get_room_version
+
+from .database import Connection, Database, IntegrityError
+from .state import EMPTY_STATE, StateKey, StateSnapshot, StateStore, _placeholders, next_position
+
+
+class StaleHeadError(Exception):
+    """The room moved on since the caller read it (another writer): build again."""
+
+
+class RoomExistsError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RoomRow:
+    room_id: str
+    room_version: RoomVersion
+    creator: str | None
+    is_public: bool
+    created_ts: int
+    current_state_group: int | None
+    head_stream_ordering: int
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored, with what the server knows about it."""
+
+    pdu: PDU
+    stream_ordering: int
+    received_ts: int
+    rejected_reason: str | None
+    outlier: bool
+    soft_failed: bool
+    state_group: int | None
+    replaces_state: str | None
+
+    @property
+    def event_id(self) -> str:
+        return self.pdu.event_id
+
+
+@dataclass
+class EventWrite:
+    """One event to persist as a new (timeline) event.
+
+    ``state_delta`` is what the event changes in the room state ({(type, state_key):
+    event_id}, empty for a message or a rejected event).
+    """
+
+    pdu: PDU
+    state_delta: Mapping[StateKey, str] = field(default_factory=dict)
+    rejected_reason: str | None = None
+    #: (user_id, device_id, txn_id) of the client request that created it.
+    txn: tuple[str, str, str] | None = None
+    #: The event this redaction applies to (checked by the caller).
+    redaction_applies_to: str | None = None
+
+
+@dataclass(frozen=True)
+class PersistResult:
+    stream_orderings: list[int]
+    state_after: StateSnapshot
+
+
+_EVENT_COLUMNS = ("json, stream_ordering, received_ts, rejected_reason, outlier, soft_failed, state_group,"
+                  " replaces_state, e.room_id, r.room_version")
+
+
+class EventStore:
+    def __init__(self, db: Database, state: StateStore):
+        self.db = db
+        self.state = state
+
+    # --- rooms -------------------------------------------------------------------
+
+    async def get_room(self, room_id: str, conn: Connection | None = None) -> RoomRow | None:
+        row = await (conn or self.db).fetchrow(
+            "SELECT room_id, room_version, creator, is_public, created_ts, current_state_group,"
+            " head_stream_ordering FROM rooms WHERE room_id = $1",
+            room_id,
+        )
+        if row is None:
+            return None
+        return RoomRow(row[0], get_room_version(row[1]), row[2], bool(row[3]), int(row[4]),
+                       None if row[5] is None else int(row[5]), int(row[6]))
+
+    # --- positions ---------------------------------------------------------------
+
+    async def get_current_position(self) -> int:
+        """The highest events-stream position of a committed event (0 if none)."""
+        value = await self.db.fetchval("SELECT position FROM stream_positions WHERE stream_name = 'events'")
+        return int(value or 0)
+
+    # --- reading events --------------------------------------------------------------
+
+    def _row_to_event(self, row: Any) -> StoredEvent:
+        rv = get_room_version(row[9])
+        pdu_json = json.loads(row[0])
+        if rv.event_format is EventFormat.V1:
+            event_id = pdu_json["event_id"]
+        else:
+            event_id = pdu_json.pop("event_id", None) or compute_event_id(pdu_json, rv)
+        pdu = PDU(pdu_json, rv, event_id)
+        return StoredEvent(pdu, int(row[1]), int(row[2]), row[3], bool(row[4]), bool(row[5]),
+                           None if row[6] is None else int(row[6]), row[7])
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        found = await self.get_events([event_id])
+        return found.get(event_id)
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, StoredEvent] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await self.db.fetch(
+                f"SELECT event_id, {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+                f" WHERE event_id IN ({_placeholders(len(chunk))})",
+                *chunk,
+            )
+            for row in rows:
+                out[row[0]] = self._row_to_event(row[1:])
+        return out
+
+    async def get_room_events(
+        self,
+        room_id: str,
+        *,
+        from_pos: int | None,
+        backwards: bool,
+        limit: int,
+        to_pos: int | None = None,
+        types: Sequence[str] | None = None,
+        not_types: Sequence[str] = (),
+        senders: Sequence[str] | None = None,
+        not_senders: Sequence[str] = (),
+    ) -> list[StoredEvent]:
+        """Timeline events of a room in stream order (outliers and rejected and
+        soft-failed events excluded).
+
+        Backwards: positions ``<= from_pos`` (and ``> to_pos``), newest first. Forwards:
+        positions ``> from_pos`` (and ``<= to_pos``), oldest first.
+        """
+        where = ["e.room_id = $1", "outlier = FALSE", "rejected_reason IS NULL", "soft_failed = FALSE"]
+        args: list[Any] = [room_id]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if backwards:
+            if from_pos is not None:
+                where.append(f"stream_ordering <= {arg(from_pos)}")
+            if to_pos is not None:
+                where.append(f"stream_ordering > {arg(to_pos)}")
+        else:
+            if from_pos is not None:
+                where.append(f"stream_ordering > {arg(from_pos)}")
+            if to_pos is not None:
+                where.append(f"stream_ordering <= {arg(to_pos)}")
+        if types is not None:
+            if not types:
+                return []
+            where.append(f"type IN ({', '.join(arg(t) for t in types)})")
+        if not_types:
+            where.append(f"type NOT IN ({', '.join(arg(t) for t in not_types)})")
+        if senders is not None:
+            if not senders:
+                return []
+            where.append(f"sender IN ({', '.join(arg(s) for s in senders)})")
+        if not_senders:
+            where.append(f"sender NOT IN ({', '.join(arg(s) for s in not_senders)})")
+        order = "DESC" if backwards else "ASC"
+        rows = await self.db.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE {' AND '.join(where)} ORDER BY stream_ordering {order} LIMIT {arg(int(limit))}",
+            *args,
+        )
+        return [self._row_to_event(r) for r in rows]
+
+    async def get_forward_extremities(self, room_id: str, conn: Connection | None = None) -> list[str]:
+        rows = await (conn or self.db).fetch(
+            "SELECT event_id FROM event_forward_extremities WHERE room_id = $1 ORDER BY event_id", room_id
+        )
+        return [r[0] for r in rows]
+
+    async def get_depths(self, event_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        rows = await self.db.fetch(
+            f"SELECT event_id, depth FROM events WHERE event_id IN ({_placeholders(len(ids))})", *ids
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def get_prev_event_ids(self, event_id: str) -> list[str]:
+        rows = await self.db.fetch("SELECT prev_event_id FROM event_edges WHERE event_id = $1", event_id)
+        return [r[0] for r in rows]
+
+    async def get_auth_event_ids(self, event_id: str) -> list[str]:
+        rows = await self.db.fetch("SELECT auth_event_id FROM event_auth_edges WHERE event_id = $1", event_id)
+        return [r[0] for r in rows]
+
+    async def get_redactions_for(self, event_ids: Iterable[str]) -> dict[str, str]:
+        """Redacted event ID -> the (first applied) redaction's event ID."""
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        rows = await self.db.fetch(
+            f"SELECT redacts, event_id FROM redactions WHERE redacts IN ({_placeholders(len(ids))})"
+            " ORDER BY event_id",
+            *ids,
+        )
+        out: dict[str, str] = {}
+        for r in rows:
+            out.setdefault(r[0], r[1])
+        return out
+
+    async def get_txn_event_id(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            user_id, device_id, txn_id,
+        )
+
+    async def get_txn_ids_for_events(self, event_ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+        """Event ID -> (user_id, device_id, txn_id) for events sent with a transaction ID
+        (so /sync can give ``unsigned.transaction_id`` to the sending device)."""
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        rows = await self.db.fetch(
+            f"SELECT event_id, user_id, device_id, txn_id FROM event_txn_ids"
+            f" WHERE event_id IN ({_placeholders(len(ids))})",
+            *ids,
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    # --- writing -----------------------------------------------------------------
+
+    async def create_room_and_persist(
+        self,
+        *,
+        room_id: str,
+        room_version: RoomVersion,
+        creator: str,
+        created_ts: int,
+        is_public: bool,
+        writes: Sequence[EventWrite],
+    ) -> PersistResult:
+        """Insert the room row and its first events (a linear chain from the create
+        event) in one transaction."""
+        async with self.db.transaction() as txn:
+            try:
+                await txn.execute(
+                    "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    room_id, room_version.identifier, creator, is_public, created_ts,
+                )
+            except IntegrityError:
+                raise RoomExistsError(room_id) from None
+            result = await self._persist(txn, room_id, writes, state_before=EMPTY_STATE, expected_head=0,
+                                         received_ts=created_ts)
+        self.state.cache_snapshot(result.state_after)
+        return result
+
+    async def persist_events(
+        self,
+        room_id: str,
+        writes: Sequence[EventWrite],
+        *,
+        state_before: StateSnapshot,
+        expected_head: int,
+        received_ts: int,
+    ) -> PersistResult:
+        """Persist new timeline events of a room with their state, in one transaction.
+
+        ``writes`` is a linear chain (each event follows the one before) and
+        ``state_before`` is the room's current state (group ``current_state_group``) before
+        the first one. ``StaleHeadError`` (and nothing written) if the room's head is no
+        longer ``expected_head``.
+        """
+        async with self.db.transaction() as txn:
+            result = await self._persist(txn, room_id, writes, state_before=state_before,
+                                         expected_head=expected_head, received_ts=received_ts)
+        self.state.cache_snapshot(result.state_after)
+        return result
+
+    async def _persist(
+        self,
+        txn: Connection,
+        room_id: str,
+        writes: Sequence[EventWrite],
+        *,
+        state_before: StateSnapshot,
+        expected_head: int,
+        received_ts: int,
+    ) -> PersistResult:
+        if not writes:
+            raise ValueError("nothing to persist")
+        # State groups first (they only need the state-group counter).
+        groups: list[StateSnapshot] = []
+        current = state_before
+        for w in writes:  # a linear chain: each event's state before is the last one's after
+            if w.state_delta and w.rejected_reason is None:
+                state = dict(current.state)
+                state.update(w.state_delta)
+                current = await self.state.store_state_group(
+                    txn, room_id=room_id, event_id=w.pdu.event_id, prev=current, state=state, delta=w.state_delta
+                )
+            groups.append(current)
+
+        edge_rows, auth_rows, txn_rows, redaction_rows = [], [], [], []
+        for w in writes:
+            e = w.pdu
+            edge_rows += [(e.event_id, p, room_id) for p in e.prev_event_ids]
+            auth_rows += [(e.event_id, a, room_id) for a in e.auth_event_ids]
+            if w.txn is not None:
+                txn_rows.append((*w.txn, room_id, e.event_id, received_ts))
+            if w.redaction_applies_to is not None and w.rejected_reason is None:
+                redaction_rows.append((e.event_id, w.redaction_applies_to, room_id))
+        if edge_rows:
+            await txn.executemany(
+                "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)", edge_rows
+            )
+        if auth_rows:
+            await txn.executemany(
+                "INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) VALUES ($1, $2, $3)", auth_rows
+            )
+        if txn_rows:
+            await txn.executemany(
+                "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, inserted_ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                txn_rows,
+            )
+        if redaction_rows:
+            await txn.executemany(
+                "INSERT INTO redactions (event_id, redacts, room_id) VALUES ($1, $2, $3)", redaction_rows
+            )
+
+        # Forward extremities: the new events replace the ones they point to.
+        new_ids = {w.pdu.event_id for w in writes}
+        referenced = {p for w in writes for p in w.pdu.prev_event_ids}
+        for p in referenced:
+            await txn.execute(
+                "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2", room_id, p
+            )
+        await txn.executemany(
+            "INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)",
+            [(room_id, i) for i in sorted(new_ids - referenced)],
+        )
+
+        # Positions last: the counter's row lock is held until commit.
+        last = await next_position(txn, "events", len(writes))
+        positions = list(range(last - len(writes) + 1, last + 1))
+        event_rows = []
+        current_state_before: dict[StateKey, str] = dict(state_before.state)
+        for w, pos, group in zip(writes, positions, groups):
+            e = w.pdu
+            replaces = None
+            if e.state_key is not None and w.rejected_reason is None:
+                key = (e.type, e.state_key)
+                replaces = current_state_before.get(key)
+                await self.state.apply_current_state_change(
+                    txn, room_id=room_id, key=key, event_id=e.event_id, prev_event_id=replaces,
+                    stream_ordering=pos, sender=e.sender, content=e.content,
+                )
+                current_state_before[key] = e.event_id
+            event_rows.append((
+                e.event_id, pos, room_id, e.type, e.state_key, e.sender, e.depth, e.origin_server_ts,
+                received_ts, encode_pdu_json(e), w.rejected_reason, group.group, replaces,
+            ))
+        await txn.executemany(
+            "INSERT INTO events (event_id, stream_ordering, room_id, type, state_key, sender, depth,"
+            " origin_server_ts, received_ts, json, rejected_reason, state_group, replaces_state)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            event_rows,
+        )
+        changed = await txn.execute(
+            "UPDATE rooms SET head_stream_ordering = $3, current_state_group = $4"
+            " WHERE room_id = $1 AND head_stream_ordering = $2",
+            room_id, expected_head, last, groups[-1].group,
+        )
+        if changed != 1:
+            raise StaleHeadError(room_id)
+        return PersistResult(positions, groups[-1])
+
+
+def encode_pdu_json(pdu: PDU) -> str:
+    """The stored form: canonical JSON of the wire form, plus ``event_id`` for rooms
+    whose events do not carry it (so reading never recomputes a hash)."""
+    body = pdu.get_pdu_json()
+    body.setdefault("event_id", pdu.event_id)
+    return encode_canonical_json(body).decode("utf-8")
+

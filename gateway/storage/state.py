@@ -1,0 +1,263 @@
+"""Room state: state groups (snapshots stored as bounded delta chains), current state,
+and the membership table derived from it.
+
+A state group is an immutable map ``(type, state_key) -> event_id``. It is stored either
+in full (a snapshot) or as the entries that differ from a previous group (a delta);
+every ``MAX_DELTA_CHAIN`` deltas a full snapshot is written again, so reading a group
+costs at most that many small reads, in one recursive query. Groups never change, so
+they are cached by ID in this process (safe with several processes).
+
+Background: "How do State Groups work?" in Synapse's documentation (the idea, not code).
+Spec for state itself: https://spec.matrix.org/latest/client-server-api/#room-events
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from .database import Connection, Database
+
+StateKey = tuple[str, str]
+StateMap = Mapping[StateKey, str]
+
+#: After this many deltas in a row, the next group is written as a full snapshot.
+MAX_DELTA_CHAIN = 100
+
+_EMPTY: StateMap = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """The state of a room at some point: its group ID (None for the empty state before
+    a room's create event), the group's delta depth, and the full map (read-only)."""
+
+    group: int | None
+    delta_depth: int
+    state: StateMap
+
+
+EMPTY_STATE = StateSnapshot(None, 0, _EMPTY)
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    room_id: str
+    user_id: str
+    membership: str
+    event_id: str
+    sender: str
+    stream_ordering: int
+    displayname: str | None
+    avatar_url: str | None
+
+
+async def next_position(conn: Connection, stream_name: str, step: int = 1) -> int:
+    """Advance a named counter (inside a transaction) and return its new value.
+
+    ``step`` may be negative (the backfill stream goes down). The row stays locked
+    until the transaction ends, so writers of one counter commit in counter order.
+    """
+    value = await conn.fetchval(
+        "UPDATE stream_positions SET position = position + $2 WHERE stream_name = $1 RETURNING position",
+        stream_name, step,
+    )
+    if value is None:
+        raise RuntimeError(f"unknown stream {stream_name!r}")
+    return int(value)
+
+
+class StateStore:
+    def __init__(self, db: Database, *, cache_size: int = 2000):
+        self.db = db
+        self._cache: OrderedDict[int, StateSnapshot] = OrderedDict()
+        self._cache_size = cache_size
+
+    # --- state groups ------------------------------------------------------------
+
+    def _cached(self, group: int) -> StateSnapshot | None:
+        snap = self._cache.get(group)
+        if snap is not None:
+            self._cache.move_to_end(group)
+        return snap
+
+    def cache_snapshot(self, snapshot: StateSnapshot) -> None:
+        """Remember a group's full map (groups are immutable, so this never goes stale)."""
+        if snapshot.group is None:
+            return
+        self._cache[snapshot.group] = snapshot
+        self._cache.move_to_end(snapshot.group)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def get_state(self, group: int | None, conn: Connection | None = None) -> StateSnapshot:
+        """The full state of a group (``EMPTY_STATE`` for None).
+
+        Pass ``conn`` when called inside a transaction (SQLite has one connection).
+        """
+        if group is None:
+            return EMPTY_STATE
+        hit = self._cached(group)
+        if hit is not None:
+            return hit
+        conn = conn or self.db
+        chain = await conn.fetch(
+            "WITH RECURSIVE chain(state_group, prev_state_group, delta_depth) AS ("
+            " SELECT state_group, prev_state_group, delta_depth FROM state_groups WHERE state_group = $1"
+            " UNION ALL"
+            " SELECT g.state_group, g.prev_state_group, g.delta_depth FROM state_groups g"
+            " JOIN chain c ON g.state_group = c.prev_state_group"
+            ") SELECT state_group, prev_state_group, delta_depth FROM chain",
+            group,
+        )
+        if not chain:
+            raise KeyError(f"unknown state group {group}")
+        # chain[0] is the group asked for; walk down until a cached ancestor or a snapshot.
+        needed: list[int] = []
+        base: dict[StateKey, str] = {}
+        for row in chain:
+            cached = self._cached(int(row[0]))
+            if cached is not None:
+                base = dict(cached.state)
+                break
+            needed.append(int(row[0]))
+        if needed:
+            rows = await conn.fetch(
+                "SELECT state_group, type, state_key, event_id FROM state_group_entries"
+                f" WHERE state_group IN ({_placeholders(len(needed))})",
+                *needed,
+            )
+            by_group: dict[int, list[Any]] = {}
+            for r in rows:
+                by_group.setdefault(int(r[0]), []).append(r)
+            for g in reversed(needed):  # oldest first
+                for r in by_group.get(g, ()):
+                    if r[3] is None:
+                        base.pop((r[1], r[2]), None)
+                    else:
+                        base[(r[1], r[2])] = r[3]
+        snap = StateSnapshot(group, int(chain[0][2]), MappingProxyType(base))
+        self.cache_snapshot(snap)
+        return snap
+
+    async def store_state_group(
+        self,
+        conn: Connection,
+        *,
+        room_id: str,
+        event_id: str | None,
+        prev: StateSnapshot,
+        state: StateMap,
+        delta: Mapping[StateKey, str | None],
+    ) -> StateSnapshot:
+        """Write a new group (inside the caller's transaction) whose full map is
+        ``state``, which differs from ``prev`` by ``delta``. Written as a delta against
+        ``prev`` unless the chain would exceed ``MAX_DELTA_CHAIN`` (or there is no prev)."""
+        group = await next_position(conn, "state_groups")
+        if prev.group is None or prev.delta_depth + 1 >= MAX_DELTA_CHAIN:
+            prev_group, depth = None, 0
+            entries: Iterable[tuple[StateKey, str | None]] = state.items()
+        else:
+            prev_group, depth = prev.group, prev.delta_depth + 1
+            entries = delta.items()
+        await conn.execute(
+            "INSERT INTO state_groups (state_group, room_id, event_id, prev_state_group, delta_depth)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            group, room_id, event_id, prev_group, depth,
+        )
+        rows = [(group, t, sk, eid) for (t, sk), eid in entries]
+        if rows:
+            await conn.executemany(
+                "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+                rows,
+            )
+        return StateSnapshot(group, depth, MappingProxyType(dict(state)))
+
+    # --- current state -------------------------------------------------------------
+
+    async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
+        rows = await self.db.fetch(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1", room_id
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def get_current_state_event_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            room_id, event_type, state_key,
+        )
+
+    async def apply_current_state_change(
+        self,
+        conn: Connection,
+        *,
+        room_id: str,
+        key: StateKey,
+        event_id: str,
+        prev_event_id: str | None,
+        stream_ordering: int,
+        sender: str,
+        content: Mapping[str, Any],
+    ) -> None:
+        """Inside the caller's transaction: set one current-state entry, record the
+        delta, and keep ``room_memberships`` in step for ``m.room.member``."""
+        await conn.execute(
+            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            room_id, key[0], key[1], event_id,
+        )
+        await conn.execute(
+            "INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id, prev_event_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            stream_ordering, room_id, key[0], key[1], event_id, prev_event_id,
+        )
+        if key[0] == "m.room.member":
+            membership = content.get("membership")
+            displayname = content.get("displayname")
+            avatar_url = content.get("avatar_url")
+            await conn.execute(
+                "INSERT INTO room_memberships"
+                " (room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
+                " event_id = excluded.event_id, sender = excluded.sender,"
+                " stream_ordering = excluded.stream_ordering, displayname = excluded.displayname,"
+                " avatar_url = excluded.avatar_url",
+                room_id, key[1], membership if isinstance(membership, str) else "leave", event_id, sender,
+                stream_ordering, displayname if isinstance(displayname, str) else None,
+                avatar_url if isinstance(avatar_url, str) else None,
+            )
+
+    # --- memberships -----------------------------------------------------------------
+
+    async def get_rooms_for_user(self, user_id: str, membership: str = "join") -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT room_id FROM room_memberships WHERE user_id = $1 AND membership = $2 ORDER BY room_id",
+            user_id, membership,
+        )
+        return [r[0] for r in rows]
+
+    async def get_membership(self, room_id: str, user_id: str) -> MemberRow | None:
+        row = await self.db.fetchrow(
+            "SELECT room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url"
+            " FROM room_memberships WHERE room_id = $1 AND user_id = $2",
+            room_id, user_id,
+        )
+        return None if row is None else MemberRow(*row)
+
+    async def get_members(self, room_id: str, membership: str | None = None) -> list[MemberRow]:
+        sql = ("SELECT room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url"
+               " FROM room_memberships WHERE room_id = $1")
+        args: list[Any] = [room_id]
+        if membership is not None:
+            sql += " AND membership = $2"
+            args.append(membership)
+        rows = await self.db.fetch(sql + " ORDER BY user_id", *args)
+        return [MemberRow(*r) for r in rows]
+
+
+def _placeholders(n: int, start: int = 1) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + n))

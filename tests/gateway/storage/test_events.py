@@ -1,0 +1,178 @@
+"""The event store and state store, on both engines."""
+
+from __future__ import annotations
+
+import pytest
+
+from federation.events import PDU, build_event
+from federation.room_versions import RoomVersions
+from federation.signing import generate_signing_key, sign_event
+from gateway.storage import state as state_module
+from gateway.storage.events import EventStore, EventWrite, RoomExistsError, StaleHeadError
+from gateway.storage.state import StateStore
+
+KEY = generate_signing_key("k1")
+ALICE = "@alice:hs.test"
+BOB = "@bob:hs.test"
+
+
+class Chain:
+    """Builds a linear chain of signed events for one room (no auth checks: storage only)."""
+
+    def __init__(self, rv=RoomVersions.V12):
+        self.rv = rv
+        self.room_id: str | None = None if rv.room_id_from_create_event else "!room:hs.test"
+        self.prev: list[str] = []
+        self.depth = 0
+        self.ts = 1000
+
+    def make(self, type: str, content: dict, state_key: str | None = None, sender: str = ALICE, redacts=None) -> PDU:
+        self.depth += 1
+        self.ts += 1
+        pdu_json = build_event(self.rv, type=type, sender=sender, room_id=self.room_id, content=content,
+                               prev_event_ids=self.prev, auth_event_ids=[], depth=self.depth,
+                               origin_server_ts=self.ts, state_key=state_key, redacts=redacts)
+        pdu = PDU.from_pdu_json(sign_event(pdu_json, "hs.test", KEY, room_version=self.rv), self.rv)
+        self.room_id = pdu.room_id
+        self.prev = [pdu.event_id]
+        return pdu
+
+
+def write(pdu: PDU, **kw) -> EventWrite:
+    delta = {(pdu.type, pdu.state_key): pdu.event_id} if pdu.state_key is not None else {}
+    return EventWrite(pdu, state_delta=delta, **kw)
+
+
+async def new_room(store: EventStore, chain: Chain):
+    create = chain.make("m.room.create", {"room_version": chain.rv.identifier}, "")
+    join = chain.make("m.room.member", {"membership": "join", "displayname": "Alice"}, ALICE)
+    result = await store.create_room_and_persist(
+        room_id=create.room_id, room_version=chain.rv, creator=ALICE, created_ts=5, is_public=False,
+        writes=[write(create), write(join)],
+    )
+    return create, join, result
+
+
+@pytest.fixture
+def stores(database):
+    state = StateStore(database)
+    return EventStore(database, state), state
+
+
+async def test_create_room_persists_events_state_and_memberships(stores):
+    store, state = stores
+    chain = Chain()
+    create, join, result = await new_room(store, chain)
+    assert result.stream_orderings == [1, 2]
+    room = await store.get_room(create.room_id)
+    assert room is not None and room.room_version is RoomVersions.V12 and room.creator == ALICE
+    assert room.head_stream_ordering == 2 and room.current_state_group == result.state_after.group
+
+    got = await store.get_event(join.event_id)
+    assert got is not None and got.pdu.get_pdu_json() == join.get_pdu_json()
+    assert got.pdu.event_id == join.event_id and got.stream_ordering == 2 and not got.outlier
+    assert await store.get_forward_extremities(create.room_id) == [join.event_id]
+    assert await store.get_prev_event_ids(join.event_id) == [create.event_id]
+    assert await store.get_current_position() == 2
+
+    current = await state.get_current_state_ids(create.room_id)
+    assert current == {("m.room.create", ""): create.event_id, ("m.room.member", ALICE): join.event_id}
+    snap = await StateStore(store.db).get_state(room.current_state_group)  # fresh cache: from the database
+    assert dict(snap.state) == current
+    assert await state.get_rooms_for_user(ALICE) == [create.room_id]
+    member = await state.get_membership(create.room_id, ALICE)
+    assert member is not None and member.membership == "join" and member.displayname == "Alice"
+
+    with pytest.raises(RoomExistsError):
+        await store.create_room_and_persist(
+            room_id=create.room_id, room_version=chain.rv, creator=ALICE, created_ts=5, is_public=False,
+            writes=[write(create)])
+
+
+async def test_persist_messages_and_stale_head(stores):
+    store, state = stores
+    chain = Chain(RoomVersions.V11)
+    create, join, _ = await new_room(store, chain)
+    room = await store.get_room(create.room_id)
+    before = await state.get_state(room.current_state_group)
+    msg = chain.make("m.room.message", {"body": "hi", "msgtype": "m.text"})
+    res = await store.persist_events(create.room_id, [write(msg, txn=(ALICE, "DEV", "t1"))],
+                                     state_before=before, expected_head=room.head_stream_ordering, received_ts=9)
+    assert res.stream_orderings == [3]
+    assert res.state_after.group == before.group  # a message does not change state
+    assert (await store.get_event(msg.event_id)).state_group == before.group
+    assert await store.get_txn_event_id(ALICE, "DEV", "t1") == msg.event_id
+    assert await store.get_txn_ids_for_events([msg.event_id]) == {msg.event_id: (ALICE, "DEV", "t1")}
+    assert await store.get_forward_extremities(create.room_id) == [msg.event_id]
+
+    # A second writer that read the old head must not extend it: nothing is written.
+    other = chain.make("m.room.message", {"body": "fork", "msgtype": "m.text"})
+    with pytest.raises(StaleHeadError):
+        await store.persist_events(create.room_id, [write(other)], state_before=before,
+                                   expected_head=room.head_stream_ordering, received_ts=9)
+    assert await store.get_event(other.event_id) is None
+    assert await store.get_forward_extremities(create.room_id) == [msg.event_id]
+    assert await store.get_current_position() == 3
+
+
+async def test_room_events_pagination_and_filters(stores):
+    store, state = stores
+    chain = Chain()
+    create, join, _ = await new_room(store, chain)
+    room = await store.get_room(create.room_id)
+    before = await state.get_state(room.current_state_group)
+    msgs = [chain.make("m.room.message", {"body": str(i), "msgtype": "m.text"}) for i in range(5)]
+    await store.persist_events(create.room_id, [write(m) for m in msgs], state_before=before,
+                               expected_head=room.head_stream_ordering, received_ts=1)
+    back = await store.get_room_events(create.room_id, from_pos=None, backwards=True, limit=3)
+    assert [e.pdu.content["body"] for e in back] == ["4", "3", "2"]
+    assert [e.stream_ordering for e in back] == [7, 6, 5]
+    fwd = await store.get_room_events(create.room_id, from_pos=2, backwards=False, limit=10, to_pos=4)
+    assert [e.pdu.event_id for e in fwd] == [msgs[0].event_id, msgs[1].event_id]
+    only_state = await store.get_room_events(create.room_id, from_pos=None, backwards=False, limit=10,
+                                             not_types=["m.room.message"])
+    assert [e.pdu.type for e in only_state] == ["m.room.create", "m.room.member"]
+    assert await store.get_room_events(create.room_id, from_pos=None, backwards=True, limit=10,
+                                       senders=[BOB]) == []
+
+
+async def test_state_groups_are_deltas_with_a_bounded_chain(stores, monkeypatch):
+    monkeypatch.setattr(state_module, "MAX_DELTA_CHAIN", 3)
+    store, state = stores
+    chain = Chain()
+    create, join, result = await new_room(store, chain)
+    current = result.state_after
+    expected = dict(current.state)
+    head = (await store.get_room(create.room_id)).head_stream_ordering
+    depths = []
+    for i in range(7):
+        ev = chain.make("m.room.topic", {"topic": f"t{i}"}, "")
+        res = await store.persist_events(create.room_id, [write(ev)], state_before=current,
+                                         expected_head=head, received_ts=1)
+        head, current = res.stream_orderings[-1], res.state_after
+        expected[("m.room.topic", "")] = ev.event_id
+        depths.append(current.delta_depth)
+        fresh = await StateStore(store.db).get_state(current.group)
+        assert dict(fresh.state) == expected
+    assert max(depths) < 3 and 0 in depths  # full snapshots keep the chain short
+    rows = await store.db.fetch("SELECT COUNT(*) FROM state_group_entries WHERE state_group = $1", current.group)
+    assert rows[0][0] <= len(expected)
+    deltas = await store.db.fetch(
+        "SELECT event_id, prev_event_id FROM current_state_deltas WHERE type = 'm.room.topic' ORDER BY stream_ordering")
+    assert len(deltas) == 7 and deltas[0][1] is None and deltas[1][1] == deltas[0][0]
+    topic = await store.get_event(expected[("m.room.topic", "")])
+    assert topic.replaces_state == deltas[-1][1]
+
+
+async def test_redactions_in_a_v10_room(stores):
+    store, state = stores
+    chain = Chain(RoomVersions.V10)
+    create, join, _ = await new_room(store, chain)
+    room = await store.get_room(create.room_id)
+    before = await state.get_state(room.current_state_group)
+    msg = chain.make("m.room.message", {"body": "oops", "msgtype": "m.text"})
+    red = chain.make("m.room.redaction", {}, redacts=msg.event_id)
+    await store.persist_events(create.room_id, [write(msg), write(red, redaction_applies_to=msg.event_id)],
+                               state_before=before, expected_head=room.head_stream_ordering, received_ts=1)
+    assert await store.get_redactions_for([msg.event_id, red.event_id]) == {msg.event_id: red.event_id}
+    assert (await store.get_event(red.event_id)).pdu.redacts == msg.event_id
