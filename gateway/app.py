@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import admin_api, client_api, federation_api, federation_tester_api, wellknown
+from .sso_api import add_sso_routes
 from .appkeys import HS
 from .config import ListenerConfig
 from .federation_api import keys as keys_api
@@ -45,6 +46,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     app[HS] = hs
     res = listener.resources
     if "client" in res:
+        add_sso_routes(app, hs)  # before /_matrix/client: its SSO redirect paths are more specific
         app.add_subapp("/_matrix/client", client_api.build_app(hs))
         app.add_subapp("/_synapse/admin", admin_api.build_app(hs))
         app.add_subapp("/_gateway/federation-tester", federation_tester_api.build_app(hs))

@@ -21,6 +21,9 @@ routes = web.RouteTableDef()
 @public
 async def get_login_flows(request: web.Request) -> web.Response:
     flows: list[dict[str, Any]] = [{"type": "m.login.password"}, {"type": "m.login.token"}]
+    from ..sso_api import login_flows
+
+    flows += login_flows(request.app[HS])
     return json_response({"flows": flows})
 
 
@@ -62,6 +65,10 @@ async def post_login(request: web.Request) -> web.Response:
         user = await hs.auth.users.get_user(user_id)
         if user is None or user.deactivated:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+    elif login_type == "org.matrix.login.jwt" and hs.config.sso.jwt_config is not None:
+        from sso.jwt_login import jwt_login
+
+        user_id = await jwt_login(hs, body.get("token"))
     else:
         raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type!r}")
 

@@ -1,0 +1,137 @@
+"""Browser routes of the SSO gateway (thin: parse, call ``sso.handler``, respond).
+
+- ``/_matrix/client/{r0,v3}/login/sso/redirect[/{idpId}]`` (spec: client login via SSO)
+- ``/_synapse/client/pick_idp``, ``/_synapse/client/oidc/callback``,
+  ``/_synapse/client/pick_username/{account_details,check}`` (Synapse's paths, which
+  operators have registered at their IdPs)
+
+Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3loginssoredirect
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from sso.handler import BROWSER_COOKIE, USERNAME_MAPPING_COOKIE, SsoHandler
+from sso.jwt_login import LOGIN_TYPE as JWT_LOGIN_TYPE
+
+from .http import json_response
+from .server import HomeServer
+
+log = logging.getLogger(__name__)
+
+SSO_HANDLER = web.AppKey("sso_handler", SsoHandler)
+
+__all__ = ["SSO_HANDLER", "add_sso_routes", "login_flows"]
+
+
+def login_flows(hs: HomeServer) -> list[dict[str, Any]]:
+    """The SSO and JWT entries of ``GET /login``."""
+    flows: list[dict[str, Any]] = []
+    providers = hs.config.sso.oidc_providers
+    if providers:
+        idps = []
+        for p in providers:
+            entry = {"id": p.idp_id, "name": p.idp_name}
+            if p.idp_icon:
+                entry["icon"] = p.idp_icon
+            if p.idp_brand:
+                entry["brand"] = p.idp_brand
+            idps.append(entry)
+        flows.append({"type": "m.login.sso", "identity_providers": idps})
+    if hs.config.sso.jwt_config is not None:
+        flows.append({"type": JWT_LOGIN_TYPE})
+    return flows
+
+
+def _handler(request: web.Request) -> SsoHandler:
+    return request.app[SSO_HANDLER]
+
+
+async def sso_redirect(request: web.Request) -> web.StreamResponse:
+    idp_id = request.match_info.get("idp_id")
+    return await _handler(request).redirect_to_idp(idp_id, request.query.get("redirectUrl"))
+
+
+async def pick_idp(request: web.Request) -> web.StreamResponse:
+    return _handler(request).idp_picker(request.query.get("redirectUrl"), request.query.get("idp"))
+
+
+async def oidc_callback(request: web.Request) -> web.StreamResponse:
+    params: dict[str, str] = dict(request.query)
+    if request.method == "POST":  # response_mode=form_post
+        params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+    return await _handler(request).handle_callback(params.get("state"), request.cookies.get(BROWSER_COOKIE), params)
+
+
+async def account_details_page(request: web.Request) -> web.StreamResponse:
+    return await _handler(request).username_picker_page(request.cookies.get(USERNAME_MAPPING_COOKIE))
+
+
+async def account_details_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return await _handler(request).submit_username(request.cookies.get(USERNAME_MAPPING_COOKIE), fields)
+
+
+async def check_username(request: web.Request) -> web.StreamResponse:
+    result = await _handler(request).check_username(request.cookies.get(USERNAME_MAPPING_COOKIE),
+                                                    request.query.get("username", ""))
+    return json_response(result)
+
+
+async def backchannel_logout(request: web.Request) -> web.StreamResponse:
+    # Not implemented yet: say so plainly rather than pretend the sessions were ended.
+    return json_response({"error": "backchannel_logout_not_supported",
+                          "error_description": "Back-channel logout is not implemented by this server yet."},
+                         status=501)
+
+
+def build_synapse_client_app(handler: SsoHandler) -> web.Application:
+    app = web.Application()
+    app[SSO_HANDLER] = handler
+    app.router.add_get("/pick_idp", pick_idp)
+    app.router.add_get("/oidc/callback", oidc_callback)
+    app.router.add_post("/oidc/callback", oidc_callback)
+    app.router.add_post("/oidc/backchannel_logout", backchannel_logout)
+    app.router.add_get("/pick_username/account_details", account_details_page)
+    app.router.add_post("/pick_username/account_details", account_details_submit)
+    app.router.add_get("/pick_username/check", check_username)
+    return app
+
+
+def add_sso_routes(app: web.Application, hs: HomeServer) -> None:
+    """Mount the SSO routes on a listener app serving ``client``. Call before the
+    ``/_matrix/client`` sub-app is added, so the more specific paths are ours."""
+    handler = SsoHandler(hs)
+    app[SSO_HANDLER] = handler
+    for ver in ("r0", "v3"):
+        app.router.add_get(f"/_matrix/client/{ver}/login/sso/redirect", sso_redirect)
+        app.router.add_get(f"/_matrix/client/{ver}/login/sso/redirect/{{idp_id}}", sso_redirect)
+    app.add_subapp("/_synapse/client", build_synapse_client_app(handler))
+
+    async def lifecycle(app: web.Application):
+        # Warm the IdPs' metadata in the background: a provider that is down is logged,
+        # never fatal; the next login retries.
+        import asyncio
+
+        async def warm() -> None:
+            for provider in handler.providers.values():
+                load = getattr(provider, "load_metadata", None)
+                if load is None:
+                    continue
+                try:
+                    await load()
+                except Exception as e:  # noqa: BLE001 - any failure is only logged
+                    log.warning("SSO provider %s is not reachable yet (will retry on use): %s",
+                                provider.idp_id, getattr(e, "description", e))
+
+        task = asyncio.create_task(warm())
+        yield
+        task.cancel()
+        await handler.close()
+
+    app.cleanup_ctx.append(lifecycle)

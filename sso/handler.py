@@ -1,0 +1,348 @@
+"""The shared half of every SSO login: after the IdP, up to the client's ``loginToken``.
+
+Map the remote identity to a user (existing link, or a new account, or the username
+picker), issue a single-use login token and send the browser back to the client: at once
+if the client's URL is whitelisted (``sso.client_whitelist``), else through the
+``sso_redirect_confirm.html`` page, so a link from an attacker cannot silently take a
+user's token to another site.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#client-login-via-sso
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from functools import cached_property
+from typing import Any, Mapping
+
+import aiohttp
+from aiohttp import web
+
+from gateway.http import MatrixError
+from gateway.server import HomeServer
+from gateway.storage.database import IntegrityError
+from gateway.storage.profiles import ProfileStore
+from gateway.storage.sso import PendingRegistration, SsoLoginSession, SsoStore
+from gateway.storage.users import UserExistsError
+
+from .mapping import UserAttributes
+from .pages import build_environment
+from .provider import IdentityProvider, RemoteIdentity, SsoError
+from .sessions import SsoSessions
+
+__all__ = ["SsoHandler", "BROWSER_COOKIE", "USERNAME_MAPPING_COOKIE", "add_query_param", "check_redirect_url"]
+
+log = logging.getLogger(__name__)
+
+#: Binds an IdP callback to the browser that started the login.
+BROWSER_COOKIE = "gateway_sso_session"
+#: The username picker's session (Synapse's cookie name).
+USERNAME_MAPPING_COOKIE = "username_mapping_session"
+PICKER_PATH = "/_synapse/client/pick_username"
+#: How many localpart collisions the mapper may resolve before we give up (as Synapse).
+MAX_MAPPING_ATTEMPTS = 1000
+
+_FORBIDDEN_SCHEMES = {"javascript", "data", "vbscript", "file", "blob", "about"}
+
+
+def check_redirect_url(url: str | None) -> str:
+    """The client's ``redirectUrl`` if it is an absolute URL with a harmless scheme."""
+    if not url:
+        raise SsoError("missing_redirect_url", "The app did not say where to return after login (redirectUrl).")
+    parsed = urllib.parse.urlsplit(url)
+    scheme = parsed.scheme.lower()
+    if not scheme or scheme in _FORBIDDEN_SCHEMES or len(url) > 4096 or any(c in url for c in "\r\n\t"):
+        raise SsoError("invalid_redirect_url", "The app asked to return to an address that is not allowed.")
+    if scheme in ("http", "https") and not parsed.netloc:
+        raise SsoError("invalid_redirect_url", "The app asked to return to an address that is not allowed.")
+    return url
+
+
+def add_query_param(url: str, name: str, value: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in query if k != name] + [(name, value)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+class SsoHandler:
+    def __init__(self, hs: HomeServer):
+        self.hs = hs
+        self.store = SsoStore(hs.db)
+        self.sessions = SsoSessions(self.store, hs.clock_ms)
+        self.profiles = ProfileStore(hs.db)
+        self.env = build_environment(hs.config.custom_template_directory, public_baseurl=hs.config.public_baseurl)
+        self._http: aiohttp.ClientSession | None = None
+        self.providers: dict[str, IdentityProvider] = {}
+        from .oidc import OidcProvider
+
+        callback = f"{hs.config.public_baseurl}_synapse/client/oidc/callback"
+        for p in hs.config.sso.oidc_providers:
+            self.providers[p.idp_id] = OidcProvider(p, callback, self.http, hs.clock_ms)
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    @cached_property
+    def secure_cookies(self) -> bool:
+        return self.hs.config.public_baseurl.startswith("https://")
+
+    # --- pages ------------------------------------------------------------------------
+
+    def render(self, name: str, status: int = 200, **context: Any) -> web.Response:
+        html = self.env.get_template(name).render(**context)
+        return web.Response(text=html, status=status, content_type="text/html", charset="utf-8", headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "frame-ancestors 'none'",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        })
+
+    def error_page(self, e: SsoError) -> web.Response:
+        return self.render("sso_error.html", e.status, error=e.error, error_description=e.description)
+
+    def set_cookie(self, resp: web.StreamResponse, name: str, value: str, path: str, max_age: int) -> None:
+        resp.set_cookie(name, value, path=path, max_age=max_age, httponly=True, secure=self.secure_cookies,
+                        samesite="Lax")
+
+    @staticmethod
+    def idp_info(p: IdentityProvider) -> dict[str, Any]:
+        return {"idp_id": p.idp_id, "idp_name": p.idp_name, "idp_icon": p.idp_icon, "idp_brand": p.idp_brand}
+
+    def identity_providers(self) -> list[dict[str, Any]]:
+        """For ``GET /login``'s ``m.login.sso`` flow (spec: id, name, icon, brand)."""
+        out = []
+        for p in self.providers.values():
+            entry = {"id": p.idp_id, "name": p.idp_name}
+            if p.idp_icon:
+                entry["icon"] = p.idp_icon
+            if p.idp_brand:
+                entry["brand"] = p.idp_brand
+            out.append(entry)
+        return out
+
+    # --- 1. to the IdP ------------------------------------------------------------------
+
+    async def redirect_to_idp(self, idp_id: str | None, client_redirect_url: str | None) -> web.StreamResponse:
+        """``/login/sso/redirect[/{idpId}]``: straight to the IdP, or the picker if there are several."""
+        try:
+            client_redirect_url = check_redirect_url(client_redirect_url)
+            if idp_id is None:
+                if len(self.providers) == 1:
+                    idp_id = next(iter(self.providers))
+                elif not self.providers:
+                    raise SsoError("sso_disabled", "Single sign-on is not enabled on this server.", 404)
+                else:
+                    query = urllib.parse.urlencode({"redirectUrl": client_redirect_url})
+                    raise web.HTTPFound(f"/_synapse/client/pick_idp?{query}")
+            provider = self.providers.get(idp_id)
+            if provider is None:
+                raise SsoError("unknown_idp", f"There is no identity provider {idp_id!r} on this server.", 404)
+            session, browser_key = await self.sessions.start_login(idp_id, client_redirect_url)
+            url = await provider.authorization_url(session)
+        except SsoError as e:
+            return self.error_page(e)
+        resp = web.HTTPFound(url)
+        self.set_cookie(resp, BROWSER_COOKIE, browser_key, "/_synapse/client/", 3600)
+        return resp
+
+    def idp_picker(self, client_redirect_url: str | None, idp_id: str | None) -> web.StreamResponse:
+        try:
+            client_redirect_url = check_redirect_url(client_redirect_url)
+        except SsoError as e:
+            return self.error_page(e)
+        if idp_id:
+            if idp_id not in self.providers:
+                return self.error_page(SsoError("unknown_idp", f"Unknown identity provider {idp_id!r}.", 404))
+            query = urllib.parse.urlencode({"redirectUrl": client_redirect_url})
+            return web.HTTPFound(
+                f"/_matrix/client/v3/login/sso/redirect/{urllib.parse.quote(idp_id, safe='')}?{query}")
+        return self.render("sso_login_idp_picker.html", redirect_url=client_redirect_url,
+                           server_name=self.hs.server_name,
+                           providers=[self.idp_info(p) for p in self.providers.values()])
+
+    # --- 2. back from the IdP -------------------------------------------------------------
+
+    async def handle_callback(self, state: str | None, browser_key: str | None, params: Mapping[str, str],
+                              idp_id: str | None = None) -> web.StreamResponse:
+        """An IdP's answer: claim the session, let the provider check it, then log in."""
+        try:
+            session = await self.sessions.claim_login(state, browser_key, idp_id)
+            provider = self.providers.get(session.idp_id)
+            if provider is None:
+                raise SsoError("unknown_idp", "This identity provider is no longer configured.", 404)
+            identity = await provider.complete(session, params)
+            return await self.complete_login(provider, identity, session)
+        except SsoError as e:
+            log.info("SSO login failed: %s", e)
+            return self.error_page(e)
+
+    async def complete_login(self, provider: IdentityProvider, identity: RemoteIdentity,
+                             session: SsoLoginSession) -> web.StreamResponse:
+        user_id = await self.store.get_user_by_external_id(identity.idp_id, identity.remote_user_id)
+        if user_id is not None:
+            if self.hs.config.sso.update_profile_information:
+                attrs = await identity.map_attributes(0)
+                if attrs.display_name:
+                    await self.profiles.set_field(user_id, "displayname", attrs.display_name)
+            return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=False)
+
+        allow_existing = getattr(provider, "allow_existing_users", False)
+        enable_registration = getattr(provider, "enable_registration", True)
+        for failures in range(MAX_MAPPING_ATTEMPTS):
+            attrs = await identity.map_attributes(failures)
+            if attrs.localpart is None or attrs.confirm_localpart:
+                if not enable_registration:
+                    raise SsoError("registration_disabled", "This server does not register new users from "
+                                   f"{provider.idp_name}.", 403)
+                return await self.start_username_picker(identity, attrs, session.client_redirect_url)
+            user_id = f"@{attrs.localpart}:{self.hs.server_name}"
+            existing = await self.hs.auth.users.get_user(user_id)
+            if existing is not None:
+                if allow_existing:
+                    await self._link(identity, user_id)
+                    return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=False)
+                continue  # taken: ask the mapper for another localpart
+            if not enable_registration:
+                raise SsoError("registration_disabled",
+                               f"This server does not register new users from {provider.idp_name}.", 403)
+            try:
+                await self.register(identity, attrs.localpart, attrs.display_name)
+            except UserExistsError:
+                continue
+            return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=True)
+        raise SsoError("mapping_error", "Could not find a free username for you. Contact the administrator.", 500)
+
+    async def _link(self, identity: RemoteIdentity, user_id: str) -> None:
+        try:
+            await self.store.link_external_id(identity.idp_id, identity.remote_user_id, user_id)
+        except IntegrityError:  # two callbacks raced: fine if they agree
+            linked = await self.store.get_user_by_external_id(identity.idp_id, identity.remote_user_id)
+            if linked != user_id:
+                raise SsoError("mapping_error", "This identity is already linked to another account.", 409) from None
+
+    async def register(self, identity: RemoteIdentity, localpart: str, display_name: str | None) -> str:
+        """A new account without a password, linked to the IdP identity."""
+        from gateway.client_api.register import check_username
+
+        try:
+            user_id = await check_username(self.hs, localpart)
+        except MatrixError as e:
+            if e.errcode == "M_USER_IN_USE":
+                raise UserExistsError(localpart) from None
+            raise SsoError("invalid_username", e.error) from None
+        await self.hs.auth.users.create_user(user_id, password_hash=None, created_ts=self.hs.clock_ms(),
+                                             displayname=display_name)
+        await self._link(identity, user_id)
+        log.info("registered %s from %s (%s)", user_id, identity.idp_id, identity.remote_user_id)
+        return user_id
+
+    async def finish_login(self, user_id: str, client_redirect_url: str, identity: RemoteIdentity | None,
+                           *, new_user: bool, idp_id: str | None = None,
+                           auth_provider_session_id: str | None = None) -> web.StreamResponse:
+        """Issue the login token and go back to the client (directly, or via the confirm page)."""
+        user = await self.hs.auth.users.get_user(user_id)
+        if user is None or user.deactivated:
+            return self.render("sso_account_deactivated.html", 403, server_name=self.hs.server_name)
+        token = await self.hs.auth.create_login_token(
+            user_id,
+            auth_provider_id=identity.idp_id if identity else idp_id,
+            auth_provider_session_id=identity.auth_provider_session_id if identity else auth_provider_session_id,
+        )
+        target = add_query_param(client_redirect_url, "loginToken", token)
+        if self.is_whitelisted(client_redirect_url):
+            return web.HTTPFound(target)
+        profile = await self.profiles.get_profile(user_id) or {}
+        display_url = urllib.parse.urlunsplit(urllib.parse.urlsplit(client_redirect_url)._replace(query="",
+                                                                                                  fragment=""))
+        return self.render("sso_redirect_confirm.html", redirect_url=target, display_url=display_url,
+                           server_name=self.hs.server_name, new_user=new_user, user_id=user_id,
+                           user_profile={"display_name": profile.get("displayname"),
+                                         "avatar_url": profile.get("avatar_url")})
+
+    def is_whitelisted(self, url: str) -> bool:
+        fallback = f"{self.hs.config.public_baseurl}_matrix/static/client/login/"
+        return any(url.startswith(prefix) for prefix in (*self.hs.config.sso.client_whitelist, fallback))
+
+    # --- 3. the username picker -------------------------------------------------------------
+
+    async def start_username_picker(self, identity: RemoteIdentity, attrs: UserAttributes,
+                                    client_redirect_url: str) -> web.StreamResponse:
+        session_id = await self.sessions.start_registration(
+            identity.idp_id, identity.remote_user_id,
+            {**attrs.to_json(), "extra_attributes": identity.extra_attributes},
+            client_redirect_url, identity.auth_provider_session_id,
+        )
+        resp = web.HTTPFound(f"{PICKER_PATH}/account_details")
+        self.set_cookie(resp, USERNAME_MAPPING_COOKIE, session_id, PICKER_PATH, 15 * 60)
+        return resp
+
+    def _picker_page(self, pending: PendingRegistration, status: int = 200, error: str | None = None,
+                     localpart: str | None = None) -> web.Response:
+        provider = self.providers.get(pending.idp_id)
+        idp = self.idp_info(provider) if provider else {"idp_id": pending.idp_id, "idp_name": pending.idp_id,
+                                                         "idp_icon": None, "idp_brand": None}
+        attrs = pending.attributes
+        return self.render("sso_auth_account_details.html", status, server_name=self.hs.server_name, idp=idp,
+                           error=error, user_attributes={
+                               "display_name": attrs.get("display_name"), "emails": attrs.get("emails") or [],
+                               "localpart": localpart if localpart is not None else attrs.get("localpart") or "",
+                           })
+
+    async def username_picker_page(self, session_id: str | None) -> web.Response:
+        try:
+            return self._picker_page(await self.sessions.get_registration(session_id))
+        except SsoError as e:
+            return self.error_page(e)
+
+    async def check_username(self, session_id: str | None, localpart: str) -> dict[str, Any]:
+        """``/pick_username/check``: ``{"available": bool}``; MatrixError for an invalid name."""
+        from gateway.client_api.register import check_username
+
+        try:
+            await self.sessions.get_registration(session_id)
+        except SsoError as e:
+            raise MatrixError(400, "M_UNKNOWN", e.description) from None
+        try:
+            await check_username(self.hs, localpart)
+        except MatrixError as e:
+            if e.errcode == "M_USER_IN_USE":
+                return {"available": False}
+            raise
+        return {"available": True}
+
+    async def submit_username(self, session_id: str | None, form: Mapping[str, Any]) -> web.StreamResponse:
+        try:
+            pending = await self.sessions.get_registration(session_id)
+        except SsoError as e:
+            return self.error_page(e)
+        localpart = str(form.get("username", "")).strip()
+        attrs = pending.attributes
+        display_name = attrs.get("display_name") if form.get("use_display_name") == "true" else None
+        identity = RemoteIdentity(pending.idp_id, pending.remote_user_id, _no_mapping, attrs.get("extra_attributes")
+                                  or {}, pending.auth_provider_session_id)
+        # Claim the session first, so two submits cannot register two accounts.
+        if not await self.store.take_pending_registration(pending.session_id):
+            return self.error_page(SsoError("session_used", "This registration has already been completed."))
+        try:
+            user_id = await self.register(identity, localpart, display_name)
+        except (UserExistsError, SsoError) as e:
+            await self.store.add_pending_registration(pending)  # let the user try another name
+            message = f"The username {localpart} is already taken." if isinstance(e, UserExistsError) \
+                else e.description
+            return self._picker_page(pending, 400, message, localpart)
+        resp = await self.finish_login(user_id, pending.client_redirect_url, identity, new_user=True)
+        resp.del_cookie(USERNAME_MAPPING_COOKIE, path=PICKER_PATH)
+        return resp
+
+
+async def _no_mapping(failures: int) -> UserAttributes:  # the user chose the localpart
+    return UserAttributes(localpart=None)
