@@ -59,6 +59,10 @@ def check_redirect_url(url: str | None) -> str:
     return url
 
 
+def redirect(url: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+
+
 def add_query_param(url: str, name: str, value: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
@@ -142,7 +146,7 @@ class SsoHandler:
                     raise SsoError("sso_disabled", "Single sign-on is not enabled on this server.", 404)
                 else:
                     query = urllib.parse.urlencode({"redirectUrl": client_redirect_url})
-                    raise web.HTTPFound(f"/_synapse/client/pick_idp?{query}")
+                    return redirect(f"/_synapse/client/pick_idp?{query}")
             provider = self.providers.get(idp_id)
             if provider is None:
                 raise SsoError("unknown_idp", f"There is no identity provider {idp_id!r} on this server.", 404)
@@ -150,7 +154,7 @@ class SsoHandler:
             url = await provider.authorization_url(session)
         except SsoError as e:
             return self.error_page(e)
-        resp = web.HTTPFound(url)
+        resp = redirect(url)
         self.set_cookie(resp, BROWSER_COOKIE, browser_key, "/_synapse/client/", 3600)
         return resp
 
@@ -163,7 +167,7 @@ class SsoHandler:
             if idp_id not in self.providers:
                 return self.error_page(SsoError("unknown_idp", f"Unknown identity provider {idp_id!r}.", 404))
             query = urllib.parse.urlencode({"redirectUrl": client_redirect_url})
-            return web.HTTPFound(
+            return redirect(
                 f"/_matrix/client/v3/login/sso/redirect/{urllib.parse.quote(idp_id, safe='')}?{query}")
         return self.render("sso_login_idp_picker.html", redirect_url=client_redirect_url,
                            server_name=self.hs.server_name,
@@ -189,7 +193,7 @@ class SsoHandler:
                              session: SsoLoginSession) -> web.StreamResponse:
         user_id = await self.store.get_user_by_external_id(identity.idp_id, identity.remote_user_id)
         if user_id is not None:
-            if self.hs.config.sso.update_profile_information:
+            if self.hs.config.sso.sso.update_profile_information:
                 attrs = await identity.map_attributes(0)
                 if attrs.display_name:
                     await self.profiles.set_field(user_id, "displayname", attrs.display_name)
@@ -259,7 +263,7 @@ class SsoHandler:
         )
         target = add_query_param(client_redirect_url, "loginToken", token)
         if self.is_whitelisted(client_redirect_url):
-            return web.HTTPFound(target)
+            return redirect(target)
         profile = await self.profiles.get_profile(user_id) or {}
         display_url = urllib.parse.urlunsplit(urllib.parse.urlsplit(client_redirect_url)._replace(query="",
                                                                                                   fragment=""))
@@ -270,7 +274,7 @@ class SsoHandler:
 
     def is_whitelisted(self, url: str) -> bool:
         fallback = f"{self.hs.config.public_baseurl}_matrix/static/client/login/"
-        return any(url.startswith(prefix) for prefix in (*self.hs.config.sso.client_whitelist, fallback))
+        return any(url.startswith(prefix) for prefix in (*self.hs.config.sso.sso.client_whitelist, fallback))
 
     # --- 3. the username picker -------------------------------------------------------------
 
@@ -281,7 +285,7 @@ class SsoHandler:
             {**attrs.to_json(), "extra_attributes": identity.extra_attributes},
             client_redirect_url, identity.auth_provider_session_id,
         )
-        resp = web.HTTPFound(f"{PICKER_PATH}/account_details")
+        resp = redirect(f"{PICKER_PATH}/account_details")
         self.set_cookie(resp, USERNAME_MAPPING_COOKIE, session_id, PICKER_PATH, 15 * 60)
         return resp
 
