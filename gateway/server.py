@@ -67,6 +67,20 @@ class HomeServer:
                                 no_verify_patterns=fed.federation_certificate_verification_whitelist)
 
     @cached_property
+    def events(self):
+        """Local event creation (the persistence pipeline) and event reads."""
+        from .services.events import EventsService
+
+        return EventsService(self)
+
+    @cached_property
+    def rooms(self):
+        """createRoom and membership changes."""
+        from .services.rooms import RoomsService
+
+        return RoomsService(self)
+
+    @cached_property
     def keyring(self):
         from .services.keyring import KeyRing
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
-from . import account, login, openid, profile, register
+from . import account, login, openid, profile, register, rooms
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -27,6 +27,7 @@ async def get_versions(request: web.Request) -> web.Response:
 def build_app(hs: HomeServer) -> web.Application:
     app = web.Application(middlewares=[access_token_middleware])
     app[HS] = hs
-    for module_routes in (routes, login.routes, register.routes, account.routes, profile.routes, openid.routes):
+    for module_routes in (routes, login.routes, register.routes, account.routes, profile.routes, openid.routes,
+                          rooms.routes):
         app.add_routes(module_routes)
     return app

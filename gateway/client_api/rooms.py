@@ -1,0 +1,332 @@
+"""Rooms: createRoom, sending events, state, memberships, history, members.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#rooms and
+https://spec.matrix.org/latest/client-server-api/#room-events
+
+Pagination tokens are ``s<position>``: "after the event at this events-stream position".
+Backwards from ``sN`` gives events at positions ``<= N``; forwards gives ``> N``. A /sync
+``prev_batch`` for a timeline starting at position P is therefore ``s<P-1>``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..appkeys import HS
+from ..http import Codes, MatrixError, json_response, read_json_body
+from ..server import HomeServer
+from ..services.events import EventSpec
+from ..storage.state import StateSnapshot
+from .auth import requester
+
+routes = web.RouteTableDef()
+
+PREFIX = "/{ver:(r0|v3)}"
+MAX_MESSAGES_LIMIT = 1000
+
+
+def _hs(request: web.Request) -> HomeServer:
+    return request.app[HS]
+
+
+def _room_id(request: web.Request) -> str:
+    return request.match_info["room_id"]
+
+
+def _txn(request: web.Request) -> tuple[str, str, str]:
+    who = requester(request)
+    return (who.user_id, who.device_id or "", request.match_info["txn_id"])
+
+
+def _optional_reason(body: dict[str, Any]) -> str | None:
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise MatrixError.bad_json("'reason' must be a string")
+    return reason
+
+
+def _target(body: dict[str, Any]) -> str:
+    target = body.get("user_id")
+    if not isinstance(target, str):
+        raise MatrixError.bad_json("'user_id' must be a user ID")
+    return target
+
+
+# --- creating rooms and sending events ------------------------------------------------
+
+
+@routes.post(PREFIX + "/createRoom")
+async def create_room(request: web.Request) -> web.Response:
+    body = await read_json_body(request, allow_empty=True)
+    room_id = await _hs(request).rooms.create_room(requester(request).user_id, body)
+    return json_response({"room_id": room_id})
+
+
+@routes.put(PREFIX + "/rooms/{room_id}/send/{event_type}/{txn_id}")
+async def send_message(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    content = await read_json_body(request, allow_empty=False)
+    spec = EventSpec(request.match_info["event_type"], requester(request).user_id, content)
+    sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request))
+    return json_response({"event_id": sent.pdu.event_id})
+
+
+@routes.put(PREFIX + "/rooms/{room_id}/redact/{event_id}/{txn_id}")
+async def redact(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    body = await read_json_body(request, allow_empty=True)
+    content: dict[str, Any] = {}
+    if (reason := _optional_reason(body)) is not None:
+        content["reason"] = reason
+    spec = EventSpec("m.room.redaction", requester(request).user_id, content, redacts=request.match_info["event_id"])
+    sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request))
+    return json_response({"event_id": sent.pdu.event_id})
+
+
+@routes.put(PREFIX + "/rooms/{room_id}/state/{event_type}")
+@routes.put(PREFIX + "/rooms/{room_id}/state/{event_type}/{state_key:.*}")
+async def put_state(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    content = await read_json_body(request)
+    spec = EventSpec(request.match_info["event_type"], requester(request).user_id, content,
+                     request.match_info.get("state_key", ""))
+    if spec.type == "m.room.member":
+        raise MatrixError.forbidden("Use the membership endpoints (join, invite, leave...) to change memberships")
+    sent = await hs.events.send_event(_room_id(request), spec)
+    return json_response({"event_id": sent.pdu.event_id})
+
+
+# --- memberships ---------------------------------------------------------------------
+
+
+@routes.post(PREFIX + "/rooms/{room_id}/join")
+@routes.post(PREFIX + "/join/{room_id}")
+async def join(request: web.Request) -> web.Response:
+    await read_json_body(request, allow_empty=True)
+    room_id = _room_id(request)
+    if room_id.startswith("#"):
+        raise MatrixError.not_found(f"Room alias {room_id} not found (aliases are not available yet)")
+    if not room_id.startswith("!"):
+        raise MatrixError.invalid_param(f"{room_id!r} is neither a room ID nor a room alias")
+    await _hs(request).rooms.join(requester(request).user_id, room_id)
+    return json_response({"room_id": room_id})
+
+
+@routes.post(PREFIX + "/rooms/{room_id}/leave")
+async def leave(request: web.Request) -> web.Response:
+    body = await read_json_body(request, allow_empty=True)
+    hs = _hs(request)
+    await hs.events.get_room(_room_id(request))
+    await hs.rooms.leave(requester(request).user_id, _room_id(request), _optional_reason(body))
+    return json_response({})
+
+
+def _membership_action(action: str):
+    async def handler(request: web.Request) -> web.Response:
+        body = await read_json_body(request)
+        hs = _hs(request)
+        await hs.events.get_room(_room_id(request))
+        method = getattr(hs.rooms, action)
+        await method(requester(request).user_id, _room_id(request), _target(body), _optional_reason(body))
+        return json_response({})
+
+    handler.__name__ = action
+    return handler
+
+
+for _action in ("invite", "kick", "ban", "unban"):
+    routes.post(PREFIX + "/rooms/{room_id}/" + _action)(_membership_action(_action))
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+async def _visible_state(request: web.Request) -> StateSnapshot:
+    """The room state the requester may see: the current state if joined, the state
+    when they left if they were a member (spec: GET /state)."""
+    hs = _hs(request)
+    room_id, user_id = _room_id(request), requester(request).user_id
+    room = await hs.events.get_room(room_id)
+    member = await hs.events.state.get_membership(room_id, user_id)
+    if member is not None and member.membership == "join":
+        return await hs.events.state.get_state(room.current_state_group)
+    if member is not None and member.membership in ("leave", "ban"):
+        stored = await hs.events.store.get_event(member.event_id)
+        if stored is not None and stored.state_group is not None:
+            return await hs.events.state.get_state(stored.state_group)
+    raise MatrixError.forbidden(f"You are not a member of {room_id}")
+
+
+@routes.get(PREFIX + "/rooms/{room_id}/state")
+async def get_state(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    snap = await _visible_state(request)
+    pdus = await hs.events.get_pdus(snap.state.values())
+    events = await hs.events.serialize_for_client([pdus[e] for e in snap.state.values() if e in pdus])
+    return json_response(events)
+
+
+@routes.get(PREFIX + "/rooms/{room_id}/state/{event_type}")
+@routes.get(PREFIX + "/rooms/{room_id}/state/{event_type}/{state_key:.*}")
+async def get_state_event(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    snap = await _visible_state(request)
+    key = (request.match_info["event_type"], request.match_info.get("state_key", ""))
+    event_id = snap.state.get(key)
+    if event_id is None:
+        raise MatrixError.not_found(f"No {key[0]} state event with state key {key[1]!r}")
+    stored = await hs.events.store.get_event(event_id)
+    assert stored is not None
+    body = (await hs.events.serialize_for_client([stored]))[0]
+    if request.query.get("format") == "event":
+        return json_response(body)
+    return json_response(body["content"])
+
+
+@routes.get(PREFIX + "/joined_rooms")
+async def joined_rooms(request: web.Request) -> web.Response:
+    rooms = await _hs(request).events.state.get_rooms_for_user(requester(request).user_id)
+    return json_response({"joined_rooms": rooms})
+
+
+@routes.get(PREFIX + "/rooms/{room_id}/members")
+async def members(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    snap = await _visible_state(request)
+    ids = [e for (t, _), e in snap.state.items() if t == "m.room.member"]
+    pdus = await hs.events.get_pdus(ids)
+    wanted, unwanted = request.query.get("membership"), request.query.get("not_membership")
+    chosen = []
+    for e in ids:
+        pdu = pdus.get(e)
+        if pdu is None:
+            continue
+        m = pdu.content.get("membership")
+        if (wanted is None or m == wanted) and (unwanted is None or m != unwanted):
+            chosen.append(pdu)
+    chosen.sort(key=lambda p: p.state_key or "")
+    return json_response({"chunk": await hs.events.serialize_for_client(chosen)})
+
+
+@routes.get(PREFIX + "/rooms/{room_id}/joined_members")
+async def joined_members(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    room_id = _room_id(request)
+    await hs.events.get_room(room_id)
+    me = await hs.events.state.get_membership(room_id, requester(request).user_id)
+    if me is None or me.membership != "join":
+        raise MatrixError.forbidden(f"You are not joined to {room_id}")
+    joined = {}
+    for m in await hs.events.state.get_members(room_id, "join"):
+        entry = {}
+        if m.displayname is not None:
+            entry["display_name"] = m.displayname
+        if m.avatar_url is not None:
+            entry["avatar_url"] = m.avatar_url
+        joined[m.user_id] = entry
+    return json_response({"joined": joined})
+
+
+@routes.get(PREFIX + "/rooms/{room_id}/event/{event_id}")
+async def get_event(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    room_id, user_id = _room_id(request), requester(request).user_id
+    await hs.events.get_room(room_id)
+    stored = await hs.events.store.get_event(request.match_info["event_id"])
+    not_found = MatrixError.not_found("Event not found")
+    if stored is None or stored.pdu.room_id != room_id or stored.outlier or stored.rejected_reason:
+        raise not_found
+    if not await hs.events.filter_visible(user_id, [stored]):
+        raise not_found
+    return json_response((await hs.events.serialize_for_client([stored], requester_device=_device(request)))[0])
+
+
+def _device(request: web.Request) -> tuple[str, str]:
+    who = requester(request)
+    return (who.user_id, who.device_id or "")
+
+
+def parse_token(token: str) -> int:
+    """``s<position>`` (a /sync token may carry more after ``_``) -> position."""
+    head = token.split("_", 1)[0]
+    if not head.startswith("s"):
+        raise MatrixError.invalid_param(f"Invalid pagination token {token!r}")
+    try:
+        return int(head[1:])
+    except ValueError:
+        raise MatrixError.invalid_param(f"Invalid pagination token {token!r}") from None
+
+
+def _filter_strings(f: dict[str, Any], key: str) -> list[str] | None:
+    value = f.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MatrixError.bad_json(f"filter '{key}' must be a list of strings")
+    return value
+
+
+@routes.get(PREFIX + "/rooms/{room_id}/messages")
+async def messages(request: web.Request) -> web.Response:
+    hs = _hs(request)
+    room_id, user_id = _room_id(request), requester(request).user_id
+    room = await hs.events.get_room(room_id)
+    member = await hs.events.state.get_membership(room_id, user_id)
+    if member is None:
+        raise MatrixError.forbidden(f"You are not a member of {room_id}")
+    q = request.query
+    direction = q.get("dir", "b")
+    if direction not in ("b", "f"):
+        raise MatrixError.invalid_param("'dir' must be 'b' or 'f'")
+    backwards = direction == "b"
+    try:
+        limit = int(q.get("limit", "10"))
+    except ValueError:
+        raise MatrixError.invalid_param("'limit' must be an integer") from None
+    limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
+    event_filter: dict[str, Any] = {}
+    if "filter" in q:
+        try:
+            event_filter = json.loads(q["filter"])
+        except ValueError:
+            raise MatrixError(400, Codes.NOT_JSON, "'filter' is not JSON") from None
+        if not isinstance(event_filter, dict):
+            raise MatrixError.bad_json("'filter' must be a JSON object")
+        if isinstance(event_filter.get("limit"), int):
+            limit = max(0, min(event_filter["limit"], MAX_MESSAGES_LIMIT))
+    if q.get("from"):
+        from_pos: int | None = parse_token(q["from"])
+    else:
+        from_pos = room.head_stream_ordering if backwards else None
+    to_pos = parse_token(q["to"]) if q.get("to") else None
+    # A member who left sees nothing after leaving.
+    if member.membership in ("leave", "ban"):
+        if backwards:
+            from_pos = member.stream_ordering if from_pos is None else min(from_pos, member.stream_ordering)
+        else:
+            to_pos = member.stream_ordering if to_pos is None else min(to_pos, member.stream_ordering)
+    found = await hs.events.store.get_room_events(
+        room_id, from_pos=from_pos, backwards=backwards, limit=limit, to_pos=to_pos,
+        types=_filter_strings(event_filter, "types"), not_types=_filter_strings(event_filter, "not_types") or (),
+        senders=_filter_strings(event_filter, "senders"),
+        not_senders=_filter_strings(event_filter, "not_senders") or (),
+    )
+    visible = await hs.events.filter_visible(user_id, found)
+    chunk = await hs.events.serialize_for_client(visible, requester_device=_device(request))
+    start = q.get("from") or f"s{from_pos if from_pos is not None else 0}"
+    body: dict[str, Any] = {"chunk": chunk, "start": start}
+    if found and len(found) == limit:
+        last = found[-1].stream_ordering
+        body["end"] = f"s{last - 1}" if backwards else f"s{last}"
+    if event_filter.get("lazy_load_members"):
+        senders = {e.pdu.sender for e in visible}
+        current = await hs.events.state.get_current_state_ids(room_id)
+        pdus = await hs.events.get_pdus([current[("m.room.member", s)] for s in senders
+                                         if ("m.room.member", s) in current])
+        body["state"] = await hs.events.serialize_for_client(list(pdus.values()))
+    else:
+        body["state"] = []
+    return json_response(body)

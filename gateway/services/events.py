@@ -1,0 +1,385 @@
+"""Creating local events: build -> authorise against current state -> sign -> persist
+with their state, under a per-room lock. Also what clients see of events: the client
+format and history visibility.
+
+Spec:
+- building and signing: https://spec.matrix.org/latest/server-server-api/#pdus and
+  https://spec.matrix.org/latest/server-server-api/#auth-events-selection
+- authorisation: https://spec.matrix.org/latest/rooms/v12/#authorisation-rules (per version)
+- client format: https://spec.matrix.org/latest/client-server-api/#room-event-format
+- visibility: https://spec.matrix.org/latest/client-server-api/#history-visibility
+
+Concurrency: one ``asyncio.Lock`` per room serialises writers in this process; the
+store's conditional head update (``StaleHeadError``) also protects against a writer in
+another process, in which case the batch is built again on the new head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import string
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from federation.auth_rules import (
+    AuthError,
+    auth_types_for_event,
+    check_auth_rules,
+    get_named_level,
+    get_user_power_level,
+    redaction_allowed,
+)
+from federation.canonical_json import encode_canonical_json
+from federation.events import MAX_PDU_SIZE, PDU, InvalidEventError, build_event
+from federation.room_versions import EventFormat, RoomVersion
+from federation.signing import sign_event
+
+from ..http import Codes, MatrixError
+from ..storage.database import IntegrityError
+from ..storage.events import EventStore, EventWrite, RoomRow, StaleHeadError, StoredEvent
+from ..storage.state import StateKey, StateSnapshot, StateStore
+
+log = logging.getLogger(__name__)
+
+#: At most this many forward extremities become the prev_events of a new event.
+MAX_PREV_EVENTS = 10
+_RETRIES = 5
+
+NewEventsListener = Callable[[str, Sequence[int]], None]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """What a local event should say; the pipeline fills in the rest."""
+
+    type: str
+    sender: str
+    content: Mapping[str, Any]
+    state_key: str | None = None
+    redacts: str | None = None
+    #: Extra ``unsigned`` data kept with the stored event (e.g. ``invite_room_state``).
+    unsigned: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SentEvent:
+    pdu: PDU
+    stream_ordering: int
+
+
+class EventsService:
+    def __init__(self, hs):
+        self.hs = hs
+        self.state = StateStore(hs.db)
+        self.store = EventStore(hs.db, self.state)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._pdu_cache: OrderedDict[str, PDU] = OrderedDict()
+        self._listeners: list[NewEventsListener] = []
+
+    # --- hooks and caches ------------------------------------------------------
+
+    def add_new_events_listener(self, listener: NewEventsListener) -> None:
+        """Call ``listener(room_id, stream_orderings)`` after new events are stored
+        (for /sync's notifier and the federation sender)."""
+        self._listeners.append(listener)
+
+    def room_lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[room_id] = lock
+        return lock
+
+    def _remember(self, pdu: PDU) -> None:
+        self._pdu_cache[pdu.event_id] = pdu
+        self._pdu_cache.move_to_end(pdu.event_id)
+        while len(self._pdu_cache) > 10_000:
+            self._pdu_cache.popitem(last=False)
+
+    async def get_pdus(self, event_ids: Iterable[str]) -> dict[str, PDU]:
+        """Events by ID (cached: a PDU never changes)."""
+        out: dict[str, PDU] = {}
+        missing = []
+        for eid in event_ids:
+            pdu = self._pdu_cache.get(eid)
+            if pdu is None:
+                missing.append(eid)
+            else:
+                out[eid] = pdu
+        if missing:
+            for eid, stored in (await self.store.get_events(missing)).items():
+                self._remember(stored.pdu)
+                out[eid] = stored.pdu
+        return out
+
+    # --- reading rooms ---------------------------------------------------------
+
+    async def get_room(self, room_id: str) -> RoomRow:
+        room = await self.store.get_room(room_id)
+        if room is None:
+            raise MatrixError.not_found(f"Unknown room {room_id}")
+        return room
+
+    async def get_state_events(self, state: Mapping[StateKey, str]) -> dict[StateKey, PDU]:
+        pdus = await self.get_pdus(state.values())
+        return {k: pdus[e] for k, e in state.items() if e in pdus}
+
+    # --- creating events -------------------------------------------------------
+
+    async def send_event(self, room_id: str, spec: EventSpec, *, txn: tuple[str, str, str] | None = None) -> SentEvent:
+        """Create, authorise, sign and store one event; idempotent for a ``txn``
+        (user_id, device_id, txn_id). ``M_FORBIDDEN`` with the auth rule's reason."""
+        if txn is not None:
+            known = await self.store.get_txn_event_id(*txn)
+            if known is not None:
+                return await self._already_sent(known)
+        try:
+            return (await self.send_events(room_id, [spec], txn=txn))[0]
+        except IntegrityError:
+            if txn is not None:  # the same transaction ID raced with itself
+                known = await self.store.get_txn_event_id(*txn)
+                if known is not None:
+                    return await self._already_sent(known)
+            raise
+
+    async def _already_sent(self, event_id: str) -> SentEvent:
+        stored = await self.store.get_event(event_id)
+        assert stored is not None
+        return SentEvent(stored.pdu, stored.stream_ordering)
+
+    async def send_events(
+        self, room_id: str, specs: Sequence[EventSpec], *, txn: tuple[str, str, str] | None = None
+    ) -> list[SentEvent]:
+        """Append events to a room's timeline, in order, in one transaction."""
+        async with self.room_lock(room_id):
+            for _ in range(_RETRIES):
+                room = await self.get_room(room_id)
+                state = await self.state.get_state(room.current_state_group)
+                prev_ids = await self.store.get_forward_extremities(room_id)
+                depths = await self.store.get_depths(prev_ids)
+                prev_ids = sorted(prev_ids, key=lambda e: -depths.get(e, 0))[:MAX_PREV_EVENTS]
+                depth = max((depths.get(e, 0) for e in prev_ids), default=0)
+                writes = await self._build_chain(room.room_id, room.room_version, specs, state, prev_ids, depth)
+                if txn is not None:
+                    writes[-1].txn = txn
+                try:
+                    result = await self.store.persist_events(
+                        room_id, writes, state_before=state, expected_head=room.head_stream_ordering,
+                        received_ts=self.hs.clock_ms(),
+                    )
+                except StaleHeadError:
+                    log.info("room %s moved on while we built an event; building again", room_id)
+                    continue
+                return self._after_persist(room_id, writes, result.stream_orderings)
+        raise MatrixError(503, Codes.UNKNOWN, "The room is too busy; try again")
+
+    async def create_room(
+        self, room_version: RoomVersion, specs: Sequence[EventSpec], *, creator: str, is_public: bool,
+        room_id: str | None,
+    ) -> tuple[str, list[SentEvent]]:
+        """Build and store a new room's first events (``specs[0]`` is the create event).
+        ``room_id`` is None for rooms v12+ (it comes from the create event)."""
+        writes = await self._build_chain(room_id, room_version, specs, StateSnapshot(None, 0, {}), [], 0)
+        real_room_id = writes[0].pdu.room_id
+        async with self.room_lock(real_room_id):
+            result = await self.store.create_room_and_persist(
+                room_id=real_room_id, room_version=room_version, creator=creator,
+                created_ts=self.hs.clock_ms(), is_public=is_public, writes=writes,
+            )
+        return real_room_id, self._after_persist(real_room_id, writes, result.stream_orderings)
+
+    def _after_persist(self, room_id: str, writes: Sequence[EventWrite], positions: Sequence[int]) -> list[SentEvent]:
+        for w in writes:
+            self._remember(w.pdu)
+        for listener in self._listeners:
+            try:
+                listener(room_id, positions)
+            except Exception:
+                log.exception("new-events listener failed")
+        return [SentEvent(w.pdu, p) for w, p in zip(writes, positions)]
+
+    async def _build_chain(
+        self,
+        room_id: str | None,
+        rv: RoomVersion,
+        specs: Sequence[EventSpec],
+        state: StateSnapshot,
+        prev_ids: list[str],
+        depth: int,
+    ) -> list[EventWrite]:
+        """Build, sign and authorise each event on top of the one before."""
+        current: dict[StateKey, str] = dict(state.state)
+        known: dict[str, PDU] = await self.get_pdus(_auth_relevant(current, specs))
+        writes: list[EventWrite] = []
+        for spec in specs:
+            pdu = self._build_one(rv, room_id, spec, current, prev_ids, depth)
+            room_id = pdu.room_id
+            auth_map = await self._auth_map(rv, pdu, current, known)
+            try:
+                check_auth_rules(rv, pdu, auth_map)
+            except AuthError as e:
+                raise MatrixError.forbidden(str(e)) from None
+            redaction_target = await self._check_redaction(rv, pdu, auth_map)
+            delta: dict[StateKey, str] = {}
+            if pdu.state_key is not None:
+                delta[(pdu.type, pdu.state_key)] = pdu.event_id
+                current[(pdu.type, pdu.state_key)] = pdu.event_id
+            known[pdu.event_id] = pdu
+            writes.append(EventWrite(pdu, state_delta=delta, redaction_applies_to=redaction_target))
+            prev_ids, depth = [pdu.event_id], pdu.depth
+        return writes
+
+    def _build_one(
+        self, rv: RoomVersion, room_id: str | None, spec: EventSpec, current: Mapping[StateKey, str],
+        prev_ids: Sequence[str], depth: int,
+    ) -> PDU:
+        auth_keys = auth_types_for_event(rv, spec.type, spec.sender, spec.state_key, spec.content)
+        auth_ids = [current[k] for k in sorted(auth_keys) if k in current]
+        event_id = None
+        if rv.event_format is EventFormat.V1:
+            rand = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
+            event_id = f"${rand}:{self.hs.server_name}"
+        try:
+            pdu_json = build_event(
+                rv, type=spec.type, sender=spec.sender, room_id=room_id, content=dict(spec.content),
+                prev_event_ids=prev_ids, auth_event_ids=auth_ids, depth=depth + 1,
+                origin_server_ts=self.hs.clock_ms(), state_key=spec.state_key, redacts=spec.redacts,
+                origin=self.hs.server_name, event_id=event_id,
+            )
+            signed = sign_event(pdu_json, self.hs.server_name, self.hs.signing_key, room_version=rv)
+            if spec.unsigned:
+                signed["unsigned"] = dict(spec.unsigned)
+            size = len(encode_canonical_json(signed))
+            if size > MAX_PDU_SIZE:
+                raise MatrixError(413, Codes.TOO_LARGE, f"Event is {size} bytes; the limit is {MAX_PDU_SIZE}")
+            return PDU.from_pdu_json(signed, rv)
+        except InvalidEventError as e:
+            raise MatrixError.bad_json(f"Invalid event: {e}") from None
+        except ValueError as e:  # canonical JSON rules (e.g. integers out of range)
+            raise MatrixError.bad_json(f"Invalid event content: {e}") from None
+
+    async def _auth_map(
+        self, rv: RoomVersion, pdu: PDU, current: Mapping[StateKey, str], known: dict[str, PDU]
+    ) -> dict[StateKey, PDU]:
+        keys = auth_types_for_event(rv, pdu.type, pdu.sender, pdu.state_key, pdu.content)
+        keys.add(("m.room.create", ""))
+        ids = {k: current[k] for k in keys if k in current}
+        missing = [e for e in ids.values() if e not in known]
+        if missing:
+            known.update(await self.get_pdus(missing))
+        return {k: known[e] for k, e in ids.items() if e in known}
+
+    async def _check_redaction(self, rv: RoomVersion, pdu: PDU, auth_map: Mapping[StateKey, PDU]) -> str | None:
+        """For a redaction: the event it applies to, or M_FORBIDDEN if the sender may not
+        redact it. Redactions of unknown events are stored and applied to nothing."""
+        if pdu.type != "m.room.redaction" or pdu.redacts is None:
+            return None
+        target = (await self.get_pdus([pdu.redacts])).get(pdu.redacts)
+        if target is None or target.room_id != pdu.room_id:
+            return None
+        # Clients: anyone may redact their own events; others' need the redact level.
+        # https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3roomsroomidredacteventidtxnid
+        if target.sender != pdu.sender:
+            pl = auth_map.get(("m.room.power_levels", ""))
+            content = pl.content if pl is not None else None
+            level = get_user_power_level(pdu.sender, content, auth_map.get(("m.room.create", "")), rv)
+            if level < get_named_level("redact", content, rv):
+                raise MatrixError.forbidden("You need the 'redact' power level to redact other users' events")
+        if not redaction_allowed(rv, pdu, target, auth_map):
+            raise MatrixError.forbidden("You do not have permission to redact this event")
+        return target.event_id
+
+    # --- what clients see ------------------------------------------------------
+
+    async def serialize_for_client(
+        self, events: Sequence[StoredEvent | PDU], *, requester_device: tuple[str, str | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The client format of events, with redactions applied, ``unsigned.age``,
+        ``prev_content`` for state events and ``transaction_id`` for the sending device."""
+        stored = [e for e in events if isinstance(e, StoredEvent)]
+        pdus = [e.pdu if isinstance(e, StoredEvent) else e for e in events]
+        ids = [p.event_id for p in pdus]
+        redactions = await self.store.get_redactions_for(ids)
+        replaces = {s.event_id: s.replaces_state for s in stored if s.replaces_state}
+        related = await self.get_pdus(list(redactions.values()) + list(replaces.values()))
+        txns = await self.store.get_txn_ids_for_events(ids) if requester_device else {}
+        now = self.hs.clock_ms()
+        out = []
+        for pdu in pdus:
+            red = related.get(redactions.get(pdu.event_id, ""))
+            if red is not None:
+                pdu = pdu.redacted(client_event(red, now))
+            body = client_event(pdu, now)
+            prev = related.get(replaces.get(pdu.event_id, ""))
+            if prev is not None:
+                body["unsigned"]["prev_content"] = prev.content
+                body["unsigned"]["replaces_state"] = prev.event_id
+            sent = txns.get(pdu.event_id)
+            if sent is not None and requester_device is not None and sent[:2] == requester_device:
+                body["unsigned"]["transaction_id"] = sent[2]
+            out.append(body)
+        return out
+
+    async def filter_visible(self, user_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """The events ``user_id`` may see, by the history visibility and the user's
+        membership at each event (state after the event); a user always sees their own
+        membership events."""
+        groups = {e.state_group for e in events if e.state_group is not None}
+        verdicts: dict[int, tuple[str, str | None]] = {}
+        for g in groups:
+            snap = await self.state.get_state(g)
+            hv_id = snap.state.get(("m.room.history_visibility", ""))
+            mem_id = snap.state.get(("m.room.member", user_id))
+            pdus = await self.get_pdus([i for i in (hv_id, mem_id) if i])
+            hv = pdus[hv_id].content.get("history_visibility") if hv_id in pdus else None
+            mem = pdus[mem_id].content.get("membership") if mem_id in pdus else None
+            verdicts[g] = (hv if isinstance(hv, str) else "shared", mem if isinstance(mem, str) else None)
+        room_ids = {e.pdu.room_id for e in events}
+        current_membership = {}
+        for r in room_ids:
+            row = await self.state.get_membership(r, user_id)
+            current_membership[r] = row.membership if row else None
+        out = []
+        for e in events:
+            if e.pdu.type == "m.room.member" and e.pdu.state_key == user_id:
+                out.append(e)
+                continue
+            if e.state_group is None:
+                continue
+            hv, mem = verdicts[e.state_group]
+            if (hv == "world_readable" or mem == "join"
+                    or (hv == "shared" and current_membership.get(e.pdu.room_id) == "join")
+                    or (hv == "invited" and mem == "invite")):
+                out.append(e)
+        return out
+
+
+def _auth_relevant(current: Mapping[StateKey, str], specs: Sequence[EventSpec]) -> set[str]:
+    """The state events an event batch can need for auth (not every member of a big room)."""
+    wanted = {"m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.third_party_invite"}
+    users = {s.sender for s in specs} | {s.state_key for s in specs if s.type == "m.room.member" and s.state_key}
+    return {e for (t, sk), e in current.items() if t in wanted or (t == "m.room.member" and sk in users)}
+
+
+def client_event(pdu: PDU, now_ms: int) -> dict[str, Any]:
+    """The client-server format of an event (ClientEvent)."""
+    body: dict[str, Any] = {
+        "content": pdu.content,
+        "event_id": pdu.event_id,
+        "origin_server_ts": pdu.origin_server_ts,
+        "room_id": pdu.room_id,
+        "sender": pdu.sender,
+        "type": pdu.type,
+        "unsigned": {k: v for k, v in pdu.unsigned.items() if k != "age_ts"},
+    }
+    body["unsigned"]["age"] = max(0, now_ms - pdu.origin_server_ts)
+    if pdu.state_key is not None:
+        body["state_key"] = pdu.state_key
+    if pdu.redacts is not None:
+        body["redacts"] = pdu.redacts  # also top-level for clients of rooms 11+
+    return body

@@ -1,0 +1,253 @@
+"""Creating rooms and changing memberships (local rooms).
+
+Spec:
+- createRoom: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3createroom
+- memberships: https://spec.matrix.org/latest/client-server-api/#room-membership
+- room v12 creators: https://spec.matrix.org/latest/rooms/v12/
+- stripped state for invites:
+  https://spec.matrix.org/latest/client-server-api/#stripped-state
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from federation.ids import is_valid_user_id
+from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
+
+from ..http import Codes, MatrixError
+from ..storage.profiles import ProfileStore
+from ..storage.users import UserStore
+from .events import EventSpec, SentEvent
+
+PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
+
+#: Power level of the creator (rooms 1-11) and of trusted_private_chat invitees.
+CREATOR_LEVEL = 100
+
+#: Events whose state clients get in an invite (the create event first, as v12 wants).
+STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+                        "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
+
+
+def _preset_state(preset: str) -> dict[tuple[str, str], dict[str, Any]]:
+    public = preset == "public_chat"
+    state = {
+        ("m.room.join_rules", ""): {"join_rule": "public" if public else "invite"},
+        ("m.room.history_visibility", ""): {"history_visibility": "shared"},
+    }
+    state[("m.room.guest_access", "")] = {"guest_access": "forbidden" if public else "can_join"}
+    return state
+
+
+def default_power_levels(
+    rv: RoomVersion, creator: str, preset: str, invitees: Sequence[str]
+) -> dict[str, Any]:
+    """The power levels a new room starts with (before ``power_level_content_override``).
+
+    Rooms 12+: creators have unlimited power and must not be listed in ``users``; the
+    tombstone level is above ``state_default`` so that upgrading stays with creators
+    and admins (150 as deployed servers do).
+    """
+    users: dict[str, int] = {}
+    if not rv.privileged_creators:
+        users[creator] = CREATOR_LEVEL
+        if preset == "trusted_private_chat":
+            for u in invitees:
+                users[u] = CREATOR_LEVEL
+    return {
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": 150 if rv.privileged_creators else 100,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": 50 if preset == "public_chat" else 0,
+        "notifications": {"room": 50},
+    }
+
+
+def _random_room_id(server_name: str) -> str:
+    opaque = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
+    return f"!{opaque}:{server_name}"
+
+
+class RoomsService:
+    def __init__(self, hs):
+        self.hs = hs
+        self.events = hs.events
+        self.profiles = ProfileStore(hs.db)
+        self.users = UserStore(hs.db)
+
+    # --- createRoom ------------------------------------------------------------
+
+    async def create_room(self, user_id: str, body: Mapping[str, Any]) -> str:
+        """Create a room as ``user_id`` from a createRoom request body; returns its ID."""
+        version_id = body.get("room_version", self.hs.config.default_room_version)
+        if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
+            raise MatrixError(400, Codes.UNSUPPORTED_ROOM_VERSION, f"Room version {version_id!r} is not supported")
+        rv = get_room_version(version_id)
+        visibility = body.get("visibility", "private")
+        if visibility not in ("public", "private"):
+            raise MatrixError.bad_json("'visibility' must be 'public' or 'private'")
+        preset = body.get("preset", "public_chat" if visibility == "public" else "private_chat")
+        if preset not in PRESETS:
+            raise MatrixError.bad_json(f"'preset' must be one of {', '.join(PRESETS)}")
+        invitees = body.get("invite", [])
+        if not isinstance(invitees, list) or not all(isinstance(u, str) and is_valid_user_id(u) for u in invitees):
+            raise MatrixError.bad_json("'invite' must be a list of user IDs")
+        invitees = list(dict.fromkeys(u for u in invitees if u != user_id))
+        for u in invitees:
+            await self._check_local_user(u)
+        creation_content = _object(body, "creation_content")
+        pl_override = _object(body, "power_level_content_override")
+        initial_state = body.get("initial_state", [])
+        if not isinstance(initial_state, list):
+            raise MatrixError.bad_json("'initial_state' must be a list")
+        for key in ("name", "topic"):
+            if key in body and not isinstance(body[key], str):
+                raise MatrixError.bad_json(f"'{key}' must be a string")
+        is_direct = body.get("is_direct", False)
+        if not isinstance(is_direct, bool):
+            raise MatrixError.bad_json("'is_direct' must be a boolean")
+
+        create_content: dict[str, Any] = {k: v for k, v in creation_content.items() if k != "room_version"}
+        create_content["room_version"] = rv.identifier
+        if not rv.implicit_room_creator:
+            create_content["creator"] = user_id
+        else:
+            create_content.pop("creator", None)
+        if rv.privileged_creators and preset == "trusted_private_chat" and invitees:
+            extra = create_content.get("additional_creators", [])
+            if not isinstance(extra, list):
+                raise MatrixError.bad_json("'creation_content.additional_creators' must be a list")
+            create_content["additional_creators"] = list(dict.fromkeys([*extra, *invitees]))
+
+        specs = [
+            EventSpec("m.room.create", user_id, create_content, ""),
+            EventSpec("m.room.member", user_id, await self._join_content(user_id), user_id),
+        ]
+        state: dict[tuple[str, str], dict[str, Any]] = {}
+        power_levels = default_power_levels(rv, user_id, preset, invitees)
+        power_levels.update(pl_override)
+        state[("m.room.power_levels", "")] = power_levels
+        state.update(_preset_state(preset))
+        for item in initial_state:
+            if not isinstance(item, dict) or not isinstance(item.get("type"), str) \
+                    or not isinstance(item.get("content"), dict) or not isinstance(item.get("state_key", ""), str):
+                raise MatrixError.bad_json("each 'initial_state' entry needs a 'type', a 'content' object"
+                                           " and an optional string 'state_key'")
+            if item["type"] in ("m.room.create", "m.room.member"):
+                raise MatrixError.bad_json(f"'initial_state' may not contain {item['type']} events")
+            state[(item["type"], item.get("state_key", ""))] = item["content"]
+        if "name" in body:
+            state[("m.room.name", "")] = {"name": body["name"]}
+        if "topic" in body:
+            state[("m.room.topic", "")] = {"topic": body["topic"]}
+        # The power levels go first so that the creator may send the rest.
+        specs.append(EventSpec("m.room.power_levels", user_id, state.pop(("m.room.power_levels", "")), ""))
+        specs += [EventSpec(t, user_id, c, sk) for (t, sk), c in state.items()]
+
+        room_id = None if rv.room_id_from_create_event else _random_room_id(self.hs.server_name)
+        room_id, sent = await self.events.create_room(rv, specs, creator=user_id, is_public=visibility == "public",
+                                                      room_id=room_id)
+        for invitee in invitees:
+            content: dict[str, Any] = {"membership": "invite"}
+            if is_direct:
+                content["is_direct"] = True
+            await self._send_invite(room_id, user_id, invitee, content)
+        return room_id
+
+    # --- memberships -----------------------------------------------------------
+
+    async def join(self, user_id: str, room_id: str) -> SentEvent:
+        await self.events.get_room(room_id)
+        return await self._member(room_id, user_id, user_id, await self._join_content(user_id))
+
+    async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> SentEvent:
+        return await self._member(room_id, user_id, user_id, _with_reason({"membership": "leave"}, reason))
+
+    async def invite(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:
+        await self.events.get_room(room_id)
+        await self._check_local_user(target)
+        return await self._send_invite(room_id, user_id, target, _with_reason({"membership": "invite"}, reason))
+
+    async def kick(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:
+        current = await self.events.state.get_membership(room_id, target)
+        if current is None or current.membership not in ("join", "invite", "knock"):
+            raise MatrixError.forbidden(f"{target} is not in the room")
+        return await self._member(room_id, user_id, target, _with_reason({"membership": "leave"}, reason))
+
+    async def ban(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:
+        return await self._member(room_id, user_id, target, _with_reason({"membership": "ban"}, reason))
+
+    async def unban(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:
+        current = await self.events.state.get_membership(room_id, target)
+        if current is None or current.membership != "ban":
+            raise MatrixError.forbidden(f"{target} is not banned")
+        return await self._member(room_id, user_id, target, _with_reason({"membership": "leave"}, reason))
+
+    async def _member(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> SentEvent:
+        return await self.events.send_event(room_id, EventSpec("m.room.member", sender, content, target))
+
+    async def _send_invite(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> SentEvent:
+        stripped = await self.stripped_state(room_id, sender)
+        return await self.events.send_event(
+            room_id, EventSpec("m.room.member", sender, content, target, unsigned={"invite_room_state": stripped})
+        )
+
+    async def stripped_state(self, room_id: str, sender: str) -> list[dict[str, Any]]:
+        """Stripped state events for an invite (the create event included, as rooms v12 need),
+        with the inviter's membership."""
+        current = await self.events.state.get_current_state_ids(room_id)
+        keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [("m.room.member", sender)]
+        pdus = await self.events.get_pdus([current[k] for k in keys if k in current])
+        out = []
+        for k in keys:
+            pdu = pdus.get(current.get(k, ""))
+            if pdu is not None:
+                out.append({"type": pdu.type, "state_key": pdu.state_key, "content": pdu.content,
+                            "sender": pdu.sender})
+        return out
+
+    async def _join_content(self, user_id: str) -> dict[str, Any]:
+        profile = await self.profiles.get_profile(user_id) or {}
+        return {"membership": "join", **profile}
+
+    async def _check_local_user(self, user_id: str) -> None:
+        if not is_valid_user_id(user_id):
+            raise MatrixError.bad_json(f"{user_id!r} is not a user ID")
+        if not user_id.endswith(":" + self.hs.server_name):
+            raise MatrixError.forbidden("Inviting users on other servers is not available yet")
+        user = await self.users.get_user(user_id)
+        if user is None or user.deactivated:
+            raise MatrixError.not_found(f"Unknown user {user_id}")
+
+
+def _object(body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MatrixError.bad_json(f"'{key}' must be an object")
+    return value
+
+
+def _with_reason(content: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    if reason is not None:
+        content["reason"] = reason
+    return content
