@@ -78,7 +78,7 @@ def map_username_to_mxid_localpart(username: str, case_sensitive: bool = False) 
         ch = chr(byte)
         if ch in _ALLOWED:
             out.append(ch)
-        elif ch.isupper():  # case_sensitive: upper case letters are escaped as _x
+        elif "A" <= ch <= "Z":  # case_sensitive: upper case letters are escaped as _x
             out.append("_" + ch.lower())
         else:
             out.append(f"={byte:02x}")
