@@ -84,6 +84,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- check-templates ------------------------------------------------------------------
+
+
+def cmd_check_templates(args: argparse.Namespace) -> int:
+    """Render every page template (custom directory first, then ours) with sample data."""
+    from sso.pages import SAMPLE_CONTEXTS, build_environment, check_templates
+
+    try:
+        config = load_config(args.config_path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    env = build_environment(config.custom_template_directory, public_baseurl=config.public_baseurl)
+    errors = check_templates(env)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    where = config.custom_template_directory or "the default templates"
+    if errors:
+        print(f"{len(errors)} of {len(SAMPLE_CONTEXTS)} templates failed ({where})", file=sys.stderr)
+        return 1
+    print(f"{len(SAMPLE_CONTEXTS)} templates render (custom directory: {where})")
+    return 0
+
+
 # --- run ------------------------------------------------------------------------------
 
 
@@ -288,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file and print problems")
     c.add_argument("--config-path", "-c", required=True)
     c.set_defaults(func=cmd_check_config)
+
+    t = sub.add_parser("check-templates", help="render every SSO page template with sample data")
+    t.add_argument("-c", "--config-path", required=True)
+    t.set_defaults(func=cmd_check_templates)
 
     f = sub.add_parser("federation-test", help="check a server's federation setup (no config needed)")
     f.add_argument("server_name")
