@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import string
 import weakref
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 
 #: At most this many forward extremities become the prev_events of a new event.
 MAX_PREV_EVENTS = 10
-_RETRIES = 5
+#: Attempts when another writer (another process) moved the room's head meanwhile.
+_RETRIES = 100
 
 NewEventsListener = Callable[[str, Sequence[int]], None]
 
@@ -157,7 +159,7 @@ class EventsService:
     ) -> list[SentEvent]:
         """Append events to a room's timeline, in order, in one transaction."""
         async with self.room_lock(room_id):
-            for _ in range(_RETRIES):
+            for attempt in range(_RETRIES):
                 room = await self.get_room(room_id)
                 state = await self.state.get_state(room.current_state_group)
                 prev_ids = await self.store.get_forward_extremities(room_id)
@@ -174,6 +176,7 @@ class EventsService:
                     )
                 except StaleHeadError:
                     log.info("room %s moved on while we built an event; building again", room_id)
+                    await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # spread the writers
                     continue
                 return self._after_persist(room_id, writes, result.stream_orderings)
         raise MatrixError(503, Codes.UNKNOWN, "The room is too busy; try again")

@@ -1,0 +1,119 @@
+"""The local event pipeline: auth events, concurrency (no forks, no lost events),
+idempotent transaction IDs, state persisted with events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from federation.auth_rules import auth_types_for_event
+from federation.signing import verify_event_signatures
+from gateway.http import MatrixError
+from gateway.services.events import EventSpec, EventsService
+
+from .conftest import make_user
+
+
+async def new_room(hs, version="12", **body) -> tuple[str, str]:
+    alice = await make_user(hs, "alice")
+    room_id = await hs.rooms.create_room(alice, {"room_version": version, "preset": "public_chat", **body})
+    return alice, room_id
+
+
+async def timeline(hs, room_id):
+    events = await hs.events.store.get_room_events(room_id, from_pos=None, backwards=False, limit=10_000)
+    return [e.pdu for e in events]
+
+
+def assert_linear(pdus):
+    for before, after in zip(pdus, pdus[1:]):
+        assert after.prev_event_ids == (before.event_id,), (before, after)
+        assert after.depth == before.depth + 1
+
+
+@pytest.mark.parametrize("version", ["12", "11", "3", "1"])
+async def test_created_room_is_a_signed_linear_chain_with_selected_auth_events(hs, version):
+    alice, room_id = await new_room(hs, version, name="n")
+    pdus = await timeline(hs, room_id)
+    assert [p.type for p in pdus[:3]] == ["m.room.create", "m.room.member", "m.room.power_levels"]
+    assert_linear(pdus)
+    state: dict = {}
+    for pdu in pdus:
+        wanted = auth_types_for_event(pdu.room_version, pdu.type, pdu.sender, pdu.state_key, pdu.content)
+        assert set(pdu.auth_event_ids) == {state[k] for k in wanted if k in state}
+        if version == "12":
+            assert pdus[0].event_id not in pdu.auth_event_ids
+        assert "hs.test" in pdu.signatures
+        state[(pdu.type, pdu.state_key)] = pdu.event_id
+    key = hs.signing_key
+    for pdu in pdus:
+        verify_event_signatures(pdu.get_pdu_json(), pdu.room_version, lambda s, k: key.verify_key if (s, k) == ("hs.test", key.key_id) else None)
+    assert await hs.events.state.get_current_state_ids(room_id) == state
+
+
+async def test_fifty_concurrent_sends_make_one_linear_dag(hs):
+    alice, room_id = await new_room(hs)
+    before = len(await timeline(hs, room_id))
+    seen: list = []
+    hs.events.add_new_events_listener(lambda room, positions: seen.extend(positions))
+    sends = [hs.events.send_event(room_id, EventSpec("m.room.message", alice, {"body": str(i), "msgtype": "m.text"}))
+             for i in range(50)]
+    results = await asyncio.gather(*sends)
+    pdus = await timeline(hs, room_id)
+    assert len(pdus) == before + 50
+    assert {p.content.get("body") for p in pdus[before:]} == {str(i) for i in range(50)}
+    assert_linear(pdus)
+    assert await hs.events.store.get_forward_extremities(room_id) == [pdus[-1].event_id]
+    assert sorted(seen) == sorted(r.stream_ordering for r in results) and len(set(seen)) == 50
+
+
+async def test_two_writers_without_a_shared_lock_do_not_fork(hs):
+    """Two pipelines over one database (as two processes would be): the head check
+    makes the loser build again on top of the winner."""
+    alice, room_id = await new_room(hs)
+    other = EventsService(hs)
+    assert other.room_lock(room_id) is not hs.events.room_lock(room_id)
+    sends = []
+    for i in range(20):
+        service = hs.events if i % 2 else other
+        sends.append(service.send_event(room_id, EventSpec("m.room.message", alice, {"body": str(i)})))
+    await asyncio.gather(*sends)
+    pdus = await timeline(hs, room_id)
+    assert sum(p.type == "m.room.message" for p in pdus) == 20
+    assert_linear(pdus)
+    assert len(await hs.events.store.get_forward_extremities(room_id)) == 1
+
+
+async def test_concurrent_same_transaction_id_gives_one_event(hs):
+    alice, room_id = await new_room(hs)
+    txn = (alice, "DEV", "same")
+    spec = EventSpec("m.room.message", alice, {"body": "once"})
+    results = await asyncio.gather(*[hs.events.send_event(room_id, spec, txn=txn) for _ in range(5)])
+    assert len({r.pdu.event_id for r in results}) == 1
+    assert sum(p.content.get("body") == "once" for p in await timeline(hs, room_id)) == 1
+
+
+async def test_forbidden_events_are_not_stored(hs):
+    alice, room_id = await new_room(hs)
+    mallory = await make_user(hs, "mallory")
+    before = await timeline(hs, room_id)
+    with pytest.raises(MatrixError) as e:
+        await hs.events.send_event(room_id, EventSpec("m.room.message", mallory, {"body": "x"}))
+    assert e.value.errcode == "M_FORBIDDEN" and "not joined" in e.value.error
+    assert await timeline(hs, room_id) == before
+
+
+async def test_state_survives_a_restart_of_the_service(hs):
+    alice, room_id = await new_room(hs, "11")
+    bob = await make_user(hs, "bob")
+    await hs.rooms.join(bob, room_id)
+    await hs.events.send_event(room_id, EventSpec("m.room.topic", alice, {"topic": "t"}, ""))
+    fresh = EventsService(hs)  # empty caches, as after a restart
+    room = await fresh.get_room(room_id)
+    snap = await fresh.state.get_state(room.current_state_group)
+    assert dict(snap.state) == await hs.events.state.get_current_state_ids(room_id)
+    assert snap.state[("m.room.member", bob)]
+    assert [m.user_id for m in await fresh.state.get_members(room_id, "join")] == [alice, bob]
+    sent = await fresh.send_event(room_id, EventSpec("m.room.message", bob, {"body": "after restart"}))
+    assert sent.pdu.prev_event_ids == ((await timeline(hs, room_id))[-2].event_id,)
