@@ -249,3 +249,27 @@ async def test_errors(client, alice, bob):
     assert (resp.status, (await resp.json())["errcode"]) == (401, "M_MISSING_TOKEN")
     status, err = await post(client, alice, f"/rooms/{room_id}/invite", {"user_id": "@ghost:hs.test"})
     assert (status, err["errcode"]) == (404, "M_NOT_FOUND")
+
+
+@pytest.mark.parametrize("version", ["12", "11"])
+async def test_nio_create_send_and_read_messages(client, version):
+    """A real client library (matrix-nio): create a room, send, read it back with /messages."""
+    import nio
+
+    url = str(client.make_url("/")).rstrip("/")
+    alice = nio.AsyncClient(url, "alice")
+    try:
+        assert isinstance(await alice.register("alice", "wonderland-pass"), nio.RegisterResponse)
+        created = await alice.room_create(name="nio room", room_version=version, preset=nio.RoomPreset.private_chat)
+        assert isinstance(created, nio.RoomCreateResponse), created
+        if version == "12":
+            assert ":" not in created.room_id
+        sent = await alice.room_send(created.room_id, "m.room.message", {"msgtype": "m.text", "body": "hello nio"})
+        assert isinstance(sent, nio.RoomSendResponse), sent
+        history = await alice.room_messages(created.room_id, start="", limit=20)
+        assert isinstance(history, nio.RoomMessagesResponse), history
+        texts = [e for e in history.chunk if isinstance(e, nio.RoomMessageText)]
+        assert [(e.body, e.event_id, e.sender) for e in texts] == [("hello nio", sent.event_id, "@alice:hs.test")]
+        assert any(isinstance(e, nio.RoomNameEvent) and e.name == "nio room" for e in history.chunk)
+    finally:
+        await alice.close()
