@@ -111,7 +111,8 @@ class SsoHandler:
         })
 
     def error_page(self, e: SsoError) -> web.Response:
-        return self.render("sso_error.html", e.status, error=e.error, error_description=e.description)
+        return self.render("sso_error.html", e.status, error=e.error, error_description=e.description,
+                           server_name=self.hs.server_name)
 
     def set_cookie(self, resp: web.StreamResponse, name: str, value: str, path: str, max_age: int) -> None:
         resp.set_cookie(name, value, path=path, max_age=max_age, httponly=True, secure=self.secure_cookies,

@@ -122,6 +122,14 @@ async def test_new_user_picks_username_then_client_logs_in(tmp_path):
         await page2.wait_for_selector("#whoami:not(:empty)")
         assert await page2.inner_text("#whoami") == f"@alice.wonder:{gw.server_name}"
 
+        # Our other pages, for the screenshots: the IdP picker and an error.
+        await page.goto(f"{gw.client_url}/_synapse/client/pick_idp?redirectUrl={client_url}")
+        assert await page.locator("#idp-oidc-e2e").count() == 1
+        await page.screenshot(path=screenshot_path("sso-idp-picker"), full_page=True)
+        await page.goto(f"{gw.client_url}/_synapse/client/oidc/callback?state=forged&code=x")
+        assert await page.inner_text("#error-code") == "unknown_session"
+        await page.screenshot(path=screenshot_path("sso-error"), full_page=True)
+
 
 async def test_unlisted_client_gets_confirmation_page_and_custom_template(tmp_path):
     custom = tmp_path / "custom"
