@@ -66,5 +66,6 @@ async def x_matrix_middleware(request: web.Request, handler) -> web.StreamRespon
             last_error = str(e)
             continue
         request[ORIGIN] = auth.origin
+        hs.keyring.reset_backoff(auth.origin)  # it is up: its keys may be fetched again
         return await handler(request)
     raise _unauthorized(f"Invalid X-Matrix signature: {last_error}")

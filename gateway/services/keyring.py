@@ -1,135 +1,192 @@
-"""Fetching and caching other servers' signing keys: through the configured notaries
-(``trusted_key_servers``) first, then directly from the server.
+"""Other servers' signing keys: a database-backed cache in front of the fetchers
+(``trusted_key_servers`` first, then the server itself).
 
-Our own keys are never fetched over the network. Concurrent requests for the same
-server share one fetch; a server that just failed is not asked again for a minute.
+- Our own keys (current and ``old_signing_keys``) are never fetched over the network.
+- A cached key is used while its validity (the lesser of ``valid_until_ts`` and seven
+  days after we fetched it) covers what is asked; otherwise it is fetched again.
+- Concurrent fetches for the same server are shared, failing servers backed off
+  (``federation.net.key_fetchers``).
+
+Spec: https://spec.matrix.org/latest/server-server-api/#retrieving-server-keys
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+from typing import Any, Iterable, Mapping, Sequence
 
 import nacl.signing
 
-from federation.keyring import KeyResponseError, parse_key_response
-from federation.net.client import FederationRequestError
-from federation.signing import decode_verify_key
+from federation.keyring import (
+    KeyFetcher,
+    KeyRequest,
+    ServerKey,
+    ServerKeyResponse,
+    key_requests_for_event,
+    merge_key_requests,
+)
+from federation.net.key_fetchers import (
+    Backoff,
+    ChainedKeyFetcher,
+    CoalescingKeyFetcher,
+    DirectKeyFetcher,
+    Notary,
+    NotaryKeyFetcher,
+)
+from federation.room_versions import RoomVersion
+from federation.signing import MAX_KEY_VALIDITY_MS, SignatureError, encode_verify_key, verify_event_signatures
 
 from ..server import HomeServer
 from ..storage.keys import ServerKeyStore
 
 log = logging.getLogger(__name__)
 
-FAILURE_BACKOFF_S = 60.0
+#: Our own current key never expires for us.
+_FOREVER = 2**62
 
 
 class KeyRing:
-    def __init__(self, hs: HomeServer):
+    def __init__(self, hs: HomeServer, *, fetcher: KeyFetcher | None = None,
+                 direct_fetcher: KeyFetcher | None = None, backoff: Backoff | None = None):
+        """``fetcher`` (notaries, then direct) and ``direct_fetcher`` (for our notary
+        duty) default to the network ones built from the config."""
         self.hs = hs
         self.store = ServerKeyStore(hs.db)
-        self._inflight: dict[str, asyncio.Future] = {}
-        self._failed: dict[str, float] = {}
+        self.backoff = backoff or Backoff()
+        if direct_fetcher is None:
+            direct_fetcher = DirectKeyFetcher(hs.federation_client, hs.clock_ms)
+        if fetcher is None:
+            fed = hs.config.federation
+            # Without configured verify_keys a notary is trusted through its TLS
+            # certificate alone: not when certificate checks are off.
+            notaries = [Notary(t.server_name, t.verify_keys) for t in fed.trusted_key_servers
+                        if t.verify_keys or fed.federation_verify_certificates]
+            chain: list[KeyFetcher] = []
+            if notaries:
+                chain.append(NotaryKeyFetcher(hs.federation_client, notaries, hs.clock_ms))
+            chain.append(direct_fetcher)
+            fetcher = ChainedKeyFetcher(chain)
+        self.fetcher = CoalescingKeyFetcher(fetcher, self.backoff)
+        self.direct_fetcher = CoalescingKeyFetcher(direct_fetcher, self.backoff)
+
+    # --- Our own keys
+
+    def _own_keys(self) -> list[ServerKey]:
+        own = self.hs.signing_key
+        keys = [ServerKey(self.hs.server_name, own.key_id, encode_verify_key(own.verify_key), _FOREVER, None)]
+        for key_id, entry in self.hs.config.old_signing_keys.items():
+            if key_id != own.key_id:
+                keys.append(ServerKey(self.hs.server_name, key_id, entry["key"], entry["expired_ts"],
+                                      entry["expired_ts"]))
+        return keys
+
+    # --- Lookups
+
+    async def _cached(self, server_name: str) -> list[ServerKey]:
+        if server_name == self.hs.server_name:
+            return self._own_keys()
+        return await self.store.get_server_keys(server_name)
+
+    async def get_keys(self, requests: Iterable[KeyRequest]) -> dict[tuple[str, str], ServerKey]:
+        """Keys answering the requests, by (server, key ID), fetching what the cache
+        cannot answer. Requests nobody can answer are missing from the result."""
+        requests = list(requests)
+        now = self.hs.clock_ms()
+        held: dict[str, list[ServerKey]] = {}
+        for server in {r.server_name for r in requests}:
+            held[server] = await self._cached(server)
+        missing = [
+            r for r in requests
+            if r.server_name != self.hs.server_name
+            and not any(r.answered_by(k) for k in held[r.server_name])
+            # No fetched key is trusted beyond seven days from now: do not ask for the impossible.
+            and r.minimum_valid_until_ts <= now + MAX_KEY_VALIDITY_MS
+        ]
+        if missing:
+            # One fetch per key, for the longest validity asked.
+            for response in await self.fetcher.fetch(merge_key_requests(missing)):
+                await self._store(response)
+            for server in {r.server_name for r in missing}:
+                held[server] = await self._cached(server)
+        out: dict[tuple[str, str], ServerKey] = {}
+        for r in requests:
+            for key in held[r.server_name]:
+                if r.answered_by(key):
+                    out[(key.server_name, key.key_id)] = key
+        return out
+
+    async def _store(self, response: ServerKeyResponse) -> None:
+        if response.server_name == self.hs.server_name:
+            return  # never let anyone tell us our own keys
+        await self.store.store_response(response, self.hs.clock_ms())
 
     async def get_verify_key(self, server_name: str, key_id: str, *, minimum_valid_until_ts: int = 0
                              ) -> nacl.signing.VerifyKey | None:
         """The key, if we have or can fetch one valid until at least the given time."""
-        if server_name == self.hs.server_name:
-            own = self.hs.signing_key
-            return own.verify_key if key_id == own.key_id else None
-        cached = await self.store.get_key(server_name, key_id)
-        if cached is not None and cached.valid_until_ts >= minimum_valid_until_ts:
-            return decode_verify_key(cached.verify_key)
-        await self._fetch(server_name, key_id, minimum_valid_until_ts)
-        cached = await self.store.get_key(server_name, key_id)
-        if cached is not None and cached.valid_until_ts >= minimum_valid_until_ts:
-            return decode_verify_key(cached.verify_key)
-        return None
+        found = await self.get_keys([KeyRequest(server_name, key_id, minimum_valid_until_ts)])
+        key = found.get((server_name, key_id))
+        return key.known_key().verify_key if key is not None else None
 
-    async def key_docs_for_notary(self, server_name: str, minimum_valid_until_ts: int) -> list[dict]:
-        """Signed key responses for ``server_name`` valid until at least the given time,
-        fetching fresh ones when what we hold is too old (notary duty)."""
-        docs = await self.store.get_key_docs(server_name)
-        if not any(d.get("valid_until_ts", 0) >= minimum_valid_until_ts for d in docs):
-            await self._fetch(server_name, None, minimum_valid_until_ts, use_notaries=False)
-            docs = await self.store.get_key_docs(server_name)
-        return [d for d in docs if d.get("valid_until_ts", 0) >= minimum_valid_until_ts] or docs[:1]
+    # --- Events
 
-    async def _fetch(self, server_name: str, key_id: str | None = None, minimum_valid_until_ts: int = 0,
-                     *, use_notaries: bool = True) -> None:
-        if time.monotonic() - self._failed.get(server_name, -FAILURE_BACKOFF_S) < FAILURE_BACKOFF_S:
-            return
-        existing = self._inflight.get(server_name)
-        if existing is not None:
-            await asyncio.shield(existing)
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[server_name] = future
-        try:
-            if use_notaries and key_id is not None and await self._fetch_via_notaries(
-                    server_name, key_id, minimum_valid_until_ts):
-                self._failed.pop(server_name, None)
-                return
-            doc = await self.hs.federation_client.request(
-                "GET", server_name, "/_matrix/key/v2/server", signed=False
-            )
-            keys = parse_key_response(doc, server_name)
-            await self.store.store_keys(keys, doc, self.hs.clock_ms())
-            self._failed.pop(server_name, None)
-        except (FederationRequestError, KeyResponseError) as e:
-            log.warning("cannot fetch keys of %s: %s", server_name, e)
-            self._failed[server_name] = time.monotonic()
-        finally:
-            del self._inflight[server_name]
-            future.set_result(None)
+    async def verify_events(
+        self, events: Sequence[tuple[Mapping[str, Any], RoomVersion]], *, origin: str | None = None
+    ) -> list[SignatureError | None]:
+        """Check the signatures of many events (fetching their keys in one go): for
+        each, None if good, else the SignatureError. In room v5+ a key must be valid at
+        the event's ``origin_server_ts``. Content hashes are not checked here."""
+        requests: list[KeyRequest] = []
+        errors: list[SignatureError | None] = [None] * len(events)
+        for i, (pdu_json, room_version) in enumerate(events):
+            try:
+                requests += key_requests_for_event(pdu_json, room_version, origin=origin)
+            except SignatureError as e:
+                errors[i] = e
+        # Every key once; each event is then checked against the key's validity.
+        keys = await self.get_keys(requests)
+        lookup = {k: key.known_key() for k, key in keys.items()}
 
-    async def _fetch_via_notaries(self, server_name: str, key_id: str, minimum_valid_until_ts: int) -> bool:
-        """Ask each trusted key server in turn; True once one gave a usable answer.
+        def keys_for(server: str, key_id: str):
+            return lookup.get((server, key_id))
 
-        A notary's answer must carry its signature by one of its configured
-        ``verify_keys``; without configured keys we rely on its TLS certificate, so not
-        when certificate checks are off. Each key document must also be self-signed.
-        """
-        fed = self.hs.config.federation
-        query = {"server_keys": {server_name: {key_id: {"minimum_valid_until_ts": minimum_valid_until_ts}}}}
-        for notary in fed.trusted_key_servers:
-            if notary.server_name == server_name or (not notary.verify_keys and not fed.federation_verify_certificates):
+        for i, (pdu_json, room_version) in enumerate(events):
+            if errors[i] is not None:
                 continue
             try:
-                answer = await self.hs.federation_client.request(
-                    "POST", notary.server_name, "/_matrix/key/v2/query", content=query, signed=False
-                )
-            except FederationRequestError as e:
-                log.info("notary %s could not give keys of %s: %s", notary.server_name, server_name, e)
-                continue
-            stored = False
-            for doc in answer.get("server_keys", []) if isinstance(answer, dict) else []:
-                if not isinstance(doc, dict) or doc.get("server_name") != server_name:
-                    continue
-                if notary.verify_keys and not _signed_by_any(doc, notary.server_name, notary.verify_keys):
-                    log.warning("notary %s sent keys of %s without a valid notary signature",
-                                notary.server_name, server_name)
-                    continue
-                try:
-                    keys = parse_key_response(doc, server_name)
-                except KeyResponseError as e:
-                    log.warning("notary %s sent bad keys of %s: %s", notary.server_name, server_name, e)
-                    continue
-                await self.store.store_keys(keys, doc, self.hs.clock_ms())
-                stored = stored or any(k.key_id == key_id for k in keys)
-            if stored:
-                return True
-        return False
+                verify_event_signatures(pdu_json, room_version, keys_for, origin=origin)
+            except SignatureError as e:
+                errors[i] = e
+        return errors
+
+    async def verify_event(self, pdu_json: Mapping[str, Any], room_version: RoomVersion, *,
+                           origin: str | None = None) -> None:
+        """Raises SignatureError unless the event carries the signatures it needs."""
+        (error,) = await self.verify_events([(pdu_json, room_version)], origin=origin)
+        if error is not None:
+            raise error
+
+    # --- Notary duty
+
+    async def key_docs_for_notary(self, server_name: str, minimum_valid_until_ts: int,
+                                  key_ids: Sequence[str] = ()) -> list[dict]:
+        """Signed key responses for ``server_name`` valid until at least the given
+        time, fetched afresh (directly) when what we hold is too old or lacks a key
+        asked for. If the server cannot be reached, the newest response we hold."""
+        wanted = [KeyRequest(server_name, k, minimum_valid_until_ts) for k in key_ids] or \
+                 [KeyRequest(server_name, None, minimum_valid_until_ts)]
+        held = await self.store.get_server_keys(server_name)
+        if not all(any(r.answered_by(k) for k in held) for r in wanted):
+            for response in await self.direct_fetcher.fetch(wanted):
+                await self._store(response)
+        docs = await self.store.get_key_docs(server_name)
+        fresh = [d for d in docs if _doc_valid_until(d) >= minimum_valid_until_ts]
+        return fresh or docs[:1]
+
+    def reset_backoff(self, server_name: str) -> None:
+        """The server just proved it is up (e.g. it sent us a signed request)."""
+        self.backoff.reset(server_name)
 
 
-def _signed_by_any(doc: dict, signer: str, verify_keys: dict[str, str]) -> bool:
-    from federation.signing import SignatureError, verify_json_signature
-
-    for kid, key in verify_keys.items():
-        try:
-            verify_json_signature(doc, signer, kid, decode_verify_key(key))
-            return True
-        except (SignatureError, ValueError):
-            continue
-    return False
+def _doc_valid_until(doc: dict) -> int:
+    value = doc.get("valid_until_ts")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

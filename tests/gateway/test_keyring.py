@@ -1,30 +1,145 @@
-"""The key cache: own keys never fetched, stale or old keys not used for requests."""
+"""The key cache (gateway.services.keyring): own keys never fetched, validity windows
+(incl. the seven-day cap), refetching what is too old, batch event verification,
+notary duty. The network is replaced by a recording fake fetcher."""
 
 from __future__ import annotations
 
-from federation.keyring import ServerKey
-from federation.signing import encode_verify_key, generate_signing_key
-from tests.gateway.client_api.conftest import client, config_overrides, hs  # noqa: F401
+import pytest
+
+from federation.keyring import KeyRequest, ServerKey, ServerKeyResponse, parse_key_response
+from federation.net.key_fetchers import Backoff
+from federation.room_versions import RoomVersions
+from federation.signing import SignatureError, encode_verify_key, generate_signing_key, sign_event, sign_json
+from gateway.services.keyring import KeyRing
+from tests.gateway.client_api.conftest import config_overrides, hs  # noqa: F401
+
+DAY = 24 * 3600 * 1000
 
 
-async def test_own_key_is_local_and_cached_keys_respect_validity(hs):
-    own = await hs.keyring.get_verify_key(hs.server_name, hs.signing_key.key_id)
-    assert own == hs.signing_key.verify_key
-    assert await hs.keyring.get_verify_key(hs.server_name, "ed25519:other") is None
+class FakeFetcher:
+    """Answers from a dict of server -> signing keys, recording what it was asked."""
 
-    remote = generate_signing_key("r1")
-    old = generate_signing_key("r0")
+    def __init__(self, hs, keys: dict, valid_for: int = DAY):
+        self.hs, self.keys, self.valid_for = hs, keys, valid_for
+        self.asked: list[list[KeyRequest]] = []
+
+    async def fetch(self, requests):
+        self.asked.append(list(requests))
+        out = []
+        for server in sorted({r.server_name for r in requests}):
+            if server in self.keys:
+                key = self.keys[server]
+                doc = sign_json({"server_name": server, "valid_until_ts": self.hs.clock_ms() + self.valid_for,
+                                 "verify_keys": {key.key_id: {"key": encode_verify_key(key.verify_key)}}}, server, key)
+                out.append(ServerKeyResponse(server, doc, tuple(parse_key_response(doc, server,
+                                                                                   fetched_ts=self.hs.clock_ms()))))
+        return out
+
+
+def make_keyring(hs, keys, **kw):
+    frozen = hs.clock_ms()
+    hs.clock_ms = lambda: frozen
+    fake = FakeFetcher(hs, keys, **kw)
+    return KeyRing(hs, fetcher=fake, direct_fetcher=fake, backoff=Backoff(initial_s=60)), fake
+
+
+async def test_own_keys_are_local_never_fetched(hs):
+    keyring, fake = make_keyring(hs, {hs.server_name: generate_signing_key("evil")})
+    assert await keyring.get_verify_key(hs.server_name, hs.signing_key.key_id,
+                                        minimum_valid_until_ts=hs.clock_ms() + 30 * DAY) == hs.signing_key.verify_key
+    assert await keyring.get_verify_key(hs.server_name, "ed25519:evil") is None
+    assert fake.asked == []
+
+
+@pytest.mark.parametrize("config_overrides", [{"old_signing_keys": {
+    "ed25519:old": {"key": encode_verify_key(generate_signing_key("old").verify_key), "expired_ts": 1000}}}])
+async def test_our_old_keys_verify_old_events_only(hs):
+    keyring, fake = make_keyring(hs, {})
+    assert await keyring.get_verify_key(hs.server_name, "ed25519:old") is not None
+    assert await keyring.get_verify_key(hs.server_name, "ed25519:old", minimum_valid_until_ts=1001) is None
+    assert fake.asked == []
+
+
+async def test_cached_keys_respect_validity_and_are_refetched_when_too_old(hs):
+    remote, old = generate_signing_key("r1"), generate_signing_key("r0")
+    keyring, fake = make_keyring(hs, {"remote.test": remote})
     now = hs.clock_ms()
-    await hs.keyring.store.store_keys(
-        [ServerKey("remote.invalid", remote.key_id, encode_verify_key(remote.verify_key), now + 60_000, None),
-         ServerKey("remote.invalid", old.key_id, encode_verify_key(old.verify_key), now - 60_000, now - 60_000)],
-        {"server_name": "remote.invalid"}, now,
+    await keyring.store.store_keys(
+        [ServerKey("remote.test", remote.key_id, encode_verify_key(remote.verify_key), now + 60_000, None),
+         ServerKey("remote.test", old.key_id, encode_verify_key(old.verify_key), now - 60_000, now - 60_000)],
+        {"server_name": "remote.test"}, now,
     )
-    # Never go looking for remote.invalid on the network: it just failed, so it is backed off.
-    hs.keyring._failed["remote.invalid"] = __import__("time").monotonic()
-    found = await hs.keyring.get_verify_key("remote.invalid", remote.key_id, minimum_valid_until_ts=now)
-    assert found == remote.verify_key
-    # The old key is still known (for old events), but not valid now, and remote.invalid
-    # cannot be reached to refresh it.
-    assert await hs.keyring.get_verify_key("remote.invalid", old.key_id) == old.verify_key
-    assert await hs.keyring.get_verify_key("remote.invalid", old.key_id, minimum_valid_until_ts=now) is None
+    assert await keyring.get_verify_key("remote.test", remote.key_id, minimum_valid_until_ts=now) == remote.verify_key
+    # The old key is known for old events, but not valid now, and the server does not have it any more.
+    assert await keyring.get_verify_key("remote.test", old.key_id) == old.verify_key
+    assert fake.asked == []
+    assert await keyring.get_verify_key("remote.test", old.key_id, minimum_valid_until_ts=now) is None
+    assert fake.asked == [[KeyRequest("remote.test", old.key_id, now)]]
+    # remote.test failed to answer that: backed off, no second fetch.
+    assert await keyring.get_verify_key("remote.test", old.key_id, minimum_valid_until_ts=now) is None
+    assert len(fake.asked) == 1
+    # That fetch brought the server's current response: r1 is now valid for a day.
+    stored = await keyring.store.get_key("remote.test", remote.key_id)
+    assert stored.valid_until_ts == now + DAY and stored.fetched_ts == now
+    keyring.reset_backoff("remote.test")
+    # Needed later than what we hold: fetched again.
+    later = now + 2 * DAY
+    assert await keyring.get_verify_key("remote.test", remote.key_id, minimum_valid_until_ts=later) is None
+    assert fake.asked[-1] == [KeyRequest("remote.test", remote.key_id, later)]
+
+
+async def test_seven_day_cap(hs):
+    remote = generate_signing_key("r")
+    keyring, fake = make_keyring(hs, {"remote.test": remote}, valid_for=365 * DAY)
+    now = hs.clock_ms()
+    assert await keyring.get_verify_key("remote.test", remote.key_id, minimum_valid_until_ts=now + 6 * DAY)
+    # Published for a year, trusted for seven days: beyond that we cannot get it (and do not even ask).
+    asked = len(fake.asked)
+    assert await keyring.get_verify_key("remote.test", remote.key_id, minimum_valid_until_ts=now + 8 * DAY) is None
+    assert len(fake.asked) == asked
+    # Fetched eight days ago: too old to trust for an event sent now.
+    hs.clock_ms = lambda: now + 8 * DAY
+    assert await keyring.get_verify_key("remote.test", remote.key_id, minimum_valid_until_ts=now + 8 * DAY)
+    assert len(fake.asked) == asked + 1
+
+
+async def test_verify_events_in_one_fetch(hs):
+    a, b = generate_signing_key("a"), generate_signing_key("b")
+    keyring, fake = make_keyring(hs, {"a.test": a, "b.test": b})
+    rv = RoomVersions.V10
+    now = hs.clock_ms()
+
+    def event(server, key, ts=now, body="hi"):
+        ev = {"type": "m.room.message", "room_id": "!r:a.test", "sender": f"@u:{server}", "origin_server_ts": ts,
+              "content": {"body": body}, "depth": 3, "prev_events": [], "auth_events": []}
+        return sign_event(ev, server, key, room_version=rv)
+
+    tampered = event("a.test", a)
+    tampered["origin_server_ts"] += 1
+    forged = event("b.test", a)  # b.test's sender, signed with a's key under b's name
+    events = [event("a.test", a), event("b.test", b), tampered, forged, event("a.test", a, ts=now + 30 * DAY),
+              {"type": "x"}]
+    errors = await keyring.verify_events([(e, rv) for e in events])
+    assert errors[:2] == [None, None]
+    assert all(isinstance(e, SignatureError) for e in errors[2:])
+    assert "no known, valid key" in str(errors[4])  # from the future: no key can be valid then
+    assert len(fake.asked) == 1 and {r.server_name for r in fake.asked[0]} == {"a.test", "b.test"}
+    # Cached now.
+    await keyring.verify_event(events[0], rv)
+    assert len(fake.asked) == 1
+    with pytest.raises(SignatureError):
+        await keyring.verify_event(tampered, rv)
+
+
+async def test_notary_duty_refreshes_too_old_docs(hs):
+    remote = generate_signing_key("r")
+    keyring, fake = make_keyring(hs, {"remote.test": remote})
+    now = hs.clock_ms()
+    docs = await keyring.key_docs_for_notary("remote.test", now)
+    assert len(docs) == 1 and docs[0]["valid_until_ts"] == now + DAY and len(fake.asked) == 1
+    assert await keyring.key_docs_for_notary("remote.test", now + DAY) == docs
+    assert len(fake.asked) == 1
+    # Asked for more than we hold: fetched again; the server's doc is still short-lived, we serve it anyway.
+    assert await keyring.key_docs_for_notary("remote.test", now + 2 * DAY, ["ed25519:r"]) == docs
+    assert len(fake.asked) == 2
+    assert await keyring.key_docs_for_notary("gone.test", now) == []
