@@ -93,8 +93,6 @@ async def put_state(request: web.Request) -> web.Response:
     content = await read_json_body(request)
     spec = EventSpec(request.match_info["event_type"], requester(request).user_id, content,
                      request.match_info.get("state_key", ""))
-    if spec.type == "m.room.member":
-        raise MatrixError.forbidden("Use the membership endpoints (join, invite, leave...) to change memberships")
     sent = await hs.events.send_event(_room_id(request), spec)
     return json_response({"event_id": sent.pdu.event_id})
 

@@ -69,6 +69,17 @@ class EventSpec:
 
 
 @dataclass(frozen=True)
+class _Head:
+    """A room's latest events as the next local event will see them."""
+
+    room: RoomRow
+    head_stream_ordering: int
+    state: StateSnapshot
+    prev_ids: tuple[str, ...]
+    depth: int
+
+
+@dataclass(frozen=True)
 class SentEvent:
     pdu: PDU
     stream_ordering: int
@@ -82,6 +93,9 @@ class EventsService:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._pdu_cache: OrderedDict[str, PDU] = OrderedDict()
         self._listeners: list[NewEventsListener] = []
+        #: What this process last wrote to each room. Only a hint: the store's head
+        #: check catches any other writer, and the entry is then dropped.
+        self._heads: OrderedDict[str, _Head] = OrderedDict()
 
     # --- hooks and caches ------------------------------------------------------
 
@@ -160,26 +174,41 @@ class EventsService:
         """Append events to a room's timeline, in order, in one transaction."""
         async with self.room_lock(room_id):
             for attempt in range(_RETRIES):
-                room = await self.get_room(room_id)
-                state = await self.state.get_state(room.current_state_group)
-                prev_ids = await self.store.get_forward_extremities(room_id)
-                depths = await self.store.get_depths(prev_ids)
-                prev_ids = sorted(prev_ids, key=lambda e: -depths.get(e, 0))[:MAX_PREV_EVENTS]
-                depth = max((depths.get(e, 0) for e in prev_ids), default=0)
-                writes = await self._build_chain(room.room_id, room.room_version, specs, state, prev_ids, depth)
+                head = self._heads.get(room_id) or await self._load_head(room_id)
+                writes = await self._build_chain(room_id, head.room.room_version, specs, head.state,
+                                                 list(head.prev_ids), head.depth)
                 if txn is not None:
                     writes[-1].txn = txn
                 try:
                     result = await self.store.persist_events(
-                        room_id, writes, state_before=state, expected_head=room.head_stream_ordering,
+                        room_id, writes, state_before=head.state, expected_head=head.head_stream_ordering,
                         received_ts=self.hs.clock_ms(),
                     )
                 except StaleHeadError:
+                    self._heads.pop(room_id, None)
                     log.info("room %s moved on while we built an event; building again", room_id)
                     await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # spread the writers
                     continue
+                last = writes[-1].pdu
+                self._set_head(room_id, _Head(head.room, result.stream_orderings[-1], result.state_after,
+                                              (last.event_id,), last.depth))
                 return self._after_persist(room_id, writes, result.stream_orderings)
         raise MatrixError(503, Codes.UNKNOWN, "The room is too busy; try again")
+
+    async def _load_head(self, room_id: str) -> "_Head":
+        room = await self.get_room(room_id)
+        state = await self.state.get_state(room.current_state_group)
+        prev_ids = await self.store.get_forward_extremities(room_id)
+        depths = await self.store.get_depths(prev_ids)
+        prev_ids = sorted(prev_ids, key=lambda e: -depths.get(e, 0))[:MAX_PREV_EVENTS]
+        depth = max((depths.get(e, 0) for e in prev_ids), default=0)
+        return _Head(room, room.head_stream_ordering, state, tuple(prev_ids), depth)
+
+    def _set_head(self, room_id: str, head: "_Head") -> None:
+        self._heads[room_id] = head
+        self._heads.move_to_end(room_id)
+        while len(self._heads) > 10_000:
+            self._heads.popitem(last=False)
 
     async def create_room(
         self, room_version: RoomVersion, specs: Sequence[EventSpec], *, creator: str, is_public: bool,
