@@ -174,9 +174,16 @@ class EventsService:
         """Append events to a room's timeline, in order, in one transaction."""
         async with self.room_lock(room_id):
             for attempt in range(_RETRIES):
-                head = self._heads.get(room_id) or await self._load_head(room_id)
-                writes = await self._build_chain(room_id, head.room.room_version, specs, head.state,
-                                                 list(head.prev_ids), head.depth)
+                cached = self._heads.get(room_id)
+                head = cached or await self._load_head(room_id)
+                try:
+                    writes = await self._build_chain(room_id, head.room.room_version, specs, head.state,
+                                                     list(head.prev_ids), head.depth)
+                except MatrixError:
+                    if cached is None:
+                        raise
+                    self._heads.pop(room_id, None)  # judge again on what the database says
+                    continue
                 if txn is not None:
                     writes[-1].txn = txn
                 try:

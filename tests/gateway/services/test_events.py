@@ -117,3 +117,16 @@ async def test_state_survives_a_restart_of_the_service(hs):
     assert [m.user_id for m in await fresh.state.get_members(room_id, "join")] == [alice, bob]
     sent = await fresh.send_event(room_id, EventSpec("m.room.message", bob, {"body": "after restart"}))
     assert sent.pdu.prev_event_ids == ((await timeline(hs, room_id))[-2].event_id,)
+
+
+async def test_a_stale_cached_head_is_checked_again_before_refusing(hs):
+    """A join written by another process must not make this one refuse the user's message."""
+    alice, room_id = await new_room(hs, "11")
+    bob = await make_user(hs, "bob")
+    await hs.events.send_event(room_id, EventSpec("m.room.message", alice, {"body": "warm the cache"}))
+    other = EventsService(hs)
+    await other.send_event(room_id, EventSpec("m.room.member", bob, {"membership": "join"}, bob))
+    sent = await hs.events.send_event(room_id, EventSpec("m.room.message", bob, {"body": "hi"}))
+    pdus = await timeline(hs, room_id)
+    assert pdus[-1].event_id == sent.pdu.event_id
+    assert_linear(pdus)
