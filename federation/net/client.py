@@ -7,6 +7,7 @@ Spec: server-server API, "Request Authentication".
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
 import ssl
@@ -16,6 +17,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
+from ..server_discovery import ServerDiscoveryError
 from ..signing import ServerSigningKey, build_x_matrix_authorization
 from .ip_ranges import IPRangePolicy
 from .resolver import ServerResolver, create_connector
@@ -80,11 +82,16 @@ class FederationClient:
         query: Mapping[str, str] | None = None,
         content: Any = None,
         signed: bool = True,
+        timeout: float | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> Any:
         """Send a request and return the parsed JSON answer.
 
         ``path`` must already be percent-encoded (see ``signing.quote_path_segment``).
-        Raises FederationRequestError on a non-2xx answer or when no address works.
+        ``timeout`` (seconds, whole request) overrides the client's default.
+        Raises FederationRequestError on a non-2xx answer, an answer larger than
+        ``max_response_bytes``, a timeout, or when no address works (including
+        addresses the IP range policy blocks).
         """
         target = path + ("?" + urlencode(query) if query else "")
         headers = {}
@@ -98,11 +105,14 @@ class FederationClient:
             )
         try:
             resolved = await self.resolver.resolve(destination)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, ServerDiscoveryError) as e:
             raise FederationRequestError(destination, f"cannot resolve: {e}") from e
         headers["Host"] = resolved.host_header
         host = resolved.tls_server_name.lower()
         skip_verify = any(fnmatch.fnmatchcase(host, p) for p in self.no_verify_patterns)
+        extra: dict[str, Any] = {"ssl": self._insecure_context} if skip_verify else {}
+        if timeout is not None:
+            extra["timeout"] = aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout))
         last_error: Exception | None = None
         for ip, port in resolved.candidates:
             literal = f"[{ip}]" if ":" in ip else ip
@@ -110,10 +120,12 @@ class FederationClient:
             try:
                 async with self._get_session().request(
                     method, url, data=body, headers=headers, server_hostname=resolved.sni,
-                    allow_redirects=False, **({"ssl": self._insecure_context} if skip_verify else {}),
+                    allow_redirects=False, **extra,
                 ) as resp:
-                    raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-                    if len(raw) > MAX_RESPONSE_BYTES:
+                    if resp.content_length is not None and resp.content_length > max_response_bytes:
+                        raise FederationRequestError(destination, "response too large", resp.status)
+                    raw = await _read_at_most(resp, max_response_bytes + 1)
+                    if len(raw) > max_response_bytes:
                         raise FederationRequestError(destination, "response too large", resp.status)
                     try:
                         parsed = json.loads(raw) if raw else None
@@ -125,7 +137,20 @@ class FederationClient:
                     if parsed is None:
                         raise FederationRequestError(destination, "answer is not JSON", resp.status)
                     return parsed
-            except (aiohttp.ClientError, OSError) as e:
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                 last_error = e
                 continue
-        raise FederationRequestError(destination, f"no address answered: {last_error}")
+        what = "timed out" if isinstance(last_error, asyncio.TimeoutError) else str(last_error)
+        raise FederationRequestError(destination, f"no address answered: {what}")
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, stopping once ``limit`` bytes have arrived."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)
