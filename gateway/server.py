@@ -64,7 +64,8 @@ class HomeServer:
         resolver = ServerResolver(nameservers=list(fed.dns_nameservers) or None, ip_policy=policy, ssl_context=ctx)
         return FederationClient(server_name=self.server_name, signing_key=self.signing_key, resolver=resolver,
                                 ssl_context=ctx, ip_policy=policy,
-                                no_verify_patterns=fed.federation_certificate_verification_whitelist)
+                                no_verify_patterns=fed.federation_certificate_verification_whitelist,
+                                domain_whitelist=fed.federation_domain_whitelist)
 
     @cached_property
     def events(self):

@@ -46,6 +46,7 @@ class FederationClient:
         ip_policy: IPRangePolicy | None = None,
         timeout: float = 30.0,
         no_verify_patterns: tuple[str, ...] = (),
+        domain_whitelist: frozenset[str] | None = None,
     ):
         self.server_name = server_name
         self.signing_key = signing_key
@@ -56,6 +57,8 @@ class FederationClient:
         #: ``federation_certificate_verification_whitelist``: hosts (globs) whose
         #: certificates are not checked.
         self.no_verify_patterns = tuple(p.lower() for p in no_verify_patterns)
+        #: ``federation_domain_whitelist``: when set, no other server is contacted.
+        self.domain_whitelist = domain_whitelist
         self._insecure_context = ssl.create_default_context()
         self._insecure_context.check_hostname = False
         self._insecure_context.verify_mode = ssl.CERT_NONE
@@ -93,6 +96,8 @@ class FederationClient:
         ``max_response_bytes``, a timeout, or when no address works (including
         addresses the IP range policy blocks).
         """
+        if self.domain_whitelist is not None and destination not in self.domain_whitelist:
+            raise FederationRequestError(destination, "not in federation_domain_whitelist")
         target = path + ("?" + urlencode(query) if query else "")
         headers = {}
         body = None

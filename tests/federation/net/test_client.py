@@ -133,4 +133,14 @@ async def test_blocked_addresses_are_never_contacted(odd_server):
     finally:
         await client.close()
         await client.resolver.close()
+    # federation_domain_whitelist: other servers are not contacted at all.
+    client = FederationClient(server_name="us.test", signing_key=generate_signing_key("k"),
+                              resolver=ServerResolver(ip_policy=LOOPBACK), ip_policy=LOOPBACK,
+                              no_verify_patterns=("127.0.0.1",), domain_whitelist=frozenset({"friend.test"}))
+    try:
+        with pytest.raises(FederationRequestError, match="federation_domain_whitelist"):
+            await client.request("GET", server, "/ok", signed=False)
+    finally:
+        await client.close()
+        await client.resolver.close()
     assert seen == []
