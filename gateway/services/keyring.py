@@ -13,6 +13,7 @@ Spec: https://spec.matrix.org/latest/server-server-api/#retrieving-server-keys
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import nacl.signing
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Our own current key never expires for us.
 _FOREVER = 2**62
+#: Keys read from the database are remembered this long (and dropped when we store new ones).
+MEMO_TTL_S = 60.0
+MEMO_MAX_SERVERS = 10_000
 
 
 class KeyRing:
@@ -68,6 +72,7 @@ class KeyRing:
             fetcher = ChainedKeyFetcher(chain)
         self.fetcher = CoalescingKeyFetcher(fetcher, self.backoff)
         self.direct_fetcher = CoalescingKeyFetcher(direct_fetcher, self.backoff)
+        self._memo: dict[str, tuple[float, list[ServerKey]]] = {}
 
     # --- Our own keys
 
@@ -83,9 +88,19 @@ class KeyRing:
     # --- Lookups
 
     async def _cached(self, server_name: str) -> list[ServerKey]:
+        """What we hold for a server: from memory for a minute (a request or event
+        burst from one server costs no database reads), else from the database."""
         if server_name == self.hs.server_name:
             return self._own_keys()
-        return await self.store.get_server_keys(server_name)
+        now = time.monotonic()
+        hit = self._memo.get(server_name)
+        if hit is not None and now - hit[0] < MEMO_TTL_S:
+            return hit[1]
+        keys = await self.store.get_server_keys(server_name)
+        if len(self._memo) >= MEMO_MAX_SERVERS:
+            self._memo.clear()
+        self._memo[server_name] = (now, keys)
+        return keys
 
     async def get_keys(self, requests: Iterable[KeyRequest]) -> dict[tuple[str, str], ServerKey]:
         """Keys answering the requests, by (server, key ID), fetching what the cache
@@ -119,6 +134,7 @@ class KeyRing:
         if response.server_name == self.hs.server_name:
             return  # never let anyone tell us our own keys
         await self.store.store_response(response, self.hs.clock_ms())
+        self._memo.pop(response.server_name, None)
 
     async def get_verify_key(self, server_name: str, key_id: str, *, minimum_valid_until_ts: int = 0
                              ) -> nacl.signing.VerifyKey | None:

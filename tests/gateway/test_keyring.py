@@ -143,3 +143,21 @@ async def test_notary_duty_refreshes_too_old_docs(hs):
     assert await keyring.key_docs_for_notary("remote.test", now + 2 * DAY, ["ed25519:r"]) == docs
     assert len(fake.asked) == 2
     assert await keyring.key_docs_for_notary("gone.test", now) == []
+
+
+async def test_keys_are_remembered_between_requests(hs):
+    remote = generate_signing_key("r")
+    keyring, fake = make_keyring(hs, {"remote.test": remote})
+    reads = []
+    original = keyring.store.get_server_keys
+
+    async def counting(server_name):
+        reads.append(server_name)
+        return await original(server_name)
+
+    keyring.store.get_server_keys = counting
+    now = hs.clock_ms()
+    for _ in range(5):
+        assert await keyring.get_verify_key("remote.test", remote.key_id, minimum_valid_until_ts=now)
+    # One read before the fetch, one after storing what came; then from memory.
+    assert reads == ["remote.test", "remote.test"] and len(fake.asked) == 1
