@@ -82,6 +82,13 @@ class HomeServer:
         return RoomsService(self)
 
     @cached_property
+    def room_admin(self):
+        """Room administration (listing, blocking, shutting down, purging)."""
+        from .services.room_admin import RoomAdminService
+
+        return RoomAdminService(self)
+
+    @cached_property
     def keyring(self):
         from .services.keyring import KeyRing
 

@@ -6,13 +6,13 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..server import HomeServer
-from . import register, registration_tokens, users
+from . import register, registration_tokens, rooms, users
 from ..client_api.auth import token_auth_middleware
 
 
 def build_app(hs: HomeServer) -> web.Application:
     app = web.Application(middlewares=[token_auth_middleware(admin_only=True)])
     app[HS] = hs
-    for module in (register, users, registration_tokens):
+    for module in (register, users, registration_tokens, rooms):
         app.add_routes(module.routes)
     return app

@@ -211,6 +211,12 @@ class EventsService:
         depth = max((depths.get(e, 0) for e in prev_ids), default=0)
         return _Head(room, room.head_stream_ordering, state, tuple(prev_ids), depth)
 
+    def forget_room(self, room_id: str) -> None:
+        """Drop what this process remembers of a room (after a purge)."""
+        self._heads.pop(room_id, None)
+        for event_id in [e for e, p in self._pdu_cache.items() if p.room_id == room_id]:
+            del self._pdu_cache[event_id]
+
     def _set_head(self, room_id: str, head: "_Head") -> None:
         self._heads[room_id] = head
         self._heads.move_to_end(room_id)

@@ -175,6 +175,7 @@ class RoomsService:
     # --- memberships -----------------------------------------------------------
 
     async def join(self, user_id: str, room_id: str) -> SentEvent:
+        await self.hs.room_admin.check_not_blocked(room_id)
         await self.events.get_room(room_id)
         return await self._member(room_id, user_id, user_id, await self._join_content(user_id))
 
@@ -182,6 +183,7 @@ class RoomsService:
         return await self._member(room_id, user_id, user_id, _with_reason({"membership": "leave"}, reason))
 
     async def invite(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:
+        await self.hs.room_admin.check_not_blocked(room_id)
         await self.events.get_room(room_id)
         await self._check_local_user(target)
         return await self._send_invite(room_id, user_id, target, _with_reason({"membership": "invite"}, reason))
