@@ -89,6 +89,13 @@ class HomeServer:
         return RoomAdminService(self)
 
     @cached_property
+    def directory(self):
+        """Room aliases and the public room list."""
+        from .services.directory import DirectoryService
+
+        return DirectoryService(self)
+
+    @cached_property
     def keyring(self):
         from .services.keyring import KeyRing
 

@@ -93,6 +93,8 @@ async def put_state(request: web.Request) -> web.Response:
     content = await read_json_body(request)
     spec = EventSpec(request.match_info["event_type"], requester(request).user_id, content,
                      request.match_info.get("state_key", ""))
+    if spec.type == "m.room.canonical_alias":
+        await hs.directory.check_canonical_alias(_room_id(request), content)
     sent = await hs.events.send_event(_room_id(request), spec)
     return json_response({"event_id": sent.pdu.event_id})
 
@@ -105,11 +107,15 @@ async def put_state(request: web.Request) -> web.Response:
 async def join(request: web.Request) -> web.Response:
     await read_json_body(request, allow_empty=True)
     room_id = _room_id(request)
+    hs = _hs(request)
     if room_id.startswith("#"):
-        raise MatrixError.not_found(f"Room alias {room_id} not found (aliases are not available yet)")
-    if not room_id.startswith("!"):
+        room_id, servers = await hs.directory.resolve_alias(room_id)
+        if await hs.events.store.get_room(room_id) is None:
+            raise MatrixError.not_found(f"{room_id} is on other servers ({', '.join(servers[:3])}) and joining"
+                                        " rooms over federation is not available yet")
+    elif not room_id.startswith("!"):
         raise MatrixError.invalid_param(f"{room_id!r} is neither a room ID nor a room alias")
-    await _hs(request).rooms.join(requester(request).user_id, room_id)
+    await hs.rooms.join(requester(request).user_id, room_id)
     return json_response({"room_id": room_id})
 
 
@@ -119,6 +125,19 @@ async def leave(request: web.Request) -> web.Response:
     hs = _hs(request)
     await hs.events.get_room(_room_id(request))
     await hs.rooms.leave(requester(request).user_id, _room_id(request), _optional_reason(body))
+    return json_response({})
+
+
+@routes.post(PREFIX + "/rooms/{room_id}/forget")
+async def forget(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3roomsroomidforget"""
+    await read_json_body(request, allow_empty=True)
+    hs, room_id = _hs(request), _room_id(request)
+    await hs.events.get_room(room_id)
+    member = await hs.events.state.get_membership(room_id, requester(request).user_id)
+    if member is not None and member.membership in ("join", "invite", "knock"):
+        raise MatrixError(400, Codes.UNKNOWN, f"You must leave {room_id} before forgetting it")
+    await hs.events.state.forget_room(room_id, requester(request).user_id)
     return json_response({})
 
 

@@ -18,6 +18,7 @@ from federation.net.ip_ranges import DEFAULT_IP_RANGE_BLACKLIST
 from federation.room_versions import KNOWN_ROOM_VERSIONS
 
 from ._values import ConfigError, Section, string_item
+from .directory import DirectoryConfig, parse_directory_config
 from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
@@ -127,6 +128,8 @@ class HomeserverConfig:
     warnings: tuple[str, ...] = field(default=(), compare=False)
     # Single sign-on (gateway/config/sso.py): oidc_providers, jwt_config, sso.
     sso: SsoSections = field(default_factory=SsoSections)
+    # Room and user directories (gateway/config/directory.py).
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
 
 
 def load_config(path: str) -> HomeserverConfig:
@@ -249,6 +252,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     )
     sso_sections = parse_sso_sections(root, resolve_path)
     config_kwargs["sso"] = sso_sections
+    config_kwargs["directory"] = parse_directory_config(root, sections)
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
     warnings = list(sso_sections.warnings) + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]

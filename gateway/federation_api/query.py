@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import MatrixError, json_response
+from ..services.directory import parse_alias
 from ..storage.profiles import ProfileStore
 from .auth import public
 
@@ -29,6 +30,21 @@ async def query_profile(request: web.Request) -> web.Response:
     if field is not None:
         return json_response({field: profile[field]} if field in profile else {})
     return json_response(profile)
+
+
+@routes.get("/v1/query/directory")
+async def query_directory(request: web.Request) -> web.Response:
+    """A local room alias -> room ID and servers.
+    Spec: https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1querydirectory"""
+    hs = request.app[HS]
+    alias = request.query.get("room_alias")
+    if not alias:
+        raise MatrixError.missing_param("room_alias is required")
+    parsed = parse_alias(alias)
+    if not hs.directory.is_local(parsed):
+        raise MatrixError.not_found("That alias is not on this server")
+    room_id, servers = await hs.directory.resolve_alias(alias)
+    return json_response({"room_id": room_id, "servers": servers})
 
 
 @routes.get("/v1/openid/userinfo")

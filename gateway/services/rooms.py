@@ -18,7 +18,9 @@ from typing import Any
 from federation.ids import is_valid_user_id
 from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 
+from ..config.directory import rules_allow
 from ..http import Codes, MatrixError
+from .directory import parse_alias
 from ..storage.profiles import ProfileStore
 from ..storage.users import UserStore
 from .events import EventSpec, SentEvent
@@ -125,6 +127,9 @@ class RoomsService:
         if not isinstance(is_direct, bool):
             raise MatrixError.bad_json("'is_direct' must be a boolean")
 
+        alias = await self._new_room_alias(user_id, body)
+        if visibility == "public":
+            await self.hs.directory.check_may_publish(user_id, None, [alias] if alias else [])
         create_content: dict[str, Any] = {k: v for k, v in creation_content.items() if k != "room_version"}
         create_content["room_version"] = rv.identifier
         if not rv.implicit_room_creator:
@@ -146,6 +151,8 @@ class RoomsService:
         power_levels.update(pl_override)
         state[("m.room.power_levels", "")] = power_levels
         state.update(_preset_state(preset))
+        if alias is not None:
+            state[("m.room.canonical_alias", "")] = {"alias": alias}
         for item in initial_state:
             if not isinstance(item, dict) or not isinstance(item.get("type"), str) \
                     or not isinstance(item.get("content"), dict) or not isinstance(item.get("state_key", ""), str):
@@ -165,12 +172,29 @@ class RoomsService:
         room_id = None if rv.room_id_from_create_event else _random_room_id(self.hs.server_name)
         room_id, sent = await self.events.create_room(rv, specs, creator=user_id, is_public=visibility == "public",
                                                       room_id=room_id)
+        if alias is not None:
+            await self.hs.directory.create_room_alias(alias, room_id, user_id)
         for invitee in invitees:
             content: dict[str, Any] = {"membership": "invite"}
             if is_direct:
                 content["is_direct"] = True
             await self._send_invite(room_id, user_id, invitee, content)
         return room_id
+
+    async def _new_room_alias(self, user_id: str, body: Mapping[str, Any]) -> str | None:
+        """createRoom's ``room_alias_name`` as a full alias, checked to be free (M_ROOM_IN_USE)
+        and allowed (``alias_creation_rules``) before the room is created."""
+        name = body.get("room_alias_name")
+        if name is None:
+            return None
+        if not isinstance(name, str) or not name or ":" in name or "#" in name:
+            raise MatrixError.invalid_param("'room_alias_name' must be the local part of an alias (no ':' or '#')")
+        alias = f"#{name}:{self.hs.server_name}"
+        parse_alias(alias)
+        if not rules_allow(self.hs.config.directory.alias_creation_rules, user_id, None, [alias]):
+            raise MatrixError.forbidden("This server does not allow you to create this alias")
+        await self.hs.directory.check_alias_available(alias)
+        return alias
 
     # --- memberships -----------------------------------------------------------
 

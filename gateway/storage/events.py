@@ -197,6 +197,19 @@ class EventStore:
         )
         return [self._row_to_event(r) for r in rows]
 
+    async def get_event_near_ts(self, room_id: str, ts: int, *, forwards: bool) -> StoredEvent | None:
+        """The first timeline event at or after ``ts`` (forwards) or the last at or
+        before it (backwards), by ``origin_server_ts`` (for /timestamp_to_event)."""
+        op, order = (">=", "ASC") if forwards else ("<=", "DESC")
+        row = await self.db.fetchrow(
+            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE e.room_id = $1 AND origin_server_ts {op} $2 AND outlier = FALSE"
+            " AND rejected_reason IS NULL AND soft_failed = FALSE"
+            f" ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
+            room_id, ts,
+        )
+        return None if row is None else self._row_to_event(row)
+
     async def get_forward_extremities(self, room_id: str, conn: Connection | None = None) -> list[str]:
         rows = await (conn or self.db).fetch(
             "SELECT event_id FROM event_forward_extremities WHERE room_id = $1 ORDER BY event_id", room_id

@@ -29,6 +29,20 @@ MAX_DELTA_CHAIN = 100
 
 _EMPTY: StateMap = MappingProxyType({})
 
+#: State events mirrored into ``room_stats_state`` (for the room and user directories):
+#: event type -> (column, content key).
+ROOM_STATS_FIELDS: dict[str, tuple[str, str]] = {
+    "m.room.name": ("name", "name"),
+    "m.room.topic": ("topic", "topic"),
+    "m.room.avatar": ("avatar", "url"),
+    "m.room.canonical_alias": ("canonical_alias", "alias"),
+    "m.room.join_rules": ("join_rules", "join_rule"),
+    "m.room.history_visibility": ("history_visibility", "history_visibility"),
+    "m.room.guest_access": ("guest_access", "guest_access"),
+    "m.room.encryption": ("encryption", "algorithm"),
+    "m.room.create": ("room_type", "type"),
+}
+
 
 @dataclass(frozen=True)
 class StateSnapshot:
@@ -225,10 +239,18 @@ class StateStore:
                 " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
                 " event_id = excluded.event_id, sender = excluded.sender,"
                 " stream_ordering = excluded.stream_ordering, displayname = excluded.displayname,"
-                " avatar_url = excluded.avatar_url",
+                " avatar_url = excluded.avatar_url, forgotten = FALSE",
                 room_id, key[1], membership if isinstance(membership, str) else "leave", event_id, sender,
                 stream_ordering, displayname if isinstance(displayname, str) else None,
                 avatar_url if isinstance(avatar_url, str) else None,
+            )
+        elif key[1] == "" and key[0] in ROOM_STATS_FIELDS:
+            column, content_key = ROOM_STATS_FIELDS[key[0]]
+            value = content.get(content_key)
+            await conn.execute(
+                f"INSERT INTO room_stats_state (room_id, {column}) VALUES ($1, $2)"
+                f" ON CONFLICT (room_id) DO UPDATE SET {column} = excluded.{column}",
+                room_id, value if isinstance(value, str) else None,
             )
 
     # --- memberships -----------------------------------------------------------------
@@ -257,6 +279,24 @@ class StateStore:
             args.append(membership)
         rows = await self.db.fetch(sql + " ORDER BY user_id", *args)
         return [MemberRow(*r) for r in rows]
+
+
+    async def forget_room(self, room_id: str, user_id: str) -> bool:
+        """Mark a left (or banned) user's membership as forgotten (POST /forget): /sync then
+        leaves the room out of its ``leave`` section. A later membership change clears it."""
+        changed = await self.db.execute(
+            "UPDATE room_memberships SET forgotten = TRUE"
+            " WHERE room_id = $1 AND user_id = $2 AND membership IN ('leave', 'ban')",
+            room_id, user_id,
+        )
+        return changed == 1
+
+    async def get_forgotten_rooms(self, user_id: str) -> set[str]:
+        """The rooms ``user_id`` has forgotten (and not rejoined since)."""
+        rows = await self.db.fetch(
+            "SELECT room_id FROM room_memberships WHERE user_id = $1 AND forgotten = TRUE", user_id
+        )
+        return {r[0] for r in rows}
 
 
 def _placeholders(n: int, start: int = 1) -> str:
