@@ -2,6 +2,8 @@
 
 - ``/_matrix/client/{r0,v3}/login/sso/redirect[/{idpId}]`` (spec: client login via SSO)
 - ``/_synapse/client/pick_idp``, ``/_synapse/client/oidc/callback``,
+  ``/_synapse/client/saml2/metadata.xml`` and ``/saml2/authn_response`` (SAML SP metadata
+  and assertion consumer service), ``/_matrix/client/{r0,v3}/login/cas/{redirect,ticket}``,
   ``/_synapse/client/pick_username/{account_details,check}`` (Synapse's paths, which
   operators have registered at their IdPs)
 
@@ -16,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from sso.handler import BROWSER_COOKIE, USERNAME_MAPPING_COOKIE, SsoHandler
+from sso.provider import SsoError
 from sso.jwt_login import LOGIN_TYPE as JWT_LOGIN_TYPE
 
 from .http import json_response
@@ -29,9 +32,12 @@ __all__ = ["SSO_HANDLER", "add_sso_routes", "login_flows"]
 
 
 def login_flows(hs: HomeServer) -> list[dict[str, Any]]:
-    """The SSO and JWT entries of ``GET /login``."""
+    """The SSO, CAS and JWT entries of ``GET /login``."""
     flows: list[dict[str, Any]] = []
-    providers = hs.config.sso.oidc_providers
+    sso = hs.config.sso
+    providers = [*sso.oidc_providers, *(p for p in (sso.saml2_config, sso.cas_config) if p is not None)]
+    if sso.cas_config is not None:
+        flows.append({"type": "m.login.cas"})
     if providers:
         idps = []
         for p in providers:
@@ -67,6 +73,40 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
     return await _handler(request).handle_callback(params.get("state"), request.cookies.get(BROWSER_COOKIE), params)
 
 
+async def saml_metadata(request: web.Request) -> web.StreamResponse:
+    provider = _handler(request).providers.get("saml")
+    if provider is None:
+        raise web.HTTPNotFound()
+    try:
+        xml = provider.sp_metadata_xml()
+    except SsoError as e:
+        return _handler(request).error_page(e)
+    return web.Response(body=xml, content_type="application/samlmetadata+xml", charset="utf-8")
+
+
+async def saml_authn_response(request: web.Request) -> web.StreamResponse:
+    """The assertion consumer service (HTTP-POST binding)."""
+    from sso.saml import session_id_from_response
+
+    form = await request.post()
+    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    state = params.get("RelayState") or session_id_from_response(params.get("SAMLResponse", ""))
+    return await _handler(request).handle_callback(state, request.cookies.get(BROWSER_COOKIE), params,
+                                                   idp_id="saml")
+
+
+async def cas_ticket(request: web.Request) -> web.StreamResponse:
+    """The CAS service URL: the CAS server sends the browser back here with a ``ticket``."""
+    params = dict(request.query)
+    return await _handler(request).handle_callback(params.get("state"), request.cookies.get(BROWSER_COOKIE),
+                                                   params, idp_id="cas")
+
+
+async def cas_redirect(request: web.Request) -> web.StreamResponse:
+    """The legacy CAS redirect: the same as ``/login/sso/redirect/cas``."""
+    return await _handler(request).redirect_to_idp("cas", request.query.get("redirectUrl"))
+
+
 async def account_details_page(request: web.Request) -> web.StreamResponse:
     return await _handler(request).username_picker_page(request.cookies.get(USERNAME_MAPPING_COOKIE))
 
@@ -97,6 +137,8 @@ def build_synapse_client_app(handler: SsoHandler) -> web.Application:
     app.router.add_get("/oidc/callback", oidc_callback)
     app.router.add_post("/oidc/callback", oidc_callback)
     app.router.add_post("/oidc/backchannel_logout", backchannel_logout)
+    app.router.add_get("/saml2/metadata.xml", saml_metadata)
+    app.router.add_post("/saml2/authn_response", saml_authn_response)
     app.router.add_get("/pick_username/account_details", account_details_page)
     app.router.add_post("/pick_username/account_details", account_details_submit)
     app.router.add_get("/pick_username/check", check_username)
@@ -111,6 +153,8 @@ def add_sso_routes(app: web.Application, hs: HomeServer) -> None:
     for ver in ("r0", "v3"):
         app.router.add_get(f"/_matrix/client/{ver}/login/sso/redirect", sso_redirect)
         app.router.add_get(f"/_matrix/client/{ver}/login/sso/redirect/{{idp_id}}", sso_redirect)
+        app.router.add_get(f"/_matrix/client/{ver}/login/cas/redirect", cas_redirect)
+        app.router.add_get(f"/_matrix/client/{ver}/login/cas/ticket", cas_ticket)
     app.add_subapp("/_synapse/client", build_synapse_client_app(handler))
 
     async def lifecycle(app: web.Application):

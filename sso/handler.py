@@ -29,7 +29,7 @@ from gateway.storage.users import UserExistsError
 from .mapping import UserAttributes
 from .pages import build_environment
 from .provider import IdentityProvider, RemoteIdentity, SsoError
-from .sessions import SsoSessions
+from .sessions import LOGIN_SESSION_LIFETIME_MS, SsoSessions
 
 __all__ = ["SsoHandler", "BROWSER_COOKIE", "USERNAME_MAPPING_COOKIE", "add_query_param", "check_redirect_url"]
 
@@ -84,6 +84,14 @@ class SsoHandler:
         callback = f"{hs.config.public_baseurl}_synapse/client/oidc/callback"
         for p in hs.config.sso.oidc_providers:
             self.providers[p.idp_id] = OidcProvider(p, callback, self.http, hs.clock_ms)
+        if hs.config.sso.saml2_config is not None:
+            from .saml import SamlProvider
+
+            self.providers["saml"] = SamlProvider(hs.config.sso.saml2_config)
+        if hs.config.sso.cas_config is not None:
+            from .cas import CasProvider
+
+            self.providers["cas"] = CasProvider(hs.config.sso.cas_config, hs.config.public_baseurl, self.http)
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -114,9 +122,13 @@ class SsoHandler:
         return self.render("sso_error.html", e.status, error=e.error, error_description=e.description,
                            server_name=self.hs.server_name)
 
-    def set_cookie(self, resp: web.StreamResponse, name: str, value: str, path: str, max_age: int) -> None:
+    def set_cookie(self, resp: web.StreamResponse, name: str, value: str, path: str, max_age: int,
+                   samesite: str = "Lax") -> None:
+        # SameSite=None needs Secure: over plain http (development) fall back to Lax.
+        if samesite == "None" and not self.secure_cookies:
+            samesite = "Lax"
         resp.set_cookie(name, value, path=path, max_age=max_age, httponly=True, secure=self.secure_cookies,
-                        samesite="Lax")
+                        samesite=samesite)
 
     @staticmethod
     def idp_info(p: IdentityProvider) -> dict[str, Any]:
@@ -151,12 +163,15 @@ class SsoHandler:
             provider = self.providers.get(idp_id)
             if provider is None:
                 raise SsoError("unknown_idp", f"There is no identity provider {idp_id!r} on this server.", 404)
-            session, browser_key = await self.sessions.start_login(idp_id, client_redirect_url)
+            lifetime = getattr(provider, "session_lifetime_ms", None) or LOGIN_SESSION_LIFETIME_MS
+            session, browser_key = await self.sessions.start_login(idp_id, client_redirect_url,
+                                                                   lifetime_ms=lifetime)
             url = await provider.authorization_url(session)
         except SsoError as e:
             return self.error_page(e)
         resp = redirect(url)
-        self.set_cookie(resp, BROWSER_COOKIE, browser_key, "/_synapse/client/", 3600)
+        self.set_cookie(resp, BROWSER_COOKIE, browser_key, getattr(provider, "cookie_path", "/_synapse/client/"),
+                        max(3600, lifetime // 1000), getattr(provider, "cookie_samesite", "Lax"))
         return resp
 
     def idp_picker(self, client_redirect_url: str | None, idp_id: str | None) -> web.StreamResponse:
@@ -199,6 +214,13 @@ class SsoHandler:
                 if attrs.display_name:
                     await self.profiles.set_field(user_id, "displayname", attrs.display_name)
             return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=False)
+
+        if identity.grandfathered_localpart:
+            user_id = f"@{identity.grandfathered_localpart}:{self.hs.server_name}"
+            if await self.hs.auth.users.get_user(user_id) is not None:
+                log.info("linking %s to the existing %s (grandfathered)", identity.remote_user_id, user_id)
+                await self._link(identity, user_id)
+                return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=False)
 
         allow_existing = getattr(provider, "allow_existing_users", False)
         enable_registration = getattr(provider, "enable_registration", True)

@@ -29,6 +29,10 @@ __all__ = [
     "DEFAULT_OIDC_MAPPER",
     "OIDC_MAPPER_ALIASES",
     "load_mapping_provider",
+    "DefaultSamlMappingProvider",
+    "DEFAULT_SAML_MAPPER",
+    "SAML_MAPPER_ALIASES",
+    "dot_replace_for_mxid",
     "localpart_from_email",
     "map_username_to_mxid_localpart",
 ]
@@ -217,6 +221,91 @@ OIDC_MAPPER_ALIASES = {
     "synapse.handlers.oidc.JinjaOidcMappingProvider": DEFAULT_OIDC_MAPPER,
     "synapse.handlers.oidc_handler.JinjaOidcMappingProvider": DEFAULT_OIDC_MAPPER,
 }
+
+# --- the default SAML mapper -------------------------------------------------------------
+
+_DOT_REPLACE = re.compile(r"[^a-z0-9_\-./+]")
+
+
+def dot_replace_for_mxid(username: str) -> str:
+    """``mxid_mapping: dotreplace``: lower case, each character a localpart cannot hold becomes ``.``."""
+    username = _DOT_REPLACE.sub(".", username.lower())
+    return username[1:] if username.startswith("_") else username  # "_" is for application services
+
+
+MXID_MAPPERS = {"hexencode": map_username_to_mxid_localpart, "dotreplace": dot_replace_for_mxid}
+
+
+@dataclass(frozen=True)
+class SamlMappingConfig:
+    mxid_source_attribute: str
+    mxid_mapping: str
+
+    def mxid_mapper(self, value: str) -> str:
+        return MXID_MAPPERS[self.mxid_mapping](value)
+
+
+class DefaultSamlMappingProvider:
+    """The default SAML mapper (Synapse's option names and behaviour).
+
+    The remote user ID is the ``uid`` attribute; the localpart comes from
+    ``mxid_source_attribute`` through ``mxid_mapping``; ``displayName`` and ``email`` are
+    used when present. Methods take pysaml2's ``AuthnResponse`` (its ``ava`` attributes).
+    """
+
+    def __init__(self, parsed_config: SamlMappingConfig, module_api: Any = None):
+        self.config = parsed_config
+
+    @staticmethod
+    def parse_config(config: Mapping[str, Any]) -> SamlMappingConfig:
+        config = dict(config or {})
+        unknown = sorted(set(config) - {"mxid_source_attribute", "mxid_mapping"})
+        if unknown:
+            raise MappingError(f"{unknown[0]}: unknown option of the default SAML mapping provider")
+        source = config.get("mxid_source_attribute", "uid")
+        if not isinstance(source, str) or not source:
+            raise MappingError("mxid_source_attribute: expected an attribute name")
+        mapping = config.get("mxid_mapping", "hexencode")
+        if mapping not in MXID_MAPPERS:
+            raise MappingError(f"mxid_mapping: expected one of {', '.join(MXID_MAPPERS)}, got {mapping!r}")
+        return SamlMappingConfig(source, mapping)
+
+    @staticmethod
+    def get_saml_attributes(config: SamlMappingConfig) -> tuple[set[str], set[str]]:
+        """(required, optional) attributes: advertised in our SP metadata."""
+        return {"uid", config.mxid_source_attribute}, {"displayName", "email"}
+
+    def get_remote_user_id(self, saml_response: Any, client_redirect_url: str | None) -> str:
+        try:
+            return saml_response.ava["uid"][0]
+        except (KeyError, IndexError):
+            raise MappingError("the SAML response has no 'uid' attribute") from None
+
+    def saml_response_to_user_attributes(self, saml_response: Any, failures: int,
+                                         client_redirect_url: str | None) -> dict[str, Any]:
+        ava = saml_response.ava
+        try:
+            source = ava[self.config.mxid_source_attribute][0]
+        except (KeyError, IndexError):
+            raise MappingError(f"the SAML response has no {self.config.mxid_source_attribute!r} attribute") \
+                from None
+        localpart = self.config.mxid_mapper(source)
+        if not localpart:
+            raise MappingError(f"{self.config.mxid_source_attribute!r} maps to an empty localpart")
+        return {
+            "mxid_localpart": localpart + (str(failures) if failures else ""),
+            "displayname": (ava.get("displayName") or [None])[0],
+            "emails": list(ava.get("email") or []),
+        }
+
+
+DEFAULT_SAML_MAPPER = "sso.mapping.DefaultSamlMappingProvider"
+
+SAML_MAPPER_ALIASES = {
+    "synapse.handlers.saml.DefaultSamlMappingProvider": DEFAULT_SAML_MAPPER,
+    "synapse.handlers.saml_handler.DefaultSamlMappingProvider": DEFAULT_SAML_MAPPER,
+}
+
 
 _MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 

@@ -1,7 +1,7 @@
 """Identity providers: the Protocol every SSO mechanism implements, and what it returns.
 
-A provider turns a browser's return from the IdP (the OIDC callback today; a SAML POST or a
-CAS ticket later) into a ``RemoteIdentity``. Everything after that — mapping collisions,
+A provider turns a browser's return from the IdP (an OIDC callback, a SAML POST, a CAS
+ticket) into a ``RemoteIdentity``. Everything after that — mapping collisions,
 registration, the username picker, login tokens, the redirect back to the client — is
 shared, in ``sso.handler``.
 
@@ -46,6 +46,10 @@ class RemoteIdentity:
     map_attributes: Callable[[int], Awaitable[UserAttributes]]
     extra_attributes: dict[str, Any] = field(default_factory=dict)
     auth_provider_session_id: str | None = None
+    #: An existing account that was this user before IdP links were stored (Synapse's
+    #: "grandfathered" users: SAML's ``grandfathered_mxid_source_attribute``, CAS usernames):
+    #: if ``@<localpart>:<server>`` exists, the identity is linked to it.
+    grandfathered_localpart: str | None = None
 
 
 @runtime_checkable
@@ -56,6 +60,9 @@ class IdentityProvider(Protocol):
     idp_name: str
     idp_icon: str | None
     idp_brand: str | None
+    # Optional attributes, read with getattr: ``cookie_path`` (where the IdP sends the browser
+    # back, default /_synapse/client/), ``cookie_samesite`` ("None" when the IdP POSTs back from
+    # its own site), ``session_lifetime_ms``, ``allow_existing_users``, ``enable_registration``.
 
     async def authorization_url(self, session: SsoLoginSession) -> str:
         """Where to send the browser to log in. Raises SsoError if the IdP is unreachable."""

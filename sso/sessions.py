@@ -41,7 +41,8 @@ class SsoSessions:
         self.clock_ms = clock_ms
 
     async def start_login(self, idp_id: str, client_redirect_url: str, *,
-                          ui_auth_session_id: str | None = None) -> tuple[SsoLoginSession, str]:
+                          ui_auth_session_id: str | None = None,
+                          lifetime_ms: int = LOGIN_SESSION_LIFETIME_MS) -> tuple[SsoLoginSession, str]:
         """A new login session and the browser key to set as a cookie."""
         now = self.clock_ms()
         browser_key = new_secret()
@@ -54,7 +55,7 @@ class SsoSessions:
             nonce=new_secret(),
             code_verifier=secrets.token_urlsafe(48),  # 64 characters, within RFC 7636's 43..128
             created_ts=now,
-            expires_ts=now + LOGIN_SESSION_LIFETIME_MS,
+            expires_ts=now + lifetime_ms,
         )
         await self.store.expire_login_sessions(now)
         await self.store.add_login_session(session)

@@ -250,7 +250,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         federation=fed,
         rc_federation=rc_federation,
     )
-    sso_sections = parse_sso_sections(root, resolve_path)
+    sso_sections = parse_sso_sections(root, resolve_path, public_baseurl)
     config_kwargs["sso"] = sso_sections
     config_kwargs["directory"] = parse_directory_config(root, sections)
     for k in ACCEPTED_IGNORED_KEYS:

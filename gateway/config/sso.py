@@ -1,5 +1,6 @@
 """Single sign-on sections of homeserver.yaml: ``oidc_providers`` (and the legacy
-``oidc_config``), ``jwt_config`` and ``sso``, with Synapse's key names.
+``oidc_config``), ``saml2_config``, ``cas_config``, ``jwt_config`` and ``sso``, with
+Synapse's key names.
 
 Docs: https://element-hq.github.io/synapse/latest/usage/configuration/config_documentation.html#oidc_providers
 """
@@ -16,6 +17,8 @@ __all__ = [
     "AttributeRequirement",
     "ClientSecretJwtKey",
     "OidcProviderConfig",
+    "SamlConfig",
+    "CasConfig",
     "JwtConfig",
     "SsoConfig",
     "SsoSections",
@@ -42,6 +45,8 @@ class AttributeRequirement:
         if self.attribute not in claims:
             return False
         actual = claims[self.attribute]
+        if self.value is None and self.one_of is None:  # CAS: the attribute only has to be there
+            return True
         values = actual if isinstance(actual, list) else [actual]
         wanted = set(self.one_of) if self.one_of is not None else {self.value}
         return any(v in wanted for v in values)
@@ -106,15 +111,55 @@ class SsoConfig:
 
 
 @dataclass(frozen=True)
+class SamlConfig:
+    """``saml2_config``. ``sp_config`` is the whole pysaml2 SP configuration: our defaults
+    (entity ID, ACS, required attributes) merged with the operator's ``sp_config`` and the
+    ``CONFIG`` of ``config_path``, as Synapse builds it."""
+
+    sp_config: dict[str, Any]
+    session_lifetime_ms: int
+    user_mapping_provider: Any  # sso.mapping.LoadedMappingProvider
+    grandfathered_mxid_source_attribute: str
+    attribute_requirements: tuple[AttributeRequirement, ...]
+    idp_entityid: str | None
+    idp_name: str = "SAML"
+    idp_icon: str | None = None
+    idp_brand: str | None = None
+    enable_registration: bool = True
+
+    idp_id = "saml"
+
+
+@dataclass(frozen=True)
+class CasConfig:
+    """``cas_config``."""
+
+    server_url: str
+    protocol_version: int
+    displayname_attribute: str | None
+    required_attributes: tuple[AttributeRequirement, ...]
+    idp_name: str = "CAS"
+    idp_icon: str | None = None
+    idp_brand: str | None = None
+    enable_registration: bool = True
+
+    idp_id = "cas"
+
+
+@dataclass(frozen=True)
 class SsoSections:
     oidc_providers: tuple[OidcProviderConfig, ...] = ()
+    saml2_config: SamlConfig | None = None
+    cas_config: CasConfig | None = None
     jwt_config: JwtConfig | None = None
     sso: SsoConfig = SsoConfig()
     warnings: tuple[str, ...] = ()
 
 
-def parse_sso_sections(root: Section, resolve_path: Callable[[str], str]) -> SsoSections:
-    """Parse ``oidc_providers``, ``oidc_config``, ``jwt_config`` and ``sso`` from the root section."""
+def parse_sso_sections(root: Section, resolve_path: Callable[[str], str],
+                       public_baseurl: str = "https://localhost/") -> SsoSections:
+    """Parse ``oidc_providers``, ``oidc_config``, ``saml2_config``, ``cas_config``, ``jwt_config``
+    and ``sso`` from the root section."""
     warnings: list[str] = []
     providers: list[OidcProviderConfig] = []
     for i, item in enumerate(root.list("oidc_providers", [])):
@@ -132,6 +177,11 @@ def parse_sso_sections(root: Section, resolve_path: Callable[[str], str]) -> Sso
         seen.add(p.idp_id)
 
     jwt = _parse_jwt(root.section("jwt_config"))
+    from .cas import parse_cas_config
+    from .saml2 import parse_saml2_config
+
+    saml = parse_saml2_config(root.section("saml2_config"), resolve_path, public_baseurl, warnings)
+    cas = parse_cas_config(root.section("cas_config"), warnings)
 
     sso = root.section("sso")
     sso_config = SsoConfig(
@@ -141,7 +191,7 @@ def parse_sso_sections(root: Section, resolve_path: Callable[[str], str]) -> Sso
     for i, url in enumerate(sso_config.client_whitelist):
         if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", url):
             raise ConfigError(f"sso.client_whitelist[{i}]", f"expected an absolute URL prefix, got {url!r}")
-    return SsoSections(tuple(providers), jwt, sso_config, tuple(warnings))
+    return SsoSections(tuple(providers), saml, cas, jwt, sso_config, tuple(warnings))
 
 
 def _parse_oidc_provider(s: Section, resolve_path, *, legacy: bool) -> OidcProviderConfig:
@@ -159,9 +209,7 @@ def _parse_oidc_provider(s: Section, resolve_path, *, legacy: bool) -> OidcProvi
         # prefixed ID is what clients and user_external_ids already know.
         idp_id = raw_id if raw_id == "oidc" else f"oidc-{raw_id}"
         idp_name = s.str("idp_name", "OIDC")
-    idp_icon = s.str("idp_icon", None)
-    if idp_icon is not None and not re.match(r"^mxc://[^/]+/[^/]+$", idp_icon):
-        raise ConfigError(s.key("idp_icon"), f"expected an mxc://server/media_id URI, got {idp_icon!r}")
+    idp_icon = parse_idp_icon(s)
     idp_brand = s.str("idp_brand", None)
 
     discover = s.bool("discover", True)
@@ -203,17 +251,7 @@ def _parse_oidc_provider(s: Section, resolve_path, *, legacy: bool) -> OidcProvi
         if "openid" in scopes and endpoints["jwks_uri"] is None:
             raise ConfigError(s.key("jwks_uri"), "is required when discover is false and the openid scope is used")
 
-    requirements = []
-    for i, item in enumerate(s.list("attribute_requirements", [])):
-        rs = Section(item, s.key(f"attribute_requirements[{i}]"))
-        attribute = rs.str("attribute")
-        value = rs.raw("value")
-        one_of = rs.list("one_of", None, of=string_item)
-        if (value is None) == (one_of is None):
-            raise ConfigError(rs.path, "give exactly one of value or one_of")
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(rs.key("value"), "expected a string")
-        requirements.append(AttributeRequirement(attribute, value, tuple(one_of) if one_of is not None else None))
+    requirements = parse_attribute_requirements(s)
 
     ump = s.section("user_mapping_provider")
     module = ump.str("module", None)
@@ -257,6 +295,29 @@ def _parse_oidc_provider(s: Section, resolve_path, *, legacy: bool) -> OidcProvi
             s.list("passthrough_authorization_parameters", [], of=string_item)),
         **endpoints,
     )
+
+
+def parse_attribute_requirements(s: Section) -> tuple[AttributeRequirement, ...]:
+    """``attribute_requirements``: a list of ``{attribute, value}`` or ``{attribute, one_of}``."""
+    requirements = []
+    for i, item in enumerate(s.list("attribute_requirements", [])):
+        rs = Section(item, s.key(f"attribute_requirements[{i}]"))
+        attribute = rs.str("attribute")
+        value = rs.raw("value")
+        one_of = rs.list("one_of", None, of=string_item)
+        if (value is None) == (one_of is None):
+            raise ConfigError(rs.path, "give exactly one of value or one_of")
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(rs.key("value"), "expected a string")
+        requirements.append(AttributeRequirement(attribute, value, tuple(one_of) if one_of is not None else None))
+    return tuple(requirements)
+
+
+def parse_idp_icon(s: Section) -> str | None:
+    idp_icon = s.str("idp_icon", None)
+    if idp_icon is not None and not re.match(r"^mxc://[^/]+/[^/]+$", idp_icon):
+        raise ConfigError(s.key("idp_icon"), f"expected an mxc://server/media_id URI, got {idp_icon!r}")
+    return idp_icon
 
 
 def _parse_client_secret_jwt_key(s: Section, resolve_path) -> ClientSecretJwtKey | None:

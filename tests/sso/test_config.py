@@ -105,3 +105,64 @@ def test_sso_section_and_templates(tmp_path):
     with pytest.raises(ConfigError) as e:  # a missing directory fails at startup
         parse(templates={"custom_template_directory": str(tmp_path / "missing")})
     assert e.value.path == "templates.custom_template_directory"
+
+
+# --- saml2_config / cas_config ---------------------------------------------------------
+
+
+def test_saml_defaults_merge_like_synapse(tmp_path):
+    from sso.mapping import DefaultSamlMappingProvider
+
+    conf = tmp_path / "sp_conf.py"
+    conf.write_text("CONFIG = {'accepted_time_diff': 3, 'service': {'sp': {'name_id_format': 'x'}}}\n")
+    c = parse_config({**BASE, "public_baseurl": "https://matrix.hs.test/", "saml2_config": {
+        "sp_config": {"allow_unknown_attributes": True, "service": {"sp": {"want_assertions_signed": False}}},
+        "config_path": str(conf), "saml_session_lifetime": "5m",
+        "mxid_source_attribute": "displayName",  # the legacy place still wins
+        "attribute_requirements": [{"attribute": "userGroup", "value": "staff"}],
+    }})
+    saml = c.sso.saml2_config
+    sp = saml.sp_config["service"]["sp"]
+    assert saml.sp_config["entityid"] == "https://matrix.hs.test/_synapse/client/saml2/metadata.xml"
+    assert sp["endpoints"]["assertion_consumer_service"][0][0] == \
+        "https://matrix.hs.test/_synapse/client/saml2/authn_response"
+    assert sp["want_assertions_signed"] is True  # never off
+    assert sp["name_id_format"] == "x" and saml.sp_config["accepted_time_diff"] == 3
+    assert saml.sp_config["allow_unknown_attributes"] is True
+    assert set(sp["required_attributes"]) == {"uid", "displayName", "userGroup"}
+    assert saml.session_lifetime_ms == 300_000
+    assert saml.user_mapping_provider.cls is DefaultSamlMappingProvider
+    assert saml.user_mapping_provider.parsed_config.mxid_source_attribute == "displayName"
+    assert any("want_assertions_signed" in w for w in c.warnings)
+    assert any("mxid_source_attribute is deprecated" in w for w in c.warnings)
+
+
+@pytest.mark.parametrize("section,key", [
+    ({"sp_config": {"metadata": {"local": ["/nonexistent/idp.xml"]}}}, "saml2_config.sp_config"),
+    ({"sp_config": {}, "user_mapping_provider": {"config": {"mxid_mapping": "rot13"}}},
+     "saml2_config.user_mapping_provider.config.mxid_mapping"),
+    ({"sp_config": {}, "user_mapping_provider": {"module": "no.such.Mapper"}}, "saml2_config.user_mapping_provider.module"),
+    ({"sp_config": "yes"}, "saml2_config.sp_config"),
+    ({"config_path": "/nonexistent/sp_conf.py"}, "saml2_config.config_path"),
+])
+def test_saml_config_errors_name_the_key(section, key):
+    with pytest.raises(ConfigError) as e:
+        parse(saml2_config=section)
+    assert e.value.path == key
+
+
+def test_cas_config():
+    c = parse(cas_config={"enabled": True, "server_url": "https://cas.example/cas/", "displayname_attribute": "name",
+                          "required_attributes": {"userGroup": "staff", "department": None}, "protocol_version": 3})
+    cas = c.sso.cas_config
+    assert cas.server_url == "https://cas.example/cas" and cas.protocol_version == 3 and cas.idp_name == "CAS"
+    assert cas.required_attributes[1].matches({"department": ["any"]})
+    assert not cas.required_attributes[1].matches({})
+    assert not cas.required_attributes[0].matches({"userGroup": ["guests"]})
+    assert parse(cas_config={"enabled": False, "server_url": 3}).sso.cas_config is None
+    for bad, key in [({"server_url": "cas.example"}, "cas_config.server_url"),
+                     ({"server_url": "https://c", "protocol_version": 4}, "cas_config.protocol_version"),
+                     ({"server_url": "https://c", "required_attributes": ["a"]}, "cas_config.required_attributes")]:
+        with pytest.raises(ConfigError) as e:
+            parse(cas_config={"enabled": True, **bad})
+        assert e.value.path == key
