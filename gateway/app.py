@@ -8,6 +8,8 @@ Each API is a sub-app so that its authentication middleware stays its own.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from . import admin_api, client_api, federation_api, federation_tester_api, wellknown
@@ -24,6 +26,8 @@ from .http.middleware import (
 )
 from .metrics import metrics_handler, metrics_observer
 from .server import HomeServer
+
+log = logging.getLogger(__name__)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -47,6 +51,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     res = listener.resources
     if "client" in res:
         add_sso_routes(app, hs)  # before /_matrix/client: its SSO redirect paths are more specific
+        _add_module_resources(app, hs)
         app.add_subapp("/_matrix/client", client_api.build_app(hs))
         app.add_subapp("/_synapse/admin", admin_api.build_app(hs))
         app.add_subapp("/_gateway/federation-tester", federation_tester_api.build_app(hs))
@@ -62,3 +67,16 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     if "health" in res or listener.type == "http":
         app.router.add_get("/health", health)
     return app
+
+
+def _add_module_resources(app: web.Application, hs: HomeServer) -> None:
+    """Pages modules registered (``ModuleApi.register_web_resource``), on client listeners."""
+    for path, resource in hs.modules.web_resources.items():
+        if isinstance(resource, web.Application):
+            if resource.frozen:  # already mounted on another client listener
+                log.warning("module pages at %s are served on the first client listener only", path)
+                continue
+            resource[HS] = hs
+            app.add_subapp(path.rstrip("/"), resource)
+        else:
+            app.router.add_route("*", path, resource)

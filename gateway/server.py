@@ -96,6 +96,13 @@ class HomeServer:
         return DirectoryService(self)
 
     @cached_property
+    def modules(self):
+        """The configured modules and the callbacks they registered (gateway/modules/)."""
+        from .modules import load_modules
+
+        return load_modules(self, self.config.modules)
+
+    @cached_property
     def keyring(self):
         from .services.keyring import KeyRing
 
@@ -112,7 +119,13 @@ class HomeServer:
             await db.close()
             raise
         log.info("database (%s) at schema version %d", db.engine, version)
-        return cls(config=config, db=db, signing_key=signing_key)
+        hs = cls(config=config, db=db, signing_key=signing_key)
+        try:
+            hs.modules  # modules start with the server: a broken one stops it here, naming its config key
+        except BaseException:
+            await db.close()
+            raise
+        return hs
 
     async def close(self) -> None:
         if "federation_client" in self.__dict__:

@@ -144,6 +144,8 @@ async def delete_room_v2(request: web.Request) -> web.Response:
     options = _shutdown_options(hs, await read_json_body(request))
     if await hs.events.store.get_room(room_id) is None:
         raise MatrixError.not_found(f"Unknown room {room_id}")
+    await hs.modules.callbacks.all_true("check_can_shutdown_room", "Shutting down this room",
+                                        requester(request).user_id, room_id)
     delete_id = hs.room_admin.start_delete(room_id, requester(request).user_id, options)
     return json_response({"delete_id": delete_id})
 
@@ -204,5 +206,5 @@ async def force_join(request: web.Request) -> web.Response:
                 and (member is None or member.membership != "invite"):
             # As in Synapse: the admin invites, which needs them in the room with invite power.
             await hs.rooms.invite(requester(request).user_id, room_id, user_id)
-        await hs.rooms.join(user_id, room_id)
+        await hs.rooms.join(user_id, room_id, by_admin=True)
     return json_response({"room_id": room_id})

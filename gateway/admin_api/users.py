@@ -138,15 +138,18 @@ async def put_user(request: web.Request) -> web.Response:
             if password is None and existing.password_hash is None:
                 raise MatrixError(400, Codes.MISSING_PARAM, "Give a password to reactivate a user")
             await hs.auth.users.set_deactivated(user_id, False)
+            await hs.modules.callbacks.notify("on_user_deactivation_status_changed", user_id, False, True)
     if "avatar_url" in body:
         await ProfileStore(hs.db).set_field(user_id, "avatar_url", body["avatar_url"])
     return json_response(await _user_json(hs, user_id), status=201 if created else 200)
 
 
 async def _deactivate(hs: HomeServer, user_id: str) -> None:
+    await hs.modules.callbacks.all_true("check_can_deactivate_user", "Deactivating this account", user_id, True)
     await hs.auth.users.set_deactivated(user_id, True)
     await hs.auth.users.set_password_hash(user_id, None)
     await hs.auth.devices.delete_devices(user_id)
+    await hs.modules.callbacks.notify("on_user_deactivation_status_changed", user_id, True, True)
 
 
 @routes.post("/v1/deactivate/{user_id}")

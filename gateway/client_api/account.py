@@ -73,9 +73,11 @@ async def deactivate(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     await require_reauth(request, body, "POST /account/deactivate")
     req = requester(request)
+    await hs.modules.callbacks.all_true("check_can_deactivate_user", "Deactivating this account", req.user_id, False)
     await hs.auth.users.set_deactivated(req.user_id, True)
     await hs.auth.users.set_password_hash(req.user_id, None)
     await hs.auth.devices.delete_devices(req.user_id)
+    await hs.modules.callbacks.notify("on_user_deactivation_status_changed", req.user_id, True, False)
     return json_response({"id_server_unbind_result": "no-support"})
 
 

@@ -47,6 +47,11 @@ def token_auth_middleware(*, admin_only: bool):
         found = await request.app[HS].auth.get_requester(token)
         if admin_only and not found.is_admin:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
+        modules = request.app[HS].modules.callbacks
+        if modules.has("is_user_expired") and not request.path.endswith(("/logout", "/logout/all")):
+            expired = await modules.first_not_none("is_user_expired", found.user_id, on_error=True)
+            if expired:
+                raise MatrixError(403, "ORG_MATRIX_EXPIRED_ACCOUNT", "This account has expired")
         request[REQUESTER] = found
         return await handler(request)
 

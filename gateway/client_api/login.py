@@ -5,6 +5,7 @@ Spec: https://spec.matrix.org/latest/client-server-api/#login
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from ..http import Codes, MatrixError, json_response, read_json_body
 from .auth import public, requester
 from .identifiers import user_id_from_identifier
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
@@ -24,6 +26,8 @@ async def get_login_flows(request: web.Request) -> web.Response:
     from ..sso_api import login_flows
 
     flows += login_flows(request.app[HS])
+    known = {f["type"] for f in flows}
+    flows += [{"type": t} for t in request.app[HS].modules.callbacks.login_types() if t not in known]
     return json_response({"flows": flows})
 
 
@@ -42,21 +46,31 @@ async def post_login(request: web.Request) -> web.Response:
     limiters = hs.ratelimiters
     limiters["rc_login.address"].ratelimit(request.remote or "")
 
+    modules = hs.modules.callbacks
+    after_login = None
     if login_type == "m.login.password":
         password = body.get("password")
         if not isinstance(password, str):
             raise MatrixError.bad_json("'password' must be a string")
-        user_id = user_id_from_identifier(body, hs.server_name)
-        limiters["rc_login.account"].ratelimit(user_id)
-        failed = limiters["rc_login.failed_attempts"]
-        if failed.check(user_id, update=False) is not None:
-            failed.ratelimit(user_id)
-        try:
-            await hs.auth.check_password_login(user_id, password)
-        except MatrixError as e:
-            if e.errcode == Codes.FORBIDDEN:
-                failed.check(user_id)  # count the failure
-            raise
+        ident = body.get("identifier")
+        if isinstance(ident, dict) and ident.get("type") == "m.id.thirdparty" and modules.has("check_3pid_auth"):
+            user_id, after_login = await _module_3pid_login(hs, ident, password)
+        else:
+            user_id = user_id_from_identifier(body, hs.server_name)
+            limiters["rc_login.account"].ratelimit(user_id)
+            failed = limiters["rc_login.failed_attempts"]
+            if failed.check(user_id, update=False) is not None:
+                failed.ratelimit(user_id)
+            found = await modules.check_auth("m.login.password", user_id, body)
+            if found is not None:  # a password auth provider module vouched for the user
+                user_id, after_login = await _qualified(hs, found[0]), found[1]
+            else:
+                try:
+                    await hs.auth.check_password_login(user_id, password)
+                except MatrixError as e:
+                    if e.errcode == Codes.FORBIDDEN:
+                        failed.check(user_id)  # count the failure
+                    raise
     elif login_type == "m.login.token":
         token = body.get("token")
         if not isinstance(token, str):
@@ -69,12 +83,58 @@ async def post_login(request: web.Request) -> web.Response:
         from sso.jwt_login import jwt_login
 
         user_id = await jwt_login(hs, body.get("token"))
+    elif isinstance(login_type, str) and login_type in modules.login_types():
+        user = body.get("user")
+        if isinstance(body.get("identifier"), dict):
+            user = body["identifier"].get("user", user)
+        if not isinstance(user, str) or not user:
+            raise MatrixError.bad_json("'identifier.user' must be a non-empty string")
+        found = await modules.check_auth(login_type, user, body)
+        if found is None:
+            raise MatrixError(403, Codes.FORBIDDEN, "Invalid login")
+        user_id, after_login = await _qualified(hs, found[0]), found[1]
     else:
         raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type!r}")
 
+    await modules.spam_check("check_login_for_spam", "This login", user_id, device_id, display_name,
+                             [(request.headers.get("User-Agent", ""), request.remote or "")], None)
+
     result = await hs.auth.login_session(user_id, device_id=device_id, display_name=display_name)
     result["well_known"] = {"m.homeserver": {"base_url": hs.config.public_baseurl}}
+    if after_login is not None:
+        try:
+            await after_login(dict(result))
+        except Exception:
+            log.exception("a module's login callback failed")
+    await modules.notify("on_user_login", user_id, login_type, None)
     return json_response(result)
+
+
+async def _qualified(hs, user_id: str) -> str:
+    """A module's answer as a local user ID that exists (a module registers users it
+    vouches for with ``ModuleApi.register_user`` first)."""
+    if not isinstance(user_id, str):
+        raise MatrixError(403, Codes.FORBIDDEN, "Invalid login")
+    if not user_id.startswith("@"):
+        user_id = f"@{user_id.lower()}:{hs.server_name}"
+    if user_id.partition(":")[2] != hs.server_name:
+        raise MatrixError(403, Codes.FORBIDDEN, "Invalid login")
+    user = await hs.auth.users.get_user(user_id)
+    if user is None:
+        raise MatrixError(403, Codes.FORBIDDEN, "Invalid login")
+    if user.deactivated:
+        raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+    return user_id
+
+
+async def _module_3pid_login(hs, ident: dict[str, Any], password: str) -> tuple[str, Any]:
+    medium, address = ident.get("medium"), ident.get("address")
+    if not isinstance(medium, str) or not isinstance(address, str):
+        raise MatrixError.bad_json("'identifier.medium' and 'identifier.address' must be strings")
+    found = await hs.modules.callbacks.check_3pid_auth(medium, address, password)
+    if found is None:
+        raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+    return await _qualified(hs, found[0]), found[1]
 
 
 @routes.post("/{ver:(r0|v3)}/logout")
@@ -85,11 +145,16 @@ async def post_logout(request: web.Request) -> web.Response:
         await hs.auth.devices.delete_devices(req.user_id, [req.device_id])
     else:
         await hs.auth.devices.delete_access_token(req.access_token)
+    await hs.modules.callbacks.notify("on_logged_out", req.user_id, req.device_id, req.access_token)
     return json_response({})
 
 
 @routes.post("/{ver:(r0|v3)}/logout/all")
 async def post_logout_all(request: web.Request) -> web.Response:
     hs = request.app[HS]
-    await hs.auth.devices.delete_devices(requester(request).user_id)
+    req = requester(request)
+    devices = await hs.auth.devices.list_devices(req.user_id)
+    await hs.auth.devices.delete_devices(req.user_id)
+    for device in devices:
+        await hs.modules.callbacks.notify("on_logged_out", req.user_id, device.device_id, req.access_token)
     return json_response({})

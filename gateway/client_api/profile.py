@@ -60,7 +60,16 @@ async def set_profile_field(request: web.Request) -> web.Response:
         raise MatrixError.bad_json(f"'{field}' must be a string of at most {limit} characters")
     if field == "avatar_url" and value and not value.startswith("mxc://"):
         raise MatrixError.bad_json("'avatar_url' must be an mxc:// URI")
-    await ProfileStore(request.app[HS].db).set_field(user_id, field, value or None)
+    hs = request.app[HS]
+    profiles = ProfileStore(hs.db)
+    await profiles.set_field(user_id, field, value or None)
+    if hs.modules.callbacks.has("on_profile_update"):
+        from ..modules import ProfileInfo
+
+        profile = await profiles.get_profile(user_id) or {}
+        await hs.modules.callbacks.notify("on_profile_update", user_id,
+                                          ProfileInfo(profile.get("displayname"), profile.get("avatar_url")),
+                                          False, False)
     return json_response({})
 
 

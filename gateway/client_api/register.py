@@ -11,6 +11,7 @@ from federation.ids import is_valid_localpart
 
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
+from ..modules import RegistrationBehaviour
 from ..passwords import hash_password
 from ..server import HomeServer
 from ..storage.users import UserExistsError
@@ -91,8 +92,20 @@ async def post_register(request: web.Request) -> web.Response:
         hs.uia.register_stage(
             "m.login.registration_token", lambda auth, uid: _check_registration_token(hs, auth, uid)
         )
-    await hs.uia.authenticate("POST /register", body, registration_flows(hs))
+    _, completed = await hs.uia.authenticate_stages("POST /register", body, registration_flows(hs))
     hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
+
+    modules = hs.modules.callbacks
+    uia_results = _uia_results(completed, body)
+    module_username = await modules.first_not_none("get_username_for_registration", uia_results, dict(body))
+    if isinstance(module_username, str):
+        username = module_username.lower()
+    displayname = await modules.first_not_none("get_displayname_for_registration", uia_results, dict(body))
+    behaviour = await modules.registration_behaviour(
+        None, username, [(request.headers.get("User-Agent", ""), request.remote or "")], None)
+    if behaviour is not RegistrationBehaviour.ALLOW:
+        # No shadow-banning here: a registration a module wants shadow-banned is refused.
+        raise MatrixError.forbidden("Registration has been refused by the server's policy")
 
     if username is None:
         username = await _generate_localpart(hs)
@@ -102,10 +115,11 @@ async def post_register(request: web.Request) -> web.Response:
             user_id,
             password_hash=hash_password(password, hs.config.bcrypt_rounds) if password else None,
             created_ts=hs.clock_ms(),
-            displayname=username,
+            displayname=displayname if isinstance(displayname, str) else username,
         )
     except UserExistsError:
         raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken") from None
+    await modules.notify("on_user_registration", user_id)
     auth = body.get("auth") or {}
     if auth.get("type") == "m.login.registration_token":
         await hs.auth.store.use_registration_token(auth["token"])
@@ -120,6 +134,15 @@ async def post_register(request: web.Request) -> web.Response:
         user_id, device_id=device_id, display_name=display_name if isinstance(display_name, str) else None
     )
     return json_response(result)
+
+
+def _uia_results(completed: tuple[str, ...], body: dict) -> dict:
+    """What modules learn of the completed auth stages (Synapse's ``uia_results`` shape)."""
+    results: dict = {stage: True for stage in completed}
+    auth = body.get("auth") or {}
+    if "m.login.registration_token" in results and isinstance(auth.get("token"), str):
+        results["m.login.registration_token"] = auth["token"]
+    return results
 
 
 async def _generate_localpart(hs: HomeServer) -> str:

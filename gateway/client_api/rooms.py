@@ -61,7 +61,8 @@ def _target(body: dict[str, Any]) -> str:
 @routes.post(PREFIX + "/createRoom")
 async def create_room(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
-    room_id = await _hs(request).rooms.create_room(requester(request).user_id, body)
+    who = requester(request)
+    room_id = await _hs(request).rooms.create_room(who.user_id, body, requester=who, is_admin=who.is_admin)
     return json_response({"room_id": room_id})
 
 

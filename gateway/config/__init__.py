@@ -19,6 +19,7 @@ from federation.room_versions import KNOWN_ROOM_VERSIONS
 
 from ._values import ConfigError, Section, string_item
 from .directory import DirectoryConfig, parse_directory_config
+from .modules import ModuleConfig, parse_modules
 from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
@@ -130,6 +131,8 @@ class HomeserverConfig:
     sso: SsoSections = field(default_factory=SsoSections)
     # Room and user directories (gateway/config/directory.py).
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
+    # Pluggable modules (gateway/config/modules.py), in priority order.
+    modules: tuple[ModuleConfig, ...] = ()
 
 
 def load_config(path: str) -> HomeserverConfig:
@@ -253,6 +256,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     sso_sections = parse_sso_sections(root, resolve_path, public_baseurl)
     config_kwargs["sso"] = sso_sections
     config_kwargs["directory"] = parse_directory_config(root, sections)
+    config_kwargs["modules"] = parse_modules(root)
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
     warnings = list(sso_sections.warnings) + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]

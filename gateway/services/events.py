@@ -17,6 +17,7 @@ another process, in which case the batch is built again on the new head.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import secrets
@@ -96,6 +97,8 @@ class EventsService:
         #: What this process last wrote to each room. Only a hint: the store's head
         #: check catches any other writer, and the entry is then dropped.
         self._heads: OrderedDict[str, _Head] = OrderedDict()
+        #: Modules' on_new_event runs, kept until they finish.
+        self._module_tasks: set[asyncio.Task] = set()
 
     # --- hooks and caches ------------------------------------------------------
 
@@ -178,7 +181,7 @@ class EventsService:
                 head = cached or await self._load_head(room_id)
                 try:
                     writes = await self._build_chain(room_id, head.room.room_version, specs, head.state,
-                                                     list(head.prev_ids), head.depth)
+                                                     list(head.prev_ids), head.depth, spam_check=True)
                 except MatrixError:
                     if cached is None:
                         raise
@@ -241,12 +244,50 @@ class EventsService:
     def _after_persist(self, room_id: str, writes: Sequence[EventWrite], positions: Sequence[int]) -> list[SentEvent]:
         for w in writes:
             self._remember(w.pdu)
+        modules = self.hs.modules.callbacks
+        if modules.has("on_new_event"):
+            task = asyncio.get_running_loop().create_task(
+                self._notify_modules(room_id, [w.pdu for w in writes if w.rejected_reason is None]))
+            self._module_tasks.add(task)
+            task.add_done_callback(self._module_tasks.discard)
         for listener in self._listeners:
             try:
                 listener(room_id, positions)
             except Exception:
                 log.exception("new-events listener failed")
         return [SentEvent(w.pdu, p) for w, p in zip(writes, positions)]
+
+    async def _notify_modules(self, room_id: str, pdus: Sequence[PDU]) -> None:
+        """Modules' ``on_new_event``, with the room's state after each event."""
+        from ..modules import ModuleEvent
+
+        state = await self._module_state_map(await self.state.get_current_state_ids(room_id))
+        for pdu in pdus:
+            await self.hs.modules.callbacks.notify("on_new_event", ModuleEvent(pdu), state)
+
+    async def _module_state_map(self, state_ids: Mapping[StateKey, str]) -> dict:
+        from ..modules import ModuleEvent
+
+        pdus = await self.get_pdus(state_ids.values())
+        return {k: ModuleEvent(pdus[e]) for k, e in state_ids.items() if e in pdus}
+
+    async def _module_checks(self, spec: EventSpec, pdu: PDU, current: Mapping[StateKey, str],
+                             spam_check: bool) -> EventSpec | None:
+        """Modules' verdict on a local event: raises the refusal; returns a replacement
+        spec when a third-party rules module rewrote the event's content."""
+        from ..modules import ModuleEvent
+
+        modules = self.hs.modules.callbacks
+        event = ModuleEvent(pdu)
+        if spam_check and pdu.type != "m.room.member":
+            await modules.spam_check("check_event_for_spam", "This event", event)
+        if modules.has("check_event_allowed"):
+            allowed, new = await modules.check_event_allowed(event, await self._module_state_map(current))
+            if not allowed:
+                raise MatrixError.forbidden("This event is not allowed in this room (server policy)")
+            if new is not None and isinstance(new.get("content"), dict) and new["content"] != pdu.content:
+                return dataclasses.replace(spec, content=new["content"])
+        return None
 
     async def _build_chain(
         self,
@@ -256,8 +297,11 @@ class EventsService:
         state: StateSnapshot,
         prev_ids: list[str],
         depth: int,
+        *,
+        spam_check: bool = False,
     ) -> list[EventWrite]:
-        """Build, sign and authorise each event on top of the one before."""
+        """Build, sign and authorise each event on top of the one before (and let modules
+        check it; ``spam_check`` for events clients send, not a new room's first events)."""
         current: dict[StateKey, str] = dict(state.state)
         known: dict[str, PDU] = await self.get_pdus(_auth_relevant(current, specs))
         writes: list[EventWrite] = []
@@ -269,6 +313,15 @@ class EventsService:
                 check_auth_rules(rv, pdu, auth_map)
             except AuthError as e:
                 raise MatrixError.forbidden(str(e)) from None
+            if self.hs.modules.callbacks.has_event_checks:
+                replacement = await self._module_checks(spec, pdu, current, spam_check)
+                if replacement is not None:  # rebuilt and judged again by the auth rules only
+                    pdu = self._build_one(rv, room_id, replacement, current, prev_ids, depth)
+                    auth_map = await self._auth_map(rv, pdu, current, known)
+                    try:
+                        check_auth_rules(rv, pdu, auth_map)
+                    except AuthError as e:
+                        raise MatrixError.forbidden(str(e)) from None
             redaction_target = await self._check_redaction(rv, pdu, auth_map)
             delta: dict[StateKey, str] = {}
             if pdu.state_key is not None:

@@ -194,6 +194,7 @@ class RoomAdminService:
                        delete_id: str | None = None) -> dict[str, Any]:
         """Move local users out of the room (into a new room if asked), block and purge it."""
         now = self.hs.clock_ms
+        await self.hs.modules.callbacks.all_true("check_can_shutdown_room", "Shutting down this room", admin, room_id)
         if delete_id is not None:
             await self.store.add_delete_task(delete_id, room_id, "shutting_down", now())
         room = await self.hs.events.store.get_room(room_id)
@@ -214,7 +215,7 @@ class RoomAdminService:
                 await self.hs.rooms.leave(member.user_id, room_id)
                 if new_room_id is not None:
                     await self.hs.rooms.invite(options.new_room_user_id, new_room_id, member.user_id)
-                    await self.hs.rooms.join(member.user_id, new_room_id)
+                    await self.hs.rooms.join(member.user_id, new_room_id, by_admin=True)
                 result["kicked_users"].append(member.user_id)
             except MatrixError as e:
                 log.warning("could not move %s out of %s: %s", member.user_id, room_id, e.error)

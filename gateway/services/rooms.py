@@ -10,9 +10,11 @@ Spec:
 
 from __future__ import annotations
 
+import copy
 import secrets
 import string
 from collections.abc import Mapping, Sequence
+import logging
 from typing import Any
 
 from federation.ids import is_valid_user_id
@@ -24,6 +26,8 @@ from .directory import parse_alias
 from ..storage.profiles import ProfileStore
 from ..storage.users import UserStore
 from .events import EventSpec, SentEvent
+
+log = logging.getLogger(__name__)
 
 PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
 
@@ -97,8 +101,15 @@ class RoomsService:
 
     # --- createRoom ------------------------------------------------------------
 
-    async def create_room(self, user_id: str, body: Mapping[str, Any]) -> str:
-        """Create a room as ``user_id`` from a createRoom request body; returns its ID."""
+    async def create_room(self, user_id: str, body: Mapping[str, Any], *, requester: Any = None,
+                          is_admin: bool = False) -> str:
+        """Create a room as ``user_id`` from a createRoom request body; returns its ID.
+        Modules may refuse (``user_may_create_room``) or change the request (``on_create_room``)."""
+        modules = self.hs.modules.callbacks
+        await modules.spam_check("user_may_create_room", "Creating a room", user_id)
+        if modules.has("on_create_room"):
+            body = copy.deepcopy(dict(body))
+            await modules.raising("on_create_room", requester, body, is_admin)
         version_id = body.get("room_version", self.hs.config.default_room_version)
         if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
             raise MatrixError(400, Codes.UNSUPPORTED_ROOM_VERSION, f"Room version {version_id!r} is not supported")
@@ -175,6 +186,11 @@ class RoomsService:
         if alias is not None:
             await self.hs.directory.create_room_alias(alias, room_id, user_id)
         for invitee in invitees:
+            try:
+                await modules.spam_check("user_may_invite", "This invite", user_id, invitee, room_id)
+            except MatrixError as e:
+                log.info("not inviting %s into new room %s: %s", invitee, room_id, e.error)
+                continue
             content: dict[str, Any] = {"membership": "invite"}
             if is_direct:
                 content["is_direct"] = True
@@ -198,9 +214,14 @@ class RoomsService:
 
     # --- memberships -----------------------------------------------------------
 
-    async def join(self, user_id: str, room_id: str) -> SentEvent:
+    async def join(self, user_id: str, room_id: str, *, by_admin: bool = False) -> SentEvent:
         await self.hs.room_admin.check_not_blocked(room_id)
         await self.events.get_room(room_id)
+        modules = self.hs.modules.callbacks
+        if not by_admin and modules.has("user_may_join_room"):
+            current = await self.events.state.get_membership(room_id, user_id)
+            await modules.spam_check("user_may_join_room", "Joining this room", user_id, room_id,
+                                     current is not None and current.membership == "invite")
         return await self._member(room_id, user_id, user_id, await self._join_content(user_id))
 
     async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> SentEvent:
@@ -210,6 +231,7 @@ class RoomsService:
         await self.hs.room_admin.check_not_blocked(room_id)
         await self.events.get_room(room_id)
         await self._check_local_user(target)
+        await self.hs.modules.callbacks.spam_check("user_may_invite", "This invite", user_id, target, room_id)
         return await self._send_invite(room_id, user_id, target, _with_reason({"membership": "invite"}, reason))
 
     async def kick(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:

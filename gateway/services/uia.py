@@ -45,6 +45,19 @@ class UIAService:
     ) -> str:
         """Return the session ID once some flow is complete; otherwise raise the 401
         that tells the client what to do next."""
+        session_id, _ = await self.authenticate_stages(request_key, body, flows, user_id=user_id, params=params)
+        return session_id
+
+    async def authenticate_stages(
+        self,
+        request_key: str,
+        body: dict[str, Any],
+        flows: list[list[str]],
+        *,
+        user_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[str, tuple[str, ...]]:
+        """Like ``authenticate``, also returning the stages completed."""
         auth = body.get("auth")
         if auth is not None and not isinstance(auth, dict):
             raise MatrixError.bad_json("'auth' must be an object")
@@ -81,7 +94,7 @@ class UIAService:
         for flow in flows:
             if all(s in completed for s in flow):
                 await self.store.delete_uia_session(session_id)
-                return session_id
+                return session_id, tuple(completed)
 
         body_401: dict[str, Any] = {
             "flows": [{"stages": flow} for flow in flows],
