@@ -86,6 +86,8 @@ class DirectoryService:
                 raise MatrixError.forbidden("You must be joined to the room to give it an alias")
             if not rules_allow(self.config.alias_creation_rules, user_id, room_id, [alias]):
                 raise MatrixError.forbidden("This server does not allow you to create this alias")
+            await self.hs.modules.callbacks.spam_check("user_may_create_room_alias", "Creating this alias",
+                                                       user_id, parsed)
         await self._insert_alias(alias, room_id, user_id)
 
     async def check_alias_available(self, alias: str) -> None:
@@ -243,6 +245,13 @@ class DirectoryService:
             raise MatrixError.forbidden("You may not change this room's visibility in the room directory")
         if visibility == "public" and not is_admin:
             await self.check_may_publish(user_id, room_id)
+            await self.hs.modules.callbacks.spam_check("user_may_publish_room", "Publishing this room",
+                                                       user_id, room_id)
+        modules = self.hs.modules.callbacks
+        if modules.has("check_visibility_can_be_modified"):
+            state = await self.hs.events.module_state_map(await self.hs.events.state.get_current_state_ids(room_id))
+            await modules.all_true("check_visibility_can_be_modified", "Changing this room's visibility",
+                                   room_id, state, visibility)
         await self.store.set_room_public(room_id, visibility == "public")
 
     async def check_may_publish(self, user_id: str, room_id: str | None, aliases: list[str] | None = None) -> None:

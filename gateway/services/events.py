@@ -261,11 +261,11 @@ class EventsService:
         """Modules' ``on_new_event``, with the room's state after each event."""
         from ..modules import ModuleEvent
 
-        state = await self._module_state_map(await self.state.get_current_state_ids(room_id))
+        state = await self.module_state_map(await self.state.get_current_state_ids(room_id))
         for pdu in pdus:
             await self.hs.modules.callbacks.notify("on_new_event", ModuleEvent(pdu), state)
 
-    async def _module_state_map(self, state_ids: Mapping[StateKey, str]) -> dict:
+    async def module_state_map(self, state_ids: Mapping[StateKey, str]) -> dict:
         from ..modules import ModuleEvent
 
         pdus = await self.get_pdus(state_ids.values())
@@ -282,7 +282,7 @@ class EventsService:
         if spam_check and pdu.type != "m.room.member":
             await modules.spam_check("check_event_for_spam", "This event", event)
         if modules.has("check_event_allowed"):
-            allowed, new = await modules.check_event_allowed(event, await self._module_state_map(current))
+            allowed, new = await modules.check_event_allowed(event, await self.module_state_map(current))
             if not allowed:
                 raise MatrixError.forbidden("This event is not allowed in this room (server policy)")
             if new is not None and isinstance(new.get("content"), dict) and new["content"] != pdu.content:

@@ -143,8 +143,9 @@ class RoomAdminService:
 
     async def _forgotten_by_all(self, room_id: str) -> bool:
         """Whether every local user who was in the room forgot it."""
-        # Forgetting rooms is not recorded yet: nobody has forgotten anything.
-        return False
+        rows = await self.hs.db.fetch("SELECT user_id, forgotten FROM room_memberships WHERE room_id = $1", room_id)
+        local = [bool(r[1]) for r in rows if self._is_local(r[0])]
+        return bool(local) and all(local)
 
     async def members(self, room_id: str) -> list[str]:
         await self.hs.events.get_room(room_id)

@@ -177,6 +177,10 @@ async def test_purge_refused_while_local_users_stay_unless_forced(hs, client, ad
     assert await hs.db.fetchval("SELECT COUNT(*) FROM events WHERE room_id = $1", room_id) > 0
     membership = await hs.events.state.get_membership(room_id, "@alice:hs.test")
     assert membership.membership == "leave"
+    # Once every local user forgot the room, the details say so.
+    assert (await admin_get(client, admin, f"/v1/rooms/{room_id}"))[1]["forgotten"] is False
+    assert (await post(client, alice, f"/rooms/{room_id}/forget"))[0] == 200
+    assert (await admin_get(client, admin, f"/v1/rooms/{room_id}"))[1]["forgotten"] is True
 
 
 async def test_make_room_admin_and_admin_join(client, admin, alice, bob):

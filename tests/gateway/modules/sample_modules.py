@@ -33,7 +33,17 @@ class SpamRules(Recorder):
             user_may_invite=self.user_may_invite, user_may_create_room=self.user_may_create_room,
             check_registration_for_spam=self.check_registration_for_spam,
             check_login_for_spam=self.check_login_for_spam,
+            user_may_create_room_alias=self.user_may_create_room_alias,
+            user_may_publish_room=self.user_may_publish_room,
         )
+
+    async def user_may_create_room_alias(self, user_id, alias):
+        self.record("user_may_create_room_alias", user_id, str(alias))
+        return Codes.FORBIDDEN if "bad" in str(alias) else NOT_SPAM
+
+    async def user_may_publish_room(self, user_id, room_id):
+        self.record("user_may_publish_room", user_id, room_id)
+        return Codes.FORBIDDEN if user_id in self.config.get("no_publish", []) else NOT_SPAM
 
     async def check_event_for_spam(self, event):
         self.record("check_event_for_spam", event.event_id, event.content.get("body"))
@@ -92,7 +102,13 @@ class Rules(Recorder):
             on_new_event=self.on_new_event, check_can_deactivate_user=self.check_can_deactivate_user,
             check_can_shutdown_room=self.check_can_shutdown_room, on_profile_update=self.on_profile_update,
             on_user_deactivation_status_changed=self.on_user_deactivation_status_changed,
+            check_visibility_can_be_modified=self.check_visibility_can_be_modified,
         )
+
+    async def check_visibility_can_be_modified(self, room_id, state, new_visibility):
+        self.record("check_visibility_can_be_modified", room_id, new_visibility)
+        name = state.get(("m.room.name", ""))
+        return not (name is not None and name.content.get("name") == "Secret" and new_visibility == "public")
 
     async def check_event_allowed(self, event, state):
         self.record("check_event_allowed", event.type, ("m.room.create", "") in state)

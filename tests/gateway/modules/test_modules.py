@@ -57,7 +57,7 @@ async def test_broken_module_config_stops_startup_naming_the_key(tmp_path, modul
 @pytest.fixture
 def config_overrides():
     return {"modules": [module("SpamRules", no_join=["@mallory:hs.test"], no_invite=["@trent:hs.test"],
-                               no_rooms=["@mallory:hs.test"], no_register=["spammer"], no_login=["@eve:hs.test"]),
+                               no_rooms=["@mallory:hs.test"], no_register=["spammer"], no_login=["@eve:hs.test"], no_publish=["@bob:hs.test"]),
                         module("SecondOpinion"), module("Rules", keep=["@keeper:hs.test"]), module("Validity",
                         expired=["@old:hs.test"]), module("Passwords"), module("Pages"), module("SamePath")]}
 
@@ -245,3 +245,29 @@ async def test_module_may_not_serve_under_matrix(hs):
     api = ModuleApi(hs, hs.modules.callbacks, {}, "x")
     with pytest.raises(ValueError):
         api.register_web_resource("/_matrix/client/v3/evil", lambda r: None)
+
+
+async def test_directory_callbacks(hs, client):
+    alice = (await register(client, "alice"))["access_token"]
+    bob = (await register(client, "bob"))["access_token"]
+    room = await create(client, alice, preset="public_chat")
+    secret = await create(client, alice, name="Secret")
+    h = auth_header(alice)
+    resp = await client.put(f"{C}/directory/room/%23good:hs.test", headers=h, json={"room_id": room})
+    assert resp.status == 200
+    resp = await client.put(f"{C}/directory/room/%23bad:hs.test", headers=h, json={"room_id": room})
+    assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+    assert ("@alice:hs.test", "#bad:hs.test") in instance(hs, "SpamRules").called("user_may_create_room_alias")
+    resp = await client.put(f"{C}/directory/list/room/{room}", headers=h, json={"visibility": "public"})
+    assert resp.status == 200
+    resp = await client.put(f"{C}/directory/list/room/{secret}", headers=h, json={"visibility": "public"})
+    assert resp.status == 403
+    # Bob may not publish (a spam checker says so), even once he has the power to.
+    assert (await post(client, bob, f"/rooms/{room}/join"))[0] == 200
+    status, pl = await get(client, alice, f"/rooms/{room}/state/m.room.power_levels")
+    pl["users"] = {**pl.get("users", {}), "@bob:hs.test": 100}
+    resp = await client.put(f"{C}/rooms/{room}/state/m.room.power_levels", headers=h, json=pl)
+    assert resp.status == 200
+    resp = await client.put(f"{C}/directory/list/room/{room}", headers=auth_header(bob), json={"visibility": "public"})
+    assert resp.status == 403
+    assert ("@bob:hs.test", room) in instance(hs, "SpamRules").called("user_may_publish_room")
