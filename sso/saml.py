@@ -96,11 +96,17 @@ class SamlProvider:
         from saml2.config import SPConfig
 
         try:
-            return SPConfig().load(copy.deepcopy(data))
+            config = SPConfig().load(copy.deepcopy(data))
         except Exception as e:  # noqa: BLE001 - e.g. remote metadata unreachable
             log.warning("SAML: cannot load the SP configuration / IdP metadata: %s", e)
             raise SsoError("server_error", "The SAML identity provider's metadata could not be loaded. "
                            "Please try again in a moment.", 503) from None
+        if "metadata" in data and not (config.metadata and list(config.metadata.identity_providers())):
+            # Not cached: the next login tries to load the (remote) metadata again.
+            log.warning("SAML: no identity provider in the metadata (remote metadata unreachable?)")
+            raise SsoError("server_error", "The SAML identity provider's metadata could not be loaded. "
+                           "Please try again in a moment.", 503)
+        return config
 
     def sp_metadata_xml(self) -> bytes:
         """Our SP metadata (entity ID, ACS, certificates): what an IdP administrator imports."""
