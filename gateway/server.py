@@ -72,7 +72,17 @@ class HomeServer:
         """Local event creation (the persistence pipeline) and event reads."""
         from .services.events import EventsService
 
-        return EventsService(self)
+        service = EventsService(self)
+        # Push rules are evaluated for every new event (unread counts, pushers).
+        service.add_new_events_listener(lambda room_id, positions: self.push.on_new_events(room_id, positions))
+        return service
+
+    @cached_property
+    def push(self):
+        """Push rules, their evaluation, unread counts and pushers."""
+        from .services.push import PushService
+
+        return PushService(self)
 
     @cached_property
     def rooms(self):
@@ -128,6 +138,8 @@ class HomeServer:
         return hs
 
     async def close(self) -> None:
+        if "push" in self.__dict__:
+            await self.push.flush()
         if "federation_client" in self.__dict__:
             await self.federation_client.close()
             await self.federation_client.resolver.close()

@@ -197,6 +197,18 @@ class EventStore:
         )
         return [self._row_to_event(r) for r in rows]
 
+    async def get_events_at_positions(self, positions: Iterable[int]) -> list[StoredEvent]:
+        """Events by events-stream position, in position order."""
+        pos = sorted(set(positions))
+        if not pos:
+            return []
+        rows = await self.db.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE stream_ordering IN ({_placeholders(len(pos))}) ORDER BY stream_ordering",
+            *pos,
+        )
+        return [self._row_to_event(r) for r in rows]
+
     async def get_event_near_ts(self, room_id: str, ts: int, *, forwards: bool) -> StoredEvent | None:
         """The first timeline event at or after ``ts`` (forwards) or the last at or
         before it (backwards), by ``origin_server_ts`` (for /timestamp_to_event)."""

@@ -1,0 +1,363 @@
+"""Push rules (the rules API), their evaluation for every new event, unread counts,
+and pushers.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#push-notifications
+
+Evaluation: ``EventsService`` calls ``on_new_events(room_id, positions)`` after it stores
+events. For each event, every local joined member other than the sender (and a local
+invitee of an invite) is evaluated with the pure ``federation.push_rules`` module;
+events that notify or highlight get one ``event_push_actions`` row per user, in one
+batched insert per batch of events. The work runs in a task per room, in order;
+``get_unread_counts`` first waits for this process's pending work on the room, so a
+count never misses an event that was already stored.
+
+Interface for /sync: ``await hs.push.get_unread_counts(user_id, room_id, after)`` ->
+``(notification_count, highlight_count)`` over events after stream position ``after``
+(the position of the user's read receipt; 0 for none). ``await hs.push.get_ruleset(user_id)``
+is the content of the ``m.push_rules`` account data event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from federation.auth_rules import get_notification_level, get_user_power_level
+from federation.ids import is_valid_user_id
+from federation.push_rules import (
+    KINDS,
+    PushContext,
+    clean_actions,
+    default_rules,
+    evaluate,
+    is_default_rule_id,
+    merge_ruleset,
+    notify_and_highlight,
+    valid_action,
+)
+
+from ..http import Codes, MatrixError
+from ..storage.push import DefaultRuleChange, PushAction, PushActionStore, Pusher, PushRuleStore, PusherStore, StoredRule
+
+log = logging.getLogger(__name__)
+
+Ruleset = dict[str, list[dict[str, Any]]]
+
+#: Users whose merged rulesets are kept in memory (changes made here drop the entry).
+_RULESET_CACHE_SIZE = 10_000
+
+MAX_APP_ID = 64
+MAX_PUSHKEY_BYTES = 512
+PUSHER_KINDS = ("http", "email")
+
+
+def _rule_json(kind: str, r: StoredRule) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule_id": r.rule_id, "default": False, "enabled": r.enabled, "actions": r.actions}
+    if kind in ("override", "underride"):
+        out["conditions"] = r.conditions or []
+    if kind == "content" and r.pattern is not None:
+        out["pattern"] = r.pattern
+    return out
+
+
+def build_ruleset(user_id: str, own: Sequence[StoredRule], changes: Sequence[DefaultRuleChange]) -> Ruleset:
+    """A user's full ruleset in the client format (defaults with their changes applied)."""
+    defaults = default_rules(user_id)
+    changed = {(c.kind, c.rule_id): c for c in changes}
+    for kind, rules in defaults.items():
+        for rule in rules:
+            c = changed.get((kind, rule["rule_id"]))
+            if c is not None:
+                if c.enabled is not None:
+                    rule["enabled"] = c.enabled
+                if c.actions is not None:
+                    rule["actions"] = c.actions
+    mine: Ruleset = {k: [] for k in KINDS}
+    for r in own:
+        mine.setdefault(r.kind, []).append(_rule_json(r.kind, r))
+    return merge_ruleset(defaults, mine)
+
+
+def thread_id_of(content: Mapping[str, Any], event_id: str) -> str:
+    rel = content.get("m.relates_to")
+    if isinstance(rel, Mapping) and rel.get("rel_type") == "m.thread" and isinstance(rel.get("event_id"), str):
+        return rel["event_id"]
+    return "main"
+
+
+class PushService:
+    def __init__(self, hs):
+        self.hs = hs
+        self.rules = PushRuleStore(hs.db)
+        self.actions = PushActionStore(hs.db)
+        self.pushers = PusherStore(hs.db)
+        self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
+        self._pending: dict[str, asyncio.Task] = {}
+
+    # --- the rules API -----------------------------------------------------------------
+
+    async def get_ruleset(self, user_id: str) -> Ruleset:
+        return (await self._get_rulesets([user_id]))[user_id]
+
+    async def _get_rulesets(self, user_ids: Sequence[str]) -> dict[str, Ruleset]:
+        out: dict[str, Ruleset] = {}
+        missing = []
+        for u in user_ids:
+            hit = self._rulesets.get(u)
+            if hit is None:
+                missing.append(u)
+            else:
+                self._rulesets.move_to_end(u)
+                out[u] = hit
+        if missing:
+            own = await self.rules.get_user_rules(missing)
+            changes = await self.rules.get_default_changes(missing)
+            for u in missing:
+                out[u] = build_ruleset(u, own[u], changes[u])
+                self._rulesets[u] = out[u]
+            while len(self._rulesets) > _RULESET_CACHE_SIZE:
+                self._rulesets.popitem(last=False)
+        return out
+
+    def _forget(self, user_id: str) -> None:
+        self._rulesets.pop(user_id, None)
+
+    @staticmethod
+    def check_scope_kind(scope: str, kind: str) -> None:
+        if scope != "global":
+            raise MatrixError.invalid_param("The only push rule scope is 'global'")
+        if kind not in KINDS:
+            raise MatrixError.invalid_param(f"Unknown push rule kind {kind!r}")
+
+    async def get_rule(self, user_id: str, kind: str, rule_id: str) -> dict[str, Any]:
+        for rule in (await self.get_ruleset(user_id)).get(kind, []):
+            if rule["rule_id"] == rule_id:
+                return rule
+        raise MatrixError.not_found("The push rule was not found")
+
+    async def put_rule(self, user_id: str, kind: str, rule_id: str, body: Mapping[str, Any], *,
+                       before: str | None, after: str | None) -> None:
+        """Add or change a user-defined rule (enabled when new)."""
+        if is_default_rule_id(rule_id):
+            raise MatrixError.invalid_param("Rule IDs starting with '.' are reserved for server-default rules")
+        if not rule_id or "/" in rule_id or "\\" in rule_id:
+            raise MatrixError.invalid_param("Rule IDs may not be empty or contain '/' or '\\'")
+        for anchor in (before, after):
+            if anchor is not None and is_default_rule_id(anchor):
+                raise MatrixError.invalid_param("Rules cannot be placed relative to server-default rules")
+        actions = self._check_actions(body.get("actions"))
+        conditions = None
+        pattern = None
+        if kind in ("override", "underride"):
+            conditions = body.get("conditions", [])
+            if not isinstance(conditions, list) or not all(
+                    isinstance(c, dict) and isinstance(c.get("kind"), str) for c in conditions):
+                raise MatrixError.invalid_param("'conditions' must be a list of objects with a 'kind'")
+        elif kind == "content":
+            pattern = body.get("pattern")
+            if not isinstance(pattern, str) or not pattern:
+                raise MatrixError.invalid_param("Content rules need a 'pattern' string")
+        elif kind == "room" and not rule_id.startswith("!"):
+            raise MatrixError.invalid_param("The rule ID of a room rule is a room ID")
+        elif kind == "sender" and not is_valid_user_id(rule_id):
+            raise MatrixError.invalid_param("The rule ID of a sender rule is a user ID")
+        try:
+            await self.rules.put_rule(user_id, kind, rule_id, conditions=conditions, pattern=pattern,
+                                      actions=actions, before=before, after=after)
+        except KeyError as e:
+            raise MatrixError(400, Codes.UNKNOWN, f"before/after rule not found: {e.args[0]}") from None
+        self._forget(user_id)
+
+    @staticmethod
+    def _check_actions(actions: Any) -> list[Any]:
+        if not isinstance(actions, list) or not all(valid_action(a) for a in actions):
+            raise MatrixError.invalid_param("'actions' must be a list of actions ('notify' or set_tweak objects)")
+        return clean_actions(actions)
+
+    async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> None:
+        if is_default_rule_id(rule_id):
+            await self.get_rule(user_id, kind, rule_id)  # M_NOT_FOUND for unknown ones
+            raise MatrixError.invalid_param("Server-default rules cannot be deleted (disable them instead)")
+        if not await self.rules.delete_rule(user_id, kind, rule_id):
+            raise MatrixError.not_found("The push rule was not found")
+        self._forget(user_id)
+
+    async def set_enabled(self, user_id: str, kind: str, rule_id: str, enabled: Any) -> None:
+        if not isinstance(enabled, bool):
+            raise MatrixError.bad_json("'enabled' must be true or false")
+        await self._set_field(user_id, kind, rule_id, enabled=enabled)
+
+    async def set_actions(self, user_id: str, kind: str, rule_id: str, actions: Any) -> None:
+        await self._set_field(user_id, kind, rule_id, actions=self._check_actions(actions))
+
+    async def _set_field(self, user_id: str, kind: str, rule_id: str, **change: Any) -> None:
+        await self.get_rule(user_id, kind, rule_id)  # M_NOT_FOUND
+        if is_default_rule_id(rule_id):
+            await self.rules.change_default_rule(user_id, kind, rule_id, **change)
+        elif not await self.rules.set_user_rule_field(user_id, kind, rule_id, **change):
+            raise MatrixError.not_found("The push rule was not found")
+        self._forget(user_id)
+
+    # --- evaluation ------------------------------------------------------------------
+
+    def on_new_events(self, room_id: str, positions: Sequence[int]) -> None:
+        """The EventsService listener: evaluate in a task, after earlier work on the room."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        previous = self._pending.get(room_id)
+        task = loop.create_task(self._evaluate_after(previous, room_id, list(positions)))
+        self._pending[room_id] = task
+
+        def done(t: asyncio.Task) -> None:
+            if self._pending.get(room_id) is t:
+                del self._pending[room_id]
+
+        task.add_done_callback(done)
+
+    async def _evaluate_after(self, previous: asyncio.Task | None, room_id: str, positions: list[int]) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self.evaluate_events(room_id, positions)
+        except Exception:
+            log.exception("push rule evaluation failed for room %s", room_id)
+
+    async def flush(self, room_id: str | None = None) -> None:
+        """Wait for this process's pending evaluations (of one room, or all)."""
+        while True:
+            tasks = [t for r, t in self._pending.items() if room_id is None or r == room_id]
+            if not tasks:
+                return
+            await asyncio.wait(tasks)
+
+    async def evaluate_events(self, room_id: str, positions: Sequence[int]) -> None:
+        events = await self.hs.events.store.get_events_at_positions(positions)
+        events = [e for e in events if e.pdu.room_id == room_id and not e.outlier and not e.rejected_reason
+                  and not e.soft_failed]
+        if not events:
+            return
+        suffix = ":" + self.hs.server_name
+        members = await self.hs.events.state.get_members(room_id, "join")
+        member_count = len(members)
+        local = {m.user_id: m.displayname for m in members if m.user_id.endswith(suffix)}
+        room = await self.hs.events.get_room(room_id)
+        pl_content, create = await self._power_state(room_id)
+        levels = {}
+        if pl_content is not None and isinstance(pl_content.get("notifications"), dict):
+            levels = {k: get_notification_level(k, pl_content, room.room_version)
+                      for k in pl_content["notifications"]}
+        levels.setdefault("room", get_notification_level("room", pl_content, room.room_version))
+        rows: list[PushAction] = []
+        for e in events:
+            pdu = e.pdu
+            targets = dict(local)
+            if pdu.type == "m.room.member" and pdu.content.get("membership") == "invite" \
+                    and pdu.state_key and pdu.state_key.endswith(suffix):
+                targets.setdefault(pdu.state_key, None)
+            targets.pop(pdu.sender, None)
+            if not targets:
+                continue
+            rulesets = await self._get_rulesets(sorted(targets))
+            event_dict: dict[str, Any] = {"type": pdu.type, "content": pdu.content, "sender": pdu.sender,
+                                          "room_id": pdu.room_id, "event_id": pdu.event_id}
+            if pdu.state_key is not None:
+                event_dict["state_key"] = pdu.state_key
+            sender_level = get_user_power_level(pdu.sender, pl_content, create, room.room_version)
+            thread = thread_id_of(pdu.content, pdu.event_id)
+            for user_id, display_name in targets.items():
+                ctx = PushContext(user_id=user_id, display_name=display_name, member_count=member_count,
+                                  sender_power_level=sender_level, notification_levels=levels)
+                actions = evaluate(rulesets[user_id], event_dict, ctx)
+                notify, highlight = notify_and_highlight(actions)
+                if notify or highlight:
+                    rows.append(PushAction(room_id, user_id, pdu.event_id, e.stream_ordering, notify, highlight,
+                                           thread, actions or []))
+        await self.actions.add(rows)
+
+    async def _power_state(self, room_id: str):
+        pl_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.power_levels", "")
+        create_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.create", "")
+        pdus = await self.hs.events.get_pdus([i for i in (pl_id, create_id) if i])
+        pl = pdus.get(pl_id or "")
+        return (pl.content if pl is not None else None), pdus.get(create_id or "")
+
+    async def get_unread_counts(self, user_id: str, room_id: str, after_stream_ordering: int) -> tuple[int, int]:
+        """(notification_count, highlight_count) of the user's events in the room after
+        the stream position (their read receipt's)."""
+        await self.flush(room_id)
+        return await self.actions.count_unread(user_id, room_id, after_stream_ordering)
+
+    async def get_notifications(self, user_id: str, *, before: int | None, limit: int,
+                                only_highlight: bool) -> list[PushAction]:
+        await self.flush()
+        return await self.actions.get_for_user(user_id, before=before, limit=limit, only_highlight=only_highlight)
+
+    # --- pushers -----------------------------------------------------------------------
+
+    async def get_pushers(self, user_id: str) -> list[Pusher]:
+        return await self.pushers.get_pushers(user_id)
+
+    async def set_pusher(self, user_id: str, device_id: str | None, body: Mapping[str, Any]) -> None:
+        """``POST /pushers/set``: add, replace, or (kind null) delete a pusher."""
+        app_id, pushkey = body.get("app_id"), body.get("pushkey")
+        if not isinstance(app_id, str) or not app_id:
+            raise MatrixError.missing_param("'app_id' is required")
+        if not isinstance(pushkey, str) or not pushkey:
+            raise MatrixError.missing_param("'pushkey' is required")
+        if len(app_id) > MAX_APP_ID:
+            raise MatrixError.invalid_param(f"'app_id' may be at most {MAX_APP_ID} characters")
+        if len(pushkey.encode("utf-8")) > MAX_PUSHKEY_BYTES:
+            raise MatrixError.invalid_param(f"'pushkey' may be at most {MAX_PUSHKEY_BYTES} bytes")
+        if "kind" not in body:
+            raise MatrixError.missing_param("'kind' is required")
+        kind = body["kind"]
+        if kind is None:
+            await self.pushers.delete_pusher(user_id, app_id, pushkey)
+            return
+        if kind not in PUSHER_KINDS:
+            raise MatrixError.invalid_param("'kind' must be 'http', 'email' or null")
+        fields = {}
+        for key in ("app_display_name", "device_display_name", "lang"):
+            value = body.get(key)
+            if not isinstance(value, str):
+                raise MatrixError.missing_param(f"'{key}' is required")
+            fields[key] = value
+        profile_tag = body.get("profile_tag")
+        if profile_tag is not None and not isinstance(profile_tag, str):
+            raise MatrixError.invalid_param("'profile_tag' must be a string")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise MatrixError.missing_param("'data' is required")
+        if kind == "http":
+            url = data.get("url")
+            if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+                raise MatrixError.invalid_param("'data.url' must be an http(s) URL for an http pusher")
+            if not url.split("?", 1)[0].endswith("/_matrix/push/v1/notify"):
+                raise MatrixError.invalid_param("'data.url' must have the path /_matrix/push/v1/notify")
+            fmt = data.get("format")
+            if fmt is not None and fmt != "event_id_only":
+                raise MatrixError.invalid_param("'data.format' may only be 'event_id_only'")
+        append = body.get("append", False)
+        if not isinstance(append, bool):
+            raise MatrixError.invalid_param("'append' must be true or false")
+        await self.pushers.set_pusher(
+            Pusher(user_id, device_id, kind, app_id, pushkey, fields["app_display_name"],
+                   fields["device_display_name"], profile_tag, fields["lang"], data, self.hs.clock_ms()),
+            append=append,
+        )
+
+
+def pusher_json(p: Pusher) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": p.kind, "app_id": p.app_id, "pushkey": p.pushkey, "app_display_name": p.app_display_name,
+        "device_display_name": p.device_display_name, "lang": p.lang, "data": p.data,
+    }
+    if p.profile_tag is not None:
+        out["profile_tag"] = p.profile_tag
+    return out
+

@@ -1,0 +1,174 @@
+"""Push rules API, evaluation of new events into unread counts, and pushers, over HTTP
+on both engines."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import auth_header, register
+from .test_rooms import create, get, post
+
+C = "/_matrix/client/v3"
+
+
+@pytest.fixture
+async def alice(client):
+    return (await register(client, "alice"))["access_token"]
+
+
+@pytest.fixture
+async def bob(client):
+    return (await register(client, "bob"))["access_token"]
+
+
+async def put(client, token, path, body, **params):
+    resp = await client.put(f"{C}{path}", json=body, params=params, headers=auth_header(token))
+    return resp.status, await resp.json()
+
+
+async def delete(client, token, path):
+    resp = await client.delete(f"{C}{path}", headers=auth_header(token))
+    return resp.status, await resp.json()
+
+
+async def say(client, token, room_id, txn, body="hi", **content):
+    status, sent = await put(client, token, f"/rooms/{room_id}/send/m.room.message/{txn}",
+                             {"msgtype": "m.text", "body": body, **content})
+    assert status == 200, sent
+    return sent["event_id"]
+
+
+async def test_ruleset_and_rule_crud(client, alice):
+    status, body = await get(client, alice, "/pushrules/")
+    assert status == 200
+    ruleset = body["global"]
+    assert set(ruleset) == {"override", "content", "room", "sender", "underride"}
+    ids = [r["rule_id"] for r in ruleset["override"]]
+    for rid in (".m.rule.master", ".m.rule.is_user_mention", ".m.rule.is_room_mention", ".m.rule.suppress_edits",
+                ".m.rule.tombstone", ".m.rule.roomnotif", ".m.rule.contains_display_name",
+                ".m.rule.invite_for_me", ".m.rule.member_event", ".m.rule.reaction", ".m.rule.room.server_acl",
+                ".m.rule.suppress_notices"):
+        assert rid in ids
+    assert (await get(client, alice, "/pushrules/global/"))[1] == ruleset
+
+    cake = {"pattern": "cake", "actions": ["notify", {"set_tweak": "sound", "value": "cakealarm.wav"}]}
+    assert await put(client, alice, "/pushrules/global/content/cake", cake) == (200, {})
+    assert await put(client, alice, "/pushrules/global/content/lie", {"pattern": "cake*lie", "actions": ["notify"]},
+                     before="cake") == (200, {})
+    assert await put(client, alice, "/pushrules/global/content/last", {"pattern": "z", "actions": []},
+                     after="cake") == (200, {})
+    assert await put(client, alice, "/pushrules/global/content/first", {"pattern": "y", "actions": []}) == (200, {})
+    content = (await get(client, alice, "/pushrules/global/"))[1]["content"]
+    assert [r["rule_id"] for r in content] == ["first", "lie", "cake", "last", ".m.rule.contains_user_name"]
+    status, rule = await get(client, alice, "/pushrules/global/content/cake")
+    assert rule == {"rule_id": "cake", "default": False, "enabled": True, "pattern": "cake",
+                    "actions": cake["actions"]}
+    # Updating keeps the place.
+    assert await put(client, alice, "/pushrules/global/content/cake", {"pattern": "pie", "actions": []}) == (200, {})
+    content = (await get(client, alice, "/pushrules/global/"))[1]["content"]
+    assert [r["rule_id"] for r in content][:4] == ["first", "lie", "cake", "last"] and content[2]["pattern"] == "pie"
+
+    # Enabled and actions, of user rules and of default rules.
+    assert await put(client, alice, "/pushrules/global/content/cake/enabled", {"enabled": False}) == (200, {})
+    assert await get(client, alice, "/pushrules/global/content/cake/enabled") == (200, {"enabled": False})
+    assert await put(client, alice, "/pushrules/global/override/.m.rule.master/enabled", {"enabled": True}) \
+        == (200, {})
+    assert await get(client, alice, "/pushrules/global/override/.m.rule.master/enabled") == (200, {"enabled": True})
+    assert await put(client, alice, "/pushrules/global/underride/.m.rule.message/actions",
+                     {"actions": ["notify", {"set_tweak": "highlight"}]}) == (200, {})
+    assert await get(client, alice, "/pushrules/global/underride/.m.rule.message/actions") == \
+        (200, {"actions": ["notify", {"set_tweak": "highlight"}]})
+
+    # Errors.
+    for path, body, params, status_code, errcode in [
+        ("/pushrules/global/content/.mine", {"pattern": "x", "actions": []}, {}, 400, "M_INVALID_PARAM"),
+        ("/pushrules/global/content/x", {"actions": []}, {}, 400, "M_INVALID_PARAM"),
+        ("/pushrules/global/content/x", {"pattern": "x", "actions": ["explode"]}, {}, 400, "M_INVALID_PARAM"),
+        ("/pushrules/global/override/x", {"actions": [], "conditions": "no"}, {}, 400, "M_INVALID_PARAM"),
+        ("/pushrules/global/content/x", {"pattern": "x", "actions": []}, {"before": "nope"}, 400, "M_UNKNOWN"),
+        ("/pushrules/global/content/x", {"pattern": "x", "actions": []}, {"after": ".m.rule.contains_user_name"},
+         400, "M_INVALID_PARAM"),
+        ("/pushrules/global/nonsense/x", {"actions": []}, {}, 400, "M_INVALID_PARAM"),
+        ("/pushrules/device/content/x", {"pattern": "x", "actions": []}, {}, 400, "M_INVALID_PARAM"),
+        ("/pushrules/global/sender/not-a-user", {"actions": []}, {}, 400, "M_INVALID_PARAM"),
+        ("/pushrules/global/content/nope/enabled", {"enabled": True}, {}, 404, "M_NOT_FOUND"),
+        ("/pushrules/global/content/cake/enabled", {"enabled": "yes"}, {}, 400, "M_BAD_JSON"),
+    ]:
+        status, err = await put(client, alice, path, body, **params)
+        assert (status, err.get("errcode")) == (status_code, errcode), (path, params, err)
+    status, err = await get(client, alice, "/pushrules/global/content/nope")
+    assert status == 404 and err["errcode"] == "M_NOT_FOUND"
+    status, err = await delete(client, alice, "/pushrules/global/underride/.m.rule.message")
+    assert status == 400 and err["errcode"] == "M_INVALID_PARAM"
+    assert await delete(client, alice, "/pushrules/global/content/cake") == (200, {})
+    status, err = await delete(client, alice, "/pushrules/global/content/cake")
+    assert status == 404 and err["errcode"] == "M_NOT_FOUND"
+
+
+async def test_new_events_are_counted_for_other_members(client, hs, alice, bob):
+    room_id = await create(client, alice, preset="public_chat")
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    carol = (await register(client, "carol"))["access_token"]
+    assert (await post(client, carol, f"/rooms/{room_id}/join"))[0] == 200
+    room = await hs.events.get_room(room_id)
+    start = room.head_stream_ordering
+    await say(client, bob, room_id, "1", "plain message")
+    await say(client, bob, room_id, "2", "hey", **{"m.mentions": {"user_ids": ["@alice:hs.test"]}})
+    await say(client, alice, room_id, "3", "alice talks")  # not counted for herself
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, start) == (2, 1)
+    assert await hs.push.get_unread_counts("@bob:hs.test", room_id, start) == (1, 0)
+    assert await hs.push.get_unread_counts("@carol:hs.test", room_id, start) == (3, 0)
+    # Counted after a read position.
+    after_first = (await hs.events.get_room(room_id)).head_stream_ordering
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, after_first) == (0, 0)
+    # Bob mutes the room with a room rule; alice keywords.
+    assert (await put(client, bob, f"/pushrules/global/room/{room_id}", {"actions": []}))[0] == 200
+    assert (await put(client, alice, "/pushrules/global/content/tea",
+                      {"pattern": "tea", "actions": ["notify", {"set_tweak": "highlight"}]}))[0] == 200
+    await say(client, carol, room_id, "4", "tea time")
+    assert await hs.push.get_unread_counts("@bob:hs.test", room_id, after_first) == (0, 0)
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, after_first) == (1, 1)
+    # Notices do not notify; the notifications list shows the highlight.
+    await say(client, carol, room_id, "5", "bot says", msgtype="m.notice")
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, after_first) == (1, 1)
+    status, body = await get(client, alice, "/notifications", only="highlight")
+    assert status == 200 and [n["event"]["content"]["body"] for n in body["notifications"]] == ["tea time", "hey"]
+
+
+async def test_invites_notify_the_invitee(client, hs, alice, bob):
+    room_id = await create(client, alice)
+    start = (await hs.events.get_room(room_id)).head_stream_ordering
+    assert (await post(client, alice, f"/rooms/{room_id}/invite", {"user_id": "@bob:hs.test"}))[0] == 200
+    assert await hs.push.get_unread_counts("@bob:hs.test", room_id, start) == (1, 0)
+
+
+async def test_pushers(client, alice, bob):
+    pusher = {"kind": "http", "app_id": "org.example.app", "pushkey": "key1", "app_display_name": "App",
+              "device_display_name": "Phone", "lang": "en", "data": {"url": "https://push.example/_matrix/push/v1/notify"}}
+    assert await post(client, alice, "/pushers/set", pusher) == (200, {})
+    status, body = await get(client, alice, "/pushers")
+    assert status == 200 and body == {"pushers": [{k: v for k, v in pusher.items()}]}
+    # Same app_id and pushkey for bob: alice's goes unless append.
+    assert await post(client, bob, "/pushers/set", {**pusher, "append": True}) == (200, {})
+    assert len((await get(client, alice, "/pushers"))[1]["pushers"]) == 1
+    assert await post(client, bob, "/pushers/set", pusher) == (200, {})
+    assert (await get(client, alice, "/pushers"))[1] == {"pushers": []}
+    # Update, then delete with kind null.
+    assert await post(client, bob, "/pushers/set", {**pusher, "lang": "fr"}) == (200, {})
+    assert [p["lang"] for p in (await get(client, bob, "/pushers"))[1]["pushers"]] == ["fr"]
+    assert await post(client, bob, "/pushers/set", {"kind": None, "app_id": "org.example.app",
+                                                    "pushkey": "key1"}) == (200, {})
+    assert (await get(client, bob, "/pushers"))[1] == {"pushers": []}
+    for bad, code in [
+        ({**pusher, "kind": "carrier-pigeon"}, "M_INVALID_PARAM"),
+        ({**pusher, "data": {"url": "https://push.example/other"}}, "M_INVALID_PARAM"),
+        ({**pusher, "data": {}}, "M_INVALID_PARAM"),
+        ({**pusher, "app_id": "x" * 65}, "M_INVALID_PARAM"),
+        ({k: v for k, v in pusher.items() if k != "pushkey"}, "M_MISSING_PARAM"),
+        ({k: v for k, v in pusher.items() if k != "lang"}, "M_MISSING_PARAM"),
+        ({k: v for k, v in pusher.items() if k != "kind"}, "M_MISSING_PARAM"),
+    ]:
+        status, err = await post(client, alice, "/pushers/set", bad)
+        assert status == 400 and err["errcode"] == code, (bad, err)
+    email = {**pusher, "kind": "email", "pushkey": "alice@example.org", "app_id": "m.email", "data": {}}
+    assert await post(client, alice, "/pushers/set", email) == (200, {})
