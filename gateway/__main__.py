@@ -185,6 +185,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+# --- send-notice ----------------------------------------------------------------------
+
+
+def cmd_send_notice(args: argparse.Namespace) -> int:
+    """Send a server notice through the database (the server may be running or not)."""
+    from .http import MatrixError
+    from .server import HomeServer
+
+    try:
+        config = _load(args.config_path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if config.server_notices is None:
+        print("error: server notices are not enabled (set server_notices.system_mxid_localpart)", file=sys.stderr)
+        return 1
+
+    async def main() -> int:
+        hs = await HomeServer.open(config)
+        try:
+            sent = await hs.server_notices.send_notice(args.user, {"msgtype": "m.server_notice", "body": args.text})
+        except MatrixError as e:
+            print(f"error: {e.error}", file=sys.stderr)
+            return 1
+        finally:
+            await hs.close()
+        print(sent.pdu.event_id)
+        return 0
+
+    return asyncio.run(main())
+
+
 # --- register-user --------------------------------------------------------------------
 
 
@@ -308,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--password", "-p", required=True)
     u.add_argument("--admin", action="store_true", help="make the user a server admin")
     u.set_defaults(func=cmd_register_user)
+
+    n = sub.add_parser("send-notice", help="send a server notice to a local user")
+    n.add_argument("--config-path", "-c", required=True)
+    n.add_argument("--user", required=True, help="the user's full ID, e.g. @alice:example.com")
+    n.add_argument("text", help="the notice's text")
+    n.set_defaults(func=cmd_send_notice)
 
     c = sub.add_parser("check-config", help="validate a config file and print problems")
     c.add_argument("--config-path", "-c", required=True)

@@ -113,6 +113,13 @@ class HomeServer:
         return load_modules(self, self.config.modules)
 
     @cached_property
+    def server_notices(self):
+        """Server notices to local users (gateway/services/server_notices.py)."""
+        from .services.server_notices import ServerNoticesService
+
+        return ServerNoticesService(self)
+
+    @cached_property
     def keyring(self):
         from .services.keyring import KeyRing
 

@@ -20,6 +20,7 @@ from federation.room_versions import KNOWN_ROOM_VERSIONS
 from ._values import ConfigError, Section, string_item
 from .directory import DirectoryConfig, parse_directory_config
 from .modules import ModuleConfig, parse_modules
+from .server_notices import ServerNoticesConfig, parse_server_notices
 from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
@@ -133,6 +134,8 @@ class HomeserverConfig:
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     # Pluggable modules (gateway/config/modules.py), in priority order.
     modules: tuple[ModuleConfig, ...] = ()
+    # Server notices (gateway/config/server_notices.py); None when off.
+    server_notices: ServerNoticesConfig | None = None
 
 
 def load_config(path: str) -> HomeserverConfig:
@@ -257,9 +260,10 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["sso"] = sso_sections
     config_kwargs["directory"] = parse_directory_config(root, sections)
     config_kwargs["modules"] = parse_modules(root)
+    config_kwargs["server_notices"], notice_warnings = parse_server_notices(root)
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
-    warnings = list(sso_sections.warnings) + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]
+    warnings = list(sso_sections.warnings) + notice_warnings + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]
     for s in sections:
         warnings += [f"unknown config key {k!r} (ignored)" for k in s.unknown_keys()]
     if config_kwargs["enable_registration"] and not (

@@ -225,6 +225,8 @@ class RoomsService:
         return await self._member(room_id, user_id, user_id, await self._join_content(user_id))
 
     async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> SentEvent:
+        if self.hs.config.server_notices is not None:
+            await self.hs.server_notices.check_may_leave(user_id, room_id)
         return await self._member(room_id, user_id, user_id, _with_reason({"membership": "leave"}, reason))
 
     async def invite(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:
