@@ -120,6 +120,13 @@ class HomeServer:
         return ServerNoticesService(self)
 
     @cached_property
+    def user_directory(self):
+        """User directory search and presence."""
+        from .services.user_directory import UserDirectoryService
+
+        return UserDirectoryService(self)
+
+    @cached_property
     def keyring(self):
         from .services.keyring import KeyRing
 

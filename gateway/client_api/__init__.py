@@ -7,7 +7,7 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
-from . import account, directory, event_context, login, openid, profile, push_rules, register, rooms
+from . import account, directory, event_context, login, openid, profile, push_rules, register, rooms, user_directory
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -28,6 +28,7 @@ def build_app(hs: HomeServer) -> web.Application:
     app = web.Application(middlewares=[access_token_middleware])
     app[HS] = hs
     for module_routes in (routes, login.routes, register.routes, account.routes, profile.routes, openid.routes,
-                          rooms.routes, directory.routes, event_context.routes, push_rules.routes):
+                          rooms.routes, directory.routes, event_context.routes, push_rules.routes,
+                          user_directory.routes):
         app.add_routes(module_routes)
     return app

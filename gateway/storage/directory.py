@@ -129,11 +129,12 @@ class DirectoryStore:
     # --- user directory -----------------------------------------------------------------
 
     async def search_users(
-        self, searcher: str, term: str, *, limit: int, search_all_users: bool, server_name: str
+        self, searcher: str, term: str, *, limit: int, search_all_users: bool
     ) -> list[DirectoryUser]:
         """Local, active users whose user ID or display name contains ``term`` (case
-        insensitive) and who share a room with ``searcher`` or are joined to a public
-        room (or any local user with ``search_all_users``). Returns up to ``limit``."""
+        insensitive) and who share a room with ``searcher`` or are joined to a public or
+        world-readable room (or any local user with ``search_all_users``). Returns up to
+        ``limit``."""
         args: list[Any] = [like_pattern(term.lower()), searcher]
         visible = (
             "u.user_id = $2"
@@ -142,7 +143,7 @@ class DirectoryStore:
             "  WHERE m1.user_id = $2 AND m1.membership = 'join' AND m2.membership = 'join')"
             " OR u.user_id IN (SELECT m.user_id FROM room_memberships m"
             "  JOIN room_stats_state s ON s.room_id = m.room_id"
-            "  WHERE m.membership = 'join' AND s.join_rules = 'public')"
+            "  WHERE m.membership = 'join' AND (s.join_rules = 'public' OR s.history_visibility = 'world_readable'))"
         )
         where = ("u.deactivated = FALSE AND (u.user_type IS NULL OR u.user_type <> 'support')"
                  " AND (LOWER(u.user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $1 ESCAPE '\\')")

@@ -1,0 +1,87 @@
+"""The user directory and basic presence.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#user-directory and
+https://spec.matrix.org/latest/client-server-api/#presence
+
+Config (Synapse's keys): ``user_directory.enabled``, ``user_directory.search_all_users``.
+Searches read the membership and profile tables directly (no separate index to keep
+in step). Presence is stored as each user sets it; /sync may read it with
+``get_presence``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from federation.ids import is_valid_user_id
+
+from ..http import MatrixError
+from ..storage.directory import DirectoryStore
+from ..storage.presence import PresenceRow, PresenceStore
+from ..storage.users import UserStore
+
+MAX_SEARCH_LIMIT = 50
+PRESENCE_STATES = ("online", "offline", "unavailable")
+MAX_STATUS_MSG = 1024
+
+
+class UserDirectoryService:
+    def __init__(self, hs):
+        self.hs = hs
+        self.directory = DirectoryStore(hs.db)
+        self.presence_store = PresenceStore(hs.db)
+        self.users = UserStore(hs.db)
+
+    async def search(self, searcher: str, term: str, limit: int) -> dict[str, Any]:
+        """``POST /user_directory/search``: ``{"results": [...], "limited": bool}``."""
+        config = self.hs.config.directory
+        if not config.user_directory_enabled or not term.strip():
+            return {"results": [], "limited": False}
+        limit = max(0, min(limit, MAX_SEARCH_LIMIT))
+        found = await self.directory.search_users(searcher, term.strip(), limit=limit + 1,
+                                                  search_all_users=config.user_directory_search_all_users)
+        results = []
+        for u in found[:limit]:
+            entry: dict[str, Any] = {"user_id": u.user_id}
+            if u.displayname is not None:
+                entry["display_name"] = u.displayname
+            if u.avatar_url is not None:
+                entry["avatar_url"] = u.avatar_url
+            results.append(entry)
+        return {"results": results, "limited": len(found) > limit}
+
+    # --- presence -------------------------------------------------------------------
+
+    async def set_presence(self, requester: str, user_id: str, presence: Any, status_msg: Any) -> None:
+        if requester != user_id:
+            raise MatrixError.forbidden("You can only set your own presence")
+        if presence not in PRESENCE_STATES:
+            raise MatrixError.invalid_param(f"'presence' must be one of {', '.join(PRESENCE_STATES)}")
+        if status_msg is not None and (not isinstance(status_msg, str) or len(status_msg) > MAX_STATUS_MSG):
+            raise MatrixError.invalid_param(f"'status_msg' must be a string of at most {MAX_STATUS_MSG} characters")
+        await self.presence_store.set_presence(user_id, presence, status_msg, self.hs.clock_ms())
+
+    async def get_presence_for(self, requester: str, user_id: str) -> dict[str, Any]:
+        """A user's presence, for themselves or users sharing a room with them."""
+        if not is_valid_user_id(user_id):
+            raise MatrixError.invalid_param(f"{user_id!r} is not a user ID")
+        if requester != user_id and not await self.presence_store.share_a_room(requester, user_id):
+            raise MatrixError.forbidden("You are not allowed to see their presence")
+        if user_id.endswith(":" + self.hs.server_name) and await self.users.get_user(user_id) is None:
+            raise MatrixError.not_found("Unknown user")
+        row = (await self.presence_store.get_presence([user_id])).get(user_id)
+        return presence_json(row, self.hs.clock_ms())
+
+    async def get_presence(self, user_ids: Sequence[str]) -> dict[str, PresenceRow]:
+        return await self.presence_store.get_presence(user_ids)
+
+
+def presence_json(row: PresenceRow | None, now_ms: int) -> dict[str, Any]:
+    if row is None:
+        return {"presence": "offline"}
+    out: dict[str, Any] = {"presence": row.presence, "last_active_ago": max(0, now_ms - row.last_active_ts),
+                           "currently_active": row.presence == "online"}
+    if row.status_msg is not None:
+        out["status_msg"] = row.status_msg
+    return out

@@ -1,0 +1,54 @@
+"""Presence as users set it (PUT /presence/{userId}/status)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .database import Database
+from .state import _placeholders
+
+
+@dataclass(frozen=True)
+class PresenceRow:
+    user_id: str
+    presence: str
+    status_msg: str | None
+    last_active_ts: int
+    updated_ts: int
+
+
+class PresenceStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def set_presence(self, user_id: str, presence: str, status_msg: str | None, now_ms: int) -> None:
+        await self.db.execute(
+            "INSERT INTO presence (user_id, presence, status_msg, last_active_ts, updated_ts)"
+            " VALUES ($1, $2, $3, $4, $4)"
+            " ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg,"
+            " last_active_ts = excluded.last_active_ts, updated_ts = excluded.updated_ts",
+            user_id, presence, status_msg, now_ms,
+        )
+
+    async def get_presence(self, user_ids: Sequence[str]) -> dict[str, PresenceRow]:
+        ids = list(dict.fromkeys(user_ids))
+        out: dict[str, PresenceRow] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await self.db.fetch(
+                "SELECT user_id, presence, status_msg, last_active_ts, updated_ts FROM presence"
+                f" WHERE user_id IN ({_placeholders(len(chunk))})",
+                *chunk,
+            )
+            for r in rows:
+                out[r[0]] = PresenceRow(r[0], r[1], r[2], int(r[3]), int(r[4]))
+        return out
+
+    async def share_a_room(self, user_a: str, user_b: str) -> bool:
+        row = await self.db.fetchrow(
+            "SELECT 1 FROM room_memberships a JOIN room_memberships b ON b.room_id = a.room_id"
+            " WHERE a.user_id = $1 AND a.membership = 'join' AND b.user_id = $2 AND b.membership = 'join' LIMIT 1",
+            user_a, user_b,
+        )
+        return row is not None

@@ -1,0 +1,94 @@
+"""User directory search (who is visible, limits, config) and presence, over HTTP on both engines."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import auth_header, register
+from .test_rooms import create, get, post
+
+C = "/_matrix/client/v3"
+
+
+async def search(client, token, term, limit=None):
+    body = {"search_term": term, **({"limit": limit} if limit is not None else {})}
+    return await post(client, token, "/user_directory/search", body)
+
+
+async def set_name(client, token, user_id, name):
+    resp = await client.put(f"{C}/profile/{user_id}/displayname", json={"displayname": name},
+                            headers=auth_header(token))
+    assert resp.status == 200
+
+
+@pytest.fixture
+async def people(client):
+    tokens = {}
+    for name in ("alice", "bob", "carol", "dave", "erin"):
+        tokens[name] = (await register(client, name))["access_token"]
+    await set_name(client, tokens["bob"], "@bob:hs.test", "Bobby Tables")
+    await set_name(client, tokens["carol"], "@carol:hs.test", "Carol 100%_sure")
+    # alice and bob share a private room; carol is in a public room; dave is in a private room alone.
+    private = await create(client, tokens["alice"], preset="private_chat")
+    assert (await post(client, tokens["alice"], f"/rooms/{private}/invite", {"user_id": "@bob:hs.test"}))[0] == 200
+    assert (await post(client, tokens["bob"], f"/rooms/{private}/join"))[0] == 200
+    await create(client, tokens["carol"], preset="public_chat")
+    await create(client, tokens["dave"], preset="private_chat")
+    return tokens
+
+
+async def test_search_sees_room_mates_and_public_rooms(client, people):
+    alice, erin = people["alice"], people["erin"]
+    status, body = await search(client, alice, "bob")
+    assert status == 200 and body == {"results": [{"user_id": "@bob:hs.test", "display_name": "Bobby Tables"}],
+                                      "limited": False}
+    assert (await search(client, alice, "TABLES"))[1]["results"][0]["user_id"] == "@bob:hs.test"
+    assert [r["user_id"] for r in (await search(client, alice, "carol"))[1]["results"]] == ["@carol:hs.test"]
+    assert (await search(client, alice, "dave"))[1]["results"] == []  # shares nothing with alice
+    assert (await search(client, erin, "bob"))[1]["results"] == []  # erin shares no room with bob
+    # LIKE wildcards are literal.
+    assert [r["user_id"] for r in (await search(client, alice, "100%_"))[1]["results"]] == ["@carol:hs.test"]
+    assert (await search(client, alice, "b%s"))[1]["results"] == []  # not Bobby Tables
+    # Limits.
+    status, body = await search(client, alice, "hs.test", limit=1)
+    assert len(body["results"]) == 1 and body["limited"] is True
+    status, err = await post(client, alice, "/user_directory/search", {"limit": 3})
+    assert status == 400 and err["errcode"] == "M_BAD_JSON"
+
+
+@pytest.mark.parametrize("config_overrides", [{"user_directory": {"search_all_users": True}}])
+async def test_search_all_users(client, people):
+    assert [r["user_id"] for r in (await search(client, people["erin"], "dave"))[1]["results"]] == ["@dave:hs.test"]
+
+
+@pytest.mark.parametrize("config_overrides", [{"user_directory": {"enabled": False}}])
+async def test_directory_disabled(client, people):
+    assert (await search(client, people["alice"], "bob"))[1] == {"results": [], "limited": False}
+
+
+async def test_presence(client, people):
+    alice, bob, erin = people["alice"], people["bob"], people["erin"]
+    assert await get(client, bob, "/presence/@alice:hs.test/status") == (200, {"presence": "offline"})
+    resp = await client.put(f"{C}/presence/@alice:hs.test/status", json={"presence": "online", "status_msg": "tea"},
+                            headers=auth_header(alice))
+    assert resp.status == 200
+    status, body = await get(client, bob, "/presence/@alice:hs.test/status")
+    assert status == 200 and body["presence"] == "online" and body["status_msg"] == "tea"
+    assert body["currently_active"] is True and body["last_active_ago"] >= 0
+    status, err = await get(client, erin, "/presence/@alice:hs.test/status")
+    assert status == 403 and err["errcode"] == "M_FORBIDDEN"
+    resp = await client.put(f"{C}/presence/@alice:hs.test/status", json={"presence": "online"},
+                            headers=auth_header(bob))
+    assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+    resp = await client.put(f"{C}/presence/@alice:hs.test/status", json={"presence": "asleep"},
+                            headers=auth_header(alice))
+    assert resp.status == 400 and (await resp.json())["errcode"] == "M_INVALID_PARAM"
+    resp = await client.put(f"{C}/presence/@alice:hs.test/status", json={}, headers=auth_header(alice))
+    assert resp.status == 400 and (await resp.json())["errcode"] == "M_MISSING_PARAM"
+    resp = await client.put(f"{C}/presence/@alice:hs.test/status", json={"presence": "unavailable"},
+                            headers=auth_header(alice))
+    assert resp.status == 200
+    status, body = await get(client, alice, "/presence/@alice:hs.test/status")
+    assert body["presence"] == "unavailable" and "status_msg" not in body and body["currently_active"] is False
+    status, err = await get(client, alice, "/presence/not-a-user/status")
+    assert status == 400 and err["errcode"] == "M_INVALID_PARAM"
