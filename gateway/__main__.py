@@ -143,6 +143,8 @@ async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.
                 )
                 await site.start()
                 log.info("listening on %s:%d (%s)", addr, listener.port, ", ".join(sorted(listener.resources)))
+        if config.send_federation:
+            await hs.federation_sender.start()
         if started is not None:
             started.set()
         await stop.wait()

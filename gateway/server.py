@@ -68,6 +68,13 @@ class HomeServer:
                                 domain_whitelist=fed.federation_domain_whitelist)
 
     @cached_property
+    def federation_sender(self):
+        """Outbound transactions: per-destination queues, backoff, catch-up, EDUs."""
+        from .services.federation_sender import FederationSender
+
+        return FederationSender(self)
+
+    @cached_property
     def events(self):
         """Local event creation (the persistence pipeline) and event reads."""
         from .services.events import EventsService
@@ -152,6 +159,8 @@ class HomeServer:
         return hs
 
     async def close(self) -> None:
+        if "federation_sender" in self.__dict__:
+            await self.federation_sender.stop()
         if "push" in self.__dict__:
             await self.push.flush()
         if "federation_client" in self.__dict__:

@@ -46,7 +46,8 @@ IMPLIED_RESOURCES = {
 
 #: Keys Synapse has that we accept without acting on them (no warning).
 ACCEPTED_IGNORED_KEYS = frozenset(
-    {"report_stats", "pid_file", "log_config", "suppress_key_server_warning", "trusted_key_servers_warning"}
+    {"report_stats", "pid_file", "log_config", "suppress_key_server_warning", "trusted_key_servers_warning",
+     "federation_sender_instances"}
 )
 
 
@@ -127,6 +128,8 @@ class HomeserverConfig:
     rate_limits: dict[str, RateLimit]
     federation: FederationConfig
     rc_federation: dict[str, int]
+    #: ``send_federation``: this process sends transactions to other servers.
+    send_federation: bool = True
     warnings: tuple[str, ...] = field(default=(), compare=False)
     # Single sign-on (gateway/config/sso.py): oidc_providers, jwt_config, sso.
     sso: SsoSections = field(default_factory=SsoSections)
@@ -255,6 +258,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         rate_limits=rate_limits,
         federation=fed,
         rc_federation=rc_federation,
+        send_federation=root.bool("send_federation", True),
     )
     sso_sections = parse_sso_sections(root, resolve_path, public_baseurl)
     config_kwargs["sso"] = sso_sections

@@ -67,5 +67,6 @@ async def x_matrix_middleware(request: web.Request, handler) -> web.StreamRespon
             continue
         request[ORIGIN] = auth.origin
         hs.keyring.reset_backoff(auth.origin)  # it is up: its keys may be fetched again
+        hs.federation_sender.on_inbound_request(auth.origin)  # and what it missed can go now
         return await handler(request)
     raise _unauthorized(f"Invalid X-Matrix signature: {last_error}")

@@ -1,0 +1,491 @@
+"""Sending to other servers: per-destination transaction queues, retries with exponential
+backoff, catch-up after an outage, and EDUs.
+
+Spec: server-server API, "Transactions" (``PUT /_matrix/federation/v1/send/{txnId}``) and
+"PDUs": https://spec.matrix.org/latest/server-server-api/#transactions
+
+How it works:
+
+- The *distributor* reads new timeline events from the database in batches (from its
+  position in ``federation_sender_position``), keeps ours, and works out each event's
+  destinations: the servers with a joined member in the room *at that event* (current
+  memberships rolled back through ``current_state_deltas``), plus the server of a remote
+  user whose membership the event changes (an invite, kick or ban). It records per
+  (destination, room) the newest position (``destination_rooms``) and its own new
+  position in one transaction, then hands the events to the destinations' queues. The
+  new-events listener only wakes it; a restart resumes from the stored position.
+- Each destination has one worker, so one transaction is in flight at a time: at most
+  50 PDUs and 100 EDUs. After a success ``last_successful_stream_ordering`` moves on.
+- A destination that fails gets ``retry_interval`` (min, then times the multiplier, up to
+  the max, with jitter) and drops its in-memory PDUs: it is now *catching up*. When the
+  wait is over (a timer), or when the server contacts us (``on_inbound_request``), or an
+  admin resets it, the worker reads from ``destination_rooms`` the rooms it missed. If
+  only a few events are missing (at most one transaction's worth, after the server's
+  join), they are sent in order; otherwise only the newest event of each room, and the
+  receiver fills the gap itself with ``/get_missing_events`` (as the spec intends).
+- EDUs live in memory only (typing, receipts, presence, device lists, to-device): they are
+  lost on a restart. Typing and presence EDUs are dropped when a destination fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+from federation.net.client import FederationRequestError
+from federation.signing import quote_path_segment
+from federation.transactions import (
+    EPHEMERAL_EDU_TYPES,
+    MAX_EDUS_PER_TRANSACTION,
+    MAX_PDUS_PER_TRANSACTION,
+    EduQueue,
+    RetryPolicy,
+    build_transaction,
+    pdu_errors,
+)
+
+from ..storage.destinations import DestinationRow, DestinationStore, MemberDelta, NewEventRow
+
+log = logging.getLogger(__name__)
+
+#: Events read per distributor batch.
+BATCH_SIZE = 500
+#: A destination holding more PDUs than this in memory switches to catch-up (bounded memory).
+MAX_PENDING_PDUS = 1000
+#: Transactions in flight at once, over all destinations.
+MAX_CONCURRENT_TRANSACTIONS = 100
+#: Catch-up sends all missed events of a room only if there are at most this many.
+CATCH_UP_REPLAY_LIMIT = MAX_PDUS_PER_TRANSACTION
+
+
+def server_of(user_id: str) -> str:
+    return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+
+class _DestinationQueue:
+    """What is waiting for one destination, its retry state, and its worker task."""
+
+    def __init__(self, sender: "FederationSender", destination: str):
+        self.sender = sender
+        self.destination = destination
+        self.pdus: list[tuple[int, str]] = []  # (stream position, event ID), in order
+        self.edus = EduQueue()
+        self.catching_up = False
+        #: Events arrived while catching up (they are in the database: look again).
+        self.missed = False
+        self.retry_last_ts = 0
+        self.retry_interval = 0
+        self.failure_ts: int | None = None
+        self.task: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    # --- state ---------------------------------------------------------------------
+
+    def set_retry(self, row: DestinationRow | None) -> None:
+        if row is not None:
+            self.retry_last_ts, self.retry_interval, self.failure_ts = (
+                row.retry_last_ts, row.retry_interval, row.failure_ts)
+
+    def retry_at(self) -> int | None:
+        """When the destination may be tried again, if it is backing off."""
+        return self.retry_last_ts + self.retry_interval if self.retry_interval > 0 else None
+
+    def backing_off(self) -> bool:
+        at = self.retry_at()
+        return at is not None and self.sender.hs.clock_ms() < at
+
+    def has_work(self) -> bool:
+        return self.catching_up or bool(self.pdus) or len(self.edus) > 0
+
+    # --- feeding ---------------------------------------------------------------------
+
+    def add_pdus(self, items: Sequence[tuple[int, str]]) -> None:
+        if self.catching_up or self.backing_off():
+            self.catching_up = True
+            self.missed = True
+            self.pdus.clear()
+        else:
+            self.pdus.extend(items)
+            if len(self.pdus) > MAX_PENDING_PDUS:
+                log.info("%s: %d PDUs waiting; switching to catch-up", self.destination, len(self.pdus))
+                self.pdus.clear()
+                self.catching_up = True
+        self.wake()
+
+    def wake(self) -> None:
+        if self.sender.stopped or not self.sender.started:
+            return
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name=f"federation-sender:{self.destination}")
+
+    # --- the worker ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                at = self.retry_at()
+                now = self.sender.hs.clock_ms()
+                if at is not None and now < at:
+                    if self.has_work():
+                        if self.pdus:
+                            self.pdus.clear()
+                            self.catching_up = True
+                        self._schedule(at - now)
+                    return
+                if self.catching_up:
+                    progress = await self._catch_up_once()
+                    if progress is None or progress:
+                        continue  # failed (backing off now) or sent something: look again
+                    if self.missed:
+                        continue
+                    self.catching_up = False
+                if not self.pdus and not len(self.edus):
+                    return
+                batch = self.pdus[:MAX_PDUS_PER_TRANSACTION]
+                del self.pdus[:MAX_PDUS_PER_TRANSACTION]
+                edus = self.edus.take(MAX_EDUS_PER_TRANSACTION)
+                pdus = await self.sender.hs.events.get_pdus([e for _, e in batch])
+                ok = await self._transmit([pdus[e] for _, e in batch if e in pdus], edus)
+                if ok:
+                    if batch:
+                        await self.sender.store.set_last_successful(self.destination, batch[-1][0])
+                else:
+                    self.pdus.clear()
+                    self.catching_up = True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("federation sender for %s failed; trying again later", self.destination)
+            self.catching_up = True
+            self._schedule(max(1000, self.sender.retry.min_interval_ms))
+
+    def _schedule(self, delay_ms: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(max(0, delay_ms) / 1000, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self.timer = None
+        self.wake()
+
+    async def _catch_up_once(self) -> bool | None:
+        """Send one transaction of what the destination missed, from the database.
+        True: sent; False: nothing is missing; None: the destination failed."""
+        sender = self.sender
+        self.missed = False
+        row = await sender.store.get_destination(self.destination)
+        after = (row.last_successful_stream_ordering if row else None) or 0
+        rooms = await sender.store.get_catch_up_rooms(self.destination, after, MAX_PDUS_PER_TRANSACTION)
+        if not rooms:
+            return False
+        upto = max(p for _, p in rooms)
+        event_ids = await sender.catch_up_events(self.destination, after, rooms)
+        pdus = await sender.hs.events.get_pdus(event_ids)
+        edus = self.edus.take(MAX_EDUS_PER_TRANSACTION)
+        log.info("%s: catching up %d room(s) with %d event(s)", self.destination, len(rooms), len(pdus))
+        if not await self._transmit([pdus[e] for e in event_ids if e in pdus], edus):
+            return None
+        await sender.store.set_last_successful(self.destination, upto)
+        return True
+
+    async def _transmit(self, pdus: Sequence[Any], edus: Sequence[tuple[Hashable, dict[str, Any]]]) -> bool:
+        """Send one transaction. False (and the retry state updated) if the destination
+        could not take it; EDUs worth resending go back in the queue then."""
+        sender = self.sender
+        txn_id = sender.next_txn_id()
+        body = build_transaction(sender.hs.server_name, sender.hs.clock_ms(), [p.get_pdu_json() for p in pdus],
+                                 [e for _, e in edus])
+        path = f"/_matrix/federation/v1/send/{quote_path_segment(txn_id)}"
+        try:
+            async with sender.concurrency:
+                response = await sender.hs.federation_client.request("PUT", self.destination, path, content=body)
+        except FederationRequestError as e:
+            retryable = e.status is None or e.status >= 500 or e.status in (408, 429)
+            if retryable:
+                await self._failed(str(e))
+                self.edus.put_back(edus)
+                return False
+            # The server answered but refuses this transaction: resending will not help.
+            log.warning("%s refused transaction %s (%d PDUs): %s", self.destination, txn_id, len(pdus), e)
+            await self._succeeded()
+            return True
+        for event_id, error in pdu_errors(response).items():
+            log.info("%s rejected %s: %s", self.destination, event_id, error)
+        await self._succeeded()
+        return True
+
+    async def _failed(self, reason: str) -> None:
+        now = self.sender.hs.clock_ms()
+        interval = self.sender.retry.next_interval(self.retry_interval, random.uniform(0.8, 1.2))
+        self.retry_last_ts, self.retry_interval = now, interval
+        self.failure_ts = self.failure_ts or now
+        self.edus.drop_ephemeral()
+        log.info("%s unreachable (%s); next try in %d ms", self.destination, reason, interval)
+        await self.sender.store.set_retry_timings(self.destination, retry_last_ts=now, retry_interval=interval,
+                                                  failure_ts=self.failure_ts)
+
+    async def _succeeded(self) -> None:
+        if self.retry_interval or self.retry_last_ts or self.failure_ts is not None:
+            self.reset_retry()
+            await self.sender.store.reset_retry_timings(self.destination)
+            log.info("%s is reachable again", self.destination)
+
+    def reset_retry(self) -> None:
+        self.retry_last_ts, self.retry_interval, self.failure_ts = 0, 0, None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class FederationSender:
+    """``hs.federation_sender``. Started by the server process (``start``); until then
+    ``send_edu`` does nothing and new events wait in the database."""
+
+    def __init__(self, hs, *, retry: RetryPolicy | None = None, batch_size: int = BATCH_SIZE):
+        self.hs = hs
+        self.store = DestinationStore(hs.db)
+        fed = hs.config.federation
+        self.retry = retry or RetryPolicy(fed.destination_min_retry_interval_ms, fed.destination_max_retry_interval_ms,
+                                          fed.destination_retry_multiplier)
+        self.batch_size = batch_size
+        self.concurrency = asyncio.Semaphore(MAX_CONCURRENT_TRANSACTIONS)
+        self.started = False
+        self.stopped = False
+        self._queues: dict[str, _DestinationQueue] = {}
+        self._wake = asyncio.Event()
+        self._distributor: asyncio.Task | None = None
+        self._position = 0
+        self._txn_prefix = str(hs.clock_ms())
+        self._txn_counter = itertools.count(1)
+        self._background: set[asyncio.Task] = set()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume: destinations backing off keep their wait, those with a backlog catch up,
+        events not yet distributed are read from the stored position."""
+        if self.started:
+            return
+        self.started = True
+        self._position = await self.store.get_sender_position()
+        for row in await self.store.get_backing_off():
+            self._queue(row.destination).set_retry(row)
+        for destination in await self.store.get_destinations_with_backlog():
+            q = self._queue(destination)
+            q.catching_up = True
+            q.wake()
+        self.hs.events.add_new_events_listener(self._on_new_events)
+        self._distributor = asyncio.create_task(self._distribute_loop(), name="federation-sender-distributor")
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self.stopped = True
+        tasks = [t for t in [self._distributor, *(q.task for q in self._queues.values()), *self._background] if t]
+        for q in self._queues.values():
+            if q.timer is not None:
+                q.timer.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_new_events(self, room_id: str, stream_orderings: Sequence[int]) -> None:
+        self._wake.set()
+
+    def notify_new_events(self) -> None:
+        """Look for new events now (for writers that do not go through the events service)."""
+        self._wake.set()
+
+    def next_txn_id(self) -> str:
+        return f"{self._txn_prefix}_{next(self._txn_counter)}"
+
+    def _queue(self, destination: str) -> _DestinationQueue:
+        q = self._queues.get(destination)
+        if q is None:
+            q = self._queues[destination] = _DestinationQueue(self, destination)
+        return q
+
+    def _may_send_to(self, destination: str) -> bool:
+        if destination == self.hs.server_name or not destination:
+            return False
+        whitelist = self.hs.config.federation.federation_domain_whitelist
+        return whitelist is None or destination in whitelist
+
+    # --- EDUs and room destinations (for typing, receipts, presence, to-device) ---------
+
+    def send_edu(self, destination: str, edu_type: str, content: Mapping[str, Any],
+                 key: Hashable | None = None) -> None:
+        """Queue an EDU for ``destination`` (sent with the next transaction, soon). With a
+        ``key``, it replaces a queued EDU of the same type and key (e.g. key=room_id for
+        m.typing). Nothing happens for our own name, a server outside
+        ``federation_domain_whitelist``, or before ``start``; typing and presence for a
+        server that is backing off are dropped."""
+        if not self.started or self.stopped or not self._may_send_to(destination):
+            return
+        q = self._queue(destination)
+        if edu_type in EPHEMERAL_EDU_TYPES and q.backing_off():
+            return
+        q.edus.add(edu_type, content, key)
+        q.wake()
+
+    def send_edu_to_servers(self, destinations: Iterable[str], edu_type: str, content: Mapping[str, Any],
+                            key: Hashable | None = None) -> None:
+        for d in destinations:
+            self.send_edu(d, edu_type, content, key)
+
+    async def joined_servers(self, room_id: str) -> set[str]:
+        """Other servers with a joined member in the room now (our own name excluded)."""
+        joined = (await self.store.get_joined_members([room_id]))[room_id]
+        return {s for s in (server_of(u) for u in joined) if self._may_send_to(s)}
+
+    # --- backoff reset ---------------------------------------------------------------
+
+    def on_inbound_request(self, origin: str) -> None:
+        """A server just made a signed request to us: it is up. If we were backing off from
+        it, forget that and send what it missed now. Cheap when it was not backing off."""
+        q = self._queues.get(origin)
+        if q is None or not (q.retry_interval or q.failure_ts is not None) or self.stopped:
+            return
+        q.reset_retry()
+        q.catching_up = True
+        task = asyncio.create_task(self._reset_and_wake(q))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reset_and_wake(self, q: _DestinationQueue) -> None:
+        try:
+            await self.store.reset_retry_timings(q.destination)
+        finally:
+            q.wake()
+
+    async def reset_connection(self, destination: str) -> None:
+        """Admin: forget the destination's failures and try it again now."""
+        await self.store.reset_retry_timings(destination)
+        q = self._queue(destination)
+        q.reset_retry()
+        q.catching_up = True
+        q.wake()
+
+    def is_backing_off(self, destination: str) -> bool:
+        q = self._queues.get(destination)
+        return q is not None and q.backing_off()
+
+    # --- the distributor -------------------------------------------------------------
+
+    async def _distribute_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self._distribute_batch():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("federation sender: distributing new events failed; trying again soon")
+                await asyncio.sleep(1)
+                self._wake.set()
+
+    async def _distribute_batch(self) -> bool:
+        """Route one batch of new events; True if there may be more."""
+        rows = await self.store.get_new_events(self._position, self.batch_size)
+        if not rows:
+            return False
+        new_position = rows[-1].stream_ordering
+        ours = [r for r in rows if server_of(r.sender) == self.hs.server_name]
+        per_destination: dict[str, list[tuple[int, str]]] = {}
+        destination_rooms: dict[tuple[str, str], int] = {}
+        if ours:
+            for event, servers in await self._destinations_of(ours, rows):
+                for d in servers:
+                    per_destination.setdefault(d, []).append((event.stream_ordering, event.event_id))
+                    destination_rooms[(d, event.room_id)] = event.stream_ordering
+        await self.store.save_batch(new_position, destination_rooms)
+        self._position = new_position
+        for d, items in per_destination.items():
+            self._queue(d).add_pdus(items)
+        return len(rows) >= self.batch_size
+
+    async def _destinations_of(self, ours: Sequence[NewEventRow],
+                               batch: Sequence[NewEventRow]) -> list[tuple[NewEventRow, frozenset[str]]]:
+        """Each event's destinations: servers with a joined member after the event, plus the
+        server of a remote user whose membership the event changes."""
+        rooms = sorted({e.room_id for e in ours})
+        # Memberships now, then the changes since the oldest event, read in that order: a
+        # change committed in between is in the deltas and rolling it back is harmless.
+        joined_now = await self.store.get_joined_members(rooms)
+        deltas = await self.store.get_member_deltas_after(rooms, min(e.stream_ordering for e in ours))
+        prev_ids = {d.prev_event_id for d in deltas if d.prev_event_id}
+        prev_pdus = await self.hs.events.get_pdus(prev_ids)
+        was_joined = {eid: p.content.get("membership") == "join" for eid, p in prev_pdus.items()}
+        deltas_by_room: dict[str, list[MemberDelta]] = {}
+        for d in deltas:  # newest first
+            deltas_by_room.setdefault(d.room_id, []).append(d)
+        events_by_room: dict[str, list[NewEventRow]] = {}
+        for e in ours:
+            events_by_room.setdefault(e.room_id, []).append(e)
+
+        out: list[tuple[NewEventRow, frozenset[str]]] = []
+        for room_id in rooms:
+            joined = set(joined_now.get(room_id, ()))
+            counts: dict[str, int] = {}
+            for u in joined:
+                counts[server_of(u)] = counts.get(server_of(u), 0) + 1
+            servers = frozenset(s for s in counts if self._may_send_to(s))
+            pending = deltas_by_room.get(room_id, [])
+            i = 0
+            for e in sorted(events_by_room[room_id], key=lambda r: -r.stream_ordering):
+                changed = False
+                while i < len(pending) and pending[i].stream_ordering > e.stream_ordering:
+                    d = pending[i]
+                    i += 1
+                    before = bool(d.prev_event_id and was_joined.get(d.prev_event_id))
+                    if before and d.user_id not in joined:
+                        joined.add(d.user_id)
+                        counts[server_of(d.user_id)] = counts.get(server_of(d.user_id), 0) + 1
+                        changed = True
+                    elif not before and d.user_id in joined:
+                        joined.discard(d.user_id)
+                        counts[server_of(d.user_id)] -= 1
+                        changed = True
+                if changed:
+                    servers = frozenset(s for s, c in counts.items() if c > 0 and self._may_send_to(s))
+                targets = servers
+                if e.type == "m.room.member" and e.state_key:
+                    target = server_of(e.state_key)
+                    if target not in servers and self._may_send_to(target):
+                        targets = servers | {target}
+                if targets:
+                    out.append((e, targets))
+        out.sort(key=lambda pair: pair[0].stream_ordering)
+        return out
+
+    async def catch_up_events(self, destination: str, after: int, rooms: Sequence[tuple[str, int]]) -> list[str]:
+        """What to send a destination that missed ``rooms`` [(room, newest position for
+        it)] since ``after``: all our events there since it joined if they fit in one
+        transaction, else the newest event of each room (the receiver fetches the rest)."""
+        newest = dict(rooms)
+        room_ids = sorted(newest)
+        upto = max(newest.values())
+        limit = 4 * CATCH_UP_REPLAY_LIMIT
+        events = await self.store.get_room_events_between(room_ids, after, upto, limit)
+        joined = await self.store.get_joined_members(room_ids)
+        joined_at: dict[str, int] = {}
+        for room_id, members in joined.items():
+            positions = [p for u, p in members.items() if server_of(u) == destination]
+            if positions:
+                joined_at[room_id] = min(positions)
+        chosen = [
+            e for e in events
+            if server_of(e.sender) == self.hs.server_name and e.stream_ordering <= newest[e.room_id]
+            and (e.stream_ordering == newest[e.room_id]
+                 or (e.room_id in joined_at and e.stream_ordering > joined_at[e.room_id]))
+        ]
+        chosen_at = {e.stream_ordering for e in chosen}
+        if len(events) < limit and len(chosen) <= CATCH_UP_REPLAY_LIMIT and chosen_at.issuperset(newest.values()):
+            return [e.event_id for e in chosen]
+        at = await self.store.get_event_ids_at(newest.values())
+        return [at[p] for p in sorted(newest.values()) if p in at]

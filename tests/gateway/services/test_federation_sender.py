@@ -1,0 +1,328 @@
+"""The federation sender against a real fake peer (TLS on loopback, every request and PDU
+signature checked with the protocol core): delivery in order, one transaction in flight,
+destinations per event (joined servers at the event, targets of kicks and bans), backoff
+while the peer is down and delivery when it is back, catch-up after a long outage, a
+restart of our server, EDU coalescing, a signed request from the peer resetting the
+backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
+
+from gateway.app import build_listener_app
+from gateway.config import parse_config
+from gateway.server import HomeServer
+from gateway.services.events import EventSpec
+from tests.support.federation_peer import FederationPeer, remote_join
+from tests.support.tls import TestCA
+
+from .conftest import make_user
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def retry():
+    return {"destination_min_retry_interval": 40, "destination_max_retry_interval": 300}
+
+
+@pytest.fixture
+def open_hs(tmp_path, database_config, ca, retry):
+    """``await open_hs(start=True)``: our server (hs.test) on the test database; several
+    calls share the database and the signing key (a restart)."""
+    opened: list[HomeServer] = []
+    db = {"name": "sqlite3", "args": {"database": database_config.args["database"]}} \
+        if database_config.engine == "sqlite" else {"name": "psycopg2", "args": database_config.args}
+
+    async def open_(start: bool = True) -> HomeServer:
+        config = parse_config({
+            "server_name": "hs.test", "database": db,
+            "signing_key_path": str(tmp_path / "hs.signing.key"),
+            "listeners": [{"port": 1, "resources": [{"names": ["client", "federation"]}]}],
+            "federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
+            "federation": retry,
+        }, config_path=str(tmp_path / "homeserver.yaml"))
+        hs = await HomeServer.open(config)
+        opened.append(hs)
+        if start:
+            await hs.federation_sender.start()
+        return hs
+
+    yield open_
+    # closed by the tests that restart; the rest here
+
+
+@pytest.fixture
+async def hs(open_hs):
+    server = await open_hs()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def peer(ca, tmp_path):
+    keys: dict = {}
+    p = FederationPeer(ca, lambda server, key_id: keys.get((server, key_id)))
+    p.our_keys = keys
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def trust(peer: FederationPeer, hs: HomeServer) -> None:
+    peer.our_keys[(hs.server_name, hs.signing_key.key_id)] = hs.signing_key.verify_key
+
+
+async def new_room(hs, alice: str | None = None) -> tuple[str, str]:
+    alice = alice or await make_user(hs, "alice")
+    room_id = await hs.rooms.create_room(alice, {"room_version": "12", "preset": "public_chat"})
+    return alice, room_id
+
+
+async def say(hs, room_id, sender, n: int, prefix: str = "m") -> list[str]:
+    out = []
+    for i in range(n):
+        sent = await hs.events.send_event(room_id, EventSpec("m.room.message", sender,
+                                                             {"msgtype": "m.text", "body": f"{prefix}{i}"}))
+        out.append(sent.pdu.event_id)
+    return out
+
+
+def bodies(peer: FederationPeer) -> list[str]:
+    return [p["content"].get("body") for p in peer.pdus if p["type"] == "m.room.message"]
+
+
+async def destination(hs, name):
+    return await hs.federation_sender.store.get_destination(name)
+
+
+def routed(hs, event_id: str):
+    """A check: the sender has worked out the destinations of ``event_id``."""
+    async def check():
+        last = (await hs.events.store.get_event(event_id)).stream_ordering
+        return await hs.federation_sender.store.get_sender_position() >= last
+
+    return check
+
+
+async def until(check, timeout: float = 20.0):
+    """Poll ``await check()`` (a database condition) until it is truthy; return it."""
+    async def loop():
+        while not (result := await check()):
+            await asyncio.sleep(0.01)
+        return result
+
+    return await asyncio.wait_for(loop(), timeout)
+
+
+async def test_pdus_arrive_in_order_signed_one_transaction_at_a_time(hs, peer):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    sent = await say(hs, room_id, alice, 120)
+    await peer.wait_for(lambda: len(peer.pdus) >= 120)
+    assert peer.errors == []
+    assert peer.event_ids() == sent  # in order; nothing from before the join, no duplicates
+    assert all(len(t.pdus) <= 50 for t in peer.transactions) and len(peer.transactions) >= 3
+    assert len({t.txn_id for t in peer.transactions}) == len(peer.transactions)
+    assert peer.max_in_flight == 1
+    assert {t.origin for t in peer.transactions} == {"hs.test"}
+    last = (await hs.events.store.get_event(sent[-1])).stream_ordering
+
+    async def all_sent():
+        row = await destination(hs, peer.server_name)
+        return row if row.last_successful_stream_ordering == last else None
+
+    row = await until(all_sent)
+    assert row.retry_interval == 0 and row.failure_ts is None
+    rooms, total = await hs.federation_sender.store.list_destination_rooms(peer.server_name, offset=0, limit=10)
+    assert rooms == [(room_id, last)] and total == 1
+    assert await hs.federation_sender.joined_servers(room_id) == {peer.server_name}
+
+
+async def test_kicked_and_banned_servers_receive_their_own_membership_change(hs, peer, ca):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    bob = f"@bob:{peer.server_name}"
+    await remote_join(hs, room_id, bob, peer)
+    kick = await hs.rooms.kick(alice, room_id, bob)
+    await peer.wait_for(lambda: kick.pdu.event_id in peer.event_ids())
+    # Nobody of the peer's is in the room now: this message is not for it...
+    await say(hs, room_id, alice, 1, prefix="after-kick")
+    # ...but the ban of another of its users is, and arrives after (a single ordered queue).
+    ban = await hs.rooms.ban(alice, room_id, f"@carol:{peer.server_name}")
+    await peer.wait_for(lambda: ban.pdu.event_id in peer.event_ids())
+    assert peer.event_ids()[-2:] == [kick.pdu.event_id, ban.pdu.event_id]
+    assert "after-kick0" not in bodies(peer)
+    assert peer.errors == []
+
+
+async def test_down_peer_is_retried_with_growing_backoff_then_gets_everything(hs, peer):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    await peer.stop()
+    sent = await say(hs, room_id, alice, 5)
+    intervals = []
+
+    async def backing_off_thrice():
+        row = await destination(hs, peer.server_name)
+        if row and row.retry_interval and (not intervals or intervals[-1] != row.retry_interval):
+            intervals.append(row.retry_interval)
+        return row if len(intervals) >= 3 else None
+
+    row = await until(backing_off_thrice)
+    assert row.failure_ts is not None and row.retry_last_ts >= row.failure_ts
+    assert intervals[0] <= 40 * 1.2 and intervals[1] > intervals[0] and intervals[2] > intervals[1]
+    assert hs.federation_sender.is_backing_off(peer.server_name) or row.retry_interval > 0
+    await peer.start()
+    await peer.wait_for(lambda: sent[-1] in peer.event_ids())
+    assert peer.event_ids() == sent  # a short outage: every event, in order
+    assert peer.errors == []
+    async def reset():
+        row = await destination(hs, peer.server_name)
+        return (row.retry_interval, row.retry_last_ts, row.failure_ts) == (0, 0, None)
+
+    assert await until(reset)
+
+
+async def test_server_errors_back_off_too(hs, peer):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    peer.answer = 503
+    sent = await say(hs, room_id, alice, 2)
+    await peer.wait_for(lambda: peer.refused >= 2)
+    assert (await destination(hs, peer.server_name)).retry_interval > 0
+    peer.answer = "ok"
+    await peer.wait_for(lambda: sent[-1] in peer.event_ids())
+    assert peer.event_ids() == sent
+
+
+async def test_catch_up_after_a_long_outage_sends_only_the_newest_event(hs, peer):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    _, quiet_room = await new_room(hs, alice)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    await remote_join(hs, quiet_room, f"@bob:{peer.server_name}", peer)
+    await peer.stop()
+    sent = await say(hs, room_id, alice, 80)
+    quiet = await say(hs, quiet_room, alice, 2, prefix="q")
+    await until(routed(hs, quiet[-1]))
+    await peer.start()
+    await peer.wait_for(lambda: sent[-1] in peer.event_ids() and quiet[-1] in peer.event_ids())
+    got = peer.event_ids()
+    # The busy room: its newest event only (the peer asks for the gap); in order of position.
+    assert got == [sent[-1], quiet[-1]]
+    assert await hs.events.store.get_forward_extremities(room_id) == [sent[-1]]
+    assert peer.errors == []
+
+
+async def test_restart_of_our_server_delivers_what_was_pending(open_hs, peer):
+    # Events stored while the sender did not run at all (it never saw them)...
+    hs1 = await open_hs(start=False)
+    trust(peer, hs1)
+    alice, room_id = await new_room(hs1)
+    await remote_join(hs1, room_id, f"@bob:{peer.server_name}", peer)
+    first = await say(hs1, room_id, alice, 3, prefix="a")
+    await hs1.close()
+    # ...and events it routed but could not deliver (the peer was down) before a restart.
+    await peer.stop()
+    hs2 = await open_hs()
+    second = await say(hs2, room_id, alice, 3, prefix="b")
+
+    last = (await hs2.events.store.get_event(second[-1])).stream_ordering
+
+    async def routed_and_failed():
+        row = await destination(hs2, peer.server_name)
+        position = await hs2.federation_sender.store.get_sender_position()
+        return position >= last and row is not None and row.retry_interval > 0
+
+    await until(routed_and_failed)
+    await hs2.close()
+    await peer.start()
+    hs3 = await open_hs()
+    try:
+        await peer.wait_for(lambda: second[-1] in peer.event_ids())
+        assert peer.event_ids() == first + second
+        assert peer.errors == []
+    finally:
+        await hs3.close()
+
+
+async def test_keyed_edus_coalesce_while_a_transaction_is_in_flight(hs, peer):
+    trust(peer, hs)
+    sender = hs.federation_sender
+    peer.gate.clear()
+    sender.send_edu(peer.server_name, "m.receipt", {"n": 0})
+    await peer.wait_for(lambda: peer.in_flight == 1)
+    for i in range(5):
+        sender.send_edu(peer.server_name, "m.typing", {"room_id": "!a", "n": i}, key="!a")
+        sender.send_edu(peer.server_name, "m.typing", {"room_id": "!b", "n": i}, key="!b")
+    sender.send_edu(peer.server_name, "m.direct_to_device", {"message_id": "x"})
+    sender.send_edu(peer.server_name, "m.typing", {"room_id": "!a", "n": 9}, key="!a")
+    sender.send_edu(hs.server_name, "m.typing", {"room_id": "!a"}, key="!a")  # ourselves: ignored
+    peer.gate.set()
+    await peer.wait_for(lambda: len(peer.transactions) == 2 and peer.in_flight == 0)
+    assert peer.transactions[0].edus == [{"edu_type": "m.receipt", "content": {"n": 0}}]
+    assert peer.transactions[1].edus == [
+        {"edu_type": "m.typing", "content": {"room_id": "!b", "n": 4}},
+        {"edu_type": "m.direct_to_device", "content": {"message_id": "x"}},
+        {"edu_type": "m.typing", "content": {"room_id": "!a", "n": 9}},
+    ]
+    assert peer.transactions[1].pdus == [] and peer.errors == []
+
+
+@pytest.mark.parametrize("retry", [{"destination_min_retry_interval": "1h"}])
+async def test_a_signed_request_from_the_peer_ends_the_backoff(hs, peer):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    await peer.stop()
+    sent = await say(hs, room_id, alice, 2)
+
+    async def failed():
+        row = await destination(hs, peer.server_name)
+        return row if row and row.retry_interval else None
+
+    assert (await until(failed)).retry_interval >= 3600_000 * 0.8
+    await peer.start()
+    # An hour to wait... unless the peer talks to us: our keyring fetches its key over TLS.
+    async with TestClient(TestServer(build_listener_app(hs, hs.config.listeners[0]))) as client:
+        target = f"/_matrix/federation/v1/query/profile?user_id=%40alice%3Ahs.test"
+        resp = await client.get(URL(target, encoded=True),
+                                headers={"Authorization": peer.sign_request("GET", target, hs.server_name)})
+        assert resp.status == 200, await resp.text()
+    await peer.wait_for(lambda: sent[-1] in peer.event_ids())
+    assert peer.event_ids() == sent
+
+
+@pytest.mark.parametrize("retry", [{"destination_min_retry_interval": "1h"}])
+async def test_admin_reset_connection_sends_now(hs, peer):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    await peer.stop()
+    sent = await say(hs, room_id, alice, 3)
+
+    async def failed():
+        row = await destination(hs, peer.server_name)
+        return row if row and row.retry_interval else None
+
+    await until(failed)
+    await peer.start()
+    await hs.auth.users.create_user("@root:hs.test", password_hash=None, created_ts=1, admin=True)
+    token = (await hs.auth.login_session("@root:hs.test"))["access_token"]
+    async with TestClient(TestServer(build_listener_app(hs, hs.config.listeners[0]))) as client:
+        resp = await client.post(f"/_synapse/admin/v1/federation/destinations/{peer.server_name}/reset_connection",
+                                 headers={"Authorization": f"Bearer {token}"}, json={})
+        assert resp.status == 200, await resp.text()
+    await peer.wait_for(lambda: sent[-1] in peer.event_ids())
+    assert peer.event_ids() == sent and peer.errors == []
