@@ -185,6 +185,9 @@ class _DestinationQueue:
         upto = max(p for _, p in rooms)
         event_ids = await sender.catch_up_events(self.destination, after, rooms)
         pdus = await sender.hs.events.get_pdus(event_ids)
+        if not pdus:  # those rooms' events are gone (a purge): nothing to send for them
+            await sender.store.set_last_successful(self.destination, upto)
+            return True
         edus = self.edus.take(MAX_EDUS_PER_TRANSACTION)
         log.info("%s: catching up %d room(s) with %d event(s)", self.destination, len(rooms), len(pdus))
         if not await self._transmit([pdus[e] for e in event_ids if e in pdus], edus):
