@@ -142,7 +142,8 @@ def merge_ruleset(
 # --- conditions ------------------------------------------------------------------------
 
 
-def split_path(key: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def split_path(key: str) -> tuple[str, ...]:
     """A dot-separated property path -> property names (``\\.`` and ``\\\\`` escapes)."""
     parts: list[str] = []
     buf: list[str] = []
@@ -160,7 +161,7 @@ def split_path(key: str) -> list[str]:
             buf.append(c)
         i += 1
     parts.append("".join(buf))
-    return parts
+    return tuple(parts)
 
 
 _MISSING = object()
@@ -230,12 +231,16 @@ def room_member_count_matches(spec: Any, count: int) -> bool:
     return {"==": count == n, "<": count < n, ">": count > n, "<=": count <= n, ">=": count >= n}[op]
 
 
+@lru_cache(maxsize=4096)
+def _display_name_regex(display_name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?:^|[^A-Za-z0-9_]){re.escape(display_name)}(?:$|[^A-Za-z0-9_])", re.IGNORECASE)
+
+
 def contains_display_name(event: Mapping[str, Any], display_name: str | None) -> bool:
     body = lookup(event, "content.body")
     if not display_name or not isinstance(body, str):
         return False
-    regex = re.compile(rf"(?:^|[^A-Za-z0-9_]){re.escape(display_name)}(?:$|[^A-Za-z0-9_])", re.IGNORECASE)
-    return regex.search(body) is not None
+    return _display_name_regex(display_name).search(body) is not None
 
 
 @dataclass(frozen=True)
@@ -276,6 +281,31 @@ def condition_matches(cond: Any, event: Mapping[str, Any], ctx: PushContext) -> 
     return False
 
 
+def _condition_key(cond: Any) -> Any:
+    """A hashable key for a condition whose result is the same for every user evaluated
+    for one event (everything but ``contains_display_name``); None otherwise."""
+    if not isinstance(cond, Mapping):
+        return ("invalid",)
+    kind = cond.get("kind")
+    if kind == "event_match":
+        key, pattern = cond.get("key"), cond.get("pattern")
+        return (kind, key, pattern) if isinstance(key, str) and isinstance(pattern, str) else ("invalid",)
+    if kind in ("event_property_is", "event_property_contains"):
+        value = cond.get("value")
+        if not _is_scalar(value) or not isinstance(cond.get("key"), str):
+            return None
+        return (kind, cond["key"], type(value).__name__, value)
+    if kind == "room_member_count":
+        spec = cond.get("is")
+        return (kind, spec) if isinstance(spec, str) else ("invalid",)
+    if kind == "sender_notification_permission":
+        key = cond.get("key")
+        return (kind, key) if isinstance(key, str) else ("invalid",)
+    if kind == "contains_display_name":
+        return None
+    return ("invalid",)  # unknown conditions never match
+
+
 def rule_matches(kind: str, rule: Mapping[str, Any], event: Mapping[str, Any], ctx: PushContext) -> bool:
     if not rule.get("enabled", True):
         return False
@@ -303,6 +333,67 @@ def evaluate(ruleset: Mapping[str, Sequence[Mapping[str, Any]]], event: Mapping[
         for rule in ruleset.get(kind, ()):
             if rule_matches(kind, rule, event, ctx):
                 return clean_actions(rule.get("actions") or [])
+    return None
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    kind: str
+    rule_id: Any
+    actions: tuple[Any, ...]
+    legacy: bool
+    #: (memo key or None, condition): a key marks a result that is the same for every
+    #: user evaluated for one event.
+    conditions: tuple[tuple[Any, Any], ...]
+
+
+def compile_ruleset(ruleset: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[CompiledRule, ...]:
+    """A ruleset prepared for ``evaluate_compiled``: the enabled rules in evaluation
+    order, content rules as their ``content.body`` condition, and memo keys."""
+    out = []
+    for kind in KINDS:
+        for rule in ruleset.get(kind, ()):
+            if not rule.get("enabled", True):
+                continue
+            conditions: tuple[tuple[Any, Any], ...] = ()
+            if kind in ("override", "underride"):
+                conditions = tuple((_condition_key(c), c) for c in rule.get("conditions") or [])
+            elif kind == "content":
+                cond = {"kind": "event_match", "key": "content.body", "pattern": rule.get("pattern")}
+                conditions = ((_condition_key(cond), cond),)
+            out.append(CompiledRule(kind, rule.get("rule_id"), tuple(clean_actions(rule.get("actions") or [])),
+                                    rule.get("rule_id") in LEGACY_MENTION_RULES, conditions))
+    return tuple(out)
+
+
+def evaluate_compiled(rules: Sequence[CompiledRule], event: Mapping[str, Any], ctx: PushContext,
+                      memo: dict[Any, bool]) -> tuple[Any, ...] | None:
+    """``evaluate`` for many users of one event: pass the same ``memo`` (a new dict per
+    event) for all of them, so that conditions that do not depend on the user are
+    evaluated once per event."""
+    content = event.get("content")
+    has_mentions = isinstance(content, Mapping) and "m.mentions" in content
+    for r in rules:
+        if r.legacy and has_mentions:
+            continue
+        if r.kind == "room":
+            hit = event.get("room_id") == r.rule_id
+        elif r.kind == "sender":
+            hit = event.get("sender") == r.rule_id
+        else:
+            hit = True
+            for key, cond in r.conditions:
+                if key is None:
+                    ok = condition_matches(cond, event, ctx)
+                else:
+                    ok = memo.get(key)
+                    if ok is None:
+                        ok = memo[key] = condition_matches(cond, event, ctx)
+                if not ok:
+                    hit = False
+                    break
+        if hit:
+            return r.actions
     return None
 
 

@@ -162,7 +162,7 @@ class HomeServer:
         if "federation_sender" in self.__dict__:
             await self.federation_sender.stop()
         if "push" in self.__dict__:
-            await self.push.flush()
+            await self.push.close()
         if "federation_client" in self.__dict__:
             await self.federation_client.close()
             await self.federation_client.resolver.close()

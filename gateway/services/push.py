@@ -29,10 +29,12 @@ from federation.auth_rules import get_notification_level, get_user_power_level
 from federation.ids import is_valid_user_id
 from federation.push_rules import (
     KINDS,
+    CompiledRule,
     PushContext,
     clean_actions,
     default_rules,
-    evaluate,
+    compile_ruleset,
+    evaluate_compiled,
     is_default_rule_id,
     merge_ruleset,
     notify_and_highlight,
@@ -40,6 +42,7 @@ from federation.push_rules import (
 )
 
 from ..http import Codes, MatrixError
+from .push_gateway import PushGatewayClient, build_notification
 from ..storage.push import DefaultRuleChange, PushAction, PushActionStore, Pusher, PushRuleStore, PusherStore, StoredRule
 
 log = logging.getLogger(__name__)
@@ -95,7 +98,11 @@ class PushService:
         self.actions = PushActionStore(hs.db)
         self.pushers = PusherStore(hs.db)
         self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
+        self._compiled: dict[str, tuple[Ruleset, tuple[CompiledRule, ...]]] = {}
         self._pending: dict[str, asyncio.Task] = {}
+        self._sending: set[asyncio.Task] = set()
+        self._room_contexts: OrderedDict[str, tuple[int | None, Any]] = OrderedDict()
+        self.gateway = PushGatewayClient(hs)
 
     # --- the rules API -----------------------------------------------------------------
 
@@ -122,8 +129,21 @@ class PushService:
                 self._rulesets.popitem(last=False)
         return out
 
+    async def _get_compiled(self, user_ids: Sequence[str]) -> dict[str, tuple[CompiledRule, ...]]:
+        rulesets = await self._get_rulesets(user_ids)
+        out = {}
+        for u in user_ids:
+            hit = self._compiled.get(u)
+            if hit is None or hit[0] is not rulesets[u]:
+                hit = self._compiled[u] = (rulesets[u], compile_ruleset(rulesets[u]))
+            out[u] = hit[1]
+        while len(self._compiled) > _RULESET_CACHE_SIZE:
+            self._compiled.pop(next(iter(self._compiled)))
+        return out
+
     def _forget(self, user_id: str) -> None:
         self._rulesets.pop(user_id, None)
+        self._compiled.pop(user_id, None)
 
     @staticmethod
     def check_scope_kind(scope: str, kind: str) -> None:
@@ -242,17 +262,17 @@ class PushService:
         if not events:
             return
         suffix = ":" + self.hs.server_name
-        members = await self.hs.events.state.get_members(room_id, "join")
+        room = await self.hs.events.get_room(room_id)
+        members, pl_content, create = await self._room_context(room_id, room.current_state_group)
         member_count = len(members)
         local = {m.user_id: m.displayname for m in members if m.user_id.endswith(suffix)}
-        room = await self.hs.events.get_room(room_id)
-        pl_content, create = await self._power_state(room_id)
         levels = {}
         if pl_content is not None and isinstance(pl_content.get("notifications"), dict):
             levels = {k: get_notification_level(k, pl_content, room.room_version)
                       for k in pl_content["notifications"]}
         levels.setdefault("room", get_notification_level("room", pl_content, room.room_version))
         rows: list[PushAction] = []
+        event_dicts: dict[str, dict[str, Any]] = {}
         for e in events:
             pdu = e.pdu
             targets = dict(local)
@@ -262,22 +282,92 @@ class PushService:
             targets.pop(pdu.sender, None)
             if not targets:
                 continue
-            rulesets = await self._get_rulesets(sorted(targets))
+            compiled = await self._get_compiled(sorted(targets))
             event_dict: dict[str, Any] = {"type": pdu.type, "content": pdu.content, "sender": pdu.sender,
                                           "room_id": pdu.room_id, "event_id": pdu.event_id}
             if pdu.state_key is not None:
                 event_dict["state_key"] = pdu.state_key
+            event_dicts[pdu.event_id] = event_dict
             sender_level = get_user_power_level(pdu.sender, pl_content, create, room.room_version)
             thread = thread_id_of(pdu.content, pdu.event_id)
+            memo: dict[Any, bool] = {}  # user-independent condition results, shared by the members
             for user_id, display_name in targets.items():
                 ctx = PushContext(user_id=user_id, display_name=display_name, member_count=member_count,
                                   sender_power_level=sender_level, notification_levels=levels)
-                actions = evaluate(rulesets[user_id], event_dict, ctx)
+                actions = evaluate_compiled(compiled[user_id], event_dict, ctx, memo)
                 notify, highlight = notify_and_highlight(actions)
                 if notify or highlight:
                     rows.append(PushAction(room_id, user_id, pdu.event_id, e.stream_ordering, notify, highlight,
                                            thread, actions or []))
         await self.actions.add(rows)
+        notifying = [r for r in rows if r.notif]
+        if notifying:
+            names = {m.user_id: m.displayname for m in members}
+            await self._send_to_pushers(room_id, notifying, event_dicts, names)
+
+    # --- push gateways ---------------------------------------------------------------
+
+    async def _send_to_pushers(self, room_id: str, rows: Sequence[PushAction],
+                               events: Mapping[str, Mapping[str, Any]], names: Mapping[str, str | None]) -> None:
+        """Start sending each notification to the user's HTTP pushers (in the background)."""
+        pushers = [p for p in await self.pushers.get_pushers_for_users(sorted({r.user_id for r in rows}))
+                   if p.kind == "http"]
+        if not pushers:
+            return
+        room_name = await self._room_name(room_id)
+        by_user: dict[str, list[Pusher]] = {}
+        for p in pushers:
+            by_user.setdefault(p.user_id, []).append(p)
+        loop = asyncio.get_running_loop()
+        for row in rows:
+            event = events[row.event_id]
+            for p in by_user.get(row.user_id, ()):
+                body = build_notification(p, event, row.actions, sender_display_name=names.get(event["sender"]),
+                                          room_name=room_name,
+                                          user_is_target=event.get("state_key") == row.user_id)
+                task = loop.create_task(self._notify(p, body))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _room_name(self, room_id: str) -> str | None:
+        event_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.name", "")
+        pdu = (await self.hs.events.get_pdus([event_id])).get(event_id) if event_id else None
+        name = pdu.content.get("name") if pdu is not None else None
+        return name if isinstance(name, str) else None
+
+    async def _notify(self, pusher: Pusher, body: Mapping[str, Any]) -> None:
+        try:
+            rejected = await self.gateway.notify(pusher, body)
+            if pusher.pushkey in rejected:
+                log.info("push gateway rejected a push key of %s: pusher removed", pusher.user_id)
+                await self.pushers.delete_pusher(pusher.user_id, pusher.app_id, pusher.pushkey)
+        except Exception:
+            log.exception("sending a push notification failed")
+
+    async def flush_pushes(self) -> None:
+        """Wait for the notifications being sent to push gateways."""
+        while self._sending:
+            await asyncio.wait(list(self._sending))
+
+    async def close(self) -> None:
+        await self.flush()
+        await self.flush_pushes()
+        await self.gateway.close()
+
+    async def _room_context(self, room_id: str, state_group: int | None):
+        """The joined members, power levels content and create event of the room's
+        current state (cached per state group: a run of messages costs no reads)."""
+        hit = self._room_contexts.get(room_id)
+        if hit is not None and hit[0] == state_group:
+            self._room_contexts.move_to_end(room_id)
+            return hit[1]
+        members = await self.hs.events.state.get_members(room_id, "join")
+        pl_content, create = await self._power_state(room_id)
+        value = (members, pl_content, create)
+        self._room_contexts[room_id] = (state_group, value)
+        while len(self._room_contexts) > 1000:
+            self._room_contexts.popitem(last=False)
+        return value
 
     async def _power_state(self, room_id: str):
         pl_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.power_levels", "")

@@ -43,7 +43,7 @@ class PushAction:
     notif: bool
     highlight: bool
     thread_id: str
-    actions: list[Any]
+    actions: Sequence[Any]
 
 
 @dataclass(frozen=True)
@@ -183,8 +183,16 @@ class PushActionStore:
 
     async def add(self, rows: Iterable[PushAction]) -> None:
         """One batched insert (events are evaluated once; a repeat is ignored)."""
+        encoded: dict[int, str] = {}  # many users share one actions list
+
+        def actions_json(actions: Any) -> str:
+            found = encoded.get(id(actions))
+            if found is None:
+                found = encoded[id(actions)] = json.dumps(list(actions))
+            return found
+
         values = [(a.room_id, a.user_id, a.event_id, a.stream_ordering, a.notif, a.highlight, a.thread_id,
-                   json.dumps(a.actions)) for a in rows]
+                   actions_json(a.actions)) for a in rows]
         if not values:
             return
         await self.db.executemany(

@@ -37,9 +37,9 @@ def outcome(event, **kw):
 
 
 def test_paths_and_globs():
-    assert split_path("content.m\\.relates_to.rel_type") == ["content", "m.relates_to", "rel_type"]
-    assert split_path("content.m\\\\foo") == ["content", "m\\foo"]
-    assert split_path("content.a\\xb") == ["content", "a\\xb"]
+    assert split_path("content.m\\.relates_to.rel_type") == ("content", "m.relates_to", "rel_type")
+    assert split_path("content.m\\\\foo") == ("content", "m\\foo")
+    assert split_path("content.a\\xb") == ("content", "a\\xb")
     topic = {"content": {"topic": "Lunch plans"}}
     assert event_match(topic, "content.topic", "lunc?*")
     assert event_match({"content": {"topic": "LUNCH"}}, "content.topic", "lunc?*")

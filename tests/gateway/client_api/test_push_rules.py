@@ -172,3 +172,80 @@ async def test_pushers(client, alice, bob):
         assert status == 400 and err["errcode"] == code, (bad, err)
     email = {**pusher, "kind": "email", "pushkey": "alice@example.org", "app_id": "m.email", "data": {}}
     assert await post(client, alice, "/pushers/set", email) == (200, {})
+
+
+class FakePushGateway:
+    """A push gateway on loopback that records what it is sent."""
+
+    def __init__(self, reject=()):
+        self.received: list[dict] = []
+        self.reject = set(reject)
+
+    async def handler(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        self.received.append(body)
+        keys = [d["pushkey"] for d in body["notification"]["devices"] if d["pushkey"] in self.reject]
+        return web.json_response({"rejected": keys})
+
+
+@pytest.fixture
+async def gateway():
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    fake = FakePushGateway(reject={"gone"})
+    app = web.Application()
+    app.router.add_post("/_matrix/push/v1/notify", fake.handler)
+    async with TestServer(app, host="127.0.0.1") as server:
+        fake.url = str(server.make_url("/_matrix/push/v1/notify"))
+        yield fake
+
+
+def http_pusher(url, pushkey="key1", **data):
+    return {"kind": "http", "app_id": "org.example.app", "pushkey": pushkey, "app_display_name": "App",
+            "device_display_name": "Phone", "lang": "en", "data": {"url": url, **data}}
+
+
+@pytest.mark.parametrize("config_overrides", [{"ip_range_whitelist": ["127.0.0.1/32"]}])
+async def test_notifications_reach_push_gateways(client, hs, alice, bob, gateway):
+    room_id = await create(client, alice, preset="public_chat", name="Tea room")
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    assert await post(client, alice, "/pushers/set", http_pusher(gateway.url)) == (200, {})
+    assert await post(client, alice, "/pushers/set", http_pusher(gateway.url, "short", format="event_id_only",
+                                                                  extra="x")) == (200, {})
+    assert await post(client, alice, "/pushers/set", http_pusher(gateway.url, "gone")) == (200, {})
+    event_id = await say(client, bob, room_id, "1", "hello alice", **{"m.mentions": {"user_ids": ["@alice:hs.test"]}})
+    await hs.push.flush(room_id)
+    await hs.push.flush_pushes()
+    by_key = {r["notification"]["devices"][0]["pushkey"]: r["notification"] for r in gateway.received}
+    assert set(by_key) == {"key1", "short", "gone"}
+    full = by_key["key1"]
+    assert full["event_id"] == event_id and full["room_id"] == room_id and full["type"] == "m.room.message"
+    assert full["sender"] == "@bob:hs.test" and full["sender_display_name"] == "bob"
+    assert full["room_name"] == "Tea room" and full["content"]["body"] == "hello alice"
+    assert full["prio"] == "high" and full["user_is_target"] is False
+    assert full["devices"][0]["tweaks"] == {"sound": "default", "highlight": True}
+    assert full["devices"][0]["data"] == {}
+    short = by_key["short"]
+    assert set(short) == {"event_id", "room_id", "prio", "devices"}
+    assert short["devices"][0]["data"] == {"format": "event_id_only", "extra": "x"}
+    # The rejected push key's pusher is gone; alice's own messages push nothing to her.
+    assert sorted(p["pushkey"] for p in (await get(client, alice, "/pushers"))[1]["pushers"]) == ["key1", "short"]
+    gateway.received.clear()
+    await say(client, alice, room_id, "2", "talking to myself")
+    await hs.push.flush(room_id)
+    await hs.push.flush_pushes()
+    assert gateway.received == []
+
+
+async def test_push_gateways_on_blocked_addresses_are_not_contacted(client, hs, alice, bob, gateway):
+    room_id = await create(client, alice, preset="public_chat")
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    assert await post(client, alice, "/pushers/set", http_pusher(gateway.url)) == (200, {})
+    await say(client, bob, room_id, "1", "hello")
+    await hs.push.flush(room_id)
+    await hs.push.flush_pushes()
+    assert gateway.received == []  # 127.0.0.1 is in the default ip_range_blacklist
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, 0) == (1, 0)

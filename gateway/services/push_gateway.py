@@ -1,0 +1,92 @@
+"""Sending notifications to HTTP pushers' push gateways.
+
+Spec: https://spec.matrix.org/latest/push-gateway-api/#post_matrixpushv1notify
+
+Requests follow the outbound IP range rules (``ip_range_blacklist``/``ip_range_whitelist``,
+as federation does), so a pusher URL cannot make the server reach a private address.
+A push key the gateway reports as ``rejected`` removes that pusher. One attempt per
+notification (a notification is not worth a queue that outlives a restart).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from federation.net.resolver import create_connector
+
+from ..outbound import outbound_ip_policy, outbound_ssl_context
+from ..storage.push import Pusher
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 10
+
+
+def tweaks_of(actions: Sequence[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in actions:
+        if isinstance(a, Mapping) and isinstance(a.get("set_tweak"), str):
+            name = a["set_tweak"]
+            out[name] = a.get("value", True if name == "highlight" else None)
+    return out
+
+
+def build_notification(pusher: Pusher, event: Mapping[str, Any], actions: Sequence[Any], *,
+                       sender_display_name: str | None, room_name: str | None,
+                       user_is_target: bool) -> dict[str, Any]:
+    """The body of ``/_matrix/push/v1/notify`` for one pusher (``event_id_only`` honoured)."""
+    tweaks = tweaks_of(actions)
+    data = {k: v for k, v in pusher.data.items() if k != "url"}
+    device = {"app_id": pusher.app_id, "pushkey": pusher.pushkey, "pushkey_ts": pusher.created_ts // 1000,
+              "data": data, "tweaks": tweaks}
+    high = bool(tweaks.get("highlight")) or "sound" in tweaks
+    n: dict[str, Any] = {"event_id": event["event_id"], "room_id": event["room_id"],
+                         "prio": "high" if high else "low", "devices": [device]}
+    if pusher.data.get("format") != "event_id_only":
+        n.update(type=event["type"], sender=event["sender"], content=event.get("content", {}),
+                 user_is_target=user_is_target)
+        if sender_display_name is not None:
+            n["sender_display_name"] = sender_display_name
+        if room_name is not None:
+            n["room_name"] = room_name
+    return {"notification": n}
+
+
+class PushGatewayClient:
+    def __init__(self, hs):
+        self.hs = hs
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            fed = self.hs.config.federation
+            connector = create_connector(policy=outbound_ip_policy(fed), ssl_context=outbound_ssl_context(fed))
+            self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+                                                  headers={"User-Agent": "Gateway"})
+        return self._session
+
+    async def notify(self, pusher: Pusher, body: Mapping[str, Any]) -> list[str]:
+        """POST to the pusher's URL; returns the rejected push keys ([] on any failure)."""
+        url = pusher.data.get("url")
+        if not isinstance(url, str):
+            return []
+        try:
+            async with self._get_session().post(url, json=body, allow_redirects=False) as resp:
+                if resp.status != 200:
+                    log.info("push gateway %s answered %d for %s", url, resp.status, pusher.user_id)
+                    return []
+                answer = await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+            log.info("push gateway %s unreachable for %s: %s", url, pusher.user_id, e)
+            return []
+        rejected = answer.get("rejected") if isinstance(answer, dict) else None
+        return [k for k in rejected if isinstance(k, str)] if isinstance(rejected, list) else []
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
