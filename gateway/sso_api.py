@@ -124,10 +124,19 @@ async def check_username(request: web.Request) -> web.StreamResponse:
 
 
 async def backchannel_logout(request: web.Request) -> web.StreamResponse:
-    # Not implemented yet: say so plainly rather than pretend the sessions were ended.
-    return json_response({"error": "backchannel_logout_not_supported",
-                          "error_description": "Back-channel logout is not implemented by this server yet."},
-                         status=501)
+    """OIDC Back-Channel Logout: the IdP POSTs a signed ``logout_token``; 200 once the devices
+    are logged out, 400 with an OAuth-style error otherwise (spec section 2.8)."""
+    from sso.oidc import LogoutTokenError
+
+    form = await request.post()
+    token = form.get("logout_token")
+    try:
+        await _handler(request).backchannel_logout(token if isinstance(token, str) else None)
+    except LogoutTokenError as e:
+        log.info("back-channel logout refused: %s", e)
+        return json_response({"error": "invalid_request", "error_description": str(e)}, status=400,
+                             headers={"Cache-Control": "no-store"})
+    return web.Response(status=200, headers={"Cache-Control": "no-store"})
 
 
 def build_synapse_client_app(handler: SsoHandler) -> web.Application:

@@ -299,6 +299,54 @@ class SsoHandler:
         fallback = f"{self.hs.config.public_baseurl}_matrix/static/client/login/"
         return any(url.startswith(prefix) for prefix in (*self.hs.config.sso.sso.client_whitelist, fallback))
 
+    # --- OIDC back-channel logout -----------------------------------------------------------
+
+    async def backchannel_logout(self, logout_token: str | None) -> list[tuple[str, str]]:
+        """Log out the devices of the IdP session a logout token names; returns them.
+
+        Spec: https://openid.net/specs/openid-connect-backchannel-1_0.html (Synapse's
+        ``backchannel_logout_enabled`` / ``backchannel_logout_ignore_sub``). The ``sid`` is the
+        id_token's, stored with each device that logged in after it; a ``sub`` alone logs out
+        every device of that user logged in through this IdP. Raises LogoutTokenError.
+        """
+        from .oidc import LogoutTokenError, OidcProvider, _unverified_claims, validate_logout_token
+
+        if not logout_token:
+            raise LogoutTokenError("no logout_token")
+        issuer = _unverified_claims(logout_token).get("iss")
+        candidates = [p for p in self.providers.values() if isinstance(p, OidcProvider)
+                      and p.config.backchannel_logout_enabled and p.config.issuer == issuer]
+        if not candidates:
+            raise LogoutTokenError("no identity provider with back-channel logout enabled has this issuer")
+        errors = []
+        for provider in candidates:  # several providers may share an issuer (other client IDs)
+            try:
+                sid, sub = await validate_logout_token(provider, logout_token)
+            except LogoutTokenError as e:
+                errors.append(str(e))
+                continue
+            except SsoError as e:  # the IdP's keys could not be fetched
+                errors.append(e.description)
+                continue
+            return await self._logout_idp_session(provider, sid, sub)
+        raise LogoutTokenError("; ".join(errors))
+
+    async def _logout_idp_session(self, provider: IdentityProvider, sid: str | None,
+                                  sub: str | None) -> list[tuple[str, str]]:
+        auth_store = self.hs.auth.store
+        expected_user = None
+        if sub is not None and not provider.config.backchannel_logout_ignore_sub:
+            expected_user = await self.store.get_user_by_external_id(provider.idp_id, sub)
+            if expected_user is None:
+                log.info("back-channel logout from %s for unknown sub %s: nothing to do", provider.idp_id, sub)
+                return []
+        devices = await auth_store.devices_for_auth_provider_session(provider.idp_id, sid, expected_user)
+        for user_id, device_id in devices:
+            await self.hs.auth.devices.delete_devices(user_id, [device_id])
+            await auth_store.delete_device_auth_providers(user_id, device_id)
+        log.info("back-channel logout from %s (sid %s): logged out %d device(s)", provider.idp_id, sid, len(devices))
+        return devices
+
     # --- 3. the username picker -------------------------------------------------------------
 
     async def start_username_picker(self, identity: RemoteIdentity, attrs: UserAttributes,

@@ -44,6 +44,7 @@ async def post_login(request: web.Request) -> web.Response:
     if display_name is not None and not isinstance(display_name, str):
         raise MatrixError.invalid_param("initial_device_display_name must be a string")
     limiters = hs.ratelimiters
+    token_details = None
     limiters["rc_login.address"].ratelimit(request.remote or "")
 
     modules = hs.modules.callbacks
@@ -75,7 +76,8 @@ async def post_login(request: web.Request) -> web.Response:
         token = body.get("token")
         if not isinstance(token, str):
             raise MatrixError.bad_json("'token' must be a string")
-        user_id = await hs.auth.consume_login_token(token)
+        token_details = await hs.auth.consume_login_token_details(token)
+        user_id = token_details.user_id
         user = await hs.auth.users.get_user(user_id)
         if user is None or user.deactivated:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
@@ -100,6 +102,8 @@ async def post_login(request: web.Request) -> web.Response:
                              [(request.headers.get("User-Agent", ""), request.remote or "")], None)
 
     result = await hs.auth.login_session(user_id, device_id=device_id, display_name=display_name)
+    if token_details is not None:  # after SSO: remember the IdP session, for back-channel logout
+        await hs.auth.record_device_auth_provider(user_id, result["device_id"], token_details)
     result["well_known"] = {"m.homeserver": {"base_url": hs.config.public_baseurl}}
     if after_login is not None:
         try:

@@ -31,6 +31,15 @@ class Requester:
     is_admin: bool
 
 
+@dataclass(frozen=True)
+class LoginTokenDetails:
+    """A consumed ``m.login.token``: its user and the IdP (session) it was issued after."""
+
+    user_id: str
+    auth_provider_id: str | None
+    auth_provider_session_id: str | None
+
+
 def new_device_id() -> str:
     return "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
 
@@ -91,7 +100,17 @@ class AuthService:
         return token
 
     async def consume_login_token(self, token: str) -> str:
-        user_id = await self.store.consume_login_token(token, self.hs.clock_ms())
-        if user_id is None:
+        return (await self.consume_login_token_details(token)).user_id
+
+    async def consume_login_token_details(self, token: str) -> "LoginTokenDetails":
+        """The token's user and the IdP session it came from; ``M_FORBIDDEN`` if invalid or used."""
+        row = await self.store.consume_login_token(token, self.hs.clock_ms())
+        if row is None:
             raise MatrixError(403, Codes.FORBIDDEN, "Invalid or expired login token")
-        return user_id
+        return LoginTokenDetails(*row)
+
+    async def record_device_auth_provider(self, user_id: str, device_id: str, details: "LoginTokenDetails") -> None:
+        """Remember the IdP session a device logged in through (for OIDC back-channel logout)."""
+        if details.auth_provider_id and details.auth_provider_session_id:
+            await self.store.add_device_auth_provider(user_id, device_id, details.auth_provider_id,
+                                                      details.auth_provider_session_id)

@@ -90,15 +90,45 @@ class AuthStore:
             token_hash(token), user_id, expiry_ts, auth_provider_id, auth_provider_session_id,
         )
 
-    async def consume_login_token(self, token: str, now_ms: int) -> str | None:
-        """The token's user if it is valid and unused; marks it used (single use, atomically)."""
+    async def consume_login_token(self, token: str, now_ms: int) -> tuple[str, str | None, str | None] | None:
+        """(user, auth_provider_id, auth_provider_session_id) if the token is valid and unused;
+        marks it used (single use, atomically)."""
         row = await self.db.fetchrow(
             "UPDATE login_tokens SET used_ts = $2 WHERE token_hash = $1 AND used_ts IS NULL AND expiry_ts > $2"
-            " RETURNING user_id",
+            " RETURNING user_id, auth_provider_id, auth_provider_session_id",
             token_hash(token), now_ms,
         )
         await self.db.execute("DELETE FROM login_tokens WHERE expiry_ts < $1", now_ms - 3_600_000)
-        return row[0] if row else None
+        return (row[0], row[1], row[2]) if row else None
+
+    # --- devices logged in through an identity provider's session ---------------------
+
+    async def add_device_auth_provider(self, user_id: str, device_id: str, auth_provider_id: str,
+                                       auth_provider_session_id: str) -> None:
+        await self.db.execute(
+            "INSERT INTO device_auth_providers (user_id, device_id, auth_provider_id, auth_provider_session_id)"
+            " VALUES ($1, $2, $3, $4)",
+            user_id, device_id, auth_provider_id, auth_provider_session_id,
+        )
+
+    async def devices_for_auth_provider_session(self, auth_provider_id: str, auth_provider_session_id: str | None,
+                                                user_id: str | None = None) -> list[tuple[str, str]]:
+        """(user, device) pairs logged in through that IdP session (``None``: any session of
+        ``user_id`` at that IdP)."""
+        query = "SELECT user_id, device_id FROM device_auth_providers WHERE auth_provider_id = $1"
+        args: list = [auth_provider_id]
+        if auth_provider_session_id is not None:
+            args.append(auth_provider_session_id)
+            query += f" AND auth_provider_session_id = ${len(args)}"
+        if user_id is not None:
+            args.append(user_id)
+            query += f" AND user_id = ${len(args)}"
+        rows = await self.db.fetch(query + " ORDER BY user_id, device_id", *args)
+        return [(r[0], r[1]) for r in rows]
+
+    async def delete_device_auth_providers(self, user_id: str, device_id: str) -> None:
+        await self.db.execute("DELETE FROM device_auth_providers WHERE user_id = $1 AND device_id = $2",
+                              user_id, device_id)
 
     async def list_registration_tokens(self) -> list[dict]:
         rows = await self.db.fetch(

@@ -20,8 +20,16 @@ const provider = new Provider(issuer, {
   // Profile claims go into the id_token too (not only the userinfo endpoint).
   conformIdTokenClaims: false,
   claims: { openid: ["sub"], profile: ["name", "preferred_username"], email: ["email", "email_verified"] },
-  features: { devInteractions: { enabled: true } },
+  // Back-channel logout: ending the session at /session/end POSTs a logout token to each
+  // client's backchannel_logout_uri (the id_token then carries a sid).
+  features: { devInteractions: { enabled: true }, backchannelLogout: { enabled: true } },
   cookies: { keys: ["e2e-test-cookie-key-not-secret"] },
+  // Its outgoing requests (back-channel logout tokens) go to our gateway on loopback, which
+  // oidc-provider's SSRF guard refuses: drop the guard in this test-only provider.
+  fetch: (url, options) => {
+    delete options.dispatcher;
+    return globalThis.fetch(url, options);
+  },
   async findAccount(ctx, id) {
     return {
       accountId: id,
@@ -35,4 +43,5 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 provider.on("server_error", (ctx, err) => console.error("server_error", err));
+provider.on("backchannel.error", (ctx, err) => console.error("backchannel.error", err));
 provider.listen(port, "127.0.0.1", () => console.log(`READY ${issuer}`));

@@ -31,6 +31,7 @@ CLIENT_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Test cl
   if (!login.ok) { document.getElementById("status").textContent = "login failed: " + body.errcode; return; }
   const who = await fetch(hs + "/_matrix/client/v3/account/whoami",
     {headers: {Authorization: "Bearer " + body.access_token}});
+  document.body.dataset.accessToken = body.access_token;
   document.getElementById("whoami").textContent = (await who.json()).user_id;
   document.getElementById("status").textContent = "logged in";
 })();
@@ -58,7 +59,7 @@ async def client_site() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def sso_setup(tmp_path, *, extra: dict | None = None, whitelist: bool = True):
+async def sso_setup(tmp_path, *, extra: dict | None = None, whitelist: bool = True, backchannel: bool = False):
     idp_port = free_port()
     issuer = f"http://127.0.0.1:{idp_port}"
     async with client_site() as client_url:
@@ -68,6 +69,7 @@ async def sso_setup(tmp_path, *, extra: dict | None = None, whitelist: bool = Tr
                 "client_secret": "e2e-secret", "scopes": ["openid", "profile", "email"],
                 # Plain http on loopback: as with Synapse, only with skip_verification.
                 "skip_verification": True,
+                "backchannel_logout_enabled": backchannel,
                 "user_mapping_provider": {"config": {"display_name_template": "{{ user.name }}",
                                                      "email_template": "{{ user.email }}"}},
             }],
@@ -77,8 +79,11 @@ async def sso_setup(tmp_path, *, extra: dict | None = None, whitelist: bool = Tr
         # The gateway starts while the IdP is still down: that must not stop it.
         async with running_gateway(tmp_path, TestCA(tmp_path / "ca"), config) as gw:
             callback = f"{gw.client_url}/_synapse/client/oidc/callback"
-            async with running_oidc_provider(idp_port, {"client_id": "gateway", "client_secret": "e2e-secret",
-                                                        "redirect_uris": [callback]}):
+            client = {"client_id": "gateway", "client_secret": "e2e-secret", "redirect_uris": [callback]}
+            if backchannel:
+                client["backchannel_logout_uri"] = f"{gw.client_url}/_synapse/client/oidc/backchannel_logout"
+                client["backchannel_logout_session_required"] = True
+            async with running_oidc_provider(idp_port, client):
                 yield gw, client_url
 
 
@@ -159,3 +164,34 @@ async def test_unlisted_client_gets_confirmation_page_and_custom_template(tmp_pa
         await page.click("#continue")
         await page.wait_for_selector("#whoami:not(:empty)")
         assert await page.inner_text("#whoami") == f"@bob:{gw.server_name}"
+
+
+async def test_logout_at_the_idp_logs_out_the_device(tmp_path):
+    """OIDC Back-Channel Logout: signing out at the IdP ends the Matrix session it started."""
+    import aiohttp
+
+    async with sso_setup(tmp_path, backchannel=True) as (gw, client_url), chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(f"{gw.client_url}/_matrix/client/v3/login/sso/redirect"
+                        f"?redirectUrl={client_url}%3Fhs%3D{gw.client_url}")
+        await idp_login(page, "carol")
+        await page.wait_for_selector("#username")
+        await page.fill("#username", "carol")
+        await page.click("#continue")
+        await page.wait_for_selector("#whoami:not(:empty)")
+        access_token = await page.evaluate("document.body.dataset.accessToken")
+        issuer = gw.config.sso.oidc_providers[0].issuer
+
+        async def whoami() -> int:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{gw.client_url}/_matrix/client/v3/account/whoami",
+                                    headers={"Authorization": f"Bearer {access_token}"}) as resp:
+                    return resp.status
+
+        assert await whoami() == 200
+        await page.goto(f"{issuer}/session/end")  # the IdP's own sign-out page
+        await page.click("button[name=logout][value=yes]")
+        await page.wait_for_load_state()
+        assert page.url == f"{issuer}/session/end/success"
+        # oidc-provider answers the browser only after our back-channel endpoint answered it.
+        assert await whoami() == 401
