@@ -134,6 +134,39 @@ class HomeServer:
         return UserDirectoryService(self)
 
     @cached_property
+    def notifier(self):
+        """Wakes long-polling /sync requests."""
+        from .services.notifier import Notifier
+
+        return Notifier(self)
+
+    @cached_property
+    def sync(self):
+        from .services.sync import SyncService
+
+        return SyncService(self)
+
+    @cached_property
+    def typing(self):
+        """Typing notifications (in memory); federation hooks documented in the module."""
+        from .services.typing import TypingService
+
+        return TypingService(self)
+
+    @cached_property
+    def receipts(self):
+        """Receipts and read markers; federation hooks documented in the module."""
+        from .services.receipts import ReceiptsService
+
+        return ReceiptsService(self)
+
+    @cached_property
+    def account_data(self):
+        from .services.account_data import AccountDataService
+
+        return AccountDataService(self)
+
+    @cached_property
     def keyring(self):
         from .services.keyring import KeyRing
 
@@ -163,6 +196,10 @@ class HomeServer:
             await self.federation_sender.stop()
         if "push" in self.__dict__:
             await self.push.close()
+        if "typing" in self.__dict__:
+            self.typing.close()
+        if "notifier" in self.__dict__:
+            await self.notifier.close()
         if "federation_client" in self.__dict__:
             await self.federation_client.close()
             await self.federation_client.resolver.close()

@@ -1,0 +1,66 @@
+"""GET /sync.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from ..appkeys import HS
+from ..http import MatrixError, json_response
+from ..services.filtering import SyncFilter
+from ..storage.profiles import FilterStore
+from .auth import requester
+
+routes = web.RouteTableDef()
+
+
+async def _filter(request: web.Request, user_id: str) -> SyncFilter:
+    """``filter``: inline JSON (starts with ``{``) or the ID of a stored filter."""
+    raw = request.query.get("filter")
+    if raw is None or raw == "":
+        return SyncFilter()
+    if raw.lstrip().startswith("{"):
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise MatrixError.invalid_param("'filter' is not valid JSON") from None
+        try:
+            return SyncFilter.parse(obj)
+        except MatrixError as e:
+            raise MatrixError.invalid_param(e.error) from None
+    try:
+        filter_id = int(raw)
+    except ValueError:
+        raise MatrixError.invalid_param(f"'filter' is neither JSON nor a filter ID: {raw[:64]!r}") from None
+    stored = await FilterStore(request.app[HS].db).get_filter(user_id, filter_id)
+    if stored is None:
+        raise MatrixError.invalid_param(f"No filter with ID {filter_id}")
+    try:
+        return SyncFilter.parse(stored)
+    except MatrixError as e:
+        raise MatrixError.invalid_param(f"Stored filter {filter_id} is invalid: {e.error}") from None
+
+
+@routes.get("/{ver:(r0|v3)}/sync")
+async def sync(request: web.Request) -> web.Response:
+    who = requester(request)
+    q = request.query
+    try:
+        timeout = int(q.get("timeout", "0"))
+    except ValueError:
+        raise MatrixError.invalid_param("'timeout' must be an integer (milliseconds)") from None
+    full_state = q.get("full_state", "false")
+    if full_state not in ("true", "false"):
+        raise MatrixError.invalid_param("'full_state' must be 'true' or 'false'")
+    if q.get("set_presence", "online") not in ("online", "offline", "unavailable"):
+        raise MatrixError.invalid_param("'set_presence' must be 'online', 'offline' or 'unavailable'")
+    flt = await _filter(request, who.user_id)
+    body = await request.app[HS].sync.sync(
+        who.user_id, who.device_id, since=q.get("since") or None, flt=flt, full_state=full_state == "true",
+        timeout_ms=timeout,
+    )
+    return json_response(body)

@@ -1,0 +1,35 @@
+"""PUT /rooms/{roomId}/typing/{userId}.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3roomsroomidtypinguserid
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import HS
+from ..http import MatrixError, json_response, read_json_body
+from .auth import requester
+
+routes = web.RouteTableDef()
+
+
+@routes.put("/{ver:(r0|v3)}/rooms/{room_id}/typing/{user_id}")
+async def put_typing(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    room_id, user_id = request.match_info["room_id"], request.match_info["user_id"]
+    if requester(request).user_id != user_id:
+        raise MatrixError.forbidden("You may only set your own typing state")
+    body = await read_json_body(request)
+    typing = body.get("typing")
+    if not isinstance(typing, bool):
+        raise MatrixError.bad_json("'typing' must be a boolean")
+    timeout = body.get("timeout")
+    if typing and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+        raise MatrixError.bad_json("'timeout' must be a non-negative integer (milliseconds)")
+    await hs.events.get_room(room_id)
+    member = await hs.events.state.get_membership(room_id, user_id)
+    if member is None or member.membership != "join":
+        raise MatrixError.forbidden(f"You are not joined to {room_id}")
+    await hs.typing.set_typing(user_id, room_id, typing, timeout if typing else None)
+    return json_response({})

@@ -1,0 +1,89 @@
+"""Account data (global and per room) and room tags.
+
+Room tags are the room's ``m.tag`` account data (``{"tags": {tag: {"order": n}}}``), so
+/sync sends them with the rest of the room's account data. ``m.fully_read`` and
+``m.push_rules`` have their own APIs and cannot be set here.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#client-config and
+https://spec.matrix.org/latest/client-server-api/#room-tagging
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..http import Codes, MatrixError
+from ..storage.account_data import GLOBAL, AccountDataStore
+
+#: Types a client may not set through the account data API (spec: 405 for m.fully_read
+#: on room data, and servers reject m.push_rules; both M_BAD_JSON).
+SERVER_MANAGED = ("m.fully_read", "m.push_rules")
+TAGS = "m.tag"
+MAX_TAG_LENGTH = 255
+
+
+class AccountDataService:
+    def __init__(self, hs):
+        self.hs = hs
+        self.store = AccountDataStore(hs.db)
+
+    @staticmethod
+    def _check_writable(data_type: str) -> None:
+        if data_type in SERVER_MANAGED:
+            raise MatrixError(405, Codes.BAD_JSON, f"Cannot set {data_type} through the account data API")
+
+    async def _check_room(self, user_id: str, room_id: str) -> None:
+        await self.hs.events.get_room(room_id)
+        member = await self.hs.events.state.get_membership(room_id, user_id)
+        if member is None:
+            raise MatrixError.forbidden(f"You are not a member of {room_id}")
+
+    async def get(self, user_id: str, room_id: str | None, data_type: str) -> dict[str, Any]:
+        content = await self.store.get(user_id, room_id or GLOBAL, data_type)
+        if content is None:
+            raise MatrixError.not_found(f"No account data of type {data_type}")
+        return content
+
+    async def put(self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]) -> None:
+        self._check_writable(data_type)
+        if room_id is not None:
+            await self._check_room(user_id, room_id)
+        await self.store.put(user_id, room_id or GLOBAL, data_type, content)
+        self.hs.notifier.notify_users([user_id])
+
+    async def put_room_internal(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]) -> None:
+        """Set server-managed room data (the read marker)."""
+        await self.store.put(user_id, room_id, data_type, content)
+        self.hs.notifier.notify_users([user_id])
+
+    # --- tags ----------------------------------------------------------------------
+
+    async def get_tags(self, user_id: str, room_id: str) -> dict[str, Any]:
+        content = await self.store.get(user_id, room_id, TAGS) or {}
+        tags = content.get("tags")
+        return tags if isinstance(tags, dict) else {}
+
+    async def add_tag(self, user_id: str, room_id: str, tag: str, body: dict[str, Any]) -> None:
+        if not tag or len(tag) > MAX_TAG_LENGTH:
+            raise MatrixError.bad_json(f"A tag is 1 to {MAX_TAG_LENGTH} characters")
+        order = body.get("order")
+        if order is not None and (isinstance(order, bool) or not isinstance(order, (int, float))):
+            raise MatrixError.bad_json("'order' must be a number")
+        await self._check_room(user_id, room_id)
+
+        def change(old: dict[str, Any] | None) -> dict[str, Any]:
+            tags = dict((old or {}).get("tags") or {})
+            tags[tag] = body
+            return {"tags": tags}
+
+        await self.store.update(user_id, room_id, TAGS, change)
+        self.hs.notifier.notify_users([user_id])
+
+    async def remove_tag(self, user_id: str, room_id: str, tag: str) -> None:
+        def change(old: dict[str, Any] | None) -> dict[str, Any]:
+            tags = dict((old or {}).get("tags") or {})
+            tags.pop(tag, None)
+            return {"tags": tags}
+
+        await self.store.update(user_id, room_id, TAGS, change)
+        self.hs.notifier.notify_users([user_id])

@@ -1,0 +1,129 @@
+"""Wakes long-polling /sync requests when something they can see happens.
+
+A waiting sync registers a ``Waiter`` for its user before it reads the streams; the
+notifier marks it woken on a change for that user or, once the waiter knows its rooms,
+for one of them. Changes that come before the rooms are known are remembered, so
+nothing that happens between the read and the wait is lost. No polling: a waiter is an
+``asyncio.Event``.
+
+Feeds: new events (``EventsService.add_new_events_listener``), typing and receipts (per
+room), account data (per user). A second process would feed the same calls from Redis.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#syncing (the ``timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class Waiter:
+    def __init__(self, notifier: "Notifier", user_id: str):
+        self.notifier = notifier
+        self.user_id = user_id
+        self.rooms: frozenset[str] | None = None
+        self.pending_rooms: set[str] = set()
+        self.event = asyncio.Event()
+
+    def set_rooms(self, rooms: Iterable[str]) -> None:
+        """Route room changes from now on; wakes at once if one of them already changed."""
+        self.notifier._route(self, frozenset(rooms))
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True if woken, False on timeout."""
+        if self.event.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.notifier._remove(self)
+
+    def __enter__(self) -> "Waiter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Notifier:
+    def __init__(self, hs):
+        self.hs = hs
+        self._by_user: dict[str, set[Waiter]] = {}
+        self._by_room: dict[str, set[Waiter]] = {}
+        self._unrouted: set[Waiter] = set()
+        self._tasks: set[asyncio.Task] = set()
+        hs.events.add_new_events_listener(self.on_new_events)
+
+    def waiter(self, user_id: str) -> Waiter:
+        w = Waiter(self, user_id)
+        self._by_user.setdefault(user_id, set()).add(w)
+        self._unrouted.add(w)
+        return w
+
+    def _route(self, w: Waiter, rooms: frozenset[str]) -> None:
+        for r in w.rooms or ():
+            self._discard(self._by_room, r, w)
+        w.rooms = rooms
+        self._unrouted.discard(w)
+        for r in rooms:
+            self._by_room.setdefault(r, set()).add(w)
+        if w.pending_rooms & rooms:
+            w.event.set()
+        w.pending_rooms.clear()
+
+    @staticmethod
+    def _discard(index: dict[str, set[Waiter]], key: str, w: Waiter) -> None:
+        found = index.get(key)
+        if found is not None:
+            found.discard(w)
+            if not found:
+                del index[key]
+
+    def _remove(self, w: Waiter) -> None:
+        self._discard(self._by_user, w.user_id, w)
+        for r in w.rooms or ():
+            self._discard(self._by_room, r, w)
+        self._unrouted.discard(w)
+
+    # --- feeds ---------------------------------------------------------------------
+
+    def notify_room(self, room_id: str) -> None:
+        for w in self._by_room.get(room_id, ()):
+            w.event.set()
+        for w in self._unrouted:
+            w.pending_rooms.add(room_id)
+
+    def notify_users(self, user_ids: Iterable[str]) -> None:
+        for u in user_ids:
+            for w in self._by_user.get(u, ()):
+                w.event.set()
+
+    def on_new_events(self, room_id: str, positions: Sequence[int]) -> None:
+        """Listener for new events: wake the room's waiters now, and the users whose
+        membership the events changed (an invitee is not in the room) after a lookup."""
+        self.notify_room(room_id)
+        if not positions or not self._by_user:
+            return
+        task = asyncio.get_running_loop().create_task(self._wake_member_targets(min(positions), max(positions)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wake_member_targets(self, first: int, last: int) -> None:
+        try:
+            targets = await self.hs.sync.store.get_member_event_targets(first, last)
+        except Exception:
+            log.exception("looking up membership changes for the notifier failed")
+            return
+        self.notify_users(targets)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()

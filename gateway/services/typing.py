@@ -1,0 +1,125 @@
+"""Typing notifications, kept in memory with an expiry (as the spec intends: they are
+short-lived and not worth a write).
+
+Positions: every change bumps an in-memory serial; a room's entry remembers the serial
+of its last change, so /sync sends ``m.typing`` for the rooms changed since its token.
+The serial restarts with the process, so tokens carry ``instance`` (random per process):
+a token from another instance counts as "nothing seen", and the client gets the current
+typing state of its rooms again (harmless: ``m.typing`` is a full replacement).
+
+Federation hooks:
+- ``add_listener(cb)``: ``cb(room_id, user_id, typing)`` for every change made by a
+  local user (the federation sender turns it into an ``m.typing`` EDU);
+- ``on_remote_typing(room_id, user_id, typing, timeout_ms)``: apply an ``m.typing`` EDU.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#typing-notifications
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Longest typing timeout a client may ask for (ms); longer requests are cut to this.
+MAX_TYPING_TIMEOUT_MS = 120_000
+#: Timeout for remote users whose server sends none (the federation EDU has none).
+REMOTE_TYPING_TIMEOUT_MS = 30_000
+
+TypingListener = Callable[[str, str, bool], None]
+
+
+@dataclass
+class _RoomTyping:
+    serial: int = 0
+    #: user -> expiry timer
+    users: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+
+class TypingService:
+    def __init__(self, hs):
+        self.hs = hs
+        self.instance = secrets.token_hex(4)
+        self.serial = 0
+        self._rooms: dict[str, _RoomTyping] = {}
+        self._listeners: list[TypingListener] = []
+
+    def add_listener(self, listener: TypingListener) -> None:
+        """``listener(room_id, user_id, typing)`` after a local user's typing changes
+        (explicitly or by expiry)."""
+        self._listeners.append(listener)
+
+    # --- changes -------------------------------------------------------------------
+
+    async def set_typing(self, user_id: str, room_id: str, typing: bool, timeout_ms: int | None) -> None:
+        """A local user's PUT /typing (the caller checked who may)."""
+        timeout = min(max(0, timeout_ms or 30_000), MAX_TYPING_TIMEOUT_MS)
+        self._apply(room_id, user_id, typing, timeout, local=True)
+
+    def on_remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int | None = None) -> None:
+        """An ``m.typing`` EDU from another server (checked by the caller: the user
+        belongs to the origin and is in the room)."""
+        timeout = min(max(0, timeout_ms or REMOTE_TYPING_TIMEOUT_MS), MAX_TYPING_TIMEOUT_MS)
+        self._apply(room_id, user_id, typing, timeout, local=False)
+
+    def _apply(self, room_id: str, user_id: str, typing: bool, timeout_ms: int, *, local: bool) -> None:
+        room = self._rooms.setdefault(room_id, _RoomTyping())
+        old = room.users.pop(user_id, None)
+        if old is not None:
+            old.cancel()
+        if typing:
+            loop = asyncio.get_running_loop()
+            room.users[user_id] = loop.call_later(timeout_ms / 1000, self._expire, room_id, user_id, local)
+        elif old is None:
+            if not room.users and room.serial == 0:
+                del self._rooms[room_id]
+            return  # stopped typing while not typing: no change
+        if typing and old is not None:
+            return  # still typing: only the expiry moved
+        self._changed(room_id, user_id, typing, local)
+
+    def _expire(self, room_id: str, user_id: str, local: bool) -> None:
+        room = self._rooms.get(room_id)
+        if room is None or room.users.pop(user_id, None) is None:
+            return
+        self._changed(room_id, user_id, False, local)
+
+    def _changed(self, room_id: str, user_id: str, typing: bool, local: bool) -> None:
+        self.serial += 1
+        self._rooms[room_id].serial = self.serial
+        self.hs.notifier.notify_room(room_id)
+        if local:
+            for listener in self._listeners:
+                try:
+                    listener(room_id, user_id, typing)
+                except Exception:
+                    log.exception("typing listener failed")
+
+    # --- reads ---------------------------------------------------------------------
+
+    def current_position(self) -> int:
+        return self.serial
+
+    def get_typing(self, room_id: str) -> list[str]:
+        room = self._rooms.get(room_id)
+        return sorted(room.users) if room else []
+
+    def changed_rooms(self, room_ids: Iterable[str], since: int) -> dict[str, dict[str, Any]]:
+        """``m.typing`` events for the rooms whose typing changed after ``since``."""
+        out = {}
+        for r in room_ids:
+            room = self._rooms.get(r)
+            if room is not None and room.serial > since:
+                out[r] = {"type": "m.typing", "content": {"user_ids": sorted(room.users)}}
+        return out
+
+    def close(self) -> None:
+        for room in self._rooms.values():
+            for handle in room.users.values():
+                handle.cancel()
+        self._rooms.clear()

@@ -1,0 +1,200 @@
+"""The reads /sync needs, batched over a user's rooms so that a sync costs a handful of
+queries however many rooms the user is in.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .database import Database
+from .events import _EVENT_COLUMNS, EventStore, StoredEvent
+from .state import _placeholders
+
+#: The named counters a sync token carries (besides typing, which lives in memory).
+STREAMS = ("events", "account_data", "receipts")
+
+
+@dataclass(frozen=True)
+class UserMembership:
+    """One of the user's memberships, with the head of the room's timeline."""
+
+    room_id: str
+    membership: str
+    event_id: str
+    stream_ordering: int
+    forgotten: bool
+    room_head: int
+
+
+@dataclass(frozen=True)
+class TimelineFilter:
+    """What a timeline query keeps (types may use ``*``)."""
+
+    types: tuple[str, ...] | None = None
+    not_types: tuple[str, ...] = ()
+    senders: tuple[str, ...] | None = None
+    not_senders: tuple[str, ...] = ()
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+class _Where:
+    def __init__(self, args: list[Any]):
+        self.args = args
+        self.parts: list[str] = []
+
+    def arg(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def type_condition(self, patterns: Sequence[str]) -> str:
+        exact = [p for p in patterns if "*" not in p]
+        wild = [p for p in patterns if "*" in p]
+        ors = []
+        if exact:
+            ors.append(f"type IN ({', '.join(self.arg(t) for t in exact)})")
+        ors += [f"type LIKE {self.arg(_like(p))} ESCAPE '\\'" for p in wild]
+        return "(" + " OR ".join(ors) + ")" if ors else "FALSE"
+
+    def add_filter(self, flt: TimelineFilter) -> bool:
+        """Add the filter's conditions; False if nothing can match."""
+        if flt.types is not None:
+            if not flt.types:
+                return False
+            self.parts.append(self.type_condition(flt.types))
+        if flt.not_types:
+            self.parts.append("NOT " + self.type_condition(flt.not_types))
+        if flt.senders is not None:
+            if not flt.senders:
+                return False
+            self.parts.append(f"sender IN ({', '.join(self.arg(s) for s in flt.senders)})")
+        if flt.not_senders:
+            self.parts.append(f"sender NOT IN ({', '.join(self.arg(s) for s in flt.not_senders)})")
+        return True
+
+
+_TIMELINE = "outlier = FALSE AND rejected_reason IS NULL AND soft_failed = FALSE"
+
+
+class SyncStore:
+    def __init__(self, db: Database, events: EventStore):
+        self.db = db
+        self.events = events
+
+    async def get_positions(self) -> dict[str, int]:
+        rows = await self.db.fetch(
+            f"SELECT stream_name, position FROM stream_positions WHERE stream_name IN ({_placeholders(len(STREAMS))})",
+            *STREAMS,
+        )
+        found = {r[0]: int(r[1]) for r in rows}
+        return {s: found.get(s, 0) for s in STREAMS}
+
+    async def get_memberships(self, user_id: str) -> list[UserMembership]:
+        rows = await self.db.fetch(
+            "SELECT m.room_id, m.membership, m.event_id, m.stream_ordering, m.forgotten, r.head_stream_ordering"
+            " FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id WHERE m.user_id = $1",
+            user_id,
+        )
+        return [UserMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), int(r[5])) for r in rows]
+
+    async def get_timeline(
+        self, room_id: str, *, after: int | None, upto: int, limit: int, flt: TimelineFilter,
+    ) -> list[StoredEvent]:
+        """Up to ``limit`` timeline events at positions in ``(after, upto]``, newest first."""
+        args: list[Any] = [room_id, upto]
+        where = _Where(args)
+        where.parts += ["e.room_id = $1", "stream_ordering <= $2", _TIMELINE]
+        if after is not None:
+            where.parts.append(f"stream_ordering > {where.arg(after)}")
+        if not where.add_filter(flt):
+            return []
+        rows = await self.db.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE {' AND '.join(where.parts)} ORDER BY stream_ordering DESC LIMIT {where.arg(limit)}",
+            *args,
+        )
+        return [self.events._row_to_event(r) for r in rows]
+
+    async def get_timelines(
+        self, room_ids: Sequence[str], *, after: int, upto: int, limit: int, flt: TimelineFilter,
+    ) -> dict[str, list[StoredEvent]]:
+        """``get_timeline`` for many rooms over one range, in one query (newest first)."""
+        out: dict[str, list[StoredEvent]] = {r: [] for r in room_ids}
+        if not room_ids or limit <= 0:
+            return out
+        args: list[Any] = [after, upto]
+        where = _Where(args)
+        where.parts += ["stream_ordering > $1", "stream_ordering <= $2", _TIMELINE,
+                        f"e.room_id IN ({', '.join(where.arg(r) for r in room_ids)})"]
+        if not where.add_filter(flt):
+            return out
+        rows = await self.db.fetch(
+            f"SELECT * FROM (SELECT {_EVENT_COLUMNS},"
+            " ROW_NUMBER() OVER (PARTITION BY e.room_id ORDER BY stream_ordering DESC) AS rn"
+            f" FROM events e JOIN rooms r ON r.room_id = e.room_id WHERE {' AND '.join(where.parts)}) t"
+            f" WHERE rn <= {where.arg(limit)} ORDER BY stream_ordering DESC",
+            *args,
+        )
+        for r in rows:
+            ev = self.events._row_to_event(r)
+            out[ev.pdu.room_id].append(ev)
+        return out
+
+    async def get_state_group_at(self, room_id: str, pos: int) -> int | None:
+        """The state group after the last timeline event at or before ``pos``."""
+        value = await self.db.fetchval(
+            "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2 AND outlier = FALSE"
+            " AND state_group IS NOT NULL ORDER BY stream_ordering DESC LIMIT 1",
+            room_id, pos,
+        )
+        return None if value is None else int(value)
+
+    async def get_member_counts(self, room_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """room -> {"join": n, "invite": m}."""
+        out: dict[str, dict[str, int]] = {r: {"join": 0, "invite": 0} for r in room_ids}
+        if not room_ids:
+            return out
+        rows = await self.db.fetch(
+            "SELECT room_id, membership, COUNT(*) FROM room_memberships"
+            f" WHERE room_id IN ({_placeholders(len(room_ids))}) AND membership IN ('join', 'invite')"
+            " GROUP BY room_id, membership",
+            *room_ids,
+        )
+        for r in rows:
+            out[r[0]][r[1]] = int(r[2])
+        return out
+
+    async def get_hero_candidates(self, room_ids: Sequence[str], user_id: str, n: int) -> dict[str, list[tuple[str, str]]]:
+        """Up to ``n`` other members per room, joined and invited first, then those who
+        left, each group in the order they got that membership: room -> [(user, membership)]."""
+        out: dict[str, list[tuple[str, str]]] = {r: [] for r in room_ids}
+        if not room_ids:
+            return out
+        rows = await self.db.fetch(
+            "SELECT room_id, user_id, membership FROM (SELECT room_id, user_id, membership,"
+            " ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY"
+            "  CASE WHEN membership IN ('join', 'invite') THEN 0 ELSE 1 END, stream_ordering, user_id) AS rn"
+            f" FROM room_memberships WHERE room_id IN ({_placeholders(len(room_ids), 2)}) AND user_id != $1) t"
+            f" WHERE rn <= {int(n)} ORDER BY room_id, rn",
+            user_id, *room_ids,
+        )
+        for r in rows:
+            out[r[0]].append((r[1], r[2]))
+        return out
+
+    async def get_member_event_targets(self, first: int, last: int) -> set[str]:
+        """The users whose membership changed at positions ``[first, last]`` (to wake
+        them: an invite concerns a user who is not in the room yet)."""
+        rows = await self.db.fetch(
+            "SELECT state_key FROM events WHERE stream_ordering >= $1 AND stream_ordering <= $2"
+            " AND type = 'm.room.member'",
+            first, last,
+        )
+        return {r[0] for r in rows if r[0]}

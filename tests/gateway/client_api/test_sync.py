@@ -1,0 +1,464 @@
+"""/sync over HTTP on both engines: initial and incremental syncs, long-polling, limited
+timelines with prev_batch and the state at the timeline start, invites, leaves, filters,
+lazy-loading, summaries, transaction IDs, tokens across a restart, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import build_listener_app
+from gateway.server import HomeServer
+
+from .conftest import auth_header, register
+
+C = "/_matrix/client/v3"
+
+
+class User:
+    def __init__(self, client, body):
+        self.client = client
+        self.user_id = body["user_id"]
+        self.token = body["access_token"]
+        self.device_id = body["device_id"]
+
+    async def call(self, method, path, body=None, expect=200, **params):
+        resp = await self.client.request(method, f"{C}{path}", json=body, params=params,
+                                         headers=auth_header(self.token))
+        data = await resp.json()
+        assert resp.status == expect, (resp.status, data)
+        return data
+
+    async def sync(self, since=None, expect=200, **params):
+        if since is not None:
+            params["since"] = since
+        if isinstance(params.get("filter"), dict):
+            params["filter"] = json.dumps(params["filter"])
+        return await self.call("GET", "/sync", expect=expect, **params)
+
+    async def create_room(self, **body):
+        return (await self.call("POST", "/createRoom", body))["room_id"]
+
+    async def send(self, room_id, text, txn=None):
+        txn = txn or f"t{time.monotonic_ns()}"
+        return (await self.call("PUT", f"/rooms/{room_id}/send/m.room.message/{txn}",
+                                {"msgtype": "m.text", "body": text}))["event_id"]
+
+    async def state(self, room_id, event_type, content, state_key=""):
+        return (await self.call("PUT", f"/rooms/{room_id}/state/{event_type}/{state_key}", content))["event_id"]
+
+
+@pytest.fixture
+async def alice(client):
+    return User(client, await register(client, "alice"))
+
+
+@pytest.fixture
+async def bob(client):
+    return User(client, await register(client, "bob"))
+
+
+TOP_LEVEL = {"next_batch", "rooms", "account_data", "presence", "to_device", "device_lists",
+             "device_one_time_keys_count"}
+
+
+def bodies(section):
+    return [e["content"].get("body") for e in section["timeline"]["events"] if e["type"] == "m.room.message"]
+
+
+async def test_initial_sync_has_every_section(alice):
+    room = await alice.create_room(name="Lounge", room_version="12")
+    await alice.send(room, "hi")
+    body = await alice.sync()
+    assert TOP_LEVEL <= set(body)
+    assert set(body["rooms"]) == {"join", "invite", "leave", "knock"}
+    assert body["account_data"] == {"events": []} and body["presence"] == {"events": []}
+    assert body["to_device"] == {"events": []}
+    section = body["rooms"]["join"][room]
+    assert {"timeline", "state", "ephemeral", "account_data", "summary", "unread_notifications"} <= set(section)
+    assert bodies(section) == ["hi"]
+    types = [e["type"] for e in section["timeline"]["events"]]
+    assert types[0] == "m.room.create" and section["timeline"]["limited"] is False
+    assert section["summary"]["m.joined_member_count"] == 1
+    assert section["summary"]["m.invited_member_count"] == 0
+    assert section["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    assert section["ephemeral"] == {"events": []}
+
+
+async def test_incremental_sync_only_new_events_and_empty_when_nothing(alice, bob):
+    room = await alice.create_room(preset="public_chat")
+    first = await alice.sync()
+    await alice.send(room, "one")
+    body = await alice.sync(first["next_batch"])
+    section = body["rooms"]["join"][room]
+    assert bodies(section) == ["one"] and section["timeline"]["limited"] is False
+    assert section["state"] == {"events": []}
+    # Nothing new: no rooms, but every sub-object is there.
+    again = await alice.sync(body["next_batch"])
+    assert again["rooms"] == {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+    assert TOP_LEVEL <= set(again)
+    # A state-only change (someone joined) brings the room back.
+    await bob.call("POST", f"/join/{room}", {})
+    joined = await alice.sync(again["next_batch"])
+    events = joined["rooms"]["join"][room]["timeline"]["events"]
+    assert [(e["type"], e["state_key"]) for e in events] == [("m.room.member", bob.user_id)]
+    assert joined["rooms"]["join"][room]["summary"]["m.joined_member_count"] == 2
+
+
+async def test_long_poll_wakes_on_message(alice, bob):
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await alice.sync())["next_batch"]
+    started = time.monotonic()
+    waiting = asyncio.create_task(alice.sync(since, timeout="30000"))
+    await asyncio.sleep(0)  # let the request start waiting (the notifier would also catch a change before)
+    await bob.send(room, "wake up")
+    body = await asyncio.wait_for(waiting, 20)
+    assert time.monotonic() - started < 20
+    assert bodies(body["rooms"]["join"][room]) == ["wake up"]
+
+
+async def test_long_poll_times_out_empty_and_wakes_on_invite(alice, bob):
+    since = (await bob.sync())["next_batch"]
+    body = await bob.sync(since, timeout="200")
+    assert body["rooms"]["join"] == {} and body["rooms"]["invite"] == {}
+    waiting = asyncio.create_task(bob.sync(body["next_batch"], timeout="30000"))
+    room = await alice.create_room(name="Secret")
+    await alice.call("POST", f"/rooms/{room}/invite", {"user_id": bob.user_id})
+    woke = await asyncio.wait_for(waiting, 20)
+    invite = woke["rooms"]["invite"][room]["invite_state"]["events"]
+    kinds = {(e["type"], e["state_key"]) for e in invite}
+    assert ("m.room.create", "") in kinds and ("m.room.name", "") in kinds
+    own = [e for e in invite if e["type"] == "m.room.member" and e["state_key"] == bob.user_id]
+    assert own and own[0]["content"]["membership"] == "invite" and own[0]["sender"] == alice.user_id
+
+
+async def test_limited_timeline_prev_batch_and_state_at_start(alice, bob):
+    room = await alice.create_room(preset="public_chat", name="Old name")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await bob.sync())["next_batch"]
+    await alice.state(room, "m.room.topic", {"topic": "before the gap"})
+    for i in range(5):
+        await alice.send(room, f"m{i}")
+    await alice.state(room, "m.room.name", {"name": "New name"})
+    await alice.send(room, "last")
+    flt = {"room": {"timeline": {"limit": 2}}}
+    body = await bob.sync(since, filter=flt)
+    section = body["rooms"]["join"][room]
+    tl = section["timeline"]
+    assert tl["limited"] is True
+    assert [e["type"] for e in tl["events"]] == ["m.room.name", "m.room.message"]
+    # State: what changed between the token and the start of the timeline (the topic),
+    # not the name (it is in the timeline).
+    state = {(e["type"], e["state_key"]): e["content"] for e in section["state"]["events"]}
+    assert state == {("m.room.topic", ""): {"topic": "before the gap"}}
+    # prev_batch works with /messages and continues right before the timeline.
+    page = await bob.call("GET", f"/rooms/{room}/messages", dir="b", limit="3", **{"from": tl["prev_batch"]})
+    assert [e["content"].get("body") for e in page["chunk"]] == ["m4", "m3", "m2"]
+
+    # Initial sync with a limited timeline: full state at the start of the timeline.
+    initial = await bob.sync(filter=flt)
+    section = initial["rooms"]["join"][room]
+    state = {(e["type"], e["state_key"]): e["content"] for e in section["state"]["events"]}
+    assert state[("m.room.name", "")] == {"name": "Old name"}  # the change is in the timeline
+    assert ("m.room.create", "") in state and ("m.room.member", bob.user_id) in state
+    assert section["timeline"]["limited"] is True
+
+
+async def test_transaction_id_only_for_sending_device(client, alice):
+    room = await alice.create_room()
+    login = await client.post(f"{C}/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "pw-" + "x" * 8})
+    other = User(client, await login.json())
+    assert other.device_id != alice.device_id
+    await alice.send(room, "mine", txn="txn-42")
+    for who, expected in ((alice, "txn-42"), (other, None)):
+        events = (await who.sync())["rooms"]["join"][room]["timeline"]["events"]
+        msg = [e for e in events if e["type"] == "m.room.message"][0]
+        assert msg["unsigned"].get("transaction_id") == expected
+
+
+async def test_leave_section_and_include_leave(alice, bob):
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await bob.sync())["next_batch"]
+    await alice.send(room, "before leave")
+    await bob.call("POST", f"/rooms/{room}/leave", {})
+    await alice.send(room, "after leave")
+    body = await bob.sync(since)
+    assert room not in body["rooms"]["join"]
+    section = body["rooms"]["leave"][room]
+    events = section["timeline"]["events"]
+    assert bodies(section) == ["before leave"]
+    assert (events[-1]["type"], events[-1]["content"]["membership"]) == ("m.room.member", "leave")
+    assert {"timeline", "state", "account_data"} <= set(section)
+    # Initial sync: left rooms only with include_leave.
+    assert room not in (await bob.sync())["rooms"]["leave"]
+    with_leave = await bob.sync(filter={"room": {"include_leave": True}})
+    assert bodies(with_leave["rooms"]["leave"][room]) == ["before leave"]
+
+
+async def test_filters_types_rooms_senders_and_stored_filter(alice, bob):
+    r1 = await alice.create_room(preset="public_chat")
+    r2 = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{r1}", {})
+    since = (await alice.sync())["next_batch"]
+    await alice.send(r1, "from alice")
+    await bob.send(r1, "from bob")
+    await alice.send(r2, "in room two")
+    await alice.call("PUT", f"/rooms/{r1}/state/m.room.topic/", {"topic": "t"})
+    body = await alice.sync(since, filter={"room": {"rooms": [r1], "timeline": {"types": ["m.room.message"],
+                                                                               "senders": [bob.user_id]}}})
+    assert set(body["rooms"]["join"]) == {r1}
+    section = body["rooms"]["join"][r1]
+    assert bodies(section) == ["from bob"] and len(section["timeline"]["events"]) == 1
+    # The topic change was filtered out of the timeline, so it comes in state.
+    assert [(e["type"], e["content"]) for e in section["state"]["events"]] == [("m.room.topic", {"topic": "t"})]
+    # Wildcards and not_types, through a stored filter ID.
+    stored = await alice.call("POST", f"/user/{alice.user_id}/filter",
+                              {"room": {"not_rooms": [r1], "timeline": {"not_types": ["m.room.*"]}}})
+    await alice.call("PUT", f"/rooms/{r2}/send/org.example.ping/p1", {"n": 1})
+    body = await alice.sync(since, filter=stored["filter_id"])
+    assert set(body["rooms"]["join"]) == {r2}
+    assert [e["type"] for e in body["rooms"]["join"][r2]["timeline"]["events"]] == ["org.example.ping"]
+
+
+async def test_lazy_loading_members_and_heroes(alice, bob, client):
+    carol = User(client, await register(client, "carol"))
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    await carol.call("POST", f"/join/{room}", {})
+    for i in range(3):
+        await bob.send(room, f"b{i}")
+    lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 3}}}
+    body = await alice.sync(filter=lazy)
+    section = body["rooms"]["join"][room]
+    members = {e["state_key"] for e in section["state"]["events"] if e["type"] == "m.room.member"}
+    assert members == {bob.user_id, alice.user_id}  # carol sent nothing in the timeline
+    full = await alice.sync(filter={"room": {"timeline": {"limit": 3}}})
+    members = {e["state_key"] for e in full["rooms"]["join"][room]["state"]["events"] if e["type"] == "m.room.member"}
+    assert members == {alice.user_id, bob.user_id, carol.user_id}
+    summary = section["summary"]
+    assert summary["m.heroes"] == [bob.user_id, carol.user_id]
+    assert summary["m.joined_member_count"] == 3
+
+
+async def test_full_state(alice):
+    room = await alice.create_room(name="Full")
+    since = (await alice.sync())["next_batch"]
+    await alice.send(room, "x")
+    body = await alice.sync(since, full_state="true")
+    state = {(e["type"], e["state_key"]) for e in body["rooms"]["join"][room]["state"]["events"]}
+    assert ("m.room.create", "") in state and ("m.room.name", "") in state
+    assert bodies(body["rooms"]["join"][room]) == ["x"]
+
+
+async def test_bad_tokens_and_filters(alice):
+    for token in ("garbage", "s1_2", "s1_2_3_4_zz", "x1_1_1_1_ab", "s-1_0_0_0_ab"):
+        body = await alice.sync(token, expect=400)
+        assert body["errcode"] == "M_INVALID_PARAM"
+    for flt in ("{not json", "99999", "abc", json.dumps({"room": {"timeline": {"limit": "ten"}}}),
+                json.dumps({"room": []})):
+        body = await alice.call("GET", "/sync", expect=400, filter=flt)
+        assert body["errcode"] == "M_INVALID_PARAM"
+    body = await alice.call("GET", "/sync", expect=400, timeout="soon")
+    assert body["errcode"] == "M_INVALID_PARAM"
+    resp = await alice.client.get(f"{C}/sync")
+    assert resp.status == 401 and (await resp.json())["errcode"] == "M_MISSING_TOKEN"
+
+
+async def test_backfilled_and_outlier_events_are_never_new(hs, alice):
+    room = await alice.create_room()
+    since = (await alice.sync())["next_batch"]
+    # Rows as federation would write them for events from the past.
+    for pos, outlier in ((-1, False), (-2, True)):
+        await hs.db.execute(
+            "INSERT INTO events (event_id, stream_ordering, room_id, type, state_key, sender, depth,"
+            " origin_server_ts, received_ts, json, outlier) VALUES ($1, $2, $3, 'm.room.message', NULL, $4, 1, 0, 0,"
+            " $5, $6)",
+            f"$old{pos}", pos, room, "@x:elsewhere", json.dumps({
+                "type": "m.room.message", "room_id": room, "sender": "@x:elsewhere", "content": {"body": "old"},
+                "depth": 1, "origin_server_ts": 0, "prev_events": [], "auth_events": [], "event_id": f"$old{pos}",
+                "hashes": {"sha256": "x"}, "signatures": {}}), outlier)
+    body = await alice.sync(since)
+    assert room not in body["rooms"]["join"]
+
+
+async def test_since_token_survives_restart(tmp_path, hs, alice):
+    room = await alice.create_room()
+    await alice.send(room, "before restart")
+    since = (await alice.sync())["next_batch"]
+    # A second server process on the same database (the first one's typing is gone).
+    hs2 = await HomeServer.open(hs.config)
+    try:
+        async with TestClient(TestServer(build_listener_app(hs2, hs2.config.listeners[0]))) as c2:
+            user = User(c2, {"user_id": alice.user_id, "access_token": alice.token, "device_id": alice.device_id})
+            empty = await user.sync(since, timeout="0")
+            assert empty["rooms"]["join"] == {}
+            await user.send(room, "after restart")
+            body = await user.sync(since)
+            assert bodies(body["rooms"]["join"][room]) == ["after restart"]
+            assert body["next_batch"] != since
+    finally:
+        await hs2.close()
+
+
+# --- typing, receipts, read markers, account data, tags -------------------------------
+
+
+async def test_typing_in_sync_and_rules(alice, bob, client):
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await bob.sync())["next_batch"]
+    waiting = asyncio.create_task(bob.sync(since, timeout="30000"))
+    await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": True, "timeout": 30000})
+    body = await asyncio.wait_for(waiting, 20)
+    assert body["rooms"]["join"][room]["ephemeral"]["events"] == [
+        {"type": "m.typing", "content": {"user_ids": [alice.user_id]}}]
+    # Stopping shows up as an empty list; nothing new after that.
+    await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": False})
+    body = await bob.sync(body["next_batch"])
+    assert body["rooms"]["join"][room]["ephemeral"]["events"] == [{"type": "m.typing", "content": {"user_ids": []}}]
+    assert (await bob.sync(body["next_batch"]))["rooms"]["join"] == {}
+    # Someone else's typing, a room one is not in, bad bodies.
+    assert (await alice.call("PUT", f"/rooms/{room}/typing/{bob.user_id}", {"typing": True, "timeout": 1},
+                             expect=403))["errcode"] == "M_FORBIDDEN"
+    carol = User(client, await register(client, "carol"))
+    assert (await carol.call("PUT", f"/rooms/{room}/typing/{carol.user_id}", {"typing": True, "timeout": 1},
+                             expect=403))["errcode"] == "M_FORBIDDEN"
+    assert (await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": "yes"},
+                             expect=400))["errcode"] == "M_BAD_JSON"
+
+
+async def test_typing_expires(hs, alice):
+    room = await alice.create_room()
+    since = (await alice.sync())["next_batch"]
+    await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": True, "timeout": 50})
+    body = await alice.sync(since)
+    assert body["rooms"]["join"][room]["ephemeral"]["events"][0]["content"]["user_ids"] == [alice.user_id]
+    # The expiry wakes a waiting sync with an empty typing list.
+    body = await asyncio.wait_for(alice.sync(body["next_batch"], timeout="30000"), 20)
+    assert body["rooms"]["join"][room]["ephemeral"]["events"][0]["content"]["user_ids"] == []
+
+
+async def test_receipts_and_read_markers(alice, bob):
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    e1 = await alice.send(room, "one")
+    e2 = await alice.send(room, "two")
+    since_a = (await alice.sync())["next_batch"]
+    since_b = (await bob.sync())["next_batch"]
+    await bob.call("POST", f"/rooms/{room}/receipt/m.read/{e2}", {})
+    await bob.call("POST", f"/rooms/{room}/receipt/m.read.private/{e2}", {"thread_id": "main"})
+    body = await alice.sync(since_a)
+    [receipt] = body["rooms"]["join"][room]["ephemeral"]["events"]
+    assert receipt["type"] == "m.receipt"
+    assert list(receipt["content"]) == [e2]
+    assert set(receipt["content"][e2]) == {"m.read"}  # the private one is bob's own business
+    assert isinstance(receipt["content"][e2]["m.read"][bob.user_id]["ts"], int)
+    mine = await bob.sync(since_b)
+    [own] = mine["rooms"]["join"][room]["ephemeral"]["events"]
+    assert own["content"][e2]["m.read.private"][bob.user_id]["thread_id"] == "main"
+    # An older receipt does not move the receipt back.
+    await bob.call("POST", f"/rooms/{room}/receipt/m.read/{e1}", {})
+    initial = await alice.sync()
+    receipts = initial["rooms"]["join"][room]["ephemeral"]["events"][0]["content"]
+    assert bob.user_id in receipts[e2]["m.read"] and e1 not in receipts
+    # Read markers: m.fully_read becomes room account data.
+    await bob.call("POST", f"/rooms/{room}/read_markers", {"m.fully_read": e1, "m.read": e2})
+    body = await bob.sync(mine["next_batch"])
+    assert {"type": "m.fully_read", "content": {"event_id": e1}} in body["rooms"]["join"][room]["account_data"]["events"]
+    await bob.call("POST", f"/rooms/{room}/receipt/m.fully_read/{e2}", {})
+    got = await bob.call("GET", f"/user/{bob.user_id}/rooms/{room}/account_data/m.fully_read")
+    assert got == {"event_id": e2}
+    # Errors.
+    assert (await bob.call("POST", f"/rooms/{room}/receipt/m.read/$nope", {}, expect=404))["errcode"] == "M_NOT_FOUND"
+    assert (await bob.call("POST", f"/rooms/{room}/receipt/m.bogus/{e1}", {}, expect=400))["errcode"] == "M_BAD_JSON"
+    assert (await bob.call("POST", f"/rooms/{room}/receipt/m.read/{e1}", {"thread_id": ""},
+                           expect=400))["errcode"] == "M_INVALID_PARAM"
+    await bob.call("POST", f"/rooms/{room}/leave", {})
+    assert (await bob.call("POST", f"/rooms/{room}/receipt/m.read/{e2}", {}, expect=403))["errcode"] == "M_FORBIDDEN"
+
+
+async def test_account_data_and_tags(alice, bob):
+    room = await alice.create_room()
+    since = (await alice.sync())["next_batch"]
+    await alice.call("PUT", f"/user/{alice.user_id}/account_data/org.example.settings", {"theme": "dark"})
+    await alice.call("PUT", f"/user/{alice.user_id}/rooms/{room}/account_data/org.example.room", {"pinned": True})
+    await alice.call("PUT", f"/user/{alice.user_id}/rooms/{room}/tags/m.favourite", {"order": 0.5})
+    await alice.call("PUT", f"/user/{alice.user_id}/rooms/{room}/tags/u.work", {})
+    assert await alice.call("GET", f"/user/{alice.user_id}/account_data/org.example.settings") == {"theme": "dark"}
+    assert await alice.call("GET", f"/user/{alice.user_id}/rooms/{room}/tags") == {
+        "tags": {"m.favourite": {"order": 0.5}, "u.work": {}}}
+    body = await alice.sync(since)
+    assert body["account_data"]["events"] == [{"type": "org.example.settings", "content": {"theme": "dark"}}]
+    room_data = {e["type"]: e["content"] for e in body["rooms"]["join"][room]["account_data"]["events"]}
+    assert room_data == {"org.example.room": {"pinned": True},
+                         "m.tag": {"tags": {"m.favourite": {"order": 0.5}, "u.work": {}}}}
+    await alice.call("DELETE", f"/user/{alice.user_id}/rooms/{room}/tags/u.work")
+    after = await alice.sync(body["next_batch"])
+    assert after["rooms"]["join"][room]["account_data"]["events"] == [
+        {"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.5}}}}]
+    assert after["account_data"]["events"] == []
+    # Filters on account data.
+    filtered = await alice.sync(filter={"account_data": {"not_types": ["org.example.*"]},
+                                        "room": {"account_data": {"types": ["m.tag"]}}})
+    assert filtered["account_data"]["events"] == []
+    assert [e["type"] for e in filtered["rooms"]["join"][room]["account_data"]["events"]] == ["m.tag"]
+    # Server-managed types, other users, unknown types, rooms one is not in.
+    for path in (f"/user/{alice.user_id}/account_data/m.push_rules",
+                 f"/user/{alice.user_id}/rooms/{room}/account_data/m.fully_read"):
+        assert (await alice.call("PUT", path, {"x": 1}, expect=405))["errcode"] == "M_BAD_JSON"
+    assert (await bob.call("PUT", f"/user/{alice.user_id}/account_data/x", {}, expect=403))["errcode"] == "M_FORBIDDEN"
+    assert (await alice.call("GET", f"/user/{alice.user_id}/account_data/none", expect=404))["errcode"] == "M_NOT_FOUND"
+    assert (await bob.call("PUT", f"/user/{bob.user_id}/rooms/{room}/tags/u.x", {}, expect=403))["errcode"] == \
+        "M_FORBIDDEN"
+    assert (await alice.call("PUT", f"/user/{alice.user_id}/rooms/{room}/tags/u.x", {"order": "high"},
+                             expect=400))["errcode"] == "M_BAD_JSON"
+
+
+async def test_account_data_wakes_long_poll(alice):
+    since = (await alice.sync())["next_batch"]
+    waiting = asyncio.create_task(alice.sync(since, timeout="30000"))
+    await asyncio.sleep(0)
+    await alice.call("PUT", f"/user/{alice.user_id}/account_data/org.example.x", {"a": 1})
+    body = await asyncio.wait_for(waiting, 20)
+    assert body["account_data"]["events"] == [{"type": "org.example.x", "content": {"a": 1}}]
+
+
+async def test_quiet_sync_costs_a_few_queries(hs, alice):
+    """A user in many rooms with nothing new: a handful of queries, not one per room."""
+    rooms = [await alice.create_room() for _ in range(30)]
+    since = (await alice.sync())["next_batch"]
+    counted = []
+    db = hs.db
+    # fetchrow and fetchval go through fetch.
+    originals = {name: getattr(db, name) for name in ("fetch", "execute", "executemany")}
+
+    def counting(name):
+        async def call(*args, **kwargs):
+            counted.append(args[0])
+            return await originals[name](*args, **kwargs)
+        return call
+
+    for name in originals:
+        setattr(db, name, counting(name))
+    try:
+        body = await alice.sync(since)
+        assert body["rooms"]["join"] == {}
+        quiet = len(counted)
+        counted.clear()
+        await alice.send(rooms[3], "only here")
+        counted.clear()
+        body = await alice.sync(since)
+    finally:
+        for name, fn in originals.items():
+            setattr(db, name, fn)
+    assert set(body["rooms"]["join"]) == {rooms[3]}
+    assert quiet <= 4, counted  # token, user, stream positions, memberships
+    assert len(counted) <= 9, counted  # + timelines, redactions, txn IDs, member counts, heroes
