@@ -215,7 +215,8 @@ class SyncService:
 
         global_data: list[dict[str, Any]] = []
         if s_account is None and flt.account_data.allows_type("m.push_rules"):
-            global_data.append({"type": "m.push_rules", "content": await self.hs.push.get_ruleset(user_id)})
+            global_data.append({"type": "m.push_rules",
+                                "content": {"global": await self.hs.push.get_ruleset(user_id)}})
         if s_account is None or s_account < positions["account_data"]:
             ad_rows = await self.hs.account_data.store.get_changes(user_id, since=s_account,
                                                                  upto=positions["account_data"])

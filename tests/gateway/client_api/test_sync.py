@@ -76,7 +76,9 @@ async def test_initial_sync_has_every_section(alice):
     body = await alice.sync()
     assert TOP_LEVEL <= set(body)
     assert set(body["rooms"]) == {"join", "invite", "leave", "knock"}
-    assert body["account_data"] == {"events": []} and body["presence"] == {"events": []}
+    assert [e["type"] for e in body["account_data"]["events"]] == ["m.push_rules"]
+    assert "underride" in body["account_data"]["events"][0]["content"]["global"]
+    assert body["presence"] == {"events": []}
     assert body["to_device"] == {"events": []}
     section = body["rooms"]["join"][room]
     assert {"timeline", "state", "ephemeral", "account_data", "summary", "unread_notifications"} <= set(section)
@@ -406,7 +408,7 @@ async def test_account_data_and_tags(alice, bob):
         {"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.5}}}}]
     assert after["account_data"]["events"] == []
     # Filters on account data.
-    filtered = await alice.sync(filter={"account_data": {"not_types": ["org.example.*"]},
+    filtered = await alice.sync(filter={"account_data": {"not_types": ["org.example.*", "m.push_rules"]},
                                         "room": {"account_data": {"types": ["m.tag"]}}})
     assert filtered["account_data"]["events"] == []
     assert [e["type"] for e in filtered["rooms"]["join"][room]["account_data"]["events"]] == ["m.tag"]
@@ -454,6 +456,7 @@ async def test_quiet_sync_costs_a_few_queries(hs, alice):
         quiet = len(counted)
         counted.clear()
         await alice.send(rooms[3], "only here")
+        await hs.push.flush()  # the push rules' evaluation of the message is not the sync's cost
         counted.clear()
         body = await alice.sync(since)
     finally:
@@ -461,4 +464,18 @@ async def test_quiet_sync_costs_a_few_queries(hs, alice):
             setattr(db, name, fn)
     assert set(body["rooms"]["join"]) == {rooms[3]}
     assert quiet <= 4, counted  # token, user, stream positions, memberships
-    assert len(counted) <= 9, counted  # + timelines, redactions, txn IDs, member counts, heroes
+    # + timelines, redactions, txn IDs, member counts, heroes, read receipts, unread counts
+    assert len(counted) <= 11, counted
+
+
+async def test_unread_notifications_follow_push_rules_and_receipts(hs, alice, bob):
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await alice.sync())["next_batch"]
+    await bob.send(room, "ping one")
+    last = await bob.send(room, f"hello {alice.user_id}")  # mentions alice: highlight
+    body = await alice.sync(since)
+    assert body["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 2, "highlight_count": 1}
+    await alice.call("POST", f"/rooms/{room}/receipt/m.read/{last}", {})
+    body = await alice.sync(body["next_batch"])
+    assert body["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
