@@ -280,3 +280,23 @@ async def test_response_from_another_browser_and_junk_refused(gateway, idp):
     await expect_refused(await post_response(client, junk, relay_state, cookie), 400, "invalid_response")
     resp = await client.post("/_synapse/client/saml2/authn_response", data={"RelayState": "x"})
     await expect_refused(resp, 400, "unknown_session")
+
+
+@pytest.mark.parametrize("gateway", [{"user_mapping_provider": {
+    "module": "tests.sso.custom_saml_mapper.EmployeeMapper", "config": {"prefix": "e"}}}], indirect=True)
+async def test_custom_mapping_provider_with_synapse_method_names(gateway, idp):
+    client = gateway.client
+    xml = (await (await client.get("/_synapse/client/saml2/metadata.xml")).read()).decode()
+    assert "employeeNumber" in xml  # from its get_saml_attributes
+    request_id, acs, relay_state, cookie = await start(client, idp)
+    employee = {**ALICE, "employeeNumber": ["4711"]}
+    resp = await post_response(client, idp.response(request_id, acs, SP_ENTITY, employee), relay_state, cookie)
+    assert await login_token_user(client, resp) == "@e4711:hs.test"
+    assert await gateway.hs.auth.users.get_user("@alice:hs.test") is None
+
+
+async def test_idp_error_status_shown(gateway, idp):
+    client = gateway.client
+    request_id, acs, relay_state, cookie = await start(client, idp)
+    resp = await post_response(client, idp.error_response(request_id, acs), relay_state, cookie)
+    await expect_refused(resp, 403, "idp_refused")

@@ -110,6 +110,14 @@ class TestSamlIdP:
         )
         return base64.b64encode(str(xml).encode()).decode()
 
+    def error_response(self, in_response_to: str, acs_url: str) -> str:
+        """A signed response saying the IdP did not authenticate the user."""
+        from saml2.samlp import STATUS_AUTHN_FAILED
+
+        xml = self.server.create_error_response(in_response_to, acs_url,
+                                                (STATUS_AUTHN_FAILED, "wrong password"), sign=True)
+        return base64.b64encode(str(xml).encode()).decode()
+
     @contextlib.contextmanager
     def clock_behind(self, minutes: int = 20) -> Iterator[None]:
         """Responses minted inside were issued ``minutes`` ago (with the 5-minute lifetime: expired)."""
