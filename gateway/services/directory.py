@@ -254,6 +254,10 @@ class DirectoryService:
                                    room_id, state, visibility)
         await self.store.set_room_public(room_id, visibility == "public")
 
+    def may_publish(self, user_id: str, room_id: str | None, aliases: list[str]) -> bool:
+        """Whether ``room_list_publication_rules`` let the user publish the room."""
+        return rules_allow(self.config.room_list_publication_rules, user_id, room_id, aliases)
+
     async def check_may_publish(self, user_id: str, room_id: str | None, aliases: list[str] | None = None) -> None:
         if aliases is None:
             aliases = await self.store.get_aliases_for_room(room_id) if room_id else []

@@ -139,8 +139,9 @@ class RoomsService:
             raise MatrixError.bad_json("'is_direct' must be a boolean")
 
         alias = await self._new_room_alias(user_id, body)
-        if visibility == "public":
-            await self.hs.directory.check_may_publish(user_id, None, [alias] if alias else [])
+        # As Synapse does: a room that room_list_publication_rules keep out of the
+        # directory is still created, unpublished.
+        publish = visibility == "public" and self.hs.directory.may_publish(user_id, None, [alias] if alias else [])
         create_content: dict[str, Any] = {k: v for k, v in creation_content.items() if k != "room_version"}
         create_content["room_version"] = rv.identifier
         if not rv.implicit_room_creator:
@@ -181,7 +182,7 @@ class RoomsService:
         specs += [EventSpec(t, user_id, c, sk) for (t, sk), c in state.items()]
 
         room_id = None if rv.room_id_from_create_event else _random_room_id(self.hs.server_name)
-        room_id, sent = await self.events.create_room(rv, specs, creator=user_id, is_public=visibility == "public",
+        room_id, sent = await self.events.create_room(rv, specs, creator=user_id, is_public=publish,
                                                       room_id=room_id)
         if alias is not None:
             await self.hs.directory.create_room_alias(alias, room_id, user_id)

@@ -221,8 +221,9 @@ async def test_public_room_list_pagination_search_and_visibility(client, alice, 
     "allow_public_rooms_over_federation": True,
 }])
 async def test_publication_rules_and_federation_list(client, alice, fake):  # noqa: F811
-    resp = await client.post(f"{C}/createRoom", json={"visibility": "public"}, headers=auth_header(alice))
-    assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+    # Not allowed to publish: created, but not listed (as Synapse does).
+    hidden = await create(client, alice, visibility="public")
+    assert await get(client, alice, f"/directory/list/room/{hidden}") == (200, {"visibility": "private"})
     room_id = await create(client, alice, visibility="public", room_alias_name="okay", name="Okay")
     unlisted = await create(client, alice, name="Unlisted")
     resp = await client.put(f"{C}/directory/list/room/{unlisted}", json={"visibility": "public"},
