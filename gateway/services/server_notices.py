@@ -158,12 +158,7 @@ class ServerNoticesService:
                 await self.hs.events.send_event(room_id, EventSpec(etype, self.system_user_id, {key: value}, ""))
 
     async def _tag_room(self, user_id: str, room_id: str) -> None:
-        tags = getattr(self.hs, "account_data", None)
-        add_tag = getattr(tags, "add_tag", None)
-        if add_tag is None:
-            log.warning("room tags are not available: notices room %s is not tagged", room_id)
-            return
-        await add_tag(user_id, room_id, SERVER_NOTICE_TAG, {})
+        await self.hs.account_data.add_tag(user_id, room_id, SERVER_NOTICE_TAG, {})
 
     # --- rules for users in notice rooms ------------------------------------------------
 

@@ -217,9 +217,19 @@ class SyncService:
         if s_account is None and flt.account_data.allows_type("m.push_rules"):
             global_data.append({"type": "m.push_rules",
                                 "content": {"global": await self.hs.push.get_ruleset(user_id)}})
+        ad_rows = []
         if s_account is None or s_account < positions["account_data"]:
             ad_rows = await self.hs.account_data.store.get_changes(user_id, since=s_account,
                                                                  upto=positions["account_data"])
+        scratch = {r for r in from_scratch} if s_account is not None else set()
+        if scratch:
+            # Rooms joined since the token get all their account data (e.g. tags set while invited).
+            seen = {(row.room_id, row.type) for row in ad_rows}
+            ad_rows = list(ad_rows) + [
+                row for row in await self.hs.account_data.store.get_changes(user_id, since=None,
+                                                                           upto=positions["account_data"])
+                if row.room_id in scratch and (row.room_id, row.type) not in seen]
+        if ad_rows:
             in_sections = {m.room_id for m in joined} | {m.room_id for m in left}
             for row in ad_rows:
                 ev = {"type": row.type, "content": row.content}

@@ -45,6 +45,8 @@ async def test_notice_room_lifecycle(hs, client, admin):
     # The user is invited to a room owned by the system user, with the configured name/topic.
     member = await hs.events.state.get_membership(room_id, "@alice:hs.test")
     assert member.membership == "invite" and member.sender == "@notices:hs.test"
+    status, tags = await get(client, alice, f"/user/@alice:hs.test/rooms/{room_id}/tags")
+    assert status == 200 and tags == {"tags": {"m.server_notice": {}}}
     state = await hs.room_admin.describe_rooms([room_id])
     assert state[0]["name"] == "Important" and state[0]["topic"] == "From your server"
     assert state[0]["federatable"] is False
