@@ -12,7 +12,7 @@ import logging
 
 from aiohttp import web
 
-from . import admin_api, client_api, federation_api, federation_tester_api, wellknown
+from . import admin_api, client_api, federation_api, federation_tester_api, media_api, wellknown
 from .sso_api import add_sso_routes
 from .appkeys import HS
 from .config import ListenerConfig
@@ -43,7 +43,9 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
             access_log_middleware(tag, observe=metrics_observer(tag)),
             error_middleware,
             cors_middleware,
-            body_limit_middleware(hs.config.max_request_body_size),
+            # Uploads are streamed to disk and have their own limit (max_upload_size).
+            body_limit_middleware(hs.config.max_request_body_size,
+                                  {"/_matrix/media/": hs.config.media.max_upload_size}),
         ],
         client_max_size=hs.config.max_request_body_size,
     )
@@ -57,6 +59,8 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
         app.add_subapp("/_gateway/federation-tester", federation_tester_api.build_app(hs))
     if "federation" in res:
         app.add_subapp("/_matrix/federation", federation_api.build_app(hs))
+    if "media" in res:
+        app.add_subapp("/_matrix/media", media_api.build_app(hs))
     if "keys" in res:
         app.add_subapp("/_matrix/key", keys_api.build_app(hs))
     if "client" in res or "federation" in res:

@@ -167,6 +167,20 @@ class HomeServer:
         return AccountDataService(self)
 
     @cached_property
+    def media(self):
+        """The media repository: uploads, downloads, thumbnails, remote media cache."""
+        from .services.media import MediaService
+
+        return MediaService(self)
+
+    @cached_property
+    def url_previewer(self):
+        """URL previews (``url_preview_enabled``), under the preview IP range rules."""
+        from .services.url_preview import UrlPreviewer
+
+        return UrlPreviewer(self.media)
+
+    @cached_property
     def keyring(self):
         from .services.keyring import KeyRing
 
@@ -203,4 +217,8 @@ class HomeServer:
         if "federation_client" in self.__dict__:
             await self.federation_client.close()
             await self.federation_client.resolver.close()
+        if "url_previewer" in self.__dict__:
+            await self.url_previewer.close()
+        if "media" in self.__dict__:
+            await self.media.close()
         await self.db.close()

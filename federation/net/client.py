@@ -8,10 +8,11 @@ Spec: server-server API, "Request Authentication".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import ssl
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Mapping
 from urllib.parse import urlencode
 
 import aiohttp
@@ -96,28 +97,8 @@ class FederationClient:
         ``max_response_bytes``, a timeout, or when no address works (including
         addresses the IP range policy blocks).
         """
-        if self.domain_whitelist is not None and destination not in self.domain_whitelist:
-            raise FederationRequestError(destination, "not in federation_domain_whitelist")
-        target = path + ("?" + urlencode(query) if query else "")
-        headers = {}
-        body = None
-        if content is not None:
-            body = json.dumps(content).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        if signed:
-            headers["Authorization"] = build_x_matrix_authorization(
-                method, target, self.server_name, destination, content, self.signing_key
-            )
-        try:
-            resolved = await self.resolver.resolve(destination)
-        except (OSError, ValueError, ServerDiscoveryError) as e:
-            raise FederationRequestError(destination, f"cannot resolve: {e}") from e
-        headers["Host"] = resolved.host_header
-        host = resolved.tls_server_name.lower()
-        skip_verify = any(fnmatch.fnmatchcase(host, p) for p in self.no_verify_patterns)
-        extra: dict[str, Any] = {"ssl": self._insecure_context} if skip_verify else {}
-        if timeout is not None:
-            extra["timeout"] = aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout))
+        target, headers, body, resolved, extra = await self._prepare(
+            method, destination, path, query, content, signed, timeout)
         last_error: Exception | None = None
         for ip, port in resolved.candidates:
             literal = f"[{ip}]" if ":" in ip else ip
@@ -145,6 +126,72 @@ class FederationClient:
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                 last_error = e
                 continue
+        what = "timed out" if isinstance(last_error, asyncio.TimeoutError) else str(last_error)
+        raise FederationRequestError(destination, f"no address answered: {what}")
+
+
+    async def _prepare(self, method: str, destination: str, path: str, query: Mapping[str, str] | None,
+                       content: Any, signed: bool, timeout: float | None):
+        """The request target, headers, body, resolved destination and per-request options."""
+        if self.domain_whitelist is not None and destination not in self.domain_whitelist:
+            raise FederationRequestError(destination, "not in federation_domain_whitelist")
+        target = path + ("?" + urlencode(query) if query else "")
+        headers = {}
+        body = None
+        if content is not None:
+            body = json.dumps(content).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if signed:
+            headers["Authorization"] = build_x_matrix_authorization(
+                method, target, self.server_name, destination, content, self.signing_key
+            )
+        try:
+            resolved = await self.resolver.resolve(destination)
+        except (OSError, ValueError, ServerDiscoveryError) as e:
+            raise FederationRequestError(destination, f"cannot resolve: {e}") from e
+        headers["Host"] = resolved.host_header
+        host = resolved.tls_server_name.lower()
+        skip_verify = any(fnmatch.fnmatchcase(host, p) for p in self.no_verify_patterns)
+        extra: dict[str, Any] = {"ssl": self._insecure_context} if skip_verify else {}
+        if timeout is not None:
+            extra["timeout"] = aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout))
+        return target, headers, body, resolved, extra
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        signed: bool = True,
+        timeout: float | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a signed request and hand over the response unread, whatever its status
+        (media downloads: the caller reads the body with its own size limit).
+
+        Raises FederationRequestError when no address answers.
+        """
+        target, headers, body, resolved, extra = await self._prepare(
+            method, destination, path, query, None, signed, timeout)
+        last_error: Exception | None = None
+        for ip, port in resolved.candidates:
+            literal = f"[{ip}]" if ":" in ip else ip
+            url = URL(f"https://{literal}:{port}{target}", encoded=True)
+            try:
+                resp = await self._get_session().request(
+                    method, url, data=body, headers=headers, server_hostname=resolved.sni,
+                    allow_redirects=False, **extra,
+                )
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                last_error = e
+                continue
+            try:
+                yield resp
+            finally:
+                resp.release()
+            return
         what = "timed out" if isinstance(last_error, asyncio.TimeoutError) else str(last_error)
         raise FederationRequestError(destination, f"no address answered: {what}")
 

@@ -8,7 +8,7 @@ from .. import __version__
 from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
-from . import public_rooms, query
+from . import media, public_rooms, query
 from .auth import public, x_matrix_middleware
 
 routes = web.RouteTableDef()
@@ -27,4 +27,5 @@ def build_app(hs: HomeServer) -> web.Application:
     app.add_routes(routes)
     app.add_routes(query.routes)
     app.add_routes(public_rooms.routes)
+    app.add_routes(media.routes)
     return app

@@ -62,16 +62,19 @@ async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
     return resp
 
 
-def body_limit_middleware(max_size: int):
+def body_limit_middleware(max_size: int, by_prefix: dict[str, int] | None = None):
     """Refuse a declared Content-Length over the limit before reading anything.
 
     Bodies without a Content-Length are still capped by aiohttp's ``client_max_size``.
+    ``by_prefix`` gives other limits to paths that stream their body (media uploads).
     """
+    prefixes = tuple((by_prefix or {}).items())
 
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
-        if request.content_length is not None and request.content_length > max_size:
-            return _error(413, Codes.TOO_LARGE, f"Request body too large (limit {max_size} bytes)")
+        limit = next((size for prefix, size in prefixes if request.path.startswith(prefix)), max_size)
+        if request.content_length is not None and request.content_length > limit:
+            return _error(413, Codes.TOO_LARGE, f"Request body too large (limit {limit} bytes)")
         return await handler(request)
 
     return middleware

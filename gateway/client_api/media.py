@@ -1,0 +1,97 @@
+"""Authenticated media (spec v1.11): /_matrix/client/v1/media/{config,download,thumbnail,preview_url}.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#content-repository
+The handlers here are shared with the legacy /_matrix/media routes (gateway/media_api.py).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import HS
+from ..http import Codes, MatrixError, json_response
+from ..http.content import file_response
+from ..services.media import timeout_ms_param
+from .auth import requester
+
+routes = web.RouteTableDef()
+preview_routes = web.RouteTableDef()
+
+MAX_THUMBNAIL_DIMENSION = 10_000
+
+
+def _int_param(request: web.Request, name: str) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        raise MatrixError(400, Codes.MISSING_PARAM, f"Missing integer query parameter {name!r}")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Query parameter {name!r} must be an integer") from None
+    if not 0 < value <= MAX_THUMBNAIL_DIMENSION:
+        raise MatrixError(400, Codes.INVALID_PARAM,
+                          f"Query parameter {name!r} must be between 1 and {MAX_THUMBNAIL_DIMENSION}")
+    return value
+
+
+def thumbnail_params(request: web.Request) -> tuple[int, int, str]:
+    width, height = _int_param(request, "width"), _int_param(request, "height")
+    method = request.query.get("method", "scale")
+    if method not in ("crop", "scale"):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Query parameter 'method' must be 'crop' or 'scale'")
+    animated = request.query.get("animated")
+    if animated is not None and animated not in ("true", "false"):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Query parameter 'animated' must be 'true' or 'false'")
+    return width, height, method
+
+
+async def download(request: web.Request, *, allow_remote: bool = True) -> web.StreamResponse:
+    media = request.app[HS].media
+    info = await media.get_media(request.match_info["server_name"], request.match_info["media_id"],
+                                 timeout_ms=timeout_ms_param(request.query.get("timeout_ms")),
+                                 allow_remote=allow_remote)
+    served = media.served(info)
+    filename = request.match_info.get("file_name") or served.upload_name
+    return file_response(served.path, served.media_type, filename)
+
+
+async def thumbnail(request: web.Request, *, allow_remote: bool = True) -> web.StreamResponse:
+    width, height, method = thumbnail_params(request)
+    media = request.app[HS].media
+    info = await media.get_media(request.match_info["server_name"], request.match_info["media_id"],
+                                 timeout_ms=timeout_ms_param(request.query.get("timeout_ms")),
+                                 allow_remote=allow_remote)
+    served = await media.thumbnail(info, width, height, method)
+    return file_response(served.path, served.media_type, served.upload_name)
+
+
+def config_response(request: web.Request) -> web.Response:
+    return json_response({"m.upload.size": request.app[HS].config.media.max_upload_size})
+
+
+async def preview(request: web.Request) -> web.Response:
+    url = request.query.get("url")
+    if not url:
+        raise MatrixError(400, Codes.MISSING_PARAM, "Missing query parameter 'url'")
+    return json_response(await request.app[HS].url_previewer.preview(url, requester(request).user_id))
+
+
+@routes.get("/v1/media/config")
+async def get_config(request: web.Request) -> web.Response:
+    return config_response(request)
+
+
+@routes.get("/v1/media/download/{server_name}/{media_id}")
+@routes.get("/v1/media/download/{server_name}/{media_id}/{file_name}")
+async def get_download(request: web.Request) -> web.StreamResponse:
+    return await download(request)
+
+
+@routes.get("/v1/media/thumbnail/{server_name}/{media_id}")
+async def get_thumbnail(request: web.Request) -> web.StreamResponse:
+    return await thumbnail(request)
+
+
+@preview_routes.get("/v1/media/preview_url")
+async def get_preview_url(request: web.Request) -> web.Response:
+    return await preview(request)

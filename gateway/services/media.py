@@ -1,0 +1,453 @@
+"""The media repository: uploads (direct and asynchronous), downloads, thumbnails and the
+cache of remote media fetched over federation.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#content-repository and
+https://spec.matrix.org/latest/server-server-api/#content-repository
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator
+
+import aiohttp
+from aiohttp.multipart import BadContentDispositionHeader, content_disposition_filename, parse_content_disposition
+
+from federation.ids import parse_server_name
+from federation.net.client import FederationRequestError
+from federation.signing import quote_path_segment
+
+from ..http import Codes, MatrixError
+from ..storage.media import MediaInfo, MediaStore, ThumbnailInfo
+from . import thumbnailer
+from .media_files import MediaFiles, TooLargeError, new_id
+
+if TYPE_CHECKING:
+    from ..server import HomeServer
+
+log = logging.getLogger(__name__)
+
+#: Spec: a media ID is made of A-Za-z0-9, "_" and "-" only (this also rules out traversal).
+MEDIA_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+#: type/subtype with optional parameters; no control characters.
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?$")
+
+DEFAULT_TIMEOUT_MS = 20_000
+MAX_TIMEOUT_MS = 60_000
+#: Whole-request time limit for fetching remote media (seconds).
+REMOTE_FETCH_TIMEOUT = 120.0
+
+NOT_YET_UPLOADED = "M_NOT_YET_UPLOADED"
+CANNOT_OVERWRITE = "M_CANNOT_OVERWRITE_MEDIA"
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    """What a download or thumbnail answer sends: a complete file on disk."""
+
+    path: Path
+    media_type: str
+    length: int
+    upload_name: str | None
+
+
+def check_media_id(media_id: str) -> str:
+    if not MEDIA_ID.match(media_id):
+        raise MatrixError.not_found("Unknown media ID")
+    return media_id
+
+
+def check_server_name(server_name: str) -> str:
+    try:
+        parse_server_name(server_name)
+    except ValueError:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid server name {server_name!r}") from None
+    return server_name
+
+
+def check_upload(content_type: str | None, upload_name: str | None) -> tuple[str, str | None]:
+    """The content type to store (default application/octet-stream) and upload name."""
+    media_type = (content_type or "").strip() or "application/octet-stream"
+    if len(media_type) > 255 or not _CONTENT_TYPE.match(media_type):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid Content-Type header")
+    if upload_name is not None:
+        if upload_name == "":
+            upload_name = None
+        elif len(upload_name) > 255 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in upload_name):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Invalid filename")
+    return media_type, upload_name
+
+
+def timeout_ms_param(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_TIMEOUT_MS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise MatrixError(400, Codes.INVALID_PARAM, "timeout_ms must be an integer") from None
+    return max(0, min(value, MAX_TIMEOUT_MS))
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self):
+        self._locks: dict[object, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, key: object) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class MediaService:
+    def __init__(self, hs: "HomeServer"):
+        self.hs = hs
+        self.config = hs.config.media
+        self.store = MediaStore(hs.db, hs.server_name)
+        self.files = MediaFiles(self.config.media_store_path)
+        self._uploaded: dict[str, asyncio.Event] = {}
+        self._remote_locks = KeyedLocks()
+        self._thumbnail_locks = KeyedLocks()
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    @property
+    def server_name(self) -> str:
+        return self.hs.server_name
+
+    def mxc(self, media_id: str) -> str:
+        return f"mxc://{self.server_name}/{media_id}"
+
+    # --- uploads ---------------------------------------------------------------------
+
+    async def upload(self, user_id: str, content_type: str | None, upload_name: str | None,
+                     chunks: AsyncIterable[bytes]) -> str:
+        """Store the content and return its mxc:// URI (only once it is on disk and recorded)."""
+        media_type, upload_name = check_upload(content_type, upload_name)
+        written = await self._write(chunks)
+        media_id = new_id()
+        await self.store.store_local_media(media_id=media_id, user_id=user_id, now_ms=self.hs.clock_ms(),
+                                           media_type=media_type, length=written.length, upload_name=upload_name,
+                                           filesystem_id=written.filesystem_id, sha256=written.sha256)
+        return self.mxc(media_id)
+
+    async def _write(self, chunks: AsyncIterable[bytes]):
+        try:
+            return await self.files.write_stream(chunks, max_size=self.config.max_upload_size)
+        except TooLargeError:
+            raise MatrixError(413, Codes.TOO_LARGE,
+                              f"Upload is larger than the limit of {self.config.max_upload_size} bytes") from None
+
+    async def create(self, user_id: str) -> tuple[str, int]:
+        """Reserve an mxc:// URI for a later upload: (URI, unused_expires_at)."""
+        now = self.hs.clock_ms()
+        media_id = new_id()
+        expires = now + self.config.unused_expiration_time_ms
+        ok = await self.store.create_pending(media_id=media_id, user_id=user_id, now_ms=now, expires_ts=expires,
+                                             max_pending=self.config.max_pending_media_uploads)
+        if not ok:
+            raise MatrixError(429, Codes.LIMIT_EXCEEDED, "You have too many pending media uploads",
+                              retry_after_ms=60_000)
+        return self.mxc(media_id), expires
+
+    async def upload_to(self, user_id: str, server_name: str, media_id: str, content_type: str | None,
+                        upload_name: str | None, chunks: AsyncIterable[bytes]) -> None:
+        """PUT content to a created mxc:// URI: its creator only, once, before it expires."""
+        media_type, upload_name = check_upload(content_type, upload_name)
+        if server_name != self.server_name or not MEDIA_ID.match(media_id):
+            raise MatrixError.not_found("Unknown media ID")
+        info = await self._check_pending(user_id, media_id)
+        written = await self._write(chunks)
+        ok = await self.store.complete_pending(media_id=info.media_id, user_id=user_id, now_ms=self.hs.clock_ms(),
+                                               media_type=media_type, length=written.length,
+                                               upload_name=upload_name, filesystem_id=written.filesystem_id,
+                                               sha256=written.sha256)
+        if not ok:  # lost a race with another upload (or it expired meanwhile)
+            self.files.delete(written.filesystem_id)
+            await self._check_pending(user_id, media_id)
+            raise MatrixError(409, CANNOT_OVERWRITE, "Media ID already has content")
+        event = self._uploaded.pop(media_id, None)
+        if event is not None:
+            event.set()
+
+    async def _check_pending(self, user_id: str, media_id: str) -> MediaInfo:
+        info = await self.store.get_local_media(media_id)
+        if info is None:
+            raise MatrixError.not_found("Unknown media ID")
+        if info.user_id != user_id:
+            raise MatrixError.forbidden("Only the user who created this media ID can upload to it")
+        if info.uploaded:
+            raise MatrixError(409, CANNOT_OVERWRITE, "Media ID already has content")
+        if info.unused_expires_ts is not None and info.unused_expires_ts <= self.hs.clock_ms():
+            raise MatrixError.not_found("Media ID has expired")
+        return info
+
+    # --- downloads -------------------------------------------------------------------
+
+    async def get_local(self, media_id: str, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> MediaInfo:
+        """Uploaded, unquarantined local media; waits up to ``timeout_ms`` for a pending
+        upload (then 504 M_NOT_YET_UPLOADED)."""
+        check_media_id(media_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000
+        while True:
+            info = await self.store.get_local_media(media_id)
+            if info is None or info.quarantined_by is not None:
+                raise MatrixError.not_found("Unknown media ID")
+            if info.uploaded:
+                return info
+            if info.unused_expires_ts is not None and info.unused_expires_ts <= self.hs.clock_ms():
+                raise MatrixError.not_found("Unknown media ID")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise MatrixError(504, NOT_YET_UPLOADED, "Content has not yet been uploaded")
+            event = self._uploaded.setdefault(media_id, asyncio.Event())
+            # Woken by an upload in this process; the periodic re-read covers other processes.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, 1.0))
+
+    async def get_media(self, server_name: str, media_id: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+                        allow_remote: bool = True) -> MediaInfo:
+        """Local media, or remote media from the cache (fetched over federation first if
+        needed and ``allow_remote``)."""
+        check_server_name(server_name)
+        check_media_id(media_id)
+        if server_name == self.server_name:
+            return await self.get_local(media_id, timeout_ms)
+        info = await self.store.get_remote_media(server_name, media_id)
+        if info is None:
+            if not allow_remote:
+                raise MatrixError.not_found("Unknown media ID")
+            async with self._remote_locks((server_name, media_id)):
+                info = await self.store.get_remote_media(server_name, media_id)
+                if info is None:
+                    info = await self._fetch_remote(server_name, media_id, timeout_ms)
+        if info.quarantined_by is not None:
+            raise MatrixError.not_found("Unknown media ID")
+        return info
+
+    def served(self, info: MediaInfo) -> ServedFile:
+        assert info.filesystem_id is not None
+        return ServedFile(self.files.path(info.filesystem_id), info.media_type or "application/octet-stream",
+                          info.media_length or 0, info.upload_name)
+
+    # --- thumbnails ------------------------------------------------------------------
+
+    async def thumbnail(self, info: MediaInfo, width: int, height: int, method: str) -> ServedFile:
+        """A thumbnail of media already found with get_media/get_local (cached on disk)."""
+        if not thumbnailer.can_thumbnail(info.media_type):
+            raise MatrixError(400, Codes.UNKNOWN, "Cannot generate thumbnails for the requested content")
+        if not self.config.dynamic_thumbnails:
+            size = thumbnailer.choose_size(width, height, method, self.config.thumbnail_sizes)
+            width, height, method = size.width, size.height, size.method
+        key = (info.origin, info.media_id, width, height, method)
+        async with self._thumbnail_locks(key):
+            thumb = await self.store.get_thumbnail(*key)
+            if thumb is None:
+                thumb = await self._generate_thumbnail(info, width, height, method)
+        return ServedFile(self.files.path(thumb.filesystem_id), thumb.media_type, thumb.length,
+                          f"thumbnail.{thumb.media_type.split('/')[-1]}")
+
+    async def _generate_thumbnail(self, info: MediaInfo, width: int, height: int, method: str) -> ThumbnailInfo:
+        source = self.served(info)
+        try:
+            made = await asyncio.to_thread(thumbnailer.make_thumbnail, str(source.path), source.media_type,
+                                           width, height, method, self.config.max_image_pixels)
+        except thumbnailer.ImageTooLargeError:
+            if info.origin == self.server_name:
+                raise MatrixError(413, Codes.TOO_LARGE, "Content is too large to thumbnail") from None
+            raise MatrixError(502, Codes.TOO_LARGE, "Content is too large to thumbnail") from None
+        except thumbnailer.ThumbnailError:
+            raise MatrixError(400, Codes.UNKNOWN, "Cannot generate thumbnails for the requested content") from None
+        if made is None:  # the image already fits: the original is the thumbnail
+            w, h = await asyncio.to_thread(thumbnailer.image_size, str(source.path), self.config.max_image_pixels)
+            thumb = ThumbnailInfo(width, height, method, source.media_type, w, h, source.length,
+                                  info.filesystem_id)  # type: ignore[arg-type]
+        else:
+            written = await self.files.write_bytes(made.data)
+            thumb = ThumbnailInfo(width, height, method, made.media_type, made.width, made.height, written.length,
+                                  written.filesystem_id)
+        await self.store.store_thumbnail(info.origin, info.media_id, thumb)
+        return thumb
+
+    # --- remote media ----------------------------------------------------------------
+
+    async def _fetch_remote(self, origin: str, media_id: str, timeout_ms: int) -> MediaInfo:
+        """Download remote media over federation (the authenticated endpoint, then the
+        legacy one for older servers) into the cache. Errors as Synapse maps them."""
+        client = self.hs.federation_client
+        query = {"timeout_ms": str(timeout_ms)}
+        try:
+            async with client.stream("GET", origin, f"/_matrix/federation/v1/media/download/{media_id}",
+                                     query=query, timeout=REMOTE_FETCH_TIMEOUT) as resp:
+                if resp.status == 200:
+                    media_type, upload_name, written = await self._read_multipart(origin, resp)
+                    return await self._cache_remote(origin, media_id, media_type, upload_name, written)
+                error = await _error_body(resp)
+                if not _is_unrecognized(resp.status, error):
+                    raise _remote_error(origin, resp.status, error)
+            # An older server: the deprecated endpoint, never letting it go to a third server.
+            legacy = f"/_matrix/media/v3/download/{quote_path_segment(origin)}/{media_id}"
+            async with client.stream("GET", origin, legacy, query={**query, "allow_remote": "false"},
+                                     timeout=REMOTE_FETCH_TIMEOUT) as resp:
+                if resp.status != 200:
+                    raise _remote_error(origin, resp.status, await _error_body(resp))
+                media_type, upload_name = _type_and_name(resp.headers)
+                written = await self._write_remote(resp.content.iter_chunked(65536), resp.content_length)
+                return await self._cache_remote(origin, media_id, media_type, upload_name, written)
+        except FederationRequestError as e:
+            log.warning("fetching mxc://%s/%s failed: %s", origin, media_id, e)
+            raise MatrixError(502, Codes.UNKNOWN, "Failed to fetch remote media") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            log.warning("fetching mxc://%s/%s failed: %r", origin, media_id, e)
+            raise MatrixError(502, Codes.UNKNOWN, "Failed to fetch remote media") from None
+
+    async def _read_multipart(self, origin: str, resp: aiohttp.ClientResponse):
+        """The multipart/mixed answer of /federation/v1/media/download: a JSON part, then
+        the bytes or a Location to fetch them from."""
+        reader = aiohttp.MultipartReader.from_response(resp)
+        meta = await reader.next()
+        if meta is None or not isinstance(meta, aiohttp.BodyPartReader):
+            raise ValueError("multipart answer without a metadata part")
+        await meta.read()  # metadata: an empty object today; must be read to reach the next part
+        part = await reader.next()
+        if part is None or not isinstance(part, aiohttp.BodyPartReader):
+            raise ValueError("multipart answer without a content part")
+        location = part.headers.get("Location")
+        if location:
+            return await self._fetch_location(location)
+        media_type, upload_name = _type_and_name(part.headers)
+
+        async def chunks():
+            while chunk := await part.read_chunk(65536):
+                yield chunk
+
+        written = await self._write_remote(chunks(), None)
+        return media_type, upload_name, written
+
+    async def _fetch_location(self, url: str):
+        """Follow a Location part: a plain HTTPS GET, under the federation IP rules."""
+        if not url.startswith("https://"):
+            raise ValueError("redirect to a non-https URL")
+        async with self._http_session().get(url, max_redirects=5,
+                                            timeout=aiohttp.ClientTimeout(total=REMOTE_FETCH_TIMEOUT)) as resp:
+            if resp.status != 200:
+                raise MatrixError(502, Codes.UNKNOWN, "Failed to fetch remote media")
+            media_type, upload_name = _type_and_name(resp.headers)
+            written = await self._write_remote(resp.content.iter_chunked(65536), resp.content_length)
+            return media_type, upload_name, written
+
+    def _http_session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            from federation.net.resolver import create_connector
+
+            from ..outbound import outbound_ip_policy, outbound_ssl_context
+
+            fed = self.hs.config.federation
+            self._http = aiohttp.ClientSession(
+                connector=create_connector(policy=outbound_ip_policy(fed), ssl_context=outbound_ssl_context(fed)),
+                headers={"User-Agent": "Gateway"})
+        return self._http
+
+    async def _write_remote(self, chunks: AsyncIterable[bytes], declared: int | None):
+        limit = self.config.max_upload_size
+        if declared is not None and declared > limit:
+            raise MatrixError(502, Codes.TOO_LARGE, f"Remote media is larger than {limit} bytes")
+        try:
+            return await self.files.write_stream(chunks, max_size=limit)
+        except TooLargeError:
+            raise MatrixError(502, Codes.TOO_LARGE, f"Remote media is larger than {limit} bytes") from None
+
+    async def _cache_remote(self, origin: str, media_id: str, media_type: str, upload_name: str | None,
+                            written) -> MediaInfo:
+        stored = await self.store.store_remote_media(
+            origin=origin, media_id=media_id, now_ms=self.hs.clock_ms(), media_type=media_type,
+            length=written.length, upload_name=upload_name, filesystem_id=written.filesystem_id,
+            sha256=written.sha256)
+        if not stored:
+            self.files.delete(written.filesystem_id)
+        info = await self.store.get_remote_media(origin, media_id)
+        assert info is not None
+        return info
+
+    # --- administration --------------------------------------------------------------
+
+    async def quarantine(self, server_name: str, media_id: str, by: str | None) -> bool:
+        return await self.store.set_quarantined(server_name, media_id, by)
+
+    async def delete(self, server_name: str, media_id: str) -> bool:
+        """Delete media (row, file and thumbnails). False if it was unknown."""
+        filesystem_ids = await self.store.delete_media(server_name, media_id)
+        if filesystem_ids is None:
+            return False
+        for fid in set(filesystem_ids):
+            self.files.delete(fid)
+        return True
+
+
+def _type_and_name(headers) -> tuple[str, str | None]:
+    media_type = headers.get("Content-Type") or "application/octet-stream"
+    name = None
+    disposition = headers.get("Content-Disposition")
+    if disposition:
+        try:
+            _kind, params = parse_content_disposition(disposition)
+            name = content_disposition_filename(params)
+        except (BadContentDispositionHeader, ValueError):
+            name = None
+    try:
+        media_type, name = check_upload(media_type, name)
+    except MatrixError:
+        media_type, name = "application/octet-stream", None
+    return media_type, name
+
+
+async def _error_body(resp: aiohttp.ClientResponse) -> dict:
+    try:
+        raw = b""
+        async for chunk in resp.content.iter_chunked(65536):
+            raw += chunk
+            if len(raw) > 65536:
+                return {}
+        body = json.loads(raw)
+        return body if isinstance(body, dict) else {}
+    except (ValueError, aiohttp.ClientError, asyncio.TimeoutError):
+        return {}
+
+
+def _is_unrecognized(status: int, error: dict) -> bool:
+    """The spec: fall back to the legacy endpoint on 404 M_UNRECOGNIZED (and on the
+    answers of servers that do not know the path at all)."""
+    if status in (404, 405, 400, 501) and error.get("errcode") == Codes.UNRECOGNIZED:
+        return True
+    return status in (404, 405, 501) and not error.get("errcode")
+
+
+def _remote_error(origin: str, status: int, error: dict) -> MatrixError:
+    log.warning("remote media from %s: HTTP %s %s", origin, status, error.get("errcode"))
+    if status == 404:
+        return MatrixError.not_found("Remote media not found")
+    if status == 504 and error.get("errcode") == NOT_YET_UPLOADED:
+        return MatrixError(504, NOT_YET_UPLOADED, "Content has not yet been uploaded")
+    if error.get("errcode") == Codes.TOO_LARGE:
+        return MatrixError(502, Codes.TOO_LARGE, "Remote media is too large")
+    return MatrixError(502, Codes.UNKNOWN, "Failed to fetch remote media")

@@ -1,0 +1,197 @@
+"""Media repository metadata: local media, the remote media cache, thumbnails.
+
+The bytes live on disk (gateway/services/media_files.py); rows here are written only
+after the file they name is completely on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .database import Database, IntegrityError
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """One piece of media, local or cached remote, as the download code needs it."""
+
+    origin: str
+    media_id: str
+    media_type: str | None
+    media_length: int | None
+    upload_name: str | None
+    filesystem_id: str | None
+    created_ts: int
+    quarantined_by: str | None = None
+    user_id: str | None = None  # local media only
+    unused_expires_ts: int | None = None  # pending async uploads only
+    sha256: str | None = None
+
+    @property
+    def uploaded(self) -> bool:
+        return self.filesystem_id is not None
+
+
+@dataclass(frozen=True)
+class ThumbnailInfo:
+    width: int  # requested (or configured) size and method: the cache key
+    height: int
+    method: str
+    media_type: str
+    thumbnail_width: int
+    thumbnail_height: int
+    length: int
+    filesystem_id: str
+
+
+_LOCAL_COLUMNS = ("media_id, user_id, created_ts, unused_expires_ts, media_type, media_length, upload_name, "
+                  "filesystem_id, quarantined_by, sha256")
+
+
+class MediaStore:
+    def __init__(self, db: Database, server_name: str):
+        self.db = db
+        self.server_name = server_name
+
+    # --- local media ---------------------------------------------------------------
+
+    def _local(self, row) -> MediaInfo:
+        return MediaInfo(origin=self.server_name, media_id=row["media_id"], user_id=row["user_id"],
+                         created_ts=row["created_ts"], unused_expires_ts=row["unused_expires_ts"],
+                         media_type=row["media_type"], media_length=row["media_length"],
+                         upload_name=row["upload_name"], filesystem_id=row["filesystem_id"],
+                         quarantined_by=row["quarantined_by"], sha256=row["sha256"])
+
+    async def store_local_media(self, *, media_id: str, user_id: str, now_ms: int, media_type: str, length: int,
+                                upload_name: str | None, filesystem_id: str, sha256: str) -> None:
+        await self.db.execute(
+            "INSERT INTO local_media (media_id, user_id, created_ts, upload_ts, media_type, media_length, "
+            "upload_name, filesystem_id, sha256) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8)",
+            media_id, user_id, now_ms, media_type, length, upload_name, filesystem_id, sha256,
+        )
+
+    async def create_pending(self, *, media_id: str, user_id: str, now_ms: int, expires_ts: int,
+                             max_pending: int) -> bool:
+        """Reserve ``media_id`` for a later upload; False when the user already has
+        ``max_pending`` unexpired pending uploads."""
+        async with self.db.transaction() as txn:
+            count = await txn.fetchval(
+                "SELECT COUNT(*) FROM local_media WHERE user_id = $1 AND filesystem_id IS NULL "
+                "AND unused_expires_ts > $2", user_id, now_ms)
+            if count >= max_pending:
+                return False
+            await txn.execute(
+                "INSERT INTO local_media (media_id, user_id, created_ts, unused_expires_ts) VALUES ($1, $2, $3, $4)",
+                media_id, user_id, now_ms, expires_ts)
+        return True
+
+    async def complete_pending(self, *, media_id: str, user_id: str, now_ms: int, media_type: str, length: int,
+                               upload_name: str | None, filesystem_id: str, sha256: str) -> bool:
+        """Attach uploaded content to a pending media ID: only its creator, only once,
+        only before it expires. False when any of that does not hold (nothing changed)."""
+        changed = await self.db.execute(
+            "UPDATE local_media SET upload_ts = $3, media_type = $4, media_length = $5, upload_name = $6, "
+            "filesystem_id = $7, sha256 = $8, unused_expires_ts = NULL "
+            "WHERE media_id = $1 AND user_id = $2 AND filesystem_id IS NULL AND unused_expires_ts > $3",
+            media_id, user_id, now_ms, media_type, length, upload_name, filesystem_id, sha256,
+        )
+        return changed == 1
+
+    async def get_local_media(self, media_id: str) -> MediaInfo | None:
+        row = await self.db.fetchrow(f"SELECT {_LOCAL_COLUMNS} FROM local_media WHERE media_id = $1", media_id)
+        return None if row is None else self._local(row)
+
+    async def delete_expired_pending(self, now_ms: int) -> int:
+        return await self.db.execute(
+            "DELETE FROM local_media WHERE filesystem_id IS NULL AND unused_expires_ts <= $1", now_ms)
+
+    # --- remote media cache ----------------------------------------------------------
+
+    async def get_remote_media(self, origin: str, media_id: str) -> MediaInfo | None:
+        row = await self.db.fetchrow(
+            "SELECT media_type, media_length, upload_name, filesystem_id, created_ts, quarantined_by, sha256 "
+            "FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2", origin, media_id)
+        if row is None:
+            return None
+        return MediaInfo(origin=origin, media_id=media_id, media_type=row["media_type"],
+                         media_length=row["media_length"], upload_name=row["upload_name"],
+                         filesystem_id=row["filesystem_id"], created_ts=row["created_ts"],
+                         quarantined_by=row["quarantined_by"], sha256=row["sha256"])
+
+    async def store_remote_media(self, *, origin: str, media_id: str, now_ms: int, media_type: str, length: int,
+                                 upload_name: str | None, filesystem_id: str, sha256: str) -> bool:
+        """False if another fetch stored it first (the caller then uses that copy)."""
+        try:
+            await self.db.execute(
+                "INSERT INTO remote_media_cache (media_origin, media_id, media_type, media_length, upload_name, "
+                "filesystem_id, created_ts, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                origin, media_id, media_type, length, upload_name, filesystem_id, now_ms, sha256)
+        except IntegrityError:
+            return False
+        return True
+
+    # --- either ----------------------------------------------------------------------
+
+    async def get_media(self, origin: str, media_id: str) -> MediaInfo | None:
+        if origin == self.server_name:
+            return await self.get_local_media(media_id)
+        return await self.get_remote_media(origin, media_id)
+
+    async def set_quarantined(self, origin: str, media_id: str, by: str | None) -> bool:
+        """Quarantine (``by`` = the admin) or release (``by`` None); False if unknown."""
+        if origin == self.server_name:
+            sql = "UPDATE local_media SET quarantined_by = $2 WHERE media_id = $1"
+            return await self.db.execute(sql, media_id, by) == 1
+        return await self.db.execute(
+            "UPDATE remote_media_cache SET quarantined_by = $3 WHERE media_origin = $1 AND media_id = $2",
+            origin, media_id, by) == 1
+
+    async def delete_media(self, origin: str, media_id: str) -> list[str] | None:
+        """Forget a piece of media and its thumbnails; returns the filesystem IDs to
+        delete (None when the media was unknown)."""
+        async with self.db.transaction() as txn:
+            if origin == self.server_name:
+                row = await txn.fetchrow("SELECT filesystem_id FROM local_media WHERE media_id = $1", media_id)
+                if row is None:
+                    return None
+                await txn.execute("DELETE FROM local_media WHERE media_id = $1", media_id)
+            else:
+                row = await txn.fetchrow(
+                    "SELECT filesystem_id FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2",
+                    origin, media_id)
+                if row is None:
+                    return None
+                await txn.execute("DELETE FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2",
+                                  origin, media_id)
+            thumbs = await txn.fetch(
+                "SELECT filesystem_id FROM media_thumbnails WHERE media_origin = $1 AND media_id = $2",
+                origin, media_id)
+            await txn.execute("DELETE FROM media_thumbnails WHERE media_origin = $1 AND media_id = $2",
+                              origin, media_id)
+        return [fid for fid in [row["filesystem_id"], *(t["filesystem_id"] for t in thumbs)] if fid]
+
+    # --- thumbnails ------------------------------------------------------------------
+
+    async def get_thumbnail(self, origin: str, media_id: str, width: int, height: int,
+                            method: str) -> ThumbnailInfo | None:
+        row = await self.db.fetchrow(
+            "SELECT thumbnail_type, thumbnail_width, thumbnail_height, thumbnail_length, filesystem_id "
+            "FROM media_thumbnails WHERE media_origin = $1 AND media_id = $2 AND width = $3 AND height = $4 "
+            "AND method = $5", origin, media_id, width, height, method)
+        if row is None:
+            return None
+        return ThumbnailInfo(width, height, method, row["thumbnail_type"], row["thumbnail_width"],
+                             row["thumbnail_height"], row["thumbnail_length"], row["filesystem_id"])
+
+    async def store_thumbnail(self, origin: str, media_id: str, thumb: ThumbnailInfo) -> bool:
+        """False if the same thumbnail was stored concurrently (keep the stored one)."""
+        try:
+            await self.db.execute(
+                "INSERT INTO media_thumbnails (media_origin, media_id, width, height, method, thumbnail_type, "
+                "thumbnail_width, thumbnail_height, thumbnail_length, filesystem_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                origin, media_id, thumb.width, thumb.height, thumb.method, thumb.media_type,
+                thumb.thumbnail_width, thumb.thumbnail_height, thumb.length, thumb.filesystem_id)
+        except IntegrityError:
+            return False
+        return True
