@@ -114,7 +114,9 @@ async def notifications(request: web.Request) -> web.Response:
     pdus = await hs.events.get_pdus([a.event_id for a in found])
     events = await hs.events.serialize_for_client([pdus[a.event_id] for a in found if a.event_id in pdus])
     by_id = {e["event_id"]: e for e in events}
-    chunk = [{"actions": a.actions, "event": by_id[a.event_id], "room_id": a.room_id, "read": False,
+    read_upto = await hs.receipts.store.get_read_positions(user_id, sorted({a.room_id for a in found}))
+    chunk = [{"actions": a.actions, "event": by_id[a.event_id], "room_id": a.room_id,
+              "read": a.stream_ordering <= read_upto.get(a.room_id, 0),
               "ts": by_id[a.event_id]["origin_server_ts"]} for a in found if a.event_id in by_id]
     body = {"notifications": chunk}
     if len(found) == limit:

@@ -84,6 +84,10 @@ def build_ruleset(user_id: str, own: Sequence[StoredRule], changes: Sequence[Def
     return merge_ruleset(defaults, mine)
 
 
+def by_user_ids(pushers: Sequence[Pusher]) -> list[str]:
+    return sorted({p.user_id for p in pushers})
+
+
 def thread_id_of(content: Mapping[str, Any], event_id: str) -> str:
     rel = content.get("m.relates_to")
     if isinstance(rel, Mapping) and rel.get("rel_type") == "m.thread" and isinstance(rel.get("event_id"), str):
@@ -141,6 +145,16 @@ class PushService:
             self._compiled.pop(next(iter(self._compiled)))
         return out
 
+    async def _changed(self, user_id: str) -> None:
+        """After a change: drop the cached rules, and store the new ruleset as the user's
+        ``m.push_rules`` account data so that incremental /sync sends it."""
+        self._forget(user_id)
+        from ..storage.account_data import GLOBAL
+
+        await self.hs.account_data.store.put(user_id, GLOBAL, "m.push_rules",
+                                             {"global": await self.get_ruleset(user_id)})
+        self.hs.notifier.notify_users([user_id])
+
     def _forget(self, user_id: str) -> None:
         self._rulesets.pop(user_id, None)
         self._compiled.pop(user_id, None)
@@ -189,7 +203,7 @@ class PushService:
                                       actions=actions, before=before, after=after)
         except KeyError as e:
             raise MatrixError(400, Codes.UNKNOWN, f"before/after rule not found: {e.args[0]}") from None
-        self._forget(user_id)
+        await self._changed(user_id)
 
     @staticmethod
     def _check_actions(actions: Any) -> list[Any]:
@@ -203,7 +217,7 @@ class PushService:
             raise MatrixError.invalid_param("Server-default rules cannot be deleted (disable them instead)")
         if not await self.rules.delete_rule(user_id, kind, rule_id):
             raise MatrixError.not_found("The push rule was not found")
-        self._forget(user_id)
+        await self._changed(user_id)
 
     async def set_enabled(self, user_id: str, kind: str, rule_id: str, enabled: Any) -> None:
         if not isinstance(enabled, bool):
@@ -219,7 +233,7 @@ class PushService:
             await self.rules.change_default_rule(user_id, kind, rule_id, **change)
         elif not await self.rules.set_user_rule_field(user_id, kind, rule_id, **change):
             raise MatrixError.not_found("The push rule was not found")
-        self._forget(user_id)
+        await self._changed(user_id)
 
     # --- evaluation ------------------------------------------------------------------
 
@@ -315,6 +329,7 @@ class PushService:
         if not pushers:
             return
         room_name = await self._room_name(room_id)
+        unread = {u: await self.actions.count_unread_rooms(u) for u in by_user_ids(pushers)}
         by_user: dict[str, list[Pusher]] = {}
         for p in pushers:
             by_user.setdefault(p.user_id, []).append(p)
@@ -324,7 +339,8 @@ class PushService:
             for p in by_user.get(row.user_id, ()):
                 body = build_notification(p, event, row.actions, sender_display_name=names.get(event["sender"]),
                                           room_name=room_name,
-                                          user_is_target=event.get("state_key") == row.user_id)
+                                          user_is_target=event.get("state_key") == row.user_id,
+                                          unread=unread[row.user_id])
                 task = loop.create_task(self._notify(p, body))
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)

@@ -37,7 +37,7 @@ def tweaks_of(actions: Sequence[Any]) -> dict[str, Any]:
 
 def build_notification(pusher: Pusher, event: Mapping[str, Any], actions: Sequence[Any], *,
                        sender_display_name: str | None, room_name: str | None,
-                       user_is_target: bool) -> dict[str, Any]:
+                       user_is_target: bool, unread: int | None = None) -> dict[str, Any]:
     """The body of ``/_matrix/push/v1/notify`` for one pusher (``event_id_only`` honoured)."""
     tweaks = tweaks_of(actions)
     data = {k: v for k, v in pusher.data.items() if k != "url"}
@@ -46,6 +46,8 @@ def build_notification(pusher: Pusher, event: Mapping[str, Any], actions: Sequen
     high = bool(tweaks.get("highlight")) or "sound" in tweaks
     n: dict[str, Any] = {"event_id": event["event_id"], "room_id": event["room_id"],
                          "prio": "high" if high else "low", "devices": [device]}
+    if unread is not None:
+        n["counts"] = {"unread": unread}
     if pusher.data.get("format") != "event_id_only":
         n.update(type=event["type"], sender=event["sender"], content=event.get("content", {}),
                  user_is_target=user_is_target)

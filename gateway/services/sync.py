@@ -232,6 +232,8 @@ class SyncService:
         if ad_rows:
             in_sections = {m.room_id for m in joined} | {m.room_id for m in left}
             for row in ad_rows:
+                if row.type == "m.push_rules" and s_account is None:
+                    continue  # an initial sync has the ruleset computed above
                 ev = {"type": row.type, "content": row.content}
                 if row.room_id == "":
                     if flt.account_data.allows_type(row.type):

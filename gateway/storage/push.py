@@ -211,6 +211,19 @@ class PushActionStore:
         )
         return int(row[0]), int(row[1])
 
+    async def count_unread_rooms(self, user_id: str) -> int:
+        """Rooms with notifications after the user's read receipt there (the badge count
+        pushers get, as Synapse's default ``group_unread_count_by_room``)."""
+        value = await self.db.fetchval(
+            "SELECT COUNT(DISTINCT e.room_id) FROM event_push_actions e"
+            " LEFT JOIN (SELECT room_id, MAX(event_stream_ordering) AS pos FROM receipts"
+            "  WHERE user_id = $1 AND thread_id = '' AND receipt_type IN ('m.read', 'm.read.private')"
+            "  GROUP BY room_id) r ON r.room_id = e.room_id"
+            " WHERE e.user_id = $1 AND e.notif = TRUE AND e.stream_ordering > COALESCE(r.pos, 0)",
+            user_id,
+        )
+        return int(value or 0)
+
     async def get_for_user(self, user_id: str, *, before: int | None, limit: int,
                            only_highlight: bool = False) -> list[PushAction]:
         where = ["user_id = $1"]

@@ -133,6 +133,26 @@ async def test_new_events_are_counted_for_other_members(client, hs, alice, bob):
     assert await hs.push.get_unread_counts("@alice:hs.test", room_id, after_first) == (1, 1)
     status, body = await get(client, alice, "/notifications", only="highlight")
     assert status == 200 and [n["event"]["content"]["body"] for n in body["notifications"]] == ["tea time", "hey"]
+    assert [n["read"] for n in body["notifications"]] == [False, False]
+    # A read receipt on "hey" marks it (and what came before) read.
+    hey = body["notifications"][1]["event"]["event_id"]
+    assert (await post(client, alice, f"/rooms/{room_id}/receipt/m.read/{hey}"))[0] == 200
+    status, body = await get(client, alice, "/notifications", only="highlight")
+    assert [n["read"] for n in body["notifications"]] == [False, True]
+
+
+async def test_rule_changes_reach_incremental_sync(client, alice):
+    status, first = await get(client, alice, "/sync")
+    assert status == 200
+    initial = [e for e in first["account_data"]["events"] if e["type"] == "m.push_rules"]
+    assert len(initial) == 1 and initial[0]["content"]["global"]["override"][0]["rule_id"] == ".m.rule.master"
+    assert (await put(client, alice, "/pushrules/global/content/tea", {"pattern": "tea", "actions": ["notify"]}))[0] \
+        == 200
+    status, later = await get(client, alice, "/sync", since=first["next_batch"], timeout="0")
+    (rules,) = [e for e in later["account_data"]["events"] if e["type"] == "m.push_rules"]
+    assert rules["content"]["global"]["content"][0]["rule_id"] == "tea"
+    status, again = await get(client, alice, "/sync")  # a new initial sync: still one ruleset
+    assert len([e for e in again["account_data"]["events"] if e["type"] == "m.push_rules"]) == 1
 
 
 async def test_invites_notify_the_invitee(client, hs, alice, bob):
@@ -228,8 +248,9 @@ async def test_notifications_reach_push_gateways(client, hs, alice, bob, gateway
     assert full["prio"] == "high" and full["user_is_target"] is False
     assert full["devices"][0]["tweaks"] == {"sound": "default", "highlight": True}
     assert full["devices"][0]["data"] == {}
+    assert full["counts"] == {"unread": 1}  # rooms with unread notifications
     short = by_key["short"]
-    assert set(short) == {"event_id", "room_id", "prio", "devices"}
+    assert set(short) == {"event_id", "room_id", "prio", "devices", "counts"}
     assert short["devices"][0]["data"] == {"format": "event_id_only", "extra": "x"}
     # The rejected push key's pusher is gone; alice's own messages push nothing to her.
     assert sorted(p["pushkey"] for p in (await get(client, alice, "/pushers"))[1]["pushers"]) == ["key1", "short"]
