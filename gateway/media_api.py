@@ -61,20 +61,25 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 def _legacy_allowed(request: web.Request) -> bool:
-    if request.app[HS].config.media.enable_authenticated_media:
-        # As Synapse: the deprecated endpoints are frozen, only /_matrix/client/v1/media serves.
+    """Whether remote media may be fetched; 404 when the deprecated endpoints are frozen
+    (``enable_authenticated_media``), except for the IdP icons of our login pages."""
+    hs = request.app[HS]
+    key = (request.match_info["server_name"], request.match_info["media_id"])
+    if hs.config.media.enable_authenticated_media and key not in hs.media.public_media:
+        # As Synapse: only /_matrix/client/v1/media serves new media.
         raise MatrixError.not_found("Not found")
     return request.query.get("allow_remote", "true").lower() != "false"
 
 
-@routes.get("/{ver:(r0|v3)}/download/{server_name}/{media_id}")
-@routes.get("/{ver:(r0|v3)}/download/{server_name}/{media_id}/{file_name}")
+# v1 as well: Synapse's (and our) ``mxc_to_http`` template filter builds /_matrix/media/v1 URLs.
+@routes.get("/{ver:(r0|v3|v1)}/download/{server_name}/{media_id}")
+@routes.get("/{ver:(r0|v3|v1)}/download/{server_name}/{media_id}/{file_name}")
 @public
 async def legacy_download(request: web.Request) -> web.StreamResponse:
     return await client_media.download(request, allow_remote=_legacy_allowed(request))
 
 
-@routes.get("/{ver:(r0|v3)}/thumbnail/{server_name}/{media_id}")
+@routes.get("/{ver:(r0|v3|v1)}/thumbnail/{server_name}/{media_id}")
 @public
 async def legacy_thumbnail(request: web.Request) -> web.StreamResponse:
     return await client_media.thumbnail(request, allow_remote=_legacy_allowed(request))

@@ -125,6 +125,10 @@ class MediaService:
         self._remote_locks = KeyedLocks()
         self._thumbnail_locks = KeyedLocks()
         self._http: aiohttp.ClientSession | None = None
+        #: Media the deprecated unauthenticated endpoints keep serving even when
+        #: authenticated media is enforced: the IdP icons of the login pages (as the spec
+        #: advises), which browsers load without an access token.
+        self.public_media = frozenset(_idp_icons(hs.config.sso))
 
     async def close(self) -> None:
         if self._http is not None:
@@ -402,6 +406,17 @@ class MediaService:
         for fid in set(filesystem_ids):
             self.files.delete(fid)
         return True
+
+
+def _idp_icons(sso) -> set[tuple[str, str]]:
+    providers = [*sso.oidc_providers, sso.saml2_config, sso.cas_config]
+    icons = set()
+    for provider in providers:
+        icon = getattr(provider, "idp_icon", None)
+        if icon and icon.startswith("mxc://"):
+            server_name, _, media_id = icon[len("mxc://"):].partition("/")
+            icons.add((server_name, media_id))
+    return icons
 
 
 def _type_and_name(headers) -> tuple[str, str | None]:

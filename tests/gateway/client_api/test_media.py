@@ -345,3 +345,40 @@ async def test_admin_quarantine_and_delete(client, alice, hs):
     assert resp.status == 404
     resp = await client.post(f"{A}/quarantine/hs.test/..%2Fx", headers=admin)
     assert resp.status == 404
+
+
+class TestIdpIcons:
+    """The login pages' IdP icons stay reachable without a token (the spec asks servers
+    to keep them out of the freeze); ``mxc_to_http`` links to them."""
+
+    @pytest.fixture
+    def config_overrides(self):
+        provider = {"issuer": "https://idp.example/", "client_id": "c", "client_secret": "s",
+                    "discover": False, "authorization_endpoint": "https://idp.example/auth",
+                    "token_endpoint": "https://idp.example/token", "jwks_uri": "https://idp.example/jwks"}
+        return {"oidc_providers": [
+            {**provider, "idp_id": "one", "idp_name": "One", "idp_icon": "mxc://hs.test/iconMediaId01"},
+            {**provider, "idp_id": "two", "idp_name": "Two"}]}
+
+    async def test_icon_served_on_the_picker_page_without_a_token(self, client, alice, hs):
+        import html
+        import re
+
+        written = await hs.media.files.write_bytes(image_bytes(64, 64))
+        await hs.media.store.store_local_media(media_id="iconMediaId01", user_id="@alice:hs.test", now_ms=1,
+                                               media_type="image/png", length=written.length, upload_name=None,
+                                               filesystem_id=written.filesystem_id, sha256=written.sha256)
+        other = await upload(client, alice, image_bytes(64, 64))
+
+        page = await client.get("/_synapse/client/pick_idp", params={"redirectUrl": "https://app.example/"})
+        assert page.status == 200
+        (src,) = re.findall(r'<img src="([^"]+)"', await page.text())
+        src = html.unescape(src)
+        assert src.startswith("https://hs.test/_matrix/media/v1/thumbnail/hs.test/iconMediaId01?")
+        resp = await client.get(src[len("https://hs.test"):])
+        assert resp.status == 200 and size_of(await resp.read()) == (32, 32)
+        resp = await client.get("/_matrix/media/v1/download/hs.test/iconMediaId01")
+        assert resp.status == 200
+        # Other media stays behind authentication.
+        resp = await client.get(f"/_matrix/media/v1/thumbnail/hs.test/{other}?width=32&height=32")
+        assert resp.status == 404
