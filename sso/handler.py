@@ -11,6 +11,8 @@ Spec: https://spec.matrix.org/latest/client-server-api/#client-login-via-sso
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import urllib.parse
 from functools import cached_property
@@ -213,6 +215,7 @@ class SsoHandler:
                 attrs = await identity.map_attributes(0)
                 if attrs.display_name:
                     await self.profiles.set_field(user_id, "displayname", attrs.display_name)
+                await self.set_avatar_from_picture(user_id, attrs.picture)
             return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=False)
 
         if identity.grandfathered_localpart:
@@ -242,7 +245,7 @@ class SsoHandler:
                 raise SsoError("registration_disabled",
                                f"This server does not register new users from {provider.idp_name}.", 403)
             try:
-                await self.register(identity, attrs.localpart, attrs.display_name)
+                await self.register(identity, attrs.localpart, attrs.display_name, attrs.picture)
             except UserExistsError:
                 continue
             return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=True)
@@ -256,8 +259,10 @@ class SsoHandler:
             if linked != user_id:
                 raise SsoError("mapping_error", "This identity is already linked to another account.", 409) from None
 
-    async def register(self, identity: RemoteIdentity, localpart: str, display_name: str | None) -> str:
-        """A new account without a password, linked to the IdP identity."""
+    async def register(self, identity: RemoteIdentity, localpart: str, display_name: str | None,
+                       picture: str | None = None) -> str:
+        """A new account without a password, linked to the IdP identity (and its picture
+        as avatar, when the mapping gives one)."""
         from gateway.client_api.register import check_username
 
         try:
@@ -270,7 +275,28 @@ class SsoHandler:
                                              displayname=display_name)
         await self._link(identity, user_id)
         log.info("registered %s from %s (%s)", user_id, identity.idp_id, identity.remote_user_id)
+        await self.set_avatar_from_picture(user_id, picture)
         return user_id
+
+    async def set_avatar_from_picture(self, user_id: str, picture: str | None) -> None:
+        """The IdP's picture URL (``picture_template``) as the user's avatar: downloaded
+        under the outbound IP rules into our media repository, once per URL. A failure is
+        logged and never stops the login."""
+        if not picture or not picture.startswith(("https://", "http://")):
+            return
+        marker = "sso-avatar-" + hashlib.sha256(picture.encode()).hexdigest()[:32]
+        current = (await self.profiles.get_profile(user_id) or {}).get("avatar_url") or ""
+        prefix = f"mxc://{self.hs.server_name}/"
+        if current.startswith(prefix):
+            info = await self.hs.media.store.get_local_media(current[len(prefix):])
+            if info is not None and info.upload_name == marker:
+                return  # this picture is already the avatar
+        try:
+            mxc = await self.hs.media.upload_image_from_url(user_id, picture, marker)
+        except MatrixError as e:
+            log.warning("SSO avatar for %s not set: %s", user_id, e.error)
+            return
+        await self.profiles.set_field(user_id, "avatar_url", mxc)
 
     async def finish_login(self, user_id: str, client_redirect_url: str, identity: RemoteIdentity | None,
                            *, new_user: bool, idp_id: str | None = None,
@@ -408,7 +434,7 @@ class SsoHandler:
         if not await self.store.take_pending_registration(pending.session_id):
             return self.error_page(SsoError("session_used", "This registration has already been completed."))
         try:
-            user_id = await self.register(identity, localpart, display_name)
+            user_id = await self.register(identity, localpart, display_name, attrs.get("picture"))
         except (UserExistsError, SsoError) as e:
             await self.store.add_pending_registration(pending)  # let the user try another name
             message = f"The username {localpart} is already taken." if isinstance(e, UserExistsError) \

@@ -393,6 +393,31 @@ class MediaService:
         assert info is not None
         return info
 
+    # --- images from the web (SSO avatars) ---------------------------------------------
+
+    async def upload_image_from_url(self, user_id: str, url: str, upload_name: str) -> str:
+        """Download an image (http/https, under the outbound IP rules, at most
+        ``max_upload_size``) and store it as media of ``user_id``; its mxc:// URI.
+        Raises MatrixError when the URL is not an image or cannot be fetched."""
+        if not url.startswith(("https://", "http://")):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Only http and https URLs can be fetched")
+        try:
+            async with self._http_session().get(url, max_redirects=5,
+                                                timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                if resp.status != 200:
+                    raise MatrixError(502, Codes.UNKNOWN, f"HTTP {resp.status} from {url}")
+                media_type, _ = _type_and_name(resp.headers)
+                if not media_type.startswith("image/"):
+                    raise MatrixError(400, Codes.INVALID_PARAM, f"{url} is not an image ({media_type})")
+                written = await self._write_remote(resp.content.iter_chunked(65536), resp.content_length)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as e:
+            raise MatrixError(502, Codes.UNKNOWN, f"Failed to fetch {url}: {e}") from None
+        media_id = new_id()
+        await self.store.store_local_media(media_id=media_id, user_id=user_id, now_ms=self.hs.clock_ms(),
+                                           media_type=media_type, length=written.length, upload_name=upload_name,
+                                           filesystem_id=written.filesystem_id, sha256=written.sha256)
+        return self.mxc(media_id)
+
     # --- administration --------------------------------------------------------------
 
     async def quarantine(self, server_name: str, media_id: str, by: str | None) -> bool:
