@@ -95,6 +95,8 @@ def parse_saml2_config(s: Section, resolve_path: Callable[[str], str], public_ba
 
     defaults: dict[str, Any] = {
         "entityid": public_baseurl + METADATA_PATH,
+        # Remote metadata is fetched in a thread: never let a silent IdP hold it (and logins) forever.
+        "http_client_timeout": 15,
         "service": {"sp": {
             "endpoints": {"assertion_consumer_service": [
                 (public_baseurl + ACS_PATH, "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST")]},

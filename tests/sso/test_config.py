@@ -129,6 +129,7 @@ def test_saml_defaults_merge_like_synapse(tmp_path):
     assert sp["want_assertions_signed"] is True  # never off
     assert sp["name_id_format"] == "x" and saml.sp_config["accepted_time_diff"] == 3
     assert saml.sp_config["allow_unknown_attributes"] is True
+    assert saml.sp_config["http_client_timeout"] == 15
     assert set(sp["required_attributes"]) == {"uid", "displayName", "userGroup"}
     assert saml.session_lifetime_ms == 300_000
     assert saml.user_mapping_provider.cls is DefaultSamlMappingProvider
