@@ -186,6 +186,34 @@ class HomeServer:
 
         return KeyRing(self)
 
+    @cached_property
+    def federation_events(self):
+        """Events received over federation: the PDU receipt pipeline, outliers, joins' state."""
+        from .services.federation_events import FederationEventHandler
+
+        return FederationEventHandler(self)
+
+    @cached_property
+    def federation_transactions(self):
+        """Incoming /send transactions (dedup, limits, PDUs per room, EDUs)."""
+        from .services.federation_transactions import TransactionHandler
+
+        return TransactionHandler(self)
+
+    @cached_property
+    def edu_handlers(self):
+        """EDU registry: ``hs.edu_handlers.register(edu_type, async handler(origin, content))``."""
+        from .services.federation_transactions import EduHandlers
+
+        return EduHandlers()
+
+    @cached_property
+    def federation_room_data(self):
+        """Serving events, state, auth chains, missing events and backfill to other servers."""
+        from .services.federation_room_data import RoomDataService
+
+        return RoomDataService(self)
+
     @classmethod
     async def open(cls, config: HomeserverConfig, *, create_signing_key: bool = True) -> "HomeServer":
         """Load keys, open the database and bring its schema up to date."""

@@ -18,7 +18,15 @@ from federation.events import PDU, compute_event_id
 from federation.room_versions import EventFormat, RoomVersion, get_room_version
 
 from .database import Connection, Database, IntegrityError
-from .state import EMPTY_STATE, StateKey, StateSnapshot, StateStore, _placeholders, next_position
+from .state import (
+    EMPTY_STATE,
+    StateKey,
+    StateSnapshot,
+    StateStore,
+    _placeholders,
+    apply_current_state_changes,
+    next_position,
+)
 
 
 class StaleHeadError(Exception):
@@ -73,6 +81,48 @@ class EventWrite:
     txn: tuple[str, str, str] | None = None
     #: The event this redaction applies to (checked by the caller).
     redaction_applies_to: str | None = None
+
+
+@dataclass(frozen=True)
+class EventMeta:
+    """What the store knows about an event, without its JSON."""
+
+    event_id: str
+    room_id: str
+    depth: int
+    outlier: bool
+    rejected_reason: str | None
+    soft_failed: bool
+    #: The state after the event (None for outliers).
+    state_group: int | None
+    stream_ordering: int
+
+
+@dataclass
+class ReceivedEventWrite:
+    """One event received over federation, with the state before it.
+
+    ``state_before`` is an existing group holding exactly that state (e.g. the group of
+    its only prev event), else None and the state is ``state_before_map``, stored as a
+    new group written as a delta against ``base`` (any stored group, ideally a close one).
+    """
+
+    pdu: PDU
+    state_before_map: Mapping[StateKey, str]
+    state_before: StateSnapshot | None = None
+    base: StateSnapshot | None = None
+    rejected_reason: str | None = None
+    soft_failed: bool = False
+    redaction_applies_to: str | None = None
+
+
+@dataclass(frozen=True)
+class ReceivedResult:
+    stream_ordering: int
+    state_before: StateSnapshot
+    state_after: StateSnapshot
+    #: The room's current state after the write (None if the event was not a timeline event).
+    current_state: StateSnapshot | None
 
 
 @dataclass(frozen=True)
@@ -428,6 +478,237 @@ class EventStore:
             raise StaleHeadError(room_id)
         return PersistResult(positions, groups[-1])
 
+    # --- events received over federation -------------------------------------------
+    # Used by gateway.services.federation_events (the PDU receipt pipeline); see there.
+
+    async def ensure_room(self, room_id: str, room_version: RoomVersion, *, creator: str | None,
+                          created_ts: int) -> bool:
+        """Insert the room row if missing (a room first seen over federation). True if new."""
+        changed = await self.db.execute(
+            "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, FALSE, $4)"
+            " ON CONFLICT (room_id) DO NOTHING",
+            room_id, room_version.identifier, creator, created_ts,
+        )
+        return changed == 1
+
+    async def get_event_meta(self, event_ids: Iterable[str]) -> dict[str, EventMeta]:
+        """What we know about events without parsing them (one query per 500 IDs)."""
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, EventMeta] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await self.db.fetch(
+                "SELECT event_id, room_id, depth, outlier, rejected_reason, soft_failed, state_group, stream_ordering"
+                f" FROM events WHERE event_id IN ({_placeholders(len(chunk))})",
+                *chunk,
+            )
+            for r in rows:
+                out[r[0]] = EventMeta(r[0], r[1], int(r[2]), bool(r[3]), r[4], bool(r[5]),
+                                      None if r[6] is None else int(r[6]), int(r[7]))
+        return out
+
+    async def persist_outliers(
+        self, room_id: str, events: Sequence[tuple[PDU, str | None]], *, received_ts: int
+    ) -> list[str]:
+        """Store events whose state we do not know (an auth chain, the state of a join)
+        as outliers, in one transaction: backfill-stream positions (never new), no
+        forward extremity, no state group. ``events`` are (pdu, rejected_reason) pairs;
+        ones already stored are left alone. Returns the IDs written."""
+        if not events:
+            return []
+        ids = [p.event_id for p, _ in events]
+        known = set((await self.get_event_meta(ids)).keys())
+        todo = [(p, r) for p, r in dict((p.event_id, (p, r)) for p, r in events).values() if p.event_id not in known]
+        if not todo:
+            return []
+        async with self.db.transaction() as txn:
+            last = await next_position(txn, "backfill", -len(todo))
+            rows, auth_rows = [], []
+            for (pdu, rejected), pos in zip(todo, range(last + len(todo) - 1, last - 1, -1)):
+                rows.append((
+                    pdu.event_id, pos, room_id, pdu.type, pdu.state_key, pdu.sender, pdu.depth,
+                    pdu.origin_server_ts, received_ts, encode_pdu_json(pdu), rejected,
+                ))
+                auth_rows += [(pdu.event_id, a, room_id) for a in pdu.auth_event_ids]
+            await txn.executemany(
+                "INSERT INTO events (event_id, stream_ordering, room_id, type, state_key, sender, depth,"
+                " origin_server_ts, received_ts, json, rejected_reason, outlier)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, TRUE) ON CONFLICT (event_id) DO NOTHING",
+                rows,
+            )
+            if auth_rows:
+                await txn.executemany(
+                    "INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (event_id, auth_event_id) DO NOTHING",
+                    auth_rows,
+                )
+        return [p.event_id for p, _ in todo]
+
+    async def persist_received_event(
+        self,
+        room_id: str,
+        write: ReceivedEventWrite,
+        *,
+        current: StateSnapshot,
+        new_current_state: Mapping[StateKey, str] | None,
+        state_events: Mapping[str, PDU],
+        expected_head: int,
+        received_ts: int,
+    ) -> ReceivedResult:
+        """Persist one event received over federation with its state, in one transaction.
+
+        - The state before it: ``write.state_before`` (an existing group) or a new group
+          for ``write.state_before_map`` (stored as a delta against ``write.base``).
+        - The state after it (its group): the state before plus itself, unless rejected.
+        - A timeline event (neither rejected nor soft-failed) takes the next 'events'
+          position and becomes a forward extremity (replacing its prev events); the
+          others take a 'backfill' position and stay out of timelines and extremities.
+        - ``new_current_state`` (None: unchanged) replaces the room's current state
+          (``current`` is it now): current_state, its deltas at this event's position
+          and room_memberships follow. ``state_events`` holds the PDUs of the state
+          events newly in the current state (for memberships).
+        - A row for this event stored earlier as an outlier is replaced.
+        ``StaleHeadError`` if the room's head is no longer ``expected_head``.
+        """
+        pdu = write.pdu
+        timeline = write.rejected_reason is None and not write.soft_failed
+        created: list[StateSnapshot] = []
+        async with self.db.transaction() as txn:
+            before = write.state_before
+            if before is None:
+                base = write.base or EMPTY_STATE
+                delta: dict[StateKey, str | None] = {
+                    k: v for k, v in write.state_before_map.items() if base.state.get(k) != v
+                }
+                delta.update({k: None for k in base.state if k not in write.state_before_map})
+                before = await self.state.store_state_group(
+                    txn, room_id=room_id, event_id=None, prev=base, state=write.state_before_map, delta=delta,
+                )
+                created.append(before)
+            after = before
+            replaces = None
+            if pdu.state_key is not None and write.rejected_reason is None:
+                key = (pdu.type, pdu.state_key)
+                replaces = before.state.get(key)
+                state = dict(before.state)
+                state[key] = pdu.event_id
+                after = await self.state.store_state_group(
+                    txn, room_id=room_id, event_id=pdu.event_id, prev=before, state=state, delta={key: pdu.event_id},
+                )
+                created.append(after)
+
+            await txn.execute("DELETE FROM events WHERE event_id = $1 AND outlier = TRUE", pdu.event_id)
+            if timeline:
+                position = await next_position(txn, "events", 1)
+            else:
+                position = await next_position(txn, "backfill", -1)
+            await txn.execute(
+                "INSERT INTO events (event_id, stream_ordering, room_id, type, state_key, sender, depth,"
+                " origin_server_ts, received_ts, json, rejected_reason, outlier, soft_failed, state_group,"
+                " replaces_state)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12, $13, $14)",
+                pdu.event_id, position, room_id, pdu.type, pdu.state_key, pdu.sender, pdu.depth,
+                pdu.origin_server_ts, received_ts, encode_pdu_json(pdu), write.rejected_reason,
+                write.soft_failed, after.group, replaces,
+            )
+            if pdu.prev_event_ids:
+                await txn.executemany(
+                    "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (event_id, prev_event_id) DO NOTHING",
+                    [(pdu.event_id, p, room_id) for p in pdu.prev_event_ids],
+                )
+            if pdu.auth_event_ids:
+                await txn.executemany(
+                    "INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (event_id, auth_event_id) DO NOTHING",
+                    [(pdu.event_id, a, room_id) for a in pdu.auth_event_ids],
+                )
+            if write.redaction_applies_to is not None and write.rejected_reason is None:
+                await txn.execute(
+                    "INSERT INTO redactions (event_id, redacts, room_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (event_id) DO NOTHING",
+                    pdu.event_id, write.redaction_applies_to, room_id,
+                )
+            current_after = current
+            if timeline:
+                for p in pdu.prev_event_ids:
+                    await txn.execute(
+                        "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2", room_id, p
+                    )
+                # Not an extremity if a timeline event already points at it (it arrived late).
+                child = await txn.fetchval(
+                    "SELECT ed.event_id FROM event_edges ed JOIN events e ON e.event_id = ed.event_id"
+                    " WHERE ed.prev_event_id = $1 AND e.outlier = FALSE AND e.rejected_reason IS NULL"
+                    " AND e.soft_failed = FALSE LIMIT 1",
+                    pdu.event_id,
+                )
+                if child is None:
+                    await txn.execute(
+                        "INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)"
+                        " ON CONFLICT (room_id, event_id) DO NOTHING",
+                        room_id, pdu.event_id,
+                    )
+                if new_current_state is not None:
+                    changes: dict[StateKey, str | None] = {
+                        k: v for k, v in new_current_state.items() if current.state.get(k) != v
+                    }
+                    changes.update({k: None for k in current.state if k not in new_current_state})
+                    if dict(after.state) == dict(new_current_state):
+                        current_after = after
+                    elif changes:
+                        current_after = await self.state.store_state_group(
+                            txn, room_id=room_id, event_id=None, prev=current, state=new_current_state, delta=changes,
+                        )
+                        created.append(current_after)
+                    if changes:
+                        await apply_current_state_changes(
+                            txn, room_id=room_id, changes=changes, previous=current.state,
+                            stream_ordering=position, events={**state_events, pdu.event_id: pdu},
+                        )
+                changed = await txn.execute(
+                    "UPDATE rooms SET head_stream_ordering = $3, current_state_group = $4"
+                    " WHERE room_id = $1 AND head_stream_ordering = $2",
+                    room_id, expected_head, position, current_after.group,
+                )
+                if changed != 1:
+                    raise StaleHeadError(room_id)
+        for snap in created:
+            self.state.cache_snapshot(snap)
+        return ReceivedResult(position, before, after, current_after if timeline else None)
+
+    async def get_auth_chain_ids(self, event_ids: Iterable[str]) -> set[str]:
+        """The auth chain of events (their auth events, recursively; not themselves)."""
+        ids = list(dict.fromkeys(event_ids))
+        out: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = [e for e in ids[i:i + 500] if e not in out]
+            if not chunk:
+                continue
+            rows = await self.db.fetch(
+                "WITH RECURSIVE chain(event_id) AS ("
+                f" SELECT auth_event_id FROM event_auth_edges WHERE event_id IN ({_placeholders(len(chunk))})"
+                " UNION SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c ON a.event_id = c.event_id"
+                ") SELECT event_id FROM chain",
+                *chunk,
+            )
+            out.update(r[0] for r in rows)
+        return out
+
+    async def get_prev_edges(self, event_ids: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
+        """event ID -> [(prev event ID, its depth)] for the prev events we have stored."""
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, list[tuple[str, int]]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await self.db.fetch(
+                "SELECT ed.event_id, ed.prev_event_id, e.depth FROM event_edges ed"
+                " JOIN events e ON e.event_id = ed.prev_event_id"
+                f" WHERE ed.event_id IN ({_placeholders(len(chunk))})",
+                *chunk,
+            )
+            for r in rows:
+                out.setdefault(r[0], []).append((r[1], int(r[2])))
+        return out
 
 def encode_pdu_json(pdu: PDU) -> str:
     """The stored form: canonical JSON of the wire form, plus ``event_id`` for rooms

@@ -301,3 +301,68 @@ class StateStore:
 
 def _placeholders(n: int, start: int = 1) -> str:
     return ", ".join(f"${i}" for i in range(start, start + n))
+
+
+async def apply_current_state_changes(
+    conn: Connection,
+    *,
+    room_id: str,
+    changes: Mapping[StateKey, str | None],
+    previous: Mapping[StateKey, str],
+    stream_ordering: int,
+    events: Mapping[str, Any],
+) -> None:
+    """Inside the caller's transaction: apply many current-state changes at once
+    (``None`` removes a key), record them in ``current_state_deltas`` at
+    ``stream_ordering`` and keep ``room_memberships`` in step. ``events`` maps the new
+    event IDs to their PDUs (``sender``, ``content``). Batched: a join of a big room
+    costs a handful of statements, not three per member."""
+    upserts = [(room_id, k[0], k[1], e) for k, e in changes.items() if e is not None]
+    removals = [(room_id, k[0], k[1]) for k, e in changes.items() if e is None]
+    if upserts:
+        await conn.executemany(
+            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            upserts,
+        )
+    if removals:
+        await conn.executemany(
+            "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3", removals
+        )
+    if changes:
+        await conn.executemany(
+            "INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id, prev_event_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [(stream_ordering, room_id, k[0], k[1], e, previous.get(k)) for k, e in changes.items()],
+        )
+    member_rows = []
+    member_removals = []
+    for (etype, state_key), event_id in changes.items():
+        if etype != "m.room.member":
+            continue
+        if event_id is None:
+            member_removals.append((room_id, state_key))
+            continue
+        ev = events[event_id]  # the caller passes every new member event
+        content = ev.content
+        membership = content.get("membership")
+        displayname = content.get("displayname")
+        avatar_url = content.get("avatar_url")
+        member_rows.append((
+            room_id, state_key, membership if isinstance(membership, str) else "leave", event_id, ev.sender,
+            stream_ordering, displayname if isinstance(displayname, str) else None,
+            avatar_url if isinstance(avatar_url, str) else None,
+        ))
+    if member_rows:
+        await conn.executemany(
+            "INSERT INTO room_memberships"
+            " (room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
+            " event_id = excluded.event_id, sender = excluded.sender,"
+            " stream_ordering = excluded.stream_ordering, displayname = excluded.displayname,"
+            " avatar_url = excluded.avatar_url",
+            member_rows,
+        )
+    if member_removals:
+        await conn.executemany("DELETE FROM room_memberships WHERE room_id = $1 AND user_id = $2", member_removals)

@@ -1,0 +1,615 @@
+"""Events received over federation: the PDU receipt pipeline, gap filling, and the bulk
+paths a join needs.
+
+Spec: https://spec.matrix.org/latest/server-server-api/#checks-performed-on-receipt-of-a-pdu
+(each step is a pure decision in ``federation.pdu_checks``; this module fetches what a
+step needs and stores the outcome), soft failure
+(https://spec.matrix.org/latest/server-server-api/#soft-failure), state resolution
+(``federation.state_res``), and the gap-filling APIs ``get_missing_events``,
+``/state_ids`` and ``/event`` as the requesting side.
+
+Interface (``hs.federation_events``):
+
+- :meth:`FederationEventHandler.receive_pdus` (origin, room, PDUs in order) -> per-event
+  result; what ``PUT /send`` uses. Runs under the room's lock
+  (``EventsService.room_lock``), the one local sends take.
+- :meth:`FederationEventHandler.persist_outliers`: check and store a batch of events
+  whose state we do not know (the state and auth chain a ``send_join`` returns): format,
+  signatures, hashes, auth against their own auth events (in auth order, batch first);
+  bad ones are dropped or stored as rejected.
+- :meth:`FederationEventHandler.persist_event_with_state`: check and store one event
+  with an explicit state before it (the join event, with the state ``send_join``
+  returned), making it the room's only forward extremity and its state the room's
+  current state.
+
+Outcomes: an event that passes is stored in the timeline, becomes a forward extremity,
+and the room's current state becomes the resolution of the states at the forward
+extremities; a soft-failed event is stored but kept out of timelines and extremities;
+a rejected event is stored as rejected; a dropped event (bad format or signature) is
+not stored. Only timeline events take new ('events' stream) positions and wake the
+``EventsService`` listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from federation.auth_rules import auth_types_for_event, redaction_allowed
+from federation.events import PDU, compute_event_id
+from federation.keyring import key_requests_for_event
+from federation.net.client import FederationRequestError
+from federation.pdu_checks import (
+    Drop,
+    Redacted,
+    Reject,
+    SoftFail,
+    check_auth_against_auth_events,
+    check_auth_against_state_before,
+    check_format,
+    check_signatures_and_hashes,
+    check_soft_fail_against_current_state,
+)
+from federation.room_versions import RoomVersion, RoomVersions
+from federation.server_acl import server_is_allowed
+from federation.signing import SignatureError, quote_path_segment
+from federation.state_res import StateResolutionError, missing_event_ids, resolve_state
+
+from ..storage.events import ReceivedEventWrite, RoomRow, StaleHeadError
+from ..storage.state import StateKey, StateSnapshot
+
+log = logging.getLogger(__name__)
+
+#: At most this many events are asked for with one get_missing_events.
+MISSING_EVENTS_LIMIT = 10
+#: At most this many events are fetched one by one (``/event``) to learn the state at a
+#: missing prev event; beyond that the event is refused (a join-sized gap needs a resync).
+MAX_STATE_FETCH = 5000
+#: Concurrent ``/event`` requests to one server.
+FETCH_CONCURRENCY = 10
+#: Attempts when another process moved the room's head meanwhile.
+_RETRIES = 20
+
+
+class PDUError(Exception):
+    """A PDU was not accepted; the message goes back to the sending server."""
+
+
+@dataclass
+class PDUOutcome:
+    """What became of one received PDU. ``error`` is None when it was stored
+    (in the timeline, soft-failed or rejected: all "processed")."""
+
+    event_id: str | None
+    error: str | None = None
+    rejected: str | None = None
+    soft_failed: bool = False
+    stream_ordering: int | None = None
+
+
+@dataclass
+class OutlierResult:
+    """``persist_outliers``: the events stored (and usable), those stored as rejected,
+    and those dropped (not stored), with reasons."""
+
+    accepted: dict[str, PDU] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+
+
+def guess_event_id(pdu_json: Any, room_version: RoomVersion | None) -> str | None:
+    """The event ID of a PDU for reporting (also when the room is unknown to us)."""
+    if not isinstance(pdu_json, dict):
+        return None
+    if isinstance(pdu_json.get("event_id"), str) and (room_version is None or room_version.event_id_in_event):
+        return pdu_json["event_id"]
+    try:
+        return compute_event_id(pdu_json, room_version or RoomVersions.V12)
+    except Exception:  # noqa: BLE001 - any malformed input: no ID to report
+        return None
+
+
+class FederationEventHandler:
+    def __init__(self, hs):
+        self.hs = hs
+        self.events = hs.events
+        self.store = hs.events.store
+        self.state = hs.events.state
+        self._fetch_sem: dict[str, asyncio.Semaphore] = {}
+
+    # --- the public entry points ---------------------------------------------------
+
+    async def receive_pdus(self, origin: str, room_id: str, pdus: Sequence[dict]) -> list[PDUOutcome]:
+        """Run PDUs of one room (in the order given) through the receipt pipeline, under
+        the room's lock. One bad PDU never stops the others."""
+        room = await self.store.get_room(room_id)
+        if room is None:
+            return [PDUOutcome(guess_event_id(p, None), f"Unknown room {room_id}") for p in pdus]
+        out = []
+        async with self.events.room_lock(room_id):
+            for pdu_json in pdus:
+                event_id = guess_event_id(pdu_json, room.room_version)
+                try:
+                    out.append(await self._receive(origin, room, pdu_json, gap_fill=True, check_acl=True))
+                except PDUError as e:
+                    out.append(PDUOutcome(event_id, str(e)))
+                except Exception as e:  # noqa: BLE001 - never fail the whole transaction
+                    log.exception("processing PDU %s from %s failed", event_id, origin)
+                    out.append(PDUOutcome(event_id, f"Internal error processing the event: {type(e).__name__}"))
+                room = await self.store.get_room(room_id) or room
+        return out
+
+    async def persist_outliers(self, origin: str | None, room_id: str, room_version: RoomVersion,
+                               pdus: Sequence[Any]) -> OutlierResult:
+        """Check and store a batch of events as outliers (their state unknown): format,
+        signatures (keys fetched once for the batch), content hashes (the redacted copy
+        is kept on a mismatch), and auth against their own auth events, taken from the
+        batch (accepted ones, in auth order) or the database. Events whose auth events
+        are missing or fail are stored as rejected; bad format or signatures: dropped.
+
+        The room row must exist (``EventStore.ensure_room`` for a room being joined).
+        Events already stored are reported as accepted (or rejected) without rework.
+        Returns what became of each event.
+        """
+        result = OutlierResult()
+        parsed: dict[str, PDU] = {}
+        raw: dict[str, dict] = {}
+        for pdu_json in pdus:
+            if isinstance(pdu_json, PDU):
+                pdu_json = pdu_json.get_pdu_json()
+            decision = check_format(pdu_json, room_version)
+            if isinstance(decision, Drop):
+                eid = guess_event_id(pdu_json, room_version)
+                if eid:
+                    result.dropped[eid] = decision.reason
+                continue
+            pdu = decision.pdu
+            if pdu.room_id != room_id:
+                result.dropped[pdu.event_id] = "event is for another room"
+                continue
+            parsed[pdu.event_id] = pdu
+            raw[pdu.event_id] = pdu_json
+        known = await self.store.get_event_meta(parsed)
+        for eid, meta in known.items():
+            if meta.rejected_reason is not None:
+                result.rejected[eid] = meta.rejected_reason
+            else:
+                result.accepted[eid] = parsed[eid]
+        todo = [e for e in parsed if e not in known]
+        checked = await self._check_signatures([raw[e] for e in todo], room_version, origin)
+        fresh: dict[str, PDU] = {}
+        for eid, decision in zip(todo, checked):
+            if isinstance(decision, Drop):
+                result.dropped[eid] = decision.reason
+            elif isinstance(decision, Redacted):
+                fresh[eid] = decision.pdu
+            else:
+                fresh[eid] = parsed[eid]
+        # Auth events not in the batch come from the database.
+        outside = {a for p in fresh.values() for a in p.auth_event_ids if a not in fresh}
+        if room_version.room_id_from_create_event:
+            outside.add("$" + room_id[1:])
+        outside -= set(fresh)
+        db_meta = await self.store.get_event_meta(outside)
+        db_pdus = await self.events.get_pdus([e for e in db_meta])
+        rejected_ids = {e for e, m in db_meta.items() if m.rejected_reason is not None}
+        usable: dict[str, PDU] = dict(db_pdus)
+        writes: list[tuple[PDU, str | None]] = []
+        for pdu in _auth_order(fresh):
+            create = None
+            if room_version.room_id_from_create_event and pdu.type != "m.room.create":
+                create = usable.get("$" + room_id[1:])
+            missing = [a for a in pdu.auth_event_ids if a not in usable]
+            if missing:
+                reason = f"auth events not available: {', '.join(missing[:5])}"
+            else:
+                decision = check_auth_against_auth_events(
+                    room_version, pdu, {a: usable[a] for a in pdu.auth_event_ids}, create_event=create,
+                    is_rejected=lambda e: e.event_id in rejected_ids,
+                )
+                reason = decision.reason if isinstance(decision, Reject) else None
+            if reason is None and create is None and room_version.room_id_from_create_event \
+                    and pdu.type != "m.room.create":
+                reason = "the room's create event is not available"
+            usable[pdu.event_id] = pdu
+            if reason is not None:
+                rejected_ids.add(pdu.event_id)
+                result.rejected[pdu.event_id] = reason
+            else:
+                result.accepted[pdu.event_id] = pdu
+            writes.append((pdu, reason))
+        await self.store.persist_outliers(room_id, writes, received_ts=self.hs.clock_ms())
+        for pdu, _ in writes:
+            self.events._remember(pdu)
+        return result
+
+    async def persist_event_with_state(self, origin: str | None, room_id: str, pdu_json: Any,
+                                       state: Mapping[StateKey, str]) -> PDUOutcome:
+        """Check and store one event whose state before it is given (``state``: (type,
+        state_key) -> event ID, events already stored, e.g. by ``persist_outliers``):
+        the join event of a ``send_join``. Format, signatures, hashes, auth against its
+        auth events and against ``state``; then stored in the timeline as the room's
+        only forward extremity (the prev events are not part of our DAG), and the
+        state after it becomes the room's current state. ``PDUError`` if refused."""
+        room = await self.store.get_room(room_id)
+        if room is None:
+            raise PDUError(f"Unknown room {room_id}")
+        async with self.events.room_lock(room_id):
+            return await self._receive(origin, room, pdu_json, gap_fill=False, check_acl=False,
+                                       explicit_state=dict(state))
+
+    # --- the pipeline ------------------------------------------------------------
+
+    async def _receive(self, origin: str | None, room: RoomRow, pdu_json: Any, *, gap_fill: bool,
+                       check_acl: bool, explicit_state: dict[StateKey, str] | None = None) -> PDUOutcome:
+        rv = room.room_version
+        room_id = room.room_id
+        # 1. format
+        decision = check_format(pdu_json, rv)
+        if isinstance(decision, Drop):
+            raise PDUError(decision.reason)
+        pdu: PDU = decision.pdu
+        if pdu.room_id != room_id:
+            raise PDUError("The event is not for this room")
+        known = (await self.store.get_event_meta([pdu.event_id])).get(pdu.event_id)
+        if known is not None and not known.outlier:
+            return PDUOutcome(pdu.event_id, rejected=known.rejected_reason, soft_failed=known.soft_failed,
+                              stream_ordering=known.stream_ordering)
+        current = await self.state.get_state(room.current_state_group)
+        if check_acl and origin is not None:
+            acl_id = current.state.get(("m.room.server_acl", ""))
+            if acl_id is not None:
+                acl = (await self.events.get_pdus([acl_id])).get(acl_id)
+                if acl is not None and not server_is_allowed(acl.content, origin):
+                    raise PDUError(f"Server {origin} is denied by the room's server ACL")
+        # 2, 3. signatures and hashes
+        (checked,) = await self._check_signatures([pdu_json], rv, origin)
+        if isinstance(checked, Drop):
+            raise PDUError(checked.reason)
+        if isinstance(checked, Redacted):
+            pdu = checked.pdu
+        # 4. auth against its auth events (fetching the ones we lack)
+        auth_map, rejected_auth = await self._auth_events_for(origin, room, pdu)
+        rejected_reason: str | None = None
+        create = auth_map.get("$" + room_id[1:]) if rv.room_id_from_create_event else None
+        decision = check_auth_against_auth_events(
+            rv, pdu, auth_map, create_event=create, is_rejected=lambda e: e.event_id in rejected_auth,
+        )
+        if isinstance(decision, Reject):
+            rejected_reason = decision.reason
+        # The state before the event.
+        if explicit_state is not None:
+            state_before = explicit_state
+            before_snapshot: StateSnapshot | None = None
+            base = None
+        else:
+            state_before, before_snapshot, base = await self._state_before(origin, room, pdu, gap_fill=gap_fill)
+        state_events = await self._auth_state(rv, pdu, state_before)
+        # 5. auth against the state before it
+        if rejected_reason is None:
+            decision = check_auth_against_state_before(rv, pdu, state_events)
+            if isinstance(decision, Reject):
+                rejected_reason = decision.reason
+        # 6. soft failure against the current state (not for an explicit state: a join
+        # replaces whatever we had).
+        soft_failed = False
+        if rejected_reason is None and explicit_state is None:
+            decision = check_soft_fail_against_current_state(rv, pdu, await self._auth_state(rv, pdu, current.state))
+            if isinstance(decision, SoftFail):
+                soft_failed = True
+                log.info("soft-failed %s: %s", pdu.event_id, decision.reason)
+        redaction_target = None
+        if rejected_reason is None and pdu.redacts is not None:
+            target = (await self.events.get_pdus([pdu.redacts])).get(pdu.redacts)
+            if target is not None and redaction_allowed(rv, pdu, target, state_events):
+                redaction_target = target.event_id
+        write = ReceivedEventWrite(pdu, state_before, before_snapshot, base, rejected_reason, soft_failed,
+                                   redaction_target)
+        return await self._persist(room, write, explicit=explicit_state is not None)
+
+    async def _persist(self, room: RoomRow, write: ReceivedEventWrite, *, explicit: bool) -> PDUOutcome:
+        room_id = room.room_id
+        pdu = write.pdu
+        timeline = write.rejected_reason is None and not write.soft_failed
+        for attempt in range(_RETRIES):
+            room = await self.store.get_room(room_id) or room
+            current = await self.state.get_state(room.current_state_group)
+            new_current = None
+            state_events: dict[str, PDU] = {}
+            if timeline:
+                after = dict(write.state_before_map)
+                if pdu.state_key is not None:
+                    after[(pdu.type, pdu.state_key)] = pdu.event_id
+                if explicit:
+                    new_current = after
+                else:
+                    new_current = await self._current_state_with(room, pdu, after)
+                changed = [v for k, v in new_current.items() if k[0] == "m.room.member" and current.state.get(k) != v]
+                state_events = await self.events.get_pdus(changed)
+            try:
+                result = await self.store.persist_received_event(
+                    room_id, write, current=current, new_current_state=new_current, state_events=state_events,
+                    expected_head=room.head_stream_ordering, received_ts=self.hs.clock_ms(),
+                )
+            except StaleHeadError:
+                log.info("room %s moved on while we stored %s; again", room_id, pdu.event_id)
+                continue
+            if explicit and timeline:
+                await self._make_only_extremity(room_id, pdu.event_id)
+            self.events._heads.pop(room_id, None)  # the local pipeline reloads the head
+            self.events._remember(pdu)
+            if timeline:
+                self.events._after_persist(room_id, [], [result.stream_ordering])
+            return PDUOutcome(pdu.event_id, rejected=write.rejected_reason, soft_failed=write.soft_failed,
+                              stream_ordering=result.stream_ordering)
+        raise PDUError("The room is too busy; try again")
+
+    async def _make_only_extremity(self, room_id: str, event_id: str) -> None:
+        async with self.hs.db.transaction() as txn:
+            await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id <> $2",
+                              room_id, event_id)
+
+    async def _current_state_with(self, room: RoomRow, pdu: PDU, state_after: dict[StateKey, str]
+                                  ) -> dict[StateKey, str]:
+        """The room's current state once ``pdu`` (with ``state_after``) is a forward
+        extremity: the resolution of the states at the resulting extremities."""
+        extremities = set(await self.store.get_forward_extremities(room.room_id))
+        remaining = extremities - set(pdu.prev_event_ids) - {pdu.event_id}
+        if not remaining:
+            return state_after
+        metas = await self.store.get_event_meta(remaining)
+        sets = [state_after]
+        for eid in sorted(remaining):
+            meta = metas.get(eid)
+            if meta is None or meta.state_group is None:
+                continue
+            sets.append(dict((await self.state.get_state(meta.state_group)).state))
+        return await self.resolve(room.room_version, sets)
+
+    async def resolve(self, rv: RoomVersion, state_sets: Sequence[Mapping[StateKey, str]]) -> dict[StateKey, str]:
+        """State resolution with the events loaded from the database (in rounds, as
+        ``missing_event_ids`` asks); big resolutions run in a thread."""
+        unique = []
+        for s in state_sets:
+            if not any(s == u for u in unique):
+                unique.append(s)
+        if len(unique) == 1:
+            return dict(unique[0])
+        event_map: dict[str, PDU] = {}
+        while True:
+            missing = missing_event_ids(rv, unique, event_map)
+            if not missing:
+                break
+            found = await self.events.get_pdus(missing)
+            if not found:
+                break
+            event_map.update(found)
+        metas = await self.store.get_event_meta(event_map)
+        rejected = frozenset(e for e, m in metas.items() if m.rejected_reason is not None)
+        try:
+            if len(event_map) > 500:
+                return await asyncio.to_thread(resolve_state, rv, unique, event_map, rejected_event_ids=rejected)
+            return resolve_state(rv, unique, event_map, rejected_event_ids=rejected)
+        except StateResolutionError as e:
+            raise PDUError(f"State resolution failed: {e}") from None
+
+    async def _auth_state(self, rv: RoomVersion, pdu: PDU, state: Mapping[StateKey, str]) -> dict[StateKey, PDU]:
+        """The events of ``state`` the auth rules read for ``pdu`` (not the whole room)."""
+        keys = auth_types_for_event(rv, pdu.type, pdu.sender, pdu.state_key, pdu.content)
+        keys.add(("m.room.create", ""))
+        ids = {k: state[k] for k in keys if k in state}
+        pdus = await self.events.get_pdus(ids.values())
+        return {k: pdus[e] for k, e in ids.items() if e in pdus}
+
+    # --- signatures --------------------------------------------------------------
+
+    async def _check_signatures(self, pdu_jsons: Sequence[dict], rv: RoomVersion, origin: str | None) -> list:
+        """Steps 2 and 3 for a batch: the keys are fetched once for all of them."""
+        requests = []
+        for j in pdu_jsons:
+            try:
+                requests += key_requests_for_event(j, rv, origin=origin)
+            except SignatureError:
+                pass  # check_signatures_and_hashes reports it
+        keys = await self.hs.keyring.get_keys(requests) if requests else {}
+        lookup = {k: key.known_key() for k, key in keys.items()}
+
+        def keys_for(server: str, key_id: str):
+            return lookup.get((server, key_id))
+
+        return [check_signatures_and_hashes(j, rv, keys_for, origin=origin) for j in pdu_jsons]
+
+    # --- auth events ---------------------------------------------------------------
+
+    async def _auth_events_for(self, origin: str | None, room: RoomRow, pdu: PDU) -> tuple[dict[str, PDU], set[str]]:
+        """The event's auth events (and, rooms 12+, the create event) by ID, fetching
+        missing ones from ``origin`` (``/event_auth``) as checked outliers; plus the IDs
+        of those that were rejected."""
+        rv = room.room_version
+        wanted = list(pdu.auth_event_ids)
+        if rv.room_id_from_create_event and pdu.type != "m.room.create":
+            wanted.append("$" + room.room_id[1:])
+        metas = await self.store.get_event_meta(wanted)
+        missing = [e for e in wanted if e not in metas]
+        if missing and origin is not None:
+            try:
+                answer = await self.hs.federation_client.request(
+                    "GET", origin,
+                    f"/_matrix/federation/v1/event_auth/{quote_path_segment(room.room_id)}/"
+                    f"{quote_path_segment(pdu.event_id)}",
+                )
+                chain = answer.get("auth_chain") if isinstance(answer, dict) else None
+                if isinstance(chain, list):
+                    await self.persist_outliers(origin, room.room_id, rv, chain)
+            except FederationRequestError as e:
+                log.info("could not fetch the auth chain of %s from %s: %s", pdu.event_id, origin, e)
+            metas = await self.store.get_event_meta(wanted)
+        pdus = await self.events.get_pdus(metas)
+        rejected = {e for e, m in metas.items() if m.rejected_reason is not None}
+        return pdus, rejected
+
+    # --- the state before an event -------------------------------------------------
+
+    async def _state_before(self, origin: str | None, room: RoomRow, pdu: PDU, *, gap_fill: bool
+                            ) -> tuple[dict[StateKey, str], StateSnapshot | None, StateSnapshot | None]:
+        """The state before ``pdu``: the resolution of the states after its prev events.
+        Missing prev events are fetched with get_missing_events (once, bounded); for any
+        still missing, the state at it is fetched with /state_ids. Returns the map, the
+        stored group equal to it (if any), and a stored group to write a delta against."""
+        prevs = list(pdu.prev_event_ids)
+        metas = await self.store.get_event_meta(prevs)
+        missing = [p for p in prevs if p not in metas or metas[p].state_group is None]
+        if missing and gap_fill and origin is not None:
+            await self._get_missing_events(origin, room, pdu)
+            metas = await self.store.get_event_meta(prevs)
+            missing = [p for p in prevs if p not in metas or metas[p].state_group is None]
+        sets: list[dict[StateKey, str]] = []
+        snapshots: list[StateSnapshot] = []
+        for p in prevs:
+            meta = metas.get(p)
+            if meta is not None and meta.state_group is not None:
+                snap = await self.state.get_state(meta.state_group)
+                snapshots.append(snap)
+                sets.append(dict(snap.state))
+        for p in missing:
+            if origin is None:
+                raise PDUError(f"Prev event {p} is unknown")
+            sets.append(await self._state_after_remote_event(origin, room, p))
+        if not sets:
+            raise PDUError("The event has no prev events we can use")
+        resolved = await self.resolve(room.room_version, sets)
+        for snap in snapshots:
+            if dict(snap.state) == resolved:
+                return resolved, snap, None
+        return resolved, None, snapshots[0] if snapshots else None
+
+    async def _get_missing_events(self, origin: str, room: RoomRow, pdu: PDU) -> None:
+        """Ask ``origin`` for the events between our forward extremities and ``pdu``
+        (at most ``MISSING_EVENTS_LIMIT``) and run them through the pipeline, oldest
+        first, without further gap filling."""
+        extremities = await self.store.get_forward_extremities(room.room_id)
+        depths = await self.store.get_depths(extremities)
+        min_depth = min(depths.values(), default=0)
+        try:
+            answer = await self.hs.federation_client.request(
+                "POST", origin, f"/_matrix/federation/v1/get_missing_events/{quote_path_segment(room.room_id)}",
+                content={"earliest_events": extremities, "latest_events": [pdu.event_id],
+                         "limit": MISSING_EVENTS_LIMIT, "min_depth": min_depth},
+            )
+        except FederationRequestError as e:
+            log.info("get_missing_events for %s from %s failed: %s", pdu.event_id, origin, e)
+            return
+        got = answer.get("events") if isinstance(answer, dict) else None
+        if not isinstance(got, list):
+            return
+        events = [e for e in got if isinstance(e, dict)][:MISSING_EVENTS_LIMIT * 2]
+        events.sort(key=lambda e: e.get("depth") if isinstance(e.get("depth"), int) else 0)
+        for e in events:
+            if guess_event_id(e, room.room_version) == pdu.event_id:
+                continue
+            try:
+                await self._receive(origin, room, e, gap_fill=False, check_acl=False)
+            except PDUError as err:
+                log.info("missing event from %s not accepted: %s", origin, err)
+            room = await self.store.get_room(room.room_id) or room
+
+    async def _state_after_remote_event(self, origin: str, room: RoomRow, event_id: str) -> dict[StateKey, str]:
+        """The state after an event we lack, from ``origin``'s ``/state_ids`` (the state
+        before it) plus the event itself; every event of that state and its auth chain
+        we lack is fetched with ``/event`` and stored as a checked outlier."""
+        rv = room.room_version
+        try:
+            answer = await self.hs.federation_client.request(
+                "GET", origin, f"/_matrix/federation/v1/state_ids/{quote_path_segment(room.room_id)}",
+                query={"event_id": event_id},
+            )
+        except FederationRequestError as e:
+            raise PDUError(f"Could not get the state at prev event {event_id}: {e}") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("pdu_ids"), list) \
+                or not isinstance(answer.get("auth_chain_ids"), list):
+            raise PDUError(f"Bad /state_ids answer for {event_id}")
+        state_ids = [e for e in answer["pdu_ids"] if isinstance(e, str)]
+        auth_ids = [e for e in answer["auth_chain_ids"] if isinstance(e, str)]
+        wanted = list(dict.fromkeys([*auth_ids, *state_ids, event_id]))
+        have = await self.store.get_event_meta(wanted)
+        lacking = [e for e in wanted if e not in have]
+        if len(lacking) > MAX_STATE_FETCH:
+            raise PDUError(f"The state at {event_id} is too large to fetch event by event")
+        fetched = await self._fetch_events(origin, rv, lacking)
+        if fetched:
+            await self.persist_outliers(origin, room.room_id, rv, fetched)
+        metas = await self.store.get_event_meta(wanted)
+        if event_id not in metas:
+            raise PDUError(f"Could not fetch prev event {event_id}")
+        usable = [e for e in state_ids if e in metas and metas[e].rejected_reason is None]
+        pdus = await self.events.get_pdus(usable + [event_id])
+        state: dict[StateKey, str] = {}
+        for e in usable:
+            p = pdus.get(e)
+            if p is not None and p.state_key is not None:
+                state[(p.type, p.state_key)] = e
+        prev = pdus.get(event_id)
+        if prev is not None and prev.state_key is not None and metas[event_id].rejected_reason is None:
+            state[(prev.type, prev.state_key)] = event_id
+        return state
+
+    async def _fetch_events(self, origin: str, rv: RoomVersion, event_ids: Iterable[str]) -> list[dict]:
+        """``GET /event/{id}`` for each ID, a few at a time; failures are skipped."""
+        sem = self._fetch_sem.setdefault(origin, asyncio.Semaphore(FETCH_CONCURRENCY))
+
+        async def one(event_id: str) -> dict | None:
+            async with sem:
+                try:
+                    answer = await self.hs.federation_client.request(
+                        "GET", origin, f"/_matrix/federation/v1/event/{quote_path_segment(event_id)}")
+                except FederationRequestError as e:
+                    log.info("could not fetch %s from %s: %s", event_id, origin, e)
+                    return None
+            pdus = answer.get("pdus") if isinstance(answer, dict) else None
+            if isinstance(pdus, list) and pdus and isinstance(pdus[0], dict) \
+                    and guess_event_id(pdus[0], rv) == event_id:
+                return pdus[0]
+            return None
+
+        results = await asyncio.gather(*(one(e) for e in event_ids))
+        return [r for r in results if r is not None]
+
+
+def _auth_order(events: Mapping[str, PDU]) -> list[PDU]:
+    """The events ordered so that each comes after its auth events from the batch
+    (Kahn's algorithm, ties by depth then ID); events in an auth cycle come last."""
+    import heapq
+
+    indegree = {e: 0 for e in events}
+    children: dict[str, list[str]] = {}
+    for eid, pdu in events.items():
+        for a in set(pdu.auth_event_ids):
+            if a in events:
+                indegree[eid] += 1
+                children.setdefault(a, []).append(eid)
+    heap = [(events[e].depth, e) for e, n in indegree.items() if n == 0]
+    heapq.heapify(heap)
+    out: list[PDU] = []
+    while heap:
+        _, eid = heapq.heappop(heap)
+        out.append(events[eid])
+        for c in children.get(eid, ()):
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                heapq.heappush(heap, (events[c].depth, c))
+    if len(out) < len(events):
+        placed = {p.event_id for p in out}
+        out += [events[e] for e in sorted(events, key=lambda e: (events[e].depth, e)) if e not in placed]
+    return out
+
+
+__all__ = [
+    "FederationEventHandler",
+    "OutlierResult",
+    "PDUError",
+    "PDUOutcome",
+    "guess_event_id",
+]
