@@ -367,18 +367,20 @@ class FederationEventHandler:
             if meta is None or meta.state_group is None:
                 continue
             sets.append(dict((await self.state.get_state(meta.state_group)).state))
-        return await self.resolve(room.room_version, sets)
+        return await self.resolve(room.room_version, sets, known={pdu.event_id: pdu})
 
-    async def resolve(self, rv: RoomVersion, state_sets: Sequence[Mapping[StateKey, str]]) -> dict[StateKey, str]:
+    async def resolve(self, rv: RoomVersion, state_sets: Sequence[Mapping[StateKey, str]], *,
+                      known: Mapping[str, PDU] | None = None) -> dict[StateKey, str]:
         """State resolution with the events loaded from the database (in rounds, as
-        ``missing_event_ids`` asks); big resolutions run in a thread."""
+        ``missing_event_ids`` asks; ``known``: events not stored yet); big resolutions
+        run in a thread."""
         unique = []
         for s in state_sets:
             if not any(s == u for u in unique):
                 unique.append(s)
         if len(unique) == 1:
             return dict(unique[0])
-        event_map: dict[str, PDU] = {}
+        event_map: dict[str, PDU] = dict(known or {})
         while True:
             missing = missing_event_ids(rv, unique, event_map)
             if not missing:

@@ -123,7 +123,7 @@ async def test_bad_signatures_are_dropped_and_bad_hashes_redacted(gw, remote, al
     # Signed with another key under the same key ID: not stored.
     forged = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "forged"}, advance=False)
     forged["signatures"] = {}
-    forged = sign_event(forged, remote.server_name, generate_signing_key(remote.key.key_id), room_version=view.rv)
+    forged = sign_event(forged, remote.server_name, generate_signing_key("fr1"), room_version=view.rv)
     forged_id = view.event_id(forged, view.rv)
     # No signature at all.
     unsigned = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "unsigned"}, advance=False)
