@@ -216,10 +216,12 @@ class MediaService:
         while True:
             info = await self.store.get_local_media(media_id)
             if info is None or info.quarantined_by is not None:
+                self._uploaded.pop(media_id, None)
                 raise MatrixError.not_found("Unknown media ID")
             if info.uploaded:
                 return info
             if info.unused_expires_ts is not None and info.unused_expires_ts <= self.hs.clock_ms():
+                self._uploaded.pop(media_id, None)
                 raise MatrixError.not_found("Unknown media ID")
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -75,6 +75,10 @@ class MediaStore:
         """Reserve ``media_id`` for a later upload; False when the user already has
         ``max_pending`` unexpired pending uploads."""
         async with self.db.transaction() as txn:
+            # The user's expired reservations go now (they can never be used), so the
+            # table does not grow with abandoned uploads.
+            await txn.execute("DELETE FROM local_media WHERE user_id = $1 AND filesystem_id IS NULL "
+                              "AND unused_expires_ts <= $2", user_id, now_ms)
             count = await txn.fetchval(
                 "SELECT COUNT(*) FROM local_media WHERE user_id = $1 AND filesystem_id IS NULL "
                 "AND unused_expires_ts > $2", user_id, now_ms)

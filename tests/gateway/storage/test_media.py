@@ -49,11 +49,12 @@ async def test_pending_upload_limit_counts_unexpired_only(database):
                                           max_pending=2)
     assert await store.create_pending(media_id="p3", user_id="@b:hs.test", now_ms=1000, expires_ts=2000,
                                       max_pending=2)
-    # Once the first two expired, there is room again.
+    # Once the first two expired, there is room again (and the expired ones are gone).
     assert await store.create_pending(media_id="p4", user_id="@a:hs.test", now_ms=2500, expires_ts=3000,
                                       max_pending=2)
-    assert await store.delete_expired_pending(2500) == 3
-    assert await store.get_local_media("p0") is None
+    assert await store.get_local_media("p0") is None and await store.get_local_media("p4") is not None
+    assert await store.delete_expired_pending(2500) == 1  # @b's
+    assert await store.get_local_media("p3") is None
 
 
 async def test_remote_cache_first_writer_wins(database):
