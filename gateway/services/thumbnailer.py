@@ -7,6 +7,7 @@ Pure functions over bytes on disk; the media service runs them in a worker threa
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -52,7 +53,15 @@ def choose_size(want_width: int, want_height: int, method: str,
     return max(same, key=lambda s: (s.width * s.height, s.width))
 
 
-def _open(path: str, max_pixels: int) -> Image.Image:
+def _needed_ratio(ow: int, oh: int, width: int, height: int, method: str) -> float:
+    """How far the image will be scaled down (either orientation: EXIF may rotate it)."""
+    def one(w: int, h: int) -> float:
+        return max(width / w, height / h) if method == "crop" else min(width / w, height / h)
+
+    return min(1.0, max(one(ow, oh), one(oh, ow)))
+
+
+def _open(path: str, max_pixels: int, target: tuple[int, int, str] | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -60,6 +69,10 @@ def _open(path: str, max_pixels: int) -> Image.Image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(f"{width}x{height} is more than max_image_pixels")
+            if target is not None and image.format == "JPEG":
+                # Let the JPEG decoder scale down by 1/2..1/8 (never below what is needed).
+                ratio = _needed_ratio(width, height, *target)
+                image.draft(None, (math.ceil(width * ratio), math.ceil(height * ratio)))
             image.load()
     except ThumbnailError:
         raise
@@ -81,7 +94,7 @@ def make_thumbnail(path: str, source_type: str, width: int, height: int, method:
                    max_pixels: int) -> Thumbnail | None:
     """A thumbnail of at most (crop: exactly, when the image is big enough) ``width`` x
     ``height``; None when the image already fits (serve the original instead)."""
-    image = _open(path, max_pixels)
+    image = _open(path, max_pixels, (width, height, method))
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block is no reason to fail  # noqa: BLE001
