@@ -40,6 +40,10 @@ database:
 # ed25519 key used to sign events and federation requests (Synapse's key file format).
 signing_key_path: "{signing_key_path}"
 
+# Uploaded files and the cache of other servers' media.
+media_store_path: "{media_store_path}"
+max_upload_size: 50M
+
 # Keys this server used to sign with before (published as old_verify_keys).
 # old_signing_keys:
 #   "ed25519:id": {{key: "base64string", expired_ts: 123456789123}}
@@ -82,6 +86,7 @@ def render_config(
         port=port,
         database=q(os.path.join(data_dir, "homeserver.db")),
         signing_key_path=q(os.path.join(data_dir, f"{server_name.replace(':', '_')}.signing.key")),
+        media_store_path=q(os.path.join(data_dir, "media_store")),
         registration_shared_secret=secrets.token_urlsafe(32),
         macaroon_secret_key=secrets.token_urlsafe(32),
         form_secret=secrets.token_urlsafe(32),
