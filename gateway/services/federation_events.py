@@ -332,13 +332,11 @@ class FederationEventHandler:
             try:
                 result = await self.store.persist_received_event(
                     room_id, write, current=current, new_current_state=new_current, state_events=state_events,
-                    expected_head=room.head_stream_ordering, received_ts=self.hs.clock_ms(),
+                    expected_head=room.head_stream_ordering, received_ts=self.hs.clock_ms(), only_extremity=explicit,
                 )
             except StaleHeadError:
                 log.info("room %s moved on while we stored %s; again", room_id, pdu.event_id)
                 continue
-            if explicit and timeline:
-                await self._make_only_extremity(room_id, pdu.event_id)
             self.events._heads.pop(room_id, None)  # the local pipeline reloads the head
             self.events._remember(pdu)
             if timeline:
@@ -346,11 +344,6 @@ class FederationEventHandler:
             return PDUOutcome(pdu.event_id, rejected=write.rejected_reason, soft_failed=write.soft_failed,
                               stream_ordering=result.stream_ordering)
         raise PDUError("The room is too busy; try again")
-
-    async def _make_only_extremity(self, room_id: str, event_id: str) -> None:
-        async with self.hs.db.transaction() as txn:
-            await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id <> $2",
-                              room_id, event_id)
 
     async def _current_state_with(self, room: RoomRow, pdu: PDU, state_after: dict[StateKey, str]
                                   ) -> dict[StateKey, str]:

@@ -554,6 +554,7 @@ class EventStore:
         state_events: Mapping[str, PDU],
         expected_head: int,
         received_ts: int,
+        only_extremity: bool = False,
     ) -> ReceivedResult:
         """Persist one event received over federation with its state, in one transaction.
 
@@ -568,6 +569,7 @@ class EventStore:
           and room_memberships follow. ``state_events`` holds the PDUs of the state
           events newly in the current state (for memberships).
         - A row for this event stored earlier as an outlier is replaced.
+        - ``only_extremity`` (a join's event): it becomes the room's only forward extremity.
         ``StaleHeadError`` if the room's head is no longer ``expected_head``.
         """
         pdu = write.pdu
@@ -631,6 +633,8 @@ class EventStore:
                 )
             current_after = current
             if timeline:
+                if only_extremity:
+                    await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1", room_id)
                 for p in pdu.prev_event_ids:
                     await txn.execute(
                         "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2", room_id, p

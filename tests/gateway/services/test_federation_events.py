@@ -1,0 +1,157 @@
+"""The federation event handler's bulk paths for joins (``persist_outliers``,
+``persist_event_with_state``) and forks, on both engines: a room that lives on a
+scripted remote server, whose state and auth chain (with bad events mixed in) we store,
+then our user's join event with that state, then live traffic on top."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from federation.events import build_event, compute_event_id
+from federation.room_versions import get_room_version
+from federation.signing import generate_signing_key, sign_event
+from gateway.services.federation_events import PDUError
+from tests.gateway.federation_api.test_transactions import (  # noqa: F401
+    alice,
+    bodies,
+    ca,
+    gw,
+    join_bob,
+    public_room,
+    remote,
+)
+from tests.support.fake_remote import RoomView
+
+
+def remote_room(remote, version="12"):
+    """A public room created on the remote by carol, with a few messages."""
+    rv = get_room_version(version)
+    carol = f"@carol:{remote.server_name}"
+    view = RoomView(remote, rv, None)
+    create_content = {"room_version": version} if rv.implicit_room_creator else {"creator": carol}
+    create = view.make("m.room.create", carol, create_content, state_key="", prev=[])
+    room_id = "!" + RoomView.event_id(create, rv)[1:] if rv.room_id_from_create_event else None
+    if room_id is None:
+        raise AssertionError("use a v12 room here")
+    view.room_id = room_id
+    view.make("m.room.member", carol, {"membership": "join"}, state_key=carol)
+    view.make("m.room.power_levels", carol, {"users": {}, "users_default": 0, "events_default": 0,
+                                             "state_default": 50}, state_key="")
+    view.make("m.room.join_rules", carol, {"join_rule": "public"}, state_key="")
+    view.make("m.room.history_visibility", carol, {"history_visibility": "shared"}, state_key="")
+    view.make("m.room.message", carol, {"msgtype": "m.text", "body": "before you"})
+    return view, carol
+
+
+def our_join(hs, view, user_id):
+    """Our user's join event on the remote room's head, signed by us (what make_join +
+    signing produce)."""
+    from federation.auth_rules import auth_types_for_event
+
+    keys = auth_types_for_event(view.rv, "m.room.member", user_id, user_id, {"membership": "join"})
+    auth = [view.state[k].event_id for k in sorted(keys) if k in view.state]
+    ev = build_event(view.rv, type="m.room.member", sender=user_id, room_id=view.room_id,
+                     content={"membership": "join"}, prev_event_ids=view.head, auth_event_ids=auth,
+                     depth=view.depth + 1, origin_server_ts=int(time.time() * 1000), state_key=user_id)
+    return sign_event(ev, hs.server_name, hs.signing_key, room_version=view.rv)
+
+
+async def test_join_state_in_bulk_then_the_join_event_with_that_state(gw, remote, alice):
+    hs = gw.hs
+    view, carol = remote_room(remote)
+    rv, room_id = view.rv, view.room_id
+    state_pdus = [view.state[k].get_pdu_json() for k in sorted(view.state)]
+    # Bad events mixed in: a forged signature, a broken hash, an unauthorised state event,
+    # and an event whose auth events include the forged one.
+    forged = view.make("m.room.topic", carol, {"topic": "forged"}, state_key="", advance=False)
+    forged["signatures"] = {}
+    forged = sign_event(forged, remote.server_name, generate_signing_key("fr1"), room_version=rv)
+    tampered = view.make("m.room.name", carol, {"name": "real"}, state_key="", advance=False)
+    tampered["content"] = {"name": "fake"}
+    mallory = f"@mallory:{remote.server_name}"
+    unauthorised = view.make("m.room.name", mallory, {"name": "mine"}, state_key="", advance=False)
+    on_forged = dict(view.make("m.room.avatar", carol, {"url": "mxc://x/y"}, state_key="", advance=False))
+    on_forged["auth_events"] = on_forged["auth_events"] + [compute_event_id(forged, rv)]
+    on_forged["signatures"] = {}
+    on_forged = sign_event(on_forged, remote.server_name, remote.key, room_version=rv)
+    garbage = {"type": "m.room.message"}
+
+    assert await hs.events.store.ensure_room(room_id, rv, creator=carol, created_ts=0)
+    assert not await hs.events.store.ensure_room(room_id, rv, creator=carol, created_ts=0)
+    result = await hs.federation_events.persist_outliers(
+        remote.server_name, room_id, rv, [*reversed(state_pdus), forged, tampered, unauthorised, on_forged, garbage])
+    ids = {name: compute_event_id(ev, rv) for name, ev in
+           (("forged", forged), ("tampered", tampered), ("unauthorised", unauthorised), ("on_forged", on_forged))}
+    assert set(result.accepted) == {p.event_id for p in view.state.values()} | {ids["tampered"]}
+    assert result.accepted[ids["tampered"]].content == {}  # kept redacted
+    assert set(result.rejected) == {ids["unauthorised"], ids["on_forged"]}
+    assert "auth events not available" in result.rejected[ids["on_forged"]]
+    assert ids["forged"] in result.dropped and len(result.dropped) == 2  # and the garbage
+    assert "signature" in result.dropped[ids["forged"]]
+    metas = await hs.events.store.get_event_meta([*result.accepted, *result.rejected, ids["forged"]])
+    assert ids["forged"] not in metas
+    assert all(m.outlier and m.stream_ordering < 0 and m.state_group is None for m in metas.values())
+    # Again: nothing new, the same verdicts.
+    again = await hs.federation_events.persist_outliers(remote.server_name, room_id, rv, state_pdus)
+    assert set(again.accepted) == {p.event_id for p in view.state.values()}
+
+    join = our_join(hs, view, alice.user_id)
+    join_id = compute_event_id(join, rv)
+    state = {k: p.event_id for k, p in view.state.items()}
+    outcome = await hs.federation_events.persist_event_with_state(None, room_id, join, state)
+    assert outcome.error is None and outcome.rejected is None and outcome.stream_ordering > 0
+    current = await hs.events.state.get_current_state_ids(room_id)
+    assert current == {**state, ("m.room.member", alice.user_id): join_id}
+    member = await hs.events.state.get_membership(room_id, alice.user_id)
+    assert member.membership == "join"
+    assert (await hs.events.state.get_membership(room_id, carol)).membership == "join"
+    assert await hs.events.store.get_forward_extremities(room_id) == [join_id]
+    assert [e["event_id"] for e in await alice.messages(room_id)] == [join_id]
+
+    # Live traffic on top of the join goes through the normal pipeline.
+    view.learn([(await hs.events.store.get_event(join_id)).pdu])
+    msg = view.make("m.room.message", carol, {"msgtype": "m.text", "body": "welcome"})
+    (out,) = await hs.federation_events.receive_pdus(remote.server_name, room_id, [msg])
+    assert out.error is None and not out.soft_failed
+    assert bodies(await alice.messages(room_id)) == ["welcome"]
+    # And our own sends build on it.
+    mine = await alice.send(room_id, "thanks")
+    assert (await hs.events.store.get_event(mine)).pdu.prev_event_ids == (out.event_id,)
+
+
+async def test_a_join_event_the_state_does_not_allow_is_refused_or_rejected(gw, remote, alice):
+    hs = gw.hs
+    view, carol = remote_room(remote)
+    rv, room_id = view.rv, view.room_id
+    await hs.events.store.ensure_room(room_id, rv, creator=carol, created_ts=0)
+    await hs.federation_events.persist_outliers(remote.server_name, room_id, rv,
+                                                [p.get_pdu_json() for p in view.state.values()])
+    join = our_join(hs, view, alice.user_id)
+    state = {k: p.event_id for k, p in view.state.items() if k != ("m.room.join_rules", "")}
+    outcome = await hs.federation_events.persist_event_with_state(None, room_id, join, state)
+    assert outcome.rejected is not None  # no join rules in that state: a join is not allowed
+    assert await hs.events.state.get_membership(room_id, alice.user_id) is None
+    with pytest.raises(PDUError):
+        await hs.federation_events.persist_event_with_state(None, "!unknown:x.test", join, state)
+
+
+async def test_concurrent_branches_merge_into_one_resolved_state(gw, remote, alice):
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    fork_point = list(view.head)
+    # Our side moves on (a topic by alice); the remote's side, unaware, sends on the old head.
+    await alice.call("PUT", f"/rooms/{room_id}/state/m.room.topic/", {"topic": "ours"})
+    msg = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "parallel"}, prev=fork_point)
+    msg_id = view.event_id(msg, view.rv)
+    assert await remote.send(gw.server_name, [msg]) == {"pdus": {msg_id: {}}}
+    extremities = await gw.hs.events.store.get_forward_extremities(room_id)
+    assert len(extremities) == 2 and msg_id in extremities
+    current = await gw.hs.events.state.get_current_state_ids(room_id)
+    assert ("m.room.topic", "") in current and ("m.room.member", bob) in current
+    # The next local event merges both branches.
+    mine = await alice.send(room_id, "merge")
+    stored = await gw.hs.events.store.get_event(mine)
+    assert set(stored.pdu.prev_event_ids) == set(extremities)
+    assert await gw.hs.events.store.get_forward_extremities(room_id) == [mine]
