@@ -35,4 +35,10 @@ def build_app(hs: HomeServer) -> web.Application:
         app.add_routes(module_routes)
     if hs.config.media.url_preview_enabled:
         app.add_routes(media.preview_routes)
+
+    async def wake_long_polls(_app: web.Application) -> None:
+        if "notifier" in hs.__dict__:
+            hs.notifier.shutdown()  # waiting /sync requests answer now, not after their timeout
+
+    app.on_shutdown.append(wake_long_polls)
     return app

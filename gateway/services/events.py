@@ -396,16 +396,25 @@ class EventsService:
 
     async def serialize_for_client(
         self, events: Sequence[StoredEvent | PDU], *, requester_device: tuple[str, str | None] | None = None,
+        redactions: Mapping[str, str] | None = None, txn_ids: Mapping[str, tuple[str, str, str]] | None = None,
     ) -> list[dict[str, Any]]:
         """The client format of events, with redactions applied, ``unsigned.age``,
-        ``prev_content`` for state events and ``transaction_id`` for the sending device."""
+        ``prev_content`` for state events and ``transaction_id`` for the sending device.
+        A caller that read the redactions and transaction IDs along with the events
+        (/sync does) passes them in and saves two reads."""
         stored = [e for e in events if isinstance(e, StoredEvent)]
         pdus = [e.pdu if isinstance(e, StoredEvent) else e for e in events]
         ids = [p.event_id for p in pdus]
-        redactions = await self.store.get_redactions_for(ids)
+        if redactions is None:
+            redactions = await self.store.get_redactions_for(ids)
         replaces = {s.event_id: s.replaces_state for s in stored if s.replaces_state}
         related = await self.get_pdus(list(redactions.values()) + list(replaces.values()))
-        txns = await self.store.get_txn_ids_for_events(ids) if requester_device else {}
+        if not requester_device:
+            txns: Mapping[str, tuple[str, str, str]] = {}
+        elif txn_ids is not None:
+            txns = txn_ids
+        else:
+            txns = await self.store.get_txn_ids_for_events(ids)
         now = self.hs.clock_ms()
         out = []
         for pdu in pdus:

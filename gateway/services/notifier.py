@@ -59,7 +59,9 @@ class Notifier:
         self._by_user: dict[str, set[Waiter]] = {}
         self._by_room: dict[str, set[Waiter]] = {}
         self._unrouted: set[Waiter] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._member_range: tuple[int, int] | None = None
+        self.closing = False
+        self._member_task: asyncio.Task | None = None
         hs.events.add_new_events_listener(self.on_new_events)
 
     def waiter(self, user_id: str) -> Waiter:
@@ -108,22 +110,41 @@ class Notifier:
 
     def on_new_events(self, room_id: str, positions: Sequence[int]) -> None:
         """Listener for new events: wake the room's waiters now, and the users whose
-        membership the events changed (an invitee is not in the room) after a lookup."""
+        membership the events changed (an invitee is not in the room yet) after a
+        lookup. Lookups are coalesced: one query covers every batch stored meanwhile."""
         self.notify_room(room_id)
         if not positions or not self._by_user:
             return
-        task = asyncio.get_running_loop().create_task(self._wake_member_targets(min(positions), max(positions)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        lo, hi = min(positions), max(positions)
+        if self._member_range is None:
+            self._member_range = (lo, hi)
+        else:
+            self._member_range = (min(lo, self._member_range[0]), max(hi, self._member_range[1]))
+        if self._member_task is None:
+            self._member_task = asyncio.get_running_loop().create_task(self._wake_member_targets())
 
-    async def _wake_member_targets(self, first: int, last: int) -> None:
+    async def _wake_member_targets(self) -> None:
         try:
-            targets = await self.hs.sync.store.get_member_event_targets(first, last)
-        except Exception:
-            log.exception("looking up membership changes for the notifier failed")
-            return
-        self.notify_users(targets)
+            while self._member_range is not None:
+                (first, last), self._member_range = self._member_range, None
+                try:
+                    targets = await self.hs.sync.store.get_member_event_targets(first, last)
+                except Exception:
+                    log.exception("looking up membership changes for the notifier failed")
+                    continue
+                self.notify_users(targets)
+        finally:
+            self._member_task = None
+
+    def shutdown(self) -> None:
+        """The server is stopping: every waiting sync answers now with what it has
+        (instead of holding the shutdown for its whole timeout)."""
+        self.closing = True
+        for waiters in self._by_user.values():
+            for w in waiters:
+                w.event.set()
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
+        self.shutdown()
+        if self._member_task is not None:
+            self._member_task.cancel()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 from ..http import MatrixError
 from ..storage.events import StoredEvent
 from ..storage.state import StateKey
-from ..storage.sync import SyncStore, TimelineFilter, UserMembership
+from ..storage.sync import SyncStore, TimelineEvent, TimelineFilter, UserMembership
 from .filtering import SyncFilter
 from .receipts import receipt_events
 
@@ -38,6 +39,7 @@ from .receipts import receipt_events
 MAX_TIMEOUT_MS = 10 * 60 * 1000
 #: Members named in ``m.heroes``.
 HEROES = 5
+SUMMARY_CACHE_SIZE = 10_000
 
 _TOKEN = re.compile(r"^s(\d{1,18})_(\d{1,18})_(\d{1,18})_(\d{1,18})_([0-9a-f]{1,32})$")
 
@@ -69,7 +71,7 @@ class SyncToken:
 @dataclass
 class _RoomResult:
     membership: UserMembership
-    timeline: list[StoredEvent] = field(default_factory=list)
+    timeline: list[TimelineEvent] = field(default_factory=list)
     limited: bool = False
     prev_batch: str = ""
     state: list[str] = field(default_factory=list)  # event IDs
@@ -85,6 +87,7 @@ class SyncService:
         self.hs = hs
         self.store = SyncStore(hs.db, hs.events.store)
         self.unread_counter: UnreadCounter | None = None
+        self._summary_cache: OrderedDict[str, tuple[int, tuple[int, int, list[str]]]] = OrderedDict()
 
     # --- entry point ---------------------------------------------------------------
 
@@ -105,7 +108,7 @@ class SyncService:
                 if token is None or full_state or not empty:
                     return body
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or notifier.closing:
                     return body
                 waiter.set_rooms(rooms)
                 if not await waiter.wait(remaining):
@@ -118,8 +121,7 @@ class SyncService:
     ) -> tuple[dict[str, Any], bool, list[str]]:
         typing = self.hs.typing
         typing_pos = typing.current_position()
-        positions = await self.store.get_positions()
-        memberships = await self.store.get_memberships(user_id)
+        positions, memberships = await self.store.get_positions_and_memberships(user_id)
         upto = max([positions["events"]] + [m.stream_ordering for m in memberships])
         next_token = SyncToken(upto, positions["account_data"], positions["receipts"], typing_pos, typing.instance)
         # A token from the future (another database?) counts as "now".
@@ -160,19 +162,21 @@ class SyncService:
                 from_scratch.add(m.room_id)
             elif m.room_head > s_events or full_state:
                 batched.append(m.room_id)
-        timeline_rows: dict[str, list[StoredEvent]] = {}
+        device = (user_id, device_id or "")
+        timeline_rows: dict[str, list[TimelineEvent]] = {}
         if batched:
             rooms_for_timeline = [r for r in batched if flt.timeline.allows_room(r)]
             timeline_rows.update(await self.store.get_timelines(
-                rooms_for_timeline, after=s_events or 0, upto=upto, limit=limit + 1, flt=tfilter))
+                rooms_for_timeline, after=s_events or 0, upto=upto, limit=limit + 1, flt=tfilter, device=device))
         by_room = {m.room_id: m for m in memberships}
         for room_id in sorted(from_scratch):
-            timeline_rows[room_id] = await self._timeline(room_id, None, upto, limit, tfilter, flt)
+            timeline_rows[room_id] = await self._timeline(room_id, None, upto, limit, tfilter, flt, device)
         for m in left:
             after = None if s_events is None or full_state else s_events
             if after is not None and m.stream_ordering <= after:
                 continue
-            timeline_rows[m.room_id] = await self._timeline(m.room_id, after, m.stream_ordering, limit, tfilter, flt)
+            timeline_rows[m.room_id] = await self._timeline(m.room_id, after, m.stream_ordering, limit, tfilter, flt,
+                                                            device)
         for room_id in batched:
             timeline_rows.setdefault(room_id, [])
 
@@ -184,11 +188,11 @@ class SyncService:
             rows.reverse()
             rows = await self._visible(user_id, m, rows)
             room_upto = m.stream_ordering if m.membership in ("leave", "ban") else upto
-            prev = f"s{rows[0].stream_ordering - 1}" if rows else f"s{room_upto}"
+            prev = f"s{rows[0].event.stream_ordering - 1}" if rows else f"s{room_upto}"
             res = _RoomResult(m, rows, limited, prev)
             scratch = room_id in from_scratch or s_events is None or full_state
             res.state = await self._state(
-                room_id, rows, since_pos=None if scratch else s_events, upto=room_upto, limited=limited,
+                room_id, [t.event for t in rows], since_pos=None if scratch else s_events, upto=room_upto, limited=limited,
                 flt=flt, user_id=user_id)
             results[room_id] = res
 
@@ -266,21 +270,24 @@ class SyncService:
         return res
 
     async def _timeline(self, room_id: str, after: int | None, upto: int, limit: int, tfilter: TimelineFilter,
-                        flt: SyncFilter) -> list[StoredEvent]:
+                        flt: SyncFilter, device: tuple[str, str]) -> list[TimelineEvent]:
         if not flt.timeline.allows_room(room_id):
             return []
-        return await self.store.get_timeline(room_id, after=after, upto=upto, limit=limit + 1, flt=tfilter)
+        return await self.store.get_timeline(room_id, after=after, upto=upto, limit=limit + 1, flt=tfilter,
+                                             device=device)
 
-    async def _visible(self, user_id: str, m: UserMembership, rows: list[StoredEvent]) -> list[StoredEvent]:
+    async def _visible(self, user_id: str, m: UserMembership, rows: list[TimelineEvent]) -> list[TimelineEvent]:
         """History visibility: a joined user sees everything since their join; older
         events (and everything of a room they left) go through the visibility rules."""
         if m.membership == "join":
-            old = [e for e in rows if e.stream_ordering < m.stream_ordering]
+            old = [t.event for t in rows if t.event.stream_ordering < m.stream_ordering]
             if not old:
                 return rows
-            allowed = {e.event_id for e in await self.hs.events.filter_visible(user_id, old)}
-            return [e for e in rows if e.stream_ordering >= m.stream_ordering or e.event_id in allowed]
-        return await self.hs.events.filter_visible(user_id, rows)
+        else:
+            old = [t.event for t in rows]
+        allowed = {e.event_id for e in await self.hs.events.filter_visible(user_id, old)}
+        return [t for t in rows if t.event.event_id in allowed
+                or (m.membership == "join" and t.event.stream_ordering >= m.stream_ordering)]
 
     # --- state -----------------------------------------------------------------------
 
@@ -338,8 +345,13 @@ class SyncService:
         knocked: list[UserMembership], global_data: list[dict[str, Any]], token: SyncToken, flt: SyncFilter,
     ) -> dict[str, Any]:
         events = self.hs.events
-        timeline_events = [e for r in results.values() for e in r.timeline]
-        serialized = await events.serialize_for_client(timeline_events, requester_device=(user_id, device_id or ""))
+        timeline = [t for r in results.values() for t in r.timeline]
+        device = (user_id, device_id or "")
+        serialized = await events.serialize_for_client(
+            [t.event for t in timeline], requester_device=device,
+            redactions={t.event.event_id: t.redacted_by for t in timeline if t.redacted_by},
+            txn_ids={t.event.event_id: (*device, t.txn_id) for t in timeline if t.txn_id is not None},
+        )
         by_id = {e["event_id"]: e for e in serialized}
         state_ids = [eid for r in results.values() for eid in r.state]
         state_stored = await events.store.get_events(state_ids) if state_ids else {}
@@ -347,8 +359,7 @@ class SyncService:
         sf = flt.state
 
         joined_rooms = [r for r, res in results.items() if res.membership.membership == "join"]
-        counts = await self.store.get_member_counts(joined_rooms)
-        heroes = await self.store.get_hero_candidates(joined_rooms, user_id, HEROES)
+        summaries = await self._summaries([results[r].membership for r in joined_rooms])
         unread = await self.unread_counts(user_id, joined_rooms)
 
         join: dict[str, Any] = {}
@@ -358,7 +369,7 @@ class SyncService:
             state_events = [e for e in state_events if sf.senders is None or e["sender"] in sf.senders]
             section: dict[str, Any] = {
                 "timeline": {
-                    "events": [by_id[e.event_id] for e in res.timeline if e.event_id in by_id],
+                    "events": [by_id[t.event.event_id] for t in res.timeline if t.event.event_id in by_id],
                     "limited": res.limited,
                     "prev_batch": res.prev_batch or f"s{token.events}",
                 },
@@ -368,10 +379,11 @@ class SyncService:
             if res.membership.membership == "join":
                 notif, highlight, threads = unread.get(room_id, (0, 0, {}))
                 section["ephemeral"] = {"events": res.ephemeral}
+                joined_n, invited_n, candidates = summaries[room_id]
                 section["summary"] = {
-                    "m.heroes": [u for u, _ in heroes.get(room_id, [])],
-                    "m.joined_member_count": counts[room_id]["join"],
-                    "m.invited_member_count": counts[room_id]["invite"],
+                    "m.heroes": [u for u in candidates if u != user_id][:HEROES],
+                    "m.joined_member_count": joined_n,
+                    "m.invited_member_count": invited_n,
                 }
                 section["unread_notifications"] = {"notification_count": notif, "highlight_count": highlight}
                 section["unread_thread_notifications"] = {
@@ -408,22 +420,45 @@ class SyncService:
             "device_one_time_keys_count": {},
         }
 
+    async def _summaries(self, rooms: Sequence[UserMembership]) -> dict[str, tuple[int, int, list[str]]]:
+        """room -> (joined count, invited count, hero candidates): cached per room state
+        group (memberships only change with the state), read in two queries for the rest."""
+        out: dict[str, tuple[int, int, list[str]]] = {}
+        missing = []
+        for m in rooms:
+            hit = self._summary_cache.get(m.room_id)
+            if hit is not None and m.current_state_group is not None and hit[0] == m.current_state_group:
+                out[m.room_id] = hit[1]
+            else:
+                missing.append(m)
+        if missing:
+            ids = [m.room_id for m in missing]
+            counts = await self.store.get_member_counts(ids)
+            heroes = await self.store.get_hero_candidates(ids, HEROES + 1)
+            for m in missing:
+                value = (counts[m.room_id]["join"], counts[m.room_id]["invite"],
+                         [u for u, _ in heroes.get(m.room_id, [])])
+                out[m.room_id] = value
+                if m.current_state_group is not None:
+                    self._summary_cache[m.room_id] = (m.current_state_group, value)
+                    self._summary_cache.move_to_end(m.room_id)
+            while len(self._summary_cache) > SUMMARY_CACHE_SIZE:
+                self._summary_cache.popitem(last=False)
+        return out
+
     async def unread_counts(
         self, user_id: str, room_ids: Sequence[str],
     ) -> Mapping[str, tuple[int, int, Mapping[str, tuple[int, int]]]]:
-        """Unread notification counts per room after the user's read receipt: from the
-        push rules' ``event_push_actions`` (``hs.push``), or from ``self.unread_counter``
-        when one is plugged in (a batched counter replaces the per-room calls)."""
+        """Unread notification counts per room after the user's read receipt: the push
+        rules' ``event_push_actions`` (after this process's pending evaluations of those
+        rooms), in one query; ``self.unread_counter`` replaces this when plugged in."""
         if not room_ids:
             return {}
-        receipts = await self.hs.receipts.store.get_read_positions(user_id, room_ids)
-        after = {r: receipts.get(r, 0) for r in room_ids}
         if self.unread_counter is not None:
-            return await self.unread_counter(user_id, after)
+            receipts = await self.hs.receipts.store.get_read_positions(user_id, room_ids)
+            return await self.unread_counter(user_id, {r: receipts.get(r, 0) for r in room_ids})
         push = self.hs.push
-        out = {}
-        for room_id, pos in after.items():
-            notif, highlight = await push.get_unread_counts(user_id, room_id, pos)
-            out[room_id] = (notif, highlight, {})
-        return out
-
+        for room_id in room_ids:
+            await push.flush(room_id)
+        counts = await self.store.get_unread_counts(user_id, room_ids)
+        return {r: (*counts.get(r, (0, 0)), {}) for r in room_ids}

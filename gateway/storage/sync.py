@@ -28,6 +28,17 @@ class UserMembership:
     stream_ordering: int
     forgotten: bool
     room_head: int
+    current_state_group: int | None = None
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """A timeline event with what serialising it needs: the requesting device's
+    transaction ID (if it sent it) and the redaction that applies (if any)."""
+
+    event: StoredEvent
+    txn_id: str | None
+    redacted_by: str | None
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,12 @@ class _Where:
 
 _TIMELINE = "outlier = FALSE AND rejected_reason IS NULL AND soft_failed = FALSE"
 
+_N_EVENT_COLUMNS = len(_EVENT_COLUMNS.split(","))
+#: Extra columns of a timeline row; $1 and $2 are the requesting user and device.
+_EXTRAS = ("(SELECT t.txn_id FROM event_txn_ids t WHERE t.event_id = e.event_id AND t.user_id = $1"
+           " AND t.device_id = $2) AS txn_id,"
+           " (SELECT MIN(rd.event_id) FROM redactions rd WHERE rd.redacts = e.event_id) AS redacted_by")
+
 
 class SyncStore:
     def __init__(self, db: Database, events: EventStore):
@@ -96,55 +113,79 @@ class SyncStore:
         found = {r[0]: int(r[1]) for r in rows}
         return {s: found.get(s, 0) for s in STREAMS}
 
-    async def get_memberships(self, user_id: str) -> list[UserMembership]:
+    async def get_positions_and_memberships(self, user_id: str) -> tuple[dict[str, int], list[UserMembership]]:
+        """The stream positions and the user's memberships, read in one statement (one
+        snapshot: every membership is at or before the events position)."""
         rows = await self.db.fetch(
-            "SELECT m.room_id, m.membership, m.event_id, m.stream_ordering, m.forgotten, r.head_stream_ordering"
-            " FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id WHERE m.user_id = $1",
-            user_id,
+            "SELECT m.room_id, m.membership, m.event_id, m.stream_ordering, m.forgotten, r.head_stream_ordering,"
+            " r.current_state_group"
+            " FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id WHERE m.user_id = $1"
+            " UNION ALL"
+            " SELECT stream_name, NULL, NULL, position, NULL, NULL, NULL FROM stream_positions"
+            f" WHERE stream_name IN ({_placeholders(len(STREAMS), 2)})",
+            user_id, *STREAMS,
         )
-        return [UserMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), int(r[5])) for r in rows]
+        positions = {s: 0 for s in STREAMS}
+        memberships = []
+        for r in rows:
+            if r[1] is None:
+                positions[r[0]] = int(r[3])
+            else:
+                memberships.append(UserMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), int(r[5]),
+                                                  None if r[6] is None else int(r[6])))
+        return positions, memberships
+
+    async def get_memberships(self, user_id: str) -> list[UserMembership]:
+        return (await self.get_positions_and_memberships(user_id))[1]
+
+    def _timeline_row(self, r: Any) -> TimelineEvent:
+        r = tuple(r)
+        return TimelineEvent(self.events._row_to_event(r[:_N_EVENT_COLUMNS]), r[_N_EVENT_COLUMNS],
+                             r[_N_EVENT_COLUMNS + 1])
 
     async def get_timeline(
         self, room_id: str, *, after: int | None, upto: int, limit: int, flt: TimelineFilter,
-    ) -> list[StoredEvent]:
+        device: tuple[str, str],
+    ) -> list[TimelineEvent]:
         """Up to ``limit`` timeline events at positions in ``(after, upto]``, newest first."""
-        args: list[Any] = [room_id, upto]
+        args: list[Any] = [device[0], device[1], room_id, upto]
         where = _Where(args)
-        where.parts += ["e.room_id = $1", "stream_ordering <= $2", _TIMELINE]
+        where.parts += ["e.room_id = $3", "stream_ordering <= $4", _TIMELINE]
         if after is not None:
             where.parts.append(f"stream_ordering > {where.arg(after)}")
         if not where.add_filter(flt):
             return []
         rows = await self.db.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f"SELECT {_EVENT_COLUMNS}, {_EXTRAS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
             f" WHERE {' AND '.join(where.parts)} ORDER BY stream_ordering DESC LIMIT {where.arg(limit)}",
             *args,
         )
-        return [self.events._row_to_event(r) for r in rows]
+        return [self._timeline_row(r) for r in rows]
 
     async def get_timelines(
         self, room_ids: Sequence[str], *, after: int, upto: int, limit: int, flt: TimelineFilter,
-    ) -> dict[str, list[StoredEvent]]:
+        device: tuple[str, str],
+    ) -> dict[str, list[TimelineEvent]]:
         """``get_timeline`` for many rooms over one range, in one query (newest first)."""
-        out: dict[str, list[StoredEvent]] = {r: [] for r in room_ids}
+        out: dict[str, list[TimelineEvent]] = {r: [] for r in room_ids}
         if not room_ids or limit <= 0:
             return out
-        args: list[Any] = [after, upto]
+        args: list[Any] = [device[0], device[1], after, upto]
         where = _Where(args)
-        where.parts += ["stream_ordering > $1", "stream_ordering <= $2", _TIMELINE,
+        where.parts += ["stream_ordering > $3", "stream_ordering <= $4", _TIMELINE,
                         f"e.room_id IN ({', '.join(where.arg(r) for r in room_ids)})"]
         if not where.add_filter(flt):
             return out
         rows = await self.db.fetch(
-            f"SELECT * FROM (SELECT {_EVENT_COLUMNS},"
+            f"SELECT * FROM (SELECT {_EVENT_COLUMNS}, {_EXTRAS},"
             " ROW_NUMBER() OVER (PARTITION BY e.room_id ORDER BY stream_ordering DESC) AS rn"
             f" FROM events e JOIN rooms r ON r.room_id = e.room_id WHERE {' AND '.join(where.parts)}) t"
             f" WHERE rn <= {where.arg(limit)} ORDER BY stream_ordering DESC",
             *args,
         )
         for r in rows:
-            ev = self.events._row_to_event(r)
-            out[ev.pdu.room_id].append(ev)
+            ev = self._timeline_row(r)
+            out[ev.event.pdu.room_id].append(ev)
         return out
 
     async def get_state_group_at(self, room_id: str, pos: int) -> int | None:
@@ -171,9 +212,9 @@ class SyncStore:
             out[r[0]][r[1]] = int(r[2])
         return out
 
-    async def get_hero_candidates(self, room_ids: Sequence[str], user_id: str, n: int) -> dict[str, list[tuple[str, str]]]:
-        """Up to ``n`` other members per room, joined and invited first, then those who
-        left, each group in the order they got that membership: room -> [(user, membership)]."""
+    async def get_hero_candidates(self, room_ids: Sequence[str], n: int) -> dict[str, list[tuple[str, str]]]:
+        """Up to ``n`` members per room, joined and invited first, then those who left,
+        each group in the order they got that membership: room -> [(user, membership)]."""
         out: dict[str, list[tuple[str, str]]] = {r: [] for r in room_ids}
         if not room_ids:
             return out
@@ -181,13 +222,30 @@ class SyncStore:
             "SELECT room_id, user_id, membership FROM (SELECT room_id, user_id, membership,"
             " ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY"
             "  CASE WHEN membership IN ('join', 'invite') THEN 0 ELSE 1 END, stream_ordering, user_id) AS rn"
-            f" FROM room_memberships WHERE room_id IN ({_placeholders(len(room_ids), 2)}) AND user_id != $1) t"
+            f" FROM room_memberships WHERE room_id IN ({_placeholders(len(room_ids))})) t"
             f" WHERE rn <= {int(n)} ORDER BY room_id, rn",
-            user_id, *room_ids,
+            *room_ids,
         )
         for r in rows:
             out[r[0]].append((r[1], r[2]))
         return out
+
+    async def get_unread_counts(self, user_id: str, room_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(notifications, highlights) per room from the push rules' ``event_push_actions``
+        after the user's latest unthreaded read receipt (public or private)."""
+        if not room_ids:
+            return {}
+        rows = await self.db.fetch(
+            "SELECT a.room_id, SUM(CASE WHEN a.notif THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END) FROM event_push_actions a"
+            f" WHERE a.user_id = $1 AND a.room_id IN ({_placeholders(len(room_ids), 2)})"
+            " AND a.stream_ordering > COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r"
+            "  WHERE r.user_id = a.user_id AND r.room_id = a.room_id AND r.thread_id = ''"
+            "  AND r.receipt_type IN ('m.read', 'm.read.private')), 0)"
+            " GROUP BY a.room_id",
+            user_id, *room_ids,
+        )
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
 
     async def get_member_event_targets(self, first: int, last: int) -> set[str]:
         """The users whose membership changed at positions ``[first, last]`` (to wake

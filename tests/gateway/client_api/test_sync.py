@@ -479,3 +479,13 @@ async def test_unread_notifications_follow_push_rules_and_receipts(hs, alice, bo
     await alice.call("POST", f"/rooms/{room}/receipt/m.read/{last}", {})
     body = await alice.sync(body["next_batch"])
     assert body["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+
+
+async def test_server_shutdown_answers_waiting_syncs(hs, client, alice):
+    since = (await alice.sync())["next_batch"]
+    waiting = asyncio.create_task(alice.sync(since, timeout="600000"))
+    while not any(w.rooms is not None for w in hs.notifier._by_user.get(alice.user_id, ())):
+        await asyncio.sleep(0.01)  # until the request waits on the notifier
+    await client.server.app.shutdown()  # what the runner does first when the server stops
+    body = await asyncio.wait_for(waiting, 20)
+    assert body["rooms"]["join"] == {} and body["next_batch"]

@@ -71,14 +71,17 @@ async def test_sync_store_batched_reads(database):
         rooms.append((chain, create.room_id))
     positions = await sync.get_positions()
     assert positions == {"events": 6, "account_data": 0, "receipts": 0}
+    assert (await sync.get_positions_and_memberships("@nobody:hs.test")) == (positions, [])
     since = positions["events"]
     # Messages in two of the rooms, and bob's invite in the last one.
-    for chain, room_id in rooms[:2]:
+    for k, (chain, room_id) in enumerate(rooms[:2]):
         room = await events.get_room(room_id)
         before = await state.get_state(room.current_state_group)
         msgs = [chain.make("m.room.message", {"body": f"m{i}"}) for i in range(3)]
         pings = [chain.make("org.example.ping", {})]
-        await events.persist_events(room_id, [write(p) for p in msgs + pings], state_before=before,
+        writes = [write(p) for p in msgs + pings]
+        writes[0].txn = (ALICE, "DEV", f"txn-{k}")
+        await events.persist_events(room_id, writes, state_before=before,
                                     expected_head=room.head_stream_ordering, received_ts=1)
     chain, room_id = rooms[2]
     room = await events.get_room(room_id)
@@ -88,28 +91,50 @@ async def test_sync_store_batched_reads(database):
     now = (await sync.get_positions())["events"]
     assert now == since + 9
 
-    memberships = {m.room_id: m for m in await sync.get_memberships(ALICE)}
+    positions, alice = await sync.get_positions_and_memberships(ALICE)
+    assert positions["events"] == now
+    memberships = {m.room_id: m for m in alice}
+    assert all(m.current_state_group is not None for m in alice)
     assert set(memberships) == {r for _, r in rooms}
     assert all(m.membership == "join" for m in memberships.values())
     assert [memberships[r].room_head > since for _, r in rooms] == [True, True, True]
     assert [m.membership for m in await sync.get_memberships(BOB)] == ["invite"]
 
     ids = [r for _, r in rooms]
-    got = await sync.get_timelines(ids, after=since, upto=now, limit=2, flt=TimelineFilter())
+    dev = (ALICE, "DEV")
+    got = await sync.get_timelines(ids, after=since, upto=now, limit=2, flt=TimelineFilter(), device=dev)
     assert [len(got[r]) for r in ids] == [2, 2, 1]
-    assert [e.pdu.type for e in got[ids[0]]] == ["org.example.ping", "m.room.message"]  # newest first
+    assert [t.event.pdu.type for t in got[ids[0]]] == ["org.example.ping", "m.room.message"]  # newest first
     msgs_only = await sync.get_timelines(ids, after=since, upto=now, limit=10,
-                                         flt=TimelineFilter(types=("m.room.*",), not_senders=("@x:hs.test",)))
+                                         flt=TimelineFilter(types=("m.room.*",), not_senders=("@x:hs.test",)),
+                                         device=dev)
     assert [len(msgs_only[r]) for r in ids] == [3, 3, 1]
+    # The transaction ID comes only for the device that sent the event.
+    assert [t.txn_id for t in msgs_only[ids[0]]] == [None, None, "txn-0"]
+    other_device = await sync.get_timelines(ids[:1], after=since, upto=now, limit=10, flt=TimelineFilter(),
+                                            device=(ALICE, "OTHER"))
+    assert all(t.txn_id is None for t in other_device[ids[0]])
     not_msgs = await sync.get_timeline(ids[0], after=None, upto=now, limit=10,
-                                       flt=TimelineFilter(not_types=("m.room.message", "m.room.c*")))
-    assert [e.pdu.type for e in not_msgs] == ["org.example.ping", "m.room.member"]
-    assert await sync.get_timeline(ids[0], after=since, upto=now, limit=10, flt=TimelineFilter(senders=())) == []
+                                       flt=TimelineFilter(not_types=("m.room.message", "m.room.c*")), device=dev)
+    assert [t.event.pdu.type for t in not_msgs] == ["org.example.ping", "m.room.member"]
+    assert await sync.get_timeline(ids[0], after=since, upto=now, limit=10, flt=TimelineFilter(senders=()),
+                                   device=dev) == []
+    # A redaction that applies shows up with the event.
+    chain, room_id = rooms[0]
+    room = await events.get_room(room_id)
+    target = msgs_only[ids[0]][0].event.event_id
+    redaction = chain.make("m.room.redaction", {}, redacts=target)
+    await events.persist_events(room_id, [write(redaction, redaction_applies_to=target)],
+                                state_before=await state.get_state(room.current_state_group),
+                                expected_head=room.head_stream_ordering, received_ts=1)
+    again = await sync.get_timeline(room_id, after=since, upto=now + 1, limit=10, flt=TimelineFilter(), device=dev)
+    assert {t.event.event_id: t.redacted_by for t in again}[target] == redaction.event_id
 
     counts = await sync.get_member_counts(ids)
     assert counts[ids[2]] == {"join": 1, "invite": 1} and counts[ids[0]] == {"join": 1, "invite": 0}
-    heroes = await sync.get_hero_candidates(ids, ALICE, 5)
-    assert heroes[ids[2]] == [(BOB, "invite")] and heroes[ids[0]] == []
+    heroes = await sync.get_hero_candidates(ids, 5)
+    assert heroes[ids[2]] == [(ALICE, "join"), (BOB, "invite")] and heroes[ids[0]] == [(ALICE, "join")]
+    assert [h for h, _ in (await sync.get_hero_candidates(ids, 1))[ids[2]]] == [ALICE]
     assert await sync.get_member_event_targets(since + 1, now) == {BOB}
     group = await sync.get_state_group_at(ids[2], since)
     assert group is not None and ("m.room.member", BOB) not in (await state.get_state(group)).state
@@ -126,5 +151,23 @@ async def test_type_wildcards_escape_sql(database, pattern, matches):
     msg = chain.make("m.room.message", {})
     await events.persist_events(create.room_id, [write(msg)], state_before=await state.get_state(room.current_state_group),
                                 expected_head=room.head_stream_ordering, received_ts=1)
-    got = await sync.get_timeline(create.room_id, after=2, upto=10, limit=5, flt=TimelineFilter(types=(pattern,)))
+    got = await sync.get_timeline(create.room_id, after=2, upto=10, limit=5, flt=TimelineFilter(types=(pattern,)),
+                                  device=(ALICE, "D"))
     assert bool(got) is matches
+
+
+async def test_unread_counts_after_the_read_receipt(database):
+    sync = SyncStore(database, EventStore(database, StateStore(database)))
+    rows = [("!r:hs.test", ALICE, f"$e{i}", i, True, i == 3, "main", "[]") for i in range(1, 5)]
+    await database.executemany(
+        "INSERT INTO event_push_actions (room_id, user_id, event_id, stream_ordering, notif, highlight, thread_id,"
+        " actions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", rows)
+    assert await sync.get_unread_counts(ALICE, ["!r:hs.test", "!quiet:hs.test"]) == {"!r:hs.test": (4, 1)}
+    receipts = ReceiptStore(database)
+    await receipts.put_receipt(room_id="!r:hs.test", receipt_type="m.read.private", user_id=ALICE, thread_id="",
+                               event_id="$e2", event_stream_ordering=2, data={"ts": 1})
+    assert await sync.get_unread_counts(ALICE, ["!r:hs.test"]) == {"!r:hs.test": (2, 1)}
+    await receipts.put_receipt(room_id="!r:hs.test", receipt_type="m.read", user_id=ALICE, thread_id="",
+                               event_id="$e4", event_stream_ordering=4, data={"ts": 1})
+    assert await sync.get_unread_counts(ALICE, ["!r:hs.test"]) == {}
+    assert await sync.get_unread_counts(BOB, ["!r:hs.test"]) == {}
