@@ -1,6 +1,7 @@
 """Media administration with Synapse's admin API paths.
 
 Paths: POST /v1/media/quarantine/{serverName}/{mediaId}, POST /v1/media/unquarantine/...,
+POST /v1/room/{roomId}/media/quarantine (alias /v1/quarantine_media/{roomId}),
 GET /v1/media/{serverName}/{mediaId}, DELETE /v1/media/{serverName}/{mediaId}.
 Quarantined media is answered with 404 by every download path.
 """
@@ -35,6 +36,20 @@ async def unquarantine(request: web.Request) -> web.Response:
     if not await request.app[HS].media.quarantine(server_name, media_id, None):
         raise MatrixError.not_found("Unknown media")
     return json_response({})
+
+
+@routes.post("/v1/room/{room_id}/media/quarantine")
+@routes.post("/v1/quarantine_media/{room_id}")
+async def quarantine_room_media(request: web.Request) -> web.Response:
+    """Quarantine every piece of media the room's events point at (local, and remote
+    media we have cached)."""
+    hs = request.app[HS]
+    by = requester(request).user_id
+    count = 0
+    for server_name, media_id in await hs.media.store.mxc_uris_in_room(request.match_info["room_id"]):
+        if await hs.media.quarantine(server_name, media_id, by):
+            count += 1
+    return json_response({"num_quarantined": count})
 
 
 @routes.get("/v1/media/{server_name}/{media_id}")

@@ -39,6 +39,8 @@ def content_disposition(media_type: str, filename: str | None) -> str:
 
 
 def media_headers(media_type: str, filename: str | None) -> dict[str, str]:
+    if media_type.lower().startswith("text/") and "charset" not in media_type.lower():
+        media_type += "; charset=utf-8"  # no guessing (UTF-7 and friends)
     return {
         "Content-Type": media_type,
         "Content-Disposition": content_disposition(media_type, filename),

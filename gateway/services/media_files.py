@@ -82,6 +82,7 @@ class MediaFiles:
         final = self.path(filesystem_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
+        await asyncio.to_thread(_fsync_dir, final.parent)  # the rename itself survives a crash
         return filesystem_id
 
     def delete(self, filesystem_id: str) -> None:
@@ -89,6 +90,14 @@ class MediaFiles:
 
     def read(self, filesystem_id: str) -> bytes:
         return self.path(filesystem_id).read_bytes()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink(path) -> None:

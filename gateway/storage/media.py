@@ -6,7 +6,10 @@ after the file they name is completely on disk.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from .database import Database, IntegrityError
 
@@ -174,6 +177,22 @@ class MediaStore:
                               origin, media_id)
         return [fid for fid in [row["filesystem_id"], *(t["filesystem_id"] for t in thumbs)] if fid]
 
+    async def mxc_uris_in_room(self, room_id: str, batch: int = 500) -> set[tuple[str, str]]:
+        """(server name, media ID) of every mxc:// URI in the room's events' content
+        (``url``, ``info.thumbnail_url``, avatars, ...), read in batches."""
+        found: set[tuple[str, str]] = set()
+        after = -(2 ** 62)  # events from the past have negative positions
+        while True:
+            rows = await self.db.fetch(
+                "SELECT stream_ordering, json FROM events WHERE room_id = $1 AND json LIKE '%mxc://%' "
+                "AND stream_ordering > $2 ORDER BY stream_ordering LIMIT $3",
+                room_id, after, batch)
+            for row in rows:
+                _collect_mxc(json.loads(row["json"]).get("content"), found)
+            if len(rows) < batch:
+                return found
+            after = rows[-1]["stream_ordering"]
+
     # --- thumbnails ------------------------------------------------------------------
 
     async def get_thumbnail(self, origin: str, media_id: str, width: int, height: int,
@@ -199,3 +218,21 @@ class MediaStore:
         except IntegrityError:
             return False
         return True
+
+
+_MXC = re.compile(r"^mxc://([^/]+)/([A-Za-z0-9_-]+)$")
+
+
+def _collect_mxc(value: Any, found: set[tuple[str, str]], depth: int = 0) -> None:
+    if depth > 20:
+        return
+    if isinstance(value, str):
+        m = _MXC.match(value)
+        if m:
+            found.add((m.group(1), m.group(2)))
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_mxc(v, found, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _collect_mxc(v, found, depth + 1)

@@ -88,7 +88,7 @@ async def test_download_headers_are_safe(client, alice):
     resp = await client.get(f"{V1}/download/hs.test/{media_id}", headers=alice)
     assert resp.status == 200
     assert await resp.read() == b"<script>alert(1)</script>"
-    assert resp.headers["Content-Type"].startswith("text/html")
+    assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
     assert resp.headers["Content-Disposition"] == 'attachment; filename="page.html"'
     assert resp.headers["Content-Security-Policy"].startswith("sandbox;")
     assert resp.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
@@ -382,3 +382,26 @@ class TestIdpIcons:
         # Other media stays behind authentication.
         resp = await client.get(f"/_matrix/media/v1/thumbnail/hs.test/{other}?width=32&height=32")
         assert resp.status == 404
+
+
+async def test_admin_quarantines_a_rooms_media(client, alice, hs):
+    await hs.auth.users.create_user("@root:hs.test", password_hash=None, created_ts=1, admin=True)
+    admin = auth_header((await hs.auth.login_session("@root:hs.test"))["access_token"])
+    in_room = await upload(client, alice, image_bytes(10, 10), "image/png")
+    thumb = await upload(client, alice, image_bytes(5, 5), "image/png")
+    elsewhere = await upload(client, alice, b"not in the room", "text/plain")
+    resp = await client.post("/_matrix/client/v3/createRoom", json={}, headers=alice)
+    room_id = (await resp.json())["room_id"]
+    content = {"msgtype": "m.image", "body": "pic.png", "url": f"mxc://hs.test/{in_room}",
+               "info": {"thumbnail_url": f"mxc://hs.test/{thumb}", "mimetype": "image/png"}}
+    resp = await client.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1", json=content,
+                            headers=alice)
+    assert resp.status == 200, await resp.text()
+
+    resp = await client.post(f"/_synapse/admin/v1/room/{room_id}/media/quarantine", headers=alice)
+    assert resp.status == 403
+    resp = await client.post(f"/_synapse/admin/v1/room/{room_id}/media/quarantine", headers=admin)
+    assert resp.status == 200 and await resp.json() == {"num_quarantined": 2}
+    for media_id, status in ((in_room, 404), (thumb, 404), (elsewhere, 200)):
+        resp = await client.get(f"{V1}/download/hs.test/{media_id}", headers=alice)
+        assert resp.status == status, media_id

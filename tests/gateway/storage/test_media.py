@@ -86,3 +86,24 @@ async def test_quarantine_and_delete_with_thumbnails(database):
     assert await store.get_local_media("m1") is None
     assert await store.get_thumbnail(HS, "m1", 32, 32, "crop") is None
     assert await store.delete_media(HS, "m1") is None
+
+
+async def test_mxc_uris_in_a_room_in_batches(database):
+    import json
+
+    store = MediaStore(database, HS)
+    contents = [
+        {"url": "mxc://hs.test/aaa", "info": {"thumbnail_url": "mxc://other.test/bbb"}},
+        {"avatar_url": "mxc://hs.test/ccc", "membership": "join"},
+        {"body": "mxc://hs.test/not_a_field_value but text"},
+        {"file": {"url": "mxc://hs.test/ddd"}, "list": ["mxc://hs.test/eee", "mxc://bad/../x"]},
+    ]
+    rows = [(f"$e{i}", i - 1, "!room:hs.test", "m.room.message", None, "@a:hs.test", i, 0, 0,
+             json.dumps({"content": c})) for i, c in enumerate(contents)]
+    rows.append(("$other", 99, "!other:hs.test", "m.room.message", None, "@a:hs.test", 1, 0, 0,
+                 json.dumps({"content": {"url": "mxc://hs.test/zzz"}})))
+    await database.executemany(
+        "INSERT INTO events (event_id, stream_ordering, room_id, type, state_key, sender, depth, origin_server_ts, "
+        "received_ts, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", rows)
+    assert await store.mxc_uris_in_room("!room:hs.test", batch=2) == {
+        ("hs.test", "aaa"), ("other.test", "bbb"), ("hs.test", "ccc"), ("hs.test", "ddd"), ("hs.test", "eee")}
