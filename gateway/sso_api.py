@@ -13,6 +13,7 @@ Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3logins
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SSO_HANDLER = web.AppKey("sso_handler", SsoHandler)
 
-__all__ = ["SSO_HANDLER", "add_sso_routes", "login_flows"]
+__all__ = ["SSO_HANDLER", "add_sso_routes", "configured_idp_ids", "login_flows"]
 
 
 def login_flows(hs: HomeServer) -> list[dict[str, Any]]:
@@ -51,6 +52,12 @@ def login_flows(hs: HomeServer) -> list[dict[str, Any]]:
     if hs.config.sso.jwt_config is not None:
         flows.append({"type": JWT_LOGIN_TYPE})
     return flows
+
+
+def configured_idp_ids(hs: HomeServer) -> set[str]:
+    """The ``idp_id`` of every configured OIDC, SAML and CAS provider."""
+    sso = hs.config.sso
+    return {p.idp_id for p in (*sso.oidc_providers, sso.saml2_config, sso.cas_config) if p is not None}
 
 
 def _handler(request: web.Request) -> SsoHandler:
@@ -139,6 +146,22 @@ async def backchannel_logout(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200, headers={"Cache-Control": "no-store"})
 
 
+async def auth_fallback(request: web.Request) -> web.StreamResponse:
+    """``GET /_matrix/client/{r0,v3}/auth/{stage}/fallback/web?session=...``: the web page a
+    client opens for an auth stage it cannot do itself. We have one for ``m.login.sso``.
+
+    Spec: https://spec.matrix.org/latest/client-server-api/#fallback
+    """
+    from .http import Codes, MatrixError
+
+    stage = request.match_info["stage"]
+    if stage != "m.login.sso":
+        raise MatrixError(404, Codes.UNRECOGNIZED, f"There is no fallback page for the auth stage {stage!r}")
+    session = request.query.get("session")
+    self_url = request.path + "?" + urllib.parse.urlencode({"session": session or ""})
+    return await _handler(request).ui_auth_fallback(session, request.query.get("idp_id"), self_url)
+
+
 def build_synapse_client_app(handler: SsoHandler) -> web.Application:
     app = web.Application()
     app[SSO_HANDLER] = handler
@@ -164,6 +187,7 @@ def add_sso_routes(app: web.Application, hs: HomeServer) -> None:
         app.router.add_get(f"/_matrix/client/{ver}/login/sso/redirect/{{idp_id}}", sso_redirect)
         app.router.add_get(f"/_matrix/client/{ver}/login/cas/redirect", cas_redirect)
         app.router.add_get(f"/_matrix/client/{ver}/login/cas/ticket", cas_ticket)
+        app.router.add_get(f"/_matrix/client/{ver}/auth/{{stage}}/fallback/web", auth_fallback)
     app.add_subapp("/_synapse/client", build_synapse_client_app(handler))
 
     async def lifecycle(app: web.Application):

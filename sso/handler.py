@@ -165,12 +165,19 @@ class SsoHandler:
             provider = self.providers.get(idp_id)
             if provider is None:
                 raise SsoError("unknown_idp", f"There is no identity provider {idp_id!r} on this server.", 404)
-            lifetime = getattr(provider, "session_lifetime_ms", None) or LOGIN_SESSION_LIFETIME_MS
-            session, browser_key = await self.sessions.start_login(idp_id, client_redirect_url,
-                                                                   lifetime_ms=lifetime)
-            url = await provider.authorization_url(session)
+            return await self._send_to_idp(provider, client_redirect_url)
         except SsoError as e:
             return self.error_page(e)
+
+    async def _send_to_idp(self, provider: IdentityProvider, client_redirect_url: str,
+                           ui_auth_session_id: str | None = None) -> web.StreamResponse:
+        """Start a login session and redirect the browser to the IdP, binding the session to
+        this browser with a cookie. Raises SsoError if the IdP is unreachable."""
+        lifetime = getattr(provider, "session_lifetime_ms", None) or LOGIN_SESSION_LIFETIME_MS
+        session, browser_key = await self.sessions.start_login(provider.idp_id, client_redirect_url,
+                                                               ui_auth_session_id=ui_auth_session_id,
+                                                               lifetime_ms=lifetime)
+        url = await provider.authorization_url(session)
         resp = redirect(url)
         self.set_cookie(resp, BROWSER_COOKIE, browser_key, getattr(provider, "cookie_path", "/_synapse/client/"),
                         max(3600, lifetime // 1000), getattr(provider, "cookie_samesite", "Lax"))
@@ -202,6 +209,8 @@ class SsoHandler:
             if provider is None:
                 raise SsoError("unknown_idp", "This identity provider is no longer configured.", 404)
             identity = await provider.complete(session, params)
+            if session.ui_auth_session_id is not None:
+                return await self.complete_ui_auth(identity, session.ui_auth_session_id)
             return await self.complete_login(provider, identity, session)
         except SsoError as e:
             log.info("SSO login failed: %s", e)
@@ -325,6 +334,69 @@ class SsoHandler:
         fallback = f"{self.hs.config.public_baseurl}_matrix/static/client/login/"
         return any(url.startswith(prefix) for prefix in (*self.hs.config.sso.sso.client_whitelist, fallback))
 
+    # --- user-interactive auth through SSO (m.login.sso) -------------------------------------
+
+    async def linked_providers(self, user_id: str) -> list[IdentityProvider]:
+        """The configured IdPs this user has an identity at, in a stable order."""
+        out: list[IdentityProvider] = []
+        for idp_id, _ in await self.store.get_external_ids(user_id):
+            provider = self.providers.get(idp_id)
+            if provider is not None and provider not in out:
+                out.append(provider)
+        return out
+
+    async def _open_ui_auth_session(self, ui_auth_session_id: str | None):
+        from gateway.services.uia import SESSION_LIFETIME_MS
+
+        if not ui_auth_session_id:
+            raise SsoError("missing_session", "No authentication session was given. Please go back to your app "
+                           "and try again.")
+        uia = await self.hs.auth.store.get_uia_session(ui_auth_session_id)
+        if uia is None or uia.user_id is None or uia.created_ts < self.hs.clock_ms() - SESSION_LIFETIME_MS:
+            raise SsoError("unknown_session", "This authentication session is unknown or has expired. "
+                           "Please go back to your app and try again.")
+        return uia
+
+    async def ui_auth_fallback(self, ui_auth_session_id: str | None, idp_id: str | None,
+                               self_url: str) -> web.StreamResponse:
+        """``GET /auth/m.login.sso/fallback/web``: without ``idp_id``, the confirmation page
+        (one button per IdP the user is linked to); with it, off to that IdP.
+
+        Spec: https://spec.matrix.org/latest/client-server-api/#fallback and
+        https://spec.matrix.org/latest/client-server-api/#sso-during-user-interactive-authentication
+        """
+        try:
+            uia = await self._open_ui_auth_session(ui_auth_session_id)
+            linked = await self.linked_providers(uia.user_id)
+            if not linked:
+                raise SsoError("no_sso_identity", "Your account is not linked to an identity provider of this "
+                               "server, so it cannot be confirmed by single sign-on.", 403)
+            if idp_id is None:
+                choices = [{**self.idp_info(p), "redirect_url": add_query_param(self_url, "idp_id", p.idp_id)}
+                           for p in linked]
+                return self.render("sso_auth_confirm.html", server_name=self.hs.server_name,
+                                   description=describe_ui_auth_request(uia.request_key),
+                                   idp=choices[0], redirect_url=choices[0]["redirect_url"], providers=choices)
+            provider = next((p for p in linked if p.idp_id == idp_id), None)
+            if provider is None:
+                raise SsoError("unknown_idp", "Your account is not linked to this identity provider.", 403)
+            return await self._send_to_idp(provider, "", ui_auth_session_id=uia.session_id)
+        except SsoError as e:
+            return self.error_page(e)
+
+    async def complete_ui_auth(self, identity: RemoteIdentity, ui_auth_session_id: str) -> web.StreamResponse:
+        """Back from the IdP during UI auth: the identity must be the session's user; then the
+        ``m.login.sso`` stage is done (in the database) and the success page tells the client."""
+        uia = await self._open_ui_auth_session(ui_auth_session_id)
+        user_id = await self.store.get_user_by_external_id(identity.idp_id, identity.remote_user_id)
+        if user_id != uia.user_id:
+            log.info("UI auth by SSO refused: %s at %s is %s, not %s", identity.remote_user_id, identity.idp_id,
+                     user_id, uia.user_id)
+            return self.render("sso_auth_bad_user.html", 403, server_name=self.hs.server_name,
+                               user_id_to_verify=uia.user_id)
+        await self.hs.auth.store.mark_uia_stage_done(uia.session_id, "m.login.sso")
+        return self.render("sso_auth_success.html", server_name=self.hs.server_name)
+
     # --- OIDC back-channel logout -----------------------------------------------------------
 
     async def backchannel_logout(self, logout_token: str | None) -> list[tuple[str, str]]:
@@ -443,6 +515,20 @@ class SsoHandler:
         resp = await self.finish_login(user_id, pending.client_redirect_url, identity, new_user=True)
         resp.del_cookie(USERNAME_MAPPING_COOKIE, path=PICKER_PATH)
         return resp
+
+
+_UI_AUTH_DESCRIPTIONS = {
+    "POST /account/password": "change your password",
+    "POST /account/deactivate": "deactivate your account",
+    "POST /delete_devices": "remove devices from your account",
+}
+
+
+def describe_ui_auth_request(request_key: str) -> str:
+    """What the user is confirming, for ``sso_auth_confirm.html``'s ``description``."""
+    if request_key.startswith("DELETE /devices/"):
+        return "remove a device from your account"
+    return _UI_AUTH_DESCRIPTIONS.get(request_key, "confirm this action")
 
 
 async def _no_mapping(failures: int) -> UserAttributes:  # the user chose the localpart

@@ -33,12 +33,29 @@ async def _password_stage(hs: HomeServer, auth: dict[str, Any], user_id: str | N
     await hs.auth.check_password_login(claimed, password)
 
 
+async def reauth_flows(hs: HomeServer, user_id: str) -> list[list[str]]:
+    """How this user can prove it is them again (as Synapse): the password if the account
+    has one, single sign-on if it is linked to an identity provider configured here."""
+    from ..storage.sso import SsoStore
+    from ..sso_api import configured_idp_ids
+
+    flows: list[list[str]] = []
+    user = await hs.auth.users.get_user(user_id)
+    if user is not None and user.password_hash:
+        flows.append(["m.login.password"])
+    idps = configured_idp_ids(hs)
+    if idps and any(idp in idps for idp, _ in await SsoStore(hs.db).get_external_ids(user_id)):
+        flows.append(["m.login.sso"])
+    return flows or [["m.login.password"]]
+
+
 async def require_reauth(request: web.Request, body: dict[str, Any], action: str) -> None:
-    """User-interactive auth with the account password before a sensitive action."""
+    """User-interactive auth (password or SSO) before a sensitive action."""
     hs = request.app[HS]
     if "m.login.password" not in hs.uia.checkers:
         hs.uia.register_stage("m.login.password", lambda auth, uid: _password_stage(hs, auth, uid))
-    await hs.uia.authenticate(action, body, [["m.login.password"]], user_id=requester(request).user_id)
+    user_id = requester(request).user_id
+    await hs.uia.authenticate(action, body, await reauth_flows(hs, user_id), user_id=user_id)
 
 
 @routes.get("/{ver:(r0|v3)}/account/whoami")

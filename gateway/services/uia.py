@@ -26,13 +26,24 @@ class UIAService:
     def __init__(self, hs: HomeServer):
         self.hs = hs
         self.store = AuthStore(hs.db)
-        self.checkers: dict[str, StageChecker] = {"m.login.dummy": self._check_dummy}
+        self.checkers: dict[str, StageChecker] = {"m.login.dummy": self._check_dummy,
+                                                  "m.login.sso": self._check_sso}
 
     def register_stage(self, stage: str, checker: StageChecker) -> None:
         self.checkers[stage] = checker
 
     async def _check_dummy(self, auth: dict[str, Any], user_id: str | None) -> None:
         return None
+
+    async def _check_sso(self, auth: dict[str, Any], user_id: str | None) -> None:
+        """``m.login.sso`` is done in the browser (the fallback page, ``sso.handler``), which
+        marks it complete in the session; retrying with it only passes once that happened.
+        https://spec.matrix.org/latest/client-server-api/#sso-during-user-interactive-authentication
+        """
+        session = await self.store.get_uia_session(str(auth.get("session")))
+        if session is None or "m.login.sso" not in session.completed:
+            raise MatrixError(401, Codes.UNAUTHORIZED,
+                              "Single sign-on has not been completed for this session yet: open the fallback page")
 
     async def authenticate(
         self,
