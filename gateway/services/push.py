@@ -11,6 +11,9 @@ batched insert per batch of events. The work runs in a task per room, in order;
 ``get_unread_counts`` first waits for this process's pending work on the room, so a
 count never misses an event that was already stored.
 
+Push actions older than 30 days are deleted (checkpoints of the stream position, about
+once an hour, tell which positions are that old).
+
 Interface for /sync: ``await hs.push.get_unread_counts(user_id, room_id, after)`` ->
 ``(notification_count, highlight_count)`` over events after stream position ``after``
 (the position of the user's read receipt; 0 for none). ``await hs.push.get_ruleset(user_id)``
@@ -51,6 +54,10 @@ Ruleset = dict[str, list[dict[str, Any]]]
 
 #: Users whose merged rulesets are kept in memory (changes made here drop the entry).
 _RULESET_CACHE_SIZE = 10_000
+
+#: Push actions (unread counts, /notifications) are kept this long (as Synapse: 30 days).
+PUSH_ACTIONS_KEEP_MS = 30 * 86_400_000
+CHECKPOINT_EVERY_MS = 3_600_000
 
 MAX_APP_ID = 64
 MAX_PUSHKEY_BYTES = 512
@@ -106,6 +113,7 @@ class PushService:
         self._pending: dict[str, asyncio.Task] = {}
         self._sending: set[asyncio.Task] = set()
         self._room_contexts: OrderedDict[str, tuple[int | None, Any]] = OrderedDict()
+        self._last_checkpoint_ms = 0
         self.gateway = PushGatewayClient(hs)
 
     # --- the rules API -----------------------------------------------------------------
@@ -314,6 +322,7 @@ class PushService:
                     rows.append(PushAction(room_id, user_id, pdu.event_id, e.stream_ordering, notify, highlight,
                                            thread, actions or []))
         await self.actions.add(rows)
+        await self._maybe_prune(events[-1].stream_ordering)
         notifying = [r for r in rows if r.notif]
         if notifying:
             names = {m.user_id: m.displayname for m in members}
@@ -369,6 +378,16 @@ class PushService:
         await self.flush()
         await self.flush_pushes()
         await self.gateway.close()
+
+    async def _maybe_prune(self, stream_ordering: int) -> None:
+        """About once an hour: a checkpoint, and push actions older than
+        ``PUSH_ACTIONS_KEEP_MS`` go (the table does not grow without bound)."""
+        now = self.hs.clock_ms()
+        if now - self._last_checkpoint_ms < CHECKPOINT_EVERY_MS:
+            return
+        self._last_checkpoint_ms = now
+        await self.actions.checkpoint_and_prune(stream_ordering=stream_ordering, now_ms=now,
+                                                keep_ms=PUSH_ACTIONS_KEEP_MS)
 
     async def _room_context(self, room_id: str, state_group: int | None):
         """The joined members, power levels content and create event of the room's

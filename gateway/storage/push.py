@@ -211,6 +211,19 @@ class PushActionStore:
         )
         return int(row[0]), int(row[1])
 
+    async def checkpoint_and_prune(self, *, stream_ordering: int, now_ms: int, keep_ms: int) -> None:
+        """Record that the stream reached ``stream_ordering`` at ``now_ms``, and delete the
+        push actions of events older than ``keep_ms`` (by the newest checkpoint before)."""
+        cutoff = now_ms - keep_ms
+        async with self.db.transaction() as txn:
+            await txn.execute("INSERT INTO push_action_checkpoints (stream_ordering, ts) VALUES ($1, $2)",
+                              stream_ordering, now_ms)
+            upto = await txn.fetchval("SELECT MAX(stream_ordering) FROM push_action_checkpoints WHERE ts < $1",
+                                      cutoff)
+            if upto is not None:
+                await txn.execute("DELETE FROM event_push_actions WHERE stream_ordering <= $1", int(upto))
+                await txn.execute("DELETE FROM push_action_checkpoints WHERE ts < $1", cutoff)
+
     async def count_unread_rooms(self, user_id: str) -> int:
         """Rooms with notifications after the user's read receipt there (the badge count
         pushers get, as Synapse's default ``group_unread_count_by_room``)."""

@@ -270,3 +270,27 @@ async def test_push_gateways_on_blocked_addresses_are_not_contacted(client, hs, 
     await hs.push.flush_pushes()
     assert gateway.received == []  # 127.0.0.1 is in the default ip_range_blacklist
     assert await hs.push.get_unread_counts("@alice:hs.test", room_id, 0) == (1, 0)
+
+
+async def test_push_actions_older_than_the_retention_go(client, hs, alice, bob):
+    t0 = 1_700_000_000_000
+    clock = [t0]
+    hs.clock_ms = lambda: clock[0]
+    hour, day = 3_600_000, 86_400_000
+
+    async def at(ts, txn, body):
+        await hs.push.flush()  # evaluations read the clock when they run
+        clock[0] = ts
+        await say(client, bob, room_id, txn, body)
+
+    room_id = await create(client, alice, preset="public_chat")  # first checkpoint, at t0
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    await at(t0, "1", "old one")
+    await at(t0 + 2 * hour, "2", "two hours later")  # checkpoint: up to here at t0+2h
+    await at(t0 + 3 * hour, "3", "three hours later")  # checkpoint at t0+3h
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, 0) == (3, 0)
+    await at(t0 + 2 * hour + 30 * day + hour // 2, "4", "a month later")
+    # Everything up to the last checkpoint older than 30 days (t0+2h) is gone.
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, 0) == (2, 0)
+    status, body = await get(client, alice, "/notifications")
+    assert [n["event"]["content"]["body"] for n in body["notifications"]] == ["a month later", "three hours later"]
