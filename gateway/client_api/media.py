@@ -57,11 +57,9 @@ async def download(request: web.Request, *, allow_remote: bool = True) -> web.St
 
 async def thumbnail(request: web.Request, *, allow_remote: bool = True) -> web.StreamResponse:
     width, height, method = thumbnail_params(request)
-    media = request.app[HS].media
-    info = await media.get_media(request.match_info["server_name"], request.match_info["media_id"],
-                                 timeout_ms=timeout_ms_param(request.query.get("timeout_ms")),
-                                 allow_remote=allow_remote)
-    served = await media.thumbnail(info, width, height, method)
+    served = await request.app[HS].media.thumbnail_of(
+        request.match_info["server_name"], request.match_info["media_id"], width, height, method,
+        timeout_ms=timeout_ms_param(request.query.get("timeout_ms")), allow_remote=allow_remote)
     return file_response(served.path, served.media_type, served.upload_name)
 
 

@@ -273,6 +273,56 @@ class MediaService:
         return ServedFile(self.files.path(thumb.filesystem_id), thumb.media_type, thumb.length,
                           f"thumbnail.{thumb.media_type.split('/')[-1]}")
 
+    async def thumbnail_of(self, server_name: str, media_id: str, width: int, height: int, method: str, *,
+                           timeout_ms: int = DEFAULT_TIMEOUT_MS, allow_remote: bool = True) -> ServedFile:
+        """A thumbnail of local or remote media. Remote media we have not cached is not
+        downloaded whole: its server's thumbnail is fetched (and kept) instead."""
+        check_server_name(server_name)
+        check_media_id(media_id)
+        if server_name == self.server_name:
+            return await self.thumbnail(await self.get_local(media_id, timeout_ms), width, height, method)
+        cached = await self.store.get_remote_media(server_name, media_id)
+        if cached is not None:
+            if cached.quarantined_by is not None:
+                raise MatrixError.not_found("Unknown media ID")
+            return await self.thumbnail(cached, width, height, method)
+        if not self.config.dynamic_thumbnails:
+            size = thumbnailer.choose_size(width, height, method, self.config.thumbnail_sizes)
+            width, height, method = size.width, size.height, size.method
+        key = (server_name, media_id, width, height, method)
+        async with self._thumbnail_locks(key):
+            thumb = await self.store.get_thumbnail(*key)
+            if thumb is None:
+                if not allow_remote:
+                    raise MatrixError.not_found("Unknown media ID")
+                thumb = await self._fetch_remote_thumbnail(server_name, media_id, width, height, method,
+                                                           timeout_ms)
+        return ServedFile(self.files.path(thumb.filesystem_id), thumb.media_type, thumb.length,
+                          f"thumbnail.{thumb.media_type.split('/')[-1]}")
+
+    async def _fetch_remote_thumbnail(self, origin: str, media_id: str, width: int, height: int, method: str,
+                                      timeout_ms: int) -> ThumbnailInfo:
+        query = {"width": str(width), "height": str(height), "method": method, "timeout_ms": str(timeout_ms),
+                 "animated": "false"}
+        media_type, _name, written = await self._federation_fetch(origin, media_id, "thumbnail", query)
+        try:
+            if not thumbnailer.can_thumbnail(media_type):
+                raise thumbnailer.ThumbnailError(f"not an image type we serve as a thumbnail: {media_type}")
+            w, h = await asyncio.to_thread(thumbnailer.image_size, str(self.files.path(written.filesystem_id)),
+                                           self.config.max_image_pixels)
+        except thumbnailer.ThumbnailError as e:
+            self.files.delete(written.filesystem_id)
+            log.warning("thumbnail of mxc://%s/%s from its server is unusable: %s", origin, media_id, e)
+            raise MatrixError(502, Codes.UNKNOWN, "Failed to fetch remote media") from None
+        thumb = ThumbnailInfo(width, height, method, media_type.split(";")[0].strip(), w, h, written.length,
+                              written.filesystem_id)
+        if not await self.store.store_thumbnail(origin, media_id, thumb):
+            self.files.delete(written.filesystem_id)
+            stored = await self.store.get_thumbnail(origin, media_id, width, height, method)
+            assert stored is not None
+            return stored
+        return thumb
+
     async def _generate_thumbnail(self, info: MediaInfo, width: int, height: int, method: str) -> ThumbnailInfo:
         source = self.served(info)
         try:
@@ -298,33 +348,38 @@ class MediaService:
     # --- remote media ----------------------------------------------------------------
 
     async def _fetch_remote(self, origin: str, media_id: str, timeout_ms: int) -> MediaInfo:
-        """Download remote media over federation (the authenticated endpoint, then the
-        legacy one for older servers) into the cache. Errors as Synapse maps them."""
+        """Download remote media over federation into the cache."""
+        media_type, upload_name, written = await self._federation_fetch(
+            origin, media_id, "download", {"timeout_ms": str(timeout_ms)})
+        return await self._cache_remote(origin, media_id, media_type, upload_name, written)
+
+    async def _federation_fetch(self, origin: str, media_id: str, kind: str, query: dict[str, str]):
+        """GET /_matrix/federation/v1/media/{kind}/{mediaId} (multipart), then, for older
+        servers, the deprecated /_matrix/media/v3/{kind}/{origin}/{mediaId} with
+        allow_remote=false. (media type, file name, written file); errors as Synapse maps them."""
         client = self.hs.federation_client
-        query = {"timeout_ms": str(timeout_ms)}
         try:
-            async with client.stream("GET", origin, f"/_matrix/federation/v1/media/download/{media_id}",
+            async with client.stream("GET", origin, f"/_matrix/federation/v1/media/{kind}/{media_id}",
                                      query=query, timeout=REMOTE_FETCH_TIMEOUT) as resp:
                 if resp.status == 200:
-                    media_type, upload_name, written = await self._read_multipart(origin, resp)
-                    return await self._cache_remote(origin, media_id, media_type, upload_name, written)
+                    return await self._read_multipart(origin, resp)
                 error = await _error_body(resp)
                 if not _is_unrecognized(resp.status, error):
                     raise _remote_error(origin, resp.status, error)
             # An older server: the deprecated endpoint, never letting it go to a third server.
-            legacy = f"/_matrix/media/v3/download/{quote_path_segment(origin)}/{media_id}"
+            legacy = f"/_matrix/media/v3/{kind}/{quote_path_segment(origin)}/{media_id}"
             async with client.stream("GET", origin, legacy, query={**query, "allow_remote": "false"},
                                      timeout=REMOTE_FETCH_TIMEOUT) as resp:
                 if resp.status != 200:
                     raise _remote_error(origin, resp.status, await _error_body(resp))
                 media_type, upload_name = _type_and_name(resp.headers)
                 written = await self._write_remote(resp.content.iter_chunked(65536), resp.content_length)
-                return await self._cache_remote(origin, media_id, media_type, upload_name, written)
+                return media_type, upload_name, written
         except FederationRequestError as e:
-            log.warning("fetching mxc://%s/%s failed: %s", origin, media_id, e)
+            log.warning("fetching mxc://%s/%s (%s) failed: %s", origin, media_id, kind, e)
             raise MatrixError(502, Codes.UNKNOWN, "Failed to fetch remote media") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
-            log.warning("fetching mxc://%s/%s failed: %r", origin, media_id, e)
+            log.warning("fetching mxc://%s/%s (%s) failed: %r", origin, media_id, kind, e)
             raise MatrixError(502, Codes.UNKNOWN, "Failed to fetch remote media") from None
 
     async def _read_multipart(self, origin: str, resp: aiohttp.ClientResponse):

@@ -145,13 +145,27 @@ class MediaStore:
         return await self.get_remote_media(origin, media_id)
 
     async def set_quarantined(self, origin: str, media_id: str, by: str | None) -> bool:
-        """Quarantine (``by`` = the admin) or release (``by`` None); False if unknown."""
+        """Quarantine (``by`` = the admin) or release (``by`` None); False if unknown local
+        media. Remote media can be quarantined before we ever fetch it."""
         if origin == self.server_name:
             sql = "UPDATE local_media SET quarantined_by = $2 WHERE media_id = $1"
             return await self.db.execute(sql, media_id, by) == 1
-        return await self.db.execute(
-            "UPDATE remote_media_cache SET quarantined_by = $3 WHERE media_origin = $1 AND media_id = $2",
-            origin, media_id, by) == 1
+        async with self.db.transaction() as txn:
+            if by is None:  # releasing media we never fetched: forget the placeholder
+                if await txn.execute("DELETE FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2 "
+                                     "AND filesystem_id = ''", origin, media_id):
+                    return True
+            if await txn.execute("UPDATE remote_media_cache SET quarantined_by = $3 "
+                                 "WHERE media_origin = $1 AND media_id = $2", origin, media_id, by):
+                return True
+            if by is None:
+                return False
+            # Not fetched (yet, or only thumbnails): a placeholder row keeps it out for good.
+            await txn.execute(
+                "INSERT INTO remote_media_cache (media_origin, media_id, media_type, media_length, filesystem_id, "
+                "created_ts, quarantined_by) VALUES ($1, $2, 'application/octet-stream', 0, '', 0, $3)",
+                origin, media_id, by)
+            return True
 
     async def delete_media(self, origin: str, media_id: str) -> list[str] | None:
         """Forget a piece of media and its thumbnails; returns the filesystem IDs to

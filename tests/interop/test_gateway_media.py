@@ -65,6 +65,16 @@ async def test_remote_media_between_two_gateways(tmp_path):
                 assert r.status == 200, await r.text()
                 assert Image.open(io.BytesIO(await r.read())).size == (32, 32)
 
+            # Thumbnail of media B never downloaded: A's thumbnail is fetched, not the original.
+            async with s.post(f"{a.client_url}/_matrix/media/v3/upload", data=png(640, 640),
+                              headers={**anna, "Content-Type": "image/png"}) as r:
+                thumb_only = (await r.json())["content_uri"].rsplit("/", 1)[1]
+            for _ in range(2):  # the second time from B's cache
+                async with s.get(f"{b.client_url}{V1}/thumbnail/{a.server_name}/{thumb_only}",
+                                 params={"width": "90", "height": "90", "method": "crop"}, headers=bert) as r:
+                    assert r.status == 200, await r.text()
+                    assert Image.open(io.BytesIO(await r.read())).size == (96, 96)
+
             # Unknown on A: 404 on B, nothing cached.
             async with s.get(f"{b.client_url}{V1}/download/{a.server_name}/noSuchMedia", headers=bert) as r:
                 assert r.status == 404 and (await r.json())["errcode"] == "M_NOT_FOUND"
@@ -80,6 +90,11 @@ async def test_remote_media_between_two_gateways(tmp_path):
             cached = await hs_b.media.store.get_remote_media(a.server_name, media_id)
             assert cached is not None and cached.media_length == len(image) and cached.upload_name == "field.png"
             assert await hs_b.media.store.get_remote_media(a.server_name, "noSuchMedia") is None
+            assert await hs_b.media.store.get_remote_media(a.server_name, thumb_only) is None
+            kept = await hs_b.media.store.get_thumbnail(a.server_name, thumb_only, 96, 96, "crop")
+            assert (kept.thumbnail_width, kept.thumbnail_height, kept.media_type) == (96, 96, "image/png")
+            # B's admin can quarantine A's media it never downloaded.
+            assert await hs_b.media.quarantine(a.server_name, thumb_only, "@root:b")
             # A signed request from B straight to A: multipart/mixed, JSON then the bytes.
             async with hs_b.federation_client.stream(
                     "GET", a.server_name, f"/_matrix/federation/v1/media/download/{media_id}") as resp:
@@ -100,6 +115,13 @@ async def test_remote_media_between_two_gateways(tmp_path):
                 assert Image.open(io.BytesIO(await part.read())).size == (96, 96)
         finally:
             await hs_b.close()
+
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{b.client_url}{V1}/thumbnail/{a.server_name}/{thumb_only}",
+                             params={"width": "90", "height": "90", "method": "crop"}, headers=bert) as r:
+                assert r.status == 404
+            async with s.get(f"{b.client_url}{V1}/download/{a.server_name}/{thumb_only}", headers=bert) as r:
+                assert r.status == 404
 
         # Quarantined on A: B (with a fresh name) cannot get it any more.
         hs_a = await HomeServer.open(a.config)
@@ -123,6 +145,8 @@ class StandIn:
         app = web.Application()
         app.router.add_get("/_matrix/federation/v1/media/download/{media_id}", self.federation)
         app.router.add_get("/_matrix/media/v3/download/{server}/{media_id}", self.legacy)
+        app.router.add_get("/_matrix/federation/v1/media/thumbnail/{media_id}", self.federation)
+        app.router.add_get("/_matrix/media/v3/thumbnail/{server}/{media_id}", self.legacy_thumbnail)
         app.router.add_get("/elsewhere/{media_id}", self.elsewhere)
         return app
 
@@ -149,6 +173,11 @@ class StandIn:
             return web.json_response({"errcode": "M_FORBIDDEN", "error": "allow_remote must be false"}, status=403)
         return web.Response(body=b"legacy bytes", headers={
             "Content-Type": "text/plain", "Content-Disposition": "attachment; filename*=utf-8''old%20one.txt"})
+
+    async def legacy_thumbnail(self, request: web.Request) -> web.Response:
+        self.requests.append(str(request.rel_url))
+        assert request.query["allow_remote"] == "false" and request.query["method"] == "scale"
+        return web.Response(body=png(int(request.query["width"]), 20), content_type="image/png")
 
     async def elsewhere(self, request: web.Request) -> web.Response:
         self.requests.append(str(request.rel_url))
@@ -183,6 +212,14 @@ async def test_fallback_location_limits_and_errors(tmp_path, stand_in):
             assert stand_in.requests[1].startswith(f"/_matrix/media/v3/download/{stand_in.name.replace(':', '%3A')}"
                                                    "/oldMedia?") and "allow_remote=false" in stand_in.requests[1]
 
+            # Thumbnails from an older server: the deprecated thumbnail endpoint.
+            async with s.get(f"{b.client_url}{V1}/thumbnail/{stand_in.name}/oldPicture",
+                             params={"width": "300", "height": "200", "method": "scale"}, headers=bert) as r:
+                assert r.status == 200, await r.text()
+                assert Image.open(io.BytesIO(await r.read())).size == (320, 20)
+            assert stand_in.requests[-2].startswith("/_matrix/federation/v1/media/thumbnail/oldPicture?")
+            assert stand_in.requests[-1].startswith("/_matrix/media/v3/thumbnail/")
+
             # A Location part: followed (under the outbound IP rules).
             stand_in.mode = "location"
             status, _, body = await get("movedMedia")
@@ -211,4 +248,4 @@ async def test_fallback_location_limits_and_errors(tmp_path, stand_in):
         finally:
             await hs.close()
         files = [p for p in (tmp_path / "b" / "media_store").rglob("*") if p.is_file()]
-        assert len(files) == 2  # the two fetched pieces; nothing left of the refused ones
+        assert len(files) == 3  # two fetched pieces and a thumbnail; nothing left of the refused ones

@@ -9,6 +9,7 @@ import io
 import aiohttp
 from PIL import Image
 
+from gateway.server import HomeServer
 from tests.gateway.client_api.conftest import auth_header
 from tests.support.gateway_server import running_gateway
 from tests.support.synapse import SynapseServer, register_synapse_user
@@ -46,15 +47,23 @@ async def test_media_both_ways_with_synapse(tmp_path):
                               headers={**bob, "Content-Type": "image/jpeg"}) as r:
                 assert r.status == 200, await r.text()
                 their_id = (await r.json())["content_uri"].rsplit("/", 1)[1]
+            # A thumbnail first: fetched from Synapse's federation thumbnail endpoint (not the original).
+            async with s.get(f"{gw.client_url}{V1}/thumbnail/{synapse.server_name}/{their_id}",
+                             params={"width": "96", "height": "96", "method": "crop"}, headers=alice) as r:
+                assert r.status == 200, await r.text()
+                assert size(await r.read()) == (96, 96)
+            hs = await HomeServer.open(gw.config)
+            try:
+                assert await hs.media.store.get_remote_media(synapse.server_name, their_id) is None
+                kept = await hs.media.store.get_thumbnail(synapse.server_name, their_id, 96, 96, "crop")
+                assert kept is not None and (kept.thumbnail_width, kept.thumbnail_height) == (96, 96)
+            finally:
+                await hs.close()
             async with s.get(f"{gw.client_url}{V1}/download/{synapse.server_name}/{their_id}", headers=alice) as r:
                 assert r.status == 200, await r.text()
                 assert await r.read() == theirs
                 assert r.headers["Content-Type"] == "image/jpeg"
                 assert 'filename="synapse.jpg"' in r.headers["Content-Disposition"]
-            async with s.get(f"{gw.client_url}{V1}/thumbnail/{synapse.server_name}/{their_id}",
-                             params={"width": "96", "height": "96", "method": "crop"}, headers=alice) as r:
-                assert r.status == 200, await r.text()
-                assert size(await r.read()) == (96, 96)
             async with s.get(f"{gw.client_url}{V1}/download/{synapse.server_name}/notThere123", headers=alice) as r:
                 assert r.status == 404 and (await r.json())["errcode"] == "M_NOT_FOUND"
 

@@ -65,6 +65,19 @@ async def test_remote_cache_first_writer_wins(database):
     assert not await store.store_remote_media(filesystem_id="b" * 24, **args)
     info = await store.get_media("other.test", "r1")
     assert info.filesystem_id == "a" * 24 and info.media_type == "text/plain" and info.user_id is None
+    assert await store.set_quarantined("other.test", "r1", "@admin:hs.test")
+    assert (await store.get_media("other.test", "r1")).quarantined_by == "@admin:hs.test"
+
+
+async def test_remote_media_quarantined_before_it_is_fetched(database):
+    store = MediaStore(database, HS)
+    assert await store.set_quarantined("other.test", "never", "@admin:hs.test")
+    info = await store.get_remote_media("other.test", "never")
+    assert info.quarantined_by == "@admin:hs.test"
+    assert await store.set_quarantined("other.test", "never", None)
+    assert await store.get_remote_media("other.test", "never") is None
+    assert not await store.set_quarantined("other.test", "never", None)
+    assert not await store.set_quarantined(HS, "never", "@admin:hs.test")  # local media must exist
 
 
 async def test_quarantine_and_delete_with_thumbnails(database):
