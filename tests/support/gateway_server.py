@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from gateway.__main__ import serve
 from gateway.config import HomeserverConfig, parse_config
@@ -23,9 +23,13 @@ class RunningGateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(directory: Path, ca: TestCA, extra: dict | None = None) -> AsyncIterator[RunningGateway]:
+async def running_gateway(directory: Path, ca: TestCA,
+                          extra: dict | Callable[[str], dict] | None = None) -> AsyncIterator[RunningGateway]:
+    """``extra``: config keys to add, or a function of the server name that returns them."""
     fed_port, client_port = free_port(), free_port()
     server_name = f"127.0.0.1:{fed_port}"
+    if callable(extra):
+        extra = extra(server_name)
     cert = ca.issue("127.0.0.1", filename=f"gateway-{fed_port}")
     data = {
         "server_name": server_name,
