@@ -40,6 +40,8 @@ MAX_TIMEOUT_MS = 10 * 60 * 1000
 #: Members named in ``m.heroes``.
 HEROES = 5
 SUMMARY_CACHE_SIZE = 10_000
+#: Devices whose lazy-loaded members are remembered (see ``_not_yet_sent_members``).
+LAZY_CACHE_DEVICES = 10_000
 
 _TOKEN = re.compile(r"^s(\d{1,18})_(\d{1,18})_(\d{1,18})_(\d{1,18})_([0-9a-f]{1,32})$")
 
@@ -87,6 +89,7 @@ class SyncService:
         self.hs = hs
         self.store = SyncStore(hs.db, hs.events.store)
         self.unread_counter: UnreadCounter | None = None
+        self._lazy_sent: OrderedDict[tuple[str, str], dict[str, set[str]]] = OrderedDict()
         self._summary_cache: OrderedDict[str, tuple[int, tuple[int, int, list[str]]]] = OrderedDict()
 
     # --- entry point ---------------------------------------------------------------
@@ -157,8 +160,10 @@ class SyncService:
                                  flt.timeline.not_senders)
         from_scratch: set[str] = set()
         batched: list[str] = []
+        rejoined = await self._joined_since(user_id, [m for m in joined if s_events is not None
+                                                      and m.stream_ordering > s_events], s_events)
         for m in joined:
-            if s_events is None or m.stream_ordering > s_events:
+            if s_events is None or m.room_id in rejoined:
                 from_scratch.add(m.room_id)
             elif m.room_head > s_events or full_state:
                 batched.append(m.room_id)
@@ -193,7 +198,7 @@ class SyncService:
             scratch = room_id in from_scratch or s_events is None or full_state
             res.state = await self._state(
                 room_id, [t.event for t in rows], since_pos=None if scratch else s_events, upto=room_upto, limited=limited,
-                flt=flt, user_id=user_id)
+                flt=flt, user_id=user_id, device=device)
             results[room_id] = res
 
         # Ephemeral events and account data.
@@ -259,6 +264,20 @@ class SyncService:
         empty = not results and not invited and not knocked and not global_data
         return body, empty, joined_ids
 
+    async def _joined_since(self, user_id: str, changed: Sequence[UserMembership], since: int | None) -> set[str]:
+        """Of the joined rooms whose membership event is newer than the token, those the
+        user was not joined to at the token (a new display name is not a new room)."""
+        if not changed or since is None:
+            return set()
+        before = await self.store.get_membership_event_before(user_id, [m.room_id for m in changed], since)
+        pdus = await self.hs.events.get_pdus([e for e in before.values() if e])
+        out = set()
+        for m in changed:
+            prev = pdus.get(before.get(m.room_id) or "")
+            if prev is None or prev.content.get("membership") != "join":
+                out.add(m.room_id)
+        return out
+
     def store_receipts(self):
         return self.hs.receipts.store
 
@@ -311,23 +330,30 @@ class SyncService:
 
     async def _state(
         self, room_id: str, timeline: Sequence[StoredEvent], *, since_pos: int | None, upto: int, limited: bool,
-        flt: SyncFilter, user_id: str,
+        flt: SyncFilter, user_id: str, device: tuple[str, str] | None = None,
     ) -> list[str]:
         """Event IDs of the ``state`` section (see the module docstring)."""
         in_timeline = {e.event_id for e in timeline}
         restricted = not flt.timeline.is_unrestricted
-        if since_pos is not None and not limited and not restricted and not flt.lazy_load_members:
-            return []  # every change since the token is in the timeline
-        start = await self._state_before(room_id, timeline[0]) if timeline else await self._state_at(room_id, upto)
-        if since_pos is None:
-            chosen = dict(start)
+        lazy = flt.lazy_load_members
+        if since_pos is not None and not limited and not restricted:
+            # Every state change since the token is in the timeline; lazy-loading adds
+            # the senders' member events the device has not had yet.
+            if not lazy or not timeline:
+                return []
+            start = await self._state_before(room_id, timeline[0])
+            chosen: dict[StateKey, str] = {}
         else:
-            before = await self._state_at(room_id, since_pos)
-            chosen = {k: v for k, v in start.items() if before.get(k) != v}
-            if restricted:
-                end = await self._state_at(room_id, upto)
-                chosen.update({k: v for k, v in end.items() if v != start.get(k) and before.get(k) != v})
-        if flt.lazy_load_members:
+            start = await self._state_before(room_id, timeline[0]) if timeline else await self._state_at(room_id, upto)
+            if since_pos is None:
+                chosen = dict(start)
+            else:
+                before = await self._state_at(room_id, since_pos)
+                chosen = {k: v for k, v in start.items() if before.get(k) != v}
+                if restricted:
+                    end = await self._state_at(room_id, upto)
+                    chosen.update({k: v for k, v in end.items() if v != start.get(k) and before.get(k) != v})
+        if lazy:
             senders = {e.pdu.sender for e in timeline} | {user_id}
             if since_pos is None:
                 chosen = {k: v for k, v in chosen.items() if k[0] != "m.room.member" or k[1] in senders}
@@ -335,8 +361,32 @@ class SyncService:
                 if ("m.room.member", s) in start:
                     chosen.setdefault(("m.room.member", s), start[("m.room.member", s)])
         sf = flt.state
-        return [v for k, v in chosen.items()
-                if v not in in_timeline and sf.allows_type(k[0]) and sf.allows_room(room_id)]
+        out = [v for k, v in chosen.items()
+               if v not in in_timeline and sf.allows_type(k[0]) and sf.allows_room(room_id)]
+        if lazy and not flt.state.include_redundant_members and device is not None:
+            in_timeline_members = {e.event_id for e in timeline if e.pdu.type == "m.room.member"}
+            out = self._not_yet_sent_members(device, room_id, out, chosen, in_timeline_members,
+                                             reset=since_pos is None)
+        return out
+
+    def _not_yet_sent_members(self, device: tuple[str, str], room_id: str, event_ids: list[str],
+                              chosen: Mapping[StateKey, str], in_timeline: set[str], *, reset: bool) -> list[str]:
+        """Lazy-loading: leave out member events this device already got (remembered in
+        memory per device; after a restart they are simply sent again)."""
+        rooms = self._lazy_sent.get(device)
+        if rooms is None:
+            rooms = self._lazy_sent[device] = {}
+        self._lazy_sent.move_to_end(device)
+        while len(self._lazy_sent) > LAZY_CACHE_DEVICES:
+            self._lazy_sent.popitem(last=False)
+        sent = rooms.setdefault(room_id, set())
+        if reset:
+            sent.clear()
+        members = {v for k, v in chosen.items() if k[0] == "m.room.member"}
+        out = [e for e in event_ids if e not in members or e not in sent]
+        sent.update(e for e in out if e in members)
+        sent.update(in_timeline)
+        return out
 
     # --- the response ----------------------------------------------------------------
 

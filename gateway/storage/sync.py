@@ -247,6 +247,22 @@ class SyncStore:
         )
         return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
 
+    async def get_membership_event_before(self, user_id: str, room_ids: Sequence[str], after: int) -> dict[str, str | None]:
+        """room -> the user's member event ID in the current state just before their
+        first membership change after position ``after`` (None: not a member then)."""
+        if not room_ids:
+            return {}
+        rows = await self.db.fetch(
+            "SELECT room_id, prev_event_id FROM current_state_deltas WHERE type = 'm.room.member'"
+            f" AND state_key = $1 AND stream_ordering > $2 AND room_id IN ({_placeholders(len(room_ids), 3)})"
+            " ORDER BY stream_ordering",
+            user_id, after, *room_ids,
+        )
+        out: dict[str, str | None] = {}
+        for r in rows:
+            out.setdefault(r[0], r[1])
+        return out
+
     async def get_member_event_targets(self, first: int, last: int) -> set[str]:
         """The users whose membership changed at positions ``[first, last]`` (to wake
         them: an invite concerns a user who is not in the room yet)."""

@@ -489,3 +489,49 @@ async def test_server_shutdown_answers_waiting_syncs(hs, client, alice):
     await client.server.app.shutdown()  # what the runner does first when the server stops
     body = await asyncio.wait_for(waiting, 20)
     assert body["rooms"]["join"] == {} and body["next_batch"]
+
+
+async def test_new_display_name_is_not_a_new_room(alice, bob):
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await bob.sync())["next_batch"]
+    await bob.state(room, "m.room.member", {"membership": "join", "displayname": "Bobby"}, bob.user_id)
+    body = await bob.sync(since)
+    section = body["rooms"]["join"][room]
+    # Only the change: not the room's whole history and state again.
+    assert [(e["type"], e["content"].get("displayname")) for e in section["timeline"]["events"]] == [
+        ("m.room.member", "Bobby")]
+    assert section["state"]["events"] == []
+    # Whereas leaving and coming back after the token is a new room for the client.
+    await bob.call("POST", f"/rooms/{room}/leave", {})
+    since = (await bob.sync(body["next_batch"]))["next_batch"]
+    await bob.call("POST", f"/join/{room}", {})
+    rejoined = (await bob.sync(since))["rooms"]["join"][room]
+    seen = {(e["type"], e["state_key"]) for e in rejoined["state"]["events"] + rejoined["timeline"]["events"]}
+    assert {("m.room.create", ""), ("m.room.power_levels", "")} <= seen
+
+
+async def test_lazy_loading_incremental_sends_each_member_once(alice, bob, client):
+    carol = User(client, await register(client, "carol"))
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    await carol.call("POST", f"/join/{room}", {})
+    await bob.send(room, "from bob")
+    lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 1}}}
+    initial = (await alice.sync(filter=lazy))["rooms"]["join"][room]
+    assert {e["state_key"] for e in initial["state"]["events"] if e["type"] == "m.room.member"} == {
+        alice.user_id, bob.user_id}
+    since = (await alice.sync(filter=lazy))["next_batch"]
+    await carol.send(room, "from carol")
+    body = await alice.sync(since, filter=lazy)
+    section = body["rooms"]["join"][room]
+    assert bodies(section) == ["from carol"]
+    assert [(e["type"], e["state_key"]) for e in section["state"]["events"]] == [("m.room.member", carol.user_id)]
+    await carol.send(room, "again")
+    body = await alice.sync(body["next_batch"], filter=lazy)
+    assert body["rooms"]["join"][room]["state"]["events"] == []  # this device has carol's member event
+    redundant = {"room": {"state": {"lazy_load_members": True, "include_redundant_members": True},
+                          "timeline": {"limit": 1}}}
+    await carol.send(room, "once more")
+    body = await alice.sync(body["next_batch"], filter=redundant)
+    assert {e["state_key"] for e in body["rooms"]["join"][room]["state"]["events"]} == {carol.user_id, alice.user_id}
