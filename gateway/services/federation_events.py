@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from federation.auth_rules import auth_types_for_event, redaction_allowed
@@ -58,7 +59,7 @@ from federation.server_acl import server_is_allowed
 from federation.signing import SignatureError, quote_path_segment
 from federation.state_res import StateResolutionError, missing_event_ids, resolve_state
 
-from ..storage.events import ReceivedEventWrite, RoomRow, StaleHeadError
+from ..storage.events import EventMeta, ReceivedEventWrite, RoomRow, StaleHeadError
 from ..storage.state import StateKey, StateSnapshot
 
 log = logging.getLogger(__name__)
@@ -119,19 +120,75 @@ class FederationEventHandler:
         self.store = hs.events.store
         self.state = hs.events.state
         self._fetch_sem: dict[str, asyncio.Semaphore] = {}
+        #: What we know of stored events (a non-outlier's row never changes).
+        self._meta_cache: OrderedDict[str, EventMeta] = OrderedDict()
+        #: Each room's row and forward extremities as of our last write there. Only a
+        #: hint: a local send drops it (listener), any other writer trips the store's head
+        #: check, and it is reloaded.
+        self._room_heads: OrderedDict[str, tuple[RoomRow, frozenset[str]]] = OrderedDict()
+        self.events.add_new_events_listener(lambda room_id, positions: self._room_heads.pop(room_id, None))
+        #: Event IDs of the PDUs being processed that were not stored when the batch began
+        #: (under the room lock, so only this batch can store them meanwhile).
+        self._absent: dict[str, set[str]] = {}
+
+    # --- caches ------------------------------------------------------------------
+
+    def _cache_meta(self, meta: EventMeta) -> None:
+        self._meta_cache[meta.event_id] = meta
+        self._meta_cache.move_to_end(meta.event_id)
+        while len(self._meta_cache) > 50_000:
+            self._meta_cache.popitem(last=False)
+
+    async def _metas(self, event_ids: Iterable[str]) -> dict[str, EventMeta]:
+        """Stored events' metadata, from memory when known (outliers are read again)."""
+        out: dict[str, EventMeta] = {}
+        missing = []
+        for e in event_ids:
+            m = self._meta_cache.get(e)
+            if m is not None and not m.outlier:
+                out[e] = m
+            else:
+                missing.append(e)
+        if missing:
+            for e, m in (await self.store.get_event_meta(missing)).items():
+                out[e] = m
+                self._cache_meta(m)
+        return out
+
+    async def _room_head(self, room_id: str) -> tuple[RoomRow, frozenset[str]] | None:
+        cached = self._room_heads.get(room_id)
+        if cached is not None:
+            return cached
+        room = await self.store.get_room(room_id)
+        if room is None:
+            return None
+        head = (room, frozenset(await self.store.get_forward_extremities(room_id)))
+        self._room_heads[room_id] = head
+        while len(self._room_heads) > 10_000:
+            self._room_heads.popitem(last=False)
+        return head
 
     # --- the public entry points ---------------------------------------------------
 
     async def receive_pdus(self, origin: str, room_id: str, pdus: Sequence[dict]) -> list[PDUOutcome]:
         """Run PDUs of one room (in the order given) through the receipt pipeline, under
         the room's lock. One bad PDU never stops the others."""
-        room = await self.store.get_room(room_id)
-        if room is None:
+        head = await self._room_head(room_id)
+        if head is None:
             return [PDUOutcome(guess_event_id(p, None), f"Unknown room {room_id}") for p in pdus]
+        room = head[0]
         out = []
         async with self.events.room_lock(room_id):
+            ids = [e for e in (guess_event_id(p, room.room_version) for p in pdus) if e]
+            found = await self._metas(ids)  # one read for the batch
+            self._absent[room_id] = {e for e in ids if e not in found}
             for pdu_json in pdus:
                 event_id = guess_event_id(pdu_json, room.room_version)
+                head = await self._room_head(room_id)
+                if head is None:
+                    out.append(PDUOutcome(event_id, f"Unknown room {room_id}"))
+                    continue
+                room = head[0]
                 try:
                     out.append(await self._receive(origin, room, pdu_json, gap_fill=True, check_acl=True))
                 except PDUError as e:
@@ -139,7 +196,7 @@ class FederationEventHandler:
                 except Exception as e:  # noqa: BLE001 - never fail the whole transaction
                     log.exception("processing PDU %s from %s failed", event_id, origin)
                     out.append(PDUOutcome(event_id, f"Internal error processing the event: {type(e).__name__}"))
-                room = await self.store.get_room(room_id) or room
+            self._absent.pop(room_id, None)
         return out
 
     async def persist_outliers(self, origin: str | None, room_id: str, room_version: RoomVersion,
@@ -254,7 +311,10 @@ class FederationEventHandler:
         pdu: PDU = decision.pdu
         if pdu.room_id != room_id:
             raise PDUError("The event is not for this room")
-        known = (await self.store.get_event_meta([pdu.event_id])).get(pdu.event_id)
+        known = self._meta_cache.get(pdu.event_id)
+        absent = pdu.event_id in self._absent.get(room_id, ())
+        if (known is None and not absent) or (known is not None and known.outlier):
+            known = (await self.store.get_event_meta([pdu.event_id])).get(pdu.event_id)
         if known is not None and not known.outlier:
             return PDUOutcome(pdu.event_id, rejected=known.rejected_reason, soft_failed=known.soft_failed,
                               stream_ordering=known.stream_ordering)
@@ -315,7 +375,10 @@ class FederationEventHandler:
         pdu = write.pdu
         timeline = write.rejected_reason is None and not write.soft_failed
         for attempt in range(_RETRIES):
-            room = await self.store.get_room(room_id) or room
+            head = await self._room_head(room_id)
+            if head is None:
+                raise PDUError(f"Unknown room {room_id}")
+            room, extremities = head
             current = await self.state.get_state(room.current_state_group)
             new_current = None
             state_events: dict[str, PDU] = {}
@@ -326,7 +389,7 @@ class FederationEventHandler:
                 if explicit:
                     new_current = after
                 else:
-                    new_current = await self._current_state_with(room, pdu, after)
+                    new_current = await self._current_state_with(room, extremities, pdu, after)
                 changed = [v for k, v in new_current.items() if k[0] == "m.room.member" and current.state.get(k) != v]
                 state_events = await self.events.get_pdus(changed)
             try:
@@ -336,24 +399,38 @@ class FederationEventHandler:
                 )
             except StaleHeadError:
                 log.info("room %s moved on while we stored %s; again", room_id, pdu.event_id)
+                self._room_heads.pop(room_id, None)
                 continue
             self.events._heads.pop(room_id, None)  # the local pipeline reloads the head
             self.events._remember(pdu)
+            self._absent.get(room_id, set()).discard(pdu.event_id)
+            self._cache_meta(EventMeta(pdu.event_id, room_id, pdu.depth, False, write.rejected_reason,
+                                       write.soft_failed, result.state_after.group, result.stream_ordering))
             if timeline:
                 self.events._after_persist(room_id, [], [result.stream_ordering])
+                if explicit:
+                    new_ext = frozenset([pdu.event_id])
+                else:
+                    new_ext = (extremities - set(pdu.prev_event_ids)) | (
+                        {pdu.event_id} if result.is_extremity else set())
+                assert result.current_state is not None
+                self._room_heads[room_id] = (
+                    replace(room, head_stream_ordering=result.stream_ordering,
+                            current_state_group=result.current_state.group),
+                    frozenset(new_ext),
+                )
             return PDUOutcome(pdu.event_id, rejected=write.rejected_reason, soft_failed=write.soft_failed,
                               stream_ordering=result.stream_ordering)
         raise PDUError("The room is too busy; try again")
 
-    async def _current_state_with(self, room: RoomRow, pdu: PDU, state_after: dict[StateKey, str]
-                                  ) -> dict[StateKey, str]:
+    async def _current_state_with(self, room: RoomRow, extremities: frozenset[str], pdu: PDU,
+                                  state_after: dict[StateKey, str]) -> dict[StateKey, str]:
         """The room's current state once ``pdu`` (with ``state_after``) is a forward
         extremity: the resolution of the states at the resulting extremities."""
-        extremities = set(await self.store.get_forward_extremities(room.room_id))
-        remaining = extremities - set(pdu.prev_event_ids) - {pdu.event_id}
+        remaining = set(extremities) - set(pdu.prev_event_ids) - {pdu.event_id}
         if not remaining:
             return state_after
-        metas = await self.store.get_event_meta(remaining)
+        metas = await self._metas(remaining)
         sets = [state_after]
         for eid in sorted(remaining):
             meta = metas.get(eid)
@@ -427,7 +504,7 @@ class FederationEventHandler:
         wanted = list(pdu.auth_event_ids)
         if rv.room_id_from_create_event and pdu.type != "m.room.create":
             wanted.append("$" + room.room_id[1:])
-        metas = await self.store.get_event_meta(wanted)
+        metas = await self._metas(wanted)
         missing = [e for e in wanted if e not in metas]
         if missing and origin is not None:
             try:
@@ -455,11 +532,11 @@ class FederationEventHandler:
         still missing, the state at it is fetched with /state_ids. Returns the map, the
         stored group equal to it (if any), and a stored group to write a delta against."""
         prevs = list(pdu.prev_event_ids)
-        metas = await self.store.get_event_meta(prevs)
+        metas = await self._metas(prevs)
         missing = [p for p in prevs if p not in metas or metas[p].state_group is None]
         if missing and gap_fill and origin is not None:
             await self._get_missing_events(origin, room, pdu)
-            metas = await self.store.get_event_meta(prevs)
+            metas = await self._metas(prevs)
             missing = [p for p in prevs if p not in metas or metas[p].state_group is None]
         sets: list[dict[StateKey, str]] = []
         snapshots: list[StateSnapshot] = []
@@ -509,7 +586,8 @@ class FederationEventHandler:
                 await self._receive(origin, room, e, gap_fill=False, check_acl=False)
             except PDUError as err:
                 log.info("missing event from %s not accepted: %s", origin, err)
-            room = await self.store.get_room(room.room_id) or room
+            head = await self._room_head(room.room_id)
+            room = head[0] if head is not None else room
 
     async def _state_after_remote_event(self, origin: str, room: RoomRow, event_id: str) -> dict[StateKey, str]:
         """The state after an event we lack, from ``origin``'s ``/state_ids`` (the state

@@ -123,6 +123,8 @@ class ReceivedResult:
     state_after: StateSnapshot
     #: The room's current state after the write (None if the event was not a timeline event).
     current_state: StateSnapshot | None
+    #: Whether it became a forward extremity.
+    is_extremity: bool = False
 
 
 @dataclass(frozen=True)
@@ -632,6 +634,7 @@ class EventStore:
                     pdu.event_id, write.redaction_applies_to, room_id,
                 )
             current_after = current
+            is_extremity = False
             if timeline:
                 if only_extremity:
                     await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1", room_id)
@@ -646,6 +649,7 @@ class EventStore:
                     " AND e.soft_failed = FALSE LIMIT 1",
                     pdu.event_id,
                 )
+                is_extremity = child is None
                 if child is None:
                     await txn.execute(
                         "INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)"
@@ -678,7 +682,7 @@ class EventStore:
                     raise StaleHeadError(room_id)
         for snap in created:
             self.state.cache_snapshot(snap)
-        return ReceivedResult(position, before, after, current_after if timeline else None)
+        return ReceivedResult(position, before, after, current_after if timeline else None, is_extremity)
 
     async def get_auth_chain_ids(self, event_ids: Iterable[str]) -> set[str]:
         """The auth chain of events (their auth events, recursively; not themselves)."""
