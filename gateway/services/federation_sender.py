@@ -33,7 +33,8 @@ import asyncio
 import itertools
 import logging
 import random
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from federation.net.client import FederationRequestError
@@ -62,8 +63,29 @@ MAX_CONCURRENT_TRANSACTIONS = 100
 CATCH_UP_REPLAY_LIMIT = MAX_PDUS_PER_TRANSACTION
 
 
+#: Rooms whose joined servers the distributor keeps counted in memory.
+ROOM_SERVERS_CACHE_SIZE = 5000
+
+
 def server_of(user_id: str) -> str:
     return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+
+class _RoomServers:
+    """Joined members of a room counted per server, as of a stream position."""
+
+    __slots__ = ("position", "counts")
+
+    def __init__(self, position: int, counts: dict[str, int]):
+        self.position = position
+        self.counts = counts
+
+    def apply(self, server: str, change: int) -> None:
+        if change:
+            self.counts[server] = self.counts.get(server, 0) + change
+
+    def servers(self, allowed: Callable[[str], bool]) -> frozenset[str]:
+        return frozenset(s for s, n in self.counts.items() if n > 0 and allowed(s))
 
 
 class _DestinationQueue:
@@ -262,6 +284,7 @@ class FederationSender:
         self._wake = asyncio.Event()
         self._distributor: asyncio.Task | None = None
         self._position = 0
+        self._room_servers: OrderedDict[str, _RoomServers] = OrderedDict()
         self._txn_prefix = str(hs.clock_ms())
         self._txn_counter = itertools.count(1)
         self._background: set[asyncio.Task] = set()
@@ -341,8 +364,7 @@ class FederationSender:
 
     async def joined_servers(self, room_id: str) -> set[str]:
         """Other servers with a joined member in the room now (our own name excluded)."""
-        joined = (await self.store.get_joined_members([room_id]))[room_id]
-        return {s for s in (server_of(u) for u in joined) if self._may_send_to(s)}
+        return {s for s in await self.store.get_joined_servers(room_id) if self._may_send_to(s)}
 
     # --- backoff reset ---------------------------------------------------------------
 
@@ -389,6 +411,7 @@ class FederationSender:
                 raise
             except Exception:
                 log.exception("federation sender: distributing new events failed; trying again soon")
+                self._room_servers.clear()  # it may have moved past the batch that failed
                 await asyncio.sleep(1)
                 self._wake.set()
 
@@ -406,6 +429,8 @@ class FederationSender:
                 for d in servers:
                     per_destination.setdefault(d, []).append((event.stream_ordering, event.event_id))
                     destination_rooms[(d, event.room_id)] = event.stream_ordering
+        log.debug("routed events %d..%d (%d ours) to %s", rows[0].stream_ordering, new_position, len(ours),
+                  {d: len(v) for d, v in per_destination.items()})
         await self.store.save_batch(new_position, destination_rooms)
         self._position = new_position
         for d, items in per_destination.items():
@@ -415,47 +440,66 @@ class FederationSender:
     async def _destinations_of(self, ours: Sequence[NewEventRow],
                                batch: Sequence[NewEventRow]) -> list[tuple[NewEventRow, frozenset[str]]]:
         """Each event's destinations: servers with a joined member after the event, plus the
-        server of a remote user whose membership the event changes."""
+        server of a remote user whose membership the event changes.
+
+        Per room, joined members are counted per server as of a stream position and kept
+        (``_room_servers``); a batch only reads the membership changes since then. A room
+        seen for the first time is read once: its members now, rolled back through the
+        changes since just before its first event in the batch."""
+        batch_end = batch[-1].stream_ordering
         rooms = sorted({e.room_id for e in ours})
-        # Memberships now, then the changes since the oldest event, read in that order: a
-        # change committed in between is in the deltas and rolling it back is harmless.
-        joined_now = await self.store.get_joined_members(rooms)
-        deltas = await self.store.get_member_deltas_after(rooms, min(e.stream_ordering for e in ours))
-        prev_ids = {d.prev_event_id for d in deltas if d.prev_event_id}
-        prev_pdus = await self.hs.events.get_pdus(prev_ids)
-        was_joined = {eid: p.content.get("membership") == "join" for eid, p in prev_pdus.items()}
+        first = {}
+        for e in ours:
+            first.setdefault(e.room_id, e.stream_ordering)
+        new_rooms = [r for r in rooms if r not in self._room_servers]
+        # Members now, then the changes, in that order: a change committed in between is
+        # among the changes, and the roll back below does not depend on which read saw it.
+        joined_now = await self.store.get_joined_members(new_rooms) if new_rooms else {}
+        starts = {r: (first[r] - 1 if r in joined_now else self._room_servers[r].position) for r in rooms}
+        deltas = await self.store.get_member_deltas_after(rooms, min(starts.values()))
+        pdus = await self.hs.events.get_pdus({i for d in deltas for i in (d.prev_event_id, d.event_id) if i})
+
+        def joins(event_id: str | None) -> int:
+            pdu = pdus.get(event_id or "")
+            return 1 if pdu is not None and pdu.content.get("membership") == "join" else 0
+
         deltas_by_room: dict[str, list[MemberDelta]] = {}
-        for d in deltas:  # newest first
-            deltas_by_room.setdefault(d.room_id, []).append(d)
+        for d in reversed(deltas):  # oldest first
+            if d.stream_ordering > starts[d.room_id]:
+                deltas_by_room.setdefault(d.room_id, []).append(d)
         events_by_room: dict[str, list[NewEventRow]] = {}
         for e in ours:
             events_by_room.setdefault(e.room_id, []).append(e)
 
         out: list[tuple[NewEventRow, frozenset[str]]] = []
         for room_id in rooms:
-            joined = set(joined_now.get(room_id, ()))
-            counts: dict[str, int] = {}
-            for u in joined:
-                counts[server_of(u)] = counts.get(server_of(u), 0) + 1
-            servers = frozenset(s for s in counts if self._may_send_to(s))
-            pending = deltas_by_room.get(room_id, [])
-            i = 0
-            for e in sorted(events_by_room[room_id], key=lambda r: -r.stream_ordering):
-                changed = False
-                while i < len(pending) and pending[i].stream_ordering > e.stream_ordering:
-                    d = pending[i]
-                    i += 1
-                    before = bool(d.prev_event_id and was_joined.get(d.prev_event_id))
-                    if before and d.user_id not in joined:
+            changes = deltas_by_room.get(room_id, [])
+            if room_id in joined_now:
+                # Roll back to just before the room's first event here: each user's state
+                # becomes the one before their oldest change since then (whether or not the
+                # members read above already had that change).
+                joined = set(joined_now[room_id])
+                for d in reversed(changes):  # newest first
+                    if joins(d.prev_event_id):
                         joined.add(d.user_id)
-                        counts[server_of(d.user_id)] = counts.get(server_of(d.user_id), 0) + 1
-                        changed = True
-                    elif not before and d.user_id in joined:
+                    else:
                         joined.discard(d.user_id)
-                        counts[server_of(d.user_id)] -= 1
-                        changed = True
+                counts: dict[str, int] = {}
+                for u in joined:
+                    counts[server_of(u)] = counts.get(server_of(u), 0) + 1
+                entry = _RoomServers(starts[room_id], counts)
+            else:
+                entry = self._room_servers.pop(room_id)
+            servers = entry.servers(self._may_send_to)
+            i = 0
+            for e in events_by_room[room_id]:  # oldest first
+                changed = False
+                while i < len(changes) and changes[i].stream_ordering <= e.stream_ordering:
+                    entry.apply(server_of(changes[i].user_id), joins(changes[i].event_id) - joins(changes[i].prev_event_id))
+                    i += 1
+                    changed = True
                 if changed:
-                    servers = frozenset(s for s, c in counts.items() if c > 0 and self._may_send_to(s))
+                    servers = entry.servers(self._may_send_to)
                 targets = servers
                 if e.type == "m.room.member" and e.state_key:
                     target = server_of(e.state_key)
@@ -463,6 +507,13 @@ class FederationSender:
                         targets = servers | {target}
                 if targets:
                     out.append((e, targets))
+            for d in changes[i:]:
+                if d.stream_ordering <= batch_end:
+                    entry.apply(server_of(d.user_id), joins(d.event_id) - joins(d.prev_event_id))
+            entry.position = batch_end
+            self._room_servers[room_id] = entry
+            while len(self._room_servers) > ROOM_SERVERS_CACHE_SIZE:
+                self._room_servers.popitem(last=False)
         out.sort(key=lambda pair: pair[0].stream_ordering)
         return out
 

@@ -219,6 +219,16 @@ class DestinationStore:
                 out[r[0]][r[1]] = int(r[2])
         return out
 
+    async def get_joined_servers(self, room_id: str) -> set[str]:
+        """Servers with a joined member in the room (the database does the grouping)."""
+        colon = "instr(user_id, ':')" if self.db.engine == "sqlite" else "strpos(user_id, ':')"
+        rows = await self.db.fetch(
+            f"SELECT DISTINCT substr(user_id, {colon} + 1) FROM room_memberships"
+            " WHERE room_id = $1 AND membership = 'join'",
+            room_id,
+        )
+        return {r[0] for r in rows}
+
     async def get_member_deltas_after(self, room_ids: Iterable[str], after: int) -> list[MemberDelta]:
         """Membership changes in current state after ``after``, newest first."""
         rooms = sorted(set(room_ids))

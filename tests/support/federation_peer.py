@@ -188,9 +188,10 @@ class FederationPeer:
         return web.json_response({"pdus": results})
 
 
-async def remote_join(hs, room_id: str, user_id: str, peer: "FederationPeer") -> PDU:
-    """Store a join of ``user_id`` signed by the peer, as the inbound side would (the
-    store directly: no inbound federation needed), and tell the sender."""
+async def remote_join(hs, room_id: str, user_id: str, peer: "FederationPeer", membership: str = "join") -> PDU:
+    """Store a join (or another ``membership`` of the user's own) of ``user_id`` signed by
+    the peer, as the inbound side would (the store directly: no inbound federation
+    needed), and tell the sender."""
     from gateway.storage.events import EventWrite
 
     async with hs.events.room_lock(room_id):
@@ -199,7 +200,7 @@ async def remote_join(hs, room_id: str, user_id: str, peer: "FederationPeer") ->
         prev = await hs.events.store.get_forward_extremities(room_id)
         depths = await hs.events.store.get_depths(prev)
         rv = room.room_version
-        content = {"membership": "join"}
+        content = {"membership": membership}
         keys = auth_types_for_event(rv, "m.room.member", user_id, user_id, content)
         auth_ids = [state.state[k] for k in sorted(keys) if k in state.state]
         body = build_event(rv, type="m.room.member", sender=user_id, room_id=room_id, content=content,

@@ -69,3 +69,15 @@ async def test_admin_listings_sort_and_page(store):
     await store.save_batch(2, {("a.test", "!a"): 2, ("a.test", "!b"): 2})
     rooms, total = await store.list_destination_rooms("a.test", offset=1, limit=5, backwards=True)
     assert rooms == [("!b", 2), ("!a", 2)] and total == 3
+
+
+async def test_joined_servers_are_grouped_by_the_database(database, store):
+    rows = [("!r", "@a:one.test", "join"), ("!r", "@b:one.test", "join"), ("!r", "@c:two.test:8448", "join"),
+            ("!r", "@d:three.test", "leave"), ("!other", "@e:four.test", "join")]
+    await database.executemany(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering)"
+        " VALUES ($1, $2, $3, $4, $2, 1)",
+        [(r, u, m, f"$e{i}") for i, (r, u, m) in enumerate(rows)],
+    )
+    assert await store.get_joined_servers("!r") == {"one.test", "two.test:8448"}
+    assert await store.get_joined_servers("!none") == set()
