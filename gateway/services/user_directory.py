@@ -3,7 +3,8 @@
 Spec: https://spec.matrix.org/latest/client-server-api/#user-directory and
 https://spec.matrix.org/latest/client-server-api/#presence
 
-Config (Synapse's keys): ``user_directory.enabled``, ``user_directory.search_all_users``.
+Config (Synapse's keys): ``user_directory.enabled``, ``user_directory.search_all_users``,
+``rc_presence.per_user`` (setting presence).
 Searches read the membership and profile tables directly (no separate index to keep
 in step). Presence is stored as each user sets it; /sync may read it with
 ``get_presence``.
@@ -60,6 +61,7 @@ class UserDirectoryService:
             raise MatrixError.invalid_param(f"'presence' must be one of {', '.join(PRESENCE_STATES)}")
         if status_msg is not None and (not isinstance(status_msg, str) or len(status_msg) > MAX_STATUS_MSG):
             raise MatrixError.invalid_param(f"'status_msg' must be a string of at most {MAX_STATUS_MSG} characters")
+        self.hs.ratelimiters["rc_presence.per_user"].ratelimit(user_id)
         await self.presence_store.set_presence(user_id, presence, status_msg, self.hs.clock_ms())
 
     async def get_presence_for(self, requester: str, user_id: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class DeviceStore:
 
     async def delete_devices(self, user_id: str, device_ids: list[str] | None = None,
                              except_token: str | None = None) -> list[str]:
-        """Delete devices (all when ``device_ids`` is None) and their tokens; returns the IDs."""
+        """Delete devices (all when ``device_ids`` is None), their tokens and pushers; returns the IDs."""
         async with self.db.transaction() as txn:
             if device_ids is None:
                 rows = await txn.fetch("SELECT device_id FROM devices WHERE user_id = $1", user_id)
@@ -75,6 +75,8 @@ class DeviceStore:
                     "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id
                 )
                 await txn.execute("DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+                # A logged-out device gets no more pushes (its pushers go with it).
+                await txn.execute("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2", user_id, device_id)
         return device_ids
 
     async def list_devices(self, user_id: str) -> list[DeviceRow]:

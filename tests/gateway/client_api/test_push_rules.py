@@ -294,3 +294,15 @@ async def test_push_actions_older_than_the_retention_go(client, hs, alice, bob):
     assert await hs.push.get_unread_counts("@alice:hs.test", room_id, 0) == (2, 0)
     status, body = await get(client, alice, "/notifications")
     assert [n["event"]["content"]["body"] for n in body["notifications"]] == ["a month later", "three hours later"]
+
+
+async def test_logging_out_removes_the_devices_pushers(client, alice):
+    phone = await client.post(f"{C}/login", json={"type": "m.login.password", "identifier": {
+        "type": "m.id.user", "user": "alice"}, "password": "pw-" + "x" * 8})
+    phone_token = (await phone.json())["access_token"]
+    base = {"kind": "http", "app_id": "org.example.app", "app_display_name": "App", "device_display_name": "D",
+            "lang": "en", "data": {"url": "https://push.example/_matrix/push/v1/notify"}}
+    assert await post(client, alice, "/pushers/set", {**base, "pushkey": "laptop"}) == (200, {})
+    assert await post(client, phone_token, "/pushers/set", {**base, "pushkey": "phone"}) == (200, {})
+    assert await post(client, phone_token, "/logout") == (200, {})
+    assert [p["pushkey"] for p in (await get(client, alice, "/pushers"))[1]["pushers"]] == ["laptop"]

@@ -66,6 +66,7 @@ async def test_directory_disabled(client, people):
     assert (await search(client, people["alice"], "bob"))[1] == {"results": [], "limited": False}
 
 
+@pytest.mark.parametrize("config_overrides", [{"rc_presence": {"per_user": {"per_second": 1000, "burst_count": 1000}}}])
 async def test_presence(client, people):
     alice, bob, erin = people["alice"], people["bob"], people["erin"]
     assert await get(client, bob, "/presence/@alice:hs.test/status") == (200, {"presence": "offline"})
@@ -92,3 +93,15 @@ async def test_presence(client, people):
     assert body["presence"] == "unavailable" and "status_msg" not in body and body["currently_active"] is False
     status, err = await get(client, alice, "/presence/not-a-user/status")
     assert status == 400 and err["errcode"] == "M_INVALID_PARAM"
+
+
+async def test_presence_updates_are_rate_limited(client, people):
+    alice = people["alice"]
+    resp = await client.put(f"{C}/presence/@alice:hs.test/status", json={"presence": "online"},
+                            headers=auth_header(alice))
+    assert resp.status == 200
+    resp = await client.put(f"{C}/presence/@alice:hs.test/status", json={"presence": "unavailable"},
+                            headers=auth_header(alice))
+    body = await resp.json()
+    assert resp.status == 429 and body["errcode"] == "M_LIMIT_EXCEEDED" and body["retry_after_ms"] > 0
+    assert (await get(client, alice, "/presence/@alice:hs.test/status"))[1]["presence"] == "online"
