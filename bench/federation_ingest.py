@@ -10,6 +10,11 @@ ratios, and the raw signature + hash verification rate (the floor of the work pe
 
     .cache/venv/bin/python bench/federation_ingest.py [--pdus 2000] [--room-version 10]
         [--engines sqlite,postgres] [--no-synapse]
+
+Measured (2 cores shared with other work, 1000 PDUs, room v10): raw verification 4,700/s;
+ours 148/s on SQLite and 50/s on PostgreSQL, Synapse (SQLite) 37/s: 4.0x and 1.4x. Each
+PDU is its own database transaction (one commit, ~7 ms fsync on PostgreSQL here): writing
+a room's run of PDUs in one transaction is the next step.
 """
 
 from __future__ import annotations

@@ -290,7 +290,11 @@ class FederationEventHandler:
         the join event of a ``send_join``. Format, signatures, hashes, auth against its
         auth events and against ``state``; then stored in the timeline as the room's
         only forward extremity (the prev events are not part of our DAG), and the
-        state after it becomes the room's current state. ``PDUError`` if refused."""
+        state after it becomes the room's current state (current_state, its deltas,
+        room_memberships; listeners woken). ``PDUError`` if refused before storing
+        (bad format or signature, unknown room); an event the rules refuse is stored as
+        rejected and comes back with ``outcome.rejected`` set: the join failed.
+        ``origin`` (None for our own event) is where missing auth events are fetched."""
         room = await self.store.get_room(room_id)
         if room is None:
             raise PDUError(f"Unknown room {room_id}")

@@ -11,6 +11,8 @@ https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1sendtxni
   concurrently. The answer is given once every PDU is stored (or refused).
 - EDUs go to ``hs.edu_handlers``: ``register(edu_type, async handler(origin, content))``;
   unknown types are ignored, a failing handler is logged and does not fail the rest.
+  Room-scoped EDUs (typing, receipts) must honour server ACLs: handlers call
+  ``await hs.federation_room_data.server_is_allowed(origin, room_id)``.
 """
 
 from __future__ import annotations
