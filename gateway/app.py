@@ -13,6 +13,7 @@ import logging
 from aiohttp import web
 
 from . import admin_api, client_api, federation_api, federation_tester_api, media_api, wellknown
+from .consent_api import add_consent_routes
 from .sso_api import add_sso_routes
 from .appkeys import HS
 from .config import ListenerConfig
@@ -57,6 +58,8 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
         app.add_subapp("/_matrix/client", client_api.build_app(hs))
         app.add_subapp("/_synapse/admin", admin_api.build_app(hs))
         app.add_subapp("/_gateway/federation-tester", federation_tester_api.build_app(hs))
+    if "client" in res or "consent" in res:
+        add_consent_routes(app)  # /_matrix/consent, when user_consent is configured
     if "federation" in res:
         app.add_subapp("/_matrix/federation", federation_api.build_app(hs))
     if "media" in res:

@@ -4,8 +4,8 @@
 - ``/_synapse/client/pick_idp``, ``/_synapse/client/oidc/callback``,
   ``/_synapse/client/saml2/metadata.xml`` and ``/saml2/authn_response`` (SAML SP metadata
   and assertion consumer service), ``/_matrix/client/{r0,v3}/login/cas/{redirect,ticket}``,
-  ``/_synapse/client/pick_username/{account_details,check}`` (Synapse's paths, which
-  operators have registered at their IdPs)
+  ``/_synapse/client/pick_username/{account_details,check}``, ``/_synapse/client/new_user_consent``
+  (Synapse's paths, which operators have registered at their IdPs)
 
 Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3loginssoredirect
 """
@@ -124,6 +124,16 @@ async def account_details_submit(request: web.Request) -> web.StreamResponse:
     return await _handler(request).submit_username(request.cookies.get(USERNAME_MAPPING_COOKIE), fields)
 
 
+async def new_user_consent_page(request: web.Request) -> web.StreamResponse:
+    return await _handler(request).consent_page(request.cookies.get(USERNAME_MAPPING_COOKIE))
+
+
+async def new_user_consent_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return await _handler(request).submit_consent(request.cookies.get(USERNAME_MAPPING_COOKIE), fields)
+
+
 async def check_username(request: web.Request) -> web.StreamResponse:
     result = await _handler(request).check_username(request.cookies.get(USERNAME_MAPPING_COOKIE),
                                                     request.query.get("username", ""))
@@ -174,6 +184,8 @@ def build_synapse_client_app(handler: SsoHandler) -> web.Application:
     app.router.add_get("/pick_username/account_details", account_details_page)
     app.router.add_post("/pick_username/account_details", account_details_submit)
     app.router.add_get("/pick_username/check", check_username)
+    app.router.add_get("/new_user_consent", new_user_consent_page)
+    app.router.add_post("/new_user_consent", new_user_consent_submit)
     return app
 
 

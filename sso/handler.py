@@ -15,6 +15,7 @@ import hashlib
 
 import logging
 import urllib.parse
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, Mapping
 
@@ -42,6 +43,9 @@ BROWSER_COOKIE = "gateway_sso_session"
 #: The username picker's session (Synapse's cookie name).
 USERNAME_MAPPING_COOKIE = "username_mapping_session"
 PICKER_PATH = "/_synapse/client/pick_username"
+CONSENT_PATH = "/_synapse/client/new_user_consent"
+#: The picker's cookie covers the picker and the consent page (as Synapse's does).
+SSO_PAGES_PATH = "/_synapse/client/"
 #: How many localpart collisions the mapper may resolve before we give up (as Synapse).
 MAX_MAPPING_ATTEMPTS = 1000
 
@@ -253,6 +257,9 @@ class SsoHandler:
             if not enable_registration:
                 raise SsoError("registration_disabled",
                                f"This server does not register new users from {provider.idp_name}.", 403)
+            if self.consent_version() is not None:  # the terms first, then the account
+                return await self.start_username_picker(identity, attrs, session.client_redirect_url,
+                                                        chosen_localpart=attrs.localpart)
             try:
                 await self.register(identity, attrs.localpart, attrs.display_name, attrs.picture)
             except UserExistsError:
@@ -269,7 +276,7 @@ class SsoHandler:
                 raise SsoError("mapping_error", "This identity is already linked to another account.", 409) from None
 
     async def register(self, identity: RemoteIdentity, localpart: str, display_name: str | None,
-                       picture: str | None = None) -> str:
+                       picture: str | None = None, *, consent_version: str | None = None) -> str:
         """A new account without a password, linked to the IdP identity (and its picture
         as avatar, when the mapping gives one)."""
         from gateway.client_api.register import check_username
@@ -283,6 +290,8 @@ class SsoHandler:
         await self.hs.auth.users.create_user(user_id, password_hash=None, created_ts=self.hs.clock_ms(),
                                              displayname=display_name)
         await self._link(identity, user_id)
+        if consent_version is not None:
+            await self.hs.auth.users.set_consent_version(user_id, consent_version, self.hs.clock_ms())
         log.info("registered %s from %s (%s)", user_id, identity.idp_id, identity.remote_user_id)
         await self.set_avatar_from_picture(user_id, picture)
         return user_id
@@ -448,14 +457,19 @@ class SsoHandler:
     # --- 3. the username picker -------------------------------------------------------------
 
     async def start_username_picker(self, identity: RemoteIdentity, attrs: UserAttributes,
-                                    client_redirect_url: str) -> web.StreamResponse:
+                                    client_redirect_url: str, *,
+                                    chosen_localpart: str | None = None) -> web.StreamResponse:
+        """A pending registration, then the picker (or, when the mapping chose the name and
+        the terms must be accepted, the consent page)."""
         session_id = await self.sessions.start_registration(
             identity.idp_id, identity.remote_user_id,
             {**attrs.to_json(), "extra_attributes": identity.extra_attributes},
             client_redirect_url, identity.auth_provider_session_id,
         )
-        resp = redirect(f"{PICKER_PATH}/account_details")
-        self.set_cookie(resp, USERNAME_MAPPING_COOKIE, session_id, PICKER_PATH, 15 * 60)
+        if chosen_localpart is not None:
+            await self.store.set_pending_choice(session_id, chosen_localpart, True)
+        resp = redirect(CONSENT_PATH if chosen_localpart is not None else f"{PICKER_PATH}/account_details")
+        self.set_cookie(resp, USERNAME_MAPPING_COOKIE, session_id, SSO_PAGES_PATH, 15 * 60)
         return resp
 
     def _picker_page(self, pending: PendingRegistration, status: int = 200, error: str | None = None,
@@ -498,23 +512,88 @@ class SsoHandler:
         except SsoError as e:
             return self.error_page(e)
         localpart = str(form.get("username", "")).strip()
+        use_display_name = form.get("use_display_name") == "true"
+        if self.consent_version() is not None:
+            # The terms come next: check the name now, keep the choice with the session.
+            from gateway.client_api.register import check_username
+
+            try:
+                await check_username(self.hs, localpart)
+            except MatrixError as e:
+                message = f"The username {localpart} is already taken." if e.errcode == "M_USER_IN_USE" \
+                    else e.error
+                return self._picker_page(pending, 400, message, localpart)
+            await self.store.set_pending_choice(pending.session_id, localpart, use_display_name)
+            return redirect(CONSENT_PATH)
+        return await self._register_pending(pending, localpart, use_display_name, None)
+
+    async def _register_pending(self, pending: PendingRegistration, localpart: str, use_display_name: bool,
+                                consent_version: str | None) -> web.StreamResponse:
         attrs = pending.attributes
-        display_name = attrs.get("display_name") if form.get("use_display_name") == "true" else None
+        display_name = attrs.get("display_name") if use_display_name else None
         identity = RemoteIdentity(pending.idp_id, pending.remote_user_id, _no_mapping, attrs.get("extra_attributes")
                                   or {}, pending.auth_provider_session_id)
         # Claim the session first, so two submits cannot register two accounts.
         if not await self.store.take_pending_registration(pending.session_id):
             return self.error_page(SsoError("session_used", "This registration has already been completed."))
         try:
-            user_id = await self.register(identity, localpart, display_name, attrs.get("picture"))
+            user_id = await self.register(identity, localpart, display_name, attrs.get("picture"),
+                                          consent_version=consent_version)
         except (UserExistsError, SsoError) as e:
-            await self.store.add_pending_registration(pending)  # let the user try another name
+            # Let the user try another name (the terms, if any, are asked again after it).
+            await self.store.add_pending_registration(replace(pending, chosen_localpart=None))
             message = f"The username {localpart} is already taken." if isinstance(e, UserExistsError) \
                 else e.description
             return self._picker_page(pending, 400, message, localpart)
         resp = await self.finish_login(user_id, pending.client_redirect_url, identity, new_user=True)
-        resp.del_cookie(USERNAME_MAPPING_COOKIE, path=PICKER_PATH)
+        resp.del_cookie(USERNAME_MAPPING_COOKIE, path=SSO_PAGES_PATH)
         return resp
+
+    # --- 4. new-user consent (user_consent.require_at_registration) ----------------------------
+
+    def consent_version(self) -> str | None:
+        """The policy version new users must accept, or None if they need not."""
+        consent = self.hs.config.user_consent
+        return consent.version if consent is not None and consent.require_at_registration else None
+
+    async def _pending_with_choice(self, session_id: str | None) -> PendingRegistration:
+        pending = await self.sessions.get_registration(session_id)
+        if pending.chosen_localpart is None:
+            raise SsoError("missing_username", "Please choose a username first.")
+        return pending
+
+    async def consent_page(self, session_id: str | None) -> web.StreamResponse:
+        """``/_synapse/client/new_user_consent``: the terms, after the username."""
+        version = self.consent_version()
+        if version is None:
+            return self.error_page(SsoError("consent_not_required", "This server has no terms to accept.", 404))
+        try:
+            pending = await self._pending_with_choice(session_id)
+        except SsoError as e:
+            return self.error_page(e)
+        use_display_name, _ = await self.store.get_pending_consent(pending.session_id)
+        return self.render("sso_new_user_consent.html", server_name=self.hs.server_name,
+                           user_id=f"@{pending.chosen_localpart}:{self.hs.server_name}",
+                           user_profile={"display_name": pending.attributes.get("display_name")
+                                         if use_display_name else None},
+                           consent_version=version,
+                           terms_url=f"{self.hs.config.public_baseurl}_matrix/consent?v={version}")
+
+    async def submit_consent(self, session_id: str | None, form: Mapping[str, Any]) -> web.StreamResponse:
+        """The user accepted ``accepted_version``: it must be the current one. Registers them."""
+        version = self.consent_version()
+        if version is None:
+            return self.error_page(SsoError("consent_not_required", "This server has no terms to accept.", 404))
+        try:
+            pending = await self._pending_with_choice(session_id)
+            if form.get("accepted_version") != version:
+                raise SsoError("consent_version_mismatch", "The terms have changed since this page was shown. "
+                               "Please read and accept the current version.")
+        except SsoError as e:
+            return self.error_page(e)
+        await self.store.set_terms_accepted(pending.session_id, version)
+        use_display_name, _ = await self.store.get_pending_consent(pending.session_id)
+        return await self._register_pending(pending, pending.chosen_localpart, use_display_name, version)
 
 
 _UI_AUTH_DESCRIPTIONS = {

@@ -23,9 +23,32 @@ MAX_USER_ID_LENGTH = 255
 
 
 def registration_flows(hs: HomeServer) -> list[list[str]]:
-    if hs.config.registration_requires_token:
-        return [["m.login.registration_token"]]
-    return [["m.login.dummy"]]
+    flow = ["m.login.registration_token"] if hs.config.registration_requires_token else ["m.login.dummy"]
+    if _consent_version(hs) is not None:
+        flow.append("m.login.terms")
+    return [flow]
+
+
+def _consent_version(hs: HomeServer) -> str | None:
+    consent = hs.config.user_consent
+    return consent.version if consent is not None and consent.require_at_registration else None
+
+
+def registration_params(hs: HomeServer) -> dict:
+    """The ``m.login.terms`` policies (spec: "Terms of service at registration")."""
+    version = _consent_version(hs)
+    if version is None:
+        return {}
+    policy = {"version": version, "en": {
+        "name": hs.config.user_consent.policy_name,
+        "url": f"{hs.config.public_baseurl}_matrix/consent?v={version}",
+    }}
+    return {"m.login.terms": {"policies": {"privacy_policy": policy}}}
+
+
+async def _accept_terms(auth: dict, user_id: str | None) -> None:
+    """``m.login.terms``: the client sends it once the user accepted the policies it was shown."""
+    return None
 
 
 async def check_username(hs: HomeServer, localpart: str) -> str:
@@ -92,7 +115,10 @@ async def post_register(request: web.Request) -> web.Response:
         hs.uia.register_stage(
             "m.login.registration_token", lambda auth, uid: _check_registration_token(hs, auth, uid)
         )
-    _, completed = await hs.uia.authenticate_stages("POST /register", body, registration_flows(hs))
+    if "m.login.terms" not in hs.uia.checkers:
+        hs.uia.register_stage("m.login.terms", _accept_terms)
+    _, completed = await hs.uia.authenticate_stages("POST /register", body, registration_flows(hs),
+                                                    params=registration_params(hs))
     hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
 
     modules = hs.modules.callbacks
@@ -119,6 +145,8 @@ async def post_register(request: web.Request) -> web.Response:
         )
     except UserExistsError:
         raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken") from None
+    if "m.login.terms" in completed:
+        await hs.auth.users.set_consent_version(user_id, _consent_version(hs), hs.clock_ms())
     await modules.notify("on_user_registration", user_id)
     auth = body.get("auth") or {}
     if auth.get("type") == "m.login.registration_token":

@@ -21,6 +21,7 @@ from ._values import ConfigError, Section, string_item
 from .directory import DirectoryConfig, parse_directory_config
 from .modules import ModuleConfig, parse_modules
 from .server_notices import ServerNoticesConfig, parse_server_notices
+from .consent import UserConsentConfig, parse_user_consent
 from .media import MediaConfig, parse_media_config
 from .sso import SsoSections, parse_sso_sections
 
@@ -140,6 +141,8 @@ class HomeserverConfig:
     modules: tuple[ModuleConfig, ...] = ()
     # Server notices (gateway/config/server_notices.py); None when off.
     server_notices: ServerNoticesConfig | None = None
+    # ``user_consent`` (gateway/config/consent.py); None when absent.
+    user_consent: UserConsentConfig | None = None
     # The media repository (gateway/config/media.py): media_store_path, max_upload_size, ...
     media: MediaConfig = field(default_factory=MediaConfig)
 
@@ -269,6 +272,8 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["modules"] = parse_modules(root)
     config_kwargs["server_notices"], notice_warnings = parse_server_notices(root)
     config_kwargs["media"] = parse_media_config(root, resolve_path)
+    config_kwargs["user_consent"], consent_warnings = parse_user_consent(root, resolve_path)
+    notice_warnings = notice_warnings + consent_warnings
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
     warnings = list(sso_sections.warnings) + notice_warnings + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]

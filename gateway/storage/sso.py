@@ -104,6 +104,24 @@ class SsoStore:
             return None
         return PendingRegistration(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8])
 
+    async def set_pending_choice(self, session_id: str, localpart: str, use_display_name: bool) -> None:
+        """The username chosen in the picker, kept until the user accepts the terms."""
+        await self.db.execute(
+            "UPDATE sso_pending_registrations SET chosen_localpart = $2, use_display_name = $3"
+            " WHERE session_id = $1", session_id, localpart, use_display_name)
+
+    async def get_pending_consent(self, session_id: str) -> tuple[bool, str | None]:
+        """(use_display_name, terms_accepted_version) of a pending registration."""
+        row = await self.db.fetchrow(
+            "SELECT use_display_name, terms_accepted_version FROM sso_pending_registrations WHERE session_id = $1",
+            session_id)
+        return (True, None) if row is None else (bool(row[0]), row[1])
+
+    async def set_terms_accepted(self, session_id: str, version: str) -> None:
+        await self.db.execute(
+            "UPDATE sso_pending_registrations SET terms_accepted_version = $2 WHERE session_id = $1",
+            session_id, version)
+
     async def take_pending_registration(self, session_id: str) -> bool:
         """Delete it; True for the first caller only (so one session registers one user)."""
         return await self.db.execute("DELETE FROM sso_pending_registrations WHERE session_id = $1", session_id) == 1

@@ -66,6 +66,14 @@ class UserStore:
     async def set_password_hash(self, user_id: str, password_hash: str | None) -> None:
         await self.db.execute("UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash)
 
+    async def set_consent_version(self, user_id: str, version: str, now_ms: int) -> None:
+        """Record that the user accepted this version of the privacy policy."""
+        await self.db.execute("UPDATE users SET consent_version = $2, consent_ts = $3 WHERE user_id = $1",
+                              user_id, version, now_ms)
+
+    async def get_consent_version(self, user_id: str) -> str | None:
+        return await self.db.fetchval("SELECT consent_version FROM users WHERE user_id = $1", user_id)
+
     async def set_deactivated(self, user_id: str, deactivated: bool) -> None:
         await self.db.execute("UPDATE users SET deactivated = $2 WHERE user_id = $1", user_id, deactivated)
 
