@@ -278,7 +278,10 @@ class FederationEventHandler:
             else:
                 result.accepted[pdu.event_id] = pdu
             writes.append((pdu, reason))
-        await self.store.persist_outliers(room_id, writes, received_ts=self.hs.clock_ms())
+        written = await self.store.persist_outliers(room_id, writes, received_ts=self.hs.clock_ms())
+        absent = self._absent.get(room_id)
+        if absent:
+            absent.difference_update(written)
         for pdu, _ in writes:
             self.events._remember(pdu)
         return result
@@ -371,7 +374,7 @@ class FederationEventHandler:
             if target is not None and redaction_allowed(rv, pdu, target, state_events):
                 redaction_target = target.event_id
         write = ReceivedEventWrite(pdu, state_before, before_snapshot, base, rejected_reason, soft_failed,
-                                   redaction_target)
+                                   redaction_target, may_be_outlier=known is not None)
         return await self._persist(room, write, explicit=explicit_state is not None)
 
     async def _persist(self, room: RoomRow, write: ReceivedEventWrite, *, explicit: bool) -> PDUOutcome:

@@ -114,6 +114,8 @@ class ReceivedEventWrite:
     rejected_reason: str | None = None
     soft_failed: bool = False
     redaction_applies_to: str | None = None
+    #: Whether a row for it may exist as an outlier (to replace); False saves a statement.
+    may_be_outlier: bool = True
 
 
 @dataclass(frozen=True)
@@ -601,7 +603,8 @@ class EventStore:
                 )
                 created.append(after)
 
-            await txn.execute("DELETE FROM events WHERE event_id = $1 AND outlier = TRUE", pdu.event_id)
+            if write.may_be_outlier:
+                await txn.execute("DELETE FROM events WHERE event_id = $1 AND outlier = TRUE", pdu.event_id)
             if timeline:
                 position = await next_position(txn, "events", 1)
             else:
@@ -638,9 +641,12 @@ class EventStore:
             if timeline:
                 if only_extremity:
                     await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1", room_id)
-                for p in pdu.prev_event_ids:
+                if pdu.prev_event_ids:
+                    prevs = list(dict.fromkeys(pdu.prev_event_ids))
                     await txn.execute(
-                        "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2", room_id, p
+                        "DELETE FROM event_forward_extremities WHERE room_id = $1"
+                        f" AND event_id IN ({_placeholders(len(prevs), 2)})",
+                        room_id, *prevs,
                     )
                 # Not an extremity if a timeline event already points at it (it arrived late).
                 child = await txn.fetchval(
