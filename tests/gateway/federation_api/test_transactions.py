@@ -290,3 +290,22 @@ async def test_not_json_transaction_is_a_matrix_error(gw, remote):
     async with aiohttp.ClientSession() as s, s.put(gw.url + target, data=b"[1, 2", ssl=gw.ssl,
                                                    headers={"Authorization": header}) as r:
         assert r.status == 400 and (await r.json())["errcode"] == "M_NOT_JSON"
+
+
+async def test_missing_auth_events_are_fetched_with_event_auth_and_outliers_become_timeline_events(gw, remote, alice):
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    rename = view.make("m.room.member", bob, {"membership": "join", "displayname": "Bobby"}, state_key=bob)
+    msg = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "call me Bobby"})
+    rename_id, msg_id = view.event_id(rename, view.rv), view.event_id(msg, view.rv)
+    assert rename_id in msg["auth_events"]
+    remote.requests.clear()
+    assert await remote.send(gw.server_name, [msg]) == {"pdus": {msg_id: {}}}
+    assert ("GET", "/_matrix/federation/v1/event_auth/{room_id}/{event_id}") in remote.requests
+    metas = await gw.hs.events.store.get_event_meta([rename_id, msg_id])
+    assert not metas[rename_id].outlier and metas[rename_id].stream_ordering > 0  # got its state after all
+    assert not metas[msg_id].outlier
+    member = await gw.hs.events.state.get_membership(room_id, bob)
+    assert member.displayname == "Bobby" and member.event_id == rename_id
+    chunk = await alice.messages(room_id)
+    assert [e["event_id"] for e in chunk[-2:]] == [rename_id, msg_id]
