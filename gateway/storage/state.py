@@ -13,6 +13,7 @@ Spec for state itself: https://spec.matrix.org/latest/client-server-api/#room-ev
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -361,8 +362,34 @@ async def apply_current_state_changes(
             " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
             " event_id = excluded.event_id, sender = excluded.sender,"
             " stream_ordering = excluded.stream_ordering, displayname = excluded.displayname,"
-            " avatar_url = excluded.avatar_url",
+            " avatar_url = excluded.avatar_url, forgotten = FALSE",
             member_rows,
         )
     if member_removals:
         await conn.executemany("DELETE FROM room_memberships WHERE room_id = $1 AND user_id = $2", member_removals)
+    await _apply_room_stats_changes(conn, room_id, changes, events)
+
+
+async def _apply_room_stats_changes(
+    conn: Connection, room_id: str, changes: Mapping[StateKey, str | None], events: Mapping[str, Any],
+) -> None:
+    """Keep ``room_stats_state`` in step with a batch of current-state changes."""
+    stats = {k: e for k, e in changes.items() if k[1] == "" and k[0] in ROOM_STATS_FIELDS}
+    if not stats:
+        return
+    missing = [e for e in stats.values() if e is not None and e not in events]
+    contents: dict[str, Any] = {e: events[e].content for e in stats.values() if e is not None and e in events}
+    if missing:
+        rows = await conn.fetch(
+            f"SELECT event_id, json FROM events WHERE event_id IN ({_placeholders(len(missing))})", *missing
+        )
+        contents.update({r[0]: json.loads(r[1]).get("content", {}) for r in rows})
+    for (etype, _), event_id in stats.items():
+        column, content_key = ROOM_STATS_FIELDS[etype]
+        content = contents.get(event_id) if event_id is not None else None
+        value = content.get(content_key) if isinstance(content, Mapping) else None
+        await conn.execute(
+            f"INSERT INTO room_stats_state (room_id, {column}) VALUES ($1, $2)"
+            f" ON CONFLICT (room_id) DO UPDATE SET {column} = excluded.{column}",
+            room_id, value if isinstance(value, str) else None,
+        )
