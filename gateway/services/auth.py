@@ -58,13 +58,13 @@ class AuthService:
 
     async def get_requester(self, token: str) -> Requester:
         """The owner of an access token, or ``M_UNKNOWN_TOKEN``."""
-        owner = await self.devices.get_token_owner(token)
-        if owner is None or (owner.valid_until_ts is not None and owner.valid_until_ts < self.hs.clock_ms()):
+        found = await self.devices.get_token_requester(token)
+        if found is None:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
-        user = await self.users.get_user(owner.user_id)
-        if user is None or user.deactivated:
+        owner, admin, deactivated = found
+        if deactivated or (owner.valid_until_ts is not None and owner.valid_until_ts < self.hs.clock_ms()):
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
-        return Requester(owner.user_id, owner.device_id, token, user.admin)
+        return Requester(owner.user_id, owner.device_id, token, admin)
 
     async def login_session(
         self, user_id: str, *, device_id: str | None = None, display_name: str | None = None

@@ -277,6 +277,14 @@ class PushService:
                 return
             await asyncio.wait(tasks)
 
+    async def wait_for_evaluations(self, room_ids: Sequence[str], timeout: float | None = None) -> None:
+        """Wait (at most ``timeout`` seconds) for the evaluation of the events stored so
+        far in these rooms, not for those stored meanwhile (``flush`` would wait as long
+        as a room stays busy): each room's latest task runs after all earlier ones."""
+        tasks = [t for t in (self._pending.get(r) for r in room_ids) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     async def evaluate_events(self, room_id: str, positions: Sequence[int]) -> None:
         events = await self.hs.events.store.get_events_at_positions(positions)
         events = [e for e in events if e.pdu.room_id == room_id and not e.outlier and not e.rejected_reason

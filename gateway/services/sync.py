@@ -40,6 +40,8 @@ MAX_TIMEOUT_MS = 10 * 60 * 1000
 #: Members named in ``m.heroes``.
 HEROES = 5
 SUMMARY_CACHE_SIZE = 10_000
+#: Longest a sync waits for the push rules' evaluation of new events (unread counts).
+UNREAD_WAIT_S = 0.2
 #: Devices whose lazy-loaded members are remembered (see ``_not_yet_sent_members``).
 LAZY_CACHE_DEVICES = 10_000
 
@@ -501,14 +503,15 @@ class SyncService:
     ) -> Mapping[str, tuple[int, int, Mapping[str, tuple[int, int]]]]:
         """Unread notification counts per room after the user's read receipt: the push
         rules' ``event_push_actions`` (after this process's pending evaluations of those
-        rooms), in one query; ``self.unread_counter`` replaces this when plugged in."""
+        rooms, waited for up to ``UNREAD_WAIT_S``), in one query; ``self.unread_counter``
+        replaces this when plugged in."""
         if not room_ids:
             return {}
         if self.unread_counter is not None:
             receipts = await self.hs.receipts.store.get_read_positions(user_id, room_ids)
             return await self.unread_counter(user_id, {r: receipts.get(r, 0) for r in room_ids})
-        push = self.hs.push
-        for room_id in room_ids:
-            await push.flush(room_id)
+        # A quiet room's counts wait for the evaluation of its new events; a busy room's
+        # backlog does not hold the sync (its next events bring the counts up to date).
+        await self.hs.push.wait_for_evaluations(room_ids, timeout=UNREAD_WAIT_S)
         counts = await self.store.get_unread_counts(user_id, room_ids)
         return {r: (*counts.get(r, (0, 0)), {}) for r in room_ids}
