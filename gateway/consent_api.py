@@ -5,6 +5,9 @@ The document is ``<template_dir>/en/<version>.html`` (Jinja, autoescaped), rende
 ``has_consented`` false, ``public_version`` true and ``consent_version``. Per-user consent
 links (``u`` and ``h``, the HMAC with ``form_secret``) are not supported yet.
 
+Also the fallback page of ``/register``'s ``m.login.terms`` stage, for clients that cannot
+show the policies themselves (spec: "Fallback" of user-interactive auth).
+
 https://element-hq.github.io/synapse/latest/consent_tracking.html
 """
 
@@ -40,6 +43,32 @@ async def consent_page(request: web.Request) -> web.Response:
     html = template.render(has_consented=False, public_version=True, consent_version=version)
     return web.Response(text=html, content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
+async def terms_fallback(request: web.Request, pages) -> web.StreamResponse:
+    """``GET|POST /_matrix/client/{r0,v3}/auth/m.login.terms/fallback/web``: the policy link and
+    an accept button; accepting marks the stage done in the registration's UI-auth session.
+    ``pages`` is the SSO handler (our page renderer, custom templates included)."""
+    from sso.provider import SsoError
+
+    from .services.uia import SESSION_LIFETIME_MS
+
+    hs = request.app[HS]
+    config = hs.config.user_consent
+    if config is None or not config.require_at_registration:
+        raise MatrixError(404, Codes.UNRECOGNIZED, "This server has no terms to accept")
+    source = await request.post() if request.method == "POST" else request.query
+    session_id = source.get("session")
+    uia = await hs.auth.store.get_uia_session(session_id) if isinstance(session_id, str) and session_id else None
+    if uia is None or uia.request_key != "POST /register" or uia.created_ts < hs.clock_ms() - SESSION_LIFETIME_MS:
+        return pages.error_page(SsoError("unknown_session", "This registration session is unknown or has "
+                                         "expired. Please go back to your app and try again."))
+    if request.method == "POST":
+        await hs.auth.store.mark_uia_stage_done(uia.session_id, "m.login.terms")
+        return pages.render("sso_auth_success.html", server_name=hs.server_name)
+    return pages.render("terms.html", server_name=hs.server_name, policy_name=config.policy_name,
+                        consent_version=config.version, session=uia.session_id, myurl=request.path,
+                        terms_url=f"{hs.config.public_baseurl}_matrix/consent?v={config.version}")
 
 
 def add_consent_routes(app: web.Application) -> None:

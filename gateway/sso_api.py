@@ -158,15 +158,22 @@ async def backchannel_logout(request: web.Request) -> web.StreamResponse:
 
 async def auth_fallback(request: web.Request) -> web.StreamResponse:
     """``GET /_matrix/client/{r0,v3}/auth/{stage}/fallback/web?session=...``: the web page a
-    client opens for an auth stage it cannot do itself. We have one for ``m.login.sso``.
+    client opens for an auth stage it cannot do itself. We have them for ``m.login.sso`` and
+    ``m.login.terms``.
 
     Spec: https://spec.matrix.org/latest/client-server-api/#fallback
     """
     from .http import Codes, MatrixError
 
     stage = request.match_info["stage"]
+    if stage == "m.login.terms":
+        from .consent_api import terms_fallback
+
+        return await terms_fallback(request, _handler(request))
     if stage != "m.login.sso":
         raise MatrixError(404, Codes.UNRECOGNIZED, f"There is no fallback page for the auth stage {stage!r}")
+    if request.method != "GET":
+        raise MatrixError(405, Codes.UNRECOGNIZED, "This page is only fetched with GET")
     session = request.query.get("session")
     self_url = request.path + "?" + urllib.parse.urlencode({"session": session or ""})
     return await _handler(request).ui_auth_fallback(session, request.query.get("idp_id"), self_url)
@@ -200,6 +207,7 @@ def add_sso_routes(app: web.Application, hs: HomeServer) -> None:
         app.router.add_get(f"/_matrix/client/{ver}/login/cas/redirect", cas_redirect)
         app.router.add_get(f"/_matrix/client/{ver}/login/cas/ticket", cas_ticket)
         app.router.add_get(f"/_matrix/client/{ver}/auth/{{stage}}/fallback/web", auth_fallback)
+        app.router.add_post(f"/_matrix/client/{ver}/auth/{{stage}}/fallback/web", auth_fallback)
     app.add_subapp("/_synapse/client", build_synapse_client_app(handler))
 
     async def lifecycle(app: web.Application):

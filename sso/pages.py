@@ -87,8 +87,16 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
     "sso_auth_confirm.html": {
         "redirect_url": "https://example.com/_matrix/client/v3/login/sso/redirect/oidc-example",
         "description": "remove a device from your account", "idp": _IDP,
+        "providers": [{**_IDP, "redirect_url": "/_matrix/client/v3/auth/m.login.sso/fallback/web?idp_id=a"},
+                      {"idp_id": "oidc-github", "idp_name": "GitHub", "idp_icon": None, "idp_brand": "github",
+                       "redirect_url": "/_matrix/client/v3/auth/m.login.sso/fallback/web?idp_id=b"}],
     },
     "sso_auth_success.html": {},
+    "terms.html": {
+        "server_name": "example.com", "policy_name": "Privacy Policy", "consent_version": "1.0",
+        "terms_url": "https://example.com/_matrix/consent?v=1.0", "session": "abc",
+        "myurl": "/_matrix/client/v3/auth/m.login.terms/fallback/web",
+    },
     "sso_auth_bad_user.html": {"server_name": "example.com", "user_id_to_verify": "@alice:example.com"},
     "sso_account_deactivated.html": {},
     "sso_error.html": {"error": "session_expired", "error_description": "This login took too long."},

@@ -5,6 +5,8 @@ logs in; the accepted version is stored with the account.
 
 from __future__ import annotations
 
+import aiohttp
+
 from tests.e2e.browser import chromium, screenshot_path
 from tests.e2e.test_sso_oidc_login import idp_login, sso_setup
 
@@ -14,7 +16,8 @@ async def test_new_user_accepts_the_terms(tmp_path):
     policies.mkdir(parents=True)
     (policies / "2.1.html").write_text("<!DOCTYPE html><title>Privacy</title><h1 id='policy'>"
                                        "Privacy policy {{ consent_version }}</h1>")
-    extra = {"user_consent": {"template_dir": str(tmp_path / "privacy"), "version": "2.1",
+    extra = {"enable_registration": True, "enable_registration_without_verification": True,
+             "user_consent": {"template_dir": str(tmp_path / "privacy"), "version": "2.1",
                               "require_at_registration": True}}
     async with sso_setup(tmp_path, extra=extra) as (gw, client_url), chromium() as browser:
         page = await browser.new_page(viewport={"width": 420, "height": 860})
@@ -40,3 +43,13 @@ async def test_new_user_accepts_the_terms(tmp_path):
         await page.click("text=I accept the terms")
         await page.wait_for_selector("#whoami:not(:empty)")
         assert await page.inner_text("#whoami") == f"@erin:{gw.server_name}"
+
+        # The m.login.terms fallback page of /register, for clients without a terms UI.
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{gw.client_url}/_matrix/client/v3/register", json={}) as resp:
+                session = (await resp.json())["session"]
+        await page.goto(f"{gw.client_url}/_matrix/client/v3/auth/m.login.terms/fallback/web?session={session}")
+        assert await page.get_attribute("#policy", "href") == terms_url
+        await page.screenshot(path=screenshot_path("terms-fallback"), full_page=True)
+        await page.click("#accept")
+        await page.wait_for_selector("text=You may now close this window")

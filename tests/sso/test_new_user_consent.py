@@ -200,3 +200,31 @@ def test_user_consent_config_errors(tmp_path, policy_dir):
     assert config.user_consent.require_at_registration is False
     assert config.user_consent.policy_name == "Privacy Policy"
     assert any("block_events_error is not supported" in w for w in config.warnings)
+
+
+async def test_terms_fallback_page_completes_the_stage(client):
+    first = await client.post("/_matrix/client/v3/register", json={"username": "kim", "password": "pw-kim-123"})
+    session = (await first.json())["session"]
+    url = "/_matrix/client/r0/auth/m.login.terms/fallback/web"
+    page = await client.get(url, params={"session": session})
+    html = await page.text()
+    assert page.status == 200 and 'href="https://hs.test/_matrix/consent?v=1.0"' in html
+    assert f'name="session" value="{session}"' in html and "privacy notice" in html
+    assert (await client.get(url, params={"session": "forged"})).status == 400
+    assert (await client.post(url, data={"session": "forged"})).status == 400
+
+    accepted = await client.post(url, data={"session": session})
+    assert accepted.status == 200 and 'postMessage("authDone"' in await accepted.text()
+    assert (await client.hs.auth.store.get_uia_session(session)).completed == ("m.login.terms",)
+    done = await client.post("/_matrix/client/v3/register", json={
+        "username": "kim", "password": "pw-kim-123", "auth": {"type": "m.login.dummy", "session": session}})
+    assert done.status == 200, await done.text()
+    assert await client.hs.auth.users.get_consent_version("@kim:hs.test") == "1.0"
+
+    # A device-deletion session is no registration: the terms page does not serve it.
+    token = (await done.json())["access_token"]
+    uia = await client.post("/_matrix/client/v3/delete_devices", json={"devices": []},
+                            headers={"Authorization": f"Bearer {token}"})
+    assert (await client.get(url, params={"session": (await uia.json())["session"]})).status == 400
+    sso_post = await client.post("/_matrix/client/v3/auth/m.login.sso/fallback/web", data={"session": session})
+    assert sso_post.status == 405 and (await sso_post.json())["errcode"] == "M_UNRECOGNIZED"
