@@ -203,9 +203,12 @@ class HomeServer:
     @cached_property
     def edu_handlers(self):
         """EDU registry: ``hs.edu_handlers.register(edu_type, async handler(origin, content))``."""
+        from .services import ephemeral_edus
         from .services.federation_transactions import EduHandlers
 
-        return EduHandlers()
+        handlers = EduHandlers()
+        ephemeral_edus.register(self, handlers)  # m.typing, m.receipt
+        return handlers
 
     @cached_property
     def federation_room_data(self):

@@ -1,0 +1,42 @@
+"""Typing and receipt EDUs from another server reach local users' /sync, on both engines;
+EDUs for users of other servers, for users not in the room, or for unknown rooms are
+ignored."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from .test_transactions import alice, ca, gw, join_bob, public_room, remote  # noqa: F401 (fixtures)
+
+
+async def _sync(alice, since=None):
+    path = "/sync?timeout=0" + (f"&since={quote(since)}" if since else "")
+    return await alice.call("GET", path)
+
+
+async def test_remote_typing_and_receipts_reach_sync(gw, remote, alice):
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    mine = await alice.send(room_id, "hello bob")
+    since = (await _sync(alice))["next_batch"]
+    outsider = f"@carol:{remote.server_name}"  # of the remote server, but not in the room
+    await remote.send(gw.server_name, [], edus=[
+        {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": bob, "typing": True}},
+        {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": alice.user_id, "typing": True}},
+        {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": outsider, "typing": True}},
+        {"edu_type": "m.typing", "content": {"room_id": "!nowhere:elsewhere.test", "user_id": bob, "typing": True}},
+        {"edu_type": "m.receipt", "content": {room_id: {"m.read": {
+            bob: {"event_ids": [mine], "data": {"ts": 1234}},
+            alice.user_id: {"event_ids": [mine], "data": {"ts": 1}},
+        }}}},
+    ])
+    body = await _sync(alice, since)
+    ephemeral = {e["type"]: e["content"] for e in body["rooms"]["join"][room_id]["ephemeral"]["events"]}
+    assert ephemeral["m.typing"] == {"user_ids": [bob]}
+    assert ephemeral["m.receipt"] == {mine: {"m.read": {bob: {"ts": 1234}}}}
+
+    await remote.send(gw.server_name, [], edus=[
+        {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": bob, "typing": False}}])
+    body = await _sync(alice, body["next_batch"])
+    ephemeral = {e["type"]: e["content"] for e in body["rooms"]["join"][room_id]["ephemeral"]["events"]}
+    assert ephemeral == {"m.typing": {"user_ids": []}}
