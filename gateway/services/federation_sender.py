@@ -25,6 +25,8 @@ How it works:
   receiver fills the gap itself with ``/get_missing_events`` (as the spec intends).
 - EDUs live in memory only (typing, receipts, presence, device lists, to-device): they are
   lost on a restart. Typing and presence EDUs are dropped when a destination fails.
+  Local typing changes and public receipts (``hs.typing`` / ``hs.receipts`` listeners)
+  become ``m.typing`` / ``m.receipt`` EDUs to the room's other servers.
 """
 
 from __future__ import annotations
@@ -288,6 +290,9 @@ class FederationSender:
         self._txn_prefix = str(hs.clock_ms())
         self._txn_counter = itertools.count(1)
         self._background: set[asyncio.Task] = set()
+        #: EDUs for every server in a room, fanned out in order by one task.
+        self._room_edus: asyncio.Queue[tuple[str, str, dict[str, Any], Hashable]] = asyncio.Queue()
+        self._room_edu_task: asyncio.Task | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -305,12 +310,16 @@ class FederationSender:
             q.catching_up = True
             q.wake()
         self.hs.events.add_new_events_listener(self._on_new_events)
+        self.hs.typing.add_listener(self._on_local_typing)
+        self.hs.receipts.add_listener(self._on_local_receipt)
         self._distributor = asyncio.create_task(self._distribute_loop(), name="federation-sender-distributor")
+        self._room_edu_task = asyncio.create_task(self._room_edu_loop(), name="federation-sender-room-edus")
         self._wake.set()
 
     async def stop(self) -> None:
         self.stopped = True
-        tasks = [t for t in [self._distributor, *(q.task for q in self._queues.values()), *self._background] if t]
+        tasks = [t for t in [self._distributor, self._room_edu_task, *(q.task for q in self._queues.values()),
+                             *self._background] if t]
         for q in self._queues.values():
             if q.timer is not None:
                 q.timer.cancel()
@@ -365,6 +374,35 @@ class FederationSender:
     async def joined_servers(self, room_id: str) -> set[str]:
         """Other servers with a joined member in the room now (our own name excluded)."""
         return {s for s in await self.store.get_joined_servers(room_id) if self._may_send_to(s)}
+
+    def send_edu_to_room(self, room_id: str, edu_type: str, content: Mapping[str, Any],
+                         key: Hashable | None = None) -> None:
+        """Queue an EDU for every other server in the room (``joined_servers`` at the time
+        it is sent out); EDUs given here go out in the order given."""
+        if self.started and not self.stopped:
+            self._room_edus.put_nowait((room_id, edu_type, dict(content), key))
+
+    async def _room_edu_loop(self) -> None:
+        while True:
+            room_id, edu_type, content, key = await self._room_edus.get()
+            try:
+                self.send_edu_to_servers(await self.joined_servers(room_id), edu_type, content, key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("federation sender: could not send %s to the servers of %s", edu_type, room_id)
+
+    def _on_local_typing(self, room_id: str, user_id: str, typing: bool) -> None:
+        """``m.typing``: https://spec.matrix.org/latest/server-server-api/#typing-notifications"""
+        self.send_edu_to_room(room_id, "m.typing", {"room_id": room_id, "user_id": user_id, "typing": typing},
+                              key=(room_id, user_id))
+
+    def _on_local_receipt(self, room_id: str, receipt_type: str, user_id: str, event_id: str,
+                          data: Mapping[str, Any]) -> None:
+        """``m.receipt``: https://spec.matrix.org/latest/server-server-api/#receipts"""
+        content = {room_id: {receipt_type: {user_id: {"data": dict(data), "event_ids": [event_id]}}}}
+        self.send_edu_to_room(room_id, "m.receipt", content,
+                              key=(room_id, receipt_type, user_id, data.get("thread_id")))
 
     # --- backoff reset ---------------------------------------------------------------
 

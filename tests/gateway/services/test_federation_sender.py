@@ -398,3 +398,28 @@ async def test_routing_is_right_when_members_were_read_before_a_join_committed(o
         assert await sender.store.get_catch_up_rooms(peer.server_name, 0, 10) == [(room_id, pos)]
     finally:
         await hs.close()
+
+
+async def test_local_typing_and_receipts_become_edus_for_the_rooms_servers(hs, peer):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    (msg,) = await say(hs, room_id, alice, 1)
+    await peer.wait_for(lambda: msg in peer.event_ids())
+    await hs.typing.set_typing(alice, room_id, True, 30_000)
+    await hs.typing.set_typing(alice, room_id, False, None)
+    await hs.receipts.send_receipt(alice, room_id, "m.read", msg, None)
+    await hs.receipts.send_receipt(alice, room_id, "m.read.private", msg, None)  # private: stays here
+
+    def receipt_arrived():
+        return any(e["edu_type"] == "m.receipt" for e in peer.edus)
+
+    await peer.wait_for(receipt_arrived)
+    typing = [e["content"] for e in peer.edus if e["edu_type"] == "m.typing"]
+    # In order; a coalesced pair leaves only the last state.
+    assert typing[-1] == {"room_id": room_id, "user_id": alice, "typing": False}
+    assert all(t["typing"] for t in typing[:-1])
+    (receipt,) = [e["content"] for e in peer.edus if e["edu_type"] == "m.receipt"]
+    entry = receipt[room_id]["m.read"][alice]
+    assert entry["event_ids"] == [msg] and isinstance(entry["data"]["ts"], int)
+    assert peer.errors == []
