@@ -227,3 +227,34 @@ async def test_misbehaving_cas_server(make_client):
         assert await client.hs.auth.users.get_user("@admin:hs.test") is None
     finally:
         await server.close()
+
+
+async def test_ui_auth_through_cas(make_client, cas_url):
+    """UI-auth (m.login.sso) with CAS: only the same CAS user completes the stage."""
+    client = await make_client(cas_url)
+    location, cookie = await start(client)
+    login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.token", "token": dict(
+        urllib.parse.parse_qsl(urllib.parse.urlsplit(
+            (await back_to_gateway(client, await cas_login(location, "carol"), cookie)).headers["Location"]
+        ).query))["loginToken"]})
+    me = await login.json()
+    headers = {"Authorization": f"Bearer {me['access_token']}"}
+    url = f"/_matrix/client/v3/devices/{me['device_id']}"
+    first = await client.delete(url, headers=headers, json={})
+    body = await first.json()
+    assert first.status == 401 and body["flows"] == [{"stages": ["m.login.sso"]}]
+
+    async def through_cas(username: str):
+        go = await client.get("/_matrix/client/v3/auth/m.login.sso/fallback/web",
+                              params={"session": body["session"], "idp_id": "cas"}, allow_redirects=False)
+        assert go.status == 302 and go.headers["Location"].startswith(f"{cas_url}/login?service=")
+        return await back_to_gateway(client, await cas_login(go.headers["Location"], username),
+                                     go.cookies[BROWSER_COOKIE].value)
+
+    wrong = await through_cas("Erin.Upper")
+    assert wrong.status == 403 and "@carol:hs.test" in await wrong.text()
+    right = await through_cas("carol")
+    assert right.status == 200 and "authDone" in await right.text()
+    done = await client.delete(url, headers=headers, json={"auth": {"type": "m.login.sso", "session": body["session"]}})
+    assert done.status == 200, await done.text()
+    assert (await client.get("/_matrix/client/v3/account/whoami", headers=headers)).status == 401

@@ -300,3 +300,36 @@ async def test_idp_error_status_shown(gateway, idp):
     request_id, acs, relay_state, cookie = await start(client, idp)
     resp = await post_response(client, idp.error_response(request_id, acs), relay_state, cookie)
     await expect_refused(resp, 403, "idp_refused")
+
+
+async def test_ui_auth_through_saml(gateway, idp):
+    """UI-auth (m.login.sso) with SAML: the assertion must be for the same Matrix user."""
+    client = gateway.client
+    request_id, acs, relay_state, cookie = await start(client, idp)
+    resp = await post_response(client, idp.response(request_id, acs, SP_ENTITY, ALICE), relay_state, cookie)
+    target = urllib.parse.urlsplit(resp.headers["Location"])
+    login = await client.post("/_matrix/client/v3/login", json={
+        "type": "m.login.token", "token": dict(urllib.parse.parse_qsl(target.query))["loginToken"]})
+    me = await login.json()
+    headers = {"Authorization": f"Bearer {me['access_token']}"}
+    first = await client.post("/_matrix/client/v3/account/deactivate", headers=headers, json={})
+    session = (await first.json())["session"]
+    assert first.status == 401 and (await first.json())["flows"] == [{"stages": ["m.login.sso"]}]
+
+    async def through_idp(attributes: dict):
+        go = await client.get("/_matrix/client/r0/auth/m.login.sso/fallback/web",
+                              params={"session": session, "idp_id": "saml"}, allow_redirects=False)
+        assert go.status == 302, await go.text()
+        req_id, acs_url, relay = idp.read_request(go.headers["Location"])
+        return await post_response(client, idp.response(req_id, acs_url, SP_ENTITY, attributes), relay,
+                                   go.cookies[BROWSER_COOKIE].value)
+
+    wrong = await through_idp({**ALICE, "uid": ["mallory"]})
+    assert wrong.status == 403 and "@alice:hs.test" in await wrong.text()
+    assert await gateway.hs.auth.users.get_user("@mallory:hs.test") is None  # UI-auth never registers
+    right = await through_idp(ALICE)
+    assert right.status == 200 and "authDone" in await right.text()
+    done = await client.post("/_matrix/client/v3/account/deactivate", headers=headers,
+                             json={"auth": {"type": "m.login.sso", "session": session}})
+    assert done.status == 200, await done.text()
+    assert (await gateway.hs.auth.users.get_user("@alice:hs.test")).deactivated
