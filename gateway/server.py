@@ -217,6 +217,13 @@ class HomeServer:
 
         return RoomDataService(self)
 
+    @cached_property
+    def federation_membership(self):
+        """Joins, leaves and invites across servers (both sides of make_/send_join etc.)."""
+        from .services.federation_membership import FederationMembershipHandler
+
+        return FederationMembershipHandler(self)
+
     @classmethod
     async def open(cls, config: HomeserverConfig, *, create_signing_key: bool = True) -> "HomeServer":
         """Load keys, open the database and bring its schema up to date."""

@@ -106,17 +106,19 @@ async def put_state(request: web.Request) -> web.Response:
 @routes.post(PREFIX + "/rooms/{room_id}/join")
 @routes.post(PREFIX + "/join/{room_id}")
 async def join(request: web.Request) -> web.Response:
-    await read_json_body(request, allow_empty=True)
+    body = await read_json_body(request, allow_empty=True)
     room_id = _room_id(request)
     hs = _hs(request)
+    # ``via`` (``server_name`` is its legacy name): servers to join through.
+    servers = request.query.getall("via", []) + request.query.getall("server_name", [])
     if room_id.startswith("#"):
-        room_id, servers = await hs.directory.resolve_alias(room_id)
-        if await hs.events.store.get_room(room_id) is None:
-            raise MatrixError.not_found(f"{room_id} is on other servers ({', '.join(servers[:3])}) and joining"
-                                        " rooms over federation is not available yet")
+        room_id, alias_servers = await hs.directory.resolve_alias(room_id)
+        servers += alias_servers
     elif not room_id.startswith("!"):
         raise MatrixError.invalid_param(f"{room_id!r} is neither a room ID nor a room alias")
-    await hs.rooms.join(requester(request).user_id, room_id)
+    if "reason" in body:
+        _optional_reason(body)
+    await hs.rooms.join(requester(request).user_id, room_id, servers=servers)
     return json_response({"room_id": room_id})
 
 

@@ -24,7 +24,7 @@ import secrets
 import string
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ MAX_PREV_EVENTS = 10
 _RETRIES = 100
 
 NewEventsListener = Callable[[str, Sequence[int]], None]
+BeforePersist = Callable[[PDU], Awaitable[PDU]]
 
 
 @dataclass(frozen=True)
@@ -150,15 +151,19 @@ class EventsService:
 
     # --- creating events -------------------------------------------------------
 
-    async def send_event(self, room_id: str, spec: EventSpec, *, txn: tuple[str, str, str] | None = None) -> SentEvent:
+    async def send_event(self, room_id: str, spec: EventSpec, *, txn: tuple[str, str, str] | None = None,
+                         before_persist: BeforePersist | None = None) -> SentEvent:
         """Create, authorise, sign and store one event; idempotent for a ``txn``
-        (user_id, device_id, txn_id). ``M_FORBIDDEN`` with the auth rule's reason."""
+        (user_id, device_id, txn_id). ``M_FORBIDDEN`` with the auth rule's reason.
+        ``before_persist(pdu)`` runs (under the room lock) once the event is built and
+        authorised and returns the event to store (same event ID, e.g. with another
+        server's signature added: a remote invite); if it raises, nothing is stored."""
         if txn is not None:
             known = await self.store.get_txn_event_id(*txn)
             if known is not None:
                 return await self._already_sent(known)
         try:
-            return (await self.send_events(room_id, [spec], txn=txn))[0]
+            return (await self.send_events(room_id, [spec], txn=txn, before_persist=before_persist))[0]
         except IntegrityError:
             if txn is not None:  # the same transaction ID raced with itself
                 known = await self.store.get_txn_event_id(*txn)
@@ -172,7 +177,8 @@ class EventsService:
         return SentEvent(stored.pdu, stored.stream_ordering)
 
     async def send_events(
-        self, room_id: str, specs: Sequence[EventSpec], *, txn: tuple[str, str, str] | None = None
+        self, room_id: str, specs: Sequence[EventSpec], *, txn: tuple[str, str, str] | None = None,
+        before_persist: BeforePersist | None = None,
     ) -> list[SentEvent]:
         """Append events to a room's timeline, in order, in one transaction."""
         async with self.room_lock(room_id):
@@ -189,6 +195,11 @@ class EventsService:
                     continue
                 if txn is not None:
                     writes[-1].txn = txn
+                if before_persist is not None:
+                    replaced = await before_persist(writes[-1].pdu)
+                    if replaced.event_id != writes[-1].pdu.event_id:
+                        raise MatrixError(502, Codes.UNKNOWN, "The event changed before it was stored")
+                    writes[-1].pdu = replaced
                 try:
                     result = await self.store.persist_events(
                         room_id, writes, state_before=head.state, expected_head=head.head_stream_ordering,

@@ -125,7 +125,7 @@ class RoomsService:
             raise MatrixError.bad_json("'invite' must be a list of user IDs")
         invitees = list(dict.fromkeys(u for u in invitees if u != user_id))
         for u in invitees:
-            await self._check_local_user(u)
+            await self._check_invitee(u)
         creation_content = _object(body, "creation_content")
         pl_override = _object(body, "power_level_content_override")
         initial_state = body.get("initial_state", [])
@@ -215,25 +215,54 @@ class RoomsService:
 
     # --- memberships -----------------------------------------------------------
 
-    async def join(self, user_id: str, room_id: str, *, by_admin: bool = False) -> SentEvent:
+    async def join(self, user_id: str, room_id: str, *, by_admin: bool = False,
+                   servers: Sequence[str] = ()) -> SentEvent | None:
+        """Join a room: locally if this server takes part in it, else over federation
+        through ``servers`` (the client's ``via``, the alias's servers), the inviter's
+        server and the room ID's server. Returns the local event (None after a remote
+        join)."""
         await self.hs.room_admin.check_not_blocked(room_id)
-        await self.events.get_room(room_id)
+        room = await self.events.store.get_room(room_id)
+        current = await self.events.state.get_membership(room_id, user_id) if room is not None else None
         modules = self.hs.modules.callbacks
         if not by_admin and modules.has("user_may_join_room"):
-            current = await self.events.state.get_membership(room_id, user_id)
             await modules.spam_check("user_may_join_room", "Joining this room", user_id, room_id,
                                      current is not None and current.membership == "invite")
+        if room is None or not await self.hs.federation_membership.is_resident(room_id):
+            candidates = self._remote_servers(room_id, current, servers)
+            if candidates or room is None or room.current_state_group is None:
+                if room is None and not candidates:
+                    raise MatrixError.not_found(f"Unknown room {room_id}")
+                await self.hs.federation_membership.join_remote(user_id, room_id, candidates,
+                                                                await self._join_content(user_id))
+                return None
         return await self._member(room_id, user_id, user_id, await self._join_content(user_id))
 
-    async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> SentEvent:
+    def _remote_servers(self, room_id: str, current: Any, servers: Sequence[str]) -> list[str]:
+        out = [s for s in servers if s != self.hs.server_name]
+        if current is not None and current.membership in ("invite", "knock"):
+            out.append(current.sender.split(":", 1)[1])
+        domain = room_id.split(":", 1)[1] if ":" in room_id else None
+        if domain:
+            out.append(domain)
+        return [s for s in dict.fromkeys(out) if s != self.hs.server_name]
+
+    async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> SentEvent | None:
         if self.hs.config.server_notices is not None:
             await self.hs.server_notices.check_may_leave(user_id, room_id)
+        current = await self.events.state.get_membership(room_id, user_id)
+        if current is not None and current.membership in ("invite", "knock") \
+                and not await self.hs.federation_membership.is_resident(room_id):
+            # Rejecting an invite to a room we are not in: through the inviter's server.
+            await self.hs.federation_membership.leave_remote(
+                user_id, room_id, self._remote_servers(room_id, current, ()), reason)
+            return None
         return await self._member(room_id, user_id, user_id, _with_reason({"membership": "leave"}, reason))
 
     async def invite(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:
         await self.hs.room_admin.check_not_blocked(room_id)
         await self.events.get_room(room_id)
-        await self._check_local_user(target)
+        await self._check_invitee(target)
         await self.hs.modules.callbacks.spam_check("user_may_invite", "This invite", user_id, target, room_id)
         return await self._send_invite(room_id, user_id, target, _with_reason({"membership": "invite"}, reason))
 
@@ -257,8 +286,17 @@ class RoomsService:
 
     async def _send_invite(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> SentEvent:
         stripped = await self.stripped_state(room_id, sender)
+        before_persist = None
+        if not target.endswith(":" + self.hs.server_name):
+            # A user of another server: their server co-signs the invite first.
+            fed = self.hs.federation_membership
+            full_state = await fed.invite_room_state(room_id, sender)
+
+            async def before_persist(pdu):
+                return await fed.send_invite(pdu, full_state)
         return await self.events.send_event(
-            room_id, EventSpec("m.room.member", sender, content, target, unsigned={"invite_room_state": stripped})
+            room_id, EventSpec("m.room.member", sender, content, target, unsigned={"invite_room_state": stripped}),
+            before_persist=before_persist,
         )
 
     async def stripped_state(self, room_id: str, sender: str) -> list[dict[str, Any]]:
@@ -279,11 +317,11 @@ class RoomsService:
         profile = await self.profiles.get_profile(user_id) or {}
         return {"membership": "join", **profile}
 
-    async def _check_local_user(self, user_id: str) -> None:
+    async def _check_invitee(self, user_id: str) -> None:
         if not is_valid_user_id(user_id):
             raise MatrixError.bad_json(f"{user_id!r} is not a user ID")
         if not user_id.endswith(":" + self.hs.server_name):
-            raise MatrixError.forbidden("Inviting users on other servers is not available yet")
+            return  # their server says yes or no to the invite
         user = await self.users.get_user(user_id)
         if user is None or user.deactivated:
             raise MatrixError.not_found(f"Unknown user {user_id}")

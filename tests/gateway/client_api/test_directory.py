@@ -147,7 +147,11 @@ async def test_join_by_remote_alias_resolves_over_federation(client, hs, bob, mo
     resp = await client.post(URL(f"{C}/join/{quote('#lobby:remote.test', safe='')}", encoded=True), json={},
                              headers=auth_header(bob))
     body = await resp.json()
-    assert resp.status == 404 and body["errcode"] == "M_NOT_FOUND" and "federation" in body["error"]
+    # The join is tried through the alias's servers (here they answer nonsense): a clear error.
+    assert resp.status == 404 and body["errcode"] == "M_NOT_FOUND" and "through any server" in body["error"]
+    make_joins = [(d, p) for m, d, p, _ in asked if "/make_join/" in p]
+    assert [d for d, _ in make_joins] == ["remote.test", "other.test"]
+    assert await hs.events.store.get_room("!far:remote.test") is None
 
 
 async def test_federation_directory_query(client, alice, fake):  # noqa: F811

@@ -1,0 +1,59 @@
+"""Membership handshakes with other servers (thin; the rules are in
+gateway.services.federation_membership).
+
+Spec: https://spec.matrix.org/latest/server-server-api/#joining-rooms,
+https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites,
+https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import HS
+from ..http import json_response
+from ..http.json import read_json_body
+from .auth import ORIGIN
+
+routes = web.RouteTableDef()
+
+
+def _handler(request: web.Request):
+    return request.app[HS].federation_membership
+
+
+def _make(kind: str):
+    async def handler(request: web.Request) -> web.Response:
+        versions = request.query.getall("ver", [])
+        answer = await _handler(request).on_make(request[ORIGIN], kind, request.match_info["room_id"],
+                                                 request.match_info["user_id"], versions)
+        return json_response(answer)
+
+    handler.__name__ = f"make_{kind}"
+    return handler
+
+
+def _send(kind: str, v1: bool):
+    async def handler(request: web.Request) -> web.Response:
+        body = await read_json_body(request)
+        omit = request.query.get("omit_members", "false").lower() == "true" and not v1
+        answer = await _handler(request).on_send(request[ORIGIN], kind, request.match_info["room_id"],
+                                                 request.match_info["event_id"], body, omit_members=omit)
+        return json_response([200, answer] if v1 else answer)
+
+    handler.__name__ = f"send_{kind}_{'v1' if v1 else 'v2'}"
+    return handler
+
+
+for _kind in ("join", "leave"):
+    routes.get(f"/v1/make_{_kind}/{{room_id}}/{{user_id}}")(_make(_kind))
+    routes.put(f"/v1/send_{_kind}/{{room_id}}/{{event_id}}")(_send(_kind, True))
+    routes.put(f"/v2/send_{_kind}/{{room_id}}/{{event_id}}")(_send(_kind, False))
+
+
+@routes.put("/v2/invite/{room_id}/{event_id}")
+async def invite(request: web.Request) -> web.Response:
+    body = await read_json_body(request)
+    answer = await _handler(request).on_invite(request[ORIGIN], request.match_info["room_id"],
+                                               request.match_info["event_id"], body)
+    return json_response(answer)

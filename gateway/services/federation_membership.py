@@ -1,0 +1,478 @@
+"""Memberships across servers: joining, leaving and inviting over federation, both as
+the server of the user and as a server resident in the room.
+
+Spec:
+- https://spec.matrix.org/latest/server-server-api/#joining-rooms (make_join, send_join v1/v2)
+- https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites
+  (make_leave, send_leave v1/v2)
+- https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room (invite v2)
+
+Interface (``hs.federation_membership``):
+
+- :meth:`FederationMembershipHandler.join_remote` (user, room, candidate servers):
+  make_join -> sign -> send_join on each server until one works; the state and auth
+  chain it returns go through ``FederationEventHandler.persist_outliers`` (bad events
+  dropped or rejected, never trusted), the join through the receipt pipeline with that
+  state. MatrixError when every server fails.
+- :meth:`leave_remote`: make_leave/send_leave (rejecting an invite to a room we are not in).
+- :meth:`send_invite`: an invite of a user of another server, co-signed by that server.
+- ``on_*`` methods: the resident/invited side of each request.
+
+Invites to rooms this server is not in, and leaves that reject them, are stored as
+*out-of-band memberships*: the event is an outlier, but the user's membership row takes
+a new events-stream position so that /sync shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from federation.auth_rules import AuthError, auth_types_for_event, check_auth_rules
+from federation.events import PDU, InvalidEventError
+from federation.ids import get_domain_from_id
+from federation.keyring import KeyRequest
+from federation.net.client import FederationRequestError
+from federation.room_membership import (
+    MembershipError,
+    check_countersigned,
+    check_invite_event,
+    check_membership_event,
+    event_from_template,
+    membership_template,
+    parse_send_join_response,
+    room_version_of_template,
+    stripped_state_event,
+    supported_room_versions,
+    template_auth_pdu,
+)
+from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
+from federation.signing import quote_path_segment, sign_event
+
+from ..http import Codes, MatrixError
+from ..storage.out_of_band import OutOfBandStore
+from ..storage.state import StateKey
+from .federation_room_data import wire_json
+
+log = logging.getLogger(__name__)
+
+#: Seconds a send_join may take (big rooms answer slowly).
+SEND_JOIN_TIMEOUT = 300
+
+
+def _domain(user_id: str) -> str | None:
+    try:
+        return get_domain_from_id(user_id)
+    except ValueError:
+        return None
+
+
+def _errcode(e: FederationRequestError) -> str | None:
+    return e.body.get("errcode") if isinstance(e.body, dict) else None
+
+
+class FederationMembershipHandler:
+    def __init__(self, hs):
+        self.hs = hs
+        self.events = hs.events
+        self.store = hs.events.store
+        self.out_of_band = OutOfBandStore(hs.db)
+
+    @property
+    def client(self):
+        return self.hs.federation_client
+
+    # =================================================================================
+    # As the user's server
+    # =================================================================================
+
+    def _candidates(self, servers: Iterable[str]) -> list[str]:
+        out: list[str] = []
+        for s in servers:
+            if isinstance(s, str) and s and s != self.hs.server_name and s not in out:
+                out.append(s)
+        return out
+
+    async def join_remote(self, user_id: str, room_id: str, servers: Sequence[str],
+                          content: Mapping[str, Any]) -> str:
+        """Join ``room_id`` through the first of ``servers`` that lets us; returns the
+        join's event ID once stored (the user is then joined here)."""
+        candidates = self._candidates(servers)
+        if not candidates:
+            raise MatrixError.not_found(f"No server to join {room_id} through")
+        errors: list[str] = []
+        forbidden: MatrixError | None = None
+        for server in candidates:
+            try:
+                return await self._join_via(server, user_id, room_id, content)
+            except MatrixError as e:
+                if e.errcode == Codes.FORBIDDEN:
+                    forbidden = e
+                errors.append(f"{server}: {e.error}")
+            except FederationRequestError as e:
+                if _errcode(e) == Codes.FORBIDDEN:
+                    msg = e.body.get("error") if isinstance(e.body.get("error"), str) else "forbidden"
+                    forbidden = MatrixError.forbidden(f"{server} refused the join: {msg}")
+                errors.append(str(e))
+            except MembershipError as e:
+                errors.append(f"{server}: {e}")
+            log.info("joining %s via %s failed: %s", room_id, server, errors[-1])
+        if forbidden is not None:
+            raise forbidden
+        raise MatrixError(404, Codes.NOT_FOUND, f"Could not join {room_id} through any server: "
+                          + "; ".join(errors[:5]))
+
+    async def _make(self, server: str, kind: str, room_id: str, user_id: str) -> tuple[RoomVersion, dict]:
+        query = [("ver", v) for v in supported_room_versions()] if kind == "join" else None
+        try:
+            answer = await self.client.request(
+                "GET", server,
+                f"/_matrix/federation/v1/make_{kind}/{quote_path_segment(room_id)}/{quote_path_segment(user_id)}",
+                query=query,
+            )
+        except FederationRequestError as e:
+            if _errcode(e) in (Codes.INCOMPATIBLE_ROOM_VERSION, Codes.UNSUPPORTED_ROOM_VERSION):
+                raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                                  f"{server} says the room's version is not one we support") from None
+            raise
+        rv = room_version_of_template(answer)
+        return rv, answer["event"]
+
+    async def _send(self, server: str, kind: str, room_id: str, event: dict, rv: RoomVersion) -> tuple[Any, bool]:
+        """``send_join``/``send_leave`` v2, or v1 if the server does not know v2.
+        Returns (answer, was_v1)."""
+        event_id = PDU.from_pdu_json(event, rv).event_id
+        path = f"/{quote_path_segment(room_id)}/{quote_path_segment(event_id)}"
+        try:
+            answer = await self.client.request("PUT", server, f"/_matrix/federation/v2/send_{kind}{path}",
+                                               content=event, timeout=SEND_JOIN_TIMEOUT)
+            return answer, False
+        except FederationRequestError as e:
+            unrecognised = e.status == 404 and _errcode(e) in (None, Codes.UNRECOGNIZED) or \
+                (e.status == 400 and _errcode(e) == Codes.UNRECOGNIZED)
+            if not unrecognised:
+                raise
+        answer = await self.client.request("PUT", server, f"/_matrix/federation/v1/send_{kind}{path}",
+                                           content=event, timeout=SEND_JOIN_TIMEOUT)
+        return answer, True
+
+    async def _join_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> str:
+        rv, template = await self._make(server, "join", room_id, user_id)
+        extra = {k: v for k, v in content.items() if k in ("displayname", "avatar_url", "reason")}
+        event = event_from_template(
+            template, rv, membership="join", user_id=user_id, room_id=room_id, server_name=self.hs.server_name,
+            signing_key=self.hs.signing_key, origin_server_ts=self.hs.clock_ms(), extra_content=extra,
+        )
+        answer, v1 = await self._send(server, "join", room_id, event, rv)
+        state, chain, returned = parse_send_join_response(answer, v1=v1)
+        if returned is not None:
+            # Restricted joins: the resident co-signed our event.
+            authoriser = template.get("content", {}).get("join_authorised_via_users_server")
+            if isinstance(authoriser, str) and _domain(authoriser):
+                keys = await self._keys_for(returned, _domain(authoriser))
+                event = check_countersigned(event, returned, rv, _domain(authoriser), keys)
+        return await self._store_join(server, room_id, rv, event, state, chain)
+
+    async def _keys_for(self, event: Mapping[str, Any], server: str):
+        sigs = event.get("signatures", {}).get(server) if isinstance(event.get("signatures"), dict) else None
+        ids = [k for k in sigs if isinstance(k, str)] if isinstance(sigs, dict) else []
+        found = await self.hs.keyring.get_keys([KeyRequest(server, k) for k in ids])
+        lookup = {k: key.known_key() for k, key in found.items()}
+        return lambda s, k: lookup.get((s, k))
+
+    async def _store_join(self, origin: str, room_id: str, rv: RoomVersion, event: dict,
+                          state: list, chain: list) -> str:
+        fed = self.hs.federation_events
+        async with self.events.room_lock(room_id):
+            await self.store.ensure_room(room_id, rv, creator=None, created_ts=self.hs.clock_ms())
+            room = await self.store.get_room(room_id)
+            if room.room_version.identifier != rv.identifier:
+                raise MatrixError(502, Codes.UNKNOWN, f"{origin} says {room_id} is a version {rv.identifier}"
+                                  f" room; we know it as version {room.room_version.identifier}")
+            result = await fed.persist_outliers(origin, room_id, rv, [*chain, *state])
+            if result.dropped or result.rejected:
+                log.warning("join of %s via %s: %d events dropped, %d rejected (e.g. %s)", room_id, origin,
+                            len(result.dropped), len(result.rejected),
+                            next(iter({**result.dropped, **result.rejected}.items()), None))
+            state_map: dict[StateKey, str] = {}
+            for item in state:
+                pdu = None
+                if isinstance(item, dict):
+                    from .federation_events import guess_event_id
+                    pdu = result.accepted.get(guess_event_id(item, rv) or "")
+                if pdu is not None and pdu.state_key is not None:
+                    state_map[(pdu.type, pdu.state_key)] = pdu.event_id
+            if ("m.room.create", "") not in state_map:
+                raise MatrixError(502, Codes.UNKNOWN, f"{origin} sent no valid create event for {room_id}")
+            from .federation_events import PDUError
+
+            room = await self.store.get_room(room_id)
+            try:
+                outcome = await fed._receive(origin, room, event, gap_fill=False, check_acl=False,
+                                             explicit_state=state_map)
+            except PDUError as e:
+                raise MatrixError(502, Codes.UNKNOWN, f"Our join event was not accepted: {e}") from None
+        if outcome.rejected or outcome.soft_failed:
+            raise MatrixError.forbidden(f"The room's state does not allow the join: {outcome.rejected}")
+        return outcome.event_id
+
+    async def leave_remote(self, user_id: str, room_id: str, servers: Sequence[str],
+                           reason: str | None = None) -> str:
+        """Leave (reject an invite to) a room this server is not in, through
+        make_leave/send_leave; the leave is stored as an out-of-band membership."""
+        errors: list[str] = []
+        for server in self._candidates(servers):
+            try:
+                rv, template = await self._make(server, "leave", room_id, user_id)
+                event = event_from_template(
+                    template, rv, membership="leave", user_id=user_id, room_id=room_id,
+                    server_name=self.hs.server_name, signing_key=self.hs.signing_key,
+                    origin_server_ts=self.hs.clock_ms(), extra_content={"reason": reason} if reason else None,
+                )
+                await self._send(server, "leave", room_id, event, rv)
+            except (FederationRequestError, MembershipError, MatrixError) as e:
+                errors.append(f"{server}: {e}")
+                continue
+            pdu = PDU.from_pdu_json(event, rv)
+            await self._store_out_of_band(pdu)
+            return pdu.event_id
+        raise MatrixError(502, Codes.UNKNOWN, f"Could not leave {room_id} through any server: "
+                          + "; ".join(errors[:5]))
+
+    async def _store_out_of_band(self, pdu: PDU) -> None:
+        await self.store.ensure_room(pdu.room_id, pdu.room_version, creator=None, created_ts=self.hs.clock_ms())
+        await self.out_of_band.store_membership(pdu, received_ts=self.hs.clock_ms())
+        self.events._remember(pdu)
+        self.hs.notifier.notify_users([pdu.state_key])
+
+    async def send_invite(self, pdu: PDU, invite_room_state: list[dict[str, Any]]) -> PDU:
+        """Send our invite of a remote user to their server (``PUT /invite/v2``) and
+        return the event with their signature added. MatrixError if they refuse."""
+        target_server = _domain(pdu.state_key or "")
+        rv = pdu.room_version
+        ours = wire_json(pdu)
+        try:
+            answer = await self.client.request(
+                "PUT", target_server,
+                f"/_matrix/federation/v2/invite/{quote_path_segment(pdu.room_id)}/{quote_path_segment(pdu.event_id)}",
+                content={"room_version": rv.identifier, "event": ours, "invite_room_state": invite_room_state},
+            )
+        except FederationRequestError as e:
+            if _errcode(e) == Codes.FORBIDDEN:
+                raise MatrixError.forbidden(f"{target_server} refused the invite") from None
+            if _errcode(e) in (Codes.INCOMPATIBLE_ROOM_VERSION, Codes.UNSUPPORTED_ROOM_VERSION):
+                raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                                  f"{target_server} does not support this room's version") from None
+            raise MatrixError(502, Codes.UNKNOWN, f"Could not send the invite to {target_server}: {e}") from None
+        theirs = answer.get("event") if isinstance(answer, dict) else None
+        try:
+            merged = check_countersigned(ours, theirs, rv, target_server,
+                                         await self._keys_for(theirs if isinstance(theirs, dict) else {},
+                                                              target_server))
+        except MembershipError as e:
+            raise MatrixError(502, Codes.UNKNOWN, str(e)) from None
+        if pdu.unsigned:
+            merged["unsigned"] = dict(pdu.unsigned)
+        return PDU(merged, rv, pdu.event_id)
+
+    async def invite_room_state(self, room_id: str, sender: str) -> list[dict[str, Any]]:
+        """``invite_room_state`` for another server: the full PDUs of the stripped-state
+        events (the create event included, as rooms 12 need)."""
+        from .rooms import STRIPPED_STATE_TYPES
+
+        current = await self.events.state.get_current_state_ids(room_id)
+        keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [("m.room.member", sender)]
+        pdus = await self.events.get_pdus([current[k] for k in keys if k in current])
+        return [wire_json(pdus[current[k]]) for k in keys if k in current and current[k] in pdus]
+
+    # =================================================================================
+    # As a resident server
+    # =================================================================================
+
+    async def is_resident(self, room_id: str) -> bool:
+        """Whether this server takes part in the room: we know its state and one of our
+        users is joined."""
+        room = await self.store.get_room(room_id)
+        if room is None or room.current_state_group is None:
+            return False
+        members = await self.events.state.get_members(room_id, "join")
+        return any(_domain(m.user_id) == self.hs.server_name for m in members)
+
+    async def _resident_room(self, origin: str, room_id: str):
+        room = await self.store.get_room(room_id)
+        if room is None or room.current_state_group is None:
+            raise MatrixError.not_found(f"Unknown room {room_id}")
+        members = await self.events.state.get_members(room_id, "join")
+        if not any(_domain(m.user_id) == self.hs.server_name for m in members):
+            raise MatrixError.not_found(f"This server is not in {room_id}")
+        await self.hs.federation_room_data.check_server_acl(origin, room_id)
+        return room
+
+    async def on_make(self, origin: str, kind: str, room_id: str, user_id: str,
+                      versions: Sequence[str] | None) -> dict[str, Any]:
+        """``make_join``/``make_leave``: a template the requesting server may sign."""
+        if _domain(user_id) != origin:
+            raise MatrixError.forbidden("The user is not on the requesting server")
+        room = await self._resident_room(origin, room_id)
+        rv = room.room_version
+        if kind == "join" and rv.identifier not in (versions or ["1"]):
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"The room is version {rv.identifier}, which your server does not support",
+                              room_version=rv.identifier)
+        state = dict((await self.events.state.get_state(room.current_state_group)).state)
+        content: dict[str, Any] = {"membership": kind}
+        if kind == "join":
+            authoriser = await self._restricted_authoriser(room_id, rv, state, user_id)
+            if authoriser is not None:
+                content["join_authorised_via_users_server"] = authoriser
+        prev_ids = await self.store.get_forward_extremities(room_id)
+        depths = await self.store.get_depths(prev_ids)
+        prev_ids = sorted(prev_ids, key=lambda e: -depths.get(e, 0))[:10]
+        auth_keys = auth_types_for_event(rv, "m.room.member", user_id, user_id, content)
+        auth_ids = [state[k] for k in sorted(auth_keys) if k in state]
+        template = membership_template(
+            rv, room_id=room_id, user_id=user_id, content=content, prev_event_ids=prev_ids,
+            auth_event_ids=auth_ids, depth=max(depths.values(), default=0) + 1, origin=self.hs.server_name,
+            origin_server_ts=self.hs.clock_ms(),
+        )
+        # Refuse now what the auth rules would refuse anyway.
+        keys = set(auth_keys) | {("m.room.create", "")}
+        auth_pdus = await self.events.get_state_events({k: state[k] for k in keys if k in state})
+        try:
+            check_auth_rules(rv, template_auth_pdu(template, rv), auth_pdus)
+        except AuthError as e:
+            raise MatrixError.forbidden(f"You may not {kind} this room: {e}") from None
+        return {"room_version": rv.identifier, "event": template}
+
+    async def _restricted_authoriser(self, room_id: str, rv: RoomVersion, state: Mapping[StateKey, str],
+                                     user_id: str) -> str | None:
+        """For a restricted room the user is not invited to or joined in: a local
+        member who may invite, if the user meets an ``allow`` condition; else None."""
+        if not rv.restricted_join_rule or ("m.room.join_rules", "") not in state:
+            return None
+        pdus = await self.events.get_pdus([state[("m.room.join_rules", "")]])
+        jr = next(iter(pdus.values()), None)
+        rule = jr.content.get("join_rule") if jr is not None else None
+        if rule not in ("restricted", "knock_restricted") or \
+                (rule == "knock_restricted" and not rv.knock_restricted_join_rule):
+            return None
+        mine = await self.events.state.get_membership(room_id, user_id)
+        if mine is not None and mine.membership in ("join", "invite"):
+            return None
+        allowed = False
+        allow = jr.content.get("allow")
+        for cond in allow if isinstance(allow, list) else []:
+            if isinstance(cond, dict) and cond.get("type") == "m.room_membership" \
+                    and isinstance(cond.get("room_id"), str):
+                m = await self.events.state.get_membership(cond["room_id"], user_id)
+                if m is not None and m.membership == "join":
+                    allowed = True
+                    break
+        if not allowed:
+            raise MatrixError(400, "M_UNABLE_TO_AUTHORISE_JOIN", "This server cannot tell that you meet the room's join conditions")
+        from federation.auth_rules import get_named_level, get_user_power_level
+
+        pl_id = state.get(("m.room.power_levels", ""))
+        create_id = state.get(("m.room.create", ""))
+        got = await self.events.get_pdus([i for i in (pl_id, create_id) if i])
+        pl = got.get(pl_id) if pl_id else None
+        create = got.get(create_id) if create_id else None
+        needed = get_named_level("invite", pl.content if pl else None, rv)
+        for m in await self.events.state.get_members(room_id, "join"):
+            if _domain(m.user_id) == self.hs.server_name and \
+                    get_user_power_level(m.user_id, pl.content if pl else None, create, rv) >= needed:
+                return m.user_id
+        raise MatrixError(400, "M_UNABLE_TO_GRANT_JOIN", "No user of this server may authorise the join")
+
+    async def on_send(self, origin: str, kind: str, room_id: str, event_id: str, body: Any, *,
+                      omit_members: bool = False) -> dict[str, Any]:
+        """``send_join``/``send_leave``: the signed event, checked and accepted through
+        the receipt pipeline; for a join, the room's state and auth chain."""
+        room = await self._resident_room(origin, room_id)
+        rv = room.room_version
+        try:
+            pdu = PDU.from_pdu_json(body, rv)
+            check_membership_event(pdu, room_id=room_id, origin=origin, membership=kind, event_id=event_id)
+        except (InvalidEventError, MembershipError, TypeError, KeyError) as e:
+            raise MatrixError.bad_json(f"Invalid {kind} event: {e}") from None
+        event = body
+        if kind == "join":
+            authoriser = pdu.content.get("join_authorised_via_users_server")
+            if isinstance(authoriser, str) and _domain(authoriser) == self.hs.server_name:
+                event = sign_event(body, self.hs.server_name, self.hs.signing_key, room_version=rv)
+        (outcome,) = await self.hs.federation_events.receive_pdus(origin, room_id, [event])
+        if outcome.error is not None:
+            raise MatrixError.forbidden(f"The {kind} event was not accepted: {outcome.error}")
+        if outcome.rejected is not None or outcome.soft_failed:
+            raise MatrixError.forbidden(f"The {kind} event is not allowed: {outcome.rejected or 'soft-failed'}")
+        await self._forward(origin, room_id, outcome.stream_ordering, pdu.event_id)
+        if kind != "join":
+            return {}
+        state_ids, _ = await self.hs.federation_room_data.state_ids_before(room_id, pdu.event_id)
+        if omit_members:
+            pdus_state = await self.events.get_pdus(state_ids)
+            state_ids = [e for e in state_ids if e in pdus_state and (
+                pdus_state[e].type != "m.room.member" or pdus_state[e].state_key == pdu.sender)]
+        chain_ids = sorted(await self.store.get_auth_chain_ids([*state_ids, pdu.event_id]))
+        pdus = await self.events.get_pdus([*state_ids, *chain_ids])
+        servers = await self.hs.directory.servers_in_room(room_id)
+        return {
+            "origin": self.hs.server_name,
+            "state": [wire_json(pdus[e]) for e in state_ids if e in pdus],
+            "auth_chain": [wire_json(pdus[e]) for e in chain_ids if e in pdus],
+            "event": event,
+            "members_omitted": omit_members,
+            "servers_in_room": servers,
+        }
+
+    async def _forward(self, origin: str, room_id: str, position: int | None, event_id: str) -> None:
+        """The federation sender sends only our events: hand it the joining server's
+        event for the other servers in the room."""
+        if position is None:
+            return
+        sender = self.hs.federation_sender
+        others = [s for s in await sender.joined_servers(room_id) if s not in (origin, self.hs.server_name)]
+        for d in others:
+            sender._queue(d).add_pdus([(position, event_id)])
+
+    async def on_invite(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:
+        """``PUT /invite/v2``: check the invite, sign it as the invitee's server, store it
+        (an out-of-band membership with the stripped state for /sync)."""
+        if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
+            raise MatrixError.bad_json("'event' must be an object")
+        version = body.get("room_version", "1")
+        if not isinstance(version, str) or version not in KNOWN_ROOM_VERSIONS:
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"Room version {version!r} is not supported here", room_version=str(version))
+        rv = get_room_version(version)
+        raw = {k: v for k, v in body["event"].items() if k != "unsigned"}
+        try:
+            pdu = PDU.from_pdu_json(raw, rv)
+            check_invite_event(pdu, room_id=room_id, event_id=event_id, origin=origin,
+                               local_server=self.hs.server_name)
+        except (InvalidEventError, MembershipError, TypeError, KeyError) as e:
+            raise MatrixError.bad_json(f"Invalid invite: {e}") from None
+        user = await self.hs.rooms.users.get_user(pdu.state_key)
+        if user is None or user.deactivated:
+            raise MatrixError.not_found(f"Unknown user {pdu.state_key}")
+        if not await self.hs.federation_room_data.server_is_allowed(origin, room_id):
+            raise MatrixError.forbidden("Your server is denied by the room's server ACL")
+        from federation.pdu_checks import Drop, Redacted
+
+        (checked,) = await self.hs.federation_events._check_signatures([raw], rv, origin)
+        if isinstance(checked, (Drop, Redacted)):
+            raise MatrixError.forbidden(f"The invite's signatures or hashes are not valid: "
+                                        f"{getattr(checked, 'reason', 'content hash mismatch')}")
+        await self.hs.modules.callbacks.spam_check("user_may_invite", "This invite", pdu.sender, pdu.state_key,
+                                                   room_id)
+        signed = sign_event(raw, self.hs.server_name, self.hs.signing_key, room_version=rv)
+        stripped = [s for s in (stripped_state_event(e) for e in body.get("invite_room_state") or []
+                                if isinstance(body.get("invite_room_state"), list)) if s is not None]
+        if await self.is_resident(room_id):
+            # The invite reaches our timeline through /send like any event of the room.
+            return {"event": signed}
+        stored = dict(signed)
+        stored["unsigned"] = {"invite_room_state": stripped}
+        await self._store_out_of_band(PDU(stored, rv, pdu.event_id))
+        return {"event": signed}
