@@ -1,0 +1,202 @@
+"""Users of our server and of a real Synapse in the same rooms: joins both ways, messages
+both ways seen in /sync, invites both ways (accepted and rejected), leave and kick seen
+on the other side, and joining by an alias of the other server.
+
+Each server is driven through its own Client-Server API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any, Callable
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.support.gateway_server import running_gateway
+from tests.support.synapse import SynapseServer, register_synapse_user
+from tests.support.tls import TestCA
+
+_txn = itertools.count()
+
+
+class Client:
+    """A minimal Client-Server API user (one of each server's users)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str, user_id: str):
+        self.s, self.base, self.token, self.user_id = session, base, token, user_id
+        self.since: str | None = None
+
+    def url(self, path: str) -> URL:
+        return URL(f"{self.base}/_matrix/client/v3{path}", encoded=True)
+
+    async def call(self, method: str, path: str, body: Any = None, *, params: Any = None,
+                   expect: int = 200) -> Any:
+        async with self.s.request(method, self.url(path), json=body, params=params,
+                                  headers={"Authorization": f"Bearer {self.token}"}) as r:
+            data = await r.json()
+            assert r.status == expect, (method, path, r.status, data)
+            return data
+
+    async def send_text(self, room_id: str, text: str) -> str:
+        body = await self.call("PUT", f"/rooms/{q(room_id)}/send/m.room.message/t{next(_txn)}",
+                               {"msgtype": "m.text", "body": text})
+        return body["event_id"]
+
+    async def sync_until(self, predicate: Callable[[dict], Any], timeout: float = 60) -> Any:
+        """Long-poll /sync (incrementally) until ``predicate(response)`` is truthy."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            params = {"timeout": "2000"}
+            if self.since:
+                params["since"] = self.since
+            body = await self.call("GET", "/sync", params=params)
+            self.since = body["next_batch"]
+            found = predicate(body)
+            if found:
+                return found
+            assert asyncio.get_running_loop().time() < deadline, f"{self.user_id}: condition never met in /sync"
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def timeline_bodies(room_id: str) -> Callable[[dict], list[str]]:
+    def get(body: dict) -> list[str]:
+        events = body.get("rooms", {}).get("join", {}).get(room_id, {}).get("timeline", {}).get("events", [])
+        return [e["content"].get("body") for e in events if e["type"] == "m.room.message"]
+    return get
+
+
+def has_text(room_id: str, text: str) -> Callable[[dict], bool]:
+    return lambda body: text in timeline_bodies(room_id)(body)
+
+
+def member_event(room_id: str, user_id: str, membership: str, section: str = "join") -> Callable[[dict], Any]:
+    def get(body: dict) -> Any:
+        room = body.get("rooms", {}).get(section, {}).get(room_id, {})
+        for e in room.get("timeline", {}).get("events", []) + room.get("state", {}).get("events", []):
+            if e["type"] == "m.room.member" and e.get("state_key") == user_id \
+                    and e["content"].get("membership") == membership:
+                return e
+        return None
+    return get
+
+
+def invited_to(room_id: str) -> Callable[[dict], Any]:
+    return lambda body: body.get("rooms", {}).get("invite", {}).get(room_id)
+
+
+def left(room_id: str) -> Callable[[dict], Any]:
+    return lambda body: room_id in body.get("rooms", {}).get("leave", {})
+
+
+@pytest.fixture
+async def servers(tmp_path):
+    ca = TestCA(tmp_path / "ca")
+    synapse = SynapseServer(tmp_path / "synapse", ca)
+    await synapse.start({"allow_public_rooms_over_federation": True,
+                         "room_list_publication_rules": [{"action": "allow"}]})
+    extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
+             "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
+    try:
+        async with running_gateway(tmp_path, ca, extra) as gw, aiohttp.ClientSession() as s:
+            async with s.post(f"{gw.client_url}/_matrix/client/v3/register", json={
+                    "username": "alice", "password": "alice-pass", "auth": {"type": "m.login.dummy"}}) as r:
+                body = await r.json()
+            alice = Client(s, gw.client_url, body["access_token"], body["user_id"])
+            bob = Client(s, synapse.client_url, await register_synapse_user(synapse, "bob"),
+                         f"@bob:{synapse.server_name}")
+            await alice.sync_until(lambda b: True)
+            await bob.sync_until(lambda b: True)
+            yield gw, synapse, alice, bob
+    finally:
+        await synapse.stop()
+
+
+async def test_our_user_joins_a_synapse_room_and_talks(servers):
+    gw, synapse, alice, bob = servers
+    room = (await bob.call("POST", "/createRoom", {"preset": "public_chat", "name": "Garden",
+                                                   "room_alias_name": "garden"}))["room_id"]
+    await bob.send_text(room, "before alice")
+    # Joined by alias of the other server: resolved over federation, joined through it.
+    joined = await alice.call("POST", f"/join/{q(f'#garden:{synapse.server_name}')}", {})
+    assert joined == {"room_id": room}
+    # Alice's /sync has the room, its name and her join.
+    first = await alice.sync_until(member_event(room, alice.user_id, "join"))
+    assert first["sender"] == alice.user_id
+    state = await alice.call("GET", f"/rooms/{q(room)}/state/m.room.name")
+    assert state == {"name": "Garden"}
+    # Synapse sees her join.
+    await bob.sync_until(member_event(room, alice.user_id, "join"))
+    # Messages both ways.
+    await alice.send_text(room, "hello from gateway")
+    await bob.sync_until(has_text(room, "hello from gateway"))
+    await bob.send_text(room, "hello from synapse")
+    await alice.sync_until(has_text(room, "hello from synapse"))
+    # Alice leaves: Synapse sees it.
+    await alice.call("POST", f"/rooms/{q(room)}/leave", {})
+    await bob.sync_until(member_event(room, alice.user_id, "leave"))
+
+
+async def test_synapse_user_joins_our_room_and_is_kicked(servers):
+    gw, synapse, alice, bob = servers
+    room = (await alice.call("POST", "/createRoom", {"preset": "public_chat", "name": "Lobby",
+                                                     "room_alias_name": "lobby"}))["room_id"]
+    joined = await bob.call("POST", f"/join/{q(f'#lobby:{gw.server_name}')}", {})
+    assert joined["room_id"] == room
+    await alice.sync_until(member_event(room, bob.user_id, "join"))
+    name = await bob.call("GET", f"/rooms/{q(room)}/state/m.room.name")
+    assert name == {"name": "Lobby"}
+    await bob.send_text(room, "synapse says hi")
+    await alice.sync_until(has_text(room, "synapse says hi"))
+    await alice.send_text(room, "gateway says hi")
+    await bob.sync_until(has_text(room, "gateway says hi"))
+    # A kick by our user is seen on Synapse.
+    await alice.call("POST", f"/rooms/{q(room)}/kick", {"user_id": bob.user_id, "reason": "bye"})
+    await bob.sync_until(left(room))
+    await alice.sync_until(member_event(room, bob.user_id, "leave"))
+
+
+async def test_invites_both_ways(servers):
+    gw, synapse, alice, bob = servers
+    # Synapse invites our user; she accepts.
+    room1 = (await bob.call("POST", "/createRoom", {"preset": "private_chat", "name": "Secret"}))["room_id"]
+    await bob.call("POST", f"/rooms/{q(room1)}/invite", {"user_id": alice.user_id})
+    invite = await alice.sync_until(invited_to(room1))
+    stripped = {e["type"]: e for e in invite["invite_state"]["events"]}
+    assert stripped["m.room.name"]["content"] == {"name": "Secret"}
+    assert stripped["m.room.member"]["state_key"] == alice.user_id
+    await alice.call("POST", f"/join/{q(room1)}", {})
+    await bob.sync_until(member_event(room1, alice.user_id, "join"))
+    await bob.send_text(room1, "welcome")
+    await alice.sync_until(has_text(room1, "welcome"))
+
+    # Synapse invites again into another room; she rejects (make_leave/send_leave).
+    room2 = (await bob.call("POST", "/createRoom", {"preset": "private_chat", "name": "Nope"}))["room_id"]
+    await bob.call("POST", f"/rooms/{q(room2)}/invite", {"user_id": alice.user_id})
+    await alice.sync_until(invited_to(room2))
+    await alice.call("POST", f"/rooms/{q(room2)}/leave", {})
+    await bob.sync_until(member_event(room2, alice.user_id, "leave"))
+    await alice.sync_until(left(room2))
+
+    # Our user invites the Synapse user; he accepts.
+    room3 = (await alice.call("POST", "/createRoom", {"preset": "private_chat", "name": "Ours"}))["room_id"]
+    await alice.call("POST", f"/rooms/{q(room3)}/invite", {"user_id": bob.user_id})
+    invite = await bob.sync_until(invited_to(room3))
+    assert {e["type"] for e in invite["invite_state"]["events"]} >= {"m.room.create", "m.room.name"}
+    await bob.call("POST", f"/join/{q(room3)}", {})
+    await alice.sync_until(member_event(room3, bob.user_id, "join"))
+    await bob.send_text(room3, "thanks")
+    await alice.sync_until(has_text(room3, "thanks"))
+
+    # And once more; he rejects.
+    room4 = (await alice.call("POST", "/createRoom", {"preset": "private_chat", "name": "Ours too"}))["room_id"]
+    await alice.call("POST", f"/rooms/{q(room4)}/invite", {"user_id": bob.user_id})
+    await bob.sync_until(invited_to(room4))
+    await bob.call("POST", f"/rooms/{q(room4)}/leave", {})
+    await alice.sync_until(member_event(room4, bob.user_id, "leave"))
