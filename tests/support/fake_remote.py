@@ -57,6 +57,8 @@ class FakeRemote:
         self.state_before: dict[str, dict[tuple[str, str], str]] = {}
         self.requests: list[tuple[str, str]] = []
         self.serve_missing_events = True
+        #: More (method, path, handler) routes to serve (e.g. a resident's make_join).
+        self.extra_routes: list[tuple[str, str, Any]] = []
         self._runner: web.AppRunner | None = None
         ctx = client_ssl(ca)
         self.client = FederationClient(
@@ -73,6 +75,8 @@ class FakeRemote:
         app.router.add_get("/_matrix/federation/v1/event/{event_id}", self._event)
         app.router.add_get("/_matrix/federation/v1/state_ids/{room_id}", self._state_ids)
         app.router.add_get("/_matrix/federation/v1/event_auth/{room_id}/{event_id}", self._event_auth)
+        for method, path, handler in self.extra_routes:
+            app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port,
