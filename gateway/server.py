@@ -224,6 +224,13 @@ class HomeServer:
 
         return FederationMembershipHandler(self)
 
+    @cached_property
+    def federation_backfill(self):
+        """Backfill as the requesting side (``/messages`` reaching the oldest event we hold)."""
+        from .services.federation_backfill import BackfillHandler
+
+        return BackfillHandler(self)
+
     @classmethod
     async def open(cls, config: HomeserverConfig, *, create_signing_key: bool = True) -> "HomeServer":
         """Load keys, open the database and bring its schema up to date."""

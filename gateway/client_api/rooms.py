@@ -328,12 +328,19 @@ async def messages(request: web.Request) -> web.Response:
             from_pos = member.stream_ordering if from_pos is None else min(from_pos, member.stream_ordering)
         else:
             to_pos = member.stream_ordering if to_pos is None else min(to_pos, member.stream_ordering)
-    found = await hs.events.store.get_room_events(
-        room_id, from_pos=from_pos, backwards=backwards, limit=limit, to_pos=to_pos,
-        types=_filter_strings(event_filter, "types"), not_types=_filter_strings(event_filter, "not_types") or (),
-        senders=_filter_strings(event_filter, "senders"),
-        not_senders=_filter_strings(event_filter, "not_senders") or (),
-    )
+    async def page():
+        return await hs.events.store.get_room_events(
+            room_id, from_pos=from_pos, backwards=backwards, limit=limit, to_pos=to_pos,
+            types=_filter_strings(event_filter, "types"), not_types=_filter_strings(event_filter, "not_types") or (),
+            senders=_filter_strings(event_filter, "senders"),
+            not_senders=_filter_strings(event_filter, "not_senders") or (),
+        )
+
+    found = await page()
+    # Reached the oldest event we hold of a room joined over federation: backfill.
+    while backwards and len(found) < limit and to_pos is None \
+            and await hs.federation_backfill.backfill(room_id, max(limit - len(found), 10)):
+        found = await page()
     visible = await hs.events.filter_visible(user_id, found)
     chunk = await hs.events.serialize_for_client(visible, requester_device=_device(request))
     start = q.get("from") or f"s{from_pos if from_pos is not None else 0}"

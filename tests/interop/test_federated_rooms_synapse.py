@@ -200,3 +200,32 @@ async def test_invites_both_ways(servers):
     await bob.sync_until(invited_to(room4))
     await bob.call("POST", f"/rooms/{q(room4)}/leave", {})
     await alice.sync_until(member_event(room4, bob.user_id, "leave"))
+
+
+async def test_history_of_a_synapse_room_is_backfilled(servers):
+    gw, synapse, alice, bob = servers
+    room = (await bob.call("POST", "/createRoom", {"preset": "public_chat", "name": "Old"}))["room_id"]
+    for i in range(500):
+        await bob.send_text(room, f"old {i}")
+    await alice.call("POST", f"/join/{q(room)}", {}, params={"via": synapse.server_name})
+    sync = await alice.sync_until(member_event(room, alice.user_id, "join"))
+    assert sync["sender"] == alice.user_id
+    # Paginate back to the create event.
+    seen: list[dict] = []
+    token = None
+    for _ in range(20):
+        params = {"dir": "b", "limit": "100", **({"from": token} if token else {})}
+        page = await alice.call("GET", f"/rooms/{q(room)}/messages", params=params)
+        seen += page["chunk"]
+        if not page["chunk"] or page["chunk"][-1]["type"] == "m.room.create" or "end" not in page:
+            break
+        token = page["end"]
+    assert seen[-1]["type"] == "m.room.create"
+    bodies = [e["content"]["body"] for e in reversed(seen) if e["type"] == "m.room.message"]
+    assert bodies == [f"old {i}" for i in range(500)]
+    ids = [e["event_id"] for e in seen]
+    assert len(ids) == len(set(ids))
+    # None of it shows up as new in /sync: the next incremental sync has only the new message.
+    await alice.send_text(room, "now")
+    later = await alice.sync_until(lambda b: b if timeline_bodies(room)(b) else None)
+    assert timeline_bodies(room)(later) == ["now"]
