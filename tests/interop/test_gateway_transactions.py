@@ -2,7 +2,8 @@
 /send (B checks every signature, fetching A's keys, and runs every PDU through its
 receipt pipeline). B joins A's room the way a send_join leaves it (the join stored on A,
 A's state stored on B as outliers plus the join with that state: scripted, as federated
-joins are not built yet). Then: live delivery in order; B down for a short while and A
+joins are not built yet). Then: live delivery in order; typing and a read receipt as
+EDUs reaching B's typing and receipts; B down for a short while and A
 restarted meanwhile -> B gets every event, in order; B down for long -> B gets A's
 newest event by catch-up and fills the gap before it itself with get_missing_events
 (bounded, as in Synapse), and both have A's newest event as a head of the room."""
@@ -134,6 +135,16 @@ async def test_transactions_between_two_gateways_survive_outages_and_a_restart(n
 
     await until(lambda: b_has("live 4"))
     assert await timeline_bodies(b.hs, room_id) == [f"live {i}" for i in range(5)]
+
+    # EDUs: alice's typing and read receipt reach B's typing and receipts.
+    await a.hs.typing.set_typing(alice, room_id, True, 30_000)
+    await a.hs.receipts.send_receipt(alice, room_id, "m.read", live[-1], None)
+
+    async def b_sees_edus():
+        receipt = await b.hs.receipts.store.get_user_receipt(room_id, alice, ["m.read"])
+        return alice in b.hs.typing.get_typing(room_id) and receipt is not None and receipt.event_id == live[-1]
+
+    await until(b_sees_edus)
 
     # Short outage of B, and A restarts meanwhile: B gets every event, in order.
     await b.unlisten()
