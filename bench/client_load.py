@@ -327,7 +327,8 @@ async def main() -> None:
                   f"send p99 x{pct(g.send_ms, 99) / pct(s.send_ms, 99):.2f}, "
                   f"delivery p50 x{pct(g.delivery_ms, 50) / pct(s.delivery_ms, 50):.2f}, "
                   f"delivery p99 x{pct(g.delivery_ms, 99) / pct(s.delivery_ms, 99):.2f}, "
-                  f"RSS x{g.rss_kb / s.rss_kb:.2f}  (latency ratios: lower is better)")
+                  f"RSS x{g.rss_kb / s.rss_kb:.2f}, server CPU per message x{g.server_cpu_s / s.server_cpu_s:.2f}"
+                  "  (latency, RSS and CPU ratios: lower is better)")
 
 
 if __name__ == "__main__":
