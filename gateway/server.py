@@ -37,7 +37,19 @@ class HomeServer:
     def auth(self):
         from .services.auth import AuthService
 
-        return AuthService(self)
+        service = AuthService(self)
+        # Deleted devices lose their end-to-end keys; the device list changes.
+        service.devices.deleted_listeners.append(lambda user_id, ids: self.e2e_keys.on_devices_deleted(user_id, ids))
+        return service
+
+    @cached_property
+    def e2e_keys(self):
+        """End-to-end encryption keys, device lists and to-device messages (stored, never decrypted)."""
+        from .services.e2e_keys import E2EKeysService
+
+        service = E2EKeysService(self)
+        self.events.add_new_events_listener(service.on_new_events)
+        return service
 
     @cached_property
     def uia(self):
@@ -204,10 +216,14 @@ class HomeServer:
     def edu_handlers(self):
         """EDU registry: ``hs.edu_handlers.register(edu_type, async handler(origin, content))``."""
         from .services import ephemeral_edus
+        from .services.e2e_keys import EDU_HANDLERS
         from .services.federation_transactions import EduHandlers
 
         handlers = EduHandlers()
         ephemeral_edus.register(self, handlers)  # m.typing, m.receipt
+        # Device lists, signing keys, to-device: the E2E service is created on first use.
+        for edu_type, method in EDU_HANDLERS.items():
+            handlers.register(edu_type, lambda origin, content, m=method: getattr(self.e2e_keys, m)(origin, content))
         return handlers
 
     @cached_property
@@ -259,6 +275,8 @@ class HomeServer:
             self.typing.close()
         if "notifier" in self.__dict__:
             await self.notifier.close()
+        if "e2e_keys" in self.__dict__:
+            await self.e2e_keys.close()
         if "federation_client" in self.__dict__:
             await self.federation_client.close()
             await self.federation_client.resolver.close()

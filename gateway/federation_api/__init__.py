@@ -8,7 +8,7 @@ from .. import __version__
 from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
-from . import media, membership, public_rooms, query, room_data, transactions
+from . import media, membership, public_rooms, query, room_data, transactions, user_keys
 from .auth import public, x_matrix_middleware
 
 routes = web.RouteTableDef()
@@ -31,4 +31,5 @@ def build_app(hs: HomeServer) -> web.Application:
     app.add_routes(transactions.routes)
     app.add_routes(room_data.routes)
     app.add_routes(membership.routes)
+    app.add_routes(user_keys.routes)
     return app

@@ -3,8 +3,9 @@
 Spec: https://spec.matrix.org/latest/client-server-api/#syncing and
 https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync
 
-Tokens: ``s<events>_<account_data>_<receipts>_<typing>_<instance>``. The first three are
-database stream positions (they survive a restart); typing lives in memory, so its
+Tokens: ``s<events>_<account_data>_<receipts>_<typing>_<instance>_<to_device>_<device_lists>``
+(tokens without the last two, from before end-to-end encryption, still parse). All but
+typing are database stream positions (they survive a restart); typing lives in memory, so its
 position is only meaningful for the process ``instance`` that issued it (see
 ``typing.py``). A token starts with ``s<events position>``, so a client may also hand it
 to /messages as a pagination token.
@@ -45,7 +46,7 @@ UNREAD_WAIT_S = 0.2
 #: Devices whose lazy-loaded members are remembered (see ``_not_yet_sent_members``).
 LAZY_CACHE_DEVICES = 10_000
 
-_TOKEN = re.compile(r"^s(\d{1,18})_(\d{1,18})_(\d{1,18})_(\d{1,18})_([0-9a-f]{1,32})$")
+_TOKEN = re.compile(r"^s(\d{1,18})_(\d{1,18})_(\d{1,18})_(\d{1,18})_([0-9a-f]{1,32})(?:_(\d{1,18})_(\d{1,18}))?$")
 
 #: ``unread_counter(user_id, {room_id: after_stream_ordering})`` ->
 #: ``{room_id: (notification_count, highlight_count, {thread_id: (notif, highlight)})}``;
@@ -60,16 +61,21 @@ class SyncToken:
     receipts: int
     typing: int
     instance: str
+    to_device: int = 0
+    #: None in an old token: device list changes are counted from "now".
+    device_lists: int | None = None
 
     def encode(self) -> str:
-        return f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}_{self.instance}"
+        return (f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}_{self.instance}"
+                f"_{self.to_device}_{self.device_lists or 0}")
 
     @classmethod
     def parse(cls, token: str) -> "SyncToken":
         m = _TOKEN.match(token)
         if m is None:
             raise MatrixError.invalid_param(f"Invalid 'since' token {token[:64]!r}")
-        return cls(int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5])
+        return cls(int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5], int(m[6] or 0),
+                   None if m[7] is None else int(m[7]))
 
 
 @dataclass
@@ -128,7 +134,12 @@ class SyncService:
         typing_pos = typing.current_position()
         positions, memberships = await self.store.get_positions_and_memberships(user_id)
         upto = max([positions["events"]] + [m.stream_ordering for m in memberships])
-        next_token = SyncToken(upto, positions["account_data"], positions["receipts"], typing_pos, typing.instance)
+        e2e, next_to_device, next_lists, e2e_news = await self.hs.e2e_keys.sync_section(
+            user_id, device_id, initial=since is None, since_events=None if since is None else min(since.events, upto),
+            since_to_device=0 if since is None else since.to_device,
+            since_lists=None if since is None else since.device_lists, upto_events=upto, positions=positions)
+        next_token = SyncToken(upto, positions["account_data"], positions["receipts"], typing_pos, typing.instance,
+                               next_to_device, next_lists)
         # A token from the future (another database?) counts as "now".
         s_events = None if since is None else min(since.events, upto)
         s_account = None if since is None else min(since.account_data, positions["account_data"])
@@ -263,7 +274,8 @@ class SyncService:
                 del results[room_id]
 
         body = await self._render(user_id, device_id, results, invited, knocked, global_data, next_token, flt)
-        empty = not results and not invited and not knocked and not global_data
+        body.update(e2e)
+        empty = not results and not invited and not knocked and not global_data and not e2e_news
         return body, empty, joined_ids
 
     async def _joined_since(self, user_id: str, changed: Sequence[UserMembership], since: int | None) -> set[str]:

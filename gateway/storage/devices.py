@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .database import Database
@@ -31,6 +32,9 @@ class DeviceRow:
 class DeviceStore:
     def __init__(self, db: Database):
         self.db = db
+        #: ``async listener(user_id, device_ids)`` after devices are deleted (their
+        #: end-to-end keys go too: gateway/services/e2e_keys.py).
+        self.deleted_listeners: list[Callable[[str, list[str]], Awaitable[None]]] = []
 
     async def upsert_device(self, user_id: str, device_id: str, display_name: str | None, now_ms: int) -> None:
         await self.db.execute(
@@ -87,6 +91,8 @@ class DeviceStore:
                 await txn.execute("DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id)
                 # A logged-out device gets no more pushes (its pushers go with it).
                 await txn.execute("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+        for listener in self.deleted_listeners:
+            await listener(user_id, list(device_ids))
         return device_ids
 
     async def list_devices(self, user_id: str) -> list[DeviceRow]:
