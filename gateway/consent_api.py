@@ -1,9 +1,10 @@
-"""``GET /_matrix/consent``: the privacy policy (``user_consent``) as Synapse's consent
-resource shows it to someone not yet registered (its "public version": no ``u``/``h``).
+"""``/_matrix/consent``: the privacy policy (``user_consent``), as Synapse's consent resource.
 
-The document is ``<template_dir>/en/<version>.html`` (Jinja, autoescaped), rendered with
-``has_consented`` false, ``public_version`` true and ``consent_version``. Per-user consent
-links (``u`` and ``h``, the HMAC with ``form_secret``) are not supported yet.
+``GET`` shows ``<template_dir>/en/<version>.html`` (Jinja, autoescaped; ``v`` defaults to the
+current version): without ``u`` the public version (``public_version`` true, for people not
+yet registered); with ``u`` (user ID or localpart) and ``h`` (hex HMAC-SHA256 of ``u`` keyed
+with ``form_secret``) the user's own, with ``has_consented``, ``user``, ``userhmac``.
+``POST`` (form ``v``, ``u``, ``h``) records the consent and shows ``en/success.html``.
 
 Also the fallback page of ``/register``'s ``m.login.terms`` stage, for clients that cannot
 show the policies themselves (spec: "Fallback" of user-interactive auth).
@@ -12,6 +13,9 @@ https://element-hq.github.io/synapse/latest/consent_tracking.html
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 import jinja2
 from aiohttp import web
@@ -28,21 +32,75 @@ def _environment(config: UserConsentConfig) -> jinja2.Environment:
                               autoescape=jinja2.select_autoescape(["html", "htm"]))
 
 
-async def consent_page(request: web.Request) -> web.Response:
-    config = request.app[HS].config.user_consent
-    assert config is not None
-    if "u" in request.query:
-        raise MatrixError(400, Codes.UNRECOGNIZED, "Per-user consent links are not supported by this server")
-    version = request.query.get("v", config.version)
+def _headers() -> dict[str, str]:
+    return {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+
+
+def _render(request: web.Request, name: str, **context) -> web.Response:
+    try:
+        template = request.app[CONSENT_ENV].get_template(f"en/{name}.html")
+    except jinja2.TemplateNotFound:
+        raise MatrixError(404, Codes.NOT_FOUND, f"There is no page {name!r}") from None
+    return web.Response(text=template.render(**context), content_type="text/html", charset="utf-8",
+                        headers=_headers())
+
+
+def _version(config: UserConsentConfig, value) -> str:
+    version = value if isinstance(value, str) and value else config.version
     if not VERSION_RE.match(version):
         raise MatrixError(400, Codes.INVALID_PARAM, "Unknown policy version")
+    return version
+
+
+async def _user_from_link(request: web.Request, u, h) -> str:
+    """The user a ``u``/``h`` link names, once the HMAC (keyed with ``form_secret``) checks out."""
+    hs = request.app[HS]
+    if not hs.config.form_secret:
+        raise MatrixError(400, Codes.UNRECOGNIZED, "Per-user consent links need form_secret in the config")
+    if not isinstance(u, str) or not u or not isinstance(h, str):
+        raise MatrixError.missing_param("'u' and 'h' are required")
+    expected = hmac.new(hs.config.form_secret.encode(), u.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, h.lower()):
+        raise MatrixError.forbidden("This consent link is not valid")
+    user_id = u if u.startswith("@") else f"@{u}:{hs.server_name}"
+    if await hs.auth.users.get_user(user_id) is None:
+        raise MatrixError.not_found("Unknown user")
+    return user_id
+
+
+async def consent_page(request: web.Request) -> web.Response:
+    """The policy: public (no ``u``) or for one user (``u``, ``h``), with ``has_consented``."""
+    hs = request.app[HS]
+    config = hs.config.user_consent
+    assert config is not None
+    version = _version(config, request.query.get("v"))
+    u = request.query.get("u")
+    if u is None:
+        return _render(request, version, has_consented=False, public_version=True, consent_version=version,
+                       user="", userhmac="")
+    h = request.query.get("h")
+    user_id = await _user_from_link(request, u, h)
+    has_consented = await hs.auth.users.get_consent_version(user_id) == version
+    return _render(request, version, has_consented=has_consented, public_version=False,
+                   consent_version=version, user=u, userhmac=h)
+
+
+async def give_consent(request: web.Request) -> web.Response:
+    """``POST /_matrix/consent`` (``v``, ``u``, ``h``): record the user's consent, show
+    ``<template_dir>/en/success.html``."""
+    hs = request.app[HS]
+    config = hs.config.user_consent
+    assert config is not None
+    form = await request.post()
+    version = _version(config, form.get("v"))
+    user_id = await _user_from_link(request, form.get("u"), form.get("h"))
     try:
-        template = request.app[CONSENT_ENV].get_template(f"en/{version}.html")
+        request.app[CONSENT_ENV].get_template(f"en/{version}.html")
     except jinja2.TemplateNotFound:
         raise MatrixError(404, Codes.NOT_FOUND, f"There is no policy version {version!r}") from None
-    html = template.render(has_consented=False, public_version=True, consent_version=version)
-    return web.Response(text=html, content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    await hs.auth.users.set_consent_version(user_id, version, hs.clock_ms())
+    return _render(request, "success", consent_version=version, user=form.get("u"))
 
 
 async def terms_fallback(request: web.Request, pages) -> web.StreamResponse:
@@ -78,3 +136,4 @@ def add_consent_routes(app: web.Application) -> None:
         return
     app[CONSENT_ENV] = _environment(config)
     app.router.add_get("/_matrix/consent", consent_page)
+    app.router.add_post("/_matrix/consent", give_consent)

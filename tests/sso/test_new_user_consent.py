@@ -16,7 +16,8 @@ from sso.handler import BROWSER_COOKIE, USERNAME_MAPPING_COOKIE
 from .test_oidc_flow import FakeIdP, idp  # noqa: F401 - the fixture is used by name
 from .test_ui_auth_sso import qs
 
-POLICY = "<h1>Policy {{ consent_version }}</h1>{% if not public_version %}<form>agree</form>{% endif %}"
+POLICY = ("<h1>Policy {{ consent_version }}</h1>{% if not public_version %}<form>agree {{ user }}"
+          " consented={{ has_consented }}</form>{% endif %}")
 
 
 def base_config(tmp_path, database_config, idp_issuer: str, mapping: dict, consent: dict) -> dict:
@@ -32,6 +33,7 @@ def base_config(tmp_path, database_config, idp_issuer: str, mapping: dict, conse
                             "user_mapping_provider": {"config": mapping}}],
         "sso": {"client_whitelist": ["https://app.example/"]},
         "user_consent": consent,
+        "form_secret": "consent-form-secret",
     }
 
 
@@ -40,6 +42,7 @@ def policy_dir(tmp_path):
     (tmp_path / "privacy" / "en").mkdir(parents=True)
     (tmp_path / "privacy" / "en" / "1.0.html").write_text(POLICY)
     (tmp_path / "privacy" / "en" / "0.9.html").write_text("<h1>Old policy</h1>")
+    (tmp_path / "privacy" / "en" / "success.html").write_text("<p id='ok'>Thanks {{ user }}</p>")
     return tmp_path / "privacy"
 
 
@@ -171,8 +174,36 @@ async def test_public_policy_page(client):
     for bad in ("../0.9", "en/../1.0", "/etc/passwd"):
         resp = await client.get("/_matrix/consent", params={"v": bad})
         assert resp.status == 400 and (await resp.json())["errcode"] == "M_INVALID_PARAM"
-    per_user = await client.get("/_matrix/consent", params={"u": "jo", "h": "00"})
-    assert per_user.status == 400 and (await per_user.json())["errcode"] == "M_UNRECOGNIZED"
+
+
+async def test_per_user_consent_link(client):
+    import dataclasses
+    import hashlib
+    import hmac
+
+    await client.hs.auth.users.create_user("@lou:hs.test", password_hash=None, created_ts=0)
+    h = hmac.new(b"consent-form-secret", b"lou", hashlib.sha256).hexdigest()
+    page = await client.get("/_matrix/consent", params={"u": "lou", "h": h})
+    assert page.status == 200 and "agree lou consented=False" in await page.text()
+    forged = await client.get("/_matrix/consent", params={"u": "lou", "h": "00" * 32})
+    assert forged.status == 403 and (await forged.json())["errcode"] == "M_FORBIDDEN"
+    assert (await client.post("/_matrix/consent", data={"u": "lou", "h": "00" * 32, "v": "1.0"})).status == 403
+    other = hmac.new(b"consent-form-secret", b"nobody", hashlib.sha256).hexdigest()
+    assert (await client.get("/_matrix/consent", params={"u": "nobody", "h": other})).status == 404
+
+    done = await client.post("/_matrix/consent", data={"u": "lou", "h": h, "v": "1.0"})
+    assert done.status == 200 and "Thanks lou" in await done.text()
+    assert await client.hs.auth.users.get_consent_version("@lou:hs.test") == "1.0"
+    page = await client.get("/_matrix/consent", params={"u": "lou", "h": h})
+    assert "consented=True" in await page.text()
+    # The links need form_secret.
+    config = client.hs.config
+    client.hs.config = dataclasses.replace(config, form_secret=None)
+    try:
+        no_secret = await client.get("/_matrix/consent", params={"u": "lou", "h": h})
+        assert no_secret.status == 400 and (await no_secret.json())["errcode"] == "M_UNRECOGNIZED"
+    finally:
+        client.hs.config = config
 
 
 def test_user_consent_config_errors(tmp_path, policy_dir):
