@@ -600,6 +600,7 @@ _UI_AUTH_DESCRIPTIONS = {
     "POST /account/password": "change your password",
     "POST /account/deactivate": "deactivate your account",
     "POST /delete_devices": "remove devices from your account",
+    "POST /keys/device_signing/upload": "replace your cross-signing keys",
 }
 
 
