@@ -43,6 +43,13 @@ class HomeServer:
         return service
 
     @cached_property
+    def room_keys(self):
+        """Server-side key backup (encrypted room keys per backup version)."""
+        from .services.room_keys import RoomKeysService
+
+        return RoomKeysService(self)
+
+    @cached_property
     def e2e_keys(self):
         """End-to-end encryption keys, device lists and to-device messages (stored, never decrypted)."""
         from .services.e2e_keys import E2EKeysService
