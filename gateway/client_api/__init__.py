@@ -8,7 +8,7 @@ from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
 from . import account, directory, event_context, login, openid, profile, push_rules, register, rooms, user_directory
-from . import account_data, keys, media, receipts, room_keys, sync, typing
+from . import account_data, keys, media, receipts, room_keys, sync, to_device, typing
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -31,7 +31,8 @@ def build_app(hs: HomeServer) -> web.Application:
     for module_routes in (routes, login.routes, register.routes, account.routes, profile.routes, openid.routes,
                           rooms.routes, directory.routes, event_context.routes, push_rules.routes,
                           user_directory.routes, sync.routes, typing.routes, receipts.routes,
-                          account_data.routes, media.routes, keys.routes, room_keys.routes):
+                          account_data.routes, media.routes, keys.routes, room_keys.routes,
+                          to_device.routes):
         app.add_routes(module_routes)
     if hs.config.media.url_preview_enabled:
         app.add_routes(media.preview_routes)

@@ -84,14 +84,3 @@ async def upload_signatures(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request)
     return json_response(await hs.e2e_keys.upload_signatures(requester(request).user_id, body))
-
-
-@routes.put(PREFIX + "/sendToDevice/{event_type}/{txn_id}")
-async def send_to_device(request: web.Request) -> web.Response:
-    """Spec: https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3sendtodeviceeventtypetxnid"""
-    hs = request.app[HS]
-    body = await read_json_body(request)
-    req = requester(request)
-    await hs.e2e_keys.send_to_device(req.user_id, req.device_id, request.match_info["event_type"],
-                                     request.match_info["txn_id"], body.get("messages"))
-    return json_response({})

@@ -49,6 +49,7 @@ EDU_HANDLERS = {"m.device_list_update": "on_device_list_update", "m.signing_key_
                 "m.direct_to_device": "on_direct_to_device"}
 #: /sendToDevice transaction IDs are remembered this long.
 TXN_LIFETIME_MS = 24 * 3600 * 1000
+TXN_PRUNE_INTERVAL_MS = 3600 * 1000
 
 
 def _bad(msg: str) -> MatrixError:
@@ -95,6 +96,7 @@ class E2EKeysService:
         self._member_task: asyncio.Task | None = None
         #: (user, device) -> to-device position already deleted (skips a delete per quiet sync).
         self._acked: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._txns_pruned_ms = 0
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -148,12 +150,12 @@ class E2EKeysService:
 
     async def _device_list_update_edus(self, user_id: str, device_ids: Sequence[str],
                                        deleted: bool) -> list[dict[str, Any]]:
-        stream_ids = await self.store.get_device_stream_ids(user_id)
+        stream_ids = await self.store.get_last_device_stream_ids(user_id, 2)
         if not stream_ids:
             return []
-        stream_id = stream_ids[-1]
-        prev = [stream_ids[-2]] if len(stream_ids) > 1 else []
-        devices = (await self.store.get_device_keys([user_id]))[user_id]
+        stream_id = stream_ids[0]
+        prev = stream_ids[1:]
+        devices = await self._own_devices_signed(user_id)
         out = []
         for device_id in device_ids:
             d = devices.get(device_id)
@@ -658,7 +660,8 @@ class E2EKeysService:
             self.hs.federation_sender.send_edu(server, "m.direct_to_device", {
                 "sender": sender, "type": event_type, "message_id": f"{sender_device or ''}{txn_id}{now}",
                 "messages": users})
-        if now % 100 == 0:
+        if now - self._txns_pruned_ms > TXN_PRUNE_INTERVAL_MS:
+            self._txns_pruned_ms = now
             self._spawn(self.store.delete_old_message_txns(now - TXN_LIFETIME_MS))
 
     async def _local_device_ids(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -673,7 +676,7 @@ class E2EKeysService:
 
     async def get_user_devices(self, user_id: str) -> dict[str, Any]:
         """Spec: https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1userdevicesuserid"""
-        devices = (await self.store.get_device_keys([user_id]))[user_id]
+        devices = await self._own_devices_signed(user_id)
         names = {d.device_id: d.display_name for d in await self.hs.auth.devices.list_devices(user_id)}
         stream_id = await self.store.get_last_device_stream_id(user_id) or 0
         cross = (await self.store.get_cross_signing_keys([user_id]))[user_id]
@@ -690,6 +693,18 @@ class E2EKeysService:
             if t in cross:
                 out[f"{t}_key"] = cross[t]
         return out
+
+    async def _own_devices_signed(self, user_id: str) -> dict[str, DeviceKeys]:
+        """A local user's device keys with the signatures the user uploaded for them
+        (self-signing key), as other servers should see them."""
+        devices = (await self.store.get_device_keys([user_id]))[user_id]
+        sigs: dict[str, list[StoredSignature]] = {}
+        for sig in await self.store.get_signatures([user_id]):
+            if sig.signer_user_id == user_id:
+                sigs.setdefault(sig.target_key_id, []).append(sig)
+        return {d: DeviceKeys(k.user_id, k.device_id,
+                              self._with_signatures(k.keys, sigs.get(d, []), None, user_id) if k.keys else k.keys,
+                              k.display_name) for d, k in devices.items()}
 
     # --- federation: EDUs in -------------------------------------------------------------------
 

@@ -251,11 +251,12 @@ class E2EKeyStore:
             since, upto)
         return {r[0] for r in rows}
 
-    async def get_device_stream_ids(self, user_id: str) -> list[int]:
-        """The positions of a local user's device changes (not cross-signing), oldest first."""
+    async def get_last_device_stream_ids(self, user_id: str, n: int) -> list[int]:
+        """The positions of a local user's last ``n`` device changes (not cross-signing),
+        newest first: an m.device_list_update's stream_id and prev_id."""
         rows = await self.db.fetch(
             "SELECT DISTINCT stream_id FROM device_lists_stream WHERE user_id = $1 AND device_id <> ''"
-            " ORDER BY stream_id", user_id)
+            " ORDER BY stream_id DESC LIMIT $2", user_id, n)
         return [int(r[0]) for r in rows]
 
     async def get_last_device_stream_id(self, user_id: str, before: int | None = None) -> int | None:

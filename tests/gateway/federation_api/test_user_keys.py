@@ -18,6 +18,7 @@ from federation.signing import encode_verify_key, sign_json, signing_key_from_se
 from tests.support.fake_remote import FakeRemote, local_gateway
 from tests.support.tls import TestCA
 
+from ..client_api.test_keys import cross_signing, pub, sign_as_key
 from .test_transactions import Client, join_bob, public_room, sync_view
 
 F = "/_matrix/federation/v1"
@@ -124,6 +125,16 @@ async def test_serving_our_devices_and_keys(gw, remote, alice):
     assert list(got["one_time_keys"][alice.user_id][alice.device_id]) == ["signed_curve25519:A1"]
     again = await remote.client.request("POST", gw.server_name, f"{F}/user/keys/claim", content=claim)
     assert again["one_time_keys"] == {}  # used once
+    # Signatures alice made with her self-signing key are part of what others see.
+    (_, ssk, _), upload = cross_signing(alice)
+    await alice.call("POST", "/keys/device_signing/upload", upload)
+    r = await alice.call("POST", "/keys/signatures/upload", {
+        alice.user_id: {alice.device_id: sign_as_key(keys, alice.user_id, ssk)}})
+    assert r == {"failures": {}}
+    devices = await remote.client.request("GET", gw.server_name, f"{F}/user/devices/{quote(alice.user_id)}")
+    assert f"ed25519:{pub(ssk)}" in devices["devices"][0]["keys"]["signatures"][alice.user_id]
+    assert devices["master_key"] == upload["master_key"] and "self_signing_key" in devices
+    assert "user_signing_key" not in devices
     # Users of other servers are not ours to answer for.
     for method, path, body in (("GET", f"{F}/user/devices/{quote('@x:elsewhere')}", None),
                                ("POST", f"{F}/user/keys/query", {"device_keys": {"@x:elsewhere": []}}),

@@ -54,7 +54,8 @@ async def test_device_list_stream_and_remote_cache(database):
     assert p2 > p1
     assert await store.get_changed_users(0, p2) == {"@a:hs"}
     assert await store.get_changed_users(p2, p2) == set()
-    assert await store.get_device_stream_ids("@a:hs") == [p1, p2]
+    assert await store.get_last_device_stream_ids("@a:hs", 2) == [p2, p1]
+    assert await store.get_last_device_stream_ids("@a:hs", 1) == [p2]
     await store.delete_devices("@a:hs", ["D"])
     assert set((await store.get_device_keys(["@a:hs"]))["@a:hs"]) == {"E"}
 
