@@ -172,9 +172,11 @@ class FederationEventHandler:
 
     async def receive_pdus(self, origin: str, room_id: str, pdus: Sequence[dict]) -> list[PDUOutcome]:
         """Run PDUs of one room (in the order given) through the receipt pipeline, under
-        the room's lock. One bad PDU never stops the others."""
+        the room's lock. One bad PDU never stops the others. A room without current state
+        (only out-of-band invites, or our join still under way) counts as unknown: its
+        events would be checked against a state we do not have yet."""
         head = await self._room_head(room_id)
-        if head is None:
+        if head is None or head[0].current_state_group is None:
             return [PDUOutcome(guess_event_id(p, None), f"Unknown room {room_id}") for p in pdus]
         room = head[0]
         out = []
@@ -185,7 +187,7 @@ class FederationEventHandler:
             for pdu_json in pdus:
                 event_id = guess_event_id(pdu_json, room.room_version)
                 head = await self._room_head(room_id)
-                if head is None:
+                if head is None or head[0].current_state_group is None:
                     out.append(PDUOutcome(event_id, f"Unknown room {room_id}"))
                     continue
                 room = head[0]

@@ -7,92 +7,13 @@ Each server is driven through its own Client-Server API.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-from typing import Any, Callable
-from urllib.parse import quote
-
 import aiohttp
 import pytest
-from yarl import URL
 
+from tests.support.client_api import Client, has_text, invited_to, left, member_event, q, timeline_bodies
 from tests.support.gateway_server import running_gateway
 from tests.support.synapse import SynapseServer, register_synapse_user
 from tests.support.tls import TestCA
-
-_txn = itertools.count()
-
-
-class Client:
-    """A minimal Client-Server API user (one of each server's users)."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str, user_id: str):
-        self.s, self.base, self.token, self.user_id = session, base, token, user_id
-        self.since: str | None = None
-
-    def url(self, path: str) -> URL:
-        return URL(f"{self.base}/_matrix/client/v3{path}", encoded=True)
-
-    async def call(self, method: str, path: str, body: Any = None, *, params: Any = None,
-                   expect: int = 200) -> Any:
-        async with self.s.request(method, self.url(path), json=body, params=params,
-                                  headers={"Authorization": f"Bearer {self.token}"}) as r:
-            data = await r.json()
-            assert r.status == expect, (method, path, r.status, data)
-            return data
-
-    async def send_text(self, room_id: str, text: str) -> str:
-        body = await self.call("PUT", f"/rooms/{q(room_id)}/send/m.room.message/t{next(_txn)}",
-                               {"msgtype": "m.text", "body": text})
-        return body["event_id"]
-
-    async def sync_until(self, predicate: Callable[[dict], Any], timeout: float = 60) -> Any:
-        """Long-poll /sync (incrementally) until ``predicate(response)`` is truthy."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            params = {"timeout": "2000"}
-            if self.since:
-                params["since"] = self.since
-            body = await self.call("GET", "/sync", params=params)
-            self.since = body["next_batch"]
-            found = predicate(body)
-            if found:
-                return found
-            assert asyncio.get_running_loop().time() < deadline, f"{self.user_id}: condition never met in /sync"
-
-
-def q(value: str) -> str:
-    return quote(value, safe="")
-
-
-def timeline_bodies(room_id: str) -> Callable[[dict], list[str]]:
-    def get(body: dict) -> list[str]:
-        events = body.get("rooms", {}).get("join", {}).get(room_id, {}).get("timeline", {}).get("events", [])
-        return [e["content"].get("body") for e in events if e["type"] == "m.room.message"]
-    return get
-
-
-def has_text(room_id: str, text: str) -> Callable[[dict], bool]:
-    return lambda body: text in timeline_bodies(room_id)(body)
-
-
-def member_event(room_id: str, user_id: str, membership: str, section: str = "join") -> Callable[[dict], Any]:
-    def get(body: dict) -> Any:
-        room = body.get("rooms", {}).get(section, {}).get(room_id, {})
-        for e in room.get("timeline", {}).get("events", []) + room.get("state", {}).get("events", []):
-            if e["type"] == "m.room.member" and e.get("state_key") == user_id \
-                    and e["content"].get("membership") == membership:
-                return e
-        return None
-    return get
-
-
-def invited_to(room_id: str) -> Callable[[dict], Any]:
-    return lambda body: body.get("rooms", {}).get("invite", {}).get(room_id)
-
-
-def left(room_id: str) -> Callable[[dict], Any]:
-    return lambda body: room_id in body.get("rooms", {}).get("leave", {})
 
 
 @pytest.fixture
