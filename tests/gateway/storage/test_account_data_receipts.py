@@ -70,7 +70,7 @@ async def test_sync_store_batched_reads(database):
         create, join, result = await new_room(events, chain)
         rooms.append((chain, create.room_id))
     positions = await sync.get_positions()
-    assert positions == {"events": 6, "account_data": 0, "receipts": 0}
+    assert positions == {"events": 6, "account_data": 0, "receipts": 0, "device_lists": 0, "to_device": 0}
     assert (await sync.get_positions_and_memberships("@nobody:hs.test")) == (positions, [])
     since = positions["events"]
     # Messages in two of the rooms, and bob's invite in the last one.
