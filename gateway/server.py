@@ -228,6 +228,7 @@ class HomeServer:
 
         handlers = EduHandlers()
         ephemeral_edus.register(self, handlers)  # m.typing, m.receipt
+        handlers.register("m.presence", lambda origin, content: self.user_directory.on_presence_edu(origin, content))
         # Device lists, signing keys, to-device: the E2E service is created on first use.
         for edu_type, method in EDU_HANDLERS.items():
             handlers.register(edu_type, lambda origin, content, m=method: getattr(self.e2e_keys, m)(origin, content))

@@ -63,6 +63,43 @@ class UserDirectoryService:
             raise MatrixError.invalid_param(f"'status_msg' must be a string of at most {MAX_STATUS_MSG} characters")
         self.hs.ratelimiters["rc_presence.per_user"].ratelimit(user_id)
         await self.presence_store.set_presence(user_id, presence, status_msg, self.hs.clock_ms())
+        await self._send_presence_edu(user_id)
+
+    async def _send_presence_edu(self, user_id: str) -> None:
+        """``m.presence`` to every server sharing a room with the user:
+        https://spec.matrix.org/latest/server-server-api/#presence"""
+        sender = self.hs.federation_sender
+        if not sender.started:
+            return
+        servers: set[str] = set()
+        for room_id in await self.hs.events.state.get_rooms_for_user(user_id):
+            servers |= await sender.joined_servers(room_id)
+        if not servers:
+            return
+        row = (await self.presence_store.get_presence([user_id])).get(user_id)
+        entry = {"user_id": user_id, **presence_json(row, self.hs.clock_ms())}
+        sender.send_edu_to_servers(sorted(servers), "m.presence", {"push": [entry]}, key=("presence", user_id))
+
+    async def on_presence_edu(self, origin: str, content: Any) -> None:
+        """A remote server's ``m.presence``: kept for its users who share a room with one of ours."""
+        pushes = content.get("push") if isinstance(content, dict) else None
+        if not isinstance(pushes, list):
+            return
+        now = self.hs.clock_ms()
+        for entry in pushes[:1000]:
+            if not isinstance(entry, dict):
+                continue
+            user_id, presence = entry.get("user_id"), entry.get("presence")
+            if not isinstance(user_id, str) or user_id.partition(":")[2] != origin or presence not in PRESENCE_STATES:
+                continue
+            status_msg = entry.get("status_msg")
+            if status_msg is not None and (not isinstance(status_msg, str) or len(status_msg) > MAX_STATUS_MSG):
+                status_msg = None
+            ago = entry.get("last_active_ago")
+            ago = ago if isinstance(ago, int) and not isinstance(ago, bool) and 0 <= ago < 10**12 else 0
+            if not await self.presence_store.shares_room_with_server(user_id, self.hs.server_name):
+                continue
+            await self.presence_store.set_presence(user_id, presence, status_msg, now - ago)
 
     async def get_presence_for(self, requester: str, user_id: str) -> dict[str, Any]:
         """A user's presence, for themselves or users sharing a room with them."""

@@ -40,3 +40,22 @@ async def test_remote_typing_and_receipts_reach_sync(gw, remote, alice):
     body = await _sync(alice, body["next_batch"])
     ephemeral = {e["type"]: e["content"] for e in body["rooms"]["join"][room_id]["ephemeral"]["events"]}
     assert ephemeral == {"m.typing": {"user_ids": []}}
+
+
+async def test_remote_presence_is_kept_for_users_sharing_a_room(gw, remote, alice):
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    stranger = f"@dave:{remote.server_name}"  # in no room with us
+    await remote.send(gw.server_name, [], edus=[{"edu_type": "m.presence", "content": {"push": [
+        {"user_id": bob, "presence": "online", "last_active_ago": 5000, "currently_active": True,
+         "status_msg": "hacking"},
+        {"user_id": stranger, "presence": "online", "last_active_ago": 0},
+        {"user_id": alice.user_id, "presence": "offline", "last_active_ago": 0},  # not theirs to say
+        {"user_id": bob, "presence": "dancing"},  # not a presence state: ignored
+        "garbage",
+    ]}}])
+    status = await alice.call("GET", f"/presence/{quote(bob)}/status")
+    assert status["presence"] == "online" and status["status_msg"] == "hacking"
+    assert status["last_active_ago"] >= 5000
+    rows = await gw.hs.user_directory.get_presence([stranger, alice.user_id])
+    assert stranger not in rows and alice.user_id not in rows

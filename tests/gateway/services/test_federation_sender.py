@@ -423,3 +423,22 @@ async def test_local_typing_and_receipts_become_edus_for_the_rooms_servers(hs, p
     entry = receipt[room_id]["m.read"][alice]
     assert entry["event_ids"] == [msg] and isinstance(entry["data"]["ts"], int)
     assert peer.errors == []
+
+
+async def test_presence_goes_to_servers_sharing_a_room(hs, peer):
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    loner = await make_user(hs, "loner")  # shares no room with the peer: nothing to send
+    await hs.user_directory.set_presence(loner, loner, "online", None)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    await hs.user_directory.set_presence(alice, alice, "unavailable", "in a meeting")
+
+    def presence_arrived():
+        return any(e["edu_type"] == "m.presence" for e in peer.edus)
+
+    await peer.wait_for(presence_arrived)
+    pushes = [p for e in peer.edus if e["edu_type"] == "m.presence" for p in e["content"]["push"]]
+    assert [p["user_id"] for p in pushes] == [alice]
+    assert pushes[0]["presence"] == "unavailable" and pushes[0]["status_msg"] == "in a meeting"
+    assert pushes[0]["currently_active"] is False and isinstance(pushes[0]["last_active_ago"], int)
+    assert peer.errors == []
