@@ -163,13 +163,45 @@ class E2EKeyStore:
         out: dict[str, dict[str, dict[str, Any]]] = {}
         if not wanted:
             return out
-        # PostgreSQL: concurrent claims skip the rows another claim holds and take the next.
-        lock = " FOR UPDATE SKIP LOCKED" if self.db.engine == "postgres" else ""
+        if self.db.engine == "postgres":
+            rows = await self._claim_postgres(wanted)
+        else:
+            rows = await self._claim_sqlite(wanted)
+        for user_id, device_id, algorithm, key_id, raw in rows:
+            out.setdefault(user_id, {}).setdefault(device_id, {})[f"{algorithm}:{key_id}"] = json.loads(raw)
+        return out
+
+    async def _claim_postgres(self, wanted: Sequence[tuple[str, str, str]]) -> list[tuple]:
+        """Two statements for any number of devices: concurrent claims skip the one-time
+        keys another claim holds (``SKIP LOCKED``) and take the next."""
+        us, ds, algs = ([w[i] for w in wanted] for i in range(3))
+        async with self.db.transaction() as txn:
+            rows = [tuple(r) for r in await txn.fetch(
+                "WITH picked AS (SELECT k.user_id, k.device_id, k.algorithm, k.key_id"
+                " FROM unnest($1::text[], $2::text[], $3::text[]) AS w(u, d, a) CROSS JOIN LATERAL"
+                " (SELECT user_id, device_id, algorithm, key_id FROM e2e_one_time_keys o WHERE o.user_id = w.u"
+                "  AND o.device_id = w.d AND o.algorithm = w.a ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) k)"
+                " DELETE FROM e2e_one_time_keys o USING picked p WHERE o.user_id = p.user_id"
+                " AND o.device_id = p.device_id AND o.algorithm = p.algorithm AND o.key_id = p.key_id"
+                " RETURNING o.user_id, o.device_id, o.algorithm, o.key_id, o.key_json", us, ds, algs)]
+            got = {(r[0], r[1], r[2]) for r in rows}
+            rest = [w for w in wanted if tuple(w) not in got]
+            if rest:
+                us, ds, algs = ([w[i] for w in rest] for i in range(3))
+                rows += [tuple(r) for r in await txn.fetch(
+                    "UPDATE e2e_fallback_keys f SET used = TRUE FROM unnest($1::text[], $2::text[], $3::text[])"
+                    " AS w(u, d, a) WHERE f.user_id = w.u AND f.device_id = w.d AND f.algorithm = w.a"
+                    " RETURNING f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json", us, ds, algs)]
+        return rows
+
+    async def _claim_sqlite(self, wanted: Sequence[tuple[str, str, str]]) -> list[tuple]:
+        """SQLite: the transaction holds the only connection, so select-then-delete is atomic."""
+        rows = []
         async with self.db.transaction() as txn:
             for user_id, device_id, algorithm in wanted:
                 row = await txn.fetchrow(
                     "SELECT key_id, key_json FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2"
-                    f" AND algorithm = $3 ORDER BY key_id LIMIT 1{lock}", user_id, device_id, algorithm)
+                    " AND algorithm = $3 ORDER BY key_id LIMIT 1", user_id, device_id, algorithm)
                 if row is not None:
                     await txn.execute(
                         "DELETE FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3"
@@ -183,8 +215,8 @@ class E2EKeyStore:
                     await txn.execute(
                         "UPDATE e2e_fallback_keys SET used = TRUE WHERE user_id = $1 AND device_id = $2"
                         " AND algorithm = $3", user_id, device_id, algorithm)
-                out.setdefault(user_id, {}).setdefault(device_id, {})[f"{algorithm}:{row[0]}"] = json.loads(row[1])
-        return out
+                rows.append((user_id, device_id, algorithm, row[0], row[1]))
+        return rows
 
     # --- cross-signing keys and signatures --------------------------------------------
 
