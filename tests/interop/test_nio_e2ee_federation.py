@@ -39,10 +39,8 @@ async def test_between_two_gateways(tmp_path):
         alice = await _gateway_account(a.client_url, "alice", tmp_path / "alice")
         bob = await _gateway_account(b.client_url, "bob", tmp_path / "bob")
         try:
-            # Joined by alias: a remote invite first makes B store the invite PDU as rejected
-            # (the joins code's problem, reported), which then breaks the join.
-            await exchange_encrypted_messages(alice, bob, alias="secret-a")
-            await exchange_encrypted_messages(bob, alice, alias="secret-b")
+            await exchange_encrypted_messages(alice, bob)  # invited, as Element starts a DM
+            await exchange_encrypted_messages(bob, alice, alias="secret-b")  # joined by alias
         finally:
             await alice.close()
             await bob.close()
@@ -60,8 +58,9 @@ async def test_with_synapse(tmp_path):
             bob = await encrypted_client(synapse.client_url, f"@bob:{synapse.server_name}", PASSWORD,
                                          tmp_path / "bob")
             try:
-                await exchange_encrypted_messages(alice, bob, alias="ours")  # our room, Synapse's user
-                await exchange_encrypted_messages(bob, alice, alias="theirs")  # Synapse's room, our user
+                await exchange_encrypted_messages(alice, bob)  # our room, Synapse's user invited
+                await exchange_encrypted_messages(bob, alice)  # Synapse's room, our user invited
+                await exchange_encrypted_messages(alice, bob, alias="ours")  # joined by alias
             finally:
                 await alice.close()
                 await bob.close()
