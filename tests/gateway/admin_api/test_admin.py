@@ -10,13 +10,6 @@ A = "/_synapse/admin"
 
 
 @pytest.fixture
-async def admin(hs, client):
-    await hs.auth.users.create_user("@root:hs.test", password_hash=None, created_ts=1, admin=True)
-    session = await hs.auth.login_session("@root:hs.test")
-    return auth_header(session["access_token"])
-
-
-@pytest.fixture
 async def user(client):
     return auth_header((await register(client, "plain"))["access_token"])
 

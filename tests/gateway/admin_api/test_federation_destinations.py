@@ -3,7 +3,7 @@ ordering, details, rooms, reset_connection; non-admins get M_FORBIDDEN."""
 
 from __future__ import annotations
 
-from tests.gateway.admin_api.test_admin import A, admin, user  # noqa: F401  (fixtures)
+from tests.gateway.admin_api.test_admin import A, user  # noqa: F401  (fixtures)
 
 D = f"{A}/v1/federation/destinations"
 

@@ -12,13 +12,6 @@ A = "/_synapse/admin"
 
 
 @pytest.fixture
-async def admin(hs, client):
-    await hs.auth.users.create_user("@root:hs.test", password_hash=None, created_ts=1, admin=True)
-    session = await hs.auth.login_session("@root:hs.test")
-    return auth_header(session["access_token"])
-
-
-@pytest.fixture
 async def alice(client):
     return (await register(client, "alice"))["access_token"]
 

@@ -21,12 +21,6 @@ def config_overrides():
     return {"server_notices": dict(NOTICES)}
 
 
-@pytest.fixture
-async def admin(hs, client):
-    await hs.auth.users.create_user("@root:hs.test", password_hash=None, created_ts=1, admin=True)
-    return auth_header((await hs.auth.login_session("@root:hs.test"))["access_token"])
-
-
 async def notice(client, admin, user_id, text="Maintenance tonight", txn=None, **extra):
     body = {"user_id": user_id, "content": {"msgtype": "m.server_notice", "body": text, **extra}}
     if txn is None:
