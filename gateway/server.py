@@ -91,7 +91,11 @@ class HomeServer:
         """Outbound transactions: per-destination queues, backoff, catch-up, EDUs."""
         from .services.federation_sender import FederationSender
 
-        return FederationSender(self)
+        sender = FederationSender(self)
+        # To-device messages for other servers are stored until a server takes them.
+        sender.edus_sent_hooks.append(lambda destination, edus: self.e2e_keys.on_edus_sent(destination, edus))
+        sender.started_hooks.append(lambda: self.e2e_keys.resend_outbox())
+        return sender
 
     @cached_property
     def events(self):

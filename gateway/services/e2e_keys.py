@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,6 +51,8 @@ EDU_HANDLERS = {"m.device_list_update": "on_device_list_update", "m.signing_key_
 #: /sendToDevice transaction IDs are remembered this long.
 TXN_LIFETIME_MS = 24 * 3600 * 1000
 TXN_PRUNE_INTERVAL_MS = 3600 * 1000
+#: To-device messages no server took within this long are given up.
+OUTBOX_LIFETIME_MS = 7 * 24 * 3600 * 1000
 
 
 def _bad(msg: str) -> MatrixError:
@@ -651,18 +654,33 @@ class E2EKeysService:
                     for target in targets:
                         local.append((user_id, target, {"type": event_type, "sender": sender, "content": content}))
         now = self.hs.clock_ms()
-        pos = await self.store.add_to_device_messages((sender, sender_device or "", txn_id), local, now)
+        outbox = []
+        for server, users in remote.items():
+            if self.hs.federation_sender._may_send_to(server):
+                message_id = secrets.token_urlsafe(12)
+                outbox.append((server, message_id, {"sender": sender, "type": event_type, "message_id": message_id,
+                                                    "messages": users}))
+        pos = await self.store.add_to_device_messages((sender, sender_device or "", txn_id), local, now, outbox)
         if pos is None:
             return  # a retried transaction: already delivered
         if local:
             self.hs.notifier.notify_users({u for u, _, _ in local})
-        for server, users in remote.items():
-            self.hs.federation_sender.send_edu(server, "m.direct_to_device", {
-                "sender": sender, "type": event_type, "message_id": f"{sender_device or ''}{txn_id}{now}",
-                "messages": users})
+        for server, message_id, content in outbox:
+            self.hs.federation_sender.send_edu(server, "m.direct_to_device", content, key=message_id)
         if now - self._txns_pruned_ms > TXN_PRUNE_INTERVAL_MS:
             self._txns_pruned_ms = now
-            self._spawn(self.store.delete_old_message_txns(now - TXN_LIFETIME_MS))
+            self._spawn(self.store.delete_old_message_txns(now - TXN_LIFETIME_MS, now - OUTBOX_LIFETIME_MS))
+
+    async def on_edus_sent(self, destination: str, edus: Sequence[Mapping[str, Any]]) -> None:
+        """A destination took these EDUs: its stored to-device messages can go."""
+        ids = [e["content"].get("message_id") for e in edus if e.get("edu_type") == "m.direct_to_device"
+               and isinstance(e.get("content"), dict)]
+        await self.store.delete_from_federation_outbox(destination, [i for i in ids if isinstance(i, str)])
+
+    async def resend_outbox(self) -> None:
+        """The sender started: queue again the to-device messages no server took yet."""
+        for destination, message_id, content in await self.store.get_federation_outbox():
+            self.hs.federation_sender.send_edu(destination, "m.direct_to_device", content, key=message_id)
 
     async def _local_device_ids(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         rows = await self.hs.db.fetch(

@@ -23,8 +23,10 @@ How it works:
   only a few events are missing (at most one transaction's worth, after the server's
   join), they are sent in order; otherwise only the newest event of each room, and the
   receiver fills the gap itself with ``/get_missing_events`` (as the spec intends).
-- EDUs live in memory only (typing, receipts, presence, device lists, to-device): they are
-  lost on a restart. Typing and presence EDUs are dropped when a destination fails.
+- EDUs live in memory only (typing, receipts, presence, device lists): they are lost on a
+  restart. To-device messages are the exception: ``hs.e2e_keys`` stores them until a
+  transaction carrying them succeeds (``edus_sent_hooks``) and queues them again when the
+  sender starts (``started_hooks``). Typing and presence EDUs are dropped when a destination fails.
   Local typing changes and public receipts (``hs.typing`` / ``hs.receipts`` listeners)
   become ``m.typing`` / ``m.receipt`` EDUs to the room's other servers.
 """
@@ -36,7 +38,7 @@ import itertools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from federation.net.client import FederationRequestError
@@ -239,11 +241,22 @@ class _DestinationQueue:
             # The server answered but refuses this transaction: resending will not help.
             log.warning("%s refused transaction %s (%d PDUs): %s", self.destination, txn_id, len(pdus), e)
             await self._succeeded()
+            await self._edus_sent(edus)
             return True
         for event_id, error in pdu_errors(response).items():
             log.info("%s rejected %s: %s", self.destination, event_id, error)
         await self._succeeded()
+        await self._edus_sent(edus)
         return True
+
+    async def _edus_sent(self, edus: Sequence[tuple[Hashable, dict[str, Any]]]) -> None:
+        if not edus:
+            return
+        for hook in self.sender.edus_sent_hooks:
+            try:
+                await hook(self.destination, [e for _, e in edus])
+            except Exception:
+                log.exception("EDUs-sent hook failed for %s", self.destination)
 
     async def _failed(self, reason: str) -> None:
         now = self.sender.hs.clock_ms()
@@ -290,6 +303,11 @@ class FederationSender:
         self._txn_prefix = str(hs.clock_ms())
         self._txn_counter = itertools.count(1)
         self._background: set[asyncio.Task] = set()
+        #: ``async hook(destination, edus)`` after a destination took a transaction with
+        #: these EDUs (e.g. to forget a stored to-device message), and ``async hook()`` once
+        #: the sender has started (e.g. to queue again what a restart lost).
+        self.edus_sent_hooks: list[Callable[[str, list[dict[str, Any]]], Awaitable[None]]] = []
+        self.started_hooks: list[Callable[[], Awaitable[None]]] = []
         #: EDUs for every server in a room, fanned out in order by one task.
         self._room_edus: asyncio.Queue[tuple[str, str, dict[str, Any], Hashable]] = asyncio.Queue()
         self._room_edu_task: asyncio.Task | None = None
@@ -315,6 +333,11 @@ class FederationSender:
         self._distributor = asyncio.create_task(self._distribute_loop(), name="federation-sender-distributor")
         self._room_edu_task = asyncio.create_task(self._room_edu_loop(), name="federation-sender-room-edus")
         self._wake.set()
+        for hook in self.started_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("federation sender start hook failed")
 
     async def stop(self) -> None:
         self.stopped = True

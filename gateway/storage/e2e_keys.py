@@ -359,9 +359,11 @@ class E2EKeyStore:
 
     async def add_to_device_messages(
         self, txn_key: tuple[str, str, str] | None, messages: Sequence[tuple[str, str, dict[str, Any]]], now_ms: int,
+        outbox: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> int | None:
-        """Queue (user, device, message) for local devices under one stream position; with
-        ``txn_key`` (sender, device, txn ID) only once: a repeat returns None."""
+        """Queue (user, device, message) for local devices under one stream position and
+        (destination, message_id, EDU content) for other servers; with ``txn_key``
+        (sender, device, txn ID) only once: a repeat returns None."""
         async with self.db.transaction() as txn:
             if txn_key is not None:
                 n = await txn.execute(
@@ -369,6 +371,11 @@ class E2EKeyStore:
                     " ON CONFLICT (sender, device_id, txn_id) DO NOTHING", *txn_key, now_ms)
                 if n == 0:
                     return None
+            if outbox:
+                await txn.executemany(
+                    "INSERT INTO device_federation_outbox (destination, message_id, content, created_ts)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (destination, message_id) DO NOTHING",
+                    [(d, m, dumps(c), now_ms) for d, m, c in outbox])
             if not messages:
                 return 0
             pos = await next_position(txn, "to_device")
@@ -391,5 +398,19 @@ class E2EKeyStore:
             "DELETE FROM device_inbox WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3",
             user_id, device_id, upto)
 
-    async def delete_old_message_txns(self, before_ms: int) -> None:
+    async def get_federation_outbox(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """To-device messages not yet taken by their destination: (destination, message_id, content)."""
+        rows = await self.db.fetch(
+            "SELECT destination, message_id, content FROM device_federation_outbox ORDER BY created_ts, message_id")
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    async def delete_from_federation_outbox(self, destination: str, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            await self.db.executemany(
+                "DELETE FROM device_federation_outbox WHERE destination = $1 AND message_id = $2",
+                [(destination, m) for m in message_ids])
+
+    async def delete_old_message_txns(self, before_ms: int, outbox_before_ms: int | None = None) -> None:
         await self.db.execute("DELETE FROM device_message_txns WHERE created_ts < $1", before_ms)
+        if outbox_before_ms is not None:
+            await self.db.execute("DELETE FROM device_federation_outbox WHERE created_ts < $1", outbox_before_ms)
