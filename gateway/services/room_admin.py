@@ -79,9 +79,10 @@ class RoomAdminService:
         counts = await self.store.get_counts(room_ids, self.hs.server_name)
         state_ids = await self.store.get_state_ids(room_ids, _LISTED_STATE)
         pdus = await events.get_pdus([e for ids in state_ids.values() for e in ids.values()])
+        rooms = await events.store.get_rooms(room_ids)
         out = []
         for room_id in room_ids:
-            room = await events.store.get_room(room_id)
+            room = rooms.get(room_id)
             if room is None:
                 continue
             content = {k: pdus[e].content for k, e in state_ids.get(room_id, {}).items() if e in pdus}

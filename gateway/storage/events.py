@@ -157,6 +157,17 @@ class EventStore:
         return RoomRow(row[0], get_room_version(row[1]), row[2], bool(row[3]), int(row[4]),
                        None if row[5] is None else int(row[5]), int(row[6]))
 
+    async def get_rooms(self, room_ids: Sequence[str]) -> dict[str, RoomRow]:
+        """Many rooms in one query (unknown IDs are left out)."""
+        ids = list(dict.fromkeys(room_ids))
+        if not ids:
+            return {}
+        rows = await self.db.fetch(
+            "SELECT room_id, room_version, creator, is_public, created_ts, current_state_group,"
+            f" head_stream_ordering FROM rooms WHERE room_id IN ({_placeholders(len(ids))})", *ids)
+        return {r[0]: RoomRow(r[0], get_room_version(r[1]), r[2], bool(r[3]), int(r[4]),
+                              None if r[5] is None else int(r[5]), int(r[6])) for r in rows}
+
     # --- positions ---------------------------------------------------------------
 
     async def get_current_position(self) -> int:
