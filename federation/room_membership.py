@@ -34,6 +34,7 @@ __all__ = [
     "parse_send_join_response",
     "stripped_state_event",
     "room_version_of_template",
+    "restricted_allow_room_ids",
 ]
 
 #: The memberships a template handshake exists for.
@@ -214,6 +215,23 @@ def parse_send_join_response(answer: Any, *, v1: bool) -> tuple[list[Any], list[
         raise MembershipError("the send_join answer lacks 'state' or 'auth_chain' lists")
     event = answer.get("event")
     return state, chain, event if isinstance(event, dict) else None
+
+
+def restricted_allow_room_ids(join_rules_content: Mapping[str, Any]) -> list[str]:
+    """The rooms of the ``m.room_membership`` conditions in a restricted join rule's
+    ``allow`` list, in order. Conditions of other types or not matching the schema
+    are skipped; an empty list means no condition can be met.
+    https://spec.matrix.org/latest/client-server-api/#restricted-rooms"""
+    allow = join_rules_content.get("allow")
+    if not isinstance(allow, list):
+        return []
+    out: list[str] = []
+    for cond in allow:
+        if isinstance(cond, dict) and cond.get("type") == "m.room_membership":
+            room_id = cond.get("room_id")
+            if isinstance(room_id, str) and room_id.startswith("!") and room_id not in out:
+                out.append(room_id)
+    return out
 
 
 def stripped_state_event(event: Any) -> dict[str, Any] | None:

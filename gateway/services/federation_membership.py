@@ -29,7 +29,13 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from federation.auth_rules import AuthError, auth_types_for_event, check_auth_rules
+from federation.auth_rules import (
+    AuthError,
+    auth_types_for_event,
+    check_auth_rules,
+    get_named_level,
+    get_user_power_level,
+)
 from federation.events import PDU, InvalidEventError
 from federation.ids import get_domain_from_id
 from federation.keyring import KeyRequest
@@ -42,6 +48,7 @@ from federation.room_membership import (
     event_from_template,
     membership_template,
     parse_send_join_response,
+    restricted_allow_room_ids,
     room_version_of_template,
     stripped_state_event,
     supported_room_versions,
@@ -103,6 +110,7 @@ class FederationMembershipHandler:
             raise MatrixError.not_found(f"No server to join {room_id} through")
         errors: list[str] = []
         forbidden: MatrixError | None = None
+        unable: MatrixError | None = None
         for server in candidates:
             try:
                 return await self._join_via(server, user_id, room_id, content)
@@ -111,15 +119,22 @@ class FederationMembershipHandler:
                     forbidden = e
                 errors.append(f"{server}: {e.error}")
             except FederationRequestError as e:
-                if _errcode(e) == Codes.FORBIDDEN:
-                    msg = e.body.get("error") if isinstance(e.body.get("error"), str) else "forbidden"
+                code = _errcode(e)
+                msg = e.body.get("error") if isinstance(e.body, dict) and isinstance(e.body.get("error"), str) \
+                    else str(code)
+                if code == Codes.FORBIDDEN:
                     forbidden = MatrixError.forbidden(f"{server} refused the join: {msg}")
+                elif code in (Codes.UNABLE_TO_AUTHORISE_JOIN, Codes.UNABLE_TO_GRANT_JOIN):
+                    # Restricted rooms: this resident cannot vouch for the join; others may.
+                    unable = MatrixError(400, code, f"{server}: {msg}")
                 errors.append(str(e))
             except MembershipError as e:
                 errors.append(f"{server}: {e}")
             log.info("joining %s via %s failed: %s", room_id, server, errors[-1])
         if forbidden is not None:
             raise forbidden
+        if unable is not None:
+            raise unable
         raise MatrixError(404, Codes.NOT_FOUND, f"Could not join {room_id} through any server: "
                           + "; ".join(errors[:5]))
 
@@ -166,12 +181,24 @@ class FederationMembershipHandler:
         )
         answer, v1 = await self._send(server, "join", room_id, event, rv)
         state, chain, returned = parse_send_join_response(answer, v1=v1)
-        if returned is not None:
-            # Restricted joins: the resident co-signed our event.
-            authoriser = template.get("content", {}).get("join_authorised_via_users_server")
-            if isinstance(authoriser, str) and _domain(authoriser):
-                keys = await self._keys_for(returned, _domain(authoriser))
-                event = check_countersigned(event, returned, rv, _domain(authoriser), keys)
+        authoriser = event["content"].get("join_authorised_via_users_server")
+        if authoriser is not None:
+            # A restricted join: the authoriser's server must send our event back with
+            # its signature (checked here; the auth rules need it).
+            authorising = _domain(authoriser) if isinstance(authoriser, str) else None
+            if authorising is None:
+                raise MembershipError(f"{server} named no valid user to authorise the join")
+            if authorising != self.hs.server_name:
+                keys = await self._keys_for(returned if isinstance(returned, dict) else {}, authorising)
+                event = check_countersigned(event, returned, rv, authorising, keys)
+        if await self.is_resident(room_id):
+            # We are in the room already (another resident authorised a restricted
+            # join): the join is one more event of the room.
+            (outcome,) = await self.hs.federation_events.receive_pdus(server, room_id, [event])
+            if outcome.error is not None or outcome.rejected is not None or outcome.soft_failed:
+                raise MatrixError.forbidden(f"The join was not accepted here: "
+                                            f"{outcome.error or outcome.rejected or 'soft-failed'}")
+            return outcome.event_id
         return await self._store_join(server, room_id, rv, event, state, chain)
 
     async def _keys_for(self, event: Mapping[str, Any], server: str):
@@ -323,7 +350,7 @@ class FederationMembershipHandler:
         state = dict((await self.events.state.get_state(room.current_state_group)).state)
         content: dict[str, Any] = {"membership": kind}
         if kind == "join":
-            authoriser = await self._restricted_authoriser(room_id, rv, state, user_id)
+            authoriser = await self.restricted_authoriser(room_id, rv, state, user_id)
             if authoriser is not None:
                 content["join_authorised_via_users_server"] = authoriser
         prev_ids = await self.store.get_forward_extremities(room_id)
@@ -340,19 +367,28 @@ class FederationMembershipHandler:
         keys = set(auth_keys) | {("m.room.create", "")}
         auth_pdus = await self.events.get_state_events({k: state[k] for k in keys if k in state})
         try:
-            check_auth_rules(rv, template_auth_pdu(template, rv), auth_pdus)
+            # Signed by the joining server, and by us as the authoriser of a restricted join.
+            check_auth_rules(rv, template_auth_pdu(template, rv), auth_pdus,
+                             is_signed_by=lambda _event, server: server in (origin, self.hs.server_name))
         except AuthError as e:
             raise MatrixError.forbidden(f"You may not {kind} this room: {e}") from None
         return {"room_version": rv.identifier, "event": template}
 
-    async def _restricted_authoriser(self, room_id: str, rv: RoomVersion, state: Mapping[StateKey, str],
-                                     user_id: str) -> str | None:
-        """For a restricted room the user is not invited to or joined in: a local
-        member who may invite, if the user meets an ``allow`` condition; else None."""
+    async def restricted_authoriser(self, room_id: str, rv: RoomVersion, state: Mapping[StateKey, str],
+                                    user_id: str) -> str | None:
+        """The local member to name in ``join_authorised_via_users_server`` for a join of
+        ``user_id`` (neither invited nor joined) to a restricted room; None when the join
+        needs no authorisation. Spec:
+        https://spec.matrix.org/latest/server-server-api/#restricted-rooms
+
+        403 ``M_FORBIDDEN``: the user meets none of the ``allow`` conditions;
+        400 ``M_UNABLE_TO_AUTHORISE_JOIN``: none met, but a condition names a room this
+        server is not in (another server may know better);
+        400 ``M_UNABLE_TO_GRANT_JOIN``: a condition is met but no local member may invite."""
         if not rv.restricted_join_rule or ("m.room.join_rules", "") not in state:
             return None
-        pdus = await self.events.get_pdus([state[("m.room.join_rules", "")]])
-        jr = next(iter(pdus.values()), None)
+        jr_id = state[("m.room.join_rules", "")]
+        jr = (await self.events.get_pdus([jr_id])).get(jr_id)
         rule = jr.content.get("join_rule") if jr is not None else None
         if rule not in ("restricted", "knock_restricted") or \
                 (rule == "knock_restricted" and not rv.knock_restricted_join_rule):
@@ -360,30 +396,33 @@ class FederationMembershipHandler:
         mine = await self.events.state.get_membership(room_id, user_id)
         if mine is not None and mine.membership in ("join", "invite"):
             return None
-        allowed = False
-        allow = jr.content.get("allow")
-        for cond in allow if isinstance(allow, list) else []:
-            if isinstance(cond, dict) and cond.get("type") == "m.room_membership" \
-                    and isinstance(cond.get("room_id"), str):
-                m = await self.events.state.get_membership(cond["room_id"], user_id)
-                if m is not None and m.membership == "join":
-                    allowed = True
-                    break
-        if not allowed:
-            raise MatrixError(400, "M_UNABLE_TO_AUTHORISE_JOIN", "This server cannot tell that you meet the room's join conditions")
-        from federation.auth_rules import get_named_level, get_user_power_level
-
+        met = unknown = False
+        for other in restricted_allow_room_ids(jr.content):
+            if not await self.is_resident(other):
+                unknown = True
+                continue
+            m = await self.events.state.get_membership(other, user_id)
+            if m is not None and m.membership == "join":
+                met = True
+                break
+        if not met and unknown:
+            raise MatrixError(400, Codes.UNABLE_TO_AUTHORISE_JOIN,
+                              "This server cannot tell whether you meet the room's join conditions")
+        if not met:
+            raise MatrixError.forbidden("You do not meet any of the room's join conditions")
         pl_id = state.get(("m.room.power_levels", ""))
         create_id = state.get(("m.room.create", ""))
         got = await self.events.get_pdus([i for i in (pl_id, create_id) if i])
-        pl = got.get(pl_id) if pl_id else None
+        pl = got[pl_id].content if pl_id in got else None
         create = got.get(create_id) if create_id else None
-        needed = get_named_level("invite", pl.content if pl else None, rv)
-        for m in await self.events.state.get_members(room_id, "join"):
-            if _domain(m.user_id) == self.hs.server_name and \
-                    get_user_power_level(m.user_id, pl.content if pl else None, create, rv) >= needed:
-                return m.user_id
-        raise MatrixError(400, "M_UNABLE_TO_GRANT_JOIN", "No user of this server may authorise the join")
+        needed = get_named_level("invite", pl, rv)
+        able = [(get_user_power_level(m.user_id, pl, create, rv), m.user_id)
+                for m in await self.events.state.get_members(room_id, "join")
+                if _domain(m.user_id) == self.hs.server_name]
+        able = [(level, u) for level, u in able if level >= needed]
+        if not able:
+            raise MatrixError(400, Codes.UNABLE_TO_GRANT_JOIN, "No user of this server may authorise the join")
+        return min(able, key=lambda a: (-a[0], a[1]))[1]  # the most powerful
 
     async def on_send(self, origin: str, kind: str, room_id: str, event_id: str, body: Any, *,
                       omit_members: bool = False) -> dict[str, Any]:
@@ -400,6 +439,10 @@ class FederationMembershipHandler:
         if kind == "join":
             authoriser = pdu.content.get("join_authorised_via_users_server")
             if isinstance(authoriser, str) and _domain(authoriser) == self.hs.server_name:
+                # We vouch for the join with our signature: only if the user still meets
+                # the room's conditions (raises the spec's errors otherwise).
+                state = (await self.events.state.get_state(room.current_state_group)).state
+                await self.restricted_authoriser(room_id, rv, state, pdu.sender)
                 event = sign_event(body, self.hs.server_name, self.hs.signing_key, room_version=rv)
         (outcome,) = await self.hs.federation_events.receive_pdus(origin, room_id, [event])
         if outcome.error is not None:
@@ -409,14 +452,29 @@ class FederationMembershipHandler:
         await self._forward(origin, room_id, outcome.stream_ordering, pdu.event_id)
         if kind != "join":
             return {}
-        state_ids, _ = await self.hs.federation_room_data.state_ids_before(room_id, pdu.event_id)
+        return await self._send_join_answer(room_id, pdu, event, omit_members)
+
+    async def _send_join_answer(self, room_id: str, pdu: PDU, event: dict, omit_members: bool) -> dict[str, Any]:
+        """The state before the join and the auth chain (send_join v2). With
+        ``omit_members`` the member events are left out of ``state`` except the heroes'
+        (rooms without a name or canonical alias) and the joiner's own, and ``auth_chain``
+        leaves out what ``state`` already has; ``servers_in_room`` are the servers with
+        joined members before the join."""
+        state = await self.hs.federation_room_data.state_before(room_id, pdu.event_id)
         if omit_members:
-            pdus_state = await self.events.get_pdus(state_ids)
-            state_ids = [e for e in state_ids if e in pdus_state and (
-                pdus_state[e].type != "m.room.member" or pdus_state[e].state_key == pdu.sender)]
-        chain_ids = sorted(await self.store.get_auth_chain_ids([*state_ids, pdu.event_id]))
+            kept = await self._kept_members(room_id, state, pdu.sender)
+            state = {k: e for k, e in state.items() if k[0] != "m.room.member" or k[1] in kept}
+        state_ids = sorted(set(state.values()))
+        chain = await self.store.get_auth_chain_ids([*state_ids, pdu.event_id])
+        if omit_members:
+            chain -= set(state_ids)
+        chain_ids = sorted(chain)
         pdus = await self.events.get_pdus([*state_ids, *chain_ids])
-        servers = await self.hs.directory.servers_in_room(room_id)
+        servers: list[str] = []
+        for m in await self.events.state.get_members(room_id, "join"):
+            server = _domain(m.user_id)
+            if m.user_id != pdu.sender and server and server not in servers:
+                servers.append(server)
         return {
             "origin": self.hs.server_name,
             "state": [wire_json(pdus[e]) for e in state_ids if e in pdus],
@@ -425,6 +483,20 @@ class FederationMembershipHandler:
             "members_omitted": omit_members,
             "servers_in_room": servers,
         }
+
+    async def _kept_members(self, room_id: str, state: Mapping[StateKey, str], joiner: str) -> set[str]:
+        """The users whose member events a reduced send_join answer keeps: the joiner and,
+        when the room has no name nor canonical alias, the heroes of its summary."""
+        from .sync import HEROES
+
+        kept = {joiner}
+        named = [state[k] for k in (("m.room.name", ""), ("m.room.canonical_alias", "")) if k in state]
+        for p in (await self.events.get_pdus(named)).values():
+            if p.content.get("name") or p.content.get("alias") or p.content.get("alt_aliases"):
+                return kept
+        candidates = (await self.hs.sync.store.get_hero_candidates([room_id], HEROES + 1)).get(room_id, [])
+        kept.update([u for u, _ in candidates if u != joiner][:HEROES])
+        return kept
 
     async def _forward(self, origin: str, room_id: str, position: int | None, event_id: str) -> None:
         """The federation sender sends only our events: hand it the joining server's

@@ -150,6 +150,12 @@ class RoomDataService:
 
     async def state_ids_before(self, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
         """(state event IDs, auth chain IDs) of the state before ``event_id``."""
+        ids = sorted(set((await self.state_before(room_id, event_id)).values()))
+        chain = await self.store.get_auth_chain_ids(ids)
+        return ids, sorted(chain)
+
+    async def state_before(self, room_id: str, event_id: str) -> dict[StateKey, str]:
+        """The state before ``event_id``: (type, state_key) -> event ID."""
         stored = await self._event_in_room(room_id, event_id)
         if stored.outlier or stored.state_group is None:
             raise MatrixError.not_found("The state at this event is not known here")
@@ -161,9 +167,7 @@ class RoomDataService:
                 state[key] = stored.replaces_state
             else:
                 del state[key]
-        ids = sorted(set(state.values()))
-        chain = await self.store.get_auth_chain_ids(ids)
-        return ids, sorted(chain)
+        return state
 
     async def get_state(self, room_id: str, event_id: str) -> dict[str, Any]:
         state_ids, chain_ids = await self.state_ids_before(room_id, event_id)

@@ -236,7 +236,26 @@ class RoomsService:
                 await self.hs.federation_membership.join_remote(user_id, room_id, candidates,
                                                                 await self._join_content(user_id))
                 return None
-        return await self._member(room_id, user_id, user_id, await self._join_content(user_id))
+        content = await self._join_content(user_id)
+        fed = self.hs.federation_membership
+        try:
+            authoriser = await fed.restricted_authoriser(
+                room_id, room.room_version, await self.events.state.get_current_state_ids(room_id), user_id)
+        except MatrixError as e:
+            if e.errcode == Codes.UNABLE_TO_AUTHORISE_JOIN:
+                # The user is not in any allowed room (we would be in it if they were).
+                raise MatrixError.forbidden("You do not meet any of the room's join conditions") from None
+            if e.errcode != Codes.UNABLE_TO_GRANT_JOIN:
+                raise
+            # No user of ours may invite: another server in the room may authorise it.
+            others = [s for s in await self.hs.directory.servers_in_room(room_id) if s != self.hs.server_name]
+            if not others:
+                raise
+            await fed.join_remote(user_id, room_id, [*servers, *others], content)
+            return None
+        if authoriser is not None:
+            content["join_authorised_via_users_server"] = authoriser
+        return await self._member(room_id, user_id, user_id, content)
 
     def _remote_servers(self, room_id: str, current: Any, servers: Sequence[str]) -> list[str]:
         out = [s for s in servers if s != self.hs.server_name]

@@ -14,9 +14,11 @@ import contextlib
 import secrets
 import ssl
 import string
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -95,8 +97,6 @@ class FakeRemote:
         self.requests.append((request.method, request.match_info.route.resource.canonical))
 
     async def _keys(self, request: web.Request) -> web.Response:
-        import time
-
         doc = sign_json({"server_name": self.server_name, "valid_until_ts": int(time.time() * 1000) + 3600_000,
                          "verify_keys": {self.key.key_id: {"key": encode_verify_key(self.key.verify_key)}},
                          "old_verify_keys": {}}, self.server_name, self.key)
@@ -165,6 +165,29 @@ class FakeRemote:
 
     # --- what it sends
 
+    async def join_via(self, destination: str, room_id: str, user_id: str, *, omit_members: bool | None = None,
+                       edit=None) -> tuple[dict, Any]:
+        """make_join + send_join v2 for ``user_id`` (of this server) as a joining server
+        does: returns (our signed join event, the send_join answer). ``edit(template)``
+        may change the template before it is signed."""
+        from federation.room_membership import event_from_template, room_version_of_template, supported_room_versions
+
+        made = await self.client.request(
+            "GET", destination, f"/_matrix/federation/v1/make_join/{quote(room_id, safe='')}/{quote(user_id, safe='')}",
+            query=[("ver", v) for v in supported_room_versions()])
+        rv = room_version_of_template(made)
+        template = made["event"] if edit is None else edit(made["event"])
+        event = event_from_template(template, rv, membership="join", user_id=user_id, room_id=room_id,
+                                    server_name=self.server_name, signing_key=self.key,
+                                    origin_server_ts=int(time.time() * 1000))
+        event_id = RoomView.event_id(event, rv)
+        self.pdus[event_id] = event
+        query = None if omit_members is None else {"omit_members": "true" if omit_members else "false"}
+        answer = await self.client.request(
+            "PUT", destination, f"/_matrix/federation/v2/send_join/{quote(room_id, safe='')}/{quote(event_id, safe='')}",
+            content=event, query=query)
+        return event, answer
+
     async def send(self, destination: str, pdus: list[dict], edus: list[dict] = (), txn_id: str | None = None) -> Any:
         txn_id = txn_id or secrets.token_hex(8)
         return await self.client.request(
@@ -194,8 +217,6 @@ class RoomView:
 
     def make(self, ev_type: str, sender: str, content: dict, *, state_key: str | None = None,
              prev: list[str] | None = None, advance: bool = True, ts: int | None = None) -> dict:
-        import time
-
         keys = auth_types_for_event(self.rv, ev_type, sender, state_key, content)
         auth = [self.state[k].event_id for k in sorted(keys) if k in self.state]
         event_id = None
