@@ -95,11 +95,15 @@ def by_user_ids(pushers: Sequence[Pusher]) -> list[str]:
     return sorted({p.user_id for p in pushers})
 
 
+#: ``thread_id`` of an event that is not in a thread (as threaded receipts name it).
+MAIN_THREAD = "main"
+
+
 def thread_id_of(content: Mapping[str, Any], event_id: str) -> str:
     rel = content.get("m.relates_to")
     if isinstance(rel, Mapping) and rel.get("rel_type") == "m.thread" and isinstance(rel.get("event_id"), str):
         return rel["event_id"]
-    return "main"
+    return MAIN_THREAD
 
 
 class PushService:

@@ -34,6 +34,7 @@ from ..storage.events import StoredEvent
 from ..storage.state import StateKey
 from ..storage.sync import SyncStore, TimelineEvent, TimelineFilter, UserMembership
 from .filtering import SyncFilter
+from .push import MAIN_THREAD
 from .receipts import receipt_events
 
 #: Longest long-poll a client may ask for (ms).
@@ -424,7 +425,8 @@ class SyncService:
 
         joined_rooms = [r for r, res in results.items() if res.membership.membership == "join"]
         summaries = await self._summaries([results[r].membership for r in joined_rooms])
-        unread = await self.unread_counts(user_id, joined_rooms)
+        unread = await self.unread_counts(user_id, joined_rooms,
+                                          threaded=flt.timeline.unread_thread_notifications)
 
         join: dict[str, Any] = {}
         leave: dict[str, Any] = {}
@@ -511,12 +513,16 @@ class SyncService:
         return out
 
     async def unread_counts(
-        self, user_id: str, room_ids: Sequence[str],
+        self, user_id: str, room_ids: Sequence[str], *, threaded: bool = False,
     ) -> Mapping[str, tuple[int, int, Mapping[str, tuple[int, int]]]]:
-        """Unread notification counts per room after the user's read receipt: the push
+        """Unread notification counts per room after the user's read receipts: the push
         rules' ``event_push_actions`` (after this process's pending evaluations of those
         rooms, waited for up to ``UNREAD_WAIT_S``), in one query; ``self.unread_counter``
-        replaces this when plugged in."""
+        replaces this when plugged in. ``threaded`` (the filter's
+        ``unread_thread_notifications``): the room counts are the main timeline's and
+        each thread with unread notifications gets its own; otherwise the room counts
+        are the sum of all threads.
+        https://spec.matrix.org/latest/client-server-api/#threading"""
         if not room_ids:
             return {}
         if self.unread_counter is not None:
@@ -526,4 +532,14 @@ class SyncService:
         # backlog does not hold the sync (its next events bring the counts up to date).
         await self.hs.push.wait_for_evaluations(room_ids, timeout=UNREAD_WAIT_S)
         counts = await self.store.get_unread_counts(user_id, room_ids)
-        return {r: (*counts.get(r, (0, 0)), {}) for r in room_ids}
+        out: dict[str, tuple[int, int, Mapping[str, tuple[int, int]]]] = {}
+        for room_id in room_ids:
+            per_thread = counts.get(room_id, {})
+            if threaded:
+                main = per_thread.get(MAIN_THREAD, (0, 0))
+                threads = {t: c for t, c in per_thread.items() if t != MAIN_THREAD and c != (0, 0)}
+                out[room_id] = (*main, threads)
+            else:
+                out[room_id] = (sum(c[0] for c in per_thread.values()),
+                                sum(c[1] for c in per_thread.values()), {})
+        return out

@@ -230,22 +230,29 @@ class SyncStore:
             out[r[0]].append((r[1], r[2]))
         return out
 
-    async def get_unread_counts(self, user_id: str, room_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """(notifications, highlights) per room from the push rules' ``event_push_actions``
-        after the user's latest unthreaded read receipt (public or private)."""
+    async def get_unread_counts(self, user_id: str,
+                                room_ids: Sequence[str]) -> dict[str, dict[str, tuple[int, int]]]:
+        """room -> thread -> (notifications, highlights) from the push rules'
+        ``event_push_actions``. An event counts while it comes after both the user's
+        latest unthreaded read receipt and their latest receipt in its own thread
+        (``main`` for the main timeline), public or private.
+        https://spec.matrix.org/latest/client-server-api/#receiving-notifications"""
         if not room_ids:
             return {}
         rows = await self.db.fetch(
-            "SELECT a.room_id, SUM(CASE WHEN a.notif THEN 1 ELSE 0 END),"
+            "SELECT a.room_id, a.thread_id, SUM(CASE WHEN a.notif THEN 1 ELSE 0 END),"
             " SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END) FROM event_push_actions a"
             f" WHERE a.user_id = $1 AND a.room_id IN ({_placeholders(len(room_ids), 2)})"
             " AND a.stream_ordering > COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r"
-            "  WHERE r.user_id = a.user_id AND r.room_id = a.room_id AND r.thread_id = ''"
+            "  WHERE r.user_id = a.user_id AND r.room_id = a.room_id AND r.thread_id IN ('', a.thread_id)"
             "  AND r.receipt_type IN ('m.read', 'm.read.private')), 0)"
-            " GROUP BY a.room_id",
+            " GROUP BY a.room_id, a.thread_id",
             user_id, *room_ids,
         )
-        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        for r in rows:
+            out.setdefault(r[0], {})[r[1]] = (int(r[2] or 0), int(r[3] or 0))
+        return out
 
     async def get_membership_event_before(self, user_id: str, room_ids: Sequence[str], after: int) -> dict[str, str | None]:
         """room -> the user's member event ID in the current state just before their

@@ -482,6 +482,49 @@ async def test_unread_notifications_follow_push_rules_and_receipts(hs, alice, bo
     assert body["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
 
 
+async def test_unread_thread_notifications_per_thread_and_threaded_receipts(alice, bob):
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    root = await bob.send(room, "thread root")
+    threaded = {"room": {"timeline": {"unread_thread_notifications": True}}}
+    since = (await alice.sync(filter=threaded))["next_batch"]
+
+    async def reply(text, txn):
+        return (await bob.call("PUT", f"/rooms/{room}/send/m.room.message/{txn}", {
+            "msgtype": "m.text", "body": text,
+            "m.relates_to": {"rel_type": "m.thread", "event_id": root}}))["event_id"]
+
+    await reply("in thread one", "r1")
+    in_thread = await reply(f"in thread, {alice.user_id}", "r2")  # mentions alice: highlight
+    main_msg = await bob.send(room, "main timeline")
+
+    body = await alice.sync(since, filter=threaded)
+    section = body["rooms"]["join"][room]
+    # The root and "main timeline" are main-timeline notifications; the replies are the thread's.
+    assert section["unread_notifications"] == {"notification_count": 2, "highlight_count": 0}
+    assert section["unread_thread_notifications"] == {root: {"notification_count": 2, "highlight_count": 1}}
+    # Without the filter flag: one count for the whole room.
+    plain = (await alice.sync(since))["rooms"]["join"][room]
+    assert plain["unread_notifications"] == {"notification_count": 4, "highlight_count": 1}
+    assert plain["unread_thread_notifications"] == {}
+
+    # A receipt in the thread reads the thread only; one for "main" reads the main timeline.
+    await alice.call("POST", f"/rooms/{room}/receipt/m.read/{in_thread}", {"thread_id": root})
+    section = (await alice.sync(body["next_batch"], filter=threaded))["rooms"]["join"][room]
+    assert section["unread_notifications"] == {"notification_count": 2, "highlight_count": 0}
+    assert section["unread_thread_notifications"] == {}
+    plain = (await alice.sync(since))["rooms"]["join"][room]
+    assert plain["unread_notifications"] == {"notification_count": 2, "highlight_count": 0}
+    await alice.call("POST", f"/rooms/{room}/receipt/m.read/{main_msg}", {"thread_id": "main"})
+    plain = (await alice.sync(since))["rooms"]["join"][room]
+    assert plain["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    # A new thread reply after the receipts counts again, in its thread.
+    await reply("one more", "r3")
+    section = (await alice.sync(since, filter=threaded))["rooms"]["join"][room]
+    assert section["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    assert section["unread_thread_notifications"] == {root: {"notification_count": 1, "highlight_count": 0}}
+
+
 async def test_server_shutdown_answers_waiting_syncs(hs, client, alice):
     since = (await alice.sync())["next_batch"]
     waiting = asyncio.create_task(alice.sync(since, timeout="600000"))
