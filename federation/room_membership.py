@@ -8,6 +8,8 @@ Spec:
 - leaving / rejecting invites: https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites
 - invites: https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room
 - restricted joins: https://spec.matrix.org/latest/server-server-api/#restricted-rooms
+- knocking: https://spec.matrix.org/latest/server-server-api/#knocking-rooms (``make_knock``
+  and ``send_knock``, the same handshake as a join)
 
 No I/O here: the gateway fetches templates, sends events and stores them.
 """
@@ -31,6 +33,8 @@ __all__ = [
     "membership_template",
     "check_membership_event",
     "check_invite_event",
+    "check_out_of_band_retraction",
+    "is_full_pdu",
     "parse_send_join_response",
     "stripped_state_event",
     "room_version_of_template",
@@ -197,6 +201,38 @@ def check_invite_event(pdu: PDU, *, room_id: str, event_id: str, origin: str, lo
         raise MembershipError("the invited user is not on this server")
     if sender_domain != origin:
         raise MembershipError("the inviter is not a user of the requesting server")
+
+
+def check_out_of_band_retraction(pdu: PDU, *, origin: str, local_server: str, current_event_id: str) -> None:
+    """What a server that is not in a room can check of a ``leave`` or ``ban`` that ends
+    a local user's invite or knock (a rescinded invite, a denied knock), received in a
+    transaction: it is about a user of ours and sent by someone else, by a user of the
+    sending server, and it names the invite or knock it ends among its auth events
+    (only servers in the room know that event). The room's state is unknown here, so
+    the auth rules cannot be run."""
+    if pdu.type != "m.room.member" or pdu.content.get("membership") not in ("leave", "ban"):
+        raise MembershipError("the event is not a leave or ban")
+    if not isinstance(pdu.state_key, str) or pdu.state_key == pdu.sender:
+        raise MembershipError("the event must be about another user than its sender")
+    try:
+        target_domain = get_domain_from_id(pdu.state_key)
+        sender_domain = get_domain_from_id(pdu.sender)
+    except ValueError:
+        raise MembershipError("the event's sender or target is not a user ID") from None
+    if target_domain != local_server:
+        raise MembershipError("the event is not about a user of this server")
+    if sender_domain != origin:
+        raise MembershipError("the event's sender is not a user of the sending server")
+    if current_event_id not in pdu.auth_event_ids:
+        raise MembershipError("the event does not refer to the membership it ends")
+
+
+def is_full_pdu(event: Any) -> bool:
+    """Whether an ``invite_room_state``/``knock_room_state`` entry is a full PDU (signed,
+    with auth events: what servers send since Matrix 1.16) rather than bare stripped
+    state (type, state_key, content, sender)."""
+    return isinstance(event, dict) and isinstance(event.get("signatures"), dict) \
+        and isinstance(event.get("auth_events"), list)
 
 
 def parse_send_join_response(answer: Any, *, v1: bool) -> tuple[list[Any], list[Any], dict[str, Any] | None]:

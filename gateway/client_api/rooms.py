@@ -103,22 +103,37 @@ async def put_state(request: web.Request) -> web.Response:
 # --- memberships ---------------------------------------------------------------------
 
 
+async def _room_and_servers(request: web.Request) -> tuple[str, list[str]]:
+    """``{roomIdOrAlias}`` as a room ID, and the servers to go through: ``via``
+    (``server_name`` is its legacy name), then those the alias names."""
+    room_id = _room_id(request)
+    servers = request.query.getall("via", []) + request.query.getall("server_name", [])
+    if room_id.startswith("#"):
+        room_id, alias_servers = await _hs(request).directory.resolve_alias(room_id)
+        servers += alias_servers
+    elif not room_id.startswith("!"):
+        raise MatrixError.invalid_param(f"{room_id!r} is neither a room ID nor a room alias")
+    return room_id, servers
+
+
 @routes.post(PREFIX + "/rooms/{room_id}/join")
 @routes.post(PREFIX + "/join/{room_id}")
 async def join(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
-    room_id = _room_id(request)
-    hs = _hs(request)
-    # ``via`` (``server_name`` is its legacy name): servers to join through.
-    servers = request.query.getall("via", []) + request.query.getall("server_name", [])
-    if room_id.startswith("#"):
-        room_id, alias_servers = await hs.directory.resolve_alias(room_id)
-        servers += alias_servers
-    elif not room_id.startswith("!"):
-        raise MatrixError.invalid_param(f"{room_id!r} is neither a room ID nor a room alias")
+    room_id, servers = await _room_and_servers(request)
     if "reason" in body:
         _optional_reason(body)
-    await hs.rooms.join(requester(request).user_id, room_id, servers=servers)
+    await _hs(request).rooms.join(requester(request).user_id, room_id, servers=servers)
+    return json_response({"room_id": room_id})
+
+
+@routes.post(PREFIX + "/knock/{room_id}")
+async def knock(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3knockroomidoralias"""
+    body = await read_json_body(request, allow_empty=True)
+    reason = _optional_reason(body)
+    room_id, servers = await _room_and_servers(request)
+    await _hs(request).rooms.knock(requester(request).user_id, room_id, reason=reason, servers=servers)
     return json_response({"room_id": room_id})
 
 

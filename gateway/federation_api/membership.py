@@ -3,7 +3,8 @@ gateway.services.federation_membership).
 
 Spec: https://spec.matrix.org/latest/server-server-api/#joining-rooms,
 https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites,
-https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room
+https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room,
+https://spec.matrix.org/latest/server-server-api/#knocking-rooms
 """
 
 from __future__ import annotations
@@ -56,4 +57,19 @@ async def invite(request: web.Request) -> web.Response:
     body = await read_json_body(request)
     answer = await _handler(request).on_invite(request[ORIGIN], request.match_info["room_id"],
                                                request.match_info["event_id"], body)
+    return json_response(answer)
+
+
+@routes.get("/v1/make_knock/{room_id}/{user_id}")
+async def make_knock(request: web.Request) -> web.Response:
+    answer = await _handler(request).on_make_knock(request[ORIGIN], request.match_info["room_id"],
+                                                   request.match_info["user_id"], request.query.getall("ver", []))
+    return json_response(answer)
+
+
+@routes.put("/v1/send_knock/{room_id}/{event_id}")
+async def send_knock(request: web.Request) -> web.Response:
+    body = await read_json_body(request)
+    answer = await _handler(request).on_send_knock(request[ORIGIN], request.match_info["room_id"],
+                                                   request.match_info["event_id"], body)
     return json_response(answer)

@@ -38,6 +38,7 @@ from federation.auth_rules import (
 )
 from federation.events import PDU, InvalidEventError
 from federation.ids import get_domain_from_id
+from federation.pdu_checks import Accept, check_format
 from federation.keyring import KeyRequest
 from federation.net.client import FederationRequestError
 from federation.room_membership import (
@@ -45,7 +46,9 @@ from federation.room_membership import (
     check_countersigned,
     check_invite_event,
     check_membership_event,
+    check_out_of_band_retraction,
     event_from_template,
+    is_full_pdu,
     membership_template,
     parse_send_join_response,
     restricted_allow_room_ids,
@@ -139,7 +142,7 @@ class FederationMembershipHandler:
                           + "; ".join(errors[:5]))
 
     async def _make(self, server: str, kind: str, room_id: str, user_id: str) -> tuple[RoomVersion, dict]:
-        query = [("ver", v) for v in supported_room_versions()] if kind == "join" else None
+        query = [("ver", v) for v in supported_room_versions()] if kind in ("join", "knock") else None
         try:
             answer = await self.client.request(
                 "GET", server,
@@ -264,8 +267,35 @@ class FederationMembershipHandler:
             pdu = PDU.from_pdu_json(event, rv)
             await self._store_out_of_band(pdu)
             return pdu.event_id
-        raise MatrixError(502, Codes.UNKNOWN, f"Could not leave {room_id} through any server: "
-                          + "; ".join(errors[:5]))
+        log.info("leaving %s: no server took the leave (%s); ending %s's membership here only", room_id,
+                 "; ".join(errors[:5]) or "no server to ask", user_id)
+        return await self._local_leave(user_id, room_id, reason)
+
+    async def _local_leave(self, user_id: str, room_id: str, reason: str | None) -> str:
+        """An out-of-band leave made and kept here, when no server of the room takes our
+        leave (they are unreachable, or the room already ended the invite or knock, e.g. a
+        denied knock nobody told us about): the user is no longer stuck with it. It
+        follows the invite or knock it ends and is never sent (an outlier)."""
+        current = await self.events.state.get_membership(room_id, user_id)
+        if current is None or current.membership not in ("invite", "knock"):
+            raise MatrixError(502, Codes.UNKNOWN, f"Could not leave {room_id} through any server")
+        prev = (await self.events.get_pdus([current.event_id])).get(current.event_id)
+        if prev is None:
+            raise MatrixError(502, Codes.UNKNOWN, f"Could not leave {room_id} through any server")
+        rv = prev.room_version
+        template = membership_template(
+            rv, room_id=room_id, user_id=user_id, content={"membership": "leave"}, prev_event_ids=[prev.event_id],
+            auth_event_ids=[prev.event_id], depth=prev.depth + 1, origin=self.hs.server_name,
+            origin_server_ts=self.hs.clock_ms(),
+        )
+        event = event_from_template(
+            template, rv, membership="leave", user_id=user_id, room_id=room_id, server_name=self.hs.server_name,
+            signing_key=self.hs.signing_key, origin_server_ts=self.hs.clock_ms(),
+            extra_content={"reason": reason} if reason else None,
+        )
+        pdu = PDU.from_pdu_json(event, rv)
+        await self._store_out_of_band(pdu)
+        return pdu.event_id
 
     async def _store_out_of_band(self, pdu: PDU) -> None:
         await self.store.ensure_room(pdu.room_id, pdu.room_version, creator=None, created_ts=self.hs.clock_ms())
@@ -303,15 +333,109 @@ class FederationMembershipHandler:
             merged["unsigned"] = dict(pdu.unsigned)
         return PDU(merged, rv, pdu.event_id)
 
-    async def invite_room_state(self, room_id: str, sender: str) -> list[dict[str, Any]]:
-        """``invite_room_state`` for another server: the full PDUs of the stripped-state
-        events (the create event included, as rooms 12 need)."""
+    async def invite_room_state(self, room_id: str, sender: str | None) -> list[dict[str, Any]]:
+        """``invite_room_state`` (or ``knock_room_state``) for another server: the full
+        PDUs of the stripped-state events (the create event included, as rooms 12 need),
+        and the membership of ``sender`` if given."""
         from .rooms import STRIPPED_STATE_TYPES
 
         current = await self.events.state.get_current_state_ids(room_id)
-        keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [("m.room.member", sender)]
+        keys = [(t, "") for t in STRIPPED_STATE_TYPES] + ([("m.room.member", sender)] if sender else [])
         pdus = await self.events.get_pdus([current[k] for k in keys if k in current])
         return [wire_json(pdus[current[k]]) for k in keys if k in current and current[k] in pdus]
+
+    # --- knocking ---------------------------------------------------------------------
+
+    async def knock_remote(self, user_id: str, room_id: str, servers: Sequence[str],
+                           content: Mapping[str, Any]) -> str:
+        """Knock on a room this server is not in: ``make_knock`` -> sign -> ``send_knock``
+        through the first of ``servers`` that takes it. The knock is kept as an
+        out-of-band membership with the room's stripped state (``knock_room_state``) for
+        /sync; returns its event ID. MatrixError when no server takes it: the refusal a
+        server gave (M_FORBIDDEN, M_INCOMPATIBLE_ROOM_VERSION) if any, else M_NOT_FOUND.
+
+        Spec: https://spec.matrix.org/latest/server-server-api/#knocking-rooms"""
+        candidates = self._candidates(servers)
+        if not candidates:
+            raise MatrixError.not_found(f"No server to knock on {room_id} through")
+        errors: list[str] = []
+        refusal: MatrixError | None = None
+        for server in candidates:
+            try:
+                return await self._knock_via(server, user_id, room_id, content)
+            except MatrixError as e:
+                refusal = refusal or (e if e.errcode in (Codes.FORBIDDEN, Codes.INCOMPATIBLE_ROOM_VERSION) else None)
+                errors.append(f"{server}: {e.error}")
+            except FederationRequestError as e:
+                if _errcode(e) == Codes.FORBIDDEN and refusal is None:
+                    why = e.body.get("error") if isinstance(e.body.get("error"), str) else "forbidden"
+                    refusal = MatrixError.forbidden(f"{server} refused the knock: {why}")
+                errors.append(str(e))
+            except MembershipError as e:
+                errors.append(f"{server}: {e}")
+            log.info("knocking on %s via %s failed: %s", room_id, server, errors[-1])
+        if refusal is not None:
+            raise refusal
+        raise MatrixError(404, Codes.NOT_FOUND, f"Could not knock on {room_id} through any server: "
+                          + "; ".join(errors[:5]))
+
+    async def _knock_via(self, server: str, user_id: str, room_id: str, content: Mapping[str, Any]) -> str:
+        rv, template = await self._make(server, "knock", room_id, user_id)
+        if not rv.knock_join_rule:
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"{room_id} is a version {rv.identifier} room: knocking needs version 7 or later",
+                              room_version=rv.identifier)
+        extra = {k: v for k, v in content.items() if k in ("displayname", "avatar_url", "reason")}
+        event = event_from_template(
+            template, rv, membership="knock", user_id=user_id, room_id=room_id, server_name=self.hs.server_name,
+            signing_key=self.hs.signing_key, origin_server_ts=self.hs.clock_ms(), extra_content=extra,
+        )
+        pdu = PDU.from_pdu_json(event, rv)
+        answer = await self.client.request(
+            "PUT", server,
+            f"/_matrix/federation/v1/send_knock/{quote_path_segment(room_id)}/{quote_path_segment(pdu.event_id)}",
+            content=event, timeout=SEND_JOIN_TIMEOUT,
+        )
+        # The room has the knock now: a poor answer costs the client the room's preview, not the knock.
+        entries = answer.get("knock_room_state") if isinstance(answer, dict) else None
+        stored = dict(event)
+        stored["unsigned"] = {"knock_room_state": await self.checked_stripped_state(entries, room_id, rv)}
+        await self._store_out_of_band(PDU(stored, rv, pdu.event_id))
+        return pdu.event_id
+
+    async def checked_stripped_state(self, entries: Any, room_id: str, rv: RoomVersion) -> list[dict[str, Any]]:
+        """``knock_room_state``/``invite_room_state`` from another server as stripped
+        state for clients. Full PDUs must be well formed, of this room and properly
+        signed, else they are left out (spec: "entries which are improperly signed or
+        formatted SHOULD be removed"); bare stripped events, which servers sent before
+        Matrix 1.16, are kept for rooms before version 12 only."""
+        if not isinstance(entries, list):
+            return []
+        well_formed: dict[int, dict] = {}
+        for i, entry in enumerate(entries):
+            if is_full_pdu(entry):
+                fmt = check_format(entry, rv)
+                if isinstance(fmt, Accept) and fmt.pdu.room_id == room_id:
+                    well_formed[i] = entry
+        signed = await self.hs.federation_events._check_signatures(list(well_formed.values()), rv, None) \
+            if well_formed else []
+        good = {i for i, decision in zip(well_formed, signed) if isinstance(decision, Accept)}
+        legacy = not rv.room_id_from_create_event  # rooms 1-11
+        out = []
+        for i, entry in enumerate(entries):
+            if i in good or (legacy and not is_full_pdu(entry)):
+                stripped = stripped_state_event(entry)
+                if stripped is not None:
+                    out.append(stripped)
+        return out
+
+    async def knock_servers(self, room_id: str, event_id: str) -> list[str]:
+        """Servers to retract a knock through: those of the senders of the room's
+        stripped state we were given with it (they were in the room)."""
+        pdu = (await self.events.get_pdus([event_id])).get(event_id)
+        entries = pdu.unsigned.get("knock_room_state") if pdu is not None else None
+        senders = [e.get("sender") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+        return [d for d in dict.fromkeys(_domain(s) for s in senders if isinstance(s, str)) if d]
 
     # =================================================================================
     # As a resident server
@@ -548,3 +672,106 @@ class FederationMembershipHandler:
         stored["unsigned"] = {"invite_room_state": stripped}
         await self._store_out_of_band(PDU(stored, rv, pdu.event_id))
         return {"event": signed}
+
+    # --- knocking, as a resident ------------------------------------------------------
+
+    async def _knockable_room(self, room_id: str, versions: Sequence[str] | None):
+        """The room, if its version allows knocking and (``make_knock``) is among the
+        versions the knocking server supports; M_INCOMPATIBLE_ROOM_VERSION otherwise."""
+        room = await self.store.get_room(room_id)
+        if room is None or room.current_state_group is None:
+            raise MatrixError.not_found(f"Unknown room {room_id}")
+        rv = room.room_version
+        if versions is not None and rv.identifier not in versions:
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"The room is version {rv.identifier}, which your server does not support",
+                              room_version=rv.identifier)
+        if not rv.knock_join_rule:
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"The room is version {rv.identifier}, which does not allow knocking",
+                              room_version=rv.identifier)
+        return room
+
+    async def on_make_knock(self, origin: str, room_id: str, user_id: str, versions: Sequence[str]) -> dict[str, Any]:
+        """``make_knock``: refused up front when the room's version does not allow
+        knocking or is not in ``ver``; then, as for a join, a template the auth rules
+        accept (M_FORBIDDEN when the join rules do not allow knocking, or the user is
+        banned, invited or joined)."""
+        await self._knockable_room(room_id, versions)
+        return await self.on_make(origin, "knock", room_id, user_id, versions)
+
+    async def on_send_knock(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:
+        """``send_knock``: the knock event, checked (M_INVALID_PARAM for a malformed or
+        badly signed one, as the spec asks), accepted through the receipt pipeline and
+        sent on to the room's other servers; answers the room's stripped state as full
+        PDUs (``knock_room_state``)."""
+        room = await self._knockable_room(room_id, None)
+        rv = room.room_version
+        if not isinstance(body, dict):
+            raise MatrixError.invalid_param("The knock event must be a JSON object")
+        try:
+            pdu = PDU.from_pdu_json(body, rv)
+            check_membership_event(pdu, room_id=room_id, origin=origin, membership="knock", event_id=event_id)
+        except (InvalidEventError, MembershipError, TypeError, KeyError) as e:
+            raise MatrixError.invalid_param(f"Invalid knock event: {e}") from None
+        (signed,) = await self.hs.federation_events._check_signatures([body], rv, origin)
+        if not isinstance(signed, Accept):
+            raise MatrixError.invalid_param(f"The knock's signatures or hashes are not valid: "
+                                            f"{getattr(signed, 'reason', 'content hash mismatch')}")
+        await self.on_send(origin, "knock", room_id, event_id, body)
+        return {"knock_room_state": await self.invite_room_state(room_id, None)}
+
+    # --- the end of an invite or knock, in a room this server is not in ---------------
+
+    async def take_out_of_band(self, origin: str, room_id: str, pdus: Sequence[Any]) -> tuple[list, list[Any]]:
+        """Of a transaction's PDUs for one room, take those that end a local user's
+        out-of-band invite or knock (a rescinded invite, a denied knock: a leave or ban
+        the room's servers send to the user's server) in a room this server is not in;
+        they are checked and stored as the user's new out-of-band membership, so that
+        /sync shows the room as left. Returns (their outcomes, the other PDUs, for the
+        receipt pipeline). Costs nothing unless a PDU is a leave or ban of a local user."""
+        suffix = ":" + self.hs.server_name
+        ends = [p for p in pdus if isinstance(p, dict) and p.get("type") == "m.room.member"
+                and isinstance(p.get("state_key"), str) and p["state_key"].endswith(suffix)
+                and isinstance(p.get("content"), dict) and p["content"].get("membership") in ("leave", "ban")]
+        if not ends:
+            return [], list(pdus)
+        room = await self.store.get_room(room_id)
+        if room is None or await self.is_resident(room_id):
+            return [], list(pdus)
+        done, rest = [], []
+        for p in pdus:
+            outcome = await self._end_out_of_band(origin, room.room_version, room_id, p) \
+                if any(p is e for e in ends) else None
+            if outcome is None:
+                rest.append(p)
+            else:
+                done.append(outcome)
+        return done, rest
+
+    async def _end_out_of_band(self, origin: str, rv: RoomVersion, room_id: str, pdu_json: dict):
+        """The outcome of a leave/ban of a local user's out-of-band invite or knock, or
+        None when it is not one (the receipt pipeline judges it)."""
+        from .federation_events import PDUOutcome
+
+        fmt = check_format(pdu_json, rv)
+        if not isinstance(fmt, Accept) or fmt.pdu.room_id != room_id:
+            return None
+        pdu: PDU = fmt.pdu
+        current = await self.events.state.get_membership(room_id, pdu.state_key)
+        if current is not None and current.event_id == pdu.event_id:
+            return PDUOutcome(pdu.event_id)  # sent again
+        if current is None or current.membership not in ("invite", "knock"):
+            return None
+        try:
+            check_out_of_band_retraction(pdu, origin=origin, local_server=self.hs.server_name,
+                                         current_event_id=current.event_id)
+        except MembershipError as e:
+            return PDUOutcome(pdu.event_id, f"Not accepted: {e}")
+        (signed,) = await self.hs.federation_events._check_signatures([pdu_json], rv, origin)
+        if not isinstance(signed, Accept):
+            return PDUOutcome(pdu.event_id, f"Not accepted: {getattr(signed, 'reason', 'content hash mismatch')}")
+        await self._store_out_of_band(pdu)
+        log.info("%s's %s in %s ended by %s (%s)", pdu.state_key, current.membership, room_id, pdu.sender,
+                 pdu.content.get("membership"))
+        return PDUOutcome(pdu.event_id)

@@ -8,7 +8,9 @@ https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1sendtxni
 - One transaction per origin at a time; a transaction ID already answered gets the
   same answer again without being processed twice (answers kept a day, in the database).
 - PDUs are grouped by room; each room's PDUs are processed in the order sent, rooms
-  concurrently. The answer is given once every PDU is stored (or refused).
+  concurrently. The answer is given once every PDU is stored (or refused). A leave or
+  ban ending a local user's invite or knock in a room we are not in goes to
+  ``hs.federation_membership.take_out_of_band`` instead.
 - EDUs go to ``hs.edu_handlers``: ``register(edu_type, async handler(origin, content))``;
   unknown types are ignored, a failing handler is logged and does not fail the rest.
   Room-scoped EDUs (typing, receipts) must honour server ACLs: handlers call
@@ -111,7 +113,11 @@ class TransactionHandler:
         async def one_room(room_id: str, room_pdus: list[dict]) -> None:
             async with sem:
                 try:
-                    outcomes = await fed_events.receive_pdus(origin, room_id, room_pdus)
+                    # A rescinded invite or denied knock for a room we are not in is
+                    # stored as the user's out-of-band membership; the rest as usual.
+                    outcomes, rest = await self.hs.federation_membership.take_out_of_band(origin, room_id, room_pdus)
+                    if rest:
+                        outcomes += await fed_events.receive_pdus(origin, room_id, rest)
                 except Exception as e:  # noqa: BLE001 - never a stack trace to the sender
                     log.exception("processing PDUs of %s from %s failed", room_id, origin)
                     for p in room_pdus:

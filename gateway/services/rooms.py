@@ -257,6 +257,33 @@ class RoomsService:
             content["join_authorised_via_users_server"] = authoriser
         return await self._member(room_id, user_id, user_id, content)
 
+    async def knock(self, user_id: str, room_id: str, *, reason: str | None = None,
+                    servers: Sequence[str] = ()) -> SentEvent | None:
+        """Knock on a room (ask to be invited): a knock event if this server takes part
+        in the room, else over federation through ``servers``, then the room ID's
+        server. M_INCOMPATIBLE_ROOM_VERSION when the room's version has no knocking;
+        M_FORBIDDEN when its join rules do not allow it (the auth rules say why).
+
+        Spec: https://spec.matrix.org/latest/client-server-api/#knocking-on-rooms"""
+        await self.hs.room_admin.check_not_blocked(room_id)
+        room = await self.events.store.get_room(room_id)
+        content = _with_reason({**await self._join_content(user_id), "membership": "knock"}, reason)
+        if room is None or not await self.hs.federation_membership.is_resident(room_id):
+            current = await self.events.state.get_membership(room_id, user_id) if room is not None else None
+            candidates = self._remote_servers(room_id, current, servers)
+            if not candidates:
+                raise MatrixError.not_found(f"Unknown room {room_id}" if room is None
+                                            else f"No server to knock on {room_id} through")
+            await self.hs.federation_membership.knock_remote(user_id, room_id, candidates, content)
+            return None
+        if not room.room_version.knock_join_rule:
+            raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                              f"{room_id} is a version {room.room_version.identifier} room:"
+                              " knocking needs version 7 or later", room_version=room.room_version.identifier)
+        stripped = await self.stripped_state(room_id, user_id)
+        return await self.events.send_event(room_id, EventSpec("m.room.member", user_id, content, user_id,
+                                                               unsigned={"knock_room_state": stripped}))
+
     def _remote_servers(self, room_id: str, current: Any, servers: Sequence[str]) -> list[str]:
         out = [s for s in servers if s != self.hs.server_name]
         if current is not None and current.membership in ("invite", "knock"):
@@ -272,9 +299,11 @@ class RoomsService:
         current = await self.events.state.get_membership(room_id, user_id)
         if current is not None and current.membership in ("invite", "knock") \
                 and not await self.hs.federation_membership.is_resident(room_id):
-            # Rejecting an invite to a room we are not in: through the inviter's server.
-            await self.hs.federation_membership.leave_remote(
-                user_id, room_id, self._remote_servers(room_id, current, ()), reason)
+            # Rejecting an invite to a room we are not in: through the inviter's server;
+            # retracting a knock: through the servers of the state we were shown.
+            fed = self.hs.federation_membership
+            known = await fed.knock_servers(room_id, current.event_id) if current.membership == "knock" else ()
+            await fed.leave_remote(user_id, room_id, self._remote_servers(room_id, current, known), reason)
             return None
         return await self._member(room_id, user_id, user_id, _with_reason({"membership": "leave"}, reason))
 
