@@ -177,7 +177,8 @@ class FederationEventHandler:
         events would be checked against a state we do not have yet."""
         head = await self._room_head(room_id)
         if head is None or head[0].current_state_group is None:
-            return [PDUOutcome(guess_event_id(p, None), f"Unknown room {room_id}") for p in pdus]
+            rv = head[0].room_version if head is not None else None
+            return [PDUOutcome(guess_event_id(p, rv), f"Unknown room {room_id}") for p in pdus]
         room = head[0]
         out = []
         async with self.events.room_lock(room_id):
