@@ -74,6 +74,8 @@ class GatewayProcess:
         self.client_url = f"http://127.0.0.1:{self.port}"
         self.shared_secret = secrets.token_hex(16)
         self.db = db
+        #: Config keys to add or override (e.g. a TLS federation listener).
+        self.extra: dict = {}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -89,6 +91,7 @@ class GatewayProcess:
             "rc_joins": {"local": _HIGH, "remote": _HIGH}, "rc_joins_per_room": _HIGH,
             "rc_login": {"address": _HIGH, "account": _HIGH, "failed_attempts": _HIGH},
         }
+        config.update(self.extra)
         path = self.dir / "homeserver.yaml"
         path.write_text(yaml.safe_dump(config))
         # BENCH_PROFILE=file.prof: profile the server process with cProfile.
