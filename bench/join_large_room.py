@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import tempfile
@@ -486,6 +487,20 @@ async def measure_join(client_url: str, token: str, pid: int, room: SyntheticRoo
     result.rss_kb, result.hwm_kb = rss_kb(pid)
 
 
+async def _start_py_spy(pid: int, engine: str):
+    """``BENCH_PY_SPY=prefix``: sample our server with py-spy (wall clock, idle included)
+    during the join, into ``prefix-<engine>.txt`` (collapsed stacks)."""
+    prefix = os.environ.get("BENCH_PY_SPY")
+    if not prefix:
+        return None
+    spy = await asyncio.create_subprocess_exec(
+        str(ROOT / ".cache" / "venv" / "bin" / "py-spy"), "record", "--pid", str(pid), "--idle", "--rate", "200",
+        "--format", "raw", "--output", f"{prefix}-{engine}.txt", stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    await asyncio.sleep(1)
+    return spy
+
+
 async def bench_gateway(engine: str, room: SyntheticRoom, ca: TestCA, encoded: dict, workdir: Path,
                         members: int) -> Result:
     label = f"gateway ({engine})"
@@ -514,10 +529,14 @@ async def bench_gateway(engine: str, room: SyntheticRoom, ca: TestCA, encoded: d
         await proc.start()
         token = await register_synapse_user(proc, "joiner", password="bench-pass")
         result = Result(label)
+        spy = await _start_py_spy(proc.proc.pid, engine)
         async with Resident(room, ca, encoded) as resident:
             await measure_join(proc.client_url, token, proc.proc.pid, room, members + 1, result)
             result.requests = dict(resident.requests)
             result.partial = resident.members_omitted
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await spy.wait()
         return result
     finally:
         if proc is not None:

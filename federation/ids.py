@@ -9,6 +9,7 @@ accept old data (historical user IDs over federation). Everything is case-sensit
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -58,6 +59,13 @@ def parse_server_name(server_name: str) -> tuple[str, int | None]:
     """
     if not isinstance(server_name, str) or not server_name:
         raise InvalidIdentifierError("server name is empty")
+    return _parse_server_name(server_name)
+
+
+# The same few server names come back in every event of a room (senders, IDs): a
+# valid name is parsed once (errors are not cached, so they are raised every time).
+@functools.lru_cache(maxsize=16384)
+def _parse_server_name(server_name: str) -> tuple[str, int | None]:
     if server_name.startswith("["):
         end = server_name.find("]")
         if end < 0:
@@ -125,7 +133,7 @@ def is_valid_localpart(localpart: str) -> bool:
 
 
 def _has_surrogate(s: str) -> bool:
-    return any(0xD800 <= ord(ch) <= 0xDFFF for ch in s)
+    return not s.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in s)
 
 
 def is_historical_localpart(localpart: str) -> bool:
@@ -143,6 +151,8 @@ def is_historical_localpart(localpart: str) -> bool:
 
 
 def _check_length(identifier: str, what: str) -> None:
+    if identifier.isascii() and len(identifier) <= MAX_ID_LENGTH:
+        return
     if len(identifier.encode("utf-8", "surrogatepass")) > MAX_ID_LENGTH:
         raise InvalidIdentifierError(f"{what} is longer than {MAX_ID_LENGTH} bytes")
 

@@ -152,17 +152,39 @@ def check_format(pdu_json: Any, room_version: RoomVersion) -> Accept | Drop:
     except InvalidIdentifierError as e:
         return Drop(f"sender: {e}")
     if "room_id" in pdu_json:
-        try:
-            RoomID.parse(pdu_json["room_id"], room_version)
-        except InvalidIdentifierError as e:
-            return Drop(f"room_id: {e}")
+        problem = _id_problem(RoomID, pdu_json["room_id"], room_version)
+        if problem is not None:
+            return Drop(f"room_id: {problem}")
     for field, ids in (("prev_events", pdu.prev_event_ids), ("auth_events", pdu.auth_event_ids)):
         for event_id in ids:
-            try:
-                EventID.parse(event_id, room_version)
-            except InvalidIdentifierError as e:
-                return Drop(f"{field}: {e}")
+            problem = _id_problem(EventID, event_id, room_version)
+            if problem is not None:
+                return Drop(f"{field}: {problem}")
     return Accept(pdu)
+
+
+# The events of a room name the same room ID and mostly the same few auth events (a
+# join's state has thousands of events pointing at one create event): each ID is
+# checked once per format (a bounded memo; errors are kept too, they are as pure).
+_ID_PROBLEMS: dict[tuple, str | None] = {}
+
+
+def _id_problem(kind: type, value: str, room_version: RoomVersion) -> str | None:
+    """Why ``value`` is not a valid ``kind`` (RoomID or EventID) ID, or None."""
+    key = (kind, value, room_version.event_format, room_version.room_id_from_create_event)
+    try:
+        return _ID_PROBLEMS[key]
+    except KeyError:
+        pass
+    try:
+        kind.parse(value, room_version)
+        problem = None
+    except InvalidIdentifierError as e:
+        problem = str(e)
+    if len(_ID_PROBLEMS) >= 65536:
+        _ID_PROBLEMS.clear()
+    _ID_PROBLEMS[key] = problem
+    return problem
 
 
 # --- 2, 3. signatures, then hashes

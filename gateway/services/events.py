@@ -88,6 +88,9 @@ class SentEvent:
 
 
 class EventsService:
+    #: PDUs kept in memory by event ID.
+    PDU_CACHE_SIZE = 10_000
+
     def __init__(self, hs):
         self.hs = hs
         self.state = StateStore(hs.db)
@@ -118,7 +121,7 @@ class EventsService:
     def _remember(self, pdu: PDU) -> None:
         self._pdu_cache[pdu.event_id] = pdu
         self._pdu_cache.move_to_end(pdu.event_id)
-        while len(self._pdu_cache) > 10_000:
+        while len(self._pdu_cache) > self.PDU_CACHE_SIZE:
             self._pdu_cache.popitem(last=False)
 
     async def get_pdus(self, event_ids: Iterable[str]) -> dict[str, PDU]:

@@ -34,14 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from federation.auth_rules import auth_types_for_event, redaction_allowed
 from federation.events import PDU, compute_event_id
-from federation.keyring import key_requests_for_event
+from federation.keyring import key_requests_for_event, merge_key_requests
 from federation.net.client import FederationRequestError
 from federation.pdu_checks import (
     Drop,
@@ -217,10 +218,9 @@ class FederationEventHandler:
         result = OutlierResult()
         parsed: dict[str, PDU] = {}
         raw: dict[str, dict] = {}
-        for pdu_json in pdus:
-            if isinstance(pdu_json, PDU):
-                pdu_json = pdu_json.get_pdu_json()
-            decision = check_format(pdu_json, room_version)
+        items = [p.get_pdu_json() if isinstance(p, PDU) else p for p in pdus]
+        decisions = await _map_chunks(lambda part: [check_format(j, room_version) for j in part], items)
+        for pdu_json, decision in zip(items, decisions):
             if isinstance(decision, Drop):
                 eid = guess_event_id(pdu_json, room_version)
                 if eid:
@@ -232,6 +232,7 @@ class FederationEventHandler:
                 continue
             parsed[pdu.event_id] = pdu
             raw[pdu.event_id] = pdu_json
+        del items, decisions
         known = await self.store.get_event_meta(parsed)
         for eid, meta in known.items():
             if meta.rejected_reason is not None:
@@ -240,6 +241,7 @@ class FederationEventHandler:
                 result.accepted[eid] = parsed[eid]
         todo = [e for e in parsed if e not in known]
         checked = await self._check_signatures([raw[e] for e in todo], room_version, origin)
+        del raw
         fresh: dict[str, PDU] = {}
         for eid, decision in zip(todo, checked):
             if isinstance(decision, Drop):
@@ -248,44 +250,29 @@ class FederationEventHandler:
                 fresh[eid] = decision.pdu
             else:
                 fresh[eid] = parsed[eid]
+        del parsed, checked
         # Auth events not in the batch come from the database.
         outside = {a for p in fresh.values() for a in p.auth_event_ids if a not in fresh}
         if room_version.room_id_from_create_event:
             outside.add("$" + room_id[1:])
         outside -= set(fresh)
         db_meta = await self.store.get_event_meta(outside)
-        db_pdus = await self.events.get_pdus([e for e in db_meta])
+        usable = await self.events.get_pdus([e for e in db_meta])
         rejected_ids = {e for e, m in db_meta.items() if m.rejected_reason is not None}
-        usable: dict[str, PDU] = dict(db_pdus)
-        writes: list[tuple[PDU, str | None]] = []
-        for pdu in _auth_order(fresh):
-            create = None
-            if room_version.room_id_from_create_event and pdu.type != "m.room.create":
-                create = usable.get("$" + room_id[1:])
-            missing = [a for a in pdu.auth_event_ids if a not in usable]
-            if missing:
-                reason = f"auth events not available: {', '.join(missing[:5])}"
-            else:
-                decision = check_auth_against_auth_events(
-                    room_version, pdu, {a: usable[a] for a in pdu.auth_event_ids}, create_event=create,
-                    is_rejected=lambda e: e.event_id in rejected_ids,
-                )
-                reason = decision.reason if isinstance(decision, Reject) else None
-            if reason is None and create is None and room_version.room_id_from_create_event \
-                    and pdu.type != "m.room.create":
-                reason = "the room's create event is not available"
-            usable[pdu.event_id] = pdu
+        if len(fresh) > 100:
+            writes = await asyncio.to_thread(_auth_batch, room_version, room_id, fresh, usable, rejected_ids)
+        else:
+            writes = _auth_batch(room_version, room_id, fresh, usable, rejected_ids)
+        for pdu, reason in writes:
             if reason is not None:
-                rejected_ids.add(pdu.event_id)
                 result.rejected[pdu.event_id] = reason
             else:
                 result.accepted[pdu.event_id] = pdu
-            writes.append((pdu, reason))
         written = await self.store.persist_outliers(room_id, writes, received_ts=self.hs.clock_ms())
         absent = self._absent.get(room_id)
         if absent:
             absent.difference_update(written)
-        for pdu, _ in writes:
+        for pdu, _ in writes[-self.events.PDU_CACHE_SIZE:]:
             self.events._remember(pdu)
         return result
 
@@ -489,20 +476,19 @@ class FederationEventHandler:
     # --- signatures --------------------------------------------------------------
 
     async def _check_signatures(self, pdu_jsons: Sequence[dict], rv: RoomVersion, origin: str | None) -> list:
-        """Steps 2 and 3 for a batch: the keys are fetched once for all of them."""
-        requests = []
-        for j in pdu_jsons:
-            try:
-                requests += key_requests_for_event(j, rv, origin=origin)
-            except SignatureError:
-                pass  # check_signatures_and_hashes reports it
+        """Steps 2 and 3 for a batch: the keys are fetched once for all of them, and a
+        big batch is verified in worker threads."""
+        requests = merge_key_requests(
+            r for part in await _map_chunks(lambda part: [_key_requests(j, rv, origin) for j in part], pdu_jsons)
+            for r in part)
         keys = await self.hs.keyring.get_keys(requests) if requests else {}
         lookup = {k: key.known_key() for k, key in keys.items()}
 
         def keys_for(server: str, key_id: str):
             return lookup.get((server, key_id))
 
-        return [check_signatures_and_hashes(j, rv, keys_for, origin=origin) for j in pdu_jsons]
+        return await _map_chunks(
+            lambda part: [check_signatures_and_hashes(j, rv, keys_for, origin=origin) for j in part], pdu_jsons)
 
     # --- auth events ---------------------------------------------------------------
 
@@ -659,6 +645,64 @@ class FederationEventHandler:
 
         results = await asyncio.gather(*(one(e) for e in event_ids))
         return [r for r in results if r is not None]
+
+
+#: Batches bigger than this are checked in worker threads, this many events a task, at
+#: most one task per core at a time: the event loop stays free, and ed25519
+#: verification (which releases the GIL) runs on every core.
+CHECK_CHUNK = 500
+
+
+async def _map_chunks(fn: Callable[[Sequence[Any]], list], items: Sequence[Any]) -> list:
+    """``fn`` (a pure function of a list, returning one result per item) over
+    ``items``; results in order."""
+    if len(items) <= CHECK_CHUNK:
+        return fn(items)
+    sem = asyncio.Semaphore(os.cpu_count() or 1)
+
+    async def one(part: Sequence[Any]) -> list:
+        async with sem:
+            return await asyncio.to_thread(fn, part)
+
+    parts = await asyncio.gather(*(one(items[i:i + CHECK_CHUNK]) for i in range(0, len(items), CHECK_CHUNK)))
+    return [r for part in parts for r in part]
+
+
+def _key_requests(pdu_json: Any, rv: RoomVersion, origin: str | None) -> list:
+    try:
+        return key_requests_for_event(pdu_json, rv, origin=origin)
+    except SignatureError:
+        return []  # check_signatures_and_hashes reports it
+
+
+def _auth_batch(rv: RoomVersion, room_id: str, fresh: Mapping[str, PDU], known: Mapping[str, PDU],
+                rejected_ids: set[str]) -> list[tuple[PDU, str | None]]:
+    """Step 4 for a batch of outliers, in auth order: each event against its auth
+    events, taken from the batch (the ones accepted so far) or ``known`` (stored
+    events; ``rejected_ids``: which of those were rejected, updated here). Returns
+    (event, rejection reason or None) for every event of ``fresh``."""
+    usable: dict[str, PDU] = dict(known)
+    out: list[tuple[PDU, str | None]] = []
+    for pdu in _auth_order(fresh):
+        create = None
+        if rv.room_id_from_create_event and pdu.type != "m.room.create":
+            create = usable.get("$" + room_id[1:])
+        missing = [a for a in pdu.auth_event_ids if a not in usable]
+        if missing:
+            reason = f"auth events not available: {', '.join(missing[:5])}"
+        else:
+            decision = check_auth_against_auth_events(
+                rv, pdu, {a: usable[a] for a in pdu.auth_event_ids}, create_event=create,
+                is_rejected=lambda e: e.event_id in rejected_ids,
+            )
+            reason = decision.reason if isinstance(decision, Reject) else None
+        if reason is None and create is None and rv.room_id_from_create_event and pdu.type != "m.room.create":
+            reason = "the room's create event is not available"
+        usable[pdu.event_id] = pdu
+        if reason is not None:
+            rejected_ids.add(pdu.event_id)
+        out.append((pdu, reason))
+    return out
 
 
 def _auth_order(events: Mapping[str, PDU]) -> list[PDU]:

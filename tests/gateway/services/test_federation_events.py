@@ -121,6 +121,53 @@ async def test_join_state_in_bulk_then_the_join_event_with_that_state(gw, remote
     assert (await hs.events.store.get_event(mine)).pdu.prev_event_ids == (out.event_id,)
 
 
+async def test_a_big_batch_is_checked_in_chunks_with_the_same_verdicts(gw, remote, alice, monkeypatch):
+    """Batches bigger than CHECK_CHUNK are checked in worker threads, chunk by chunk:
+    bad events anywhere in the batch are still dropped or rejected, also when what
+    they depend on sits in another chunk, and the batch is given in reverse order."""
+    from gateway.services import federation_events
+
+    monkeypatch.setattr(federation_events, "CHECK_CHUNK", 3)
+    hs = gw.hs
+    view, carol = remote_room(remote)
+    rv, room_id = view.rv, view.room_id
+    members = [f"@m{i}:{remote.server_name}" for i in range(12)]
+    for m in members:
+        view.make("m.room.member", m, {"membership": "join"}, state_key=m)
+    # A second membership of each member: its own earlier join is among its auth events.
+    for m in members[:6]:
+        view.make("m.room.member", m, {"membership": "join", "displayname": m}, state_key=m)
+    events = [p.get_pdu_json() for p in view.state.values()]
+    first_joins = [e for e in remote.pdus.values() if e["type"] == "m.room.member" and e["state_key"] in members[:6]
+                   and "displayname" not in e["content"]]
+    forged = view.make("m.room.member", members[7], {"membership": "leave"}, state_key=members[7], advance=False)
+    forged = sign_event({**forged, "signatures": {}}, remote.server_name, generate_signing_key("fr1"),
+                        room_version=rv)
+    tampered = view.make("m.room.topic", carol, {"topic": "real"}, state_key="", advance=False)
+    tampered["content"] = {"topic": "fake"}
+    mallory = f"@mallory:{remote.server_name}"
+    unauthorised = view.make("m.room.name", mallory, {"name": "mine"}, state_key="", advance=False)
+    on_forged = dict(view.make("m.room.member", members[7], {"membership": "join", "displayname": "x"},
+                               state_key=members[7], advance=False))
+    on_forged["auth_events"] = [*on_forged["auth_events"], compute_event_id(forged, rv)]
+    on_forged = sign_event({**on_forged, "signatures": {}}, remote.server_name, remote.key, room_version=rv)
+    batch = [*events, *first_joins, forged, tampered, unauthorised, on_forged, {"type": "m.room.message"}]
+    ids = {name: compute_event_id(ev, rv) for name, ev in
+           (("forged", forged), ("tampered", tampered), ("unauthorised", unauthorised), ("on_forged", on_forged))}
+
+    await hs.events.store.ensure_room(room_id, rv, creator=carol, created_ts=0)
+    result = await hs.federation_events.persist_outliers(remote.server_name, room_id, rv, list(reversed(batch)))
+    good = {compute_event_id(e, rv) for e in [*events, *first_joins]}
+    assert len(batch) > 8 * federation_events.CHECK_CHUNK
+    assert set(result.accepted) == good | {ids["tampered"]}
+    assert result.accepted[ids["tampered"]].content == {}
+    assert set(result.rejected) == {ids["unauthorised"], ids["on_forged"]}
+    assert set(result.dropped) >= {ids["forged"]} and len(result.dropped) == 2
+    metas = await hs.events.store.get_event_meta([*good, *ids.values()])
+    assert set(metas) == good | {ids["tampered"], ids["unauthorised"], ids["on_forged"]}
+    assert {e for e, m in metas.items() if m.rejected_reason} == {ids["unauthorised"], ids["on_forged"]}
+
+
 async def test_a_join_event_the_state_does_not_allow_is_refused_or_rejected(gw, remote, alice):
     hs = gw.hs
     view, carol = remote_room(remote)
