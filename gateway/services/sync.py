@@ -47,7 +47,8 @@ UNREAD_WAIT_S = 0.2
 #: Devices whose lazy-loaded members are remembered (see ``_not_yet_sent_members``).
 LAZY_CACHE_DEVICES = 10_000
 
-_TOKEN = re.compile(r"^s(\d{1,18})_(\d{1,18})_(\d{1,18})_(\d{1,18})_([0-9a-f]{1,32})(?:_(\d{1,18})_(\d{1,18}))?$")
+_TOKEN = re.compile(r"^s(\d{1,18})_(\d{1,18})_(\d{1,18})_(\d{1,18})_([0-9a-f]{1,32})(?:_(\d{1,18})_(\d{1,18}))?"
+                    r"(?:_(\d{1,18}))?$")
 
 #: ``unread_counter(user_id, {room_id: after_stream_ordering})`` ->
 #: ``{room_id: (notification_count, highlight_count, {thread_id: (notif, highlight)})}``;
@@ -65,10 +66,12 @@ class SyncToken:
     to_device: int = 0
     #: None in an old token: device list changes are counted from "now".
     device_lists: int | None = None
+    #: None in an old token: presence changes are counted from "now".
+    presence: int | None = None
 
     def encode(self) -> str:
         return (f"s{self.events}_{self.account_data}_{self.receipts}_{self.typing}_{self.instance}"
-                f"_{self.to_device}_{self.device_lists or 0}")
+                f"_{self.to_device}_{self.device_lists or 0}_{self.presence or 0}")
 
     @classmethod
     def parse(cls, token: str) -> "SyncToken":
@@ -76,7 +79,7 @@ class SyncToken:
         if m is None:
             raise MatrixError.invalid_param(f"Invalid 'since' token {token[:64]!r}")
         return cls(int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5], int(m[6] or 0),
-                   None if m[7] is None else int(m[7]))
+                   None if m[7] is None else int(m[7]), None if m[8] is None else int(m[8]))
 
 
 @dataclass
@@ -140,7 +143,7 @@ class SyncService:
             since_to_device=0 if since is None else since.to_device,
             since_lists=None if since is None else since.device_lists, upto_events=upto, positions=positions)
         next_token = SyncToken(upto, positions["account_data"], positions["receipts"], typing_pos, typing.instance,
-                               next_to_device, next_lists)
+                               next_to_device, next_lists, positions["presence"])
         # A token from the future (another database?) counts as "now".
         s_events = None if since is None else min(since.events, upto)
         s_account = None if since is None else min(since.account_data, positions["account_data"])
@@ -274,10 +277,30 @@ class SyncService:
                     and not full_state:
                 del results[room_id]
 
+        presence = await self._presence(user_id, since, positions["presence"], flt)
         body = await self._render(user_id, device_id, results, invited, knocked, global_data, next_token, flt)
+        body["presence"] = {"events": presence}
         body.update(e2e)
-        empty = not results and not invited and not knocked and not global_data and not e2e_news
+        empty = not results and not invited and not knocked and not global_data and not e2e_news and not presence
         return body, empty, joined_ids
+
+    async def _presence(self, user_id: str, since: SyncToken | None, upto: int,
+                        flt: SyncFilter) -> list[dict[str, Any]]:
+        """``m.presence`` of the users the client shares a joined room with (and its own):
+        all of them on an initial sync, the changes since the token otherwise.
+        https://spec.matrix.org/latest/client-server-api/#presence"""
+        if not flt.presence.allows_type("m.presence"):
+            return []
+        start = None if since is None else min(upto, since.presence if since.presence is not None else upto)
+        if start is not None and start >= upto:
+            return []
+        from .user_directory import presence_json
+
+        now = self.hs.clock_ms()
+        return [{"type": "m.presence", "sender": row.user_id, "content": presence_json(row, now)}
+                for row in await self.hs.user_directory.presence_store.get_visible_changes(
+                    user_id, since=start, upto=upto)
+                if flt.presence.allows("m.presence", row.user_id)]
 
     async def _joined_since(self, user_id: str, changed: Sequence[UserMembership], since: int | None) -> set[str]:
         """Of the joined rooms whose membership event is newer than the token, those the

@@ -63,7 +63,15 @@ class UserDirectoryService:
             raise MatrixError.invalid_param(f"'status_msg' must be a string of at most {MAX_STATUS_MSG} characters")
         self.hs.ratelimiters["rc_presence.per_user"].ratelimit(user_id)
         await self.presence_store.set_presence(user_id, presence, status_msg, self.hs.clock_ms())
+        await self._presence_changed(user_id)
         await self._send_presence_edu(user_id)
+
+    async def _presence_changed(self, user_id: str) -> None:
+        """Wake the /sync requests that can see the user's presence."""
+        notifier = self.hs.notifier
+        for room_id in await self.hs.events.state.get_rooms_for_user(user_id):
+            notifier.notify_room(room_id)
+        notifier.notify_users([user_id])
 
     async def _send_presence_edu(self, user_id: str) -> None:
         """``m.presence`` to every server sharing a room with the user:
@@ -100,6 +108,7 @@ class UserDirectoryService:
             if not await self.presence_store.shares_room_with_server(user_id, self.hs.server_name):
                 continue
             await self.presence_store.set_presence(user_id, presence, status_msg, now - ago)
+            await self._presence_changed(user_id)
 
     async def get_presence_for(self, requester: str, user_id: str) -> dict[str, Any]:
         """A user's presence, for themselves or users sharing a room with them."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .database import Database
-from .state import _placeholders
+from .state import _placeholders, next_position
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,32 @@ class PresenceStore:
     def __init__(self, db: Database):
         self.db = db
 
-    async def set_presence(self, user_id: str, presence: str, status_msg: str | None, now_ms: int) -> None:
-        await self.db.execute(
-            "INSERT INTO presence (user_id, presence, status_msg, last_active_ts, updated_ts)"
-            " VALUES ($1, $2, $3, $4, $4)"
-            " ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg,"
-            " last_active_ts = excluded.last_active_ts, updated_ts = excluded.updated_ts",
-            user_id, presence, status_msg, now_ms,
+    async def set_presence(self, user_id: str, presence: str, status_msg: str | None, now_ms: int) -> int:
+        """Store the user's presence at a new position of the ``presence`` stream (returned)."""
+        async with self.db.transaction() as txn:
+            pos = await next_position(txn, "presence")
+            await txn.execute(
+                "INSERT INTO presence (user_id, presence, status_msg, last_active_ts, updated_ts, stream_id)"
+                " VALUES ($1, $2, $3, $4, $4, $5)"
+                " ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg,"
+                " last_active_ts = excluded.last_active_ts, updated_ts = excluded.updated_ts,"
+                " stream_id = excluded.stream_id",
+                user_id, presence, status_msg, now_ms, pos,
+            )
+        return pos
+
+    async def get_visible_changes(self, user_id: str, *, since: int | None, upto: int) -> list[PresenceRow]:
+        """Presence of the user and of everyone joined to a room the user is joined to,
+        changed in ``(since, upto]`` (every row up to ``upto`` when ``since`` is None)."""
+        rows = await self.db.fetch(
+            "SELECT p.user_id, p.presence, p.status_msg, p.last_active_ts, p.updated_ts FROM presence p"
+            " WHERE p.stream_id > $2 AND p.stream_id <= $3 AND (p.user_id = $1 OR p.user_id IN ("
+            "  SELECT o.user_id FROM room_memberships o JOIN room_memberships m ON m.room_id = o.room_id"
+            "  WHERE m.user_id = $1 AND m.membership = 'join' AND o.membership = 'join'))"
+            " ORDER BY p.stream_id",
+            user_id, -1 if since is None else since, upto,
         )
+        return [PresenceRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
 
     async def get_presence(self, user_ids: Sequence[str]) -> dict[str, PresenceRow]:
         ids = list(dict.fromkeys(user_ids))

@@ -15,7 +15,7 @@ from .events import _EVENT_COLUMNS, EventStore, StoredEvent
 from .state import _placeholders
 
 #: The named counters a sync token carries (besides typing, which lives in memory).
-STREAMS = ("events", "account_data", "receipts", "to_device", "device_lists")
+STREAMS = ("events", "account_data", "receipts", "to_device", "device_lists", "presence")
 
 
 @dataclass(frozen=True)

@@ -525,6 +525,36 @@ async def test_unread_thread_notifications_per_thread_and_threaded_receipts(alic
     assert section["unread_thread_notifications"] == {root: {"notification_count": 1, "highlight_count": 0}}
 
 
+@pytest.mark.parametrize("config_overrides", [{"rc_presence": {"per_user": {"per_second": 1000, "burst_count": 1000}}}])
+async def test_presence_of_room_members_in_sync(client, alice, bob):
+    carol = User(client, await register(client, "carol"))  # shares no room with bob
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await alice.sync())["next_batch"]
+    carol_since = (await carol.sync())["next_batch"]
+    # A long-polling sync wakes up for Bob's new presence.
+    waiting = asyncio.create_task(alice.sync(since, timeout="20000"))
+    await bob.call("PUT", f"/presence/{bob.user_id}/status", {"presence": "unavailable", "status_msg": "lunch"})
+    body = await asyncio.wait_for(waiting, 20)
+    assert [(e["type"], e["sender"], e["content"]["presence"], e["content"]["status_msg"])
+            for e in body["presence"]["events"]] == [("m.presence", bob.user_id, "unavailable", "lunch")]
+    # Nothing new on the next sync; an initial sync has it; Carol never sees it.
+    assert (await alice.sync(body["next_batch"]))["presence"]["events"] == []
+    assert [e["sender"] for e in (await alice.sync())["presence"]["events"]] == [bob.user_id]
+    assert (await carol.sync(carol_since))["presence"]["events"] == []
+    assert (await carol.sync())["presence"]["events"] == []
+    # A filter that wants no presence gets none.
+    none = {"presence": {"not_types": ["m.presence"]}}
+    assert (await alice.sync(filter=none))["presence"]["events"] == []
+    # Tokens of older versions (no presence position) and tokens from the future count from now.
+    before = body["next_batch"]
+    await bob.call("PUT", f"/presence/{bob.user_id}/status", {"presence": "online"})
+    old = "_".join(before.split("_")[:7])
+    assert (await alice.sync(old))["presence"]["events"] == []
+    assert (await alice.sync(old + "_999999"))["presence"]["events"] == []
+    assert [e["content"]["presence"] for e in (await alice.sync(before))["presence"]["events"]] == ["online"]
+
+
 async def test_server_shutdown_answers_waiting_syncs(hs, client, alice):
     since = (await alice.sync())["next_batch"]
     waiting = asyncio.create_task(alice.sync(since, timeout="600000"))

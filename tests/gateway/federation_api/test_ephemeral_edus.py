@@ -46,6 +46,7 @@ async def test_remote_presence_is_kept_for_users_sharing_a_room(gw, remote, alic
     room_id, view = await public_room(gw, alice, remote)
     bob = await join_bob(gw, remote, view)
     stranger = f"@dave:{remote.server_name}"  # in no room with us
+    since = (await _sync(alice))["next_batch"]
     await remote.send(gw.server_name, [], edus=[{"edu_type": "m.presence", "content": {"push": [
         {"user_id": bob, "presence": "online", "last_active_ago": 5000, "currently_active": True,
          "status_msg": "hacking"},
@@ -59,3 +60,7 @@ async def test_remote_presence_is_kept_for_users_sharing_a_room(gw, remote, alic
     assert status["last_active_ago"] >= 5000
     rows = await gw.hs.user_directory.get_presence([stranger, alice.user_id])
     assert stranger not in rows and alice.user_id not in rows
+    # Alice's /sync has Bob's new presence.
+    events = (await _sync(alice, since))["presence"]["events"]
+    assert [(e["type"], e["sender"], e["content"]["presence"], e["content"].get("status_msg")) for e in events] \
+        == [("m.presence", bob, "online", "hacking")]

@@ -70,7 +70,8 @@ async def test_sync_store_batched_reads(database):
         create, join, result = await new_room(events, chain)
         rooms.append((chain, create.room_id))
     positions = await sync.get_positions()
-    assert positions == {"events": 6, "account_data": 0, "receipts": 0, "device_lists": 0, "to_device": 0}
+    assert positions == {"events": 6, "account_data": 0, "receipts": 0, "device_lists": 0, "to_device": 0,
+                         "presence": 0}
     assert (await sync.get_positions_and_memberships("@nobody:hs.test")) == (positions, [])
     since = positions["events"]
     # Messages in two of the rooms, and bob's invite in the last one.
@@ -162,11 +163,11 @@ async def test_unread_counts_after_the_read_receipt(database):
     await database.executemany(
         "INSERT INTO event_push_actions (room_id, user_id, event_id, stream_ordering, notif, highlight, thread_id,"
         " actions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", rows)
-    assert await sync.get_unread_counts(ALICE, ["!r:hs.test", "!quiet:hs.test"]) == {"!r:hs.test": (4, 1)}
+    assert await sync.get_unread_counts(ALICE, ["!r:hs.test", "!quiet:hs.test"]) == {"!r:hs.test": {"main": (4, 1)}}
     receipts = ReceiptStore(database)
     await receipts.put_receipt(room_id="!r:hs.test", receipt_type="m.read.private", user_id=ALICE, thread_id="",
                                event_id="$e2", event_stream_ordering=2, data={"ts": 1})
-    assert await sync.get_unread_counts(ALICE, ["!r:hs.test"]) == {"!r:hs.test": (2, 1)}
+    assert await sync.get_unread_counts(ALICE, ["!r:hs.test"]) == {"!r:hs.test": {"main": (2, 1)}}
     await receipts.put_receipt(room_id="!r:hs.test", receipt_type="m.read", user_id=ALICE, thread_id="",
                                event_id="$e4", event_stream_ordering=4, data={"ts": 1})
     assert await sync.get_unread_counts(ALICE, ["!r:hs.test"]) == {}
