@@ -181,6 +181,13 @@ def check_membership_event(pdu: PDU, *, room_id: str, origin: str, membership: s
         raise MembershipError("the event's sender is not a user of the requesting server")
 
 
+def _target_and_sender_domains(pdu: PDU) -> tuple[str, str]:
+    try:
+        return get_domain_from_id(pdu.state_key or ""), get_domain_from_id(pdu.sender)
+    except ValueError:
+        raise MembershipError("the event's sender or target is not a user ID") from None
+
+
 def check_invite_event(pdu: PDU, *, room_id: str, event_id: str, origin: str, local_server: str) -> None:
     """What ``PUT /invite`` must get: an invite of a user of ours, sent by a user of the
     requesting server, in this room."""
@@ -192,11 +199,7 @@ def check_invite_event(pdu: PDU, *, room_id: str, event_id: str, origin: str, lo
         raise MembershipError("the event is not an invite")
     if not isinstance(pdu.state_key, str):
         raise MembershipError("the invite has no state_key")
-    try:
-        target_domain = get_domain_from_id(pdu.state_key)
-        sender_domain = get_domain_from_id(pdu.sender)
-    except ValueError:
-        raise MembershipError("the invite's sender or target is not a user ID") from None
+    target_domain, sender_domain = _target_and_sender_domains(pdu)
     if target_domain != local_server:
         raise MembershipError("the invited user is not on this server")
     if sender_domain != origin:
@@ -214,11 +217,7 @@ def check_out_of_band_retraction(pdu: PDU, *, origin: str, local_server: str, cu
         raise MembershipError("the event is not a leave or ban")
     if not isinstance(pdu.state_key, str) or pdu.state_key == pdu.sender:
         raise MembershipError("the event must be about another user than its sender")
-    try:
-        target_domain = get_domain_from_id(pdu.state_key)
-        sender_domain = get_domain_from_id(pdu.sender)
-    except ValueError:
-        raise MembershipError("the event's sender or target is not a user ID") from None
+    target_domain, sender_domain = _target_and_sender_domains(pdu)
     if target_domain != local_server:
         raise MembershipError("the event is not about a user of this server")
     if sender_domain != origin:

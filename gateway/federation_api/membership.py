@@ -52,18 +52,14 @@ for _kind in ("join", "leave"):
     routes.put(f"/v2/send_{_kind}/{{room_id}}/{{event_id}}")(_send(_kind, False))
 
 
+routes.get("/v1/make_knock/{room_id}/{user_id}")(_make("knock"))
+
+
 @routes.put("/v2/invite/{room_id}/{event_id}")
 async def invite(request: web.Request) -> web.Response:
     body = await read_json_body(request)
     answer = await _handler(request).on_invite(request[ORIGIN], request.match_info["room_id"],
                                                request.match_info["event_id"], body)
-    return json_response(answer)
-
-
-@routes.get("/v1/make_knock/{room_id}/{user_id}")
-async def make_knock(request: web.Request) -> web.Response:
-    answer = await _handler(request).on_make_knock(request[ORIGIN], request.match_info["room_id"],
-                                                   request.match_info["user_id"], request.query.getall("ver", []))
     return json_response(answer)
 
 

@@ -462,9 +462,13 @@ class FederationMembershipHandler:
 
     async def on_make(self, origin: str, kind: str, room_id: str, user_id: str,
                       versions: Sequence[str] | None) -> dict[str, Any]:
-        """``make_join``/``make_leave``: a template the requesting server may sign."""
+        """``make_join``/``make_leave``/``make_knock``: a template the requesting server may
+        sign. A knock is refused up front when the room's version does not allow knocking
+        or is not in ``ver``; then, as for a join, when the auth rules would refuse it."""
         if _domain(user_id) != origin:
             raise MatrixError.forbidden("The user is not on the requesting server")
+        if kind == "knock":
+            await self._knockable_room(room_id, versions)
         room = await self._resident_room(origin, room_id)
         rv = room.room_version
         if kind == "join" and rv.identifier not in (versions or ["1"]):
@@ -691,14 +695,6 @@ class FederationMembershipHandler:
                               f"The room is version {rv.identifier}, which does not allow knocking",
                               room_version=rv.identifier)
         return room
-
-    async def on_make_knock(self, origin: str, room_id: str, user_id: str, versions: Sequence[str]) -> dict[str, Any]:
-        """``make_knock``: refused up front when the room's version does not allow
-        knocking or is not in ``ver``; then, as for a join, a template the auth rules
-        accept (M_FORBIDDEN when the join rules do not allow knocking, or the user is
-        banned, invited or joined)."""
-        await self._knockable_room(room_id, versions)
-        return await self.on_make(origin, "knock", room_id, user_id, versions)
 
     async def on_send_knock(self, origin: str, room_id: str, event_id: str, body: Any) -> dict[str, Any]:
         """``send_knock``: the knock event, checked (M_INVALID_PARAM for a malformed or

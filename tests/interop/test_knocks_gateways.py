@@ -11,11 +11,7 @@ Spec: https://spec.matrix.org/latest/server-server-api/#knocking-rooms
 from __future__ import annotations
 
 from tests.interop.test_federated_rooms_gateways import gateways  # noqa: F401
-from tests.support.client_api import has_text, invited_to, left, member_event, q
-
-
-def knocked(room_id: str):
-    return lambda body: body.get("rooms", {}).get("knock", {}).get(room_id)
+from tests.support.client_api import accept_knock, knocked, left, member_event, q
 
 
 async def knock_room(alice, alias: str | None = None) -> str:
@@ -47,12 +43,7 @@ async def test_knocks_accepted_denied_and_retracted(gateways):  # noqa: F811
     await carol.sync_until(left(room))
 
     # Alice accepts bob's knock with an invite; bob joins and talks.
-    await alice.call("POST", f"/rooms/{q(room)}/invite", {"user_id": bob.user_id})
-    await bob.sync_until(invited_to(room))
-    await bob.call("POST", f"/join/{q(room)}", {})
-    await alice.sync_until(member_event(room, bob.user_id, "join"))
-    await bob.send_text(room, "thanks for letting me in")
-    await alice.sync_until(has_text(room, "thanks for letting me in"))
+    await accept_knock(alice, bob, room, "thanks for letting me in")
 
     # B is in the room now: carol's new knock is an event of the room, and so is its retraction.
     await carol.call("POST", f"/knock/{q(room)}", {"reason": "again"})

@@ -19,13 +19,9 @@ from __future__ import annotations
 import pytest
 
 from tests.interop.test_federated_rooms_synapse import servers  # noqa: F401
-from tests.support.client_api import has_text, invited_to, left, member_event, q
+from tests.support.client_api import accept_knock, invited_to, knocked, left, member_event, q
 
 KNOCK_RULE = [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]
-
-
-def knocked(room_id: str):
-    return lambda body: body.get("rooms", {}).get("knock", {}).get(room_id)
 
 
 async def synapse_knock_room(bob, version: str, alias: str | None = None) -> str:
@@ -56,12 +52,7 @@ async def test_our_user_knocks_on_a_synapse_room_and_is_let_in(servers, version)
     # Synapse's user sees the knock, and accepts it with an invite; alice joins.
     seen = await bob.sync_until(member_event(room, alice.user_id, "knock"))
     assert seen["content"].get("reason") == "may I?"
-    await bob.call("POST", f"/rooms/{q(room)}/invite", {"user_id": alice.user_id})
-    await alice.sync_until(invited_to(room))
-    await alice.call("POST", f"/join/{q(room)}", {})
-    await bob.sync_until(member_event(room, alice.user_id, "join"))
-    await bob.send_text(room, "come in")
-    await alice.sync_until(has_text(room, "come in"))
+    await accept_knock(bob, alice, room, "thanks for letting me in")
 
 
 async def test_knocks_retracted_and_denied_on_synapse(servers):  # noqa: F811
@@ -113,12 +104,7 @@ async def test_synapse_user_knocks_on_our_room_and_is_let_in(servers):  # noqa: 
     assert seen["content"].get("reason") == "hello"
 
     # Alice accepts with an invite; bob joins through us and they talk.
-    await alice.call("POST", f"/rooms/{q(room)}/invite", {"user_id": bob.user_id})
-    await bob.sync_until(invited_to(room))
-    await bob.call("POST", f"/join/{q(room)}", {})
-    await alice.sync_until(member_event(room, bob.user_id, "join"))
-    await bob.send_text(room, "thanks")
-    await alice.sync_until(has_text(room, "thanks"))
+    await accept_knock(alice, bob, room, "thanks")
 
     # Knocking on our public room is refused, with our reason.
     public = (await alice.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]

@@ -83,3 +83,18 @@ def invited_to(room_id: str) -> Callable[[dict], Any]:
 
 def left(room_id: str) -> Callable[[dict], Any]:
     return lambda body: room_id in body.get("rooms", {}).get("leave", {})
+
+
+def knocked(room_id: str) -> Callable[[dict], Any]:
+    return lambda body: body.get("rooms", {}).get("knock", {}).get(room_id)
+
+
+async def accept_knock(member: Client, knocker: Client, room_id: str, text: str) -> None:
+    """``member`` accepts ``knocker``'s knock with an invite; the knocker joins and
+    says ``text``, which the member sees."""
+    await member.call("POST", f"/rooms/{q(room_id)}/invite", {"user_id": knocker.user_id})
+    await knocker.sync_until(invited_to(room_id))
+    await knocker.call("POST", f"/join/{q(room_id)}", {})
+    await member.sync_until(member_event(room_id, knocker.user_id, "join"))
+    await knocker.send_text(room_id, text)
+    await member.sync_until(has_text(room_id, text))
