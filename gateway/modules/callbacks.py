@@ -12,6 +12,7 @@ refuses the operation it guards (fail safe); a notification that raises is skipp
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import re
 from collections import defaultdict
@@ -79,6 +80,17 @@ def _refusal(answer: Any, what: str) -> MatrixError | None:
         return MatrixError(403, Codes.FORBIDDEN, answer)
     log.warning("a module answered %r for %s; treating it as a refusal", answer, what)
     return MatrixError(403, Codes.FORBIDDEN, f"{what} was refused by the server's policy")
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    """How many positional arguments ``fn`` takes (a large number for ``*args``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 99
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def _failed(what: str) -> MatrixError:
@@ -162,14 +174,28 @@ class ModuleCallbacks:
         return None
 
     async def first_true(self, name: str, *args: Any) -> bool:
-        """True as soon as a callback answers True (``check_username_for_spam``,
-        ``should_drop_federated_event``); a callback that raises counts as True (fail safe)."""
+        """True as soon as a callback answers True (``should_drop_federated_event``); a
+        callback that raises counts as True (fail safe)."""
         for fn in self._callbacks.get(name, ()):
             try:
                 if await fn(*args):
                     return True
             except Exception:
                 log.exception("module callback %s failed", name)
+                return True
+        return False
+
+    async def username_is_spam(self, profile: Mapping[str, Any], requester_id: str) -> bool:
+        """``check_username_for_spam(user_profile, requester_id)``; callbacks written for
+        the older one-argument form get the profile only. A failing callback hides the
+        user (fail safe)."""
+        for fn in self._callbacks.get("check_username_for_spam", ()):
+            args: tuple[Any, ...] = (dict(profile), requester_id) if _positional_count(fn) >= 2 else (dict(profile),)
+            try:
+                if await fn(*args):
+                    return True
+            except Exception:
+                log.exception("module callback check_username_for_spam failed")
                 return True
         return False
 

@@ -255,13 +255,16 @@ class EventsService:
             )
         return real_room_id, self._after_persist(real_room_id, writes, result.stream_orderings)
 
-    def _after_persist(self, room_id: str, writes: Sequence[EventWrite], positions: Sequence[int]) -> list[SentEvent]:
+    def _after_persist(self, room_id: str, writes: Sequence[EventWrite], positions: Sequence[int],
+                       received: Sequence[PDU] = ()) -> list[SentEvent]:
+        """Wake the listeners and modules after events were stored: ``writes`` of ours,
+        or ``received`` events of other servers (in the timeline)."""
         for w in writes:
             self._remember(w.pdu)
         modules = self.hs.modules.callbacks
         if modules.has("on_new_event"):
             task = asyncio.get_running_loop().create_task(
-                self._notify_modules(room_id, [w.pdu for w in writes if w.rejected_reason is None]))
+                self._notify_modules(room_id, [w.pdu for w in writes if w.rejected_reason is None] + list(received)))
             self._module_tasks.add(task)
             task.add_done_callback(self._module_tasks.discard)
         for listener in self._listeners:

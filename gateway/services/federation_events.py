@@ -60,6 +60,8 @@ from federation.server_acl import server_is_allowed
 from federation.signing import SignatureError, quote_path_segment
 from federation.state_res import StateResolutionError, missing_event_ids, resolve_state
 
+from ..http import MatrixError
+from ..modules.event import ModuleEvent
 from ..storage.events import EventMeta, ReceivedEventWrite, RoomRow, StaleHeadError
 from ..storage.state import StateKey, StateSnapshot
 
@@ -308,6 +310,10 @@ class FederationEventHandler:
         pdu: PDU = decision.pdu
         if pdu.room_id != room_id:
             raise PDUError("The event is not for this room")
+        modules = self.hs.modules.callbacks
+        if modules.has("should_drop_federated_event") and await modules.first_true(
+                "should_drop_federated_event", ModuleEvent(pdu)):
+            raise PDUError("The event was dropped by the server's policy")
         known = self._meta_cache.get(pdu.event_id)
         absent = pdu.event_id in self._absent.get(room_id, ())
         if (known is None and not absent) or (known is not None and known.outlier):
@@ -358,6 +364,9 @@ class FederationEventHandler:
             if isinstance(decision, SoftFail):
                 soft_failed = True
                 log.info("soft-failed %s: %s", pdu.event_id, decision.reason)
+            elif modules.has("check_event_for_spam") and not await self._passes_spam_check(pdu):
+                soft_failed = True  # kept out of the timeline, as Synapse does with spam
+                log.info("soft-failed %s: a spam checker refused it", pdu.event_id)
         redaction_target = None
         if rejected_reason is None and pdu.redacts is not None:
             target = (await self.events.get_pdus([pdu.redacts])).get(pdu.redacts)
@@ -366,6 +375,15 @@ class FederationEventHandler:
         write = ReceivedEventWrite(pdu, state_before, before_snapshot, base, rejected_reason, soft_failed,
                                    redaction_target, may_be_outlier=known is not None)
         return await self._persist(room, write, explicit=explicit_state is not None)
+
+    async def _passes_spam_check(self, pdu: PDU) -> bool:
+        """Modules' ``check_event_for_spam`` on an event of another server (a callback
+        that fails counts as a refusal)."""
+        try:
+            await self.hs.modules.callbacks.spam_check("check_event_for_spam", "This event", ModuleEvent(pdu))
+        except MatrixError:
+            return False
+        return True
 
     async def _persist(self, room: RoomRow, write: ReceivedEventWrite, *, explicit: bool) -> PDUOutcome:
         room_id = room.room_id
@@ -404,7 +422,7 @@ class FederationEventHandler:
             self._cache_meta(EventMeta(pdu.event_id, room_id, pdu.depth, False, write.rejected_reason,
                                        write.soft_failed, result.state_after.group, result.stream_ordering))
             if timeline:
-                self.events._after_persist(room_id, [], [result.stream_ordering])
+                self.events._after_persist(room_id, [], [result.stream_ordering], received=[pdu])
                 if explicit:
                     new_ext = frozenset([pdu.event_id])
                 else:

@@ -42,6 +42,7 @@ class UserDirectoryService:
         limit = max(0, min(limit, MAX_SEARCH_LIMIT))
         found = await self.directory.search_users(searcher, term.strip(), limit=limit + 1,
                                                   search_all_users=config.user_directory_search_all_users)
+        modules = self.hs.modules.callbacks
         results = []
         for u in found[:limit]:
             entry: dict[str, Any] = {"user_id": u.user_id}
@@ -49,6 +50,9 @@ class UserDirectoryService:
                 entry["display_name"] = u.displayname
             if u.avatar_url is not None:
                 entry["avatar_url"] = u.avatar_url
+            if modules.has("check_username_for_spam") and await modules.username_is_spam(
+                    {"user_id": u.user_id, "display_name": u.displayname, "avatar_url": u.avatar_url}, searcher):
+                continue  # a module hides this user from searches
             results.append(entry)
         return {"results": results, "limited": len(found) > limit}
 

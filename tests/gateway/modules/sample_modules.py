@@ -266,3 +266,39 @@ class OtherPinFields:
 
     async def check(self, *args):
         return None
+
+
+class FederationPolicy(Recorder):
+    """Drops federated events whose body says so (``should_drop_federated_event``)."""
+
+    def __init__(self, config, api):
+        super().__init__(config, api)
+        api.register_spam_checker_callbacks(should_drop_federated_event=self.should_drop_federated_event)
+
+    async def should_drop_federated_event(self, event):
+        self.record("should_drop_federated_event", event.event_id)
+        return "drop me" in event.content.get("body", "")
+
+
+class HiddenUsers(Recorder):
+    """Hides users from directory searches: by display name (current two-argument form)."""
+
+    def __init__(self, config, api):
+        super().__init__(config, api)
+        api.register_spam_checker_callbacks(check_username_for_spam=self.check_username_for_spam)
+
+    async def check_username_for_spam(self, user_profile, requester_id):
+        self.record("check_username_for_spam", dict(user_profile), requester_id)
+        return "spammy" in (user_profile.get("display_name") or "")
+
+
+class HiddenUsersLegacy(Recorder):
+    """The older one-argument form: hides users by user ID."""
+
+    def __init__(self, config, api):
+        super().__init__(config, api)
+        api.register_spam_checker_callbacks(check_username_for_spam=self.check_username_for_spam)
+
+    async def check_username_for_spam(self, user_profile):
+        self.record("check_username_for_spam", dict(user_profile))
+        return user_profile["user_id"] in self.config.get("hide", [])
