@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from federation.push_rules import split_path
+
 from ..http import MatrixError
 
 #: Timeline limit when the filter gives none (as Synapse).
@@ -131,13 +133,22 @@ class SyncFilter:
     state: EventFilter = field(default_factory=EventFilter)
     ephemeral: EventFilter = field(default_factory=EventFilter)
     room_account_data: EventFilter = field(default_factory=EventFilter)
+    #: Dot-separated paths of the event fields to return (None: all of them).
+    event_fields: tuple[str, ...] | None = None
+    #: "client", or "federation" for events as other servers see them.
+    event_format: str = "client"
 
     @classmethod
     def parse(cls, obj: Any) -> "SyncFilter":
         if not isinstance(obj, dict):
             raise MatrixError.bad_json("A filter must be a JSON object")
         room = _object(obj, "room", "")
+        event_format = obj.get("event_format", "client")
+        if event_format not in ("client", "federation"):
+            raise MatrixError.bad_json("filter 'event_format' must be 'client' or 'federation'")
         return cls(
+            event_fields=_strings(obj, "event_fields", ""),
+            event_format=event_format,
             presence=EventFilter.parse(_object(obj, "presence", ""), "presence."),
             account_data=EventFilter.parse(_object(obj, "account_data", ""), "account_data."),
             rooms=_strings(room, "rooms", "room."),
@@ -160,3 +171,27 @@ class SyncFilter:
     @property
     def lazy_load_members(self) -> bool:
         return self.state.lazy_load_members or self.timeline.lazy_load_members
+
+
+def only_fields(event: Mapping[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """The parts of ``event`` named by dot-separated property paths (``content.body``;
+    ``\\.`` for a dot in a name), nested as in the event; paths that lead nowhere
+    are skipped.
+    https://spec.matrix.org/latest/appendices/#dot-separated-property-paths"""
+    out: dict[str, Any] = {}
+    for path in paths:
+        names = split_path(path)
+        source: Any = event
+        for name in names:
+            if not isinstance(source, Mapping) or name not in source:
+                break
+            source = source[name]
+        else:
+            target = out
+            for name in names[:-1]:
+                nxt = target.get(name)
+                if not isinstance(nxt, dict):
+                    nxt = target[name] = {}
+                target = nxt
+            target[names[-1]] = source
+    return out

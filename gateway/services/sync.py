@@ -33,7 +33,8 @@ from ..http import MatrixError
 from ..storage.events import StoredEvent
 from ..storage.state import StateKey
 from ..storage.sync import SyncStore, TimelineEvent, TimelineFilter, UserMembership
-from .filtering import SyncFilter
+from .federation_room_data import wire_json
+from .filtering import SyncFilter, only_fields
 from .push import MAIN_THREAD
 from .receipts import receipt_events
 
@@ -444,6 +445,11 @@ class SyncService:
         state_ids = [eid for r in results.values() for eid in r.state]
         state_stored = await events.store.get_events(state_ids) if state_ids else {}
         state_json = {e["event_id"]: e for e in await events.serialize_for_client(list(state_stored.values()))}
+        if flt.event_format != "client" or flt.event_fields is not None:
+            pdus = {t.event.event_id: t.event.pdu for t in timeline}
+            pdus.update({e: s.pdu for e, s in state_stored.items()})
+            by_id = {e: _shape(body, pdus[e], flt) for e, body in by_id.items()}
+            state_json = {e: _shape(body, pdus[e], flt) for e, body in state_json.items()}
         sf = flt.state
 
         joined_rooms = [r for r, res in results.items() if res.membership.membership == "join"]
@@ -454,8 +460,8 @@ class SyncService:
         join: dict[str, Any] = {}
         leave: dict[str, Any] = {}
         for room_id, res in results.items():
-            state_events = [state_json[e] for e in res.state if e in state_json]
-            state_events = [e for e in state_events if sf.senders is None or e["sender"] in sf.senders]
+            state_events = [state_json[e] for e in res.state if e in state_json
+                            and (sf.senders is None or state_stored[e].pdu.sender in sf.senders)]
             section: dict[str, Any] = {
                 "timeline": {
                     "events": [by_id[t.event.event_id] for t in res.timeline if t.event.event_id in by_id],
@@ -566,3 +572,16 @@ class SyncService:
                 out[room_id] = (sum(c[0] for c in per_thread.values()),
                                 sum(c[1] for c in per_thread.values()), {})
         return out
+
+
+def _shape(body: dict[str, Any], pdu: Any, flt: SyncFilter) -> dict[str, Any]:
+    """An event in the filter's ``event_format``, cut down to its ``event_fields``."""
+    if flt.event_format == "federation":
+        client = body
+        body = wire_json(pdu)
+        body["event_id"] = pdu.event_id
+        body["content"] = client["content"]  # redactions applied
+        body["unsigned"] = {**body.get("unsigned", {}), **client.get("unsigned", {})}
+    if flt.event_fields is not None:
+        body = only_fields(body, flt.event_fields)
+    return body

@@ -609,3 +609,26 @@ async def test_lazy_loading_incremental_sends_each_member_once(alice, bob, clien
     await carol.send(room, "once more")
     body = await alice.sync(body["next_batch"], filter=redundant)
     assert {e["state_key"] for e in body["rooms"]["join"][room]["state"]["events"]} == {carol.user_id, alice.user_id}
+
+
+async def test_event_fields_and_event_format(alice):
+    room = await alice.create_room(preset="public_chat", name="Fields")
+    await alice.call("PUT", f"/rooms/{room}/send/m.room.message/f1",
+                     {"msgtype": "m.text", "body": "hi", "m.relates_to": {"rel_type": "x.y", "event_id": "$z"}})
+    fields = {"event_fields": ["type", "content.body", "content.m\\.relates_to.rel_type", "content.name", "nope.x"]}
+    body = await alice.sync(filter=fields)
+    section = body["rooms"]["join"][room]
+    message = [e for e in section["timeline"]["events"] if e["type"] == "m.room.message"][-1]
+    assert message == {"type": "m.room.message", "content": {"body": "hi", "m.relates_to": {"rel_type": "x.y"}}}
+    named = [e for e in section["timeline"]["events"] + section["state"]["events"] if e["type"] == "m.room.name"]
+    assert named and all(e == {"type": "m.room.name", "content": {"name": "Fields"}} for e in named)
+    # The federation format: the PDU as other servers see it (hashes, signatures, depth...).
+    body = await alice.sync(filter={"event_format": "federation", "room": {"timeline": {"limit": 1}}})
+    (event,) = body["rooms"]["join"][room]["timeline"]["events"]
+    assert {"hashes", "signatures", "depth", "prev_events", "auth_events", "event_id"} <= set(event)
+    assert event["content"]["body"] == "hi"
+    # Bad values are refused with the key named.
+    err = await alice.sync(filter={"event_format": "xml"}, expect=400)
+    assert err["errcode"] == "M_INVALID_PARAM" and "event_format" in err["error"]
+    err = await alice.sync(filter={"event_fields": "type"}, expect=400)
+    assert "event_fields" in err["error"]
