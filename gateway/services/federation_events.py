@@ -259,6 +259,8 @@ class FederationEventHandler:
             outside.add("$" + room_id[1:])
         outside -= set(fresh)
         db_meta = await self.store.get_event_meta(outside)
+        if fresh and await self._fetch_create_event(origin, room_id, room_version, {**db_meta, **fresh}):
+            db_meta = await self.store.get_event_meta(outside)
         usable = await self.events.get_pdus([e for e in db_meta])
         rejected_ids = {e for e, m in db_meta.items() if m.rejected_reason is not None}
         if len(fresh) > 100:
@@ -277,6 +279,24 @@ class FederationEventHandler:
         for pdu, _ in writes[-self.events.PDU_CACHE_SIZE:]:
             self.events._remember(pdu)
         return result
+
+    async def _fetch_create_event(self, origin: str | None, room_id: str, rv: RoomVersion,
+                                  known: Mapping[str, Any]) -> bool:
+        """Rooms 12+: the create event is in no event's ``auth_events`` (its ID is the
+        room's), so a batch may come without it. When neither ``known`` nor the database
+        has it, fetch it from ``origin`` (``/event``; the ID is its hash, so no other
+        event can pass for it) and store it as a checked outlier. Whether it was."""
+        if not rv.room_id_from_create_event or origin is None:
+            return False
+        create_id = "$" + room_id[1:]
+        if create_id in known or await self.store.get_event_meta([create_id]):
+            return False
+        fetched = await self._fetch_events(origin, rv, [create_id])
+        if not fetched:
+            log.info("could not fetch the create event of %s from %s", room_id, origin)
+            return False
+        await self.persist_outliers(origin, room_id, rv, fetched)
+        return True
 
     async def persist_event_with_state(self, origin: str | None, room_id: str, pdu_json: Any,
                                        state: Mapping[StateKey, str]) -> PDUOutcome:
@@ -532,6 +552,7 @@ class FederationEventHandler:
                     await self.persist_outliers(origin, room.room_id, rv, chain)
             except FederationRequestError as e:
                 log.info("could not fetch the auth chain of %s from %s: %s", pdu.event_id, origin, e)
+            await self._fetch_create_event(origin, room.room_id, rv, {})
             metas = await self.store.get_event_meta(wanted)
         pdus = await self.events.get_pdus(metas)
         rejected = {e for e, m in metas.items() if m.rejected_reason is not None}
@@ -604,9 +625,19 @@ class FederationEventHandler:
             room = head[0] if head is not None else room
 
     async def _state_after_remote_event(self, origin: str, room: RoomRow, event_id: str) -> dict[StateKey, str]:
-        """The state after an event we lack, from ``origin``'s ``/state_ids`` (the state
-        before it) plus the event itself; every event of that state and its auth chain
-        we lack is fetched with ``/event`` and stored as a checked outlier."""
+        """The state after an event we lack: the state before it (as
+        ``state_before_remote_event``) plus the event itself."""
+        state = await self.state_before_remote_event(origin, room, event_id)
+        meta = (await self.store.get_event_meta([event_id]))[event_id]
+        prev = (await self.events.get_pdus([event_id])).get(event_id)
+        if prev is not None and prev.state_key is not None and meta.rejected_reason is None:
+            state[(prev.type, prev.state_key)] = event_id
+        return state
+
+    async def state_before_remote_event(self, origin: str, room: RoomRow, event_id: str) -> dict[StateKey, str]:
+        """The state before an event, from ``origin``'s ``/state_ids``; every event of that
+        state and its auth chain we lack (and the event itself) is fetched with ``/event``
+        and stored as a checked outlier; rejected ones are left out. PDUError if it fails."""
         rv = room.room_version
         try:
             answer = await self.hs.federation_client.request(
@@ -632,15 +663,12 @@ class FederationEventHandler:
         if event_id not in metas:
             raise PDUError(f"Could not fetch prev event {event_id}")
         usable = [e for e in state_ids if e in metas and metas[e].rejected_reason is None]
-        pdus = await self.events.get_pdus(usable + [event_id])
+        pdus = await self.events.get_pdus(usable)
         state: dict[StateKey, str] = {}
         for e in usable:
             p = pdus.get(e)
             if p is not None and p.state_key is not None:
                 state[(p.type, p.state_key)] = e
-        prev = pdus.get(event_id)
-        if prev is not None and prev.state_key is not None and metas[event_id].rejected_reason is None:
-            state[(prev.type, prev.state_key)] = event_id
         return state
 
     async def _fetch_events(self, origin: str, rv: RoomVersion, event_ids: Iterable[str]) -> list[dict]:
@@ -735,16 +763,17 @@ def _auth_order(events: Mapping[str, PDU]) -> list[PDU]:
             if a in events:
                 indegree[eid] += 1
                 children.setdefault(a, []).append(eid)
-    heap = [(events[e].depth, e) for e, n in indegree.items() if n == 0]
+    # The create event first (rooms 12+ do not list it in auth_events, whatever depths say).
+    heap = [(events[e].type != "m.room.create", events[e].depth, e) for e, n in indegree.items() if n == 0]
     heapq.heapify(heap)
     out: list[PDU] = []
     while heap:
-        _, eid = heapq.heappop(heap)
+        *_, eid = heapq.heappop(heap)
         out.append(events[eid])
         for c in children.get(eid, ()):
             indegree[c] -= 1
             if indegree[c] == 0:
-                heapq.heappush(heap, (events[c].depth, c))
+                heapq.heappush(heap, (events[c].type != "m.room.create", events[c].depth, c))
     if len(out) < len(events):
         placed = {p.event_id for p in out}
         out += [events[e] for e in sorted(events, key=lambda e: (events[e].depth, e)) if e not in placed]

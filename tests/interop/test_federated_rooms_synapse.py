@@ -23,7 +23,8 @@ async def servers(tmp_path):
     await synapse.start({"allow_public_rooms_over_federation": True,
                          "room_list_publication_rules": [{"action": "allow"}]})
     extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
-             "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
+             "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4,
+             "rc_registration": {"per_second": 1000, "burst_count": 1000}}
     try:
         async with running_gateway(tmp_path, ca, extra) as gw, aiohttp.ClientSession() as s:
             async with s.post(f"{gw.client_url}/_matrix/client/v3/register", json={
@@ -150,3 +151,30 @@ async def test_history_of_a_synapse_room_is_backfilled(servers):
     await alice.send_text(room, "now")
     later = await alice.sync_until(lambda b: b if timeline_bodies(room)(b) else None)
     assert timeline_bodies(room)(later) == ["now"]
+
+
+async def test_synapse_joining_with_omitted_members_ends_up_with_all_of_them(servers, tmp_path):
+    """Synapse joins with ``omit_members=true`` (a partial-state join) and fetches the
+    rest of the state from us afterwards: its member list ends up complete, members who
+    joined before it included."""
+    gw, synapse, alice, bob = servers
+    room = (await alice.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+    others = []
+    for i in range(7):
+        async with alice.s.post(f"{gw.client_url}/_matrix/client/v3/register", json={
+                "username": f"early{i}", "password": "early-pass", "auth": {"type": "m.login.dummy"}}) as r:
+            body = await r.json()
+            assert r.status == 200, body
+        member = Client(alice.s, gw.client_url, body["access_token"], body["user_id"])
+        await member.call("POST", f"/join/{q(room)}", {})
+        others.append(member.user_id)
+    await bob.call("POST", f"/join/{q(room)}", {}, params={"server_name": gw.server_name})
+    # Synapse's /sync shows the room once its state is complete.
+    await bob.sync_until(member_event(room, bob.user_id, "join"), timeout=120)
+    joined = await bob.call("GET", f"/rooms/{q(room)}/joined_members")
+    assert set(joined["joined"]) == {alice.user_id, bob.user_id, *others}
+    members = await bob.call("GET", f"/rooms/{q(room)}/members")
+    assert {e["state_key"] for e in members["chunk"] if e["content"]["membership"] == "join"} == \
+        {alice.user_id, bob.user_id, *others}
+    # It did join with a reduced answer (the send_join it sent asked for one).
+    assert "omit_members=true" in (synapse.dir / "synapse.log").read_text()

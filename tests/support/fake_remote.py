@@ -2,8 +2,8 @@
 
 ``FakeRemote`` has its own signing key and server name (``127.0.0.1:<port>``), serves its
 keys (``/_matrix/key/v2/server``) and the room-data endpoints our server asks it for
-(``get_missing_events``, ``/event``, ``/state_ids``, ``/event_auth``) from the events it
-built, and sends real signed requests with our own ``FederationClient``.
+(``get_missing_events``, ``/event``, ``/state_ids``, ``/event_auth``, ``/backfill``) from
+the events it built, and sends real signed requests with our own ``FederationClient``.
 ``RoomView`` tracks a room's state and head as the remote sees it and builds the next
 event with the right auth events.
 """
@@ -77,6 +77,7 @@ class FakeRemote:
         app.router.add_get("/_matrix/federation/v1/event/{event_id}", self._event)
         app.router.add_get("/_matrix/federation/v1/state_ids/{room_id}", self._state_ids)
         app.router.add_get("/_matrix/federation/v1/event_auth/{room_id}/{event_id}", self._event_auth)
+        app.router.add_get("/_matrix/federation/v1/backfill/{room_id}", self._backfill)
         for method, path, handler in self.extra_routes:
             app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, access_log=None)
@@ -162,6 +163,25 @@ class FakeRemote:
         self._log(request)
         chain = self._auth_chain([request.match_info["event_id"]])
         return web.json_response({"auth_chain": [self.pdus[e] for e in chain if e in self.pdus]})
+
+    async def _backfill(self, request: web.Request) -> web.Response:
+        """From the ``v`` events (included) back over prev events, deepest first."""
+        import heapq
+
+        self._log(request)
+        limit = int(request.query.get("limit", "10"))
+        starts = [e for e in request.query.getall("v", []) if e in self.pdus]
+        heap = [(-self.pdus[e]["depth"], e) for e in starts]
+        heapq.heapify(heap)
+        seen, out = set(starts), []
+        while heap and len(out) < limit:
+            _, eid = heapq.heappop(heap)
+            out.append(self.pdus[eid])
+            for p in self._prevs(eid):
+                if p not in seen and p in self.pdus:
+                    seen.add(p)
+                    heapq.heappush(heap, (-self.pdus[p]["depth"], p))
+        return web.json_response({"origin": self.server_name, "origin_server_ts": 0, "pdus": out})
 
     # --- what it sends
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from federation.events import build_event, compute_event_id
+from federation.events import PDU, build_event, compute_event_id
 from federation.room_versions import get_room_version
 from federation.signing import generate_signing_key, sign_event
 from gateway.services.federation_events import PDUError
@@ -202,3 +202,58 @@ async def test_concurrent_branches_merge_into_one_resolved_state(gw, remote, ali
     stored = await gw.hs.events.store.get_event(mine)
     assert set(stored.pdu.prev_event_ids) == set(extremities)
     assert await gw.hs.events.store.get_forward_extremities(room_id) == [mine]
+
+
+async def test_v12_batch_without_its_create_event_fetches_it(gw, remote, alice):
+    """Rooms 12 list the create event in no auth_events: a batch without it makes us
+    fetch it by its ID (the room's) instead of rejecting the batch."""
+    hs = gw.hs
+    view, carol = remote_room(remote)
+    rv, room_id = view.rv, view.room_id
+    create_id = "$" + room_id[1:]
+    others = [p.get_pdu_json() for k, p in view.state.items() if k != ("m.room.create", "")]
+    await hs.events.store.ensure_room(room_id, rv, creator=carol, created_ts=0)
+    result = await hs.federation_events.persist_outliers(remote.server_name, room_id, rv, others)
+    assert set(result.accepted) == {p.event_id for p in view.state.values() if p.type != "m.room.create"}
+    assert not result.rejected and not result.dropped
+    assert remote.requests.count(("GET", "/_matrix/federation/v1/event/{event_id}")) == 1
+    meta = (await hs.events.store.get_event_meta([create_id]))[create_id]
+    assert meta.outlier and meta.rejected_reason is None
+    # Known now: the next batch does not ask again.
+    msg = view.make("m.room.message", carol, {"msgtype": "m.text", "body": "more"})
+    again = await hs.federation_events.persist_outliers(remote.server_name, room_id, rv, [msg])
+    assert list(again.accepted) == [view.event_id(msg, rv)]
+    assert remote.requests.count(("GET", "/_matrix/federation/v1/event/{event_id}")) == 1
+
+
+async def test_v12_create_event_served_wrong_is_not_taken(gw, remote, alice):
+    hs = gw.hs
+    view, carol = remote_room(remote)
+    rv, room_id = view.rv, view.room_id
+    create_id = "$" + room_id[1:]
+    # The remote answers /event for the create's ID with another event (not its hash).
+    remote.pdus[create_id] = view.state[("m.room.power_levels", "")].get_pdu_json()
+    others = [p.get_pdu_json() for k, p in view.state.items() if k != ("m.room.create", "")]
+    await hs.events.store.ensure_room(room_id, rv, creator=carol, created_ts=0)
+    result = await hs.federation_events.persist_outliers(remote.server_name, room_id, rv, others)
+    assert not result.accepted
+    assert all("create event" in r for r in result.rejected.values()) and len(result.rejected) == len(others)
+    assert create_id not in await hs.events.store.get_event_meta([create_id])
+
+
+def test_auth_order_puts_the_create_event_first_whatever_the_depths():
+    from gateway.services.federation_events import _auth_order
+
+    remote = type("R", (), {"pdus": {}, "state_before": {}, "server_name": "r.test",
+                            "key": generate_signing_key("k")})()
+    view, carol = remote_room(remote)
+    rv = view.rv
+    create = view.state[("m.room.create", "")]
+    events = {create.event_id: create}
+    for k, p in view.state.items():
+        if k[0] != "m.room.create":
+            low = {**p.get_pdu_json(), "depth": 0}
+            pdu = PDU.from_pdu_json(low, rv)
+            events[pdu.event_id] = pdu
+    ordered = _auth_order(dict(reversed(list(events.items()))))
+    assert ordered[0].event_id == create.event_id
