@@ -6,6 +6,7 @@ Spec:
 - https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites
   (make_leave, send_leave v1/v2)
 - https://spec.matrix.org/latest/server-server-api/#inviting-to-a-room (invite v2)
+- https://spec.matrix.org/latest/server-server-api/#knocking-rooms (make_knock, send_knock v1)
 
 Interface (``hs.federation_membership``):
 
@@ -14,13 +15,17 @@ Interface (``hs.federation_membership``):
   chain it returns go through ``FederationEventHandler.persist_outliers`` (bad events
   dropped or rejected, never trusted), the join through the receipt pipeline with that
   state. MatrixError when every server fails.
-- :meth:`leave_remote`: make_leave/send_leave (rejecting an invite to a room we are not in).
+- :meth:`leave_remote`: make_leave/send_leave (rejecting an invite to, or retracting a
+  knock on, a room we are not in); when no server takes it, a leave kept here only.
+- :meth:`knock_remote`: make_knock -> sign -> send_knock on each server until one works.
 - :meth:`send_invite`: an invite of a user of another server, co-signed by that server.
 - ``on_*`` methods: the resident/invited side of each request.
 
-Invites to rooms this server is not in, and leaves that reject them, are stored as
-*out-of-band memberships*: the event is an outlier, but the user's membership row takes
-a new events-stream position so that /sync shows it.
+Invites to and knocks on rooms this server is not in, and the leaves that end them
+(ours, or a rescinded invite or denied knock a server of the room sends us:
+:meth:`take_out_of_band`), are stored as *out-of-band memberships*: the event is an
+outlier, but the user's membership row takes a new events-stream position so that /sync
+shows it.
 """
 
 from __future__ import annotations

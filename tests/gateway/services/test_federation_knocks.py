@@ -29,7 +29,7 @@ from federation.room_membership import event_from_template, membership_template
 from federation.room_versions import get_room_version
 from federation.signing import generate_signing_key, sign_event
 from gateway.http import MatrixError
-from tests.gateway.federation_api.test_transactions import alice, ca, gw  # noqa: F401
+from tests.gateway.federation_api.test_transactions import alice, ca, gw, join_bob, sync_view  # noqa: F401
 from tests.support.fake_remote import FakeRemote, RoomView
 
 
@@ -377,6 +377,29 @@ async def test_remote_knock_on_our_room_then_denied(gw, resident, alice):  # noq
             resident.got_pdu.clear()
             await resident.got_pdu.wait()
     await asyncio.wait_for(delivered(), 30)
+
+
+async def test_a_knock_through_us_reaches_the_rooms_other_servers(gw, resident, alice, ca):  # noqa: F811
+    hs, member_server = gw.hs, resident.remote
+    await hs.federation_sender.start()
+    room_id = (await alice.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+    view = RoomView(member_server, get_room_version("12"), room_id)
+    await sync_view(gw, view)
+    await join_bob(gw, member_server, view, "dave")
+    await alice.call("PUT", f"/rooms/{q(room_id)}/state/m.room.join_rules", {"join_rule": "knock"})
+
+    # A user of a third server knocks through us: the room's other server gets the knock.
+    async with FakeRemote(ca, key_id="k2") as knocker_server:
+        erin = f"@erin:{knocker_server.server_name}"
+        event, rv = signed_knock(knocker_server, await make_knock(knocker_server, gw, room_id, erin), room_id, erin)
+        await send_knock(knocker_server, gw, room_id, event, rv)
+    knock_id = RoomView.event_id(event, rv)
+
+    async def forwarded():
+        while not any(RoomView.event_id(p, rv) == knock_id for p in resident.received):
+            resident.got_pdu.clear()
+            await resident.got_pdu.wait()
+    await asyncio.wait_for(forwarded(), 30)
 
 
 @pytest.mark.parametrize(("join_rule", "version", "versions", "status", "errcode"), [
