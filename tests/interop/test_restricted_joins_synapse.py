@@ -33,14 +33,19 @@ async def _members(client, room: str) -> dict[str, str]:
     return {e["state_key"]: e["content"]["membership"] for e in events}
 
 
+async def space_and_room(client, version: str, name: str) -> tuple[str, str]:
+    """A public room (the 'space') and a room restricted to its members, named ``name``."""
+    space = (await client.call("POST", "/createRoom", {"preset": "public_chat", "name": "Space"}))["room_id"]
+    room = (await client.call("POST", "/createRoom", {
+        "preset": "private_chat", "name": name, "room_version": version, "initial_state": [restricted_to(space)],
+    }))["room_id"]
+    return space, room
+
+
 @pytest.mark.parametrize("version", ["10", "12"])
 async def test_synapse_user_joins_our_restricted_room(servers, version):  # noqa: F811
     gw, synapse, alice, bob = servers
-    space = (await alice.call("POST", "/createRoom", {"preset": "public_chat", "name": "Space"}))["room_id"]
-    room = (await alice.call("POST", "/createRoom", {
-        "preset": "private_chat", "name": "Members only", "room_version": version,
-        "initial_state": [restricted_to(space)],
-    }))["room_id"]
+    space, room = await space_and_room(alice, version, "Members only")
     # Not in the allowed room: our make_join says 403 M_FORBIDDEN, Synapse passes it on.
     refused = await bob.call("POST", f"/join/{q(room)}", {}, params={"server_name": gw.server_name}, expect=403)
     assert refused["errcode"] == "M_FORBIDDEN"
@@ -62,10 +67,7 @@ async def test_synapse_user_joins_our_restricted_room(servers, version):  # noqa
 
 async def test_no_local_user_may_invite_so_we_do_not_authorise(servers):  # noqa: F811
     gw, synapse, alice, bob = servers
-    space = (await alice.call("POST", "/createRoom", {"preset": "public_chat", "name": "Space"}))["room_id"]
-    room = (await alice.call("POST", "/createRoom", {
-        "preset": "private_chat", "room_version": "10", "initial_state": [restricted_to(space)],
-    }))["room_id"]
+    space, room = await space_and_room(alice, "10", "Nobody may invite")
     # Alice gives up the power to invite (room 10: the creator is an ordinary user).
     levels = await alice.call("GET", f"/rooms/{q(room)}/state/m.room.power_levels")
     await alice.call("PUT", f"/rooms/{q(room)}/state/m.room.power_levels",
@@ -85,11 +87,7 @@ async def test_no_local_user_may_invite_so_we_do_not_authorise(servers):  # noqa
 @pytest.mark.parametrize("version", ["10", "12"])
 async def test_our_user_joins_a_restricted_synapse_room(servers, version):  # noqa: F811
     gw, synapse, alice, bob = servers
-    space = (await bob.call("POST", "/createRoom", {"preset": "public_chat", "name": "Their space"}))["room_id"]
-    room = (await bob.call("POST", "/createRoom", {
-        "preset": "private_chat", "name": "Theirs", "room_version": version,
-        "initial_state": [restricted_to(space)],
-    }))["room_id"]
+    space, room = await space_and_room(bob, version, "Theirs")
     # Synapse refuses alice while she is not in the space.
     refused = await alice.call("POST", f"/join/{q(room)}", {}, params={"via": synapse.server_name}, expect=403)
     assert refused["errcode"] == "M_FORBIDDEN"

@@ -27,7 +27,7 @@ from federation.events import PDU, build_event, compute_event_id
 from federation.net.client import FederationClient
 from federation.net.ip_ranges import IPRangePolicy
 from federation.net.resolver import ServerResolver
-from federation.room_versions import RoomVersion
+from federation.room_versions import RoomVersion, get_room_version
 from federation.signing import encode_verify_key, generate_signing_key, sign_event, sign_json
 from gateway.app import build_listener_app
 from gateway.config import parse_config
@@ -265,6 +265,25 @@ class RoomView:
     @staticmethod
     def event_id(pdu_json: dict, rv: RoomVersion) -> str:
         return pdu_json["event_id"] if rv.event_id_in_event else compute_event_id(pdu_json, rv)
+
+
+def remote_room(remote: FakeRemote, version: str, *, join_rule: str = "public", localpart: str = "room"
+                ) -> tuple[RoomView, str]:
+    """A room created on the remote by carol: its create event, carol's join, power
+    levels (carol at 100 before rooms 12, where creators need no level) and join rules.
+    Returns the view and carol's user ID."""
+    rv = get_room_version(version)
+    carol = f"@carol:{remote.server_name}"
+    view = RoomView(remote, rv, None if rv.room_id_from_create_event else f"!{localpart}:{remote.server_name}")
+    create_content = {"room_version": version} if rv.implicit_room_creator else {"creator": carol}
+    create = view.make("m.room.create", carol, create_content, state_key="", prev=[])
+    if rv.room_id_from_create_event:
+        view.room_id = "!" + RoomView.event_id(create, rv)[1:]
+    view.make("m.room.member", carol, {"membership": "join"}, state_key=carol)
+    view.make("m.room.power_levels", carol, {"users": {} if rv.privileged_creators else {carol: 100}},
+              state_key="")
+    view.make("m.room.join_rules", carol, {"join_rule": join_rule}, state_key="")
+    return view, carol
 
 
 @dataclass

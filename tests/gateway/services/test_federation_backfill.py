@@ -13,26 +13,15 @@ from urllib.parse import quote
 
 import pytest
 
-from federation.room_versions import get_room_version
 from tests.gateway.federation_api.test_transactions import alice, ca, gw, remote  # noqa: F401
 from tests.gateway.services.test_federation_events import our_join
-from tests.support.fake_remote import RoomView
+from tests.support.fake_remote import RoomView, remote_room
 
 STATE_IDS = ("GET", "/_matrix/federation/v1/state_ids/{room_id}")
 
 
 def new_room(remote, version: str, visibility: str = "shared"):
-    rv = get_room_version(version)
-    carol = f"@carol:{remote.server_name}"
-    view = RoomView(remote, rv, None if rv.room_id_from_create_event else f"!fork:{remote.server_name}")
-    create_content = {"room_version": version} if rv.implicit_room_creator else {"creator": carol}
-    create = view.make("m.room.create", carol, create_content, state_key="", prev=[])
-    if rv.room_id_from_create_event:
-        view.room_id = "!" + RoomView.event_id(create, rv)[1:]
-    view.make("m.room.member", carol, {"membership": "join"}, state_key=carol)
-    view.make("m.room.power_levels", carol, {"users": {} if rv.privileged_creators else {carol: 100}},
-              state_key="")
-    view.make("m.room.join_rules", carol, {"join_rule": "public"}, state_key="")
+    view, carol = remote_room(remote, version, localpart="fork")
     view.make("m.room.history_visibility", carol, {"history_visibility": visibility}, state_key="")
     return view, carol
 

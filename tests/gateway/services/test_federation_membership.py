@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from federation.auth_rules import auth_types_for_event
 from federation.room_membership import membership_template
 from federation.room_versions import get_room_version
 from tests.support.fake_remote import FakeRemote, RoomView, local_gateway
@@ -39,6 +40,10 @@ class Resident:
         self.state: list[dict] = []
         self.auth_chain: list[dict] = []
         self.joins: list[dict] = []
+        #: More template content (a restricted join's authoriser).
+        self.content: dict = {}
+        #: The ``event`` of the send_join answer, from the join sent (None: no such field).
+        self.returned_event = None
         remote.extra_routes += [
             ("GET", "/_matrix/federation/v1/make_join/{room_id}/{user_id}", self.make_join),
             ("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", self.send_join),
@@ -48,17 +53,20 @@ class Resident:
         rv, view = self.view.rv, self.view
         assert "10" in request.query.getall("ver")
         user_id = request.match_info["user_id"]
-        keys = [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.join_rules", "")]
+        content = {"membership": "join", **self.content}
+        keys = auth_types_for_event(rv, "m.room.member", user_id, user_id, content)
         template = membership_template(
-            rv, room_id=view.room_id, user_id=user_id, content={"membership": "join"}, prev_event_ids=view.head,
-            auth_event_ids=[view.state[k].event_id for k in keys], depth=view.depth + 1,
+            rv, room_id=view.room_id, user_id=user_id, content=content, prev_event_ids=view.head,
+            auth_event_ids=[view.state[k].event_id for k in sorted(keys) if k in view.state], depth=view.depth + 1,
             origin=self.remote.server_name, origin_server_ts=int(time.time() * 1000))
         return web.json_response({"room_version": rv.identifier, "event": template})
 
     async def send_join(self, request: web.Request) -> web.Response:
         self.joins.append(await request.json())
-        return web.json_response({"origin": self.remote.server_name, "state": self.state,
-                                  "auth_chain": self.auth_chain})
+        answer = {"origin": self.remote.server_name, "state": self.state, "auth_chain": self.auth_chain}
+        if self.returned_event is not None:
+            answer["event"] = self.returned_event(self.joins[-1])
+        return web.json_response(answer)
 
 
 def good_room(remote: FakeRemote, version: str = "10") -> RoomView:
@@ -161,3 +169,43 @@ async def test_join_without_a_valid_create_event_fails_clearly(gw, ca):
         member = await hs.events.state.get_membership(view.room_id, alice)
         assert member is None
         assert await hs.events.state.get_current_state_ids(view.room_id) == {}
+
+
+async def test_a_restricted_join_needs_the_authorisers_signature(gw, ca):
+    """The resident names its user in join_authorised_via_users_server: its send_join
+    answer must carry our event with its valid signature; without it (or with a forged
+    one) the join fails and nothing is stored, with it the join is ours."""
+    hs = gw.hs
+    remote = FakeRemote(ca)
+    view = good_room(remote)
+    creator = f"@creator:{remote.server_name}"
+    view.make("m.room.join_rules", creator, {"join_rule": "restricted", "allow": [
+        {"type": "m.room_membership", "room_id": f"!space:{remote.server_name}"}]}, state_key="")
+    resident = Resident(remote, view)
+    resident.state = resident.auth_chain = pdus_of(view)
+    resident.content = {"join_authorised_via_users_server": creator}
+    alice = f"@alice:{gw.server_name}"
+    from federation.signing import generate_signing_key, sign_event
+
+    def signed_by(key):
+        return lambda ev: sign_event(ev, remote.server_name, key, room_version=view.rv)
+
+    async with remote:
+        for returned, why in ((None, "sent back no event"), (lambda ev: ev, "not signed properly"),
+                              (signed_by(generate_signing_key("fr1")), "not signed properly")):
+            resident.returned_event = returned
+            with pytest.raises(MatrixError) as err:
+                await hs.federation_membership.join_remote(alice, view.room_id, [remote.server_name],
+                                                           {"membership": "join"})
+            assert why in err.value.error
+            assert await hs.events.state.get_membership(view.room_id, alice) is None
+        assert len(resident.joins) == 3
+
+        resident.returned_event = signed_by(remote.key)
+        event_id = await hs.federation_membership.join_remote(alice, view.room_id, [remote.server_name],
+                                                              {"membership": "join"})
+        member = await hs.events.state.get_membership(view.room_id, alice)
+        assert member is not None and member.membership == "join" and member.event_id == event_id
+        stored = await hs.events.store.get_event(event_id)
+        assert set(stored.pdu.signatures) == {gw.server_name, remote.server_name}
+        assert stored.pdu.content["join_authorised_via_users_server"] == creator
