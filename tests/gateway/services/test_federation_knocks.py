@@ -30,7 +30,7 @@ from federation.room_versions import get_room_version
 from federation.signing import generate_signing_key, sign_event
 from gateway.http import MatrixError
 from tests.gateway.federation_api.test_transactions import alice, ca, gw, join_bob, sync_view  # noqa: F401
-from tests.support.fake_remote import FakeRemote, RoomView
+from tests.support.fake_remote import FakeRemote, RoomView, remote_room
 
 
 def q(value: str) -> str:
@@ -112,17 +112,7 @@ async def resident(ca):  # noqa: F811
 
 def knock_room(remote: FakeRemote, version: str = "10", join_rule: str = "knock") -> RoomView:
     """A room on the remote (creator carol) whose join rules are ``join_rule``."""
-    rv = get_room_version(version)
-    carol = f"@carol:{remote.server_name}"
-    view = RoomView(remote, rv, None if rv.room_id_from_create_event else f"!knockable:{remote.server_name}")
-    create_content = {"room_version": version} if rv.implicit_room_creator else {"creator": carol}
-    create = view.make("m.room.create", carol, create_content, state_key="", prev=[])
-    if rv.room_id_from_create_event:
-        view.room_id = "!" + RoomView.event_id(create, rv)[1:]
-    view.make("m.room.member", carol, {"membership": "join"}, state_key=carol)
-    view.make("m.room.power_levels", carol, {"users": {} if rv.privileged_creators else {carol: 100}},
-              state_key="")
-    view.make("m.room.join_rules", carol, {"join_rule": join_rule}, state_key="")
+    view, carol = remote_room(remote, version, join_rule=join_rule, localpart="knockable")
     view.make("m.room.name", carol, {"name": "Knock first"}, state_key="")
     return view
 
