@@ -145,6 +145,7 @@ async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.
                 log.info("listening on %s:%d (%s)", addr, listener.port, ", ".join(sorted(listener.resources)))
         if config.send_federation:
             await hs.federation_sender.start()
+        await hs.partial_state.start()  # unfinished resyncs of partial joins
         if started is not None:
             started.set()
         await stop.wait()

@@ -253,6 +253,13 @@ class HomeServer:
         return FederationMembershipHandler(self)
 
     @cached_property
+    def partial_state(self):
+        """Rooms joined with partial state (faster joins) and their background resync."""
+        from .services.partial_state import PartialStateService
+
+        return PartialStateService(self)
+
+    @cached_property
     def federation_backfill(self):
         """Backfill as the requesting side (``/messages`` reaching the oldest event we hold)."""
         from .services.federation_backfill import BackfillHandler
@@ -279,6 +286,8 @@ class HomeServer:
         return hs
 
     async def close(self) -> None:
+        if "partial_state" in self.__dict__:
+            await self.partial_state.close()
         if "federation_sender" in self.__dict__:
             await self.federation_sender.stop()
         if "push" in self.__dict__:

@@ -227,10 +227,24 @@ async def joined_rooms(request: web.Request) -> web.Response:
     return json_response({"joined_rooms": rooms})
 
 
+async def _waited_for_full_state(hs: HomeServer, room_id: str) -> bool:
+    """A room joined with partial state (faster joins) lacks most member events until
+    its resync ends: member lists wait for it (as Synapse's do). True if it had to wait;
+    503 if the full state is still not there after ``FULL_STATE_WAIT_S``."""
+    if not await hs.partial_state.is_partial(room_id):
+        return False
+    if not await hs.partial_state.await_full_state(room_id):
+        raise MatrixError(503, Codes.UNKNOWN, f"The member list of {room_id} is still being fetched from other"
+                          " servers; try again later")
+    return True
+
+
 @routes.get(PREFIX + "/rooms/{room_id}/members")
 async def members(request: web.Request) -> web.Response:
     hs = _hs(request)
     snap = await _visible_state(request)
+    if await _waited_for_full_state(hs, _room_id(request)):
+        snap = await _visible_state(request)
     ids = [e for (t, _), e in snap.state.items() if t == "m.room.member"]
     pdus = await hs.events.get_pdus(ids)
     wanted, unwanted = request.query.get("membership"), request.query.get("not_membership")
@@ -254,6 +268,7 @@ async def joined_members(request: web.Request) -> web.Response:
     me = await hs.events.state.get_membership(room_id, requester(request).user_id)
     if me is None or me.membership != "join":
         raise MatrixError.forbidden(f"You are not joined to {room_id}")
+    await _waited_for_full_state(hs, room_id)
     joined = {}
     for m in await hs.events.state.get_members(room_id, "join"):
         entry = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -101,6 +101,9 @@ class FederationConfig:
     destination_min_retry_interval_ms: int
     destination_retry_multiplier: float
     destination_max_retry_interval_ms: int
+    #: ``experimental_features.faster_joins`` (Synapse's key): remote joins ask for
+    #: partial state (send_join ``omit_members``) and fetch the rest in the background.
+    faster_joins: bool = True
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,9 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     sections = [rcf]
 
     fed = _parse_federation(root, resolve_path)
+    experimental = root.section("experimental_features")
+    sections.append(experimental)
+    fed = replace(fed, faster_joins=experimental.bool("faster_joins", True))
 
     registration_shared_secret = root.str("registration_shared_secret", None)
     secret_path = root.str("registration_shared_secret_path", None)

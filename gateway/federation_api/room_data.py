@@ -47,7 +47,7 @@ async def get_state(request: web.Request) -> web.Response:
     hs = request.app[HS]
     room_id = request.match_info["room_id"]
     event_id = _event_id_param(request)
-    await hs.federation_room_data.assert_server_in_room(request[ORIGIN], room_id)
+    await hs.federation_room_data.assert_server_in_room(request[ORIGIN], room_id, for_state=True)
     return json_response(await hs.federation_room_data.get_state(room_id, event_id))
 
 
@@ -56,7 +56,7 @@ async def get_state_ids(request: web.Request) -> web.Response:
     hs = request.app[HS]
     room_id = request.match_info["room_id"]
     event_id = _event_id_param(request)
-    await hs.federation_room_data.assert_server_in_room(request[ORIGIN], room_id)
+    await hs.federation_room_data.assert_server_in_room(request[ORIGIN], room_id, for_state=True)
     state_ids, chain_ids = await hs.federation_room_data.state_ids_before(room_id, event_id)
     return json_response({"pdu_ids": state_ids, "auth_chain_ids": chain_ids})
 

@@ -70,7 +70,11 @@ class BackfillHandler:
 
     async def backfill(self, room_id: str, limit: int = BACKFILL_LIMIT) -> int:
         """Fetch and store up to ``limit`` events older than the oldest timeline events
-        of the room; returns how many joined the timeline (0: nothing more to get)."""
+        of the room; returns how many joined the timeline (0: nothing more to get).
+        A partial-state room is backfilled once its full state is there (until then the
+        state at our history's edge would cost a member-by-member fetch)."""
+        if not await self.hs.partial_state.await_full_state(room_id):
+            return 0
         async with self.events.room_lock(room_id):
             extremities = (await self.backward_extremities(room_id))[:MAX_EXTREMITIES]
             if not extremities:

@@ -370,7 +370,13 @@ class FederationEventHandler:
             base = None
         else:
             state_before, before_snapshot, base = await self._state_before(origin, room, pdu, gap_fill=gap_fill)
-        state_events = await self._auth_state(rv, pdu, state_before)
+        # A partial-state room (faster joins): the state before lacks most members; the
+        # rules read its resolution with the event's auth events, and nothing soft-fails.
+        partial = await self.hs.partial_state.is_partial(room_id)
+        if partial:
+            state_events = await self.hs.partial_state.auth_state(rv, pdu, state_before, auth_map, rejected_auth)
+        else:
+            state_events = await self._auth_state(rv, pdu, state_before)
         # 5. auth against the state before it
         if rejected_reason is None:
             decision = check_auth_against_state_before(rv, pdu, state_events)
@@ -379,7 +385,7 @@ class FederationEventHandler:
         # 6. soft failure against the current state (not for an explicit state: a join
         # replaces whatever we had).
         soft_failed = False
-        if rejected_reason is None and explicit_state is None:
+        if rejected_reason is None and explicit_state is None and not partial:
             decision = check_soft_fail_against_current_state(rv, pdu, await self._auth_state(rv, pdu, current.state))
             if isinstance(decision, SoftFail):
                 soft_failed = True

@@ -46,6 +46,7 @@ from federation.ids import get_domain_from_id
 from federation.pdu_checks import Accept, check_format
 from federation.keyring import KeyRequest
 from federation.net.client import FederationRequestError
+from federation.partial_state import partial_join_servers
 from federation.room_membership import (
     MembershipError,
     check_countersigned,
@@ -162,14 +163,16 @@ class FederationMembershipHandler:
         rv = room_version_of_template(answer)
         return rv, answer["event"]
 
-    async def _send(self, server: str, kind: str, room_id: str, event: dict, rv: RoomVersion) -> tuple[Any, bool]:
-        """``send_join``/``send_leave`` v2, or v1 if the server does not know v2.
-        Returns (answer, was_v1)."""
+    async def _send(self, server: str, kind: str, room_id: str, event: dict, rv: RoomVersion, *,
+                    omit_members: bool = False) -> tuple[Any, bool]:
+        """``send_join``/``send_leave`` v2 (``omit_members``: a join asking for partial
+        state), or v1 if the server does not know v2. Returns (answer, was_v1)."""
         event_id = PDU.from_pdu_json(event, rv).event_id
         path = f"/{quote_path_segment(room_id)}/{quote_path_segment(event_id)}"
         try:
             answer = await self.client.request("PUT", server, f"/_matrix/federation/v2/send_{kind}{path}",
-                                               content=event, timeout=SEND_JOIN_TIMEOUT)
+                                               content=event, timeout=SEND_JOIN_TIMEOUT,
+                                               query={"omit_members": "true"} if omit_members else None)
             return answer, False
         except FederationRequestError as e:
             unrecognised = e.status == 404 and _errcode(e) in (None, Codes.UNRECOGNIZED) or \
@@ -187,7 +190,8 @@ class FederationMembershipHandler:
             template, rv, membership="join", user_id=user_id, room_id=room_id, server_name=self.hs.server_name,
             signing_key=self.hs.signing_key, origin_server_ts=self.hs.clock_ms(), extra_content=extra,
         )
-        answer, v1 = await self._send(server, "join", room_id, event, rv)
+        partial = self.hs.partial_state.enabled
+        answer, v1 = await self._send(server, "join", room_id, event, rv, omit_members=partial)
         state, chain, returned = parse_send_join_response(answer, v1=v1)
         authoriser = event["content"].get("join_authorised_via_users_server")
         if authoriser is not None:
@@ -207,7 +211,13 @@ class FederationMembershipHandler:
                 raise MatrixError.forbidden(f"The join was not accepted here: "
                                             f"{outcome.error or outcome.rejected or 'soft-failed'}")
             return outcome.event_id
-        return await self._store_join(server, room_id, rv, event, state, chain)
+        # Faster joins: the answer may lack most member events; the resync fetches them.
+        servers = partial_join_servers(answer, joined_via=server, own_server=self.hs.server_name) \
+            if partial and not v1 else None
+        event_id = await self._store_join(server, room_id, rv, event, state, chain, partial_servers=servers)
+        if servers is not None:
+            self.hs.partial_state.start_resync(room_id)
+        return event_id
 
     async def _keys_for(self, event: Mapping[str, Any], server: str):
         sigs = event.get("signatures", {}).get(server) if isinstance(event.get("signatures"), dict) else None
@@ -217,8 +227,13 @@ class FederationMembershipHandler:
         return lambda s, k: lookup.get((s, k))
 
     async def _store_join(self, origin: str, room_id: str, rv: RoomVersion, event: dict,
-                          state: list, chain: list) -> str:
+                          state: list, chain: list, *, partial_servers: list[str] | None = None) -> str:
+        """Store the state and auth chain a send_join returned, then our join event with
+        that state. ``partial_servers`` (a partial-state answer): the room is marked
+        partial first (``hs.partial_state``), so that the join is checked as in a partial
+        room and a crash before it is stored leaves a marker the startup drops."""
         fed = self.hs.federation_events
+        partial = self.hs.partial_state
         async with self.events.room_lock(room_id):
             await self.store.ensure_room(room_id, rv, creator=None, created_ts=self.hs.clock_ms())
             room = await self.store.get_room(room_id)
@@ -243,13 +258,24 @@ class FederationMembershipHandler:
             from .federation_events import PDUError
 
             room = await self.store.get_room(room_id)
+            join_id = PDU.from_pdu_json(event, rv).event_id
+            if partial_servers is not None:
+                await partial.mark(room_id, join_id, origin, partial_servers)
+            elif await partial.is_partial(room_id):
+                await partial.unmark(room_id)  # a full join replaces the partial state we had
+            stored = False
             try:
-                outcome = await fed._receive(origin, room, event, gap_fill=False, check_acl=False,
-                                             explicit_state=state_map)
-            except PDUError as e:
-                raise MatrixError(502, Codes.UNKNOWN, f"Our join event was not accepted: {e}") from None
-        if outcome.rejected or outcome.soft_failed:
-            raise MatrixError.forbidden(f"The room's state does not allow the join: {outcome.rejected}")
+                try:
+                    outcome = await fed._receive(origin, room, event, gap_fill=False, check_acl=False,
+                                                 explicit_state=state_map)
+                except PDUError as e:
+                    raise MatrixError(502, Codes.UNKNOWN, f"Our join event was not accepted: {e}") from None
+                if outcome.rejected or outcome.soft_failed:
+                    raise MatrixError.forbidden(f"The room's state does not allow the join: {outcome.rejected}")
+                stored = True
+            finally:
+                if partial_servers is not None and not stored:
+                    await partial.unmark(room_id, join_id)
         return outcome.event_id
 
     async def leave_remote(self, user_id: str, room_id: str, servers: Sequence[str],
@@ -459,6 +485,10 @@ class FederationMembershipHandler:
         room = await self.store.get_room(room_id)
         if room is None or room.current_state_group is None:
             raise MatrixError.not_found(f"Unknown room {room_id}")
+        if await self.hs.partial_state.is_partial(room_id):
+            # Without the room's member events we cannot answer correctly (MSC3902): the
+            # asking server tries another one.
+            raise MatrixError.not_found(f"This server is not fully joined to {room_id} yet; try another server")
         members = await self.events.state.get_members(room_id, "join")
         if not any(_domain(m.user_id) == self.hs.server_name for m in members):
             raise MatrixError.not_found(f"This server is not in {room_id}")

@@ -82,12 +82,19 @@ class RoomDataService:
         acl = (await self.events.get_pdus([acl_id])).get(acl_id)
         return acl is None or server_is_allowed(acl.content, origin)
 
-    async def assert_server_in_room(self, origin: str, room_id: str) -> None:
+    async def assert_server_in_room(self, origin: str, room_id: str, *, for_state: bool = False) -> None:
         """404 for an unknown room; 403 unless ``origin`` passes the ACL and has a
-        joined member in the room now."""
+        joined member in the room now (in a partial-state room, or is one of the
+        servers send_join named). ``for_state``: the state of a partial-state room is
+        not ours to give (404: ask another server)."""
         if await self.store.get_room(room_id) is None:
             raise MatrixError.not_found(f"Unknown room {room_id}")
+        partial = (await self.hs.partial_state.servers_for([room_id])).get(room_id)
+        if partial is not None and for_state:
+            raise MatrixError.not_found(f"This server does not have the full state of {room_id} yet")
         await self.check_server_acl(origin, room_id)
+        if partial is not None and origin in partial:
+            return
         escaped = origin.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         found = await self.hs.db.fetchval(
             "SELECT user_id FROM room_memberships WHERE room_id = $1 AND membership = 'join'"

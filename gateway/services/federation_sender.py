@@ -395,8 +395,10 @@ class FederationSender:
             self.send_edu(d, edu_type, content, key)
 
     async def joined_servers(self, room_id: str) -> set[str]:
-        """Other servers with a joined member in the room now (our own name excluded)."""
-        return {s for s in await self.store.get_joined_servers(room_id) if self._may_send_to(s)}
+        """Other servers with a joined member in the room now (our own name excluded);
+        in a partial-state room also those of ``servers_in_room``."""
+        partial = (await self.hs.partial_state.servers_for([room_id])).get(room_id, frozenset())
+        return {s for s in {*await self.store.get_joined_servers(room_id), *partial} if self._may_send_to(s)}
 
     def send_edu_to_room(self, room_id: str, edu_type: str, content: Mapping[str, Any],
                          key: Hashable | None = None) -> None:
@@ -532,6 +534,8 @@ class FederationSender:
         for e in ours:
             events_by_room.setdefault(e.room_id, []).append(e)
 
+        # Partial-state rooms: we know few members; the joined servers of send_join count too.
+        partial = await self.hs.partial_state.servers_for(rooms)
         out: list[tuple[NewEventRow, frozenset[str]]] = []
         for room_id in rooms:
             changes = deltas_by_room.get(room_id, [])
@@ -562,10 +566,12 @@ class FederationSender:
                 if changed:
                     servers = entry.servers(self._may_send_to)
                 targets = servers
+                if room_id in partial:
+                    targets = servers | {s for s in partial[room_id] if self._may_send_to(s)}
                 if e.type == "m.room.member" and e.state_key:
                     target = server_of(e.state_key)
-                    if target not in servers and self._may_send_to(target):
-                        targets = servers | {target}
+                    if target not in targets and self._may_send_to(target):
+                        targets = targets | {target}
                 if targets:
                     out.append((e, targets))
             for d in changes[i:]:

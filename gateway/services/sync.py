@@ -213,7 +213,10 @@ class SyncService:
             room_upto = m.stream_ordering if m.membership in ("leave", "ban") else upto
             prev = f"s{rows[0].event.stream_ordering - 1}" if rows else f"s{room_upto}"
             res = _RoomResult(m, rows, limited, prev)
-            scratch = room_id in from_scratch or s_events is None or full_state
+            # A room whose full state arrived since the token (a partial join's resync) gets
+            # its state in full, as on a join.
+            resynced = m.full_state_at is not None and s_events is not None and m.full_state_at > s_events
+            scratch = room_id in from_scratch or s_events is None or full_state or resynced
             res.state = await self._state(
                 room_id, [t.event for t in rows], since_pos=None if scratch else s_events, upto=room_upto, limited=limited,
                 flt=flt, user_id=user_id, device=device)

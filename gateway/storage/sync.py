@@ -29,6 +29,8 @@ class UserMembership:
     forgotten: bool
     room_head: int
     current_state_group: int | None = None
+    #: Where the room got its full state after a partial join (None: never partial).
+    full_state_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,10 @@ class SyncStore:
         snapshot: every membership is at or before the events position)."""
         rows = await self.db.fetch(
             "SELECT m.room_id, m.membership, m.event_id, m.stream_ordering, m.forgotten, r.head_stream_ordering,"
-            " r.current_state_group"
+            " r.current_state_group, r.full_state_stream_ordering"
             " FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id WHERE m.user_id = $1"
             " UNION ALL"
-            " SELECT stream_name, NULL, NULL, position, NULL, NULL, NULL FROM stream_positions"
+            " SELECT stream_name, NULL, NULL, position, NULL, NULL, NULL, NULL FROM stream_positions"
             f" WHERE stream_name IN ({_placeholders(len(STREAMS), 2)})",
             user_id, *STREAMS,
         )
@@ -132,7 +134,8 @@ class SyncStore:
                 positions[r[0]] = int(r[3])
             else:
                 memberships.append(UserMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), int(r[5]),
-                                                  None if r[6] is None else int(r[6])))
+                                                  None if r[6] is None else int(r[6]),
+                                                  None if r[7] is None else int(r[7])))
         return positions, memberships
 
     async def get_memberships(self, user_id: str) -> list[UserMembership]:

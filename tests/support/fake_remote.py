@@ -2,8 +2,9 @@
 
 ``FakeRemote`` has its own signing key and server name (``127.0.0.1:<port>``), serves its
 keys (``/_matrix/key/v2/server``) and the room-data endpoints our server asks it for
-(``get_missing_events``, ``/event``, ``/state_ids``, ``/event_auth``, ``/backfill``) from
-the events it built, and sends real signed requests with our own ``FederationClient``.
+(``get_missing_events``, ``/event``, ``/state_ids``, ``/state``, ``/event_auth``,
+``/backfill``) from the events it built, and sends real signed requests with our own
+``FederationClient``.
 ``RoomView`` tracks a room's state and head as the remote sees it and builds the next
 event with the right auth events.
 """
@@ -76,6 +77,7 @@ class FakeRemote:
         app.router.add_post("/_matrix/federation/v1/get_missing_events/{room_id}", self._missing)
         app.router.add_get("/_matrix/federation/v1/event/{event_id}", self._event)
         app.router.add_get("/_matrix/federation/v1/state_ids/{room_id}", self._state_ids)
+        app.router.add_get("/_matrix/federation/v1/state/{room_id}", self._state)
         app.router.add_get("/_matrix/federation/v1/event_auth/{room_id}/{event_id}", self._event_auth)
         app.router.add_get("/_matrix/federation/v1/backfill/{room_id}", self._backfill)
         for method, path, handler in self.extra_routes:
@@ -158,6 +160,15 @@ class FakeRemote:
             return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
         ids = sorted(state.values())
         return web.json_response({"pdu_ids": ids, "auth_chain_ids": self._auth_chain(ids)})
+
+    async def _state(self, request: web.Request) -> web.Response:
+        self._log(request)
+        state = self.state_before.get(request.query["event_id"])
+        if state is None:
+            return web.json_response({"errcode": "M_NOT_FOUND", "error": "no"}, status=404)
+        ids = sorted(state.values())
+        return web.json_response({"pdus": [self.pdus[e] for e in ids if e in self.pdus],
+                                  "auth_chain": [self.pdus[e] for e in self._auth_chain(ids) if e in self.pdus]})
 
     async def _event_auth(self, request: web.Request) -> web.Response:
         self._log(request)

@@ -24,9 +24,11 @@ class RunningGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(directory: Path, ca: TestCA,
-                          extra: dict | Callable[[str], dict] | None = None) -> AsyncIterator[RunningGateway]:
-    """``extra``: config keys to add, or a function of the server name that returns them."""
-    fed_port, client_port = free_port(), free_port()
+                          extra: dict | Callable[[str], dict] | None = None,
+                          ports: tuple[int, int] | None = None) -> AsyncIterator[RunningGateway]:
+    """``extra``: config keys to add, or a function of the server name that returns them.
+    ``ports`` (federation, client): to start the same server again (its name is its port)."""
+    fed_port, client_port = ports or (free_port(), free_port())
     server_name = f"127.0.0.1:{fed_port}"
     if callable(extra):
         extra = extra(server_name)
