@@ -39,7 +39,8 @@ async def gateways(tmp_path: Path):
         pytest.skip("GATEWAY_TEST_SKIP_POSTGRES=1: no PostgreSQL reachable (the test command said so)")
     ca = TestCA(tmp_path / "ca")
     base = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
-            "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
+            "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4,
+            "rc_registration": {"per_second": 1000, "burst_count": 1000}}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     db_name, args = await create_postgres_database()
@@ -169,3 +170,31 @@ async def test_concurrent_state_changes_resolve_the_same_on_both(gateways):
         topic_a = await alice.call("GET", f"/rooms/{q(room)}/state/m.room.topic")
         assert topic_a == await bob.call("GET", f"/rooms/{q(room)}/state/m.room.topic")
         assert topic_a["topic"] in {f"A's topic {round_}", f"B's topic {round_}"}
+
+
+async def test_a_partial_join_of_a_room_on_a(gateways):
+    """A answers B's send_join with the members left out (omit_members): bob is joined at
+    once, B fetches the rest in the background, and B's member list then has everyone."""
+    from gateway.storage import open_database
+
+    a, b, alice, bob, carol = gateways
+    room = (await alice.call("POST", "/createRoom", {"preset": "public_chat", "name": "Plaza"}))["room_id"]
+    others = [await _register(alice.s, a, f"plaza{i}") for i in range(4)]
+    for c in others:
+        await c.call("POST", f"/join/{q(room)}", {})
+    await bob.call("POST", f"/join/{q(room)}", {}, params={"via": a.server_name})
+    await bob.send_text(room, "hello plaza")
+    await others[2].sync_until(has_text(room, "hello plaza"))
+    joined = (await bob.call("GET", f"/rooms/{q(room)}/joined_members"))["joined"]  # waits for the resync
+    assert set(joined) == {alice.user_id, bob.user_id} | {c.user_id for c in others}
+    await others[3].send_text(room, "hello bob")
+    await bob.sync_until(has_text(room, "hello bob"))
+    # B went through a partial join and its resync; carol (also on B) then joins locally.
+    db = await open_database(b.config.database)
+    try:
+        assert await db.fetchval("SELECT full_state_stream_ordering FROM rooms WHERE room_id = $1", room) is not None
+        assert await db.fetchval("SELECT COUNT(*) FROM partial_state_rooms") == 0
+    finally:
+        await db.close()
+    await carol.call("POST", f"/join/{q(room)}", {})
+    await alice.sync_until(member_event(room, carol.user_id, "join"))
