@@ -191,13 +191,13 @@ class PartialStateService:
             self.start_resync(room_id)
 
     def start_resync(self, room_id: str) -> None:
-        """Run the room's resync in the background (once: a running one picks up a
-        newer join by itself)."""
+        """Run the room's resync in the background, now: one that was running (perhaps
+        waiting out a pause, for an older join) is cancelled; its work is redone."""
         if self._closing:
             return
-        task = self._tasks.get(room_id)
-        if task is not None and not task.done():
-            return
+        old = self._tasks.get(room_id)
+        if old is not None and not old.done():
+            old.cancel()
         task = asyncio.get_running_loop().create_task(self._resync(room_id), name=f"resync {room_id}")
         self._tasks[room_id] = task
         task.add_done_callback(lambda t, r=room_id: self._tasks.pop(r, None) if self._tasks.get(r) is t else None)
@@ -394,9 +394,10 @@ class PartialStateService:
             after: dict[str, StateSnapshot] = {}
             rejected: dict[str, str | None] = {e: r.rejected_reason for e, r in later.items()}
             newly_rejected = 0
+            pdus = await events.get_pdus(order)
             for eid in order:
                 r = later[eid]
-                pdu = (await events.get_pdus([eid])).get(eid)
+                pdu = pdus.get(eid)
                 if pdu is None:
                     continue
                 prev_states = await self._prev_states(r, after, outside_meta)

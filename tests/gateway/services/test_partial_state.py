@@ -21,21 +21,17 @@ from federation.room_membership import membership_template
 from federation.room_versions import get_room_version
 from federation.signing import quote_path_segment, sign_event
 from gateway.services import partial_state as partial_state_module
+from tests.gateway.federation_api.test_transactions import ca  # noqa: F401
 from tests.support.client_api import Client, has_text, member_event, q
 from tests.support.fake_remote import FakeRemote, RoomView, local_gateway
-from tests.support.tls import TestCA
 
 #: Remote users joined before ours.
 MEMBERS = 6
 
 
 @pytest.fixture
-def ca(tmp_path):
-    return TestCA(tmp_path / "ca")
-
-
-@pytest.fixture
 async def gw(tmp_path, database_config, ca):
+    """Our server, sending to other servers (our events reach the resident)."""
     async with local_gateway(tmp_path, database_config, ca) as g:
         await g.hs.federation_sender.start()
         yield g
