@@ -458,6 +458,17 @@ class Result:
     requests: dict[str, int] = field(default_factory=dict)
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of a process (``main`` is the event loop's)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if cpu >= 0.05:
+            out["main" if task.name == str(pid) else task.name] = round(cpu, 2)
+    return out
+
+
 async def measure_join(client_url: str, token: str, pid: int, room: SyntheticRoom, expected: int,
                        result: Result) -> None:
     headers = {"Authorization": f"Bearer {token}"}
@@ -484,6 +495,8 @@ async def measure_join(client_url: str, token: str, pid: int, room: SyntheticRoo
                 raise RuntimeError(f"{result.label}: {result.members}/{expected} members after {JOIN_TIMEOUT} s")
             await asyncio.sleep(0.25)
     result.cpu_s = cpu_seconds(pid) - cpu0
+    if os.environ.get("BENCH_THREAD_CPU"):
+        print(f"  {result.label}: CPU by thread (s): {_thread_cpu(pid)}", flush=True)
     result.rss_kb, result.hwm_kb = rss_kb(pid)
 
 
@@ -494,7 +507,7 @@ async def _start_py_spy(pid: int, engine: str):
     if not prefix:
         return None
     spy = await asyncio.create_subprocess_exec(
-        str(ROOT / ".cache" / "venv" / "bin" / "py-spy"), "record", "--pid", str(pid), "--idle", "--rate", "200",
+        str(ROOT / ".cache" / "venv" / "bin" / "py-spy"), "record", "--pid", str(pid), "--threads", "--rate", "200",
         "--format", "raw", "--output", f"{prefix}-{engine}.txt", stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL)
     await asyncio.sleep(1)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -102,6 +102,8 @@ class OutlierResult:
     accepted: dict[str, PDU] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
+    #: The event ID of each event given, in order (None where none could be made out).
+    event_ids: list[str | None] = field(default_factory=list)
 
 
 def guess_event_id(pdu_json: Any, room_version: RoomVersion | None) -> str | None:
@@ -225,10 +227,12 @@ class FederationEventHandler:
         for pdu_json, decision in zip(items, decisions):
             if isinstance(decision, Drop):
                 eid = guess_event_id(pdu_json, room_version)
+                result.event_ids.append(eid)
                 if eid:
                     result.dropped[eid] = decision.reason
                 continue
             pdu = decision.pdu
+            result.event_ids.append(pdu.event_id)
             if pdu.room_id != room_id:
                 result.dropped[pdu.event_id] = "event is for another room"
                 continue
@@ -241,42 +245,57 @@ class FederationEventHandler:
                 result.rejected[eid] = meta.rejected_reason
             else:
                 result.accepted[eid] = parsed[eid]
-        todo = [e for e in parsed if e not in known]
-        checked = await self._check_signatures([raw[e] for e in todo], room_version, origin)
-        del raw
-        fresh: dict[str, PDU] = {}
-        for eid, decision in zip(todo, checked):
-            if isinstance(decision, Drop):
-                result.dropped[eid] = decision.reason
-            elif isinstance(decision, Redacted):
-                fresh[eid] = decision.pdu
-            else:
-                fresh[eid] = parsed[eid]
-        del parsed, checked
+        todo = {e: p for e, p in parsed.items() if e not in known}
+        del parsed
         # Auth events not in the batch come from the database.
-        outside = {a for p in fresh.values() for a in p.auth_event_ids if a not in fresh}
+        outside = {a for p in todo.values() for a in p.auth_event_ids if a not in todo}
         if room_version.room_id_from_create_event:
             outside.add("$" + room_id[1:])
-        outside -= set(fresh)
+        outside -= set(todo)
         db_meta = await self.store.get_event_meta(outside)
-        if fresh and await self._fetch_create_event(origin, room_id, room_version, {**db_meta, **fresh}):
+        if todo and await self._fetch_create_event(origin, room_id, room_version, {**db_meta, **todo}):
             db_meta = await self.store.get_event_meta(outside)
         usable = await self.events.get_pdus([e for e in db_meta])
         rejected_ids = {e for e, m in db_meta.items() if m.rejected_reason is not None}
-        if len(fresh) > 100:
-            writes = await asyncio.to_thread(_auth_batch, room_version, room_id, fresh, usable, rejected_ids)
-        else:
-            writes = _auth_batch(room_version, room_id, fresh, usable, rejected_ids)
-        for pdu, reason in writes:
-            if reason is not None:
-                result.rejected[pdu.event_id] = reason
-            else:
-                result.accepted[pdu.event_id] = pdu
-        written = await self.store.persist_outliers(room_id, writes, received_ts=self.hs.clock_ms())
+        order = _auth_order(todo) if len(todo) <= CHECK_CHUNK else await asyncio.to_thread(_auth_order, todo)
+        del todo
+        # In auth order, a slice at a time: signatures and hashes, auth (against the
+        # batch so far and the database), then the slice is written while the next one
+        # is checked.
+        writing: asyncio.Task | None = None
+        written: list[str] = []
+        recent: deque[PDU] = deque(maxlen=self.events.PDU_CACHE_SIZE)
+        try:
+            for i in range(0, len(order), WRITE_SLICE):
+                part = order[i:i + WRITE_SLICE]
+                checked = await self._check_signatures([raw.pop(p.event_id) for p in part], room_version, origin)
+                good: list[PDU] = []
+                for pdu, decision in zip(part, checked):
+                    if isinstance(decision, Drop):
+                        result.dropped[pdu.event_id] = decision.reason
+                    else:
+                        good.append(decision.pdu if isinstance(decision, Redacted) else pdu)
+                if len(good) > CHECK_CHUNK:
+                    writes = await asyncio.to_thread(_auth_batch, room_version, room_id, good, usable, rejected_ids)
+                else:
+                    writes = _auth_batch(room_version, room_id, good, usable, rejected_ids)
+                for pdu, reason in writes:
+                    if reason is not None:
+                        result.rejected[pdu.event_id] = reason
+                    else:
+                        result.accepted[pdu.event_id] = pdu
+                    recent.append(pdu)
+                if writing is not None:
+                    written += await writing
+                writing = asyncio.ensure_future(
+                    self.store.persist_outliers(room_id, writes, received_ts=self.hs.clock_ms()))
+        finally:
+            if writing is not None:
+                written += await writing
         absent = self._absent.get(room_id)
         if absent:
             absent.difference_update(written)
-        for pdu, _ in writes[-self.events.PDU_CACHE_SIZE:]:
+        for pdu in recent:
             self.events._remember(pdu)
         return result
 
@@ -299,7 +318,8 @@ class FederationEventHandler:
         return True
 
     async def persist_event_with_state(self, origin: str | None, room_id: str, pdu_json: Any,
-                                       state: Mapping[StateKey, str]) -> PDUOutcome:
+                                       state: Mapping[StateKey, str], *,
+                                       known_events: Mapping[str, PDU] | None = None) -> PDUOutcome:
         """Check and store one event whose state before it is given (``state``: (type,
         state_key) -> event ID, events already stored, e.g. by ``persist_outliers``):
         the join event of a ``send_join``. Format, signatures, hashes, auth against its
@@ -309,18 +329,21 @@ class FederationEventHandler:
         room_memberships; listeners woken). ``PDUError`` if refused before storing
         (bad format or signature, unknown room); an event the rules refuse is stored as
         rejected and comes back with ``outcome.rejected`` set: the join failed.
-        ``origin`` (None for our own event) is where missing auth events are fetched."""
+        ``origin`` (None for our own event) is where missing auth events are fetched.
+        ``known_events``: events of ``state`` the caller holds (saves reading them back,
+        e.g. the ``accepted`` of ``persist_outliers``)."""
         room = await self.store.get_room(room_id)
         if room is None:
             raise PDUError(f"Unknown room {room_id}")
         async with self.events.room_lock(room_id):
             return await self._receive(origin, room, pdu_json, gap_fill=False, check_acl=False,
-                                       explicit_state=dict(state))
+                                       explicit_state=dict(state), known_events=known_events)
 
     # --- the pipeline ------------------------------------------------------------
 
     async def _receive(self, origin: str | None, room: RoomRow, pdu_json: Any, *, gap_fill: bool,
-                       check_acl: bool, explicit_state: dict[StateKey, str] | None = None) -> PDUOutcome:
+                       check_acl: bool, explicit_state: dict[StateKey, str] | None = None,
+                       known_events: Mapping[str, PDU] | None = None) -> PDUOutcome:
         rv = room.room_version
         room_id = room.room_id
         # 1. format
@@ -400,7 +423,7 @@ class FederationEventHandler:
                 redaction_target = target.event_id
         write = ReceivedEventWrite(pdu, state_before, before_snapshot, base, rejected_reason, soft_failed,
                                    redaction_target, may_be_outlier=known is not None)
-        return await self._persist(room, write, explicit=explicit_state is not None)
+        return await self._persist(room, write, explicit=explicit_state is not None, known_events=known_events)
 
     async def _passes_spam_check(self, pdu: PDU) -> bool:
         """Modules' ``check_event_for_spam`` on an event of another server (a callback
@@ -411,7 +434,8 @@ class FederationEventHandler:
             return False
         return True
 
-    async def _persist(self, room: RoomRow, write: ReceivedEventWrite, *, explicit: bool) -> PDUOutcome:
+    async def _persist(self, room: RoomRow, write: ReceivedEventWrite, *, explicit: bool,
+                       known_events: Mapping[str, PDU] | None = None) -> PDUOutcome:
         room_id = room.room_id
         pdu = write.pdu
         timeline = write.rejected_reason is None and not write.soft_failed
@@ -432,7 +456,10 @@ class FederationEventHandler:
                 else:
                     new_current = await self._current_state_with(room, extremities, pdu, after)
                 changed = [v for k, v in new_current.items() if k[0] == "m.room.member" and current.state.get(k) != v]
-                state_events = await self.events.get_pdus(changed)
+                if known_events:
+                    state_events = {e: known_events[e] for e in changed if e in known_events}
+                    changed = [e for e in changed if e not in state_events]
+                state_events.update(await self.events.get_pdus(changed))
             try:
                 result = await self.store.persist_received_event(
                     room_id, write, current=current, new_current_state=new_current, state_events=state_events,
@@ -532,7 +559,8 @@ class FederationEventHandler:
             return lookup.get((server, key_id))
 
         return await _map_chunks(
-            lambda part: [check_signatures_and_hashes(j, rv, keys_for, origin=origin) for j in part], pdu_jsons)
+            lambda part: [check_signatures_and_hashes(j, rv, keys_for, origin=origin) for j in part], pdu_jsons,
+            parallel=True)
 
     # --- auth events ---------------------------------------------------------------
 
@@ -699,18 +727,22 @@ class FederationEventHandler:
         return [r for r in results if r is not None]
 
 
-#: Batches bigger than this are checked in worker threads, this many events a task, at
-#: most one task per core at a time: the event loop stays free, and ed25519
-#: verification (which releases the GIL) runs on every core.
+#: A big batch of outliers is checked and written this many events at a time (in auth
+#: order): a slice is written while the next is checked.
+WRITE_SLICE = 2000
+#: Batches bigger than this are checked in worker threads, this many events a task: the
+#: event loop stays free.
 CHECK_CHUNK = 500
 
 
-async def _map_chunks(fn: Callable[[Sequence[Any]], list], items: Sequence[Any]) -> list:
+async def _map_chunks(fn: Callable[[Sequence[Any]], list], items: Sequence[Any], *, parallel: bool = False) -> list:
     """``fn`` (a pure function of a list, returning one result per item) over
-    ``items``; results in order."""
+    ``items``; results in order. ``parallel``: one task per core at a time, for work
+    that mostly runs without the GIL (ed25519 verification); pure Python work runs
+    one task at a time (threads would only fight over the GIL)."""
     if len(items) <= CHECK_CHUNK:
         return fn(items)
-    sem = asyncio.Semaphore(os.cpu_count() or 1)
+    sem = asyncio.Semaphore((os.cpu_count() or 1) if parallel else 1)
 
     async def one(part: Sequence[Any]) -> list:
         async with sem:
@@ -727,15 +759,14 @@ def _key_requests(pdu_json: Any, rv: RoomVersion, origin: str | None) -> list:
         return []  # check_signatures_and_hashes reports it
 
 
-def _auth_batch(rv: RoomVersion, room_id: str, fresh: Mapping[str, PDU], known: Mapping[str, PDU],
+def _auth_batch(rv: RoomVersion, room_id: str, ordered: Sequence[PDU], usable: dict[str, PDU],
                 rejected_ids: set[str]) -> list[tuple[PDU, str | None]]:
-    """Step 4 for a batch of outliers, in auth order: each event against its auth
-    events, taken from the batch (the ones accepted so far) or ``known`` (stored
-    events; ``rejected_ids``: which of those were rejected, updated here). Returns
-    (event, rejection reason or None) for every event of ``fresh``."""
-    usable: dict[str, PDU] = dict(known)
+    """Step 4 for outliers given in auth order: each event against its auth events,
+    taken from ``usable`` (stored events and the batch so far; each event is added
+    once checked) with ``rejected_ids`` (those rejected, updated here). Returns (event,
+    rejection reason or None) for each event."""
     out: list[tuple[PDU, str | None]] = []
-    for pdu in _auth_order(fresh):
+    for pdu in ordered:
         create = None
         if rv.room_id_from_create_event and pdu.type != "m.room.create":
             create = usable.get("$" + room_id[1:])

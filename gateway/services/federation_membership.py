@@ -246,11 +246,8 @@ class FederationMembershipHandler:
                             len(result.dropped), len(result.rejected),
                             next(iter({**result.dropped, **result.rejected}.items()), None))
             state_map: dict[StateKey, str] = {}
-            for item in state:
-                pdu = None
-                if isinstance(item, dict):
-                    from .federation_events import guess_event_id
-                    pdu = result.accepted.get(guess_event_id(item, rv) or "")
+            for event_id in result.event_ids[len(chain):]:
+                pdu = result.accepted.get(event_id or "")
                 if pdu is not None and pdu.state_key is not None:
                     state_map[(pdu.type, pdu.state_key)] = pdu.event_id
             if ("m.room.create", "") not in state_map:
@@ -267,7 +264,7 @@ class FederationMembershipHandler:
             try:
                 try:
                     outcome = await fed._receive(origin, room, event, gap_fill=False, check_acl=False,
-                                                 explicit_state=state_map)
+                                                 explicit_state=state_map, known_events=result.accepted)
                 except PDUError as e:
                     raise MatrixError(502, Codes.UNKNOWN, f"Our join event was not accepted: {e}") from None
                 if outcome.rejected or outcome.soft_failed:

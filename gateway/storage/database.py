@@ -62,6 +62,14 @@ class Connection(abc.ABC):
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """All rows of a query."""
 
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows at once (bulk writes such as a join's state): ``COPY`` on
+        PostgreSQL, one prepared INSERT on SQLite. No conflict handling: a duplicate key
+        raises IntegrityError (and spoils a PostgreSQL transaction)."""
+        names = ", ".join(columns)
+        await self.executemany(
+            f"INSERT INTO {table} ({names}) VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})", rows)
+
     async def fetchrow(self, sql: str, *args: Any) -> Any | None:
         rows = await self.fetch(sql, *args)
         return rows[0] if rows else None
@@ -215,6 +223,14 @@ class _PgConn(Connection):
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
             return await self._conn.fetch(sql, *args)
+        except asyncpg.IntegrityConstraintViolationError as e:
+            raise IntegrityError(str(e)) from e
+
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if len(rows) < 50:  # COPY's own round trips cost more than a few INSERTs
+            return await super().copy_rows(table, columns, rows)
+        try:
+            await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
         except asyncpg.IntegrityConstraintViolationError as e:
             raise IntegrityError(str(e)) from e
 

@@ -184,11 +184,8 @@ class StateStore:
             group, room_id, event_id, prev_group, depth,
         )
         rows = [(group, t, sk, eid) for (t, sk), eid in entries]
-        if rows:
-            await conn.executemany(
-                "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES ($1, $2, $3, $4)",
-                rows,
-            )
+        if rows:  # a new group: no row can exist yet
+            await conn.copy_rows("state_group_entries", ("state_group", "type", "state_key", "event_id"), rows)
         return StateSnapshot(group, depth, MappingProxyType(dict(state)))
 
     # --- current state -------------------------------------------------------------
@@ -331,9 +328,8 @@ async def apply_current_state_changes(
             "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3", removals
         )
     if changes:
-        await conn.executemany(
-            "INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id, prev_event_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
+        await conn.copy_rows(
+            "current_state_deltas", ("stream_ordering", "room_id", "type", "state_key", "event_id", "prev_event_id"),
             [(stream_ordering, room_id, k[0], k[1], e, previous.get(k)) for k, e in changes.items()],
         )
     member_rows = []

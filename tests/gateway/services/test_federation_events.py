@@ -123,12 +123,14 @@ async def test_join_state_in_bulk_then_the_join_event_with_that_state(gw, remote
 
 
 async def test_a_big_batch_is_checked_in_chunks_with_the_same_verdicts(gw, remote, alice, monkeypatch):
-    """Batches bigger than CHECK_CHUNK are checked in worker threads, chunk by chunk:
-    bad events anywhere in the batch are still dropped or rejected, also when what
-    they depend on sits in another chunk, and the batch is given in reverse order."""
+    """Batches bigger than CHECK_CHUNK are checked in worker threads, chunk by chunk,
+    and written a slice at a time (in auth order): bad events anywhere in the batch are
+    still dropped or rejected, also when what they depend on sits in another chunk or
+    slice, and the batch is given in reverse order."""
     from gateway.services import federation_events
 
     monkeypatch.setattr(federation_events, "CHECK_CHUNK", 3)
+    monkeypatch.setattr(federation_events, "WRITE_SLICE", 5)
     hs = gw.hs
     view, carol = remote_room(remote)
     rv, room_id = view.rv, view.room_id

@@ -37,6 +37,19 @@ async def test_integrity_error_is_engine_neutral(database):
         await database.execute("INSERT INTO t (k) VALUES ($1)", "a")
 
 
+async def test_copy_rows_writes_many_rows_and_refuses_duplicates(database):
+    await database.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT, f BOOLEAN, s TEXT)")
+    rows = [(f"k{i}", i, i % 2 == 0, None if i % 3 else "x") for i in range(2500)]
+    async with database.transaction() as txn:
+        await txn.copy_rows("t", ("k", "n", "f", "s"), rows)
+    got = await database.fetch("SELECT k, n, f, s FROM t ORDER BY n")
+    assert [(r[0], r[1], bool(r[2]), r[3]) for r in got] == rows
+    with pytest.raises(IntegrityError):
+        async with database.transaction() as txn:
+            await txn.copy_rows("t", ("k", "n", "f", "s"), [("new", 1, True, None), ("k7", 7, False, None)])
+    assert await database.fetchval("SELECT COUNT(*) FROM t") == 2500  # the whole batch rolled back
+
+
 async def test_transaction_commits_and_rolls_back(database):
     await database.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
     async with database.transaction() as txn:
