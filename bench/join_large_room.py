@@ -16,12 +16,15 @@ signed events, so a busy port means generating again).
 
 For each server (each its own process on loopback): a local user joins the room through
 the resident. Printed: the time until the join call returns, the time until
-``/joined_members`` lists all N+1 members (Synapse joins with partial state, so it
-returns early and fetches the members afterwards; its ``/joined_members`` waits for
-that), the server's peak RSS (VmHWM) and its CPU seconds, then ratios.
+``/joined_members`` lists all N+1 members (a partial-state join returns early and
+fetches the members afterwards; ``/joined_members`` waits for that, in Synapse and in
+ours), the server's peak RSS (VmHWM) and its CPU seconds, then ratios. Our server joins
+twice per engine: with the full state (``experimental_features.faster_joins: false``)
+and with partial state (the default); Synapse joins with partial state (its default).
 
     .cache/venv/bin/python bench/join_large_room.py [--members 20000] [--room-version 10]
         [--engines sqlite,postgres] [--synapse-engine sqlite] [--no-synapse]
+        [--no-gateway-partial] [--requests]
 
 ``BENCH_PROFILE=out.prof`` runs our server under cProfile (see bench/client_load.py).
 Numbers only: nothing here asserts a timing.
@@ -515,9 +518,9 @@ async def _start_py_spy(pid: int, engine: str):
 
 
 async def bench_gateway(engine: str, room: SyntheticRoom, ca: TestCA, encoded: dict, workdir: Path,
-                        members: int) -> Result:
-    label = f"gateway ({engine})"
-    directory = workdir / f"gateway-{engine}"
+                        members: int, *, partial: bool) -> Result:
+    label = f"gateway ({engine}{', partial' if partial else ''})"
+    directory = workdir / f"gateway-{engine}-{'partial' if partial else 'full'}"
     directory.mkdir(parents=True)
     pg_name = None
     if engine == "postgres":
@@ -538,6 +541,7 @@ async def bench_gateway(engine: str, room: SyntheticRoom, ca: TestCA, encoded: d
             ],
             "tls_certificate_path": str(cert.cert_path), "tls_private_key_path": str(cert.key_path),
             "federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
+            "experimental_features": {"faster_joins": partial},
         }
         await proc.start()
         token = await register_synapse_user(proc, "joiner", password="bench-pass")
@@ -587,7 +591,7 @@ async def bench_synapse(engine: str, room: SyntheticRoom, ca: TestCA, encoded: d
 
 def describe(r: Result) -> str:
     kind = "partial" if r.partial else "full"
-    return (f"  {r.label:20} join returns {r.join_s:8.2f} s ({kind:7})  full state {r.full_s:8.2f} s"
+    return (f"  {r.label:28} join returns {r.join_s:8.2f} s ({kind:7})  full state {r.full_s:8.2f} s"
             f"  peak RSS {r.hwm_kb / 1024:7.1f} MiB  CPU {r.cpu_s:7.1f} s  ({r.members} members)")
 
 
@@ -598,6 +602,8 @@ async def main() -> None:
     parser.add_argument("--engines", default="sqlite,postgres", help="our server's backends")
     parser.add_argument("--synapse-engine", default="sqlite")
     parser.add_argument("--no-synapse", action="store_true")
+    parser.add_argument("--no-gateway-partial", dest="gateway_partial", action="store_false",
+                        help="only our full-state join (experimental_features.faster_joins: false)")
     parser.add_argument("--requests", action="store_true", help="print the requests each server made")
     args = parser.parse_args()
     print(f"room of {args.members} members, version {args.room_version}", flush=True)
@@ -612,9 +618,10 @@ async def main() -> None:
         workdir = Path(tmp)
         ca = TestCA(workdir / "ca")
         for engine in [e for e in args.engines.split(",") if e]:
-            r = await bench_gateway(engine, room, ca, encoded, workdir, members)
-            results.append(r)
-            print(describe(r), flush=True)
+            for partial in [False, True] if args.gateway_partial else [False]:
+                r = await bench_gateway(engine, room, ca, encoded, workdir, members, partial=partial)
+                results.append(r)
+                print(describe(r), flush=True)
         if not args.no_synapse:
             r = await bench_synapse(args.synapse_engine, room, ca, encoded, workdir, members)
             results.append(r)
@@ -623,9 +630,9 @@ async def main() -> None:
         for r in results:
             print(f"  {r.label} asked the resident: {r.requests}")
     print(f"\nJoin of a room with {members} members ({len(room.events)} events in state + auth chain)")
-    print(f"  {'server':20} {'join returns':>13} {'full state':>11} {'peak RSS':>11} {'CPU':>8}")
+    print(f"  {'server':28} {'join returns':>13} {'full state':>11} {'peak RSS':>11} {'CPU':>8}")
     for r in results:
-        print(f"  {r.label:20} {r.join_s:11.2f} s {r.full_s:9.2f} s {r.hwm_kb / 1024:7.0f} MiB {r.cpu_s:6.1f} s")
+        print(f"  {r.label:28} {r.join_s:11.2f} s {r.full_s:9.2f} s {r.hwm_kb / 1024:7.0f} MiB {r.cpu_s:6.1f} s")
     syn = next((r for r in results if r.label.startswith("synapse")), None)
     if syn is not None:
         for r in results:
