@@ -9,7 +9,7 @@ handles events, and the resync that fetches the full state afterwards).
 What lives here: reading the ``send_join`` answer's partial-state fields, the order in
 which the resync asks servers and how long it waits between rounds, reading a
 ``/state_ids`` answer, turning a list of state events into a state map, the order in
-which the events since the join are recomputed, and which of them are forward
+which fetched events are checked and the events since the join recomputed, and which of them are forward
 extremities afterwards. The service (``gateway/services/partial_state.py``) does the I/O.
 """
 
@@ -27,8 +27,9 @@ __all__ = [
     "BadStateAnswer",
     "forward_extremities",
     "parse_state_ids_answer",
+    "auth_event_ids_of",
+    "dependency_order",
     "partial_join_servers",
-    "recompute_order",
     "resync_servers",
     "retry_delay",
     "state_map_of",
@@ -100,10 +101,11 @@ def state_map_of(events: Iterable[Any]) -> dict[StateKey, str]:
     return out
 
 
-def recompute_order(prevs: Mapping[str, Sequence[str]], sort_key: Mapping[str, Any]) -> list[str]:
-    """The events of ``prevs`` (event ID -> its prev event IDs) ordered so that each
-    comes after its prev events among them (ties by ``sort_key``, e.g. (depth, stream
-    position)). Events in a cycle (impossible in a valid DAG) come last, by ``sort_key``."""
+def dependency_order(prevs: Mapping[str, Sequence[str]], sort_key: Mapping[str, Any]) -> list[str]:
+    """The events of ``prevs`` (event ID -> the event IDs it depends on: its prev events,
+    or its auth events) ordered so that each comes after those among them (ties by
+    ``sort_key``, e.g. (depth, stream position)). Events in a cycle (impossible in a
+    valid room) come last, by ``sort_key``."""
     children: dict[str, list[str]] = {}
     waiting: dict[str, int] = {}
     for eid, ps in prevs.items():
@@ -124,6 +126,19 @@ def recompute_order(prevs: Mapping[str, Sequence[str]], sort_key: Mapping[str, A
     if len(out) < len(prevs):
         placed = set(out)
         out += sorted((e for e in prevs if e not in placed), key=lambda e: (sort_key[e], e))
+    return out
+
+
+def auth_event_ids_of(pdu_json: Any) -> list[str]:
+    """The ``auth_events`` IDs of an event as received (strings, or ``[id, hashes]``
+    pairs in rooms 1 and 2), without checking the rest of it; [] if malformed."""
+    listed = pdu_json.get("auth_events") if isinstance(pdu_json, dict) else None
+    out = []
+    for a in listed if isinstance(listed, list) else []:
+        if isinstance(a, list) and a:
+            a = a[0]
+        if isinstance(a, str):
+            out.append(a)
     return out
 
 

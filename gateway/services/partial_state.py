@@ -54,18 +54,20 @@ from federation.events import PDU
 from federation.net.client import FederationRequestError
 from federation.partial_state import (
     BadStateAnswer,
+    auth_event_ids_of,
+    dependency_order,
     forward_extremities,
     parse_state_ids_answer,
-    recompute_order,
     resync_servers,
     retry_delay,
     state_map_of,
 )
-from federation.pdu_checks import Reject, check_auth_against_state_before, check_format
+from federation.pdu_checks import Reject, check_auth_against_state_before
 from federation.room_versions import RoomVersion
 from federation.signing import quote_path_segment
 
 from ..storage.partial_state import LaterEvent, PartialStateRoom, PartialStateStore
+from .federation_events import guess_event_id
 from ..storage.state import StateKey, StateSnapshot
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ BULK_FETCH_THRESHOLD = 200
 #: ``/event`` requests in flight to one server during a resync.
 EVENT_FETCH_CONCURRENCY = 10
 #: Events checked and stored per ``persist_outliers`` call (the room lock is held that long).
-OUTLIER_CHUNK = 1000
+OUTLIER_CHUNK = 2000
 #: How long ``/members``, ``/joined_members`` and backfill wait for the full state.
 FULL_STATE_WAIT_S = 60.0
 
@@ -284,13 +286,12 @@ class PartialStateService:
             log.warning("resync of %s: %s does not have %d events it listed (e.g. %s)", room_id, server,
                         len(absent), next(iter(absent)))
         await self._persist(server, room_id, rv, fetched)
-        metas = await self.hs.events.store.get_event_meta(state_ids)
-        usable = [e for e in state_ids if e in metas and metas[e].rejected_reason is None]
+        rows = await self.store.get_state_rows(state_ids)
+        usable = [rows[e] for e in state_ids if e in rows and rows[e].rejected_reason is None]
         dropped = len(state_ids) - len(usable)
         if dropped:
             log.warning("resync of %s via %s: %d state events dropped or rejected", room_id, server, dropped)
-        pdus = await self.hs.events.get_pdus(usable)
-        return state_map_of(pdus[e] for e in usable if e in pdus)
+        return state_map_of(usable)
 
     async def _fetch_events(self, server: str, room_id: str, rv: RoomVersion, join_event_id: str,
                             event_ids: Sequence[str]) -> tuple[dict[str, dict], set[str]]:
@@ -298,8 +299,6 @@ class PartialStateService:
         (404): all at once from ``/state`` when there are many, else (and for what
         ``/state`` lacked) ``/event`` each. ``BadStateAnswer`` on any other failure (a
         timeout, a 5xx): the events are not to be judged on a partial fetch."""
-        from .federation_events import guess_event_id
-
         wanted = set(event_ids)
         out: dict[str, dict] = {}
         if len(wanted) > BULK_FETCH_THRESHOLD:
@@ -311,12 +310,7 @@ class PartialStateService:
                 log.info("resync of %s: /state from %s failed (%s); asking event by event", room_id, server, e)
                 answer = None
             if isinstance(answer, dict):
-                for key in ("auth_chain", "pdus"):
-                    items = answer.get(key)
-                    for item in items if isinstance(items, list) else []:
-                        eid = guess_event_id(item, rv)
-                        if eid in wanted:
-                            out[eid] = item
+                out.update(await asyncio.to_thread(_pick, answer, rv, wanted))
         rest = [e for e in event_ids if e not in out]
         absent: set[str] = set()
         limit = asyncio.Semaphore(EVENT_FETCH_CONCURRENCY)
@@ -346,20 +340,14 @@ class PartialStateService:
         return out, absent
 
     async def _persist(self, origin: str, room_id: str, rv: RoomVersion, events: Mapping[str, dict]) -> None:
-        """Check and store ``events`` as outliers, each after its auth events, in chunks
-        (the room lock is held for one chunk at a time)."""
-        from .federation_events import _auth_order
-
+        """Check and store ``events`` (by event ID, as received) as outliers, each after
+        its auth events, in chunks (the room lock is held for one chunk at a time;
+        ``persist_outliers`` checks everything, a malformed event is dropped there)."""
         fed = self.hs.federation_events
-        parsed: dict[str, PDU] = {}
-        malformed: list[dict] = []
-        for eid, item in events.items():
-            decision = check_format(item, rv)
-            if decision.ok and decision.pdu.event_id == eid:
-                parsed[eid] = decision.pdu
-            else:
-                malformed.append(item)  # persist_outliers drops it, with the reason logged
-        ordered: list[dict] = malformed + [events[p.event_id] for p in _auth_order(parsed)]
+        deps = {eid: auth_event_ids_of(item) for eid, item in events.items()}
+        depth = {eid: (item.get("depth") if isinstance(item.get("depth"), int) else 0, eid)
+                 for eid, item in events.items()}
+        ordered = [events[e] for e in dependency_order(deps, depth)]
         for i in range(0, len(ordered), OUTLIER_CHUNK):
             async with self.hs.events.room_lock(room_id):
                 result = await fed.persist_outliers(origin, room_id, rv, ordered[i:i + OUTLIER_CHUNK])
@@ -381,7 +369,7 @@ class PartialStateService:
             later = await self.store.get_events_after(room_id, join_id)
             if join_id not in later:
                 return False
-            order = recompute_order({e: r.prev_event_ids for e, r in later.items()},
+            order = dependency_order({e: r.prev_event_ids for e, r in later.items()},
                                     {e: (r.depth, r.stream_ordering) for e, r in later.items()})
             outside = {p for r in later.values() for p in r.prev_event_ids if p not in later}
             outside_meta = await events.store.get_event_meta(outside)
@@ -486,6 +474,19 @@ class PartialStateService:
             room_id, row.join_event_id, current=current, new_current=new_current, same_as=same_as,
             state_events=state_events, extremities_removed=sorted(removed), extremities_added=sorted(added))
         return position
+
+
+def _pick(answer: Mapping[str, Any], rv: RoomVersion, wanted: set[str]) -> dict[str, dict]:
+    """The events of a ``/state`` answer (``pdus`` and ``auth_chain``) among ``wanted``,
+    by their event ID (computed: the answer's word is not taken for it)."""
+    out: dict[str, dict] = {}
+    for key in ("auth_chain", "pdus"):
+        items = answer.get(key)
+        for item in items if isinstance(items, list) else []:
+            eid = guess_event_id(item, rv)
+            if eid in wanted:
+                out[eid] = item
+    return out
 
 
 __all__ = ["PartialStateService", "FULL_STATE_WAIT_S"]

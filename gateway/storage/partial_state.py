@@ -41,6 +41,16 @@ class LaterEvent:
     prev_event_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class StateEventRow:
+    """A stored event's place in a state, read without its JSON."""
+
+    event_id: str
+    type: str
+    state_key: str | None
+    rejected_reason: str | None
+
+
 def _delta(base: Mapping[StateKey, str], state: Mapping[StateKey, str]) -> dict[StateKey, str | None]:
     out: dict[StateKey, str | None] = {k: v for k, v in state.items() if base.get(k) != v}
     out.update({k: None for k in base if k not in state})
@@ -112,6 +122,18 @@ class PartialStateStore:
         prevs = await self._prev_ids([r[0] for r in rows])
         return {r[0]: LaterEvent(r[0], int(r[1]), int(r[2]), None if r[3] is None else int(r[3]), r[4], bool(r[5]),
                                  tuple(prevs.get(r[0], ()))) for r in rows}
+
+    async def get_state_rows(self, event_ids: Sequence[str]) -> dict[str, StateEventRow]:
+        """Type, state key and rejection of stored events (one query per 500 IDs)."""
+        out: dict[str, StateEventRow] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for r in await self.db.fetch(
+                    "SELECT event_id, type, state_key, rejected_reason FROM events"
+                    f" WHERE event_id IN ({_placeholders(len(chunk))})", *chunk):
+                out[r[0]] = StateEventRow(r[0], r[1], r[2], r[3])
+        return out
 
     async def _prev_ids(self, event_ids: Sequence[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

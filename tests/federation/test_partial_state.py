@@ -10,10 +10,11 @@ import pytest
 
 from federation.partial_state import (
     BadStateAnswer,
+    auth_event_ids_of,
     forward_extremities,
     parse_state_ids_answer,
     partial_join_servers,
-    recompute_order,
+    dependency_order,
     resync_servers,
     retry_delay,
     state_map_of,
@@ -78,17 +79,17 @@ def test_state_map_of():
         state_map_of([Ev("$n", "m.room.name", "")])
 
 
-def test_recompute_order_follows_the_dag_not_the_depths():
+def test_dependency_order_follows_the_dag_not_the_depths():
     # J <- a <- c, J <- b <- c; b claims a lower depth than J (depths are not trusted).
     prevs = {"J": ["$outside"], "a": ["J"], "b": ["J"], "c": ["a", "b"], "d": ["c", "$outside"]}
     key = {"J": (10, 1), "a": (11, 2), "b": (1, 3), "c": (12, 4), "d": (13, 5)}
-    order = recompute_order(prevs, key)
+    order = dependency_order(prevs, key)
     assert order[0] == "J" and order[-2:] == ["c", "d"] and set(order[1:3]) == {"a", "b"}
     assert order.index("b") < order.index("a")  # ties by the sort key
 
 
-def test_recompute_order_puts_a_cycle_last():
-    order = recompute_order({"J": [], "x": ["y"], "y": ["x"]}, {"J": (1, 1), "x": (2, 2), "y": (2, 3)})
+def test_dependency_order_puts_a_cycle_last():
+    order = dependency_order({"J": [], "x": ["y"], "y": ["x"]}, {"J": (1, 1), "x": (2, 2), "y": (2, 3)})
     assert order == ["J", "x", "y"]
 
 
@@ -97,3 +98,11 @@ def test_forward_extremities_skip_refused_events():
     # b is now rejected: a is a leaf of the timeline again; c is soft-failed.
     assert forward_extremities(prevs, {"J": True, "a": True, "b": False, "c": False}) == {"a"}
     assert forward_extremities(prevs, {"J": True, "a": True, "b": True, "c": True}) == {"b", "c"}
+
+
+def test_auth_event_ids_of_both_formats_and_junk():
+    assert auth_event_ids_of({"auth_events": ["$a", "$b"]}) == ["$a", "$b"]
+    assert auth_event_ids_of({"auth_events": [["$a:x", {"sha256": "h"}], ["$b:x", {}]]}) == ["$a:x", "$b:x"]
+    assert auth_event_ids_of({"auth_events": ["$a", 3, [], [None], {"x": 1}]}) == ["$a"]
+    for junk in (None, [], {"auth_events": "nope"}, {}):
+        assert auth_event_ids_of(junk) == []
