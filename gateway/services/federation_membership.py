@@ -475,8 +475,7 @@ class FederationMembershipHandler:
         room = await self.store.get_room(room_id)
         if room is None or room.current_state_group is None:
             return False
-        members = await self.events.state.get_members(room_id, "join")
-        return any(_domain(m.user_id) == self.hs.server_name for m in members)
+        return await self.events.state.has_joined_member_of(room_id, self.hs.server_name)
 
     async def _resident_room(self, origin: str, room_id: str):
         room = await self.store.get_room(room_id)
@@ -486,8 +485,7 @@ class FederationMembershipHandler:
             # Without the room's member events we cannot answer correctly (MSC3902): the
             # asking server tries another one.
             raise MatrixError.not_found(f"This server is not fully joined to {room_id} yet; try another server")
-        members = await self.events.state.get_members(room_id, "join")
-        if not any(_domain(m.user_id) == self.hs.server_name for m in members):
+        if not await self.events.state.has_joined_member_of(room_id, self.hs.server_name):
             raise MatrixError.not_found(f"This server is not in {room_id}")
         await self.hs.federation_room_data.check_server_acl(origin, room_id)
         return room

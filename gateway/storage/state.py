@@ -279,6 +279,15 @@ class StateStore:
         return [MemberRow(*r) for r in rows]
 
 
+    async def has_joined_member_of(self, room_id: str, server_name: str) -> bool:
+        """Whether a user of ``server_name`` is joined to the room (one indexed lookup,
+        not the whole member list)."""
+        escaped = server_name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        row = await self.db.fetchrow(
+            "SELECT 1 FROM room_memberships WHERE room_id = $1 AND membership = 'join'"
+            " AND user_id LIKE $2 ESCAPE '\\' LIMIT 1", room_id, "%:" + escaped)
+        return row is not None
+
     async def forget_room(self, room_id: str, user_id: str) -> bool:
         """Mark a left (or banned) user's membership as forgotten (POST /forget): /sync then
         leaves the room out of its ``leave`` section. A later membership change clears it."""

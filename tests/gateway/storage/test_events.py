@@ -213,3 +213,20 @@ async def test_outliers_in_bulk_and_when_another_writer_stored_some_meanwhile(st
     assert metas[pdus[8].event_id].rejected_reason == "rejected: test"
     assert metas[pdus[0].event_id].rejected_reason is None
     assert await store.get_room_events(room_id, from_pos=None, backwards=True, limit=50) == []
+
+
+async def test_has_joined_member_of_matches_the_server_exactly(database):
+    state = StateStore(database)
+    rows = [("!r:x", "@a:my_host.test", "join"), ("!r:x", "@b:other.test", "join"),
+            ("!r:x", "@c:myXhost.test", "join"), ("!r:x", "@d:left.test", "leave"),
+            ("!q:x", "@e:100%.test", "join")]
+    await database.executemany(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering)"
+        " VALUES ($1, $2, $3, '$e', $2, 1)", rows)
+    assert await state.has_joined_member_of("!r:x", "my_host.test")
+    assert await state.has_joined_member_of("!r:x", "other.test")
+    assert not await state.has_joined_member_of("!r:x", "left.test")  # left: not joined
+    assert not await state.has_joined_member_of("!r:x", "host.test")  # a suffix of another name
+    assert not await state.has_joined_member_of("!r:x", "my%.test")  # LIKE wildcards are literal
+    assert not await state.has_joined_member_of("!r:x", "my__ost.test")
+    assert await state.has_joined_member_of("!q:x", "100%.test") and not await state.has_joined_member_of("!r:x", "100%.test")
