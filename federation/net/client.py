@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Mapping
 from urllib.parse import urlencode
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from ..server_discovery import ServerDiscoveryError
@@ -113,12 +114,11 @@ class FederationClient:
                     raw = await _read_at_most(resp, max_response_bytes + 1)
                     if len(raw) > max_response_bytes:
                         raise FederationRequestError(destination, "response too large", resp.status)
-                    try:
-                        parsed = json.loads(raw) if raw else None
-                    except ValueError:
-                        parsed = None
+                    parsed = _parse_json(raw) if raw else None
+                    start = bytes(raw[:200])
+                    del raw  # a big answer's buffer goes before its parsed form is used
                     if resp.status >= 300:
-                        raise FederationRequestError(destination, f"HTTP {resp.status}: {raw[:200]!r}",
+                        raise FederationRequestError(destination, f"HTTP {resp.status}: {start!r}",
                                                      resp.status, parsed)
                     if parsed is None:
                         raise FederationRequestError(destination, "answer is not JSON", resp.status)
@@ -196,13 +196,26 @@ class FederationClient:
         raise FederationRequestError(destination, f"no address answered: {what}")
 
 
-async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, stopping once ``limit`` bytes have arrived."""
-    chunks: list[bytes] = []
-    size = 0
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytearray:
+    """The body, stopping once ``limit`` bytes have arrived (one growing buffer: a
+    send_join answer of a big room is tens of MB)."""
+    body = bytearray()
     async for chunk in resp.content.iter_chunked(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
+        body += chunk
+        if len(body) >= limit:
             break
-    return b"".join(chunks)
+    return body
+
+
+def _parse_json(raw: bytes | bytearray) -> Any:
+    """The JSON of an answer, or None. orjson parses the bytes in place (no decoded copy
+    of a big answer, and faster); what it refuses but the standard library takes
+    (integers beyond 64 bits, NaN) is parsed by the latter, as before."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

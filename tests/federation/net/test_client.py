@@ -92,6 +92,11 @@ async def odd_server(tmp_path):
             return web.json_response({"errcode": "M_FORBIDDEN", "error": "no"}, status=403)
         if request.path == "/html":
             return web.Response(text="<html>")
+        if request.path == "/odd-json":  # what orjson refuses and the standard library takes
+            return web.Response(text='{"big": 123456789012345678901234567890, "nan": NaN, "s": "\\u00e9"}',
+                                content_type="application/json")
+        if request.path == "/error-html":
+            return web.Response(text="<html>" + "x" * 500, status=502)
         return web.json_response({"ok": True})
 
     app = web.Application()
@@ -117,6 +122,11 @@ async def test_limits_timeouts_and_errors(odd_server):
         assert err.value.status == 403 and err.value.body["errcode"] == "M_FORBIDDEN"
         with pytest.raises(FederationRequestError, match="not JSON"):
             await client.request("GET", server, "/html", signed=False)
+        odd = await client.request("GET", server, "/odd-json", signed=False)
+        assert odd["big"] == 123456789012345678901234567890 and odd["nan"] != odd["nan"] and odd["s"] == "\u00e9"
+        with pytest.raises(FederationRequestError) as err:
+            await client.request("GET", server, "/error-html", signed=False)
+        assert err.value.status == 502 and err.value.body is None and "b'<html>xxx" in str(err.value)
     finally:
         await client.close()
 
