@@ -112,14 +112,19 @@ class PartialResident:
 
     async def wait_for_text(self, text: str, timeout: float = 30) -> dict:
         """The first PDU our server sent it with this body."""
-        async def find():
-            while True:
-                for p in self.received:
-                    if p.get("content", {}).get("body") == text:
-                        return p
-                self.arrived.clear()
-                await self.arrived.wait()
-        return await asyncio.wait_for(find(), timeout)
+        return await until_received(self, lambda p: p.get("content", {}).get("body") == text, timeout)
+
+
+async def until_received(resident: PartialResident, match, timeout: float = 30) -> dict:
+    """The first PDU our server sent the resident that ``match`` accepts."""
+    async def find():
+        while True:
+            for p in resident.received:
+                if match(p):
+                    return p
+            resident.arrived.clear()
+            await resident.arrived.wait()
+    return await asyncio.wait_for(find(), timeout)
 
 
 def member_room(remote: FakeRemote, version: str = "10", members: int = MEMBERS) -> tuple[RoomView, list[str]]:
@@ -199,6 +204,12 @@ async def test_partial_join_flows_at_once_then_resyncs(gw, ca):
         sent = await resident.wait_for_text("hello while partial")
         assert sent["sender"] == alice.user_id
 
+        # A second user of ours joins the partial room (locally, against the partial state).
+        bob = await register(s, gw, "bob")
+        await bob.call("POST", f"/join/{q(room_id)}", {})
+        bob_join = await until_received(resident, lambda p: p.get("state_key") == bob.user_id)
+        assert bob_join["content"]["membership"] == "join"
+
         # As a resident we do not serve the room yet: joins and its state go elsewhere.
         with pytest.raises(FederationRequestError) as err:
             await remote.client.request("GET", hs.server_name, f"/_matrix/federation/v1/make_join/"
@@ -218,7 +229,7 @@ async def test_partial_join_flows_at_once_then_resyncs(gw, ca):
         assert not waiting.done()
         resident.gate.set()
         members = await asyncio.wait_for(waiting, 60)
-        expected = (set(users) - {users[2]}) | {alice.user_id}
+        expected = (set(users) - {users[2]}) | {alice.user_id, bob.user_id}
         assert set(members["joined"]) == expected
         assert members["joined"][users[0]] == {"display_name": "Creator"}
         assert not await hs.partial_state.is_partial(room_id)
