@@ -64,6 +64,7 @@ from federation.events import build_event, compute_event_id  # noqa: E402
 from federation.room_versions import get_room_version  # noqa: E402
 from federation.signing import encode_verify_key, sign_event, sign_json, signing_key_from_seed  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from tests.support.fake_remote import _server_ssl, auth_chain_of  # noqa: E402
 from tests.support.synapse import SynapseServer, ensure_synapse_installed, register_synapse_user  # noqa: E402
 from tests.support.tls import TestCA  # noqa: E402
 
@@ -224,17 +225,7 @@ class Resident:
         return state
 
     def auth_chain(self, ids) -> list[str]:
-        out: set[str] = set()
-        todo = list(ids)
-        while todo:
-            ev = self.pdus.get(todo.pop())
-            if ev is None:
-                continue
-            for a in _refs(ev["auth_events"]):
-                if a not in out:
-                    out.add(a)
-                    todo.append(a)
-        return sorted(out, key=lambda e: self.index.get(e, 0))
+        return sorted(auth_chain_of(self.pdus, ids), key=lambda e: self.index.get(e, 0))
 
     def append(self, event_id: str, pdu: dict) -> None:
         if event_id not in self.pdus:
@@ -261,8 +252,6 @@ class Resident:
         app.router.add_put(fed + "/v1/send/{txn_id}", self._send)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        from tests.support.fake_remote import _server_ssl
-
         await web.TCPSite(self._runner, "127.0.0.1", self.room.port,
                           ssl_context=_server_ssl(self.ca, f"resident-{self.room.port}")).start()
         return self

@@ -18,6 +18,7 @@ import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any, AsyncIterator
 from urllib.parse import quote
 
@@ -48,6 +49,23 @@ def _server_ssl(ca: TestCA, name: str) -> ssl.SSLContext:
 
 def client_ssl(ca: TestCA) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca.ca_path))
+
+
+def auth_chain_of(pdus: Mapping[str, dict], ids: Iterable[str]) -> set[str]:
+    """The auth chain of events (their auth events, recursively) among ``pdus`` (PDU
+    JSON by event ID; references of any room version)."""
+    out: set[str] = set()
+    todo = list(ids)
+    while todo:
+        ev = pdus.get(todo.pop())
+        if ev is None:
+            continue
+        for a in ev["auth_events"]:
+            a = a if isinstance(a, str) else a[0]
+            if a not in out:
+                out.add(a)
+                todo.append(a)
+    return out
 
 
 class FakeRemote:
@@ -140,18 +158,7 @@ class FakeRemote:
         return web.json_response({"origin": self.server_name, "origin_server_ts": 0, "pdus": [ev]})
 
     def _auth_chain(self, ids: list[str]) -> list[str]:
-        out: set[str] = set()
-        todo = list(ids)
-        while todo:
-            ev = self.pdus.get(todo.pop())
-            if ev is None:
-                continue
-            for a in ev["auth_events"]:
-                a = a if isinstance(a, str) else a[0]
-                if a not in out:
-                    out.add(a)
-                    todo.append(a)
-        return sorted(out)
+        return sorted(auth_chain_of(self.pdus, ids))
 
     async def _state_ids(self, request: web.Request) -> web.Response:
         self._log(request)
