@@ -627,9 +627,9 @@ async def main() -> None:
         for r in results:
             if r is syn:
                 continue
-            print(f"  {r.label} vs {syn.label}: full state {syn.full_s / r.full_s:.1f}x faster,"
-                  f" join returns {syn.join_s / r.join_s:.1f}x faster, peak RSS {r.hwm_kb / syn.hwm_kb:.2f}x"
-                  f" of Synapse's, CPU {syn.cpu_s / max(r.cpu_s, 0.01):.1f}x less")
+            print(f"  {r.label} vs {syn.label}: to full state {syn.full_s / r.full_s:.1f}x as fast,"
+                  f" join returns {syn.join_s / r.join_s:.2f}x as fast, peak RSS {r.hwm_kb / syn.hwm_kb:.2f}x"
+                  f" Synapse's, CPU {r.cpu_s / syn.cpu_s:.2f}x Synapse's")
 
 
 if __name__ == "__main__":
