@@ -71,6 +71,20 @@ class HomeServer:
         return RateLimiters(self.config.rate_limits)
 
     @cached_property
+    def ratelimit_overrides(self):
+        from .services.ratelimit import RateLimitOverrides
+
+        return RateLimitOverrides(self.db)
+
+    async def ratelimit_message(self, user_id: str, *, admin_redaction: bool = False) -> None:
+        """``rc_message`` for an event a local user sends (``rc_admin_redaction`` for an
+        admin's redaction), with the user's override if an admin set one: 429
+        ``M_LIMIT_EXCEEDED`` when over it."""
+        name = "rc_admin_redaction" if admin_redaction else "rc_message"
+        override = await self.ratelimit_overrides.get(user_id)
+        self.ratelimiters[name].ratelimit(user_id, limit=override)
+
+    @cached_property
     def federation_client(self):
         """Signed outbound federation requests, with the configured outbound rules."""
         from federation.net.client import FederationClient

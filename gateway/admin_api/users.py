@@ -2,7 +2,7 @@
 
 Paths: /_synapse/admin/v2/users, /v2/users/{user_id}, /v1/deactivate/{user_id},
 /v1/reset_password/{user_id}, /v1/whois/{user_id}, /v1/users/{user_id}/admin,
-/v1/server_version.
+/v1/users/{user_id}/override_ratelimit, /v1/server_version.
 """
 
 from __future__ import annotations
@@ -224,4 +224,44 @@ async def put_admin(request: web.Request) -> web.Response:
     if not body["admin"] and user_id == requester(request).user_id:
         raise MatrixError(400, Codes.UNKNOWN, "You may not demote yourself")
     await hs.auth.users.set_admin(user_id, body["admin"])
+    return json_response({})
+
+
+async def _existing_local_user(request: web.Request) -> str:
+    hs = request.app[HS]
+    user_id = _local_user_id(hs, request.match_info["user_id"])
+    if await hs.auth.users.get_user(user_id) is None:
+        raise MatrixError.not_found("User not found")
+    return user_id
+
+
+@routes.get("/v1/users/{user_id}/override_ratelimit")
+async def get_ratelimit_override(request: web.Request) -> web.Response:
+    """The user's message rate limit override, or ``{}`` when there is none."""
+    user_id = await _existing_local_user(request)
+    override = await request.app[HS].ratelimit_overrides.store.get(user_id)
+    if override is None:
+        return json_response({})
+    return json_response({"messages_per_second": override[0], "burst_count": override[1]})
+
+
+@routes.post("/v1/users/{user_id}/override_ratelimit")
+async def set_ratelimit_override(request: web.Request) -> web.Response:
+    """Override ``rc_message`` for one user (0 and 0: no limit at all)."""
+    user_id = await _existing_local_user(request)
+    body = await read_json_body(request, allow_empty=True)
+    values = {}
+    for key in ("messages_per_second", "burst_count"):
+        value = body.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MatrixError.invalid_param(f"'{key}' must be a non-negative integer")
+        values[key] = value
+    await request.app[HS].ratelimit_overrides.set(user_id, values["messages_per_second"], values["burst_count"])
+    return json_response(values)
+
+
+@routes.delete("/v1/users/{user_id}/override_ratelimit")
+async def delete_ratelimit_override(request: web.Request) -> web.Response:
+    user_id = await _existing_local_user(request)
+    await request.app[HS].ratelimit_overrides.delete(user_id)
     return json_response({})

@@ -62,6 +62,7 @@ def _target(body: dict[str, Any]) -> str:
 async def create_room(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     who = requester(request)
+    _hs(request).ratelimiters["rc_room_creation"].ratelimit(who.user_id)
     room_id = await _hs(request).rooms.create_room(who.user_id, body, requester=who, is_admin=who.is_admin)
     return json_response({"room_id": room_id})
 
@@ -70,8 +71,10 @@ async def create_room(request: web.Request) -> web.Response:
 async def send_message(request: web.Request) -> web.Response:
     hs = _hs(request)
     content = await read_json_body(request, allow_empty=False)
-    spec = EventSpec(request.match_info["event_type"], requester(request).user_id, content)
-    sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request))
+    user_id = requester(request).user_id
+    spec = EventSpec(request.match_info["event_type"], user_id, content)
+    sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request),
+                                      ratelimit=lambda: hs.ratelimit_message(user_id))
     return json_response({"event_id": sent.pdu.event_id})
 
 
@@ -82,8 +85,10 @@ async def redact(request: web.Request) -> web.Response:
     content: dict[str, Any] = {}
     if (reason := _optional_reason(body)) is not None:
         content["reason"] = reason
-    spec = EventSpec("m.room.redaction", requester(request).user_id, content, redacts=request.match_info["event_id"])
-    sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request))
+    who = requester(request)
+    spec = EventSpec("m.room.redaction", who.user_id, content, redacts=request.match_info["event_id"])
+    sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request),
+                                      ratelimit=lambda: hs.ratelimit_message(who.user_id, admin_redaction=who.is_admin))
     return json_response({"event_id": sent.pdu.event_id})
 
 
@@ -96,7 +101,7 @@ async def put_state(request: web.Request) -> web.Response:
                      request.match_info.get("state_key", ""))
     if spec.type == "m.room.canonical_alias":
         await hs.directory.check_canonical_alias(_room_id(request), content)
-    sent = await hs.events.send_event(_room_id(request), spec)
+    sent = await hs.events.send_event(_room_id(request), spec, ratelimit=lambda: hs.ratelimit_message(spec.sender))
     return json_response({"event_id": sent.pdu.event_id})
 
 
@@ -123,7 +128,7 @@ async def join(request: web.Request) -> web.Response:
     room_id, servers = await _room_and_servers(request)
     if "reason" in body:
         _optional_reason(body)
-    await _hs(request).rooms.join(requester(request).user_id, room_id, servers=servers)
+    await _hs(request).rooms.join(requester(request).user_id, room_id, servers=servers, ratelimit=True)
     return json_response({"room_id": room_id})
 
 
@@ -164,6 +169,8 @@ def _membership_action(action: str):
         body = await read_json_body(request)
         hs = _hs(request)
         await hs.events.get_room(_room_id(request))
+        if action == "invite":
+            hs.rooms.ratelimit_invite(requester(request).user_id, _room_id(request), _target(body))
         method = getattr(hs.rooms, action)
         await method(requester(request).user_id, _room_id(request), _target(body), _optional_reason(body))
         return json_response({})

@@ -155,16 +155,20 @@ class EventsService:
     # --- creating events -------------------------------------------------------
 
     async def send_event(self, room_id: str, spec: EventSpec, *, txn: tuple[str, str, str] | None = None,
-                         before_persist: BeforePersist | None = None) -> SentEvent:
+                         before_persist: BeforePersist | None = None,
+                         ratelimit: Callable[[], Awaitable[None]] | None = None) -> SentEvent:
         """Create, authorise, sign and store one event; idempotent for a ``txn``
         (user_id, device_id, txn_id). ``M_FORBIDDEN`` with the auth rule's reason.
         ``before_persist(pdu)`` runs (under the room lock) once the event is built and
         authorised and returns the event to store (same event ID, e.g. with another
-        server's signature added: a remote invite); if it raises, nothing is stored."""
+        server's signature added: a remote invite); if it raises, nothing is stored.
+        ``ratelimit()`` runs unless the ``txn`` was seen before (a retry is free)."""
         if txn is not None:
             known = await self.store.get_txn_event_id(*txn)
             if known is not None:
                 return await self._already_sent(known)
+        if ratelimit is not None:
+            await ratelimit()
         try:
             return (await self.send_events(room_id, [spec], txn=txn, before_persist=before_persist))[0]
         except IntegrityError:

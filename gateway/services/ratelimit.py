@@ -20,26 +20,29 @@ class RateLimiter:
         # key -> (tokens used, time of last update)
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def check(self, key: str, *, cost: float = 1.0, update: bool = True) -> float | None:
-        """None when allowed (and counted when ``update``); else seconds until it would be."""
-        if self.limit.per_second <= 0 and self.limit.burst_count <= 0:
+    def check(self, key: str, *, cost: float = 1.0, update: bool = True,
+              limit: RateLimit | None = None) -> float | None:
+        """None when allowed (and counted when ``update``); else seconds until it would be.
+        ``limit`` replaces the configured one for this key (a per-user override)."""
+        limit = limit or self.limit
+        if limit.per_second <= 0 and limit.burst_count <= 0:
             return None
         now = self.clock()
         used, last = self._buckets.get(key, (0.0, now))
-        used = max(0.0, used - (now - last) * self.limit.per_second)
-        if used + cost > self.limit.burst_count:
-            if self.limit.per_second <= 0:
+        used = max(0.0, used - (now - last) * limit.per_second)
+        if used + cost > limit.burst_count:
+            if limit.per_second <= 0:
                 return 3600.0
-            return (used + cost - self.limit.burst_count) / self.limit.per_second
+            return (used + cost - limit.burst_count) / limit.per_second
         if update:
             if len(self._buckets) >= self.max_keys and key not in self._buckets:
                 self._prune(now)
             self._buckets[key] = (used + cost, now)
         return None
 
-    def ratelimit(self, key: str, *, cost: float = 1.0) -> None:
+    def ratelimit(self, key: str, *, cost: float = 1.0, update: bool = True, limit: RateLimit | None = None) -> None:
         """Raise ``M_LIMIT_EXCEEDED`` (429) with ``retry_after_ms`` when over the limit."""
-        wait = self.check(key, cost=cost)
+        wait = self.check(key, cost=cost, update=update, limit=limit)
         if wait is not None:
             raise MatrixError(
                 429, Codes.LIMIT_EXCEEDED, "Too many requests", retry_after_ms=max(1, int(wait * 1000))
@@ -63,3 +66,32 @@ class RateLimiters:
         if limiter is None:
             limiter = self._limiters[name] = RateLimiter(self._limits[name], self._clock)
         return limiter
+
+
+class RateLimitOverrides:
+    """Per-user overrides of ``rc_message`` (and ``rc_admin_redaction``) set through the
+    admin API, read through a small cache: a bridge or bot may send faster."""
+
+    def __init__(self, db):
+        from ..storage.ratelimit import RateLimitOverrideStore
+
+        self.store = RateLimitOverrideStore(db)
+        self._cache: dict[str, RateLimit | None] = {}
+
+    async def get(self, user_id: str) -> RateLimit | None:
+        if user_id in self._cache:
+            return self._cache[user_id]
+        row = await self.store.get(user_id)
+        value = None if row is None else RateLimit(float(row[0]), float(row[1]))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[user_id] = value
+        return value
+
+    async def set(self, user_id: str, messages_per_second: int, burst_count: int) -> None:
+        await self.store.set(user_id, messages_per_second, burst_count)
+        self._cache.pop(user_id, None)
+
+    async def delete(self, user_id: str) -> None:
+        await self.store.delete(user_id)
+        self._cache.pop(user_id, None)

@@ -216,7 +216,7 @@ class RoomsService:
     # --- memberships -----------------------------------------------------------
 
     async def join(self, user_id: str, room_id: str, *, by_admin: bool = False,
-                   servers: Sequence[str] = ()) -> SentEvent | None:
+                   servers: Sequence[str] = (), ratelimit: bool = False) -> SentEvent | None:
         """Join a room: locally if this server takes part in it, else over federation
         through ``servers`` (the client's ``via``, the alias's servers), the inviter's
         server and the room ID's server. Returns the local event (None after a remote
@@ -233,9 +233,13 @@ class RoomsService:
             if candidates or room is None or room.current_state_group is None:
                 if room is None and not candidates:
                     raise MatrixError.not_found(f"Unknown room {room_id}")
+                if ratelimit:
+                    self._ratelimit_join(user_id, room_id, "rc_joins.remote")
                 await self.hs.federation_membership.join_remote(user_id, room_id, candidates,
                                                                 await self._join_content(user_id))
                 return None
+        if ratelimit and (current is None or current.membership != "join"):
+            self._ratelimit_join(user_id, room_id, "rc_joins.local")
         content = await self._join_content(user_id)
         fed = self.hs.federation_membership
         try:
@@ -256,6 +260,24 @@ class RoomsService:
         if authoriser is not None:
             content["join_authorised_via_users_server"] = authoriser
         return await self._member(room_id, user_id, user_id, content)
+
+    def _ratelimit_join(self, user_id: str, room_id: str, per_user: str) -> None:
+        """``rc_joins.local``/``.remote`` for the user and ``rc_joins_per_room`` for the
+        room (429 ``M_LIMIT_EXCEEDED``); nothing is counted when either refuses."""
+        limiters = self.hs.ratelimiters
+        limiters["rc_joins_per_room"].ratelimit(room_id, update=False)
+        limiters[per_user].ratelimit(user_id)
+        limiters["rc_joins_per_room"].ratelimit(room_id)
+
+    def ratelimit_invite(self, inviter: str, room_id: str, invitee: str) -> None:
+        """``rc_invites``: per room, per invited user and per inviter (429
+        ``M_LIMIT_EXCEEDED``); nothing is counted when one refuses."""
+        checks = [("rc_invites.per_room", room_id), ("rc_invites.per_user", invitee),
+                  ("rc_invites.per_issuer", inviter)]
+        for name, key in checks:
+            self.hs.ratelimiters[name].ratelimit(key, update=False)
+        for name, key in checks:
+            self.hs.ratelimiters[name].ratelimit(key)
 
     async def knock(self, user_id: str, room_id: str, *, reason: str | None = None,
                     servers: Sequence[str] = ()) -> SentEvent | None:

@@ -34,7 +34,7 @@ from federation.signing import encode_verify_key, generate_signing_key, sign_eve
 from gateway.app import build_listener_app
 from gateway.config import parse_config
 from gateway.server import HomeServer
-from tests.conftest import free_port
+from tests.conftest import GENEROUS_RATE_LIMITS, free_port
 from tests.support.tls import TestCA
 
 LOOPBACK = IPRangePolicy(whitelist=["127.0.0.0/8"])
@@ -327,8 +327,7 @@ async def local_gateway(directory: Path, database_config, ca: TestCA, extra: dic
         "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4,
         "federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
         "signing_key_path": str(directory / "signing.key"),
-        "rc_message": {"per_second": 1000, "burst_count": 1000},
-        "rc_registration": {"per_second": 1000, "burst_count": 1000},
+        **GENEROUS_RATE_LIMITS,
         **(extra or {}),
     }, config_path=str(directory / "homeserver.yaml"))
     hs = await HomeServer.open(config)

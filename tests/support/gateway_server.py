@@ -10,7 +10,7 @@ from typing import AsyncIterator, Callable
 
 from gateway.__main__ import serve
 from gateway.config import HomeserverConfig, parse_config
-from tests.conftest import free_port
+from tests.conftest import GENEROUS_RATE_LIMITS, free_port
 from tests.support.tls import TestCA
 
 
@@ -44,6 +44,7 @@ async def running_gateway(directory: Path, ca: TestCA,
         "tls_private_key_path": str(cert.key_path),
         "database": {"name": "sqlite3", "args": {"database": str(directory / "gateway.db")}},
         "signing_key_path": str(directory / "gateway.signing.key"),
+        **GENEROUS_RATE_LIMITS,
         **(extra or {}),
     }
     config = parse_config(data, config_path=str(directory / "homeserver.yaml"))

@@ -6,6 +6,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import build_listener_app
 from gateway.config import parse_config
 from gateway.server import HomeServer
+from tests.conftest import GENEROUS_RATE_LIMITS
 
 BASE_CONFIG = {
     "server_name": "hs.test",
@@ -15,8 +16,7 @@ BASE_CONFIG = {
     "registration_shared_secret": "shared-secret",
     "listeners": [{"port": 1, "resources": [{"names": ["client", "federation"]}]}],
     # Generous limits: tests that check rate limiting set their own.
-    "rc_login": {k: {"per_second": 1000, "burst_count": 1000} for k in ("address", "account", "failed_attempts")},
-    "rc_registration": {"per_second": 1000, "burst_count": 1000},
+    **GENEROUS_RATE_LIMITS,
 }
 
 
