@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -32,18 +33,30 @@ class Migration:
 
 def load_migrations(engine: str) -> list[Migration]:
     """The migrations for ``engine`` ("sqlite" or "postgres"), in order."""
+    files = resources.files(__package__).joinpath("schema").iterdir()
+    return select_migrations(((f.name, f.read_text(encoding="utf-8")) for f in files if _NAME.match(f.name)),
+                             engine)
+
+
+def select_migrations(files: Iterable[tuple[str, str]], engine: str) -> list[Migration]:
+    """Of (file name, SQL) pairs, the migrations for ``engine`` in order (an engine's own
+    variant replaces the common file). RuntimeError when the numbers are not 1..N or
+    two files take the same number (two branches each added one: applying only one
+    would silently lose the other)."""
     common: dict[int, tuple[str, str]] = {}
     specific: dict[int, tuple[str, str]] = {}
-    for entry in resources.files(__package__).joinpath("schema").iterdir():
-        m = _NAME.match(entry.name)
+    for filename, text in files:
+        m = _NAME.match(filename)
         if not m:
             continue
         version, name, variant = int(m.group(1)), m.group(2), m.group(3)
-        text = entry.read_text(encoding="utf-8")
-        if variant is None:
-            common[version] = (name, text)
-        elif variant == engine:
-            specific[version] = (name, text)
+        target = common if variant is None else specific if variant == engine else None
+        if target is None:
+            continue
+        if version in target and target[version][0] != name:
+            raise RuntimeError(f"two schema migrations are numbered {version:04d}: "
+                               f"{target[version][0]} and {name}")
+        target[version] = (name, text)
     versions = sorted(set(common) | set(specific))
     if versions != list(range(1, len(versions) + 1)):
         raise RuntimeError(f"schema migrations are not numbered 1..N: {versions}")

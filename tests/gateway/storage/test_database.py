@@ -101,3 +101,15 @@ def test_sql_helpers():
     assert to_sqlite_sql("SELECT $1, '$2', $10") == "SELECT ?1, '$2', ?10"
     script = "-- comment\nCREATE TABLE a (x INT);\n\nCREATE INDEX i ON a (x);\n"
     assert split_sql_script(script) == ["CREATE TABLE a (x INT)", "CREATE INDEX i ON a (x)"]
+
+
+def test_migrations_must_be_numbered_once_each():
+    from gateway.storage.migrations import select_migrations
+
+    files = [("0001_a.sql", "A"), ("0002_b.sql", "B"), ("0002_b.postgres.sql", "B-pg"), ("README", "x")]
+    assert [(m.version, m.sql) for m in select_migrations(files, "postgres")] == [(1, "A"), (2, "B-pg")]
+    assert [(m.version, m.sql) for m in select_migrations(files, "sqlite")] == [(1, "A"), (2, "B")]
+    with pytest.raises(RuntimeError, match="two schema migrations are numbered 0002: b and c"):
+        select_migrations(files + [("0002_c.sql", "C")], "sqlite")
+    with pytest.raises(RuntimeError, match="not numbered 1..N"):
+        select_migrations([("0001_a.sql", "A"), ("0003_c.sql", "C")], "sqlite")
