@@ -26,8 +26,20 @@ and with partial state (the default); Synapse joins with partial state (its defa
         [--engines sqlite,postgres] [--synapse-engine sqlite] [--no-synapse]
         [--no-gateway-partial] [--requests]
 
-``BENCH_PROFILE=out.prof`` runs our server under cProfile (see bench/client_load.py).
-Numbers only: nothing here asserts a timing.
+``BENCH_PROFILE=out.prof`` runs our server under cProfile (see bench/client_load.py);
+``BENCH_PY_SPY=prefix`` samples it with py-spy (if installed in .cache/venv);
+``BENCH_THREAD_CPU=1`` prints its CPU seconds by thread. Numbers only: nothing here
+asserts a timing.
+
+Measured (2 shared cores, N=20000, room v10, machine fairly quiet): to full state, ours
+14.0 s on SQLite and 12.5 s on PostgreSQL (a partial join returns in 0.25 s and has every
+member after 16.7 s / 13.8 s), Synapse (SQLite, partial) 62.6 s: 4.5x and 5.0x; peak RSS
+266 / 264 MiB against Synapse's 357 MiB (0.75x); CPU 12.4 / 10.7 s against 52.7 s. Before
+the bulk paths (checks in threads, slices written while the next is checked, COPY,
+orjson), the same join took 15-20 s on SQLite and 19-25 s on PostgreSQL, 290-296 MiB.
+What is left is per-event Python work (format, ed25519 ~72 us, hashes, auth: ~7 s of CPU
+for 40k events) and the parsed send_join answer (~110 MB of dicts for 40k events, parsed
+at once), which sets the peak RSS: a third of Synapse's needs a streamed answer.
 """
 
 from __future__ import annotations
