@@ -126,6 +126,9 @@ async def test_first_resident_cannot_authorise_so_the_next_one_does(three, caplo
     await _join(alice, room, c.server_name)
     await cyril.sync_until(member_event(room, alice.user_id, "join"))
     assert await _authoriser(alice, room, alice.user_id) == cyril.user_id
+    # A joined with partial state: /joined_members answers once A has the full state, and
+    # only then does A answer make_join as a resident (before, it sends askers elsewhere).
+    assert alice.user_id in (await alice.call("GET", f"/rooms/{q(room)}/joined_members"))["joined"]
 
     # Bob asks A first: A sees him in the space but nobody on A may invite.
     assert await _join(bob, room, a.server_name, c.server_name) == {"room_id": room}
@@ -140,6 +143,7 @@ async def test_first_resident_cannot_authorise_so_the_next_one_does(three, caplo
     await cyril.call("POST", f"/rooms/{q(room2)}/invite", {"user_id": alice.user_id})
     await alice.sync_until(lambda body: room2 in body.get("rooms", {}).get("invite", {}))
     await _join(alice, room2)
+    assert alice.user_id in (await alice.call("GET", f"/rooms/{q(room2)}/joined_members"))["joined"]
     await _join(carol, space_c, c.server_name)
     caplog.clear()
     assert await _join(carol, room2, a.server_name, c.server_name) == {"room_id": room2}
