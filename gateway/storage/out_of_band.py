@@ -12,7 +12,7 @@ from federation.events import PDU
 
 from .database import Database
 from .events import encode_pdu_json
-from .state import next_position
+from .state import next_position, upsert_membership
 
 
 class OutOfBandStore:
@@ -22,9 +22,6 @@ class OutOfBandStore:
     async def store_membership(self, pdu: PDU, *, received_ts: int) -> int:
         """Store the membership event (replacing an outlier copy) and point the target's
         membership row at it; returns the events-stream position taken."""
-        content = pdu.content
-        membership = content.get("membership")
-        displayname, avatar_url = content.get("displayname"), content.get("avatar_url")
         async with self.db.transaction() as txn:
             position = await next_position(txn, "events", 1)
             await txn.execute("DELETE FROM events WHERE event_id = $1 AND outlier = TRUE", pdu.event_id)
@@ -35,16 +32,6 @@ class OutOfBandStore:
                 pdu.event_id, position, pdu.room_id, pdu.type, pdu.state_key, pdu.sender, pdu.depth,
                 pdu.origin_server_ts, received_ts, encode_pdu_json(pdu),
             )
-            await txn.execute(
-                "INSERT INTO room_memberships"
-                " (room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
-                " event_id = excluded.event_id, sender = excluded.sender,"
-                " stream_ordering = excluded.stream_ordering, displayname = excluded.displayname,"
-                " avatar_url = excluded.avatar_url, forgotten = FALSE",
-                pdu.room_id, pdu.state_key, membership if isinstance(membership, str) else "leave", pdu.event_id,
-                pdu.sender, position, displayname if isinstance(displayname, str) else None,
-                avatar_url if isinstance(avatar_url, str) else None,
-            )
+            await upsert_membership(txn, room_id=pdu.room_id, user_id=pdu.state_key, event_id=pdu.event_id,
+                                    sender=pdu.sender, stream_ordering=position, content=pdu.content)
         return position

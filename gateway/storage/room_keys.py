@@ -124,14 +124,7 @@ class RoomKeyStore:
 
     async def get_keys(self, user_id: str, version: int, room_id: str | None = None,
                        session_id: str | None = None) -> list[RoomKey]:
-        args: list[Any] = [user_id, version]
-        where = "user_id = $1 AND version = $2"
-        if room_id is not None:
-            args.append(room_id)
-            where += " AND room_id = $3"
-            if session_id is not None:
-                args.append(session_id)
-                where += " AND session_id = $4"
+        where, args = _key_filter(user_id, version, room_id, session_id)
         rows = await self.db.fetch(
             "SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data"
             f" FROM e2e_room_keys WHERE {where} ORDER BY room_id, session_id", *args)
@@ -139,14 +132,7 @@ class RoomKeyStore:
 
     async def delete_keys(self, user_id: str, version: int, room_id: str | None = None,
                           session_id: str | None = None) -> tuple[int, int]:
-        args: list[Any] = [user_id, version]
-        where = "user_id = $1 AND version = $2"
-        if room_id is not None:
-            args.append(room_id)
-            where += " AND room_id = $3"
-            if session_id is not None:
-                args.append(session_id)
-                where += " AND session_id = $4"
+        where, args = _key_filter(user_id, version, room_id, session_id)
         async with self.db.transaction() as txn:
             n = await txn.execute(f"DELETE FROM e2e_room_keys WHERE {where}", *args)
             if n:
@@ -155,3 +141,17 @@ class RoomKeyStore:
             etag = await txn.fetchval("SELECT etag FROM e2e_room_keys_versions WHERE user_id = $1 AND version = $2",
                                       user_id, version)
             return int(etag or 0), await self.count(user_id, version, txn)
+
+
+def _key_filter(user_id: str, version: int, room_id: str | None, session_id: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) for a backup's keys: all of them, a room's,
+    or one session's (``session_id`` only counts with a ``room_id``)."""
+    args: list[Any] = [user_id, version]
+    where = "user_id = $1 AND version = $2"
+    if room_id is not None:
+        args.append(room_id)
+        where += " AND room_id = $3"
+        if session_id is not None:
+            args.append(session_id)
+            where += " AND session_id = $4"
+    return where, args

@@ -85,6 +85,27 @@ async def next_position(conn: Connection, stream_name: str, step: int = 1) -> in
     return int(value)
 
 
+async def upsert_membership(conn: Connection, *, room_id: str, user_id: str, event_id: str, sender: str,
+                            stream_ordering: int, content: Mapping[str, Any]) -> None:
+    """Inside a transaction: point the user's ``room_memberships`` row at a member event
+    (its membership, display name and avatar; "leave" if the membership is not a string)."""
+    membership = content.get("membership")
+    displayname = content.get("displayname")
+    avatar_url = content.get("avatar_url")
+    await conn.execute(
+        "INSERT INTO room_memberships"
+        " (room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
+        " event_id = excluded.event_id, sender = excluded.sender,"
+        " stream_ordering = excluded.stream_ordering, displayname = excluded.displayname,"
+        " avatar_url = excluded.avatar_url, forgotten = FALSE",
+        room_id, user_id, membership if isinstance(membership, str) else "leave", event_id, sender,
+        stream_ordering, displayname if isinstance(displayname, str) else None,
+        avatar_url if isinstance(avatar_url, str) else None,
+    )
+
+
 class StateStore:
     def __init__(self, db: Database, *, cache_size: int = 2000):
         self.db = db
@@ -227,21 +248,8 @@ class StateStore:
             stream_ordering, room_id, key[0], key[1], event_id, prev_event_id,
         )
         if key[0] == "m.room.member":
-            membership = content.get("membership")
-            displayname = content.get("displayname")
-            avatar_url = content.get("avatar_url")
-            await conn.execute(
-                "INSERT INTO room_memberships"
-                " (room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
-                " event_id = excluded.event_id, sender = excluded.sender,"
-                " stream_ordering = excluded.stream_ordering, displayname = excluded.displayname,"
-                " avatar_url = excluded.avatar_url, forgotten = FALSE",
-                room_id, key[1], membership if isinstance(membership, str) else "leave", event_id, sender,
-                stream_ordering, displayname if isinstance(displayname, str) else None,
-                avatar_url if isinstance(avatar_url, str) else None,
-            )
+            await upsert_membership(conn, room_id=room_id, user_id=key[1], event_id=event_id, sender=sender,
+                                    stream_ordering=stream_ordering, content=content)
         elif key[1] == "" and key[0] in ROOM_STATS_FIELDS:
             column, content_key = ROOM_STATS_FIELDS[key[0]]
             value = content.get(content_key)
