@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -261,41 +262,48 @@ async def run_load(url: str, tokens: list[str], user_ids: list[str], rooms: int,
         await asyncio.gather(*syncs, return_exceptions=True)
 
 
-async def bench_one(server: str, engine: str, args, workdir: Path) -> Result:
-    label = f"{server}/{engine}"
-    directory = workdir / label.replace("/", "-")
-    directory.mkdir(parents=True)
+@contextlib.asynccontextmanager
+async def running_server(server: str, engine: str, directory: Path, synapse_extra: dict | None = None):
+    """A benchmark's server ("gateway" or "synapse") on ``engine`` as its own process, with
+    a fresh PostgreSQL database when asked; stopped and dropped afterwards."""
     pg_name = None
     if engine == "postgres":
         pg_name, pg_args = await _create_pg_database(c_locale=server == "synapse")
     try:
+        db_file = directory / ("gateway.db" if server == "gateway" else "homeserver.db")
+        db = ({"name": "sqlite3", "args": {"database": str(db_file)}} if engine == "sqlite"
+              else {"name": "psycopg2", "args": {**pg_args, "cp_min": 2, "cp_max": 10}})
         if server == "gateway":
-            db = ({"name": "sqlite3", "args": {"database": str(directory / "gateway.db")}} if engine == "sqlite"
-                  else {"name": "psycopg2", "args": {**pg_args, "cp_min": 2, "cp_max": 10}})
             proc = GatewayProcess(directory, db)
             await proc.start()
         else:
-            db = ({"name": "sqlite3", "args": {"database": str(directory / "homeserver.db")}} if engine == "sqlite"
-                  else {"name": "psycopg2", "args": {**pg_args, "cp_min": 2, "cp_max": 10}})
             proc = SynapseServer(directory, TestCA(directory / "ca"))
-            await proc.start(extra={"database": db, "bcrypt_rounds": 4})
+            await proc.start(extra={"database": db, "bcrypt_rounds": 4, **(synapse_extra or {})})
         try:
-            tokens, user_ids = [], []
-            for i in range(args.users):
-                tokens.append(await register_synapse_user(proc, f"user{i}", password="bench-pass"))
-                user_ids.append(f"@user{i}:" + ("bench.test" if server == "gateway" else proc.server_name))
-            result = Result(label)
-            cpu0, client0 = cpu_seconds(proc.proc.pid), time.process_time()
-            await run_load(proc.client_url, tokens, user_ids, args.rooms, args.messages, result)
-            result.server_cpu_s = cpu_seconds(proc.proc.pid) - cpu0
-            result.client_cpu_s = time.process_time() - client0
-            result.rss_kb, result.hwm_kb = rss_kb(proc.proc.pid)
-            return result
+            yield proc
         finally:
             await proc.stop()
     finally:
         if pg_name:
             await _drop_pg_database(pg_name)
+
+
+async def bench_one(server: str, engine: str, args, workdir: Path) -> Result:
+    label = f"{server}/{engine}"
+    directory = workdir / label.replace("/", "-")
+    directory.mkdir(parents=True)
+    async with running_server(server, engine, directory) as proc:
+        tokens, user_ids = [], []
+        for i in range(args.users):
+            tokens.append(await register_synapse_user(proc, f"user{i}", password="bench-pass"))
+            user_ids.append(f"@user{i}:" + ("bench.test" if server == "gateway" else proc.server_name))
+        result = Result(label)
+        cpu0, client0 = cpu_seconds(proc.proc.pid), time.process_time()
+        await run_load(proc.client_url, tokens, user_ids, args.rooms, args.messages, result)
+        result.server_cpu_s = cpu_seconds(proc.proc.pid) - cpu0
+        result.client_cpu_s = time.process_time() - client0
+        result.rss_kb, result.hwm_kb = rss_kb(proc.proc.pid)
+        return result
 
 
 def describe(r: Result) -> str:

@@ -26,12 +26,9 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.client_load import (  # noqa: E402
-    GatewayProcess, _create_pg_database, _drop_pg_database, cpu_seconds, pct,
-)
+from bench.client_load import cpu_seconds, pct, running_server  # noqa: E402
 from federation.signing import encode_verify_key, sign_json, signing_key_from_seed  # noqa: E402
-from tests.support.synapse import SynapseServer, register_synapse_user  # noqa: E402
-from tests.support.tls import TestCA  # noqa: E402
+from tests.support.synapse import register_synapse_user  # noqa: E402
 
 
 @dataclass
@@ -116,33 +113,14 @@ async def bench_one(server: str, engine: str, args, workdir: Path) -> Result:
     label = f"{server}/{engine}"
     directory = workdir / label.replace("/", "-")
     directory.mkdir(parents=True)
-    pg_name = None
-    if engine == "postgres":
-        pg_name, pg_args = await _create_pg_database(c_locale=server == "synapse")
-    try:
-        if server == "gateway":
-            db = ({"name": "sqlite3", "args": {"database": str(directory / "gateway.db")}} if engine == "sqlite"
-                  else {"name": "psycopg2", "args": {**pg_args, "cp_min": 2, "cp_max": 10}})
-            proc = GatewayProcess(directory, db)
-            await proc.start()
-        else:
-            db = ({"name": "sqlite3", "args": {"database": str(directory / "homeserver.db")}} if engine == "sqlite"
-                  else {"name": "psycopg2", "args": {**pg_args, "cp_min": 2, "cp_max": 10}})
-            proc = SynapseServer(directory, TestCA(directory / "ca"))
-            await proc.start(extra={"database": db, "bcrypt_rounds": 4,
-                                    "rc_key_requests": {"per_second": 100000, "burst_count": 100000}})
-        try:
-            tokens = [await register_synapse_user(proc, f"user{i}", password="bench-pass") for i in range(args.users)]
-            result = Result(label)
-            cpu0 = cpu_seconds(proc.proc.pid)
-            await run(proc.client_url, tokens, args, result)
-            result.server_cpu_s = cpu_seconds(proc.proc.pid) - cpu0
-            return result
-        finally:
-            await proc.stop()
-    finally:
-        if pg_name:
-            await _drop_pg_database(pg_name)
+    high = {"rc_key_requests": {"per_second": 100000, "burst_count": 100000}}
+    async with running_server(server, engine, directory, synapse_extra=high) as proc:
+        tokens = [await register_synapse_user(proc, f"user{i}", password="bench-pass") for i in range(args.users)]
+        result = Result(label)
+        cpu0 = cpu_seconds(proc.proc.pid)
+        await run(proc.client_url, tokens, args, result)
+        result.server_cpu_s = cpu_seconds(proc.proc.pid) - cpu0
+        return result
 
 
 def describe(r: Result) -> str:
