@@ -191,16 +191,7 @@ async def whois(request: web.Request) -> web.Response:
     user_id = _local_user_id(hs, request.match_info["user_id"])
     if await hs.auth.users.get_user(user_id) is None:
         raise MatrixError.not_found("User not found")
-    devices = await hs.auth.devices.list_devices(user_id)
-    return json_response({
-        "user_id": user_id,
-        "devices": {
-            d.device_id: {"sessions": [{"connections": [
-                {"ip": d.last_seen_ip, "last_seen": d.last_seen_ts, "user_agent": None}
-            ]}]}
-            for d in devices
-        },
-    })
+    return json_response(await hs.auth.client_ips.whois(user_id))
 
 
 @routes.get("/v1/users/{user_id}/admin")

@@ -9,6 +9,7 @@ from ..http import json_response
 from ..server import HomeServer
 from . import account, directory, event_context, login, openid, profile, push_rules, register, rooms, user_directory
 from . import account_data, keys, media, receipts, room_keys, sync, to_device, typing
+from . import admin, mutual_rooms
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -33,6 +34,8 @@ def build_app(hs: HomeServer) -> web.Application:
                           user_directory.routes, sync.routes, typing.routes, receipts.routes,
                           account_data.routes, media.routes, keys.routes, room_keys.routes,
                           to_device.routes):
+        app.add_routes(module_routes)
+    for module_routes in (admin.routes, mutual_rooms.routes):
         app.add_routes(module_routes)
     if hs.config.media.url_preview_enabled:
         app.add_routes(media.preview_routes)

@@ -53,6 +53,8 @@ def token_auth_middleware(*, admin_only: bool):
             if expired:
                 raise MatrixError(403, "ORG_MATRIX_EXPIRED_ACCOUNT", "This account has expired")
         request[REQUESTER] = found
+        await request.app[HS].auth.client_ips.seen(found.user_id, found.device_id, request.remote,
+                                                   request.headers.get("User-Agent"))
         return await handler(request)
 
     return middleware

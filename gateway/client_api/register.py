@@ -87,6 +87,22 @@ async def get_available(request: web.Request) -> web.Response:
     return json_response({"available": True})
 
 
+@routes.get("/v1/register/m.login.registration_token/validity")
+@routes.get("/unstable/org.matrix.msc3231/register/org.matrix.msc3231.login.registration_token/validity")
+@public
+async def registration_token_validity(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1registermloginregistration_tokenvalidity
+    (rate limited per address by ``rc_registration_token_validity``: tokens must not be guessable)."""
+    hs = request.app[HS]
+    hs.ratelimiters["rc_registration_token_validity"].ratelimit(request.remote or "")
+    if not hs.config.enable_registration:
+        raise MatrixError.forbidden("Registration has been disabled")
+    token = request.query.get("token")
+    if token is None:
+        raise MatrixError.missing_param("'token' is required")
+    return json_response({"valid": await hs.auth.store.registration_token_valid(token, hs.clock_ms())})
+
+
 @routes.post("/{ver:(r0|v3)}/register")
 @public
 async def post_register(request: web.Request) -> web.Response:

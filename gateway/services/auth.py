@@ -14,8 +14,10 @@ from ..http import Codes, MatrixError
 from ..passwords import check_password
 from ..server import HomeServer
 from ..storage.auth import AuthStore
+from ..storage.client_ips import ClientIpStore
 from ..storage.devices import DeviceStore
 from ..storage.users import UserStore
+from .client_ips import ClientIps
 
 #: How long an ``m.login.token`` stays valid (SSO hands these to clients).
 LOGIN_TOKEN_LIFETIME_MS = 2 * 60 * 1000
@@ -55,6 +57,8 @@ class AuthService:
         self.users = UserStore(hs.db)
         self.devices = DeviceStore(hs.db)
         self.store = AuthStore(hs.db)
+        #: Where and with which client devices connect (whois, devices' last_seen_*).
+        self.client_ips = ClientIps(ClientIpStore(hs.db), self.devices, lambda: hs.clock_ms())
 
     async def get_requester(self, token: str) -> Requester:
         """The owner of an access token, or ``M_UNKNOWN_TOKEN``."""

@@ -287,6 +287,17 @@ class StateStore:
         return [MemberRow(*r) for r in rows]
 
 
+    async def get_mutual_rooms(self, user_id: str, other: str, *, after: str | None,
+                               limit: int) -> tuple[list[str], int]:
+        """Rooms both users are joined to, by room ID from after ``after``: up to
+        ``limit`` of them, and how many there are in all."""
+        shared = ("FROM room_memberships a JOIN room_memberships b ON b.room_id = a.room_id"
+                  " WHERE a.user_id = $1 AND a.membership = 'join' AND b.user_id = $2 AND b.membership = 'join'")
+        count = await self.db.fetchval(f"SELECT COUNT(*) {shared}", user_id, other)
+        rows = await self.db.fetch(f"SELECT a.room_id {shared} AND a.room_id > $3 ORDER BY a.room_id LIMIT $4",
+                                   user_id, other, after or "", limit)
+        return [r[0] for r in rows], int(count or 0)
+
     async def has_joined_member_of(self, room_id: str, server_name: str) -> bool:
         """Whether a user of ``server_name`` is joined to the room (one indexed lookup,
         not the whole member list)."""
