@@ -136,6 +136,24 @@ class HomeServer:
         return RoomsService(self)
 
     @cached_property
+    def room_upgrades(self):
+        """Room upgrades and the settings that follow users into replacement rooms."""
+        from .services.room_upgrades import RoomUpgradeService
+
+        return RoomUpgradeService(server_name=self.server_name, events=self.events, rooms=self.rooms,
+                                  directory=self.directory, account_data_store=self.account_data.store,
+                                  push=self.push, notifier=self.notifier, modules=self.modules.callbacks,
+                                  clock_ms=self.clock_ms)
+
+    @cached_property
+    def reports(self):
+        """Reports of events, rooms and users, for the admins."""
+        from .services.reports import ReportsService
+
+        return ReportsService(server_name=self.server_name, db=self.db, events=self.events, users=self.rooms.users,
+                              ratelimiter=self.ratelimiters["rc_reports"], clock_ms=self.clock_ms)
+
+    @cached_property
     def room_admin(self):
         """Room administration (listing, blocking, shutting down, purging)."""
         from .services.room_admin import RoomAdminService

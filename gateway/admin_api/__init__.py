@@ -6,13 +6,13 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..server import HomeServer
-from . import federation, media, register, registration_tokens, rooms, server_notices, users
+from . import federation, media, register, registration_tokens, reports, rooms, server_notices, users
 from ..client_api.auth import token_auth_middleware
 
 
 def build_app(hs: HomeServer) -> web.Application:
     app = web.Application(middlewares=[token_auth_middleware(admin_only=True)])
     app[HS] = hs
-    for module in (register, users, registration_tokens, rooms, server_notices, federation, media):
+    for module in (register, users, registration_tokens, rooms, server_notices, federation, media, reports):
         app.add_routes(module.routes)
     return app

@@ -426,6 +426,7 @@ _RATE_LIMIT_DEFAULTS: dict[str, tuple[float, float]] = {
     "rc_key_requests": (20, 100),
     "rc_media_create": (10, 50),
     "rc_delayed_event_mgmt": (1, 5),
+    "rc_reports": (1, 5),
 }
 
 

@@ -188,6 +188,8 @@ class EventsService:
         before_persist: BeforePersist | None = None,
     ) -> list[SentEvent]:
         """Append events to a room's timeline, in order, in one transaction."""
+        for spec in specs:
+            _check_local_content(room_id, spec)
         async with self.room_lock(room_id):
             for attempt in range(_RETRIES):
                 cached = self._heads.get(room_id)
@@ -485,6 +487,20 @@ class EventsService:
                     or (hv == "invited" and mem == "invite")):
                 out.append(e)
         return out
+
+
+def _check_local_content(room_id: str, spec: EventSpec) -> None:
+    """What this server refuses to send whatever the auth rules say: a tombstone is a
+    state event naming a replacement room other than its own (as Synapse checks).
+    https://spec.matrix.org/latest/client-server-api/#mroomtombstone"""
+    if spec.type == "m.room.tombstone":
+        if spec.state_key is None:
+            raise MatrixError.bad_json("m.room.tombstone must be a state event")
+        target = spec.content.get("replacement_room")
+        if not isinstance(target, str):
+            raise MatrixError.bad_json("A tombstone needs a 'replacement_room'")
+        if target == room_id:
+            raise MatrixError.bad_json("A tombstone cannot point at the room it is sent in")
 
 
 def _auth_relevant(current: Mapping[StateKey, str], specs: Sequence[EventSpec]) -> set[str]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from federation.auth_rules import get_notification_level, get_user_power_level
 from federation.ids import is_valid_user_id
+from federation.room_upgrades import push_rule_for_room
 from federation.push_rules import (
     KINDS,
     CompiledRule,
@@ -246,6 +247,26 @@ class PushService:
         elif not await self.rules.set_user_rule_field(user_id, kind, rule_id, **change):
             raise MatrixError.not_found("The push rule was not found")
         await self._changed(user_id)
+
+    async def copy_room_rules(self, user_id: str, old_room_id: str, new_room_id: str) -> None:
+        """A room upgrade: the user's rules about the old room get copies about the new
+        one, placed just before them (rules the user already has are left alone)."""
+        own = (await self.rules.get_user_rules([user_id]))[user_id]
+        existing = {(r.kind, r.rule_id) for r in own}
+        copied = False
+        for rule in own:
+            copy = push_rule_for_room(rule.kind, rule.rule_id, rule.conditions, old_room_id, new_room_id)
+            if copy is None or (rule.kind, copy[0]) in existing:
+                continue
+            new_id, conditions = copy
+            await self.rules.put_rule(user_id, rule.kind, new_id, conditions=conditions, pattern=rule.pattern,
+                                      actions=rule.actions, before=rule.rule_id, after=None)
+            if not rule.enabled:
+                await self.rules.set_user_rule_field(user_id, rule.kind, new_id, enabled=False)
+            existing.add((rule.kind, new_id))
+            copied = True
+        if copied:
+            await self._changed(user_id)
 
     # --- evaluation ------------------------------------------------------------------
 

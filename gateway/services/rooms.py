@@ -87,7 +87,7 @@ def default_power_levels(
     }
 
 
-def _random_room_id(server_name: str) -> str:
+def random_room_id(server_name: str) -> str:
     opaque = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
     return f"!{opaque}:{server_name}"
 
@@ -181,7 +181,7 @@ class RoomsService:
         specs.append(EventSpec("m.room.power_levels", user_id, state.pop(("m.room.power_levels", "")), ""))
         specs += [EventSpec(t, user_id, c, sk) for (t, sk), c in state.items()]
 
-        room_id = None if rv.room_id_from_create_event else _random_room_id(self.hs.server_name)
+        room_id = None if rv.room_id_from_create_event else random_room_id(self.hs.server_name)
         room_id, sent = await self.events.create_room(rv, specs, creator=user_id, is_public=publish,
                                                       room_id=room_id)
         if alias is not None:
@@ -220,7 +220,14 @@ class RoomsService:
         """Join a room: locally if this server takes part in it, else over federation
         through ``servers`` (the client's ``via``, the alias's servers), the inviter's
         server and the room ID's server. Returns the local event (None after a remote
-        join)."""
+        join). A room that replaced another (an upgrade) brings the user's settings
+        along (gateway/services/room_upgrades.py)."""
+        sent = await self._join(user_id, room_id, by_admin=by_admin, servers=servers, ratelimit=ratelimit)
+        await self.hs.room_upgrades.on_joined(user_id, room_id, remote_join=sent is None)
+        return sent
+
+    async def _join(self, user_id: str, room_id: str, *, by_admin: bool, servers: Sequence[str],
+                    ratelimit: bool) -> SentEvent | None:
         await self.hs.room_admin.check_not_blocked(room_id)
         room = await self.events.store.get_room(room_id)
         current = await self.events.state.get_membership(room_id, user_id) if room is not None else None
@@ -382,6 +389,10 @@ class RoomsService:
                 out.append({"type": pdu.type, "state_key": pdu.state_key, "content": pdu.content,
                             "sender": pdu.sender})
         return out
+
+    async def join_content(self, user_id: str) -> dict[str, Any]:
+        """The content of a local user's join event (with their profile)."""
+        return await self._join_content(user_id)
 
     async def _join_content(self, user_id: str) -> dict[str, Any]:
         profile = await self.profiles.get_profile(user_id) or {}

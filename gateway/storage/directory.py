@@ -87,6 +87,11 @@ class DirectoryStore:
         )
         return [r[0] for r in rows]
 
+    async def move_aliases(self, old_room_id: str, new_room_id: str) -> int:
+        """Point every alias of one room at another (a room upgrade); returns how many."""
+        return await self.db.execute("UPDATE room_aliases SET room_id = $2 WHERE room_id = $1",
+                                     old_room_id, new_room_id)
+
     # --- public rooms --------------------------------------------------------------
 
     async def set_room_public(self, room_id: str, public: bool) -> None:
