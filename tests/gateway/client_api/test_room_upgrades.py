@@ -15,6 +15,7 @@ from tests.gateway.federation_api.test_auth import fake, signed  # noqa: F401
 
 from .conftest import auth_header, register
 from .test_directory import get_alias, put_alias, put_state
+from .test_push_rules import put
 from .test_rooms import create, get, post, send
 
 C = "/_matrix/client/v3"
@@ -36,11 +37,6 @@ async def state_of(client, token, room_id) -> dict:
     status, events = await get(client, token, f"/rooms/{room_id}/state")
     assert status == 200, events
     return {(e["type"], e["state_key"]): e for e in events}
-
-
-async def put(client, token, path, body):
-    resp = await client.put(f"{C}{path}", json=body, headers=auth_header(token))
-    return resp.status, await resp.json()
 
 
 @pytest.fixture
