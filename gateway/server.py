@@ -168,6 +168,17 @@ class HomeServer:
         return DirectoryService(self)
 
     @cached_property
+    def spaces(self):
+        """The space hierarchy (clients and other servers) and room summaries."""
+        from .services.spaces import SpacesService
+        from .storage.spaces import SpacesStore
+
+        return SpacesService(server_name=self.server_name, store=SpacesStore(self.db),
+                             summaries=self.directory.store, events=self.events, directory=self.directory,
+                             room_data=self.federation_room_data, federation_client=self.federation_client,
+                             clock_ms=lambda: self.clock_ms())
+
+    @cached_property
     def modules(self):
         """The configured modules and the callbacks they registered (gateway/modules/)."""
         from .modules import load_modules

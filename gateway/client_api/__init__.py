@@ -9,7 +9,7 @@ from ..http import json_response
 from ..server import HomeServer
 from . import account, directory, event_context, login, openid, profile, push_rules, register, rooms, user_directory
 from . import account_data, keys, media, receipts, room_keys, sync, to_device, typing
-from . import admin, mutual_rooms
+from . import admin, mutual_rooms, spaces
 from . import report_content, room_upgrades
 from .auth import access_token_middleware, public
 
@@ -36,7 +36,7 @@ def build_app(hs: HomeServer) -> web.Application:
                           account_data.routes, media.routes, keys.routes, room_keys.routes,
                           to_device.routes, room_upgrades.routes, report_content.routes):
         app.add_routes(module_routes)
-    for module_routes in (admin.routes, mutual_rooms.routes):
+    for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes):
         app.add_routes(module_routes)
     if hs.config.media.url_preview_enabled:
         app.add_routes(media.preview_routes)

@@ -9,6 +9,7 @@ from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
 from . import media, membership, public_rooms, query, room_data, transactions, user_keys
+from . import spaces
 from .auth import public, x_matrix_middleware
 
 routes = web.RouteTableDef()
@@ -32,4 +33,5 @@ def build_app(hs: HomeServer) -> web.Application:
     app.add_routes(room_data.routes)
     app.add_routes(membership.routes)
     app.add_routes(user_keys.routes)
+    app.add_routes(spaces.routes)
     return app

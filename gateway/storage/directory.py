@@ -35,6 +35,8 @@ class RoomSummary:
     guest_access: str | None
     room_type: str | None
     num_joined_members: int
+    encryption: str | None = None
+    room_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,13 @@ class DirectoryStore:
         sql += f" LIMIT {arg(int(limit) if limit is not None else 2**31)} OFFSET {arg(int(offset))}"
         rows = await self.db.fetch(sql, *args)
         return [RoomSummary(*r[:9], int(r[9])) for r in rows]
+
+    async def get_room_summary(self, room_id: str) -> RoomSummary | None:
+        """One room's summary (with its encryption and room version), published or not."""
+        row = await self.db.fetchrow(
+            f"SELECT {_SUMMARY_COLUMNS}, s.encryption, r.room_version FROM rooms r"
+            " LEFT JOIN room_stats_state s ON s.room_id = r.room_id WHERE r.room_id = $1", room_id)
+        return None if row is None else RoomSummary(*row[:9], int(row[9]), row[10], row[11])
 
     async def count_public_rooms(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM rooms WHERE is_public = TRUE") or 0)
