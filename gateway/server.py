@@ -129,6 +129,15 @@ class HomeServer:
         return PushService(self)
 
     @cached_property
+    def relations(self):
+        """Relationships between events: /relations, bundled aggregations, /threads."""
+        from .services.relations import RelationsService
+        from .storage.relations import RelationStore
+
+        return RelationsService(self.events, RelationStore(self.db, self.events.store),
+                                ignored_users=self.account_data.ignored_users)
+
+    @cached_property
     def rooms(self):
         """createRoom and membership changes."""
         from .services.rooms import RoomsService

@@ -75,6 +75,7 @@ async def context(request: web.Request) -> web.Response:
     visible_after = await hs.events.filter_visible(who.user_id, after)
     serialized = await hs.events.serialize_for_client([target, *visible_before, *visible_after],
                                                       requester_device=device)
+    await hs.relations.bundle_aggregations(serialized, who.user_id)
     last = after[-1] if after else target
     snap = await hs.events.state.get_state(last.state_group)
     state_ids = list(snap.state.values())

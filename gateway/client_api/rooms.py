@@ -74,7 +74,8 @@ async def send_message(request: web.Request) -> web.Response:
     user_id = requester(request).user_id
     spec = EventSpec(request.match_info["event_type"], user_id, content)
     sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request),
-                                      ratelimit=lambda: hs.ratelimit_message(user_id))
+                                      ratelimit=lambda: hs.ratelimit_message(user_id),
+                                      before_persist=hs.relations.check_new_event)
     return json_response({"event_id": sent.pdu.event_id})
 
 
@@ -298,7 +299,9 @@ async def get_event(request: web.Request) -> web.Response:
         raise not_found
     if not await hs.events.filter_visible(user_id, [stored]):
         raise not_found
-    return json_response((await hs.events.serialize_for_client([stored], requester_device=_device(request)))[0])
+    body = (await hs.events.serialize_for_client([stored], requester_device=_device(request)))[0]
+    await hs.relations.bundle_aggregations([body], user_id)
+    return json_response(body)
 
 
 def _device(request: web.Request) -> tuple[str, str]:
@@ -380,6 +383,7 @@ async def messages(request: web.Request) -> web.Response:
         found = await page()
     visible = await hs.events.filter_visible(user_id, found)
     chunk = await hs.events.serialize_for_client(visible, requester_device=_device(request))
+    await hs.relations.bundle_aggregations(chunk, user_id)
     start = q.get("from") or f"s{from_pos if from_pos is not None else 0}"
     body: dict[str, Any] = {"chunk": chunk, "start": start}
     if found and len(found) == limit:

@@ -19,6 +19,7 @@ from ..storage.account_data import GLOBAL, AccountDataStore
 #: on room data, and servers reject m.push_rules; both M_BAD_JSON).
 SERVER_MANAGED = ("m.fully_read", "m.push_rules")
 TAGS = "m.tag"
+IGNORED_USERS = "m.ignored_user_list"
 MAX_TAG_LENGTH = 255
 
 
@@ -43,6 +44,13 @@ class AccountDataService:
         if content is None:
             raise MatrixError.not_found(f"No account data of type {data_type}")
         return content
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """The users ``user_id`` ignores (their ``m.ignored_user_list``).
+        https://spec.matrix.org/latest/client-server-api/#ignoring-users"""
+        content = await self.store.get(user_id, GLOBAL, IGNORED_USERS) or {}
+        users = content.get("ignored_users")
+        return frozenset(u for u in users if isinstance(u, str)) if isinstance(users, dict) else frozenset()
 
     async def put(self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]) -> None:
         self._check_writable(data_type)

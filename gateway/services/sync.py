@@ -445,6 +445,11 @@ class SyncService:
             txn_ids={t.event.event_id: (*device, t.txn_id) for t in timeline if t.txn_id is not None},
         )
         by_id = {e["event_id"]: e for e in serialized}
+        # Bundled aggregations only where the timeline is limited (spec): otherwise the
+        # client has every child since its last sync and aggregates them itself.
+        limited_ids = {t.event.event_id for r in results.values() if r.limited for t in r.timeline}
+        if limited_ids:
+            await self.hs.relations.bundle_aggregations([by_id[e] for e in limited_ids if e in by_id], user_id)
         state_ids = [eid for r in results.values() for eid in r.state]
         state_stored = await events.store.get_events(state_ids) if state_ids else {}
         state_json = {e["event_id"]: e for e in await events.serialize_for_client(list(state_stored.values()))}

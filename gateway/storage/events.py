@@ -9,12 +9,13 @@ grows; events from the past will take negative positions (see the migration).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from federation.canonical_json import encode_canonical_json
 from federation.events import PDU, compute_event_id
+from federation.relations import relation_of
 from federation.room_versions import EventFormat, RoomVersion, get_room_version
 
 from .database import Connection, Database, IntegrityError
@@ -144,6 +145,20 @@ _EVENT_COLUMNS = ("json, stream_ordering, received_ts, rejected_reason, outlier,
                   " replaces_state, e.room_id, r.room_version")
 
 
+def stream_range(backwards: bool, from_pos: int | None, to_pos: int | None, arg: Callable[[Any], str],
+                 column: str = "stream_ordering") -> list[str]:
+    """Conditions on a position column by the pagination token rules: backwards
+    ``<= from_pos`` and ``> to_pos``, forwards ``> from_pos`` and ``<= to_pos``
+    (``arg(value)`` adds a query argument and returns its placeholder)."""
+    low, high = (to_pos, from_pos) if backwards else (from_pos, to_pos)
+    out = []
+    if low is not None:
+        out.append(f"{column} > {arg(low)}")
+    if high is not None:
+        out.append(f"{column} <= {arg(high)}")
+    return out
+
+
 class EventStore:
     def __init__(self, db: Database, state: StateStore):
         self.db = db
@@ -237,16 +252,7 @@ class EventStore:
             args.append(value)
             return f"${len(args)}"
 
-        if backwards:
-            if from_pos is not None:
-                where.append(f"stream_ordering <= {arg(from_pos)}")
-            if to_pos is not None:
-                where.append(f"stream_ordering > {arg(to_pos)}")
-        else:
-            if from_pos is not None:
-                where.append(f"stream_ordering > {arg(from_pos)}")
-            if to_pos is not None:
-                where.append(f"stream_ordering <= {arg(to_pos)}")
+        where += stream_range(backwards, from_pos, to_pos, arg)
         if types is not None:
             if not types:
                 return []
@@ -450,6 +456,7 @@ class EventStore:
             await txn.executemany(
                 "INSERT INTO redactions (event_id, redacts, room_id) VALUES ($1, $2, $3)", redaction_rows
             )
+        await write_relations(txn, [w.pdu for w in writes if w.rejected_reason is None])
 
         # Forward extremities: the new events replace the ones they point to.
         new_ids = {w.pdu.event_id for w in writes}
@@ -567,6 +574,8 @@ class EventStore:
                         pdu.origin_server_ts, received_ts, encode_pdu_json(pdu), rejected, True,
                     ))
                     auth_rows += [(pdu.event_id, a, room_id) for a in dict.fromkeys(pdu.auth_event_ids)]
+                # Outliers may join the timeline later (backfill): their relationships count then.
+                await write_relations(txn, [pdu for pdu, rejected in todo[i:i + _WRITE_CHUNK] if rejected is None])
                 if copy:
                     await txn.copy_rows("events", _OUTLIER_COLUMNS, rows)
                     await txn.copy_rows("event_auth_edges", ("event_id", "auth_event_id", "room_id"), auth_rows)
@@ -671,6 +680,8 @@ class EventStore:
                     " ON CONFLICT (event_id) DO NOTHING",
                     pdu.event_id, write.redaction_applies_to, room_id,
                 )
+            if timeline:
+                await write_relations(txn, [pdu])
             current_after = current
             is_extremity = False
             if timeline:
@@ -758,6 +769,23 @@ class EventStore:
             for r in rows:
                 out.setdefault(r[0], []).append((r[1], int(r[2])))
         return out
+
+_INSERT_RELATION = (
+    "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, type, sender, aggregation_key)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING")
+
+
+async def write_relations(conn: Connection, pdus: Iterable[PDU]) -> None:
+    """Record the relationships (``m.relates_to``) of newly stored events, inside the
+    caller's transaction (read by ``storage.relations``)."""
+    rows = []
+    for pdu in pdus:
+        rel = relation_of(pdu.content)
+        if rel is not None:
+            rows.append((pdu.event_id, rel.event_id, rel.rel_type, pdu.room_id, pdu.type, pdu.sender, rel.key))
+    if rows:
+        await conn.executemany(_INSERT_RELATION, rows)
+
 
 def encode_pdu_json(pdu: PDU) -> str:
     """The stored form: canonical JSON of the wire form, plus ``event_id`` for rooms
