@@ -25,6 +25,7 @@ __all__ = [
     "encode_base64",
     "encode_base64_urlsafe",
     "decode_base64",
+    "parse_json",
 ]
 
 #: Integer range allowed by canonical JSON (and by room versions 6 and later).
@@ -34,6 +35,25 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 class CanonicalJSONError(ValueError):
     """The value cannot be represented in canonical JSON."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: str | bytes | bytearray, *, allow_constants: bool = False) -> Any:
+    """JSON from outside (a request body, a query parameter, a remote's answer).
+
+    Anything unparsable raises ``ValueError``, including nesting too deep for the parser
+    (which raises ``RecursionError``) and, unless ``allow_constants``, the non-JSON
+    constants ``NaN``/``Infinity`` that Python's parser takes.
+    """
+    try:
+        if allow_constants:
+            return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _normalise(value: Any, leftover: list[bool]) -> Any:

@@ -20,6 +20,7 @@ from .config import ListenerConfig
 from .federation_api import keys as keys_api
 from .http.middleware import (
     access_log_middleware,
+    add_cors_headers,
     body_limit_middleware,
     cors_middleware,
     error_middleware,
@@ -50,6 +51,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
         ],
         client_max_size=hs.config.max_request_body_size,
     )
+    app.on_response_prepare.append(add_cors_headers)
     app[HS] = hs
     res = listener.resources
     if "client" in res:

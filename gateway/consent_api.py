@@ -61,7 +61,7 @@ async def _user_from_link(request: web.Request, u, h) -> str:
     if not isinstance(u, str) or not u or not isinstance(h, str):
         raise MatrixError.missing_param("'u' and 'h' are required")
     expected = hmac.new(hs.config.form_secret.encode(), u.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, h.lower()):
+    if not hmac.compare_digest(expected.encode(), h.lower().encode()):  # bytes: h may be non-ASCII
         raise MatrixError.forbidden("This consent link is not valid")
     user_id = u if u.startswith("@") else f"@{u}:{hs.server_name}"
     if await hs.auth.users.get_user(user_id) is None:

@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from ..canonical_json import parse_json
 from ..server_discovery import ServerDiscoveryError
 from ..signing import ServerSigningKey, build_x_matrix_authorization
 from .ip_ranges import IPRangePolicy
@@ -216,6 +217,6 @@ def _parse_json(raw: bytes | bytearray) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(raw)
+        return parse_json(raw, allow_constants=True)
     except ValueError:
         return None

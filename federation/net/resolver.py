@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import aiohttp
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
@@ -173,6 +174,8 @@ class DnsResolver(AbstractResolver):
             answer = await self._resolver.resolve(name, rdtype, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
+        except (dns.exception.SyntaxError, dns.name.NameTooLong):
+            return []  # no such name can exist (an empty or over-long label: "a..b")
         except dns.resolver.NoNameservers as e:
             raise DnsLookupError(f"DNS lookup of {rdtype.name} {name} failed: {e}") from e
         except dns.exception.Timeout as e:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import ssl
 import time
 from typing import Any, Callable
@@ -18,6 +17,7 @@ import aiohttp
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from ..canonical_json import parse_json
 from ..server_discovery import ServerDiscoveryError, split_server_name
 from ..tester_checks import check_server_keys, federation_ok
 from .ip_ranges import IPRangePolicy
@@ -210,7 +210,7 @@ class FederationTester:
         if len(body) > MAX_KEY_RESPONSE:
             raise ValueError("key response too large")
         try:
-            keys = json.loads(body)
+            keys = parse_json(body, allow_constants=True)
         except ValueError:
             keys = None
         checks, ed_keys, explanations = check_server_keys(
@@ -246,7 +246,7 @@ class FederationTester:
             for ctx in (self.verify_context, self.insecure_context):
                 try:
                     status, body, _ = await self._get(resolved, candidate, "/_matrix/federation/v1/version", ctx)
-                    server = json.loads(body).get("server", {}) if status == 200 else {}
+                    server = parse_json(body, allow_constants=True).get("server", {}) if status == 200 else {}
                     return {"name": server.get("name", ""), "version": server.get("version", "")}
                 except aiohttp.ClientConnectorCertificateError:
                     continue

@@ -74,7 +74,9 @@ async def post_register(request: web.Request) -> web.Response:
         raise MatrixError.invalid_param("Invalid password")
     if not isinstance(admin, bool) or not isinstance(mac, str) or (user_type is not None and not isinstance(user_type, str)):
         raise MatrixError.invalid_param("Invalid admin, user_type or mac")
-    if not hmac.compare_digest(mac, _expected_mac(secret, nonce, username, password, admin, user_type)):
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a wrong MAC all the same).
+    expected = _expected_mac(secret, nonce, username, password, admin, user_type)
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
         raise MatrixError.forbidden("HMAC incorrect")
     user_id = await check_username(hs, username.lower())
     try:

@@ -9,11 +9,11 @@ the oldest event of ``events_before``, ``end`` forwards from the newest of ``eve
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from federation.canonical_json import parse_json
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response
 from ..storage.events import StoredEvent
@@ -49,7 +49,7 @@ async def context(request: web.Request) -> web.Response:
     event_filter: dict[str, Any] = {}
     if "filter" in q:
         try:
-            event_filter = json.loads(q["filter"])
+            event_filter = parse_json(q["filter"])
         except ValueError:
             raise MatrixError(400, Codes.NOT_JSON, "'filter' is not JSON") from None
         if not isinstance(event_filter, dict):

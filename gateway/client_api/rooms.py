@@ -10,11 +10,11 @@ Backwards from ``sN`` gives events at positions ``<= N``; forwards gives ``> N``
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from federation.canonical_json import parse_json
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
 from ..server import HomeServer
@@ -350,7 +350,7 @@ async def messages(request: web.Request) -> web.Response:
     event_filter: dict[str, Any] = {}
     if "filter" in q:
         try:
-            event_filter = json.loads(q["filter"])
+            event_filter = parse_json(q["filter"])
         except ValueError:
             raise MatrixError(400, Codes.NOT_JSON, "'filter' is not JSON") from None
         if not isinstance(event_filter, dict):

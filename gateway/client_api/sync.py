@@ -5,10 +5,10 @@ Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
-import json
 
 from aiohttp import web
 
+from federation.canonical_json import parse_json
 from ..appkeys import HS
 from ..http import MatrixError, json_response
 from ..services.filtering import SyncFilter
@@ -25,7 +25,7 @@ async def _filter(request: web.Request, user_id: str) -> SyncFilter:
         return SyncFilter()
     if raw.lstrip().startswith("{"):
         try:
-            obj = json.loads(raw)
+            obj = parse_json(raw)
         except ValueError:
             raise MatrixError.invalid_param("'filter' is not valid JSON") from None
         try:

@@ -7,11 +7,11 @@ origin server in ``request[ORIGIN]``.
 
 from __future__ import annotations
 
-import json
 
 from aiohttp import web
 
 from federation.signing import SignatureError, parse_x_matrix_authorization, verify_request
+from federation.canonical_json import parse_json
 
 from ..appkeys import HS
 from ..client_api.auth import public
@@ -40,7 +40,7 @@ async def x_matrix_middleware(request: web.Request, handler) -> web.StreamRespon
         raw = await request.read()
         if raw:
             try:
-                content = json.loads(raw)
+                content = parse_json(raw, allow_constants=True)
             except ValueError:
                 raise MatrixError(400, Codes.NOT_JSON, "Content not JSON") from None
     last_error = "no valid signature"

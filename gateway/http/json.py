@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from federation.canonical_json import encode_canonical_json
+from federation.canonical_json import encode_canonical_json, parse_json
 
 from .errors import Codes, MatrixError
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 async def read_json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -28,8 +23,8 @@ async def read_json_body(request: web.Request, *, allow_empty: bool = False) -> 
             return {}
         raise MatrixError(400, Codes.NOT_JSON, "Content not JSON: the request body is empty")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as e:
+        body = parse_json(raw)
+    except ValueError as e:
         raise MatrixError(400, Codes.NOT_JSON, f"Content not JSON: {e}") from None
     if not isinstance(body, dict):
         raise MatrixError(400, Codes.BAD_JSON, "The request body must be a JSON object")

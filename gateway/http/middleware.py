@@ -51,15 +51,20 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 @web.middleware
 async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """CORS headers on client-facing paths; answers preflight OPTIONS requests itself."""
-    if not request.path.startswith(CORS_PREFIXES):
-        return await handler(request)
-    if request.method == "OPTIONS":
-        resp: web.StreamResponse = web.Response(status=204)
-    else:
-        resp = await handler(request)
-    resp.headers.update(CORS_HEADERS)
-    return resp
+    """Answers CORS preflight (``OPTIONS``) requests on client-facing paths itself; the
+    headers themselves are added by :func:`add_cors_headers` to every response."""
+    if request.method == "OPTIONS" and request.path.startswith(CORS_PREFIXES):
+        return web.Response(status=204)
+    return await handler(request)
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: CORS headers on every response to a client-facing path,
+    errors and streamed bodies included (a middleware would miss both: an error turned
+    into a response outside it, and headers already sent by a streaming handler). Without
+    them a browser sees a 404 as a network failure."""
+    if request.path.startswith(CORS_PREFIXES):
+        response.headers.update(CORS_HEADERS)
 
 
 def body_limit_middleware(max_size: int, by_prefix: dict[str, int] | None = None):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from aiohttp.multipart import BadContentDispositionHeader, content_disposition_f
 from federation.ids import parse_server_name
 from federation.net.client import FederationRequestError
 from federation.signing import quote_path_segment
+from federation.canonical_json import parse_json
 
 from ..http import Codes, MatrixError
 from ..storage.media import MediaInfo, MediaStore, ThumbnailInfo
@@ -525,7 +525,7 @@ async def _error_body(resp: aiohttp.ClientResponse) -> dict:
             raw += chunk
             if len(raw) > 65536:
                 return {}
-        body = json.loads(raw)
+        body = parse_json(raw, allow_constants=True)
         return body if isinstance(body, dict) else {}
     except (ValueError, aiohttp.ClientError, asyncio.TimeoutError):
         return {}
