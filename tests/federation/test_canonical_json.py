@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from federation.canonical_json import (
+    parse_json,
     CanonicalJSONError,
     check_strict_values,
     decode_base64,
@@ -125,3 +126,14 @@ def test_non_integral_floats_are_written_as_python_writes_them():
 def test_lone_surrogates_are_refused():
     with pytest.raises(CanonicalJSONError):
         encode_canonical_json({"a": "\ud800"})
+
+
+def test_parse_json_refuses_what_is_not_json():
+    assert parse_json(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+    for raw in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5000 + b"1" + b"}" * 5000):
+        with pytest.raises(ValueError, match="nested too deeply"):
+            parse_json(raw)
+    for raw in (b"{nope", b"\xff\xfe", b'{"a": NaN}', b"[Infinity]"):
+        with pytest.raises(ValueError):
+            parse_json(raw)
+    assert parse_json(b"[NaN]", allow_constants=True)[0] != parse_json(b"[NaN]", allow_constants=True)[0]

@@ -97,6 +97,22 @@ async def test_cors_on_client_endpoints(client):
     assert "PUT" in pre.headers["Access-Control-Allow-Methods"]
 
 
+async def test_cors_on_error_answers(client):
+    """Errors too: a browser hides an answer without these headers (Element's 'Unable to set up keys')."""
+    for method, path, status in [("GET", "/_matrix/client/v3/no/such/thing", 404),
+                                 ("GET", "/_matrix/client/v3/room_keys/version", 401),
+                                 ("POST", "/_matrix/client/v3/login", 400),
+                                 ("POST", "/_matrix/client/versions", 405),
+                                 ("GET", "/_synapse/admin/v1/users/@x:gw.test/admin", 401)]:
+        resp = await client.request(method, path, data=b"{")
+        assert resp.status == status, path
+        assert resp.headers["Access-Control-Allow-Origin"] == "*", path
+        assert "Authorization" in resp.headers["Access-Control-Allow-Headers"], path
+    # Not on pages outside the Matrix APIs.
+    resp = await client.get("/nothing/here")
+    assert resp.status == 404 and "Access-Control-Allow-Origin" not in resp.headers
+
+
 async def test_unknown_paths_and_methods(client):
     for path in ("/_matrix/client/v3/nonexistent", "/_matrix/federation/v1/nope", "/nothing/here"):
         resp = await client.get(path)

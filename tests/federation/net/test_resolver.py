@@ -629,3 +629,13 @@ def test_resolved_server_sni_and_url():
     assert resolved.sni == "b.test"
     assert resolved.url("/p") == "https://10.0.0.1:1/p"
     assert resolved.url("/p", ("::1", 2)) == "https://[::1]:2/p"
+
+
+async def test_names_no_dns_can_hold_resolve_to_nothing():
+    """A server name the grammar allows but DNS cannot hold (an empty or over-long label)
+    has no records: resolving it fails like any unknown name, not with a DNS library error."""
+    dns_resolver = DnsResolver([("127.0.0.1", 9)], timeout=0.5)
+    for name in ("..", "a..b", "x" * 64 + ".test", ("y" * 60 + ".") * 5 + "test"):
+        assert await dns_resolver.lookup_srv(f"_matrix-fed._tcp.{name}") == []
+        with pytest.raises(DnsLookupError):
+            await dns_resolver.lookup_addresses(name)
