@@ -36,9 +36,13 @@ def _room_id(request: web.Request) -> str:
     return request.match_info["room_id"]
 
 
-def _txn(request: web.Request) -> tuple[str, str, str]:
+def _txn(request: web.Request) -> tuple[str, str, str] | None:
+    """The request's transaction (None for the POST forms, which have no ID)."""
+    txn_id = request.match_info.get("txn_id")
+    if txn_id is None:
+        return None
     who = requester(request)
-    return (who.user_id, who.device_id or "", request.match_info["txn_id"])
+    return (who.user_id, who.device_id or "", txn_id)
 
 
 def _optional_reason(body: dict[str, Any]) -> str | None:
@@ -68,7 +72,10 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 @routes.put(PREFIX + "/rooms/{room_id}/send/{event_type}/{txn_id}")
+@routes.post(PREFIX + "/rooms/{room_id}/send/{event_type}")
 async def send_message(request: web.Request) -> web.Response:
+    """PUT with a transaction ID (the spec); POST without one is Synapse's older form,
+    still used by bots and scripts: every POST is a new event (nothing to deduplicate)."""
     hs = _hs(request)
     content = await read_json_body(request, allow_empty=False)
     user_id = requester(request).user_id
@@ -80,7 +87,9 @@ async def send_message(request: web.Request) -> web.Response:
 
 
 @routes.put(PREFIX + "/rooms/{room_id}/redact/{event_id}/{txn_id}")
+@routes.post(PREFIX + "/rooms/{room_id}/redact/{event_id}")
 async def redact(request: web.Request) -> web.Response:
+    """PUT with a transaction ID; POST without one as for ``send``."""
     hs = _hs(request)
     body = await read_json_body(request, allow_empty=True)
     content: dict[str, Any] = {}

@@ -220,6 +220,31 @@ async def test_redaction(client, alice, bob):
     assert red["redacts"] == mine["event_id"] and red["content"]["reason"] == "oops"
 
 
+async def test_post_send_and_redact_without_transaction_id(client, alice, bob):
+    """Synapse's older POST forms: each POST is a new event; errors as for PUT."""
+    room_id = await create(client, alice, preset="public_chat")
+    first = await post(client, alice, f"/rooms/{room_id}/send/m.room.message", {"msgtype": "m.text", "body": "a"})
+    second = await post(client, alice, f"/rooms/{room_id}/send/m.room.message", {"msgtype": "m.text", "body": "a"})
+    assert first[0] == second[0] == 200 and first[1]["event_id"] != second[1]["event_id"]
+    status, got = await get(client, alice, f"/rooms/{room_id}/event/{first[1]['event_id']}")
+    assert got["content"]["body"] == "a" and "transaction_id" not in got["unsigned"]
+    status, err = await post(client, bob, f"/rooms/{room_id}/send/m.room.message", {"body": "not joined"})
+    assert (status, err["errcode"]) == (403, "M_FORBIDDEN")
+    resp = await client.post(f"{C}/rooms/{room_id}/send/m.room.message", json={"body": "x" * 70000},
+                             headers=auth_header(alice))
+    assert (resp.status, (await resp.json())["errcode"]) == (413, "M_TOO_LARGE")
+    resp = await client.post(f"{C}/rooms/{room_id}/send/m.room.message", json={"n": 1.5},
+                             headers=auth_header(alice))
+    assert (resp.status, (await resp.json())["errcode"]) == (400, "M_BAD_JSON")
+    status, red = await post(client, alice, f"/rooms/{room_id}/redact/{first[1]['event_id']}", {"reason": "dup"})
+    assert status == 200
+    status, got = await get(client, alice, f"/rooms/{room_id}/event/{first[1]['event_id']}")
+    assert got["content"] == {} and got["unsigned"]["redacted_because"]["event_id"] == red["event_id"]
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    status, err = await post(client, bob, f"/rooms/{room_id}/redact/{second[1]['event_id']}")
+    assert (status, err["errcode"]) == (403, "M_FORBIDDEN")
+
+
 async def test_errors(client, alice, bob):
     status, err = await post(client, alice, "/createRoom", {"room_version": "99"})
     assert (status, err["errcode"]) == (400, "M_UNSUPPORTED_ROOM_VERSION")
