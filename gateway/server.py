@@ -222,6 +222,20 @@ class HomeServer:
         return SyncService(self)
 
     @cached_property
+    def event_stream(self):
+        """The v1 event stream (GET /events), fed by the streams /sync reads."""
+        from .services.event_stream import EventStreamService
+
+        return EventStreamService(self)
+
+    @cached_property
+    def initial_sync(self):
+        """The v1 initial syncs (GET /initialSync, GET /rooms/{roomId}/initialSync)."""
+        from .services.initial_sync import InitialSyncService
+
+        return InitialSyncService(self)
+
+    @cached_property
     def typing(self):
         """Typing notifications (in memory); federation hooks documented in the module."""
         from .services.typing import TypingService

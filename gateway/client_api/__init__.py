@@ -11,6 +11,7 @@ from . import account, directory, event_context, login, openid, profile, push_ru
 from . import account_data, keys, media, receipts, relations, room_keys, sync, to_device, typing
 from . import admin, mutual_rooms, spaces
 from . import report_content, room_upgrades
+from . import legacy_sync
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -38,6 +39,7 @@ def build_app(hs: HomeServer) -> web.Application:
         app.add_routes(module_routes)
     for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes):
         app.add_routes(module_routes)
+    app.add_routes(legacy_sync.routes)
     if hs.config.media.url_preview_enabled:
         app.add_routes(media.preview_routes)
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from federation.canonical_json import parse_json
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response
+from ..services.room_previews import is_world_readable
 from ..storage.events import StoredEvent
 from .auth import requester
 from .rooms import MAX_MESSAGES_LIMIT, _filter_strings
@@ -40,6 +41,9 @@ async def context(request: web.Request) -> web.Response:
     who = requester(request)
     room_id = request.match_info["room_id"]
     await hs.events.get_room(room_id)
+    if await hs.events.state.get_membership(room_id, who.user_id) is None \
+            and not await is_world_readable(hs.events, room_id):
+        raise MatrixError.forbidden(f"You are not a member of {room_id}, and it is not world readable")
     target = await _visible_event(request, room_id, request.match_info["event_id"])
     q = request.query
     try:

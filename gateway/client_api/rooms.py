@@ -19,6 +19,7 @@ from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
 from ..server import HomeServer
 from ..services.events import EventSpec
+from ..services.room_previews import is_world_readable, reader_membership
 from ..storage.state import StateSnapshot
 from .auth import requester
 
@@ -197,19 +198,19 @@ for _action in ("invite", "kick", "ban", "unban"):
 
 
 async def _visible_state(request: web.Request) -> StateSnapshot:
-    """The room state the requester may see: the current state if joined, the state
-    when they left if they were a member (spec: GET /state)."""
+    """The room state the requester may see: the current state if joined or if the room
+    is world readable (room previews), the state when they left if they were a member
+    (spec: GET /state)."""
     hs = _hs(request)
     room_id, user_id = _room_id(request), requester(request).user_id
     room = await hs.events.get_room(room_id)
-    member = await hs.events.state.get_membership(room_id, user_id)
-    if member is not None and member.membership == "join":
-        return await hs.events.state.get_state(room.current_state_group)
+    member = await reader_membership(hs.events, room_id, user_id)
     if member is not None and member.membership in ("leave", "ban"):
         stored = await hs.events.store.get_event(member.event_id)
         if stored is not None and stored.state_group is not None:
             return await hs.events.state.get_state(stored.state_group)
-    raise MatrixError.forbidden(f"You are not a member of {room_id}")
+        raise MatrixError.forbidden(f"You are not a member of {room_id}")
+    return await hs.events.state.get_state(room.current_state_group)
 
 
 @routes.get(PREFIX + "/rooms/{room_id}/state")
@@ -344,8 +345,8 @@ async def messages(request: web.Request) -> web.Response:
     room_id, user_id = _room_id(request), requester(request).user_id
     room = await hs.events.get_room(room_id)
     member = await hs.events.state.get_membership(room_id, user_id)
-    if member is None:
-        raise MatrixError.forbidden(f"You are not a member of {room_id}")
+    if member is None and not await is_world_readable(hs.events, room_id):
+        raise MatrixError.forbidden(f"You are not a member of {room_id}, and it is not world readable")
     q = request.query
     direction = q.get("dir", "b")
     if direction not in ("b", "f"):
@@ -372,7 +373,7 @@ async def messages(request: web.Request) -> web.Response:
         from_pos = room.head_stream_ordering if backwards else None
     to_pos = parse_token(q["to"]) if q.get("to") else None
     # A member who left sees nothing after leaving.
-    if member.membership in ("leave", "ban"):
+    if member is not None and member.membership in ("leave", "ban"):
         if backwards:
             from_pos = member.stream_ordering if from_pos is None else min(from_pos, member.stream_ordering)
         else:

@@ -445,6 +445,8 @@ class EventsService:
             if red is not None:
                 pdu = pdu.redacted(client_event(red, now))
             body = client_event(pdu, now)
+            if red is not None:
+                body["unsigned"]["redacted_by"] = red.event_id  # beside redacted_because, as Synapse
             prev = related.get(replaces.get(pdu.event_id, ""))
             if prev is not None:
                 body["unsigned"]["prev_content"] = prev.content

@@ -209,7 +209,7 @@ class SyncService:
             limited = len(rows) > limit
             rows = rows[:limit]
             rows.reverse()
-            rows = await self._visible(user_id, m, rows)
+            rows = await self.visible_timeline(user_id, m, rows)
             room_upto = m.stream_ordering if m.membership in ("leave", "ban") else upto
             prev = f"s{rows[0].event.stream_ordering - 1}" if rows else f"s{room_upto}"
             res = _RoomResult(m, rows, limited, prev)
@@ -337,7 +337,8 @@ class SyncService:
         return await self.store.get_timeline(room_id, after=after, upto=upto, limit=limit + 1, flt=tfilter,
                                              device=device)
 
-    async def _visible(self, user_id: str, m: UserMembership, rows: list[TimelineEvent]) -> list[TimelineEvent]:
+    async def visible_timeline(self, user_id: str, m: UserMembership,
+                               rows: list[TimelineEvent]) -> list[TimelineEvent]:
         """History visibility: a joined user sees everything since their join; older
         events (and everything of a room they left) go through the visibility rules."""
         if m.membership == "join":

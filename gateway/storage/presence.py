@@ -49,6 +49,17 @@ class PresenceStore:
         )
         return [PresenceRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
 
+    async def get_room_changes(self, room_id: str, *, since: int, upto: int) -> list[PresenceRow]:
+        """Presence of the users joined to one room, changed in ``(since, upto]`` (what
+        someone peeking at the room sees)."""
+        rows = await self.db.fetch(
+            "SELECT p.user_id, p.presence, p.status_msg, p.last_active_ts, p.updated_ts FROM presence p"
+            " JOIN room_memberships m ON m.user_id = p.user_id AND m.room_id = $1 AND m.membership = 'join'"
+            " WHERE p.stream_id > $2 AND p.stream_id <= $3 ORDER BY p.stream_id",
+            room_id, since, upto,
+        )
+        return [PresenceRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
     async def get_presence(self, user_ids: Sequence[str]) -> dict[str, PresenceRow]:
         ids = list(dict.fromkeys(user_ids))
         out: dict[str, PresenceRow] = {}

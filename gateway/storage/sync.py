@@ -191,6 +191,24 @@ class SyncStore:
             out[ev.event.pdu.room_id].append(ev)
         return out
 
+    async def get_stream_events(
+        self, room_ids: Sequence[str], *, after: int, upto: int, limit: int, device: tuple[str, str],
+    ) -> list[TimelineEvent]:
+        """Up to ``limit`` timeline events of these rooms at positions in ``(after, upto]``,
+        oldest first, whatever their room (the v1 ``/events`` stream)."""
+        if not room_ids or limit <= 0:
+            return []
+        args: list[Any] = [device[0], device[1], after, upto]
+        where = _Where(args)
+        where.parts += ["stream_ordering > $3", "stream_ordering <= $4", _TIMELINE,
+                        f"e.room_id IN ({', '.join(where.arg(r) for r in room_ids)})"]
+        rows = await self.db.fetch(
+            f"SELECT {_EVENT_COLUMNS}, {_EXTRAS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE {' AND '.join(where.parts)} ORDER BY stream_ordering LIMIT {where.arg(limit)}",
+            *args,
+        )
+        return [self._timeline_row(r) for r in rows]
+
     async def get_state_group_at(self, room_id: str, pos: int) -> int | None:
         """The state group after the last timeline event at or before ``pos``."""
         value = await self.db.fetchval(

@@ -41,9 +41,10 @@ async def test_context_around_an_event_and_its_tokens(client, alice, bob):
     assert [e["event_id"] for e in body["events_before"]] == []  # only state events before the first message
     assert [e["event_id"] for e in body["events_after"]] == [ids[1]]
     assert [e["state_key"] for e in body["state"] if e["type"] == "m.room.member"] == ["@alice:hs.test"]
-    # Outsiders (shared history, not joined) see nothing; unknown events are 404.
+    # Outsiders (shared history, not joined) are refused, as Synapse does (the spec has no
+    # error for it); unknown events are 404.
     status, err = await get(client, bob, f"/rooms/{room_id}/context/{ids[3]}")
-    assert status == 404 and err["errcode"] == "M_NOT_FOUND"
+    assert status == 403 and err["errcode"] == "M_FORBIDDEN"
     status, err = await get(client, alice, f"/rooms/{room_id}/context/$nope")
     assert status == 404 and err["errcode"] == "M_NOT_FOUND"
     status, err = await get(client, alice, f"/rooms/{room_id}/context/{ids[3]}", limit="x")

@@ -240,6 +240,7 @@ async def test_post_send_and_redact_without_transaction_id(client, alice, bob):
     assert status == 200
     status, got = await get(client, alice, f"/rooms/{room_id}/event/{first[1]['event_id']}")
     assert got["content"] == {} and got["unsigned"]["redacted_because"]["event_id"] == red["event_id"]
+    assert got["unsigned"]["redacted_by"] == red["event_id"]
     assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
     status, err = await post(client, bob, f"/rooms/{room_id}/redact/{second[1]['event_id']}")
     assert (status, err["errcode"]) == (403, "M_FORBIDDEN")

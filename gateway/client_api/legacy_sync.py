@@ -1,0 +1,80 @@
+"""The v1 ways of syncing: the event stream and the initial syncs.
+
+Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3events,
+https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3initialsync,
+https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3eventseventid (all three
+deprecated in favour of /sync, still used by older clients and bots), and room previews:
+https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3roomsroomidinitialsync and
+https://spec.matrix.org/latest/client-server-api/#peeking_get_matrixclientv3events
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import HS
+from ..http import MatrixError, json_response
+from ..services.event_stream import parse_limit, v1_event
+from ..services.initial_sync import DEFAULT_LIMIT as INITIAL_SYNC_LIMIT
+from .auth import requester
+
+routes = web.RouteTableDef()
+
+PREFIX = "/{ver:(r0|v3)}"
+#: How long /events waits when the client gives no ``timeout`` (ms), as Synapse.
+DEFAULT_TIMEOUT_MS = 30_000
+
+
+def _int(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise MatrixError.invalid_param(f"'{name}' must be an integer") from None
+
+
+@routes.get(PREFIX + "/events")
+async def get_events(request: web.Request) -> web.Response:
+    who = requester(request)
+    q = request.query
+    body = await request.app[HS].event_stream.get_events(
+        who.user_id, who.device_id, from_token=q.get("from") or None,
+        timeout_ms=_int(request, "timeout", DEFAULT_TIMEOUT_MS), limit=parse_limit(q.get("limit")),
+        room_id=q.get("room_id") or None,
+    )
+    return json_response(body)
+
+
+@routes.get(PREFIX + "/events/{event_id}")
+async def get_event(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    who = requester(request)
+    stored = await hs.events.store.get_event(request.match_info["event_id"])
+    if stored is None or stored.outlier or stored.rejected_reason \
+            or not await hs.events.filter_visible(who.user_id, [stored]):
+        raise MatrixError.not_found("Event not found")
+    body = (await hs.events.serialize_for_client([stored], requester_device=(who.user_id, who.device_id or "")))[0]
+    return json_response(v1_event(body))
+
+
+@routes.get(PREFIX + "/initialSync")
+async def initial_sync(request: web.Request) -> web.Response:
+    who = requester(request)
+    archived = request.query.get("archived", "false")
+    if archived not in ("true", "false"):
+        raise MatrixError.invalid_param("'archived' must be 'true' or 'false'")
+    body = await request.app[HS].initial_sync.initial_sync(
+        who.user_id, who.device_id, limit=parse_limit(request.query.get("limit"), INITIAL_SYNC_LIMIT),
+        archived=archived == "true")
+    return json_response(body)
+
+
+@routes.get(PREFIX + "/rooms/{room_id}/initialSync")
+async def room_initial_sync(request: web.Request) -> web.Response:
+    who = requester(request)
+    body = await request.app[HS].initial_sync.room_initial_sync(
+        who.user_id, who.device_id, request.match_info["room_id"],
+        limit=parse_limit(request.query.get("limit"), INITIAL_SYNC_LIMIT))
+    return json_response(body)
