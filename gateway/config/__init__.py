@@ -383,6 +383,9 @@ def _parse_database(s: Section, resolve_path) -> DatabaseConfig:
     out["cp_max"] = args.int("cp_max", 10, minimum=1)
     if out["cp_min"] > out["cp_max"]:
         raise ConfigError(args.key("cp_min"), "must not be larger than cp_max")
+    # Ours: how long startup waits for PostgreSQL to accept connections (a container
+    # started beside it, a database restarting) before giving up.
+    out["connect_retry_ms"] = s.duration_ms("connect_retry_timeout", 60_000)
     return DatabaseConfig("postgres", out)
 
 

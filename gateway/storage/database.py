@@ -248,11 +248,26 @@ class PostgresDatabase(Database):
 
     @classmethod
     async def open(cls, args: Mapping[str, Any]) -> "PostgresDatabase":
+        """Connect, waiting up to ``connect_retry_ms`` for a server that is not up yet
+        (refused, unresolvable, or still starting), with a log line per attempt."""
         kwargs = {k: v for k, v in args.items() if k in ("user", "password", "database", "host", "port")}
-        pool = await asyncpg.create_pool(
-            min_size=args.get("cp_min", 5), max_size=args.get("cp_max", 10), **kwargs
-        )
-        return cls(pool)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.get("connect_retry_ms", 0) / 1000
+        delay = 0.5
+        while True:
+            try:
+                pool = await asyncpg.create_pool(
+                    min_size=args.get("cp_min", 5), max_size=args.get("cp_max", 10), **kwargs
+                )
+                return cls(pool)
+            except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError) as e:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise
+                log.warning("PostgreSQL at %s:%s is not reachable yet (%s); retrying for %d more seconds",
+                            kwargs.get("host", "localhost"), kwargs.get("port", 5432), e, left)
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 5.0)
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with self._pool.acquire() as conn:

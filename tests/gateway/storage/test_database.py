@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
+from gateway.config import DatabaseConfig
 from gateway.storage import IntegrityError, SchemaTooNewError, migrate, open_database
 from gateway.storage.database import split_sql_script, to_sqlite_sql
 from gateway.storage.migrations import load_migrations
+from tests.conftest import SKIP_POSTGRES, create_postgres_database, drop_postgres_database, free_port
 
 
 async def test_placeholders_and_round_trip(database):
@@ -113,3 +115,44 @@ def test_migrations_must_be_numbered_once_each():
         select_migrations(files + [("0002_c.sql", "C")], "sqlite")
     with pytest.raises(RuntimeError, match="not numbered 1..N"):
         select_migrations([("0001_a.sql", "A"), ("0003_c.sql", "C")], "sqlite")
+
+
+async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+@pytest.mark.skipif(SKIP_POSTGRES, reason="GATEWAY_TEST_SKIP_POSTGRES=1: no PostgreSQL reachable")
+async def test_postgres_startup_waits_for_the_server():
+    """PostgreSQL that comes up after us (a container started beside it): we retry."""
+    name, real = await create_postgres_database()
+    port = free_port()
+    args = {**real, "host": "127.0.0.1", "port": port, "connect_retry_ms": 30_000}
+
+    async def relay(reader, writer):
+        up_reader, up_writer = await asyncio.open_connection(real["host"], real["port"])
+        await asyncio.gather(_forward(reader, up_writer), _forward(up_reader, writer))
+
+    try:
+        opening = asyncio.create_task(open_database(DatabaseConfig("postgres", args)))
+        # Nothing listens yet: the open keeps retrying instead of failing.
+        done, _ = await asyncio.wait({opening}, timeout=1.5)
+        assert not done
+        server = await asyncio.start_server(relay, "127.0.0.1", port)
+        try:
+            db = await asyncio.wait_for(opening, 30)
+            assert await db.fetchval("SELECT 41 + 1") == 42
+            await db.close()
+        finally:
+            server.close()
+
+        # And gives up once the time is over, with the connection error.
+        args["connect_retry_ms"] = 300
+        with pytest.raises(OSError):
+            await open_database(DatabaseConfig("postgres", args))
+    finally:
+        await drop_postgres_database(name)
