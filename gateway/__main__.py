@@ -36,17 +36,23 @@ def _load(path: str) -> HomeserverConfig:
 
 
 def cmd_generate_config(args: argparse.Namespace) -> int:
-    from .config.generate import render_config
+    from .config.generate import PostgresSettings, render_config
     from .signing_keys import write_new_signing_key
 
     from .config import parse_config
 
     data_dir = os.path.abspath(args.data_dir or os.path.dirname(os.path.abspath(args.config_path)))
+    postgres = None
+    if args.postgres_host:
+        postgres = PostgresSettings(args.postgres_host, args.postgres_port, args.postgres_user,
+                                    args.postgres_password, args.postgres_database)
     text = render_config(
         server_name=args.server_name,
         data_dir=data_dir,
         port=args.port,
         public_baseurl=args.public_baseurl,
+        bind_address=args.bind_address,
+        postgres=postgres,
     )
     import yaml
 
@@ -331,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", help="where the database and key go (default: next to the config)")
     g.add_argument("--port", type=int, default=8008, help="HTTP listener port (default 8008)")
     g.add_argument("--public-baseurl", help="public URL of the server (default http://localhost:PORT/)")
+    g.add_argument("--bind-address", default="127.0.0.1", help="address the listener binds (default 127.0.0.1)")
+    g.add_argument("--postgres-host", help="use PostgreSQL on this host instead of SQLite")
+    g.add_argument("--postgres-port", type=int, default=5432)
+    g.add_argument("--postgres-user", default="gateway")
+    g.add_argument("--postgres-password", default="")
+    g.add_argument("--postgres-database", default="gateway")
     g.set_defaults(func=cmd_generate_config)
 
     r = sub.add_parser("run", help="run the server until SIGTERM/SIGINT")

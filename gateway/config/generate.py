@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 
 _TEMPLATE = """\
 # Gateway homeserver configuration.
@@ -22,21 +23,14 @@ listeners:
     type: http
     tls: false
     x_forwarded: false
-    bind_addresses: ['127.0.0.1']
+    bind_addresses: ['{bind_address}']
     resources:
       - names: [client, federation]
 
 # tls_certificate_path: "/path/to/fullchain.pem"
 # tls_private_key_path: "/path/to/privkey.pem"
 
-database:
-  # SQLite is the default. For PostgreSQL use:
-  #   name: psycopg2
-  #   args: {{user: gateway, password: secret, database: gateway, host: 127.0.0.1, port: 5432}}
-  name: sqlite3
-  args:
-    database: "{database}"
-
+{database_section}
 # ed25519 key used to sign events and federation requests (Synapse's key file format).
 signing_key_path: "{signing_key_path}"
 
@@ -74,19 +68,62 @@ trusted_key_servers: []
 """
 
 
-def render_config(
-    *, server_name: str, data_dir: str, port: int = 8008, public_baseurl: str | None = None
-) -> str:
-    def q(s: str) -> str:  # values are placed inside double quotes
-        return s.replace("\\", "\\\\").replace('"', '\\"')
+_SQLITE = """\
+database:
+  # SQLite is the default. For PostgreSQL use:
+  #   name: psycopg2
+  #   args: {{user: gateway, password: secret, database: gateway, host: 127.0.0.1, port: 5432}}
+  name: sqlite3
+  args:
+    database: "{path}"
+"""
 
+_POSTGRES = """\
+database:
+  name: psycopg2
+  args:
+    user: "{user}"
+    password: "{password}"
+    database: "{database}"
+    host: "{host}"
+    port: {port}
+    cp_min: 5
+    cp_max: 10
+  # How long startup waits for PostgreSQL to accept connections.
+  connect_retry_timeout: 60s
+"""
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str
+    port: int = 5432
+    user: str = "gateway"
+    password: str = ""
+    database: str = "gateway"
+
+
+def _q(s: str) -> str:  # values are placed inside double quotes
+    return s.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render_config(
+    *, server_name: str, data_dir: str, port: int = 8008, public_baseurl: str | None = None,
+    bind_address: str = "127.0.0.1", postgres: PostgresSettings | None = None,
+) -> str:
+    if postgres is None:
+        database_section = _SQLITE.format(path=_q(os.path.join(data_dir, "homeserver.db")))
+    else:
+        database_section = _POSTGRES.format(host=_q(postgres.host), port=int(postgres.port), user=_q(postgres.user),
+                                            password=_q(postgres.password), database=_q(postgres.database))
     return _TEMPLATE.format(
-        server_name=q(server_name),
-        public_baseurl=q(public_baseurl or f"http://localhost:{port}/"),
+        server_name=_q(server_name),
+        public_baseurl=_q(public_baseurl or f"http://localhost:{port}/"),
         port=port,
-        database=q(os.path.join(data_dir, "homeserver.db")),
-        signing_key_path=q(os.path.join(data_dir, f"{server_name.replace(':', '_')}.signing.key")),
-        media_store_path=q(os.path.join(data_dir, "media_store")),
+        bind_address=_q(bind_address),
+        database_section=database_section,
+        signing_key_path=_q(os.path.join(data_dir, f"{server_name.replace(':', '_')}.signing.key")),
+        media_store_path=_q(os.path.join(data_dir, "media_store")),
         registration_shared_secret=secrets.token_urlsafe(32),
         macaroon_secret_key=secrets.token_urlsafe(32),
         form_secret=secrets.token_urlsafe(32),
