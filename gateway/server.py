@@ -188,6 +188,15 @@ class HomeServer:
                              clock_ms=lambda: self.clock_ms())
 
     @cached_property
+    def timestamp_to_event(self):
+        """The event closest to a timestamp, asking the room's other servers when ours may lack it."""
+        from .services.timestamp_to_event import TimestampToEvent
+
+        return TimestampToEvent(server_name=self.server_name, db=self.db, events=self.events,
+                                directory=self.directory, federation_client=self.federation_client,
+                                federation_events=self.federation_events, backfill=self.federation_backfill)
+
+    @cached_property
     def modules(self):
         """The configured modules and the callbacks they registered (gateway/modules/)."""
         from .modules import load_modules

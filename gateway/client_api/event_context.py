@@ -3,6 +3,9 @@
 Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3roomsroomidcontexteventid and
 https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1roomsroomidtimestamp_to_event
 
+The event nearest a timestamp may come from another server of the room
+(gateway/services/timestamp_to_event.py).
+
 Tokens are the ``s<position>`` tokens of /messages: ``start`` paginates backwards from
 the oldest event of ``events_before``, ``end`` forwards from the newest of ``events_after``.
 """
@@ -98,26 +101,31 @@ async def context(request: web.Request) -> web.Response:
     })
 
 
+def parse_timestamp_query(query) -> tuple[int, bool]:
+    """``ts`` and ``dir`` of a timestamp_to_event request: (timestamp, forwards)."""
+    try:
+        ts = int(query["ts"])
+    except KeyError:
+        raise MatrixError.missing_param("'ts' is required") from None
+    except ValueError:
+        raise MatrixError.invalid_param("'ts' must be an integer") from None
+    direction = query.get("dir")
+    if direction not in ("f", "b"):
+        raise MatrixError.invalid_param("'dir' must be 'f' or 'b'")
+    return ts, direction == "f"
+
+
 @routes.get("/v1/rooms/{room_id}/timestamp_to_event")
 async def timestamp_to_event(request: web.Request) -> web.Response:
     hs = request.app[HS]
     who = requester(request)
     room_id = request.match_info["room_id"]
     await hs.events.get_room(room_id)
-    q = request.query
-    try:
-        ts = int(q["ts"])
-    except KeyError:
-        raise MatrixError.missing_param("'ts' is required") from None
-    except ValueError:
-        raise MatrixError.invalid_param("'ts' must be an integer") from None
-    direction = q.get("dir")
-    if direction not in ("f", "b"):
-        raise MatrixError.invalid_param("'dir' must be 'f' or 'b'")
+    ts, forwards = parse_timestamp_query(request.query)
     member = await hs.events.state.get_membership(room_id, who.user_id)
     if member is None:
         raise MatrixError.forbidden(f"You are not a member of {room_id}")
-    found = await hs.events.store.get_event_near_ts(room_id, ts, forwards=direction == "f")
+    found = await hs.timestamp_to_event.find(room_id, ts, forwards=forwards)
     if found is None or not await hs.events.filter_visible(who.user_id, [found]):
-        raise MatrixError.not_found(f"No event found {'after' if direction == 'f' else 'before'} {ts}")
+        raise MatrixError.not_found(f"No event found {'after' if forwards else 'before'} {ts}")
     return json_response({"event_id": found.event_id, "origin_server_ts": found.pdu.origin_server_ts})

@@ -3,7 +3,8 @@ gateway.services.federation_room_data).
 
 Spec: https://spec.matrix.org/latest/server-server-api/#retrieving-events,
 https://spec.matrix.org/latest/server-server-api/#backfilling-and-retrieving-missing-events,
-https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1event_authroomideventid
+https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1event_authroomideventid,
+https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1timestamp_to_eventroomid
 
 Event IDs of rooms 3+ contain ``/`` and ``+``: senders percent-encode them and the
 router matches the encoded path, so ``{event_id}`` is one segment, decoded once.
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import MatrixError, json_response
+from ..client_api.event_context import parse_timestamp_query
 from ..http.json import read_json_body
 from ..services.federation_room_data import parse_limit
 from .auth import ORIGIN
@@ -104,3 +106,10 @@ async def backfill(request: web.Request) -> web.Response:
     await hs.federation_room_data.assert_server_in_room(request[ORIGIN], room_id)
     pdus = await hs.federation_room_data.backfill(request[ORIGIN], room_id, from_ids, limit)
     return json_response(_envelope(hs, pdus))
+
+
+@routes.get("/v1/timestamp_to_event/{room_id}")
+async def timestamp_to_event(request: web.Request) -> web.Response:
+    ts, forwards = parse_timestamp_query(request.query)
+    return json_response(await request.app[HS].federation_room_data.timestamp_to_event(
+        request[ORIGIN], request.match_info["room_id"], ts, forwards=forwards))

@@ -705,6 +705,11 @@ class FederationEventHandler:
                 state[(p.type, p.state_key)] = e
         return state
 
+    async def fetch_event(self, origin: str, rv: RoomVersion, event_id: str) -> dict | None:
+        """``GET /event/{id}`` of one event from ``origin``: its PDU JSON (unchecked), or None."""
+        found = await self._fetch_events(origin, rv, [event_id])
+        return found[0] if found else None
+
     async def _fetch_events(self, origin: str, rv: RoomVersion, event_ids: Iterable[str]) -> list[dict]:
         """``GET /event/{id}`` for each ID, a few at a time; failures are skipped."""
         sem = self._fetch_sem.setdefault(origin, asyncio.Semaphore(FETCH_CONCURRENCY))

@@ -1,7 +1,8 @@
 """Serving room data to other servers: single events, the state at an event, auth
 chains, missing events and backfill, to the servers allowed to see them.
 
-Spec: https://spec.matrix.org/latest/server-server-api/#retrieving-events,
+Spec: https://spec.matrix.org/latest/server-server-api/#retrieving-events (and
+https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1timestamp_to_eventroomid),
 https://spec.matrix.org/latest/server-server-api/#backfilling-and-retrieving-missing-events,
 https://spec.matrix.org/latest/server-server-api/#retrieving-event-authorisation-information
 and server ACLs (https://spec.matrix.org/latest/server-server-api/#server-access-control-lists-acls).
@@ -250,6 +251,16 @@ class RoomDataService:
         ids = await self._walk_back(from_ids, set(), limit, 0, include_starts=True)
         events = await self._load_timeline(room_id, ids)
         return await self._for_server(origin, events)
+
+
+    async def timestamp_to_event(self, origin: str, room_id: str, ts: int, *, forwards: bool) -> dict[str, Any]:
+        """The first timeline event at or after ``ts`` (``forwards``) or the last at or
+        before it, for a server in the room that may see it; 404 if there is none."""
+        await self.assert_server_in_room(origin, room_id)
+        found = await self.store.get_event_near_ts(room_id, ts, forwards=forwards)
+        if found is None or not (await self.visible_to_server(origin, [found]))[0]:
+            raise MatrixError.not_found(f"No event found {'after' if forwards else 'before'} {ts}")
+        return {"event_id": found.event_id, "origin_server_ts": found.pdu.origin_server_ts}
 
 
 def parse_limit(value: Any, default: int) -> int:

@@ -13,16 +13,13 @@ sub-space with a public room in it.
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from yarl import URL
 
-from tests.support.client_api import Client, invited_to, q
-from tests.support.gateway_server import running_gateway
-from tests.support.synapse import SynapseServer, register_synapse_user
+from tests.support.client_api import Client, invited_to, q, register_user
 from tests.support.spaces import room_body
-from tests.support.tls import TestCA
+from tests.support.synapse import SynapseServer, register_synapse_user, synapse_and_gateway
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -34,7 +31,6 @@ SEEN_BY_STRANGER = {"space", "public", "world_readable", "knock", "sub", "sub_pu
 class Env:
     gw: object
     synapse: SynapseServer
-    session: aiohttp.ClientSession
     alice: Client  # ours: builds our space; browses Synapse's
     carol: Client  # ours: in nothing
     bob: Client    # Synapse's: builds its space; browses ours
@@ -43,30 +39,14 @@ class Env:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("spaces_synapse")
-    ca = TestCA(tmp / "ca")
     e = Env()
-    e.synapse = SynapseServer(tmp / "synapse", ca)
-    await e.synapse.start()
-    extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
-             "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
-    try:
-        async with running_gateway(tmp, ca, extra) as gw, aiohttp.ClientSession() as s:
-            e.gw, e.session = gw, s
-            users = []
-            for name in ("alice", "carol"):
-                async with s.post(f"{gw.client_url}/_matrix/client/v3/register", json={
-                        "username": name, "password": f"{name}-pass", "auth": {"type": "m.login.dummy"}}) as r:
-                    body = await r.json()
-                users.append(Client(s, gw.client_url, body["access_token"], body["user_id"]))
-            e.alice, e.carol = users
-            e.bob = Client(s, e.synapse.client_url, await register_synapse_user(e.synapse, "bob"),
-                           f"@bob:{e.synapse.server_name}")
-            e.dave = Client(s, e.synapse.client_url, await register_synapse_user(e.synapse, "dave"),
-                            f"@dave:{e.synapse.server_name}")
-            yield e
-    finally:
-        await e.synapse.stop()
+    async with synapse_and_gateway(tmp_path_factory.mktemp("spaces_synapse")) as (e.synapse, e.gw, s):
+        e.alice = await register_user(s, e.gw.client_url, "alice")
+        e.carol = await register_user(s, e.gw.client_url, "carol")
+        for name in ("bob", "dave"):
+            setattr(e, name, Client(s, e.synapse.client_url, await register_synapse_user(e.synapse, name),
+                                    f"@{name}:{e.synapse.server_name}"))
+        yield e
 
 
 async def v1(client: Client, path: str, params=None, *, token: bool = True, expect: int = 200):

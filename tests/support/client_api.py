@@ -51,6 +51,15 @@ class Client:
             assert asyncio.get_running_loop().time() < deadline, f"{self.user_id}: condition never met in /sync"
 
 
+async def register_user(session: aiohttp.ClientSession, base: str, name: str) -> Client:
+    """A new user of one of our servers (open registration, dummy auth)."""
+    async with session.post(f"{base}/_matrix/client/v3/register", json={
+            "username": name, "password": f"{name}-pass", "auth": {"type": "m.login.dummy"}}) as r:
+        body = await r.json()
+        assert r.status == 200, body
+    return Client(session, base, body["access_token"], body["user_id"])
+
+
 def q(value: str) -> str:
     return quote(value, safe="")
 

@@ -8,6 +8,7 @@ explicitly (Synapse blocks it by default) and rate limits are raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
@@ -150,3 +151,23 @@ async def register_synapse_user(server: "SynapseServer", localpart: str, passwor
             if r.status != 200:
                 raise RuntimeError(f"Synapse registration failed: {body}")
             return body["access_token"]
+
+
+@contextlib.asynccontextmanager
+async def synapse_and_gateway(directory: Path, synapse_extra: dict | None = None,
+                              gateway_extra: dict | None = None):
+    """A Synapse and our server (open registration) federating on loopback with one
+    test CA, and a client session: yields (synapse, gateway, session)."""
+    from tests.support.gateway_server import running_gateway
+
+    ca = TestCA(directory / "ca")
+    synapse = SynapseServer(directory / "synapse", ca)
+    await synapse.start(synapse_extra)
+    extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
+             "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4,
+             **(gateway_extra or {})}
+    try:
+        async with running_gateway(directory, ca, extra) as gw, aiohttp.ClientSession() as session:
+            yield synapse, gw, session
+    finally:
+        await synapse.stop()

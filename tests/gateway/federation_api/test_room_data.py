@@ -131,3 +131,39 @@ async def test_history_visibility_joined_hides_earlier_events_from_a_new_server(
     by_id = {view.event_id(p, view.rv): p for p in back["pdus"]}
     assert by_id[later]["content"]["body"] == "after you came"
     assert by_id[secret]["content"] == {}
+
+
+async def test_timestamp_to_event(gw, remote, alice, ca):
+    room_id, view = await public_room(gw, alice, remote, "10",
+                                      initial_state=[{"type": "m.room.history_visibility", "state_key": "",
+                                                      "content": {"history_visibility": "joined"}}])
+    secret = await alice.send(room_id, "before you came")
+    path = f"{FED}/timestamp_to_event/{q(room_id)}"
+    # Nobody of the remote is in the room yet.
+    assert await refused(get(remote, gw, path, {"ts": "0", "dir": "f"})) == (403, "M_FORBIDDEN")
+    await sync_view(gw, view)
+    await join_bob(gw, remote, view)
+    sent = [await alice.send(room_id, f"t{i}") for i in range(3)]
+    stored = [(await gw.hs.events.store.get_event(e)).pdu for e in sent]
+    ts = stored[1].origin_server_ts
+    forwards = await get(remote, gw, path, {"ts": str(ts), "dir": "f"})
+    backwards = await get(remote, gw, path, {"ts": str(ts), "dir": "b"})
+    # Events in one millisecond: the first at/after ts forwards, the last at/before backwards.
+    same_ms = [p.event_id for p in stored if p.origin_server_ts == ts]
+    assert forwards == {"event_id": same_ms[0], "origin_server_ts": ts}
+    assert backwards == {"event_id": same_ms[-1], "origin_server_ts": ts}
+    assert (await get(remote, gw, path, {"ts": str(stored[-1].origin_server_ts + 1), "dir": "b"}))["event_id"] \
+        == sent[-1]
+    assert await refused(get(remote, gw, path, {"ts": str(stored[-1].origin_server_ts + 60_000), "dir": "f"})) \
+        == (404, "M_NOT_FOUND")
+    # The room's first events were "shared" (no history visibility yet)...
+    create_id = (await gw.hs.events.state.get_current_state_ids(room_id))[("m.room.create", "")]
+    assert (await get(remote, gw, path, {"ts": "0", "dir": "f"}))["event_id"] == create_id
+    # ... but with "joined" history, what came before the remote's join stays hidden from it.
+    secret_ts = (await gw.hs.events.store.get_event(secret)).pdu.origin_server_ts
+    before_join = await refused(get(remote, gw, path, {"ts": str(secret_ts), "dir": "b"}))
+    assert before_join == (404, "M_NOT_FOUND")
+    for query in ({"dir": "f"}, {"ts": "soon", "dir": "f"}, {"ts": "1", "dir": "up"}):
+        assert (await refused(get(remote, gw, path, query)))[0] == 400
+    assert await refused(get(remote, gw, f"{FED}/timestamp_to_event/{q('!unknown:x.test')}",
+                             {"ts": "0", "dir": "f"})) == (404, "M_NOT_FOUND")
