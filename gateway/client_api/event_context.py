@@ -20,6 +20,7 @@ from federation.canonical_json import parse_json
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response
 from ..services.room_previews import is_world_readable
+from ..services.spaces import check_room_id
 from ..storage.events import StoredEvent
 from .auth import requester
 from .rooms import MAX_MESSAGES_LIMIT, _filter_strings
@@ -120,6 +121,7 @@ async def timestamp_to_event(request: web.Request) -> web.Response:
     hs = request.app[HS]
     who = requester(request)
     room_id = request.match_info["room_id"]
+    check_room_id(room_id)
     await hs.events.get_room(room_id)
     ts, forwards = parse_timestamp_query(request.query)
     member = await hs.events.state.get_membership(room_id, who.user_id)

@@ -32,6 +32,7 @@ from federation.server_acl import server_is_allowed
 from ..http import MatrixError
 from ..storage.events import StoredEvent
 from ..storage.state import StateKey
+from .spaces import check_room_id
 
 #: Upper bounds of what one request may ask for.
 MAX_BACKFILL = 100
@@ -256,6 +257,7 @@ class RoomDataService:
     async def timestamp_to_event(self, origin: str, room_id: str, ts: int, *, forwards: bool) -> dict[str, Any]:
         """The first timeline event at or after ``ts`` (``forwards``) or the last at or
         before it, for a server in the room that may see it; 404 if there is none."""
+        check_room_id(room_id)
         await self.assert_server_in_room(origin, room_id)
         found = await self.store.get_event_near_ts(room_id, ts, forwards=forwards)
         if found is None or not (await self.visible_to_server(origin, [found]))[0]:

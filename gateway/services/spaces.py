@@ -84,6 +84,14 @@ SESSION_LIFETIME_MS = 5 * 60_000
 ANONYMOUS_SUMMARY_LIMIT = RateLimit(per_second=0.5, burst_count=10)
 
 
+def check_room_id(room_id: str) -> None:
+    """400 ``M_INVALID_PARAM`` unless ``room_id`` is a room ID."""
+    try:
+        RoomID.parse(room_id)
+    except InvalidIdentifierError:
+        raise MatrixError.invalid_param(f"{room_id!r} is not a room ID") from None
+
+
 def _domain(identifier: str) -> str | None:
     try:
         return get_domain_from_id(identifier)
@@ -282,6 +290,7 @@ class SpacesService:
     async def client_hierarchy(self, user_id: str, room_id: str, *, suggested_only: bool = False,
                                max_depth: int | None = None, limit: int | None = None,
                                from_token: str | None = None, via: Sequence[str] = ()) -> dict[str, Any]:
+        check_room_id(room_id)
         max_depth = MAX_DEPTH if max_depth is None else min(max_depth, MAX_DEPTH)
         limit = MAX_ROOMS if limit is None else min(limit, MAX_ROOMS)
         root_via = await self._servers_for(room_id, user_id, via)
@@ -362,6 +371,7 @@ class SpacesService:
         under ``children``, the others under ``inaccessible_children``; children we are
         not in are left out (``origin`` asks their ``via`` servers). 404 for a room we
         are not in or that ``origin`` may not see."""
+        check_room_id(room_id)
         root = await self.local_room(room_id) if await self.is_resident(room_id) else None
         if root is None or not await self.visible_locally(root, origin=origin):
             raise MatrixError.not_found(f"Unknown room {room_id}")
@@ -390,10 +400,7 @@ class SpacesService:
             via += servers
         else:
             room_id = room_id_or_alias
-            try:
-                RoomID.parse(room_id)
-            except InvalidIdentifierError:
-                raise MatrixError.invalid_param(f"{room_id!r} is not a room ID or alias") from None
+            check_room_id(room_id)
         not_found = MatrixError.not_found("Room not found or is not accessible")
         if await self.is_resident(room_id):
             room = await self.local_room(room_id)

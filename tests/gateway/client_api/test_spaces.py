@@ -294,3 +294,11 @@ async def test_anonymous_summaries_are_rate_limited(client, hs, alice):
     statuses = [(await client.get(f"{V1}/room_summary/{q(public)}")).status for _ in range(4)]
     assert statuses == [200, 200, 429, 429]
     assert (await summary(client, public, alice.token))["membership"] == "join"  # users are not limited here
+
+
+async def test_bad_room_ids_are_invalid_params(client, alice):
+    for path in (f"{V1}/rooms/{q('!a' + chr(0) + 'b:hs.test')}/hierarchy", f"{V1}/rooms/not-a-room/hierarchy",
+                 f"{V1}/room_summary/{q('!a' + chr(0) + 'b:hs.test')}",
+                 f"{V1}/rooms/{q('!a' + chr(0) + 'b:hs.test')}/timestamp_to_event?ts=1&dir=f"):
+        resp = await client.get(path, headers=auth_header(alice.token))
+        assert resp.status == 400 and (await resp.json())["errcode"] == "M_INVALID_PARAM", path

@@ -107,10 +107,12 @@ async def test_what_another_server_sees(gw, remote, alice):
         with pytest.raises(FederationRequestError) as e:
             await remote.client.request("GET", gw.server_name, f"{FED}/hierarchy/{q(room_id)}")
         assert (e.value.status, e.value.body["errcode"]) == (404, "M_NOT_FOUND")
-    with pytest.raises(FederationRequestError) as e:
-        await remote.client.request("GET", gw.server_name, f"{FED}/hierarchy/{q(space)}",
-                                    query={"suggested_only": "maybe"})
-    assert (e.value.status, e.value.body["errcode"]) == (400, "M_INVALID_PARAM")
+    for path, query in ((f"{FED}/hierarchy/{q(space)}", {"suggested_only": "maybe"}),
+                        (f"{FED}/hierarchy/{q('!a' + chr(0) + ':x')}", None),
+                        (f"{FED}/timestamp_to_event/{q('!a' + chr(0) + ':x')}", {"ts": "1", "dir": "f"})):
+        with pytest.raises(FederationRequestError) as e:
+            await remote.client.request("GET", gw.server_name, path, query=query)
+        assert (e.value.status, e.value.body["errcode"]) == (400, "M_INVALID_PARAM")
     # A server the space's ACL denies sees nothing, member or not.
     await alice.call("PUT", f"/rooms/{q(space)}/state/m.room.server_acl",
                      {"allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": True})
