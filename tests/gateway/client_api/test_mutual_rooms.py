@@ -52,6 +52,14 @@ async def test_mutual_rooms_and_pages(client, monkeypatch):
             break
     assert seen == shared
 
+    # The unstable path pages as matrix-js-sdk does (batch_token / next_batch_token).
+    unstable = "/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms"
+    first = await (await client.get(unstable, params={"user_id": "@alice:hs.test"}, headers=auth_header(bob))).json()
+    second = await (await client.get(unstable, params={"user_id": "@alice:hs.test",
+                                                        "batch_token": first["next_batch_token"]},
+                                     headers=auth_header(bob))).json()
+    assert first["joined"] + second["joined"] == shared[:4]
+
     # A made-up token only moves the start: alice's own room is never shown.
     made_up = mutual_rooms.encode_token("!")
     page = await (await client.get("/_matrix/client/v1/mutual_rooms", params={"user_id": "@alice:hs.test",
