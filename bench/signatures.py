@@ -36,7 +36,7 @@ from federation.canonical_json import decode_base64  # noqa: E402
 from federation.room_versions import get_room_version  # noqa: E402
 from federation.signing import (  # noqa: E402
     KnownKey,
-    _redacted_signing_bytes,
+    redacted_signing_bytes,
     check_content_hash,
     generate_signing_key,
     sign_event,
@@ -162,7 +162,7 @@ def main() -> None:
     # The floor: exactly the bytes and signatures our code verifies, precomputed.
     vk = key.verify_key
     work = [
-        (_redacted_signing_bytes(e, rv), decode_base64(e["signatures"][SERVER][key.key_id]))
+        (redacted_signing_bytes(e, rv), decode_base64(e["signatures"][SERVER][key.key_id]))
         for e in events
     ]
 

@@ -19,8 +19,14 @@ from .canonical_json import (
     encode_base64_urlsafe,
     encode_canonical_json,
 )
-from .redaction import prune_event_for_client, redact
-from .signing import add_content_hash, check_content_hash, compute_content_hash
+from .redaction import prune_event_for_client
+from .signing import (
+    SignatureError,
+    add_content_hash,
+    check_content_hash,
+    compute_content_hash,
+    redacted_signing_bytes,
+)
 from .room_versions import EventFormat, RoomVersion
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "compute_reference_hash",
     "compute_event_id",
     "check_pdu_format",
+    "parse_pdu",
 ]
 
 #: Spec "Size limits": the whole PDU as canonical JSON, and some of its fields.
@@ -59,30 +66,47 @@ class InvalidEventError(ValueError):
 
 
 def compute_reference_hash(pdu_json: Mapping[str, Any], room_version: RoomVersion) -> bytes:
-    """SHA-256 over the redacted event without ``signatures`` and ``unsigned``.
+    """SHA-256 over the redacted event without ``signatures`` and ``unsigned``: the
+    bytes its signatures cover (``signing.redacted_signing_bytes``).
 
     https://spec.matrix.org/latest/server-server-api/#calculating-the-reference-hash-for-an-event
     """
-    redacted = redact(pdu_json, room_version)  # a new dict: safe to pop from
-    redacted.pop("signatures", None)
-    redacted.pop("unsigned", None)
-    # Rooms 6+ forbid floats, so the float-normalising walk would only cost time.
-    data = encode_canonical_json(redacted, assume_no_floats=room_version.strict_canonicaljson)
+    try:
+        data = redacted_signing_bytes(pdu_json, room_version)
+    except SignatureError as e:  # not encodable as canonical JSON
+        raise CanonicalJSONError(str(e)) from None
     return hashlib.sha256(data).digest()
 
 
-def compute_event_id(pdu_json: Mapping[str, Any], room_version: RoomVersion) -> str:
-    """The event ID: given in the event for v1/v2, derived from the reference hash after."""
+def compute_event_id(pdu_json: Mapping[str, Any], room_version: RoomVersion, *,
+                     signed_bytes: bytes | None = None) -> str:
+    """The event ID: given in the event for v1/v2, derived from the reference hash after.
+    ``signed_bytes``: ``signing.redacted_signing_bytes`` of this event, if already known."""
     fmt = room_version.event_format
     if fmt is EventFormat.V1:
         event_id = pdu_json.get("event_id")
         if not isinstance(event_id, str):
             raise InvalidEventError("event_id is required in room versions 1 and 2")
         return event_id
-    digest = compute_reference_hash(pdu_json, room_version)
+    if signed_bytes is None:
+        digest = compute_reference_hash(pdu_json, room_version)
+    else:
+        digest = hashlib.sha256(signed_bytes).digest()
     if fmt is EventFormat.V2:
         return "$" + encode_base64(digest)
     return "$" + encode_base64_urlsafe(digest)
+
+
+def parse_pdu(pdu_json: dict[str, Any], room_version: RoomVersion) -> tuple["PDU", bytes]:
+    """``PDU.from_pdu_json``, also returning the bytes the event's signatures cover
+    (``signing.redacted_signing_bytes``): a received event is redacted and encoded once
+    for its event ID and its signature check. InvalidEventError on a malformed event."""
+    check_pdu_format(pdu_json, room_version)
+    try:
+        signed = redacted_signing_bytes(pdu_json, room_version)
+    except SignatureError as e:
+        raise InvalidEventError(str(e)) from None
+    return PDU(pdu_json, room_version, compute_event_id(pdu_json, room_version, signed_bytes=signed)), signed
 
 
 # --- format ------------------------------------------------------------------------

@@ -21,11 +21,11 @@ Every decision has ``ok``: whether processing continues (``Accept`` and ``Redact
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .auth_rules import AuthError, check_auth_rules, check_event_auth
-from .events import PDU, InvalidEventError
+from .events import PDU, InvalidEventError, parse_pdu
 from .ids import EventID, InvalidIdentifierError, RoomID, UserID, get_domain_from_id
 from .redaction import redact
 from .room_versions import RoomVersion
@@ -63,9 +63,12 @@ SignatureCheck = Callable[[Any, str], bool]
 
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """The step passed. ``pdu`` is set by steps that produce one (``check_format``)."""
+    """The step passed. ``pdu`` is set by steps that produce one (``check_format``),
+    with ``signed_bytes``: what its signatures cover, to hand to
+    :func:`check_signatures_and_hashes` (computed once, with the event ID)."""
 
     pdu: Any = None
+    signed_bytes: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -139,12 +142,12 @@ def check_format(pdu_json: Any, room_version: RoomVersion) -> Accept | Drop:
     ``PDU.from_pdu_json`` checks the structure, the size limits and (rooms 6+)
     strict canonical JSON; this adds the identifier grammar: ``sender`` (historical
     localparts allowed), ``room_id`` and the referenced event IDs, by room version.
-    Returns ``Accept(pdu)``.
+    Returns ``Accept(pdu, signed_bytes)``.
     """
     if not isinstance(pdu_json, dict):
         return Drop("PDU is not a JSON object")
     try:
-        pdu = PDU.from_pdu_json(pdu_json, room_version)
+        pdu, signed_bytes = parse_pdu(pdu_json, room_version)
     except InvalidEventError as e:
         return Drop(f"invalid event: {e}")
     try:
@@ -155,12 +158,12 @@ def check_format(pdu_json: Any, room_version: RoomVersion) -> Accept | Drop:
         problem = _id_problem(RoomID, pdu_json["room_id"], room_version)
         if problem is not None:
             return Drop(f"room_id: {problem}")
-    for field, ids in (("prev_events", pdu.prev_event_ids), ("auth_events", pdu.auth_event_ids)):
+    for name, ids in (("prev_events", pdu.prev_event_ids), ("auth_events", pdu.auth_event_ids)):
         for event_id in ids:
             problem = _id_problem(EventID, event_id, room_version)
             if problem is not None:
-                return Drop(f"{field}: {problem}")
-    return Accept(pdu)
+                return Drop(f"{name}: {problem}")
+    return Accept(pdu, signed_bytes)
 
 
 # The events of a room name the same room ID and mostly the same few auth events (a
@@ -196,6 +199,7 @@ def check_signatures_and_hashes(
     keys_for: KeyLookup,
     *,
     origin: str | None = None,
+    signed_bytes: bytes | None = None,
 ) -> Accept | Drop | Redacted:
     """Steps 2 and 3: required signatures (else drop), then the content hash.
 
@@ -203,10 +207,12 @@ def check_signatures_and_hashes(
     the caller fetched for :func:`federation.signing.servers_that_must_sign`;
     ``origin`` is the server that sent us the event (used for third-party invites).
     On a hash mismatch returns ``Redacted`` with the redacted copy to use instead.
+    ``signed_bytes``: those ``check_format`` returned for this event (saves redacting
+    and encoding it again).
     """
     pdu_json = _as_json(event)
     try:
-        verify_event_signatures(pdu_json, room_version, keys_for, origin=origin)
+        verify_event_signatures(pdu_json, room_version, keys_for, origin=origin, signed_bytes=signed_bytes)
     except SignatureError as e:
         return Drop(f"signature check failed: {e}")
     if check_content_hash(pdu_json, room_version):

@@ -289,7 +289,7 @@ def check_countersigned(ours: Mapping[str, Any], theirs: Any, room_version: Room
     the same event (same event ID), with a valid signature of ``server``. Returns it
     with the signatures of both. ``keys_for(server, key_id)`` as for
     ``signing.verify_event_signatures``. MembershipError otherwise."""
-    from .signing import SignatureError, _redacted_signing_bytes, _verify_server_signatures
+    from .signing import SignatureError, redacted_signing_bytes, _verify_server_signatures
 
     if not isinstance(theirs, dict):
         raise MembershipError(f"{server} sent back no event")
@@ -297,7 +297,7 @@ def check_countersigned(ours: Mapping[str, Any], theirs: Any, room_version: Room
         if compute_event_id(theirs, room_version) != compute_event_id(ours, room_version):
             raise MembershipError(f"{server} sent back a different event")
         validity = theirs.get("origin_server_ts") if room_version.enforce_key_validity else None
-        _verify_server_signatures(_redacted_signing_bytes(theirs, room_version), theirs.get("signatures") or {},
+        _verify_server_signatures(redacted_signing_bytes(theirs, room_version), theirs.get("signatures") or {},
                                   server, keys_for, validity)
     except (SignatureError, ValueError, KeyError, TypeError) as e:
         raise MembershipError(f"the event {server} sent back is not signed properly: {e}") from None

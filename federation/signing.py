@@ -56,6 +56,7 @@ __all__ = [
     "sign_event",
     "servers_that_must_sign",
     "verify_event_signatures",
+    "redacted_signing_bytes",
     "POLICY_SERVER_KEY_ID",
     "verify_policy_server_signature",
     "XMatrixAuth",
@@ -355,8 +356,11 @@ def _redact(pdu_json: Mapping[str, Any], room_version: "RoomVersion") -> dict[st
     return redact(pdu_json, room_version)  # type: ignore[arg-type]
 
 
-def _redacted_signing_bytes(pdu_json: Mapping[str, Any], room_version: "RoomVersion") -> bytes:
-    """What event signatures cover: the redacted event without ``signatures``/``unsigned``."""
+def redacted_signing_bytes(pdu_json: Mapping[str, Any], room_version: "RoomVersion") -> bytes:
+    """What event signatures cover: the canonical JSON of the redacted event without
+    ``signatures``/``unsigned``. Its SHA-256 is also the event's reference hash (the
+    event ID from room version 3), so a receiver computes it once for both
+    (``federation.events.parse_pdu``). SignatureError if it cannot be encoded."""
     redacted = _redact(pdu_json, room_version)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
@@ -486,6 +490,7 @@ def verify_event_signatures(
     keys_for: KeyLookup,
     *,
     origin: str | None = None,
+    signed_bytes: bytes | None = None,
 ) -> None:
     """Check the signatures an event needs (see :func:`servers_that_must_sign`).
 
@@ -495,14 +500,16 @@ def verify_event_signatures(
     signature from a usable key, and all of those must verify.
     For an invite from a third-party invite, ``origin``'s signature is accepted in
     place of the sender's server's (the spec's exception).
+    ``signed_bytes``: :func:`redacted_signing_bytes` of this very ``pdu_json``, when the
+    caller computed them already (for its event ID).
     Raises SignatureError. Does not check the content hash (:func:`check_content_hash`).
     """
     try:
-        _verify_event_signatures(pdu_json, room_version, keys_for, None)
+        _verify_event_signatures(pdu_json, room_version, keys_for, None, signed_bytes)
     except SignatureError:
         if origin is None or not _is_third_party_invite(pdu_json):
             raise
-        _verify_event_signatures(pdu_json, room_version, keys_for, origin)
+        _verify_event_signatures(pdu_json, room_version, keys_for, origin, signed_bytes)
 
 
 def _verify_event_signatures(
@@ -510,6 +517,7 @@ def _verify_event_signatures(
     room_version: "RoomVersion",
     keys_for: KeyLookup,
     origin: str | None,
+    signed_bytes: bytes | None = None,
 ) -> None:
     required = servers_that_must_sign(pdu_json, room_version, origin=origin)
     signatures = pdu_json.get("signatures")
@@ -521,7 +529,7 @@ def _verify_event_signatures(
         if not isinstance(ts, int) or isinstance(ts, bool):
             raise SignatureError("event has no valid origin_server_ts")
         validity_at = ts
-    message = _redacted_signing_bytes(pdu_json, room_version)
+    message = redacted_signing_bytes(pdu_json, room_version) if signed_bytes is None else signed_bytes
     for server in sorted(required):
         _verify_server_signatures(message, signatures, server, keys_for, validity_at)
 
@@ -549,7 +557,7 @@ def verify_policy_server_signature(
         except ValueError as e:
             raise SignatureError(f"policy server public key: {e}") from None
     sig = _get_signature(dict(pdu_json), policy_server, POLICY_SERVER_KEY_ID)
-    message = _redacted_signing_bytes(pdu_json, room_version)
+    message = redacted_signing_bytes(pdu_json, room_version)
     _verify_bytes(message, sig, public_key, f"policy server {policy_server}")
 
 

@@ -187,11 +187,11 @@ class FederationEventHandler:
         room = head[0]
         out = []
         async with self.events.room_lock(room_id):
-            ids = [e for e in (guess_event_id(p, room.room_version) for p in pdus) if e]
+            event_ids = [guess_event_id(p, room.room_version) for p in pdus]
+            ids = [e for e in event_ids if e]
             found = await self._metas(ids)  # one read for the batch
             self._absent[room_id] = {e for e in ids if e not in found}
-            for pdu_json in pdus:
-                event_id = guess_event_id(pdu_json, room.room_version)
+            for pdu_json, event_id in zip(pdus, event_ids):
                 head = await self._room_head(room_id)
                 if head is None or head[0].current_state_group is None:
                     out.append(PDUOutcome(event_id, f"Unknown room {room_id}"))
@@ -372,7 +372,7 @@ class FederationEventHandler:
                 if acl is not None and not server_is_allowed(acl.content, origin):
                     raise PDUError(f"Server {origin} is denied by the room's server ACL")
         # 2, 3. signatures and hashes
-        (checked,) = await self._check_signatures([pdu_json], rv, origin)
+        (checked,) = await self._check_signatures([pdu_json], rv, origin, [decision.signed_bytes])
         if isinstance(checked, Drop):
             raise PDUError(checked.reason)
         if isinstance(checked, Redacted):
@@ -546,9 +546,11 @@ class FederationEventHandler:
 
     # --- signatures --------------------------------------------------------------
 
-    async def _check_signatures(self, pdu_jsons: Sequence[dict], rv: RoomVersion, origin: str | None) -> list:
+    async def _check_signatures(self, pdu_jsons: Sequence[dict], rv: RoomVersion, origin: str | None,
+                                signed_bytes: Sequence[bytes | None] | None = None) -> list:
         """Steps 2 and 3 for a batch: the keys are fetched once for all of them, and a
-        big batch is verified in worker threads."""
+        big batch is verified in worker threads. ``signed_bytes``: what ``check_format``
+        returned for each event (None: computed here)."""
         requests = merge_key_requests(
             r for part in await _map_chunks(lambda part: [_key_requests(j, rv, origin) for j in part], pdu_jsons)
             for r in part)
@@ -558,9 +560,10 @@ class FederationEventHandler:
         def keys_for(server: str, key_id: str):
             return lookup.get((server, key_id))
 
+        items = list(zip(pdu_jsons, signed_bytes or [None] * len(pdu_jsons)))
         return await _map_chunks(
-            lambda part: [check_signatures_and_hashes(j, rv, keys_for, origin=origin) for j in part], pdu_jsons,
-            parallel=True)
+            lambda part: [check_signatures_and_hashes(j, rv, keys_for, origin=origin, signed_bytes=b)
+                          for j, b in part], items, parallel=True)
 
     # --- auth events ---------------------------------------------------------------
 

@@ -230,6 +230,24 @@ def test_signatures_and_hashes_accept_good_event():
     assert check_signatures_and_hashes(pdu, RoomVersions.V10, keys_for) == Accept()
 
 
+def test_format_check_hands_the_signed_bytes_to_the_signature_check():
+    """check_format redacts and encodes the event once, for its ID and for step 2: the
+    bytes it returns are what the signatures cover, and step 2 checks the signatures
+    against exactly them (bytes of another event fail, as a forgery would)."""
+    from federation.signing import redacted_signing_bytes
+
+    room = new_room()
+    ev = room.build("m.room.message", ALICE, {"body": "hi"})
+    other = room.build("m.room.message", ALICE, {"body": "other"})
+    decision = check_format(ev, RoomVersions.V10)
+    assert isinstance(decision, Accept)
+    assert decision.signed_bytes == redacted_signing_bytes(ev, RoomVersions.V10)
+    assert decision.pdu.event_id == PDU.from_pdu_json(ev, RoomVersions.V10).event_id
+    assert check_signatures_and_hashes(ev, RoomVersions.V10, keys_for, signed_bytes=decision.signed_bytes) == Accept()
+    wrong = check_format(other, RoomVersions.V10).signed_bytes
+    assert isinstance(check_signatures_and_hashes(ev, RoomVersions.V10, keys_for, signed_bytes=wrong), Drop)
+
+
 def test_hash_mismatch_gives_the_redacted_copy():
     room = new_room()
     ev = room.build("m.room.message", ALICE, {"body": "hi", "msgtype": "m.text"})
