@@ -5,8 +5,8 @@ Spec: https://spec.matrix.org/latest/client-server-api/#relationships-api and
 https://spec.matrix.org/latest/client-server-api/#querying-threads-in-a-room
 
 /relations tokens are the ``s<position>`` tokens of /messages (a /messages or /sync
-token works as ``from`` or ``to``). /threads tokens are ``t<position>_<root event ID>``:
-the last thread of a page, by its latest reply.
+token works as ``from`` or ``to``). /threads tokens are ``t<position>``: the latest reply
+of a page's last thread (threads continue below it).
 """
 
 from __future__ import annotations
@@ -74,14 +74,13 @@ async def relations(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-def _thread_token(token: str) -> tuple[int, str]:
-    pos, sep, root = token[1:].partition("_")
-    if not token.startswith("t") or not sep or not root.startswith("$"):
-        raise MatrixError.invalid_param("Unknown pagination token")
+def _thread_token(token: str) -> int:
     try:
-        return int(pos), root
+        if token.startswith("t"):
+            return int(token[1:])
     except ValueError:
-        raise MatrixError.invalid_param("Unknown pagination token") from None
+        pass
+    raise MatrixError.invalid_param("Unknown pagination token")
 
 
 @routes.get("/v1/rooms/{room_id}/threads")
@@ -96,6 +95,6 @@ async def threads(request: web.Request) -> web.Response:
         requester(request).user_id, _device(request), request.match_info["room_id"],
         participated=include == "participated", limit=limit, before=before)
     body: dict[str, Any] = {"chunk": page.roots}
-    if page.next_key is not None:
-        body["next_batch"] = f"t{page.next_key[0]}_{page.next_key[1]}"
+    if page.next_position is not None:
+        body["next_batch"] = f"t{page.next_position}"
     return json_response(body)

@@ -54,8 +54,8 @@ class RelationsPage:
 @dataclass(frozen=True)
 class ThreadsPage:
     roots: list[dict[str, Any]]
-    #: (position, root ID) to continue from (None: no more).
-    next_key: tuple[int, str] | None
+    #: The last thread's latest position, to continue below (None: no more).
+    next_position: int | None
 
 
 class RelationsService:
@@ -93,7 +93,7 @@ class RelationsService:
         await self.events.get_room(room_id)
         stored = await self.events.store.get_event(event_id)
         if stored is None or stored.pdu.room_id != room_id or stored.outlier or stored.rejected_reason \
-                or not await self.events.filter_visible(user_id, [stored]):
+                or stored.soft_failed or not await self.events.filter_visible(user_id, [stored]):
             raise MatrixError.not_found("Event not found")
         return stored
 
@@ -219,7 +219,7 @@ class RelationsService:
     # --- /threads -----------------------------------------------------------------------
 
     async def list_threads(self, user_id: str, device: tuple[str, str] | None, room_id: str, *,
-                           participated: bool, limit: int, before: tuple[int, str] | None) -> ThreadsPage:
+                           participated: bool, limit: int, before: int | None) -> ThreadsPage:
         """The room's thread roots the user may see, most recently active first, with
         their bundled aggregations. 403 for a user who was never in the room. A root by
         an ignored user is served redacted (spec)."""
@@ -238,8 +238,7 @@ class RelationsService:
         roots = [r if r.pdu.sender not in ignored else _redacted(r) for r in roots]
         serialized = await self.events.serialize_for_client(roots, requester_device=device)
         await self.bundle_aggregations(serialized, user_id)
-        next_key = (rows[-1][1], rows[-1][0]) if more and rows else None
-        return ThreadsPage(serialized, next_key)
+        return ThreadsPage(serialized, rows[-1][1] if more and rows else None)
 
 
 def _redacted(event: StoredEvent) -> StoredEvent:

@@ -15,7 +15,7 @@ from typing import Any
 
 from federation.canonical_json import encode_canonical_json
 from federation.events import PDU, compute_event_id
-from federation.relations import relation_of
+from federation.relations import THREAD, relation_of
 from federation.room_versions import EventFormat, RoomVersion, get_room_version
 
 from .database import Connection, Database, IntegrityError
@@ -456,7 +456,6 @@ class EventStore:
             await txn.executemany(
                 "INSERT INTO redactions (event_id, redacts, room_id) VALUES ($1, $2, $3)", redaction_rows
             )
-        await write_relations(txn, [w.pdu for w in writes if w.rejected_reason is None])
 
         # Forward extremities: the new events replace the ones they point to.
         new_ids = {w.pdu.event_id for w in writes}
@@ -496,6 +495,10 @@ class EventStore:
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             event_rows,
         )
+        counted = [(w.pdu, pos) for w, pos in zip(writes, positions) if w.rejected_reason is None]
+        await write_relations(txn, [pdu for pdu, _ in counted])
+        await note_thread_replies(txn, counted)
+        await note_redactions(txn, [r[1] for r in redaction_rows])
         changed = await txn.execute(
             "UPDATE rooms SET head_stream_ordering = $3, current_state_group = $4"
             " WHERE room_id = $1 AND head_stream_ordering = $2",
@@ -680,8 +683,10 @@ class EventStore:
                     " ON CONFLICT (event_id) DO NOTHING",
                     pdu.event_id, write.redaction_applies_to, room_id,
                 )
+                await note_redactions(txn, [write.redaction_applies_to])
             if timeline:
                 await write_relations(txn, [pdu])
+                await note_thread_replies(txn, [(pdu, position)])
             current_after = current
             is_extremity = False
             if timeline:
@@ -775,6 +780,19 @@ _INSERT_RELATION = (
     " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING")
 
 
+_NOTE_THREAD = (
+    "INSERT INTO threads (room_id, root_id, latest_position) VALUES ($1, $2, $3)"
+    " ON CONFLICT (room_id, root_id) DO UPDATE SET latest_position = CASE"
+    " WHEN excluded.latest_position > threads.latest_position THEN excluded.latest_position"
+    " ELSE threads.latest_position END")
+#: A thread's newest counted reply (the rules of ``storage.relations``).
+_THREAD_LATEST = (
+    "SELECT MAX(e.stream_ordering) FROM event_relations r JOIN events e ON e.event_id = r.event_id"
+    " WHERE r.relates_to_id = threads.root_id AND r.room_id = threads.room_id AND r.rel_type = 'm.thread'"
+    " AND e.outlier = FALSE AND e.rejected_reason IS NULL AND e.soft_failed = FALSE"
+    " AND NOT EXISTS (SELECT 1 FROM redactions rd WHERE rd.redacts = r.event_id)")
+
+
 async def write_relations(conn: Connection, pdus: Iterable[PDU]) -> None:
     """Record the relationships (``m.relates_to``) of newly stored events, inside the
     caller's transaction (read by ``storage.relations``)."""
@@ -785,6 +803,30 @@ async def write_relations(conn: Connection, pdus: Iterable[PDU]) -> None:
             rows.append((pdu.event_id, rel.event_id, rel.rel_type, pdu.room_id, pdu.type, pdu.sender, rel.key))
     if rows:
         await conn.executemany(_INSERT_RELATION, rows)
+
+
+async def note_thread_replies(conn: Connection, events: Iterable[tuple[PDU, int]]) -> None:
+    """Events (with their positions) that joined a room's timeline: thread replies move
+    their thread's latest activity (the ``threads`` table behind /threads)."""
+    rows = []
+    for pdu, position in events:
+        rel = relation_of(pdu.content)
+        if rel is not None and rel.rel_type == THREAD:
+            rows.append((pdu.room_id, rel.event_id, position))
+    if rows:
+        await conn.executemany(_NOTE_THREAD, rows)
+
+
+async def note_redactions(conn: Connection, redacted_ids: Sequence[str]) -> None:
+    """A redaction breaks a thread reply's relationship: its thread's latest activity is
+    read again from the replies that still count (the thread goes when none does)."""
+    if not redacted_ids:
+        return
+    roots = ("SELECT relates_to_id FROM event_relations WHERE rel_type = 'm.thread'"
+             f" AND event_id IN ({_placeholders(len(redacted_ids))})")
+    await conn.execute(f"DELETE FROM threads WHERE root_id IN ({roots}) AND ({_THREAD_LATEST}) IS NULL", *redacted_ids)
+    await conn.execute(f"UPDATE threads SET latest_position = ({_THREAD_LATEST}) WHERE root_id IN ({roots})",
+                       *redacted_ids)
 
 
 def encode_pdu_json(pdu: PDU) -> str:

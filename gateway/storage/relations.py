@@ -153,34 +153,43 @@ class RelationStore:
     # --- /threads -----------------------------------------------------------------------
 
     async def get_thread_roots(
-        self, room_id: str, *, limit: int, before: tuple[int, str] | None = None, participant: str | None = None,
+        self, room_id: str, *, limit: int, before: int | None = None, participant: str | None = None,
     ) -> list[tuple[str, int]]:
         """(root ID, newest reply's position) of the room's threads, most recently active
-        first; ``before`` (position, root ID) continues after a page; ``participant``
-        keeps threads the user started or replied to. Roots must be timeline events of
-        the room (a relationship across rooms is no thread)."""
-        a = _Args(room_id)
-        where = ["root.room_id = $1", "root.outlier = FALSE", "root.rejected_reason IS NULL",
-                 "root.soft_failed = FALSE"]
-        if before is not None:
-            pos, root_id = before
-            p = a(pos)
-            where.append(f"(t.latest < {p} OR (t.latest = {p} AND t.root_id < {a(root_id)}))")
-        if participant is not None:
-            u = a(participant)
-            where.append(f"(root.sender = {u} OR EXISTS (SELECT 1 FROM event_relations r JOIN events e"
-                         f" ON e.event_id = r.event_id WHERE r.relates_to_id = t.root_id AND r.rel_type = '{THREAD}'"
-                         f" AND r.room_id = $1 AND r.sender = {u} AND {_COUNTS}))")
-        rows = await self.db.fetch(
-            "SELECT t.root_id, t.latest FROM ("
-            " SELECT r.relates_to_id AS root_id, MAX(e.stream_ordering) AS latest"
-            " FROM event_relations r JOIN events e ON e.event_id = r.event_id"
-            f" WHERE r.room_id = $1 AND r.rel_type = '{THREAD}' AND {_COUNTS} GROUP BY r.relates_to_id"
-            ") t JOIN events root ON root.event_id = t.root_id"
-            f" WHERE {' AND '.join(where)} ORDER BY t.latest DESC, t.root_id DESC LIMIT {a(int(limit))}",
-            *a.values,
-        )
-        return [(r[0], int(r[1])) for r in rows]
+        first (an index range of ``threads``; positions are unique, a reply being in one
+        thread); ``before`` continues below a page's last position; ``participant`` keeps
+        threads the user started or replied to. Roots must be timeline events of the room
+        (a relationship across rooms is no thread): others are skipped."""
+        out: list[tuple[str, int]] = []
+        while len(out) < limit:
+            a = _Args(room_id)
+            where = ["t.room_id = $1"]
+            if before is not None:
+                where.append(f"t.latest_position < {a(before)}")
+            if participant is not None:
+                u = a(participant)
+                where.append(f"(EXISTS (SELECT 1 FROM events root WHERE root.event_id = t.root_id AND root.sender = {u})"
+                             " OR EXISTS (SELECT 1 FROM event_relations r JOIN events e ON e.event_id = r.event_id"
+                             f" WHERE r.relates_to_id = t.root_id AND r.rel_type = '{THREAD}' AND r.room_id = $1"
+                             f" AND r.sender = {u} AND {_COUNTS}))")
+            batch = limit - len(out) + 10
+            rows = await self.db.fetch(
+                f"SELECT t.root_id, t.latest_position FROM threads t WHERE {' AND '.join(where)}"
+                f" ORDER BY t.latest_position DESC LIMIT {a(batch)}",
+                *a.values,
+            )
+            metas = await self.events.get_event_meta([r[0] for r in rows])
+            for root_id, position in rows:
+                m = metas.get(root_id)
+                if m is not None and m.room_id == room_id and not m.outlier and m.rejected_reason is None \
+                        and not m.soft_failed:
+                    out.append((root_id, int(position)))
+                    if len(out) == limit:
+                        break
+            if len(rows) < batch:
+                break
+            before = int(rows[-1][1])
+        return out
 
     # --- sending ----------------------------------------------------------------------
 

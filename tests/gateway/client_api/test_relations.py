@@ -236,7 +236,7 @@ async def test_threads_are_bundled_and_listed_by_latest_activity(client, alice, 
     assert (await post(client, carol, f"/rooms/{room}/join"))[0] == 200
     assert (await threads(client, carol, room, include="participated")) == (200, {"chunk": []})
     # Bad parameters, and a user who was never in the room.
-    for params in ({"include": "some"}, {"limit": "0"}, {"limit": "x"}, {"from": "nonsense"}, {"from": "t1_x"}):
+    for params in ({"include": "some"}, {"limit": "0"}, {"limit": "x"}, {"from": "nonsense"}, {"from": "tx"}):
         status, err = await threads(client, bob, room, **params)
         assert (status, err["errcode"]) == (400, "M_INVALID_PARAM"), params
     dave = (await register(client, "dave"))["access_token"]

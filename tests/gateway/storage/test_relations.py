@@ -71,7 +71,7 @@ async def test_children_that_count(stores, database):
     assert not await relations.has_annotation(root.event_id, BOB, "m.reaction", "👍")
     assert await relations.get_thread_roots(room_id, limit=5) == [(root.event_id, summary.latest_position)]
     assert await relations.get_thread_roots(room_id, limit=5, participant=BOB) == []
-    assert await relations.get_thread_roots(room_id, limit=5, before=(summary.latest_position, root.event_id)) == []
+    assert await relations.get_thread_roots(room_id, limit=5, before=summary.latest_position) == []
 
     # A redaction breaks the relationship; a soft-failed child never counts.
     redaction = chain.make("m.room.redaction", {}, redacts=replies[2].event_id)
@@ -79,6 +79,7 @@ async def test_children_that_count(stores, database):
     summary = (await relations.get_thread_summaries([root.event_id], BOB))[root.event_id]
     assert summary.count == 2
     assert summary.latest_position == (await store.get_event(replies[1].event_id)).stream_ordering
+    assert await relations.get_thread_roots(room_id, limit=5) == [(root.event_id, summary.latest_position)]
     room = await store.get_room(room_id)
     current = await state.get_state(room.current_state_group)
     soft = chain.make("m.room.message", rel("m.thread", root.event_id), sender=BOB)
@@ -147,3 +148,42 @@ async def test_migration_backfills_relations_of_stored_events(stores, database):
     await database.execute("DELETE FROM event_relations")
     await database.execute(backfill)
     assert await _rows(database) == written
+
+
+async def test_threads_follow_replies_and_redactions(stores, database):
+    store, state = stores
+    relations = RelationStore(database, store)
+    chain = Chain()
+    create, join, _ = await new_room(store, chain)
+    room_id = create.room_id
+    roots = [chain.make("m.room.message", {"body": f"root {i}"}) for i in range(3)]
+    await _append(store, state, room_id, roots)
+    lone = chain.make("m.room.message", rel("m.thread", roots[0].event_id))
+    busy = [chain.make("m.room.message", rel("m.thread", roots[1].event_id)) for _ in range(2)]
+    elsewhere = chain.make("m.room.message", rel("m.thread", "$a-root-in-another-room"))
+    result = await _append(store, state, room_id, [lone, *busy, elsewhere])
+    pos = dict(zip([e.event_id for e in (lone, *busy, elsewhere)], result.stream_orderings))
+    assert await relations.get_thread_roots(room_id, limit=10) == [
+        (roots[1].event_id, pos[busy[1].event_id]), (roots[0].event_id, pos[lone.event_id])]
+    # Pages continue after the last thread.
+    assert await relations.get_thread_roots(room_id, limit=10, before=pos[busy[1].event_id]) \
+        == [(roots[0].event_id, pos[lone.event_id])]
+    # Redacting the newest reply moves the thread back; redacting the only one ends it.
+    for target in (busy[1], lone):
+        redaction = chain.make("m.room.redaction", {}, redacts=target.event_id)
+        await _append(store, state, room_id, [redaction], redaction_applies_to=target.event_id)
+    assert await relations.get_thread_roots(room_id, limit=10) == [(roots[1].event_id, pos[busy[0].event_id])]
+    # Replies to events that are no roots here (unknown, of another room) are passed over,
+    # however many come first.
+    strays = [chain.make("m.room.message", rel("m.thread", f"$stray{i}")) for i in range(15)]
+    await _append(store, state, room_id, strays)
+    assert await relations.get_thread_roots(room_id, limit=1) == [(roots[1].event_id, pos[busy[0].event_id])]
+
+    # The migration computes the same table from the stored events.
+    kept = await database.fetch("SELECT room_id, root_id, latest_position FROM threads ORDER BY root_id")
+    (migration,) = [m for m in load_migrations(database.engine) if m.name == "threads"]
+    (fill,) = [s for s in split_sql_script(migration.sql) if s.lstrip().startswith("INSERT")]
+    await database.execute("DELETE FROM threads")
+    await database.execute(fill)
+    assert [tuple(r) for r in await database.fetch(
+        "SELECT room_id, root_id, latest_position FROM threads ORDER BY root_id")] == [tuple(r) for r in kept]
