@@ -90,6 +90,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- config-reference -----------------------------------------------------------------
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    """Print (or write) docs/config.md, generated from the config parsers."""
+    from .config.reference import render_reference
+
+    try:
+        text = render_reference()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 # --- check-templates ------------------------------------------------------------------
 
 
@@ -365,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file and print problems")
     c.add_argument("--config-path", "-c", required=True)
     c.set_defaults(func=cmd_check_config)
+
+    cr = sub.add_parser("config-reference", help="print the reference of every config key (docs/config.md)")
+    cr.add_argument("--output", "-o", help="write it to this file instead")
+    cr.set_defaults(func=cmd_config_reference)
 
     t = sub.add_parser("check-templates", help="render every SSO page template with sample data")
     t.add_argument("-c", "--config-path", required=True)

@@ -343,8 +343,8 @@ def _parse_listener(item: Any, path: str) -> ListenerConfig:
         rs.bool("compress", False)
     if ltype == "metrics":
         names = {"metrics"}
-    s.raw("additional_resources")
-    s.raw("request_id_header")
+    s.ignore("additional_resources")
+    s.ignore("request_id_header")
     return ListenerConfig(
         port=port,
         bind_addresses=bind,
@@ -360,7 +360,7 @@ def _parse_database(s: Section, resolve_path) -> DatabaseConfig:
     name = s.str("name", "sqlite3", choices=("sqlite3", "psycopg2", "postgresql", "postgres"))
     args = s.section("args")
     for k in ("txn_limit", "allow_unsafe_locale"):
-        s.raw(k)
+        s.ignore(k)
     if name == "sqlite3":
         db = args.str("database", "homeserver.db")
         if db != ":memory:":
@@ -494,7 +494,7 @@ def _parse_federation(root: Section, resolve_path) -> FederationConfig:
     )
     for k in ("client_timeout", "max_short_retry_delay", "max_long_retry_delay", "max_short_retries",
               "max_long_retries"):
-        fs.raw(k)
+        fs.ignore(k)
     return FederationConfig(
         ip_range_blacklist=_parse_networks(blacklist, "ip_range_blacklist"),
         ip_range_whitelist=_parse_networks(whitelist, "ip_range_whitelist"),

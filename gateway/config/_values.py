@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, TypeVar
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -30,6 +33,38 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+@dataclass(frozen=True)
+class KeyRead:
+    """One key a parser read, as the config reference (gateway/config/reference.py) sees it.
+
+    ``path`` has ``[]`` for list items (``listeners[].port``); ``default`` is ``...`` for a
+    required key; ``kind`` is the getter's type (``string``, ``duration``, ``ignored``...), or
+    ``probe`` for ``Section.has``.
+    """
+
+    path: str
+    kind: str
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    value: Any = None
+
+
+_recorder: ContextVar[Callable[[KeyRead], None] | None] = ContextVar("config_key_recorder", default=None)
+_LIST_INDEX = re.compile(r"\[\d+\]")
+
+
+@contextmanager
+def recording_reads(callback: Callable[[KeyRead], None]) -> Iterator[None]:
+    """Report every key the parsers read to ``callback`` while the block runs."""
+    token = _recorder.set(callback)
+    try:
+        yield
+    finally:
+        _recorder.reset(token)
+
+
 class Section:
     """A mapping from the config file, remembering its path and which keys were read."""
 
@@ -49,12 +84,17 @@ class Section:
         return f"{self.path}.{name}" if self.path else name
 
     def has(self, name: str) -> bool:
+        self._note(name, "probe")
         return name in self.data and self.data[name] is not None
 
     def raw(self, name: str, default: Any = None) -> Any:
-        self.used.add(name)
-        v = self.data.get(name)
+        """The value as YAML gave it (the caller checks it)."""
+        v = self._lookup(name, "any", default)
         return default if v is None else v
+
+    def ignore(self, name: str) -> None:
+        """A key Synapse has that we accept without acting on it (no unknown-key warning)."""
+        self._lookup(name, "ignored", None)
 
     def unknown_keys(self) -> list[str]:
         return [self.key(k) for k in self.data if k not in self.used]
@@ -62,7 +102,7 @@ class Section:
     # --- typed getters -------------------------------------------------------
 
     def str(self, name: str, default: Any = ..., *, choices: tuple[str, ...] | None = None) -> Any:
-        v = self._lookup(name)
+        v = self._lookup(name, "string", default, choices=choices)
         if v is None:
             return self._default(name, default)
         if not isinstance(v, str):
@@ -72,7 +112,7 @@ class Section:
         return v
 
     def bool(self, name: str, default: Any = ...) -> Any:
-        v = self._lookup(name)
+        v = self._lookup(name, "boolean", default)
         if v is None:
             return self._default(name, default)
         if not isinstance(v, bool):
@@ -81,7 +121,7 @@ class Section:
 
     def int(self, name: str, default: Any = ..., *, minimum: int | None = None,
             maximum: int | None = None) -> Any:
-        v = self._lookup(name)
+        v = self._lookup(name, "integer", default, minimum=minimum, maximum=maximum)
         if v is None:
             return self._default(name, default)
         if isinstance(v, bool) or not isinstance(v, int):
@@ -91,7 +131,7 @@ class Section:
         return v
 
     def number(self, name: str, default: Any = ..., *, minimum: float | None = None) -> Any:
-        v = self._lookup(name)
+        v = self._lookup(name, "number", default, minimum=minimum)
         if v is None:
             return self._default(name, default)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -101,7 +141,7 @@ class Section:
         return float(v)
 
     def list(self, name: str, default: Any = ..., *, of: Callable[[Any, str], T] | None = None) -> Any:
-        v = self._lookup(name)
+        v = self._lookup(name, "list of strings" if of is string_item else "list", default)
         if v is None:
             return self._default(name, default)
         if not isinstance(v, list):
@@ -111,24 +151,30 @@ class Section:
         return [of(item, f"{self.key(name)}[{i}]") for i, item in enumerate(v)]
 
     def section(self, name: str) -> "Section":
-        self.used.add(name)
-        return Section(self.data.get(name), self.key(name))
+        return Section(self._lookup(name, "mapping", None), self.key(name))
 
     def duration_ms(self, name: str, default: Any = ...) -> Any:
-        v = self._lookup(name)
+        v = self._lookup(name, "duration", default)
         if v is None:
             return self._default(name, default)
         return parse_duration_ms(v, self.key(name))
 
     def size_bytes(self, name: str, default: Any = ...) -> Any:
-        v = self._lookup(name)
+        v = self._lookup(name, "size", default)
         if v is None:
             return self._default(name, default)
         return parse_size(v, self.key(name))
 
-    def _lookup(self, name: str) -> Any:
+    def _lookup(self, name: str, kind: str, default: Any, **limits: Any) -> Any:
         self.used.add(name)
+        self._note(name, kind, default, **limits)
         return self.data.get(name)
+
+    def _note(self, name: str, kind: str, default: Any = None, **limits: Any) -> None:
+        record = _recorder.get()
+        if record is not None:
+            record(KeyRead(_LIST_INDEX.sub("[]", self.key(name)), kind, default, value=self.data.get(name),
+                           **limits))
 
     def _default(self, name: str, default: Any) -> Any:
         if default is ...:

@@ -53,6 +53,6 @@ def parse_user_consent(root: Section, resolve_path: Callable[[str], str]) -> tup
     warnings = []
     for key in _NOT_SUPPORTED:
         if s.has(key):
-            s.used.add(key)
+            s.ignore(key)
             warnings.append(f"{s.key(key)} is not supported yet (ignored)")
     return config, warnings + [f"unknown config key {k!r} (ignored)" for k in s.unknown_keys()]

@@ -86,6 +86,6 @@ def parse_directory_config(root: Section, sections: list[Section]) -> DirectoryC
         allow_public_rooms_over_federation=root.bool("allow_public_rooms_over_federation", False),
     )
     ud.bool("prefer_local_users", False)
-    ud.raw("exclude_remote_users")
-    ud.raw("show_locked_users")
+    ud.ignore("exclude_remote_users")
+    ud.ignore("show_locked_users")
     return config

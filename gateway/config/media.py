@@ -90,7 +90,7 @@ def parse_media_config(root: Section, resolve_path: Callable[[str], str]) -> Med
     for ignored in ("media_retention", "enable_media_repo", "media_storage_providers", "url_preview_url_blacklist",
                     "oembed", "prevent_media_downloads_from", "remote_media_download_burst_count",
                     "remote_media_download_per_second", "media_upload_limits"):
-        root.raw(ignored)
+        root.ignore(ignored)
     langs = root.raw("url_preview_accept_language", ["en"])
     if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs):
         raise ConfigError("url_preview_accept_language", "expected a list of language tags")

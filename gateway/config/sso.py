@@ -176,7 +176,7 @@ def parse_sso_sections(root: Section, resolve_path: Callable[[str], str],
             raise ConfigError(f"oidc_providers[{i}].idp_id", f"duplicate idp_id {p.idp_id!r}")
         seen.add(p.idp_id)
 
-    jwt = _parse_jwt(root.section("jwt_config"))
+    jwt = _parse_jwt(root.section("jwt_config"), resolve_path)
     from .cas import parse_cas_config
     from .saml2 import parse_saml2_config
 
@@ -347,7 +347,7 @@ def _parse_client_secret_jwt_key(s: Section, resolve_path) -> ClientSecretJwtKey
     return ClientSecretJwtKey(key, dict(header), dict(payload))
 
 
-def _parse_jwt(s: Section) -> JwtConfig | None:
+def _parse_jwt(s: Section, resolve_path: Callable[[str], str]) -> JwtConfig | None:
     if not s.data:
         return None
     if not s.bool("enabled", False):
@@ -357,7 +357,7 @@ def _parse_jwt(s: Section) -> JwtConfig | None:
     secret = s.str("secret", None)
     if secret is None and s.has("secret_path"):
         try:
-            with open(s.str("secret_path"), encoding="utf-8") as f:
+            with open(resolve_path(s.str("secret_path")), encoding="utf-8") as f:
                 secret = f.read().strip()
         except OSError as e:
             raise ConfigError(s.key("secret_path"), f"cannot read it: {e.strerror}") from None

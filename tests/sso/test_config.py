@@ -93,6 +93,14 @@ def test_jwt_config():
     assert e.value.path == "jwt_config.secret"
 
 
+def test_jwt_secret_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "jwt.secret").write_text("from-file\n")
+    monkeypatch.chdir("/")  # not the config's directory
+    j = parse_config({**BASE, "jwt_config": {"enabled": True, "secret_path": "jwt.secret", "algorithm": "HS256"}},
+                     config_path=str(tmp_path / "homeserver.yaml")).sso.jwt_config
+    assert j.secret == "from-file"
+
+
 def test_sso_section_and_templates(tmp_path):
     c = parse(sso={"client_whitelist": ["https://app.example/"], "update_profile_information": True},
               templates={"custom_template_directory": str(tmp_path)})

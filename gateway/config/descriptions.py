@@ -1,0 +1,307 @@
+"""Short descriptions for docs/config.md (gateway/config/reference.py generates the rest).
+
+Keys are the reference's paths (``[]`` for list items). A key missing here is still listed;
+a description whose key no parser reads any more fails tests/gateway/config/test_reference.py.
+"""
+
+from __future__ import annotations
+
+#: Top-level keys starting with a prefix share one section of the reference.
+GROUPS: tuple[tuple[str, str], ...] = (("rc_", "Rate limits"),)
+
+_RC = ("A token bucket: `per_second` is the steady rate, `burst_count` how many may come at once. "
+       "Over the limit a request gets 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.")
+_NOT_APPLIED = "Accepted with Synapse's default; not applied yet."
+
+DESCRIPTIONS: dict[str, str] = {
+    # --- the server -------------------------------------------------------------------
+    "server_name": "The domain of your users' IDs (`@alice:example.com`) and of your rooms. It cannot change "
+                   "once users exist: other servers know you by it.",
+    "public_baseurl": "The URL clients and identity providers reach this server at (behind a reverse proxy: "
+                      "the proxy's URL). Default `https://<server_name>/`. SSO callbacks, the SAML entity ID, "
+                      "`/.well-known/matrix/client` and `/.well-known/matrix/server` are built from it.",
+    "listeners": "The ports the server listens on, each serving some resources.",
+    "listeners[].port": "TCP port.",
+    "listeners[].type": "`http` serves the resources listed; `metrics` serves only Prometheus metrics; "
+                        "`manhole` is not supported (a warning, then skipped).",
+    "listeners[].bind_addresses": "IP addresses to bind (not host names).",
+    "listeners[].resources": "Groups of resources, as in Synapse.",
+    "listeners[].resources[].names": "`client` (/_matrix/client, /_synapse/client, /_synapse/admin, the "
+                                     "federation tester), `federation` (/_matrix/federation; implies "
+                                     "`keys`, `media`), `keys` (/_matrix/key), `media`, `consent`, "
+                                     "`metrics`, `health` (/health is on every http listener anyway); "
+                                     "`openid`, `static` and `replication` are accepted.",
+    "listeners[].resources[].compress": "Accepted; responses are not compressed.",
+    "listeners[].tls": "Serve HTTPS on this port with `tls_certificate_path` and `tls_private_key_path`.",
+    "listeners[].x_forwarded": "Behind a reverse proxy: take the client's address from `X-Forwarded-For` and "
+                               "the scheme from `X-Forwarded-Proto`. Only enable it when the port is reachable "
+                               "from the proxy alone.",
+    "listeners[].tag": "Name of the listener in the access log and metrics (default: the port).",
+    "tls_certificate_path": "PEM certificate chain for `tls: true` listeners (relative paths are relative to "
+                            "the config file, as every path here).",
+    "tls_private_key_path": "PEM private key for `tls: true` listeners.",
+    "database": "Where everything is stored: SQLite (the default, for small servers and tests) or "
+                "PostgreSQL.",
+    "database.name": "`sqlite3`, or `psycopg2` (also spelled `postgresql`, `postgres`) for PostgreSQL.",
+    "database.args": "Connection arguments.",
+    "database.args.database": "SQLite: the database file. PostgreSQL: the database name.",
+    "database.args.user": "PostgreSQL user.",
+    "database.args.password": "PostgreSQL password.",
+    "database.args.host": "PostgreSQL host name, address or Unix socket directory.",
+    "database.args.port": "PostgreSQL port (5432 when unset).",
+    "database.args.dbname": "Another spelling of `database` (for PostgreSQL).",
+    "database.args.cp_min": "Fewest PostgreSQL connections kept open.",
+    "database.args.cp_max": "Most PostgreSQL connections open at once.",
+    "database.connect_retry_timeout": "Ours: how long startup keeps retrying to reach PostgreSQL (a database "
+                                      "starting beside the server) before it gives up.",
+    "signing_key_path": "The server's ed25519 signing key (Synapse's file format, created if missing). Back "
+                        "it up: other servers remember it.",
+    "old_signing_keys": "Keys the server signed with before, published as `old_verify_keys` so that old "
+                        "events stay verifiable.",
+    "old_signing_keys.ed25519:<version>": "One old key, by key ID.",
+    "old_signing_keys.ed25519:<version>.key": "The public key, unpadded base64.",
+    "old_signing_keys.ed25519:<version>.expired_ts": "When it stopped being used (milliseconds since 1970).",
+    "key_refresh_interval": "How long other servers may cache our published keys.",
+    "serve_server_wellknown": "Serve `/.well-known/matrix/server` pointing other servers at the host and port "
+                              "of `public_baseurl` (docs/reverse-proxy.md).",
+    "extra_well_known_client_content": "Extra fields for `/.well-known/matrix/client` (`m.homeserver` is always "
+                                       "set from `public_baseurl`).",
+    "default_room_version": "Room version of new rooms.",
+    "enable_registration": "Let anyone create an account with `/register`. Refused on its own: also set "
+                           "`enable_registration_without_verification` or `registration_requires_token`.",
+    "enable_registration_without_verification": "Allow open registration with no token and no e-mail check.",
+    "registration_requires_token": "Registration needs a token made with the registration tokens admin API.",
+    "registration_shared_secret": "Secret for `/_synapse/admin/v1/register` (create users, admins included, "
+                                  "from scripts). Unset: that API is off.",
+    "registration_shared_secret_path": "A file holding `registration_shared_secret`.",
+    "macaroon_secret_key": "Accepted (Synapse signs tokens with it); Gateway's tokens are random and stored, "
+                           "so nothing uses it yet.",
+    "form_secret": "Secret of the per-user consent links (`/_matrix/consent?u=...&h=...`).",
+    "max_request_body_size": "Largest request body outside uploads (those have `max_upload_size`).",
+    "bcrypt_rounds": "bcrypt cost of new password hashes.",
+    "templates": "Your own page templates.",
+    "templates.custom_template_directory": "A directory of templates that replace ours one file at a time "
+                                           "(docs/sso.md#templates). Must exist at startup.",
+    "experimental_features": "Switches for features that are still settling.",
+    "experimental_features.faster_joins": "Remote joins ask for partial state and fetch the members in the "
+                                          "background (docs/faster-joins.md).",
+    "send_federation": "This process sends events and EDUs to other servers.",
+    "dns_nameservers": "Ours: the DNS servers to ask (`IP` or `IP:port`), instead of the system's.",
+    # --- federation -----------------------------------------------------------------------
+    "ip_range_blacklist": "Addresses outbound requests must never reach (pushers, federation unless "
+                          "`federation_ip_range_blacklist` is set). The default holds the private, loopback, "
+                          "link-local and other reserved ranges of IPv4 and IPv6.",
+    "ip_range_whitelist": "Exceptions to the blacklists.",
+    "federation_ip_range_blacklist": "Addresses other servers must never resolve to (default: "
+                                     "`ip_range_blacklist`).",
+    "federation_domain_whitelist": "When set, federate with these server names only (in and out).",
+    "federation_verify_certificates": "Check other servers' TLS certificates. Turn off only in tests.",
+    "federation_custom_ca_list": "Extra CA certificates (PEM files) trusted for federation.",
+    "federation_certificate_verification_whitelist": "Server names (globs) whose certificates are not checked.",
+    "trusted_key_servers": "Notaries asked for other servers' keys before asking the servers themselves. "
+                           "Empty (the default): always ask each server.",
+    "trusted_key_servers[].server_name": "The notary's server name.",
+    "trusted_key_servers[].verify_keys": "The notary's own keys, by key ID; when set, its answers must be "
+                                         "signed by one of them.",
+    "trusted_key_servers[].verify_keys.ed25519:<version>": "A public key, unpadded base64.",
+    "trusted_key_servers[].accept_keys_insecurely": "Accepted, ignored. A notary without `verify_keys` is "
+                                                    "trusted through its TLS certificate, and not asked at all "
+                                                    "when `federation_verify_certificates` is off.",
+    "federation": "Sending to other servers.",
+    "federation.destination_min_retry_interval": "First wait before retrying a server that did not answer.",
+    "federation.destination_retry_multiplier": "Each further wait is this many times longer.",
+    "federation.destination_max_retry_interval": "Longest wait between retries.",
+    # --- rate limits ------------------------------------------------------------------------
+    "rc_message": "Events clients send. " + _RC,
+    "rc_message.per_second": "Steady rate.",
+    "rc_message.burst_count": "Burst size.",
+    "rc_admin_redaction": "Redactions sent by server admins (default: as `rc_message`).",
+    "rc_registration": "Registrations per client IP address.",
+    "rc_registration_token_validity": "Registration token validity checks per client IP address.",
+    "rc_login": "Logins.",
+    "rc_login.address": "Login attempts per client IP address.",
+    "rc_login.account": "Login attempts per account.",
+    "rc_login.failed_attempts": "Failed login attempts per account.",
+    "rc_joins": "Joins, per user.",
+    "rc_joins.local": "Joins to rooms this server is in.",
+    "rc_joins.remote": "Joins that go through another server.",
+    "rc_joins_per_room": "Joins per room, all users together.",
+    "rc_invites": "Invites.",
+    "rc_invites.per_room": "Invites sent into one room.",
+    "rc_invites.per_user": "Invites one user receives.",
+    "rc_invites.per_issuer": "Invites one user sends.",
+    "rc_room_creation": "Rooms one user creates (room upgrades count).",
+    "rc_presence": "Presence updates.",
+    "rc_presence.per_user": "Presence updates per user.",
+    "rc_media_create": "`/media/create` calls per user.",
+    "rc_reports": "Reports of events, rooms and users per user.",
+    "rc_3pid_validation": _NOT_APPLIED,
+    "rc_third_party_invite": _NOT_APPLIED,
+    "rc_key_requests": _NOT_APPLIED,
+    "rc_delayed_event_mgmt": _NOT_APPLIED,
+    "rc_federation": _NOT_APPLIED,
+    # --- single sign-on ------------------------------------------------------------------------
+    "oidc_providers": "OpenID Connect identity providers (docs/sso.md#openid-connect).",
+    "oidc_providers[].idp_id": "Short ID, unique among providers; clients see `oidc-<idp_id>`. Keep it once "
+                               "users logged in: their link to the provider is stored under it.",
+    "oidc_providers[].idp_name": "Name on the login buttons and pages.",
+    "oidc_providers[].idp_icon": "Icon for clients (`mxc://` URI).",
+    "oidc_providers[].idp_brand": "A brand hint for clients (`google`, `github`, `gitlab`, `apple`...).",
+    "oidc_providers[].discover": "Read the endpoints from `<issuer>/.well-known/openid-configuration`. "
+                                 "When false, give the endpoints below.",
+    "oidc_providers[].issuer": "The provider's issuer URL, exactly as its ID tokens name it.",
+    "oidc_providers[].client_id": "Our client ID at the provider.",
+    "oidc_providers[].client_secret": "Our client secret at the provider.",
+    "oidc_providers[].client_secret_path": "A file holding `client_secret`.",
+    "oidc_providers[].client_secret_jwt_key": "Sign a fresh client secret JWT for each token request "
+                                              "instead of a fixed secret (Sign in with Apple).",
+    "oidc_providers[].client_secret_jwt_key.key": "The private key (PEM).",
+    "oidc_providers[].client_secret_jwt_key.key_file": "A file holding `key`.",
+    "oidc_providers[].client_secret_jwt_key.jwt_header": "The JWT header, at least `alg` (e.g. `ES256`) and "
+                                                         "usually `kid`.",
+    "oidc_providers[].client_secret_jwt_key.jwt_payload": "Claims added to the JWT (e.g. `iss`: your team ID).",
+    "oidc_providers[].client_auth_method": "How we authenticate at the token endpoint.",
+    "oidc_providers[].pkce_method": "PKCE: `auto` when the provider advertises S256, `always`, or `never`.",
+    "oidc_providers[].scopes": "Scopes asked for. Without `openid` the claims come from the userinfo endpoint "
+                               "(plain OAuth 2.0 providers such as GitHub).",
+    "oidc_providers[].authorization_endpoint": "Overrides (or, without discovery, gives) the endpoint.",
+    "oidc_providers[].token_endpoint": "Overrides (or, without discovery, gives) the endpoint.",
+    "oidc_providers[].userinfo_endpoint": "Overrides (or, without discovery, gives) the endpoint.",
+    "oidc_providers[].jwks_uri": "Overrides (or, without discovery, gives) where the ID token keys are.",
+    "oidc_providers[].skip_verification": "Skip the checks of the discovery document and of the ID token's "
+                                          "issuer. For tests only.",
+    "oidc_providers[].user_profile_method": "`auto`: the claims of the ID token (the userinfo endpoint only "
+                                            "without the `openid` scope); `userinfo_endpoint`: always ask the "
+                                            "userinfo endpoint.",
+    "oidc_providers[].allow_existing_users": "A login whose mapped user ID already exists logs into that "
+                                             "account (and links it) instead of picking another name.",
+    "oidc_providers[].enable_registration": "Create accounts for new users of this provider.",
+    "oidc_providers[].attribute_requirements": "Claims a user must have to log in.",
+    "oidc_providers[].attribute_requirements[].attribute": "Claim name.",
+    "oidc_providers[].attribute_requirements[].value": "The claim must equal this (or, for a list claim, "
+                                                       "contain it).",
+    "oidc_providers[].attribute_requirements[].one_of": "The claim must be one of these.",
+    "oidc_providers[].user_mapping_provider": "How claims become a Matrix user (docs/sso.md#mapping-providers).",
+    "oidc_providers[].user_mapping_provider.module": "The mapping provider class (default: the Jinja "
+                                                     "templates mapper).",
+    "oidc_providers[].user_mapping_provider.config": "The mapping provider's options: for the default one "
+                                                     "`subject_template`, `localpart_template`, "
+                                                     "`display_name_template`, `email_template`, "
+                                                     "`picture_template`, `extra_attributes`, `confirm_localpart`.",
+    "oidc_providers[].backchannel_logout_enabled": "Accept OIDC back-channel logout tokens from the provider.",
+    "oidc_providers[].backchannel_logout_ignore_sub": "Match logout tokens on `sid` only, ignoring `sub`.",
+    "oidc_providers[].additional_authorization_parameters": "Extra query parameters for the authorization "
+                                                            "request.",
+    "oidc_providers[].additional_authorization_parameters.<parameter>": "A parameter's value.",
+    "oidc_providers[].passthrough_authorization_parameters": "Accepted; not passed on to the provider yet.",
+    "oidc_config": "Deprecated: one provider, with the keys of an `oidc_providers` entry plus `enabled`; it gets "
+                   "`idp_id: oidc`. Move it into `oidc_providers`.",
+    "saml2_config": "SAML 2.0 login through pysaml2 (docs/sso.md#saml).",
+    "saml2_config.enabled": "Turn SAML on (it also needs `sp_config` or `config_path`).",
+    "saml2_config.sp_config": "pysaml2 service provider configuration, merged over ours (entity ID, "
+                              "assertion consumer service, required attributes).",
+    "saml2_config.config_path": "A Python file defining `CONFIG`, merged over `sp_config`.",
+    "saml2_config.saml_session_lifetime": "How long a login may take at the IdP.",
+    "saml2_config.user_mapping_provider": "How SAML attributes become a Matrix user.",
+    "saml2_config.user_mapping_provider.module": "The mapping provider class (default: ours, with "
+                                                 "Synapse's behaviour).",
+    "saml2_config.user_mapping_provider.config": "Options of the default mapper: `mxid_source_attribute` "
+                                                 "(default `uid`) and `mxid_mapping` (`hexencode` or "
+                                                 "`dotreplace`).",
+    "saml2_config.mxid_source_attribute": "Deprecated place of the mapper option.",
+    "saml2_config.mxid_mapping": "Deprecated place of the mapper option.",
+    "saml2_config.grandfathered_mxid_source_attribute": "Attribute naming an existing account to link to.",
+    "saml2_config.attribute_requirements": "Attributes a user must have to log in.",
+    "saml2_config.attribute_requirements[].attribute": "Attribute name.",
+    "saml2_config.attribute_requirements[].value": "The attribute must hold this value.",
+    "saml2_config.attribute_requirements[].one_of": "The attribute must hold one of these.",
+    "saml2_config.idp_entityid": "With several IdPs in the metadata, the one to use.",
+    "saml2_config.idp_name": "Name on the login buttons.",
+    "saml2_config.idp_icon": "Icon for clients (`mxc://` URI).",
+    "saml2_config.idp_brand": "A brand hint for clients.",
+    "saml2_config.enable_registration": "Create accounts for new users.",
+    "cas_config": "CAS login (docs/sso.md#cas).",
+    "cas_config.enabled": "Turn CAS on.",
+    "cas_config.server_url": "The CAS server's base URL (its `/login` and `/proxyValidate` are under it).",
+    "cas_config.protocol_version": "`2` or `3` (version 3 validates at `/p3/proxyValidate`).",
+    "cas_config.required_attributes": "Attribute name to required value (null: only present).",
+    "cas_config.displayname_attribute": "Attribute holding the display name.",
+    "cas_config.idp_name": "Name on the login buttons.",
+    "cas_config.idp_icon": "Icon for clients (`mxc://` URI).",
+    "cas_config.idp_brand": "A brand hint for clients.",
+    "cas_config.enable_registration": "Create accounts for new users.",
+    "jwt_config": "`org.matrix.login.jwt` logins with a signed JSON Web Token (docs/sso.md#jwt).",
+    "jwt_config.enabled": "Turn JWT login on.",
+    "jwt_config.secret": "The HMAC secret, or the public key (PEM) for RSA/EC/EdDSA algorithms.",
+    "jwt_config.secret_path": "A file holding `secret`.",
+    "jwt_config.algorithm": "The one algorithm accepted (never `none`).",
+    "jwt_config.subject_claim": "The claim holding the localpart.",
+    "jwt_config.display_name_claim": "A claim holding the display name, set at first login.",
+    "jwt_config.issuer": "When set, `iss` must equal it.",
+    "jwt_config.audiences": "When set, `aud` must contain one of them; when unset, tokens with `aud` are "
+                            "refused.",
+    "sso": "Shared by every SSO login.",
+    "sso.client_whitelist": "URL prefixes of clients trusted to receive login tokens without the "
+                            "confirmation page.",
+    "sso.update_profile_information": "Update the display name and avatar from the IdP at every login.",
+    # --- consent, notices, directories, modules ---------------------------------------------
+    "user_consent": "A policy new users accept (docs: the README's Configuration section).",
+    "user_consent.template_dir": "Directory of policy documents, `<lang>/<version>.html`.",
+    "user_consent.version": "The current version (names the file `en/<version>.html`, which must exist).",
+    "user_consent.require_at_registration": "New users accept the policy before their account exists "
+                                            "(`m.login.terms` in `/register`, a page after SSO).",
+    "user_consent.policy_name": "The policy's name on pages.",
+    "user_consent.server_notice_content": "Not supported yet (warned).",
+    "user_consent.send_server_notice_to_guests": "Not supported yet (warned).",
+    "user_consent.block_events_error": "Not supported yet (warned).",
+    "server_notices": "Notices from the server to users, in a room of their own (`gateway send-notice`, the "
+                      "admin API). Off unless `system_mxid_localpart` is set.",
+    "server_notices.system_mxid_localpart": "Localpart of the user the notices come from.",
+    "server_notices.system_mxid_display_name": "That user's display name.",
+    "server_notices.system_mxid_avatar_url": "That user's avatar (`mxc://`).",
+    "server_notices.room_name": "Name of the notices room.",
+    "server_notices.room_avatar_url": "Avatar of the notices room (`mxc://`).",
+    "server_notices.room_topic": "Topic of the notices room.",
+    "server_notices.auto_join": "Join users to the notices room instead of inviting them.",
+    "user_directory": "User search (`/user_directory/search`).",
+    "user_directory.enabled": "Serve user search.",
+    "user_directory.search_all_users": "Search every local user, not only those sharing a room with the "
+                                       "searcher or in public rooms.",
+    "user_directory.prefer_local_users": "Accepted; results are not reordered.",
+    "room_list_publication_rules": "Who may publish which room in the room directory; the first matching rule "
+                                   "decides, no match denies. Default: everyone may (Synapse denies).",
+    "room_list_publication_rules[].user_id": "Glob on the user's ID.",
+    "room_list_publication_rules[].alias": "Glob on the room's aliases.",
+    "room_list_publication_rules[].room_id": "Glob on the room ID.",
+    "room_list_publication_rules[].action": "What a match means.",
+    "alias_creation_rules": "Who may create which alias; the first matching rule decides, no match denies. "
+                            "Default: everyone may.",
+    "alias_creation_rules[].user_id": "Glob on the user's ID.",
+    "alias_creation_rules[].alias": "Glob on the alias.",
+    "alias_creation_rules[].room_id": "Glob on the room ID.",
+    "alias_creation_rules[].action": "What a match means.",
+    "allow_public_rooms_without_auth": "Serve the room directory to clients without an access token.",
+    "allow_public_rooms_over_federation": "Serve the room directory to other servers.",
+    "modules": "Python modules with Synapse's module API (docs/modules.md).",
+    "modules[].module": "`package.module.Class`, importable by the server.",
+    "modules[].config": "The module's own options.",
+    # --- media ------------------------------------------------------------------------------
+    "media_store_path": "Directory of uploaded files, thumbnails and cached remote media (docs/media.md).",
+    "max_upload_size": "Largest upload.",
+    "max_image_pixels": "Largest image (in pixels) a thumbnail is made of.",
+    "dynamic_thumbnails": "Make thumbnails of any requested size, not only `thumbnail_sizes`.",
+    "thumbnail_sizes": "Thumbnails made for each image.",
+    "thumbnail_sizes[].width": "Width in pixels.",
+    "thumbnail_sizes[].height": "Height in pixels.",
+    "thumbnail_sizes[].method": "`crop` to the exact size or `scale` within it.",
+    "enable_authenticated_media": "Downloads need an access token (the /_matrix/client/v1/media paths); the old "
+                                  "/_matrix/media/v3 downloads answer 404.",
+    "unused_expiration_time": "How long a `/media/create` ID waits for its upload.",
+    "max_pending_media_uploads": "How many `/media/create` IDs a user may hold unused.",
+    "url_preview_enabled": "Serve URL previews.",
+    "url_preview_ip_range_blacklist": "Addresses the preview spider must never fetch (required with "
+                                      "previews).",
+    "url_preview_ip_range_whitelist": "Exceptions to it.",
+    "max_spider_size": "Largest page the spider reads.",
+    "url_preview_accept_language": "The spider's `Accept-Language`.",
+}
