@@ -7,6 +7,7 @@ import time
 
 from aiohttp import web
 
+from ..storage import UnstorableTextError
 from .errors import Codes, MatrixError
 from .json import json_response
 
@@ -33,6 +34,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except MatrixError as e:
         return json_response(e.to_json(), status=e.status)
+    except UnstorableTextError:
+        return _error(400, Codes.INVALID_PARAM, "Text with a NUL character (\\u0000) is not accepted")
     except web.HTTPNotFound:
         return _error(404, Codes.UNRECOGNIZED, "Unrecognized request")
     except web.HTTPMethodNotAllowed:

@@ -35,6 +35,7 @@ __all__ = [
     "SqliteDatabase",
     "PostgresDatabase",
     "IntegrityError",
+    "UnstorableTextError",
     "open_database",
 ]
 
@@ -43,6 +44,17 @@ Row = Mapping[str, Any]
 
 class IntegrityError(Exception):
     """A unique or foreign key constraint was violated (either engine)."""
+
+
+class UnstorableTextError(ValueError):
+    """A text value holds a NUL character, which PostgreSQL cannot store. Refused on SQLite
+    too (single statements), so that both engines answer the same bad input the same way."""
+
+
+def _refuse_nul(args: Sequence[Any]) -> None:
+    for a in args:
+        if type(a) is str and "\x00" in a:
+            raise UnstorableTextError("text with a NUL character cannot be stored")
 
 
 class Connection(abc.ABC):
@@ -129,6 +141,7 @@ class _SqliteConn(Connection):
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
+        _refuse_nul(args)
         try:
             cur = await self._conn.execute(to_sqlite_sql(sql), args)
         except sqlite3.IntegrityError as e:
@@ -144,6 +157,7 @@ class _SqliteConn(Connection):
             raise IntegrityError(str(e)) from e
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        _refuse_nul(args)
         try:
             async with self._conn.execute(to_sqlite_sql(sql), args) as cur:
                 return list(await cur.fetchall())
@@ -212,6 +226,8 @@ class _PgConn(Connection):
             status = await self._conn.execute(sql, *args)
         except asyncpg.IntegrityConstraintViolationError as e:
             raise IntegrityError(str(e)) from e
+        except asyncpg.CharacterNotInRepertoireError as e:
+            raise UnstorableTextError(str(e)) from e
         return _rowcount(status)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -219,12 +235,16 @@ class _PgConn(Connection):
             await self._conn.executemany(sql, list(rows))
         except asyncpg.IntegrityConstraintViolationError as e:
             raise IntegrityError(str(e)) from e
+        except asyncpg.CharacterNotInRepertoireError as e:
+            raise UnstorableTextError(str(e)) from e
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
             return await self._conn.fetch(sql, *args)
         except asyncpg.IntegrityConstraintViolationError as e:
             raise IntegrityError(str(e)) from e
+        except asyncpg.CharacterNotInRepertoireError as e:
+            raise UnstorableTextError(str(e)) from e
 
     async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if len(rows) < 50:  # COPY's own round trips cost more than a few INSERTs
@@ -233,6 +253,8 @@ class _PgConn(Connection):
             await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
         except asyncpg.IntegrityConstraintViolationError as e:
             raise IntegrityError(str(e)) from e
+        except asyncpg.CharacterNotInRepertoireError as e:
+            raise UnstorableTextError(str(e)) from e
 
 
 def _rowcount(status: str) -> int:

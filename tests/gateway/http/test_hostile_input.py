@@ -1,6 +1,7 @@
 """Hostile request shapes answer a Matrix error, never a 500 or a logged traceback.
 
-A server with every resource on one plain listener runs in a thread of its own, so that
+A server with every resource on one plain listener (on each database engine) runs in a
+thread of its own, so that
 Hypothesis can drive it with plain blocking requests: first the shapes that used to end in
 a 500 (deeply nested JSON, non-ASCII MACs), then random bytes and random JSON thrown at
 every route the app serves, a bounded number of examples per route.
@@ -29,7 +30,8 @@ from gateway.__main__ import serve
 from gateway.app import build_listener_app
 from gateway.config import parse_config
 from gateway.server import HomeServer
-from tests.conftest import GENEROUS_RATE_LIMITS, free_port
+from tests.conftest import (GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database,
+                            drop_postgres_database, free_port)
 
 #: Examples per route in the route sweep (raise it locally: GATEWAY_FUZZ_EXAMPLES=200).
 EXAMPLES_PER_ROUTE = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "4"))
@@ -58,7 +60,8 @@ class Server:
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        status, raw, _ = self.request(method, path, json.dumps(content).encode(), headers)
+        body = None if content is None else json.dumps(content).encode()
+        status, raw, _ = self.request(method, path, body, headers)
         return status, json.loads(raw) if raw else {}
 
 
@@ -84,17 +87,27 @@ def _routes(config) -> list[tuple[str, str]]:
     return asyncio.run(collect())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request, tmp_path_factory):
+    """The server, once per database engine (PostgreSQL refuses some text SQLite takes)."""
+    if request.param == "postgres" and SKIP_POSTGRES:
+        pytest.skip("GATEWAY_TEST_SKIP_POSTGRES=1: no PostgreSQL reachable")
     # Random server names send the notary to a DNS server that is not there: give up fast.
     with pytest.MonkeyPatch.context() as mp:
         original = DnsResolver.__init__
         mp.setattr(DnsResolver, "__init__", lambda self, nameservers=None, **kw: original(
             self, nameservers, **{**kw, "timeout": 0.1}))
-        yield from _server(tmp_path_factory)
+        if request.param == "sqlite":
+            yield from _server(tmp_path_factory, None)
+            return
+        name, args = asyncio.run(create_postgres_database())
+        try:
+            yield from _server(tmp_path_factory, {"name": "psycopg2", "args": {**args, "cp_min": 1, "cp_max": 5}})
+        finally:
+            asyncio.run(drop_postgres_database(name))
 
 
-def _server(tmp_path_factory):
+def _server(tmp_path_factory, database: dict | None):
     tmp = tmp_path_factory.mktemp("hostile")
     (tmp / "policy" / "en").mkdir(parents=True)
     (tmp / "policy" / "en" / "1.0.html").write_text("<p>policy {{ user }}</p>")
@@ -104,7 +117,7 @@ def _server(tmp_path_factory):
         "server_name": "hostile.test", "public_baseurl": f"http://127.0.0.1:{port}/",
         "listeners": [{"port": port, "bind_addresses": ["127.0.0.1"],
                        "resources": [{"names": ["client", "federation", "media", "keys", "consent"]}]}],
-        "database": {"name": "sqlite3", "args": {"database": str(tmp / "hs.db")}},
+        "database": database or {"name": "sqlite3", "args": {"database": str(tmp / "hs.db")}},
         "signing_key_path": str(tmp / "hs.signing.key"),
         "media_store_path": str(tmp / "media"),
         "enable_registration": True, "enable_registration_without_verification": True,
@@ -304,4 +317,19 @@ def test_random_input_never_answers_500(server, caplog):
             except AssertionError as e:
                 failures.append(str(e).splitlines()[0])
     assert failures == [], "\n".join(failures)
+    assert _tracebacks(caplog) == []
+
+
+def test_nul_characters_are_refused_alike_on_both_engines(server, caplog):
+    """PostgreSQL cannot store NUL in text: a NUL in an ID or a name is a 400 on both engines."""
+    status, body = server.json("GET", "/_matrix/client/v3/rooms/%00/state", None, server.token)
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM"), body
+    status, body = server.json("PUT", f"/_matrix/client/v3/profile/{urllib.parse.quote(server.user_id)}/displayname",
+                               {"displayname": "a\x00b"}, server.token)
+    assert status == 400 and body["errcode"] in ("M_INVALID_PARAM", "M_BAD_JSON"), body
+    # Escaped inside stored JSON, a NUL is just data: account data keeps it.
+    path = f"/_matrix/client/v3/user/{urllib.parse.quote(server.user_id)}/account_data/org.example.nul"
+    status, body = server.json("PUT", path, {"v": "a\x00b"}, server.token)
+    assert status == 200, body
+    assert server.json("GET", path, None, server.token) == (200, {"v": "a\x00b"})
     assert _tracebacks(caplog) == []
