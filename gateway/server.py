@@ -119,6 +119,8 @@ class HomeServer:
         service = EventsService(self)
         # Push rules are evaluated for every new event (unread counts, pushers).
         service.add_new_events_listener(lambda room_id, positions: self.push.on_new_events(room_id, positions))
+        # Guests leave rooms that stop admitting them.
+        service.add_new_state_listener(lambda room_id, pdus: self.guest_access.on_new_state(room_id, pdus))
         return service
 
     @cached_property
@@ -229,6 +231,13 @@ class HomeServer:
         from .services.sync import SyncService
 
         return SyncService(self)
+
+    @cached_property
+    def guest_access(self):
+        """Guest accounts: registration, joins, upgrades, removal from rooms."""
+        from .services.guest_access import GuestAccessService
+
+        return GuestAccessService(self)
 
     @cached_property
     def event_stream(self):
@@ -371,6 +380,8 @@ class HomeServer:
             self.typing.close()
         if "notifier" in self.__dict__:
             await self.notifier.close()
+        if "guest_access" in self.__dict__:
+            await self.guest_access.close()
         if "e2e_keys" in self.__dict__:
             await self.e2e_keys.close()
         if "federation_client" in self.__dict__:

@@ -40,7 +40,7 @@ async def _user_json(hs: HomeServer, user_id: str) -> dict[str, Any]:
     return {
         "name": user.user_id, "displayname": profile.get("displayname"), "avatar_url": profile.get("avatar_url"),
         "admin": user.admin, "deactivated": user.deactivated, "user_type": user.user_type,
-        "creation_ts": user.created_ts, "threepids": [], "external_ids": [], "is_guest": False,
+        "creation_ts": user.created_ts, "threepids": [], "external_ids": [], "is_guest": user.is_guest,
         "shadow_banned": False, "locked": False, "erased": False, "appservice_id": None,
     }
 

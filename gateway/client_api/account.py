@@ -16,7 +16,7 @@ from ..appkeys import HS
 from ..http import MatrixError, json_response, read_json_body
 from ..passwords import hash_password
 from ..server import HomeServer
-from .auth import requester
+from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 
@@ -59,9 +59,10 @@ async def require_reauth(request: web.Request, body: dict[str, Any], action: str
 
 
 @routes.get("/{ver:(r0|v3)}/account/whoami")
+@guest_allowed
 async def whoami(request: web.Request) -> web.Response:
     req = requester(request)
-    body: dict[str, Any] = {"user_id": req.user_id, "is_guest": False}
+    body: dict[str, Any] = {"user_id": req.user_id, "is_guest": req.is_guest}
     if req.device_id:
         body["device_id"] = req.device_id
     return json_response(body)
@@ -108,6 +109,7 @@ def _device_json(d) -> dict[str, Any]:
 
 
 @routes.get("/{ver:(r0|v3)}/devices")
+@guest_allowed
 async def list_devices(request: web.Request) -> web.Response:
     hs = request.app[HS]
     devices = await hs.auth.devices.list_devices(requester(request).user_id)
@@ -115,6 +117,7 @@ async def list_devices(request: web.Request) -> web.Response:
 
 
 @routes.get("/{ver:(r0|v3)}/devices/{device_id}")
+@guest_allowed
 async def get_device(request: web.Request) -> web.Response:
     hs = request.app[HS]
     d = await hs.auth.devices.get_device(requester(request).user_id, request.match_info["device_id"])
@@ -124,6 +127,7 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 @routes.put("/{ver:(r0|v3)}/devices/{device_id}")
+@guest_allowed
 async def update_device(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request)

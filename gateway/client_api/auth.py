@@ -2,7 +2,10 @@
 
 Spec: https://spec.matrix.org/latest/client-server-api/#using-access-tokens
 Handlers are authenticated unless marked with ``@public``; the requester is in
-``request[REQUESTER]``.
+``request[REQUESTER]``. Guest accounts may only call the handlers marked with
+``@guest_allowed`` (the spec's list in https://spec.matrix.org/latest/client-server-api/#guest-access,
+plus joining by alias, filters and logging out); anything else answers 403
+``M_GUEST_ACCESS_FORBIDDEN``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ REQUESTER = web.RequestKey("requester", Requester)
 def public(handler):
     """Mark a handler as needing no access token."""
     handler.gateway_public = True
+    return handler
+
+
+def guest_allowed(handler):
+    """Mark a handler as open to guest accounts."""
+    handler.gateway_guest_allowed = True
     return handler
 
 
@@ -47,6 +56,8 @@ def token_auth_middleware(*, admin_only: bool):
         found = await request.app[HS].auth.get_requester(token)
         if admin_only and not found.is_admin:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
+        if found.is_guest and not getattr(handler, "gateway_guest_allowed", False):
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest accounts may not do this")
         modules = request.app[HS].modules.callbacks
         if modules.has("is_user_expired") and not request.path.endswith(("/logout", "/logout/all")):
             expired = await modules.first_not_none("is_user_expired", found.user_id, on_error=True)

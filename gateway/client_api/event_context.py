@@ -22,7 +22,7 @@ from ..http import Codes, MatrixError, json_response
 from ..services.room_previews import is_world_readable
 from ..services.spaces import check_room_id
 from ..storage.events import StoredEvent
-from .auth import requester
+from .auth import guest_allowed, requester
 from .rooms import MAX_MESSAGES_LIMIT, _filter_strings
 
 routes = web.RouteTableDef()
@@ -40,6 +40,7 @@ async def _visible_event(request: web.Request, room_id: str, event_id: str) -> S
 
 
 @routes.get("/{ver:(r0|v3)}/rooms/{room_id}/context/{event_id}")
+@guest_allowed
 async def context(request: web.Request) -> web.Response:
     hs = request.app[HS]
     who = requester(request)

@@ -14,7 +14,7 @@ from ..appkeys import HS
 from ..http import MatrixError, json_response, read_json_body
 from ..services.sync import SyncToken
 from .account import require_reauth
-from .auth import requester
+from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 PREFIX = "/{ver:(r0|v3)}"
@@ -28,6 +28,7 @@ def _timeout(body: dict[str, Any]) -> int:
 
 
 @routes.post(PREFIX + "/keys/upload")
+@guest_allowed
 async def upload_keys(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request, allow_empty=True)
@@ -36,6 +37,7 @@ async def upload_keys(request: web.Request) -> web.Response:
 
 
 @routes.post(PREFIX + "/keys/query")
+@guest_allowed
 async def query_keys(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request)
@@ -44,6 +46,7 @@ async def query_keys(request: web.Request) -> web.Response:
 
 
 @routes.post(PREFIX + "/keys/claim")
+@guest_allowed
 async def claim_keys(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import HS
-from ..http import MatrixError, json_response
+from ..http import Codes, MatrixError, json_response
 from ..services.event_stream import parse_limit, v1_event
 from ..services.initial_sync import DEFAULT_LIMIT as INITIAL_SYNC_LIMIT
-from .auth import requester
+from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 
@@ -36,9 +36,12 @@ def _int(request: web.Request, name: str, default: int) -> int:
 
 
 @routes.get(PREFIX + "/events")
+@guest_allowed
 async def get_events(request: web.Request) -> web.Response:
     who = requester(request)
     q = request.query
+    if who.is_guest and not q.get("room_id"):
+        raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guests may only follow one room's events (room_id)")
     body = await request.app[HS].event_stream.get_events(
         who.user_id, who.device_id, from_token=q.get("from") or None,
         timeout_ms=_int(request, "timeout", DEFAULT_TIMEOUT_MS), limit=parse_limit(q.get("limit")),
@@ -72,6 +75,7 @@ async def initial_sync(request: web.Request) -> web.Response:
 
 
 @routes.get(PREFIX + "/rooms/{room_id}/initialSync")
+@guest_allowed
 async def room_initial_sync(request: web.Request) -> web.Response:
     who = requester(request)
     body = await request.app[HS].initial_sync.room_initial_sync(

@@ -12,7 +12,7 @@ from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response
 from ..http.content import file_response
 from ..services.media import timeout_ms_param
-from .auth import requester
+from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 preview_routes = web.RouteTableDef()
@@ -81,11 +81,13 @@ async def get_config(request: web.Request) -> web.Response:
 
 @routes.get("/v1/media/download/{server_name}/{media_id}")
 @routes.get("/v1/media/download/{server_name}/{media_id}/{file_name}")
+@guest_allowed
 async def get_download(request: web.Request) -> web.StreamResponse:
     return await download(request)
 
 
 @routes.get("/v1/media/thumbnail/{server_name}/{media_id}")
+@guest_allowed
 async def get_thumbnail(request: web.Request) -> web.StreamResponse:
     return await thumbnail(request)
 

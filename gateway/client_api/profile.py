@@ -9,9 +9,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import HS
-from ..http import MatrixError, json_response, read_json_body
+from ..http import Codes, MatrixError, json_response, read_json_body
 from ..storage.profiles import FilterStore, ProfileStore
-from .auth import requester
+from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 
@@ -28,6 +28,7 @@ def _local_user(request: web.Request) -> str:
 
 
 @routes.get("/{ver:(r0|v3)}/profile/{user_id}")
+@guest_allowed
 async def get_profile(request: web.Request) -> web.Response:
     profile = await ProfileStore(request.app[HS].db).get_profile(_local_user(request))
     if profile is None:
@@ -36,6 +37,7 @@ async def get_profile(request: web.Request) -> web.Response:
 
 
 @routes.get("/{ver:(r0|v3)}/profile/{user_id}/{field}")
+@guest_allowed
 async def get_profile_field(request: web.Request) -> web.Response:
     field = request.match_info["field"]
     profile = await ProfileStore(request.app[HS].db).get_profile(_local_user(request))
@@ -47,10 +49,13 @@ async def get_profile_field(request: web.Request) -> web.Response:
 
 
 @routes.put("/{ver:(r0|v3)}/profile/{user_id}/{field}")
+@guest_allowed
 async def set_profile_field(request: web.Request) -> web.Response:
     user_id, field = request.match_info["user_id"], request.match_info["field"]
     if requester(request).user_id != user_id:
         raise MatrixError.forbidden("You can only change your own profile")
+    if requester(request).is_guest and field != "displayname":
+        raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guests may only change their display name")
     if field not in FIELDS:
         raise MatrixError(400, "M_UNRECOGNIZED", f"Unknown profile field {field!r}")
     body = await read_json_body(request)
@@ -74,6 +79,7 @@ async def set_profile_field(request: web.Request) -> web.Response:
 
 
 @routes.post("/{ver:(r0|v3)}/user/{user_id}/filter")
+@guest_allowed
 async def create_filter(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     if requester(request).user_id != user_id:
@@ -87,6 +93,7 @@ async def create_filter(request: web.Request) -> web.Response:
 
 
 @routes.get("/{ver:(r0|v3)}/user/{user_id}/filter/{filter_id}")
+@guest_allowed
 async def get_filter(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     if requester(request).user_id != user_id:

@@ -110,7 +110,7 @@ async def post_register(request: web.Request) -> web.Response:
     body = await read_json_body(request)
     kind = request.query.get("kind", "user")
     if kind == "guest":
-        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+        return json_response(await _register_guest(hs, request, body))
     if kind != "user":
         raise MatrixError.invalid_param(f"Unknown kind {kind!r}")
     if not hs.config.enable_registration:
@@ -120,12 +120,18 @@ async def post_register(request: web.Request) -> web.Response:
     password = body.get("password")
     if password is not None and (not isinstance(password, str) or len(password) > 512):
         raise MatrixError.invalid_param("'password' must be a string of at most 512 characters")
+    upgraded_guest = None
     if username is not None:
         if not isinstance(username, str):
             raise MatrixError(400, Codes.INVALID_USERNAME, "'username' must be a string")
         username = username.lower()
         # Fail early, before any auth stage is spent.
-        await check_username(hs, username)
+        if "guest_access_token" in body:
+            upgraded_guest = await hs.guest_access.check_upgrade(body["guest_access_token"], username)
+        else:
+            await check_username(hs, username)
+    elif "guest_access_token" in body:
+        raise MatrixError.missing_param("'username' (the guest's localpart) is required to upgrade a guest")
 
     if "m.login.registration_token" not in hs.uia.checkers:
         hs.uia.register_stage(
@@ -149,18 +155,25 @@ async def post_register(request: web.Request) -> web.Response:
         # No shadow-banning here: a registration a module wants shadow-banned is refused.
         raise MatrixError.forbidden("Registration has been refused by the server's policy")
 
-    if username is None:
-        username = await _generate_localpart(hs)
-    user_id = await check_username(hs, username)
-    try:
-        await hs.auth.users.create_user(
-            user_id,
-            password_hash=hash_password(password, hs.config.bcrypt_rounds) if password else None,
-            created_ts=hs.clock_ms(),
-            displayname=displayname if isinstance(displayname, str) else username,
-        )
-    except UserExistsError:
-        raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken") from None
+    password_hash = hash_password(password, hs.config.bcrypt_rounds) if password else None
+    if upgraded_guest is not None:
+        # The guest's account becomes a full one: same user ID, rooms and devices.
+        user_id = upgraded_guest
+        if not await hs.auth.users.upgrade_guest(user_id, password_hash):
+            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
+    else:
+        if username is None:
+            username = await _generate_localpart(hs)
+        user_id = await check_username(hs, username)
+        try:
+            await hs.auth.users.create_user(
+                user_id,
+                password_hash=password_hash,
+                created_ts=hs.clock_ms(),
+                displayname=displayname if isinstance(displayname, str) else username,
+            )
+        except UserExistsError:
+            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken") from None
     if "m.login.terms" in completed:
         await hs.auth.users.set_consent_version(user_id, _consent_version(hs), hs.clock_ms())
     await modules.notify("on_user_registration", user_id)
@@ -178,6 +191,19 @@ async def post_register(request: web.Request) -> web.Response:
         user_id, device_id=device_id, display_name=display_name if isinstance(display_name, str) else None
     )
     return json_response(result)
+
+
+async def _register_guest(hs: HomeServer, request: web.Request, body: dict) -> dict:
+    """``kind=guest``: no auth stages; ``device_id`` and ``initial_device_display_name``
+    as for a user. https://spec.matrix.org/latest/client-server-api/#guest-access"""
+    hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
+    device_id = body.get("device_id")
+    display_name = body.get("initial_device_display_name")
+    if device_id is not None and not isinstance(device_id, str):
+        raise MatrixError.invalid_param("device_id must be a string")
+    if display_name is not None and not isinstance(display_name, str):
+        raise MatrixError.invalid_param("initial_device_display_name must be a string")
+    return await hs.guest_access.register_guest(device_id=device_id, display_name=display_name)
 
 
 def _uia_results(completed: tuple[str, ...], body: dict) -> dict:

@@ -21,7 +21,7 @@ from ..server import HomeServer
 from ..services.events import EventSpec
 from ..services.room_previews import is_world_readable, reader_membership
 from ..storage.state import StateSnapshot
-from .auth import requester
+from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 
@@ -74,6 +74,7 @@ async def create_room(request: web.Request) -> web.Response:
 
 @routes.put(PREFIX + "/rooms/{room_id}/send/{event_type}/{txn_id}")
 @routes.post(PREFIX + "/rooms/{room_id}/send/{event_type}")
+@guest_allowed
 async def send_message(request: web.Request) -> web.Response:
     """PUT with a transaction ID (the spec); POST without one is Synapse's older form,
     still used by bots and scripts: every POST is a new event (nothing to deduplicate)."""
@@ -105,6 +106,7 @@ async def redact(request: web.Request) -> web.Response:
 
 @routes.put(PREFIX + "/rooms/{room_id}/state/{event_type}")
 @routes.put(PREFIX + "/rooms/{room_id}/state/{event_type}/{state_key:.*}")
+@guest_allowed
 async def put_state(request: web.Request) -> web.Response:
     hs = _hs(request)
     content = await read_json_body(request)
@@ -134,11 +136,14 @@ async def _room_and_servers(request: web.Request) -> tuple[str, list[str]]:
 
 @routes.post(PREFIX + "/rooms/{room_id}/join")
 @routes.post(PREFIX + "/join/{room_id}")
+@guest_allowed
 async def join(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     room_id, servers = await _room_and_servers(request)
     if "reason" in body:
         _optional_reason(body)
+    if requester(request).is_guest:
+        await _hs(request).guest_access.check_may_join(room_id)
     await _hs(request).rooms.join(requester(request).user_id, room_id, servers=servers, ratelimit=True)
     return json_response({"room_id": room_id})
 
@@ -154,6 +159,7 @@ async def knock(request: web.Request) -> web.Response:
 
 
 @routes.post(PREFIX + "/rooms/{room_id}/leave")
+@guest_allowed
 async def leave(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     hs = _hs(request)
@@ -214,6 +220,7 @@ async def _visible_state(request: web.Request) -> StateSnapshot:
 
 
 @routes.get(PREFIX + "/rooms/{room_id}/state")
+@guest_allowed
 async def get_state(request: web.Request) -> web.Response:
     hs = _hs(request)
     snap = await _visible_state(request)
@@ -224,6 +231,7 @@ async def get_state(request: web.Request) -> web.Response:
 
 @routes.get(PREFIX + "/rooms/{room_id}/state/{event_type}")
 @routes.get(PREFIX + "/rooms/{room_id}/state/{event_type}/{state_key:.*}")
+@guest_allowed
 async def get_state_event(request: web.Request) -> web.Response:
     hs = _hs(request)
     snap = await _visible_state(request)
@@ -258,6 +266,7 @@ async def _waited_for_full_state(hs: HomeServer, room_id: str) -> bool:
 
 
 @routes.get(PREFIX + "/rooms/{room_id}/members")
+@guest_allowed
 async def members(request: web.Request) -> web.Response:
     hs = _hs(request)
     snap = await _visible_state(request)
@@ -299,6 +308,7 @@ async def joined_members(request: web.Request) -> web.Response:
 
 
 @routes.get(PREFIX + "/rooms/{room_id}/event/{event_id}")
+@guest_allowed
 async def get_event(request: web.Request) -> web.Response:
     hs = _hs(request)
     room_id, user_id = _room_id(request), requester(request).user_id
@@ -340,6 +350,7 @@ def _filter_strings(f: dict[str, Any], key: str) -> list[str] | None:
 
 
 @routes.get(PREFIX + "/rooms/{room_id}/messages")
+@guest_allowed
 async def messages(request: web.Request) -> web.Response:
     hs = _hs(request)
     room_id, user_id = _room_id(request), requester(request).user_id

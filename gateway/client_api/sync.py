@@ -13,7 +13,7 @@ from ..appkeys import HS
 from ..http import MatrixError, json_response
 from ..services.filtering import SyncFilter
 from ..storage.profiles import FilterStore
-from .auth import requester
+from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 
@@ -46,6 +46,7 @@ async def _filter(request: web.Request, user_id: str) -> SyncFilter:
 
 
 @routes.get("/{ver:(r0|v3)}/sync")
+@guest_allowed
 async def sync(request: web.Request) -> web.Response:
     who = requester(request)
     q = request.query

@@ -9,12 +9,13 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import json_response, read_json_body
-from .auth import requester
+from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 
 
 @routes.put("/{ver:(r0|v3)}/sendToDevice/{event_type}/{txn_id}")
+@guest_allowed
 async def send_to_device(request: web.Request) -> web.Response:
     """Spec: https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3sendtodeviceeventtypetxnid
     Idempotent per (device, transaction ID); ``*`` means every device of the user."""

@@ -148,6 +148,8 @@ class HomeserverConfig:
     user_consent: UserConsentConfig | None = None
     # The media repository (gateway/config/media.py): media_store_path, max_upload_size, ...
     media: MediaConfig = field(default_factory=MediaConfig)
+    #: ``allow_guest_access`` (Synapse's key): ``/register?kind=guest`` gives guest accounts.
+    allow_guest_access: bool = False
 
 
 def load_config(path: str) -> HomeserverConfig:
@@ -261,6 +263,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
             "enable_registration_without_verification", False
         ),
         registration_requires_token=root.bool("registration_requires_token", False),
+        allow_guest_access=root.bool("allow_guest_access", False),
         registration_shared_secret=registration_shared_secret,
         macaroon_secret_key=root.str("macaroon_secret_key", None),
         form_secret=root.str("form_secret", None),

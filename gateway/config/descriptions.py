@@ -71,6 +71,8 @@ DESCRIPTIONS: dict[str, str] = {
                            "`enable_registration_without_verification` or `registration_requires_token`.",
     "enable_registration_without_verification": "Allow open registration with no token and no e-mail check.",
     "registration_requires_token": "Registration needs a token made with the registration tokens admin API.",
+    "allow_guest_access": "Let anyone get a guest account with `/register?kind=guest`: guests may read "
+                          "world-readable rooms and join rooms whose `m.room.guest_access` is `can_join`.",
     "registration_shared_secret": "Secret for `/_synapse/admin/v1/register` (create users, admins included, "
                                   "from scripts). Unset: that API is off.",
     "registration_shared_secret_path": "A file holding `registration_shared_secret`.",

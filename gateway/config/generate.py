@@ -53,6 +53,9 @@ default_room_version: "12"
 
 # Registration is closed by default. Use `gateway register-user` to create accounts.
 enable_registration: false
+# Guest accounts (POST /register?kind=guest): they may read world-readable rooms and join
+# rooms whose m.room.guest_access is can_join.
+allow_guest_access: false
 registration_shared_secret: "{registration_shared_secret}"
 
 macaroon_secret_key: "{macaroon_secret_key}"

@@ -31,6 +31,8 @@ class Requester:
     device_id: str | None
     access_token: str
     is_admin: bool
+    #: A guest account (https://spec.matrix.org/latest/client-server-api/#guest-access).
+    is_guest: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,10 @@ class AuthService:
         found = await self.devices.get_token_requester(token)
         if found is None:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
-        owner, admin, deactivated = found
+        owner, admin, deactivated, guest = found
         if deactivated or (owner.valid_until_ts is not None and owner.valid_until_ts < self.hs.clock_ms()):
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
-        return Requester(owner.user_id, owner.device_id, token, admin)
+        return Requester(owner.user_id, owner.device_id, token, admin, guest)
 
     async def login_session(
         self, user_id: str, *, device_id: str | None = None, display_name: str | None = None

@@ -54,6 +54,8 @@ MAX_PREV_EVENTS = 10
 _RETRIES = 100
 
 NewEventsListener = Callable[[str, Sequence[int]], None]
+#: ``listener(room_id, state_pdus)``: new state events of a room (accepted ones).
+NewStateListener = Callable[[str, Sequence[PDU]], None]
 BeforePersist = Callable[[PDU], Awaitable[PDU]]
 
 
@@ -98,6 +100,7 @@ class EventsService:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._pdu_cache: OrderedDict[str, PDU] = OrderedDict()
         self._listeners: list[NewEventsListener] = []
+        self._state_listeners: list[NewStateListener] = []
         #: What this process last wrote to each room. Only a hint: the store's head
         #: check catches any other writer, and the entry is then dropped.
         self._heads: OrderedDict[str, _Head] = OrderedDict()
@@ -110,6 +113,11 @@ class EventsService:
         """Call ``listener(room_id, stream_orderings)`` after new events are stored
         (for /sync's notifier and the federation sender)."""
         self._listeners.append(listener)
+
+    def add_new_state_listener(self, listener: NewStateListener) -> None:
+        """Call ``listener(room_id, pdus)`` after new state events (of ours, accepted, or
+        received in the timeline) are stored."""
+        self._state_listeners.append(listener)
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
@@ -278,6 +286,13 @@ class EventsService:
                 listener(room_id, positions)
             except Exception:
                 log.exception("new-events listener failed")
+        state = [w.pdu for w in writes if w.rejected_reason is None and w.pdu.state_key is not None]
+        state += [p for p in received if p.state_key is not None]
+        for state_listener in self._state_listeners if state else ():
+            try:
+                state_listener(room_id, state)
+            except Exception:
+                log.exception("new-state listener failed")
         return [SentEvent(w.pdu, p) for w, p in zip(writes, positions)]
 
     async def _notify_modules(self, room_id: str, pdus: Sequence[PDU]) -> None:
@@ -460,7 +475,9 @@ class EventsService:
     async def filter_visible(self, user_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
         """The events ``user_id`` may see, by the history visibility and the user's
         membership at each event (state after the event); a user always sees their own
-        membership events."""
+        membership events, and an ``m.room.history_visibility`` event when the visibility
+        before or after it lets them.
+        https://spec.matrix.org/latest/client-server-api/#room-history-visibility"""
         groups = {e.state_group for e in events if e.state_group is not None}
         verdicts: dict[int, tuple[str, str | None]] = {}
         for g in groups:
@@ -476,6 +493,10 @@ class EventsService:
         for r in room_ids:
             row = await self.state.get_membership(r, user_id)
             current_membership[r] = row.membership if row else None
+        # The visibility before each history visibility change (the state it replaced).
+        changes = [e for e in events if e.pdu.type == "m.room.history_visibility" and e.pdu.state_key == ""]
+        replaced = await self.get_pdus([e.replaces_state for e in changes if e.replaces_state])
+        change_ids = {e.event_id for e in changes}
         out = []
         for e in events:
             if e.pdu.type == "m.room.member" and e.pdu.state_key == user_id:
@@ -484,10 +505,14 @@ class EventsService:
             if e.state_group is None:
                 continue
             hv, mem = verdicts[e.state_group]
-            if (hv == "world_readable" or mem == "join"
-                    or (hv == "shared" and current_membership.get(e.pdu.room_id) == "join")
-                    or (hv == "invited" and mem == "invite")):
+            current = current_membership.get(e.pdu.room_id)
+            if _may_see(hv, mem, current):
                 out.append(e)
+            elif e.event_id in change_ids:
+                before = replaced.get(e.replaces_state or "")
+                hv_before = before.content.get("history_visibility") if before is not None else None
+                if _may_see(hv_before if isinstance(hv_before, str) else "shared", mem, current):
+                    out.append(e)
         return out
 
 
@@ -503,6 +528,14 @@ def _check_local_content(room_id: str, spec: EventSpec) -> None:
             raise MatrixError.bad_json("A tombstone needs a 'replacement_room'")
         if target == room_id:
             raise MatrixError.bad_json("A tombstone cannot point at the room it is sent in")
+
+
+def _may_see(history_visibility: str, membership: str | None, current_membership: str | None) -> bool:
+    """The spec's rules for one event: the history visibility and the user's membership
+    at the event, and whether they are joined now (for ``shared``)."""
+    return (history_visibility == "world_readable" or membership == "join"
+            or (history_visibility == "shared" and current_membership == "join")
+            or (history_visibility == "invited" and membership == "invite"))
 
 
 def _auth_relevant(current: Mapping[StateKey, str], specs: Sequence[EventSpec]) -> set[str]:

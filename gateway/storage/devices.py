@@ -60,15 +60,15 @@ class DeviceStore:
         )
         return TokenOwner(row[0], row[1], row[2]) if row else None
 
-    async def get_token_requester(self, token: str) -> tuple[TokenOwner, bool, bool] | None:
-        """The token's owner with the user's (admin, deactivated) flags, in one read
-        (every authenticated request makes it); None for an unknown token or user."""
+    async def get_token_requester(self, token: str) -> tuple[TokenOwner, bool, bool, bool] | None:
+        """The token's owner with the user's (admin, deactivated, guest) flags, in one
+        read (every authenticated request makes it); None for an unknown token or user."""
         row = await self.db.fetchrow(
-            "SELECT t.user_id, t.device_id, t.valid_until_ts, u.admin, u.deactivated FROM access_tokens t"
+            "SELECT t.user_id, t.device_id, t.valid_until_ts, u.admin, u.deactivated, u.is_guest FROM access_tokens t"
             " JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
             token_hash(token),
         )
-        return (TokenOwner(row[0], row[1], row[2]), bool(row[3]), bool(row[4])) if row else None
+        return (TokenOwner(row[0], row[1], row[2]), bool(row[3]), bool(row[4]), bool(row[5])) if row else None
 
     async def delete_access_token(self, token: str) -> None:
         await self.db.execute("DELETE FROM access_tokens WHERE token_hash = $1", token_hash(token))

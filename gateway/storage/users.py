@@ -19,6 +19,7 @@ class UserRow:
     deactivated: bool
     user_type: str | None
     created_ts: int
+    is_guest: bool = False
 
 
 class UserStore:
@@ -34,14 +35,15 @@ class UserStore:
         admin: bool = False,
         user_type: str | None = None,
         displayname: str | None = None,
+        is_guest: bool = False,
     ) -> None:
         """Insert a new user and its profile; UserExistsError if the ID is taken."""
         try:
             async with self.db.transaction() as txn:
                 await txn.execute(
-                    "INSERT INTO users (user_id, password_hash, admin, user_type, created_ts)"
-                    " VALUES ($1, $2, $3, $4, $5)",
-                    user_id, password_hash, admin, user_type, created_ts,
+                    "INSERT INTO users (user_id, password_hash, admin, user_type, created_ts, is_guest)"
+                    " VALUES ($1, $2, $3, $4, $5, $6)",
+                    user_id, password_hash, admin, user_type, created_ts, is_guest,
                 )
                 await txn.execute(
                     "INSERT INTO profiles (user_id, displayname) VALUES ($1, $2)",
@@ -52,13 +54,31 @@ class UserStore:
 
     async def get_user(self, user_id: str) -> UserRow | None:
         row = await self.db.fetchrow(
-            "SELECT user_id, password_hash, admin, deactivated, user_type, created_ts"
+            "SELECT user_id, password_hash, admin, deactivated, user_type, created_ts, is_guest"
             " FROM users WHERE user_id = $1",
             user_id,
         )
         if row is None:
             return None
-        return UserRow(row[0], row[1], bool(row[2]), bool(row[3]), row[4], row[5])
+        return UserRow(row[0], row[1], bool(row[2]), bool(row[3]), row[4], row[5], bool(row[6]))
+
+    async def upgrade_guest(self, user_id: str, password_hash: str | None) -> bool:
+        """Make a guest account a full one (with this password); False if it is not a guest."""
+        row = await self.db.fetchrow(
+            "UPDATE users SET is_guest = FALSE, password_hash = $2 WHERE user_id = $1 AND is_guest = TRUE"
+            " RETURNING user_id",
+            user_id, password_hash,
+        )
+        return row is not None
+
+    async def get_joined_guests(self, room_id: str) -> list[str]:
+        """The guest accounts of this server joined to a room."""
+        rows = await self.db.fetch(
+            "SELECT m.user_id FROM room_memberships m JOIN users u ON u.user_id = m.user_id"
+            " WHERE m.room_id = $1 AND m.membership = 'join' AND u.is_guest = TRUE ORDER BY m.user_id",
+            room_id,
+        )
+        return [r[0] for r in rows]
 
     async def count_users(self) -> int:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM users"))
@@ -105,14 +125,15 @@ class UserStore:
             f"SELECT COUNT(*) FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id WHERE {sql_where}", *args
         )
         rows = await self.db.fetch(
-            "SELECT u.user_id, u.admin, u.deactivated, u.user_type, u.created_ts, p.displayname, p.avatar_url"
+            "SELECT u.user_id, u.admin, u.deactivated, u.user_type, u.created_ts, p.displayname, p.avatar_url,"
+            " u.is_guest"
             f" FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id WHERE {sql_where}"
             f" ORDER BY {order} {'DESC' if descending else 'ASC'}, u.user_id LIMIT {int(limit)} OFFSET {int(offset)}",
             *args,
         )
         users = [
             {"name": r[0], "admin": bool(r[1]), "deactivated": bool(r[2]), "user_type": r[3], "creation_ts": r[4],
-             "displayname": r[5], "avatar_url": r[6], "is_guest": False, "shadow_banned": False,
+             "displayname": r[5], "avatar_url": r[6], "is_guest": bool(r[7]), "shadow_banned": False,
              "locked": False, "erased": False}
             for r in rows
         ]

@@ -299,3 +299,36 @@ async def test_nio_create_send_and_read_messages(client, version):
         assert any(isinstance(e, nio.RoomNameEvent) and e.name == "nio room" for e in history.chunk)
     finally:
         await alice.close()
+
+
+async def test_history_visibility_changes_are_seen_at_their_boundaries(client, alice, bob):
+    """A history visibility event is visible when the visibility before or after it
+    allows (spec: Room History Visibility, server behaviour)."""
+    room_id = await create(client, alice, preset="public_chat")
+
+    async def visibility(value):
+        resp = await client.put(f"{C}/rooms/{room_id}/state/m.room.history_visibility/",
+                                json={"history_visibility": value}, headers=auth_header(alice))
+        return (await resp.json())["event_id"]
+
+    to_joined = await visibility("joined")
+    one = (await send(client, alice, room_id, "1", txn="1"))["event_id"]
+    to_invited = await visibility("invited")
+    two = (await send(client, alice, room_id, "2", txn="2"))["event_id"]
+    to_shared = await visibility("shared")
+    three = (await send(client, alice, room_id, "3", txn="3"))["event_id"]
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    status, msgs = await get(client, bob, f"/rooms/{room_id}/messages", dir="b", limit="50")
+    ids = [e["event_id"] for e in reversed(msgs["chunk"])]
+    assert ids[-4:-1] == [to_joined, to_shared, three]
+    assert not {one, two, to_invited} & set(ids)
+
+    # From world_readable to joined: a stranger sees the change, not what follows it.
+    room_id = await create(client, alice, preset="private_chat")
+    await visibility("world_readable")
+    before = (await send(client, alice, room_id, "open", txn="4"))["event_id"]
+    closing = await visibility("joined")
+    after = (await send(client, alice, room_id, "closed", txn="5"))["event_id"]
+    assert (await get(client, bob, f"/events/{before}"))[0] == 200
+    assert (await get(client, bob, f"/events/{closing}"))[0] == 200
+    assert (await get(client, bob, f"/events/{after}"))[0] == 404
