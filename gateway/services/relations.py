@@ -121,19 +121,21 @@ class RelationsService:
 
     # --- bundled aggregations ----------------------------------------------------------
 
-    async def bundle_aggregations(self, events: Sequence[dict[str, Any]], user_id: str, *,
-                                  with_threads: bool = True) -> None:
+    async def bundle_aggregations(self, events: Sequence[dict[str, Any]], user_id: str) -> None:
         """Add ``unsigned["m.relations"]`` to the client-format ``events`` (in place) that
         have aggregated children as ``user_id`` may see them: ``m.replace`` (the latest
         valid edit, not for a redacted event), ``m.thread`` (``latest_event`` with its
         own aggregations, ``count``, ``current_user_participated``) and ``m.reference``
         (``chunk``). For any endpoint that serves events (/search results too)."""
+        await self._bundle(events, user_id, sorted(await self.ignored_users(user_id)), with_threads=True)
+
+    async def _bundle(self, events: Sequence[dict[str, Any]], user_id: str, ignored: Sequence[str], *,
+                      with_threads: bool) -> None:
         parents = {e["event_id"]: e for e in events
                    if isinstance(e.get("event_id"), str) and gets_bundled_aggregations(e)}
         if not parents:
             return
         ids = list(parents)
-        ignored = sorted(await self.ignored_users(user_id))
         found: dict[str, dict[str, Any]] = {}
         for parent_id, edit in (await self._latest_edits(parents, ids, ignored, user_id)).items():
             found.setdefault(parent_id, {})["m.replace"] = edit
@@ -190,7 +192,7 @@ class RelationsService:
                 chosen[parent_id] = seen[0]
         serialized = await self.events.serialize_for_client(list(chosen.values()))
         # The latest events get their own aggregations (edits, references; threads do not nest).
-        await self.bundle_aggregations(serialized, user_id, with_threads=False)
+        await self._bundle(serialized, user_id, ignored, with_threads=False)
         by_id = {e["event_id"]: e for e in serialized}
         out: dict[str, dict[str, Any]] = {}
         for parent_id, event in chosen.items():
