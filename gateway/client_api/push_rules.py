@@ -7,6 +7,8 @@ https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3notification
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from aiohttp import web
 
 from ..appkeys import HS
@@ -17,66 +19,90 @@ from .auth import requester
 routes = web.RouteTableDef()
 
 PREFIX = "/{ver:(r0|v3)}"
-RULE = PREFIX + "/pushrules/{scope}/{kind}/{rule_id}"
+ATTRS = ("enabled", "actions")
 
 
-def _rule_path(request: web.Request) -> tuple[str, str, str]:
-    m = request.match_info
-    request.app[HS].push.check_scope_kind(m["scope"], m["kind"])
-    return requester(request).user_id, m["kind"], m["rule_id"]
+def _rule_path(request: web.Request) -> list[str]:
+    """The segments after ``/pushrules/``, split on the raw path and each then decoded
+    (a rule ID may hold an encoded ``/``; it is refused later, not taken as a separator).
+
+    As the spec writes the paths (and as Synapse serves them), a trailing slash asks for
+    a list: ``/pushrules/`` (everything), ``/pushrules/global/`` (the scope),
+    ``/pushrules/global/room/`` (one kind); ``/pushrules/global`` names nothing."""
+    raw = request.rel_url.raw_path
+    tail = raw[raw.index("/pushrules/") + len("/pushrules/"):]
+    return [unquote(part) for part in tail.split("/")]
 
 
-@routes.get(PREFIX + "/pushrules/")
-@routes.get(PREFIX + "/pushrules")
-async def get_all(request: web.Request) -> web.Response:
-    return json_response({"global": await request.app[HS].push.get_ruleset(requester(request).user_id)})
+def _scope_kind(request: web.Request, parts: list[str]) -> str:
+    if len(parts) < 2 or (len(parts) == 2 and parts[1] != ""):
+        raise MatrixError.invalid_param("Push rule paths are /pushrules/<scope>/ or "
+                                        "/pushrules/<scope>/<kind>/[<rule_id>[/<attribute>]]")
+    request.app[HS].push.check_scope_kind(parts[0], parts[1] or None)
+    return parts[1]
 
 
-@routes.get(PREFIX + "/pushrules/global/")
-@routes.get(PREFIX + "/pushrules/global")
-async def get_global(request: web.Request) -> web.Response:
-    return json_response(await request.app[HS].push.get_ruleset(requester(request).user_id))
+def _rule_id(parts: list[str], *, allow_attr: bool) -> tuple[str, str | None]:
+    """(rule_id, attribute or None) of ``<scope>/<kind>/<rule_id>[/<attribute>]``."""
+    if len(parts) > 4 or (len(parts) == 4 and not allow_attr):
+        raise MatrixError.invalid_param("Push rule IDs may not contain '/'")
+    rule_id = parts[2]
+    if not rule_id:
+        raise MatrixError.invalid_param("The push rule ID is missing")
+    attr = parts[3] if len(parts) == 4 else None
+    if attr is not None and attr not in ATTRS:
+        raise MatrixError.invalid_param("A push rule's attributes are 'enabled' and 'actions'")
+    return rule_id, attr
 
 
-@routes.get(RULE)
-async def get_rule(request: web.Request) -> web.Response:
-    return json_response(await request.app[HS].push.get_rule(*_rule_path(request)))
-
-
-@routes.put(RULE)
-async def put_rule(request: web.Request) -> web.Response:
-    user_id, kind, rule_id = _rule_path(request)
-    body = await read_json_body(request)
-    await request.app[HS].push.put_rule(user_id, kind, rule_id, body, before=request.query.get("before"),
-                                        after=request.query.get("after"))
-    return json_response({})
-
-
-@routes.delete(RULE)
-async def delete_rule(request: web.Request) -> web.Response:
-    await request.app[HS].push.delete_rule(*_rule_path(request))
-    return json_response({})
-
-
-@routes.get(RULE + "/{attr:(enabled|actions)}")
-async def get_attr(request: web.Request) -> web.Response:
-    rule = await request.app[HS].push.get_rule(*_rule_path(request))
-    attr = request.match_info["attr"]
-    return json_response({attr: rule[attr]})
-
-
-@routes.put(RULE + "/{attr:(enabled|actions)}")
-async def put_attr(request: web.Request) -> web.Response:
+@routes.get(PREFIX + "/pushrules/{tail:.*}")
+async def get_rules(request: web.Request) -> web.Response:
     push = request.app[HS].push
-    user_id, kind, rule_id = _rule_path(request)
+    user_id = requester(request).user_id
+    parts = _rule_path(request)
+    if parts == [""]:
+        return json_response({"global": await push.get_ruleset(user_id)})
+    kind = _scope_kind(request, parts)
+    ruleset = await push.get_ruleset(user_id)
+    if not kind:
+        return json_response(ruleset)
+    if len(parts) == 3 and not parts[2]:
+        return json_response(ruleset.get(kind, []))
+    rule_id, attr = _rule_id(parts, allow_attr=True)
+    rule = await push.get_rule(user_id, kind, rule_id)
+    return json_response(rule if attr is None else {attr: rule[attr]})
+
+
+@routes.put(PREFIX + "/pushrules/{tail:.*}")
+async def put_rule(request: web.Request) -> web.Response:
+    push = request.app[HS].push
+    user_id = requester(request).user_id
+    parts = _rule_path(request)
+    kind = _scope_kind(request, parts)
+    if not kind:
+        raise MatrixError.invalid_param("The push rule kind is missing")
+    rule_id, attr = _rule_id(parts, allow_attr=True)
     body = await read_json_body(request)
-    attr = request.match_info["attr"]
-    if attr not in body:
+    if attr is None:
+        await push.put_rule(user_id, kind, rule_id, body, before=request.query.get("before"),
+                            after=request.query.get("after"))
+    elif attr not in body:
         raise MatrixError.missing_param(f"'{attr}' is required")
-    if attr == "enabled":
+    elif attr == "enabled":
         await push.set_enabled(user_id, kind, rule_id, body["enabled"])
     else:
         await push.set_actions(user_id, kind, rule_id, body["actions"])
+    return json_response({})
+
+
+@routes.delete(PREFIX + "/pushrules/{tail:.*}")
+async def delete_rule(request: web.Request) -> web.Response:
+    parts = _rule_path(request)
+    kind = _scope_kind(request, parts)
+    if not kind:
+        raise MatrixError.invalid_param("The push rule kind is missing")
+    rule_id, _ = _rule_id(parts, allow_attr=False)
+    await request.app[HS].push.delete_rule(requester(request).user_id, kind, rule_id)
     return json_response({})
 
 
@@ -115,7 +141,8 @@ async def notifications(request: web.Request) -> web.Response:
     events = await hs.events.serialize_for_client([pdus[a.event_id] for a in found if a.event_id in pdus])
     by_id = {e["event_id"]: e for e in events}
     read_upto = await hs.receipts.store.get_read_positions(user_id, sorted({a.room_id for a in found}))
-    chunk = [{"actions": a.actions, "event": by_id[a.event_id], "room_id": a.room_id,
+    # profile_tag: rules no longer have profile tags; null as Synapse sends it.
+    chunk = [{"actions": a.actions, "event": by_id[a.event_id], "room_id": a.room_id, "profile_tag": None,
               "read": a.stream_ordering <= read_upto.get(a.room_id, 0),
               "ts": by_id[a.event_id]["origin_server_ts"]} for a in found if a.event_id in by_id]
     body = {"notifications": chunk}

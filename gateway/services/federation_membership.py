@@ -705,6 +705,7 @@ class FederationMembershipHandler:
         stored = dict(signed)
         stored["unsigned"] = {"invite_room_state": stripped}
         await self._store_out_of_band(PDU(stored, rv, pdu.event_id))
+        self.hs.push.on_out_of_band_invite(pdu, stripped)
         return {"event": signed}
 
     # --- knocking, as a resident ------------------------------------------------------

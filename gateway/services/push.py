@@ -35,7 +35,6 @@ from federation.push_rules import (
     KINDS,
     CompiledRule,
     PushContext,
-    clean_actions,
     default_rules,
     compile_ruleset,
     evaluate_compiled,
@@ -173,10 +172,11 @@ class PushService:
         self._compiled.pop(user_id, None)
 
     @staticmethod
-    def check_scope_kind(scope: str, kind: str) -> None:
+    def check_scope_kind(scope: str, kind: str | None) -> None:
+        """``kind`` None: the scope alone (``/pushrules/global/``)."""
         if scope != "global":
             raise MatrixError.invalid_param("The only push rule scope is 'global'")
-        if kind not in KINDS:
+        if kind is not None and kind not in KINDS:
             raise MatrixError.invalid_param(f"Unknown push rule kind {kind!r}")
 
     async def get_rule(self, user_id: str, kind: str, rule_id: str) -> dict[str, Any]:
@@ -207,8 +207,6 @@ class PushService:
             pattern = body.get("pattern")
             if not isinstance(pattern, str) or not pattern:
                 raise MatrixError.invalid_param("Content rules need a 'pattern' string")
-        elif kind == "room" and not rule_id.startswith("!"):
-            raise MatrixError.invalid_param("The rule ID of a room rule is a room ID")
         elif kind == "sender" and not is_valid_user_id(rule_id):
             raise MatrixError.invalid_param("The rule ID of a sender rule is a user ID")
         try:
@@ -220,9 +218,11 @@ class PushService:
 
     @staticmethod
     def _check_actions(actions: Any) -> list[Any]:
+        """Actions are kept as the client sent them (it reads them back the same); the
+        historical ``dont_notify`` and ``coalesce`` are ignored when rules are evaluated."""
         if not isinstance(actions, list) or not all(valid_action(a) for a in actions):
             raise MatrixError.invalid_param("'actions' must be a list of actions ('notify' or set_tweak objects)")
-        return clean_actions(actions)
+        return list(actions)
 
     async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> None:
         if is_default_rule_id(rule_id):
@@ -363,14 +363,56 @@ class PushService:
 
     # --- push gateways ---------------------------------------------------------------
 
+    def on_out_of_band_invite(self, pdu: Any, stripped_state: Sequence[Mapping[str, Any]]) -> None:
+        """An invite of a local user to a room this server is not in: evaluate the
+        invitee's rules (the room is known only by the invite's stripped state) and push
+        it, in the background. It has no place in the room's stream, so it counts no
+        unread notification."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._push_out_of_band_invite(pdu, stripped_state))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _push_out_of_band_invite(self, pdu: Any, stripped_state: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            user_id = pdu.state_key
+            event = {"type": pdu.type, "content": pdu.content, "sender": pdu.sender, "room_id": pdu.room_id,
+                     "event_id": pdu.event_id, "state_key": user_id}
+            state = {(e.get("type"), e.get("state_key")): e.get("content") or {} for e in stripped_state}
+            joined = sum(1 for (t, _), c in state.items() if t == "m.room.member" and c.get("membership") == "join")
+            ctx = PushContext(user_id=user_id, display_name=None, member_count=joined, sender_power_level=0,
+                              notification_levels={"room": 50})
+            actions = evaluate_compiled((await self._get_compiled([user_id]))[user_id], event, ctx, {})
+            notify, highlight = notify_and_highlight(actions)
+            if not notify:
+                return
+            row = PushAction(pdu.room_id, user_id, pdu.event_id, 0, notify, highlight, MAIN_THREAD, list(actions))
+
+            def field(event_type: str, key: str) -> str | None:
+                value = state.get((event_type, ""), {}).get(key)
+                return value if isinstance(value, str) and value else None
+
+            alias = field("m.room.canonical_alias", "alias")
+            sender_name = state.get(("m.room.member", pdu.sender), {}).get("displayname")
+            await self._send_to_pushers(pdu.room_id, [row], {pdu.event_id: event},
+                                        {pdu.sender: sender_name if isinstance(sender_name, str) else None},
+                                        room_names=(field("m.room.name", "name") or alias, alias))
+        except Exception:
+            log.exception("pushing an invite to %s failed", pdu.room_id)
+
     async def _send_to_pushers(self, room_id: str, rows: Sequence[PushAction],
-                               events: Mapping[str, Mapping[str, Any]], names: Mapping[str, str | None]) -> None:
-        """Start sending each notification to the user's HTTP pushers (in the background)."""
+                               events: Mapping[str, Mapping[str, Any]], names: Mapping[str, str | None], *,
+                               room_names: tuple[str | None, str | None] | None = None) -> None:
+        """Start sending each notification to the user's HTTP pushers (in the background).
+        ``room_names``: (room_name, room_alias), read from the room's state when None."""
         pushers = [p for p in await self.pushers.get_pushers_for_users(sorted({r.user_id for r in rows}))
                    if p.kind == "http"]
         if not pushers:
             return
-        room_name = await self._room_name(room_id)
+        room_name, room_alias = room_names if room_names is not None else await self._room_names(room_id)
         unread = {u: await self.actions.count_unread_rooms(u) for u in by_user_ids(pushers)}
         by_user: dict[str, list[Pusher]] = {}
         for p in pushers:
@@ -380,18 +422,28 @@ class PushService:
             event = events[row.event_id]
             for p in by_user.get(row.user_id, ()):
                 body = build_notification(p, event, row.actions, sender_display_name=names.get(event["sender"]),
-                                          room_name=room_name,
+                                          room_name=room_name, room_alias=room_alias,
                                           user_is_target=event.get("state_key") == row.user_id,
                                           unread=unread[row.user_id])
                 task = loop.create_task(self._notify(p, body))
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
 
-    async def _room_name(self, room_id: str) -> str | None:
-        event_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.name", "")
-        pdu = (await self.hs.events.get_pdus([event_id])).get(event_id) if event_id else None
-        name = pdu.content.get("name") if pdu is not None else None
-        return name if isinstance(name, str) else None
+    async def _room_names(self, room_id: str) -> tuple[str | None, str | None]:
+        """(room_name, room_alias) for a notification: the room's name, else its canonical
+        alias (what a client would show), and the canonical alias."""
+        state = self.hs.events.state
+        ids = {t: await state.get_current_state_event_id(room_id, t, "")
+               for t in ("m.room.name", "m.room.canonical_alias")}
+        pdus = await self.hs.events.get_pdus([i for i in ids.values() if i])
+
+        def field(event_type: str, key: str) -> str | None:
+            pdu = pdus.get(ids[event_type] or "")
+            value = pdu.content.get(key) if pdu is not None else None
+            return value if isinstance(value, str) and value else None
+
+        alias = field("m.room.canonical_alias", "alias")
+        return field("m.room.name", "name") or alias, alias
 
     async def _notify(self, pusher: Pusher, body: Mapping[str, Any]) -> None:
         try:
@@ -498,8 +550,10 @@ class PushService:
             if not url.split("?", 1)[0].endswith("/_matrix/push/v1/notify"):
                 raise MatrixError.invalid_param("'data.url' must have the path /_matrix/push/v1/notify")
             fmt = data.get("format")
-            if fmt is not None and fmt != "event_id_only":
-                raise MatrixError.invalid_param("'data.format' may only be 'event_id_only'")
+            if fmt is not None and not isinstance(fmt, str):
+                raise MatrixError.invalid_param("'data.format' must be a string")
+            # 'event_id_only' is the one format the spec names; any other gets the full
+            # notification (as from Synapse), so a client's newer format still gets pushes.
         append = body.get("append", False)
         if not isinstance(append, bool):
             raise MatrixError.invalid_param("'append' must be true or false")

@@ -37,8 +37,13 @@ def tweaks_of(actions: Sequence[Any]) -> dict[str, Any]:
 
 def build_notification(pusher: Pusher, event: Mapping[str, Any], actions: Sequence[Any], *,
                        sender_display_name: str | None, room_name: str | None,
-                       user_is_target: bool, unread: int | None = None) -> dict[str, Any]:
-    """The body of ``/_matrix/push/v1/notify`` for one pusher (``event_id_only`` honoured)."""
+                       user_is_target: bool, unread: int | None = None,
+                       room_alias: str | None = None) -> dict[str, Any]:
+    """The body of ``/_matrix/push/v1/notify`` for one pusher (``event_id_only`` honoured).
+
+    Beyond the spec's fields, as Synapse sends them for push gateways written against
+    it: ``id`` (the event ID, the field's name before ``event_id``) and, for member
+    events, ``membership``."""
     tweaks = tweaks_of(actions)
     data = {k: v for k, v in pusher.data.items() if k != "url"}
     device = {"app_id": pusher.app_id, "pushkey": pusher.pushkey, "pushkey_ts": pusher.created_ts // 1000,
@@ -49,12 +54,17 @@ def build_notification(pusher: Pusher, event: Mapping[str, Any], actions: Sequen
     if unread is not None:
         n["counts"] = {"unread": unread}
     if pusher.data.get("format") != "event_id_only":
-        n.update(type=event["type"], sender=event["sender"], content=event.get("content", {}),
+        n.update(id=event["event_id"], type=event["type"], sender=event["sender"], content=event.get("content", {}),
                  user_is_target=user_is_target)
         if sender_display_name is not None:
             n["sender_display_name"] = sender_display_name
         if room_name is not None:
             n["room_name"] = room_name
+        if room_alias is not None:
+            n["room_alias"] = room_alias
+        membership = event.get("content", {}).get("membership") if event["type"] == "m.room.member" else None
+        if isinstance(membership, str):
+            n["membership"] = membership
     return {"notification": n}
 
 

@@ -105,6 +105,53 @@ async def test_ruleset_and_rule_crud(client, alice):
     assert status == 404 and err["errcode"] == "M_NOT_FOUND"
 
 
+async def test_trailing_slashes_list_and_malformed_paths_are_refused(client, alice):
+    """As the spec writes the paths: a trailing slash lists (everything, a scope, a kind);
+    a path that stops at a scope or kind without one, or names an unknown scope, kind or
+    attribute, is a 400 (``/pushrules`` itself is no endpoint)."""
+    assert await put(client, alice, "/pushrules/global/sender/@bob:example.com", {"actions": ["notify"]}) == (200, {})
+    status, rules = await get(client, alice, "/pushrules/global/sender/")
+    assert status == 200 and [r["rule_id"] for r in rules] == ["@bob:example.com"]
+    status, scope = await get(client, alice, "/pushrules/global/")
+    assert status == 200 and scope["sender"] == rules
+    assert (await get(client, alice, "/pushrules"))[0] == 404
+    for path in ("/pushrules/global", "/pushrules/global/room", "/pushrules/not_a_scope/",
+                 "/pushrules/global/not_a_template/", "/pushrules/global/override/.m.rule.master/not_an_attr"):
+        status, err = await get(client, alice, path)
+        assert (status, err["errcode"]) == (400, "M_INVALID_PARAM"), path
+    for path, body in [("/pushrules/", {}), ("/pushrules/global", {}), ("/pushrules/global/room", {}),
+                       ("/pushrules/global/room/", {"actions": []}),
+                       ("/pushrules/global/room/a%2Fb", {"actions": []}),
+                       ("/pushrules/global/override/.m.rule.master/not_an_attr", {"enabled": True})]:
+        status, err = await put(client, alice, path, body)
+        assert (status, err["errcode"]) == (400, "M_INVALID_PARAM"), path
+    # The encoded slash was refused, not taken as a separator: nothing was stored.
+    assert (await get(client, alice, "/pushrules/global/room/"))[1] == []
+    status, err = await delete(client, alice, "/pushrules/global/sender/")
+    assert (status, err["errcode"]) == (400, "M_INVALID_PARAM")
+
+
+async def test_rules_keep_the_actions_sent_and_historical_actions_do_nothing(client, hs, alice, bob):
+    """``dont_notify`` reads back as sent (as a client set it) and mutes like ``[]``; a
+    room rule's ID is taken as given (an alias names no room, so that rule matches
+    nothing)."""
+    room_id = await create(client, alice, preset="public_chat")
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    assert await put(client, alice, "/pushrules/global/room/%23spam:example.com", {"actions": ["notify"]}) == (200, {})
+    assert (await get(client, alice, "/pushrules/global/room/%23spam:example.com"))[1]["actions"] == ["notify"]
+    assert await put(client, alice, f"/pushrules/global/room/{room_id}", {"actions": ["dont_notify"]}) == (200, {})
+    assert await get(client, alice, f"/pushrules/global/room/{room_id}/actions") == (200, {"actions": ["dont_notify"]})
+    assert await put(client, alice, "/pushrules/global/underride/.m.rule.message/actions",
+                     {"actions": ["dont_notify", "coalesce"]}) == (200, {})
+    assert await get(client, alice, "/pushrules/global/underride/.m.rule.message/actions") == \
+        (200, {"actions": ["dont_notify", "coalesce"]})
+    start = (await hs.events.get_room(room_id)).head_stream_ordering
+    await say(client, bob, room_id, "1", "muted")
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, start) == (0, 0)
+    await say(client, bob, room_id, "2", "but mentions", **{"m.mentions": {"user_ids": ["@alice:hs.test"]}})
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, start) == (1, 1)
+
+
 async def test_new_events_are_counted_for_other_members(client, hs, alice, bob):
     room_id = await create(client, alice, preset="public_chat")
     assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
@@ -134,6 +181,7 @@ async def test_new_events_are_counted_for_other_members(client, hs, alice, bob):
     status, body = await get(client, alice, "/notifications", only="highlight")
     assert status == 200 and [n["event"]["content"]["body"] for n in body["notifications"]] == ["tea time", "hey"]
     assert [n["read"] for n in body["notifications"]] == [False, False]
+    assert all(n["profile_tag"] is None for n in body["notifications"])
     # A read receipt on "hey" marks it (and what came before) read.
     hey = body["notifications"][1]["event"]["event_id"]
     assert (await post(client, alice, f"/rooms/{room_id}/receipt/m.read/{hey}"))[0] == 200
@@ -249,6 +297,7 @@ async def test_notifications_reach_push_gateways(client, hs, alice, bob, gateway
     assert full["devices"][0]["tweaks"] == {"sound": "default", "highlight": True}
     assert full["devices"][0]["data"] == {}
     assert full["counts"] == {"unread": 1}  # rooms with unread notifications
+    assert full["id"] == event_id and "membership" not in full and "room_alias" not in full
     short = by_key["short"]
     assert set(short) == {"event_id", "room_id", "prio", "devices", "counts"}
     assert short["devices"][0]["data"] == {"format": "event_id_only", "extra": "x"}
@@ -259,6 +308,23 @@ async def test_notifications_reach_push_gateways(client, hs, alice, bob, gateway
     await hs.push.flush(room_id)
     await hs.push.flush_pushes()
     assert gateway.received == []
+
+
+@pytest.mark.parametrize("config_overrides", [{"ip_range_whitelist": ["127.0.0.1/32"]}])
+async def test_invites_and_aliased_rooms_in_pushes(client, hs, alice, bob, gateway):
+    """An invite's push says the membership and that the user is its target; a room
+    without a name is named by its canonical alias; a format the spec does not name gets
+    the full notification."""
+    assert await post(client, alice, "/pushers/set", http_pusher(gateway.url, format="id_event_only")) == (200, {})
+    assert (await get(client, alice, "/pushers"))[1]["pushers"][0]["data"]["format"] == "id_event_only"
+    room_id = await create(client, bob, room_alias_name="tea")
+    assert (await post(client, bob, f"/rooms/{room_id}/invite", {"user_id": "@alice:hs.test"}))[0] == 200
+    await hs.push.flush(room_id)
+    await hs.push.flush_pushes()
+    (invite,) = [r["notification"] for r in gateway.received]
+    assert invite["type"] == "m.room.member" and invite["membership"] == "invite"
+    assert invite["user_is_target"] is True and invite["sender"] == "@bob:hs.test"
+    assert invite["room_name"] == invite["room_alias"] == "#tea:hs.test"
 
 
 async def test_push_gateways_on_blocked_addresses_are_not_contacted(client, hs, alice, bob, gateway):
