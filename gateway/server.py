@@ -40,6 +40,7 @@ class HomeServer:
         service = AuthService(self)
         # Deleted devices lose their end-to-end keys; the device list changes.
         service.devices.deleted_listeners.append(lambda user_id, ids: self.e2e_keys.on_devices_deleted(user_id, ids))
+        service.devices.changed_listeners.append(lambda user_id, ids: self.e2e_keys.on_devices_changed(user_id, ids))
         return service
 
     @cached_property

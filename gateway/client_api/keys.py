@@ -18,6 +18,9 @@ from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 PREFIX = "/{ver:(r0|v3)}"
+#: Cross-signing also under ``unstable``, where MSC1756 put it and clients from before
+#: spec v1.1 (and Synapse) still call it.
+CROSS_SIGNING = "/{ver:(r0|v3|unstable)}"
 
 
 def _timeout(body: dict[str, Any]) -> int:
@@ -70,7 +73,7 @@ async def key_changes(request: web.Request) -> web.Response:
     return json_response({"changed": changed, "left": left})
 
 
-@routes.post(PREFIX + "/keys/device_signing/upload")
+@routes.post(CROSS_SIGNING + "/keys/device_signing/upload")
 async def upload_signing_keys(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request)
@@ -82,7 +85,7 @@ async def upload_signing_keys(request: web.Request) -> web.Response:
     return json_response({})
 
 
-@routes.post(PREFIX + "/keys/signatures/upload")
+@routes.post(CROSS_SIGNING + "/keys/signatures/upload")
 async def upload_signatures(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request)

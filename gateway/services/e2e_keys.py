@@ -6,8 +6,10 @@ server-server API's "End-to-End Encryption" and "Device Management" sections:
 https://spec.matrix.org/latest/server-server-api/#end-to-end-encryption
 
 - Device keys are checked before they are stored: owner and device ID are the
-  requester's, and the device's ed25519 key signed them (canonical JSON). Cross-signing
-  keys are checked the same way (self-signing and user-signing signed by the master).
+  requester's, the fields the spec requires are there. Their self-signature is for the
+  clients that download them to check (as Synapse, the server stores what a client
+  sends). Cross-signing keys are checked: self-signing and user-signing signed by the
+  master key.
 - Every change of a user's keys gets a position in the ``device_lists`` stream: /sync
   and /keys/changes report users with changes who share a room with the caller, and the
   federation sender tells the servers sharing a room (``m.device_list_update`` with
@@ -32,7 +34,7 @@ from typing import Any
 from federation.signing import SignatureError, decode_verify_key, quote_path_segment, verify_json_signature
 
 from ..http import Codes, MatrixError
-from ..storage.e2e_keys import DeviceKeys, E2EKeyStore, StoredSignature
+from ..storage.e2e_keys import DeviceKeys, E2EKeyStore, StoredSignature, seen_only_by
 from ..storage.state import _placeholders
 from .federation_sender import server_of
 
@@ -73,6 +75,24 @@ def check_signed_by(obj: dict[str, Any], signer: str, key_id: str, public_key: s
         return True
     except (SignatureError, ValueError, TypeError):
         return False
+
+
+def device_keys_well_formed(keys: Any, user_id: str, device_id: str) -> bool:
+    """Whether ``keys`` is a device keys object of ``device_id`` of ``user_id`` with the
+    fields the spec requires (their signature is checked by the clients that use them)."""
+    if not isinstance(keys, dict) or keys.get("user_id") != user_id or keys.get("device_id") != device_id:
+        return False
+    algorithms, key_map = keys.get("algorithms"), keys.get("keys")
+    return (isinstance(algorithms, list) and all(isinstance(a, str) for a in algorithms)
+            and isinstance(key_map, dict) and all(isinstance(v, str) for v in key_map.values())
+            and isinstance(keys.get("signatures"), dict))
+
+
+def remote_device_keys_acceptable(keys: Any, user_id: str, device_id: str) -> bool:
+    """Device keys another server relays for one of its users: an object not naming
+    another user or device. Kept as sent otherwise (as Synapse does): clients check them."""
+    return isinstance(keys, dict) and keys.get("user_id", user_id) == user_id \
+        and keys.get("device_id", device_id) == device_id
 
 
 def _single_key(obj: dict[str, Any], what: str) -> tuple[str, str]:
@@ -162,13 +182,19 @@ class E2EKeysService:
         out = []
         for device_id in device_ids:
             d = devices.get(device_id)
+            name = d.display_name if d is not None else None
+            gone = deleted
+            if d is None and not deleted:  # a device without keys (yet), or gone
+                row = await self.hs.auth.devices.get_device(user_id, device_id)
+                gone = row is None
+                name = row.display_name if row is not None else None
             content: dict[str, Any] = {"user_id": user_id, "device_id": device_id, "stream_id": stream_id,
-                                       "prev_id": prev, "deleted": deleted or d is None}
-            if d is not None:
-                if d.keys is not None:
+                                       "prev_id": prev, "deleted": gone}
+            if not gone:
+                if d is not None and d.keys is not None:
                     content["keys"] = d.keys
-                if d.display_name is not None:
-                    content["device_display_name"] = d.display_name
+                if name is not None:
+                    content["device_display_name"] = name
             out.append(content)
         return out
 
@@ -206,21 +232,19 @@ class E2EKeysService:
 
     @staticmethod
     def _check_device_keys(user_id: str, device_id: str, keys: Any) -> None:
+        """The shape of uploaded device keys (the fields the spec requires, of the right
+        types, naming the requester's device). Their signature is the clients' to check,
+        as they download them (``/keys/query``); like Synapse, the server does not vouch
+        for it, so what clients upload is stored as sent."""
         if not isinstance(keys, dict):
             raise _bad("device_keys must be an object")
         if keys.get("user_id") != user_id:
             raise MatrixError.invalid_param("device_keys.user_id is not the requester")
         if keys.get("device_id") != device_id:
             raise MatrixError.invalid_param("device_keys.device_id is not the requester's device")
-        algorithms = keys.get("algorithms")
-        if not isinstance(algorithms, list) or not all(isinstance(a, str) for a in algorithms):
-            raise _bad("device_keys.algorithms must be a list of strings")
-        key_id = f"ed25519:{device_id}"
-        ed = _ed25519_keys(keys).get(key_id)
-        if not isinstance(keys.get("keys"), dict) or ed is None:
-            raise _bad(f"device_keys.keys must hold {key_id}")
-        if not check_signed_by(keys, user_id, key_id, ed):
-            raise MatrixError.invalid_param(f"device_keys is not signed by {key_id}")
+        if not device_keys_well_formed(keys, user_id, device_id):
+            raise _bad("device_keys needs 'algorithms' (a list of strings), 'keys' (an object of strings) "
+                       "and 'signatures' (an object)")
 
     @staticmethod
     def _parse_keys(keys: Any, what: str) -> list[tuple[str, str, Any]]:
@@ -261,11 +285,20 @@ class E2EKeysService:
         if local_only:
             remote = []
         cached = await self.store.get_remote_cache(remote)
+        # Users sharing a room with ours are tracked: their whole list is fetched
+        # (/user/devices, with the stream ID later updates build on) and cached.
+        tracked = await self._shares_room_with_local_user([u for u in remote if u not in cached])
+        errors = await asyncio.gather(*(self.resync_remote(u) for u in tracked))
+        for u, error in zip(tracked, errors):
+            if error is None:
+                cached[u] = None
+            else:
+                result["failures"][server_of(u)] = error
         from_store = local + [u for u in remote if u in cached]
         self._merge(result, await self._keys_from_store(requester, {u: wanted[u] for u in from_store}))
         by_server: dict[str, list[str]] = {}
         for u in remote:
-            if u not in cached:
+            if u not in cached and u not in tracked:
                 by_server.setdefault(server_of(u), []).append(u)
         if by_server:
             answers = await asyncio.gather(*(self._query_remote(s, users, timeout_ms)
@@ -302,8 +335,10 @@ class E2EKeysService:
                 if d.keys is None or (only and device_id not in only):
                     continue
                 keys = self._with_signatures(d.keys, sigs.get((user_id, device_id), []), requester, user_id)
+                unsigned = dict(keys["unsigned"]) if isinstance(keys.get("unsigned"), dict) else {}
                 if d.display_name is not None:
-                    keys = {**keys, "unsigned": {**(keys.get("unsigned") or {}), "device_display_name": d.display_name}}
+                    unsigned["device_display_name"] = d.display_name
+                keys = {**keys, "unsigned": unsigned}  # always there, as Synapse answers
                 section[device_id] = keys
             out["device_keys"][user_id] = section
             for t in CROSS_SIGNING_TYPES:
@@ -365,10 +400,8 @@ class E2EKeysService:
                     continue
                 section = {}
                 for device_id, keys in devices.items():
-                    if isinstance(keys, dict) and keys.get("user_id") == user_id and keys.get("device_id") == device_id:
-                        ed = _ed25519_keys(keys).get(f"ed25519:{device_id}")
-                        if ed and check_signed_by(keys, user_id, f"ed25519:{device_id}", ed):
-                            section[device_id] = keys
+                    if remote_device_keys_acceptable(keys, user_id, device_id):
+                        section[device_id] = keys
                 out["device_keys"][user_id] = section
         for t in ("master", "self_signing"):
             section = answer.get(f"{t}_keys")
@@ -433,20 +466,24 @@ class E2EKeysService:
     async def changes(self, user_id: str, since_events: int | None, since_lists: int, upto_events: int,
                       upto_lists: int) -> tuple[list[str], list[str]]:
         """(changed, left): users sharing a room with ``user_id`` whose keys changed in
-        ``(since_lists, upto_lists]`` or who started sharing a room in the event range;
-        users who stopped sharing every room. Spec: "Tracking the device list for a user"
+        ``(since_lists, upto_lists]`` or who started sharing a room (or were invited to
+        one) in the event range; users who stopped sharing every room. Spec: "Tracking the device list for a user"
         https://spec.matrix.org/latest/client-server-api/#tracking-the-device-list-for-a-user
         """
-        changed = await self.store.get_changed_users(since_lists, upto_lists)
+        changed = await self.store.get_changed_users(since_lists, upto_lists, user_id)
         candidates: set[str] = set()
+        invited: set[str] = set()
         if since_events is not None and since_events < upto_events:
             rows = await self.hs.db.fetch(
-                "SELECT DISTINCT d.room_id, d.state_key FROM current_state_deltas d"
+                "SELECT DISTINCT d.room_id, d.state_key, m.membership, o.membership FROM current_state_deltas d"
                 " JOIN room_memberships m ON m.room_id = d.room_id AND m.user_id = $1"
+                " LEFT JOIN room_memberships o ON o.room_id = d.room_id AND o.user_id = d.state_key"
                 " WHERE d.type = 'm.room.member' AND d.stream_ordering > $2 AND d.stream_ordering <= $3",
                 user_id, since_events, upto_events)
             rooms_i_changed = {r[0] for r in rows if r[1] == user_id}
             candidates = {r[1] for r in rows}
+            # Users invited to a room of ours: clients encrypt to them too (as Synapse).
+            invited = {r[1] for r in rows if r[2] == "join" and r[3] == "invite"}
             if rooms_i_changed:
                 members = await self.hs.db.fetch(
                     "SELECT DISTINCT user_id FROM room_memberships"
@@ -455,7 +492,7 @@ class E2EKeysService:
         if not changed and not candidates:
             return [], []
         shared = await self.users_sharing_rooms(user_id)
-        return sorted((changed | candidates) & shared), sorted(candidates - shared - {user_id})
+        return sorted(((changed | candidates) & shared) | invited), sorted(candidates - shared - invited - {user_id})
 
     async def sync_section(self, user_id: str, device_id: str | None, *, initial: bool, since_events: int | None,
                            since_to_device: int, since_lists: int | None, upto_events: int,
@@ -535,7 +572,10 @@ class E2EKeysService:
                 if t not in new and t in existing and not check_signed_by(existing[t], user_id, master_id, master_pub):
                     log.info("%s's %s key is not signed by the new master key; it stays until replaced", user_id, t)
         await self.store.set_cross_signing_keys(user_id, changed)
-        await self._device_lists_changed(user_id, cross_signing=True)
+        if set(changed) == {"user_signing"}:
+            self.hs.notifier.notify_users([user_id])  # nobody else sees that key
+        else:
+            await self._device_lists_changed(user_id, cross_signing=True)
 
     async def upload_signatures(self, user_id: str, body: Any) -> dict[str, Any]:
         """Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3keyssignaturesupload
@@ -551,6 +591,7 @@ class E2EKeysService:
         others_cross = await self.store.get_cross_signing_keys(others) if others else {}
         device_changes: list[str] = []
         master_changed: set[str] = set()
+        signed_others: set[str] = set()
 
         def fail(target_user: str, key_id: str, errcode: str, msg: str) -> None:
             failures.setdefault(target_user, {})[key_id] = {"errcode": errcode, "error": msg}
@@ -610,8 +651,13 @@ class E2EKeysService:
                     else:
                         master_changed.add(user_id)
                 else:
-                    master_changed.add(user_id)
+                    signed_others.add(target_user)
         await self.store.add_signatures(accepted)
+        if signed_others:
+            # Only the signer sees those signatures: only their device lists change.
+            for target_user in sorted(signed_others):
+                await self.store.mark_changed(target_user, [seen_only_by(user_id)])
+            self.hs.notifier.notify_users([user_id])
         if device_changes:
             await self.store.mark_changed(user_id, device_changes)
             await self._device_lists_changed(user_id, device_changes)
@@ -621,6 +667,12 @@ class E2EKeysService:
         return {"failures": failures}
 
     # --- devices going away --------------------------------------------------------------------
+
+    async def on_devices_changed(self, user_id: str, device_ids: Sequence[str]) -> None:
+        """A local device was created or renamed: the user's device list changed (what
+        other users' clients learn from /sync, and other servers from an update)."""
+        await self.store.mark_changed(user_id, device_ids)
+        await self._device_lists_changed(user_id, device_ids)
 
     async def on_devices_deleted(self, user_id: str, device_ids: Sequence[str]) -> None:
         if await self.store.delete_devices(user_id, device_ids) is not None:
@@ -738,10 +790,10 @@ class E2EKeysService:
             return
         cache = await self.store.get_remote_cache([user_id])
         if user_id not in cache:
-            # Not cached: local clients simply learn that the list changed (and query).
+            # Not cached: if the user shares a room with ours, fetch the whole list (later
+            # updates build on its stream ID); otherwise it is none of our business.
             if await self._shares_room_with_local_user([user_id]):
-                await self.store.mark_remote_changed(user_id)
-                await self._device_lists_changed(user_id)
+                self._spawn(self.resync_remote(user_id))  # not holding up the transaction
             return
         ours = cache[user_id]
         prev = content.get("prev_id") or []
@@ -749,10 +801,7 @@ class E2EKeysService:
             return  # already applied
         if ours is not None and isinstance(prev, list) and ours in prev:
             keys = content.get("keys")
-            if keys is not None and not (isinstance(keys, dict) and keys.get("user_id") == user_id
-                                         and keys.get("device_id") == device_id
-                                         and check_signed_by(keys, user_id, f"ed25519:{device_id}",
-                                                             _ed25519_keys(keys).get(f"ed25519:{device_id}", ""))):
+            if keys is not None and not remote_device_keys_acceptable(keys, user_id, device_id):
                 keys = None
             await self.store.apply_remote_device_update(
                 user_id, device_id, keys if isinstance(keys, dict) else None,
@@ -760,23 +809,23 @@ class E2EKeysService:
                 bool(content.get("deleted")), stream_id)
             await self._device_lists_changed(user_id)
             return
-        await self.resync_remote(user_id)
+        self._spawn(self.resync_remote(user_id))
 
-    async def resync_remote(self, user_id: str) -> None:
-        """Fetch a remote user's whole device list again (one at a time per user)."""
+    async def resync_remote(self, user_id: str) -> dict[str, Any] | None:
+        """Fetch a remote user's whole device list again (one at a time per user); the
+        failure (``/keys/query``'s ``failures`` entry) or None."""
         running = self._resyncing.get(user_id)
         if running is not None:
-            await asyncio.shield(running)
-            return
+            return await asyncio.shield(running)
         task = asyncio.get_running_loop().create_task(self._resync(user_id))
         self._resyncing[user_id] = task
         try:
-            await asyncio.shield(task)
+            return await asyncio.shield(task)
         finally:
             if self._resyncing.get(user_id) is task:
                 del self._resyncing[user_id]
 
-    async def _resync(self, user_id: str) -> None:
+    async def _resync(self, user_id: str) -> dict[str, Any] | None:
         server = server_of(user_id)
         try:
             answer = await self.hs.federation_client.request(
@@ -786,18 +835,16 @@ class E2EKeysService:
             await self.store.drop_remote_cache([user_id])
             await self.store.mark_remote_changed(user_id)
             await self._device_lists_changed(user_id)
-            return
+            return {"status": getattr(e, "status", None) or 503, "message": str(e)[:200]}
         if not isinstance(answer, dict) or answer.get("user_id") != user_id:
-            return
+            return {"status": 502, "message": "the answer is not the user's device list"}
         devices = []
         for d in answer.get("devices") or []:
             if not isinstance(d, dict) or not isinstance(d.get("device_id"), str):
                 continue
             keys = d.get("keys")
             dev_id = d["device_id"]
-            if not (isinstance(keys, dict) and keys.get("user_id") == user_id and keys.get("device_id") == dev_id
-                    and check_signed_by(keys, user_id, f"ed25519:{dev_id}",
-                                        _ed25519_keys(keys).get(f"ed25519:{dev_id}", ""))):
+            if not remote_device_keys_acceptable(keys, user_id, dev_id):
                 keys = None
             name = d.get("device_display_name")
             devices.append(DeviceKeys(user_id, dev_id, keys, name if isinstance(name, str) else None))
@@ -806,6 +853,7 @@ class E2EKeysService:
         stream_id = answer.get("stream_id") if isinstance(answer.get("stream_id"), int) else None
         await self.store.replace_remote_devices(user_id, devices, stream_id, cross)
         await self._device_lists_changed(user_id)
+        return None
 
     async def on_signing_key_update(self, origin: str, content: Any) -> None:
         if not isinstance(content, dict):

@@ -30,8 +30,9 @@ def _key(room_id: str, session_id: str, data: Any) -> RoomKey:
     if not isinstance(fmi, int) or isinstance(fmi, bool) or fmi < 0 or not isinstance(fc, int) \
             or isinstance(fc, bool) or fc < 0:
         raise MatrixError.bad_json("first_message_index and forwarded_count must be non-negative integers")
-    if not isinstance(verified, bool) or not isinstance(session, dict):
-        raise MatrixError.bad_json("is_verified must be a boolean and session_data an object")
+    if not isinstance(verified, bool) or session is None:
+        # session_data is the algorithm's, opaque here (an object for m.megolm_backup.v1)
+        raise MatrixError.bad_json("is_verified must be a boolean, and session_data is required")
     return RoomKey(room_id, session_id, fmi, fc, verified, session)
 
 
@@ -41,9 +42,12 @@ class RoomKeysService:
         self.store = RoomKeyStore(hs.db)
 
     async def create_version(self, user_id: str, body: dict[str, Any]) -> str:
+        """``auth_data`` is the algorithm's, opaque to the server: kept as sent, whatever
+        its JSON type (the spec describes an object; clients in the field, and Synapse,
+        also use other values)."""
         algorithm, auth_data = body.get("algorithm"), body.get("auth_data")
-        if not isinstance(algorithm, str) or not isinstance(auth_data, dict):
-            raise MatrixError.bad_json("algorithm (string) and auth_data (object) are required")
+        if not isinstance(algorithm, str) or auth_data is None:
+            raise MatrixError.bad_json("algorithm (a string) and auth_data are required")
         return str(await self.store.create_version(user_id, algorithm, auth_data))
 
     async def version_json(self, user_id: str, raw_version: str | None) -> dict[str, Any]:
@@ -61,8 +65,8 @@ class RoomKeysService:
         if "version" in body and body["version"] != raw_version:
             raise MatrixError.invalid_param("version in the body does not match the path")
         algorithm, auth_data = body.get("algorithm"), body.get("auth_data")
-        if not isinstance(auth_data, dict):
-            raise MatrixError.bad_json("auth_data must be an object")
+        if auth_data is None:
+            raise MatrixError.bad_json("auth_data is required")
         if algorithm != v.algorithm:
             raise MatrixError.invalid_param("A backup version's algorithm cannot change")
         await self.store.update_version(user_id, version, auth_data)

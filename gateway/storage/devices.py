@@ -35,14 +35,24 @@ class DeviceStore:
         #: ``async listener(user_id, device_ids)`` after devices are deleted (their
         #: end-to-end keys go too: gateway/services/e2e_keys.py).
         self.deleted_listeners: list[Callable[[str, list[str]], Awaitable[None]]] = []
+        #: ``async listener(user_id, device_ids)`` after a device is created or renamed
+        #: (the user's device list changed).
+        self.changed_listeners: list[Callable[[str, list[str]], Awaitable[None]]] = []
+
+    async def _changed(self, user_id: str, device_id: str) -> None:
+        for listener in self.changed_listeners:
+            await listener(user_id, [device_id])
 
     async def upsert_device(self, user_id: str, device_id: str, display_name: str | None, now_ms: int) -> None:
+        old = await self.get_device(user_id, device_id)
         await self.db.execute(
             "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_ts = EXCLUDED.last_seen_ts,"
             " display_name = COALESCE(EXCLUDED.display_name, devices.display_name)",
             user_id, device_id, display_name, now_ms,
         )
+        if old is None or (display_name is not None and display_name != old.display_name):
+            await self._changed(user_id, device_id)
 
     async def add_access_token(
         self, token: str, user_id: str, device_id: str | None, now_ms: int, valid_until_ts: int | None = None
@@ -112,8 +122,13 @@ class DeviceStore:
         return DeviceRow(*row) if row else None
 
     async def set_display_name(self, user_id: str, device_id: str, display_name: str | None) -> bool:
-        n = await self.db.execute(
-            "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
-            user_id, device_id, display_name,
-        )
-        return n > 0
+        old = await self.get_device(user_id, device_id)
+        if old is None:
+            return False
+        if old.display_name != display_name:
+            await self.db.execute(
+                "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+                user_id, device_id, display_name,
+            )
+            await self._changed(user_id, device_id)
+        return True

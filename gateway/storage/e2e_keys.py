@@ -17,6 +17,14 @@ from .state import _placeholders, next_position
 
 #: ``device_id`` of device list rows that stand for a cross-signing key change.
 CROSS_SIGNING = ""
+#: ``device_id`` prefix of rows only one user sees (``seen_only_by``): a change of a
+#: user-signing key, or of the signatures a user made with it, is visible to that user
+#: alone (spec: "Key and signature security").
+PRIVATE = "\x01"
+
+
+def seen_only_by(viewer: str) -> str:
+    return PRIVATE + viewer
 
 
 def dumps(obj: Any) -> str:
@@ -243,7 +251,10 @@ class E2EKeyStore:
                 "INSERT INTO e2e_cross_signing_keys (user_id, key_type, key_json) VALUES ($1, $2, $3)"
                 " ON CONFLICT (user_id, key_type) DO UPDATE SET key_json = EXCLUDED.key_json",
                 [(user_id, t, dumps(k)) for t, k in keys.items()])
-            return await add_device_list_change(txn, user_id, [CROSS_SIGNING]) if local else None
+            if not local:
+                return None
+            marker = seen_only_by(user_id) if set(keys) == {"user_signing"} else CROSS_SIGNING
+            return await add_device_list_change(txn, user_id, [marker])
 
     async def add_signatures(self, sigs: Sequence[StoredSignature]) -> None:
         if not sigs:
@@ -274,27 +285,30 @@ class E2EKeyStore:
         value = await self.db.fetchval("SELECT position FROM stream_positions WHERE stream_name = $1", stream)
         return int(value or 0)
 
-    async def get_changed_users(self, since: int, upto: int) -> set[str]:
-        """Users with a device list change at positions ``(since, upto]``."""
+    async def get_changed_users(self, since: int, upto: int, viewer: str) -> set[str]:
+        """Users with a device list change at positions ``(since, upto]`` that ``viewer``
+        may see (a user-signing key change is only the owner's)."""
         if since >= upto:
             return set()
         rows = await self.db.fetch(
-            "SELECT DISTINCT user_id FROM device_lists_stream WHERE stream_id > $1 AND stream_id <= $2",
-            since, upto)
+            "SELECT DISTINCT user_id FROM device_lists_stream WHERE stream_id > $1 AND stream_id <= $2"
+            " AND (device_id NOT LIKE $3 OR device_id = $4)",
+            since, upto, PRIVATE + "%", seen_only_by(viewer))
         return {r[0] for r in rows}
 
     async def get_last_device_stream_ids(self, user_id: str, n: int) -> list[int]:
         """The positions of a local user's last ``n`` device changes (not cross-signing),
         newest first: an m.device_list_update's stream_id and prev_id."""
         rows = await self.db.fetch(
-            "SELECT DISTINCT stream_id FROM device_lists_stream WHERE user_id = $1 AND device_id <> ''"
-            " ORDER BY stream_id DESC LIMIT $2", user_id, n)
+            "SELECT DISTINCT stream_id FROM device_lists_stream WHERE user_id = $1 AND device_id <> $3"
+            " AND device_id NOT LIKE $4 ORDER BY stream_id DESC LIMIT $2", user_id, n, CROSS_SIGNING, PRIVATE + "%")
         return [int(r[0]) for r in rows]
 
     async def get_last_device_stream_id(self, user_id: str, before: int | None = None) -> int | None:
         value = await self.db.fetchval(
-            "SELECT MAX(stream_id) FROM device_lists_stream WHERE user_id = $1 AND device_id <> ''"
-            " AND stream_id < $2", user_id, before if before is not None else 2**62)
+            "SELECT MAX(stream_id) FROM device_lists_stream WHERE user_id = $1 AND device_id <> $3"
+            " AND device_id NOT LIKE $4 AND stream_id < $2", user_id, before if before is not None else 2**62,
+            CROSS_SIGNING, PRIVATE + "%")
         return None if value is None else int(value)
 
     # --- remote device list caches -------------------------------------------------------

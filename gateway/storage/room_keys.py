@@ -18,7 +18,7 @@ from .e2e_keys import dumps
 class BackupVersion:
     version: int
     algorithm: str
-    auth_data: dict[str, Any]
+    auth_data: Any
     etag: int
 
 
@@ -29,7 +29,7 @@ class RoomKey:
     first_message_index: int
     forwarded_count: int
     is_verified: bool
-    session_data: dict[str, Any]
+    session_data: Any
 
     def to_json(self) -> dict[str, Any]:
         return {"first_message_index": self.first_message_index, "forwarded_count": self.forwarded_count,
@@ -49,7 +49,7 @@ class RoomKeyStore:
     def __init__(self, db: Database):
         self.db = db
 
-    async def create_version(self, user_id: str, algorithm: str, auth_data: dict[str, Any]) -> int:
+    async def create_version(self, user_id: str, algorithm: str, auth_data: Any) -> int:
         async with self.db.transaction() as txn:
             last = await txn.fetchval("SELECT MAX(version) FROM e2e_room_keys_versions WHERE user_id = $1", user_id)
             version = int(last or 0) + 1
@@ -72,7 +72,7 @@ class RoomKeyStore:
                 " AND version = $2 AND deleted = FALSE", user_id, version)
         return None if row is None else BackupVersion(int(row[0]), row[1], json.loads(row[2]), int(row[3]))
 
-    async def update_version(self, user_id: str, version: int, auth_data: dict[str, Any]) -> bool:
+    async def update_version(self, user_id: str, version: int, auth_data: Any) -> bool:
         n = await self.db.execute(
             "UPDATE e2e_room_keys_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2 AND deleted = FALSE",
             user_id, version, dumps(auth_data))

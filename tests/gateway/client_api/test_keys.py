@@ -63,7 +63,7 @@ def otks(user: User, key, n: int, start: int = 0) -> dict:
 
 async def test_upload_query_and_bad_device_keys(alice, bob):
     keys, key = device_keys(alice)
-    # Wrong owner, wrong device, bad signature, unsigned: refused with Matrix errors.
+    # Wrong owner, wrong device: refused with Matrix errors.
     other = sign_json({**{k: v for k, v in keys.items() if k != "signatures"}, "user_id": bob.user_id},
                       bob.user_id, key)
     body = await alice.call("POST", "/keys/upload", {"device_keys": other}, expect=400)
@@ -72,10 +72,14 @@ async def test_upload_query_and_bad_device_keys(alice, bob):
                              alice.user_id, key)
     assert (await alice.call("POST", "/keys/upload", {"device_keys": wrong_device}, expect=400))["errcode"] \
         == "M_INVALID_PARAM"
-    forged = {**keys, "algorithms": ["m.megolm.v1.aes-sha2"]}  # changed after signing
-    assert "signed" in (await alice.call("POST", "/keys/upload", {"device_keys": forged}, expect=400))["error"]
-    unsigned = {k: v for k, v in keys.items() if k != "signatures"}
-    await alice.call("POST", "/keys/upload", {"device_keys": unsigned}, expect=400)
+    # Missing or mistyped fields the spec requires: M_BAD_JSON.
+    for field, value in [("signatures", None), ("algorithms", None), ("keys", None), ("keys", {"ed25519:X": 1}),
+                         ("algorithms", "m.megolm.v1.aes-sha2"), ("signatures", [])]:
+        broken = {k: v for k, v in keys.items() if k != field}
+        if value is not None:
+            broken[field] = value
+        assert (await alice.call("POST", "/keys/upload", {"device_keys": broken}, expect=400))["errcode"] \
+            == "M_BAD_JSON", field
     assert (await alice.call("POST", "/keys/upload", {"device_keys": "x"}, expect=400))["errcode"] == "M_BAD_JSON"
     assert (await alice.call("POST", "/keys/upload", {"one_time_keys": {"nocolon": "k"}}, expect=400))["errcode"] \
         == "M_BAD_JSON"
@@ -102,6 +106,20 @@ async def test_upload_query_and_bad_device_keys(alice, bob):
     assert q["device_keys"][alice.user_id] == {}
     for bad in ({"device_keys": "x"}, {"device_keys": {"not-a-user": []}}, {"device_keys": {alice.user_id: "x"}}):
         await bob.call("POST", "/keys/query", bad, expect=400)
+
+
+async def test_device_keys_are_stored_as_sent(alice, bob):
+    """Keys whose self-signature the server cannot check (what clients and test suites in
+    the field upload, and Synapse stores): kept as sent, for clients to judge."""
+    keys = {"user_id": alice.user_id, "device_id": alice.device_id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {"ed25519:test": "c3op6BJi8aUnDGA541Q6TbTPmbiy1GqGv-zzXDQM9Us",
+                     f"curve25519:{alice.device_id}": "curve25519+key"},
+            "signatures": {alice.user_id: {f"ed25519:{alice.device_id}": "self+signature"}}}
+    await alice.call("POST", "/keys/upload", {"device_keys": keys})
+    q = await bob.call("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
+    got = q["device_keys"][alice.user_id][alice.device_id]
+    assert {k: got[k] for k in keys} == keys
 
 
 async def test_claims_never_share_a_key_and_fall_back(alice, bob, hs):
@@ -204,6 +222,79 @@ async def test_device_lists_in_sync_and_changes(alice, bob, hs):
     assert (await bob.sync(old))["device_lists"] == {"changed": [], "left": []}
 
 
+async def test_new_and_renamed_devices_change_the_device_list(alice, bob):
+    """A login (a new device, no keys yet) and a rename change the user's device list:
+    room-mates and the user's own other devices hear of it."""
+    room = await alice.create_room(preset="private_chat", invite=[bob.user_id])
+    await bob.call("POST", f"/join/{room}", {})
+    bob_token, alice_token = (await bob.sync())["next_batch"], (await alice.sync())["next_batch"]
+    resp = await alice.client.post(f"{C}/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": PASSWORD})
+    phone = (await resp.json())["device_id"]
+    body = await bob.sync(bob_token)
+    assert body["device_lists"]["changed"] == [alice.user_id]
+    assert (await alice.sync(alice_token))["device_lists"]["changed"] == [alice.user_id]
+    await alice.call("PUT", f"/devices/{phone}", {"display_name": "Phone"})
+    body = await bob.sync(body["next_batch"])
+    assert body["device_lists"]["changed"] == [alice.user_id]
+    # The same name again changes nothing.
+    await alice.call("PUT", f"/devices/{phone}", {"display_name": "Phone"})
+    assert (await bob.sync(body["next_batch"]))["device_lists"]["changed"] == []
+
+
+async def test_a_user_signing_key_change_is_only_the_owners(alice, bob):
+    """Other users cannot see a user-signing key, so its change alone is not theirs."""
+    room = await alice.create_room(preset="private_chat", invite=[bob.user_id])
+    await bob.call("POST", f"/join/{room}", {})
+    (master, _, _), upload = cross_signing(alice)
+    await alice.call("POST", "/keys/device_signing/upload", upload)
+    bob_token, alice_token = (await bob.sync())["next_batch"], (await alice.sync())["next_batch"]
+    usk = ed25519("u2")
+    new_usk = sign_as_key({"user_id": alice.user_id, "usage": ["user_signing"],
+                           "keys": {f"ed25519:{pub(usk)}": pub(usk)}}, alice.user_id, master)
+    await alice.call("POST", "/keys/device_signing/upload", {"user_signing_key": new_usk, "auth": {
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": PASSWORD}})
+    assert (await alice.sync(alice_token))["device_lists"]["changed"] == [alice.user_id]
+    body = await bob.sync(bob_token)
+    assert body["device_lists"]["changed"] == []
+    # A self-signing key change is everyone's.
+    ssk = ed25519("s2")
+    new_ssk = sign_as_key({"user_id": alice.user_id, "usage": ["self_signing"],
+                           "keys": {f"ed25519:{pub(ssk)}": pub(ssk)}}, alice.user_id, master)
+    await alice.call("POST", "/keys/device_signing/upload", {"self_signing_key": new_ssk, "auth": {
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": PASSWORD}})
+    assert (await bob.sync(body["next_batch"]))["device_lists"]["changed"] == [alice.user_id]
+
+
+async def test_signing_another_users_master_key_changes_only_the_signers_view(alice, bob):
+    """alice signs bob's master key with her user-signing key: bob's keys changed for
+    alice (she now sees her signature on them), for nobody else."""
+    room = await alice.create_room(preset="private_chat", invite=[bob.user_id])
+    await bob.call("POST", f"/join/{room}", {})
+    (_, _, usk), upload = cross_signing(alice)
+    await alice.call("POST", "/keys/device_signing/upload", upload)
+    _, bob_upload = cross_signing(bob)
+    await bob.call("POST", "/keys/device_signing/upload", bob_upload)
+    alice_token, bob_token = (await alice.sync())["next_batch"], (await bob.sync())["next_batch"]
+    bob_master = bob_upload["master_key"]
+    r = await alice.call("POST", "/keys/signatures/upload", {
+        bob.user_id: {next(iter(bob_master["keys"].values())): sign_as_key(bob_master, alice.user_id, usk)}})
+    assert r["failures"] == {}
+    assert (await alice.sync(alice_token))["device_lists"]["changed"] == [bob.user_id]
+    assert (await bob.sync(bob_token))["device_lists"]["changed"] == []
+
+
+async def test_an_invited_user_is_in_the_changed_list(alice, bob):
+    """Clients encrypt to invited members too, so they need to hear of their devices."""
+    room = await alice.create_room(preset="private_chat")
+    token = (await alice.sync())["next_batch"]
+    await alice.call("POST", f"/rooms/{room}/invite", {"user_id": bob.user_id})
+    body = await alice.sync(token)
+    assert body["device_lists"] == {"changed": [bob.user_id], "left": []}
+    changes = await alice.call("GET", "/keys/changes", **{"from": token, "to": body["next_batch"]})
+    assert changes == {"changed": [bob.user_id], "left": []}
+
+
 async def test_deleting_a_device_drops_its_keys(alice, bob, hs):
     room = await alice.create_room(preset="private_chat", invite=[bob.user_id])
     await bob.call("POST", f"/join/{room}", {})
@@ -262,6 +353,19 @@ async def test_cross_signing_upload_uia_and_signatures(alice, bob):
         "session": body["session"]}})
     q = await alice.call("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
     assert q["master_keys"][alice.user_id]["keys"] == upload2["master_key"]["keys"]
+
+
+async def test_cross_signing_under_the_unstable_prefix(alice, client):
+    """MSC1756's paths, which clients from before spec v1.1 call."""
+    _, upload = cross_signing(alice)
+    resp = await client.post("/_matrix/client/unstable/keys/device_signing/upload", json=upload,
+                             headers=auth_header(alice.token))
+    assert resp.status == 200, await resp.text()
+    q = await alice.call("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
+    assert q["master_keys"][alice.user_id]["keys"] == upload["master_key"]["keys"]
+    resp = await client.post("/_matrix/client/unstable/keys/signatures/upload", json={},
+                             headers=auth_header(alice.token))
+    assert resp.status == 200 and (await resp.json())["failures"] == {}
 
 
 async def test_signatures_upload(alice, bob):

@@ -73,8 +73,21 @@ async def test_versions_and_keys(alice, client):
     assert (await alice.call("GET", "/room_keys/version"))["version"] == v1
     await alice.call("DELETE", f"/room_keys/version/{v2}", expect=404)
 
+    # auth_data is opaque: another JSON type is kept as sent, on creation and update.
+    v3 = (await alice.call("POST", "/room_keys/version", {"algorithm": ALG, "auth_data": "anopaquestring"}))["version"]
+    assert (await alice.call("GET", f"/room_keys/version/{v3}"))["auth_data"] == "anopaquestring"
+    await alice.call("PUT", f"/room_keys/version/{v3}", {"algorithm": ALG, "auth_data": ["another"]})
+    assert (await alice.call("GET", f"/room_keys/version/{v3}"))["auth_data"] == ["another"]
+    opaque = {**key(), "session_data": "anopaquestring"}
+    await alice.call("PUT", "/room_keys/keys/!r:hs.test/s1", opaque, version=v3)
+    assert await alice.call("GET", "/room_keys/keys/!r:hs.test/s1", version=v3) == opaque
+    await alice.call("PUT", "/room_keys/keys/!r:hs.test/s1", {**key(), "session_data": None}, version=v3, expect=400)
+    await alice.call("DELETE", f"/room_keys/version/{v3}")
+
     # Bad input.
     await alice.call("POST", "/room_keys/version", {"algorithm": ALG}, expect=400)
+    await alice.call("POST", "/room_keys/version", {"algorithm": ALG, "auth_data": None}, expect=400)
+    await alice.call("PUT", f"/room_keys/version/{v1}", {"algorithm": ALG}, expect=400)
     await alice.call("PUT", "/room_keys/keys/!r:hs.test/s1", {"first_message_index": -1}, version=v1, expect=400)
     await alice.call("PUT", "/room_keys/keys", {"rooms": "x"}, version=v1, expect=400)
     await alice.call("PUT", "/room_keys/keys", {"rooms": {}}, expect=400)  # no version

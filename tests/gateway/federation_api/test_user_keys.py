@@ -6,6 +6,8 @@ m.signing_key_update; m.direct_to_device delivered once; the device list updates
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 from urllib.parse import quote
 
@@ -150,22 +152,28 @@ async def test_remote_keys_cached_while_sharing_a_room(gw, remote, remote_device
     carl = f"@carl:{remote.server_name}"
     bob_keys = remote_devices.add(bob, "BOBDEV")
     remote_devices.add(carl, "CARLDEV")
-    forged = dict(remote_devices.add(carl, "FORGED"), algorithms=["changed after signing"])
-    remote_devices.devices[carl]["FORGED"] = forged
+    # A device whose keys name another device, one whose keys are no object: dropped.
+    # Anything else is relayed as sent (as Synapse does): clients check what they get.
+    remote_devices.devices[carl]["FORGED"] = dict(remote_devices.add(carl, "FORGED"), device_id="CARLDEV")
+    remote_devices.devices[carl]["NOTANOBJECT"] = "x"
+    remote_devices.devices[carl]["ODD"] = {"device_keys": {}}
     # Not sharing a room: asked every time, one request for both users.
     for n in (1, 2):
         q = await alice.call("POST", "/keys/query", {"device_keys": {bob: [], carl: []}})
         assert q["device_keys"][bob]["BOBDEV"]["keys"] == bob_keys["keys"]
-        assert set(q["device_keys"][carl]) == {"CARLDEV"}  # the forged device is dropped
+        assert set(q["device_keys"][carl]) == {"CARLDEV", "ODD"}
         assert count(remote_devices, F + "/user/keys/query") == n
-    # Sharing a room: cached (the remote sends updates from now on).
+    # Sharing a room: the whole list is fetched (/user/devices, with the stream ID the
+    # remote's updates build on) and cached.
     room_id, view = await public_room(gw, alice, remote)
     await join_bob(gw, remote, view)
-    await alice.call("POST", "/keys/query", {"device_keys": {bob: []}})
-    assert count(remote_devices, F + "/user/keys/query") == 3
+    q = await alice.call("POST", "/keys/query", {"device_keys": {bob: []}})
+    assert q["device_keys"][bob]["BOBDEV"]["keys"] == bob_keys["keys"]
+    assert count(remote_devices, F + "/user/devices/") == 1 and count(remote_devices, F + "/user/keys/query") == 2
+    assert await gw.hs.e2e_keys.store.get_remote_cache([bob]) == {bob: 5}
     q = await alice.call("POST", "/keys/query", {"device_keys": {bob: ["BOBDEV"]}})
     assert list(q["device_keys"][bob]) == ["BOBDEV"]
-    assert count(remote_devices, F + "/user/keys/query") == 3
+    assert count(remote_devices, F + "/user/devices/") == 1 and count(remote_devices, F + "/user/keys/query") == 2
     # Claims go to the remote, one request per server.
     c = await alice.call("POST", "/keys/claim", {"one_time_keys": {bob: {"BOBDEV": "signed_curve25519"},
                                                                   carl: {"CARLDEV": "signed_curve25519"}}})
@@ -179,10 +187,16 @@ async def test_remote_keys_cached_while_sharing_a_room(gw, remote, remote_device
         await gw.hs.e2e_keys._member_task
     assert await gw.hs.e2e_keys.store.get_remote_cache([bob]) == {}
     await alice.call("POST", "/keys/query", {"device_keys": {bob: []}})
-    assert count(remote_devices, F + "/user/keys/query") == 4
+    assert count(remote_devices, F + "/user/keys/query") == 3
     # An unreachable server is a failure of that server only.
     q = await alice.call("POST", "/keys/query", {"device_keys": {"@x:127.0.0.1:1": [], bob: []}})
     assert "127.0.0.1:1" in q["failures"] and bob in q["device_keys"]
+
+
+async def settle(gw):
+    """Wait for the resyncs our server started in the background."""
+    while gw.hs.e2e_keys._background:
+        await asyncio.wait(list(gw.hs.e2e_keys._background))
 
 
 async def test_device_list_updates_in_order_or_resynced(gw, remote, remote_devices, alice):
@@ -190,7 +204,6 @@ async def test_device_list_updates_in_order_or_resynced(gw, remote, remote_devic
     remote_devices.add(bob, "B1")
     room_id, view = await public_room(gw, alice, remote)
     await join_bob(gw, remote, view)
-    await alice.call("POST", "/keys/query", {"device_keys": {bob: []}})  # cached, stream_id unknown
     token = (await alice.call("GET", "/sync"))["next_batch"]
 
     def edu(device_id, stream_id, prev, keys=None, deleted=False):
@@ -200,9 +213,11 @@ async def test_device_list_updates_in_order_or_resynced(gw, remote, remote_devic
             content["keys"] = keys
         return {"edu_type": "m.device_list_update", "content": content}
 
-    # The first update after a /keys/query fill: we resync to learn the stream_id.
+    # The first update of a user sharing a room, not cached yet: the whole list is
+    # fetched (in the background, the transaction is not held up).
     b2 = remote_devices.add(bob, "B2")
     await remote.send(gw.server_name, [], [edu("B2", 5, [4], b2)])
+    await settle(gw)
     assert count(remote_devices, F + "/user/devices/") == 1
     assert await gw.hs.e2e_keys.store.get_remote_cache([bob]) == {bob: 5}
     body = await alice.call("GET", f"/sync?since={token}")
@@ -219,14 +234,21 @@ async def test_device_list_updates_in_order_or_resynced(gw, remote, remote_devic
                                            {"edu_type": "m.device_list_update", "content": {
                                                "user_id": "@x:elsewhere", "device_id": "X", "stream_id": 1,
                                                "prev_id": []}}])
+    await settle(gw)
     assert count(remote_devices, F + "/user/devices/") == 1
     # A gap (prev_id 9 never seen): resync.
     remote_devices.stream_id = 10
     await remote.send(gw.server_name, [], [edu("B4", 10, [9])])
+    await settle(gw)
     assert count(remote_devices, F + "/user/devices/") == 2
     assert await gw.hs.e2e_keys.store.get_remote_cache([bob]) == {bob: 10}
     q = await alice.call("POST", "/keys/query", {"device_keys": {bob: []}})
     assert set(q["device_keys"][bob]) == {"B1", "B2", "B3"}  # what the remote now says
+    # An update of a user sharing no room with ours asks nothing.
+    await remote.send(gw.server_name, [], [{"edu_type": "m.device_list_update", "content": {
+        "user_id": f"@stranger:{remote.server_name}", "device_id": "S", "stream_id": 1, "prev_id": []}}])
+    await settle(gw)
+    assert count(remote_devices, F + "/user/devices/") == 2
     # A signing key update replaces the cached master key.
     master = {"user_id": bob, "usage": ["master"], "keys": {"ed25519:" + "m" * 43: "m" * 43}}
     await remote.send(gw.server_name, [], [{"edu_type": "m.signing_key_update",

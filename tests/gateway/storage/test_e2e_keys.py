@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.storage.e2e_keys import DeviceKeys, E2EKeyStore
+from gateway.storage.e2e_keys import DeviceKeys, E2EKeyStore, seen_only_by
 
 
 async def test_concurrent_claims_get_distinct_keys(database):
@@ -52,8 +52,13 @@ async def test_device_list_stream_and_remote_cache(database):
     assert await store.set_device_keys("@a:hs", "D", {"keys": {"ed25519:D": "x"}}) is None  # unchanged
     p2 = await store.set_device_keys("@a:hs", "E", {"keys": {"ed25519:E": "y"}})
     assert p2 > p1
-    assert await store.get_changed_users(0, p2) == {"@a:hs"}
-    assert await store.get_changed_users(p2, p2) == set()
+    assert await store.get_changed_users(0, p2, "@v:hs") == {"@a:hs"}
+    assert await store.get_changed_users(p2, p2, "@v:hs") == set()
+    # A change only one user sees (a signature made with their user-signing key); it is
+    # no device change (no m.device_list_update stream ID).
+    p3 = await store.mark_changed("@a:hs", [seen_only_by("@v:hs")])
+    assert await store.get_changed_users(p2, p3, "@v:hs") == {"@a:hs"}
+    assert await store.get_changed_users(p2, p3, "@w:hs") == set()
     assert await store.get_last_device_stream_ids("@a:hs", 2) == [p2, p1]
     assert await store.get_last_device_stream_ids("@a:hs", 1) == [p2]
     await store.delete_devices("@a:hs", ["D"])
