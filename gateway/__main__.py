@@ -110,6 +110,29 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- admin-api-reference --------------------------------------------------------------
+
+
+def cmd_admin_api_reference(args: argparse.Namespace) -> int:
+    """Print the admin routes table, or rewrite it in place in a document (docs/admin-api.md)."""
+    from .admin_api.reference import admin_routes, render_table, update_document
+
+    table = render_table(admin_routes())
+    if not args.output:
+        print(table)
+        return 0
+    with open(args.output, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        text = update_document(text, table)
+    except ValueError as e:
+        print(f"error: {args.output}: {e}", file=sys.stderr)
+        return 1
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(text)
+    return 0
+
+
 # --- check-templates ------------------------------------------------------------------
 
 
@@ -389,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     cr = sub.add_parser("config-reference", help="print the reference of every config key (docs/config.md)")
     cr.add_argument("--output", "-o", help="write it to this file instead")
     cr.set_defaults(func=cmd_config_reference)
+
+    ar = sub.add_parser("admin-api-reference", help="print the table of admin API routes (docs/admin-api.md)")
+    ar.add_argument("--output", "-o", help="rewrite the table inside this document instead")
+    ar.set_defaults(func=cmd_admin_api_reference)
 
     t = sub.add_parser("check-templates", help="render every SSO page template with sample data")
     t.add_argument("-c", "--config-path", required=True)

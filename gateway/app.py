@@ -9,6 +9,7 @@ Each API is a sub-app so that its authentication middleware stays its own.
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 from aiohttp import web
 
@@ -76,6 +77,17 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     if "health" in res or listener.type == "http":
         app.router.add_get("/health", health)
     return app
+
+
+def iter_routes(app: web.Application) -> Iterator[tuple[str, web.AbstractResource, web.AbstractRoute]]:
+    """(method, resource, route) of every route ``app`` serves, sub-apps included (their
+    resources carry the sub-app's prefix); HEAD, which aiohttp adds beside GET, is left out."""
+    for resource in app.router.resources():
+        info = resource.get_info()
+        for res in info["app"].router.resources() if "app" in info else [resource]:
+            for route in res:
+                if route.method != "HEAD":
+                    yield route.method, res, route
 
 
 def _add_module_resources(app: web.Application, hs: HomeServer) -> None:

@@ -17,14 +17,13 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
-import time
 import urllib.parse
 
 import pytest
 import yaml
 
-from tests.conftest import GENEROUS_RATE_LIMITS, free_port
+from tests.conftest import free_port
+from tests.support.gateway_process import gateway_process, stop_process, wait_for_port
 from tests.support.tls import TestCA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,28 +43,6 @@ def _replace(text: str, old: str, new: str, *, regex: bool = False) -> str:
     out, n = re.subn(old if regex else re.escape(old), lambda _: new, text, flags=re.MULTILINE)
     assert n, f"docs/reverse-proxy.md no longer contains {old!r}: update this test with it"
     return out
-
-
-def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{what} did not listen on {port}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class _LoopbackHTTPS(http.client.HTTPSConnection):
@@ -94,25 +71,10 @@ def request(ctx, host: str, port: int, method: str, path: str, body=None, header
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     """Gateway with the documented listener (on a free port) and registration open."""
-    tmp = tmp_path_factory.mktemp("proxied")
-    data = yaml.safe_load(_block("yaml", 0))
-    port = free_port()
-    data["listeners"][0]["port"] = port
-    data.update({
-        "database": {"name": "sqlite3", "args": {"database": str(tmp / "hs.db")}},
-        "signing_key_path": str(tmp / "hs.signing.key"), "media_store_path": str(tmp / "media"),
-        "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4,
-        "send_federation": False, **GENEROUS_RATE_LIMITS,
-    })
-    config = tmp / "homeserver.yaml"
-    config.write_text(yaml.safe_dump(data))
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(config)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc, "gateway")
+    config = yaml.safe_load(_block("yaml", 0))
+    config.update({"enable_registration": True, "enable_registration_without_verification": True})
+    with gateway_process(tmp_path_factory.mktemp("proxied"), config) as port:
         yield port
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +127,15 @@ def proxy(request, gateway, tls, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(name)
     command, ports = (_nginx if name == "nginx" else _caddy)(tmp, gateway, cert)
     env = {**os.environ, "HOME": str(tmp), "XDG_DATA_HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp)}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp / "output.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         for port in ports.values():
-            _wait_port(port, proc, name)
+            wait_for_port(port, proc, name, log)
         yield name, ports, ctx
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def test_clients_reach_gateway_with_the_path_untouched(proxy):

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from federation.net.resolver import DnsResolver
 from gateway.__main__ import serve
-from gateway.app import build_listener_app
+from gateway.app import build_listener_app, iter_routes
 from gateway.config import parse_config
 from gateway.server import HomeServer
 from tests.conftest import (GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database,
@@ -72,15 +72,7 @@ def _routes(config) -> list[tuple[str, str]]:
         hs = await HomeServer.open(config)
         try:
             app = build_listener_app(hs, config.listeners[0])
-            found = set()
-            for resource in app.router.resources():
-                info = resource.get_info()
-                inner = info["app"].router.resources() if "app" in info else [resource]
-                for res in inner:
-                    for route in res:
-                        if route.method != "HEAD":
-                            found.add((route.method, res.canonical))
-            return sorted(found)
+            return sorted({(method, res.canonical) for method, res, _ in iter_routes(app)})
         finally:
             await hs.close()
 
