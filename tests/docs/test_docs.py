@@ -115,3 +115,13 @@ def test_links_between_docs_lead_somewhere():
             elif anchor and dest.endswith(".md") and anchor not in _anchors(dest):
                 broken.append(f"{_rel(path)}: {target} (no such heading)")
     assert not broken, broken
+
+
+def test_the_readme_links_every_doc_and_nothing_outside_the_repository():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", readme))
+    docs = {_rel(p) for p in DOCS if p.startswith(os.path.join(ROOT, "docs"))}
+    assert docs - linked == set(), f"README.md does not link {sorted(docs - linked)}"
+    outside = [t for t in re.findall(r"\]\(([^)\s]+)\)|`(\.\./[^`]*)`", readme) for t in t if t.startswith("../")]
+    assert not outside, f"README.md points outside the repository: {outside}"
