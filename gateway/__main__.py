@@ -195,6 +195,7 @@ async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.
         if config.send_federation:
             await hs.federation_sender.start()
         await hs.partial_state.start()  # unfinished resyncs of partial joins
+        await hs.profiles.start()  # profile changes not yet in every room
         if started is not None:
             started.set()
         await stop.wait()

@@ -166,6 +166,13 @@ class HomeServer:
                               ratelimiter=self.ratelimiters["rc_reports"], clock_ms=self.clock_ms)
 
     @cached_property
+    def profiles(self):
+        """Profiles: reads (also remote, over federation), changes, their propagation into rooms."""
+        from .services.profiles import ProfileService
+
+        return ProfileService(self)
+
+    @cached_property
     def room_admin(self):
         """Room administration (listing, blocking, shutting down, purging)."""
         from .services.room_admin import RoomAdminService
@@ -373,6 +380,8 @@ class HomeServer:
     async def close(self) -> None:
         if "partial_state" in self.__dict__:
             await self.partial_state.close()
+        if "profiles" in self.__dict__:
+            await self.profiles.close()
         if "federation_sender" in self.__dict__:
             await self.federation_sender.stop()
         if "push" in self.__dict__:

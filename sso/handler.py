@@ -227,7 +227,7 @@ class SsoHandler:
             if self.hs.config.sso.sso.update_profile_information:
                 attrs = await identity.map_attributes(0)
                 if attrs.display_name:
-                    await self.profiles.set_field(user_id, "displayname", attrs.display_name)
+                    await self.hs.profiles.update(user_id, "displayname", attrs.display_name, by_admin=True)
                 await self.set_avatar_from_picture(user_id, attrs.picture)
             return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=False)
 
@@ -314,7 +314,7 @@ class SsoHandler:
         except MatrixError as e:
             log.warning("SSO avatar for %s not set: %s", user_id, e.error)
             return
-        await self.profiles.set_field(user_id, "avatar_url", mxc)
+        await self.hs.profiles.update(user_id, "avatar_url", mxc, by_admin=True)
 
     async def finish_login(self, user_id: str, client_redirect_url: str, identity: RemoteIdentity | None,
                            *, new_user: bool, idp_id: str | None = None,

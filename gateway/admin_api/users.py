@@ -130,8 +130,8 @@ async def put_user(request: web.Request) -> web.Response:
             await hs.auth.users.set_admin(user_id, body["admin"])
         if "user_type" in body:
             await hs.auth.users.set_user_type(user_id, body["user_type"])
-        if "displayname" in body:
-            await ProfileStore(hs.db).set_field(user_id, "displayname", body["displayname"])
+        if "displayname" in body:  # also into the user's rooms
+            await hs.profiles.update(user_id, "displayname", body["displayname"] or None, by_admin=True)
         if body.get("deactivated") is True and not existing.deactivated:
             await _deactivate(hs, user_id)
         elif body.get("deactivated") is False and existing.deactivated:
@@ -140,7 +140,7 @@ async def put_user(request: web.Request) -> web.Response:
             await hs.auth.users.set_deactivated(user_id, False)
             await hs.modules.callbacks.notify("on_user_deactivation_status_changed", user_id, False, True)
     if "avatar_url" in body:
-        await ProfileStore(hs.db).set_field(user_id, "avatar_url", body["avatar_url"])
+        await hs.profiles.update(user_id, "avatar_url", body["avatar_url"] or None, by_admin=True)
     return json_response(await _user_json(hs, user_id), status=201 if created else 200)
 
 

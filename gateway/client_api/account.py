@@ -167,6 +167,10 @@ async def delete_devices(request: web.Request) -> web.Response:
 @routes.get("/{ver:(r0|v3)}/capabilities")
 async def capabilities(request: web.Request) -> web.Response:
     hs = request.app[HS]
+    profiles = hs.config.profiles
+    # m.profile_fields (v1.16) names the fields users may not change, as Synapse does.
+    disallowed = [f for f, allowed in (("displayname", profiles.enable_set_displayname),
+                                       ("avatar_url", profiles.enable_set_avatar_url)) if not allowed]
     return json_response({
         "capabilities": {
             "m.room_versions": {
@@ -174,8 +178,9 @@ async def capabilities(request: web.Request) -> web.Response:
                 "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
             },
             "m.change_password": {"enabled": True},
-            "m.set_displayname": {"enabled": True},
-            "m.set_avatar_url": {"enabled": True},
+            "m.set_displayname": {"enabled": profiles.enable_set_displayname},
+            "m.set_avatar_url": {"enabled": profiles.enable_set_avatar_url},
+            "m.profile_fields": {"enabled": True, **({"disallowed": disallowed} if disallowed else {})},
             "m.3pid_changes": {"enabled": False},
             "m.get_login_token": {"enabled": False},
         }

@@ -10,71 +10,61 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
-from ..storage.profiles import FilterStore, ProfileStore
-from .auth import guest_allowed, requester
+from ..services.profiles import check_field_name
+from ..storage.profiles import FilterStore
+from .auth import get_access_token, guest_allowed, public, requester
 
 routes = web.RouteTableDef()
 
-FIELDS = ("displayname", "avatar_url")
-MAX_DISPLAYNAME = 256
-MAX_AVATAR_URL = 1000
+#: Profile paths: r0 and v3 serve the same API (every field, v1.16's included).
+PROFILE = "/{ver:(r0|v3)}/profile/{user_id}"
 
 
-def _local_user(request: web.Request) -> str:
-    user_id = request.match_info["user_id"]
-    if not user_id.endswith(":" + request.app[HS].server_name):
-        raise MatrixError.not_found("Profile lookup over federation is not available yet")
-    return user_id
+async def _reader(request: web.Request) -> str | None:
+    """Who is reading: nobody (profiles are public by default), or the token's user when
+    ``require_auth_for_profile_requests`` or ``limit_profile_requests_to_users_who_share_rooms``
+    asks for one (401 without)."""
+    config = request.app[HS].config.profiles
+    if not (config.require_auth_for_profile_requests or config.limit_profile_requests_to_users_who_share_rooms):
+        return None
+    token = get_access_token(request)
+    if not token:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+    return (await request.app[HS].auth.get_requester(token)).user_id
 
 
-@routes.get("/{ver:(r0|v3)}/profile/{user_id}")
-@guest_allowed
+@routes.get(PROFILE)
+@public
 async def get_profile(request: web.Request) -> web.Response:
-    profile = await ProfileStore(request.app[HS].db).get_profile(_local_user(request))
-    if profile is None:
-        raise MatrixError.not_found("Profile was not found")
-    return json_response(profile)
-
-
-@routes.get("/{ver:(r0|v3)}/profile/{user_id}/{field}")
-@guest_allowed
-async def get_profile_field(request: web.Request) -> web.Response:
-    field = request.match_info["field"]
-    profile = await ProfileStore(request.app[HS].db).get_profile(_local_user(request))
-    if profile is None:
-        raise MatrixError.not_found("Profile was not found")
-    if field not in profile:
-        raise MatrixError.not_found(f"The user has no {field}")
-    return json_response({field: profile[field]})
-
-
-@routes.put("/{ver:(r0|v3)}/profile/{user_id}/{field}")
-@guest_allowed
-async def set_profile_field(request: web.Request) -> web.Response:
-    user_id, field = request.match_info["user_id"], request.match_info["field"]
-    if requester(request).user_id != user_id:
-        raise MatrixError.forbidden("You can only change your own profile")
-    if requester(request).is_guest and field != "displayname":
-        raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guests may only change their display name")
-    if field not in FIELDS:
-        raise MatrixError(400, "M_UNRECOGNIZED", f"Unknown profile field {field!r}")
-    body = await read_json_body(request)
-    value = body.get(field)
-    limit = MAX_DISPLAYNAME if field == "displayname" else MAX_AVATAR_URL
-    if value is not None and (not isinstance(value, str) or len(value) > limit):
-        raise MatrixError.bad_json(f"'{field}' must be a string of at most {limit} characters")
-    if field == "avatar_url" and value and not value.startswith("mxc://"):
-        raise MatrixError.bad_json("'avatar_url' must be an mxc:// URI")
     hs = request.app[HS]
-    profiles = ProfileStore(hs.db)
-    await profiles.set_field(user_id, field, value or None)
-    if hs.modules.callbacks.has("on_profile_update"):
-        from ..modules import ProfileInfo
+    return json_response(await hs.profiles.get_profile(await _reader(request), request.match_info["user_id"]))
 
-        profile = await profiles.get_profile(user_id) or {}
-        await hs.modules.callbacks.notify("on_profile_update", user_id,
-                                          ProfileInfo(profile.get("displayname"), profile.get("avatar_url")),
-                                          False, False)
+
+@routes.get(PROFILE + "/{field}")
+@public
+async def get_profile_field(request: web.Request) -> web.Response:
+    hs = request.app[HS]
+    return json_response(await hs.profiles.get_field(await _reader(request), request.match_info["user_id"],
+                                                      request.match_info["field"]))
+
+
+@routes.put(PROFILE + "/{field}")
+@guest_allowed  # their display name only (the service says no to the rest)
+async def set_profile_field(request: web.Request) -> web.Response:
+    field = request.match_info["field"]
+    check_field_name(field)
+    body = await read_json_body(request)
+    if field not in body:
+        raise MatrixError.missing_param(f"The body needs a '{field}' property")
+    await request.app[HS].profiles.set_field(requester(request), request.match_info["user_id"], field, body[field])
+    return json_response({})
+
+
+@routes.delete(PROFILE + "/{field}")
+@guest_allowed
+async def delete_profile_field(request: web.Request) -> web.Response:
+    await request.app[HS].profiles.delete_field(requester(request), request.match_info["user_id"],
+                                                request.match_info["field"])
     return json_response({})
 
 

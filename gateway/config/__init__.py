@@ -23,6 +23,7 @@ from .modules import ModuleConfig, parse_modules
 from .server_notices import ServerNoticesConfig, parse_server_notices
 from .consent import UserConsentConfig, parse_user_consent
 from .media import MediaConfig, parse_media_config
+from .profiles import ProfileConfig, parse_profile_config
 from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
@@ -150,6 +151,8 @@ class HomeserverConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
     #: ``allow_guest_access`` (Synapse's key): ``/register?kind=guest`` gives guest accounts.
     allow_guest_access: bool = False
+    # Who may read and change profiles (gateway/config/profiles.py).
+    profiles: ProfileConfig = field(default_factory=ProfileConfig)
 
 
 def load_config(path: str) -> HomeserverConfig:
@@ -281,6 +284,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["modules"] = parse_modules(root)
     config_kwargs["server_notices"], notice_warnings = parse_server_notices(root)
     config_kwargs["media"] = parse_media_config(root, resolve_path)
+    config_kwargs["profiles"] = parse_profile_config(root)
     config_kwargs["user_consent"], consent_warnings = parse_user_consent(root, resolve_path)
     notice_warnings = notice_warnings + consent_warnings
     for k in ACCEPTED_IGNORED_KEYS:

@@ -64,6 +64,16 @@ form_secret: "{form_secret}"
 # Servers we may ask for other servers' keys. Empty: always ask each server directly.
 trusted_key_servers: []
 
+# Profiles. Anyone may read a user's display name and avatar unless
+# require_auth_for_profile_requests is true; limit_profile_requests_to_users_who_share_rooms
+# keeps them to users sharing a room; other servers may ask for our users' profiles unless
+# allow_profile_lookup_over_federation is false; invites carry the invitee's profile unless
+# include_profile_data_on_invite is false.
+# require_auth_for_profile_requests: false
+# limit_profile_requests_to_users_who_share_rooms: false
+# allow_profile_lookup_over_federation: true
+# include_profile_data_on_invite: true
+
 # Rate limits, as in Synapse, e.g.:
 # rc_message:
 #   per_second: 0.2

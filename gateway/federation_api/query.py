@@ -7,7 +7,6 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import MatrixError, json_response
 from ..services.directory import parse_alias
-from ..storage.profiles import ProfileStore
 from .auth import public
 
 routes = web.RouteTableDef()
@@ -15,21 +14,9 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/query/profile")
 async def query_profile(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1queryprofile"""
     hs = request.app[HS]
-    user_id = request.query.get("user_id")
-    field = request.query.get("field")
-    if not user_id:
-        raise MatrixError.missing_param("user_id is required")
-    if field is not None and field not in ("displayname", "avatar_url"):
-        raise MatrixError.invalid_param("field must be displayname or avatar_url")
-    if not user_id.endswith(":" + hs.server_name):
-        raise MatrixError.invalid_param("That user is not on this server")
-    profile = await ProfileStore(hs.db).get_profile(user_id)
-    if profile is None:
-        raise MatrixError.not_found("Profile was not found")
-    if field is not None:
-        return json_response({field: profile[field]} if field in profile else {})
-    return json_response(profile)
+    return json_response(await hs.profiles.federation_query(request.query.get("user_id"), request.query.get("field")))
 
 
 @routes.get("/v1/query/directory")

@@ -358,10 +358,18 @@ class RoomsService:
             raise MatrixError.forbidden(f"{target} is not banned")
         return await self._member(room_id, user_id, target, _with_reason({"membership": "leave"}, reason))
 
+    async def refresh_profile(self, room_id: str, user_id: str, profile: Mapping[str, str]) -> SentEvent:
+        """A new join event of a joined user carrying their current display name and
+        avatar (a profile change; a per-room name is replaced, as Synapse does)."""
+        return await self._member(room_id, user_id, user_id, {"membership": "join", **profile})
+
     async def _member(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> SentEvent:
         return await self.events.send_event(room_id, EventSpec("m.room.member", sender, content, target))
 
     async def _send_invite(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> SentEvent:
+        # The invitee's name and avatar, so that clients show "invited Bob" (theirs if
+        # their server answers quickly).
+        content = {**await self.hs.profiles.invite_profile(target), **content}
         stripped = await self.stripped_state(room_id, sender)
         before_persist = None
         if not target.endswith(":" + self.hs.server_name):
@@ -395,8 +403,7 @@ class RoomsService:
         return await self._join_content(user_id)
 
     async def _join_content(self, user_id: str) -> dict[str, Any]:
-        profile = await self.profiles.get_profile(user_id) or {}
-        return {"membership": "join", **profile}
+        return {"membership": "join", **await self.profiles.get_member_profile(user_id)}
 
     async def _check_invitee(self, user_id: str) -> None:
         if not is_valid_user_id(user_id):

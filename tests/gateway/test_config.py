@@ -98,6 +98,10 @@ def test_synapse_style_sections():
         ({"ip_range_whitelist": ["not-a-range"]}, "ip_range_whitelist[0]", "IP range"),
         ({"public_baseurl": "matrix.example.com"}, "public_baseurl", "http"),
         ({"listeners": "8008"}, "listeners", "expected a list"),
+        ({"require_auth_for_profile_requests": "yes"}, "require_auth_for_profile_requests", "true or false"),
+        ({"limit_profile_requests_to_users_who_share_rooms": 1},
+         "limit_profile_requests_to_users_who_share_rooms", "true or false"),
+        ({"allow_profile_lookup_over_federation": "no"}, "allow_profile_lookup_over_federation", "true or false"),
     ],
 )
 def test_bad_values_name_the_key(override, key, fragment):
@@ -124,6 +128,34 @@ def test_load_config_errors(tmp_path):
     notmap.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(str(notmap))
+
+
+def test_profile_keys():
+    """Synapse's profile keys and defaults: reads need no token, other servers may ask."""
+    defaults = parse_config(MINIMAL).profiles
+    assert not defaults.require_auth_for_profile_requests
+    assert not defaults.limit_profile_requests_to_users_who_share_rooms
+    assert defaults.allow_profile_lookup_over_federation and defaults.include_profile_data_on_invite
+    assert defaults.enable_set_displayname and defaults.enable_set_avatar_url
+    c = parse_config({**MINIMAL, "require_auth_for_profile_requests": True,
+                      "limit_profile_requests_to_users_who_share_rooms": True,
+                      "allow_profile_lookup_over_federation": False, "include_profile_data_on_invite": False,
+                      "enable_set_displayname": False, "enable_set_avatar_url": False})
+    assert c.warnings == ()
+    assert c.profiles.require_auth_for_profile_requests and c.profiles.limit_profile_requests_to_users_who_share_rooms
+    assert not (c.profiles.allow_profile_lookup_over_federation or c.profiles.include_profile_data_on_invite
+                or c.profiles.enable_set_displayname or c.profiles.enable_set_avatar_url)
+
+
+def test_generated_config_lists_the_profile_keys(tmp_path):
+    """The commented profile keys of the generated file, uncommented, are read as written."""
+    text = render_config(server_name="example.org", data_dir=str(tmp_path), port=8123)
+    lines = [line[2:] for line in text.splitlines()
+             if line.startswith("# ") and "profile" in line and line.rstrip().endswith(("true", "false"))]
+    assert len(lines) == 4
+    c = parse_config({**yaml.safe_load(text), **yaml.safe_load("\n".join(lines))},
+                     config_path=str(tmp_path / "homeserver.yaml"))
+    assert c.warnings == () and c.profiles == parse_config(MINIMAL).profiles
 
 
 def test_generated_config_parses_without_warnings(tmp_path):

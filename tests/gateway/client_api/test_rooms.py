@@ -141,7 +141,7 @@ async def test_public_room_join_and_trusted_private_chat_v12(client, alice, bob)
     assert by_key[("m.room.create", "")]["content"]["additional_creators"] == ["@bob:hs.test"]
     assert by_key[("m.room.power_levels", "")]["content"]["users"] == {}
     invite = by_key[("m.room.member", "@bob:hs.test")]
-    assert invite["content"] == {"membership": "invite", "is_direct": True}
+    assert invite["content"] == {"membership": "invite", "is_direct": True, "displayname": "bob"}
     stripped = invite["unsigned"]["invite_room_state"]
     assert stripped[0]["type"] == "m.room.create"
     # A v11 trusted room gives invitees the creator's level instead.
