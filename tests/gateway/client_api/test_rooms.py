@@ -101,7 +101,8 @@ async def test_invite_join_leave_kick_ban_unban(client, alice, bob):
     status, body = await post(client, bob, f"/join/{room_id}")
     assert (status, body) == (200, {"room_id": room_id})
     status, joined = await get(client, alice, f"/rooms/{room_id}/joined_members")
-    assert set(joined["joined"]) == {"@alice:hs.test", "@bob:hs.test"}
+    assert joined["joined"] == {"@alice:hs.test": {"display_name": "alice", "avatar_url": None},
+                                "@bob:hs.test": {"display_name": "bob", "avatar_url": None}}
     sent = await send(client, bob, room_id, "hi from bob")
     assert sent["status"] == 200
 
