@@ -170,7 +170,9 @@ class HomeServer:
         """Profiles: reads (also remote, over federation), changes, their propagation into rooms."""
         from .services.profiles import ProfileService
 
-        return ProfileService(self)
+        return ProfileService(server_name=self.server_name, config=self.config.profiles, db=self.db,
+                              state=self.events.state, rooms=self.rooms, federation_client=self.federation_client,
+                              ratelimit_message=self.ratelimit_message, modules=self.modules.callbacks)
 
     @cached_property
     def room_admin(self):

@@ -67,6 +67,7 @@ from federation.room_versions import RoomVersion
 from federation.signing import quote_path_segment
 
 from ..storage.partial_state import LaterEvent, PartialStateRoom, PartialStateStore
+from .background import KeyedTasks
 from .federation_events import guess_event_id
 from ..storage.state import StateKey, StateSnapshot
 
@@ -92,11 +93,10 @@ class PartialStateService:
         #: The database's partial rooms, read once and kept in step by this process.
         self._rooms: dict[str, PartialStateRoom] | None = None
         self._load_lock = asyncio.Lock()
-        self._tasks: dict[str, asyncio.Task] = {}
+        self._tasks = KeyedTasks("resync")
         self._full: dict[str, asyncio.Event] = {}
         #: Requests waiting for a room's full state, per room.
         self._waiting: dict[str, int] = {}
-        self._closing = False
 
     @property
     def enabled(self) -> bool:
@@ -195,26 +195,14 @@ class PartialStateService:
     def start_resync(self, room_id: str) -> None:
         """Run the room's resync in the background, now: one that was running (perhaps
         waiting out a pause, for an older join) is cancelled; its work is redone."""
-        if self._closing:
-            return
-        old = self._tasks.get(room_id)
-        if old is not None and not old.done():
-            old.cancel()
-        task = asyncio.get_running_loop().create_task(self._resync(room_id), name=f"resync {room_id}")
-        self._tasks[room_id] = task
-        task.add_done_callback(lambda t, r=room_id: self._tasks.pop(r, None) if self._tasks.get(r) is t else None)
+        self._tasks.start(room_id, lambda: self._resync(room_id), replace=True)
 
     async def close(self) -> None:
-        self._closing = True
-        tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     async def _resync(self, room_id: str) -> None:
         rounds_failed = 0
-        while not self._closing:
+        while not self._tasks.closing:
             row = await self.get(room_id)
             if row is None:
                 return

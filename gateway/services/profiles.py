@@ -17,9 +17,6 @@ member event with the new global profile into every room the user is joined to
 (``profile_propagation``), so a restart resumes it; it goes room by room, paced, and a
 newer change starts it over. Rooms whose member event already shows the profile are skipped.
 
-Collaborators (through ``hs``, created on first use): the database, ``config.profiles``,
-``federation_client`` (remote profiles), ``events.state`` (rooms and memberships),
-``rooms`` (member events), ``ratelimit_message`` and ``modules`` (``on_profile_update``).
 """
 
 from __future__ import annotations
@@ -29,15 +26,20 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from federation.ids import is_valid_user_id
 from federation.net.client import FederationRequestError
 
 from ..config import RateLimit
+from ..config.profiles import ProfileConfig
 from ..http import Codes, MatrixError
+from ..storage.database import Database
 from ..storage.presence import PresenceStore
 from ..storage.profiles import MEMBER_FIELDS, ProfileStore, ProfileTooLargeError
+from ..storage.state import StateStore
+from .background import KeyedTasks
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -90,19 +92,27 @@ def _check_value(field: str, value: Any) -> Any:
 
 
 class ProfileService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.config = hs.config.profiles
-        self.server_name = hs.server_name
-        self.store = ProfileStore(hs.db)
-        self._rooms = PresenceStore(hs.db)
+    def __init__(self, *, server_name: str, config: ProfileConfig, db: Database, state: StateStore,
+                 rooms: Any, federation_client: Any, ratelimit_message: Callable[[str], Awaitable[None]],
+                 modules: Any):
+        """``state``: rooms and memberships; ``rooms`` (RoomsService): member events;
+        ``federation_client``: other servers' profiles; ``ratelimit_message``: the
+        ``rc_message`` check; ``modules``: module callbacks (``on_profile_update``)."""
+        self.server_name = server_name
+        self.config = config
+        self.store = ProfileStore(db)
+        self._shared_rooms = PresenceStore(db)
+        self.state = state
+        self.rooms = rooms
+        self.federation_client = federation_client
+        self.ratelimit_message = ratelimit_message
+        self.modules = modules
         #: (user ID, field or None) -> (expiry, answer or the MatrixError to raise)
         self._remote: OrderedDict[tuple[str, str | None], tuple[float, dict[str, Any] | MatrixError]] = OrderedDict()
-        self._tasks: dict[str, asyncio.Task] = {}
+        self._tasks = KeyedTasks("profile propagation")
         self._wanted: set[str] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_JOBS)
         self._pace = RateLimiter(PROPAGATION_PACE)
-        self._closing = False
 
     def is_mine(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self.server_name
@@ -140,7 +150,7 @@ class ProfileService:
             raise MatrixError.invalid_param(f"{user_id!r} is not a user ID")
         if not self.config.limit_profile_requests_to_users_who_share_rooms or requester == user_id:
             return
-        if requester is None or not await self._rooms.share_a_room(requester, user_id):
+        if requester is None or not await self._shared_rooms.share_a_room(requester, user_id):
             raise MatrixError.forbidden("You do not share a room with this user")
 
     # --- other servers' users -------------------------------------------------------------
@@ -160,7 +170,7 @@ class ProfileService:
         query = {"user_id": user_id, **({"field": field} if field is not None else {})}
         server = user_id.partition(":")[2]
         try:
-            answer = await self.hs.federation_client.request(
+            answer = await self.federation_client.request(
                 "GET", server, "/_matrix/federation/v1/query/profile", query=query, timeout=timeout,
                 max_response_bytes=2 * MAX_PROFILE_BYTES)
         except FederationRequestError as e:
@@ -241,7 +251,7 @@ class ProfileService:
             if current.get(field):
                 raise MatrixError.forbidden(f"Changing your {field} is disabled on this server")
         if field in MEMBER_FIELDS:
-            await self.hs.ratelimit_message(requester.user_id)
+            await self.ratelimit_message(requester.user_id)
         await self.update(user_id, field, value, delete=delete, by_admin=by_admin or requester.is_admin)
 
     def _may_change(self, field: str) -> bool:
@@ -267,7 +277,7 @@ class ProfileService:
             raise MatrixError.not_found("Profile was not found")
         if propagate:
             self._schedule(user_id)
-        modules = self.hs.modules.callbacks
+        modules = self.modules
         if modules.has("on_profile_update"):
             from ..modules import ProfileInfo
 
@@ -283,31 +293,19 @@ class ProfileService:
             self._schedule(user_id)
 
     def _schedule(self, user_id: str) -> None:
-        if self._closing:
-            return
         self._wanted.add(user_id)  # a running job reads the job row once more before it ends
-        task = self._tasks.get(user_id)
-        if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(self._propagate(user_id), name=f"profile {user_id}")
-            self._tasks[user_id] = task
-            task.add_done_callback(lambda t, u=user_id: self._tasks.pop(u, None) if self._tasks.get(u) is t else None)
+        self._tasks.start(user_id, lambda: self._propagate(user_id))
 
     async def idle(self) -> None:
-        """Wait until no propagation is running (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        """Wait until no propagation is running (tests)."""
+        await self._tasks.idle()
 
     async def close(self) -> None:
-        self._closing = True
-        tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     async def _propagate(self, user_id: str) -> None:
         async with self._slots:
-            while not self._closing:
+            while not self._tasks.closing:
                 try:
                     if not await self._propagate_once(user_id):
                         return
@@ -324,7 +322,7 @@ class ProfileService:
         if job is None:
             return user_id in self._wanted  # a change came in while we were reading
         generation, last_done = job
-        rooms = sorted(await self.hs.events.state.get_rooms_for_user(user_id))
+        rooms = sorted(await self.state.get_rooms_for_user(user_id))
         for room_id in rooms:
             if last_done is not None and room_id <= last_done:
                 continue
@@ -348,13 +346,13 @@ class ProfileService:
 
     async def _refresh_room(self, user_id: str, room_id: str) -> None:
         """A new join event with the current profile, unless the room already shows it."""
-        current = await self.hs.events.state.get_membership(room_id, user_id)
+        current = await self.state.get_membership(room_id, user_id)
         if current is None or current.membership != "join":
             return
         profile = await self.store.get_member_profile(user_id)
         if (current.displayname, current.avatar_url) == (profile.get("displayname"), profile.get("avatar_url")):
             return
-        await self.hs.rooms.refresh_profile(room_id, user_id, profile)
+        await self.rooms.refresh_profile(room_id, user_id, profile)
 
 
 def _remote_error(e: FederationRequestError, user_id: str) -> MatrixError:

@@ -231,7 +231,7 @@ async def test_partial_join_flows_at_once_then_resyncs(gw, ca):
         members = await asyncio.wait_for(waiting, 60)
         expected = (set(users) - {users[2]}) | {alice.user_id, bob.user_id}
         assert set(members["joined"]) == expected
-        assert members["joined"][users[0]] == {"display_name": "Creator"}
+        assert members["joined"][users[0]] == {"display_name": "Creator", "avatar_url": None}
         assert not await hs.partial_state.is_partial(room_id)
         assert await joined(hs, room_id) == expected
         state = await hs.events.state.get_current_state_ids(room_id)
