@@ -287,6 +287,14 @@ DESCRIPTIONS: dict[str, str] = {
     "modules": "Python modules with Synapse's module API (docs/modules.md).",
     "modules[].module": "`package.module.Class`, importable by the server.",
     "modules[].config": "The module's own options.",
+    # --- profiles ---------------------------------------------------------------------------
+    "require_auth_for_profile_requests": "Profile reads through the client API need an access token.",
+    "limit_profile_requests_to_users_who_share_rooms": "A user may read only the profiles of users they share a "
+                                                       "room with (reads then need a token).",
+    "allow_profile_lookup_over_federation": "Other servers may query our users' profiles.",
+    "include_profile_data_on_invite": "Invites carry the invitee's display name and avatar.",
+    "enable_set_displayname": "When false, users cannot change a display name once set (admins still can).",
+    "enable_set_avatar_url": "When false, users cannot change an avatar once set (admins still can).",
     # --- media ------------------------------------------------------------------------------
     "media_store_path": "Directory of uploaded files, thumbnails and cached remote media (docs/media.md).",
     "max_upload_size": "Largest upload.",
