@@ -14,8 +14,9 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response
-from ..services.event_stream import parse_limit, v1_event
-from ..services.initial_sync import DEFAULT_LIMIT as INITIAL_SYNC_LIMIT
+from ..http.query import parse_bool, parse_int
+from ..services import event_stream, initial_sync
+from ..services.event_stream import v1_event
 from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
@@ -25,14 +26,9 @@ PREFIX = "/{ver:(r0|v3)}"
 DEFAULT_TIMEOUT_MS = 30_000
 
 
-def _int(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise MatrixError.invalid_param(f"'{name}' must be an integer") from None
+def _limit(request: web.Request, default: int) -> int:
+    limit = parse_int(request.query.get("limit"), "limit", minimum=0)
+    return default if limit is None else min(limit, event_stream.MAX_LIMIT)
 
 
 @routes.get(PREFIX + "/events")
@@ -42,9 +38,11 @@ async def get_events(request: web.Request) -> web.Response:
     q = request.query
     if who.is_guest and not q.get("room_id"):
         raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guests may only follow one room's events (room_id)")
+    timeout = parse_int(q.get("timeout"), "timeout", minimum=0)
     body = await request.app[HS].event_stream.get_events(
         who.user_id, who.device_id, from_token=q.get("from") or None,
-        timeout_ms=_int(request, "timeout", DEFAULT_TIMEOUT_MS), limit=parse_limit(q.get("limit")),
+        timeout_ms=DEFAULT_TIMEOUT_MS if timeout is None else timeout,
+        limit=_limit(request, event_stream.DEFAULT_LIMIT),
         room_id=q.get("room_id") or None,
     )
     return json_response(body)
@@ -63,14 +61,11 @@ async def get_event(request: web.Request) -> web.Response:
 
 
 @routes.get(PREFIX + "/initialSync")
-async def initial_sync(request: web.Request) -> web.Response:
+async def get_initial_sync(request: web.Request) -> web.Response:
     who = requester(request)
-    archived = request.query.get("archived", "false")
-    if archived not in ("true", "false"):
-        raise MatrixError.invalid_param("'archived' must be 'true' or 'false'")
     body = await request.app[HS].initial_sync.initial_sync(
-        who.user_id, who.device_id, limit=parse_limit(request.query.get("limit"), INITIAL_SYNC_LIMIT),
-        archived=archived == "true")
+        who.user_id, who.device_id, limit=_limit(request, initial_sync.DEFAULT_LIMIT),
+        archived=parse_bool(request.query.get("archived"), "archived"))
     return json_response(body)
 
 
@@ -80,5 +75,5 @@ async def room_initial_sync(request: web.Request) -> web.Response:
     who = requester(request)
     body = await request.app[HS].initial_sync.room_initial_sync(
         who.user_id, who.device_id, request.match_info["room_id"],
-        limit=parse_limit(request.query.get("limit"), INITIAL_SYNC_LIMIT))
+        limit=_limit(request, initial_sync.DEFAULT_LIMIT))
     return json_response(body)

@@ -10,30 +10,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import HS
-from ..http import MatrixError, json_response
+from ..http import json_response
+from ..http.query import parse_bool, parse_int
 from .auth import get_access_token, public, requester
 
 routes = web.RouteTableDef()
-
-
-def parse_bool(value: str | None, name: str) -> bool:
-    if value is None:
-        return False
-    if value not in ("true", "false"):
-        raise MatrixError.invalid_param(f"'{name}' must be 'true' or 'false'")
-    return value == "true"
-
-
-def parse_int(value: str | None, name: str, *, minimum: int) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise MatrixError.invalid_param(f"'{name}' must be an integer") from None
-    if number < minimum:
-        raise MatrixError.invalid_param(f"'{name}' must be at least {minimum}")
-    return number
 
 
 @routes.get("/v1/rooms/{room_id}/hierarchy")

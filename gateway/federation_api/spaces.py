@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import HS
-from ..client_api.spaces import parse_bool
+from ..http.query import parse_bool
 from ..http import json_response
 from .auth import ORIGIN
 

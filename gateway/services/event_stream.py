@@ -26,14 +26,13 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ..http import MatrixError
 from ..storage.sync import TimelineEvent, UserMembership
 from .receipts import receipt_events
 from .room_previews import reader_membership
 from .sync import MAX_TIMEOUT_MS, SyncToken
 from .user_directory import presence_json
 
-#: ``limit`` when the client gives none.
+#: Room events a chunk holds when the client gives no ``limit``, and at most.
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 #: ``unsigned`` keys the v1 format also has at the top level.
@@ -98,6 +97,8 @@ class EventStreamService:
                     peeking: bool) -> tuple[list[dict[str, Any]], SyncToken, list[str]]:
         store = self.hs.sync.store
         positions, memberships = await store.get_positions_and_memberships(user_id)
+        # As /sync: no membership of the user is beyond the token's events position.
+        positions = {**positions, "events": max([positions["events"]] + [m.stream_ordering for m in memberships])}
         now = self.token_at(positions)
         after = min(since.events, now.events)
         by_room = {m.room_id: m for m in memberships}
@@ -200,15 +201,3 @@ class EventStreamService:
             out += [presence_event(u, found_rows.get(u), now_ms) for u in sorted(joiners)]
         return out
 
-
-def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT) -> int:
-    """``limit`` of /events and the initialSyncs: a non-negative integer (400 otherwise)."""
-    if raw is None:
-        return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise MatrixError.invalid_param("'limit' must be an integer") from None
-    if limit < 0:
-        raise MatrixError.invalid_param("'limit' must not be negative")
-    return min(limit, MAX_LIMIT)

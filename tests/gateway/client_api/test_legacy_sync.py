@@ -7,20 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from .conftest import register
-from .test_sync import User
-
-
-@pytest.fixture
-async def alice(client):
-    return User(client, await register(client, "alice"))
-
-
-@pytest.fixture
-async def bob(client):
-    return User(client, await register(client, "bob"))
+from .test_sync import User, alice, bob  # noqa: F401 - fixtures
 
 
 async def stream(user, since=None, timeout="0", **params):
@@ -129,6 +117,7 @@ async def test_events_stream_join_brings_members_presence(alice, bob):
 async def test_events_stream_bad_input(alice):
     assert (await alice.call("GET", "/events", expect=400, limit="hello"))["errcode"] == "M_INVALID_PARAM"
     assert (await alice.call("GET", "/events", expect=400, limit="-2"))["errcode"] == "M_INVALID_PARAM"
+    assert (await alice.call("GET", "/events", expect=400, timeout="-1"))["errcode"] == "M_INVALID_PARAM"
     assert (await alice.call("GET", "/events", expect=400, timeout="soon"))["errcode"] == "M_INVALID_PARAM"
     assert (await alice.call("GET", "/events", expect=400, **{"from": "nonsense"}))["errcode"] == "M_INVALID_PARAM"
     assert (await alice.call("GET", "/events", expect=404, room_id="!nowhere:hs.test"))["errcode"] == "M_NOT_FOUND"
