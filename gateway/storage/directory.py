@@ -145,29 +145,47 @@ class DirectoryStore:
     async def search_users(
         self, searcher: str, term: str, *, limit: int, search_all_users: bool
     ) -> list[DirectoryUser]:
-        """Local, active users whose user ID or display name contains ``term`` (case
-        insensitive) and who share a room with ``searcher`` or are joined to a public or
-        world-readable room (or any local user with ``search_all_users``). Returns up to
-        ``limit``."""
-        args: list[Any] = [like_pattern(term.lower()), searcher]
-        visible = (
-            "u.user_id = $2"
-            " OR u.user_id IN (SELECT m2.user_id FROM room_memberships m1"
-            "  JOIN room_memberships m2 ON m2.room_id = m1.room_id"
-            "  WHERE m1.user_id = $2 AND m1.membership = 'join' AND m2.membership = 'join')"
-            " OR u.user_id IN (SELECT m.user_id FROM room_memberships m"
-            "  JOIN room_stats_state s ON s.room_id = m.room_id"
-            "  WHERE m.membership = 'join' AND (s.join_rules = 'public' OR s.history_visibility = 'world_readable'))"
-        )
-        where = ("u.deactivated = FALSE AND (u.user_type IS NULL OR u.user_type <> 'support')"
-                 " AND (LOWER(u.user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $1 ESCAPE '\\')")
-        # (with search_all_users, $2 is still referenced so that both engines get the same arguments)
-        where += f" AND ({'u.user_id = $2 OR TRUE' if search_all_users else visible})"
-        args.append(int(limit))
-        rows = await self.db.fetch(
+        """Users whose user ID or display name contains ``term`` (case insensitive) and
+        who share a room with ``searcher`` or are joined to a public or world-readable
+        room (any user we know of with ``search_all_users``). Local users are the
+        active ones, with their profile; other servers' users are those joined to a room
+        we know, with the name and avatar of their latest join event (so a profile change
+        they send into a room shows here). Returns up to ``limit``."""
+        args: list[Any] = [like_pattern(term.lower()), searcher, int(limit)]
+
+        def visible(column: str) -> str:
+            # (with search_all_users, $2 is still referenced so that both engines get the same arguments)
+            if search_all_users:
+                return f"({column} = $2 OR TRUE)"
+            return (
+                f"({column} = $2"
+                f" OR {column} IN (SELECT m2.user_id FROM room_memberships m1"
+                "  JOIN room_memberships m2 ON m2.room_id = m1.room_id"
+                "  WHERE m1.user_id = $2 AND m1.membership = 'join' AND m2.membership = 'join')"
+                f" OR {column} IN (SELECT m.user_id FROM room_memberships m"
+                "  JOIN room_stats_state s ON s.room_id = m.room_id"
+                "  WHERE m.membership = 'join' AND (s.join_rules = 'public' OR s.history_visibility = 'world_readable')))"
+            )
+
+        def matches(user_column: str, name_column: str) -> str:
+            return (f"(LOWER({user_column}) LIKE $1 ESCAPE '\\'"
+                    f" OR LOWER(COALESCE({name_column}, '')) LIKE $1 ESCAPE '\\')")
+
+        local = (
             "SELECT u.user_id, p.displayname, p.avatar_url FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id"
-            f" WHERE {where} ORDER BY (p.displayname IS NULL), LOWER(COALESCE(p.displayname, u.user_id)), u.user_id"
-            " LIMIT $3",
+            " WHERE u.deactivated = FALSE AND (u.user_type IS NULL OR u.user_type <> 'support')"
+            f" AND {matches('u.user_id', 'p.displayname')} AND {visible('u.user_id')}"
+        )
+        remote = (
+            "SELECT r.user_id, r.displayname, r.avatar_url FROM room_memberships r"
+            " WHERE r.membership = 'join' AND NOT EXISTS (SELECT 1 FROM users l WHERE l.user_id = r.user_id)"
+            " AND r.stream_ordering = (SELECT MAX(r2.stream_ordering) FROM room_memberships r2"
+            "  WHERE r2.user_id = r.user_id AND r2.membership = 'join')"
+            f" AND {matches('r.user_id', 'r.displayname')} AND {visible('r.user_id')}"
+        )
+        rows = await self.db.fetch(
+            f"SELECT user_id, displayname, avatar_url FROM ({local} UNION ALL {remote}) found"
+            " ORDER BY (displayname IS NULL), LOWER(COALESCE(displayname, user_id)), user_id LIMIT $3",
             *args,
         )
         return [DirectoryUser(r[0], r[1], r[2]) for r in rows]

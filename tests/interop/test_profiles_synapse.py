@@ -134,3 +134,16 @@ async def test_our_invite_carries_the_synapse_users_profile(env):
     await gus.call("POST", f"/join/{q(room)}", {})
     joined = await fay.sync_until(member_event(room, gus.user_id, "join"))
     assert joined["content"]["displayname"] == "Gus G"
+
+
+async def test_a_synapse_users_change_reaches_us_and_our_user_directory(env):
+    hal, ivy = await ours(env, "hal"), await theirs(env, "ivy")
+    room = (await hal.call("POST", "/createRoom", {"preset": "private_chat"}))["room_id"]
+    await hal.call("POST", f"/rooms/{q(room)}/invite", {"user_id": ivy.user_id})
+    await ivy.sync_until(invited_to(room))
+    await ivy.call("POST", f"/join/{q(room)}", {})
+    await hal.sync_until(member_event(room, ivy.user_id, "join"))
+    await ivy.call("PUT", f"/profile/{q(ivy.user_id)}/displayname", {"displayname": "Ivy Quasar"})
+    await hal.sync_until(member_with(room, ivy.user_id, displayname="Ivy Quasar"))
+    found = await hal.call("POST", "/user_directory/search", {"search_term": "quasar"})
+    assert found["results"] == [{"user_id": ivy.user_id, "display_name": "Ivy Quasar"}]

@@ -105,3 +105,21 @@ async def test_presence_updates_are_rate_limited(client, people):
     body = await resp.json()
     assert resp.status == 429 and body["errcode"] == "M_LIMIT_EXCEEDED" and body["retry_after_ms"] > 0
     assert (await get(client, alice, "/presence/@alice:hs.test/status"))[1]["presence"] == "online"
+
+
+async def test_other_servers_users_by_their_latest_join(client, hs, people):
+    """Another server's users are found by the name of their latest join event (a
+    profile change they send into a room), under the same visibility rules."""
+    alice, erin = people["alice"], people["erin"]
+    shared = await create(client, alice, preset="private_chat")
+    rows = [(shared, "@zed:remote.test", 10, "Zed Old"), ("!elsewhere:remote.test", "@zed:remote.test", 20, "Zed New"),
+            ("!hidden:remote.test", "@yan:remote.test", 30, "Yan")]
+    for room_id, user_id, position, name in rows:
+        await hs.db.execute(
+            "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering,"
+            " displayname) VALUES ($1, $2, 'join', $3, $2, $4, $5)", room_id, user_id, f"$e{position}", position, name)
+    assert (await search(client, alice, "zed"))[1]["results"] == [{"user_id": "@zed:remote.test",
+                                                                   "display_name": "Zed New"}]
+    assert (await search(client, alice, "old"))[1]["results"] == []  # the name they left behind
+    assert (await search(client, alice, "yan"))[1]["results"] == []  # shares no room with alice
+    assert (await search(client, erin, "zed"))[1]["results"] == []
