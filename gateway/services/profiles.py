@@ -194,9 +194,14 @@ class ProfileService:
         if self.is_mine(user_id):
             return await self.store.get_member_profile(user_id)
         try:
-            profile = await self.remote_profile(user_id, timeout=INVITE_LOOKUP_SECONDS)
+            # The whole wait is bounded (finding their server too, not only the request).
+            profile = await asyncio.wait_for(self.remote_profile(user_id, timeout=INVITE_LOOKUP_SECONDS),
+                                             INVITE_LOOKUP_SECONDS)
         except MatrixError as e:
             log.info("no profile of %s for its member event: %s", user_id, e.error)
+            return {}
+        except TimeoutError:
+            log.info("no profile of %s for its member event: their server took too long", user_id)
             return {}
         return {k: profile[k] for k in MEMBER_FIELDS if isinstance(profile.get(k), str)}
 

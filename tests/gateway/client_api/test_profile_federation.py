@@ -6,6 +6,7 @@ asked), and we answer other servers' queries (``field``, extended fields,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import aiohttp
@@ -29,6 +30,8 @@ class ProfileServer:
         self.remote = remote
         self.profiles: dict[str, dict | int | list] = {}
         self.queries: list[dict[str, str]] = []
+        #: Answers for users whose profile is "slow" wait for this.
+        self.release = asyncio.Event()
         remote.extra_routes.append(("GET", "/_matrix/federation/v1/query/profile", self.query))
 
     def user(self, localpart: str) -> str:
@@ -37,6 +40,9 @@ class ProfileServer:
     async def query(self, request: web.Request) -> web.Response:
         self.queries.append(dict(request.query))
         found = self.profiles.get(request.query["user_id"], 404)
+        if found == "slow":
+            await self.release.wait()
+            found = {"displayname": "Late"}
         if found == 404:
             return web.json_response({"errcode": "M_NOT_FOUND", "error": "No such user here"}, status=404)
         if isinstance(found, int):
@@ -176,3 +182,17 @@ async def test_allow_profile_lookup_over_federation_false(tmp_path, database_con
         assert e.value.status == 403 and e.value.body["errcode"] == "M_FORBIDDEN"
         # Our own clients still read it.
         assert await _get(s, f"{gw.url}{C}/profile/{q('@alice:' + gw.server_name)}") == (200, {"displayname": "alice"})
+
+
+async def test_what_invites_carry_of_remote_users(tmp_path, database_config, ca):
+    """An invite carries a remote invitee's name when their server answers within a few
+    seconds, and nothing (but is not held up) when it does not."""
+    async with gateway_and_remote(tmp_path, database_config, ca) as (gw, remote, s):
+        bob, slow, ghost = remote.user("bob"), remote.user("slow"), remote.user("ghost")
+        remote.profiles[bob] = {"displayname": "Bob", "avatar_url": "mxc://remote/b", "m.tz": "UTC"}
+        remote.profiles[slow] = "slow"
+        profiles = gw.hs.profiles
+        assert await profiles.invite_profile(bob) == {"displayname": "Bob", "avatar_url": "mxc://remote/b"}
+        assert await profiles.invite_profile(slow) == {}
+        assert await profiles.invite_profile(ghost) == {}
+        remote.release.set()
