@@ -223,6 +223,14 @@ class HomeServer:
         return ServerNoticesService(self)
 
     @cached_property
+    def search(self):
+        """Server-side search (POST /search) over the full-text index."""
+        from .services.search import SearchService
+        from .storage.search import SearchStore
+
+        return SearchService(SearchStore(self.db), self.events)
+
+    @cached_property
     def user_directory(self):
         """User directory search and presence."""
         from .services.user_directory import UserDirectoryService

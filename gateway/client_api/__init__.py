@@ -8,7 +8,7 @@ from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
 from . import account, directory, event_context, login, openid, profile, push_rules, register, rooms, user_directory
-from . import account_data, keys, media, receipts, relations, room_keys, sync, to_device, typing
+from . import account_data, keys, media, receipts, relations, room_keys, search, sync, to_device, typing
 from . import admin, mutual_rooms, spaces
 from . import report_content, room_upgrades
 from . import legacy_sync
@@ -35,7 +35,7 @@ def build_app(hs: HomeServer) -> web.Application:
                           rooms.routes, directory.routes, event_context.routes, push_rules.routes,
                           user_directory.routes, sync.routes, typing.routes, receipts.routes,
                           account_data.routes, media.routes, keys.routes, room_keys.routes,
-                          to_device.routes, room_upgrades.routes, report_content.routes, relations.routes):
+                          to_device.routes, room_upgrades.routes, report_content.routes, relations.routes, search.routes):
         app.add_routes(module_routes)
     for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes):
         app.add_routes(module_routes)

@@ -71,34 +71,25 @@ async def context(request: web.Request) -> web.Response:
         senders=_filter_strings(event_filter, "senders"),
         not_senders=_filter_strings(event_filter, "not_senders") or (),
     )
-    # A member who left sees nothing after leaving.
-    member = await hs.events.state.get_membership(room_id, who.user_id)
-    cap = member.stream_ordering if member is not None and member.membership in ("leave", "ban") else None
-    pos = target.stream_ordering
-    before = await hs.events.store.get_room_events(room_id, from_pos=pos - 1, backwards=True,
-                                                   limit=limit // 2, **filters)
-    after = await hs.events.store.get_room_events(room_id, from_pos=pos, backwards=False,
-                                                  limit=limit - limit // 2, to_pos=cap, **filters)
+    around = await hs.events.events_around(who.user_id, target, before=limit // 2, after=limit - limit // 2,
+                                           filters=filters)
     device = (who.user_id, who.device_id or "")
-    visible_before = await hs.events.filter_visible(who.user_id, before)
-    visible_after = await hs.events.filter_visible(who.user_id, after)
-    serialized = await hs.events.serialize_for_client([target, *visible_before, *visible_after],
+    serialized = await hs.events.serialize_for_client([target, *around.before, *around.after],
                                                       requester_device=device)
     await hs.relations.bundle_aggregations(serialized, who.user_id)
-    last = after[-1] if after else target
-    snap = await hs.events.state.get_state(last.state_group)
+    snap = await hs.events.state.get_state(around.last.state_group)
     state_ids = list(snap.state.values())
     if event_filter.get("lazy_load_members"):
-        senders = {e.pdu.sender for e in (target, *visible_before, *visible_after)}
+        senders = {e.pdu.sender for e in (target, *around.before, *around.after)}
         state_ids = [e for (t, sk), e in snap.state.items() if t != "m.room.member" or sk in senders]
     pdus = await hs.events.get_pdus(state_ids)
     state = await hs.events.serialize_for_client([pdus[e] for e in state_ids if e in pdus])
     return json_response({
         "event": serialized[0],
-        "events_before": serialized[1:1 + len(visible_before)],
-        "events_after": serialized[1 + len(visible_before):],
-        "start": f"s{(before[-1].stream_ordering if before else pos) - 1}",
-        "end": f"s{after[-1].stream_ordering if after else pos}",
+        "events_before": serialized[1:1 + len(around.before)],
+        "events_after": serialized[1 + len(around.before):],
+        "start": around.start,
+        "end": around.end,
         "state": state,
     })
 

@@ -472,6 +472,27 @@ class EventsService:
             out.append(body)
         return out
 
+    async def events_around(self, user_id: str, target: StoredEvent, *, before: int, after: int,
+                            filters: Mapping[str, Any] | None = None) -> "EventsAround":
+        """The timeline around ``target`` as ``user_id`` may see it (for /context and search
+        results): up to ``before`` events before it and ``after`` after it (``filters``:
+        ``get_room_events``' type and sender conditions), with ``s<position>`` tokens that
+        paginate on from either end. A member who left sees nothing after leaving."""
+        room_id, pos = target.pdu.room_id, target.stream_ordering
+        member = await self.state.get_membership(room_id, user_id)
+        cap = member.stream_ordering if member is not None and member.membership in ("leave", "ban") else None
+        found_before = await self.store.get_room_events(room_id, from_pos=pos - 1, backwards=True, limit=before,
+                                                        **(filters or {}))
+        found_after = await self.store.get_room_events(room_id, from_pos=pos, backwards=False, limit=after,
+                                                       to_pos=cap, **(filters or {}))
+        return EventsAround(
+            before=await self.filter_visible(user_id, found_before),
+            after=await self.filter_visible(user_id, found_after),
+            start=f"s{(found_before[-1].stream_ordering if found_before else pos) - 1}",
+            end=f"s{found_after[-1].stream_ordering if found_after else pos}",
+            last=found_after[-1] if found_after else target,
+        )
+
     async def filter_visible(self, user_id: str, events: Sequence[StoredEvent]) -> list[StoredEvent]:
         """The events ``user_id`` may see, by the history visibility and the user's
         membership at each event (state after the event); a user always sees their own
@@ -506,12 +527,12 @@ class EventsService:
                 continue
             hv, mem = verdicts[e.state_group]
             current = current_membership.get(e.pdu.room_id)
-            if _may_see(hv, mem, current):
+            if may_see(hv, mem, current):
                 out.append(e)
             elif e.event_id in change_ids:
                 before = replaced.get(e.replaces_state or "")
                 hv_before = before.content.get("history_visibility") if before is not None else None
-                if _may_see(hv_before if isinstance(hv_before, str) else "shared", mem, current):
+                if may_see(hv_before if isinstance(hv_before, str) else "shared", mem, current):
                     out.append(e)
         return out
 
@@ -530,12 +551,26 @@ def _check_local_content(room_id: str, spec: EventSpec) -> None:
             raise MatrixError.bad_json("A tombstone cannot point at the room it is sent in")
 
 
-def _may_see(history_visibility: str, membership: str | None, current_membership: str | None) -> bool:
+def may_see(history_visibility: str, membership: str | None, current_membership: str | None) -> bool:
     """The spec's rules for one event: the history visibility and the user's membership
     at the event, and whether they are joined now (for ``shared``)."""
     return (history_visibility == "world_readable" or membership == "join"
             or (history_visibility == "shared" and current_membership == "join")
             or (history_visibility == "invited" and membership == "invite"))
+
+
+@dataclass(frozen=True)
+class EventsAround:
+    """What ``EventsService.events_around`` found."""
+
+    #: Visible events before the target, newest first; and after it, oldest first.
+    before: list[StoredEvent]
+    after: list[StoredEvent]
+    #: Tokens: ``start`` paginates backwards from the oldest event read, ``end`` forwards.
+    start: str
+    end: str
+    #: The newest event read (the state after it is the state at the end of the context).
+    last: StoredEvent
 
 
 def _auth_relevant(current: Mapping[StateKey, str], specs: Sequence[EventSpec]) -> set[str]:

@@ -30,7 +30,7 @@ from federation.events import PDU
 from federation.net.client import FederationRequestError
 from federation.signing import quote_path_segment
 
-from ..storage.events import note_thread_replies
+from ..storage.events import note_timeline_events
 from ..storage.state import EMPTY_STATE, StateKey, StateSnapshot, next_position
 from .federation_events import PDUError
 
@@ -160,7 +160,7 @@ class BackfillHandler:
                         [(pdu.event_id, e, room_id) for e in pdu.prev_event_ids],
                     )
             # Their relationships were written with the outliers; replies now count for /threads.
-            await note_thread_replies(txn, [(pdu, last + i) for i, (pdu, *_rest) in enumerate(rows)])
+            await note_timeline_events(txn, [(pdu, last + i) for i, (pdu, *_rest) in enumerate(rows)])
         return len(rows)
 
     async def _outside_states(self, event_ids: set[str]) -> dict[str, StateSnapshot]:

@@ -19,6 +19,7 @@ from federation.relations import THREAD, relation_of
 from federation.room_versions import EventFormat, RoomVersion, get_room_version
 
 from .database import Connection, Database, IntegrityError
+from .search import index_events, unindex_events
 from .state import (
     EMPTY_STATE,
     StateKey,
@@ -497,7 +498,7 @@ class EventStore:
         )
         counted = [(w.pdu, pos) for w, pos in zip(writes, positions) if w.rejected_reason is None]
         await write_relations(txn, [pdu for pdu, _ in counted])
-        await note_thread_replies(txn, counted)
+        await note_timeline_events(txn, counted)
         await note_redactions(txn, [r[1] for r in redaction_rows])
         changed = await txn.execute(
             "UPDATE rooms SET head_stream_ordering = $3, current_state_group = $4"
@@ -686,7 +687,7 @@ class EventStore:
                 await note_redactions(txn, [write.redaction_applies_to])
             if timeline:
                 await write_relations(txn, [pdu])
-                await note_thread_replies(txn, [(pdu, position)])
+                await note_timeline_events(txn, [(pdu, position)])
             current_after = current
             is_extremity = False
             if timeline:
@@ -817,11 +818,20 @@ async def note_thread_replies(conn: Connection, events: Iterable[tuple[PDU, int]
         await conn.executemany(_NOTE_THREAD, rows)
 
 
+async def note_timeline_events(conn: Connection, events: Sequence[tuple[PDU, int]]) -> None:
+    """Events (with their positions) that joined a room's timeline: what is derived from
+    them beside the events table follows (thread activity, the search index)."""
+    await note_thread_replies(conn, events)
+    await index_events(conn, events)
+
+
 async def note_redactions(conn: Connection, redacted_ids: Sequence[str]) -> None:
-    """A redaction breaks a thread reply's relationship: its thread's latest activity is
-    read again from the replies that still count (the thread goes when none does)."""
+    """Redactions that apply: the redacted events leave the search index, and a thread
+    reply's relationship breaks: its thread's latest activity is read again from the
+    replies that still count (the thread goes when none does)."""
     if not redacted_ids:
         return
+    await unindex_events(conn, redacted_ids)
     roots = ("SELECT relates_to_id FROM event_relations WHERE rel_type = 'm.thread'"
              f" AND event_id IN ({_placeholders(len(redacted_ids))})")
     await conn.execute(f"DELETE FROM threads WHERE root_id IN ({roots}) AND ({_THREAD_LATEST}) IS NULL", *redacted_ids)

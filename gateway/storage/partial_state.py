@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .database import Database
+from .search import unindex_events
 from .state import StateKey, StateSnapshot, StateStore, _placeholders, apply_current_state_changes, next_position
 
 
@@ -165,6 +166,8 @@ class PartialStateStore:
                 " rejected_reason = COALESCE(rejected_reason, $4) WHERE event_id = $1",
                 event_id, snap.group, replaces, rejected_reason,
             )
+            if rejected_reason is not None:
+                await unindex_events(txn, [event_id])
         self.state.cache_snapshot(snap)
         return snap
 

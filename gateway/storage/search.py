@@ -1,0 +1,343 @@
+"""The full-text index behind server-side search (``POST /search``, ``room_events``).
+
+Spec: https://spec.matrix.org/latest/client-server-api/#server-side-search
+
+One index row per searchable timeline event: ``content.body`` of ``m.room.message``,
+``content.name`` of ``m.room.name``, ``content.topic`` of ``m.room.topic`` (with the
+``text/plain`` bodies of its ``m.topic`` block). PostgreSQL keeps a tsvector under a GIN
+index; SQLite an FTS5 table whose rowid is the event's stream position (migration 0023
+on each engine). Rows are written in the transaction that stores the event, only for
+timeline events (outliers, rejected and soft-failed events are not searchable), and go
+when a redaction applies or a resync rejects the event.
+
+User input never reaches either engine's query syntax: a search term is split here
+into words and quoted phrases (``-word`` excludes, ``or`` between two terms allows
+either), and each term is handed over as data: an FTS5 string literal with its quotes
+doubled, or a bound parameter of ``phraseto_tsquery``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from federation.events import PDU
+
+from .database import Connection, Database
+from .state import _placeholders
+
+#: The searchable keys and the event type each is read from.
+KEY_TYPES: Mapping[str, str] = {
+    "content.body": "m.room.message",
+    "content.name": "m.room.name",
+    "content.topic": "m.room.topic",
+}
+#: PostgreSQL's text search configuration (SQLite's tokenizer stems English words too).
+PG_CONFIG = "english"
+#: Marks around matched words in highlighted text (taken out of indexed text).
+_START, _STOP = "\x02", "\x03"
+_UNSAFE = str.maketrans("", "", "\x00" + _START + _STOP)
+
+
+def searchable_text(pdu: PDU) -> tuple[str, str] | None:
+    """(key, text) of an event the index holds, or None (another type, no text)."""
+    content = pdu.content
+    text: str | None = None
+    key = None
+    if pdu.type == "m.room.message":
+        key, text = "content.body", content.get("body") if isinstance(content.get("body"), str) else None
+    elif pdu.type == "m.room.name" and pdu.state_key == "":
+        key, text = "content.name", content.get("name") if isinstance(content.get("name"), str) else None
+    elif pdu.type == "m.room.topic" and pdu.state_key == "":
+        topic = content.get("topic") if isinstance(content.get("topic"), str) else None
+        parts = [topic] if topic else []
+        block = content.get("m.topic")
+        texts = block.get("m.text") if isinstance(block, dict) else None
+        for rep in texts if isinstance(texts, list) else ():
+            if isinstance(rep, dict) and isinstance(rep.get("body"), str) and rep["body"] != topic \
+                    and rep.get("mimetype", "text/plain") == "text/plain":
+                parts.append(rep["body"])
+        key, text = "content.topic", " ".join(parts)
+    if key is None or not text:
+        return None
+    text = text.translate(_UNSAFE)
+    return (key, text) if text.strip() else None
+
+
+# --- the search term ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    """A word or a quoted phrase, matched as a phrase of the engine's tokens."""
+
+    text: str
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """All of ``groups`` must match (each group: any of its terms); none of ``excluded``."""
+
+    groups: tuple[tuple[Term, ...], ...]
+    excluded: tuple[Term, ...] = ()
+
+    @property
+    def positive_terms(self) -> list[Term]:
+        return [t for g in self.groups for t in g]
+
+
+_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+#: A term with nothing the tokenizers keep (letters, digits) matches nothing: dropped.
+_WORDISH = re.compile(r"[^\W_]")
+
+
+def parse_search_term(search_term: str) -> SearchQuery | None:
+    """The query a search term asks for, or None when it can match nothing (no
+    words, or only excluded ones)."""
+    items: list[Term | str] = []
+    for m in _TOKEN.finditer(search_term):
+        negated, phrase, word = m.group(1) == "-", m.group(2), m.group(3)
+        if word is not None:
+            if word.lower() in ("or", "and"):
+                items.append(word.lower())
+                continue
+            negated, phrase = word.startswith("-") and len(word) > 1, word
+            if negated:
+                phrase = phrase[1:]
+        if _WORDISH.search(phrase):
+            items.append(Term(phrase, negated))
+    groups: list[list[Term]] = []
+    excluded: list[Term] = []
+    join_next = False
+    for item in items:
+        if item == "or":
+            join_next = bool(groups)
+            continue
+        if item == "and":
+            join_next = False
+            continue
+        assert isinstance(item, Term)
+        if item.negated:
+            excluded.append(item)
+        elif join_next:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+        join_next = False
+    if not groups:
+        return None
+    return SearchQuery(tuple(tuple(g) for g in groups), tuple(excluded))
+
+
+def fts5_match(query: SearchQuery) -> str:
+    """The FTS5 MATCH expression: every term an FTS5 string (a phrase), quotes doubled."""
+    def quoted(term: Term) -> str:
+        return '"' + term.text.replace('"', '""') + '"'
+
+    expr = " AND ".join("(" + " OR ".join(quoted(t) for t in g) + ")" for g in query.groups)
+    for t in query.excluded:
+        expr = f"({expr}) NOT {quoted(t)}"
+    return expr
+
+
+def tsquery_sql(query: SearchQuery, arg) -> str:
+    """A tsquery expression over bound parameters (``arg(value)`` binds one and returns
+    its placeholder)."""
+    def phrase(term: Term) -> str:
+        return f"phraseto_tsquery('{PG_CONFIG}', {arg(term.text)})"
+
+    parts = ["(" + " || ".join(phrase(t) for t in g) + ")" for g in query.groups]
+    parts += [f"!!{phrase(t)}" for t in query.excluded]
+    return "(" + " && ".join(parts) + ")"
+
+
+# --- the store ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoomScope:
+    """Where to search in one room: positions in ``ranges`` ([low, high) pairs, high
+    None for no end; None: everywhere), and every backfilled (negative) position."""
+
+    room_id: str
+    ranges: tuple[tuple[int, int | None], ...] | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    event_id: str
+    room_id: str
+    stream_ordering: int
+    rank: float
+
+
+async def index_events(conn: Connection, events: Iterable[tuple[PDU, int]]) -> None:
+    """Inside the transaction that stores them: index the searchable ones of timeline
+    events ((pdu, stream_ordering) pairs)."""
+    rows = []
+    for pdu, position in events:
+        found = searchable_text(pdu)
+        if found is not None:
+            rows.append((position, found[1], pdu.event_id, pdu.room_id, pdu.sender, found[0]))
+    if not rows:
+        return
+    if conn.engine == "sqlite":
+        await conn.executemany(
+            "INSERT OR REPLACE INTO event_search (rowid, value, event_id, room_id, sender, key)"
+            " VALUES ($1, $2, $3, $4, $5, $6)", rows)
+    else:
+        await conn.executemany(
+            "INSERT INTO event_search (stream_ordering, vector, event_id, room_id, sender, key)"
+            f" VALUES ($1, to_tsvector('{PG_CONFIG}', $2), $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+            rows)
+
+
+async def unindex_events(conn: Connection, event_ids: Sequence[str]) -> None:
+    """Take events out of the index (a redaction applied, or the event was rejected)."""
+    ids = list(dict.fromkeys(event_ids))
+    if not ids:
+        return
+    if conn.engine == "sqlite":  # by rowid: FTS5 finds an unindexed column's value only by scanning
+        await conn.execute(
+            "DELETE FROM event_search WHERE rowid IN"
+            f" (SELECT stream_ordering FROM events WHERE event_id IN ({_placeholders(len(ids))}))", *ids)
+    else:
+        await conn.execute(f"DELETE FROM event_search WHERE event_id IN ({_placeholders(len(ids))})", *ids)
+
+
+class SearchStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def _where(self, query: SearchQuery, scopes: Sequence[RoomScope], keys: Sequence[str],
+               senders: Sequence[str] | None, not_senders: Sequence[str]) -> tuple[list[str], list[Any], str]:
+        """The shared conditions (match, rooms and positions, keys, senders), their
+        arguments, and the rank expression."""
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        sqlite = self.db.engine == "sqlite"
+        pos = "rowid" if sqlite else "stream_ordering"
+        if sqlite:
+            where = [f"event_search MATCH {arg(fts5_match(query))}"]
+            rank = "-rank"  # FTS5's rank is bm25(), better matches lower
+        else:
+            tsq = tsquery_sql(query, arg)
+            where = [f"vector @@ {tsq}"]
+            rank = f"ts_rank_cd(vector, {tsq})"
+        anywhere = [s.room_id for s in scopes if s.ranges is None]
+        rooms = [f"room_id IN ({', '.join(arg(r) for r in anywhere)})"] if anywhere else []
+        for s in scopes:
+            if s.ranges is None:
+                continue
+            spans = [f"{pos} < 0"]
+            for low, high in s.ranges:
+                span = f"{pos} >= {arg(low)}"
+                spans.append(span if high is None else f"({span} AND {pos} < {arg(high)})")
+            rooms.append(f"(room_id = {arg(s.room_id)} AND ({' OR '.join(spans)}))")
+        where.append("(" + " OR ".join(rooms) + ")")
+        if set(keys) != set(KEY_TYPES):
+            where.append(f"key IN ({', '.join(arg(k) for k in keys)})")
+        if senders is not None:
+            where.append(f"sender IN ({', '.join(arg(s) for s in senders)})")
+        if not_senders:
+            where.append(f"sender NOT IN ({', '.join(arg(s) for s in not_senders)})")
+        return where, args, rank
+
+    async def search(self, query: SearchQuery, *, scopes: Sequence[RoomScope], keys: Sequence[str],
+                     senders: Sequence[str] | None = None, not_senders: Sequence[str] = (),
+                     order: str, after: SearchHit | None = None, limit: int) -> list[SearchHit]:
+        """One page of matches: ``order`` "recent" (newest position first) or "rank"
+        (best first, then newest), continuing after the match ``after``."""
+        if not scopes or not keys or (senders is not None and not senders):
+            return []
+        where, args, rank = self._where(query, scopes, keys, senders, not_senders)
+        sqlite = self.db.engine == "sqlite"
+        pos = "rowid" if sqlite else "stream_ordering"
+        if order == "recent":
+            if after is not None:
+                args.append(after.stream_ordering)
+                where.append(f"{pos} < ${len(args)}")
+            order_sql = f"{pos} DESC"
+        else:
+            if after is not None:  # row values compare in order: rank, then position
+                args += [after.rank, after.stream_ordering]
+                where.append(f"({'-bm25(event_search)' if sqlite else rank}, {pos}) < (${len(args) - 1}, ${len(args)})")
+            order_sql = "rank, rowid DESC" if sqlite else f"{rank} DESC, stream_ordering DESC"
+        args.append(limit)
+        rows = await self.db.fetch(
+            f"SELECT event_id, room_id, {pos}, {rank} FROM event_search WHERE {' AND '.join(where)}"
+            f" ORDER BY {order_sql} LIMIT ${len(args)}", *args)
+        return [SearchHit(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+    async def count(self, query: SearchQuery, *, scopes: Sequence[RoomScope], keys: Sequence[str],
+                    senders: Sequence[str] | None = None, not_senders: Sequence[str] = ()) -> int:
+        """How many index rows match (before the per-event visibility check)."""
+        if not scopes or not keys or (senders is not None and not senders):
+            return 0
+        where, args, _ = self._where(query, scopes, keys, senders, not_senders)
+        return int(await self.db.fetchval(f"SELECT count(*) FROM event_search WHERE {' AND '.join(where)}", *args))
+
+    async def highlights(self, query: SearchQuery, texts: Mapping[int, str]) -> set[str]:
+        """The words of ``texts`` (indexed text by stream position) the query matched,
+        as each engine's stemming found them."""
+        if not texts:
+            return set()
+        if self.db.engine == "sqlite":
+            positions = list(texts)
+            rows = await self.db.fetch(
+                f"SELECT highlight(event_search, 0, char(2), char(3)) FROM event_search"
+                f" WHERE event_search MATCH $1 AND rowid IN ({_placeholders(len(positions), 2)})",
+                _positives_only(query, fts5_match), *positions)
+        else:
+            args: list[Any] = []
+
+            def arg(value: Any) -> str:
+                args.append(value)
+                return f"${len(args)}"
+
+            tsq = tsquery_sql(SearchQuery(query.groups), arg)
+            texts_arg = arg([t.translate(_UNSAFE) for t in texts.values()])
+            rows = await self.db.fetch(
+                f"SELECT ts_headline('{PG_CONFIG}', t, {tsq}, 'StartSel=\"{_START}\", StopSel=\"{_STOP}\","
+                f" HighlightAll=true') FROM unnest({texts_arg}::text[]) AS t", *args)
+        found: set[str] = set()
+        for (marked,) in rows:
+            for span in re.findall(f"{_START}(.*?){_STOP}", marked or "", flags=re.S):
+                found.update(w for w in span.split() if w)
+        return found
+
+    async def searchable_rooms(self, user_id: str) -> dict[str, tuple[str, int]]:
+        """room_id -> (membership, its position) of the rooms ``user_id`` is joined to,
+        has left or was banned from, leaving out forgotten ones."""
+        rows = await self.db.fetch(
+            "SELECT room_id, membership, stream_ordering FROM room_memberships WHERE user_id = $1"
+            " AND membership IN ('join', 'leave', 'ban') AND forgotten = FALSE", user_id)
+        return {r[0]: (r[1], int(r[2])) for r in rows}
+
+    async def visibility_changes(self, room_ids: Sequence[str], user_id: str
+                                 ) -> list[tuple[str, str, str | None, int]]:
+        """(room_id, type, event_id, position) of every change to the rooms' history
+        visibility and to ``user_id``'s membership in them, oldest first."""
+        out: list[tuple[str, str, str | None, int]] = []
+        ids = list(room_ids)
+        for i in range(0, len(ids), 400):
+            chunk = ids[i:i + 400]
+            rows = await self.db.fetch(
+                "SELECT room_id, type, event_id, stream_ordering FROM current_state_deltas"
+                f" WHERE room_id IN ({_placeholders(len(chunk), 2)})"
+                " AND ((type = 'm.room.member' AND state_key = $1)"
+                " OR (type = 'm.room.history_visibility' AND state_key = ''))", user_id, *chunk)
+            out += [(r[0], r[1], r[2], int(r[3])) for r in rows]
+        out.sort(key=lambda r: r[3])
+        return out
+
+
+def _positives_only(query: SearchQuery, render) -> str:
+    return render(SearchQuery(query.groups))
