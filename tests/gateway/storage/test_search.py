@@ -7,6 +7,7 @@ from __future__ import annotations
 from federation.room_versions import RoomVersions
 from gateway.storage.database import split_sql_script
 from gateway.storage.migrations import load_migrations
+from gateway.storage.room_admin import RoomAdminStore
 from gateway.storage.search import (
     RoomScope,
     SearchQuery,
@@ -132,6 +133,11 @@ async def test_stored_events_are_searchable_redactions_are_not(stores):
     await store.persist_events(room_id, [write(redaction, redaction_applies_to=m3.event_id)], state_before=snap,
                                expected_head=room.head_stream_ordering, received_ts=1)
     assert [h.event_id for h in await find(search, room_id, "fox")] == [name.event_id, m1.event_id]
+
+    # Purging a room (admin API) empties its part of the index, and only that.
+    await RoomAdminStore(store.db).purge_room(room_id)
+    assert await find(search, room_id, "fox") == []
+    assert len(await find(search, other_id, "fox")) == 1
 
 
 async def test_ranges_limit_positions(stores):
