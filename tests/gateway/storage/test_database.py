@@ -156,3 +156,24 @@ async def test_postgres_startup_waits_for_the_server():
             await open_database(DatabaseConfig("postgres", args))
     finally:
         await drop_postgres_database(name)
+
+
+async def test_postgres_connections_return_to_the_pool_outside_any_transaction(database_config):
+    """The pool's reset only ends a transaction left open (no per-query reset round trip)."""
+    if database_config.engine != "postgres":
+        pytest.skip("PostgreSQL's pool")
+    from gateway.config import DatabaseConfig
+
+    db = await open_database(DatabaseConfig("postgres", {**database_config.args, "cp_min": 1, "cp_max": 1}))
+    try:
+        async with db._pool.acquire() as conn:  # as a cancelled request could leave it
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TABLE left_open (k INTEGER)")
+        # The one connection: not in a transaction, and the table was rolled back.
+        assert await db.fetchval("SELECT count(*) FROM pg_tables WHERE tablename = 'left_open'") == 0
+        async with db._pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+        await db.execute("SET application_name = 'kept'")  # session state stays (nothing here relies on it)
+        assert await db.fetchval("SHOW application_name") == "kept"
+    finally:
+        await db.close()
