@@ -257,12 +257,14 @@ class SearchService:
         if query is None or not scopes or not keys:
             return {"room_events": answer}
         where = dict(scopes=scopes, keys=keys, senders=senders, not_senders=flt.not_senders)
+        scope_rooms = {s.room_id for s in scopes}
 
         # Read matches page by page until enough of them are visible.
         limit, page = criteria.limit, max(2 * criteria.limit, 20)
         last = token.last if token else None
         found: list[tuple[SearchHit, StoredEvent]] = []
         more = False
+        read_total = 0
         for _ in range(MAX_ROUNDS):
             hits = await self.store.search(query, order=criteria.order_by, after=last, limit=page, **where)
             stored = await self.events.store.get_events(h.event_id for h in hits)
@@ -273,16 +275,19 @@ class SearchService:
             for hit in hits:
                 read += 1
                 last = hit
-                if hit.event_id in visible:
+                if hit.event_id in visible and hit.room_id in scope_rooms:
                     found.append((hit, stored[hit.event_id]))
                     if len(found) == limit:
                         break
+            read_total += read
             # More may follow if the page was full or the loop stopped inside it.
             more = len(hits) == page or read < len(hits)
             if len(found) == limit or not more:
                 break
 
-        answer["count"] = await self.store.count(query, **where)
+        # Every match was read (from the first one): that is the count, no need to ask.
+        exhausted = token is None and not more
+        answer["count"] = read_total if exhausted else await self.store.count(query, **where)
         texts = {h.stream_ordering: text for h, e in found if (text := (searchable_text(e.pdu) or (None, None))[1])}
         answer["highlights"] = sorted(await self.store.highlights(query, texts))
         events = [e for _, e in found]

@@ -132,14 +132,25 @@ def parse_search_term(search_term: str) -> SearchQuery | None:
     return SearchQuery(tuple(tuple(g) for g in groups), tuple(excluded))
 
 
-def fts5_match(query: SearchQuery) -> str:
-    """The FTS5 MATCH expression: every term an FTS5 string (a phrase), quotes doubled."""
-    def quoted(term: Term) -> str:
-        return '"' + term.text.replace('"', '""') + '"'
+def room_token(room_id: str) -> str:
+    """A room as one token of SQLite's ``room`` column: 'r', its UTF-8 in hex, '0' (a
+    digit last: no stemming rule applies). The migration writes the same in SQL."""
+    return "r" + room_id.encode("utf-8").hex() + "0"
 
-    expr = " AND ".join("(" + " OR ".join(quoted(t) for t in g) + ")" for g in query.groups)
+
+def _fts5_string(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def fts5_match(query: SearchQuery, room_ids: Sequence[str] | None = None) -> str:
+    """The FTS5 MATCH expression: every term an FTS5 string (a phrase, quotes doubled)
+    matched in ``value``; with ``room_ids``, only in those rooms."""
+    expr = " AND ".join("(" + " OR ".join(_fts5_string(t.text) for t in g) + ")" for g in query.groups)
     for t in query.excluded:
-        expr = f"({expr}) NOT {quoted(t)}"
+        expr = f"({expr}) NOT {_fts5_string(t.text)}"
+    expr = f"value : ({expr})"
+    if room_ids is not None:
+        expr += " AND room : (" + " OR ".join(_fts5_string(room_token(r)) for r in room_ids) + ")"
     return expr
 
 
@@ -186,8 +197,8 @@ async def index_events(conn: Connection, events: Iterable[tuple[PDU, int]]) -> N
         return
     if conn.engine == "sqlite":
         await conn.executemany(
-            "INSERT OR REPLACE INTO event_search (rowid, value, event_id, room_id, sender, key)"
-            " VALUES ($1, $2, $3, $4, $5, $6)", rows)
+            "INSERT OR REPLACE INTO event_search (rowid, value, room, event_id, room_id, sender, key)"
+            " VALUES ($1, $2, $7, $3, $4, $5, $6)", [(*r, room_token(room_id)) for r in rows])
     else:
         await conn.executemany(
             "INSERT INTO event_search (stream_ordering, vector, event_id, room_id, sender, key)"
@@ -224,23 +235,29 @@ class SearchStore:
 
         sqlite = self.db.engine == "sqlite"
         pos = "rowid" if sqlite else "stream_ordering"
-        if sqlite:
-            where = [f"event_search MATCH {arg(fts5_match(query))}"]
-            rank = "-rank"  # FTS5's rank is bm25(), better matches lower
+        ranged = [s for s in scopes if s.ranges is not None]
+        if sqlite:  # the rooms are in the MATCH: only ranges need a room_id test, when rooms differ
+            where = [f"event_search MATCH {arg(fts5_match(query, [s.room_id for s in scopes]))}"]
+            rank = "-rank"  # bm25() with the room column weighing nothing; better matches lower
+            by_room = bool(ranged) and len(scopes) > 1
         else:
             tsq = tsquery_sql(query, arg)
             where = [f"vector @@ {tsq}"]
             rank = f"ts_rank_cd(vector, {tsq})"
+            by_room = True
+        rooms = []
         anywhere = [s.room_id for s in scopes if s.ranges is None]
-        rooms = [f"room_id IN ({', '.join(arg(r) for r in anywhere)})"] if anywhere else []
-        for s in scopes:
-            if s.ranges is None:
-                continue
+        if anywhere and by_room:
+            rooms.append(f"room_id IN ({', '.join(arg(r) for r in anywhere)})")
+        elif anywhere:
+            rooms.append("TRUE")
+        for s in ranged:
             spans = [f"{pos} < 0"]
-            for low, high in s.ranges:
+            for low, high in s.ranges or ():
                 span = f"{pos} >= {arg(low)}"
                 spans.append(span if high is None else f"({span} AND {pos} < {arg(high)})")
-            rooms.append(f"(room_id = {arg(s.room_id)} AND ({' OR '.join(spans)}))")
+            spans_sql = " OR ".join(spans)
+            rooms.append(f"(room_id = {arg(s.room_id)} AND ({spans_sql}))" if by_room else f"({spans_sql})")
         where.append("(" + " OR ".join(rooms) + ")")
         if set(keys) != set(KEY_TYPES):
             where.append(f"key IN ({', '.join(arg(k) for k in keys)})")
@@ -268,7 +285,8 @@ class SearchStore:
         else:
             if after is not None:  # row values compare in order: rank, then position
                 args += [after.rank, after.stream_ordering]
-                where.append(f"({'-bm25(event_search)' if sqlite else rank}, {pos}) < (${len(args) - 1}, ${len(args)})")
+                where.append(f"({'-bm25(event_search, 1.0, 0.0)' if sqlite else rank}, {pos})"
+                             f" < (${len(args) - 1}, ${len(args)})")
             order_sql = "rank, rowid DESC" if sqlite else f"{rank} DESC, stream_ordering DESC"
         args.append(limit)
         rows = await self.db.fetch(
@@ -294,7 +312,7 @@ class SearchStore:
             rows = await self.db.fetch(
                 f"SELECT highlight(event_search, 0, char(2), char(3)) FROM event_search"
                 f" WHERE event_search MATCH $1 AND rowid IN ({_placeholders(len(positions), 2)})",
-                _positives_only(query, fts5_match), *positions)
+                fts5_match(SearchQuery(query.groups)), *positions)
         else:
             args: list[Any] = []
 
@@ -338,6 +356,3 @@ class SearchStore:
         out.sort(key=lambda r: r[3])
         return out
 
-
-def _positives_only(query: SearchQuery, render) -> str:
-    return render(SearchQuery(query.groups))

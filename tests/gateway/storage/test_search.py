@@ -15,6 +15,7 @@ from gateway.storage.search import (
     Term,
     fts5_match,
     parse_search_term,
+    room_token,
     searchable_text,
 )
 from tests.gateway.storage.test_events import ALICE, BOB, Chain, new_room, stores, write  # noqa: F401
@@ -68,7 +69,9 @@ def test_fts5_expression_quotes_every_term():
     q = parse_search_term('a"b NEAR(x) c* "d "" e" -f^')
     expr = fts5_match(q)
     # Every term is one FTS5 string literal (quotes doubled): operators stay data.
-    assert expr == '(("a""b") AND ("NEAR(x)") AND ("c*") AND ("d ") AND (" e")) NOT "f^"'
+    assert expr == 'value : ((("a""b") AND ("NEAR(x)") AND ("c*") AND ("d ") AND (" e")) NOT "f^")'
+    # Rooms are named by their tokens in the room column.
+    assert fts5_match(parse_search_term("x"), ["!a:b"]) == 'value : (("x")) AND room : ("r21613a620")'
 
 
 def test_searchable_text_by_type():
@@ -125,6 +128,10 @@ async def test_stored_events_are_searchable_redactions_are_not(stores):
     await append(store, other_id, [msg(other_chain, "fox elsewhere")])
     assert len(await find(search, room_id, "fox")) == 3
     assert len(await find(search, other_id, "fox")) == 1
+    both = [RoomScope(room_id), RoomScope(other_id)]
+    assert await search.count(parse_search_term("fox"), scopes=both, keys=KEYS) == 4
+    # A term that is a room's token in the room column matches no text.
+    assert await find(search, room_id, room_token(room_id)) == []
 
     # A redaction takes the event out of the index.
     redaction = chain.make("m.room.redaction", {"redacts": m3.event_id}, redacts=m3.event_id)
