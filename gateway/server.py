@@ -228,7 +228,8 @@ class HomeServer:
         from .services.search import SearchService
         from .storage.search import SearchStore
 
-        return SearchService(SearchStore(self.db), self.events)
+        return SearchService(SearchStore(self.db), self.events, self.relations.bundle_aggregations,
+                             ignored_users=self.account_data.ignored_users)
 
     @cached_property
     def user_directory(self):

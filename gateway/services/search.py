@@ -47,9 +47,9 @@ MAX_RANGES = 50
 MAX_PREDECESSORS = 20
 _GROUP_KEYS = ("room_id", "sender")
 
-#: A hook over every serialized event of a response (results and context) before it is
-#: sent, e.g. bundled aggregations: (user_id, events) -> None, changing them in place.
-EventsHook = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+#: Adds bundled aggregations (``unsigned["m.relations"]``) to client-format events in
+#: place, as the user may see them: (events, user_id) -> None.
+BundleAggregations = Callable[[list[dict[str, Any]], str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -232,11 +232,14 @@ def visible_ranges(changes: Sequence[tuple[int, str, str | None]], *, currently_
 
 
 class SearchService:
-    def __init__(self, store: SearchStore, events: EventsService, *, events_hook: EventsHook | None = None):
+    def __init__(self, store: SearchStore, events: EventsService, bundle_aggregations: BundleAggregations, *,
+                 ignored_users: Callable[[str], Awaitable[frozenset[str]]]):
         self.store = store
         self.events = events
-        #: Applied to every event a response carries (see ``EventsHook``).
-        self.events_hook = events_hook
+        #: Applied to every event a response carries: results and their context.
+        self.bundle_aggregations = bundle_aggregations
+        #: The users a user ignores: their messages are not found (their state events are).
+        self.ignored_users = ignored_users
 
     async def search(self, user_id: str, device_id: str | None, criteria: RoomEventsCriteria,
                      batch: str | None = None) -> dict[str, Any]:
@@ -256,7 +259,8 @@ class SearchService:
         answer: dict[str, Any] = {"results": [], "count": 0, "highlights": []}
         if query is None or not scopes or not keys:
             return {"room_events": answer}
-        where = dict(scopes=scopes, keys=keys, senders=senders, not_senders=flt.not_senders)
+        where = dict(scopes=scopes, keys=keys, senders=senders, not_senders=flt.not_senders,
+                     ignored=sorted(await self.ignored_users(user_id)))
         scope_rooms = {s.room_id for s in scopes}
 
         # Read matches page by page until enough of them are visible.
@@ -292,16 +296,15 @@ class SearchService:
         answer["highlights"] = sorted(await self.store.highlights(query, texts))
         events = [e for _, e in found]
         serialized = await self.events.serialize_for_client(events, requester_device=(user_id, device_id))
-        hooked = list(serialized)
+        bundled = list(serialized)
         results = []
         for (hit, event), body in zip(found, serialized):
             result: dict[str, Any] = {"rank": hit.rank, "result": body}
             if criteria.event_context is not None:
                 result["context"] = await self._context(user_id, device_id, event, *criteria.event_context)
-                hooked += result["context"]["events_before"] + result["context"]["events_after"]
+                bundled += result["context"]["events_before"] + result["context"]["events_after"]
             results.append(result)
-        if self.events_hook is not None:
-            await self.events_hook(user_id, hooked)
+        await self.bundle_aggregations(bundled, user_id)
         answer["results"] = results
 
         resume = last if more else None

@@ -5,7 +5,7 @@ Spec: https://spec.matrix.org/latest/client-server-api/#server-side-search
 One index row per searchable timeline event: ``content.body`` of ``m.room.message``,
 ``content.name`` of ``m.room.name``, ``content.topic`` of ``m.room.topic`` (with the
 ``text/plain`` bodies of its ``m.topic`` block). PostgreSQL keeps a tsvector under a GIN
-index; SQLite an FTS5 table whose rowid is the event's stream position (migration 0023
+index; SQLite an FTS5 table whose rowid is the event's stream position (migration 0030
 on each engine). Rows are written in the transaction that stores the event, only for
 timeline events (outliers, rejected and soft-failed events are not searchable), and go
 when a redaction applies or a resync rejects the event.
@@ -198,7 +198,7 @@ async def index_events(conn: Connection, events: Iterable[tuple[PDU, int]]) -> N
     if conn.engine == "sqlite":
         await conn.executemany(
             "INSERT OR REPLACE INTO event_search (rowid, value, room, event_id, room_id, sender, key)"
-            " VALUES ($1, $2, $7, $3, $4, $5, $6)", [(*r, room_token(room_id)) for r in rows])
+            " VALUES ($1, $2, $7, $3, $4, $5, $6)", [(*r, room_token(r[3])) for r in rows])
     else:
         await conn.executemany(
             "INSERT INTO event_search (stream_ordering, vector, event_id, room_id, sender, key)"
@@ -224,9 +224,11 @@ class SearchStore:
         self.db = db
 
     def _where(self, query: SearchQuery, scopes: Sequence[RoomScope], keys: Sequence[str],
-               senders: Sequence[str] | None, not_senders: Sequence[str]) -> tuple[list[str], list[Any], str]:
-        """The shared conditions (match, rooms and positions, keys, senders), their
-        arguments, and the rank expression."""
+               senders: Sequence[str] | None, not_senders: Sequence[str], ignored: Sequence[str]
+               ) -> tuple[list[str], list[Any], str]:
+        """The shared conditions (match, rooms and positions, keys, senders; messages of
+        ``ignored`` users left out, not their names and topics), their arguments, and the
+        rank expression."""
         args: list[Any] = []
 
         def arg(value: Any) -> str:
@@ -265,16 +267,19 @@ class SearchStore:
             where.append(f"sender IN ({', '.join(arg(s) for s in senders)})")
         if not_senders:
             where.append(f"sender NOT IN ({', '.join(arg(s) for s in not_senders)})")
+        if ignored:
+            where.append(f"NOT (key = 'content.body' AND sender IN ({', '.join(arg(s) for s in ignored)}))")
         return where, args, rank
 
     async def search(self, query: SearchQuery, *, scopes: Sequence[RoomScope], keys: Sequence[str],
                      senders: Sequence[str] | None = None, not_senders: Sequence[str] = (),
-                     order: str, after: SearchHit | None = None, limit: int) -> list[SearchHit]:
+                     ignored: Sequence[str] = (), order: str, after: SearchHit | None = None,
+                     limit: int) -> list[SearchHit]:
         """One page of matches: ``order`` "recent" (newest position first) or "rank"
         (best first, then newest), continuing after the match ``after``."""
         if not scopes or not keys or (senders is not None and not senders):
             return []
-        where, args, rank = self._where(query, scopes, keys, senders, not_senders)
+        where, args, rank = self._where(query, scopes, keys, senders, not_senders, ignored)
         sqlite = self.db.engine == "sqlite"
         pos = "rowid" if sqlite else "stream_ordering"
         if order == "recent":
@@ -295,11 +300,12 @@ class SearchStore:
         return [SearchHit(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
 
     async def count(self, query: SearchQuery, *, scopes: Sequence[RoomScope], keys: Sequence[str],
-                    senders: Sequence[str] | None = None, not_senders: Sequence[str] = ()) -> int:
+                    senders: Sequence[str] | None = None, not_senders: Sequence[str] = (),
+                    ignored: Sequence[str] = ()) -> int:
         """How many index rows match (before the per-event visibility check)."""
         if not scopes or not keys or (senders is not None and not senders):
             return 0
-        where, args, _ = self._where(query, scopes, keys, senders, not_senders)
+        where, args, _ = self._where(query, scopes, keys, senders, not_senders, ignored)
         return int(await self.db.fetchval(f"SELECT count(*) FROM event_search WHERE {' AND '.join(where)}", *args))
 
     async def highlights(self, query: SearchQuery, texts: Mapping[int, str]) -> set[str]:

@@ -316,3 +316,30 @@ async def test_bad_tokens_and_odd_terms(client, alice):
     assert len((await search(client, alice, "token:*"))["results"]) == 3
     # No words at all: nothing, not an error.
     assert await search(client, alice, "") == {"results": [], "count": 0, "highlights": []}
+
+
+async def test_edits_are_bundled_and_ignored_users_left_out(client, alice, bob):
+    room_id = await create(client, alice, preset="public_chat",
+                           power_level_content_override={"events": {"m.room.topic": 0}})
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    original = await say(client, alice, room_id, "original wording")
+    resp = await client.put(f"{C}/rooms/{room_id}/send/m.room.message/edit1", headers=auth_header(alice), json={
+        "msgtype": "m.text", "body": "* better wording",
+        "m.new_content": {"msgtype": "m.text", "body": "better wording"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original}})
+    assert resp.status == 200
+    edit = (await resp.json())["event_id"]
+    found = await search(client, bob, "original", event_context={"before_limit": 0, "after_limit": 1})
+    (result,) = found["results"]
+    assert result["result"]["unsigned"]["m.relations"]["m.replace"]["event_id"] == edit
+    assert [e["event_id"] for e in result["context"]["events_after"]] == [edit]
+
+    # Alice ignores Bob: his messages are not found, his topic still is.
+    bobs = await say(client, bob, room_id, "wording from bob")
+    topic = await put_state(client, bob, room_id, "m.room.topic", {"topic": "wording rules"})
+    assert bobs in ids(await search(client, alice, "wording"))
+    resp = await client.put(f"{C}/user/@alice:hs.test/account_data/m.ignored_user_list",
+                            json={"ignored_users": {"@bob:hs.test": {}}}, headers=auth_header(alice))
+    assert resp.status == 200
+    found = await search(client, alice, "wording", order_by="recent")
+    assert ids(found) == [topic, edit, original] and found["count"] == 3
