@@ -27,7 +27,15 @@ from typing import Any, Awaitable, Callable
 
 from ..http import MatrixError
 from ..storage.events import StoredEvent
-from ..storage.search import KEY_TYPES, RoomScope, SearchHit, SearchStore, parse_search_term, searchable_text
+from ..storage.search import (
+    KEY_TYPES,
+    RoomScope,
+    SearchHit,
+    SearchQuery,
+    SearchStore,
+    parse_search_term,
+    searchable_text,
+)
 from .events import EventsService, may_see
 from .filtering import EventFilter
 
@@ -261,38 +269,15 @@ class SearchService:
             return {"room_events": answer}
         where = dict(scopes=scopes, keys=keys, senders=senders, not_senders=flt.not_senders,
                      ignored=sorted(await self.ignored_users(user_id)))
-        scope_rooms = {s.room_id for s in scopes}
 
-        # Read matches page by page until enough of them are visible.
-        limit, page = criteria.limit, max(2 * criteria.limit, 20)
-        last = token.last if token else None
-        found: list[tuple[SearchHit, StoredEvent]] = []
-        more = False
-        read_total = 0
-        for _ in range(MAX_ROUNDS):
-            hits = await self.store.search(query, order=criteria.order_by, after=last, limit=page, **where)
-            stored = await self.events.store.get_events(h.event_id for h in hits)
-            candidates = [stored[h.event_id] for h in hits if h.event_id in stored]
-            candidates = [e for e in candidates if flt.allows(e.pdu.type, e.pdu.sender, e.pdu.content)]
-            visible = {e.event_id for e in await self.events.filter_visible(user_id, candidates)}
-            read = 0
-            for hit in hits:
-                read += 1
-                last = hit
-                if hit.event_id in visible and hit.room_id in scope_rooms:
-                    found.append((hit, stored[hit.event_id]))
-                    if len(found) == limit:
-                        break
-            read_total += read
-            # More may follow if the page was full or the loop stopped inside it.
-            more = len(hits) == page or read < len(hits)
-            if len(found) == limit or not more:
-                break
-
+        found, resume, read = await self._read(user_id, query, criteria, where, after=token.last if token else None)
         # Every match was read (from the first one): that is the count, no need to ask.
-        exhausted = token is None and not more
-        answer["count"] = read_total if exhausted else await self.store.count(query, **where)
-        texts = {h.stream_ordering: text for h, e in found if (text := (searchable_text(e.pdu) or (None, None))[1])}
+        answer["count"] = read if token is None and resume is None else await self.store.count(query, **where)
+        texts = {}
+        for hit, event in found:
+            indexed = searchable_text(event.pdu)
+            if indexed is not None:
+                texts[hit.stream_ordering] = indexed[1]
         answer["highlights"] = sorted(await self.store.highlights(query, texts))
         events = [e for _, e in found]
         serialized = await self.events.serialize_for_client(events, requester_device=(user_id, device_id))
@@ -307,7 +292,6 @@ class SearchService:
         await self.bundle_aggregations(bundled, user_id)
         answer["results"] = results
 
-        resume = last if more else None
         if resume is not None:
             answer["next_batch"] = BatchToken.after(criteria.order_by, resume, group).encode()
         groups = self._groups(criteria, found, resume)
@@ -316,6 +300,36 @@ class SearchService:
         if criteria.include_state:
             answer["state"] = await self._states(user_id, {e.pdu.room_id for e in events})
         return {"room_events": answer}
+
+    async def _read(self, user_id: str, query: SearchQuery, criteria: RoomEventsCriteria, where: Mapping[str, Any],
+                    *, after: SearchHit | None) -> tuple[list[tuple[SearchHit, StoredEvent]], SearchHit | None, int]:
+        """Read matches after ``after``, a page at a time, until ``criteria.limit`` of them
+        are visible (or ``MAX_ROUNDS`` pages were read). Returns the visible ones, the
+        last match read if more may follow (else None), and how many were read."""
+        limit, page = criteria.limit, max(2 * criteria.limit, 20)
+        scope_rooms = {s.room_id for s in where["scopes"]}
+        found: list[tuple[SearchHit, StoredEvent]] = []
+        more, read_total = False, 0
+        for _ in range(MAX_ROUNDS):
+            hits = await self.store.search(query, order=criteria.order_by, after=after, limit=page, **where)
+            stored = await self.events.store.get_events(h.event_id for h in hits)
+            candidates = [stored[h.event_id] for h in hits if h.event_id in stored]
+            candidates = [e for e in candidates if criteria.filter.allows(e.pdu.type, e.pdu.sender, e.pdu.content)]
+            visible = {e.event_id for e in await self.events.filter_visible(user_id, candidates)}
+            read = 0
+            for hit in hits:
+                read += 1
+                after = hit
+                if hit.event_id in visible and hit.room_id in scope_rooms:
+                    found.append((hit, stored[hit.event_id]))
+                    if len(found) == limit:
+                        break
+            read_total += read
+            # More may follow if the page was full or the loop stopped inside it.
+            more = len(hits) == page or read < len(hits)
+            if len(found) == limit or not more:
+                break
+        return found, after if more else None, read_total
 
     async def _scopes(self, user_id: str, flt: EventFilter, only_room: str | None) -> list[RoomScope]:
         """The rooms to search, each with the stretches the user may see."""

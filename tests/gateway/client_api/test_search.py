@@ -3,20 +3,8 @@ pagination, groups, highlights, context, state, who may see what, and bad reques
 
 from __future__ import annotations
 
-import pytest
-
 from .conftest import auth_header, register
-from .test_rooms import C, create, post, send
-
-
-@pytest.fixture
-async def alice(client):
-    return (await register(client, "alice"))["access_token"]
-
-
-@pytest.fixture
-async def bob(client):
-    return (await register(client, "bob"))["access_token"]
+from .test_rooms import C, alice, bob, create, post, send  # noqa: F401 (fixtures)
 
 
 async def search(client, token, term=None, *, expect=200, batch=None, version="v3", body=None, **criteria):

@@ -27,9 +27,9 @@ def msg(chain: Chain, body, sender=ALICE, **extra):
     return chain.make("m.room.message", {"msgtype": "m.text", "body": body, **extra}, sender=sender)
 
 
-async def room_with(store, chain: Chain, *pdus):
-    """A new room (create, Alice's join) followed by ``pdus`` built on ``chain``."""
-    create, join, result = await new_room(store, chain)
+async def room_with(store, chain: Chain):
+    """A new room (create, Alice's join) on ``chain``: its ID and the persist result."""
+    create, _join, result = await new_room(store, chain)
     return create.room_id, result
 
 

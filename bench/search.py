@@ -1,0 +1,238 @@
+"""Server-side search on a room of many messages, Gateway against Synapse.
+
+For each engine (SQLite, PostgreSQL) and each server (each its own process on loopback,
+started by ``client_load.running_server``): one user creates a private room and fills it
+with N messages (default 100000) through the Client-Server API, ``PUT .../send`` with
+``--concurrency`` requests in flight: the same calls at the same concurrency on both
+servers, so both index each message as they normally do. The messages are the same on
+both (seeded): 6-14 words drawn from a vocabulary with a Zipf-like skew, plus planted
+words at known rates: "meeting" in 20% of them (a common word), "lighthouse" in 5 (a
+rare one) and "quarterly report" in 1% (a phrase).
+
+Then each query runs ``--repeat`` times (after one warm-up run), one at a time, with
+``order_by`` rank and recent and the default page of 10 results:
+
+- common: ``meeting``;   rare: ``lighthouse``;   phrase: ``"quarterly report"``;
+- two words (both must match): ``meeting budget``;
+- common, next page: the same as common, from the first page's ``next_batch``.
+
+Printed per server: the fill rate, and per query the median and p90 latency (client
+side, HTTP included), the results returned and the server's ``count``; then Synapse's
+median over ours ("x as fast"). Synapse has no ``next_batch`` for ``rank`` (it pages
+only ``recent``): that row is left out for it. Numbers only: nothing here asserts a
+timing.
+
+    .cache/venv/bin/python bench/search.py [--messages 100000] [--concurrency 16]
+        [--repeat 20] [--engines sqlite,postgres] [--servers gateway,synapse]
+
+The fill dominates the run time (most of it Synapse's: about 17 ms of its CPU per
+message here, against 6 for ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.client_load import cpu_seconds, running_server  # noqa: E402
+from tests.support.synapse import register_synapse_user  # noqa: E402
+
+#: Everyday words (stop words among them, as real messages have).
+_COMMON = """the a to and of is in it you that for on with this we be are have not at
+can will so just but do get about what if your all like was one there go out up when they
+know think time good now some more how see then make only would well back need day work
+today people really yes thanks week still want here new also right going sure because tomorrow
+call look use take code team idea plan issue fix test build release server room message
+coffee lunch music game travel weather phone email project budget review update design""".split()
+_SYLLABLES = "ka lo mi ne ru sa ti vo ze pa qui bel dor fen gar hul jin kor lem mur nax pol ris sul tor".split()
+
+QUERIES = [("common", "meeting"), ("rare", "lighthouse"), ("phrase", '"quarterly report"'),
+           ("two words", "meeting budget")]
+
+
+def vocabulary(rng: random.Random, size: int = 5000) -> list[str]:
+    words = list(_COMMON)
+    seen = set(words)
+    while len(words) < size:
+        w = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
+        if w not in seen:
+            seen.add(w)
+            words.append(w)
+    return words
+
+
+def messages(n: int, seed: int = 7) -> list[str]:
+    """The same N message bodies for every server."""
+    rng = random.Random(seed)
+    words = vocabulary(rng)
+    cumulative = list(itertools.accumulate(1 / (i + 1) for i in range(len(words))))
+    rare = set(rng.sample(range(n), min(5, n)))
+    out = []
+    for i in range(n):
+        body = rng.choices(words, cum_weights=cumulative, k=rng.randint(6, 14))
+        if rng.random() < 0.20:
+            body.insert(rng.randrange(len(body) + 1), "meeting")
+        if rng.random() < 0.01:
+            body.insert(rng.randrange(len(body) + 1), "quarterly report")
+        if i in rare:
+            body.insert(rng.randrange(len(body) + 1), "lighthouse")
+        out.append(" ".join(body))
+    return out
+
+
+@dataclass
+class Timing:
+    ms: list[float] = field(default_factory=list)
+    results: int = 0
+    count: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ms) if self.ms else float("nan")
+
+    @property
+    def p90(self) -> float:
+        ordered = sorted(self.ms)
+        return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+@dataclass
+class Result:
+    label: str
+    fill_seconds: float = 0.0
+    messages: int = 0
+    fill_cpu_s: float = 0.0
+    timings: dict[str, Timing] = field(default_factory=dict)
+
+
+async def fill(session: aiohttp.ClientSession, url: str, token: str, room_id: str, bodies: list[str],
+               concurrency: int) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    queue = iter(enumerate(bodies))
+
+    async def worker() -> None:
+        for i, body in queue:
+            for attempt in range(5):
+                async with session.put(f"{url}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/b{i}",
+                                       headers=headers, json={"msgtype": "m.text", "body": body}) as resp:
+                    if resp.status == 200:
+                        break
+                    if resp.status != 429 or attempt == 4:
+                        raise RuntimeError(f"send failed: {resp.status} {await resp.text()}")
+                    await asyncio.sleep(0.5)
+            if i and i % 10000 == 0:
+                print(f"    {i} messages", flush=True)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def run_queries(session: aiohttp.ClientSession, url: str, token: str, repeat: int, server: str
+                      ) -> dict[str, Timing]:
+    headers = {"Authorization": f"Bearer {token}"}
+    out: dict[str, Timing] = {}
+
+    async def ask(term: str, order: str, batch: str | None = None) -> tuple[float, dict]:
+        params = {"next_batch": batch} if batch else {}
+        body = {"search_categories": {"room_events": {"search_term": term, "order_by": order}}}
+        t0 = time.perf_counter()
+        async with session.post(f"{url}/_matrix/client/v3/search", json=body, params=params,
+                                headers=headers) as resp:
+            data = await resp.json()
+            assert resp.status == 200, data
+        return (time.perf_counter() - t0) * 1000, data["search_categories"]["room_events"]
+
+    for name, term in QUERIES:
+        for order in ("rank", "recent"):
+            timing = Timing()
+            await ask(term, order)  # warm-up
+            for _ in range(repeat):
+                ms, found = await ask(term, order)
+                timing.ms.append(ms)
+            timing.results, timing.count = len(found["results"]), found.get("count")
+            out[f"{name} / {order}"] = timing
+            if name == "common" and found.get("next_batch"):
+                page = Timing()
+                for _ in range(repeat):
+                    ms, more = await ask(term, order, found["next_batch"])
+                    page.ms.append(ms)
+                page.results, page.count = len(more["results"]), more.get("count")
+                out[f"common, page 2 / {order}"] = page
+    return out
+
+
+async def bench_one(server: str, engine: str, args, bodies: list[str], workdir: Path) -> Result:
+    label = f"{server}/{engine}"
+    directory = workdir / label.replace("/", "-")
+    directory.mkdir(parents=True)
+    print(f"{label}: filling a room with {len(bodies)} messages", flush=True)
+    async with running_server(server, engine, directory) as proc:
+        token = await register_synapse_user(proc, "searcher", password="bench-pass")
+        result = Result(label, messages=len(bodies))
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=600)) as s:
+            async with s.post(f"{proc.client_url}/_matrix/client/v3/createRoom", json={"preset": "private_chat"},
+                              headers={"Authorization": f"Bearer {token}"}) as resp:
+                room_id = (await resp.json())["room_id"]
+            cpu0, t0 = cpu_seconds(proc.proc.pid), time.monotonic()
+            await fill(s, proc.client_url, token, room_id, bodies, args.concurrency)
+            result.fill_seconds = time.monotonic() - t0
+            result.fill_cpu_s = cpu_seconds(proc.proc.pid) - cpu0
+            print(f"  filled in {result.fill_seconds:.0f} s ({len(bodies) / result.fill_seconds:.0f} msg/s)",
+                  flush=True)
+            result.timings = await run_queries(s, proc.client_url, token, args.repeat, server)
+    return result
+
+
+def describe(r: Result) -> str:
+    lines = [f"{r.label}: fill {r.messages / r.fill_seconds:.0f} msg/s ({r.fill_cpu_s:.0f} s server CPU)"]
+    for name, t in r.timings.items():
+        lines.append(f"  {name:28} median {t.median:8.1f} ms  p90 {t.p90:8.1f} ms"
+                     f"  results {t.results:3}  count {t.count}")
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--engines", default="sqlite,postgres")
+    parser.add_argument("--servers", default="gateway,synapse")
+    args = parser.parse_args()
+    bodies = messages(args.messages)
+    results: dict[tuple[str, str], Result] = {}
+    with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
+        for engine in args.engines.split(","):
+            for server in args.servers.split(","):
+                r = await bench_one(server, engine, args, bodies, Path(tmp))
+                results[(server, engine)] = r
+                print(describe(r), flush=True)
+    print(f"\n{args.messages} messages in one room; median latency, Synapse's over ours (x as fast):")
+    for engine in args.engines.split(","):
+        g, s = results.get(("gateway", engine)), results.get(("synapse", engine))
+        if not (g and s):
+            continue
+        cells = []
+        for name, t in g.timings.items():
+            other = s.timings.get(name)
+            if other and other.ms:
+                cells.append(f"{name} x{other.median / t.median:.2f}")
+        fill = (g.messages / g.fill_seconds) / (s.messages / s.fill_seconds)
+        print(f"{engine:9} " + ", ".join(cells) + f"; fill rate x{fill:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
