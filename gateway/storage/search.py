@@ -5,7 +5,7 @@ Spec: https://spec.matrix.org/latest/client-server-api/#server-side-search
 One index row per searchable timeline event: ``content.body`` of ``m.room.message``,
 ``content.name`` of ``m.room.name``, ``content.topic`` of ``m.room.topic`` (with the
 ``text/plain`` bodies of its ``m.topic`` block). PostgreSQL keeps a tsvector under a GIN
-index; SQLite an FTS5 table whose rowid is the event's stream position (migration 0030
+index; SQLite an FTS5 table whose rowid is the event's stream position (migration 0031
 on each engine). Rows are written in the transaction that stores the event, only for
 timeline events (outliers, rejected and soft-failed events are not searchable), and go
 when a redaction applies or a resync rejects the event.

@@ -241,7 +241,7 @@ async def test_highlights_are_the_matched_words(stores):
 
 
 async def test_migration_indexes_stored_messages(database_config):
-    """Events stored before migration 0030 (event_search) are indexed by it (messages, names, topics
+    """Events stored before migration 0031 (event_search) are indexed by it (messages, names, topics
     with their m.topic text; not redacted, rejected, outlier or soft-failed ones)."""
     from gateway.storage import open_database
     from gateway.storage.events import EventStore
