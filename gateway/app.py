@@ -57,6 +57,11 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     res = listener.resources
     if "client" in res:
         add_sso_routes(app, hs)  # before /_matrix/client: its SSO redirect paths are more specific
+        if hs.config.oauth.enabled:
+            from .oauth_api import add_oauth_routes
+            from .sso_api import SSO_HANDLER
+
+            add_oauth_routes(app, hs, app[SSO_HANDLER])
         _add_module_resources(app, hs)
         app.add_subapp("/_matrix/client", client_api.build_app(hs))
         app.add_subapp("/_synapse/admin", admin_api.build_app(hs))

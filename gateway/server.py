@@ -41,7 +41,17 @@ class HomeServer:
         # Deleted devices lose their end-to-end keys; the device list changes.
         service.devices.deleted_listeners.append(lambda user_id, ids: self.e2e_keys.on_devices_deleted(user_id, ids))
         service.devices.changed_listeners.append(lambda user_id, ids: self.e2e_keys.on_devices_changed(user_id, ids))
+        # ... and their OAuth 2.0 sessions end (refresh tokens stop working).
+        service.devices.deleted_listeners.append(lambda user_id, ids: self.oauth.on_devices_deleted(user_id, ids))
         return service
+
+    @cached_property
+    def oauth(self):
+        """The OAuth 2.0 API: clients, grants, sessions and tokens (gateway/oauth/)."""
+        from .oauth.service import OAuthService
+
+        return OAuthService(db=self.db, config=self.config.oauth, baseurl=self.config.public_baseurl,
+                            clock_ms=self.clock_ms, devices=self.auth.devices, users=self.auth.users)
 
     @cached_property
     def room_keys(self):

@@ -39,7 +39,7 @@ def login_flows(hs: HomeServer) -> list[dict[str, Any]]:
     providers = [*sso.oidc_providers, *(p for p in (sso.saml2_config, sso.cas_config) if p is not None)]
     if sso.cas_config is not None:
         flows.append({"type": "m.login.cas"})
-    if providers:
+    if providers or hs.config.oauth.enabled:
         idps = []
         for p in providers:
             entry = {"id": p.idp_id, "name": p.idp_name}
@@ -48,7 +48,12 @@ def login_flows(hs: HomeServer) -> list[dict[str, Any]]:
             if p.idp_brand:
                 entry["brand"] = p.idp_brand
             idps.append(entry)
-        flows.append({"type": "m.login.sso", "identity_providers": idps})
+        flow: dict[str, Any] = {"type": "m.login.sso", "identity_providers": idps}
+        if hs.config.oauth.enabled:
+            # Spec "OAuth 2.0 aware clients": our pages (password, every IdP, registration) are
+            # behind this flow, so clients should offer only it.
+            flow["oauth_aware_preferred"] = True
+        flows.append(flow)
     if hs.config.sso.jwt_config is not None:
         flows.append({"type": JWT_LOGIN_TYPE})
     return flows
@@ -66,6 +71,17 @@ def _handler(request: web.Request) -> SsoHandler:
 
 async def sso_redirect(request: web.Request) -> web.StreamResponse:
     idp_id = request.match_info.get("idp_id")
+    hs = _handler(request).hs
+    if idp_id is None and hs.config.oauth.enabled:
+        # OAuth-aware clients: our sign-in page (or sign-up, with action=register), then the
+        # usual loginToken for redirectUrl (spec "OAuth 2.0 aware clients", server behaviour).
+        from .oauth.metadata import Paths
+        from .oauth.pages import with_query
+
+        after = with_query(Paths.SSO_CONTINUE, redirectUrl=request.query.get("redirectUrl", ""))
+        register = request.query.get("action") == "register" and hs.config.oauth.enable_registration
+        return web.Response(status=302, headers={"Cache-Control": "no-store", "Location": with_query(
+            Paths.SIGN_UP if register else Paths.LOGIN, next=after)})
     return await _handler(request).redirect_to_idp(idp_id, request.query.get("redirectUrl"))
 
 

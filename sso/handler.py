@@ -341,7 +341,10 @@ class SsoHandler:
 
     def is_whitelisted(self, url: str) -> bool:
         fallback = f"{self.hs.config.public_baseurl}_matrix/static/client/login/"
-        return any(url.startswith(prefix) for prefix in (*self.hs.config.sso.sso.client_whitelist, fallback))
+        prefixes = [*self.hs.config.sso.sso.client_whitelist, fallback]
+        if self.hs.config.oauth.enabled:  # an upstream login for our own OAuth 2.0 pages
+            prefixes.append(f"{self.hs.config.public_baseurl}_gateway/login/upstream_done?")
+        return any(url.startswith(prefix) for prefix in prefixes)
 
     # --- user-interactive auth through SSO (m.login.sso) -------------------------------------
 

@@ -100,6 +100,36 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
     "sso_auth_bad_user.html": {"server_name": "example.com", "user_id_to_verify": "@alice:example.com"},
     "sso_account_deactivated.html": {},
     "sso_error.html": {"error": "session_expired", "error_description": "This login took too long."},
+    # The OAuth 2.0 API's pages (gateway/oauth/pages.py).
+    "oauth_login.html": {
+        "server_name": "example.com", "csrf_token": "c", "next": "/_gateway/oauth2/consent?grant=g", "error": None,
+        "username": "", "password_enabled": True, "register_url": "/_gateway/register?next=x",
+        "providers": [{**_IDP, "url": "/_gateway/login/upstream/oidc-example?next=x"}],
+    },
+    "oauth_register.html": {
+        "server_name": "example.com", "csrf_token": "c", "next": "/_gateway/account/", "error": "Taken.",
+        "username": "alice", "token_required": True, "terms_url": "https://example.com/_matrix/consent?v=1.0",
+        "policy_name": "Privacy Policy", "login_url": "/_gateway/login",
+    },
+    "oauth_consent.html": {
+        "server_name": "example.com", "csrf_token": "c", "grant_id": "g", "user_id": "@alice:example.com",
+        "display_name": "Alice", "device_id": "ABCDEFGHIJ", "device_grant": False,
+        "scopes": ["urn:matrix:client:api:*"], "switch_url": "/_gateway/login?force=1",
+        "client": {"client_name": "Element", "logo_uri": "https://app.example.org/logo.png",
+                   "client_uri": "https://app.example.org/", "host": "app.example.org",
+                   "tos_uri": "https://app.example.org/tos", "policy_uri": "https://app.example.org/privacy"},
+    },
+    "oauth_link.html": {"server_name": "example.com", "csrf_token": "c", "code": "BCDF-GHJK", "error": None},
+    "oauth_device_done.html": {"server_name": "example.com", "approved": True},
+    "oauth_account.html": {
+        "server_name": "example.com", "csrf_token": "c", "user_id": "@alice:example.com", "display_name": "Alice",
+        "action": "org.matrix.device_view", "notice": None, "error": None, "account_url": "/_gateway/account/",
+        "reset_allowed": False, "needs_recent_sign_in": True,
+        "devices": [{"device_id": "ABCDEFGHIJ", "display_name": "Phone", "last_seen_ts": 1700000000000,
+                     "last_seen_ip": "192.0.2.1"}],
+        "device": {"device_id": "ABCDEFGHIJ", "display_name": "Phone", "last_seen_ts": 1700000000000,
+                   "last_seen_ip": "192.0.2.1"},
+    },
 }
 
 

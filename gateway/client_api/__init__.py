@@ -12,6 +12,7 @@ from . import account_data, keys, media, receipts, relations, room_keys, search,
 from . import admin, mutual_rooms, spaces
 from . import report_content, room_upgrades
 from . import legacy_sync
+from . import oauth
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -37,7 +38,7 @@ def build_app(hs: HomeServer) -> web.Application:
                           account_data.routes, media.routes, keys.routes, room_keys.routes,
                           to_device.routes, room_upgrades.routes, report_content.routes, relations.routes, search.routes):
         app.add_routes(module_routes)
-    for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes):
+    for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes, oauth.routes):
         app.add_routes(module_routes)
     app.add_routes(legacy_sync.routes)
     if hs.config.media.url_preview_enabled:

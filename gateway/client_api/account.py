@@ -49,9 +49,49 @@ async def reauth_flows(hs: HomeServer, user_id: str) -> list[list[str]]:
     return flows or [["m.login.password"]]
 
 
+#: Where the account page does what a legacy endpoint needing UI-auth would (spec: account
+#: management URL actions).
+_ACCOUNT_ACTIONS = {"POST /account/deactivate": "org.matrix.account_deactivate",
+                    "POST /delete_devices": "org.matrix.devices_list",
+                    "POST /keys/device_signing/upload": "org.matrix.cross_signing_reset"}
+
+
+async def _oauth_reauth(request: web.Request, body: dict[str, Any], action: str) -> None:
+    """Tokens of the OAuth 2.0 API cannot do user-interactive auth (spec: "OAuth 2.0 API"): a
+    cross-signing reset goes through the ``m.oauth`` stage (the user allows it on the account
+    page); every other such action is done on the account page, which the error names."""
+    from ..oauth.metadata import Paths
+    from ..oauth.pages import with_query
+
+    hs = request.app[HS]
+    user_id = requester(request).user_id
+    account = hs.config.public_baseurl.rstrip("/") + Paths.ACCOUNT
+    if action == "POST /keys/device_signing/upload":
+        if "m.oauth" not in hs.uia.checkers:
+            hs.uia.register_stage("m.oauth", lambda auth, uid: _oauth_stage(hs, uid))
+        url = with_query(account, action="org.matrix.cross_signing_reset")
+        await hs.uia.authenticate(action, body, [["m.oauth"]], user_id=user_id, params={"m.oauth": {"url": url}})
+        return
+    if action.startswith("DELETE /devices/"):
+        url = with_query(account, action="org.matrix.device_delete", device_id=action[len("DELETE /devices/"):])
+    else:
+        url = with_query(account, action=_ACCOUNT_ACTIONS.get(action))
+    raise MatrixError(403, "M_FORBIDDEN", f"This session signed in through the OAuth 2.0 API, which cannot "
+                      f"confirm this here: use the account management page, {url}", account_management_uri=url)
+
+
+async def _oauth_stage(hs: HomeServer, user_id: str | None) -> None:
+    """``m.oauth``: passes while the user's approval on the account page lasts."""
+    if user_id is None or not await hs.oauth.cross_signing_reset_allowed(user_id):
+        raise MatrixError(401, "M_UNAUTHORIZED", "Allow the reset on the account management page first")
+
+
 async def require_reauth(request: web.Request, body: dict[str, Any], action: str) -> None:
     """User-interactive auth (password or SSO) before a sensitive action."""
     hs = request.app[HS]
+    if requester(request).oauth_session_id is not None:
+        await _oauth_reauth(request, body, action)
+        return
     if "m.login.password" not in hs.uia.checkers:
         hs.uia.register_stage("m.login.password", lambda auth, uid: _password_stage(hs, auth, uid))
     user_id = requester(request).user_id
@@ -90,13 +130,17 @@ async def deactivate(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request, allow_empty=True)
     await require_reauth(request, body, "POST /account/deactivate")
-    req = requester(request)
-    await hs.modules.callbacks.all_true("check_can_deactivate_user", "Deactivating this account", req.user_id, False)
-    await hs.auth.users.set_deactivated(req.user_id, True)
-    await hs.auth.users.set_password_hash(req.user_id, None)
-    await hs.auth.devices.delete_devices(req.user_id)
-    await hs.modules.callbacks.notify("on_user_deactivation_status_changed", req.user_id, True, False)
+    await deactivate_account(hs, requester(request).user_id)
     return json_response({"id_server_unbind_result": "no-support"})
+
+
+async def deactivate_account(hs: HomeServer, user_id: str) -> None:
+    """Deactivate a local account (here, or from the OAuth account page): no password, no devices."""
+    await hs.modules.callbacks.all_true("check_can_deactivate_user", "Deactivating this account", user_id, False)
+    await hs.auth.users.set_deactivated(user_id, True)
+    await hs.auth.users.set_password_hash(user_id, None)
+    await hs.auth.devices.delete_devices(user_id)
+    await hs.modules.callbacks.notify("on_user_deactivation_status_changed", user_id, True, False)
 
 
 def _device_json(d) -> dict[str, Any]:

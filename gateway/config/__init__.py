@@ -24,6 +24,7 @@ from .server_notices import ServerNoticesConfig, parse_server_notices
 from .consent import UserConsentConfig, parse_user_consent
 from .media import MediaConfig, parse_media_config
 from .profiles import ProfileConfig, parse_profile_config
+from .oauth import OAuthConfig, parse_oauth_config
 from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
@@ -153,6 +154,8 @@ class HomeserverConfig:
     allow_guest_access: bool = False
     # Who may read and change profiles (gateway/config/profiles.py).
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
+    # The OAuth 2.0 API (gateway/config/oauth.py); off by default.
+    oauth: OAuthConfig = field(default_factory=OAuthConfig)
 
 
 def load_config(path: str) -> HomeserverConfig:
@@ -286,7 +289,8 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["media"] = parse_media_config(root, resolve_path)
     config_kwargs["profiles"] = parse_profile_config(root)
     config_kwargs["user_consent"], consent_warnings = parse_user_consent(root, resolve_path)
-    notice_warnings = notice_warnings + consent_warnings
+    config_kwargs["oauth"], oauth_warnings = parse_oauth_config(root)
+    notice_warnings = notice_warnings + consent_warnings + oauth_warnings
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
     warnings = list(sso_sections.warnings) + notice_warnings + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]

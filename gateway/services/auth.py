@@ -15,7 +15,7 @@ from ..passwords import check_password
 from ..server import HomeServer
 from ..storage.auth import AuthStore
 from ..storage.client_ips import ClientIpStore
-from ..storage.devices import DeviceStore
+from ..storage.devices import DeviceStore, token_hash
 from ..storage.users import UserStore
 from .client_ips import ClientIps
 
@@ -33,6 +33,8 @@ class Requester:
     is_admin: bool
     #: A guest account (https://spec.matrix.org/latest/client-server-api/#guest-access).
     is_guest: bool = False
+    #: Set for a token of the OAuth 2.0 API (gateway/oauth/): its session.
+    oauth_session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,17 @@ class AuthService:
         if found is None:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
         owner, admin, deactivated, guest = found
-        if deactivated or (owner.valid_until_ts is not None and owner.valid_until_ts < self.hs.clock_ms()):
+        now = self.hs.clock_ms()
+        if deactivated:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
-        return Requester(owner.user_id, owner.device_id, token, admin, guest)
+        if owner.valid_until_ts is not None and owner.valid_until_ts < now:
+            # An OAuth 2.0 client refreshes its expired token and keeps its device.
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token has expired",
+                              soft_logout=owner.oauth_session_id is not None)
+        if owner.oauth_session_id is not None and owner.first_used_ts is None:
+            await self.hs.oauth.store.mark_access_token_used(token_hash(token), now)
+        return Requester(owner.user_id, owner.device_id, token, admin, guest,
+                         oauth_session_id=owner.oauth_session_id)
 
     async def login_session(
         self, user_id: str, *, device_id: str | None = None, display_name: str | None = None

@@ -89,6 +89,9 @@ class UIAService:
 
         error: MatrixError | None = None
         stage = auth.get("type") if auth else None
+        if stage is None and auth and any("m.oauth" in flow for flow in flows):
+            # m.oauth is done in the browser; the client then retries with just the session.
+            stage = "m.oauth"
         if stage is not None:
             allowed = {s for flow in flows for s in flow}
             checker = self.checkers.get(stage)

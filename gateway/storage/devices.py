@@ -18,6 +18,9 @@ class TokenOwner:
     user_id: str
     device_id: str | None
     valid_until_ts: int | None
+    #: Tokens of the OAuth 2.0 API: their session, and whether they were used before.
+    oauth_session_id: str | None = None
+    first_used_ts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,11 +77,12 @@ class DeviceStore:
         """The token's owner with the user's (admin, deactivated, guest) flags, in one
         read (every authenticated request makes it); None for an unknown token or user."""
         row = await self.db.fetchrow(
-            "SELECT t.user_id, t.device_id, t.valid_until_ts, u.admin, u.deactivated, u.is_guest FROM access_tokens t"
-            " JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
+            "SELECT t.user_id, t.device_id, t.valid_until_ts, t.oauth_session_id, t.first_used_ts, u.admin,"
+            " u.deactivated, u.is_guest FROM access_tokens t JOIN users u ON u.user_id = t.user_id"
+            " WHERE t.token_hash = $1",
             token_hash(token),
         )
-        return (TokenOwner(row[0], row[1], row[2]), bool(row[3]), bool(row[4]), bool(row[5])) if row else None
+        return (TokenOwner(*row[:5]), bool(row[5]), bool(row[6]), bool(row[7])) if row else None
 
     async def delete_access_token(self, token: str) -> None:
         await self.db.execute("DELETE FROM access_tokens WHERE token_hash = $1", token_hash(token))
