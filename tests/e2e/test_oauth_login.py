@@ -41,15 +41,43 @@ SDK = ROOT / ".cache" / "node" / "node_modules" / "matrix-js-sdk" / "lib" / "ind
 PASSWORD = "pass-word-e2e"
 TOKEN_LIFETIME_S = 4
 
+WEB_CLIENT_ENTRY = Path(__file__).with_name("oauth_web_client.mjs")
+ESBUILD = ROOT / ".cache" / "node" / "node_modules" / ".bin" / "esbuild"
+WEB_CLIENT_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Web client</title></head>
+<body><h1>Web test client</h1><p id="status">starting…</p><p id="whoami"></p>
+<script src="/sdk-app.js"></script></body></html>"""
 CALLBACK_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Client</title></head>
 <body><h1>Test client</h1><p id="where"></p>
 <script>document.getElementById("where").textContent = location.href;</script></body></html>"""
 
 
+def bundle_web_client(directory: Path) -> Path:
+    """matrix-js-sdk and oauth_web_client.mjs as one browser script (esbuild)."""
+    import os
+    import subprocess
+
+    assert ESBUILD.exists(), "run scripts/install-node-deps first (esbuild is missing)"
+    out = directory / "sdk-app.js"
+    subprocess.run([str(ESBUILD), str(WEB_CLIENT_ENTRY), "--bundle", "--format=iife", "--platform=browser",
+                    f"--outfile={out}", "--log-level=error"], check=True, timeout=120,
+                   env={**os.environ, "NODE_PATH": str(SDK.parents[2])})
+    return out
+
+
 @contextlib.asynccontextmanager
-async def client_origin() -> AsyncIterator[str]:
-    """The web client's own origin: its redirect URI page and its logo."""
+async def client_origin(bundle: Path | None = None) -> AsyncIterator[str]:
+    """The web client's own origin: its redirect URI page, its logo, and the bundled web app."""
     app = web.Application()
+
+    async def web_client(request: web.Request) -> web.Response:
+        return web.Response(text=WEB_CLIENT_PAGE, content_type="text/html")
+
+    async def script(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(bundle, headers={"Content-Type": "text/javascript"})
+
+    if bundle is not None:
+        app.router.add_get("/app", web_client)
+        app.router.add_get("/sdk-app.js", script)
 
     async def callback(request: web.Request) -> web.Response:
         return web.Response(text=CALLBACK_PAGE, content_type="text/html")
@@ -83,7 +111,7 @@ async def setup(tmp_path_factory) -> AsyncIterator[Setup]:
     tmp = tmp_path_factory.mktemp("oauth-e2e")
     oidc_port, saml_port, cas_port = free_port(), free_port(), free_port()
     async with contextlib.AsyncExitStack() as stack:
-        origin = await stack.enter_async_context(client_origin())
+        origin = await stack.enter_async_context(client_origin(bundle_web_client(tmp)))
         config = {
             "enable_registration": True, "enable_registration_without_verification": True,
             "oauth": {"enabled": True, "allow_loopback_http_web_clients": True,
@@ -290,3 +318,23 @@ async def test_device_grant_with_js_sdk(setup):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_web_client_bundled_on_its_own_origin(setup):
+    """Element Web's path: the SDK in a page of the client's origin, every call cross-origin."""
+    s = setup
+    page = await (await s.browser.new_context()).new_page()
+    await page.goto(f"{s.origin}/app?hs={urllib.parse.quote(s.base)}")
+    await page.wait_for_selector("#password")  # discovery and registration ran in the page
+    assert page.url.startswith(f"{s.base}/_gateway/login")
+    await page.fill("#username", "paula")
+    await page.fill("#password", PASSWORD)
+    await page.click("#sign-in")
+    await page.wait_for_selector("#allow")
+    assert await page.inner_text("#client-name") == "Web test client"
+    await page.click("#allow")
+    await page.wait_for_function("document.getElementById('status').textContent !== 'starting…'")
+    assert await page.inner_text("#status") == "synced"
+    assert await page.inner_text("#whoami") == f"@paula:{s.gw.server_name}"
+    assert page.url.startswith(f"{s.origin}/app#")
+    await page.screenshot(path=screenshot_path("oauth-web-client-synced"), full_page=True)
