@@ -145,11 +145,9 @@ async def put_user(request: web.Request) -> web.Response:
 
 
 async def _deactivate(hs: HomeServer, user_id: str) -> None:
-    await hs.modules.callbacks.all_true("check_can_deactivate_user", "Deactivating this account", user_id, True)
-    await hs.auth.users.set_deactivated(user_id, True)
-    await hs.auth.users.set_password_hash(user_id, None)
-    await hs.auth.devices.delete_devices(user_id)
-    await hs.modules.callbacks.notify("on_user_deactivation_status_changed", user_id, True, True)
+    from ..client_api.account import deactivate_account
+
+    await deactivate_account(hs, user_id, by_admin=True)
 
 
 @routes.post("/v1/deactivate/{user_id}")
