@@ -454,6 +454,8 @@ class SsoHandler:
         for user_id, device_id in devices:
             await self.hs.auth.devices.delete_devices(user_id, [device_id])
             await auth_store.delete_device_auth_providers(user_id, device_id)
+        if sid is not None and self.hs.config.oauth.enabled:  # signed out of our OAuth pages too
+            await self.hs.oauth.store.delete_browser_sessions_of_idp_session(provider.idp_id, sid)
         log.info("back-channel logout from %s (sid %s): logged out %d device(s)", provider.idp_id, sid, len(devices))
         return devices
 

@@ -222,7 +222,8 @@ async def capabilities(request: web.Request) -> web.Response:
                 "default": hs.config.default_room_version,
                 "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
             },
-            "m.change_password": {"enabled": True},
+            # OAuth 2.0 sessions cannot do the UI-auth a password change needs.
+            "m.change_password": {"enabled": requester(request).oauth_session_id is None},
             "m.set_displayname": {"enabled": profiles.enable_set_displayname},
             "m.set_avatar_url": {"enabled": profiles.enable_set_avatar_url},
             "m.profile_fields": {"enabled": True, **({"disallowed": disallowed} if disallowed else {})},

@@ -228,7 +228,8 @@ class OAuthPages:
         except MatrixError:
             return self.error(PageError("invalid_login_token", "This sign-in has expired or was already used. "
                                         "Please start again."))
-        await self.oauth.sign_in_browser(key, details.user_id, details.auth_provider_id)
+        await self.oauth.sign_in_browser(key, details.user_id, details.auth_provider_id,
+                                         details.auth_provider_session_id)
         log.info("%s signed in on the OAuth pages through %s", details.user_id, details.auth_provider_id)
         return redirect(local_next(request.query.get("next")))
 

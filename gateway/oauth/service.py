@@ -94,6 +94,7 @@ def normalise_user_code(raw: str) -> str:
 class BrowserUser:
     user_id: str
     idp_id: str | None
+    idp_session_id: str | None
     auth_time: int
 
 
@@ -169,8 +170,8 @@ class OAuthService:
             device_id=scope.device_id, redirect_uri=redirect_uri, response_mode=response_mode, state=state,
             nonce=query.get("nonce"), code_challenge=query["code_challenge"], prompt=prompt or None,
             browser_key_hash=token_hash(browser_key), user_code=None, device_code_hash=None, code_hash=None,
-            user_id=None, auth_time=None, status="pending", session_id=None, created_ts=now,
-            expires_ts=now + AUTHORIZATION_LIFETIME_MS, last_poll_ts=None)
+            user_id=None, auth_time=None, idp_id=None, idp_session_id=None, status="pending", session_id=None,
+            created_ts=now, expires_ts=now + AUTHORIZATION_LIFETIME_MS, last_poll_ts=None)
         await self.store.add_grant(grant)
         return grant
 
@@ -195,7 +196,8 @@ class OAuthService:
         now = self.clock_ms()
         code = _secret() if grant.kind == "code" else None
         expires = now + CODE_LIFETIME_MS if code else grant.expires_ts
-        if not await self.store.decide_grant(grant.grant_id, "approved", user.user_id, user.auth_time,
+        if not await self.store.decide_grant(grant.grant_id, "approved",
+                                             (user.user_id, user.auth_time, user.idp_id, user.idp_session_id),
                                              token_hash(code) if code else None, expires):
             raise PageError("request_used", "This sign-in request has already been answered.")
         if code is None:
@@ -203,7 +205,7 @@ class OAuthService:
         return callback_url(grant.redirect_uri, grant.response_mode, {"code": code, "state": grant.state})
 
     async def deny(self, grant: Grant) -> str | None:
-        if not await self.store.decide_grant(grant.grant_id, "denied", None, None, None, grant.expires_ts):
+        if not await self.store.decide_grant(grant.grant_id, "denied", None, None, grant.expires_ts):
             raise PageError("request_used", "This sign-in request has already been answered.")
         if grant.kind != "code":
             return None
@@ -231,7 +233,7 @@ class OAuthService:
                 device_id=scope.device_id, redirect_uri=None, response_mode=None, state=None, nonce=None,
                 code_challenge=None, prompt=None, browser_key_hash=None, user_code=user_code,
                 device_code_hash=token_hash(device_code), code_hash=None, user_id=None, auth_time=None,
-                status="pending", session_id=None, created_ts=now,
+                idp_id=None, idp_session_id=None, status="pending", session_id=None, created_ts=now,
                 expires_ts=now + self.config.device_code_lifetime_ms, last_poll_ts=None)
             try:
                 await self.store.add_grant(grant)
@@ -338,6 +340,9 @@ class OAuthService:
                                          now)
         session = OAuthSession(session_id, grant.client_id, grant.user_id, grant.device_id, grant.scope, now, None)
         await self.store.add_session(session)
+        if grant.idp_id and grant.idp_session_id:  # for the IdP's back-channel logout
+            await self.store.link_device_to_idp_session(grant.user_id, grant.device_id, grant.idp_id,
+                                                        grant.idp_session_id)
         body = await self._issue_tokens(session)
         if "openid" in grant.scope.split(" "):
             body["id_token"] = await self.id_tokens.id_token(
@@ -447,9 +452,10 @@ class OAuthService:
             return None
         return BrowserUser(*found)
 
-    async def sign_in_browser(self, browser_key: str, user_id: str, idp_id: str | None) -> None:
+    async def sign_in_browser(self, browser_key: str, user_id: str, idp_id: str | None = None,
+                              idp_session_id: str | None = None) -> None:
         now = self.clock_ms()
-        await self.store.add_browser_session(token_hash(browser_key), user_id, idp_id, now,
+        await self.store.add_browser_session(token_hash(browser_key), user_id, idp_id, idp_session_id, now,
                                              now + self.config.browser_session_lifetime_ms)
 
     async def sign_out_browser(self, browser_key: str | None) -> None:

@@ -35,6 +35,8 @@ class Grant:
     code_hash: str | None
     user_id: str | None
     auth_time: int | None
+    idp_id: str | None
+    idp_session_id: str | None
     status: str
     session_id: str | None
     created_ts: int
@@ -88,24 +90,30 @@ class OAuthStore:
 
     # --- browser sessions (signed in on our pages) --------------------------------------
 
-    async def add_browser_session(self, session_hash: str, user_id: str, idp_id: str | None, now_ms: int,
-                                  expires_ts: int) -> None:
+    async def add_browser_session(self, session_hash: str, user_id: str, idp_id: str | None,
+                                  idp_session_id: str | None, now_ms: int, expires_ts: int) -> None:
         async with self.db.transaction() as txn:
             await txn.execute("DELETE FROM oauth_browser_sessions WHERE session_hash = $1 OR expires_ts < $2",
                               session_hash, now_ms)
             await txn.execute(
-                "INSERT INTO oauth_browser_sessions (session_hash, user_id, idp_id, created_ts, expires_ts)"
-                " VALUES ($1, $2, $3, $4, $5)", session_hash, user_id, idp_id, now_ms, expires_ts)
+                "INSERT INTO oauth_browser_sessions (session_hash, user_id, idp_id, idp_session_id, created_ts,"
+                " expires_ts) VALUES ($1, $2, $3, $4, $5, $6)",
+                session_hash, user_id, idp_id, idp_session_id, now_ms, expires_ts)
 
-    async def get_browser_session(self, session_hash: str, now_ms: int) -> tuple[str, str | None, int] | None:
-        """(user_id, idp_id, signed-in time) of a live browser session."""
+    async def get_browser_session(self, session_hash: str, now_ms: int
+                                  ) -> tuple[str, str | None, str | None, int] | None:
+        """(user_id, idp_id, idp_session_id, signed-in time) of a live browser session."""
         row = await self.db.fetchrow(
-            "SELECT user_id, idp_id, created_ts FROM oauth_browser_sessions WHERE session_hash = $1 AND expires_ts > $2",
-            session_hash, now_ms)
-        return (row[0], row[1], row[2]) if row else None
+            "SELECT user_id, idp_id, idp_session_id, created_ts FROM oauth_browser_sessions"
+            " WHERE session_hash = $1 AND expires_ts > $2", session_hash, now_ms)
+        return tuple(row) if row else None
 
     async def delete_browser_session(self, session_hash: str) -> None:
         await self.db.execute("DELETE FROM oauth_browser_sessions WHERE session_hash = $1", session_hash)
+
+    async def delete_browser_sessions_of_idp_session(self, idp_id: str, idp_session_id: str) -> None:
+        await self.db.execute("DELETE FROM oauth_browser_sessions WHERE idp_id = $1 AND idp_session_id = $2",
+                              idp_id, idp_session_id)
 
     async def delete_browser_sessions_of_user(self, user_id: str) -> None:
         await self.db.execute("DELETE FROM oauth_browser_sessions WHERE user_id = $1", user_id)
@@ -141,13 +149,15 @@ class OAuthStore:
             " AND (browser_key_hash IS NULL OR browser_key_hash = $2)", grant_id, browser_key_hash)
         return n > 0
 
-    async def decide_grant(self, grant_id: str, status: str, user_id: str | None, auth_time: int | None,
+    async def decide_grant(self, grant_id: str, status: str, user: tuple[str, int, str | None, str | None] | None,
                            code_hash: str | None, expires_ts: int) -> bool:
-        """pending -> approved (with the user, and the code of a code grant) or denied; once."""
+        """pending -> approved (with the user: (user_id, auth_time, idp_id, idp_session_id), and
+        the code of a code grant) or denied; once."""
+        user_id, auth_time, idp_id, idp_session_id = user or (None, None, None, None)
         n = await self.db.execute(
-            "UPDATE oauth_grants SET status = $2, user_id = $3, auth_time = $4, code_hash = $5, expires_ts = $6"
-            " WHERE grant_id = $1 AND status = 'pending'",
-            grant_id, status, user_id, auth_time, code_hash, expires_ts)
+            "UPDATE oauth_grants SET status = $2, user_id = $3, auth_time = $4, idp_id = $5, idp_session_id = $6,"
+            " code_hash = $7, expires_ts = $8 WHERE grant_id = $1 AND status = 'pending'",
+            grant_id, status, user_id, auth_time, idp_id, idp_session_id, code_hash, expires_ts)
         return n > 0
 
     async def mark_grant_exchanged(self, grant_id: str, session_id: str) -> bool:
@@ -262,7 +272,19 @@ class OAuthStore:
                 await txn.execute("DELETE FROM oauth_refresh_tokens WHERE token_hash = $1", old_refresh)
 
     async def delete_device_tokens(self, user_id: str, device_id: str) -> None:
-        await self.db.execute("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+        """Every access token of a device, and its link to an IdP session (a new sign-in takes it)."""
+        async with self.db.transaction() as txn:
+            await txn.execute("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+            await txn.execute("DELETE FROM device_auth_providers WHERE user_id = $1 AND device_id = $2",
+                              user_id, device_id)
+
+    async def link_device_to_idp_session(self, user_id: str, device_id: str, idp_id: str,
+                                         idp_session_id: str) -> None:
+        """The device signed in through this IdP session (``device_auth_providers``, which the
+        IdP's back-channel logout reads)."""
+        await self.db.execute(
+            "INSERT INTO device_auth_providers (user_id, device_id, auth_provider_id, auth_provider_session_id)"
+            " VALUES ($1, $2, $3, $4)", user_id, device_id, idp_id, idp_session_id)
 
     async def session_of_access_token(self, access_hash: str) -> str | None:
         return await self.db.fetchval("SELECT oauth_session_id FROM access_tokens WHERE token_hash = $1",

@@ -119,7 +119,7 @@ async def setup(tmp_path_factory) -> AsyncIterator[Setup]:
             "oidc_providers": [{
                 "idp_id": "e2e", "idp_name": "Example OIDC", "issuer": f"http://127.0.0.1:{oidc_port}",
                 "client_id": "gateway", "client_secret": "e2e-secret", "scopes": ["openid", "profile", "email"],
-                "skip_verification": True,
+                "skip_verification": True, "backchannel_logout_enabled": True,
                 "user_mapping_provider": {"config": {"display_name_template": "{{ user.name }}"}},
             }],
             "saml2_config": {
@@ -135,7 +135,9 @@ async def setup(tmp_path_factory) -> AsyncIterator[Setup]:
         gw = await stack.enter_async_context(running_gateway(tmp, TestCA(tmp / "ca"), config))
         await stack.enter_async_context(running_oidc_provider(oidc_port, {
             "client_id": "gateway", "client_secret": "e2e-secret",
-            "redirect_uris": [f"{gw.client_url}/_synapse/client/oidc/callback"]}))
+            "redirect_uris": [f"{gw.client_url}/_synapse/client/oidc/callback"],
+            "backchannel_logout_uri": f"{gw.client_url}/_synapse/client/oidc/backchannel_logout",
+            "backchannel_logout_session_required": True}))
         await stack.enter_async_context(running_saml_idp(
             saml_port, tmp / "saml-idp", f"{gw.client_url}/_synapse/client/saml2/authn_response",
             f"{gw.client_url}/_synapse/client/saml2/metadata.xml"))
@@ -246,7 +248,27 @@ async def test_upstream_oidc(setup):
     await page.fill("#username", "olivia.oidc")
     await page.click("#continue")
     code = await consent_and_code(s, page, started)
-    await finish(s, started, code, f"@olivia.oidc:{s.gw.server_name}")
+    done = await finish(s, started, code, f"@olivia.oidc:{s.gw.server_name}")
+    # Signing out at the IdP (OIDC back-channel logout) ends the OAuth session it started.
+    token_url = f"{s.base}/_gateway/oauth2/token"
+    async with aiohttp.ClientSession() as http:
+        async def refresh(refresh_token: str) -> tuple[int, dict]:
+            async with http.post(token_url, data={"grant_type": "refresh_token", "refresh_token": refresh_token,
+                                                  "client_id": started["context"]["clientId"]}) as resp:
+                return resp.status, await resp.json()
+
+        status, fresh = await refresh(done["tokens"]["refresh_token"])
+        assert status == 200, fresh
+        issuer = s.gw.config.sso.oidc_providers[0].issuer
+        await page.goto(f"{issuer}/session/end")
+        await page.click("button[name=logout][value=yes]")
+        await page.wait_for_url(f"{issuer}/session/end/success")
+        status, body = await refresh(fresh["refresh_token"])
+        assert (status, body["error"]) == (400, "invalid_grant")
+    # ... and this browser's sign-in on our pages: the next authorisation asks again.
+    again = await start(s)
+    await page.goto(again["url"])
+    await page.wait_for_selector("#idp-oidc-e2e")
 
 
 async def test_upstream_saml_with_attribute_requirements(setup):

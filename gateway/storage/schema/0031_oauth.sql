@@ -10,11 +10,13 @@ CREATE TABLE oauth_clients (
 );
 
 -- A browser signed in on our pages (login, consent, account management): the hash of its
--- cookie, the user, and how they signed in (an IdP ID, or NULL for a password).
+-- cookie, the user, and how they signed in (an IdP ID and the IdP's session, e.g. an OIDC
+-- ``sid``, for back-channel logout; NULL for a password).
 CREATE TABLE oauth_browser_sessions (
     session_hash TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
     idp_id TEXT,
+    idp_session_id TEXT,
     created_ts BIGINT NOT NULL,
     expires_ts BIGINT NOT NULL
 );
@@ -41,6 +43,8 @@ CREATE TABLE oauth_grants (
     code_hash TEXT,
     user_id TEXT,
     auth_time BIGINT,
+    idp_id TEXT,
+    idp_session_id TEXT,
     status TEXT NOT NULL DEFAULT 'pending',
     session_id TEXT,
     created_ts BIGINT NOT NULL,

@@ -69,6 +69,8 @@ async def test_legacy_ui_auth_endpoints_point_oauth_tokens_to_the_account_page(c
         if action:
             assert f"action={action}" in err["account_management_uri"]
     assert (await whoami(client, tokens["access_token"]))[0] == 200  # nothing happened
+    caps = await (await client.get("/_matrix/client/v3/capabilities", headers=bearer(tokens))).json()
+    assert caps["capabilities"]["m.change_password"] == {"enabled": False}
 
 
 async def test_cross_signing_reset_through_the_m_oauth_stage(client, hs, alice, clock):
