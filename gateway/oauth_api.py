@@ -145,14 +145,22 @@ _JSON_ENDPOINTS = {Paths.REGISTER: ("POST", register_client), Paths.TOKEN: ("POS
 _PREFIX = "/_gateway"
 
 
+_WELL_KNOWN = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+
+
 @web.middleware
-async def _cors(request: web.Request, handler) -> web.StreamResponse:
-    """CORS on the JSON endpoints only: our pages are for top-level navigation."""
-    if request.path not in _JSON_ENDPOINTS:
-        return await handler(request)
-    resp: web.StreamResponse = web.Response(status=204) if request.method == "OPTIONS" else await handler(request)
-    resp.headers.update(CORS_HEADERS)
-    return resp
+async def _preflight(request: web.Request, handler) -> web.StreamResponse:
+    """Answer CORS preflights for the JSON endpoints (our pages are for top-level navigation)."""
+    if request.method == "OPTIONS" and request.path in _JSON_ENDPOINTS:
+        return web.Response(status=204)
+    return await handler(request)
+
+
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: CORS headers on every answer of the JSON endpoints and the
+    discovery documents, errors included (as gateway/http/middleware.py does for /_matrix)."""
+    if request.path in _JSON_ENDPOINTS or request.path in _WELL_KNOWN:
+        response.headers.update(CORS_HEADERS)
 
 
 def build_app(hs: HomeServer, sso_handler) -> web.Application:
@@ -160,7 +168,7 @@ def build_app(hs: HomeServer, sso_handler) -> web.Application:
     from .appkeys import HS
     from .oauth import pages
 
-    app = web.Application(middlewares=[_cors])
+    app = web.Application(middlewares=[_preflight])
     app[HS] = hs
     for path, (method, handler) in _JSON_ENDPOINTS.items():
         app.router.add_route(method, path[len(_PREFIX):], handler)
@@ -173,19 +181,12 @@ def build_app(hs: HomeServer, sso_handler) -> web.Application:
 def add_oauth_routes(app: web.Application, hs: HomeServer, sso_handler) -> None:
     """Mount the OAuth 2.0 endpoints and pages on a ``client`` listener."""
     app.add_subapp(_PREFIX, build_app(hs, sso_handler))
-    for path, target in (("/.well-known/openid-configuration", well_known_openid),
-                         ("/.well-known/oauth-authorization-server", well_known_oauth)):
-        app.router.add_get(path, _with_cors(target))
-        app.router.add_route("OPTIONS", path, _with_cors(_empty))
+    app.router.add_get(_WELL_KNOWN[0], well_known_openid)
+    app.router.add_get(_WELL_KNOWN[1], well_known_oauth)
+    for path in _WELL_KNOWN:
+        app.router.add_route("OPTIONS", path, _empty)
+    app.on_response_prepare.append(_cors_headers)
 
 
 async def _empty(request: web.Request) -> web.Response:
     return web.Response(status=204)
-
-
-def _with_cors(handler):
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        resp = await handler(request)
-        resp.headers.update(CORS_HEADERS)
-        return resp
-    return wrapped

@@ -58,6 +58,12 @@ async def test_auth_metadata_and_discovery(client):
     pre = await client.options("/_gateway/oauth2/token", headers={"Origin": "https://app.example.org",
                                                                  "Access-Control-Request-Method": "POST"})
     assert pre.status == 204 and pre.headers["Access-Control-Allow-Origin"] == "*"
+    # Errors too: a browser must be able to read an OAuth error.
+    refused = await client.post("/_gateway/oauth2/token", data={"grant_type": "nope"})
+    assert refused.status == 400 and refused.headers["Access-Control-Allow-Origin"] == "*"
+    # Not our pages (cookie-bound, for top-level navigation).
+    page = await client.get("/_gateway/login")
+    assert page.status == 200 and "Access-Control-Allow-Origin" not in page.headers
 
 
 async def test_login_flows_prefer_oauth(client):
