@@ -314,4 +314,33 @@ DESCRIPTIONS: dict[str, str] = {
     "url_preview_ip_range_whitelist": "Exceptions to it.",
     "max_spider_size": "Largest page the spider reads.",
     "url_preview_accept_language": "The spider's `Accept-Language`.",
+    # --- the OAuth 2.0 API (docs/oauth.md) -------------------------------------------------
+    "oauth": "Gateway as the spec's OAuth 2.0 authorisation server (docs/oauth.md); upstream logins are the "
+             "`oidc_providers`, `saml2_config` and `cas_config` sections.",
+    "oauth.enabled": "Serve the OAuth 2.0 API (`auth_metadata`, registration, our sign-in pages). Off: "
+                     "`auth_metadata` answers 404 `M_UNRECOGNIZED`.",
+    "oauth.access_token_lifetime": "How long an access token lives; clients refresh it with their refresh token.",
+    "oauth.enable_password_login": "Offer the password form on the sign-in page.",
+    "oauth.enable_registration": "Let people create an account on our pages (`prompt=create`, "
+                                 "`action=register`); honours `registration_requires_token` and "
+                                 "`user_consent.require_at_registration`.",
+    "oauth.allow_loopback_http_web_clients": "Development only: accept `http://` on loopback hosts for a web "
+                                             "client's `client_uri` and redirect URIs (the spec wants `https`).",
+    "oauth.device_code_lifetime": "How long a device code (RFC 8628) stays valid (at least 1m).",
+    "oauth.device_code_poll_interval": "How often a device may poll the token endpoint (whole seconds).",
+    "oauth.browser_session_lifetime": "How long a browser stays signed in on our pages.",
+    "oauth.static_clients": "Clients with a fixed `client_id`; their metadata follows the dynamic "
+                            "registration rules (loopback `http` allowed), checked at startup.",
+    "oauth.static_clients[].client_id": "The client's ID.",
+    "oauth.static_clients[].client_uri": "The client's web page (`https`); the other URIs must be on its host.",
+    "oauth.static_clients[].client_name": "Name on the consent page (`client_name#<lang>` variants too).",
+    "oauth.static_clients[].application_type": "`web` or `native` (which redirect URIs are allowed).",
+    "oauth.static_clients[].redirect_uris": "Where the browser returns with the code.",
+    "oauth.static_clients[].grant_types": "Of `authorization_code`, `refresh_token`, "
+                                          "`urn:ietf:params:oauth:grant-type:device_code`.",
+    "oauth.static_clients[].response_types": "`code` for the authorisation code grant.",
+    "oauth.static_clients[].logo_uri": "Logo on the consent page.",
+    "oauth.static_clients[].tos_uri": "Terms of service, linked on the consent page.",
+    "oauth.static_clients[].policy_uri": "Privacy policy, linked on the consent page.",
+    "oauth.static_clients[].token_endpoint_auth_method": "Only `none`: clients are public.",
 }

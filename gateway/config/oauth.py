@@ -51,20 +51,20 @@ def parse_oauth_config(root: Section) -> tuple[OAuthConfig, list[str]]:
         root.used.add("oauth")
         return OAuthConfig(), []
     s = root.section("oauth")
-    interval = s.duration_ms("device_code_poll_interval", 5000)
-    if interval < 1000 or interval % 1000:
-        raise ConfigError(s.key("device_code_poll_interval"), "expected a whole number of seconds, at least 1s")
+    enabled = s.bool("enabled", False)
     lifetime = s.duration_ms("access_token_lifetime", 5 * 60 * 1000)
     if lifetime < 1000:
         raise ConfigError(s.key("access_token_lifetime"), "expected at least 1s")
+    password, registration = s.bool("enable_password_login", True), s.bool("enable_registration", False)
+    loopback = s.bool("allow_loopback_http_web_clients", False)
+    device_lifetime = max(60_000, s.duration_ms("device_code_lifetime", 15 * 60 * 1000))
+    interval = s.duration_ms("device_code_poll_interval", 5000)
+    if interval < 1000 or interval % 1000:
+        raise ConfigError(s.key("device_code_poll_interval"), "expected a whole number of seconds, at least 1s")
     config = OAuthConfig(
-        enabled=s.bool("enabled", False),
-        access_token_lifetime_ms=lifetime,
-        enable_password_login=s.bool("enable_password_login", True),
-        enable_registration=s.bool("enable_registration", False),
-        allow_loopback_http_web_clients=s.bool("allow_loopback_http_web_clients", False),
-        device_code_lifetime_ms=max(60_000, s.duration_ms("device_code_lifetime", 15 * 60 * 1000)),
-        device_code_poll_interval_ms=interval,
+        enabled=enabled, access_token_lifetime_ms=lifetime, enable_password_login=password,
+        enable_registration=registration, allow_loopback_http_web_clients=loopback,
+        device_code_lifetime_ms=device_lifetime, device_code_poll_interval_ms=interval,
         browser_session_lifetime_ms=s.duration_ms("browser_session_lifetime", 24 * 3600 * 1000),
         static_clients=tuple(_static_client(item, f"{s.key('static_clients')}[{i}]")
                              for i, item in enumerate(s.list("static_clients", []))),
@@ -82,11 +82,18 @@ def _static_client(item: Any, path: str) -> StaticClientConfig:
     client_id = s.str("client_id")
     if not client_id or len(client_id) > 255 or not client_id.isprintable() or " " in client_id:
         raise ConfigError(s.key("client_id"), "expected a non-empty string without spaces")
+    # The metadata a client would register (typed reads for the reference; the rules below).
+    s.str("client_uri")
+    s.str("client_name", None)
+    s.str("application_type", "web", choices=("web", "native"))
+    s.list("redirect_uris", [], of=string_item)
+    s.list("grant_types", ["authorization_code"], of=string_item)
+    s.list("response_types", ["code"], of=string_item)
+    for key in ("logo_uri", "tos_uri", "policy_uri"):
+        s.str(key, None)
+    s.str("token_endpoint_auth_method", "none", choices=("none",))
     metadata = {k: v for k, v in s.data.items() if k != "client_id"}
-    s.used.update(metadata)
-    for key in ("redirect_uris",):
-        if key in metadata:
-            s.list(key, of=string_item)
+    s.used.update(k for k in metadata if "#" in k)  # localised values (client_name#fr...)
     try:
         # Operators may register loopback http clients without the development switch.
         validated = validate_client_metadata(metadata, allow_loopback_http=True)
