@@ -437,7 +437,16 @@ class OAuthPages:
             name = form.get("displayname", "").strip()
             if len(name) > 256:
                 return await show(error="That name is too long.", status=400)
-            await self.profiles.set_field(user.user_id, "displayname", name or None)
+            from ..services.auth import Requester
+
+            who = Requester(user.user_id, None, "", False)
+            try:  # as PUT /profile does: the rules, and the change in every room
+                if name:
+                    await self.hs.profiles.set_field(who, user.user_id, "displayname", name)
+                else:
+                    await self.hs.profiles.delete_field(who, user.user_id, "displayname")
+            except MatrixError as e:
+                return await show(error=e.error, status=e.status)
             return await show(notice="Your display name is saved.")
         if op == "delete_device":
             devices = self.hs.auth.devices
