@@ -158,18 +158,30 @@ class HomeserverConfig:
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
 
 
-def load_config(path: str) -> HomeserverConfig:
-    """Read and validate ``path``. Raises ConfigError (never a YAML stack trace)."""
+def read_yaml(path: str) -> Any:
+    """The YAML document in ``path``. Raises ConfigError (never a YAML stack trace)."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError("", f"config file {path} does not exist") from None
     except OSError as e:
         raise ConfigError("", f"cannot read config file {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise ConfigError("", f"{path} is not valid YAML: {e}") from None
-    return parse_config(data, config_path=path)
+
+
+def load_config(path: str) -> HomeserverConfig:
+    """Read and validate ``path``. Raises ConfigError (never a YAML stack trace)."""
+    return parse_config(read_yaml(path), config_path=path)
+
+
+def parse_database_section(data: Any, *, config_path: str) -> DatabaseConfig:
+    """Only the ``database`` section of a config (ours or Synapse's: the same keys), for the
+    tools that need no more of it (``gateway port-db --postgres-config``)."""
+    config_dir = os.path.dirname(os.path.abspath(config_path))
+    return _parse_database(Section(data).section("database"),
+                           lambda p: p if os.path.isabs(p) else os.path.join(config_dir, p))
 
 
 def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConfig:
