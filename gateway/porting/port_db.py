@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from ..storage.database import Connection, Database, SqliteDatabase
 from ..storage.migrations import current_version, load_migrations, migrate
+from ..storage.search import PG_CONFIG
 from . import PortingError
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,30 @@ log = logging.getLogger(__name__)
 PROGRESS_TABLE = "port_db_progress"
 #: Tables the copy leaves alone: each side keeps its own migration record (they are equal).
 NOT_COPIED = frozenset({"schema_version", PROGRESS_TABLE})
+#: Where a copy starts: below every rowid (an FTS5 table's rowids are stream positions,
+#: negative for backfilled events).
+FIRST_ROWID = -(2 ** 63)
+#: The tables SQLite makes behind an FTS5 virtual table (never copied themselves).
+_FTS5_SHADOWS = ("_data", "_idx", "_content", "_docsize", "_config")
+
+
+@dataclass(frozen=True)
+class EngineSpecific:
+    """A table each engine keeps its own way: read from SQLite with ``select`` (rowid first,
+    then the values for ``insert``), written to PostgreSQL with ``insert``."""
+
+    select: str
+    insert: str
+
+
+#: Migration 0031: server-side search is an FTS5 table on SQLite (rowid = stream position,
+#: the text in ``value``) and a tsvector on PostgreSQL.
+ENGINE_SPECIFIC = {
+    "event_search": EngineSpecific(
+        select="SELECT rowid, rowid, value, event_id, room_id, sender, key FROM event_search",
+        insert="INSERT INTO event_search (stream_ordering, vector, event_id, room_id, sender, key) "
+               f"VALUES ($1, to_tsvector('{PG_CONFIG}', $2), $3, $4, $5, $6)"),
+}
 
 
 @dataclass
@@ -83,8 +108,11 @@ async def check_schema_version(sqlite: Database) -> int:
 
 async def _matching_tables(sqlite: Database, pg: Database) -> dict[str, list[str]]:
     """Table -> columns (in PostgreSQL's order), the same on both sides or PortingError."""
-    names = [r[0] for r in await sqlite.fetch(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    rows = await sqlite.fetch(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+    virtual = [r["name"] for r in rows if (r["sql"] or "").upper().startswith("CREATE VIRTUAL TABLE")]
+    shadows = {f"{v}{suffix}" for v in virtual for suffix in _FTS5_SHADOWS}
+    names = [r["name"] for r in rows if r["name"] not in shadows]
     pg_columns: dict[str, list[str]] = {}
     for r in await pg.fetch(
             "SELECT c.table_name, c.column_name FROM information_schema.columns c "
@@ -98,6 +126,9 @@ async def _matching_tables(sqlite: Database, pg: Database) -> dict[str, list[str
             continue
         if name not in pg_columns:
             raise PortingError(f"table {name} of the SQLite database is not in the PostgreSQL schema")
+        if name in ENGINE_SPECIFIC:
+            tables[name] = pg_columns[name]
+            continue
         sqlite_columns = {r["name"] for r in await sqlite.fetch(f"PRAGMA table_info({quote_ident(name)})")}
         if sqlite_columns != set(pg_columns[name]):
             raise PortingError(f"table {name} has columns {sorted(sqlite_columns)} in SQLite and "
@@ -128,27 +159,34 @@ async def _refuse_if_in_use(pg: Database, tables: dict[str, list[str]]) -> None:
 async def _copy_table(sqlite: Database, pg: Database, table: str, columns: list[str], progress: Any,
                       batch_size: int, report: Callable[[str], None],
                       on_batch: Callable[[str, int], None] | None) -> int:
-    converters = await _converters(pg, table, columns)
     if progress is None:
         async with pg.transaction() as txn:  # what the migrations seeded goes: SQLite's rows replace it
             await txn.execute(f"DELETE FROM {quote_ident(table)}")
             await txn.execute(f"INSERT INTO {PROGRESS_TABLE} (table_name, last_rowid, rows_copied, done) "
-                              "VALUES ($1, 0, 0, FALSE)", table)
-        last, copied = 0, 0
+                              "VALUES ($1, $2, 0, FALSE)", table, FIRST_ROWID)
+        last, copied = FIRST_ROWID, 0
     else:
         last, copied = progress["last_rowid"], progress["rows_copied"]
         report(f"{table}: resuming after {copied} rows")
-    select = (f"SELECT rowid, {', '.join(quote_ident(c) for c in columns)} FROM {quote_ident(table)} "
-              "WHERE rowid > $1 ORDER BY rowid LIMIT $2")
+    special = ENGINE_SPECIFIC.get(table)
+    if special is not None:
+        select, converters = special.select, None
+    else:
+        select = f"SELECT rowid, {', '.join(quote_ident(c) for c in columns)} FROM {quote_ident(table)}"
+        converters = await _converters(pg, table, columns)
+    select += " WHERE rowid > $1 ORDER BY rowid LIMIT $2"
     now = 0
     while True:
         rows = await sqlite.fetch(select, last, batch_size)
         done = len(rows) < batch_size
-        records = [tuple(conv(v) for conv, v in zip(converters, r[1:])) for r in rows]
+        records = [tuple(r[1:]) if converters is None else tuple(conv(v) for conv, v in zip(converters, r[1:]))
+                   for r in rows]
         if rows:
             last = rows[-1][0]
         async with pg.transaction() as txn:
-            if records:
+            if records and special is not None:
+                await _insert_with(txn, table, special.insert, records, first_rowid=rows[0][0])
+            elif records:
                 await _insert(txn, table, columns, records, first_rowid=rows[0][0])
             await txn.execute(f"UPDATE {PROGRESS_TABLE} SET last_rowid = $2, rows_copied = rows_copied + $3, "
                               "done = $4 WHERE table_name = $1", table, last, len(records), done)
@@ -165,8 +203,19 @@ async def _insert(txn: Connection, table: str, columns: list[str], records: list
     try:
         await txn.copy_rows(table, columns, records)  # our names need no quoting (COPY quotes them itself)
     except Exception as e:  # asyncpg's DataError and friends: name the rows, not a stack trace
-        raise PortingError(f"table {table}: the rows from SQLite rowid {first_rowid} on cannot be stored in "
-                           f"PostgreSQL: {e}") from e
+        raise _unstorable(table, first_rowid, e) from e
+
+
+async def _insert_with(txn: Connection, table: str, sql: str, records: list[tuple], first_rowid: int) -> None:
+    try:
+        await txn.executemany(sql, records)
+    except Exception as e:
+        raise _unstorable(table, first_rowid, e) from e
+
+
+def _unstorable(table: str, first_rowid: int, e: Exception) -> PortingError:
+    return PortingError(f"table {table}: the rows from SQLite rowid {first_rowid} on cannot be stored in "
+                        f"PostgreSQL: {e}")
 
 
 def _to_bool(v: Any) -> Any:

@@ -255,6 +255,9 @@ async def _check_history(a: Client, h: History) -> None:
     encrypted = (await a.call("GET", f"/rooms/{q(h.encrypted_room)}/messages",
                               params={"dir": "b", "limit": "50"}))["chunk"]
     assert [e["event_id"] for e in encrypted if e["type"] == "m.room.encrypted"] == h.encrypted_event_ids
+    found = await a.call("POST", "/search", {"search_categories": {"room_events": {"search_term": "second"}}})
+    assert [r["result"]["event_id"] for r in found["search_categories"]["room_events"]["results"]] == [
+        h.messages[1][0]]
     resolved = await a.call("GET", f"/directory/room/{q(h.alias)}")
     assert resolved["room_id"] == h.public_room
     assert (await a.call("GET", f"/directory/list/room/{q(h.public_room)}"))["visibility"] == "public"
