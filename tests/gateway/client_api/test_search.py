@@ -331,3 +331,21 @@ async def test_edits_are_bundled_and_ignored_users_left_out(client, alice, bob):
     assert resp.status == 200
     found = await search(client, alice, "wording", order_by="recent")
     assert ids(found) == [topic, edit, original] and found["count"] == 3
+
+
+async def test_a_room_named_in_the_filter_brings_the_rooms_it_replaced(client, alice, bob):
+    """Room upgrades: searching the new room (filter.rooms) also searches its predecessors
+    that the user was in, as Synapse does."""
+    from .test_room_upgrades import upgraded
+
+    old_room = await create(client, alice, preset="public_chat", room_version="10")
+    older = await say(client, alice, old_room, "heritage text")
+    new_room = await upgraded(client, alice, old_room, "12")
+    newer = await say(client, alice, new_room, "heritage continues")
+    other = await create(client, alice, preset="public_chat")
+    await say(client, alice, other, "heritage elsewhere")
+    found = await search(client, alice, "heritage", order_by="recent", filter={"rooms": [new_room]})
+    assert ids(found) == [newer, older]
+    # Bob was never in the old room: only the new room's message.
+    assert (await post(client, bob, f"/rooms/{new_room}/join"))[0] == 200
+    assert ids(await search(client, bob, "heritage", filter={"rooms": [new_room]})) == [newer]
