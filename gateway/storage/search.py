@@ -98,7 +98,7 @@ def parse_search_term(search_term: str) -> SearchQuery | None:
     """The query a search term asks for, or None when it can match nothing (no
     words, or only excluded ones)."""
     items: list[Term | str] = []
-    for m in _TOKEN.finditer(search_term):
+    for m in _TOKEN.finditer(search_term.translate(_UNSAFE)):  # never in indexed text either
         negated, phrase, word = m.group(1) == "-", m.group(2), m.group(3)
         if word is not None:
             if word.lower() in ("or", "and"):

@@ -297,11 +297,12 @@ async def test_bad_tokens_and_odd_terms(client, alice):
     err = await search(client, alice, "token", order_by="rank", batch=page["next_batch"], expect=400)
     assert err["errcode"] == "M_INVALID_PARAM"
     for term in ['"', "NEAR(", "a OR", "'; DROP TABLE events; --", "*:*", "\\", "\u0000", "-", "x" * 3000,
-                 "token:*", '"token" NOT', "(token", "token)"]:
+                 "token:*", '"token" NOT', "(token", "token)", "tok\u0000en"]:
         found = await search(client, alice, term)
         assert isinstance(found["results"], list), term
     assert len((await search(client, alice, "(token"))["results"]) == 3
     assert len((await search(client, alice, "token:*"))["results"]) == 3
+    assert len((await search(client, alice, "tok\u0000en"))["results"]) == 3
     # No words at all: nothing, not an error.
     assert await search(client, alice, "") == {"results": [], "count": 0, "highlights": []}
 
