@@ -4,7 +4,9 @@ For each engine (SQLite, PostgreSQL) and each server (each its own process on lo
 started by ``client_load.running_server``): one user creates a private room and fills it
 with N messages (default 100000) through the Client-Server API, ``PUT .../send`` with
 ``--concurrency`` requests in flight: the same calls at the same concurrency on both
-servers, so both index each message as they normally do. The messages are the same on
+servers, so both index each message as they normally do. The four fills run at the same
+time (filling is the long part: hours, one after the other, on a busy 2-core machine);
+the queries then run one server at a time, the others idle. The messages are the same on
 both (seeded): 6-14 words drawn from a vocabulary with a Zipf-like skew, plus planted
 words at known rates: "meeting" in 20% of them (a common word), "lighthouse" in 5 (a
 rare one) and "quarterly report" in 1% (a phrase).
@@ -16,9 +18,9 @@ Then each query runs ``--repeat`` times (after one warm-up run), one at a time, 
 - two words (both must match): ``meeting budget``;
 - common, next page: the same as common, from the first page's ``next_batch``.
 
-Printed per server: the fill rate, and per query the median and p90 latency (client
-side, HTTP included), the results returned and the server's ``count``; then Synapse's
-median over ours ("x as fast"). Synapse has no ``next_batch`` for ``rank`` (it pages
+Printed per server: its CPU per message sent, and per query the median and p90 latency
+(client side, HTTP included), the results returned and the server's ``count``; then
+Synapse's median over ours ("x as fast"). Synapse has no ``next_batch`` for ``rank`` (it pages
 only ``recent``): that row is left out for it. Numbers only: nothing here asserts a
 timing.
 
@@ -33,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -119,7 +123,7 @@ class Result:
 
 
 async def fill(session: aiohttp.ClientSession, url: str, token: str, room_id: str, bodies: list[str],
-               concurrency: int) -> None:
+               concurrency: int, label: str) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     queue = iter(enumerate(bodies))
 
@@ -134,13 +138,12 @@ async def fill(session: aiohttp.ClientSession, url: str, token: str, room_id: st
                         raise RuntimeError(f"send failed: {resp.status} {await resp.text()}")
                     await asyncio.sleep(0.5)
             if i and i % 10000 == 0:
-                print(f"    {i} messages", flush=True)
+                print(f"    {label}: {i} messages", flush=True)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def run_queries(session: aiohttp.ClientSession, url: str, token: str, repeat: int, server: str
-                      ) -> dict[str, Timing]:
+async def run_queries(session: aiohttp.ClientSession, url: str, token: str, repeat: int) -> dict[str, Timing]:
     headers = {"Authorization": f"Bearer {token}"}
     out: dict[str, Timing] = {}
 
@@ -173,31 +176,48 @@ async def run_queries(session: aiohttp.ClientSession, url: str, token: str, repe
     return out
 
 
-async def bench_one(server: str, engine: str, args, bodies: list[str], workdir: Path) -> Result:
-    label = f"{server}/{engine}"
-    directory = workdir / label.replace("/", "-")
-    directory.mkdir(parents=True)
-    print(f"{label}: filling a room with {len(bodies)} messages", flush=True)
-    async with running_server(server, engine, directory) as proc:
-        token = await register_synapse_user(proc, "searcher", password="bench-pass")
-        result = Result(label, messages=len(bodies))
+async def bench_all(pairs: list[tuple[str, str]], args, bodies: list[str], workdir: Path) -> dict:
+    """Start every server, fill each one's room at the same time (the fills are the long
+    part), then time the queries one server at a time, the others idle."""
+    results: dict[tuple[str, str], Result] = {}
+    async with contextlib.AsyncExitStack() as stack:
         conn = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=600)) as s:
-            async with s.post(f"{proc.client_url}/_matrix/client/v3/createRoom", json={"preset": "private_chat"},
-                              headers={"Authorization": f"Bearer {token}"}) as resp:
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=600)))
+        servers = {}
+        for server, engine in pairs:
+            directory = workdir / f"{server}-{engine}"
+            directory.mkdir(parents=True)
+            proc = await stack.enter_async_context(running_server(server, engine, directory))
+            token = await register_synapse_user(proc, "searcher", password="bench-pass")
+            async with session.post(f"{proc.client_url}/_matrix/client/v3/createRoom",
+                                    json={"preset": "private_chat"},
+                                    headers={"Authorization": f"Bearer {token}"}) as resp:
                 room_id = (await resp.json())["room_id"]
+            servers[(server, engine)] = (proc, token, room_id)
+            results[(server, engine)] = Result(f"{server}/{engine}", messages=len(bodies))
+
+        async def fill_one(key: tuple[str, str]) -> None:
+            proc, token, room_id = servers[key]
+            result = results[key]
             cpu0, t0 = cpu_seconds(proc.proc.pid), time.monotonic()
-            await fill(s, proc.client_url, token, room_id, bodies, args.concurrency)
+            await fill(session, proc.client_url, token, room_id, bodies, args.concurrency, result.label)
             result.fill_seconds = time.monotonic() - t0
             result.fill_cpu_s = cpu_seconds(proc.proc.pid) - cpu0
-            print(f"  filled in {result.fill_seconds:.0f} s ({len(bodies) / result.fill_seconds:.0f} msg/s)",
-                  flush=True)
-            result.timings = await run_queries(s, proc.client_url, token, args.repeat, server)
-    return result
+            print(f"  {result.label} filled in {result.fill_seconds:.0f} s", flush=True)
+
+        print(f"filling {len(pairs)} rooms with {len(bodies)} messages each, at once", flush=True)
+        await asyncio.gather(*(fill_one(key) for key in pairs))
+        for key in pairs:
+            proc, token, _ = servers[key]
+            results[key].timings = await run_queries(session, proc.client_url, token, args.repeat)
+            print(describe(results[key]), flush=True)
+    return results
 
 
 def describe(r: Result) -> str:
-    lines = [f"{r.label}: fill {r.messages / r.fill_seconds:.0f} msg/s ({r.fill_cpu_s:.0f} s server CPU)"]
+    lines = [f"{r.label}: filled at {r.messages / r.fill_seconds:.0f} msg/s, beside the other fills"
+             f" ({r.fill_cpu_s:.0f} s of server CPU, {1000 * r.fill_cpu_s / r.messages:.1f} ms a message)"]
     for name, t in r.timings.items():
         lines.append(f"  {name:28} median {t.median:8.1f} ms  p90 {t.p90:8.1f} ms"
                      f"  results {t.results:3}  count {t.count}")
@@ -213,13 +233,9 @@ async def main() -> None:
     parser.add_argument("--servers", default="gateway,synapse")
     args = parser.parse_args()
     bodies = messages(args.messages)
-    results: dict[tuple[str, str], Result] = {}
+    pairs = [(server, engine) for engine in args.engines.split(",") for server in args.servers.split(",")]
     with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
-        for engine in args.engines.split(","):
-            for server in args.servers.split(","):
-                r = await bench_one(server, engine, args, bodies, Path(tmp))
-                results[(server, engine)] = r
-                print(describe(r), flush=True)
+        results = await bench_all(pairs, args, bodies, Path(tmp))
     print(f"\n{args.messages} messages in one room; median latency, Synapse's over ours (x as fast):")
     for engine in args.engines.split(","):
         g, s = results.get(("gateway", engine)), results.get(("synapse", engine))
@@ -230,9 +246,18 @@ async def main() -> None:
             other = s.timings.get(name)
             if other and other.ms:
                 cells.append(f"{name} x{other.median / t.median:.2f}")
-        fill = (g.messages / g.fill_seconds) / (s.messages / s.fill_seconds)
-        print(f"{engine:9} " + ", ".join(cells) + f"; fill rate x{fill:.2f}")
+        cpu = (s.fill_cpu_s / s.messages) / (g.fill_cpu_s / g.messages)
+        print(f"{engine:9} " + ", ".join(cells) + f"; server CPU a message sent x{cpu:.2f}")
+
+
+async def stoppable_main() -> None:
+    """main(), cancelled (servers stopped, databases dropped) on SIGTERM or SIGINT, also
+    when started in the background, where SIGINT is ignored."""
+    task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    await main()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(stoppable_main())
