@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from tests.support.client_api import Client, has_text, invited_to, left, member_event, q, timeline_bodies
 from tests.support.gateway_server import running_gateway
@@ -16,8 +17,15 @@ from tests.support.synapse import SynapseServer, register_synapse_user
 from tests.support.tls import TestCA
 
 
-@pytest.fixture
-async def servers(tmp_path):
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def servers(tmp_path_factory):
+    """One Synapse and one of ours for the whole module (each test makes its own rooms):
+    starting a Synapse costs seconds. Modules that import this fixture share it the same
+    way and need ``pytestmark = pytest.mark.asyncio(loop_scope="module")``."""
+    tmp_path = tmp_path_factory.mktemp("synapse_and_gateway")
     ca = TestCA(tmp_path / "ca")
     synapse = SynapseServer(tmp_path / "synapse", ca)
     await synapse.start({"allow_public_rooms_over_federation": True,

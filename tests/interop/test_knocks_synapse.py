@@ -21,6 +21,8 @@ import pytest
 from tests.interop.test_federated_rooms_synapse import servers  # noqa: F401
 from tests.support.client_api import accept_knock, invited_to, knocked, left, member_event, q
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # the shared servers fixture
+
 KNOCK_RULE = [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]
 
 

@@ -5,10 +5,13 @@ the same way."""
 
 from __future__ import annotations
 
+import pytest
 from yarl import URL
 
 from tests.interop.test_federated_rooms_synapse import servers  # noqa: F401 (the fixture)
 from tests.support.client_api import Client, has_text, member_event, q
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # the shared servers fixture
 
 _txn = iter(range(10**6))
 

@@ -20,6 +20,8 @@ import pytest
 from tests.interop.test_federated_rooms_synapse import servers  # noqa: F401 - the fixture
 from tests.support.client_api import member_event, q
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # the shared servers fixture
+
 AUTHORISER = "join_authorised_via_users_server"
 
 
