@@ -74,20 +74,22 @@ async def context(request: web.Request) -> web.Response:
     around = await hs.events.events_around(who.user_id, target, before=limit // 2, after=limit - limit // 2,
                                            filters=filters)
     device = (who.user_id, who.device_id or "")
-    serialized = await hs.events.serialize_for_client([target, *around.before, *around.after],
+    around_before = await hs.account_data.without_ignored(who.user_id, around.before)
+    around_after = await hs.account_data.without_ignored(who.user_id, around.after)
+    serialized = await hs.events.serialize_for_client([target, *around_before, *around_after],
                                                       requester_device=device)
     await hs.relations.bundle_aggregations(serialized, who.user_id)
     snap = await hs.events.state.get_state(around.last.state_group)
     state_ids = list(snap.state.values())
     if event_filter.get("lazy_load_members"):
-        senders = {e.pdu.sender for e in (target, *around.before, *around.after)}
+        senders = {e.pdu.sender for e in (target, *around_before, *around_after)}
         state_ids = [e for (t, sk), e in snap.state.items() if t != "m.room.member" or sk in senders]
     pdus = await hs.events.get_pdus(state_ids)
     state = await hs.events.serialize_for_client([pdus[e] for e in state_ids if e in pdus])
     return json_response({
         "event": serialized[0],
-        "events_before": serialized[1:1 + len(around.before)],
-        "events_after": serialized[1 + len(around.before):],
+        "events_before": serialized[1:1 + len(around_before)],
+        "events_after": serialized[1 + len(around_before):],
         "start": around.start,
         "end": around.end,
         "state": state,

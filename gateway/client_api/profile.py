@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
+from ..services.filtering import SyncFilter
 from ..services.profiles import check_field_name
 from ..storage.profiles import FilterStore
 from .auth import get_access_token, guest_allowed, public, requester
@@ -75,9 +76,7 @@ async def create_filter(request: web.Request) -> web.Response:
     if requester(request).user_id != user_id:
         raise MatrixError.forbidden("Cannot create filters for other users")
     body = await read_json_body(request)
-    for key in ("room", "presence", "account_data"):
-        if key in body and not isinstance(body[key], dict):
-            raise MatrixError.bad_json(f"'{key}' must be an object")
+    SyncFilter.parse(body)  # refused now (400) rather than at every /sync
     filter_id = await FilterStore(request.app[HS].db).add_filter(user_id, body)
     return json_response({"filter_id": str(filter_id)})
 

@@ -114,7 +114,8 @@ async def put_state(request: web.Request) -> web.Response:
                      request.match_info.get("state_key", ""))
     if spec.type == "m.room.canonical_alias":
         await hs.directory.check_canonical_alias(_room_id(request), content)
-    sent = await hs.events.send_event(_room_id(request), spec, ratelimit=lambda: hs.ratelimit_message(spec.sender))
+    sent = await hs.events.send_state_event(_room_id(request), spec,
+                                            ratelimit=lambda: hs.ratelimit_message(spec.sender))
     return json_response({"event_id": sent.pdu.event_id})
 
 
@@ -140,11 +141,18 @@ async def _room_and_servers(request: web.Request) -> tuple[str, list[str]]:
 async def join(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     room_id, servers = await _room_and_servers(request)
-    if "reason" in body:
+    if body.get("reason") is None:
+        body.pop("reason", None)
+    else:
         _optional_reason(body)
     if requester(request).is_guest:
         await _hs(request).guest_access.check_may_join(room_id)
-    await _hs(request).rooms.join(requester(request).user_id, room_id, servers=servers, ratelimit=True)
+    # The body's keys go into the join event (its reason, keys of the client's own, as
+    # Synapse does), but not what only the server decides.
+    extra = {k: v for k, v in body.items()
+             if k not in ("membership", "third_party_signed", "join_authorised_via_users_server")}
+    await _hs(request).rooms.join(requester(request).user_id, room_id, servers=servers, ratelimit=True,
+                                  extra_content=extra)
     return json_response({"room_id": room_id})
 
 
@@ -397,12 +405,14 @@ async def messages(request: web.Request) -> web.Response:
     while backwards and len(found) < limit and to_pos is None \
             and await hs.federation_backfill.backfill(room_id, max(limit - len(found), 10)):
         found = await page()
-    visible = await hs.events.filter_visible(user_id, found)
+    visible = await hs.account_data.without_ignored(user_id, await hs.events.filter_visible(user_id, found))
     chunk = await hs.events.serialize_for_client(visible, requester_device=_device(request))
     await hs.relations.bundle_aggregations(chunk, user_id)
     start = q.get("from") or f"s{from_pos if from_pos is not None else 0}"
     body: dict[str, Any] = {"chunk": chunk, "start": start}
-    if found and len(found) == limit:
+    # Backwards, 'end' is left out once the start of the room is reached (the spec's rule);
+    # forwards, more events may come at any time: the token to ask again from.
+    if found and (len(found) == limit or not backwards):
         last = found[-1].stream_ordering
         body["end"] = f"s{last - 1}" if backwards else f"s{last}"
     if event_filter.get("lazy_load_members"):

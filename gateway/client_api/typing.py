@@ -24,8 +24,9 @@ async def put_typing(request: web.Request) -> web.Response:
     typing = body.get("typing")
     if not isinstance(typing, bool):
         raise MatrixError.bad_json("'typing' must be a boolean")
+    # Only 'typing' is required; without a timeout the service's default (30 s) applies.
     timeout = body.get("timeout")
-    if typing and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+    if typing and timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise MatrixError.bad_json("'timeout' must be a non-negative integer (milliseconds)")
     await hs.events.get_room(room_id)
     member = await hs.events.state.get_membership(room_id, user_id)

@@ -10,7 +10,9 @@ https://spec.matrix.org/latest/client-server-api/#room-tagging
 
 from __future__ import annotations
 
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from ..http import Codes, MatrixError
 from ..storage.account_data import GLOBAL, AccountDataStore
@@ -22,11 +24,18 @@ TAGS = "m.tag"
 IGNORED_USERS = "m.ignored_user_list"
 MAX_TAG_LENGTH = 255
 
+_IGNORED_CACHE_SIZE = 10_000
+
+E = TypeVar("E")  # a stored event (anything with a ``pdu``)
+
 
 class AccountDataService:
     def __init__(self, hs):
         self.hs = hs
         self.store = AccountDataStore(hs.db)
+        #: user -> whom they ignore (read by every /sync; changed only through ``put``).
+        self._ignored: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._ignored_changes = 0  # a read that raced with a change is not cached
 
     @staticmethod
     def _check_writable(data_type: str) -> None:
@@ -48,15 +57,37 @@ class AccountDataService:
     async def ignored_users(self, user_id: str) -> frozenset[str]:
         """The users ``user_id`` ignores (their ``m.ignored_user_list``).
         https://spec.matrix.org/latest/client-server-api/#ignoring-users"""
+        hit = self._ignored.get(user_id)
+        if hit is not None:
+            self._ignored.move_to_end(user_id)
+            return hit
+        changes = self._ignored_changes
         content = await self.store.get(user_id, GLOBAL, IGNORED_USERS) or {}
         users = content.get("ignored_users")
-        return frozenset(u for u in users if isinstance(u, str)) if isinstance(users, dict) else frozenset()
+        found = frozenset(u for u in users if isinstance(u, str)) if isinstance(users, dict) else frozenset()
+        if changes == self._ignored_changes:
+            self._ignored[user_id] = found
+        while len(self._ignored) > _IGNORED_CACHE_SIZE:
+            self._ignored.popitem(last=False)
+        return found
+
+    async def without_ignored(self, user_id: str, events: Sequence[E]) -> list[E]:
+        """The events but those the user's ignored users sent, state events excepted (the
+        spec: "Once ignored, the client will no longer receive events sent by that user,
+        with the exception of state events")."""
+        ignored = await self.ignored_users(user_id)
+        if not ignored:
+            return list(events)
+        return [e for e in events if e.pdu.state_key is not None or e.pdu.sender not in ignored]
 
     async def put(self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]) -> None:
         self._check_writable(data_type)
         if room_id is not None:
             await self._check_room(user_id, room_id)
         await self.store.put(user_id, room_id or GLOBAL, data_type, content)
+        if data_type == IGNORED_USERS:
+            self._ignored_changes += 1
+            self._ignored.pop(user_id, None)
         self.hs.notifier.notify_users([user_id])
 
     async def put_room_internal(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]) -> None:

@@ -175,6 +175,12 @@ class EventsService:
             known = await self.store.get_txn_event_id(*txn)
             if known is not None:
                 return await self._already_sent(known)
+        if spec.redacts is not None:
+            # An event we know of in another room is not this room's to redact (an unknown
+            # one may still arrive: a redaction can come first).
+            target = await self.store.get_event(spec.redacts)
+            if target is not None and target.pdu.room_id != room_id:
+                raise MatrixError.invalid_param(f"{spec.redacts} is not an event of {room_id}")
         if ratelimit is not None:
             await ratelimit()
         try:
@@ -185,6 +191,20 @@ class EventsService:
                 if known is not None:
                     return await self._already_sent(known)
             raise
+
+    async def send_state_event(self, room_id: str, spec: EventSpec, *,
+                               ratelimit: Callable[[], Awaitable[None]] | None = None) -> SentEvent:
+        """A client's state event (``PUT /state``, a join): when the room's current state
+        already holds that event from the same sender with the same content, it is the
+        answer and no new event is made (as Synapse does: a client retrying, or setting
+        what is already set, does not fill the timeline)."""
+        assert spec.state_key is not None
+        current = await self.state.get_current_state_event_id(room_id, spec.type, spec.state_key)
+        if current is not None:
+            stored = await self.store.get_event(current)
+            if stored is not None and stored.pdu.sender == spec.sender and stored.pdu.content == spec.content:
+                return SentEvent(stored.pdu, stored.stream_ordering)
+        return await self.send_event(room_id, spec, ratelimit=ratelimit)
 
     async def _already_sent(self, event_id: str) -> SentEvent:
         stored = await self.store.get_event(event_id)

@@ -8,11 +8,12 @@ schema of ``POST /user/{userId}/filter``. Types may use ``*`` as a wildcard.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from federation.ids import is_valid_room_id, is_valid_user_id
 from federation.push_rules import split_path
 
 from ..http import MatrixError
@@ -38,6 +39,16 @@ def _strings(obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | 
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise MatrixError.bad_json(f"filter '{where}{key}' must be a list of strings")
     return tuple(value)
+
+
+def _ids(obj: Mapping[str, Any], key: str, where: str, valid: Callable[[str], bool],
+         what: str) -> tuple[str, ...] | None:
+    """A list of room or user IDs (a filter naming something else would match nothing)."""
+    value = _strings(obj, key, where)
+    for v in value or ():
+        if not valid(v):
+            raise MatrixError.bad_json(f"filter '{where}{key}' holds {v[:64]!r}, which is not a {what}")
+    return value
 
 
 def _bool(obj: Mapping[str, Any], key: str, where: str, default: bool = False) -> bool:
@@ -84,10 +95,10 @@ class EventFilter:
             limit=limit,
             types=_strings(obj, "types", where),
             not_types=_strings(obj, "not_types", where) or (),
-            senders=_strings(obj, "senders", where),
-            not_senders=_strings(obj, "not_senders", where) or (),
-            rooms=_strings(obj, "rooms", where),
-            not_rooms=_strings(obj, "not_rooms", where) or (),
+            senders=_ids(obj, "senders", where, is_valid_user_id, "user ID"),
+            not_senders=_ids(obj, "not_senders", where, is_valid_user_id, "user ID") or (),
+            rooms=_ids(obj, "rooms", where, is_valid_room_id, "room ID"),
+            not_rooms=_ids(obj, "not_rooms", where, is_valid_room_id, "room ID") or (),
             lazy_load_members=_bool(obj, "lazy_load_members", where),
             include_redundant_members=_bool(obj, "include_redundant_members", where),
             contains_url=contains_url,
@@ -151,8 +162,8 @@ class SyncFilter:
             event_format=event_format,
             presence=EventFilter.parse(_object(obj, "presence", ""), "presence."),
             account_data=EventFilter.parse(_object(obj, "account_data", ""), "account_data."),
-            rooms=_strings(room, "rooms", "room."),
-            not_rooms=_strings(room, "not_rooms", "room.") or (),
+            rooms=_ids(room, "rooms", "room.", is_valid_room_id, "room ID"),
+            not_rooms=_ids(room, "not_rooms", "room.", is_valid_room_id, "room ID") or (),
             include_leave=_bool(room, "include_leave", "room."),
             timeline=EventFilter.parse(_object(room, "timeline", "room."), "room.timeline."),
             state=EventFilter.parse(_object(room, "state", "room."), "room.state."),

@@ -111,7 +111,9 @@ class RoomsService:
             body = copy.deepcopy(dict(body))
             await modules.raising("on_create_room", requester, body, is_admin)
         version_id = body.get("room_version", self.hs.config.default_room_version)
-        if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
+        if not isinstance(version_id, str):  # e.g. 10 for "10": a malformed request
+            raise MatrixError.bad_json("'room_version' must be a string")
+        if version_id not in KNOWN_ROOM_VERSIONS:
             raise MatrixError(400, Codes.UNSUPPORTED_ROOM_VERSION, f"Room version {version_id!r} is not supported")
         rv = get_room_version(version_id)
         visibility = body.get("visibility", "private")
@@ -216,18 +218,23 @@ class RoomsService:
     # --- memberships -----------------------------------------------------------
 
     async def join(self, user_id: str, room_id: str, *, by_admin: bool = False,
-                   servers: Sequence[str] = (), ratelimit: bool = False) -> SentEvent | None:
+                   servers: Sequence[str] = (), ratelimit: bool = False,
+                   extra_content: Mapping[str, Any] | None = None) -> SentEvent | None:
         """Join a room: locally if this server takes part in it, else over federation
         through ``servers`` (the client's ``via``, the alias's servers), the inviter's
         server and the room ID's server. Returns the local event (None after a remote
-        join). A room that replaced another (an upgrade) brings the user's settings
-        along (gateway/services/room_upgrades.py)."""
-        sent = await self._join(user_id, room_id, by_admin=by_admin, servers=servers, ratelimit=ratelimit)
+        join). ``extra_content``: what the client's request body adds to the join event
+        (a ``reason``, its own keys); the membership and the user's profile are the
+        server's. Joining again with the same content makes no new event. A room that
+        replaced another (an upgrade) brings the user's settings along
+        (gateway/services/room_upgrades.py)."""
+        sent = await self._join(user_id, room_id, by_admin=by_admin, servers=servers, ratelimit=ratelimit,
+                                extra_content=extra_content or {})
         await self.hs.room_upgrades.on_joined(user_id, room_id, remote_join=sent is None)
         return sent
 
     async def _join(self, user_id: str, room_id: str, *, by_admin: bool, servers: Sequence[str],
-                    ratelimit: bool) -> SentEvent | None:
+                    ratelimit: bool, extra_content: Mapping[str, Any]) -> SentEvent | None:
         await self.hs.room_admin.check_not_blocked(room_id)
         room = await self.events.store.get_room(room_id)
         current = await self.events.state.get_membership(room_id, user_id) if room is not None else None
@@ -242,12 +249,12 @@ class RoomsService:
                     raise MatrixError.not_found(f"Unknown room {room_id}")
                 if ratelimit:
                     self._ratelimit_join(user_id, room_id, "rc_joins.remote")
-                await self.hs.federation_membership.join_remote(user_id, room_id, candidates,
-                                                                await self._join_content(user_id))
+                await self.hs.federation_membership.join_remote(
+                    user_id, room_id, candidates, {**extra_content, **await self._join_content(user_id)})
                 return None
         if ratelimit and (current is None or current.membership != "join"):
             self._ratelimit_join(user_id, room_id, "rc_joins.local")
-        content = await self._join_content(user_id)
+        content = {**extra_content, **await self._join_content(user_id)}
         fed = self.hs.federation_membership
         try:
             authoriser = await fed.restricted_authoriser(
@@ -266,7 +273,7 @@ class RoomsService:
             return None
         if authoriser is not None:
             content["join_authorised_via_users_server"] = authoriser
-        return await self._member(room_id, user_id, user_id, content)
+        return await self.events.send_state_event(room_id, EventSpec("m.room.member", user_id, content, user_id))
 
     def _ratelimit_join(self, user_id: str, room_id: str, per_user: str) -> None:
         """``rc_joins.local``/``.remote`` for the user and ``rc_joins_per_room`` for the

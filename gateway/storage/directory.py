@@ -157,11 +157,12 @@ class DirectoryStore:
             # (with search_all_users, $2 is still referenced so that both engines get the same arguments)
             if search_all_users:
                 return f"({column} = $2 OR TRUE)"
+            # The searcher is found only through a public room (as in Synapse: sharing a
+            # room with oneself does not count).
             return (
-                f"({column} = $2"
-                f" OR {column} IN (SELECT m2.user_id FROM room_memberships m1"
+                f"({column} IN (SELECT m2.user_id FROM room_memberships m1"
                 "  JOIN room_memberships m2 ON m2.room_id = m1.room_id"
-                "  WHERE m1.user_id = $2 AND m1.membership = 'join' AND m2.membership = 'join')"
+                "  WHERE m1.user_id = $2 AND m1.membership = 'join' AND m2.membership = 'join' AND m2.user_id <> $2)"
                 f" OR {column} IN (SELECT m.user_id FROM room_memberships m"
                 "  JOIN room_stats_state s ON s.room_id = m.room_id"
                 "  WHERE m.membership = 'join' AND (s.join_rules = 'public' OR s.history_visibility = 'world_readable')))"

@@ -51,6 +51,8 @@ class TimelineFilter:
     not_types: tuple[str, ...] = ()
     senders: tuple[str, ...] | None = None
     not_senders: tuple[str, ...] = ()
+    #: Users the requester ignores: their events are left out, but for state events.
+    ignored: tuple[str, ...] = ()
 
 
 def _like(pattern: str) -> str:
@@ -90,6 +92,8 @@ class _Where:
             self.parts.append(f"sender IN ({', '.join(self.arg(s) for s in flt.senders)})")
         if flt.not_senders:
             self.parts.append(f"sender NOT IN ({', '.join(self.arg(s) for s in flt.not_senders)})")
+        if flt.ignored:
+            self.parts.append(f"(state_key IS NOT NULL OR sender NOT IN ({', '.join(self.arg(s) for s in flt.ignored)}))")
         return True
 
 

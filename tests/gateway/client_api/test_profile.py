@@ -239,4 +239,15 @@ async def test_filters(client):
     assert (await client.get(f"{C}/user/@rae:hs.test/filter/999", headers=h)).status == 404
     assert (await client.get(f"{C}/user/@rae:hs.test/filter/abc", headers=h)).status == 404
     assert (await client.post(f"{C}/user/@rae:hs.test/filter", json={"room": []}, headers=h)).status == 400
+    # Filters naming what cannot be a room or a user (they would match nothing): 400.
+    for bad in ({"room": {"timeline": {"rooms": ["not_a_room_id"]}}},
+                {"room": {"state": {"not_senders": ["not_a_sender_id"]}}},
+                {"room": {"rooms": ["#alias:hs.test"]}}, {"presence": {"senders": ["bob"]}},
+                {"room": {"timeline": {"types": [0]}}},
+                {"room": {"state": {"lazy_load_members": "true"}}}, {"room": {"state": {"lazy_load_members": 1}}},
+                {"room": {"state": {"include_redundant_members": "true"}}}):
+        resp = await client.post(f"{C}/user/@rae:hs.test/filter", json=bad, headers=h)
+        assert resp.status == 400 and (await resp.json())["errcode"] == "M_BAD_JSON", bad
+    good = {"room": {"rooms": ["!r:hs.test", "!" + "A" * 43], "timeline": {"senders": ["@Old.Name:hs.test"]}}}
+    assert (await client.post(f"{C}/user/@rae:hs.test/filter", json=good, headers=h)).status == 200
     assert (await client.post(f"{C}/user/@other:hs.test/filter", json={}, headers=h)).status == 403

@@ -180,6 +180,43 @@ async def test_state_put_get_and_power_level_override(client, alice, bob):
     assert all(e["type"] != "org.example.custom" for e in msgs["chunk"])
 
 
+async def test_repeating_state_or_a_join_makes_no_new_event(client, alice, bob):
+    """The same state from the same sender, or joining again with the same content, is
+    answered with the event already there (a retry does not fill the timeline); other
+    content, or another sender, makes a new event."""
+    room_id = await create(client, alice, preset="public_chat")
+
+    async def put_state(token, body):
+        resp = await client.put(f"{C}/rooms/{room_id}/state/m.room.topic", json=body, headers=auth_header(token))
+        assert resp.status == 200
+        return (await resp.json())["event_id"]
+
+    first = await put_state(alice, {"topic": "tea"})
+    assert await put_state(alice, {"topic": "tea"}) == first
+    head = (await get(client, alice, f"/rooms/{room_id}/messages", dir="b", limit="1"))[1]["chunk"][0]
+    assert head["event_id"] == first
+    assert await put_state(alice, {"topic": "coffee"}) != first
+    # Joining twice: one join event.
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    join1 = (await get(client, bob, f"/rooms/{room_id}/messages", dir="b", limit="1"))[1]["chunk"][0]
+    assert (await post(client, bob, f"/join/{room_id}"))[0] == 200
+    join2 = (await get(client, bob, f"/rooms/{room_id}/messages", dir="b", limit="1"))[1]["chunk"][0]
+    assert join1["type"] == "m.room.member" and join2["event_id"] == join1["event_id"]
+
+
+async def test_join_content_from_the_request(client, alice, bob):
+    """The join body's reason and the client's own keys land in the join event; the
+    membership and the profile are the server's."""
+    room_id = await create(client, alice, preset="public_chat")
+    status, _ = await post(client, bob, f"/join/{room_id}", {"reason": "curious", "foo": "bar",
+                                                              "membership": "leave", "displayname": "Not Bob"})
+    assert status == 200
+    status, member = await get(client, bob, f"/rooms/{room_id}/state/m.room.member/@bob:hs.test")
+    assert member == {"membership": "join", "reason": "curious", "foo": "bar", "displayname": "bob"}
+    status, err = await post(client, bob, f"/rooms/{room_id}/join", {"reason": 5})
+    assert (status, err["errcode"]) == (400, "M_BAD_JSON")
+
+
 async def test_messages_pagination_both_directions(client, alice):
     room_id = await create(client, alice)
     for i in range(7):
@@ -195,7 +232,17 @@ async def test_messages_pagination_both_directions(client, alice):
     assert [e["content"]["body"] for e in fwd["chunk"]] == ["m1", "m2"]
     status, fwd2 = await get(client, alice, f"/rooms/{room_id}/messages", dir="f", limit="50", filter=filt,
                              **{"from": fwd["end"]})
-    assert [e["content"]["body"] for e in fwd2["chunk"]] == ["m3", "m4", "m5", "m6"] and "end" not in fwd2
+    assert [e["content"]["body"] for e in fwd2["chunk"]] == ["m3", "m4", "m5", "m6"]
+    # Forwards, the live end is no end: a later message comes from the token given.
+    assert (await send(client, alice, room_id, "m7", txn="t7"))["status"] == 200
+    status, fwd3 = await get(client, alice, f"/rooms/{room_id}/messages", dir="f", filter=filt,
+                             **{"from": fwd2["end"]})
+    assert [e["content"]["body"] for e in fwd3["chunk"]] == ["m7"]
+    status, fwd4 = await get(client, alice, f"/rooms/{room_id}/messages", dir="f", **{"from": fwd3["end"]})
+    assert fwd4["chunk"] == [] and "end" not in fwd4
+    # Backwards, reaching the start of the room leaves 'end' out (spec).
+    status, first = await get(client, alice, f"/rooms/{room_id}/messages", dir="b", limit="100")
+    assert first["chunk"][-1]["type"] == "m.room.create" and "end" not in first
     status, everything = await get(client, alice, f"/rooms/{room_id}/messages", dir="f", limit="100")
     assert everything["chunk"][0]["type"] == "m.room.create"
     status, err = await get(client, alice, f"/rooms/{room_id}/messages", dir="x")
@@ -219,6 +266,13 @@ async def test_redaction(client, alice, bob):
     assert got["unsigned"]["redacted_because"]["event_id"] == redaction_id
     status, red = await get(client, bob, f"/rooms/{room_id}/event/{redaction_id}")
     assert red["redacts"] == mine["event_id"] and red["content"]["reason"] == "oops"
+    # An event of another room cannot be redacted from this one (even by its admin).
+    other = await create(client, bob)
+    theirs = await send(client, alice, room_id, "in the first room", txn="t2")
+    resp = await client.put(f"{C}/rooms/{other}/redact/{theirs['event_id']}/r2", json={}, headers=auth_header(bob))
+    assert resp.status == 400 and (await resp.json())["errcode"] == "M_INVALID_PARAM"
+    status, still = await get(client, bob, f"/rooms/{room_id}/event/{theirs['event_id']}")
+    assert still["content"]["body"] == "in the first room"
 
 
 async def test_post_send_and_redact_without_transaction_id(client, alice, bob):
@@ -250,6 +304,8 @@ async def test_post_send_and_redact_without_transaction_id(client, alice, bob):
 async def test_errors(client, alice, bob):
     status, err = await post(client, alice, "/createRoom", {"room_version": "99"})
     assert (status, err["errcode"]) == (400, "M_UNSUPPORTED_ROOM_VERSION")
+    status, err = await post(client, alice, "/createRoom", {"room_version": 10})  # not a string
+    assert (status, err["errcode"]) == (400, "M_BAD_JSON")
     status, err = await post(client, alice, "/createRoom", {"preset": "party"})
     assert (status, err["errcode"]) == (400, "M_BAD_JSON")
     assert (await send(client, alice, "!nowhere:hs.test"))["errcode"] == "M_NOT_FOUND"

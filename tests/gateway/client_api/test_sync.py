@@ -335,6 +335,14 @@ async def test_typing_in_sync_and_rules(alice, bob, client):
                              expect=403))["errcode"] == "M_FORBIDDEN"
     assert (await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": "yes"},
                              expect=400))["errcode"] == "M_BAD_JSON"
+    assert (await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": True, "timeout": "soon"},
+                             expect=400))["errcode"] == "M_BAD_JSON"
+    # Without a timeout (only 'typing' is required): typing, for the default time.
+    since = (await bob.sync())["next_batch"]
+    await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": True})
+    body = await bob.sync(since)
+    assert body["rooms"]["join"][room]["ephemeral"]["events"] == [
+        {"type": "m.typing", "content": {"user_ids": [alice.user_id]}}]
 
 
 async def test_typing_expires(hs, alice):
@@ -431,6 +439,44 @@ async def test_account_data_wakes_long_poll(alice):
     await alice.call("PUT", f"/user/{alice.user_id}/account_data/org.example.x", {"a": 1})
     body = await asyncio.wait_for(waiting, 20)
     assert body["account_data"]["events"] == [{"type": "org.example.x", "content": {"a": 1}}]
+
+
+async def test_ignored_users_events_and_invites_are_left_out(client, alice, bob):
+    """Spec "Ignoring Users": no events from an ignored user but state events (in /sync,
+    /messages, /context), no invites from them; un-ignoring resumes."""
+    carol = User(client, await register(client, "carol"))
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    await carol.call("POST", f"/join/{room}", {})
+    since = (await alice.sync())["next_batch"]
+    await alice.call("PUT", f"/user/{alice.user_id}/account_data/m.ignored_user_list",
+                     {"ignored_users": {bob.user_id: {}}})
+    await bob.send(room, "from bob")
+    await bob.state(room, "m.room.member", {"membership": "join", "displayname": "B"}, state_key=bob.user_id)
+    await carol.send(room, "from carol")
+    body = await alice.sync(since)
+    timeline = body["rooms"]["join"][room]["timeline"]["events"]
+    assert [(e["sender"], e["type"]) for e in timeline] == [(bob.user_id, "m.room.member"),
+                                                            (carol.user_id, "m.room.message")]
+    msgs = await alice.call("GET", f"/rooms/{room}/messages", dir="b", limit="5")
+    assert all(e["sender"] != bob.user_id or "state_key" in e for e in msgs["chunk"])
+    context = await alice.call("GET", f"/rooms/{room}/context/{timeline[1]['event_id']}", limit="10")
+    assert all(e["sender"] != bob.user_id or "state_key" in e for e in context["events_before"])
+    # Nothing but the ignored user's messages: the room has nothing new.
+    await bob.send(room, "bob again")
+    body = await alice.sync(body["next_batch"])
+    assert body["rooms"]["join"] == {}
+    # Invites from an ignored user are not shown.
+    private = await bob.create_room()
+    await bob.call("POST", f"/rooms/{private}/invite", {"user_id": alice.user_id})
+    assert private not in (await alice.sync(body["next_batch"]))["rooms"]["invite"]
+    assert private not in (await alice.sync())["rooms"]["invite"]
+    # Un-ignoring: bob's new messages come again.
+    await alice.call("PUT", f"/user/{alice.user_id}/account_data/m.ignored_user_list", {"ignored_users": {}})
+    since = (await alice.sync())["next_batch"]
+    await bob.send(room, "forgiven")
+    body = await alice.sync(since)
+    assert [e["content"].get("body") for e in body["rooms"]["join"][room]["timeline"]["events"]] == ["forgiven"]
 
 
 async def test_quiet_sync_costs_a_few_queries(hs, alice):

@@ -46,6 +46,38 @@ async def test_search_sees_room_mates_and_public_rooms(client, people):
     assert [r["user_id"] for r in (await search(client, alice, "carol"))[1]["results"]] == ["@carol:hs.test"]
     assert (await search(client, alice, "dave"))[1]["results"] == []  # shares nothing with alice
     assert (await search(client, erin, "bob"))[1]["results"] == []  # erin shares no room with bob
+    # One's own entry only through a public room (sharing a room with oneself does not count).
+    assert (await search(client, alice, "alice"))[1]["results"] == []
+    assert [r["user_id"] for r in (await search(client, people["carol"], "carol"))[1]["results"]] == \
+        ["@carol:hs.test"]
+
+
+async def test_membership_and_room_changes_move_users_in_and_out(client, people):
+    """Joining and leaving a public room, and a room's join rules or history visibility
+    going public and back, show and hide its members."""
+    alice, dave, erin = people["alice"], people["dave"], people["erin"]
+
+    async def finds_dave():
+        return [r["user_id"] for r in (await search(client, erin, "dave"))[1]["results"]] == ["@dave:hs.test"]
+
+    public = await create(client, alice, preset="public_chat")
+    assert not await finds_dave()
+    assert (await post(client, dave, f"/rooms/{public}/join"))[0] == 200
+    assert await finds_dave()
+    assert (await post(client, dave, f"/rooms/{public}/leave"))[0] == 200
+    assert not await finds_dave()
+    private = await create(client, alice, preset="private_chat", invite=["@dave:hs.test"])
+    assert (await post(client, dave, f"/rooms/{private}/join"))[0] == 200
+    assert not await finds_dave()
+    for event_type, public_content, private_content in [
+            ("m.room.join_rules", {"join_rule": "public"}, {"join_rule": "invite"}),
+            ("m.room.history_visibility", {"history_visibility": "world_readable"},
+             {"history_visibility": "shared"})]:
+        for content, found in ((public_content, True), (private_content, False)):
+            resp = await client.put(f"{C}/rooms/{private}/state/{event_type}", json=content,
+                                    headers=auth_header(alice))
+            assert resp.status == 200
+            assert await finds_dave() is found, (event_type, content)
     # LIKE wildcards are literal.
     assert [r["user_id"] for r in (await search(client, alice, "100%_"))[1]["results"]] == ["@carol:hs.test"]
     assert (await search(client, alice, "b%s"))[1]["results"] == []  # not Bobby Tables
