@@ -45,7 +45,9 @@ def _preset_state(preset: str) -> dict[tuple[str, str], dict[str, Any]]:
         ("m.room.join_rules", ""): {"join_rule": "public" if public else "invite"},
         ("m.room.history_visibility", ""): {"history_visibility": "shared"},
     }
-    state[("m.room.guest_access", "")] = {"guest_access": "forbidden" if public else "can_join"}
+    if not public:
+        # public_chat forbids guests: no event says so (absent means "forbidden"), as from Synapse.
+        state[("m.room.guest_access", "")] = {"guest_access": "can_join"}
     return state
 
 

@@ -402,7 +402,11 @@ class SyncService:
                     end = await self._state_at(room_id, upto)
                     chosen.update({k: v for k, v in end.items() if v != start.get(k) and before.get(k) != v})
         if lazy:
-            senders = {e.pdu.sender for e in timeline} | {user_id}
+            # The user's own member event comes with a full or gapped state; an incremental
+            # one only names the timeline's senders (as Synapse does).
+            senders = {e.pdu.sender for e in timeline}
+            if since_pos is None or limited or restricted:
+                senders.add(user_id)
             if since_pos is None:
                 chosen = {k: v for k, v in chosen.items() if k[0] != "m.room.member" or k[1] in senders}
             for s in senders:

@@ -149,6 +149,9 @@ async def test_public_room_join_and_trusted_private_chat_v12(client, alice, bob)
     v11 = await create(client, alice, room_version="11", preset="trusted_private_chat", invite=["@bob:hs.test"])
     status, pl = await get(client, alice, f"/rooms/{v11}/state/m.room.power_levels")
     assert pl["users"] == {"@alice:hs.test": 100, "@bob:hs.test": 100}
+    # public_chat forbids guests by having no m.room.guest_access (absent means forbidden).
+    status, state = await get(client, alice, f"/rooms/{public}/state")
+    assert "m.room.guest_access" not in {e["type"] for e in state}
 
 
 async def test_state_put_get_and_power_level_override(client, alice, bob):
