@@ -16,6 +16,7 @@ from ..appkeys import HS
 from ..http import MatrixError, json_response, read_json_body
 from ..passwords import hash_password
 from ..server import HomeServer
+from ..services.uia import NotTheUser
 from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
@@ -26,7 +27,7 @@ async def _password_stage(hs: HomeServer, auth: dict[str, Any], user_id: str | N
 
     claimed = user_id_from_identifier(auth, hs.server_name)
     if claimed != user_id:
-        raise MatrixError.forbidden("You can only authenticate as yourself")
+        raise NotTheUser()
     password = auth.get("password")
     if not isinstance(password, str):
         raise MatrixError.bad_json("'password' must be a string")

@@ -5,6 +5,8 @@ Spec: https://spec.matrix.org/latest/client-server-api/#account-registration
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from federation.ids import is_valid_localpart
@@ -20,6 +22,11 @@ from .auth import public
 routes = web.RouteTableDef()
 
 MAX_USER_ID_LENGTH = 255
+REGISTER = "POST /register"
+#: What a registration session remembers of its first request (and the password's hash).
+REMEMBERED_PARAMS = ("username", "device_id", "initial_device_display_name", "inhibit_login")
+#: How long a registration may be retried with its completed session.
+REGISTRATION_RETRY_MS = 10 * 60 * 1000
 
 
 def registration_flows(hs: HomeServer) -> list[list[str]]:
@@ -116,6 +123,14 @@ async def post_register(request: web.Request) -> web.Response:
     if not hs.config.enable_registration:
         raise MatrixError.forbidden("Registration has been disabled")
 
+    # A session remembers its first request's parameters (the client may leave them out
+    # when it completes the stages) and the user it registered (a retry gets that user
+    # again, with a new login, instead of an error).
+    session = await hs.uia.get_session(body, REGISTER)
+    remembered = session.data if session is not None else {}
+    if remembered.get("registered_user_id"):
+        return json_response(await _register_again(hs, session, body))
+    body = {**remembered.get("params", {}), **body}
     username = body.get("username")
     password = body.get("password")
     if password is not None and (not isinstance(password, str) or len(password) > 512):
@@ -139,8 +154,15 @@ async def post_register(request: web.Request) -> web.Response:
         )
     if "m.login.terms" not in hs.uia.checkers:
         hs.uia.register_stage("m.login.terms", _accept_terms)
-    _, completed = await hs.uia.authenticate_stages("POST /register", body, registration_flows(hs),
-                                                    params=registration_params(hs))
+
+    async def remember() -> dict:
+        data: dict = {"params": {k: body[k] for k in REMEMBERED_PARAMS if k in body}}
+        if isinstance(password, str):
+            data["password_hash"] = await asyncio.to_thread(hash_password, password, hs.config.bcrypt_rounds)
+        return data
+
+    session_id, completed = await hs.uia.authenticate_stages(
+        REGISTER, body, registration_flows(hs), params=registration_params(hs), remember=remember, keep=True)
     hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
 
     modules = hs.modules.callbacks
@@ -155,7 +177,10 @@ async def post_register(request: web.Request) -> web.Response:
         # No shadow-banning here: a registration a module wants shadow-banned is refused.
         raise MatrixError.forbidden("Registration has been refused by the server's policy")
 
-    password_hash = hash_password(password, hs.config.bcrypt_rounds) if password else None
+    if password:
+        password_hash = await asyncio.to_thread(hash_password, password, hs.config.bcrypt_rounds)
+    else:
+        password_hash = remembered.get("password_hash")
     if upgraded_guest is not None:
         # The guest's account becomes a full one: same user ID, rooms and devices.
         user_id = upgraded_guest
@@ -181,16 +206,38 @@ async def post_register(request: web.Request) -> web.Response:
     if auth.get("type") == "m.login.registration_token":
         await hs.auth.store.use_registration_token(auth["token"])
 
+    await hs.uia.store.set_uia_session_data(session_id, {**remembered, "registered_user_id": user_id,
+                                                         "registered_ts": hs.clock_ms()})
+    return json_response(await _logged_in(hs, user_id, body))
+
+
+async def _logged_in(hs: HomeServer, user_id: str, body: dict) -> dict:
+    """The answer to a registration: the user, and a new device and access token unless
+    the client asked for none (``inhibit_login``)."""
     if body.get("inhibit_login"):
-        return json_response({"user_id": user_id, "home_server": hs.server_name})
+        return {"user_id": user_id, "home_server": hs.server_name}
     device_id = body.get("device_id")
     if device_id is not None and not isinstance(device_id, str):
         raise MatrixError.invalid_param("device_id must be a string")
     display_name = body.get("initial_device_display_name")
-    result = await hs.auth.login_session(
+    return await hs.auth.login_session(
         user_id, device_id=device_id, display_name=display_name if isinstance(display_name, str) else None
     )
-    return json_response(result)
+
+
+async def _register_again(hs: HomeServer, session, body: dict) -> dict:
+    """A registration retried with the session that completed it (the client lost the
+    answer): the same user, logged in again; for a while only (the session ID is then
+    as good as a password)."""
+    data = session.data
+    if hs.clock_ms() - int(data.get("registered_ts", 0)) > REGISTRATION_RETRY_MS:
+        raise MatrixError(400, Codes.UNKNOWN, "This registration is done; log in instead")
+    params = {**data.get("params", {}), **body}
+    username = params.get("username")
+    user_id = data["registered_user_id"]
+    if isinstance(username, str) and f"@{username.lower()}:{hs.server_name}" != user_id:
+        raise MatrixError(400, Codes.USER_IN_USE, "This registration session registered another user")
+    return await _logged_in(hs, user_id, params)
 
 
 async def _register_guest(hs: HomeServer, request: web.Request, body: dict) -> dict:

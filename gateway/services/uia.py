@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 
 from ..http import Codes, MatrixError
 from ..server import HomeServer
-from ..storage.auth import AuthStore
+from ..storage.auth import AuthStore, UIASession
 
 SESSION_LIFETIME_MS = 24 * 3600 * 1000
 
@@ -59,6 +59,19 @@ class UIAService:
         session_id, _ = await self.authenticate_stages(request_key, body, flows, user_id=user_id, params=params)
         return session_id
 
+    async def get_session(self, body: dict[str, Any], request_key: str) -> UIASession | None:
+        """The live session the request's ``auth`` names, if it was started for this kind
+        of request."""
+        auth = body.get("auth")
+        session_id = auth.get("session") if isinstance(auth, dict) else None
+        if not isinstance(session_id, str):
+            return None
+        session = await self.store.get_uia_session(session_id)
+        if session is None or session.request_key != request_key \
+                or session.created_ts < self.hs.clock_ms() - SESSION_LIFETIME_MS:
+            return None
+        return session
+
     async def authenticate_stages(
         self,
         request_key: str,
@@ -67,8 +80,13 @@ class UIAService:
         *,
         user_id: str | None = None,
         params: dict[str, Any] | None = None,
+        remember: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        keep: bool = False,
     ) -> tuple[str, tuple[str, ...]]:
-        """Like ``authenticate``, also returning the stages completed."""
+        """Like ``authenticate``, also returning the stages completed. ``remember()``: what
+        a session started by this request keeps of it (its ``data``), asked for only when
+        stages remain; ``keep``: the session outlives its completion (until it expires),
+        for its ``data`` to be read again."""
         auth = body.get("auth")
         if auth is not None and not isinstance(auth, dict):
             raise MatrixError.bad_json("'auth' must be an object")
@@ -79,6 +97,7 @@ class UIAService:
             session_id = secrets.token_urlsafe(24)
             await self.store.create_uia_session(session_id, now, user_id, request_key)
             completed: tuple[str, ...] = ()
+            new_session = True
         else:
             session = await self.store.get_uia_session(str(session_id))
             if session is None or session.created_ts < now - SESSION_LIFETIME_MS:
@@ -86,6 +105,7 @@ class UIAService:
             if session.request_key != request_key or session.user_id != user_id:
                 raise MatrixError(403, Codes.FORBIDDEN, "This auth session was started for a different request")
             completed = session.completed
+            new_session = False
 
         error: MatrixError | None = None
         stage = auth.get("type") if auth else None
@@ -100,6 +120,8 @@ class UIAService:
             else:
                 try:
                     await checker(auth, user_id)
+                except NotTheUser:
+                    raise
                 except MatrixError as e:
                     error = e
                 else:
@@ -107,20 +129,30 @@ class UIAService:
 
         for flow in flows:
             if all(s in completed for s in flow):
-                await self.store.delete_uia_session(session_id)
+                if not keep:
+                    await self.store.delete_uia_session(session_id)
                 return session_id, tuple(completed)
 
+        if new_session and remember is not None:
+            await self.store.set_uia_session_data(session_id, await remember())
         body_401: dict[str, Any] = {
             "flows": [{"stages": flow} for flow in flows],
             "params": params or {},
             "session": session_id,
+            "completed": list(completed),  # also when empty, as Synapse sends it
         }
-        if completed:
-            body_401["completed"] = list(completed)
         if error is not None:
             body_401["errcode"] = error.errcode
             body_401["error"] = error.error
         raise AuthRequired(body_401)
+
+
+class NotTheUser(MatrixError):
+    """A stage that authenticates another user than the one the request acts for: the
+    request is refused (403), not answered with the stages to try again (as Synapse)."""
+
+    def __init__(self, error: str = "You can only authenticate as yourself"):
+        super().__init__(403, Codes.FORBIDDEN, error)
 
 
 class AuthRequired(MatrixError):

@@ -16,6 +16,8 @@ class UIASession:
     user_id: str | None
     request_key: str
     completed: tuple[str, ...]
+    #: What the session remembers (gateway/services/uia.py).
+    data: dict
 
 
 class AuthStore:
@@ -32,13 +34,17 @@ class AuthStore:
 
     async def get_uia_session(self, session_id: str) -> UIASession | None:
         row = await self.db.fetchrow(
-            "SELECT session_id, created_ts, user_id, request_key, completed FROM ui_auth_sessions"
+            "SELECT session_id, created_ts, user_id, request_key, completed, data FROM ui_auth_sessions"
             " WHERE session_id = $1",
             session_id,
         )
         if row is None:
             return None
-        return UIASession(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])))
+        return UIASession(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), json.loads(row[5]))
+
+    async def set_uia_session_data(self, session_id: str, data: dict) -> None:
+        await self.db.execute("UPDATE ui_auth_sessions SET data = $2 WHERE session_id = $1",
+                              session_id, json.dumps(data))
 
     async def mark_uia_stage_done(self, session_id: str, stage: str) -> tuple[str, ...]:
         async with self.db.transaction() as txn:

@@ -29,10 +29,55 @@ async def test_register_flow_and_whoami(client):
     assert reg["user_id"] == "@alice:hs.test" and reg["access_token"] and reg["device_id"]
     resp = await client.get(f"{C}/account/whoami", headers=auth_header(reg["access_token"]))
     assert await resp.json() == {"user_id": "@alice:hs.test", "device_id": reg["device_id"], "is_guest": False}
-    # The session is used up.
+    # The session registered alice: it cannot register anyone else.
     resp = await client.post(f"{C}/register", json={
         "username": "alice2", "password": "x", "auth": {"type": "m.login.dummy", "session": session}})
-    assert resp.status == 400
+    assert resp.status == 400 and (await resp.json())["errcode"] == "M_USER_IN_USE"
+
+
+async def start_registration(client, **params):
+    resp = await client.post(f"{C}/register", json=params)
+    assert resp.status == 401
+    body = await resp.json()
+    assert body["completed"] == []  # always there, as Synapse sends it
+    return body["session"]
+
+
+async def test_a_registration_retried_with_its_session_answers_the_same_user(hs, client):
+    """A client that lost the answer retries with the same session: the same user, a new
+    login (not M_USER_IN_USE); for ten minutes only."""
+    session = await start_registration(client, username="kim", password="kim-password")
+    complete = {"username": "kim", "password": "kim-password", "auth": {"type": "m.login.dummy", "session": session}}
+    first = await (await client.post(f"{C}/register", json=complete)).json()
+    again = await client.post(f"{C}/register", json=complete)
+    assert again.status == 200
+    second = await again.json()
+    assert second["user_id"] == first["user_id"] == "@kim:hs.test"
+    assert second["access_token"] != first["access_token"]
+    resp = await client.get(f"{C}/account/whoami", headers=auth_header(second["access_token"]))
+    assert (await resp.json())["user_id"] == "@kim:hs.test"
+    now = hs.clock_ms()
+    hs.clock_ms = lambda: now + 11 * 60 * 1000
+    resp = await client.post(f"{C}/register", json=complete)
+    assert resp.status == 400 and (await resp.json())["errcode"] == "M_UNKNOWN"
+
+
+async def test_registration_remembers_the_first_requests_parameters(client):
+    """The request that completes the stages may carry only ``auth``: the username, the
+    password (kept as a hash), the device and inhibit_login of the first request apply."""
+    session = await start_registration(client, username="lou", password="lou-password", device_id="XYZZY",
+                                       initial_device_display_name="Lou's phone")
+    resp = await client.post(f"{C}/register", json={"auth": {"type": "m.login.dummy", "session": session}})
+    reg = await resp.json()
+    assert resp.status == 200 and reg["user_id"] == "@lou:hs.test" and reg["device_id"] == "XYZZY"
+    resp = await client.get(f"{C}/devices/XYZZY", headers=auth_header(reg["access_token"]))
+    assert (await resp.json())["display_name"] == "Lou's phone"
+    resp = await client.post(f"{C}/login", json={"type": "m.login.password", "password": "lou-password",
+                                                 "identifier": {"type": "m.id.user", "user": "lou"}})
+    assert resp.status == 200
+    session = await start_registration(client, username="max", password="max-password", inhibit_login=True)
+    resp = await client.post(f"{C}/register", json={"auth": {"type": "m.login.dummy", "session": session}})
+    assert await resp.json() == {"user_id": "@max:hs.test", "home_server": "hs.test"}
 
 
 @pytest.mark.parametrize("username, errcode", [
@@ -163,7 +208,15 @@ async def test_devices_and_reauth(client):
     resp = await client.delete(f"{C}/devices/OTHER", headers=h, json={"auth": {
         "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "hal"},
         "password": "wrong", "session": session}})
-    assert resp.status == 401 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+    body = await resp.json()
+    assert resp.status == 401 and body["errcode"] == "M_FORBIDDEN" and body["completed"] == []
+    # Someone else's password (a stolen access token): refused outright, the device stays.
+    await register(client, "eve", "eve-password")
+    resp = await client.delete(f"{C}/devices/OTHER", headers=h, json={"auth": {
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "eve"},
+        "password": "eve-password", "session": session}})
+    assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+    assert (await client.get(f"{C}/devices/OTHER", headers=h)).status == 200
     resp = await client.delete(f"{C}/devices/OTHER", headers=h, json={"auth": {
         "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "hal"},
         "password": "hal-password", "session": session}})
