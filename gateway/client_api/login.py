@@ -43,6 +43,7 @@ async def post_login(request: web.Request) -> web.Response:
         raise MatrixError.invalid_param("device_id must be a non-empty string")
     if display_name is not None and not isinstance(display_name, str):
         raise MatrixError.invalid_param("initial_device_display_name must be a string")
+    wants_refresh = refresh_token_param(body)
     limiters = hs.ratelimiters
     token_details = None
     limiters["rc_login.address"].ratelimit(request.remote or "")
@@ -101,7 +102,8 @@ async def post_login(request: web.Request) -> web.Response:
     await modules.spam_check("check_login_for_spam", "This login", user_id, device_id, display_name,
                              [(request.headers.get("User-Agent", ""), request.remote or "")], None)
 
-    result = await hs.auth.login_session(user_id, device_id=device_id, display_name=display_name)
+    result = await hs.auth.login_session(user_id, device_id=device_id, display_name=display_name,
+                                         refresh_token=wants_refresh)
     if token_details is not None:  # after SSO: remember the IdP session, for back-channel logout
         await hs.auth.record_device_auth_provider(user_id, result["device_id"], token_details)
     result["well_known"] = {"m.homeserver": {"base_url": hs.config.public_baseurl}}
@@ -112,6 +114,29 @@ async def post_login(request: web.Request) -> web.Response:
             log.exception("a module's login callback failed")
     await modules.notify("on_user_login", user_id, login_type, None)
     return json_response(result)
+
+
+def refresh_token_param(body: dict) -> bool:
+    """``refresh_token`` of ``/login`` and ``/register``: the client supports refresh tokens."""
+    value = body.get("refresh_token", False)
+    if not isinstance(value, bool):
+        raise MatrixError.bad_json("'refresh_token' must be a boolean")
+    return value
+
+
+@routes.post("/v3/refresh")
+@public
+async def post_refresh(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3refresh. Only
+    the legacy API's refresh tokens: those of the OAuth 2.0 API are used at its token endpoint."""
+    body = await read_json_body(request)
+    token = body.get("refresh_token")
+    if not isinstance(token, str) or not token:
+        raise MatrixError.missing_param("'refresh_token' is required")
+    if token.startswith("gwr_"):
+        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown refresh token (OAuth 2.0 refresh tokens are used at "
+                          "the token endpoint)", soft_logout=False)
+    return json_response(await request.app[HS].auth.refresh_tokens.refresh(token))
 
 
 async def _qualified(hs, user_id: str) -> str:

@@ -1,7 +1,6 @@
-"""The OAuth 2.0 API's one Client-Server endpoint, and the legacy ``/refresh`` beside it.
+"""The OAuth 2.0 API's one Client-Server endpoint (the legacy ``/refresh`` is in login.py).
 
-Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1auth_metadata and
-https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3refresh
+Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv1auth_metadata
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import HS
-from ..http import Codes, MatrixError, json_response, read_json_body
+from ..http import Codes, MatrixError, json_response
 from ..oauth.metadata import server_metadata
 from .auth import public
 
@@ -26,16 +25,3 @@ async def auth_metadata(request: web.Request) -> web.Response:
         raise MatrixError(404, Codes.UNRECOGNIZED, "This server does not offer the OAuth 2.0 API "
                           "(legacy authentication is in use)")
     return json_response(server_metadata(hs.config.public_baseurl))
-
-
-@routes.post("/v3/refresh")
-@public
-async def refresh(request: web.Request) -> web.Response:
-    """We issue no refresh tokens on the legacy API; those of the OAuth 2.0 API are used at its
-    token endpoint, never here (the two APIs' tokens do not mix)."""
-    body = await read_json_body(request)
-    if not isinstance(body.get("refresh_token"), str):
-        raise MatrixError.missing_param("'refresh_token' is required")
-    hint = " (OAuth 2.0 refresh tokens are used at the token endpoint)" if body["refresh_token"].startswith("gwr_") \
-        else ""
-    raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown refresh token" + hint, soft_logout=False)

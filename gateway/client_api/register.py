@@ -18,6 +18,7 @@ from ..passwords import hash_password
 from ..server import HomeServer
 from ..storage.users import UserExistsError
 from .auth import public
+from .login import refresh_token_param
 
 routes = web.RouteTableDef()
 
@@ -133,6 +134,7 @@ async def post_register(request: web.Request) -> web.Response:
     body = {**remembered.get("params", {}), **body}
     username = body.get("username")
     password = body.get("password")
+    refresh_token_param(body)  # checked before any auth stage is spent
     if password is not None and (not isinstance(password, str) or len(password) > 512):
         raise MatrixError.invalid_param("'password' must be a string of at most 512 characters")
     upgraded_guest = None
@@ -221,7 +223,8 @@ async def _logged_in(hs: HomeServer, user_id: str, body: dict) -> dict:
         raise MatrixError.invalid_param("device_id must be a string")
     display_name = body.get("initial_device_display_name")
     return await hs.auth.login_session(
-        user_id, device_id=device_id, display_name=display_name if isinstance(display_name, str) else None
+        user_id, device_id=device_id, display_name=display_name if isinstance(display_name, str) else None,
+        refresh_token=refresh_token_param(body),
     )
 
 
@@ -250,7 +253,8 @@ async def _register_guest(hs: HomeServer, request: web.Request, body: dict) -> d
         raise MatrixError.invalid_param("device_id must be a string")
     if display_name is not None and not isinstance(display_name, str):
         raise MatrixError.invalid_param("initial_device_display_name must be a string")
-    return await hs.guest_access.register_guest(device_id=device_id, display_name=display_name)
+    return await hs.guest_access.register_guest(device_id=device_id, display_name=display_name,
+                                                refresh_token=refresh_token_param(body))
 
 
 def _uia_results(completed: tuple[str, ...], body: dict) -> dict:

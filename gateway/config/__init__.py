@@ -25,6 +25,7 @@ from .consent import UserConsentConfig, parse_user_consent
 from .media import MediaConfig, parse_media_config
 from .profiles import ProfileConfig, parse_profile_config
 from .oauth import OAuthConfig, parse_oauth_config
+from .sessions import SessionConfig, parse_session_config
 from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
@@ -156,6 +157,8 @@ class HomeserverConfig:
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     # The OAuth 2.0 API (gateway/config/oauth.py); off by default.
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
+    # Lifetimes of legacy logins and refresh tokens (gateway/config/sessions.py).
+    sessions: SessionConfig = field(default_factory=SessionConfig)
 
 
 def read_yaml(path: str) -> Any:
@@ -302,6 +305,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["profiles"] = parse_profile_config(root)
     config_kwargs["user_consent"], consent_warnings = parse_user_consent(root, resolve_path)
     config_kwargs["oauth"], oauth_warnings = parse_oauth_config(root)
+    config_kwargs["sessions"] = parse_session_config(root)
     notice_warnings = notice_warnings + consent_warnings + oauth_warnings
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)

@@ -314,6 +314,16 @@ DESCRIPTIONS: dict[str, str] = {
     "url_preview_ip_range_whitelist": "Exceptions to it.",
     "max_spider_size": "Largest page the spider reads.",
     "url_preview_accept_language": "The spider's `Accept-Language`.",
+    # --- lifetimes of legacy logins (docs/accounts.md) -----------------------------------------
+    "session_lifetime": "A login ends this long after it began, however often it is refreshed (then 401 "
+                        "`M_UNKNOWN_TOKEN` with `soft_logout: true`). Unset: never. Applies to new logins; guests "
+                        "without refresh tokens are exempt.",
+    "refreshable_access_token_lifetime": "Lifetime of access tokens of clients that asked for a refresh token "
+                                         "(`refresh_token: true` at `/login` or `/register`).",
+    "refresh_token_lifetime": "A refresh token unused this long stops working: inactive sessions end. Unset: "
+                              "never.",
+    "nonrefreshable_access_token_lifetime": "Lifetime of access tokens of clients without refresh tokens. "
+                                            "Unset: they do not expire.",
     # --- the OAuth 2.0 API (docs/oauth.md) -------------------------------------------------
     "oauth": "Gateway as the spec's OAuth 2.0 authorisation server (docs/oauth.md); upstream logins are the "
              "`oidc_providers`, `saml2_config` and `cas_config` sections.",

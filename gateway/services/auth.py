@@ -16,8 +16,10 @@ from ..server import HomeServer
 from ..storage.auth import AuthStore
 from ..storage.client_ips import ClientIpStore
 from ..storage.devices import DeviceStore, token_hash
+from ..storage.refresh_tokens import RefreshTokenStore
 from ..storage.users import UserStore
 from .client_ips import ClientIps
+from .refresh_tokens import ACCESS_TOKEN_PREFIX, RefreshTokens, new_token
 
 #: How long an ``m.login.token`` stays valid (SSO hands these to clients).
 LOGIN_TOKEN_LIFETIME_MS = 2 * 60 * 1000
@@ -50,11 +52,6 @@ def new_device_id() -> str:
     return "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
 
 
-def new_access_token(localpart: str) -> str:
-    # The prefix tells operators what a leaked string is; the rest is 256 random bits.
-    return f"gwt_{secrets.token_urlsafe(32)}"
-
-
 class AuthService:
     def __init__(self, hs: HomeServer):
         self.hs = hs
@@ -63,6 +60,9 @@ class AuthService:
         self.store = AuthStore(hs.db)
         #: Where and with which client devices connect (whois, devices' last_seen_*).
         self.client_ips = ClientIps(ClientIpStore(hs.db), self.devices, lambda: hs.clock_ms())
+        #: Token lifetimes and the legacy API's refresh tokens.
+        self.refresh_tokens = RefreshTokens(RefreshTokenStore(hs.db), self.users, hs.config.sessions,
+                                            lambda: hs.clock_ms())
 
     async def get_requester(self, token: str) -> Requester:
         """The owner of an access token, or ``M_UNKNOWN_TOKEN``."""
@@ -73,30 +73,39 @@ class AuthService:
         now = self.hs.clock_ms()
         if deactivated:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
-        if owner.valid_until_ts is not None and owner.valid_until_ts < now:
-            # An OAuth 2.0 client refreshes its expired token and keeps its device.
-            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token has expired",
-                              soft_logout=owner.oauth_session_id is not None)
-        if owner.oauth_session_id is not None and owner.first_used_ts is None:
-            await self.hs.oauth.store.mark_access_token_used(token_hash(token), now)
+        if owner.valid_until_ts is not None and owner.valid_until_ts <= now:
+            # The device stays: the client refreshes, or logs in again with its device ID.
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token has expired", soft_logout=True)
+        if owner.first_used_ts is None:
+            if owner.oauth_session_id is not None:
+                await self.hs.oauth.store.mark_access_token_used(token_hash(token), now)
+            elif owner.refresh_token_hash is not None:
+                await self.refresh_tokens.on_first_use(token, owner.refresh_token_hash)
         return Requester(owner.user_id, owner.device_id, token, admin, guest,
                          oauth_session_id=owner.oauth_session_id)
 
     async def login_session(
-        self, user_id: str, *, device_id: str | None = None, display_name: str | None = None
+        self, user_id: str, *, device_id: str | None = None, display_name: str | None = None,
+        refresh_token: bool = False, expiring: bool = True,
     ) -> dict:
-        """Create (or reuse) a device and a new access token for it."""
+        """Create (or reuse) a device and a new access token for it; with ``refresh_token``
+        (the client asked for one) also a refresh token. The token lives as long as the
+        ``*_access_token_lifetime`` and ``session_lifetime`` say, unless not ``expiring``
+        (guests, who cannot log in again)."""
         now = self.hs.clock_ms()
         device_id = device_id or new_device_id()
         await self.devices.upsert_device(user_id, device_id, display_name, now)
-        token = new_access_token(user_id)
-        await self.devices.add_access_token(token, user_id, device_id, now)
-        return {
-            "user_id": user_id,
-            "access_token": token,
-            "device_id": device_id,
-            "home_server": self.hs.server_name,
-        }
+        result = {"user_id": user_id, "device_id": device_id, "home_server": self.hs.server_name}
+        if refresh_token:
+            result.update(await self.refresh_tokens.issue(user_id, device_id))
+            return result
+        token = new_token(ACCESS_TOKEN_PREFIX)
+        valid_until = self.refresh_tokens.nonrefreshable_valid_until(now) if expiring else None
+        await self.devices.add_access_token(token, user_id, device_id, now, valid_until)
+        result["access_token"] = token
+        if valid_until is not None:
+            result["expires_in_ms"] = valid_until - now
+        return result
 
     async def check_password_login(self, user_id: str, password: str) -> None:
         """Raise ``M_FORBIDDEN`` unless the password is right; ``M_USER_DEACTIVATED`` if so."""

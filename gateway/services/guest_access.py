@@ -50,7 +50,8 @@ class GuestAccessService:
         self.hs = hs
         self._tasks: set[asyncio.Task] = set()
 
-    async def register_guest(self, *, device_id: str | None, display_name: str | None) -> dict:
+    async def register_guest(self, *, device_id: str | None, display_name: str | None,
+                             refresh_token: bool = False) -> dict:
         """A new guest account and its first access token (``POST /register?kind=guest``);
         403 ``M_GUEST_ACCESS_FORBIDDEN`` unless ``allow_guest_access``."""
         if not self.hs.config.allow_guest_access:
@@ -65,7 +66,9 @@ class GuestAccessService:
                                         displayname=localpart)
             except UserExistsError:
                 continue
-            return await self.hs.auth.login_session(user_id, device_id=device_id, display_name=display_name)
+            # A guest cannot log in again: its token lasts, unless it asked for a refresh token.
+            return await self.hs.auth.login_session(user_id, device_id=device_id, display_name=display_name,
+                                                    refresh_token=refresh_token, expiring=False)
         raise MatrixError(500, Codes.UNKNOWN, "Could not allocate a guest user ID")
 
     async def check_upgrade(self, guest_access_token: object, localpart: str) -> str:

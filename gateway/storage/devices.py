@@ -21,6 +21,8 @@ class TokenOwner:
     #: Tokens of the OAuth 2.0 API: their session, and whether they were used before.
     oauth_session_id: str | None = None
     first_used_ts: int | None = None
+    #: Legacy tokens issued with a refresh token: that refresh token's hash.
+    refresh_token_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,12 @@ class DeviceStore:
         """The token's owner with the user's (admin, deactivated, guest) flags, in one
         read (every authenticated request makes it); None for an unknown token or user."""
         row = await self.db.fetchrow(
-            "SELECT t.user_id, t.device_id, t.valid_until_ts, t.oauth_session_id, t.first_used_ts, u.admin,"
-            " u.deactivated, u.is_guest FROM access_tokens t JOIN users u ON u.user_id = t.user_id"
-            " WHERE t.token_hash = $1",
+            "SELECT t.user_id, t.device_id, t.valid_until_ts, t.oauth_session_id, t.first_used_ts,"
+            " t.refresh_token_hash, u.admin, u.deactivated, u.is_guest FROM access_tokens t"
+            " JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
             token_hash(token),
         )
-        return (TokenOwner(*row[:5]), bool(row[5]), bool(row[6]), bool(row[7])) if row else None
+        return (TokenOwner(*row[:6]), bool(row[6]), bool(row[7]), bool(row[8])) if row else None
 
     async def delete_access_token(self, token: str) -> None:
         await self.db.execute("DELETE FROM access_tokens WHERE token_hash = $1", token_hash(token))
@@ -101,6 +103,9 @@ class DeviceStore:
             for device_id in device_ids:
                 await txn.execute(
                     "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id
+                )
+                await txn.execute(
+                    "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id
                 )
                 await txn.execute("DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id)
                 # A logged-out device gets no more pushes (its pushers go with it).

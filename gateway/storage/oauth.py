@@ -275,6 +275,7 @@ class OAuthStore:
         """Every access token of a device, and its link to an IdP session (a new sign-in takes it)."""
         async with self.db.transaction() as txn:
             await txn.execute("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+            await txn.execute("DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
             await txn.execute("DELETE FROM device_auth_providers WHERE user_id = $1 AND device_id = $2",
                               user_id, device_id)
 

@@ -169,3 +169,17 @@ async def test_a_restart_loses_nothing(client, hs, alice, tmp_path, database_con
         assert await other.oauth.id_tokens.jwks() == await hs.oauth.id_tokens.jwks()
     finally:
         await other.close()
+
+
+async def test_legacy_refresh_tokens_are_refused_at_the_token_endpoint(client, hs, alice):
+    req, _ = await login(client, hs)
+    resp = await client.post("/_matrix/client/v3/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "correct horse battery", "refresh_token": True})
+    legacy = await resp.json()
+    assert resp.status == 200 and legacy["refresh_token"]
+    assert (await refresh(client, req.client_id, legacy["refresh_token"]))[1]["error"] == "invalid_grant"
+    # ... nor revoked there (RFC 7009: 200, nothing happens); it still works at /refresh.
+    assert (await client.post("/_gateway/oauth2/revoke", data={"token": legacy["refresh_token"]})).status == 200
+    resp = await client.post("/_matrix/client/v3/refresh", json={"refresh_token": legacy["refresh_token"]})
+    assert resp.status == 200 and (await whoami(client, (await resp.json())["access_token"]))[0] == 200
