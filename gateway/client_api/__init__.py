@@ -13,6 +13,7 @@ from . import admin, mutual_rooms, spaces
 from . import report_content, room_upgrades
 from . import legacy_sync
 from . import oauth
+from . import voip
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -41,6 +42,7 @@ def build_app(hs: HomeServer) -> web.Application:
     for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes, oauth.routes):
         app.add_routes(module_routes)
     app.add_routes(legacy_sync.routes)
+    app.add_routes(voip.routes)
     if hs.config.media.url_preview_enabled:
         app.add_routes(media.preview_routes)
 

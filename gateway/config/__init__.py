@@ -26,6 +26,7 @@ from .media import MediaConfig, parse_media_config
 from .profiles import ProfileConfig, parse_profile_config
 from .oauth import OAuthConfig, parse_oauth_config
 from .sessions import SessionConfig, parse_session_config
+from .voip import TurnConfig, parse_turn_config
 from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
@@ -159,6 +160,8 @@ class HomeserverConfig:
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
     # Lifetimes of legacy logins and refresh tokens (gateway/config/sessions.py).
     sessions: SessionConfig = field(default_factory=SessionConfig)
+    # TURN servers for calls (gateway/config/voip.py): the turn_* keys.
+    turn: TurnConfig = field(default_factory=TurnConfig)
 
 
 def read_yaml(path: str) -> Any:
@@ -306,7 +309,8 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["user_consent"], consent_warnings = parse_user_consent(root, resolve_path)
     config_kwargs["oauth"], oauth_warnings = parse_oauth_config(root)
     config_kwargs["sessions"] = parse_session_config(root)
-    notice_warnings = notice_warnings + consent_warnings + oauth_warnings
+    config_kwargs["turn"], turn_warnings = parse_turn_config(root, resolve_path)
+    notice_warnings = notice_warnings + consent_warnings + oauth_warnings + turn_warnings
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
     warnings = list(sso_sections.warnings) + notice_warnings + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]

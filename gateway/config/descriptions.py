@@ -324,6 +324,16 @@ DESCRIPTIONS: dict[str, str] = {
                               "never.",
     "nonrefreshable_access_token_lifetime": "Lifetime of access tokens of clients without refresh tokens. "
                                             "Unset: they do not expire.",
+    # --- TURN (docs/accounts.md) ---------------------------------------------------------------
+    "turn_uris": "The TURN servers clients get from `/voip/turnServer` (`turn:` or `turns:` URIs). Empty: "
+                 "`/voip/turnServer` answers `{}`.",
+    "turn_shared_secret": "coturn's `static-auth-secret` (`use-auth-secret`): each user gets a username "
+                          "`<expiry>:<user ID>` and its base64 HMAC-SHA1 as password, valid `turn_user_lifetime`.",
+    "turn_shared_secret_path": "A file holding `turn_shared_secret`.",
+    "turn_username": "A fixed TURN username for everyone (when there is no `turn_shared_secret`).",
+    "turn_password": "Its password.",
+    "turn_user_lifetime": "How long handed-out credentials last (the `ttl`).",
+    "turn_allow_guests": "Guests get TURN credentials too (otherwise 403 `M_GUEST_ACCESS_FORBIDDEN`).",
     # --- the OAuth 2.0 API (docs/oauth.md) -------------------------------------------------
     "oauth": "Gateway as the spec's OAuth 2.0 authorisation server (docs/oauth.md); upstream logins are the "
              "`oidc_providers`, `saml2_config` and `cas_config` sections.",

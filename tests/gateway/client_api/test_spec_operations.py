@@ -30,7 +30,6 @@ NOT_YET = {
     ("POST", "/_matrix/client/v3/account/password/msisdn/requestToken"),
     ("POST", "/_matrix/client/v3/register/email/requestToken"),
     ("POST", "/_matrix/client/v3/register/msisdn/requestToken"),
-    ("GET", "/_matrix/client/v3/voip/turnServer"),
     ("GET", "/_matrix/client/v3/thirdparty/location"), ("GET", "/_matrix/client/v3/thirdparty/location/{protocol}"),
     ("GET", "/_matrix/client/v3/thirdparty/protocol/{protocol}"), ("GET", "/_matrix/client/v3/thirdparty/protocols"),
     ("GET", "/_matrix/client/v3/thirdparty/user"), ("GET", "/_matrix/client/v3/thirdparty/user/{protocol}"),
