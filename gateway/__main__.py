@@ -301,7 +301,7 @@ def cmd_register_user(args: argparse.Namespace) -> int:
         try:
             await UserStore(hs.db).create_user(
                 user_id,
-                password_hash=hash_password(args.password, config.bcrypt_rounds),
+                password_hash=hash_password(args.password, config.bcrypt_rounds, config.password_pepper),
                 created_ts=wall_clock_ms(),
                 admin=args.admin,
             )
@@ -369,6 +369,54 @@ def cmd_port_db(args: argparse.Namespace) -> int:
         return asyncio.run(main())
     except KeyboardInterrupt:
         print("interrupted: what was copied is kept; run the same command again to go on", file=sys.stderr)
+        return 130
+
+
+# --- import-synapse -------------------------------------------------------------------
+
+
+def cmd_import_synapse(args: argparse.Namespace) -> int:
+    """Bring a (stopped) Synapse deployment's data into our database."""
+    from .porting import PortingError
+    from .porting.synapse_import import ImportContext, check_same_deployment, run_import
+    from .porting.synapse_source import check_synapse_schema, open_synapse_database, read_synapse_config
+    from .storage import SchemaTooNewError, migrate, open_database
+
+    try:
+        config = _load(args.config_path)
+    except ConfigError as e:
+        print(f"error: {args.config_path}: {e}", file=sys.stderr)
+        return 1
+    try:
+        deployment = read_synapse_config(args.synapse_config)
+    except ConfigError as e:
+        print(f"error: {args.synapse_config}: {e}", file=sys.stderr)
+        return 1
+
+    async def main() -> int:
+        ours = source = None
+        try:
+            source = await open_synapse_database(deployment)
+            version = await check_synapse_schema(source)
+            print(f"Synapse database: schema version {version} ({deployment.database.engine})")
+            check_same_deployment(config, deployment)
+            ours = await open_database(config.database)
+            await migrate(ours)
+            counts = await run_import(ImportContext(source, ours, deployment, config, report=print))
+        except (PortingError, SchemaTooNewError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        finally:
+            for db in (source, ours):
+                if db is not None:
+                    await db.close()
+        print(f"done: {sum(counts.values())} items imported or already there")
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to finish (what is there is kept)", file=sys.stderr)
         return 130
 
 
@@ -484,6 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a config file whose database section names the PostgreSQL database")
     pd.add_argument("--batch-size", type=int, default=5000, help="rows per transaction (default 5000)")
     pd.set_defaults(func=cmd_port_db)
+
+    im = sub.add_parser("import-synapse", help="bring a stopped Synapse deployment's data into ours")
+    im.add_argument("--synapse-config", required=True, help="Synapse's homeserver.yaml (its database is read)")
+    im.add_argument("--config-path", "-c", required=True,
+                    help="our homeserver.yaml: same server_name, signing_key_path at Synapse's key")
+    im.set_defaults(func=cmd_import_synapse)
 
     f = sub.add_parser("federation-test", help="check a server's federation setup (no config needed)")
     f.add_argument("server_name")

@@ -81,7 +81,8 @@ async def post_register(request: web.Request) -> web.Response:
     user_id = await check_username(hs, username.lower())
     try:
         await hs.auth.users.create_user(
-            user_id, password_hash=hash_password(password, hs.config.bcrypt_rounds), created_ts=hs.clock_ms(),
+            user_id, password_hash=hash_password(password, hs.config.bcrypt_rounds, hs.config.password_pepper),
+            created_ts=hs.clock_ms(),
             admin=admin, user_type=user_type, displayname=body.get("displayname") or username,
         )
     except UserExistsError:

@@ -113,7 +113,9 @@ async def put_user(request: web.Request) -> web.Response:
             raise MatrixError(400, Codes.INVALID_USERNAME, "Invalid user ID")
         try:
             await hs.auth.users.create_user(
-                user_id, password_hash=hash_password(password, hs.config.bcrypt_rounds) if password else None,
+                user_id,
+                password_hash=hash_password(password, hs.config.bcrypt_rounds, hs.config.password_pepper)
+                if password else None,
                 created_ts=hs.clock_ms(), admin=bool(body.get("admin", False)), user_type=body.get("user_type"),
                 displayname=body.get("displayname") or user_id[1:].split(":", 1)[0],
             )
@@ -121,7 +123,8 @@ async def put_user(request: web.Request) -> web.Response:
             created = False
     else:
         if password is not None:
-            await hs.auth.users.set_password_hash(user_id, hash_password(password, hs.config.bcrypt_rounds))
+            await hs.auth.users.set_password_hash(
+                user_id, hash_password(password, hs.config.bcrypt_rounds, hs.config.password_pepper))
             if body.get("logout_devices", True):
                 await hs.auth.devices.delete_devices(user_id)
         if "admin" in body:
@@ -177,7 +180,8 @@ async def reset_password(request: web.Request) -> web.Response:
         raise MatrixError.missing_param("'new_password' is required")
     if await hs.auth.users.get_user(user_id) is None:
         raise MatrixError.not_found("User not found")
-    await hs.auth.users.set_password_hash(user_id, hash_password(new_password, hs.config.bcrypt_rounds))
+    await hs.auth.users.set_password_hash(
+        user_id, hash_password(new_password, hs.config.bcrypt_rounds, hs.config.password_pepper))
     if body.get("logout_devices", True):
         await hs.auth.devices.delete_devices(user_id)
     return json_response({})

@@ -118,7 +118,8 @@ async def change_password(request: web.Request) -> web.Response:
         raise MatrixError.missing_param("'new_password' is required")
     await require_reauth(request, body, "POST /account/password")
     req = requester(request)
-    await hs.auth.users.set_password_hash(req.user_id, hash_password(new_password, hs.config.bcrypt_rounds))
+    await hs.auth.users.set_password_hash(
+        req.user_id, hash_password(new_password, hs.config.bcrypt_rounds, hs.config.password_pepper))
     if body.get("logout_devices", True):
         # Every other device is logged out; this one keeps its session.
         devices = [d.device_id for d in await hs.auth.devices.list_devices(req.user_id) if d.device_id != req.device_id]

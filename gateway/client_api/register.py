@@ -180,7 +180,8 @@ async def post_register(request: web.Request) -> web.Response:
         raise MatrixError.forbidden("Registration has been refused by the server's policy")
 
     if password:
-        password_hash = await asyncio.to_thread(hash_password, password, hs.config.bcrypt_rounds)
+        password_hash = await asyncio.to_thread(hash_password, password, hs.config.bcrypt_rounds,
+                                                hs.config.password_pepper)
     else:
         password_hash = remembered.get("password_hash")
     if upgraded_guest is not None:

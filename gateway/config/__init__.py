@@ -156,6 +156,8 @@ class HomeserverConfig:
     allow_guest_access: bool = False
     # Who may read and change profiles (gateway/config/profiles.py).
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
+    #: ``password_config.pepper`` (Synapse's key): appended to passwords before bcrypt.
+    password_pepper: str = ""
     # The OAuth 2.0 API (gateway/config/oauth.py); off by default.
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
     # Lifetimes of legacy logins and refresh tokens (gateway/config/sessions.py).
@@ -268,6 +270,8 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         except OSError as e:
             raise ConfigError("registration_shared_secret_path", f"cannot read {secret_path}: {e.strerror}") from None
 
+    password_config = root.section("password_config")
+    sections.append(password_config)
     config_kwargs = dict(
         config_path=config_path,
         server_name=server_name,
@@ -293,6 +297,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         form_secret=root.str("form_secret", None),
         max_request_body_size=root.size_bytes("max_request_body_size", 50 * 1024 * 1024),
         bcrypt_rounds=root.int("bcrypt_rounds", 12, minimum=4, maximum=31),
+        password_pepper=password_config.str("pepper", ""),
         custom_template_directory=_parse_templates(root.section("templates"), resolve_path),
         rate_limits=rate_limits,
         federation=fed,

@@ -81,6 +81,10 @@ DESCRIPTIONS: dict[str, str] = {
     "form_secret": "Secret of the per-user consent links (`/_matrix/consent?u=...&h=...`).",
     "max_request_body_size": "Largest request body outside uploads (those have `max_upload_size`).",
     "bcrypt_rounds": "bcrypt cost of new password hashes.",
+    "password_config": "How passwords are stored.",
+    "password_config.pepper": "A secret appended to every password before it is hashed (and checked), as in "
+                              "Synapse: changing it makes every stored password fail. Keep Synapse's value when "
+                              "importing a Synapse deployment.",
     "templates": "Your own page templates.",
     "templates.custom_template_directory": "A directory of templates that replace ours one file at a time "
                                            "(docs/sso.md#templates). Must exist at startup.",

@@ -287,7 +287,8 @@ class OAuthPages:
             self.hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
             user_id = await check_username(self.hs, username)
             await self.hs.auth.users.create_user(user_id, password_hash=hash_password(
-                password, self.hs.config.bcrypt_rounds), created_ts=self.hs.clock_ms(), displayname=username)
+                password, self.hs.config.bcrypt_rounds, self.hs.config.password_pepper),
+                created_ts=self.hs.clock_ms(), displayname=username)
         except MatrixError as e:
             return again(e.error if e.errcode != "M_USER_IN_USE" else f"The username {username} is already taken.",
                          e.status)

@@ -110,7 +110,7 @@ class AuthService:
     async def check_password_login(self, user_id: str, password: str) -> None:
         """Raise ``M_FORBIDDEN`` unless the password is right; ``M_USER_DEACTIVATED`` if so."""
         user = await self.users.get_user(user_id)
-        if user is None or not check_password(password, user.password_hash):
+        if user is None or not check_password(password, user.password_hash, self.hs.config.password_pepper):
             raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
         if user.deactivated:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
