@@ -160,7 +160,8 @@ async def post_register(request: web.Request) -> web.Response:
     async def remember() -> dict:
         data: dict = {"params": {k: body[k] for k in REMEMBERED_PARAMS if k in body}}
         if isinstance(password, str):
-            data["password_hash"] = await asyncio.to_thread(hash_password, password, hs.config.bcrypt_rounds)
+            data["password_hash"] = await asyncio.to_thread(hash_password, password, hs.config.bcrypt_rounds,
+                                                            hs.config.password_pepper)
         return data
 
     session_id, completed = await hs.uia.authenticate_stages(
