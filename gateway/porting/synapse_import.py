@@ -113,11 +113,12 @@ def _read_keys(path: str, what: str) -> list:
 
 async def run_import(ctx: ImportContext) -> dict[str, int]:
     """Every step, in order; returns what each brought over."""
-    from . import synapse_accounts
+    from . import synapse_accounts, synapse_rooms
 
     check_same_deployment(ctx.config, ctx.deployment)
     steps: list[tuple[str, Callable[[ImportContext], Any]]] = [
         ("accounts", synapse_accounts.import_accounts),
+        ("rooms", synapse_rooms.import_rooms),
     ]
     for name, step in steps:
         before = dict(ctx.counts)

@@ -26,7 +26,7 @@ from gateway.storage import open_database
 from gateway.storage.sso import SsoStore
 from tests.conftest import POSTGRES_DSN, SKIP_POSTGRES, drop_postgres_database, free_port
 from tests.support.gateway_server import running_gateway
-from tests.support.scripted_history import Account, History, make_history
+from tests.support.scripted_history import Account, History, check_history, make_history
 from tests.support.synapse import SynapseServer, register_synapse_user
 from tests.support.tls import TestCA
 
@@ -34,6 +34,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ROOT = Path(__file__).resolve().parents[3]
 PEPPER = "a pinch of pepper"
+#: What the import brings over so far (tests/support/scripted_history.py's parts).
+IMPORTED = frozenset({"accounts", "rooms"})
 
 
 @dataclass
@@ -139,7 +141,7 @@ async def _table_counts(config: dict) -> dict[str, int]:
         await db.close()
 
 
-async def test_import_then_our_server_serves_the_accounts(deployment, tmp_path):
+async def test_import_then_our_server_serves_the_same_data(deployment, tmp_path):
     config = deployment.our_config(tmp_path)
     rc, out, err = await _import(deployment.synapse_config, config, tmp_path)
     assert rc == 0, err
@@ -166,6 +168,7 @@ async def test_import_then_our_server_serves_the_accounts(deployment, tmp_path):
             assert r.status == 200, await r.text()
         async with s.get(f"{gw.client_url}/_matrix/client/v3/profile/{deployment.carol}") as r:
             assert (await r.json())["displayname"] == "Carol"
+        await check_history(gw.client_url, h, IMPORTED)
         # The federation signing key is Synapse's.
         ctx = ssl.create_default_context(cafile=str(deployment.ca.ca_path))
         async with s.get(f"{gw.federation_url}/_matrix/key/v2/server", ssl=ctx) as r:
