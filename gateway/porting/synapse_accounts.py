@@ -58,11 +58,7 @@ async def _devices(ctx: ImportContext) -> None:
                               False)
     await insert_rows(ctx, "devices", ("user_id", "device_id", "display_name", "last_seen_ts", "last_seen_ip"),
                       devices)
-    tokens = await src.fetch(
-        "SELECT token, user_id, device_id, valid_until_ms, last_validated FROM access_tokens"
-        " WHERE puppets_user_id IS NULL")
-    await insert_rows(ctx, "access_tokens", ("token_hash", "user_id", "device_id", "valid_until_ts", "created_ts"), [
-        (token_hash(r[0]), r[1], r[2], r[3], r[4] or ctx.now_ms) for r in tokens], what="access tokens")
+    await _tokens(ctx)
     await insert_rows(ctx, "device_auth_providers",
                       ("user_id", "device_id", "auth_provider_id", "auth_provider_session_id"),
                       await _new_rows(ctx, "device_auth_providers", "user_id, device_id, auth_provider_id,"
@@ -72,6 +68,30 @@ async def _devices(ctx: ImportContext) -> None:
         " GROUP BY user_id, device_id, ip, user_agent")
     await insert_rows(ctx, "client_ips", ("user_id", "device_id", "ip", "user_agent", "last_seen"), ips,
                       what="client addresses")
+
+
+async def _tokens(ctx: ImportContext) -> None:
+    """Access tokens, and the refresh tokens of clients that asked for them: each pair
+    keeps its link (ours by hash), a refreshed pair its successor, a used token its use."""
+    src = ctx.source
+    refresh = {r[0]: r[1:] for r in await src.fetch(
+        "SELECT id, token, user_id, device_id, next_token_id, expiry_ts, ultimate_session_expiry_ts"
+        " FROM refresh_tokens")}
+    tokens = await src.fetch(
+        "SELECT token, user_id, device_id, valid_until_ms, last_validated, refresh_token_id, used FROM access_tokens"
+        " WHERE puppets_user_id IS NULL")
+    access_of = {r[5]: token_hash(r[0]) for r in tokens if r[5] is not None}
+    await insert_rows(ctx, "access_tokens", ("token_hash", "user_id", "device_id", "valid_until_ts", "created_ts",
+                                             "refresh_token_hash", "first_used_ts"), [
+        (token_hash(r[0]), r[1], r[2], r[3], r[4] or ctx.now_ms,
+         token_hash(refresh[r[5]][0]) if r[5] in refresh else None, (r[4] or ctx.now_ms) if r[6] else None)
+        for r in tokens], what="access tokens")
+    await insert_rows(ctx, "refresh_tokens", ("token_hash", "user_id", "device_id", "access_token_hash", "created_ts",
+                                              "expiry_ts", "session_expiry_ts", "next_token_hash"), [
+        (token_hash(token), user_id, device_id, access_of.get(rid, ""), ctx.now_ms, expiry, session_expiry,
+         token_hash(refresh[next_id][0]) if next_id in refresh else None)
+        for rid, (token, user_id, device_id, next_id, expiry, session_expiry) in refresh.items()],
+        what="refresh tokens")
 
 
 async def _new_rows(ctx: ImportContext, table: str, columns: str) -> list:

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = Path(__file__).resolve().parents[3]
 PEPPER = "a pinch of pepper"
 #: What the import brings over so far (tests/support/scripted_history.py's parts).
-IMPORTED = frozenset({"accounts", "rooms"})
+IMPORTED = frozenset({"accounts", "rooms", "media", "keys", "to_device", "account_data"})
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Deployment:
     history: History
     carol: str
     engine: str
+    refresh_token: str
 
     @property
     def synapse_config(self) -> Path:
@@ -109,12 +110,18 @@ async def deployment(request, tmp_path_factory):
                 async with session.put(f"{synapse.client_url}/_synapse/admin/v2/users/{user_id}", json=body,
                                        headers={"Authorization": f"Bearer {admin}"}) as r:
                     assert r.status in (200, 201), await r.text()
+            # A client that asked for a refresh token (Synapse issues one with a short-lived access token).
+            async with session.post(f"{synapse.client_url}/_matrix/client/v3/login", json={
+                    "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"},
+                    "password": "bob-pass", "refresh_token": True, "device_id": "REFRESHING"}) as r:
+                refreshing = await r.json()
+                assert "refresh_token" in refreshing, refreshing
         history = await make_history(synapse.client_url, Account(f"@alice:{s}", "alice-pass"),
                                      Account(f"@bob:{s}", "bob-pass"), directory / "nio")
     finally:
         await synapse.stop()
     try:
-        yield Deployment(directory, ca, synapse, history, carol, request.param)
+        yield Deployment(directory, ca, synapse, history, carol, request.param, refreshing["refresh_token"])
     finally:
         if pg_name:
             await drop_postgres_database(pg_name)
@@ -161,6 +168,14 @@ async def test_import_then_our_server_serves_the_same_data(deployment, tmp_path)
                              headers={"Authorization": f"Bearer {account.access_token}"}) as r:
                 assert await r.json() == {"user_id": account.user_id, "device_id": account.device_id,
                                           "is_guest": False}
+        # A client with a refresh token refreshes it here.
+        async with s.post(f"{gw.client_url}/_matrix/client/v3/refresh",
+                          json={"refresh_token": deployment.refresh_token}) as r:
+            refreshed = await r.json()
+            assert r.status == 200 and refreshed["refresh_token"] != deployment.refresh_token, refreshed
+        async with s.get(f"{gw.client_url}/_matrix/client/v3/account/whoami",
+                         headers={"Authorization": f"Bearer {refreshed['access_token']}"}) as r:
+            assert (await r.json())["device_id"] == "REFRESHING"
         # The password, under Synapse's pepper.
         async with s.post(f"{gw.client_url}/_matrix/client/v3/login", json={
                 "type": "m.login.password", "password": "alice-pass",
