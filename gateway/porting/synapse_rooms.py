@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from federation.events import PDU
 from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
+from ..storage.events import EventStore
 from ..storage.out_of_band import OutOfBandStore
+from ..storage.state import StateStore
 from . import PortingError
 from .room_writer import ImportedEvent, RoomHistory, SourceStateGroup, write_room
 from .synapse_import import ImportContext, insert_rows, json_value
@@ -40,16 +42,16 @@ async def import_rooms(ctx: ImportContext) -> None:
     partial = {r[0] for r in await src.fetch("SELECT room_id FROM partial_state_rooms")}
     ours = {r[0] for r in await ctx.target.fetch("SELECT room_id FROM rooms")}
     for room in rooms:
+        has_state = await src.fetchval("SELECT 1 FROM current_state_events WHERE room_id = $1 LIMIT 1", room.room_id)
+        if not has_state:
+            await _out_of_band_memberships(ctx, room)
+            continue
         if room.room_id in ours:
             continue
         if room.room_id in partial:
             ctx.report(f"room {room.room_id}: Synapse had not finished joining it (partial state): "
                        "join it again once the server runs")
             ctx.count("rooms left out (partial state)", 1)
-            continue
-        has_state = await src.fetchval("SELECT 1 FROM current_state_events WHERE room_id = $1 LIMIT 1", room.room_id)
-        if not has_state:
-            await _out_of_band_memberships(ctx, room)
             continue
         history = await read_room(ctx, room)
         await write_room(ctx.target, history)
@@ -181,5 +183,8 @@ async def _out_of_band_memberships(ctx: ImportContext, room: SynapseRoom) -> Non
             "SELECT event_id FROM room_memberships WHERE room_id = $1 AND user_id = $2", room.room_id, user_id)
         if have == event_id:
             continue
+        # As our own invites from other servers: a room row (its version) without state.
+        await EventStore(ctx.target, StateStore(ctx.target)).ensure_room(
+            room.room_id, room.room_version, creator=None, created_ts=ctx.now_ms)
         await store.store_membership(_pdu(event_id, raw, room.room_version), received_ts=ctx.now_ms)
         ctx.count("out-of-band memberships", 1)
