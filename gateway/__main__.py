@@ -196,6 +196,9 @@ async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.
             await hs.federation_sender.start()
         await hs.partial_state.start()  # unfinished resyncs of partial joins
         await hs.profiles.start()  # profile changes not yet in every room
+        if config.appservice.services:
+            await hs.appservices.ensure_senders()
+            await hs.appservice_transactions.start()  # and what services have not acknowledged
         if started is not None:
             started.set()
         await stop.wait()

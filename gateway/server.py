@@ -54,6 +54,39 @@ class HomeServer:
                             clock_ms=self.clock_ms, devices=self.auth.devices, users=self.auth.users)
 
     @cached_property
+    def appservices(self):
+        """Application services: identity assertion, exclusive namespaces, queries, third-party networks."""
+        from .services.appservice_api import AppServiceApi
+        from .services.appservices import AppServices
+        from .storage.appservice import AppServiceStore
+
+        cfg = self.config.appservice
+        service = AppServices(server_name=self.server_name, config=cfg,
+                              api=AppServiceApi(self.config.federation, legacy_authorization=cfg.use_legacy_authorization),
+                              store=AppServiceStore(self.db), users=self.auth.users, devices=self.auth.devices,
+                              clock_ms=lambda: self.clock_ms())
+        # A service that shows it is alive gets its pending transaction at once.
+        service.alive_listeners.append(lambda s: self.appservice_transactions.on_alive(s))
+        return service
+
+    @cached_property
+    def appservice_transactions(self):
+        """Transactions to application services: per-service stored queues, backoff."""
+        from .services.appservice_transactions import AppServiceTransactions
+        from .storage.destinations import DestinationStore
+
+        sender = AppServiceTransactions(
+            server_name=self.server_name, config=self.config.appservice, api=self.appservices.api,
+            store=self.appservices.store, destinations=DestinationStore(self.db), e2e_store=self.e2e_keys.store,
+            receipts=self.receipts.store, events=self.events, get_typing=self.typing.get_typing,
+            clock_ms=lambda: self.clock_ms())
+        self.events.add_new_events_listener(sender.on_new_events)
+        self.typing.add_listener(lambda room_id, user_id, typing: sender.on_typing(room_id), remote=True)
+        self.notifier.change_listeners.append(sender.on_ephemeral_change)
+        self.e2e_keys.keys_claimed_listeners.append(sender.on_keys_claimed)
+        return sender
+
+    @cached_property
     def room_keys(self):
         """Server-side key backup (encrypted room keys per backup version)."""
         from .services.room_keys import RoomKeysService
@@ -79,7 +112,10 @@ class HomeServer:
     def ratelimiters(self):
         from .services.ratelimit import RateLimiters
 
-        return RateLimiters(self.config.rate_limits)
+        exempt = None
+        if self.config.appservice.services:  # application services' senders, and users when rate_limited: false
+            exempt = lambda key: key.startswith("@") and self.appservices.exempt_from_ratelimit(key)  # noqa: E731
+        return RateLimiters(self.config.rate_limits, exempt=exempt)
 
     @cached_property
     def ratelimit_overrides(self):
@@ -405,6 +441,10 @@ class HomeServer:
             await self.profiles.close()
         if "federation_sender" in self.__dict__:
             await self.federation_sender.stop()
+        if "appservice_transactions" in self.__dict__:
+            await self.appservice_transactions.stop()
+        if "appservices" in self.__dict__:
+            await self.appservices.close()
         if "push" in self.__dict__:
             await self.push.close()
         if "typing" in self.__dict__:

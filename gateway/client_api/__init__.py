@@ -14,6 +14,7 @@ from . import report_content, room_upgrades
 from . import legacy_sync
 from . import oauth
 from . import voip
+from . import appservice
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -39,7 +40,7 @@ def build_app(hs: HomeServer) -> web.Application:
                           account_data.routes, media.routes, keys.routes, room_keys.routes,
                           to_device.routes, room_upgrades.routes, report_content.routes, relations.routes, search.routes):
         app.add_routes(module_routes)
-    for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes, oauth.routes):
+    for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes, oauth.routes, appservice.routes):
         app.add_routes(module_routes)
     app.add_routes(legacy_sync.routes)
     app.add_routes(voip.routes)

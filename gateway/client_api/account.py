@@ -88,8 +88,12 @@ async def _oauth_stage(hs: HomeServer, user_id: str | None) -> None:
 
 
 async def require_reauth(request: web.Request, body: dict[str, Any], action: str) -> None:
-    """User-interactive auth (password or SSO) before a sensitive action."""
+    """User-interactive auth (password or SSO) before a sensitive action. Not for an
+    application service acting for its users: it has full control of them (spec:
+    "Device management", "Cross-signing", and deactivating them, as Synapse)."""
     hs = request.app[HS]
+    if requester(request).app_service_id is not None:
+        return
     if requester(request).oauth_session_id is not None:
         await _oauth_reauth(request, body, action)
         return
@@ -176,14 +180,22 @@ async def get_device(request: web.Request) -> web.Response:
 @routes.put("/{ver:(r0|v3)}/devices/{device_id}")
 @guest_allowed
 async def update_device(request: web.Request) -> web.Response:
+    """Renames a device; an application service also creates its users' devices this way
+    (201). https://spec.matrix.org/latest/application-service-api/#device-management"""
     hs = request.app[HS]
     body = await read_json_body(request)
     name = body.get("display_name")
     if name is not None and (not isinstance(name, str) or len(name) > 100):
         raise MatrixError.invalid_param("display_name must be a string of at most 100 characters")
-    if not await hs.auth.devices.set_display_name(requester(request).user_id, request.match_info["device_id"], name):
+    req, device_id = requester(request), request.match_info["device_id"]
+    if await hs.auth.devices.set_display_name(req.user_id, device_id, name):
+        return json_response({})
+    if req.app_service_id is None:
         raise MatrixError.not_found("Device not found")
-    return json_response({})
+    if not device_id or len(device_id) > 255:
+        raise MatrixError.invalid_param("device_id must be a non-empty string of at most 255 characters")
+    await hs.auth.devices.upsert_device(req.user_id, device_id, name, hs.clock_ms())
+    return json_response({}, status=201)
 
 
 @routes.delete("/{ver:(r0|v3)}/devices/{device_id}")

@@ -41,6 +41,20 @@ def get_access_token(request: web.Request) -> str | None:
     return request.query.get("access_token")
 
 
+async def requester_for_token(request: web.Request, token: str) -> Requester:
+    """The owner of an access token, or, for an application service's ``as_token``, the
+    user (``user_id``) and device (``device_id``, or MSC3202's unstable name) it acts as.
+    https://spec.matrix.org/latest/application-service-api/#identity-assertion"""
+    hs = request.app[HS]
+    service = hs.appservices.by_token(token) if hs.config.appservice.services else None
+    if service is None:
+        return await hs.auth.get_requester(token)
+    q = request.query
+    return await hs.appservices.requester(service, token, user_id=q.get("user_id"),
+                                          device_id=q.get("device_id", q.get("org.matrix.msc3202.device_id")),
+                                          ip=request.remote)
+
+
 def token_auth_middleware(*, admin_only: bool):
     """Require an access token (of a server admin when ``admin_only``) on every matched
     route not marked ``@public``; the requester goes in ``request[REQUESTER]``."""
@@ -53,7 +67,7 @@ def token_auth_middleware(*, admin_only: bool):
         token = get_access_token(request)
         if not token:
             raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
-        found = await request.app[HS].auth.get_requester(token)
+        found = await requester_for_token(request, token)
         if admin_only and not found.is_admin:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
         if found.is_guest and not getattr(handler, "gateway_guest_allowed", False):
@@ -64,8 +78,9 @@ def token_auth_middleware(*, admin_only: bool):
             if expired:
                 raise MatrixError(403, "ORG_MATRIX_EXPIRED_ACCOUNT", "This account has expired")
         request[REQUESTER] = found
-        await request.app[HS].auth.client_ips.seen(found.user_id, found.device_id, request.remote,
-                                                   request.headers.get("User-Agent"))
+        if found.app_service_id is None or request.app[HS].config.appservice.track_appservice_user_ips:
+            await request.app[HS].auth.client_ips.seen(found.user_id, found.device_id, request.remote,
+                                                       request.headers.get("User-Agent"))
         return await handler(request)
 
     return middleware

@@ -13,7 +13,7 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import MatrixError, json_response, read_json_body
 from ..server import HomeServer
-from .auth import get_access_token, public, requester
+from .auth import get_access_token, public, requester, requester_for_token
 
 routes = web.RouteTableDef()
 
@@ -35,7 +35,7 @@ async def put_alias(request: web.Request) -> web.Response:
         raise MatrixError.bad_json("'room_id' must be a room ID")
     who = requester(request)
     await _hs(request).directory.create_alias(who.user_id, request.match_info["alias"], room_id,
-                                              is_admin=who.is_admin)
+                                              is_admin=who.is_admin, app_service_id=who.app_service_id)
     return json_response({})
 
 
@@ -49,7 +49,8 @@ async def get_alias(request: web.Request) -> web.Response:
 @routes.delete(PREFIX + "/directory/room/{alias}")
 async def delete_alias(request: web.Request) -> web.Response:
     who = requester(request)
-    await _hs(request).directory.delete_alias(who.user_id, request.match_info["alias"], is_admin=who.is_admin)
+    await _hs(request).directory.delete_alias(who.user_id, request.match_info["alias"], is_admin=who.is_admin,
+                                              app_service_id=who.app_service_id)
     return json_response({})
 
 
@@ -115,8 +116,15 @@ async def _public_rooms(request: web.Request, body: dict[str, Any]) -> web.Respo
     if room_types is not None and (not isinstance(room_types, list)
                                    or not all(t is None or isinstance(t, str) for t in room_types)):
         raise MatrixError.bad_json("'filter.room_types' must be a list of strings or nulls")
+    network = None
+    instance = body.get("third_party_instance_id")
+    if instance is not None:
+        if not isinstance(instance, str):
+            raise MatrixError.bad_json("'third_party_instance_id' must be a string")
+        network = hs.appservices.parse_instance_id(instance)
     result = await hs.directory.list_public_rooms(
         limit=_int_param(body.get("limit"), "limit"), since=since, search_term=term, room_types=room_types,
+        network=network, all_networks=body.get("include_all_networks") is True,
     )
     return json_response(result)
 
@@ -129,9 +137,11 @@ async def get_public_rooms(request: web.Request) -> web.Response:
         token = get_access_token(request)
         if not token:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
-        await hs.auth.get_requester(token)
+        await requester_for_token(request, token)
     q = request.query
-    return await _public_rooms(request, {"limit": q.get("limit"), "since": q.get("since")})
+    return await _public_rooms(request, {"limit": q.get("limit"), "since": q.get("since"),
+                                         "include_all_networks": q.get("include_all_networks") == "true",
+                                         "third_party_instance_id": q.get("third_party_instance_id")})
 
 
 @routes.post(PREFIX + "/publicRooms")

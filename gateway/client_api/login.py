@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
-from .auth import guest_allowed, public, requester
+from .auth import get_access_token, guest_allowed, public, requester
 from .identifiers import user_id_from_identifier
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ async def get_login_flows(request: web.Request) -> web.Response:
     flows += login_flows(request.app[HS])
     known = {f["type"] for f in flows}
     flows += [{"type": t} for t in request.app[HS].modules.callbacks.login_types() if t not in known]
+    if request.app[HS].config.appservice.services:
+        flows.append({"type": "m.login.application_service"})
     return json_response({"flows": flows})
 
 
@@ -82,6 +84,8 @@ async def post_login(request: web.Request) -> web.Response:
         user = await hs.auth.users.get_user(user_id)
         if user is None or user.deactivated:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+    elif login_type == "m.login.application_service":
+        user_id = await _appservice_login(hs, request, body)
     elif login_type == "org.matrix.login.jwt" and hs.config.sso.jwt_config is not None:
         from sso.jwt_login import jwt_login
 
@@ -151,6 +155,30 @@ async def _qualified(hs, user_id: str) -> str:
     user = await hs.auth.users.get_user(user_id)
     if user is None:
         raise MatrixError(403, Codes.FORBIDDEN, "Invalid login")
+    if user.deactivated:
+        raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+    return user_id
+
+
+async def _appservice_login(hs, request: web.Request, body: dict[str, Any]) -> str:
+    """``m.login.application_service``: a service logs in as one of its users with its
+    ``as_token`` (no password). https://spec.matrix.org/latest/application-service-api/#server-admin-style-permissions"""
+    token = get_access_token(request)
+    if not token:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "m.login.application_service needs the as_token")
+    service = hs.appservices.by_token(token) if hs.config.appservice.services else None
+    if service is None or not service.may_connect_from(request.remote):
+        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
+    ident = body.get("identifier")
+    user = ident.get("user") if isinstance(ident, dict) and ident.get("type") == "m.id.user" else body.get("user")
+    if not isinstance(user, str) or not user:
+        raise MatrixError.bad_json("'identifier.user' must be a non-empty string")
+    # As given: services register their users' IDs without folding case.
+    user_id = user if user.startswith("@") else f"@{user}:{hs.server_name}"
+    hs.appservices.check_login_user(service, user_id)
+    user = await hs.auth.users.get_user(user_id)
+    if user is None:
+        raise MatrixError.forbidden(f"{user_id} is not registered")
     if user.deactivated:
         raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
     return user_id

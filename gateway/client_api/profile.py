@@ -13,7 +13,7 @@ from ..http import Codes, MatrixError, json_response, read_json_body
 from ..services.filtering import SyncFilter
 from ..services.profiles import check_field_name
 from ..storage.profiles import FilterStore
-from .auth import get_access_token, guest_allowed, public, requester
+from .auth import get_access_token, guest_allowed, public, requester, requester_for_token
 
 routes = web.RouteTableDef()
 
@@ -31,7 +31,7 @@ async def _reader(request: web.Request) -> str | None:
     token = get_access_token(request)
     if not token:
         raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
-    return (await request.app[HS].auth.get_requester(token)).user_id
+    return (await requester_for_token(request, token)).user_id
 
 
 @routes.get(PROFILE)

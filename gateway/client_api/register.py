@@ -17,7 +17,7 @@ from ..modules import RegistrationBehaviour
 from ..passwords import hash_password
 from ..server import HomeServer
 from ..storage.users import UserExistsError
-from .auth import public
+from .auth import get_access_token, public
 from .login import refresh_token_param
 
 routes = web.RouteTableDef()
@@ -72,6 +72,8 @@ async def check_username(hs: HomeServer, localpart: str) -> str:
     user_id = f"@{localpart}:{hs.server_name}"
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise MatrixError(400, Codes.INVALID_USERNAME, f"User ID may not be longer than {MAX_USER_ID_LENGTH} characters")
+    if hs.config.appservice.services:
+        hs.appservices.check_user_not_exclusive(user_id)  # M_EXCLUSIVE
     if await hs.auth.users.get_user(user_id) is not None:
         raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
     return user_id
@@ -121,6 +123,8 @@ async def post_register(request: web.Request) -> web.Response:
         return json_response(await _register_guest(hs, request, body))
     if kind != "user":
         raise MatrixError.invalid_param(f"Unknown kind {kind!r}")
+    if body.get("type") == "m.login.application_service" or _appservice_token(hs, request) is not None:
+        return json_response(await _register_for_appservice(hs, request, body))
     if not hs.config.enable_registration:
         raise MatrixError.forbidden("Registration has been disabled")
 
@@ -243,6 +247,45 @@ async def _register_again(hs: HomeServer, session, body: dict) -> dict:
     if isinstance(username, str) and f"@{username.lower()}:{hs.server_name}" != user_id:
         raise MatrixError(400, Codes.USER_IN_USE, "This registration session registered another user")
     return await _logged_in(hs, user_id, params)
+
+
+def _appservice_token(hs: HomeServer, request: web.Request) -> str | None:
+    """The request's access token if it is an application service's ``as_token``."""
+    if not hs.config.appservice.services:
+        return None
+    token = get_access_token(request)
+    return token if token and hs.appservices.by_token(token) is not None else None
+
+
+async def _register_for_appservice(hs: HomeServer, request: web.Request, body: dict) -> dict:
+    """``m.login.application_service``: a user of the service's namespace, no password,
+    no auth stages (works with ``enable_registration: false``). With the ``as_token`` the
+    type is required. https://spec.matrix.org/latest/application-service-api/#server-admin-style-permissions"""
+    token = get_access_token(request)
+    if not token:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "m.login.application_service needs the as_token")
+    service = hs.appservices.by_token(token) if hs.config.appservice.services else None
+    if service is None or not service.may_connect_from(request.remote):
+        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
+    if body.get("type") != "m.login.application_service":
+        raise MatrixError.invalid_param("An application service registers users with type m.login.application_service")
+    inhibit_login = bool(body.get("inhibit_login"))
+    if service.msc4190 and not inhibit_login:
+        from ..services.appservices import APPSERVICE_LOGIN_UNSUPPORTED
+
+        raise MatrixError(400, APPSERVICE_LOGIN_UNSUPPORTED,
+                          "This application service manages devices itself (MSC4190): set inhibit_login")
+    device_id = body.get("device_id")
+    display_name = body.get("initial_device_display_name")
+    if device_id is not None and not isinstance(device_id, str):
+        raise MatrixError.invalid_param("device_id must be a string")
+    user_id = await hs.appservices.register_user(service, body.get("username"))
+    hs.appservices.alive(service)
+    await hs.modules.callbacks.notify("on_user_registration", user_id)
+    if inhibit_login:
+        return {"user_id": user_id, "home_server": hs.server_name}
+    return await hs.auth.login_session(user_id, device_id=device_id,
+                                       display_name=display_name if isinstance(display_name, str) else None)
 
 
 async def _register_guest(hs: HomeServer, request: web.Request, body: dict) -> dict:

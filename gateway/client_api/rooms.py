@@ -46,6 +46,17 @@ def _txn(request: web.Request) -> tuple[str, str, str] | None:
     return (who.user_id, who.device_id or "", txn_id)
 
 
+def _massaged_ts(request: web.Request) -> int | None:
+    """``ts``: an application service sets the event's ``origin_server_ts`` (ignored for
+    other clients). https://spec.matrix.org/latest/application-service-api/#timestamp-massaging"""
+    raw = request.query.get("ts")
+    if raw is None or requester(request).app_service_id is None:
+        return None
+    if not raw.isdigit() or int(raw) > 2**53 - 1:
+        raise MatrixError.invalid_param("'ts' must be a timestamp in milliseconds (0 to 2^53 - 1)")
+    return int(raw)
+
+
 def _optional_reason(body: dict[str, Any]) -> str | None:
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
@@ -81,7 +92,7 @@ async def send_message(request: web.Request) -> web.Response:
     hs = _hs(request)
     content = await read_json_body(request, allow_empty=False)
     user_id = requester(request).user_id
-    spec = EventSpec(request.match_info["event_type"], user_id, content)
+    spec = EventSpec(request.match_info["event_type"], user_id, content, origin_server_ts=_massaged_ts(request))
     sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request),
                                       ratelimit=lambda: hs.ratelimit_message(user_id),
                                       before_persist=hs.relations.check_new_event)
@@ -111,7 +122,7 @@ async def put_state(request: web.Request) -> web.Response:
     hs = _hs(request)
     content = await read_json_body(request)
     spec = EventSpec(request.match_info["event_type"], requester(request).user_id, content,
-                     request.match_info.get("state_key", ""))
+                     request.match_info.get("state_key", ""), origin_server_ts=_massaged_ts(request))
     if spec.type == "m.room.canonical_alias":
         await hs.directory.check_canonical_alias(_room_id(request), content)
     sent = await hs.events.send_state_event(_room_id(request), spec,

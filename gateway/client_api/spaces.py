@@ -12,7 +12,7 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import json_response
 from ..http.query import parse_bool, parse_int
-from .auth import get_access_token, public, requester
+from .auth import get_access_token, public, requester, requester_for_token
 
 routes = web.RouteTableDef()
 
@@ -40,7 +40,7 @@ async def room_summary(request: web.Request) -> web.Response:
     no ``membership`` is given."""
     hs = request.app[HS]
     token = get_access_token(request)
-    user_id = (await hs.auth.get_requester(token)).user_id if token else None
+    user_id = (await requester_for_token(request, token)).user_id if token else None
     if user_id is None:  # it may make this server ask others: limited per client address
         hs.spaces.anonymous_summaries.ratelimit(request.remote or "")
     body = await hs.spaces.room_summary(user_id, request.match_info["room"], request.query.getall("via", []))

@@ -18,6 +18,7 @@ from federation.net.ip_ranges import DEFAULT_IP_RANGE_BLACKLIST
 from federation.room_versions import KNOWN_ROOM_VERSIONS
 
 from ._values import ConfigError, Section, string_item
+from .appservice import AppServiceConfig, parse_appservice_config
 from .directory import DirectoryConfig, parse_directory_config
 from .modules import ModuleConfig, parse_modules
 from .server_notices import ServerNoticesConfig, parse_server_notices
@@ -164,6 +165,8 @@ class HomeserverConfig:
     sessions: SessionConfig = field(default_factory=SessionConfig)
     # TURN servers for calls (gateway/config/voip.py): the turn_* keys.
     turn: TurnConfig = field(default_factory=TurnConfig)
+    # Application services (gateway/config/appservice.py): app_service_config_files, ...
+    appservice: AppServiceConfig = field(default_factory=AppServiceConfig)
 
 
 def read_yaml(path: str) -> Any:
@@ -315,7 +318,9 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["oauth"], oauth_warnings = parse_oauth_config(root)
     config_kwargs["sessions"] = parse_session_config(root)
     config_kwargs["turn"], turn_warnings = parse_turn_config(root, resolve_path)
-    notice_warnings = notice_warnings + consent_warnings + oauth_warnings + turn_warnings
+    config_kwargs["appservice"], appservice_warnings = parse_appservice_config(root, experimental, server_name,
+                                                                               resolve_path)
+    notice_warnings = notice_warnings + consent_warnings + oauth_warnings + turn_warnings + appservice_warnings
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
     warnings = list(sso_sections.warnings) + notice_warnings + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]

@@ -89,6 +89,14 @@ DESCRIPTIONS: dict[str, str] = {
     "templates.custom_template_directory": "A directory of templates that replace ours one file at a time "
                                            "(docs/sso.md#templates). Must exist at startup.",
     "experimental_features": "Switches for features that are still settling.",
+    "experimental_features.msc2409_to_device_messages_enabled": "To-device messages for the users of an "
+        "application service that receives ephemeral events go to it in its transactions "
+        "(`de.sorunome.msc2409.to_device`), as in Synapse. docs/appservices.md.",
+    "experimental_features.msc3202_transaction_extensions": "Application services whose registration has "
+        "`org.matrix.msc3202: true` get device list changes and one-time key counts in their transactions. "
+        "docs/appservices.md.",
+    "experimental_features.msc3202_device_masquerading": "Accepted for Synapse configs; services may always "
+        "name a device with `device_id` (or `org.matrix.msc3202.device_id`).",
     "experimental_features.faster_joins": "Remote joins ask for partial state and fetch the members in the "
                                           "background (docs/faster-joins.md).",
     "send_federation": "This process sends events and EDUs to other servers.",
@@ -296,6 +304,12 @@ DESCRIPTIONS: dict[str, str] = {
     "limit_profile_requests_to_users_who_share_rooms": "A user may read only the profiles of users they share a "
                                                        "room with (reads then need a token).",
     "allow_profile_lookup_over_federation": "Other servers may query our users' profiles.",
+    "app_service_config_files": "Registration files of application services (bridges, bots), Synapse's "
+                                "format; relative paths are from this file. docs/appservices.md.",
+    "track_appservice_user_ips": "Record the address and user agent of requests made with an `as_token` "
+                                 "(devices' last seen, whois), as for other clients.",
+    "use_appservice_legacy_authorization": "Also send the `hs_token` as an `access_token` query parameter, for "
+                                           "services written before spec v1.4 (it ends up in their logs).",
     "include_profile_data_on_invite": "Invites carry the invitee's display name and avatar.",
     "enable_set_displayname": "When false, users cannot change a display name once set (admins still can).",
     "enable_set_avatar_url": "When false, users cannot change an avatar once set (admins still can).",

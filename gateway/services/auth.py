@@ -37,6 +37,8 @@ class Requester:
     is_guest: bool = False
     #: Set for a token of the OAuth 2.0 API (gateway/oauth/): its session.
     oauth_session_id: str | None = None
+    #: The application service whose ``as_token`` made the request (identity assertion).
+    app_service_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -73,14 +73,19 @@ class DirectoryService:
 
     # --- aliases -----------------------------------------------------------------
 
-    async def create_alias(self, user_id: str, alias: str, room_id: str, *, is_admin: bool = False) -> None:
+    async def create_alias(self, user_id: str, alias: str, room_id: str, *, is_admin: bool = False,
+                           app_service_id: str | None = None) -> None:
         """``PUT /directory/room/{roomAlias}``: the user must be in the room (or a server
-        admin), the alias on this server, free, and allowed by ``alias_creation_rules``."""
+        admin), the alias on this server, free, and allowed by ``alias_creation_rules``.
+        An application service makes the aliases of its namespace (without being in the
+        room); nobody else makes those a service claims exclusively (``M_EXCLUSIVE``)."""
         parsed = parse_alias(alias)
         if not self.is_local(parsed):
             raise MatrixError.invalid_param("Room aliases can only be created on this server")
         await self.hs.events.get_room(room_id)
-        if not is_admin:
+        if self.hs.config.appservice.services:
+            self.hs.appservices.check_alias_allowed(alias, app_service_id, user_id)
+        if not is_admin and app_service_id is None:
             member = await self.hs.events.state.get_membership(room_id, user_id)
             if member is None or member.membership != "join":
                 raise MatrixError.forbidden("You must be joined to the room to give it an alias")
@@ -105,18 +110,22 @@ class DirectoryService:
         """The alias of a room createRoom just made (``room_alias_name``)."""
         await self._insert_alias(alias, room_id, creator)
 
-    async def delete_alias(self, user_id: str, alias: str, *, is_admin: bool = False) -> None:
+    async def delete_alias(self, user_id: str, alias: str, *, is_admin: bool = False,
+                           app_service_id: str | None = None) -> None:
         """``DELETE /directory/room/{roomAlias}``: by the alias's creator, a user who may
-        change the room's ``m.room.canonical_alias``, or a server admin. A canonical alias
-        event that names the alias is updated (when the user may send it)."""
+        change the room's ``m.room.canonical_alias``, a server admin, or the application
+        service whose namespace has it. A canonical alias event that names the alias is
+        updated (when the user may send it)."""
         parsed = parse_alias(alias)
         if not self.is_local(parsed):
             raise MatrixError.invalid_param("Only aliases on this server can be deleted here")
+        if self.hs.config.appservice.services:
+            self.hs.appservices.check_alias_allowed(alias, app_service_id, user_id)
         row = await self.store.get_alias(alias)
         if row is None:
             raise MatrixError.not_found(f"Room alias {alias} not found")
-        if not (is_admin or row.creator == user_id or await self.may_send_state(row.room_id, user_id,
-                                                                                 "m.room.canonical_alias")):
+        if not (is_admin or app_service_id is not None or row.creator == user_id
+                or await self.may_send_state(row.room_id, user_id, "m.room.canonical_alias")):
             raise MatrixError.forbidden("You may not delete this alias")
         await self.store.delete_alias(alias)
         await self._drop_from_canonical_alias(row.room_id, user_id, alias)
@@ -156,6 +165,8 @@ class DirectoryService:
         parsed = parse_alias(alias)
         if self.is_local(parsed):
             row = await self.store.get_alias(alias)
+            if row is None and self.hs.config.appservice.services and await self.hs.appservices.query_alias_exists(alias):
+                row = await self.store.get_alias(alias)  # the application service made it meanwhile
             if row is None:
                 raise MatrixError.not_found(f"Room alias {alias} not found")
             return row.room_id, await self.servers_in_room(row.room_id)
@@ -276,16 +287,18 @@ class DirectoryService:
 
     async def list_public_rooms(
         self, *, limit: int | None, since: str | None, search_term: str | None = None,
-        room_types: list[str | None] | None = None,
+        room_types: list[str | None] | None = None, network: tuple[str, str] | None = None,
+        all_networks: bool = False,
     ) -> dict[str, Any]:
-        """One page of this server's public room list (``PublicRoomsResponse``)."""
+        """One page of this server's public room list (``PublicRoomsResponse``), or of an
+        application service network's (``network``), or of all of them (``all_networks``)."""
         if limit is not None and limit < 0:
             raise MatrixError.invalid_param("'limit' must not be negative")
         offset = parse_since_token(since)
         page = None if limit is None else min(limit, MAX_PUBLIC_ROOMS_LIMIT)
         rooms = await self.store.get_public_rooms(
             offset=offset, limit=None if page is None else page + 1, search=search_term or None,
-            room_types=room_types,
+            room_types=room_types, network=network, all_networks=all_networks,
         )
         body: dict[str, Any] = {
             "chunk": [room_chunk(r) for r in rooms[:page]],

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from federation.signing import SignatureError, decode_verify_key, quote_path_segment, verify_json_signature
@@ -120,6 +120,8 @@ class E2EKeysService:
         #: (user, device) -> to-device position already deleted (skips a delete per quiet sync).
         self._acked: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._txns_pruned_ms = 0
+        #: ``listener([(user_id, device_id), ...])`` after local devices' keys were claimed.
+        self.keys_claimed_listeners: list[Callable[[list[tuple[str, str]]], None]] = []
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -439,6 +441,12 @@ class E2EKeysService:
             elif not local_only:
                 by_server.setdefault(server_of(user_id), {})[user_id] = dict(devices)
         result: dict[str, Any] = {"one_time_keys": await self.store.claim_keys(local), "failures": {}}
+        claimed = [(u, d) for u, devices in result["one_time_keys"].items() for d in devices]
+        for listener in self.keys_claimed_listeners if claimed else ():
+            try:
+                listener(claimed)
+            except Exception:
+                log.exception("keys-claimed listener failed")
         if by_server:
             answers = await asyncio.gather(*(self._claim_remote(s, q, timeout_ms) for s, q in by_server.items()))
             for server, (keys, failure) in zip(by_server, answers):

@@ -70,6 +70,8 @@ class EventSpec:
     redacts: str | None = None
     #: Extra ``unsigned`` data kept with the stored event (e.g. ``invite_room_state``).
     unsigned: Mapping[str, Any] = field(default_factory=dict)
+    #: ``origin_server_ts`` other than now (an application service's ``ts``: timestamp massaging).
+    origin_server_ts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -404,7 +406,8 @@ class EventsService:
             pdu_json = build_event(
                 rv, type=spec.type, sender=spec.sender, room_id=room_id, content=dict(spec.content),
                 prev_event_ids=prev_ids, auth_event_ids=auth_ids, depth=depth + 1,
-                origin_server_ts=self.hs.clock_ms(), state_key=spec.state_key, redacts=spec.redacts,
+                origin_server_ts=spec.origin_server_ts if spec.origin_server_ts is not None else self.hs.clock_ms(),
+                state_key=spec.state_key, redacts=spec.redacts,
                 origin=self.hs.server_name, event_id=event_id,
             )
             signed = sign_event(pdu_json, self.hs.server_name, self.hs.signing_key, room_version=rv)

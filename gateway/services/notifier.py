@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class Notifier:
         self._member_range: tuple[int, int] | None = None
         self.closing = False
         self._member_task: asyncio.Task | None = None
+        #: Called (no arguments) on every room or user change fed here (application
+        #: services' ephemeral data: typing, receipts, presence, to-device, device lists).
+        self.change_listeners: list[Callable[[], None]] = []
         hs.events.add_new_events_listener(self.on_new_events)
 
     def waiter(self, user_id: str) -> Waiter:
@@ -102,11 +105,20 @@ class Notifier:
             w.event.set()
         for w in self._unrouted:
             w.pending_rooms.add(room_id)
+        self._changed()
 
     def notify_users(self, user_ids: Iterable[str]) -> None:
         for u in user_ids:
             for w in self._by_user.get(u, ()):
                 w.event.set()
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.change_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("notifier change listener failed")
 
     def on_new_events(self, room_id: str, positions: Sequence[int]) -> None:
         """Listener for new events: wake the room's waiters now, and the users whose

@@ -13,10 +13,13 @@ from ..http import Codes, MatrixError
 
 
 class RateLimiter:
-    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000):
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000,
+                 exempt: Callable[[str], bool] | None = None):
         self.limit = limit
         self.clock = clock
         self.max_keys = max_keys
+        #: Keys never limited (application services' users, when their registration says so).
+        self.exempt = exempt
         # key -> (tokens used, time of last update)
         self._buckets: dict[str, tuple[float, float]] = {}
 
@@ -26,6 +29,8 @@ class RateLimiter:
         ``limit`` replaces the configured one for this key (a per-user override)."""
         limit = limit or self.limit
         if limit.per_second <= 0 and limit.burst_count <= 0:
+            return None
+        if self.exempt is not None and self.exempt(key):
             return None
         now = self.clock()
         used, last = self._buckets.get(key, (0.0, now))
@@ -56,15 +61,17 @@ class RateLimiter:
 class RateLimiters:
     """One limiter per configured ``rc_*`` key, created on first use."""
 
-    def __init__(self, limits: dict[str, RateLimit], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limits: dict[str, RateLimit], clock: Callable[[], float] = time.monotonic,
+                 exempt: Callable[[str], bool] | None = None):
         self._limits = limits
         self._clock = clock
+        self._exempt = exempt
         self._limiters: dict[str, RateLimiter] = {}
 
     def __getitem__(self, name: str) -> RateLimiter:
         limiter = self._limiters.get(name)
         if limiter is None:
-            limiter = self._limiters[name] = RateLimiter(self._limits[name], self._clock)
+            limiter = self._limiters[name] = RateLimiter(self._limits[name], self._clock, exempt=self._exempt)
         return limiter
 
 

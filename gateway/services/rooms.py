@@ -420,6 +420,8 @@ class RoomsService:
         if not user_id.endswith(":" + self.hs.server_name):
             return  # their server says yes or no to the invite
         user = await self.users.get_user(user_id)
+        if user is None and self.hs.config.appservice.services and await self.hs.appservices.query_user_exists(user_id):
+            user = await self.users.get_user(user_id)  # an application service registered it meanwhile
         if user is None or user.deactivated:
             raise MatrixError.not_found(f"Unknown user {user_id}")
 

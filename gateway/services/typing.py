@@ -47,12 +47,12 @@ class TypingService:
         self.instance = secrets.token_hex(4)
         self.serial = 0
         self._rooms: dict[str, _RoomTyping] = {}
-        self._listeners: list[TypingListener] = []
+        self._listeners: list[tuple[TypingListener, bool]] = []
 
-    def add_listener(self, listener: TypingListener) -> None:
+    def add_listener(self, listener: TypingListener, *, remote: bool = False) -> None:
         """``listener(room_id, user_id, typing)`` after a local user's typing changes
-        (explicitly or by expiry)."""
-        self._listeners.append(listener)
+        (explicitly or by expiry); also other servers' users' with ``remote``."""
+        self._listeners.append((listener, remote))
 
     # --- changes -------------------------------------------------------------------
 
@@ -93,8 +93,8 @@ class TypingService:
         self.serial += 1
         self._rooms[room_id].serial = self.serial
         self.hs.notifier.notify_room(room_id)
-        if local:
-            for listener in self._listeners:
+        for listener, remote in self._listeners:
+            if local or remote:
                 try:
                     listener(room_id, user_id, typing)
                 except Exception:

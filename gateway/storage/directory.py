@@ -100,15 +100,25 @@ class DirectoryStore:
         await self.db.execute("UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, public)
 
     async def get_public_rooms(
-        self, *, offset: int, limit: int | None, search: str | None = None, room_types: list[str | None] | None = None
+        self, *, offset: int, limit: int | None, search: str | None = None, room_types: list[str | None] | None = None,
+        network: tuple[str, str] | None = None, all_networks: bool = False,
     ) -> list[RoomSummary]:
-        """Published rooms, most joined members first (then by room ID), from ``offset``."""
-        where = ["r.is_public = TRUE"]
+        """Published rooms, most joined members first (then by room ID), from ``offset``:
+        the server's list, one application service network's list (``network``: service
+        ID, network ID), or both kinds together (``all_networks``)."""
         args: list[Any] = []
 
         def arg(v: Any) -> str:
             args.append(v)
             return f"${len(args)}"
+
+        if network is not None:
+            where = [f"r.room_id IN (SELECT room_id FROM appservice_room_list WHERE as_id = {arg(network[0])}"
+                     f" AND network_id = {arg(network[1])})"]
+        elif all_networks:
+            where = ["(r.is_public = TRUE OR r.room_id IN (SELECT room_id FROM appservice_room_list))"]
+        else:
+            where = ["r.is_public = TRUE"]
 
         if search:
             p = arg(like_pattern(search.lower()))
