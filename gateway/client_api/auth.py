@@ -55,6 +55,19 @@ async def requester_for_token(request: web.Request, token: str) -> Requester:
                                           ip=request.remote)
 
 
+def calling_appservice(request: web.Request):
+    """For ``m.login.application_service``: the service whose ``as_token`` the request
+    carries; 401 ``M_MISSING_TOKEN`` / ``M_UNKNOWN_TOKEN`` otherwise."""
+    hs = request.app[HS]
+    token = get_access_token(request)
+    if not token:
+        raise MatrixError(401, Codes.MISSING_TOKEN, "m.login.application_service needs the as_token")
+    service = hs.appservices.by_token(token) if hs.config.appservice.services else None
+    if service is None or not service.may_connect_from(request.remote):
+        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
+    return service
+
+
 def token_auth_middleware(*, admin_only: bool):
     """Require an access token (of a server admin when ``admin_only``) on every matched
     route not marked ``@public``; the requester goes in ``request[REQUESTER]``."""

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
-from .auth import get_access_token, guest_allowed, public, requester
+from .auth import calling_appservice, guest_allowed, public, requester
 from .identifiers import user_id_from_identifier
 
 log = logging.getLogger(__name__)
@@ -163,12 +163,7 @@ async def _qualified(hs, user_id: str) -> str:
 async def _appservice_login(hs, request: web.Request, body: dict[str, Any]) -> str:
     """``m.login.application_service``: a service logs in as one of its users with its
     ``as_token`` (no password). https://spec.matrix.org/latest/application-service-api/#server-admin-style-permissions"""
-    token = get_access_token(request)
-    if not token:
-        raise MatrixError(401, Codes.MISSING_TOKEN, "m.login.application_service needs the as_token")
-    service = hs.appservices.by_token(token) if hs.config.appservice.services else None
-    if service is None or not service.may_connect_from(request.remote):
-        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
+    service = calling_appservice(request)
     ident = body.get("identifier")
     user = ident.get("user") if isinstance(ident, dict) and ident.get("type") == "m.id.user" else body.get("user")
     if not isinstance(user, str) or not user:

@@ -17,7 +17,7 @@ from ..modules import RegistrationBehaviour
 from ..passwords import hash_password
 from ..server import HomeServer
 from ..storage.users import UserExistsError
-from .auth import get_access_token, public
+from .auth import calling_appservice, get_access_token, public
 from .login import refresh_token_param
 
 routes = web.RouteTableDef()
@@ -261,12 +261,7 @@ async def _register_for_appservice(hs: HomeServer, request: web.Request, body: d
     """``m.login.application_service``: a user of the service's namespace, no password,
     no auth stages (works with ``enable_registration: false``). With the ``as_token`` the
     type is required. https://spec.matrix.org/latest/application-service-api/#server-admin-style-permissions"""
-    token = get_access_token(request)
-    if not token:
-        raise MatrixError(401, Codes.MISSING_TOKEN, "m.login.application_service needs the as_token")
-    service = hs.appservices.by_token(token) if hs.config.appservice.services else None
-    if service is None or not service.may_connect_from(request.remote):
-        raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
+    service = calling_appservice(request)
     if body.get("type") != "m.login.application_service":
         raise MatrixError.invalid_param("An application service registers users with type m.login.application_service")
     inhibit_login = bool(body.get("inhibit_login"))

@@ -41,20 +41,15 @@ class AppServiceStore:
 
     # --- positions and transactions ---------------------------------------------------------
 
-    async def get_stream_positions(self) -> dict[str, int]:
-        rows = await self.db.fetch(
-            f"SELECT stream_name, position FROM stream_positions WHERE stream_name IN ({_placeholders(len(STREAMS))})",
-            *STREAMS)
-        found = {r[0]: int(r[1]) for r in rows}
-        return {s: found.get(s, 0) for s in STREAMS}
-
     async def get_positions(self, as_id: str) -> dict[str, int]:
         """The service's positions; a service seen for the first time starts at the current
         positions (it is not sent the history of the server)."""
         columns = ", ".join(f"{s}_position" for s in STREAMS)
         row = await self.db.fetchrow(f"SELECT {columns} FROM appservice_state WHERE as_id = $1", as_id)
         if row is None:
-            now = await self.get_stream_positions()
+            rows = await self.db.fetch("SELECT stream_name, position FROM stream_positions"
+                                       f" WHERE stream_name IN ({_placeholders(len(STREAMS))})", *STREAMS)
+            now = {s: 0 for s in STREAMS} | {r[0]: int(r[1]) for r in rows}
             await self.db.execute(
                 f"INSERT INTO appservice_state (as_id, {columns}) VALUES ($1, {_placeholders(len(STREAMS), 2)})"
                 " ON CONFLICT (as_id) DO NOTHING", as_id, *(now[s] for s in STREAMS))
