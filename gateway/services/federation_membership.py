@@ -684,6 +684,9 @@ class FederationMembershipHandler:
         except (InvalidEventError, MembershipError, TypeError, KeyError) as e:
             raise MatrixError.bad_json(f"Invalid invite: {e}") from None
         user = await self.hs.rooms.users.get_user(pdu.state_key)
+        if user is None and self.hs.config.appservice.services and \
+                await self.hs.appservices.query_user_exists(pdu.state_key):
+            user = await self.hs.rooms.users.get_user(pdu.state_key)  # a bridge's puppet, made just now
         if user is None or user.deactivated:
             raise MatrixError.not_found(f"Unknown user {pdu.state_key}")
         if not await self.hs.federation_room_data.server_is_allowed(origin, room_id):

@@ -70,3 +70,42 @@ async def test_an_invite_the_user_muted_is_not_pushed(gw, remote, alice, push_ga
     # The invite itself arrived.
     sync = await alice.call("GET", "/sync")
     assert view.room_id in sync["rooms"]["invite"]
+
+
+async def test_an_invite_of_a_bridged_user_asks_the_bridge(tmp_path, database_config, ca, remote):  # noqa: F811
+    """Another server invites a user of an application service's namespace that does not
+    exist yet: the service is asked (``/_matrix/app/v1/users/{userId}``), makes the puppet,
+    and the invite arrives; a user it does not make is unknown (404)."""
+    import yaml
+
+    from federation.net.client import FederationRequestError
+    from tests.support.fake_appservice import fake_appservice
+    from tests.support.fake_remote import local_gateway
+
+    async with fake_appservice("hs-token") as bridge:
+        reg = tmp_path / "bridge.yaml"
+        reg.write_text(yaml.safe_dump({
+            "id": "bridge", "url": bridge.url, "as_token": "as-token", "hs_token": "hs-token",
+            "sender_localpart": "bridgebot", "namespaces": {"users": [{"exclusive": True, "regex": "@_b_.*"}]}}))
+        async with local_gateway(tmp_path, database_config, ca, {"app_service_config_files": [str(reg)]}) as gw:
+            puppet = f"@_b_puppet:{gw.server_name}"
+            service = gw.hs.appservices.by_id("bridge")
+
+            async def make_puppet(_request):
+                await gw.hs.appservices.register_user(service, "_b_puppet")
+                return 200, {}
+
+            bridge.answers[f"/_matrix/app/v1/users/{puppet}"] = make_puppet
+            view, carol = remote_room(remote, "10")
+            invite = view.make("m.room.member", carol, {"membership": "invite"}, state_key=puppet)
+            await send_invite(remote, gw, view, invite, [])
+            assert await gw.hs.auth.users.get_user(puppet) is not None
+            membership = await gw.hs.events.state.get_membership(view.room_id, puppet)
+            assert membership is not None and membership.membership == "invite"
+            stranger = f"@_b_stranger:{gw.server_name}"
+            invite = view.make("m.room.member", carol, {"membership": "invite"}, state_key=stranger)
+            with pytest.raises(FederationRequestError) as e:
+                await send_invite(remote, gw, view, invite, [])
+            assert e.value.status == 404
+            asked = [r.path for r in bridge.requests]
+            assert asked == [f"/_matrix/app/v1/users/{puppet}", f"/_matrix/app/v1/users/{stranger}"]
