@@ -201,6 +201,10 @@ class _ServiceQueue:
         self.retry_at = 0
         self.typing_rooms: set[str] = set()
         self.claimed: set[tuple[str, str]] = set()
+        #: The stored positions and unacknowledged transaction, read once (this worker is
+        #: their only writer); None: not read yet.
+        self.positions: dict[str, int] | None = None
+        self.pending: StoredTxn | None = None
 
     # --- scheduling ----------------------------------------------------------------------
 
@@ -239,7 +243,10 @@ class _ServiceQueue:
         try:
             while not self.sender.stopped:
                 self.dirty = False
-                txn = await store.get_txn(self.service.id)
+                if self.positions is None:
+                    self.positions = await store.get_positions(self.service.id)
+                    self.pending = await store.get_txn(self.service.id)
+                txn = self.pending
                 if txn is None:
                     txn = await self._make_txn()
                     if txn is None:
@@ -260,10 +267,12 @@ class _ServiceQueue:
                 await store.complete_txn(self.service.id, txn.txn_id, [
                     (m["to_user_id"], m["to_device_id"], m["_stream_id"])
                     for m in txn.extra.get("to_device", []) if "_stream_id" in m])
+                self.pending = None
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("application service %s: sending failed; trying again later", self.service.id)
+            self.positions = self.pending = None  # read them again
             self.retry_at = self.sender.clock_ms() + MIN_BACKOFF_MS * 5
             self._schedule(MIN_BACKOFF_MS * 5)
 
@@ -309,7 +318,8 @@ class _ServiceQueue:
         positions moved past it), or None when there is nothing for it (positions moved
         past what it does not want)."""
         s, service = self.sender, self.service
-        positions = await s.store.get_positions(service.id)
+        positions = self.positions
+        assert positions is not None
         new_positions: dict[str, int] = {}
         extra: dict[str, Any] = {}
 
@@ -339,9 +349,12 @@ class _ServiceQueue:
         if not event_ids and not extra:
             if moved:
                 await s.store.set_positions(service.id, moved)
+                positions.update(moved)
                 self.dirty = True  # there may be more to read after what was skipped
             return None
-        return await s.store.create_txn(service.id, event_ids, extra, moved, s.clock_ms())
+        self.pending = await s.store.create_txn(service.id, event_ids, extra, moved, s.clock_ms())
+        positions.update(moved)
+        return self.pending
 
     async def _events(self, after: int) -> tuple[list[str], int]:
         s, service = self.sender, self.service
