@@ -264,23 +264,18 @@ async def _register_for_appservice(hs: HomeServer, request: web.Request, body: d
     service = calling_appservice(request)
     if body.get("type") != "m.login.application_service":
         raise MatrixError.invalid_param("An application service registers users with type m.login.application_service")
-    inhibit_login = bool(body.get("inhibit_login"))
-    if service.msc4190 and not inhibit_login:
+    if service.msc4190 and not body.get("inhibit_login"):
         from ..services.appservices import APPSERVICE_LOGIN_UNSUPPORTED
 
         raise MatrixError(400, APPSERVICE_LOGIN_UNSUPPORTED,
                           "This application service manages devices itself (MSC4190): set inhibit_login")
-    device_id = body.get("device_id")
-    display_name = body.get("initial_device_display_name")
-    if device_id is not None and not isinstance(device_id, str):
+    if body.get("device_id") is not None and not isinstance(body["device_id"], str):
         raise MatrixError.invalid_param("device_id must be a string")
+    refresh_token_param(body)
     user_id = await hs.appservices.register_user(service, body.get("username"))
     hs.appservices.alive(service)
     await hs.modules.callbacks.notify("on_user_registration", user_id)
-    if inhibit_login:
-        return {"user_id": user_id, "home_server": hs.server_name}
-    return await hs.auth.login_session(user_id, device_id=device_id,
-                                       display_name=display_name if isinstance(display_name, str) else None)
+    return await _logged_in(hs, user_id, body)
 
 
 async def _register_guest(hs: HomeServer, request: web.Request, body: dict) -> dict:
