@@ -17,6 +17,7 @@ position reached (a stream position for ``recent``, a count of matches read for
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -263,43 +264,57 @@ class SearchService:
             allowed = group[1] not in flt.not_senders and (senders is None or group[1] in senders)
             senders = (group[1],) if allowed else ()
         query = parse_search_term(criteria.search_term)
-        scopes = await self._scopes(user_id, flt, only_room=group[1] if group and group[0] == "room_id" else None)
+        scopes, ignored = await asyncio.gather(
+            self._scopes(user_id, flt, only_room=group[1] if group and group[0] == "room_id" else None),
+            self.ignored_users(user_id))
         answer: dict[str, Any] = {"results": [], "count": 0, "highlights": []}
         if query is None or not scopes or not keys:
             return {"room_events": answer}
-        where = dict(scopes=scopes, keys=keys, senders=senders, not_senders=flt.not_senders,
-                     ignored=sorted(await self.ignored_users(user_id)))
-
+        where = {"scopes": scopes, "keys": keys, "senders": senders, "not_senders": flt.not_senders,
+                 "ignored": sorted(ignored)}
         found, resume, read = await self._read(user_id, query, criteria, where, after=token.last if token else None)
-        # Every match was read (from the first one): that is the count, no need to ask.
-        answer["count"] = read if token is None and resume is None else await self.store.count(query, **where)
+
+        # The rest only reads (on PostgreSQL, over several connections at once).
+        async def count() -> int:
+            # Every match was read (from the first one): that is the count, no need to ask.
+            return read if token is None and resume is None else await self.store.count(query, **where)
+
+        async def state() -> dict[str, list[dict[str, Any]]] | None:
+            return await self._states(user_id, {e.pdu.room_id for _, e in found}) if criteria.include_state else None
+
         texts = {}
         for hit, event in found:
             indexed = searchable_text(event.pdu)
             if indexed is not None:
                 texts[hit.stream_ordering] = indexed[1]
-        answer["highlights"] = sorted(await self.store.highlights(query, texts))
-        events = [e for _, e in found]
-        serialized = await self.events.serialize_for_client(events, requester_device=(user_id, device_id))
-        bundled = list(serialized)
-        results = []
-        for (hit, event), body in zip(found, serialized):
-            result: dict[str, Any] = {"rank": hit.rank, "result": body}
-            if criteria.event_context is not None:
-                result["context"] = await self._context(user_id, device_id, event, *criteria.event_context)
-                bundled += result["context"]["events_before"] + result["context"]["events_after"]
-            results.append(result)
-        await self.bundle_aggregations(bundled, user_id)
-        answer["results"] = results
-
+        answer["count"], highlights, answer["results"], states = await asyncio.gather(
+            count(), self.store.highlights(query, texts), self._results(user_id, device_id, criteria, found), state())
+        answer["highlights"] = sorted(highlights)
+        if states is not None:
+            answer["state"] = states
         if resume is not None:
             answer["next_batch"] = BatchToken.after(criteria.order_by, resume, group).encode()
         groups = self._groups(criteria, found, resume)
         if groups:
             answer["groups"] = groups
-        if criteria.include_state:
-            answer["state"] = await self._states(user_id, {e.pdu.room_id for e in events})
         return {"room_events": answer}
+
+    async def _results(self, user_id: str, device_id: str | None, criteria: RoomEventsCriteria,
+                       found: Sequence[tuple[SearchHit, StoredEvent]]) -> list[dict[str, Any]]:
+        """The results in the client format, with their context if asked and bundled
+        aggregations on all of those events."""
+        serialized = await self.events.serialize_for_client([e for _, e in found],
+                                                           requester_device=(user_id, device_id))
+        results = [{"rank": hit.rank, "result": body} for (hit, _), body in zip(found, serialized)]
+        bundled = list(serialized)
+        if criteria.event_context is not None:
+            contexts = await asyncio.gather(*(self._context(user_id, device_id, event, *criteria.event_context)
+                                              for _, event in found))
+            for result, context in zip(results, contexts):
+                result["context"] = context
+                bundled += context["events_before"] + context["events_after"]
+        await self.bundle_aggregations(bundled, user_id)
+        return results
 
     async def _read(self, user_id: str, query: SearchQuery, criteria: RoomEventsCriteria, where: Mapping[str, Any],
                     *, after: SearchHit | None) -> tuple[list[tuple[SearchHit, StoredEvent]], SearchHit | None, int]:
@@ -333,29 +348,28 @@ class SearchService:
 
     async def _scopes(self, user_id: str, flt: EventFilter, only_room: str | None) -> list[RoomScope]:
         """The rooms to search, each with the stretches the user may see."""
-        memberships = await self.store.searchable_rooms(user_id)
-        allowed = set(memberships)
+        searchable = await self.store.searchable_rooms(user_id)
+        allowed = set(searchable)
         if flt.rooms is not None:
             allowed &= set(flt.rooms) | await self._predecessors(flt.rooms)
         allowed -= set(flt.not_rooms)
         if only_room is not None:
             allowed &= {only_room}
         rooms = sorted(allowed)
-        changes: dict[str, list[tuple[int, str, str | None]]] = {r: [] for r in rooms}
-        rows = await self.store.visibility_changes(rooms, user_id)
-        pdus = await self.events.get_pdus([r[2] for r in rows if r[2]])
-        for room_id, event_type, event_id, position in rows:
-            content = pdus[event_id].content if event_id in pdus else {}
-            if event_type == "m.room.history_visibility":
-                changes[room_id].append((position, "hv", content.get("history_visibility")))
-            else:
-                value = content.get("membership")
-                changes[room_id].append((position, "member", value if isinstance(value, str) else None))
+        pdus = await self.events.get_pdus([e for r in rooms for _, _, e in searchable[r].changes if e])
         scopes = []
         for room_id in rooms:
-            membership, position = memberships[room_id]
-            until = position if membership in ("leave", "ban") else None
-            scopes.append(RoomScope(room_id, visible_ranges(changes[room_id], currently_joined=membership == "join",
+            room = searchable[room_id]
+            changes: list[tuple[int, str, str | None]] = []
+            for position, event_type, event_id in room.changes:
+                content = pdus[event_id].content if event_id in pdus else {}
+                if event_type == "m.room.history_visibility":
+                    changes.append((position, "hv", content.get("history_visibility")))
+                else:
+                    value = content.get("membership")
+                    changes.append((position, "member", value if isinstance(value, str) else None))
+            until = room.position if room.membership in ("leave", "ban") else None
+            scopes.append(RoomScope(room_id, visible_ranges(changes, currently_joined=room.membership == "join",
                                                             until=until)))
         return scopes
 

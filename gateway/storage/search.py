@@ -178,6 +178,17 @@ class RoomScope:
 
 
 @dataclass(frozen=True)
+class SearchableRoom:
+    """A room a user may search: their membership now and its position, and the
+    (position, type, event ID or None) changes to the room's history visibility and
+    their membership, oldest first."""
+
+    membership: str
+    position: int
+    changes: list[tuple[int, str, str | None]]
+
+
+@dataclass(frozen=True)
 class SearchHit:
     event_id: str
     room_id: str
@@ -337,28 +348,24 @@ class SearchStore:
                 found.update(w for w in span.split() if w)
         return found
 
-    async def searchable_rooms(self, user_id: str) -> dict[str, tuple[str, int]]:
-        """room_id -> (membership, its position) of the rooms ``user_id`` is joined to,
-        has left or was banned from, leaving out forgotten ones."""
+    async def searchable_rooms(self, user_id: str) -> dict[str, SearchableRoom]:
+        """The rooms ``user_id`` is joined to, has left or was banned from (not forgotten
+        ones), each with the changes to its history visibility and to the user's
+        membership, in one query."""
         rows = await self.db.fetch(
-            "SELECT room_id, membership, stream_ordering FROM room_memberships WHERE user_id = $1"
-            " AND membership IN ('join', 'leave', 'ban') AND forgotten = FALSE", user_id)
-        return {r[0]: (r[1], int(r[2])) for r in rows}
-
-    async def visibility_changes(self, room_ids: Sequence[str], user_id: str
-                                 ) -> list[tuple[str, str, str | None, int]]:
-        """(room_id, type, event_id, position) of every change to the rooms' history
-        visibility and to ``user_id``'s membership in them, oldest first."""
-        out: list[tuple[str, str, str | None, int]] = []
-        ids = list(room_ids)
-        for i in range(0, len(ids), 400):
-            chunk = ids[i:i + 400]
-            rows = await self.db.fetch(
-                "SELECT room_id, type, event_id, stream_ordering FROM current_state_deltas"
-                f" WHERE room_id IN ({_placeholders(len(chunk), 2)})"
-                " AND ((type = 'm.room.member' AND state_key = $1)"
-                " OR (type = 'm.room.history_visibility' AND state_key = ''))", user_id, *chunk)
-            out += [(r[0], r[1], r[2], int(r[3])) for r in rows]
-        out.sort(key=lambda r: r[3])
+            "SELECT m.room_id, m.membership, m.stream_ordering, d.type, d.event_id, d.stream_ordering"
+            " FROM room_memberships m LEFT JOIN current_state_deltas d ON d.room_id = m.room_id"
+            " AND ((d.type = 'm.room.member' AND d.state_key = m.user_id)"
+            " OR (d.type = 'm.room.history_visibility' AND d.state_key = ''))"
+            " WHERE m.user_id = $1 AND m.membership IN ('join', 'leave', 'ban') AND m.forgotten = FALSE", user_id)
+        out: dict[str, SearchableRoom] = {}
+        for r in rows:
+            room = out.get(r[0])
+            if room is None:
+                room = out[r[0]] = SearchableRoom(r[1], int(r[2]), [])
+            if r[3] is not None:
+                room.changes.append((int(r[5]), r[3], r[4]))
+        for room in out.values():
+            room.changes.sort(key=lambda c: c[0])
         return out
 
