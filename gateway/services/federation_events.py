@@ -45,6 +45,7 @@ from federation.events import PDU, compute_event_id
 from federation.keyring import key_requests_for_event, merge_key_requests
 from federation.net.client import FederationRequestError
 from federation.pdu_checks import (
+    Accept,
     Drop,
     Redacted,
     Reject,
@@ -62,7 +63,8 @@ from federation.state_res import StateResolutionError, missing_event_ids, resolv
 
 from ..http import MatrixError
 from ..modules.event import ModuleEvent
-from ..storage.events import EventMeta, ReceivedEventWrite, RoomRow, StaleHeadError
+from ..storage.event_batch import EventBatch
+from ..storage.events import EventMeta, RoomRow, StaleHeadError
 from ..storage.state import StateKey, StateSnapshot
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,24 @@ def guess_event_id(pdu_json: Any, room_version: RoomVersion | None) -> str | Non
         return compute_event_id(pdu_json, room_version or RoomVersions.V12)
     except Exception:  # noqa: BLE001 - any malformed input: no ID to report
         return None
+
+
+class _WriteFailed(Exception):
+    """Writing a batch failed (not a stale head); the cause is chained."""
+
+
+@dataclass
+class _RoomBatch:
+    """A room's received events decided but not written yet (under the room lock): the
+    room row the batch builds on, the batch, and the outcome of each of its events."""
+
+    room: RoomRow
+    batch: EventBatch
+    outcomes: dict[str, PDUOutcome] = field(default_factory=dict)
+    #: Events a stored timeline event points at (not forward extremities), and the
+    #: events asked about.
+    late: set[str] = field(default_factory=set)
+    late_checked: set[str] = field(default_factory=set)
 
 
 class FederationEventHandler:
@@ -177,35 +197,104 @@ class FederationEventHandler:
 
     async def receive_pdus(self, origin: str, room_id: str, pdus: Sequence[dict]) -> list[PDUOutcome]:
         """Run PDUs of one room (in the order given) through the receipt pipeline, under
-        the room's lock. One bad PDU never stops the others. A room without current state
-        (only out-of-band invites, or our join still under way) counts as unknown: its
-        events would be checked against a state we do not have yet."""
+        the room's lock, and store them in one transaction (see ``_receive_run``). One
+        bad PDU never stops the others. A room without current state (only out-of-band
+        invites, or our join still under way) counts as unknown: its events would be
+        checked against a state we do not have yet."""
         head = await self._room_head(room_id)
         if head is None or head[0].current_state_group is None:
             rv = head[0].room_version if head is not None else None
             return [PDUOutcome(guess_event_id(p, rv), f"Unknown room {room_id}") for p in pdus]
-        room = head[0]
-        out = []
         async with self.events.room_lock(room_id):
-            event_ids = [guess_event_id(p, room.room_version) for p in pdus]
-            ids = [e for e in event_ids if e]
-            found = await self._metas(ids)  # one read for the batch
-            self._absent[room_id] = {e for e in ids if e not in found}
-            for pdu_json, event_id in zip(pdus, event_ids):
-                head = await self._room_head(room_id)
-                if head is None or head[0].current_state_group is None:
-                    out.append(PDUOutcome(event_id, f"Unknown room {room_id}"))
-                    continue
-                room = head[0]
-                try:
-                    out.append(await self._receive(origin, room, pdu_json, gap_fill=True, check_acl=True))
-                except PDUError as e:
-                    out.append(PDUOutcome(event_id, str(e)))
-                except Exception as e:  # noqa: BLE001 - never fail the whole transaction
-                    log.exception("processing PDU %s from %s failed", event_id, origin)
-                    out.append(PDUOutcome(event_id, f"Internal error processing the event: {type(e).__name__}"))
-            self._absent.pop(room_id, None)
+            try:
+                return await self._receive_run(origin, room_id, pdus, batched=True)
+            except _WriteFailed as e:  # one event spoils the batch: store each on its own
+                log.warning("storing %d PDUs of %s from %s in one transaction failed (%s); one at a time",
+                            len(pdus), room_id, origin, e.__cause__)
+                self._room_heads.pop(room_id, None)
+            return await self._receive_run(origin, room_id, pdus, batched=False)
+
+    async def _receive_run(self, origin: str, room_id: str, pdus: Sequence[dict], *,
+                           batched: bool) -> list[PDUOutcome]:
+        """The PDUs through the pipeline into one ``EventBatch`` (``batched``; else one
+        write per PDU), written at the end: one transaction and one commit for the run.
+        The answers are given once it is written (acknowledged means stored). Each
+        event's formats and signatures are checked first for the whole run (keys fetched
+        once); auth, state and soft failure then go in order, each event seeing the ones
+        before it in the batch. ``StaleHeadError`` (another process wrote to the room
+        meanwhile): the run starts again on the new head (what was written is known)."""
+        for _ in range(_RETRIES):
+            try:
+                return await self._receive_once(origin, room_id, pdus, batched=batched)
+            except StaleHeadError:
+                log.info("room %s moved on while we stored PDUs from %s; again", room_id, origin)
+                self._room_heads.pop(room_id, None)
+            finally:
+                self._absent.pop(room_id, None)
+        return [PDUOutcome(guess_event_id(p, None), "The room is too busy; try again") for p in pdus]
+
+    async def _receive_once(self, origin: str, room_id: str, pdus: Sequence[dict], *,
+                            batched: bool) -> list[PDUOutcome]:
+        rb = await self._open_batch(room_id)
+        if rb is None or rb.room.current_state_group is None:
+            return [PDUOutcome(guess_event_id(p, None), f"Unknown room {room_id}") for p in pdus]
+        rv = rb.room.room_version
+        # 1. format (and event IDs, computed once) for the whole run.
+        formats = [check_format(p, rv) for p in pdus]
+        event_ids = [d.pdu.event_id if isinstance(d, Accept) else guess_event_id(p, rv)
+                     for p, d in zip(pdus, formats)]
+        ids = [e for e in event_ids if e]
+        found = await self._metas(ids)  # one read for the run
+        self._absent[room_id] = absent = {e for e in ids if e not in found}
+        rb.late = await self.store.get_timeline_children(absent) if absent else set()
+        rb.late_checked = set(absent)
+        # 2, 3. signatures and hashes of the new ones, keys fetched once for all.
+        todo = [i for i, d in enumerate(formats) if isinstance(d, Accept) and d.pdu.room_id == room_id
+                and not (event_ids[i] in found and not found[event_ids[i]].outlier)]
+        modules = self.hs.modules.callbacks
+        if modules.has("should_drop_federated_event"):
+            todo = [i for i in todo if not await modules.first_true(
+                "should_drop_federated_event", ModuleEvent(formats[i].pdu))]
+        checked = await self._check_signatures([pdus[i] for i in todo], rv, origin,
+                                               [formats[i].signed_bytes for i in todo])
+        pre = {i: (formats[i], c) for i, c in zip(todo, checked)}
+        out: list[PDUOutcome] = []
+        for i, (pdu_json, event_id) in enumerate(zip(pdus, event_ids)):
+            try:
+                if i not in pre:
+                    out.append(await self._without_checks(origin, rb, pdu_json, formats[i]))
+                else:
+                    out.append(await self._receive(origin, rb, pdu_json, gap_fill=True, check_acl=True,
+                                                   checked=pre[i]))
+                if not batched:
+                    await self._flush(rb)
+            except PDUError as e:
+                out.append(PDUOutcome(event_id, str(e)))
+            except StaleHeadError:
+                raise
+            except _WriteFailed as e:
+                if batched:
+                    raise
+                log.error("storing PDU %s from %s failed: %r", event_id, origin, e.__cause__)
+                out.append(PDUOutcome(event_id, "Internal error storing the event"))
+                rb = await self._reopen(rb)
+            except Exception as e:  # noqa: BLE001 - never fail the whole transaction
+                log.exception("processing PDU %s from %s failed", event_id, origin)
+                out.append(PDUOutcome(event_id, f"Internal error processing the event: {type(e).__name__}"))
+        await self._flush(rb)
         return out
+
+    async def _without_checks(self, origin: str, rb: "_RoomBatch", pdu_json: Any, fmt: Any) -> PDUOutcome:
+        """A PDU the run's checks left out: malformed, for another room, known, or
+        dropped by a module."""
+        if isinstance(fmt, Drop):
+            raise PDUError(fmt.reason)
+        if fmt.pdu.room_id != rb.room.room_id:
+            raise PDUError("The event is not for this room")
+        known, _ = await self._known(rb, fmt.pdu.event_id)
+        if known is None:
+            raise PDUError("The event was dropped by the server's policy")
+        return known
 
     async def persist_outliers(self, origin: str | None, room_id: str, room_version: RoomVersion,
                                pdus: Sequence[Any]) -> OutlierResult:
@@ -332,53 +421,172 @@ class FederationEventHandler:
         ``origin`` (None for our own event) is where missing auth events are fetched.
         ``known_events``: events of ``state`` the caller holds (saves reading them back,
         e.g. the ``accepted`` of ``persist_outliers``)."""
-        room = await self.store.get_room(room_id)
-        if room is None:
-            raise PDUError(f"Unknown room {room_id}")
         async with self.events.room_lock(room_id):
-            return await self._receive(origin, room, pdu_json, gap_fill=False, check_acl=False,
-                                       explicit_state=dict(state), known_events=known_events)
+            return await self.persist_event_with_state_locked(origin, room_id, pdu_json, state,
+                                                              known_events=known_events)
+
+    async def persist_event_with_state_locked(self, origin: str | None, room_id: str, pdu_json: Any,
+                                              state: Mapping[StateKey, str], *,
+                                              known_events: Mapping[str, PDU] | None = None) -> PDUOutcome:
+        """``persist_event_with_state`` for a caller that holds the room's lock."""
+        for _ in range(_RETRIES):
+            rb = await self._open_batch(room_id)
+            if rb is None:
+                raise PDUError(f"Unknown room {room_id}")
+            try:
+                outcome = await self._receive(origin, rb, pdu_json, gap_fill=False, check_acl=False,
+                                              explicit_state=dict(state), known_events=known_events)
+                await self._flush(rb)
+                return outcome
+            except StaleHeadError:
+                log.info("room %s moved on while we stored a join; again", room_id)
+                self._room_heads.pop(room_id, None)
+            except _WriteFailed as e:
+                raise e.__cause__ from None
+        raise PDUError("The room is too busy; try again")
+
+    # --- the batch of a room's events being received -------------------------------
+
+    async def _open_batch(self, room_id: str) -> "_RoomBatch | None":
+        """A new, empty batch on the room's head (None for an unknown room)."""
+        head = await self._room_head(room_id)
+        if head is None:
+            return None
+        room, extremities = head
+        current = await self.state.get_state(room.current_state_group)
+        batch = EventBatch(self.state, room_id, head=room.head_stream_ordering, current=current,
+                           extremities=extremities)
+        return _RoomBatch(room, batch)
+
+    async def _reopen(self, rb: "_RoomBatch") -> "_RoomBatch":
+        """After a failed write: a new batch on what the database says."""
+        self._room_heads.pop(rb.room.room_id, None)
+        fresh = await self._open_batch(rb.room.room_id)
+        assert fresh is not None
+        fresh.late, fresh.late_checked = rb.late, rb.late_checked
+        return fresh
+
+    async def _flush(self, rb: "_RoomBatch") -> None:
+        """Write the batch (one transaction) and carry on with an empty one on the new
+        head: caches, outcomes' positions, listeners (once, with every timeline
+        position). ``StaleHeadError`` if another writer moved the room's head;
+        ``_WriteFailed`` if the write failed otherwise (nothing of the batch stored)."""
+        batch = rb.batch
+        if not batch.events:
+            return
+        room_id = batch.room_id
+        try:
+            positions = await self.store.persist_batch(batch, received_ts=self.hs.clock_ms())
+        except StaleHeadError:
+            raise
+        except Exception as e:
+            raise _WriteFailed() from e
+        absent = self._absent.get(room_id, set())
+        timeline: list[PDU] = []
+        timeline_positions: list[int] = []
+        for ev, position in zip(batch.events, positions):
+            pdu = ev.pdu
+            self.events._remember(pdu)
+            absent.discard(pdu.event_id)
+            self._cache_meta(EventMeta(pdu.event_id, room_id, pdu.depth, False, ev.rejected_reason, ev.soft_failed,
+                                       ev.state_after.group, position))
+            rb.outcomes[pdu.event_id].stream_ordering = position
+            if ev.timeline:
+                timeline.append(pdu)
+                timeline_positions.append(position)
+        self.events._heads.pop(room_id, None)  # the local pipeline reloads the head
+        room = rb.room
+        if timeline:
+            room = replace(room, head_stream_ordering=timeline_positions[-1], current_state_group=batch.current.group)
+            self.events._after_persist(room_id, [], timeline_positions, received=timeline)
+            self._room_heads[room_id] = (room, frozenset(batch.extremities))  # after the listeners: they drop it
+        rb.room = room
+        rb.batch = EventBatch(self.state, room_id, head=room.head_stream_ordering, current=batch.current,
+                              extremities=batch.extremities)
+        rb.outcomes = {}
+
+    async def _known(self, rb: "_RoomBatch", event_id: str) -> tuple[PDUOutcome | None, bool]:
+        """The outcome of an event stored or in the batch already (None if it is new),
+        and whether an outlier row for it may exist."""
+        if rb.batch.get(event_id) is not None:
+            return rb.outcomes[event_id], False
+        known = self._meta_cache.get(event_id)
+        absent = event_id in self._absent.get(rb.room.room_id, ())
+        if (known is None and not absent) or (known is not None and known.outlier):
+            known = (await self.store.get_event_meta([event_id])).get(event_id)
+        if known is not None and not known.outlier:
+            return PDUOutcome(event_id, rejected=known.rejected_reason, soft_failed=known.soft_failed,
+                              stream_ordering=known.stream_ordering), False
+        return None, known is not None
+
+    async def _metas_in(self, rb: "_RoomBatch", event_ids: Iterable[str]) -> dict[str, EventMeta]:
+        """``_metas``, the batch's events included (their positions unknown yet: 0)."""
+        out: dict[str, EventMeta] = {}
+        rest = []
+        for e in event_ids:
+            ev = rb.batch.get(e)
+            if ev is None:
+                rest.append(e)
+            else:
+                out[e] = EventMeta(e, rb.room.room_id, ev.pdu.depth, False, ev.rejected_reason, ev.soft_failed,
+                                   ev.state_after.group, 0)
+        out.update(await self._metas(rest))
+        return out
+
+    async def _pdus_in(self, rb: "_RoomBatch | None", event_ids: Iterable[str]) -> dict[str, PDU]:
+        """Events by ID, the batch's included."""
+        ids = list(event_ids)
+        if rb is None:
+            return await self.events.get_pdus(ids)
+        out = rb.batch.pdus(ids)
+        out.update(await self.events.get_pdus([e for e in ids if e not in out]))
+        return out
+
+    async def _snapshot(self, rb: "_RoomBatch", group: int | None) -> StateSnapshot:
+        return rb.batch.snapshot(group) or await self.state.get_state(group)
 
     # --- the pipeline ------------------------------------------------------------
 
-    async def _receive(self, origin: str | None, room: RoomRow, pdu_json: Any, *, gap_fill: bool,
+    async def _receive(self, origin: str | None, rb: "_RoomBatch", pdu_json: Any, *, gap_fill: bool,
                        check_acl: bool, explicit_state: dict[StateKey, str] | None = None,
-                       known_events: Mapping[str, PDU] | None = None) -> PDUOutcome:
+                       known_events: Mapping[str, PDU] | None = None, checked: tuple | None = None) -> PDUOutcome:
+        """One PDU through the pipeline into the batch (stored when the batch is
+        written). ``checked``: its format and signature decisions, when the caller made
+        them for a whole run."""
+        room = rb.room
         rv = room.room_version
         room_id = room.room_id
         # 1. format
-        decision = check_format(pdu_json, rv)
+        decision = checked[0] if checked is not None else check_format(pdu_json, rv)
         if isinstance(decision, Drop):
             raise PDUError(decision.reason)
         pdu: PDU = decision.pdu
         if pdu.room_id != room_id:
             raise PDUError("The event is not for this room")
         modules = self.hs.modules.callbacks
-        if modules.has("should_drop_federated_event") and await modules.first_true(
+        if checked is None and modules.has("should_drop_federated_event") and await modules.first_true(
                 "should_drop_federated_event", ModuleEvent(pdu)):
             raise PDUError("The event was dropped by the server's policy")
-        known = self._meta_cache.get(pdu.event_id)
-        absent = pdu.event_id in self._absent.get(room_id, ())
-        if (known is None and not absent) or (known is not None and known.outlier):
-            known = (await self.store.get_event_meta([pdu.event_id])).get(pdu.event_id)
-        if known is not None and not known.outlier:
-            return PDUOutcome(pdu.event_id, rejected=known.rejected_reason, soft_failed=known.soft_failed,
-                              stream_ordering=known.stream_ordering)
-        current = await self.state.get_state(room.current_state_group)
+        known, outlier_row = await self._known(rb, pdu.event_id)
+        if known is not None:
+            return known
         if check_acl and origin is not None:
-            acl_id = current.state.get(("m.room.server_acl", ""))
+            acl_id = rb.batch.current.state.get(("m.room.server_acl", ""))
             if acl_id is not None:
-                acl = (await self.events.get_pdus([acl_id])).get(acl_id)
+                acl = (await self._pdus_in(rb, [acl_id])).get(acl_id)
                 if acl is not None and not server_is_allowed(acl.content, origin):
                     raise PDUError(f"Server {origin} is denied by the room's server ACL")
         # 2, 3. signatures and hashes
-        (checked,) = await self._check_signatures([pdu_json], rv, origin, [decision.signed_bytes])
-        if isinstance(checked, Drop):
-            raise PDUError(checked.reason)
-        if isinstance(checked, Redacted):
-            pdu = checked.pdu
+        if checked is None:
+            (signed,) = await self._check_signatures([pdu_json], rv, origin, [decision.signed_bytes])
+        else:
+            signed = checked[1]
+        if isinstance(signed, Drop):
+            raise PDUError(signed.reason)
+        if isinstance(signed, Redacted):
+            pdu = signed.pdu
         # 4. auth against its auth events (fetching the ones we lack)
-        auth_map, rejected_auth = await self._auth_events_for(origin, room, pdu)
+        auth_map, rejected_auth = await self._auth_events_for(origin, rb, pdu)
         rejected_reason: str | None = None
         create = auth_map.get("$" + room_id[1:]) if rv.room_id_from_create_event else None
         decision = check_auth_against_auth_events(
@@ -388,18 +596,19 @@ class FederationEventHandler:
             rejected_reason = decision.reason
         # The state before the event.
         if explicit_state is not None:
-            state_before = explicit_state
+            state_before: Mapping[StateKey, str] = explicit_state
             before_snapshot: StateSnapshot | None = None
             base = None
         else:
-            state_before, before_snapshot, base = await self._state_before(origin, room, pdu, gap_fill=gap_fill)
+            state_before, before_snapshot, base = await self._state_before(origin, rb, pdu, gap_fill=gap_fill)
         # A partial-state room (faster joins): the state before lacks most members; the
         # rules read its resolution with the event's auth events, and nothing soft-fails.
         partial = await self.hs.partial_state.is_partial(room_id)
         if partial:
+            await self._flush(rb)  # what follows reads the database only
             state_events = await self.hs.partial_state.auth_state(rv, pdu, state_before, auth_map, rejected_auth)
         else:
-            state_events = await self._auth_state(rv, pdu, state_before)
+            state_events = await self._auth_state(rv, pdu, state_before, rb)
         # 5. auth against the state before it
         if rejected_reason is None:
             decision = check_auth_against_state_before(rv, pdu, state_events)
@@ -409,7 +618,8 @@ class FederationEventHandler:
         # replaces whatever we had).
         soft_failed = False
         if rejected_reason is None and explicit_state is None and not partial:
-            decision = check_soft_fail_against_current_state(rv, pdu, await self._auth_state(rv, pdu, current.state))
+            current = rb.batch.current.state
+            decision = check_soft_fail_against_current_state(rv, pdu, await self._auth_state(rv, pdu, current, rb))
             if isinstance(decision, SoftFail):
                 soft_failed = True
                 log.info("soft-failed %s: %s", pdu.event_id, decision.reason)
@@ -418,12 +628,50 @@ class FederationEventHandler:
                 log.info("soft-failed %s: a spam checker refused it", pdu.event_id)
         redaction_target = None
         if rejected_reason is None and pdu.redacts is not None:
-            target = (await self.events.get_pdus([pdu.redacts])).get(pdu.redacts)
+            target = (await self._pdus_in(rb, [pdu.redacts])).get(pdu.redacts)
             if target is not None and redaction_allowed(rv, pdu, target, state_events):
                 redaction_target = target.event_id
-        write = ReceivedEventWrite(pdu, state_before, before_snapshot, base, rejected_reason, soft_failed,
-                                   redaction_target, may_be_outlier=known is not None)
-        return await self._persist(room, write, explicit=explicit_state is not None, known_events=known_events)
+        return await self._add(rb, pdu, state_before, before_snapshot, base, rejected_reason=rejected_reason,
+                               soft_failed=soft_failed, redaction_target=redaction_target, outlier_row=outlier_row,
+                               explicit=explicit_state is not None, known_events=known_events)
+
+    async def _add(self, rb: "_RoomBatch", pdu: PDU, state_before: Mapping[StateKey, str],
+                   before_snapshot: StateSnapshot | None, base: StateSnapshot | None, *,
+                   rejected_reason: str | None, soft_failed: bool, redaction_target: str | None, outlier_row: bool,
+                   explicit: bool, known_events: Mapping[str, PDU] | None) -> PDUOutcome:
+        """The event into the batch: its state groups, and for a timeline event the
+        room's new current state (the state after it, or the resolution of the states
+        at the forward extremities it leaves) and extremities (an explicit state: it is
+        the only one)."""
+        batch = rb.batch
+        if before_snapshot is None:
+            before_snapshot = await batch.state_group_for(state_before, base)
+        new_current = None
+        if rejected_reason is None and not soft_failed:
+            if explicit:
+                batch.replace_extremities = True
+                batch.extremities.clear()
+            else:
+                new_current = await self._current_state_with(rb, pdu, state_before)
+            if before_snapshot.group != batch.current.group or new_current is not None:
+                # Not a linear step: member events of other branches (or of an explicit
+                # state) may enter the current state; the membership table needs them.
+                target = new_current if new_current is not None else _with_event(state_before, pdu)
+                current = batch.current.state
+                changed = [e for k, e in target.items()
+                           if k[0] == "m.room.member" and current.get(k) != e and e != pdu.event_id]
+                known = {e: known_events[e] for e in changed if known_events and e in known_events}
+                known.update(await self._pdus_in(rb, [e for e in changed if e not in known]))
+                known_events = known
+        if pdu.event_id not in rb.late_checked:
+            rb.late_checked.add(pdu.event_id)
+            rb.late |= await self.store.get_timeline_children([pdu.event_id])
+        await batch.add(pdu, before=before_snapshot, rejected_reason=rejected_reason, soft_failed=soft_failed,
+                        redaction_applies_to=redaction_target, may_be_outlier=outlier_row, new_current=new_current,
+                        is_extremity=pdu.event_id not in rb.late, state_events=known_events)
+        outcome = PDUOutcome(pdu.event_id, rejected=rejected_reason, soft_failed=soft_failed)
+        rb.outcomes[pdu.event_id] = outcome
+        return outcome
 
     async def _passes_spam_check(self, pdu: PDU) -> bool:
         """Modules' ``check_event_for_spam`` on an event of another server (a callback
@@ -434,87 +682,35 @@ class FederationEventHandler:
             return False
         return True
 
-    async def _persist(self, room: RoomRow, write: ReceivedEventWrite, *, explicit: bool,
-                       known_events: Mapping[str, PDU] | None = None) -> PDUOutcome:
-        room_id = room.room_id
-        pdu = write.pdu
-        timeline = write.rejected_reason is None and not write.soft_failed
-        for attempt in range(_RETRIES):
-            head = await self._room_head(room_id)
-            if head is None:
-                raise PDUError(f"Unknown room {room_id}")
-            room, extremities = head
-            current = await self.state.get_state(room.current_state_group)
-            new_current = None
-            state_events: dict[str, PDU] = {}
-            if timeline:
-                after = dict(write.state_before_map)
-                if pdu.state_key is not None:
-                    after[(pdu.type, pdu.state_key)] = pdu.event_id
-                if explicit:
-                    new_current = after
-                else:
-                    new_current = await self._current_state_with(room, extremities, pdu, after)
-                changed = [v for k, v in new_current.items() if k[0] == "m.room.member" and current.state.get(k) != v]
-                if known_events:
-                    state_events = {e: known_events[e] for e in changed if e in known_events}
-                    changed = [e for e in changed if e not in state_events]
-                state_events.update(await self.events.get_pdus(changed))
-            try:
-                result = await self.store.persist_received_event(
-                    room_id, write, current=current, new_current_state=new_current, state_events=state_events,
-                    expected_head=room.head_stream_ordering, received_ts=self.hs.clock_ms(), only_extremity=explicit,
-                )
-            except StaleHeadError:
-                log.info("room %s moved on while we stored %s; again", room_id, pdu.event_id)
-                self._room_heads.pop(room_id, None)
-                continue
-            self.events._heads.pop(room_id, None)  # the local pipeline reloads the head
-            self.events._remember(pdu)
-            self._absent.get(room_id, set()).discard(pdu.event_id)
-            self._cache_meta(EventMeta(pdu.event_id, room_id, pdu.depth, False, write.rejected_reason,
-                                       write.soft_failed, result.state_after.group, result.stream_ordering))
-            if timeline:
-                self.events._after_persist(room_id, [], [result.stream_ordering], received=[pdu])
-                if explicit:
-                    new_ext = frozenset([pdu.event_id])
-                else:
-                    new_ext = (extremities - set(pdu.prev_event_ids)) | (
-                        {pdu.event_id} if result.is_extremity else set())
-                assert result.current_state is not None
-                self._room_heads[room_id] = (
-                    replace(room, head_stream_ordering=result.stream_ordering,
-                            current_state_group=result.current_state.group),
-                    frozenset(new_ext),
-                )
-            return PDUOutcome(pdu.event_id, rejected=write.rejected_reason, soft_failed=write.soft_failed,
-                              stream_ordering=result.stream_ordering)
-        raise PDUError("The room is too busy; try again")
-
-    async def _current_state_with(self, room: RoomRow, extremities: frozenset[str], pdu: PDU,
-                                  state_after: dict[StateKey, str]) -> dict[StateKey, str]:
-        """The room's current state once ``pdu`` (with ``state_after``) is a forward
-        extremity: the resolution of the states at the resulting extremities."""
-        remaining = set(extremities) - set(pdu.prev_event_ids) - {pdu.event_id}
+    async def _current_state_with(self, rb: "_RoomBatch", pdu: PDU,
+                                  state_before: Mapping[StateKey, str]) -> dict[StateKey, str] | None:
+        """The room's current state once ``pdu`` (with ``state_before``) is a forward
+        extremity: the resolution of the states at the resulting extremities; None when
+        it leaves no other extremity (then it is the state after it: no resolution)."""
+        remaining = rb.batch.extremities - set(pdu.prev_event_ids) - {pdu.event_id}
         if not remaining:
-            return state_after
-        metas = await self._metas(remaining)
-        sets = [state_after]
+            return None
+        metas = await self._metas_in(rb, remaining)
+        sets = [_with_event(state_before, pdu)]
         for eid in sorted(remaining):
             meta = metas.get(eid)
             if meta is None or meta.state_group is None:
                 continue
-            sets.append(dict((await self.state.get_state(meta.state_group)).state))
-        return await self.resolve(room.room_version, sets, known={pdu.event_id: pdu})
+            sets.append((await self._snapshot(rb, meta.state_group)).state)
+        if len(sets) == 1:
+            return None
+        known = rb.batch.pdus(e.pdu.event_id for e in rb.batch.events)
+        known[pdu.event_id] = pdu
+        return await self.resolve(rb.room.room_version, sets, known=known)
 
     async def resolve(self, rv: RoomVersion, state_sets: Sequence[Mapping[StateKey, str]], *,
                       known: Mapping[str, PDU] | None = None) -> dict[StateKey, str]:
         """State resolution with the events loaded from the database (in rounds, as
         ``missing_event_ids`` asks; ``known``: events not stored yet); big resolutions
         run in a thread."""
-        unique = []
+        unique: list[Mapping[StateKey, str]] = []
         for s in state_sets:
-            if not any(s == u for u in unique):
+            if not any(s is u or s == u for u in unique):
                 unique.append(s)
         if len(unique) == 1:
             return dict(unique[0])
@@ -536,12 +732,13 @@ class FederationEventHandler:
         except StateResolutionError as e:
             raise PDUError(f"State resolution failed: {e}") from None
 
-    async def _auth_state(self, rv: RoomVersion, pdu: PDU, state: Mapping[StateKey, str]) -> dict[StateKey, PDU]:
+    async def _auth_state(self, rv: RoomVersion, pdu: PDU, state: Mapping[StateKey, str],
+                          rb: "_RoomBatch | None" = None) -> dict[StateKey, PDU]:
         """The events of ``state`` the auth rules read for ``pdu`` (not the whole room)."""
         keys = auth_types_for_event(rv, pdu.type, pdu.sender, pdu.state_key, pdu.content)
         keys.add(("m.room.create", ""))
         ids = {k: state[k] for k in keys if k in state}
-        pdus = await self.events.get_pdus(ids.values())
+        pdus = await self._pdus_in(rb, ids.values())
         return {k: pdus[e] for k, e in ids.items() if e in pdus}
 
     # --- signatures --------------------------------------------------------------
@@ -567,17 +764,20 @@ class FederationEventHandler:
 
     # --- auth events ---------------------------------------------------------------
 
-    async def _auth_events_for(self, origin: str | None, room: RoomRow, pdu: PDU) -> tuple[dict[str, PDU], set[str]]:
+    async def _auth_events_for(self, origin: str | None, rb: "_RoomBatch", pdu: PDU
+                               ) -> tuple[dict[str, PDU], set[str]]:
         """The event's auth events (and, rooms 12+, the create event) by ID, fetching
         missing ones from ``origin`` (``/event_auth``) as checked outliers; plus the IDs
         of those that were rejected."""
+        room = rb.room
         rv = room.room_version
         wanted = list(pdu.auth_event_ids)
         if rv.room_id_from_create_event and pdu.type != "m.room.create":
             wanted.append("$" + room.room_id[1:])
-        metas = await self._metas(wanted)
+        metas = await self._metas_in(rb, wanted)
         missing = [e for e in wanted if e not in metas]
         if missing and origin is not None:
+            await self._flush(rb)  # what is fetched is stored beside it
             try:
                 answer = await self.hs.federation_client.request(
                     "GET", origin,
@@ -591,50 +791,58 @@ class FederationEventHandler:
                 log.info("could not fetch the auth chain of %s from %s: %s", pdu.event_id, origin, e)
             await self._fetch_create_event(origin, room.room_id, rv, {})
             metas = await self.store.get_event_meta(wanted)
-        pdus = await self.events.get_pdus(metas)
+        pdus = await self._pdus_in(rb, metas)
         rejected = {e for e, m in metas.items() if m.rejected_reason is not None}
         return pdus, rejected
 
     # --- the state before an event -------------------------------------------------
 
-    async def _state_before(self, origin: str | None, room: RoomRow, pdu: PDU, *, gap_fill: bool
-                            ) -> tuple[dict[StateKey, str], StateSnapshot | None, StateSnapshot | None]:
-        """The state before ``pdu``: the resolution of the states after its prev events.
-        Missing prev events are fetched with get_missing_events (once, bounded); for any
-        still missing, the state at it is fetched with /state_ids. Returns the map, the
-        stored group equal to it (if any), and a stored group to write a delta against."""
-        prevs = list(pdu.prev_event_ids)
-        metas = await self._metas(prevs)
+    async def _state_before(self, origin: str | None, rb: "_RoomBatch", pdu: PDU, *, gap_fill: bool
+                            ) -> tuple[Mapping[StateKey, str], StateSnapshot | None, StateSnapshot | None]:
+        """The state before ``pdu``: the resolution of the states after its prev events
+        (one prev event: its state, nothing to resolve). Missing prev events are fetched
+        with get_missing_events (once, bounded); for any still missing, the state at it
+        is fetched with /state_ids. Returns the map, the group equal to it (if any), and
+        a group to write a delta against."""
+        room = rb.room
+        prevs = list(dict.fromkeys(pdu.prev_event_ids))
+        metas = await self._metas_in(rb, prevs)
         missing = [p for p in prevs if p not in metas or metas[p].state_group is None]
+        if missing and origin is not None:
+            await self._flush(rb)  # what is fetched below is stored beside it
         if missing and gap_fill and origin is not None:
-            await self._get_missing_events(origin, room, pdu)
-            metas = await self._metas(prevs)
+            await self._get_missing_events(origin, rb, pdu)
+            metas = await self._metas_in(rb, prevs)
             missing = [p for p in prevs if p not in metas or metas[p].state_group is None]
-        sets: list[dict[StateKey, str]] = []
+            if missing:
+                await self._flush(rb)
         snapshots: list[StateSnapshot] = []
         for p in prevs:
             meta = metas.get(p)
             if meta is not None and meta.state_group is not None:
-                snap = await self.state.get_state(meta.state_group)
-                snapshots.append(snap)
-                sets.append(dict(snap.state))
+                snapshots.append(await self._snapshot(rb, meta.state_group))
+        if len(snapshots) == 1 and not missing:  # a linear room: the state after its prev event
+            return snapshots[0].state, snapshots[0], None
+        sets: list[Mapping[StateKey, str]] = [snap.state for snap in snapshots]
         for p in missing:
             if origin is None:
                 raise PDUError(f"Prev event {p} is unknown")
             sets.append(await self._state_after_remote_event(origin, room, p))
         if not sets:
             raise PDUError("The event has no prev events we can use")
-        resolved = await self.resolve(room.room_version, sets)
+        known = rb.batch.pdus(e.pdu.event_id for e in rb.batch.events)
+        resolved = await self.resolve(room.room_version, sets, known=known)
         for snap in snapshots:
-            if dict(snap.state) == resolved:
+            if snap.state == resolved:
                 return resolved, snap, None
         return resolved, None, snapshots[0] if snapshots else None
 
-    async def _get_missing_events(self, origin: str, room: RoomRow, pdu: PDU) -> None:
+    async def _get_missing_events(self, origin: str, rb: "_RoomBatch", pdu: PDU) -> None:
         """Ask ``origin`` for the events between our forward extremities and ``pdu``
-        (at most ``MISSING_EVENTS_LIMIT``) and run them through the pipeline, oldest
-        first, without further gap filling."""
-        extremities = await self.store.get_forward_extremities(room.room_id)
+        (at most ``MISSING_EVENTS_LIMIT``) and run them through the pipeline into the
+        batch, oldest first, without further gap filling."""
+        room = rb.room
+        extremities = sorted(rb.batch.extremities)
         depths = await self.store.get_depths(extremities)
         min_depth = min(depths.values(), default=0)
         try:
@@ -655,11 +863,9 @@ class FederationEventHandler:
             if guess_event_id(e, room.room_version) == pdu.event_id:
                 continue
             try:
-                await self._receive(origin, room, e, gap_fill=False, check_acl=False)
+                await self._receive(origin, rb, e, gap_fill=False, check_acl=False)
             except PDUError as err:
                 log.info("missing event from %s not accepted: %s", origin, err)
-            head = await self._room_head(room.room_id)
-            room = head[0] if head is not None else room
 
     async def _state_after_remote_event(self, origin: str, room: RoomRow, event_id: str) -> dict[StateKey, str]:
         """The state after an event we lack: the state before it (as
@@ -733,6 +939,13 @@ class FederationEventHandler:
 
         results = await asyncio.gather(*(one(e) for e in event_ids))
         return [r for r in results if r is not None]
+
+
+def _with_event(state: Mapping[StateKey, str], pdu: PDU) -> Mapping[StateKey, str]:
+    """The state after an accepted event, given the state before it."""
+    if pdu.state_key is None:
+        return state
+    return {**state, (pdu.type, pdu.state_key): pdu.event_id}
 
 
 #: A big batch of outliers is checked and written this many events at a time (in auth

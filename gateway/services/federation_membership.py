@@ -254,7 +254,6 @@ class FederationMembershipHandler:
                 raise MatrixError(502, Codes.UNKNOWN, f"{origin} sent no valid create event for {room_id}")
             from .federation_events import PDUError
 
-            room = await self.store.get_room(room_id)
             join_id = PDU.from_pdu_json(event, rv).event_id
             if partial_servers is not None:
                 await partial.mark(room_id, join_id, origin, partial_servers)
@@ -263,8 +262,8 @@ class FederationMembershipHandler:
             stored = False
             try:
                 try:
-                    outcome = await fed._receive(origin, room, event, gap_fill=False, check_acl=False,
-                                                 explicit_state=state_map, known_events=result.accepted)
+                    outcome = await fed.persist_event_with_state_locked(origin, room_id, event, state_map,
+                                                                        known_events=result.accepted)
                 except PDUError as e:
                     raise MatrixError(502, Codes.UNKNOWN, f"Our join event was not accepted: {e}") from None
                 if outcome.rejected or outcome.soft_failed:

@@ -1,7 +1,7 @@
 """Room aliases, the public room directory and the user directory.
 
 Room summaries come from ``room_stats_state`` (kept in step with current state by
-``StateStore.apply_current_state_change``) and member counts from ``room_memberships``.
+``state.apply_current_state_steps``) and member counts from ``room_memberships``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """Rooms and events: the PDU table, the DAG (prev and auth edges, forward extremities),
 stream positions, redactions and client transaction IDs.
 
-Writes of a batch of events happen in one transaction together with their state
-(``persist_events``): once it returns, the events are stored. The events stream only
-grows; events from the past will take negative positions (see the migration).
+Every new event is written by ``persist_batch``: a batch of one room's events
+(``gateway.storage.event_batch``, everything computed in memory first) in one
+transaction with their state; once it returns, the events are stored.
+``persist_events`` and ``create_room_and_persist`` build such a batch from a chain of
+local events. The events stream only grows; events from the past take negative
+positions (see the migration).
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from federation.room_versions import EventFormat, RoomVersion, get_room_version
 
 from .database import Connection, Database, IntegrityError
 from .search import index_events, unindex_events
+from .event_batch import EventBatch, PersistEvent
 from .state import (
     EMPTY_STATE,
     StateKey,
     StateSnapshot,
     StateStore,
     _placeholders,
-    apply_current_state_changes,
+    apply_current_state_steps,
     next_position,
+    write_state_groups,
 )
 
 
@@ -70,10 +75,11 @@ class StoredEvent:
 
 @dataclass
 class EventWrite:
-    """One event to persist as a new (timeline) event.
+    """One local event to persist as a new (timeline) event.
 
     ``state_delta`` is what the event changes in the room state ({(type, state_key):
-    event_id}, empty for a message or a rejected event).
+    event_id}, empty for a message or a rejected event); the store reads the same from
+    the event itself.
     """
 
     pdu: PDU
@@ -98,37 +104,6 @@ class EventMeta:
     #: The state after the event (None for outliers).
     state_group: int | None
     stream_ordering: int
-
-
-@dataclass
-class ReceivedEventWrite:
-    """One event received over federation, with the state before it.
-
-    ``state_before`` is an existing group holding exactly that state (e.g. the group of
-    its only prev event), else None and the state is ``state_before_map``, stored as a
-    new group written as a delta against ``base`` (any stored group, ideally a close one).
-    """
-
-    pdu: PDU
-    state_before_map: Mapping[StateKey, str]
-    state_before: StateSnapshot | None = None
-    base: StateSnapshot | None = None
-    rejected_reason: str | None = None
-    soft_failed: bool = False
-    redaction_applies_to: str | None = None
-    #: Whether a row for it may exist as an outlier (to replace); False saves a statement.
-    may_be_outlier: bool = True
-
-
-@dataclass(frozen=True)
-class ReceivedResult:
-    stream_ordering: int
-    state_before: StateSnapshot
-    state_after: StateSnapshot
-    #: The room's current state after the write (None if the event was not a timeline event).
-    current_state: StateSnapshot | None
-    #: Whether it became a forward extremity.
-    is_extremity: bool = False
 
 
 @dataclass(frozen=True)
@@ -370,19 +345,10 @@ class EventStore:
     ) -> PersistResult:
         """Insert the room row and its first events (a linear chain from the create
         event) in one transaction."""
-        async with self.db.transaction() as txn:
-            try:
-                await txn.execute(
-                    "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
-                    " VALUES ($1, $2, $3, $4, $5)",
-                    room_id, room_version.identifier, creator, is_public, created_ts,
-                )
-            except IntegrityError:
-                raise RoomExistsError(room_id) from None
-            result = await self._persist(txn, room_id, writes, state_before=EMPTY_STATE, expected_head=0,
-                                         received_ts=created_ts)
-        self.state.cache_snapshot(result.state_after)
-        return result
+        batch = await self._local_batch(room_id, writes, state_before=EMPTY_STATE, expected_head=0)
+        room = (room_id, room_version.identifier, creator, is_public, created_ts)
+        positions = await self.persist_batch(batch, received_ts=created_ts, new_room=room)
+        return PersistResult(positions, batch.current)
 
     async def persist_events(
         self,
@@ -393,121 +359,145 @@ class EventStore:
         expected_head: int,
         received_ts: int,
     ) -> PersistResult:
-        """Persist new timeline events of a room with their state, in one transaction.
+        """Persist new local events of a room with their state, in one transaction.
 
         ``writes`` is a linear chain (each event follows the one before) and
         ``state_before`` is the room's current state (group ``current_state_group``) before
         the first one. ``StaleHeadError`` (and nothing written) if the room's head is no
         longer ``expected_head``.
         """
-        async with self.db.transaction() as txn:
-            result = await self._persist(txn, room_id, writes, state_before=state_before,
-                                         expected_head=expected_head, received_ts=received_ts)
-        self.state.cache_snapshot(result.state_after)
-        return result
+        batch = await self._local_batch(room_id, writes, state_before=state_before, expected_head=expected_head)
+        positions = await self.persist_batch(batch, received_ts=received_ts)
+        return PersistResult(positions, batch.current)
 
-    async def _persist(
-        self,
-        txn: Connection,
-        room_id: str,
-        writes: Sequence[EventWrite],
-        *,
-        state_before: StateSnapshot,
-        expected_head: int,
-        received_ts: int,
-    ) -> PersistResult:
+    async def _local_batch(self, room_id: str, writes: Sequence[EventWrite], *, state_before: StateSnapshot,
+                           expected_head: int) -> EventBatch:
         if not writes:
             raise ValueError("nothing to persist")
-        # State groups first (they only need the state-group counter).
-        groups: list[StateSnapshot] = []
-        current = state_before
-        for w in writes:  # a linear chain: each event's state before is the last one's after
-            if w.state_delta and w.rejected_reason is None:
-                state = dict(current.state)
-                state.update(w.state_delta)
-                current = await self.state.store_state_group(
-                    txn, room_id=room_id, event_id=w.pdu.event_id, prev=current, state=state, delta=w.state_delta
+        batch = EventBatch(self.state, room_id, head=expected_head, current=state_before)
+        for w in writes:  # a linear chain: each event's state before is the one before's after
+            await batch.add(w.pdu, before=batch.current, rejected_reason=w.rejected_reason, txn=w.txn,
+                            redaction_applies_to=w.redaction_applies_to)
+        return batch
+
+    async def persist_batch(self, batch: EventBatch, *, received_ts: int,
+                            new_room: tuple[str, str, str | None, bool, int] | None = None) -> list[int]:
+        """Write a batch of one room's events (``gateway.storage.event_batch``) in one
+        transaction, and return their positions: timeline events take the next 'events'
+        positions (in order), rejected and soft-failed ones 'backfill' positions (never
+        new). With the events: their state groups, DAG edges, transaction IDs,
+        redactions, relationships, the forward extremities, the current state with its
+        deltas at each event's position and the membership table, and the room's head.
+        ``StaleHeadError`` (nothing written) if the room's head is no longer
+        ``batch.head``. ``new_room`` (room ID, version, creator, public, created_ts): the
+        room row is inserted too (``RoomExistsError`` if it exists)."""
+        events = batch.events
+        if not events:
+            return []
+        room_id = batch.room_id
+        timeline = [e for e in events if e.timeline]
+        async with self.db.transaction() as txn:
+            if new_room is not None:
+                try:
+                    await txn.execute(
+                        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+                        " VALUES ($1, $2, $3, $4, $5)", *new_room)
+                except IntegrityError:
+                    raise RoomExistsError(room_id) from None
+            await write_state_groups(txn, batch.groups)
+            outliers = [e.pdu.event_id for e in events if e.may_be_outlier]
+            if outliers:
+                await txn.execute(
+                    f"DELETE FROM events WHERE outlier = TRUE AND event_id IN ({_placeholders(len(outliers))})",
+                    *outliers)
+            edge_rows, auth_rows, txn_rows, redaction_rows = [], [], [], []
+            for e in events:
+                pdu = e.pdu
+                edge_rows += [(pdu.event_id, p, room_id) for p in dict.fromkeys(pdu.prev_event_ids)]
+                auth_rows += [(pdu.event_id, a, room_id) for a in dict.fromkeys(pdu.auth_event_ids)]
+                if e.txn is not None:
+                    txn_rows.append((*e.txn, room_id, pdu.event_id, received_ts))
+                if e.redaction_applies_to is not None and e.rejected_reason is None:
+                    redaction_rows.append((pdu.event_id, e.redaction_applies_to, room_id))
+            if edge_rows:
+                await txn.executemany(
+                    "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (event_id, prev_event_id) DO NOTHING", edge_rows)
+            if auth_rows:
+                await txn.executemany(
+                    "INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (event_id, auth_event_id) DO NOTHING", auth_rows)
+            if txn_rows:
+                await txn.executemany(
+                    "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, inserted_ts)"
+                    " VALUES ($1, $2, $3, $4, $5, $6)", txn_rows)
+            if redaction_rows:
+                await txn.executemany(
+                    "INSERT INTO redactions (event_id, redacts, room_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (event_id) DO NOTHING", redaction_rows)
+            if timeline:
+                await self._write_extremities(txn, batch, timeline)
+
+            # Positions last: the counter's row lock is held until commit.
+            positions: dict[str, int] = {}
+            if timeline:
+                last = await next_position(txn, "events", len(timeline))
+                positions.update((e.pdu.event_id, p) for e, p in zip(timeline, range(last - len(timeline) + 1,
+                                                                                        last + 1)))
+            others = [e for e in events if not e.timeline]
+            if others:
+                low = await next_position(txn, "backfill", -len(others))
+                positions.update((e.pdu.event_id, low + len(others) - 1 - i) for i, e in enumerate(others))
+            await txn.executemany(
+                "INSERT INTO events (event_id, stream_ordering, room_id, type, state_key, sender, depth,"
+                " origin_server_ts, received_ts, json, rejected_reason, soft_failed, state_group, replaces_state)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                [(e.pdu.event_id, positions[e.pdu.event_id], room_id, e.pdu.type, e.pdu.state_key, e.pdu.sender,
+                  e.pdu.depth, e.pdu.origin_server_ts, received_ts, encode_pdu_json(e.pdu), e.rejected_reason,
+                  e.soft_failed, e.state_after.group, e.replaces_state) for e in events],
+            )
+            # What is derived from timeline events beside the events table (relationships,
+            # threads, the search index) and from the redactions that apply.
+            await write_relations(txn, [e.pdu for e in timeline])
+            await note_timeline_events(txn, [(e.pdu, positions[e.pdu.event_id]) for e in timeline])
+            await note_redactions(txn, [r[1] for r in redaction_rows])
+            if timeline:
+                steps = [(positions[e.pdu.event_id], e.current_state_changes) for e in timeline
+                         if e.current_state_changes]
+                if steps:
+                    known: dict[str, Any] = {**batch.state_events, **batch.pdus(e.pdu.event_id for e in timeline)}
+                    await _read_member_events(txn, steps, known)
+                    await apply_current_state_steps(txn, room_id=room_id, steps=steps,
+                                                    previous=batch.current_before.state, events=known)
+                changed = await txn.execute(
+                    "UPDATE rooms SET head_stream_ordering = $3, current_state_group = $4"
+                    " WHERE room_id = $1 AND head_stream_ordering = $2",
+                    room_id, batch.head, positions[timeline[-1].pdu.event_id], batch.current.group,
                 )
-            groups.append(current)
+                if changed != 1:
+                    raise StaleHeadError(room_id)
+        for g in batch.groups:
+            self.state.cache_snapshot(g.snapshot)
+        return [positions[e.pdu.event_id] for e in events]
 
-        edge_rows, auth_rows, txn_rows, redaction_rows = [], [], [], []
-        for w in writes:
-            e = w.pdu
-            edge_rows += [(e.event_id, p, room_id) for p in e.prev_event_ids]
-            auth_rows += [(e.event_id, a, room_id) for a in e.auth_event_ids]
-            if w.txn is not None:
-                txn_rows.append((*w.txn, room_id, e.event_id, received_ts))
-            if w.redaction_applies_to is not None and w.rejected_reason is None:
-                redaction_rows.append((e.event_id, w.redaction_applies_to, room_id))
-        if edge_rows:
-            await txn.executemany(
-                "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)", edge_rows
-            )
-        if auth_rows:
-            await txn.executemany(
-                "INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) VALUES ($1, $2, $3)", auth_rows
-            )
-        if txn_rows:
-            await txn.executemany(
-                "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, inserted_ts)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                txn_rows,
-            )
-        if redaction_rows:
-            await txn.executemany(
-                "INSERT INTO redactions (event_id, redacts, room_id) VALUES ($1, $2, $3)", redaction_rows
-            )
-
-        # Forward extremities: the new events replace the ones they point to.
-        new_ids = {w.pdu.event_id for w in writes}
-        referenced = {p for w in writes for p in w.pdu.prev_event_ids}
-        for p in referenced:
+    @staticmethod
+    async def _write_extremities(txn: Connection, batch: EventBatch, timeline: Sequence[PersistEvent]) -> None:
+        """The batch's timeline events replace their prev events among the forward
+        extremities; those of them the batch left as extremities are added."""
+        room_id = batch.room_id
+        if batch.replace_extremities:
+            await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1", room_id)
+        prevs = list({p for e in timeline for p in e.pdu.prev_event_ids} - batch.extremities)
+        for i in range(0, len(prevs), 500):
+            chunk = prevs[i:i + 500]
             await txn.execute(
-                "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2", room_id, p
-            )
-        await txn.executemany(
-            "INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)",
-            [(room_id, i) for i in sorted(new_ids - referenced)],
-        )
-
-        # Positions last: the counter's row lock is held until commit.
-        last = await next_position(txn, "events", len(writes))
-        positions = list(range(last - len(writes) + 1, last + 1))
-        event_rows = []
-        current_state_before: dict[StateKey, str] = dict(state_before.state)
-        for w, pos, group in zip(writes, positions, groups):
-            e = w.pdu
-            replaces = None
-            if e.state_key is not None and w.rejected_reason is None:
-                key = (e.type, e.state_key)
-                replaces = current_state_before.get(key)
-                await self.state.apply_current_state_change(
-                    txn, room_id=room_id, key=key, event_id=e.event_id, prev_event_id=replaces,
-                    stream_ordering=pos, sender=e.sender, content=e.content,
-                )
-                current_state_before[key] = e.event_id
-            event_rows.append((
-                e.event_id, pos, room_id, e.type, e.state_key, e.sender, e.depth, e.origin_server_ts,
-                received_ts, encode_pdu_json(e), w.rejected_reason, group.group, replaces,
-            ))
-        await txn.executemany(
-            "INSERT INTO events (event_id, stream_ordering, room_id, type, state_key, sender, depth,"
-            " origin_server_ts, received_ts, json, rejected_reason, state_group, replaces_state)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            event_rows,
-        )
-        counted = [(w.pdu, pos) for w, pos in zip(writes, positions) if w.rejected_reason is None]
-        await write_relations(txn, [pdu for pdu, _ in counted])
-        await note_timeline_events(txn, counted)
-        await note_redactions(txn, [r[1] for r in redaction_rows])
-        changed = await txn.execute(
-            "UPDATE rooms SET head_stream_ordering = $3, current_state_group = $4"
-            " WHERE room_id = $1 AND head_stream_ordering = $2",
-            room_id, expected_head, last, groups[-1].group,
-        )
-        if changed != 1:
-            raise StaleHeadError(room_id)
-        return PersistResult(positions, groups[-1])
+                f"DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id IN"
+                f" ({_placeholders(len(chunk), 2)})", room_id, *chunk)
+        added = [(room_id, e.pdu.event_id) for e in timeline if e.pdu.event_id in batch.extremities]
+        if added:
+            await txn.executemany(
+                "INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)"
+                " ON CONFLICT (room_id, event_id) DO NOTHING", added)
 
     # --- events received over federation -------------------------------------------
     # Used by gateway.services.federation_events (the PDU receipt pipeline); see there.
@@ -596,151 +586,24 @@ class EventStore:
                         auth_rows,
                     )
 
-    async def persist_received_event(
-        self,
-        room_id: str,
-        write: ReceivedEventWrite,
-        *,
-        current: StateSnapshot,
-        new_current_state: Mapping[StateKey, str] | None,
-        state_events: Mapping[str, PDU],
-        expected_head: int,
-        received_ts: int,
-        only_extremity: bool = False,
-    ) -> ReceivedResult:
-        """Persist one event received over federation with its state, in one transaction.
-
-        - The state before it: ``write.state_before`` (an existing group) or a new group
-          for ``write.state_before_map`` (stored as a delta against ``write.base``).
-        - The state after it (its group): the state before plus itself, unless rejected.
-        - A timeline event (neither rejected nor soft-failed) takes the next 'events'
-          position and becomes a forward extremity (replacing its prev events); the
-          others take a 'backfill' position and stay out of timelines and extremities.
-        - ``new_current_state`` (None: unchanged) replaces the room's current state
-          (``current`` is it now): current_state, its deltas at this event's position
-          and room_memberships follow. ``state_events`` holds the PDUs of the state
-          events newly in the current state (for memberships).
-        - A row for this event stored earlier as an outlier is replaced.
-        - ``only_extremity`` (a join's event): it becomes the room's only forward extremity.
-        ``StaleHeadError`` if the room's head is no longer ``expected_head``.
-        """
-        pdu = write.pdu
-        timeline = write.rejected_reason is None and not write.soft_failed
-        created: list[StateSnapshot] = []
-        async with self.db.transaction() as txn:
-            before = write.state_before
-            if before is None:
-                base = write.base or EMPTY_STATE
-                delta: dict[StateKey, str | None] = {
-                    k: v for k, v in write.state_before_map.items() if base.state.get(k) != v
-                }
-                delta.update({k: None for k in base.state if k not in write.state_before_map})
-                before = await self.state.store_state_group(
-                    txn, room_id=room_id, event_id=None, prev=base, state=write.state_before_map, delta=delta,
-                )
-                created.append(before)
-            after = before
-            replaces = None
-            if pdu.state_key is not None and write.rejected_reason is None:
-                key = (pdu.type, pdu.state_key)
-                replaces = before.state.get(key)
-                state = dict(before.state)
-                state[key] = pdu.event_id
-                after = await self.state.store_state_group(
-                    txn, room_id=room_id, event_id=pdu.event_id, prev=before, state=state, delta={key: pdu.event_id},
-                )
-                created.append(after)
-
-            if write.may_be_outlier:
-                await txn.execute("DELETE FROM events WHERE event_id = $1 AND outlier = TRUE", pdu.event_id)
-            if timeline:
-                position = await next_position(txn, "events", 1)
-            else:
-                position = await next_position(txn, "backfill", -1)
-            await txn.execute(
-                "INSERT INTO events (event_id, stream_ordering, room_id, type, state_key, sender, depth,"
-                " origin_server_ts, received_ts, json, rejected_reason, outlier, soft_failed, state_group,"
-                " replaces_state)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12, $13, $14)",
-                pdu.event_id, position, room_id, pdu.type, pdu.state_key, pdu.sender, pdu.depth,
-                pdu.origin_server_ts, received_ts, encode_pdu_json(pdu), write.rejected_reason,
-                write.soft_failed, after.group, replaces,
+    async def get_timeline_children(self, event_ids: Iterable[str]) -> set[str]:
+        """Those of ``event_ids`` that a stored timeline event names as a prev event (an
+        event that arrives after its children is not a forward extremity)."""
+        ids = list(dict.fromkeys(event_ids))
+        children: dict[str, set[str]] = {}
+        for i in range(0, len(ids), 500):  # mostly none: one index lookup each
+            chunk = ids[i:i + 500]
+            rows = await self.db.fetch(
+                f"SELECT prev_event_id, event_id FROM event_edges WHERE prev_event_id IN ({_placeholders(len(chunk))})",
+                *chunk,
             )
-            if pdu.prev_event_ids:
-                await txn.executemany(
-                    "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (event_id, prev_event_id) DO NOTHING",
-                    [(pdu.event_id, p, room_id) for p in pdu.prev_event_ids],
-                )
-            if pdu.auth_event_ids:
-                await txn.executemany(
-                    "INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (event_id, auth_event_id) DO NOTHING",
-                    [(pdu.event_id, a, room_id) for a in pdu.auth_event_ids],
-                )
-            if write.redaction_applies_to is not None and write.rejected_reason is None:
-                await txn.execute(
-                    "INSERT INTO redactions (event_id, redacts, room_id) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (event_id) DO NOTHING",
-                    pdu.event_id, write.redaction_applies_to, room_id,
-                )
-                await note_redactions(txn, [write.redaction_applies_to])
-            if timeline:
-                await write_relations(txn, [pdu])
-                await note_timeline_events(txn, [(pdu, position)])
-            current_after = current
-            is_extremity = False
-            if timeline:
-                if only_extremity:
-                    await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1", room_id)
-                if pdu.prev_event_ids:
-                    prevs = list(dict.fromkeys(pdu.prev_event_ids))
-                    await txn.execute(
-                        "DELETE FROM event_forward_extremities WHERE room_id = $1"
-                        f" AND event_id IN ({_placeholders(len(prevs), 2)})",
-                        room_id, *prevs,
-                    )
-                # Not an extremity if a timeline event already points at it (it arrived late).
-                child = await txn.fetchval(
-                    "SELECT ed.event_id FROM event_edges ed JOIN events e ON e.event_id = ed.event_id"
-                    " WHERE ed.prev_event_id = $1 AND e.outlier = FALSE AND e.rejected_reason IS NULL"
-                    " AND e.soft_failed = FALSE LIMIT 1",
-                    pdu.event_id,
-                )
-                is_extremity = child is None
-                if child is None:
-                    await txn.execute(
-                        "INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)"
-                        " ON CONFLICT (room_id, event_id) DO NOTHING",
-                        room_id, pdu.event_id,
-                    )
-                if new_current_state is not None:
-                    changes: dict[StateKey, str | None] = {
-                        k: v for k, v in new_current_state.items() if current.state.get(k) != v
-                    }
-                    changes.update({k: None for k in current.state if k not in new_current_state})
-                    if dict(after.state) == dict(new_current_state):
-                        current_after = after
-                    elif changes:
-                        current_after = await self.state.store_state_group(
-                            txn, room_id=room_id, event_id=None, prev=current, state=new_current_state, delta=changes,
-                        )
-                        created.append(current_after)
-                    if changes:
-                        await apply_current_state_changes(
-                            txn, room_id=room_id, changes=changes, previous=current.state,
-                            stream_ordering=position, events={**state_events, pdu.event_id: pdu},
-                        )
-                changed = await txn.execute(
-                    "UPDATE rooms SET head_stream_ordering = $3, current_state_group = $4"
-                    " WHERE room_id = $1 AND head_stream_ordering = $2",
-                    room_id, expected_head, position, current_after.group,
-                )
-                if changed != 1:
-                    raise StaleHeadError(room_id)
-        for snap in created:
-            self.state.cache_snapshot(snap)
-        return ReceivedResult(position, before, after, current_after if timeline else None, is_extremity)
+            for r in rows:
+                children.setdefault(r[1], set()).add(r[0])
+        if not children:
+            return set()
+        metas = await self.get_event_meta(children)
+        return {p for child, m in metas.items() if not m.outlier and m.rejected_reason is None and not m.soft_failed
+                for p in children[child]}
 
     async def get_auth_chain_ids(self, event_ids: Iterable[str]) -> set[str]:
         """The auth chain of events (their auth events, recursively; not themselves)."""
@@ -775,6 +638,27 @@ class EventStore:
             for r in rows:
                 out.setdefault(r[0], []).append((r[1], int(r[2])))
         return out
+
+@dataclass(frozen=True)
+class _MemberEvent:
+    sender: str
+    content: Mapping[str, Any]
+
+
+async def _read_member_events(txn: Connection, steps: Sequence[tuple[int, Mapping[StateKey, str | None]]],
+                              known: dict[str, Any]) -> None:
+    """Add to ``known`` the member events the steps put in the current state that the
+    caller did not hold (read from the database, inside the transaction)."""
+    wanted = list({e for _, changes in steps for k, e in changes.items()
+                   if k[0] == "m.room.member" and e is not None and e not in known})
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i:i + 500]
+        rows = await txn.fetch(
+            f"SELECT event_id, json FROM events WHERE event_id IN ({_placeholders(len(chunk))})", *chunk)
+        for r in rows:
+            body = json.loads(r[1])
+            known[r[0]] = _MemberEvent(body.get("sender", ""), body.get("content") or {})
+
 
 _INSERT_RELATION = (
     "INSERT INTO event_relations (event_id, relates_to_id, rel_type, room_id, type, sender, aggregation_key)"

@@ -13,9 +13,10 @@ Spec for state itself: https://spec.matrix.org/latest/client-server-api/#room-ev
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -106,11 +107,58 @@ async def upsert_membership(conn: Connection, *, room_id: str, user_id: str, eve
     )
 
 
+@dataclass(frozen=True)
+class NewStateGroup:
+    """A state group built in memory (``StateStore.plan_state_group``), written with a
+    batch of events (``write_state_groups``): its snapshot, and the rows to write (the
+    full map for a snapshot, the changes against ``prev_group`` for a delta)."""
+
+    snapshot: StateSnapshot
+    room_id: str
+    event_id: str | None
+    prev_group: int | None
+    entries: tuple[tuple[StateKey, str | None], ...]
+
+
+def _new_group(group: int, room_id: str, event_id: str | None, prev: StateSnapshot, state: StateMap,
+               delta: Mapping[StateKey, str | None]) -> NewStateGroup:
+    """Group ``group`` with the full map ``state``, as a delta against ``prev`` unless the
+    chain would exceed ``MAX_DELTA_CHAIN`` (or there is no prev)."""
+    if prev.group is None or prev.delta_depth + 1 >= MAX_DELTA_CHAIN:
+        prev_group, depth = None, 0
+        entries: Iterable[tuple[StateKey, str | None]] = state.items()
+    else:
+        prev_group, depth = prev.group, prev.delta_depth + 1
+        entries = delta.items()
+    return NewStateGroup(StateSnapshot(group, depth, MappingProxyType(dict(state))), room_id, event_id,
+                         prev_group, tuple(entries))
+
+
+async def write_state_groups(conn: Connection, groups: Sequence[NewStateGroup]) -> None:
+    """Inside the caller's transaction: insert new groups (a group's rows never exist before)."""
+    if not groups:
+        return
+    await conn.executemany(
+        "INSERT INTO state_groups (state_group, room_id, event_id, prev_state_group, delta_depth)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        [(g.snapshot.group, g.room_id, g.event_id, g.prev_group, g.snapshot.delta_depth) for g in groups],
+    )
+    rows = [(g.snapshot.group, t, sk, eid) for g in groups for (t, sk), eid in g.entries]
+    if rows:
+        await conn.copy_rows("state_group_entries", ("state_group", "type", "state_key", "event_id"), rows)
+
+
+#: State group IDs a process reserves at a time for groups built in memory.
+_GROUP_ID_BLOCK = 100
+
+
 class StateStore:
     def __init__(self, db: Database, *, cache_size: int = 2000):
         self.db = db
         self._cache: OrderedDict[int, StateSnapshot] = OrderedDict()
         self._cache_size = cache_size
+        self._next_group = self._group_block_end = 0
+        self._reserve_lock = asyncio.Lock()
 
     # --- state groups ------------------------------------------------------------
 
@@ -193,21 +241,36 @@ class StateStore:
         ``state``, which differs from ``prev`` by ``delta``. Written as a delta against
         ``prev`` unless the chain would exceed ``MAX_DELTA_CHAIN`` (or there is no prev)."""
         group = await next_position(conn, "state_groups")
-        if prev.group is None or prev.delta_depth + 1 >= MAX_DELTA_CHAIN:
-            prev_group, depth = None, 0
-            entries: Iterable[tuple[StateKey, str | None]] = state.items()
-        else:
-            prev_group, depth = prev.group, prev.delta_depth + 1
-            entries = delta.items()
-        await conn.execute(
-            "INSERT INTO state_groups (state_group, room_id, event_id, prev_state_group, delta_depth)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            group, room_id, event_id, prev_group, depth,
-        )
-        rows = [(group, t, sk, eid) for (t, sk), eid in entries]
-        if rows:  # a new group: no row can exist yet
-            await conn.copy_rows("state_group_entries", ("state_group", "type", "state_key", "event_id"), rows)
-        return StateSnapshot(group, depth, MappingProxyType(dict(state)))
+        new = _new_group(group, room_id, event_id, prev, state, delta)
+        await write_state_groups(conn, [new])
+        return new.snapshot
+
+    async def plan_state_group(
+        self,
+        *,
+        room_id: str,
+        event_id: str | None,
+        prev: StateSnapshot,
+        state: StateMap,
+        delta: Mapping[StateKey, str | None],
+    ) -> "NewStateGroup":
+        """A new group as ``store_state_group`` would write it, built in memory with a
+        reserved ID, for a batch to write later (``write_state_groups``). Call it
+        outside any transaction (the reservation may write)."""
+        return _new_group(await self._reserve_group_id(), room_id, event_id, prev, state, delta)
+
+    async def _reserve_group_id(self) -> int:
+        """A state group ID no one else will take: this process reserves them
+        ``_GROUP_ID_BLOCK`` at a time (one statement a block; IDs of a process that
+        stops are never used, which is harmless)."""
+        if self._next_group >= self._group_block_end:
+            async with self._reserve_lock:
+                if self._next_group >= self._group_block_end:
+                    last = await next_position(self.db, "state_groups", _GROUP_ID_BLOCK)
+                    self._next_group, self._group_block_end = last - _GROUP_ID_BLOCK + 1, last + 1
+        group = self._next_group
+        self._next_group += 1
+        return group
 
     # --- current state -------------------------------------------------------------
 
@@ -222,42 +285,6 @@ class StateStore:
             "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
             room_id, event_type, state_key,
         )
-
-    async def apply_current_state_change(
-        self,
-        conn: Connection,
-        *,
-        room_id: str,
-        key: StateKey,
-        event_id: str,
-        prev_event_id: str | None,
-        stream_ordering: int,
-        sender: str,
-        content: Mapping[str, Any],
-    ) -> None:
-        """Inside the caller's transaction: set one current-state entry, record the
-        delta, and keep ``room_memberships`` in step for ``m.room.member``."""
-        await conn.execute(
-            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
-            room_id, key[0], key[1], event_id,
-        )
-        await conn.execute(
-            "INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id, prev_event_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            stream_ordering, room_id, key[0], key[1], event_id, prev_event_id,
-        )
-        if key[0] == "m.room.member":
-            await upsert_membership(conn, room_id=room_id, user_id=key[1], event_id=event_id, sender=sender,
-                                    stream_ordering=stream_ordering, content=content)
-        elif key[1] == "" and key[0] in ROOM_STATS_FIELDS:
-            column, content_key = ROOM_STATS_FIELDS[key[0]]
-            value = content.get(content_key)
-            await conn.execute(
-                f"INSERT INTO room_stats_state (room_id, {column}) VALUES ($1, $2)"
-                f" ON CONFLICT (room_id) DO UPDATE SET {column} = excluded.{column}",
-                room_id, value if isinstance(value, str) else None,
-            )
 
     # --- memberships -----------------------------------------------------------------
 
@@ -343,8 +370,33 @@ async def apply_current_state_changes(
     ``stream_ordering`` and keep ``room_memberships`` in step. ``events`` maps the new
     event IDs to their PDUs (``sender``, ``content``). Batched: a join of a big room
     costs a handful of statements, not three per member."""
-    upserts = [(room_id, k[0], k[1], e) for k, e in changes.items() if e is not None]
-    removals = [(room_id, k[0], k[1]) for k, e in changes.items() if e is None]
+    await apply_current_state_steps(conn, room_id=room_id, steps=[(stream_ordering, changes)], previous=previous,
+                                    events=events)
+
+
+async def apply_current_state_steps(
+    conn: Connection,
+    *,
+    room_id: str,
+    steps: Sequence[tuple[int, Mapping[StateKey, str | None]]],
+    previous: Mapping[StateKey, str],
+    events: Mapping[str, Any],
+) -> None:
+    """``apply_current_state_changes`` for several events' changes in order (a batch of
+    events): each change is recorded in ``current_state_deltas`` at its own position
+    (with what it replaced), and ``current_state``, ``room_memberships`` and the room's
+    stats end as each key's last change says, in one statement per table."""
+    delta_rows = []
+    final: dict[StateKey, tuple[str | None, int]] = {}
+    for position, changes in steps:
+        for key, event_id in changes.items():
+            before = final[key][0] if key in final else previous.get(key)
+            delta_rows.append((position, room_id, key[0], key[1], event_id, before))
+            final[key] = (event_id, position)
+    if not final:
+        return
+    upserts = [(room_id, k[0], k[1], e) for k, (e, _) in final.items() if e is not None]
+    removals = [(room_id, k[0], k[1]) for k, (e, _) in final.items() if e is None]
     if upserts:
         await conn.executemany(
             "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)"
@@ -355,14 +407,12 @@ async def apply_current_state_changes(
         await conn.executemany(
             "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3", removals
         )
-    if changes:
-        await conn.copy_rows(
-            "current_state_deltas", ("stream_ordering", "room_id", "type", "state_key", "event_id", "prev_event_id"),
-            [(stream_ordering, room_id, k[0], k[1], e, previous.get(k)) for k, e in changes.items()],
-        )
+    await conn.copy_rows(
+        "current_state_deltas", ("stream_ordering", "room_id", "type", "state_key", "event_id", "prev_event_id"),
+        delta_rows)
     member_rows = []
     member_removals = []
-    for (etype, state_key), event_id in changes.items():
+    for (etype, state_key), (event_id, position) in final.items():
         if etype != "m.room.member":
             continue
         if event_id is None:
@@ -375,7 +425,7 @@ async def apply_current_state_changes(
         avatar_url = content.get("avatar_url")
         member_rows.append((
             room_id, state_key, membership if isinstance(membership, str) else "leave", event_id, ev.sender,
-            stream_ordering, displayname if isinstance(displayname, str) else None,
+            position, displayname if isinstance(displayname, str) else None,
             avatar_url if isinstance(avatar_url, str) else None,
         ))
     if member_rows:
@@ -391,7 +441,7 @@ async def apply_current_state_changes(
         )
     if member_removals:
         await conn.executemany("DELETE FROM room_memberships WHERE room_id = $1 AND user_id = $2", member_removals)
-    await _apply_room_stats_changes(conn, room_id, changes, events)
+    await _apply_room_stats_changes(conn, room_id, {k: e for k, (e, _) in final.items()}, events)
 
 
 async def _apply_room_stats_changes(

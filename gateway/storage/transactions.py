@@ -14,9 +14,14 @@ from .database import Database
 KEEP_MS = 24 * 3600 * 1000
 
 
+#: Old answers are pruned at most this often (not with every transaction).
+PRUNE_EVERY_MS = 60_000
+
+
 class ReceivedTransactionStore:
     def __init__(self, db: Database):
         self.db = db
+        self._pruned_at = 0
 
     async def get_response(self, origin: str, txn_id: str) -> dict[str, Any] | None:
         raw = await self.db.fetchval(
@@ -31,4 +36,6 @@ class ReceivedTransactionStore:
                 " ON CONFLICT (origin, txn_id) DO NOTHING",
                 origin, txn_id, json.dumps(response), now_ms,
             )
-            await txn.execute("DELETE FROM received_transactions WHERE received_ts < $1", now_ms - KEEP_MS)
+            if now_ms - self._pruned_at >= PRUNE_EVERY_MS:
+                await txn.execute("DELETE FROM received_transactions WHERE received_ts < $1", now_ms - KEEP_MS)
+                self._pruned_at = now_ms

@@ -260,3 +260,155 @@ def test_auth_order_puts_the_create_event_first_whatever_the_depths():
             events[pdu.event_id] = pdu
     ordered = _auth_order(dict(reversed(list(events.items()))))
     assert ordered[0].event_id == create.event_id
+
+
+# --- one /send transaction, one write ---------------------------------------------------
+
+
+def count_writes(hs, monkeypatch, fail_for: str | None = None) -> list[list[str]]:
+    """Record the event IDs of each batch the store writes (and fail a batch holding
+    ``fail_for``, as a broken row would)."""
+    store = hs.events.store
+    original = store.persist_batch
+    writes: list[list[str]] = []
+
+    async def persist_batch(batch, **kw):
+        ids = [e.pdu.event_id for e in batch.events]
+        writes.append(ids)
+        if fail_for in ids:
+            raise RuntimeError("a row the database refuses")
+        return await original(batch, **kw)
+
+    monkeypatch.setattr(store, "persist_batch", persist_batch)
+    return writes
+
+
+async def test_a_transaction_is_stored_in_one_write_with_what_each_event_changed(gw, remote, alice, monkeypatch):
+    """The PDUs of one /send go through the checks in order, each seeing the ones before
+    it (a join, then that member's message), and are written in one transaction: the
+    timeline events at consecutive positions, a rejected one apart, the current state
+    and memberships as each state event left them, recorded at its own position, and
+    the listeners told once."""
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    hs = gw.hs
+    carol = f"@carol:{remote.server_name}"
+    mallory = f"@mallory:{remote.server_name}"
+    m1 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "one"})
+    carol_join = view.make("m.room.member", carol, {"membership": "join"}, state_key=carol)
+    by_carol = view.make("m.room.message", carol, {"msgtype": "m.text", "body": "carol here"})
+    intruder = view.make("m.room.message", mallory, {"msgtype": "m.text", "body": "let me in"}, advance=False)
+    rename = view.make("m.room.member", bob, {"membership": "join", "displayname": "Bobby"}, state_key=bob)
+    m2 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "two"})
+    pdus = [m1, carol_join, by_carol, intruder, rename, m2]
+    ids = [view.event_id(p, view.rv) for p in pdus]
+    seen = []
+    hs.events.add_new_events_listener(lambda room, positions: seen.append(list(positions)))
+    writes = count_writes(hs, monkeypatch)
+
+    answer = await remote.send(gw.server_name, pdus)
+    assert answer["pdus"][ids[3]]["error"].startswith("Rejected:")
+    assert all(answer["pdus"][e] == {} for i, e in enumerate(ids) if i != 3)
+    assert writes == [ids]
+    metas = await hs.events.store.get_event_meta(ids)
+    timeline = [metas[e].stream_ordering for i, e in enumerate(ids) if i != 3]
+    assert timeline == list(range(timeline[0], timeline[0] + 5)) and timeline[0] > 0
+    assert metas[ids[3]].stream_ordering < 0 and metas[ids[3]].rejected_reason is not None
+    assert seen == [timeline]
+    assert bodies(await alice.messages(room_id)) == ["one", "carol here", "two"]
+    assert await hs.events.store.get_forward_extremities(room_id) == [ids[5]]
+    current = await hs.events.state.get_current_state_ids(room_id)
+    assert current[("m.room.member", carol)] == ids[1] and current[("m.room.member", bob)] == ids[4]
+    bob_row = await hs.events.state.get_membership(room_id, bob)
+    assert (bob_row.displayname, bob_row.stream_ordering) == ("Bobby", metas[ids[4]].stream_ordering)
+    carol_row = await hs.events.state.get_membership(room_id, carol)
+    assert (carol_row.membership, carol_row.stream_ordering) == ("join", metas[ids[1]].stream_ordering)
+    deltas = await hs.db.fetch(
+        "SELECT stream_ordering, state_key, event_id FROM current_state_deltas WHERE room_id = $1"
+        " AND stream_ordering >= $2 ORDER BY stream_ordering", room_id, timeline[0])
+    assert [tuple(r) for r in deltas] == [(metas[ids[1]].stream_ordering, carol, ids[1]),
+                                          (metas[ids[4]].stream_ordering, bob, ids[4])]
+    # The state after each event, as a fresh reader sees it.
+    from gateway.storage.state import StateStore
+    fresh = StateStore(hs.db)
+    after_by_carol = await fresh.get_state(metas[ids[2]].state_group)
+    assert after_by_carol.state[("m.room.member", carol)] == ids[1]
+    assert after_by_carol.state[("m.room.member", bob)] != ids[4]
+    assert (await fresh.get_state(metas[ids[5]].state_group)).state[("m.room.member", bob)] == ids[4]
+
+
+async def test_a_fork_inside_one_transaction_is_resolved(gw, remote, alice, monkeypatch):
+    """Two events on the same prev event in one transaction: both become forward
+    extremities and the current state is the resolution of both branches; an event
+    on both merges them, in the same write."""
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    hs = gw.hs
+    fork_point = list(view.head)
+    rename = view.make("m.room.member", bob, {"membership": "join", "displayname": "Bobby"}, state_key=bob)
+    rename_id = view.event_id(rename, view.rv)
+    side = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "side"}, prev=fork_point)
+    side_id = view.event_id(side, view.rv)
+    writes = count_writes(hs, monkeypatch)
+    assert await remote.send(gw.server_name, [rename, side]) == {"pdus": {rename_id: {}, side_id: {}}}
+    assert writes == [[rename_id, side_id]]
+    assert sorted(await hs.events.store.get_forward_extremities(room_id)) == sorted([rename_id, side_id])
+    current = await hs.events.state.get_current_state_ids(room_id)
+    assert current[("m.room.member", bob)] == rename_id
+    assert (await hs.events.state.get_membership(room_id, bob)).displayname == "Bobby"
+    # A second fork and its merge in one transaction.
+    topic_side = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "other side"}, prev=[side_id])
+    merge = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "merged"},
+                      prev=[rename_id, view.event_id(topic_side, view.rv)])
+    merge_id = view.event_id(merge, view.rv)
+    answer = await remote.send(gw.server_name, [topic_side, merge])
+    assert all(v == {} for v in answer["pdus"].values())
+    assert await hs.events.store.get_forward_extremities(room_id) == [merge_id]
+    meta = (await hs.events.store.get_event_meta([merge_id]))[merge_id]
+    assert (await hs.events.state.get_state(meta.state_group)).state[("m.room.member", bob)] == rename_id
+    # Our next event builds on the merge alone.
+    mine = await alice.send(room_id, "after the merge")
+    assert (await hs.events.store.get_event(mine)).pdu.prev_event_ids == (merge_id,)
+
+
+async def test_a_batch_that_cannot_be_written_is_written_event_by_event(gw, remote, alice, monkeypatch):
+    """Acknowledged means stored: when the transaction holding a run of PDUs fails,
+    nothing of it is acknowledged; the PDUs are written one at a time, and only the one
+    the database refuses is answered with an error (and not stored)."""
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    hs = gw.hs
+    fork_point = list(view.head)
+    m1 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "one"})
+    bad = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "refused"}, prev=fork_point, advance=False)
+    m2 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "two"})
+    ids = [view.event_id(p, view.rv) for p in (m1, bad, m2)]
+    writes = count_writes(hs, monkeypatch, fail_for=ids[1])
+    answer = await remote.send(gw.server_name, [m1, bad, m2])
+    assert answer["pdus"][ids[0]] == {} and answer["pdus"][ids[2]] == {}
+    assert "Internal error" in answer["pdus"][ids[1]]["error"]
+    assert writes == [ids, [ids[0]], [ids[1]], [ids[2]]]
+    assert set(await hs.events.store.get_event_meta(ids)) == {ids[0], ids[2]}
+    assert bodies(await alice.messages(room_id)) == ["one", "two"]
+    assert await hs.events.store.get_forward_extremities(room_id) == [ids[2]]
+
+
+async def test_an_event_that_arrives_after_its_child_is_not_a_forward_extremity(gw, remote, alice):
+    """m2 arrives first (m1 is fetched as an outlier for its state); when m1 itself
+    arrives, in a transaction with a new event on m2, it joins the timeline but is not
+    a forward extremity: a stored timeline event already points at it."""
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    hs = gw.hs
+    remote.serve_missing_events = False
+    m1 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "one"})
+    m2 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "two"})
+    m3 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "three"})
+    ids = [view.event_id(p, view.rv) for p in (m1, m2, m3)]
+    assert await remote.send(gw.server_name, [m2]) == {"pdus": {ids[1]: {}}}
+    assert (await hs.events.store.get_event_meta([ids[0]]))[ids[0]].outlier
+    assert await hs.events.store.get_timeline_children([ids[0], ids[1]]) == {ids[0]}
+    assert await remote.send(gw.server_name, [m1, m3]) == {"pdus": {ids[0]: {}, ids[2]: {}}}
+    metas = await hs.events.store.get_event_meta(ids)
+    assert not metas[ids[0]].outlier and metas[ids[0]].stream_ordering > 0
+    assert await hs.events.store.get_forward_extremities(room_id) == [ids[2]]

@@ -164,6 +164,78 @@ async def test_state_groups_are_deltas_with_a_bounded_chain(stores, monkeypatch)
     assert topic.replaces_state == deltas[-1][1]
 
 
+async def test_a_batch_builds_its_state_in_memory_and_writes_it_with_its_events(stores):
+    """EventBatch: each event's state is built in memory (state groups with reserved
+    IDs, readable by the next event of the batch before anything is written); a stale
+    head writes nothing, not even the groups; the write stores the events at
+    consecutive positions with their groups, the current state and each change at its
+    own event's position."""
+    from gateway.storage.event_batch import EventBatch
+
+    store, state = stores
+    chain = Chain()
+    create, join, result = await new_room(store, chain)
+    room_id = create.room_id
+    room = await store.get_room(room_id)
+    batch = EventBatch(state, room_id, head=room.head_stream_ordering, current=result.state_after,
+                       extremities=[join.event_id])
+    topic = chain.make("m.room.topic", {"topic": "first"}, "")
+    msg = chain.make("m.room.message", {"body": "hi", "msgtype": "m.text"})
+    bob = chain.make("m.room.member", {"membership": "join", "displayname": "Bob"}, BOB, sender=BOB)
+    events = [await batch.add(p, before=batch.current) for p in (topic, msg, bob)]
+    groups = [e.state_after.group for e in events]
+    assert groups[0] == groups[1] != groups[2] and batch.current.group == groups[2]
+    assert batch.snapshot(groups[0]).state[("m.room.topic", "")] == topic.event_id
+    assert dict(batch.snapshot(groups[2]).state) == {**result.state_after.state, ("m.room.topic", ""): topic.event_id,
+                                                     ("m.room.member", BOB): bob.event_id}
+    assert batch.extremities == {bob.event_id}
+    assert [e.current_state_changes for e in events] == [
+        {("m.room.topic", ""): topic.event_id}, {}, {("m.room.member", BOB): bob.event_id}]
+
+    async def groups_stored() -> int:
+        return await store.db.fetchval(
+            f"SELECT COUNT(*) FROM state_groups WHERE state_group IN ({', '.join(str(g) for g in groups)})")
+
+    assert await groups_stored() == 0
+    batch.head -= 1  # as if another writer had moved the room on
+    with pytest.raises(StaleHeadError):
+        await store.persist_batch(batch, received_ts=3)
+    assert await groups_stored() == 0 and await store.get_event(topic.event_id) is None
+    batch.head += 1
+    positions = await store.persist_batch(batch, received_ts=3)
+    assert positions == [room.head_stream_ordering + i for i in (1, 2, 3)]
+    assert await groups_stored() == 2
+    fresh = StateStore(store.db)
+    assert dict((await fresh.get_state(groups[2])).state) == dict(batch.current.state)
+    assert (await store.get_event(msg.event_id)).state_group == groups[0]
+    assert await store.get_forward_extremities(room_id) == [bob.event_id]
+    assert await state.get_current_state_ids(room_id) == dict(batch.current.state)
+    assert (await store.get_room(room_id)).current_state_group == groups[2]
+    member = await state.get_membership(room_id, BOB)
+    assert (member.displayname, member.stream_ordering) == ("Bob", positions[2])
+    deltas = await store.db.fetch(
+        "SELECT stream_ordering, type, event_id FROM current_state_deltas WHERE room_id = $1 AND stream_ordering > $2"
+        " ORDER BY stream_ordering", room_id, room.head_stream_ordering)
+    assert [tuple(r) for r in deltas] == [(positions[0], "m.room.topic", topic.event_id),
+                                          (positions[2], "m.room.member", bob.event_id)]
+
+
+async def test_state_group_ids_reserved_by_two_processes_never_meet(database):
+    """Each process reserves group IDs a block at a time from the shared counter."""
+    first, second = StateStore(database), StateStore(database)
+    empty = state_module.EMPTY_STATE
+    ids = []
+    for store in (first, second, first, second):
+        for _ in range(3):
+            g = await store.plan_state_group(room_id="!r:x", event_id=None, prev=empty, state={}, delta={})
+            ids.append(g.snapshot.group)
+    assert len(set(ids)) == len(ids)
+    # And groups written in a transaction the old way take none of them.
+    async with database.transaction() as txn:
+        snap = await first.store_state_group(txn, room_id="!r:x", event_id=None, prev=empty, state={}, delta={})
+    assert snap.group not in ids
+
+
 async def test_redactions_in_a_v10_room(stores):
     store, state = stores
     chain = Chain(RoomVersions.V10)

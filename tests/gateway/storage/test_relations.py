@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.storage.database import split_sql_script
-from gateway.storage.events import ReceivedEventWrite
+from gateway.storage.event_batch import EventBatch
 from gateway.storage.migrations import load_migrations
 from gateway.storage.relations import RelationStore
 
@@ -83,15 +83,11 @@ async def test_children_that_count(stores, database):
     room = await store.get_room(room_id)
     current = await state.get_state(room.current_state_group)
     soft = chain.make("m.room.message", rel("m.thread", root.event_id), sender=BOB)
-    await store.persist_received_event(
-        room_id, ReceivedEventWrite(soft, dict(current.state), current, soft_failed=True, may_be_outlier=False),
-        current=current, new_current_state=None, state_events={}, expected_head=room.head_stream_ordering,
-        received_ts=2)
     received = chain.make("m.room.message", rel("m.thread", root.event_id), sender=BOB)
-    await store.persist_received_event(
-        room_id, ReceivedEventWrite(received, dict(current.state), current, may_be_outlier=False),
-        current=current, new_current_state=None, state_events={}, expected_head=room.head_stream_ordering,
-        received_ts=2)
+    batch = EventBatch(state, room_id, head=room.head_stream_ordering, current=current)
+    await batch.add(soft, before=current, soft_failed=True)
+    await batch.add(received, before=current)
+    await store.persist_batch(batch, received_ts=2)
     summary = (await relations.get_thread_summaries([root.event_id], BOB))[root.event_id]
     assert (summary.count, summary.participated) == (3, True)
     assert await relations.get_thread_roots(room_id, limit=5, participant=BOB) == [
