@@ -7,12 +7,15 @@ from aiohttp import web
 from ..appkeys import HS
 from ..server import HomeServer
 from . import federation, media, register, registration_tokens, reports, rooms, server_notices, users
+from . import account_moderation, account_validity, background_updates, user_devices, user_lookup
 from ..client_api.auth import token_auth_middleware
 
 
 def build_app(hs: HomeServer) -> web.Application:
     app = web.Application(middlewares=[token_auth_middleware(admin_only=True)])
     app[HS] = hs
-    for module in (register, users, registration_tokens, rooms, server_notices, federation, media, reports):
+    app[background_updates.ENABLED] = {"enabled": True}
+    for module in (register, users, registration_tokens, rooms, server_notices, federation, media, reports,
+                   user_devices, user_lookup, account_moderation, account_validity, background_updates):
         app.add_routes(module.routes)
     return app

@@ -27,7 +27,34 @@ DESCRIPTIONS: dict[str, str] = {
                           "`deactivated`, `admins`, `order_by`, `dir`.",
     f"GET {_U}/v2/users/{{user_id}}": "One user's account details.",
     f"PUT {_U}/v2/users/{{user_id}}": "Create a user (201) or change one (200): `password`, `displayname`, "
-                                     "`avatar_url`, `admin`, `deactivated`, `user_type`, `logout_devices`.",
+                                     "`avatar_url`, `admin`, `deactivated`, `locked`, `user_type`, "
+                                     "`logout_devices`, `threepids`, `external_ids` (SSO links).",
+    f"GET {_U}/v2/users/{{user_id}}/devices": "The user's devices: name, last IP address, user agent and time.",
+    f"GET {_U}/v2/users/{{user_id}}/devices/{{device_id}}": "One device of the user.",
+    f"PUT {_U}/v2/users/{{user_id}}/devices/{{device_id}}": "Rename a device (`display_name`).",
+    f"DELETE {_U}/v2/users/{{user_id}}/devices/{{device_id}}": "Log a device out (its keys go too).",
+    f"POST {_U}/v2/users/{{user_id}}/delete_devices": "Log several devices out (`devices`: their IDs).",
+    f"GET {_U}/v1/users/{{user_id}}/accountdata": "The user's account data, global and per room.",
+    f"GET {_U}/v1/users/{{user_id}}/pushers": "The user's pushers.",
+    f"GET {_U}/v1/username_available": "Whether `username` is free and valid (also with registration closed).",
+    f"GET {_U}/v1/threepid/{{medium}}/users/{{address}}": "The user with this email address or phone number.",
+    f"GET {_U}/v1/auth_providers/{{provider}}/users/{{external_id}}": "The user an identity provider's account "
+                                                                     "(`provider`: its `idp_id`) is linked to.",
+    f"POST {_U}/v1/users/{{user_id}}/shadow_ban": "Shadow-ban: what the user sends into rooms is answered as "
+                                                 "sent, and dropped.",
+    f"DELETE {_U}/v1/users/{{user_id}}/shadow_ban": "Lift a shadow-ban.",
+    f"PUT {_U}/v1/suspend/{{user_id}}": "Suspend (`suspend: true`) or unsuspend a user (see account moderation "
+                                       "below).",
+    f"POST {_U}/v1/users/{{user_id}}/login": "A session as the user, for you: no device, ends with your "
+                                            "`/logout/all`; `valid_until_ms`.",
+    f"POST {_U}/v1/account_validity/validity": "Renew an account (needs a module with "
+                                               "`on_legacy_admin_request`, docs/modules.md).",
+    f"GET {_U}/v1/background_updates/status": "Running background updates: none ever (migrations run at "
+                                              "startup).",
+    f"GET {_U}/v1/background_updates/enabled": "Whether background updates are paused.",
+    f"POST {_U}/v1/background_updates/enabled": "Pause (`enabled: false`) or resume them; nothing to pause.",
+    f"POST {_U}/v1/background_updates/start_job": "`populate_stats_process_rooms` or `regenerate_directory`: "
+                                                  "done at once (both are read live).",
     f"POST {_U}/v1/deactivate/{{user_id}}": "Deactivate an account (logs out every device); `erase: true` also "
                                            "clears the profile.",
     f"POST {_U}/v1/reset_password/{{user_id}}": "Set a new password (`new_password`); logs the devices out unless "
@@ -82,6 +109,21 @@ DESCRIPTIONS: dict[str, str] = {
     f"POST {_U}/v1/media/unquarantine/{{server_name}}/{{media_id}}": "Serve a quarantined item again.",
     f"POST {_U}/v1/room/{{room_id}}/media/quarantine": "Quarantine every media item the room's events point at.",
     f"POST {_U}/v1/quarantine_media/{{room_id}}": "The older path of the same.",
+    f"GET {_U}/v1/room/{{room_id}}/media": "The mxc:// URIs the room's (unencrypted) events point at: `local` "
+                                          "and `remote`.",
+    f"POST {_U}/v1/user/{{user_id}}/media/quarantine": "Quarantine every upload of a local user.",
+    f"POST {_U}/v1/media/protect/{{media_id}}": "Keep a local media item from being quarantined.",
+    f"POST {_U}/v1/media/unprotect/{{media_id}}": "Let it be quarantined again.",
+    f"GET {_U}/v1/users/{{user_id}}/media": "The user's uploads, newest first: `from`, `limit`, `order_by`, "
+                                           "`dir`.",
+    f"DELETE {_U}/v1/users/{{user_id}}/media": "Delete the uploads the same parameters list (100 at a time).",
+    f"GET {_U}/v1/statistics/users/media": "Uploads per user (count, bytes): `from`, `limit`, `order_by`, `dir`, "
+                                          "`from_ts`, `until_ts`, `search_term`.",
+    f"POST {_U}/v1/media/delete": "Delete local media last served before `before_ts` (ms), larger than "
+                                  "`size_gt`; avatars stay unless `keep_profiles=false`.",
+    f"POST {_U}/v1/media/{{server_name}}/delete": "The older path of the same.",
+    f"POST {_U}/v1/purge_media_cache": "Drop cached remote media last served before `before_ts` (fetched again "
+                                       "when asked for).",
     f"GET {_U}/v1/event_reports": "Reports of events (docs/reports.md): `from`, `limit`, `dir`, `room_id`, "
                                   "`user_id`.",
     f"GET {_U}/v1/event_reports/{{report_id}}": "One event report, with the event.",
@@ -94,7 +136,16 @@ DESCRIPTIONS: dict[str, str] = {
     f"DELETE {_U}/v1/user_reports/{{report_id}}": "Delete a user report.",
     "GET /_matrix/client/r0/admin/whois/{user_id}": "The spec's whois (admins, or users about themselves).",
     "GET /_matrix/client/v3/admin/whois/{user_id}": "The spec's whois (admins, or users about themselves).",
+    "GET /_matrix/client/v1/admin/lock/{user_id}": "Whether a user is locked (the spec's account moderation).",
+    "PUT /_matrix/client/v1/admin/lock/{user_id}": "Lock (`locked: true`) or unlock a user: every request but "
+                                                   "logout is 401 `M_USER_LOCKED`.",
+    "GET /_matrix/client/v1/admin/suspend/{user_id}": "Whether a user is suspended.",
+    "PUT /_matrix/client/v1/admin/suspend/{user_id}": "Suspend (`suspended: true`) or unsuspend a user: reading "
+                                                      "only, 403 `M_USER_SUSPENDED` for the rest.",
 }
+
+#: Client API admin paths only server admins may use (the others also serve users about themselves).
+_ADMINS_ONLY = re.compile(r"^/_matrix/client/v1/admin/(lock|suspend)/")
 
 _ALTERNATION = re.compile(r"\(\?P<(\w+)>\(?((?:[\w.-]+\|)+[\w.-]+)\)?\)")
 
@@ -159,7 +210,8 @@ def admin_routes() -> list[tuple[str, str, bool]]:
 def render_table(routes: list[tuple[str, str, bool]]) -> str:
     lines = ["| method | path | token | what it does |", "| --- | --- | --- | --- |"]
     for method, path, public in routes:
-        token = "none" if public else "admin" if path.startswith("/_synapse/admin/") else "any user"
+        token = "none" if public else "admin" if path.startswith("/_synapse/admin/") or _ADMINS_ONLY.match(path) \
+            else "any user"
         description = DESCRIPTIONS.get(f"{method} {path}", "").replace("|", "\\|")
         lines.append(f"| {method} | `{path}` | {token} | {description} |")
     return "\n".join(lines)

@@ -147,6 +147,7 @@ async def deactivate_account(hs: HomeServer, user_id: str, *, by_admin: bool = F
     await hs.auth.users.set_deactivated(user_id, True)
     await hs.auth.users.set_password_hash(user_id, None)
     await hs.auth.devices.delete_devices(user_id)
+    await hs.auth.users.delete_threepids(user_id)  # nobody can ask for a reset through them
     await hs.modules.callbacks.notify("on_user_deactivation_status_changed", user_id, True, by_admin)
 
 
@@ -226,6 +227,8 @@ async def delete_devices(request: web.Request) -> web.Response:
 @routes.get("/{ver:(r0|v3)}/capabilities")
 async def capabilities(request: web.Request) -> web.Response:
     hs = request.app[HS]
+    # m.account_moderation (v1.18): only for those who may lock and suspend, the admins.
+    moderation = {"m.account_moderation": {"lock": True, "suspend": True}} if requester(request).is_admin else {}
     profiles = hs.config.profiles
     # m.profile_fields (v1.16) names the fields users may not change, as Synapse does.
     disallowed = [f for f, allowed in (("displayname", profiles.enable_set_displayname),
@@ -243,5 +246,6 @@ async def capabilities(request: web.Request) -> web.Response:
             "m.profile_fields": {"enabled": True, **({"disallowed": disallowed} if disallowed else {})},
             "m.3pid_changes": {"enabled": False},
             "m.get_login_token": {"enabled": False},
+            **moderation,
         }
     })

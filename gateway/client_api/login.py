@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
+from ..services.auth import user_locked
 from .auth import calling_appservice, guest_allowed, public, requester
 from .identifiers import user_id_from_identifier
 
@@ -103,6 +104,9 @@ async def post_login(request: web.Request) -> web.Response:
     else:
         raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type!r}")
 
+    account = await hs.auth.users.get_user(user_id)
+    if account is not None and account.locked:  # no new session until an admin unlocks the account
+        raise user_locked()
     await modules.spam_check("check_login_for_spam", "This login", user_id, device_id, display_name,
                              [(request.headers.get("User-Agent", ""), request.remote or "")], None)
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
+from ..services.account_moderation import check_not_suspended
 from ..services.filtering import SyncFilter
 from ..services.profiles import check_field_name
 from ..storage.profiles import FilterStore
@@ -57,6 +58,7 @@ async def set_profile_field(request: web.Request) -> web.Response:
     body = await read_json_body(request)
     if field not in body:
         raise MatrixError.missing_param(f"The body needs a '{field}' property")
+    check_not_suspended(requester(request))
     await request.app[HS].profiles.set_field(requester(request), request.match_info["user_id"], field, body[field])
     return json_response({})
 
@@ -64,6 +66,7 @@ async def set_profile_field(request: web.Request) -> web.Response:
 @routes.delete(PROFILE + "/{field}")
 @guest_allowed
 async def delete_profile_field(request: web.Request) -> web.Response:
+    check_not_suspended(requester(request))
     await request.app[HS].profiles.delete_field(requester(request), request.match_info["user_id"],
                                                 request.match_info["field"])
     return json_response({})

@@ -90,6 +90,8 @@ async def _check_registration_token(hs: HomeServer, auth: dict, user_id: str | N
 async def get_available(request: web.Request) -> web.Response:
     hs = request.app[HS]
     hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
+    if not hs.config.enable_registration:  # as Synapse (admins ask /_synapse/admin/v1/username_available)
+        raise MatrixError.forbidden("Registration has been disabled")
     username = request.query.get("username")
     if username is None:
         raise MatrixError.missing_param("'username' is required")
@@ -180,8 +182,7 @@ async def post_register(request: web.Request) -> web.Response:
     displayname = await modules.first_not_none("get_displayname_for_registration", uia_results, dict(body))
     behaviour = await modules.registration_behaviour(
         None, username, [(request.headers.get("User-Agent", ""), request.remote or "")], None)
-    if behaviour is not RegistrationBehaviour.ALLOW:
-        # No shadow-banning here: a registration a module wants shadow-banned is refused.
+    if behaviour is RegistrationBehaviour.DENY:
         raise MatrixError.forbidden("Registration has been refused by the server's policy")
 
     if password:
@@ -207,6 +208,8 @@ async def post_register(request: web.Request) -> web.Response:
             )
         except UserExistsError:
             raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken") from None
+    if behaviour is RegistrationBehaviour.SHADOW_BAN:  # as Synapse: the account works, its events go nowhere
+        await hs.auth.users.set_flag(user_id, "shadow_banned", True)
     if "m.login.terms" in completed:
         await hs.auth.users.set_consent_version(user_id, _consent_version(hs), hs.clock_ms())
     await modules.notify("on_user_registration", user_id)

@@ -18,6 +18,7 @@ from federation.canonical_json import parse_json
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
 from ..server import HomeServer
+from ..services.account_moderation import check_not_suspended, fake_event_id, forbid_redacting_others
 from ..services.events import EventSpec
 from ..services.room_previews import is_world_readable, reader_membership
 from ..storage.state import StateSnapshot
@@ -78,6 +79,9 @@ def _target(body: dict[str, Any]) -> str:
 async def create_room(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     who = requester(request)
+    check_not_suspended(who)
+    if who.shadow_banned:  # the room is made, its invites are not sent
+        body = {k: v for k, v in body.items() if k not in ("invite", "invite_3pid")}
     _hs(request).ratelimiters["rc_room_creation"].ratelimit(who.user_id)
     room_id = await _hs(request).rooms.create_room(who.user_id, body, requester=who, is_admin=who.is_admin)
     return json_response({"room_id": room_id})
@@ -91,8 +95,15 @@ async def send_message(request: web.Request) -> web.Response:
     still used by bots and scripts: every POST is a new event (nothing to deduplicate)."""
     hs = _hs(request)
     content = await read_json_body(request, allow_empty=False)
-    user_id = requester(request).user_id
+    who = requester(request)
+    user_id = who.user_id
     spec = EventSpec(request.match_info["event_type"], user_id, content, origin_server_ts=_massaged_ts(request))
+    if who.suspended:  # only redactions of their own events
+        redacts = content.get("redacts") if spec.type == "m.room.redaction" else None
+        target = await hs.events.store.get_event(redacts) if isinstance(redacts, str) else None
+        forbid_redacting_others(who, target.pdu.sender if target is not None and redacts else None)
+    if who.shadow_banned:
+        return await _dropped(request)
     sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request),
                                       ratelimit=lambda: hs.ratelimit_message(user_id),
                                       before_persist=hs.relations.check_new_event)
@@ -109,6 +120,11 @@ async def redact(request: web.Request) -> web.Response:
     if (reason := _optional_reason(body)) is not None:
         content["reason"] = reason
     who = requester(request)
+    if who.suspended:
+        target = await hs.events.store.get_event(request.match_info["event_id"])
+        forbid_redacting_others(who, target.pdu.sender if target is not None else None)
+    if who.shadow_banned:
+        return await _dropped(request)
     spec = EventSpec("m.room.redaction", who.user_id, content, redacts=request.match_info["event_id"])
     sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request),
                                       ratelimit=lambda: hs.ratelimit_message(who.user_id, admin_redaction=who.is_admin))
@@ -121,13 +137,26 @@ async def redact(request: web.Request) -> web.Response:
 async def put_state(request: web.Request) -> web.Response:
     hs = _hs(request)
     content = await read_json_body(request)
-    spec = EventSpec(request.match_info["event_type"], requester(request).user_id, content,
+    who = requester(request)
+    spec = EventSpec(request.match_info["event_type"], who.user_id, content,
                      request.match_info.get("state_key", ""), origin_server_ts=_massaged_ts(request))
+    # Leaving through the state API stays possible; the rest is an action suspension stops.
+    if not (spec.type == "m.room.member" and spec.state_key == who.user_id and content.get("membership") == "leave"):
+        check_not_suspended(who)
+    if who.shadow_banned and (spec.type != "m.room.member" or content.get("membership") == "invite"):
+        return await _dropped(request)
     if spec.type == "m.room.canonical_alias":
         await hs.directory.check_canonical_alias(_room_id(request), content)
     sent = await hs.events.send_state_event(_room_id(request), spec,
                                             ratelimit=lambda: hs.ratelimit_message(spec.sender))
     return json_response({"event_id": sent.pdu.event_id})
+
+
+async def _dropped(request: web.Request) -> web.Response:
+    """A shadow-banned user's event: answered as sent, never created."""
+    hs = _hs(request)
+    room = await hs.events.get_room(_room_id(request))
+    return json_response({"event_id": fake_event_id(room.room_version, hs.server_name, _txn(request))})
 
 
 # --- memberships ---------------------------------------------------------------------
@@ -156,6 +185,7 @@ async def join(request: web.Request) -> web.Response:
         body.pop("reason", None)
     else:
         _optional_reason(body)
+    check_not_suspended(requester(request))
     if requester(request).is_guest:
         await _hs(request).guest_access.check_may_join(room_id)
     # The body's keys go into the join event (its reason, keys of the client's own, as
@@ -172,6 +202,7 @@ async def knock(request: web.Request) -> web.Response:
     """Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3knockroomidoralias"""
     body = await read_json_body(request, allow_empty=True)
     reason = _optional_reason(body)
+    check_not_suspended(requester(request))
     room_id, servers = await _room_and_servers(request)
     await _hs(request).rooms.knock(requester(request).user_id, room_id, reason=reason, servers=servers)
     return json_response({"room_id": room_id})
@@ -204,7 +235,12 @@ def _membership_action(action: str):
     async def handler(request: web.Request) -> web.Response:
         body = await read_json_body(request)
         hs = _hs(request)
+        who = requester(request)
+        check_not_suspended(who)
         await hs.events.get_room(_room_id(request))
+        if action == "invite" and who.shadow_banned:  # answered as done, never sent
+            _target(body)
+            return json_response({})
         if action == "invite":
             hs.rooms.ratelimit_invite(requester(request).user_id, _room_id(request), _target(body))
         method = getattr(hs.rooms, action)

@@ -32,5 +32,7 @@ async def put_typing(request: web.Request) -> web.Response:
     member = await hs.events.state.get_membership(room_id, user_id)
     if member is None or member.membership != "join":
         raise MatrixError.forbidden(f"You are not joined to {room_id}")
+    if requester(request).shadow_banned:  # as Synapse: nobody sees them type
+        return json_response({})
     await hs.typing.set_typing(user_id, room_id, typing, timeout if typing else None)
     return json_response({})

@@ -173,6 +173,20 @@ class ModuleCallbacks:
                 return answer
         return None
 
+    async def first_answer(self, name: str, *args: Any) -> Any:
+        """The first registered callback's answer (Synapse calls one ``on_legacy_*``
+        callback); a module's ``SynapseError`` is passed on to the client, anything else
+        it raises becomes ModuleCallbackError."""
+        for fn in self._callbacks.get(name, ())[:1]:
+            try:
+                return await fn(*args)
+            except MatrixError:
+                raise
+            except Exception as e:
+                log.exception("module callback %s failed", name)
+                raise ModuleCallbackError(f"module callback {name} failed") from e
+        return None
+
     async def first_true(self, name: str, *args: Any) -> bool:
         """True as soon as a callback answers True (``should_drop_federated_event``); a
         callback that raises counts as True (fail safe)."""

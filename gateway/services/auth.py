@@ -39,6 +39,12 @@ class Requester:
     oauth_session_id: str | None = None
     #: The application service whose ``as_token`` made the request (identity assertion).
     app_service_id: str | None = None
+    #: Shadow-banned by an admin: what the user sends is answered as done, and dropped.
+    shadow_banned: bool = False
+    #: Suspended (https://spec.matrix.org/latest/client-server-api/#account-suspension).
+    suspended: bool = False
+    #: The admin acting as this user (a session from the admin API's "login as a user").
+    puppeted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,15 @@ class LoginTokenDetails:
     user_id: str
     auth_provider_id: str | None
     auth_provider_session_id: str | None
+
+
+def user_locked() -> MatrixError:
+    return MatrixError(401, Codes.USER_LOCKED, "This account has been locked", soft_logout=True)
+
+
+def user_suspended() -> MatrixError:
+    """https://spec.matrix.org/latest/client-server-api/#account-suspension"""
+    return MatrixError(403, Codes.USER_SUSPENDED, "You cannot perform this action while suspended.")
 
 
 def new_device_id() -> str:
@@ -66,25 +81,29 @@ class AuthService:
         self.refresh_tokens = RefreshTokens(RefreshTokenStore(hs.db), self.users, hs.config.sessions,
                                             lambda: hs.clock_ms())
 
-    async def get_requester(self, token: str) -> Requester:
-        """The owner of an access token, or ``M_UNKNOWN_TOKEN``."""
+    async def get_requester(self, token: str, *, allow_locked: bool = False) -> Requester:
+        """The user of an access token, or ``M_UNKNOWN_TOKEN``. A locked account is 401
+        ``M_USER_LOCKED`` with ``soft_logout`` (the session stays) unless ``allow_locked``
+        (logging out): https://spec.matrix.org/latest/client-server-api/#account-locking"""
         found = await self.devices.get_token_requester(token)
         if found is None:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
-        owner, admin, deactivated, guest = found
         now = self.hs.clock_ms()
-        if deactivated:
+        if found.deactivated:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", soft_logout=False)
-        if owner.valid_until_ts is not None and owner.valid_until_ts <= now:
+        if found.locked and not allow_locked:  # before expiry: the client keeps its session and waits
+            raise user_locked()
+        if found.valid_until_ts is not None and found.valid_until_ts <= now:
             # The device stays: the client refreshes, or logs in again with its device ID.
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Access token has expired", soft_logout=True)
-        if owner.first_used_ts is None:
-            if owner.oauth_session_id is not None:
+        if found.first_used_ts is None:
+            if found.oauth_session_id is not None:
                 await self.hs.oauth.store.mark_access_token_used(token_hash(token), now)
-            elif owner.refresh_token_hash is not None:
-                await self.refresh_tokens.on_first_use(token, owner.refresh_token_hash)
-        return Requester(owner.user_id, owner.device_id, token, admin, guest,
-                         oauth_session_id=owner.oauth_session_id)
+            elif found.refresh_token_hash is not None:
+                await self.refresh_tokens.on_first_use(token, found.refresh_token_hash)
+        return Requester(found.user_id, found.device_id, token, found.admin, found.guest,
+                         oauth_session_id=found.oauth_session_id, shadow_banned=found.shadow_banned,
+                         suspended=found.suspended, puppeted_by=found.puppeted_by)
 
     async def login_session(
         self, user_id: str, *, device_id: str | None = None, display_name: str | None = None,
@@ -108,6 +127,14 @@ class AuthService:
         if valid_until is not None:
             result["expires_in_ms"] = valid_until - now
         return result
+
+    async def puppet_session(self, admin: str, user_id: str, valid_until_ms: int | None) -> str:
+        """A device-less access token of ``admin`` that acts as ``user_id`` (Synapse's
+        admin "login as a user"): it ends with the admin's sessions, not the user's."""
+        token = new_token(ACCESS_TOKEN_PREFIX)
+        await self.devices.add_access_token(token, admin, None, self.hs.clock_ms(), valid_until_ms,
+                                            puppets_user_id=user_id)
+        return token
 
     async def check_password_login(self, user_id: str, password: str) -> None:
         """Raise ``M_FORBIDDEN`` unless the password is right; ``M_USER_DEACTIVATED`` if so."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator
@@ -42,6 +43,8 @@ DEFAULT_TIMEOUT_MS = 20_000
 MAX_TIMEOUT_MS = 60_000
 #: Whole-request time limit for fetching remote media (seconds).
 REMOTE_FETCH_TIMEOUT = 120.0
+#: Serving media again within this long does not write its ``last_access_ts`` again.
+ACCESS_GRANULARITY_MS = 60_000
 
 NOT_YET_UPLOADED = "M_NOT_YET_UPLOADED"
 CANNOT_OVERWRITE = "M_CANNOT_OVERWRITE_MEDIA"
@@ -125,6 +128,8 @@ class MediaService:
         self._remote_locks = KeyedLocks()
         self._thumbnail_locks = KeyedLocks()
         self._http: aiohttp.ClientSession | None = None
+        #: (origin, media ID, thumbnails only) -> when this process last wrote its access time.
+        self._accessed: OrderedDict[tuple[str, str, bool], int] = OrderedDict()
         #: Media the deprecated unauthenticated endpoints keep serving even when
         #: authenticated media is enforced: the IdP icons of the login pages (as the spec
         #: advises), which browsers load without an access token.
@@ -219,6 +224,7 @@ class MediaService:
                 self._uploaded.pop(media_id, None)
                 raise MatrixError.not_found("Unknown media ID")
             if info.uploaded:
+                await self._touch(info.origin, media_id)
                 return info
             if info.unused_expires_ts is not None and info.unused_expires_ts <= self.hs.clock_ms():
                 self._uploaded.pop(media_id, None)
@@ -249,7 +255,21 @@ class MediaService:
                     info = await self._fetch_remote(server_name, media_id, timeout_ms)
         if info.quarantined_by is not None:
             raise MatrixError.not_found("Unknown media ID")
+        await self._touch(server_name, media_id)
         return info
+
+    async def _touch(self, origin: str, media_id: str, *, thumbnail_only: bool = False) -> None:
+        """Record that media is being served (``last_access_ts``: what deleting old local
+        media and purging the remote cache go by), at most once a minute per item."""
+        key, now = (origin, media_id, thumbnail_only), self.hs.clock_ms()
+        last = self._accessed.get(key)
+        if last is not None and now - last < ACCESS_GRANULARITY_MS:
+            return
+        self._accessed[key] = now
+        self._accessed.move_to_end(key)
+        while len(self._accessed) > 10_000:
+            self._accessed.popitem(last=False)
+        await self.store.touch(origin, media_id, now, thumbnail_only=thumbnail_only)
 
     def served(self, info: MediaInfo) -> ServedFile:
         assert info.filesystem_id is not None
@@ -285,6 +305,7 @@ class MediaService:
         if cached is not None:
             if cached.quarantined_by is not None:
                 raise MatrixError.not_found("Unknown media ID")
+            await self._touch(server_name, media_id)
             return await self.thumbnail(cached, width, height, method)
         if not self.config.dynamic_thumbnails:
             size = thumbnailer.choose_size(width, height, method, self.config.thumbnail_sizes)
@@ -297,6 +318,7 @@ class MediaService:
                     raise MatrixError.not_found("Unknown media ID")
                 thumb = await self._fetch_remote_thumbnail(server_name, media_id, width, height, method,
                                                            timeout_ms)
+            await self._touch(server_name, media_id, thumbnail_only=True)
         return ServedFile(self.files.path(thumb.filesystem_id), thumb.media_type, thumb.length,
                           f"thumbnail.{thumb.media_type.split('/')[-1]}")
 
@@ -485,9 +507,34 @@ class MediaService:
         filesystem_ids = await self.store.delete_media(server_name, media_id)
         if filesystem_ids is None:
             return False
+        self._delete_files(filesystem_ids)
+        return True
+
+    def _delete_files(self, filesystem_ids: list[str]) -> None:
+        """The files of rows already gone (a file goes only once nothing names it)."""
         for fid in set(filesystem_ids):
             self.files.delete(fid)
-        return True
+
+    async def delete_local(self, media_ids: list[str]) -> list[str]:
+        """Delete local media; the IDs that were there and are gone."""
+        return [m for m in media_ids if await self.delete(self.server_name, m)]
+
+    async def delete_old_local(self, *, before_ts: int, size_gt: int, keep_profiles: bool) -> list[str]:
+        """Delete local media last served before ``before_ts`` (see MediaStore.old_local_media)."""
+        return await self.delete_local(await self.store.old_local_media(
+            before_ts=before_ts, size_gt=size_gt, keep_profiles=keep_profiles))
+
+    async def purge_remote_cache(self, before_ts: int) -> int:
+        """Drop cached remote media (and remote thumbnails) last served before ``before_ts``;
+        a later download fetches it again. Quarantined media is kept. How many went."""
+        count = 0
+        for origin, media_id in await self.store.old_remote_media(before_ts):
+            filesystem_ids = await self.store.delete_media(origin, media_id)
+            if filesystem_ids is None:  # thumbnails only: no cache row of its own
+                filesystem_ids = await self.store.delete_thumbnails(origin, media_id)
+            self._delete_files(filesystem_ids)
+            count += 1
+        return count
 
 
 def _idp_icons(sso) -> set[tuple[str, str]]:

@@ -26,6 +26,29 @@ class TokenOwner:
 
 
 @dataclass(frozen=True)
+class TokenUser:
+    """What every authenticated request needs to know about its token and its user. For
+    an admin's session as another user, ``user_id`` is that user (the token's owner is
+    ``puppeted_by``)."""
+
+    user_id: str
+    device_id: str | None
+    valid_until_ts: int | None
+    admin: bool
+    deactivated: bool
+    guest: bool
+    shadow_banned: bool
+    locked: bool
+    suspended: bool
+    puppeted_by: str | None
+    #: Tokens of the OAuth 2.0 API: their session, and whether they were used before.
+    oauth_session_id: str | None = None
+    first_used_ts: int | None = None
+    #: Legacy tokens issued with a refresh token: that refresh token's hash.
+    refresh_token_hash: str | None = None
+
+
+@dataclass(frozen=True)
 class DeviceRow:
     user_id: str
     device_id: str
@@ -60,12 +83,14 @@ class DeviceStore:
             await self._changed(user_id, device_id)
 
     async def add_access_token(
-        self, token: str, user_id: str, device_id: str | None, now_ms: int, valid_until_ts: int | None = None
+        self, token: str, user_id: str, device_id: str | None, now_ms: int, valid_until_ts: int | None = None,
+        puppets_user_id: str | None = None,
     ) -> None:
+        """Store a token of ``user_id`` (acting as ``puppets_user_id`` when given)."""
         await self.db.execute(
-            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, valid_until_ts)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            token_hash(token), user_id, device_id, now_ms, valid_until_ts,
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, valid_until_ts, puppets_user_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            token_hash(token), user_id, device_id, now_ms, valid_until_ts, puppets_user_id,
         )
 
     async def get_token_owner(self, token: str) -> TokenOwner | None:
@@ -75,16 +100,20 @@ class DeviceStore:
         )
         return TokenOwner(row[0], row[1], row[2]) if row else None
 
-    async def get_token_requester(self, token: str) -> tuple[TokenOwner, bool, bool, bool] | None:
-        """The token's owner with the user's (admin, deactivated, guest) flags, in one
-        read (every authenticated request makes it); None for an unknown token or user."""
+    async def get_token_requester(self, token: str) -> TokenUser | None:
+        """The token's user and their flags, in one read (every authenticated request
+        makes it); None for an unknown token or user."""
         row = await self.db.fetchrow(
-            "SELECT t.user_id, t.device_id, t.valid_until_ts, t.oauth_session_id, t.first_used_ts,"
-            " t.refresh_token_hash, u.admin, u.deactivated, u.is_guest FROM access_tokens t"
-            " JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1",
+            "SELECT u.user_id, t.device_id, t.valid_until_ts, u.admin, u.deactivated, u.is_guest, u.shadow_banned,"
+            " u.locked, u.suspended, CASE WHEN t.puppets_user_id IS NULL THEN NULL ELSE t.user_id END,"
+            " t.oauth_session_id, t.first_used_ts, t.refresh_token_hash"
+            " FROM access_tokens t JOIN users u ON u.user_id = COALESCE(t.puppets_user_id, t.user_id)"
+            " WHERE t.token_hash = $1",
             token_hash(token),
         )
-        return (TokenOwner(*row[:6]), bool(row[6]), bool(row[7]), bool(row[8])) if row else None
+        if row is None:
+            return None
+        return TokenUser(row[0], row[1], row[2], *(bool(v) for v in row[3:9]), *row[9:13])
 
     async def delete_access_token(self, token: str) -> None:
         await self.db.execute("DELETE FROM access_tokens WHERE token_hash = $1", token_hash(token))

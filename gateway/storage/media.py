@@ -29,6 +29,8 @@ class MediaInfo:
     user_id: str | None = None  # local media only
     unused_expires_ts: int | None = None  # pending async uploads only
     sha256: str | None = None
+    safe_from_quarantine: bool = False  # local media only
+    last_access_ts: int | None = None
 
     @property
     def uploaded(self) -> bool:
@@ -48,7 +50,17 @@ class ThumbnailInfo:
 
 
 _LOCAL_COLUMNS = ("media_id, user_id, created_ts, unused_expires_ts, media_type, media_length, upload_name, "
-                  "filesystem_id, quarantined_by, sha256")
+                  "filesystem_id, quarantined_by, sha256, safe_from_quarantine, last_access_ts")
+
+#: ``order_by`` of the admin API's user media listing -> column (ties: media ID).
+USER_MEDIA_ORDERINGS = {
+    "media_id": "media_id", "upload_name": "upload_name", "created_ts": "created_ts",
+    "last_access_ts": "last_access_ts", "media_length": "media_length", "media_type": "media_type",
+    "quarantined_by": "quarantined_by", "safe_from_quarantine": "safe_from_quarantine",
+}
+#: ``order_by`` of the users' media statistics -> column.
+MEDIA_STATISTICS_ORDERINGS = {"user_id": "user_id", "displayname": "displayname",
+                              "media_length": "media_length", "media_count": "media_count"}
 
 
 class MediaStore:
@@ -63,7 +75,8 @@ class MediaStore:
                          created_ts=row["created_ts"], unused_expires_ts=row["unused_expires_ts"],
                          media_type=row["media_type"], media_length=row["media_length"],
                          upload_name=row["upload_name"], filesystem_id=row["filesystem_id"],
-                         quarantined_by=row["quarantined_by"], sha256=row["sha256"])
+                         quarantined_by=row["quarantined_by"], sha256=row["sha256"],
+                         safe_from_quarantine=bool(row["safe_from_quarantine"]), last_access_ts=row["last_access_ts"])
 
     async def store_local_media(self, *, media_id: str, user_id: str, now_ms: int, media_type: str, length: int,
                                 upload_name: str | None, filesystem_id: str, sha256: str) -> None:
@@ -116,14 +129,15 @@ class MediaStore:
 
     async def get_remote_media(self, origin: str, media_id: str) -> MediaInfo | None:
         row = await self.db.fetchrow(
-            "SELECT media_type, media_length, upload_name, filesystem_id, created_ts, quarantined_by, sha256 "
-            "FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2", origin, media_id)
+            "SELECT media_type, media_length, upload_name, filesystem_id, created_ts, quarantined_by, sha256, "
+            "last_access_ts FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2", origin, media_id)
         if row is None:
             return None
         return MediaInfo(origin=origin, media_id=media_id, media_type=row["media_type"],
                          media_length=row["media_length"], upload_name=row["upload_name"],
                          filesystem_id=row["filesystem_id"], created_ts=row["created_ts"],
-                         quarantined_by=row["quarantined_by"], sha256=row["sha256"])
+                         quarantined_by=row["quarantined_by"], sha256=row["sha256"],
+                         last_access_ts=row["last_access_ts"])
 
     async def store_remote_media(self, *, origin: str, media_id: str, now_ms: int, media_type: str, length: int,
                                  upload_name: str | None, filesystem_id: str, sha256: str) -> bool:
@@ -146,10 +160,17 @@ class MediaStore:
 
     async def set_quarantined(self, origin: str, media_id: str, by: str | None) -> bool:
         """Quarantine (``by`` = the admin) or release (``by`` None); False if unknown local
-        media. Remote media can be quarantined before we ever fetch it."""
+        media. Local media protected from quarantine stays as it is (True: it exists).
+        Remote media can be quarantined before we ever fetch it."""
         if origin == self.server_name:
-            sql = "UPDATE local_media SET quarantined_by = $2 WHERE media_id = $1"
-            return await self.db.execute(sql, media_id, by) == 1
+            async with self.db.transaction() as txn:
+                protected = await txn.fetchval("SELECT safe_from_quarantine FROM local_media WHERE media_id = $1",
+                                               media_id)
+                if protected is None:
+                    return False
+                if not (protected and by is not None):
+                    await txn.execute("UPDATE local_media SET quarantined_by = $2 WHERE media_id = $1", media_id, by)
+                return True
         async with self.db.transaction() as txn:
             if by is None:  # releasing media we never fetched: forget the placeholder
                 if await txn.execute("DELETE FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2 "
@@ -190,6 +211,114 @@ class MediaStore:
             await txn.execute("DELETE FROM media_thumbnails WHERE media_origin = $1 AND media_id = $2",
                               origin, media_id)
         return [fid for fid in [row["filesystem_id"], *(t["filesystem_id"] for t in thumbs)] if fid]
+
+    async def touch(self, origin: str, media_id: str, now_ms: int, *, thumbnail_only: bool = False) -> None:
+        """Note that media was served now (its ``last_access_ts``)."""
+        if thumbnail_only:
+            await self.db.execute("UPDATE media_thumbnails SET last_access_ts = $3 WHERE media_origin = $1"
+                                  " AND media_id = $2", origin, media_id, now_ms)
+        elif origin == self.server_name:
+            await self.db.execute("UPDATE local_media SET last_access_ts = $2 WHERE media_id = $1", media_id, now_ms)
+        else:
+            await self.db.execute("UPDATE remote_media_cache SET last_access_ts = $3 WHERE media_origin = $1"
+                                  " AND media_id = $2", origin, media_id, now_ms)
+
+    # --- administration ----------------------------------------------------------------
+
+    async def set_protected(self, media_id: str, protected: bool) -> bool:
+        """Protect local media from quarantine, or not; False if it is unknown."""
+        return await self.db.execute("UPDATE local_media SET safe_from_quarantine = $2 WHERE media_id = $1",
+                                     media_id, protected) == 1
+
+    async def quarantine_user_media(self, user_id: str, by: str) -> int:
+        """Quarantine every upload of a local user but the protected ones; how many."""
+        return await self.db.execute(
+            "UPDATE local_media SET quarantined_by = $2 WHERE user_id = $1 AND safe_from_quarantine = FALSE"
+            " AND filesystem_id IS NOT NULL", user_id, by)
+
+    async def list_user_media(self, user_id: str, *, order_by: str, backwards: bool, offset: int,
+                              limit: int) -> tuple[list[MediaInfo], int]:
+        """A page of a local user's uploads (pending ones left out) and how many there are."""
+        column = USER_MEDIA_ORDERINGS[order_by]
+        direction = "DESC" if backwards else "ASC"
+        # NULLs sort as the smallest values on both engines.
+        order = f"{column} IS NOT NULL {direction}, {column} {direction}, media_id ASC"
+        where = "user_id = $1 AND filesystem_id IS NOT NULL"
+        total = await self.db.fetchval(f"SELECT COUNT(*) FROM local_media WHERE {where}", user_id)
+        rows = await self.db.fetch(
+            f"SELECT {_LOCAL_COLUMNS} FROM local_media WHERE {where} ORDER BY {order} LIMIT $2 OFFSET $3",
+            user_id, limit, offset)
+        return [self._local(r) for r in rows], int(total)
+
+    async def user_media_statistics(self, *, order_by: str, backwards: bool, offset: int, limit: int,
+                                    from_ts: int | None, until_ts: int | None,
+                                    search_term: str | None) -> tuple[list[dict[str, Any]], int]:
+        """Per local user with uploads: count and bytes of their media created in
+        ``[from_ts, until_ts]``, filtered by a substring of the localpart or display name."""
+        where, args = ["m.filesystem_id IS NOT NULL"], []
+        if from_ts is not None:
+            args.append(from_ts)
+            where.append(f"m.created_ts >= ${len(args)}")
+        if until_ts is not None:
+            args.append(until_ts)
+            where.append(f"m.created_ts <= ${len(args)}")
+        having = ""
+        if search_term:
+            term = _like_escape(search_term.lower())
+            args += [f"@%{term}%:%", f"%{term}%"]  # the localpart (no ':' in it), or the display name
+            having = (f" WHERE LOWER(s.user_id) LIKE ${len(args) - 1} ESCAPE '\\'"
+                      f" OR LOWER(COALESCE(s.displayname, '')) LIKE ${len(args)} ESCAPE '\\'")
+        column = MEDIA_STATISTICS_ORDERINGS[order_by]
+        direction = "DESC" if backwards else "ASC"
+        inner = (
+            "SELECT m.user_id AS user_id, p.displayname AS displayname, COUNT(*) AS media_count,"
+            " SUM(m.media_length) AS media_length FROM local_media m LEFT JOIN profiles p ON p.user_id = m.user_id"
+            f" WHERE {' AND '.join(where)} GROUP BY m.user_id, p.displayname")
+        total = await self.db.fetchval(f"SELECT COUNT(*) FROM ({inner}) s{having}", *args)
+        rows = await self.db.fetch(
+            f"SELECT s.user_id, s.displayname, s.media_count, s.media_length FROM ({inner}) s{having}"
+            f" ORDER BY s.{column} IS NOT NULL {direction}, s.{column} {direction}, s.user_id ASC"
+            f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}", *args, limit, offset)
+        users = [{"user_id": r[0], "displayname": r[1], "media_count": int(r[2]), "media_length": int(r[3] or 0)}
+                 for r in rows]
+        return users, int(total)
+
+    async def old_local_media(self, *, before_ts: int, size_gt: int, keep_profiles: bool) -> list[str]:
+        """Local media last served (or, never served, uploaded) before ``before_ts`` and
+        larger than ``size_gt`` bytes, neither quarantined nor protected; with
+        ``keep_profiles``, not an avatar of a user, a member or a room."""
+        sql = ("SELECT media_id FROM local_media m WHERE filesystem_id IS NOT NULL"
+               " AND COALESCE(last_access_ts, created_ts) < $1 AND COALESCE(media_length, 0) > $2"
+               " AND quarantined_by IS NULL AND safe_from_quarantine = FALSE")
+        args: list[Any] = [before_ts, size_gt]
+        if keep_profiles:
+            args.append(f"mxc://{self.server_name}/")
+            sql += (" AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.avatar_url = $3 || m.media_id)"
+                    " AND NOT EXISTS (SELECT 1 FROM room_memberships r WHERE r.avatar_url = $3 || m.media_id)"
+                    " AND NOT EXISTS (SELECT 1 FROM room_stats_state s WHERE s.avatar = $3 || m.media_id)")
+        return [r[0] for r in await self.db.fetch(sql + " ORDER BY media_id", *args)]
+
+    async def old_remote_media(self, before_ts: int) -> list[tuple[str, str]]:
+        """Cached remote media (and remote thumbnails fetched alone) last served before
+        ``before_ts``; quarantined media stays (its row is what keeps it out)."""
+        cached = await self.db.fetch(
+            "SELECT media_origin, media_id FROM remote_media_cache WHERE COALESCE(last_access_ts, created_ts) < $1"
+            " AND quarantined_by IS NULL ORDER BY media_origin, media_id", before_ts)
+        thumbnails = await self.db.fetch(
+            "SELECT DISTINCT t.media_origin, t.media_id FROM media_thumbnails t WHERE t.media_origin <> $1"
+            " AND COALESCE(t.last_access_ts, 0) < $2 AND NOT EXISTS (SELECT 1 FROM remote_media_cache c"
+            " WHERE c.media_origin = t.media_origin AND c.media_id = t.media_id)"
+            " ORDER BY t.media_origin, t.media_id", self.server_name, before_ts)
+        return [(r[0], r[1]) for r in (*cached, *thumbnails)]
+
+    async def delete_thumbnails(self, origin: str, media_id: str) -> list[str]:
+        """Forget the thumbnails of media without a row of its own; their filesystem IDs."""
+        async with self.db.transaction() as txn:
+            rows = await txn.fetch("SELECT filesystem_id FROM media_thumbnails WHERE media_origin = $1"
+                                   " AND media_id = $2", origin, media_id)
+            await txn.execute("DELETE FROM media_thumbnails WHERE media_origin = $1 AND media_id = $2",
+                              origin, media_id)
+        return [r[0] for r in rows]
 
     async def mxc_uris_in_room(self, room_id: str, batch: int = 500) -> set[tuple[str, str]]:
         """(server name, media ID) of every mxc:// URI in the room's events' content
@@ -232,6 +361,10 @@ class MediaStore:
         except IntegrityError:
             return False
         return True
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 _MXC = re.compile(r"^mxc://([^/]+)/([A-Za-z0-9_-]+)$")

@@ -141,6 +141,15 @@ class SsoStore:
             auth_provider, external_id, user_id,
         )
 
+    async def replace_external_ids(self, user_id: str, external_ids: list[tuple[str, str]]) -> None:
+        """Make ``external_ids`` (provider, ID) the user's links (IntegrityError if one is another user's)."""
+        async with self.db.transaction() as txn:
+            await txn.execute("DELETE FROM user_external_ids WHERE user_id = $1", user_id)
+            for provider, external_id in external_ids:
+                await txn.execute(
+                    "INSERT INTO user_external_ids (auth_provider, external_id, user_id) VALUES ($1, $2, $3)",
+                    provider, external_id, user_id)
+
     async def get_external_ids(self, user_id: str) -> list[tuple[str, str]]:
         rows = await self.db.fetch(
             "SELECT auth_provider, external_id FROM user_external_ids WHERE user_id = $1 ORDER BY 1, 2", user_id

@@ -20,6 +20,13 @@ class UserRow:
     user_type: str | None
     created_ts: int
     is_guest: bool = False
+    shadow_banned: bool = False
+    locked: bool = False
+    suspended: bool = False
+
+
+#: The account moderation flags an admin sets (``users`` columns).
+MODERATION_FLAGS = ("shadow_banned", "locked", "suspended")
 
 
 class UserStore:
@@ -54,13 +61,13 @@ class UserStore:
 
     async def get_user(self, user_id: str) -> UserRow | None:
         row = await self.db.fetchrow(
-            "SELECT user_id, password_hash, admin, deactivated, user_type, created_ts, is_guest"
-            " FROM users WHERE user_id = $1",
+            "SELECT user_id, password_hash, admin, deactivated, user_type, created_ts, is_guest, shadow_banned,"
+            " locked, suspended FROM users WHERE user_id = $1",
             user_id,
         )
         if row is None:
             return None
-        return UserRow(row[0], row[1], bool(row[2]), bool(row[3]), row[4], row[5], bool(row[6]))
+        return UserRow(row[0], row[1], bool(row[2]), bool(row[3]), row[4], row[5], *(bool(v) for v in row[6:]))
 
     async def upgrade_guest(self, user_id: str, password_hash: str | None) -> bool:
         """Make a guest account a full one (with this password); False if it is not a guest."""
@@ -103,6 +110,40 @@ class UserStore:
     async def set_user_type(self, user_id: str, user_type: str | None) -> None:
         await self.db.execute("UPDATE users SET user_type = $2 WHERE user_id = $1", user_id, user_type)
 
+    async def set_flag(self, user_id: str, flag: str, value: bool) -> None:
+        """Set one of ``MODERATION_FLAGS``."""
+        if flag not in MODERATION_FLAGS:
+            raise ValueError(f"not a moderation flag: {flag}")
+        await self.db.execute(f"UPDATE users SET {flag} = $2 WHERE user_id = $1", user_id, value)
+
+    # --- third-party IDs -----------------------------------------------------------
+
+    async def get_threepids(self, user_id: str) -> list[dict]:
+        rows = await self.db.fetch(
+            "SELECT medium, address, added_at, validated_at FROM user_threepids WHERE user_id = $1"
+            " ORDER BY medium, address", user_id)
+        return [{"medium": r[0], "address": r[1], "added_at": int(r[2]), "validated_at": int(r[3])} for r in rows]
+
+    async def get_user_by_threepid(self, medium: str, address: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT user_id FROM user_threepids WHERE medium = $1 AND address = $2", medium, address)
+
+    async def replace_threepids(self, user_id: str, threepids: list[tuple[str, str]], now_ms: int) -> None:
+        """Make ``threepids`` the user's (those of another user raise IntegrityError)."""
+        async with self.db.transaction() as txn:
+            kept = {(r[0], r[1]) for r in await txn.fetch(
+                "SELECT medium, address FROM user_threepids WHERE user_id = $1", user_id)}
+            for medium, address in kept - set(threepids):
+                await txn.execute("DELETE FROM user_threepids WHERE medium = $1 AND address = $2", medium, address)
+            for medium, address in dict.fromkeys(threepids):
+                if (medium, address) not in kept:
+                    await txn.execute(
+                        "INSERT INTO user_threepids (medium, address, user_id, validated_at, added_at)"
+                        " VALUES ($1, $2, $3, $4, $4)", medium, address, user_id, now_ms)
+
+    async def delete_threepids(self, user_id: str) -> None:
+        await self.db.execute("DELETE FROM user_threepids WHERE user_id = $1", user_id)
+
     async def list_users(
         self, *, offset: int, limit: int, name: str | None, include_deactivated: bool, admins: bool | None,
         order_by: str, descending: bool,
@@ -126,15 +167,15 @@ class UserStore:
         )
         rows = await self.db.fetch(
             "SELECT u.user_id, u.admin, u.deactivated, u.user_type, u.created_ts, p.displayname, p.avatar_url,"
-            " u.is_guest"
+            " u.is_guest, u.shadow_banned, u.locked, u.suspended"
             f" FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id WHERE {sql_where}"
             f" ORDER BY {order} {'DESC' if descending else 'ASC'}, u.user_id LIMIT {int(limit)} OFFSET {int(offset)}",
             *args,
         )
         users = [
             {"name": r[0], "admin": bool(r[1]), "deactivated": bool(r[2]), "user_type": r[3], "creation_ts": r[4],
-             "displayname": r[5], "avatar_url": r[6], "is_guest": bool(r[7]), "shadow_banned": False,
-             "locked": False, "erased": False}
+             "displayname": r[5], "avatar_url": r[6], "is_guest": bool(r[7]),
+             "shadow_banned": bool(r[8]), "locked": bool(r[9]), "suspended": bool(r[10]), "erased": False}
             for r in rows
         ]
         return users, int(total)

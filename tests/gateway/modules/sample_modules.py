@@ -72,6 +72,8 @@ class SpamRules(Recorder):
         self.record("check_registration_for_spam", username, request_info)
         if username in self.config.get("no_register", []):
             return RegistrationBehaviour.DENY
+        if username in self.config.get("shadow_ban", []):
+            return RegistrationBehaviour.SHADOW_BAN
         return RegistrationBehaviour.ALLOW
 
     async def check_login_for_spam(self, user_id, device_id, display_name, request_info, auth_provider_id):
@@ -149,11 +151,23 @@ class Validity(Recorder):
     def __init__(self, config, api):
         super().__init__(config, api)
         api.register_account_validity_callbacks(is_user_expired=self.is_user_expired,
-                                                on_user_registration=self.on_user_registration)
+                                                on_user_registration=self.on_user_registration,
+                                                on_legacy_admin_request=self.on_legacy_admin_request)
+        self.expires: dict[str, int] = {}
 
     async def is_user_expired(self, user):
         self.record("is_user_expired", user)
+        if user in self.expires:
+            return self.expires[user] < 2_000_000_000_000
         return True if user in self.config.get("expired", []) else None
+
+    async def on_legacy_admin_request(self, request: web.Request) -> int:
+        """The admin API's renewal: ``user_id`` and ``expiration_ts`` (default: far away)."""
+        body = await request.json()
+        if not isinstance(body.get("user_id"), str):
+            raise SynapseError(400, "Missing property 'user_id' in the request body")
+        self.expires[body["user_id"]] = body.get("expiration_ts", 4_000_000_000_000)
+        return self.expires[body["user_id"]]
 
     async def on_user_registration(self, user):
         self.record("on_user_registration", user)

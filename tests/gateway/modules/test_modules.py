@@ -57,7 +57,7 @@ async def test_broken_module_config_stops_startup_naming_the_key(tmp_path, modul
 @pytest.fixture
 def config_overrides():
     return {"modules": [module("SpamRules", no_join=["@mallory:hs.test"], no_invite=["@trent:hs.test"],
-                               no_rooms=["@mallory:hs.test"], no_register=["spammer"], no_login=["@eve:hs.test"], no_publish=["@bob:hs.test"]),
+                               no_rooms=["@mallory:hs.test"], no_register=["spammer"], shadow_ban=["sneaky"], no_login=["@eve:hs.test"], no_publish=["@bob:hs.test"]),
                         module("SecondOpinion"), module("Rules", keep=["@keeper:hs.test"]), module("Validity",
                         expired=["@old:hs.test"]), module("Passwords"), module("Pages"), module("SamePath")]}
 
@@ -148,6 +148,36 @@ async def test_account_validity(hs, client):
     fresh = (await register(client, "fresh"))["access_token"]
     assert (await get(client, fresh, "/account/whoami"))[0] == 200
     assert ("@fresh:hs.test",) in instance(hs, "Validity").called("on_user_registration")
+
+
+async def test_account_validity_admin_api(hs, client):
+    """``POST /_synapse/admin/v1/account_validity/validity`` is the module's
+    ``on_legacy_admin_request``: the admin renews an expired account, or ends one."""
+    await hs.auth.users.create_user("@root:hs.test", password_hash=None, created_ts=1, admin=True)
+    admin = auth_header((await hs.auth.login_session("@root:hs.test"))["access_token"])
+    old = (await register(client, "old"))["access_token"]
+    url = "/_synapse/admin/v1/account_validity/validity"
+    resp = await client.post(url, headers=admin, json={"user_id": "@old:hs.test"})
+    assert (resp.status, await resp.json()) == (200, {"expiration_ts": 4_000_000_000_000})
+    assert (await get(client, old, "/account/whoami"))[0] == 200  # renewed
+    resp = await client.post(url, headers=admin, json={"user_id": "@old:hs.test", "expiration_ts": 1_000})
+    assert (resp.status, await resp.json()) == (200, {"expiration_ts": 1_000})
+    assert (await get(client, old, "/account/whoami"))[1]["errcode"] == "ORG_MATRIX_EXPIRED_ACCOUNT"
+    # The module's own error reaches the admin; a non-admin is refused before it is asked.
+    resp = await client.post(url, headers=admin, json={})
+    assert (resp.status, (await resp.json())["error"]) == (400, "Missing property 'user_id' in the request body")
+    resp = await client.post(url, headers=auth_header(old), json={"user_id": "@old:hs.test"})
+    assert resp.status == 403
+
+
+async def test_registration_shadow_banned_by_a_module(hs, client):
+    sneaky = (await register(client, "sneaky"))["access_token"]
+    assert (await hs.auth.users.get_user("@sneaky:hs.test")).shadow_banned is True
+    alice = (await register(client, "alice"))["access_token"]
+    room = await create(client, alice, preset="public_chat")
+    assert (await post(client, sneaky, f"/join/{room}"))[0] == 200
+    answer = await send(client, sneaky, room, "hi", txn="s1")
+    assert answer["status"] == 200 and await hs.events.store.get_event(answer["event_id"]) is None
 
 
 async def test_registration_callbacks(hs, client):
