@@ -332,6 +332,8 @@ class OAuthService:
         user = await self.users.get_user(grant.user_id)
         if user is None or user.deactivated:
             raise OAuthError("invalid_grant", "this account has been deactivated")
+        if user.locked:  # no new session until an admin unlocks the account (spec: account locking)
+            raise OAuthError("access_denied", "this account has been locked")
         client = await self.get_client(grant.client_id) or {}
         now = self.clock_ms()
         reused = await self._take_over_device(grant.user_id, grant.device_id)

@@ -183,3 +183,26 @@ async def test_legacy_refresh_tokens_are_refused_at_the_token_endpoint(client, h
     assert (await client.post("/_gateway/oauth2/revoke", data={"token": legacy["refresh_token"]})).status == 200
     resp = await client.post("/_matrix/client/v3/refresh", json={"refresh_token": legacy["refresh_token"]})
     assert resp.status == 200 and (await whoami(client, (await resp.json())["access_token"]))[0] == 200
+
+
+async def test_a_locked_account_keeps_its_session_and_gets_no_new_one(client, hs, alice, clock):
+    """https://spec.matrix.org/latest/client-server-api/#account-locking: M_USER_LOCKED, also
+    once the access token expired (so the client waits instead of refreshing), and no new
+    session; unlocked, the session carries on."""
+    req, tokens = await login(client, hs)
+    await hs.auth.users.set_flag(alice, "locked", True)
+    status, body = await whoami(client, tokens["access_token"])
+    assert (status, body["errcode"], body["soft_logout"]) == (401, "M_USER_LOCKED", True)
+    clock.advance(3_600_000)  # the access token expires meanwhile
+    status, body = await whoami(client, tokens["access_token"])
+    assert (status, body["errcode"]) == (401, "M_USER_LOCKED")
+    other = new_request(req.client_id)
+    code = (await authorize(client, other))["code"]
+    status, body = await token_request(client, grant_type="authorization_code", code=code, client_id=req.client_id,
+                                       redirect_uri=other.redirect_uri, code_verifier=other.verifier)
+    assert status == 400 and body["error"] == "access_denied"
+    await hs.auth.users.set_flag(alice, "locked", False)
+    status, body = await whoami(client, tokens["access_token"])
+    assert (status, body["errcode"], body["soft_logout"]) == (401, "M_UNKNOWN_TOKEN", True)  # expired: refresh
+    status, fresh = await refresh(client, req.client_id, tokens["refresh_token"])
+    assert status == 200 and (await whoami(client, fresh["access_token"]))[0] == 200
