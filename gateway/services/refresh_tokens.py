@@ -69,6 +69,8 @@ class RefreshTokens:
         user = await self.users.get_user(row.user_id)
         if user is None or user.deactivated:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown refresh token", soft_logout=False)
+        if user.locked:  # no new token until an admin unlocks the account; the session stays
+            raise MatrixError(401, Codes.USER_LOCKED, "This account has been locked", soft_logout=True)
         if row.expiry_ts is not None and row.expiry_ts <= now:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "The refresh token has expired: log in again",
                               soft_logout=True)

@@ -80,8 +80,9 @@ async def test_admin_endpoints_and_their_errors(client, hs, root, alice, bob, ac
 async def test_a_locked_account(client, root, alice, bob):
     room = await bob.create_room(preset="public_chat")
     await alice.call("POST", f"/join/{room}", {})
-    second = User(client, (await (await client.post(f"{C}/login", json={
-        "type": "m.login.password", "user": "alice", "password": PASSWORD})).json()))
+    logged_in = await (await client.post(f"{C}/login", json={
+        "type": "m.login.password", "user": "alice", "password": PASSWORD, "refresh_token": True})).json()
+    second = User(client, logged_in)
     await _moderate(client, root, "lock", "@alice:hs.test", {"locked": True})
     locked = {"errcode": "M_USER_LOCKED", "error": "This account has been locked", "soft_logout": True}
     for method, path, body in (("GET", "/sync", None), ("GET", "/account/whoami", None),
@@ -94,6 +95,8 @@ async def test_a_locked_account(client, root, alice, bob):
     # No new session while locked.
     resp = await client.post(f"{C}/login", json={"type": "m.login.password", "user": "alice", "password": PASSWORD})
     assert (resp.status, await resp.json()) == (401, locked)
+    resp = await client.post(f"{C}/refresh", json={"refresh_token": logged_in["refresh_token"]})
+    assert (resp.status, await resp.json()) == (401, locked)  # nor a refreshed one
     # Logging out still works (and ends that session only).
     assert (await client.post(f"{C}/logout", headers=auth_header(second.token), json={})).status == 200
     # Unlocked: the first session carries on, untouched.
