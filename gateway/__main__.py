@@ -400,8 +400,9 @@ def cmd_import_synapse(args: argparse.Namespace) -> int:
         ours = source = None
         try:
             source = await open_synapse_database(deployment)
-            version = await check_synapse_schema(source)
-            print(f"Synapse database: schema version {version} ({deployment.database.engine})")
+            version, compat = await check_synapse_schema(source)
+            print(f"Synapse database: schema version {version}, compat version {compat} "
+                  f"({deployment.database.engine})")
             check_same_deployment(config, deployment)
             ours = await open_database(config.database)
             await migrate(ours)

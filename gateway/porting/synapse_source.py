@@ -74,21 +74,24 @@ async def open_synapse_database(deployment: SynapseDeployment) -> Database:
         raise PortingError(f"cannot connect to Synapse's PostgreSQL database: {e}") from e
 
 
-async def check_synapse_schema(db: Database) -> int:
-    """Synapse's schema version, if this import reads it (PortingError otherwise)."""
+async def check_synapse_schema(db: Database) -> tuple[int, int | None]:
+    """Synapse's schema version and compat version (the oldest schema whose code may still
+    run on the database), if this import reads that schema (PortingError otherwise)."""
     if not await table_exists(db, "schema_version"):
         raise PortingError("this is not a Synapse database (it has no schema_version table)")
     version = await db.fetchval("SELECT version FROM schema_version")
     if not await table_exists(db, "users") or await column_exists(db, "users", "user_id"):
         raise PortingError("this is not a Synapse database (its users table is not Synapse's)")
+    compat = await db.fetchval("SELECT compat_version FROM schema_compat_version") \
+        if await table_exists(db, "schema_compat_version") else None
     if version is None or int(version) not in SUPPORTED_SCHEMA_VERSIONS:
         first, last = SUPPORTED_SCHEMA_VERSIONS[0], SUPPORTED_SCHEMA_VERSIONS[-1]
         hint = ("upgrade Synapse to 1.100 or later, start it once so that it migrates its database, stop it, "
                 "then import" if version is not None and int(version) < first else
-                "this Gateway does not know that Synapse's tables yet")
-        raise PortingError(f"Synapse's database schema is version {version}, and this import reads the versions "
-                           f"{first} to {last} ({SUPPORTED_RELEASES}): {hint}")
-    return int(version)
+                "it was written by a newer Synapse, whose tables this Gateway does not know yet")
+        raise PortingError(f"Synapse's database schema is version {version} (compat version {compat}), and this "
+                           f"import reads the versions {first} to {last} ({SUPPORTED_RELEASES}): {hint}")
+    return int(version), None if compat is None else int(compat)
 
 
 async def table_exists(db: Database, table: str) -> bool:

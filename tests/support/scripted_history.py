@@ -153,9 +153,17 @@ async def _keys(a: Client, h: History) -> None:
     master, master_json = cross_signing_key("master")
     self_signing, self_json = cross_signing_key("self_signing")
     _, user_json = cross_signing_key("user_signing")
-    await a.call("POST", "/keys/device_signing/upload", {
-        "master_key": master_json, "self_signing_key": sign_json(self_json, a.user_id, master),
-        "user_signing_key": sign_json(user_json, a.user_id, master)})
+    upload = {"master_key": master_json, "self_signing_key": sign_json(self_json, a.user_id, master),
+              "user_signing_key": sign_json(user_json, a.user_id, master)}
+    async with a.s.post(a.url("/keys/device_signing/upload"), json=upload,
+                        headers={"Authorization": f"Bearer {a.token}"}) as r:
+        body = await r.json()
+    if r.status == 401:  # servers before MSC3967 (Synapse 1.100) want UI auth for the first keys too
+        await a.call("POST", "/keys/device_signing/upload", {**upload, "auth": {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": a.user_id},
+            "password": h.alice.password, "session": body["session"]}})
+    else:
+        assert r.status == 200, body
     query = await a.call("POST", "/keys/query", {"device_keys": {a.user_id: [h.alice.device_id]}})
     device = query["device_keys"][a.user_id][h.alice.device_id]
     device.pop("unsigned", None)

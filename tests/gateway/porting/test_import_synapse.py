@@ -152,7 +152,7 @@ async def test_import_then_our_server_serves_the_same_data(deployment, tmp_path)
     config = deployment.our_config(tmp_path)
     rc, out, err = await _import(deployment.synapse_config, config, tmp_path)
     assert rc == 0, err
-    assert "schema version 94" in out and "accounts:" in out, out
+    assert "schema version 94, compat version 84" in out and "accounts:" in out, out
     first = await _table_counts(config)
     # A second run adds nothing.
     rc, _, err = await _import(deployment.synapse_config, config, tmp_path)
@@ -218,7 +218,12 @@ async def test_import_refuses_another_deployment_or_schema(deployment, tmp_path)
     try:
         await synapse_db.execute("UPDATE schema_version SET version = 83")
         rc, _, err = await _import(deployment.synapse_config, deployment.our_config(tmp_path), tmp_path)
+        assert rc == 1 and "schema is version 83 (compat version 84)" in err and "Synapse 1.100 to 1.163" in err, err
+        assert "upgrade Synapse to 1.100 or later" in err
+        await synapse_db.execute("UPDATE schema_version SET version = 95")
+        rc, _, err = await _import(deployment.synapse_config, deployment.our_config(tmp_path), tmp_path)
+        assert rc == 1 and "schema is version 95" in err and "written by a newer Synapse" in err, err
     finally:
         await synapse_db.execute("UPDATE schema_version SET version = 94")
         await synapse_db.close()
-    assert rc == 1 and "schema is version 83" in err and "Synapse 1.100 to 1.163" in err, err
+    assert not (tmp_path / "gateway.db").exists()
