@@ -1,4 +1,5 @@
-"""import-synapse, accounts: users (bcrypt hashes kept as they are), devices and their
+"""import-synapse, accounts: users (bcrypt hashes kept as they are; locked, suspended and
+shadow-banned stay so), devices and their
 access tokens (stored hashed, as ours are: clients stay logged in), profiles, filters, SSO
 links (``user_external_ids``), 3PIDs, the IdP sessions of devices, rate-limit overrides and
 the clients' last addresses."""
@@ -29,14 +30,17 @@ async def import_accounts(ctx: ImportContext) -> None:
 
 
 async def _users(ctx: ImportContext) -> None:
-    """Synapse keeps ``creation_ts`` in seconds, ours in milliseconds."""
+    """Synapse keeps ``creation_ts`` in seconds, ours in milliseconds; ``suspended`` came
+    with schema 85."""
+    suspended = "suspended" if await column_exists(ctx.source, "users", "suspended") else "NULL"
     rows = await ctx.source.fetch(
         "SELECT name, password_hash, creation_ts, admin, is_guest, user_type, deactivated, consent_version,"
-        " consent_ts FROM users")
+        f" consent_ts, shadow_banned, locked, {suspended} FROM users")
     await insert_rows(ctx, "users", ("user_id", "password_hash", "created_ts", "admin", "is_guest", "user_type",
-                                     "deactivated", "consent_version", "consent_ts"), [
-        (r[0], r[1] or None, int(r[2] or 0) * 1000, bool(r[3]), bool(r[4]), r[5], bool(r[6]), r[7], r[8])
-        for r in rows])
+                                     "deactivated", "consent_version", "consent_ts", "shadow_banned", "locked",
+                                     "suspended"), [
+        (r[0], r[1] or None, int(r[2] or 0) * 1000, bool(r[3]), bool(r[4]), r[5], bool(r[6]), r[7], r[8],
+         bool(r[9]), bool(r[10]), bool(r[11])) for r in rows])
 
 
 async def _profiles(ctx: ImportContext) -> None:
@@ -51,8 +55,8 @@ async def _profiles(ctx: ImportContext) -> None:
 
 async def _devices(ctx: ImportContext) -> None:
     """Devices (not Synapse's hidden ones: the cross-signing keys' pseudo-devices), their
-    access tokens (not the admin API's "login as" tokens, whose ``puppets_user_id`` acts
-    for another user), the IdP session each was logged in through, the addresses seen."""
+    access and refresh tokens (an admin's "login as" token too: it acts as its
+    ``puppets_user_id``), the IdP session each was logged in through, the addresses seen."""
     src = ctx.source
     devices = await src.fetch("SELECT user_id, device_id, display_name, last_seen, ip FROM devices WHERE hidden = $1",
                               False)
@@ -78,13 +82,13 @@ async def _tokens(ctx: ImportContext) -> None:
         "SELECT id, token, user_id, device_id, next_token_id, expiry_ts, ultimate_session_expiry_ts"
         " FROM refresh_tokens")}
     tokens = await src.fetch(
-        "SELECT token, user_id, device_id, valid_until_ms, last_validated, refresh_token_id, used FROM access_tokens"
-        " WHERE puppets_user_id IS NULL")
+        "SELECT token, user_id, device_id, valid_until_ms, last_validated, refresh_token_id, used, puppets_user_id"
+        " FROM access_tokens")
     access_of = {r[5]: token_hash(r[0]) for r in tokens if r[5] is not None}
     await insert_rows(ctx, "access_tokens", ("token_hash", "user_id", "device_id", "valid_until_ts", "created_ts",
-                                             "refresh_token_hash", "first_used_ts"), [
+                                             "refresh_token_hash", "first_used_ts", "puppets_user_id"), [
         (token_hash(r[0]), r[1], r[2], r[3], r[4] or ctx.now_ms,
-         token_hash(refresh[r[5]][0]) if r[5] in refresh else None, (r[4] or ctx.now_ms) if r[6] else None)
+         token_hash(refresh[r[5]][0]) if r[5] in refresh else None, (r[4] or ctx.now_ms) if r[6] else None, r[7])
         for r in tokens], what="access tokens")
     await insert_rows(ctx, "refresh_tokens", ("token_hash", "user_id", "device_id", "access_token_hash", "created_ts",
                                               "expiry_ts", "session_expiry_ts", "next_token_hash"), [

@@ -23,10 +23,11 @@ async def import_media(ctx: ImportContext) -> None:
     files = MediaFiles(ctx.config.media.media_store_path)
     have = {r[0] for r in await ctx.target.fetch("SELECT media_id FROM local_media")}
     rows = await ctx.source.fetch(
-        "SELECT media_id, media_type, media_length, created_ts, upload_name, user_id, quarantined_by"
-        " FROM local_media_repository WHERE url_cache IS NULL ORDER BY created_ts")
+        "SELECT media_id, media_type, media_length, created_ts, upload_name, user_id, quarantined_by,"
+        " safe_from_quarantine, last_access_ts FROM local_media_repository WHERE url_cache IS NULL"
+        " ORDER BY created_ts")
     copied = missing = 0
-    for media_id, media_type, length, created_ts, upload_name, user_id, quarantined_by in rows:
+    for media_id, media_type, length, created_ts, upload_name, user_id, quarantined_by, safe, accessed in rows:
         if media_id in have:
             continue
         path = synapse_local_path(ctx.deployment.media_store_path, media_id)
@@ -37,9 +38,11 @@ async def import_media(ctx: ImportContext) -> None:
         try:
             await ctx.target.execute(
                 "INSERT INTO local_media (media_id, user_id, created_ts, upload_ts, media_type, media_length,"
-                " upload_name, filesystem_id, sha256, quarantined_by) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9)",
+                " upload_name, filesystem_id, sha256, quarantined_by, safe_from_quarantine, last_access_ts)"
+                " VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 media_id, user_id or "", int(created_ts or ctx.now_ms), media_type or "application/octet-stream",
-                written.length, upload_name, written.filesystem_id, written.sha256, quarantined_by)
+                written.length, upload_name, written.filesystem_id, written.sha256, quarantined_by, bool(safe),
+                accessed)
         except BaseException:
             files.delete(written.filesystem_id)
             raise

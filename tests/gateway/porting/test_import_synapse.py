@@ -49,6 +49,7 @@ class Deployment:
     carol: str
     engine: str
     refresh_token: str
+    puppet_token: str
 
     @property
     def synapse_config(self) -> Path:
@@ -118,10 +119,25 @@ async def deployment(request, tmp_path_factory):
                 assert "refresh_token" in refreshing, refreshing
         history = await make_history(synapse.client_url, Account(f"@alice:{s}", "alice-pass"),
                                      Account(f"@bob:{s}", "bob-pass"), directory / "nio")
+        # Moderation: a locked account, a shadow-banned one, an admin's "login as" token, protected media.
+        await register_synapse_user(synapse, "eve", "eve-pass")
+        await register_synapse_user(synapse, "mallory", "mallory-pass")
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as session:
+            admin_api = f"{synapse.client_url}/_synapse/admin"
+            for method, path, body in (
+                    ("PUT", f"/v2/users/@eve:{s}", {"locked": True}),
+                    ("POST", f"/v1/users/@mallory:{s}/shadow_ban", {}),
+                    ("POST", f"/v1/media/protect/{history.media_mxc.rsplit('/', 1)[1]}", {}),
+                    ("POST", f"/v1/users/@bob:{s}/login", {})):
+                async with session.request(method, admin_api + path, json=body) as r:
+                    assert r.status == 200, (path, await r.text())
+                    answer = await r.json()
+            puppet_token = answer["access_token"]
     finally:
         await synapse.stop()
     try:
-        yield Deployment(directory, ca, synapse, history, carol, request.param, refreshing["refresh_token"])
+        yield Deployment(directory, ca, synapse, history, carol, request.param, refreshing["refresh_token"],
+                         puppet_token)
     finally:
         if pg_name:
             await drop_postgres_database(pg_name)
@@ -176,6 +192,14 @@ async def test_import_then_our_server_serves_the_same_data(deployment, tmp_path)
         async with s.get(f"{gw.client_url}/_matrix/client/v3/account/whoami",
                          headers={"Authorization": f"Bearer {refreshed['access_token']}"}) as r:
             assert (await r.json())["device_id"] == "REFRESHING"
+        # The admin's "login as bob" token acts as bob; a locked account stays locked.
+        async with s.get(f"{gw.client_url}/_matrix/client/v3/account/whoami",
+                         headers={"Authorization": f"Bearer {deployment.puppet_token}"}) as r:
+            assert (await r.json())["user_id"] == h.bob.user_id
+        async with s.post(f"{gw.client_url}/_matrix/client/v3/login", json={
+                "type": "m.login.password", "password": "eve-pass",
+                "identifier": {"type": "m.id.user", "user": "eve"}}) as r:
+            assert r.status == 401 and (await r.json())["errcode"] == "M_USER_LOCKED", await r.text()
         # The password, under Synapse's pepper.
         async with s.post(f"{gw.client_url}/_matrix/client/v3/login", json={
                 "type": "m.login.password", "password": "alice-pass",
@@ -197,6 +221,11 @@ async def test_import_then_our_server_serves_the_same_data(deployment, tmp_path)
         assert await SsoStore(db).get_external_ids(deployment.carol) == [("oidc-test", "carol-sub")]
         assert [tuple(r) for r in await db.fetch("SELECT user_id, medium, address FROM user_threepids")] == [
             (h.alice.user_id, "email", "alice@example.org")]
+        server = deployment.synapse.server_name
+        assert [tuple(r) for r in await db.fetch(
+            "SELECT user_id, locked, shadow_banned FROM users WHERE locked OR shadow_banned ORDER BY user_id")] == [
+            (f"@eve:{server}", True, False), (f"@mallory:{server}", False, True)]
+        assert await db.fetchval("SELECT safe_from_quarantine FROM local_media") == 1
     finally:
         await db.close()
 
