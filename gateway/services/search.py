@@ -10,9 +10,11 @@ visibility and of the user's membership (``visible_ranges``), so that counts and
 skip what is plainly hidden; then event by event with the rules /messages applies
 (``EventsService.filter_visible``, on the state at each event).
 
-Pagination (both orders): ``next_batch`` is an opaque token holding the order, the
-position reached (a stream position for ``recent``, a count of matches read for
-``rank``) and, for a group's token, the group (room or sender) it stays within.
+Pagination (both orders, unlike Synapse, which pages only ``recent``): ``next_batch`` is
+an opaque token holding the order, the last match read (its stream position, and for
+``rank`` its rank: the next page starts below it) and, for a group's token, the group
+(room or sender) it stays within. Errors follow the spec's codes: a malformed body is
+``M_BAD_JSON`` (Synapse answers ``M_UNKNOWN``), a bad ``next_batch`` ``M_INVALID_PARAM``.
 """
 
 from __future__ import annotations
