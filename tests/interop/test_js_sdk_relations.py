@@ -6,24 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
-
 from tests.support.gateway_server import running_gateway
-from tests.support.js_sdk import run_scenario
+from tests.support.js_sdk import OPEN_REGISTRATION, register_users, run_scenario
 from tests.support.tls import TestCA
 
 SCENARIO = Path(__file__).with_name("js") / "relations.mjs"
 
 
 async def test_relations_through_matrix_js_sdk(tmp_path):
-    extra = {"enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
-    async with running_gateway(tmp_path, TestCA(tmp_path / "ca"), extra) as gw, aiohttp.ClientSession() as s:
-        users = {}
-        for name in ("alice", "bob"):
-            async with s.post(f"{gw.client_url}/_matrix/client/v3/register", json={
-                    "username": name, "password": f"{name}-password", "auth": {"type": "m.login.dummy"}}) as r:
-                assert r.status == 200, await r.text()
-            users[name] = {"user": name, "password": f"{name}-password"}
+    async with running_gateway(tmp_path, TestCA(tmp_path / "ca"), OPEN_REGISTRATION) as gw:
+        users = await register_users(gw.client_url, "alice", "bob")
         result = await run_scenario(SCENARIO, base_url=gw.client_url, args=users)
 
     ids = result["ids"]

@@ -53,3 +53,23 @@ async def run_scenario(scenario: str | Path, *, base_url: str, args: Any = None,
         raise ScenarioError(f"{Path(scenario).name}: {outcome.get('error')}\n{outcome.get('stack')}\n"
                             f"{stderr.decode()[-4000:]}")
     return outcome["result"]
+
+
+#: Config for a gateway whose users a scenario registers and logs in with passwords.
+OPEN_REGISTRATION = {"enable_registration": True, "enable_registration_without_verification": True,
+                     "bcrypt_rounds": 4}
+
+
+async def register_users(base_url: str, *names: str) -> dict[str, dict[str, str]]:
+    """Register users (``m.login.dummy``); returns ``{name: {"user", "password"}}``, the
+    shape scenarios take for ``login``."""
+    import aiohttp
+
+    users = {}
+    async with aiohttp.ClientSession() as s:
+        for name in names:
+            async with s.post(f"{base_url}/_matrix/client/v3/register", json={
+                    "username": name, "password": f"{name}-password", "auth": {"type": "m.login.dummy"}}) as r:
+                assert r.status == 200, await r.text()
+            users[name] = {"user": name, "password": f"{name}-password"}
+    return users
