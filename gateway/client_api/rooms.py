@@ -104,9 +104,11 @@ async def send_message(request: web.Request) -> web.Response:
         forbid_redacting_others(who, target.pdu.sender if target is not None and redacts else None)
     if who.shadow_banned:
         return await _dropped(request)
+    # Only an event with a relationship needs the relations check (made alone under the
+    # room's lock); the others are written with whatever else is being sent to the room.
+    check = hs.relations.check_new_event if "m.relates_to" in content else None
     sent = await hs.events.send_event(_room_id(request), spec, txn=_txn(request),
-                                      ratelimit=lambda: hs.ratelimit_message(user_id),
-                                      before_persist=hs.relations.check_new_event)
+                                      ratelimit=lambda: hs.ratelimit_message(user_id), before_persist=check)
     return json_response({"event_id": sent.pdu.event_id})
 
 

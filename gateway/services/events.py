@@ -91,6 +91,15 @@ class SentEvent:
     stream_ordering: int
 
 
+@dataclass
+class _Pending:
+    """A caller's events waiting for the room's next write, and where its answer goes."""
+
+    specs: Sequence[EventSpec]
+    txn: tuple[str, str, str] | None
+    done: asyncio.Future
+
+
 class EventsService:
     #: PDUs kept in memory by event ID.
     PDU_CACHE_SIZE = 10_000
@@ -108,6 +117,8 @@ class EventsService:
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         #: Modules' on_new_event runs, kept until they finish.
         self._module_tasks: set[asyncio.Task] = set()
+        #: Callers waiting for each room's next write (group commit).
+        self._waiting: dict[str, list[_Pending]] = {}
 
     # --- hooks and caches ------------------------------------------------------
 
@@ -217,43 +228,125 @@ class EventsService:
         self, room_id: str, specs: Sequence[EventSpec], *, txn: tuple[str, str, str] | None = None,
         before_persist: BeforePersist | None = None,
     ) -> list[SentEvent]:
-        """Append events to a room's timeline, in order, in one transaction."""
+        """Append events to a room's timeline, in order, in one transaction.
+
+        Group commit: callers sending to the same room at the same time wait for the
+        room's lock; whoever gets it builds every waiting caller's events (each on the
+        ones before) and writes them all in one transaction. A caller whose events the
+        rules refuse gets its error and leaves the others alone. A ``before_persist``
+        caller (a remote invite: a network call under the lock) is written alone."""
         for spec in specs:
             _check_local_content(room_id, spec)
+        pending = _Pending(specs, txn, asyncio.get_running_loop().create_future())
+        if before_persist is not None:
+            async with self.room_lock(room_id):
+                await self._write_group(room_id, [pending], before_persist)
+            return pending.done.result()
+        self._waiting.setdefault(room_id, []).append(pending)
         async with self.room_lock(room_id):
-            for attempt in range(_RETRIES):
-                cached = self._heads.get(room_id)
+            if not pending.done.done():
+                group = self._waiting.pop(room_id, [])
+                try:
+                    await self._write_group(room_id, group)
+                finally:
+                    for other in group:  # cancelled mid-write: nothing said is stored
+                        if not other.done.done():
+                            other.done.set_exception(MatrixError(503, Codes.UNKNOWN, "Not stored; try again"))
+        return pending.done.result()
+
+    async def _write_group(self, room_id: str, group: list["_Pending"],
+                           before_persist: BeforePersist | None = None) -> None:
+        """Build and store the events of ``group`` (under the room's lock) in one
+        transaction, and settle each caller's future with its events or its error."""
+        for attempt in range(_RETRIES):
+            cached = self._heads.get(room_id)
+            try:
                 head = cached or await self._load_head(room_id)
+            except MatrixError as e:
+                for p in group:
+                    p.done.set_exception(e)
+                return
+            built = await self._build_group(room_id, head, group)
+            if cached is not None and any(isinstance(b, MatrixError) for b in built):
+                self._heads.pop(room_id, None)  # judge again on what the database says
+                continue
+            ok = [(p, b) for p, b in zip(group, built) if not isinstance(b, MatrixError)]
+            for p, b in zip(group, built):
+                if isinstance(b, MatrixError):
+                    p.done.set_exception(b)
+            if not ok:
+                return
+            writes = [w for _, b in ok for w in b]
+            if before_persist is not None:
                 try:
-                    writes = await self._build_chain(room_id, head.room.room_version, specs, head.state,
-                                                     list(head.prev_ids), head.depth, spam_check=True)
-                except MatrixError:
-                    if cached is None:
-                        raise
-                    self._heads.pop(room_id, None)  # judge again on what the database says
-                    continue
-                if txn is not None:
-                    writes[-1].txn = txn
-                if before_persist is not None:
                     replaced = await before_persist(writes[-1].pdu)
-                    if replaced.event_id != writes[-1].pdu.event_id:
-                        raise MatrixError(502, Codes.UNKNOWN, "The event changed before it was stored")
-                    writes[-1].pdu = replaced
-                try:
-                    result = await self.store.persist_events(
-                        room_id, writes, state_before=head.state, expected_head=head.head_stream_ordering,
-                        received_ts=self.hs.clock_ms(),
-                    )
-                except StaleHeadError:
-                    self._heads.pop(room_id, None)
-                    log.info("room %s moved on while we built an event; building again", room_id)
-                    await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # spread the writers
-                    continue
-                last = writes[-1].pdu
-                self._set_head(room_id, _Head(head.room, result.stream_orderings[-1], result.state_after,
-                                              (last.event_id,), last.depth))
-                return self._after_persist(room_id, writes, result.stream_orderings)
-        raise MatrixError(503, Codes.UNKNOWN, "The room is too busy; try again")
+                except BaseException as e:
+                    group[0].done.set_exception(e)
+                    if not isinstance(e, Exception):
+                        raise
+                    return
+                if replaced.event_id != writes[-1].pdu.event_id:
+                    group[0].done.set_exception(
+                        MatrixError(502, Codes.UNKNOWN, "The event changed before it was stored"))
+                    return
+                writes[-1].pdu = replaced
+            try:
+                result = await self.store.persist_events(
+                    room_id, writes, state_before=head.state, expected_head=head.head_stream_ordering,
+                    received_ts=self.hs.clock_ms(),
+                )
+            except StaleHeadError:
+                self._heads.pop(room_id, None)
+                log.info("room %s moved on while we built an event; building again", room_id)
+                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # spread the writers
+                continue
+            except IntegrityError as e:
+                if len(ok) == 1:  # e.g. its transaction ID raced with itself: send_event looks again
+                    ok[0][0].done.set_exception(e)
+                    return
+                for p, _ in ok:  # one caller spoils the group: each on its own
+                    await self._write_group(room_id, [p])
+                return
+            last = writes[-1].pdu
+            self._set_head(room_id, _Head(head.room, result.stream_orderings[-1], result.state_after,
+                                          (last.event_id,), last.depth))
+            sent = self._after_persist(room_id, writes, result.stream_orderings)
+            for p, b in ok:
+                p.done.set_result(sent[:len(b)])
+                sent = sent[len(b):]
+            return
+        for p in group:
+            p.done.set_exception(MatrixError(503, Codes.UNKNOWN, "The room is too busy; try again"))
+
+    async def _build_group(self, room_id: str, head: "_Head", group: Sequence["_Pending"]
+                           ) -> list[list[EventWrite] | MatrixError]:
+        """Each caller's events on top of the ones before (its transaction ID on its
+        last event), or the error that refuses them (the next caller then builds on
+        what came before)."""
+        rv = head.room.room_version
+        current: dict[StateKey, str] = dict(head.state.state)
+        known = await self.get_pdus(_auth_relevant(current, [s for p in group for s in p.specs]))
+        prev_ids, depth = list(head.prev_ids), head.depth
+        out: list[list[EventWrite] | MatrixError] = []
+        for p in group:
+            keys = {(s.type, s.state_key) for s in p.specs if s.state_key is not None}
+            saved = {k: current.get(k) for k in keys}
+            try:
+                writes = await self._build_chain(room_id, rv, p.specs, current, known, prev_ids, depth,
+                                                 spam_check=True)
+            except MatrixError as e:
+                for k, v in saved.items():  # as before this caller
+                    if v is None:
+                        current.pop(k, None)
+                    else:
+                        current[k] = v
+                out.append(e)
+                continue
+            if p.txn is not None:
+                writes[-1].txn = p.txn
+            prev_ids, depth = [writes[-1].pdu.event_id], writes[-1].pdu.depth
+            out.append(writes)
+        return out
 
     async def _load_head(self, room_id: str) -> "_Head":
         room = await self.get_room(room_id)
@@ -282,7 +375,7 @@ class EventsService:
     ) -> tuple[str, list[SentEvent]]:
         """Build and store a new room's first events (``specs[0]`` is the create event).
         ``room_id`` is None for rooms v12+ (it comes from the create event)."""
-        writes = await self._build_chain(room_id, room_version, specs, StateSnapshot(None, 0, {}), [], 0)
+        writes = await self._build_chain(room_id, room_version, specs, {}, {}, [], 0)
         real_room_id = writes[0].pdu.room_id
         async with self.room_lock(real_room_id):
             result = await self.store.create_room_and_persist(
@@ -354,16 +447,17 @@ class EventsService:
         room_id: str | None,
         rv: RoomVersion,
         specs: Sequence[EventSpec],
-        state: StateSnapshot,
+        current: dict[StateKey, str],
+        known: dict[str, PDU],
         prev_ids: list[str],
         depth: int,
         *,
         spam_check: bool = False,
     ) -> list[EventWrite]:
         """Build, sign and authorise each event on top of the one before (and let modules
-        check it; ``spam_check`` for events clients send, not a new room's first events)."""
-        current: dict[StateKey, str] = dict(state.state)
-        known: dict[str, PDU] = await self.get_pdus(_auth_relevant(current, specs))
+        check it; ``spam_check`` for events clients send, not a new room's first events).
+        ``current`` (the room's state) follows the events' state changes; ``known`` holds
+        the events read so far (auth events) and the new ones."""
         writes: list[EventWrite] = []
         for spec in specs:
             pdu = self._build_one(rv, room_id, spec, current, prev_ids, depth)

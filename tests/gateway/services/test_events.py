@@ -130,3 +130,50 @@ async def test_a_stale_cached_head_is_checked_again_before_refusing(hs):
     pdus = await timeline(hs, room_id)
     assert pdus[-1].event_id == sent.pdu.event_id
     assert_linear(pdus)
+
+
+async def test_concurrent_sends_share_transactions_and_a_refused_one_leaves_the_others(hs, monkeypatch):
+    """Group commit: senders waiting for the room's lock are written together, in one
+    transaction per group (fewer writes than sends), each getting its own event, with
+    its transaction ID; a sender the rules refuse gets M_FORBIDDEN and the others
+    build on what came before it (one linear chain); state events in a group are seen
+    by the senders after them."""
+    alice, room_id = await new_room(hs, "11")
+    mallory = await make_user(hs, "mallory")
+    bob = await make_user(hs, "bob")
+    store = hs.events.store
+    original = store.persist_events
+    writes = []
+
+    async def persist_events(room, batch, **kw):
+        writes.append([w.pdu.event_id for w in batch])
+        return await original(room, batch, **kw)
+
+    monkeypatch.setattr(store, "persist_events", persist_events)
+    before = len(await timeline(hs, room_id))
+
+    def send(sender, content, state_key=None, txn=None, event_type="m.room.message"):
+        # send_events queues the caller before its first await: the queue is in call order.
+        return hs.events.send_events(room_id, [EventSpec(event_type, sender, content, state_key)], txn=txn)
+
+    sends = [send(alice, {"body": f"a{i}"}, txn=(alice, "DEV", f"t{i}")) for i in range(10)]
+    sends.insert(3, send(mallory, {"body": "intruder"}))
+    sends.insert(5, send(bob, {"membership": "join"}, bob, event_type="m.room.member"))
+    sends.insert(6, send(bob, {"body": "bob here"}))
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    assert isinstance(results[3], MatrixError) and results[3].errcode == "M_FORBIDDEN"
+    sent = [r[0] for r in results if not isinstance(r, BaseException)]
+    assert len(sent) == 12
+    assert len(writes) < 12 and sum(len(w) for w in writes) == 12
+    pdus = await timeline(hs, room_id)
+    assert len(pdus) == before + 12 and "intruder" not in {p.content.get("body") for p in pdus}
+    assert_linear(pdus)
+    assert [r.pdu.event_id for r in sent] == [p.event_id for p in pdus[before:]]  # in the callers' order
+    assert [r.stream_ordering for r in sent] == sorted(r.stream_ordering for r in sent)
+    for i, r in enumerate(r for r in sent if r.pdu.sender == alice):
+        assert await store.get_txn_event_id(alice, "DEV", f"t{i}") == r.pdu.event_id
+    assert (await hs.events.state.get_membership(room_id, bob)).membership == "join"
+    # A retried transaction ID gets the same event without a new write.
+    again = await hs.events.send_event(room_id, EventSpec("m.room.message", alice, {"body": "a0"}),
+                                       txn=(alice, "DEV", "t0"))
+    assert again.pdu.event_id == sent[0].pdu.event_id and len(await timeline(hs, room_id)) == before + 12
