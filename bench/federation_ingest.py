@@ -9,12 +9,11 @@ PyPI (.cache/synapse-venv, started on loopback) receiving the same kind of traff
 ratios, and the raw signature + hash verification rate (the floor of the work per PDU).
 
     .cache/venv/bin/python bench/federation_ingest.py [--pdus 2000] [--room-version 10]
-        [--engines sqlite,postgres] [--no-synapse]
+        [--engines sqlite,postgres] [--synapse-engines sqlite,postgres] [--no-synapse]
 
-Measured (2 cores shared with other work, 1000 PDUs, room v10): raw verification 4,700/s;
-ours 148/s on SQLite and 50/s on PostgreSQL, Synapse (SQLite) 37/s: 4.0x and 1.4x. Each
-PDU is its own database transaction (one commit, ~7 ms fsync on PostgreSQL here): writing
-a room's run of PDUs in one transaction is the next step.
+Our server runs in this process (beside the synthetic remote), Synapse as its own.
+Measured numbers, with the machine's load, are in docs/performance.md; ``bench/table.py``
+runs this with the other measures for the issue's table.
 """
 
 from __future__ import annotations
@@ -77,8 +76,8 @@ async def ours(engine: str, tmp: Path, ca: TestCA, n: int, version: str) -> tupl
         pg, args = await create_postgres_database()
         db = DatabaseConfig("postgres", {**args, "cp_min": 1, "cp_max": 8})
     else:
-        db = DatabaseConfig("sqlite", {"database": str(tmp / f"ours-{engine}.db")})
-    directory = tmp / f"ours-{engine}"
+        db = DatabaseConfig("sqlite", {"database": str(tmp / f"ours-{engine}-{len(list(tmp.glob('ours-*.db')))}.db")})
+    directory = tmp / f"ours-{engine}-{len(list(tmp.glob(f'ours-{engine}-*')))}"
     directory.mkdir()
     try:
         async with local_gateway(directory, db, ca) as gw, FakeRemote(ca) as remote:
@@ -102,15 +101,27 @@ async def ours(engine: str, tmp: Path, ca: TestCA, n: int, version: str) -> tupl
             await drop_postgres_database(pg)
 
 
-async def synapse(tmp: Path, ca: TestCA, n: int, version: str) -> float:
+async def synapse(tmp: Path, ca: TestCA, n: int, version: str, engine: str = "sqlite") -> float:
     import aiohttp
 
+    from bench.client_load import _create_pg_database, _drop_pg_database
     from tests.support.synapse import SynapseServer, ensure_synapse_installed, register_synapse_user
 
     ensure_synapse_installed()
-    server = SynapseServer(tmp / "synapse", ca)
-    await server.start({"rc_federation": {"window_size": 1000, "sleep_limit": 10000, "sleep_delay": 0,
-                                          "reject_limit": 10000, "concurrent": 100}})
+    directory = tmp / f"synapse-{engine}-{len(list(tmp.glob('synapse-*')))}"
+    server = SynapseServer(directory, ca)
+    extra: dict = {"rc_federation": {"window_size": 1000, "sleep_limit": 10000, "sleep_delay": 0,
+                                     "reject_limit": 10000, "concurrent": 100}}
+    pg_name = None
+    if engine == "postgres":
+        pg_name, pg_args = await _create_pg_database(c_locale=True)
+        extra["database"] = {"name": "psycopg2", "args": {**pg_args, "cp_min": 2, "cp_max": 10}}
+    try:
+        await server.start(extra)
+    except BaseException:
+        if pg_name:
+            await _drop_pg_database(pg_name)
+        raise
     try:
         token = await register_synapse_user(server, "alice")
         async with aiohttp.ClientSession() as s, s.post(
@@ -144,6 +155,8 @@ async def synapse(tmp: Path, ca: TestCA, n: int, version: str) -> float:
             return await ingest(remote, server.server_name, pdus)
     finally:
         await server.stop()
+        if pg_name:
+            await _drop_pg_database(pg_name)
 
 
 async def main() -> None:
@@ -152,6 +165,7 @@ async def main() -> None:
     parser.add_argument("--room-version", default="10")
     parser.add_argument("--engines", default="sqlite,postgres")
     parser.add_argument("--no-synapse", action="store_true")
+    parser.add_argument("--synapse-engines", default="sqlite")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -162,17 +176,18 @@ async def main() -> None:
         rate, floor = await ours(engine, tmp, ca, args.pdus, args.room_version)
         results[f"gateway ({engine})"] = rate
     if not args.no_synapse:
-        results["synapse (sqlite)"] = await synapse(tmp, ca, args.pdus, args.room_version)
+        for engine in args.synapse_engines.split(","):
+            results[f"synapse ({engine})"] = await synapse(tmp, ca, args.pdus, args.room_version, engine)
     print(f"{args.pdus} message PDUs in transactions of {BATCH}, room version {args.room_version}")
     if floor is not None:
         print(f"  raw signature + hash verification: {floor:10.0f} PDUs/s (one core, the floor of the work)")
     for name, rate in results.items():
         print(f"  {name:22s} {rate:10.0f} PDUs/s")
-    syn = results.get("synapse (sqlite)")
-    if syn:
-        for name, rate in results.items():
-            if name.startswith("gateway"):
-                print(f"  {name} / synapse: {rate / syn:.1f}x")
+    for engine in args.engines.split(","):
+        syn = results.get(f"synapse ({engine})") or results.get("synapse (sqlite)")
+        ours_rate = results.get(f"gateway ({engine})")
+        if syn and ours_rate:
+            print(f"  gateway ({engine}) / synapse: {ours_rate / syn:.1f}x")
 
 
 if __name__ == "__main__":

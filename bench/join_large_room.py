@@ -457,6 +457,8 @@ class Result:
     members: int = 0
     hwm_kb: int = 0
     rss_kb: int = 0
+    #: RSS just before the join (the peak's growth is ``hwm_kb - rss_before_kb``).
+    rss_before_kb: int = 0
     cpu_s: float = 0.0
     partial: bool = False
     requests: dict[str, int] = field(default_factory=dict)
@@ -478,6 +480,7 @@ async def measure_join(client_url: str, token: str, pid: int, room: SyntheticRoo
     headers = {"Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=JOIN_TIMEOUT)
     cpu0 = cpu_seconds(pid)
+    result.rss_before_kb = rss_kb(pid)[0]
     async with aiohttp.ClientSession(timeout=timeout) as s:
         t0 = time.monotonic()
         async with s.post(f"{client_url}/_matrix/client/v3/join/{quote(room.room_id, safe='')}",
@@ -593,7 +596,8 @@ async def bench_synapse(engine: str, room: SyntheticRoom, ca: TestCA, encoded: d
 def describe(r: Result) -> str:
     kind = "partial" if r.partial else "full"
     return (f"  {r.label:28} join returns {r.join_s:8.2f} s ({kind:7})  full state {r.full_s:8.2f} s"
-            f"  peak RSS {r.hwm_kb / 1024:7.1f} MiB  CPU {r.cpu_s:7.1f} s  ({r.members} members)")
+            f"  peak RSS {r.hwm_kb / 1024:7.1f} MiB (+{(r.hwm_kb - r.rss_before_kb) / 1024:.1f} during the join)"
+            f"  CPU {r.cpu_s:7.1f} s  ({r.members} members)")
 
 
 async def main() -> None:
