@@ -228,6 +228,16 @@ class HomeServer:
         return RoomAdminService(self)
 
     @cached_property
+    def purge_history(self):
+        """Purging a room's old history (the admin API)."""
+        from .services.purge_history import PurgeHistoryService
+        from .storage.purge_history import PurgeHistoryStore
+
+        forget = [self.events.forget_events, lambda ids: self.federation_events.forget_events(ids)]
+        return PurgeHistoryService(server_name=self.server_name, store=PurgeHistoryStore(self.db), events=self.events,
+                                   forget=forget, clock_ms=lambda: self.clock_ms())
+
+    @cached_property
     def directory(self):
         """Room aliases and the public room list."""
         from .services.directory import DirectoryService

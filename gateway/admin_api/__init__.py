@@ -7,7 +7,7 @@ from aiohttp import web
 from ..appkeys import HS
 from ..server import HomeServer
 from . import federation, media, register, registration_tokens, reports, rooms, server_notices, users
-from . import account_moderation, account_validity, background_updates, user_devices, user_lookup
+from . import account_moderation, account_validity, background_updates, room_history, user_devices, user_lookup
 from ..client_api.auth import token_auth_middleware
 
 
@@ -16,6 +16,6 @@ def build_app(hs: HomeServer) -> web.Application:
     app[HS] = hs
     app[background_updates.ENABLED] = {"enabled": True}
     for module in (register, users, registration_tokens, rooms, server_notices, federation, media, reports,
-                   user_devices, user_lookup, account_moderation, account_validity, background_updates):
+                   user_devices, user_lookup, account_moderation, account_validity, background_updates, room_history):
         app.add_routes(module.routes)
     return app

@@ -80,6 +80,18 @@ DESCRIPTIONS: dict[str, str] = {
     f"GET {_U}/v1/rooms/{{room_id}}/state": "The room's current state events.",
     f"GET {_U}/v1/rooms/{{room_id}}/forward_extremities": "The room's forward extremities (the latest events "
                                                          "new ones will point at).",
+    f"DELETE {_U}/v1/rooms/{{room_id}}/forward_extremities": "Keep only the newest forward extremity (a remedy "
+                                                            "for rooms with too many; not for automation).",
+    f"GET {_U}/v1/rooms/{{room_id}}/messages": "Every event of the room, whatever its history visibility: `from`, "
+                                              "`to`, `limit`, `filter`, `dir` (`f` by default).",
+    f"GET {_U}/v1/rooms/{{room_id}}/context/{{event_id}}": "The events around an event (as `/context`, seeing "
+                                                          "everything).",
+    f"GET {_U}/v1/rooms/{{room_id}}/timestamp_to_event": "The room's event nearest `ts` in direction `dir`.",
+    f"POST {_U}/v1/purge_history/{{room_id}}": "Purge the room's history before `purge_up_to_event_id` or "
+                                               "`purge_up_to_ts`; local users' messages too with "
+                                               "`delete_local_events`. Answers a `purge_id`.",
+    f"POST {_U}/v1/purge_history/{{room_id}}/{{event_id}}": "The same, up to the event in the path.",
+    f"GET {_U}/v1/purge_history_status/{{purge_id}}": "`active`, `complete` or `failed` (with `error`).",
     f"PUT {_U}/v1/rooms/{{room_id}}/block": "Block a room (`block: true`: nobody here may join it) or unblock it.",
     f"GET {_U}/v1/rooms/{{room_id}}/block": "Whether the room is blocked, and by whom.",
     f"DELETE {_U}/v1/rooms/{{room_id}}": "Shut a room down and wait: local members are moved out (optionally to "

@@ -1,7 +1,7 @@
 """Room administration, with Synapse's admin API paths and shapes.
 
 Paths: /_synapse/admin/v1/rooms, /v1/rooms/{room_id}, .../members, .../state, .../block,
-.../make_room_admin, .../forward_extremities, DELETE /v1/rooms/{room_id} (synchronous),
+.../make_room_admin, .../forward_extremities (GET, DELETE), DELETE /v1/rooms/{room_id} (synchronous),
 DELETE /v2/rooms/{room_id} (background) with /v2/rooms/{room_id}/delete_status and
 /v2/rooms/delete_status/{delete_id}, /v1/users/{user_id}/joined_rooms, POST /v1/join/{room}.
 https://element-hq.github.io/synapse/latest/admin_api/rooms.html
@@ -80,6 +80,20 @@ async def forward_extremities(request: web.Request) -> web.Response:
     results = [{"event_id": e, "state_group": s.state_group, "depth": s.pdu.depth, "received_ts": s.received_ts}
                for e, s in sorted(stored.items())]
     return json_response({"count": len(results), "results": results})
+
+
+@routes.delete("/v1/rooms/{room_id}/forward_extremities")
+async def delete_forward_extremities(request: web.Request) -> web.Response:
+    """Keep only the newest forward extremity (Synapse's remedy for rooms with too many;
+    never something to automate)."""
+    hs = _hs(request)
+    room_id = _room_id(request)
+    await hs.events.get_room(room_id)
+    async with hs.events.room_lock(room_id):
+        deleted = await hs.room_admin.store.delete_forward_extremities(room_id)
+        hs.events.forget_room(room_id)
+        hs.federation_events.forget_room(room_id)
+    return json_response({"deleted": deleted})
 
 
 @routes.put("/v1/rooms/{room_id}/block")

@@ -18,6 +18,16 @@ from .auth import requester
 routes = web.RouteTableDef()
 
 
+def _check_local(request: web.Request, user_id: str) -> None:
+    """400 ``M_INVALID_PARAM`` unless ``user_id`` is a user ID of this server."""
+    try:
+        parsed = UserID.parse(user_id)
+    except InvalidIdentifierError:
+        raise MatrixError.invalid_param(f"{user_id!r} is not a valid user ID") from None
+    if parsed.server_name != request.app[HS].server_name:
+        raise MatrixError.invalid_param("User does not belong to the local server.")
+
+
 @routes.get("/{ver:(r0|v3)}/admin/whois/{user_id}")
 async def whois(request: web.Request) -> web.Response:
     """For server admins and the user themselves (403 before any lookup, so nobody
@@ -27,12 +37,7 @@ async def whois(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     if user_id != who.user_id and not who.is_admin:
         raise MatrixError.forbidden("You are not a server admin")
-    try:
-        parsed = UserID.parse(user_id)
-    except InvalidIdentifierError:
-        raise MatrixError.invalid_param(f"{user_id!r} is not a valid user ID") from None
-    if parsed.server_name != hs.server_name:
-        raise MatrixError.invalid_param("Only users of this server can be looked up")
+    _check_local(request, user_id)
     if await hs.auth.users.get_user(user_id) is None:
         raise MatrixError.not_found("User not found")
     return json_response(await hs.auth.client_ips.whois(user_id))
@@ -51,12 +56,7 @@ async def _moderated_user(request: web.Request, *, changing: bool) -> str:
     if not who.is_admin:
         raise MatrixError.forbidden("Requesting user is not a server administrator.")
     user_id = request.match_info["user_id"]
-    try:
-        parsed = UserID.parse(user_id)
-    except InvalidIdentifierError:
-        raise MatrixError.invalid_param(f"{user_id!r} is not a valid user ID") from None
-    if parsed.server_name != hs.server_name:
-        raise MatrixError.invalid_param("User does not belong to the local server.")
+    _check_local(request, user_id)
     if changing and user_id == who.user_id:
         raise MatrixError.forbidden("You cannot change this for your own account.")
     user = await hs.auth.users.get_user(user_id)

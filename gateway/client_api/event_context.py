@@ -16,69 +16,55 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.canonical_json import parse_json
 from ..appkeys import HS
-from ..http import Codes, MatrixError, json_response
+from ..http import MatrixError, json_response
 from ..services.room_previews import is_world_readable
 from ..services.spaces import check_room_id
-from ..storage.events import StoredEvent
 from .auth import guest_allowed, requester
-from .rooms import MAX_MESSAGES_LIMIT, _filter_strings
+from .rooms import MAX_MESSAGES_LIMIT, filter_conditions, parse_event_filter
 
 routes = web.RouteTableDef()
-
-
-async def _visible_event(request: web.Request, room_id: str, event_id: str) -> StoredEvent:
-    hs = request.app[HS]
-    stored = await hs.events.store.get_event(event_id)
-    not_found = MatrixError.not_found("Event not found")
-    if stored is None or stored.pdu.room_id != room_id or stored.outlier or stored.rejected_reason:
-        raise not_found
-    if not await hs.events.filter_visible(requester(request).user_id, [stored]):
-        raise not_found
-    return stored
 
 
 @routes.get("/{ver:(r0|v3)}/rooms/{room_id}/context/{event_id}")
 @guest_allowed
 async def context(request: web.Request) -> web.Response:
-    hs = request.app[HS]
     who = requester(request)
-    room_id = request.match_info["room_id"]
+    return json_response(await event_context(request.app[HS], request.match_info["room_id"],
+                                             request.match_info["event_id"], request.query, viewer=who.user_id,
+                                             device=(who.user_id, who.device_id or "")))
+
+
+async def event_context(hs, room_id: str, event_id: str, q, *, viewer: str | None,
+                        device: tuple[str, str] | None = None) -> dict[str, Any]:
+    """``/context`` as ``viewer`` may see it, or for a server admin (``viewer`` None: every
+    event, whoever sent it; the admin API's view)."""
     await hs.events.get_room(room_id)
-    if await hs.events.state.get_membership(room_id, who.user_id) is None \
+    if viewer is not None and await hs.events.state.get_membership(room_id, viewer) is None \
             and not await is_world_readable(hs.events, room_id):
         raise MatrixError.forbidden(f"You are not a member of {room_id}, and it is not world readable")
-    target = await _visible_event(request, room_id, request.match_info["event_id"])
-    q = request.query
+    target = await hs.events.store.get_event(event_id)
+    if target is None or target.pdu.room_id != room_id or target.outlier or target.rejected_reason \
+            or (viewer is not None and not await hs.events.filter_visible(viewer, [target])):
+        raise MatrixError.not_found("Event not found")
     try:
         limit = int(q.get("limit", "10"))
     except ValueError:
         raise MatrixError.invalid_param("'limit' must be an integer") from None
-    event_filter: dict[str, Any] = {}
-    if "filter" in q:
-        try:
-            event_filter = parse_json(q["filter"])
-        except ValueError:
-            raise MatrixError(400, Codes.NOT_JSON, "'filter' is not JSON") from None
-        if not isinstance(event_filter, dict):
-            raise MatrixError.bad_json("'filter' must be a JSON object")
-        if isinstance(event_filter.get("limit"), int):
-            limit = event_filter["limit"]
+    event_filter = parse_event_filter(q)
+    if isinstance(event_filter.get("limit"), int):
+        limit = event_filter["limit"]
     limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
-    filters = dict(
-        types=_filter_strings(event_filter, "types"), not_types=_filter_strings(event_filter, "not_types") or (),
-        senders=_filter_strings(event_filter, "senders"),
-        not_senders=_filter_strings(event_filter, "not_senders") or (),
-    )
-    around = await hs.events.events_around(who.user_id, target, before=limit // 2, after=limit - limit // 2,
-                                           filters=filters)
-    device = (who.user_id, who.device_id or "")
-    around_before = await hs.account_data.without_ignored(who.user_id, around.before)
-    around_after = await hs.account_data.without_ignored(who.user_id, around.after)
+    around = await hs.events.events_around(viewer, target, before=limit // 2, after=limit - limit // 2,
+                                           filters=filter_conditions(event_filter))
+    around_before, around_after = around.before, around.after
+    if viewer is not None:
+        around_before = await hs.account_data.without_ignored(viewer, around_before)
+        around_after = await hs.account_data.without_ignored(viewer, around_after)
     serialized = await hs.events.serialize_for_client([target, *around_before, *around_after],
                                                       requester_device=device)
-    await hs.relations.bundle_aggregations(serialized, who.user_id)
+    if viewer is not None:
+        await hs.relations.bundle_aggregations(serialized, viewer)
     snap = await hs.events.state.get_state(around.last.state_group)
     state_ids = list(snap.state.values())
     if event_filter.get("lazy_load_members"):
@@ -86,14 +72,14 @@ async def context(request: web.Request) -> web.Response:
         state_ids = [e for (t, sk), e in snap.state.items() if t != "m.room.member" or sk in senders]
     pdus = await hs.events.get_pdus(state_ids)
     state = await hs.events.serialize_for_client([pdus[e] for e in state_ids if e in pdus])
-    return json_response({
+    return {
         "event": serialized[0],
         "events_before": serialized[1:1 + len(around_before)],
         "events_after": serialized[1 + len(around_before):],
         "start": around.start,
         "end": around.end,
         "state": state,
-    })
+    }
 
 
 def parse_timestamp_query(query) -> tuple[int, bool]:

@@ -406,12 +406,39 @@ def _filter_strings(f: dict[str, Any], key: str) -> list[str] | None:
 async def messages(request: web.Request) -> web.Response:
     hs = _hs(request)
     room_id, user_id = _room_id(request), requester(request).user_id
+    return json_response(await room_messages(hs, room_id, request.query, viewer=user_id, device=_device(request)))
+
+
+def parse_event_filter(query) -> dict[str, Any]:
+    """The ``filter`` query parameter (a RoomEventFilter as JSON), or ``{}``."""
+    if "filter" not in query:
+        return {}
+    try:
+        event_filter = parse_json(query["filter"])
+    except ValueError:
+        raise MatrixError(400, Codes.NOT_JSON, "'filter' is not JSON") from None
+    if not isinstance(event_filter, dict):
+        raise MatrixError.bad_json("'filter' must be a JSON object")
+    return event_filter
+
+
+def filter_conditions(event_filter: dict[str, Any]) -> dict[str, Any]:
+    """A RoomEventFilter's types and senders, as ``EventStore.get_room_events`` takes them."""
+    return dict(types=_filter_strings(event_filter, "types"),
+                not_types=_filter_strings(event_filter, "not_types") or (),
+                senders=_filter_strings(event_filter, "senders"),
+                not_senders=_filter_strings(event_filter, "not_senders") or ())
+
+
+async def room_messages(hs: HomeServer, room_id: str, q, *, viewer: str | None,
+                        device: tuple[str, str] | None = None, default_dir: str = "b") -> dict[str, Any]:
+    """A page of the room's timeline as ``/messages`` answers it: what ``viewer`` may see,
+    or, for a server admin (``viewer`` None), every event (the admin API's view)."""
     room = await hs.events.get_room(room_id)
-    member = await hs.events.state.get_membership(room_id, user_id)
-    if member is None and not await is_world_readable(hs.events, room_id):
+    member = await hs.events.state.get_membership(room_id, viewer) if viewer is not None else None
+    if viewer is not None and member is None and not await is_world_readable(hs.events, room_id):
         raise MatrixError.forbidden(f"You are not a member of {room_id}, and it is not world readable")
-    q = request.query
-    direction = q.get("dir", "b")
+    direction = q.get("dir", default_dir)
     if direction not in ("b", "f"):
         raise MatrixError.invalid_param("'dir' must be 'b' or 'f'")
     backwards = direction == "b"
@@ -420,16 +447,9 @@ async def messages(request: web.Request) -> web.Response:
     except ValueError:
         raise MatrixError.invalid_param("'limit' must be an integer") from None
     limit = max(0, min(limit, MAX_MESSAGES_LIMIT))
-    event_filter: dict[str, Any] = {}
-    if "filter" in q:
-        try:
-            event_filter = parse_json(q["filter"])
-        except ValueError:
-            raise MatrixError(400, Codes.NOT_JSON, "'filter' is not JSON") from None
-        if not isinstance(event_filter, dict):
-            raise MatrixError.bad_json("'filter' must be a JSON object")
-        if isinstance(event_filter.get("limit"), int):
-            limit = max(0, min(event_filter["limit"], MAX_MESSAGES_LIMIT))
+    event_filter = parse_event_filter(q)
+    if isinstance(event_filter.get("limit"), int):
+        limit = max(0, min(event_filter["limit"], MAX_MESSAGES_LIMIT))
     if q.get("from"):
         from_pos: int | None = parse_token(q["from"])
     else:
@@ -441,22 +461,22 @@ async def messages(request: web.Request) -> web.Response:
             from_pos = member.stream_ordering if from_pos is None else min(from_pos, member.stream_ordering)
         else:
             to_pos = member.stream_ordering if to_pos is None else min(to_pos, member.stream_ordering)
+    conditions = filter_conditions(event_filter)
+
     async def page():
         return await hs.events.store.get_room_events(
-            room_id, from_pos=from_pos, backwards=backwards, limit=limit, to_pos=to_pos,
-            types=_filter_strings(event_filter, "types"), not_types=_filter_strings(event_filter, "not_types") or (),
-            senders=_filter_strings(event_filter, "senders"),
-            not_senders=_filter_strings(event_filter, "not_senders") or (),
-        )
+            room_id, from_pos=from_pos, backwards=backwards, limit=limit, to_pos=to_pos, **conditions)
 
     found = await page()
     # Reached the oldest event we hold of a room joined over federation: backfill.
     while backwards and len(found) < limit and to_pos is None \
             and await hs.federation_backfill.backfill(room_id, max(limit - len(found), 10)):
         found = await page()
-    visible = await hs.account_data.without_ignored(user_id, await hs.events.filter_visible(user_id, found))
-    chunk = await hs.events.serialize_for_client(visible, requester_device=_device(request))
-    await hs.relations.bundle_aggregations(chunk, user_id)
+    visible = found if viewer is None else \
+        await hs.account_data.without_ignored(viewer, await hs.events.filter_visible(viewer, found))
+    chunk = await hs.events.serialize_for_client(visible, requester_device=device)
+    if viewer is not None:
+        await hs.relations.bundle_aggregations(chunk, viewer)
     start = q.get("from") or f"s{from_pos if from_pos is not None else 0}"
     body: dict[str, Any] = {"chunk": chunk, "start": start}
     # Backwards, 'end' is left out once the start of the room is reached (the spec's rule);
@@ -472,4 +492,4 @@ async def messages(request: web.Request) -> web.Response:
         body["state"] = await hs.events.serialize_for_client(list(pdus.values()))
     else:
         body["state"] = []
-    return json_response(body)
+    return body

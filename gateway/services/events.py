@@ -363,6 +363,13 @@ class EventsService:
         for event_id in [e for e, p in self._pdu_cache.items() if p.room_id == room_id]:
             del self._pdu_cache[event_id]
 
+    def forget_events(self, event_ids: list[str]) -> None:
+        """Drop purged events from memory (the rooms' heads are reloaded too)."""
+        for event_id in event_ids:
+            pdu = self._pdu_cache.pop(event_id, None)
+            if pdu is not None:
+                self._heads.pop(pdu.room_id, None)
+
     def _set_head(self, room_id: str, head: "_Head") -> None:
         self._heads[room_id] = head
         self._heads.move_to_end(room_id)
@@ -589,22 +596,23 @@ class EventsService:
             out.append(body)
         return out
 
-    async def events_around(self, user_id: str, target: StoredEvent, *, before: int, after: int,
+    async def events_around(self, user_id: str | None, target: StoredEvent, *, before: int, after: int,
                             filters: Mapping[str, Any] | None = None) -> "EventsAround":
         """The timeline around ``target`` as ``user_id`` may see it (for /context and search
-        results): up to ``before`` events before it and ``after`` after it (``filters``:
-        ``get_room_events``' type and sender conditions), with ``s<position>`` tokens that
-        paginate on from either end. A member who left sees nothing after leaving."""
+        results; None: all of it, for a server admin): up to ``before`` events before it and
+        ``after`` after it (``filters``: ``get_room_events``' type and sender conditions), with
+        ``s<position>`` tokens that paginate on from either end. A member who left sees
+        nothing after leaving."""
         room_id, pos = target.pdu.room_id, target.stream_ordering
-        member = await self.state.get_membership(room_id, user_id)
+        member = await self.state.get_membership(room_id, user_id) if user_id is not None else None
         cap = member.stream_ordering if member is not None and member.membership in ("leave", "ban") else None
         found_before = await self.store.get_room_events(room_id, from_pos=pos - 1, backwards=True, limit=before,
                                                         **(filters or {}))
         found_after = await self.store.get_room_events(room_id, from_pos=pos, backwards=False, limit=after,
                                                        to_pos=cap, **(filters or {}))
         return EventsAround(
-            before=await self.filter_visible(user_id, found_before),
-            after=await self.filter_visible(user_id, found_after),
+            before=found_before if user_id is None else await self.filter_visible(user_id, found_before),
+            after=found_after if user_id is None else await self.filter_visible(user_id, found_after),
             start=f"s{(found_before[-1].stream_ordering if found_before else pos) - 1}",
             end=f"s{found_after[-1].stream_ordering if found_after else pos}",
             last=found_after[-1] if found_after else target,

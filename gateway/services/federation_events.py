@@ -158,6 +158,15 @@ class FederationEventHandler:
 
     # --- caches ------------------------------------------------------------------
 
+    def forget_room(self, room_id: str) -> None:
+        """The room's extremities changed behind our back (an admin deleted some)."""
+        self._room_heads.pop(room_id, None)
+
+    def forget_events(self, event_ids: list[str]) -> None:
+        """Purged events are unknown again (another server may send them back)."""
+        for event_id in event_ids:
+            self._meta_cache.pop(event_id, None)
+
     def _cache_meta(self, meta: EventMeta) -> None:
         self._meta_cache[meta.event_id] = meta
         self._meta_cache.move_to_end(meta.event_id)

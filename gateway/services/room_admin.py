@@ -214,14 +214,26 @@ class RoomAdminService:
                  if m.membership in ("join", "invite", "knock") and self._is_local(m.user_id)]
         for member in local:
             try:
+                # As Synapse: the user leaves (and forgets the room), then joins the public
+                # notice room, where they cannot speak.
                 await self.hs.rooms.leave(member.user_id, room_id)
+                await self.hs.events.state.forget_room(room_id, member.user_id)
                 if new_room_id is not None:
-                    await self.hs.rooms.invite(options.new_room_user_id, new_room_id, member.user_id)
                     await self.hs.rooms.join(member.user_id, new_room_id, by_admin=True)
                 result["kicked_users"].append(member.user_id)
             except MatrixError as e:
                 log.warning("could not move %s out of %s: %s", member.user_id, room_id, e.error)
                 result["failed_to_kick_users"].append(member.user_id)
+        # Local aliases follow the users to the new room, or go with the room; it leaves
+        # the public room list.
+        directory = self.hs.directory.store
+        result["local_aliases"] = await directory.get_aliases_for_room(room_id)
+        if new_room_id is not None:
+            await directory.move_aliases(room_id, new_room_id)
+        else:
+            for alias in result["local_aliases"]:
+                await directory.delete_alias(alias)
+        await directory.set_room_public(room_id, False)
         if delete_id is not None:
             await self.store.update_delete_task(delete_id, status="purging" if options.purge else "shutting_down",
                                                 result=result, now_ms=now())

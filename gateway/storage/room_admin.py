@@ -15,7 +15,7 @@ from .database import Database
 from .state import _placeholders
 
 #: Tables whose rows about a room survive a purge (they are about the deletion itself).
-_KEPT_ON_PURGE = frozenset({"blocked_rooms", "room_delete_tasks"})
+_KEPT_ON_PURGE = frozenset({"blocked_rooms", "room_delete_tasks", "purge_history_tasks"})
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,19 @@ class RoomAdminStore:
                 " WHERE room_id = $1 AND (updated_ts >= $2 OR status IN ('shutting_down', 'purging'))"
                 " ORDER BY created_ts", room_id, since_ms)
         return [DeleteTask(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    # --- forward extremities ---------------------------------------------------------
+
+    async def delete_forward_extremities(self, room_id: str) -> int:
+        """Keep only the room's newest forward extremity (by position); how many went."""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                "SELECT f.event_id FROM event_forward_extremities f JOIN events e ON e.event_id = f.event_id"
+                " WHERE f.room_id = $1 ORDER BY e.stream_ordering DESC", room_id)
+            for row in rows[1:]:
+                await conn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2",
+                                   room_id, row[0])
+        return max(0, len(rows) - 1)
 
     # --- purging -------------------------------------------------------------------
 

@@ -7,15 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests.gateway.client_api.conftest import auth_header, register
-from tests.gateway.client_api.test_sync import User
+from tests.gateway.client_api.test_sync import User, alice  # noqa: F401  (fixtures)
 
 A = "/_synapse/admin"
 C = "/_matrix/client/v3"
-
-
-@pytest.fixture
-async def alice(client):
-    return User(client, await register(client, "alice"))
 
 
 @pytest.fixture

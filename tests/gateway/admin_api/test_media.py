@@ -5,26 +5,13 @@ are checked row by row and file by file: what should go goes, the rest stays."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.gateway.client_api.conftest import auth_header, register
-from tests.gateway.client_api.test_media import image_bytes, upload
+from tests.gateway.client_api.test_media import alice, bob, image_bytes, upload  # noqa: F401  (fixtures)
 
 A = "/_synapse/admin/v1"
 V1 = "/_matrix/client/v1/media"
 C = "/_matrix/client/v3"
 DAY = 24 * 3600 * 1000
 T0 = 1_700_000_000_000  # a time in milliseconds, well after 1970
-
-
-@pytest.fixture
-async def alice(client):
-    return auth_header((await register(client, "alice"))["access_token"])
-
-
-@pytest.fixture
-async def bob(client):
-    return auth_header((await register(client, "bob"))["access_token"])
 
 
 def at(hs, ts: int) -> None:

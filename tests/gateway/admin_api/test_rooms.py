@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.gateway.client_api.conftest import auth_header, register
-from tests.gateway.client_api.test_rooms import create, get, post, send
+from tests.gateway.client_api.test_rooms import C, create, get, post, send
 
 A = "/_synapse/admin"
 
@@ -116,7 +116,11 @@ async def test_block_room_stops_joins_and_invites(client, admin, alice, bob):
 
 
 async def test_delete_v1_moves_users_blocks_and_purges(hs, client, admin, alice, bob):
-    room_id = await create(client, alice, preset="public_chat", name="Bad room")
+    room_id = await create(client, alice, preset="public_chat", name="Bad room", room_alias_name="bad",
+                           visibility="public")
+    resp = await client.put(f"{C}/directory/room/%23evil:hs.test", headers=auth_header(alice),
+                            json={"room_id": room_id})
+    assert resp.status == 200
     assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
     assert (await send(client, alice, room_id, "something bad"))["status"] == 200
     resp = await client.delete(f"{A}/v1/rooms/{room_id}", headers=admin, json={
@@ -124,11 +128,21 @@ async def test_delete_v1_moves_users_blocks_and_purges(hs, client, admin, alice,
     body = await resp.json()
     assert resp.status == 200, body
     assert sorted(body["kicked_users"]) == ["@alice:hs.test", "@bob:hs.test"] and body["failed_to_kick_users"] == []
+    assert sorted(body["local_aliases"]) == ["#bad:hs.test", "#evil:hs.test"]
     new_room = body["new_room_id"]
     status, joined = await get(client, bob, "/joined_rooms")
     assert joined["joined_rooms"] == [new_room]
     status, messages = await get(client, bob, f"/rooms/{new_room}/messages", dir="b", limit="20")
-    assert any(e["content"].get("body") == "Gone" for e in messages["chunk"])
+    notice = [e for e in messages["chunk"] if e["type"] == "m.room.message"]
+    assert [(e["sender"], e["content"]["body"]) for e in notice] == [("@moderator:hs.test", "Gone")]
+    status, name = await get(client, bob, f"/rooms/{new_room}/state/m.room.name")
+    assert name == {"name": "Notice"}
+    # The aliases lead to the new room; the old room left the public list.
+    for alias in ("%23bad:hs.test", "%23evil:hs.test"):
+        status, found = await get(client, bob, f"/directory/room/{alias}")
+        assert (status, found["room_id"]) == (200, new_room)
+    status, listed = await get(client, bob, "/publicRooms")
+    assert room_id not in [r["room_id"] for r in listed["chunk"]]
     # Moved users may not speak in the notice room.
     assert (await send(client, bob, new_room, "hi"))["status"] == 403
     # Every trace of the old room is gone; it stays blocked.
@@ -163,17 +177,19 @@ async def test_delete_v2_in_background_with_status(hs, client, admin, alice):
 
 
 async def test_purge_refused_while_local_users_stay_unless_forced(hs, client, admin, alice):
-    room_id = await create(client, alice)
-    # Without purge the room is kept, users leave.
+    room_id = await create(client, alice, room_alias_name="quiet")
+    # Without purge the room is kept, users leave; without a new room its aliases go.
     resp = await client.delete(f"{A}/v1/rooms/{room_id}", headers=admin, json={"purge": False})
-    assert resp.status == 200 and (await resp.json())["kicked_users"] == ["@alice:hs.test"]
+    body = await resp.json()
+    assert resp.status == 200 and body["kicked_users"] == ["@alice:hs.test"]
+    assert body["local_aliases"] == ["#quiet:hs.test"] and body["new_room_id"] is None
+    assert (await get(client, alice, "/directory/room/%23quiet:hs.test"))[0] == 404
     assert await hs.db.fetchval("SELECT COUNT(*) FROM events WHERE room_id = $1", room_id) > 0
     membership = await hs.events.state.get_membership(room_id, "@alice:hs.test")
     assert membership.membership == "leave"
-    # Once every local user forgot the room, the details say so.
-    assert (await admin_get(client, admin, f"/v1/rooms/{room_id}"))[1]["forgotten"] is False
-    assert (await post(client, alice, f"/rooms/{room_id}/forget"))[0] == 200
+    # As in Synapse, the users moved out forget the room (their clients stop showing it).
     assert (await admin_get(client, admin, f"/v1/rooms/{room_id}"))[1]["forgotten"] is True
+    assert (await post(client, alice, f"/rooms/{room_id}/forget"))[0] == 200
 
 
 async def test_make_room_admin_and_admin_join(client, admin, alice, bob):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import auth_header, register
-from .test_sync import User
+from .test_sync import User, alice, bob  # noqa: F401  (fixtures)
 
 V1 = "/_matrix/client/v1"
 C = "/_matrix/client/v3"
@@ -22,16 +22,6 @@ PASSWORD = "pw-" + "x" * 8
 async def root(client, hs):
     await hs.auth.users.create_user("@root:hs.test", password_hash=None, created_ts=1, admin=True)
     return User(client, await hs.auth.login_session("@root:hs.test"))
-
-
-@pytest.fixture
-async def alice(client):
-    return User(client, await register(client, "alice"))
-
-
-@pytest.fixture
-async def bob(client):
-    return User(client, await register(client, "bob"))
 
 
 async def _moderate(client, who, action, user_id, body=None):
