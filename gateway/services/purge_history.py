@@ -38,6 +38,7 @@ class PurgeHistoryService:
         self.clock_ms = clock_ms
         #: room ID -> the purge running there (one per room at a time).
         self._running: dict[str, asyncio.Task] = {}
+        self._starting = asyncio.Lock()
 
     async def purge_point(self, room_id: str, *, event_id: str | None, before_ts: int | None) -> int:
         """The depth below which events go: the given event's, or that of the last event
@@ -60,20 +61,21 @@ class PurgeHistoryService:
                     delete_local_events: bool) -> str:
         """Check the request, then purge in the background; the ``purge_id`` to follow it."""
         await self.events.get_room(room_id)
-        if room_id in self._running:
-            raise MatrixError(400, Codes.UNKNOWN, f"History purge already in progress for {room_id}")
-        depth = await self.purge_point(room_id, event_id=event_id, before_ts=before_ts)
-        extremities = await self.events.store.get_forward_extremities(room_id)
-        depths = await self.events.store.get_depths(extremities)
-        if depths and max(depths.values()) < depth:  # the room must keep its latest event
-            raise MatrixError(400, Codes.UNKNOWN, "Try purging less history")
-        purge_id = secrets.token_urlsafe(12)
-        now = self.clock_ms()
-        await self.store.forget_tasks(now - STATUS_KEEP_MS)
-        await self.store.add_task(purge_id, room_id, now)
-        task = asyncio.get_running_loop().create_task(self._run(purge_id, room_id, depth, delete_local_events))
-        self._running[room_id] = task
-        task.add_done_callback(lambda _t: self._running.pop(room_id, None))
+        async with self._starting:  # one purge per room: checked and registered together
+            if room_id in self._running:
+                raise MatrixError(400, Codes.UNKNOWN, f"History purge already in progress for {room_id}")
+            depth = await self.purge_point(room_id, event_id=event_id, before_ts=before_ts)
+            extremities = await self.events.store.get_forward_extremities(room_id)
+            depths = await self.events.store.get_depths(extremities)
+            if depths and max(depths.values()) < depth:  # the room must keep its latest event
+                raise MatrixError(400, Codes.UNKNOWN, "Try purging less history")
+            purge_id = secrets.token_urlsafe(12)
+            now = self.clock_ms()
+            await self.store.forget_tasks(now - STATUS_KEEP_MS)
+            await self.store.add_task(purge_id, room_id, now)
+            task = asyncio.get_running_loop().create_task(self._run(purge_id, room_id, depth, delete_local_events))
+            self._running[room_id] = task
+            task.add_done_callback(lambda _t: self._running.pop(room_id, None))
         return purge_id
 
     async def _run(self, purge_id: str, room_id: str, depth: int, delete_local_events: bool) -> None:

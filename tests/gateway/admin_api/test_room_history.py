@@ -5,8 +5,10 @@ the room keeps working (new messages, /sync, /messages, /context)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+from gateway.http import MatrixError
 from tests.gateway.client_api.conftest import auth_header
 from tests.gateway.client_api.test_sync import alice, bob  # noqa: F401  (fixtures: User objects)
 
@@ -218,6 +220,14 @@ async def test_purge_history_errors_and_status(client, hs, admin, alice):
         got_status, got = await _admin(client, admin, "POST", path, body)
         assert (got_status, got["errcode"]) == (status, errcode), (path, body)
     assert (await _admin(client, admin, "GET", "/purge_history_status/unknown"))[0] == 404
+    # One purge per room at a time: of two asked at once, the second is refused.
+    results = await asyncio.gather(*(hs.purge_history.start(room, event_id=event, before_ts=None,
+                                                            delete_local_events=True) for _ in range(2)),
+                                   return_exceptions=True)
+    refused = [r for r in results if isinstance(r, MatrixError)]
+    assert len(refused) == 1 and "already in progress" in refused[0].error
+    for task in list(hs.purge_history._running.values()):
+        await task
     # A purge the server was running when it stopped reports that it failed.
     await hs.purge_history.store.add_task("interrupted", room, hs.clock_ms())
     status, body = await _admin(client, admin, "GET", "/purge_history_status/interrupted")
