@@ -38,11 +38,17 @@ class Bridge:
         self.transactions: list[tuple[str, list[dict]]] = []
         self.messages: asyncio.Queue = asyncio.Queue()
         self.ephemeral: asyncio.Queue = asyncio.Queue()
+        self.to_device: asyncio.Queue = asyncio.Queue()
+        self.otk_counts: asyncio.Queue = asyncio.Queue()
         self.appserv = AppService(server=gw.client_url, domain=gw.server_name, as_token=as_token,
                                   hs_token=hs_token, bot_localpart="bridgebot", id=AS_ID,
                                   state_store=FileASStateStore(str(state_path), binary=False),
-                                  ephemeral_events=True, query_user=self.query_user,
+                                  ephemeral_events=True, encryption_events=True, query_user=self.query_user,
                                   query_alias=self.query_alias)
+        # What mautrix's encryption support hooks in (MSC2409 to-device, MSC3202 key counts).
+        self.appserv.to_device_handler = self.to_device.put
+        self.appserv.otk_handler = self.otk_counts.put
+        self.appserv.device_list_handler = self._ignore
         original = self.appserv.handle_transaction
 
         async def recording(txn_id, *, events, **kwargs):
@@ -51,6 +57,10 @@ class Bridge:
 
         self.appserv.handle_transaction = recording
         self.appserv.matrix_event_handler(self.on_event)
+
+    @staticmethod
+    async def _ignore(_value) -> None:
+        return None
 
     async def on_event(self, event) -> None:
         if event.type == EventType.ROOM_MESSAGE:
@@ -149,10 +159,13 @@ async def test_mautrix_bridge(tmp_path, database):
         "sender_localpart": "bridgebot", "rate_limited": False,
         "namespaces": {"users": [{"regex": "@_mx_.*", "exclusive": True}, {"regex": "@bridgebot:.*", "exclusive": True}],
                        "aliases": [{"regex": "#_mx_.*", "exclusive": True}]},
-        "de.sorunome.msc2409.push_ephemeral": True, "receive_ephemeral": True,
+        "de.sorunome.msc2409.push_ephemeral": True, "receive_ephemeral": True, "org.matrix.msc3202": True,
     }))
     ports = (free_port(), free_port())
-    extra = {**CONFIG, "app_service_config_files": [str(registration)], "database": database}
+    extra = {**CONFIG, "app_service_config_files": [str(registration)], "database": database,
+             # What mautrix's docs ask of a Synapse for encrypted bridges.
+             "experimental_features": {"msc2409_to_device_messages_enabled": True,
+                                       "msc3202_transaction_extensions": True, "msc3202_device_masquerading": True}}
 
     async with running_gateway(tmp_path / "gw", ca, extra, ports=ports) as gw:
         base = gw.client_url
@@ -197,6 +210,31 @@ async def test_mautrix_bridge(tmp_path, database):
             typing = await asyncio.wait_for(bridge.ephemeral.get(), 30)
             assert typing.type == EventType.TYPING and typing.room_id == room_id
             assert alice["user_id"] in typing.content.user_ids
+
+            # Encrypted bridges: the puppet's device (made with the as_token) gets a to-device
+            # message and its one-time key count, parsed by mautrix's own types.
+            as_puppet = {"user_id": puppet.mxid}
+            status, body = await _client(base, "POST", "/_matrix/client/v3/login", as_token, {
+                "type": "m.login.application_service", "device_id": "PUPPETDEV",
+                "identifier": {"type": "m.id.user", "user": puppet.mxid}})
+            assert status == 200, body
+            status, body = await _client(base, "POST", "/_matrix/client/v3/keys/upload", as_token, {
+                "one_time_keys": {f"signed_curve25519:K{i}": {"key": f"k{i}", "signatures": {}} for i in range(3)}},
+                query={**as_puppet, "device_id": "PUPPETDEV"})
+            assert (status, body["one_time_key_counts"]["signed_curve25519"]) == (200, 3)
+            status, body = await _client(base, "POST", "/_matrix/client/v3/keys/claim", alice["access_token"], {
+                "one_time_keys": {puppet.mxid: {"PUPPETDEV": "signed_curve25519"}}})
+            assert status == 200 and body["one_time_keys"][puppet.mxid]["PUPPETDEV"]
+            await _client(base, "PUT", "/_matrix/client/v3/sendToDevice/m.room_key_request/k1", alice["access_token"],
+                          {"messages": {puppet.mxid: {"PUPPETDEV": {"action": "request_cancellation",
+                                                                    "request_id": "r1",
+                                                                    "requesting_device_id": "ALICEDEV"}}}})
+            to_device = await asyncio.wait_for(bridge.to_device.get(), 30)
+            assert (to_device.sender, to_device.to_user_id, to_device.to_device_id) == (
+                alice["user_id"], puppet.mxid, "PUPPETDEV")
+            assert to_device.type == EventType.ROOM_KEY_REQUEST
+            counts = await asyncio.wait_for(bridge.otk_counts.get(), 30)
+            assert counts[puppet.mxid]["PUPPETDEV"].signed_curve25519 == 2
 
             # Exclusive namespaces are refused to everyone else.
             status, body = await _client(base, "POST", "/_matrix/client/v3/register", body={
