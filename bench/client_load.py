@@ -263,7 +263,8 @@ async def run_load(url: str, tokens: list[str], user_ids: list[str], rooms: int,
 
 
 @contextlib.asynccontextmanager
-async def running_server(server: str, engine: str, directory: Path, synapse_extra: dict | None = None):
+async def running_server(server: str, engine: str, directory: Path, synapse_extra: dict | None = None,
+                         gateway_extra: dict | None = None):
     """A benchmark's server ("gateway" or "synapse") on ``engine`` as its own process, with
     a fresh PostgreSQL database when asked; stopped and dropped afterwards."""
     pg_name = None
@@ -275,6 +276,7 @@ async def running_server(server: str, engine: str, directory: Path, synapse_extr
               else {"name": "psycopg2", "args": {**pg_args, "cp_min": 2, "cp_max": 10}})
         if server == "gateway":
             proc = GatewayProcess(directory, db)
+            proc.extra = dict(gateway_extra or {})
             await proc.start()
         else:
             proc = SynapseServer(directory, TestCA(directory / "ca"))

@@ -440,7 +440,7 @@ class _ServiceQueue:
         if not rows:
             return [], after
         out = [{**r.message, "to_user_id": r.user_id, "to_device_id": r.device_id, "_stream_id": r.stream_id}
-               for r in rows if self.service.is_user_in_namespace(r.user_id)]
+               for r in rows if self.service.is_interested_in_user(r.user_id)]
         return out, rows[-1].stream_id
 
     async def _device_lists(self, after: int) -> tuple[list[str], int]:

@@ -227,8 +227,15 @@ async def test_to_device_device_lists_and_key_counts(client, service, hs, starte
     resp = await client.post("/_matrix/client/v3/keys/claim", headers=ah, json={
         "one_time_keys": {"@_b_carol:hs.test": {"PUPPETDEV": "signed_curve25519"}}})
     assert (await resp.json())["one_time_keys"]["@_b_carol:hs.test"]["PUPPETDEV"]
+    # The bot's own device (encrypted bridges' bots have one) gets them too.
+    resp = await client.post("/_matrix/client/v3/login", headers=AS, json={
+        "type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": "bot"},
+        "device_id": "BOTDEV"})
+    assert resp.status == 200, await resp.text()
     resp = await client.put("/_matrix/client/v3/sendToDevice/m.room_key_request/td1", headers=ah, json={
-        "messages": {"@_b_carol:hs.test": {"PUPPETDEV": {"action": "request", "body": 1}}}})
+        "messages": {"@_b_carol:hs.test": {"PUPPETDEV": {"action": "request", "body": 1}},
+                     "@bot:hs.test": {"BOTDEV": {"action": "request", "body": 2}},
+                     alice["user_id"]: {alice["device_id"]: {"action": "request", "body": 3}}}})
     assert resp.status == 200
     # alice changes her devices: a device list change of a user sharing a room with the puppet.
     resp = await client.post("/_matrix/client/v3/keys/upload", headers=ah, json={"device_keys": {
@@ -249,16 +256,20 @@ async def test_to_device_device_lists_and_key_counts(client, service, hs, starte
         return [b["org.matrix.msc3202.device_one_time_keys_count"] for b in bodies()
                 if "org.matrix.msc3202.device_one_time_keys_count" in b]
 
-    await service.wait_for(lambda: to_device() and alice["user_id"] in changed() and counts())
-    [message] = to_device()
-    assert message == {"type": "m.room_key_request", "sender": alice["user_id"], "content": {"action": "request", "body": 1},
-                       "to_user_id": "@_b_carol:hs.test", "to_device_id": "PUPPETDEV"}
+    await service.wait_for(lambda: len(to_device()) == 2 and alice["user_id"] in changed() and counts())
+    # Its users' devices' messages, not alice's own.
+    assert sorted(to_device(), key=lambda m: m["to_user_id"]) == [
+        {"type": "m.room_key_request", "sender": alice["user_id"], "content": {"action": "request", "body": 1},
+         "to_user_id": "@_b_carol:hs.test", "to_device_id": "PUPPETDEV"},
+        {"type": "m.room_key_request", "sender": alice["user_id"], "content": {"action": "request", "body": 2},
+         "to_user_id": "@bot:hs.test", "to_device_id": "BOTDEV"}]
     assert counts()[-1]["@_b_carol:hs.test"]["PUPPETDEV"]["signed_curve25519"] == 2
     # Acknowledged: the message leaves the device's inbox.
     async def inbox() -> int:
         return int(await hs.db.fetchval("SELECT COUNT(*) FROM device_inbox WHERE user_id = $1", "@_b_carol:hs.test"))
 
     await until(lambda: inbox(), lambda n: n == 0)
+    assert int(await hs.db.fetchval("SELECT COUNT(*) FROM device_inbox WHERE user_id = $1", alice["user_id"])) == 1
 
 
 async def until(read, check, timeout: float = 10):
