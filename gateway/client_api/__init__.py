@@ -19,16 +19,35 @@ from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
 
-#: Spec versions we aim to serve.
-SUPPORTED_VERSIONS = ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
-                      "v1.10", "v1.11", "v1.12"]
+#: Spec versions whose Client-Server API we serve in full (the r0 ones: their paths are
+#: served beside v3). v1.16 waits for /sync's ``use_state_after`` and the state
+#: endpoint's ``format`` parameter. Issue 15 owns this list: advertise a version only
+#: when everything it requires is served.
+SUPPORTED_VERSIONS = ["r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
+                      "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
+                      "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15"]
+
+#: Proposals we implement that clients look for here (matrix-js-sdk, Element), by the
+#: names Synapse uses.
+UNSTABLE_FEATURES = {
+    "org.matrix.e2e_cross_signing": True,  # cross-signing keys
+    "org.matrix.msc2285.stable": True,  # private read receipts (m.read.private)
+    "uk.half-shot.msc2666.query_mutual_rooms": True,  # /unstable/uk.half-shot.msc2666/user/mutual_rooms
+    "uk.half-shot.msc2666.query_mutual_rooms.stable": True,  # /v1/mutual_rooms
+    "org.matrix.msc3440.stable": True,  # threads
+    "org.matrix.msc3771": True,  # threaded read receipts
+    "org.matrix.msc3773": True,  # threaded unread counts in /sync
+    "org.matrix.msc3827.stable": True,  # room_types in the public room list filter
+    "org.matrix.msc3981": True,  # /relations recurse
+    "uk.tcpip.msc4133.stable": True,  # extended profile fields
+}
 
 
 @routes.get("/versions")
 @public
 async def get_versions(request: web.Request) -> web.Response:
     """Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientversions"""
-    return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": {}})
+    return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": UNSTABLE_FEATURES})
 
 
 def build_app(hs: HomeServer) -> web.Application:

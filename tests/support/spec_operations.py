@@ -40,6 +40,7 @@ class Operation:
     method: str  # upper case
     file: str
     operation_id: str
+    added_in: str | None = None  # the spec version that added it, where the spec says
 
 
 def operations(spec_dir: Path = SPEC_API) -> list[Operation]:
@@ -57,7 +58,9 @@ def operations(spec_dir: Path = SPEC_API) -> list[Operation]:
         for path, ops in doc["paths"].items():
             for method, op in ops.items():
                 if method in METHODS:
-                    found.append(Operation(base + path.strip(), method.upper(), file.name, op.get("operationId", "")))
+                    added = op.get("x-addedInMatrixVersion")
+                    found.append(Operation(base + path.strip(), method.upper(), file.name, op.get("operationId", ""),
+                                           None if added is None else str(added)))
     return sorted(found)
 
 
