@@ -171,6 +171,7 @@ def _ssl_context(config: HomeserverConfig) -> ssl.SSLContext:
 
 async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
     """Run every listener until ``stop`` is set, then shut down cleanly."""
+    from . import wiring
     from .app import build_listener_app
     from .server import HomeServer
 
@@ -192,13 +193,7 @@ async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.
                 )
                 await site.start()
                 log.info("listening on %s:%d (%s)", addr, listener.port, ", ".join(sorted(listener.resources)))
-        if config.send_federation:
-            await hs.federation_sender.start()
-        await hs.partial_state.start()  # unfinished resyncs of partial joins
-        await hs.profiles.start()  # profile changes not yet in every room
-        if config.appservice.services:
-            await hs.appservices.ensure_senders()
-            await hs.appservice_transactions.start()  # and what services have not acknowledged
+        await wiring.start(hs)  # background work: federation sender, resyncs, profiles, application services
         if started is not None:
             started.set()
         await stop.wait()

@@ -48,9 +48,11 @@ class LoadedModules:
     web_resources: dict[str, Any] = field(default_factory=dict)
 
 
-def load_modules(hs: "HomeServer", configs: Sequence["ModuleConfig"]) -> LoadedModules:
-    """Import and start each configured module, in order. Errors name the config key."""
-    loaded = LoadedModules()
+def load_modules(hs: "HomeServer", configs: Sequence["ModuleConfig"],
+                 into: LoadedModules | None = None) -> LoadedModules:
+    """Import and start each configured module, in order (into ``into`` if given, whose
+    callbacks the services already hold). Errors name the config key."""
+    loaded = into if into is not None else LoadedModules()
     for i, mc in enumerate(configs):
         key = f"modules[{i}]"
         module_path, _, class_name = mc.module.rpartition(".")

@@ -65,7 +65,6 @@ class Notifier:
         #: Called (no arguments) on every room or user change fed here (application
         #: services' ephemeral data: typing, receipts, presence, to-device, device lists).
         self.change_listeners: list[Callable[[], None]] = []
-        hs.events.add_new_events_listener(self.on_new_events)
 
     def waiter(self, user_id: str) -> Waiter:
         w = Waiter(self, user_id)

@@ -1,0 +1,234 @@
+"""Builds every service of the process once, eagerly, in dependency order.
+
+This is the one place that says which service talks to which: each service gets the
+collaborators it needs as constructor arguments, and every listener and hook between
+services is registered here (DESIGN.md, "Wiring and processes"). ``start`` and ``stop``
+own the lifecycles: background work begins after every listener is bound and ends
+before the database closes.
+
+Services not converted yet still take the ``HomeServer`` and reach their collaborators
+through it at call time; they are built here all the same, so that the order and the
+hooks are visible in this file. ``HomeServer`` is the container the wiring fills:
+``hs.<service>`` keeps working for routes and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .server import HomeServer
+
+log = logging.getLogger(__name__)
+
+
+def build(hs: "HomeServer") -> None:
+    """Build the services of ``hs`` and connect them. Modules are loaded last, when
+    everything they may call exists; a broken one raises ``ConfigError`` naming its key."""
+    from federation.net.client import FederationClient
+    from federation.net.resolver import ServerResolver
+
+    from .modules import LoadedModules, load_modules
+    from .oauth.service import OAuthService
+    from .outbound import outbound_ip_policy, outbound_ssl_context
+    from .services import ephemeral_edus
+    from .services.account_data import AccountDataService
+    from .services.appservice_api import AppServiceApi
+    from .services.appservice_transactions import AppServiceTransactions
+    from .services.appservices import AppServices
+    from .services.auth import AuthService
+    from .services.directory import DirectoryService
+    from .services.e2e_keys import EDU_HANDLERS, E2EKeysService
+    from .services.event_stream import EventStreamService
+    from .services.events import EventsService
+    from .services.federation_backfill import BackfillHandler
+    from .services.federation_events import FederationEventHandler
+    from .services.federation_membership import FederationMembershipHandler
+    from .services.federation_room_data import RoomDataService
+    from .services.federation_sender import FederationSender
+    from .services.federation_transactions import EduHandlers, TransactionHandler
+    from .services.guest_access import GuestAccessService
+    from .services.initial_sync import InitialSyncService
+    from .services.keyring import KeyRing
+    from .services.media import MediaService
+    from .services.notifier import Notifier
+    from .services.partial_state import PartialStateService
+    from .services.profiles import ProfileService
+    from .services.purge_history import PurgeHistoryService
+    from .services.push import PushService
+    from .services.ratelimit import RateLimiters, RateLimitOverrides
+    from .services.receipts import ReceiptsService
+    from .services.relations import RelationsService
+    from .services.reports import ReportsService
+    from .services.room_admin import RoomAdminService
+    from .services.room_keys import RoomKeysService
+    from .services.room_upgrades import RoomUpgradeService
+    from .services.rooms import RoomsService
+    from .services.search import SearchService
+    from .services.server_notices import ServerNoticesService
+    from .services.spaces import SpacesService
+    from .services.sync import SyncService
+    from .services.timestamp_to_event import TimestampToEvent
+    from .services.typing import TypingService
+    from .services.uia import UIAService
+    from .services.url_preview import UrlPreviewer
+    from .services.user_directory import UserDirectoryService
+    from .storage.appservice import AppServiceStore
+    from .storage.destinations import DestinationStore
+    from .storage.purge_history import PurgeHistoryStore
+    from .storage.relations import RelationStore
+    from .storage.search import SearchStore
+    from .storage.spaces import SpacesStore
+
+    config, db, server_name = hs.config, hs.db, hs.server_name
+
+    def clock_ms() -> int:
+        return hs.clock_ms()  # read at each call: tests move the server's clock
+
+    # Filled by the modules at the end; services hold its callbacks from the start.
+    hs.modules = modules = LoadedModules()
+    exempt = None
+    if config.appservice.services:  # application services' senders, and users when rate_limited: false
+        exempt = lambda key: key.startswith("@") and appservices.exempt_from_ratelimit(key)  # noqa: E731
+    hs.ratelimiters = ratelimiters = RateLimiters(config.rate_limits, exempt=exempt)
+    hs.ratelimit_overrides = RateLimitOverrides(db)
+
+    fed = config.federation
+    policy, ctx = outbound_ip_policy(fed), outbound_ssl_context(fed)
+    resolver = ServerResolver(nameservers=list(fed.dns_nameservers) or None, ip_policy=policy, ssl_context=ctx)
+    hs.federation_client = federation_client = FederationClient(
+        server_name=server_name, signing_key=hs.signing_key, resolver=resolver, ssl_context=ctx, ip_policy=policy,
+        no_verify_patterns=fed.federation_certificate_verification_whitelist,
+        domain_whitelist=fed.federation_domain_whitelist)
+
+    # --- rooms and events ---------------------------------------------------------
+    hs.events = events = EventsService(hs)
+    hs.auth = auth = AuthService(hs)
+    hs.oauth = oauth = OAuthService(db=db, config=config.oauth, baseurl=config.public_baseurl, clock_ms=clock_ms,
+                                    devices=auth.devices, users=auth.users)
+    hs.appservices = appservices = AppServices(
+        server_name=server_name, config=config.appservice,
+        api=AppServiceApi(config.federation, legacy_authorization=config.appservice.use_legacy_authorization),
+        store=AppServiceStore(db), users=auth.users, devices=auth.devices, clock_ms=clock_ms)
+    hs.uia = UIAService(hs)
+    hs.account_data = account_data = AccountDataService(hs)
+    hs.notifier = notifier = Notifier(hs)
+    hs.push = push = PushService(hs)
+    hs.directory = directory = DirectoryService(hs)
+    hs.rooms = rooms = RoomsService(hs)
+    hs.room_admin = RoomAdminService(hs)
+    hs.profiles = profiles = ProfileService(
+        server_name=server_name, config=config.profiles, db=db, state=events.state, rooms=rooms,
+        federation_client=federation_client, ratelimit_message=hs.ratelimit_message, modules=modules.callbacks)
+    hs.guest_access = guest_access = GuestAccessService(hs)
+    hs.relations = relations = RelationsService(events, RelationStore(db, events.store), ignored_users=account_data.ignored_users)
+    hs.room_upgrades = RoomUpgradeService(
+        server_name=server_name, events=events, rooms=rooms, directory=directory,
+        account_data_store=account_data.store, push=push, notifier=notifier, modules=modules.callbacks,
+        clock_ms=clock_ms)
+    hs.search = SearchService(SearchStore(db), events, relations.bundle_aggregations,
+                              ignored_users=account_data.ignored_users)
+    hs.reports = ReportsService(server_name=server_name, db=db, events=events, users=rooms.users,
+                                ratelimiter=ratelimiters["rc_reports"], clock_ms=clock_ms)
+    hs.server_notices = ServerNoticesService(hs)
+    hs.user_directory = user_directory = UserDirectoryService(hs)
+
+    # --- ephemeral data, sync ------------------------------------------------------
+    hs.typing = typing = TypingService(hs)
+    hs.receipts = receipts = ReceiptsService(hs)
+    hs.e2e_keys = e2e_keys = E2EKeysService(hs)
+    hs.appservice_transactions = appservice_transactions = AppServiceTransactions(
+        server_name=server_name, config=config.appservice, api=appservices.api, store=appservices.store,
+        destinations=DestinationStore(db), e2e_store=e2e_keys.store, receipts=receipts.store, events=events,
+        get_typing=typing.get_typing, clock_ms=clock_ms)
+    hs.room_keys = RoomKeysService(hs)
+    hs.sync = SyncService(hs)
+    hs.event_stream = EventStreamService(hs)
+    hs.initial_sync = InitialSyncService(hs)
+
+    # --- federation ------------------------------------------------------------------
+    hs.keyring = KeyRing(hs)
+    hs.federation_room_data = room_data = RoomDataService(hs)
+    hs.federation_events = federation_events = FederationEventHandler(hs)
+    hs.partial_state = PartialStateService(hs)
+    hs.federation_membership = FederationMembershipHandler(hs)
+    hs.federation_backfill = backfill = BackfillHandler(hs)
+    hs.federation_sender = sender = FederationSender(hs)
+    hs.edu_handlers = edu_handlers = EduHandlers()
+    hs.federation_transactions = TransactionHandler(hs)
+    hs.purge_history = PurgeHistoryService(
+        server_name=server_name, store=PurgeHistoryStore(db), events=events,
+        forget=[events.forget_events, federation_events.forget_events], clock_ms=clock_ms)
+    hs.spaces = SpacesService(server_name=server_name, store=SpacesStore(db), summaries=directory.store,
+                              events=events, directory=directory, room_data=room_data,
+                              federation_client=federation_client, clock_ms=clock_ms)
+    hs.timestamp_to_event = TimestampToEvent(server_name=server_name, db=db, events=events, directory=directory,
+                                             federation_client=federation_client,
+                                             federation_events=federation_events, backfill=backfill)
+
+    # --- media -------------------------------------------------------------------------
+    hs.media = media = MediaService(hs)
+    hs.url_previewer = UrlPreviewer(media)
+
+    # --- listeners and hooks -----------------------------------------------------------
+    # Push rules are evaluated for every new event (unread counts, pushers).
+    events.add_new_events_listener(push.on_new_events)
+    # New device list positions for local users' rooms.
+    events.add_new_events_listener(e2e_keys.on_new_events)
+    # Long-polling /sync requests wake (after the two above have their tasks).
+    events.add_new_events_listener(notifier.on_new_events)
+    # Guests leave rooms that stop admitting them.
+    events.add_new_state_listener(guest_access.on_new_state)
+    # Deleted devices lose their end-to-end keys; the device list changes.
+    auth.devices.deleted_listeners.append(e2e_keys.on_devices_deleted)
+    auth.devices.changed_listeners.append(e2e_keys.on_devices_changed)
+    # ... and their OAuth 2.0 sessions end (refresh tokens stop working).
+    auth.devices.deleted_listeners.append(oauth.on_devices_deleted)
+    # To-device messages for other servers are stored until a server takes them.
+    sender.edus_sent_hooks.append(e2e_keys.on_edus_sent)
+    sender.started_hooks.append(e2e_keys.resend_outbox)
+    # Application services: new events, typing (also remote), ephemeral changes, claimed
+    # keys; a service that shows it is alive gets its pending transaction at once.
+    events.add_new_events_listener(appservice_transactions.on_new_events)
+    typing.add_listener(lambda room_id, user_id, is_typing: appservice_transactions.on_typing(room_id), remote=True)
+    notifier.change_listeners.append(appservice_transactions.on_ephemeral_change)
+    e2e_keys.keys_claimed_listeners.append(appservice_transactions.on_keys_claimed)
+    appservices.alive_listeners.append(appservice_transactions.on_alive)
+    # EDUs from other servers.
+    ephemeral_edus.register(hs, edu_handlers)  # m.typing, m.receipt
+    edu_handlers.register("m.presence", user_directory.on_presence_edu)
+    for edu_type, method in EDU_HANDLERS.items():  # device lists, signing keys, to-device
+        edu_handlers.register(edu_type, getattr(e2e_keys, method))
+
+    load_modules(hs, config.modules, into=modules)
+
+
+async def start(hs: "HomeServer") -> None:
+    """Background work of a serving process, once its listeners are bound."""
+    if hs.config.send_federation:
+        await hs.federation_sender.start()
+    await hs.partial_state.start()  # unfinished resyncs of partial joins
+    await hs.profiles.start()  # profile changes not yet in every room
+    if hs.config.appservice.services:
+        await hs.appservices.ensure_senders()
+        await hs.appservice_transactions.start()  # and what services have not acknowledged
+
+
+async def stop(hs: "HomeServer") -> None:
+    """Stop background work and release connections, dependants first. Each service may
+    be stopped whether or not it was started."""
+    await hs.partial_state.close()
+    await hs.profiles.close()
+    await hs.federation_sender.stop()
+    await hs.appservice_transactions.stop()
+    await hs.appservices.close()
+    await hs.push.close()
+    hs.typing.close()
+    await hs.notifier.close()
+    await hs.guest_access.close()
+    await hs.e2e_keys.close()
+    await hs.federation_client.close()
+    await hs.federation_client.resolver.close()
+    await hs.url_previewer.close()
+    await hs.media.close()
