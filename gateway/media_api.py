@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .appkeys import HS
 from .client_api import media as client_media
-from .client_api.auth import access_token_middleware, public, requester
+from .http.auth import access_token_middleware, public, requester
 from .http import Codes, MatrixError, json_response
 from .server import HomeServer
 

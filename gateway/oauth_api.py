@@ -109,7 +109,7 @@ async def jwks(request: web.Request) -> web.Response:
 
 async def userinfo(request: web.Request) -> web.Response:
     """OpenID Connect userinfo: ``sub`` (the user ID) for an OAuth access token."""
-    from .client_api.auth import get_access_token
+    from .http.auth import get_access_token
     from .http import MatrixError
 
     hs = _hs(request)

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from .services.uia import UIAService
     from .services.url_preview import UrlPreviewer
     from .services.user_directory import UserDirectoryService
+    from .services.usernames import Usernames
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class HomeServer:
         oauth: OAuthService
         appservices: AppServices
         appservice_transactions: AppServiceTransactions
+        usernames: Usernames
         uia: UIAService
         account_data: AccountDataService
         notifier: Notifier

@@ -74,6 +74,7 @@ def build(hs: "HomeServer") -> None:
     from .services.uia import UIAService
     from .services.url_preview import UrlPreviewer
     from .services.user_directory import UserDirectoryService
+    from .services.usernames import Usernames
     from .storage.appservice import AppServiceStore
     from .storage.destinations import DestinationStore
     from .storage.purge_history import PurgeHistoryStore
@@ -111,6 +112,7 @@ def build(hs: "HomeServer") -> None:
         server_name=server_name, config=config.appservice,
         api=AppServiceApi(config.federation, legacy_authorization=config.appservice.use_legacy_authorization),
         store=AppServiceStore(db), users=auth.users, devices=auth.devices, clock_ms=clock_ms)
+    hs.usernames = Usernames(server_name=server_name, users=auth.users, appservices=appservices)
     hs.uia = UIAService(hs)
     hs.account_data = account_data = AccountDataService(hs)
     hs.notifier = notifier = Notifier(hs)

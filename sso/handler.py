@@ -279,10 +279,8 @@ class SsoHandler:
                        picture: str | None = None, *, consent_version: str | None = None) -> str:
         """A new account without a password, linked to the IdP identity (and its picture
         as avatar, when the mapping gives one)."""
-        from gateway.client_api.register import check_username
-
         try:
-            user_id = await check_username(self.hs, localpart)
+            user_id = await self.hs.usernames.check(localpart)
         except MatrixError as e:
             if e.errcode == "M_USER_IN_USE":
                 raise UserExistsError(localpart) from None
@@ -497,14 +495,12 @@ class SsoHandler:
 
     async def check_username(self, session_id: str | None, localpart: str) -> dict[str, Any]:
         """``/pick_username/check``: ``{"available": bool}``; MatrixError for an invalid name."""
-        from gateway.client_api.register import check_username
-
         try:
             await self.sessions.get_registration(session_id)
         except SsoError as e:
             raise MatrixError(400, "M_UNKNOWN", e.description) from None
         try:
-            await check_username(self.hs, localpart)
+            await self.hs.usernames.check(localpart)
         except MatrixError as e:
             if e.errcode == "M_USER_IN_USE":
                 return {"available": False}
@@ -520,10 +516,8 @@ class SsoHandler:
         use_display_name = form.get("use_display_name") == "true"
         if self.consent_version() is not None:
             # The terms come next: check the name now, keep the choice with the session.
-            from gateway.client_api.register import check_username
-
             try:
-                await check_username(self.hs, localpart)
+                await self.hs.usernames.check(localpart)
             except MatrixError as e:
                 message = f"The username {localpart} is already taken." if e.errcode == "M_USER_IN_USE" \
                     else e.error

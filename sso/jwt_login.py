@@ -96,7 +96,6 @@ async def jwt_login(hs: Any, token: Any) -> str:
     Raises ``M_FORBIDDEN`` (403) for any token problem, ``M_USER_DEACTIVATED`` for a
     deactivated account.
     """
-    from gateway.client_api.register import check_username
     from gateway.http import Codes, MatrixError
     from gateway.storage.users import UserExistsError
 
@@ -108,7 +107,7 @@ async def jwt_login(hs: Any, token: Any) -> str:
     user = await hs.auth.users.get_user(user_id)
     if user is None:
         try:
-            user_id = await check_username(hs, claims.subject)
+            user_id = await hs.usernames.check(claims.subject)
             await hs.auth.users.create_user(user_id, password_hash=None, created_ts=hs.clock_ms(),
                                             displayname=claims.display_name)
         except UserExistsError:

@@ -8,7 +8,7 @@ from ..appkeys import HS
 from ..server import HomeServer
 from . import federation, media, register, registration_tokens, reports, rooms, server_notices, users
 from . import account_moderation, account_validity, background_updates, room_history, user_devices, user_lookup
-from ..client_api.auth import token_auth_middleware
+from ..http.auth import token_auth_middleware
 
 
 def build_app(hs: HomeServer) -> web.Application:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import HS
-from ..client_api.auth import requester
+from ..http.auth import requester
 from ..http import Codes, MatrixError, json_response, read_json_body
 from .users import existing_local_user
 

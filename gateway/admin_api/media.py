@@ -18,7 +18,7 @@ from aiohttp import web
 from federation.ids import is_valid_room_id
 
 from ..appkeys import HS
-from ..client_api.auth import requester
+from ..http.auth import requester
 from ..http import Codes, MatrixError, json_response
 from ..services.media import check_media_id, check_server_name
 from ..storage.media import MEDIA_STATISTICS_ORDERINGS, USER_MEDIA_ORDERINGS, MediaInfo

@@ -15,11 +15,10 @@ import time
 from aiohttp import web
 
 from ..appkeys import HS
-from ..client_api.register import check_username
 from ..http import MatrixError, json_response, read_json_body
 from ..passwords import hash_password
 from ..storage.users import UserExistsError
-from ..client_api.auth import public
+from ..http.auth import public
 
 routes = web.RouteTableDef()
 
@@ -78,7 +77,7 @@ async def post_register(request: web.Request) -> web.Response:
     expected = _expected_mac(secret, nonce, username, password, admin, user_type)
     if not hmac.compare_digest(mac.encode(), expected.encode()):
         raise MatrixError.forbidden("HMAC incorrect")
-    user_id = await check_username(hs, username.lower())
+    user_id = await hs.usernames.check(username.lower())
     try:
         await hs.auth.users.create_user(
             user_id, password_hash=hash_password(password, hs.config.bcrypt_rounds, hs.config.password_pepper),

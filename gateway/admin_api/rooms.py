@@ -16,7 +16,7 @@ from aiohttp import web
 from federation.ids import is_valid_room_id, is_valid_user_id
 
 from ..appkeys import HS
-from ..client_api.auth import requester
+from ..http.auth import requester
 from ..http import MatrixError, json_response, read_json_body
 from ..server import HomeServer
 from ..services.room_admin import ORDERINGS, ShutdownOptions

@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import HS
-from ..client_api.auth import requester
+from ..http.auth import requester
 from ..http import MatrixError, json_response, read_json_body
 
 routes = web.RouteTableDef()

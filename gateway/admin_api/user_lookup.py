@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import web
 
 from ..appkeys import HS
-from ..client_api.register import check_username
 from ..http import MatrixError, json_response
 from ..services.push import pusher_json
 from ..storage.account_data import GLOBAL
@@ -51,7 +50,7 @@ async def username_available(request: web.Request) -> web.Response:
     username = request.query.get("username")
     if username is None:
         raise MatrixError.missing_param("'username' is required")
-    await check_username(request.app[HS], username)
+    await request.app[HS].usernames.check(username)
     return json_response({"available": True})
 
 

@@ -16,7 +16,7 @@ from federation.ids import is_valid_localpart
 
 from .. import __version__
 from ..appkeys import HS
-from ..client_api.auth import requester
+from ..http.auth import requester
 from ..http import Codes, MatrixError, json_response, read_json_body
 from ..passwords import hash_password
 from ..server import HomeServer
@@ -199,9 +199,7 @@ async def put_user(request: web.Request) -> web.Response:
 
 
 async def _deactivate(hs: HomeServer, user_id: str) -> None:
-    from ..client_api.account import deactivate_account
-
-    await deactivate_account(hs, user_id, by_admin=True)
+    await hs.auth.deactivate_account(user_id, by_admin=True)
 
 
 @routes.post("/v1/deactivate/{user_id}")

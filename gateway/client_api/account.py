@@ -136,19 +136,8 @@ async def deactivate(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request, allow_empty=True)
     await require_reauth(request, body, "POST /account/deactivate")
-    await deactivate_account(hs, requester(request).user_id)
+    await hs.auth.deactivate_account(requester(request).user_id)
     return json_response({"id_server_unbind_result": "no-support"})
-
-
-async def deactivate_account(hs: HomeServer, user_id: str, *, by_admin: bool = False) -> None:
-    """Deactivate a local account (here, from the OAuth account page or by an admin): no
-    password, no devices."""
-    await hs.modules.callbacks.all_true("check_can_deactivate_user", "Deactivating this account", user_id, by_admin)
-    await hs.auth.users.set_deactivated(user_id, True)
-    await hs.auth.users.set_password_hash(user_id, None)
-    await hs.auth.devices.delete_devices(user_id)
-    await hs.auth.users.delete_threepids(user_id)  # nobody can ask for a reset through them
-    await hs.modules.callbacks.notify("on_user_deactivation_status_changed", user_id, True, by_admin)
 
 
 def _device_json(d) -> dict[str, Any]:

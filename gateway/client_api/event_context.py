@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import MatrixError, json_response
+from ..http.query import parse_timestamp_query
 from ..services.room_previews import is_world_readable
 from ..services.spaces import check_room_id
 from .auth import guest_allowed, requester
@@ -80,20 +81,6 @@ async def event_context(hs, room_id: str, event_id: str, q, *, viewer: str | Non
         "end": around.end,
         "state": state,
     }
-
-
-def parse_timestamp_query(query) -> tuple[int, bool]:
-    """``ts`` and ``dir`` of a timestamp_to_event request: (timestamp, forwards)."""
-    try:
-        ts = int(query["ts"])
-    except KeyError:
-        raise MatrixError.missing_param("'ts' is required") from None
-    except ValueError:
-        raise MatrixError.invalid_param("'ts' must be an integer") from None
-    direction = query.get("dir")
-    if direction not in ("f", "b"):
-        raise MatrixError.invalid_param("'dir' must be 'f' or 'b'")
-    return ts, direction == "f"
 
 
 @routes.get("/v1/rooms/{room_id}/timestamp_to_event")

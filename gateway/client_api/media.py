@@ -11,39 +11,12 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response
 from ..http.content import file_response
+from ..http.query import thumbnail_params
 from ..services.media import timeout_ms_param
 from .auth import guest_allowed, requester
 
 routes = web.RouteTableDef()
 preview_routes = web.RouteTableDef()
-
-MAX_THUMBNAIL_DIMENSION = 10_000
-
-
-def _int_param(request: web.Request, name: str) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        raise MatrixError(400, Codes.MISSING_PARAM, f"Missing integer query parameter {name!r}")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise MatrixError(400, Codes.INVALID_PARAM, f"Query parameter {name!r} must be an integer") from None
-    if not 0 < value <= MAX_THUMBNAIL_DIMENSION:
-        raise MatrixError(400, Codes.INVALID_PARAM,
-                          f"Query parameter {name!r} must be between 1 and {MAX_THUMBNAIL_DIMENSION}")
-    return value
-
-
-def thumbnail_params(request: web.Request) -> tuple[int, int, str]:
-    width, height = _int_param(request, "width"), _int_param(request, "height")
-    method = request.query.get("method", "scale")
-    if method not in ("crop", "scale"):
-        raise MatrixError(400, Codes.INVALID_PARAM, "Query parameter 'method' must be 'crop' or 'scale'")
-    animated = request.query.get("animated")
-    if animated is not None and animated not in ("true", "false"):
-        raise MatrixError(400, Codes.INVALID_PARAM, "Query parameter 'animated' must be 'true' or 'false'")
-    return width, height, method
-
 
 async def download(request: web.Request, *, allow_remote: bool = True) -> web.StreamResponse:
     media = request.app[HS].media

@@ -9,8 +9,6 @@ import asyncio
 
 from aiohttp import web
 
-from federation.ids import is_valid_localpart
-
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
 from ..modules import RegistrationBehaviour
@@ -22,7 +20,6 @@ from .login import refresh_token_param
 
 routes = web.RouteTableDef()
 
-MAX_USER_ID_LENGTH = 255
 REGISTER = "POST /register"
 #: What a registration session remembers of its first request (and the password's hash).
 REMEMBERED_PARAMS = ("username", "device_id", "initial_device_display_name", "inhibit_login")
@@ -59,26 +56,6 @@ async def _accept_terms(auth: dict, user_id: str | None) -> None:
     return None
 
 
-async def check_username(hs: HomeServer, localpart: str) -> str:
-    """The full user ID if ``localpart`` is valid and free, else the matching Matrix error."""
-    if not isinstance(localpart, str) or not localpart:
-        raise MatrixError(400, Codes.INVALID_USERNAME, "User ID must not be empty")
-    if localpart != localpart.lower() or not is_valid_localpart(localpart):
-        raise MatrixError(
-            400, Codes.INVALID_USERNAME, "User ID can only contain characters a-z, 0-9, or '=_-./+'"
-        )
-    if localpart.isdigit():
-        raise MatrixError(400, Codes.INVALID_USERNAME, "Numeric user IDs are reserved for guest users")
-    user_id = f"@{localpart}:{hs.server_name}"
-    if len(user_id) > MAX_USER_ID_LENGTH:
-        raise MatrixError(400, Codes.INVALID_USERNAME, f"User ID may not be longer than {MAX_USER_ID_LENGTH} characters")
-    if hs.config.appservice.services:
-        hs.appservices.check_user_not_exclusive(user_id)  # M_EXCLUSIVE
-    if await hs.auth.users.get_user(user_id) is not None:
-        raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
-    return user_id
-
-
 async def _check_registration_token(hs: HomeServer, auth: dict, user_id: str | None) -> None:
     token = auth.get("token")
     if not isinstance(token, str) or not await hs.auth.store.registration_token_valid(token, hs.clock_ms()):
@@ -95,7 +72,7 @@ async def get_available(request: web.Request) -> web.Response:
     username = request.query.get("username")
     if username is None:
         raise MatrixError.missing_param("'username' is required")
-    await check_username(hs, username)
+    await hs.usernames.check(username)
     return json_response({"available": True})
 
 
@@ -152,7 +129,7 @@ async def post_register(request: web.Request) -> web.Response:
         if "guest_access_token" in body:
             upgraded_guest = await hs.guest_access.check_upgrade(body["guest_access_token"], username)
         else:
-            await check_username(hs, username)
+            await hs.usernames.check(username)
     elif "guest_access_token" in body:
         raise MatrixError.missing_param("'username' (the guest's localpart) is required to upgrade a guest")
 
@@ -198,7 +175,7 @@ async def post_register(request: web.Request) -> web.Response:
     else:
         if username is None:
             username = await _generate_localpart(hs)
-        user_id = await check_username(hs, username)
+        user_id = await hs.usernames.check(username)
         try:
             await hs.auth.users.create_user(
                 user_id,

@@ -14,7 +14,7 @@ from federation.signing import SignatureError, parse_x_matrix_authorization, ver
 from federation.canonical_json import parse_json
 
 from ..appkeys import HS
-from ..client_api.auth import public
+from ..http.auth import public
 from ..http import Codes, MatrixError
 
 ORIGIN = web.RequestKey("federation_origin", str)

@@ -12,7 +12,7 @@ import secrets
 from aiohttp import web
 
 from ..appkeys import HS
-from ..client_api.media import thumbnail_params
+from ..http.query import thumbnail_params
 from ..http.content import content_disposition
 from ..services.media import ServedFile, timeout_ms_param
 

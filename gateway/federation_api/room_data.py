@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..appkeys import HS
 from ..http import MatrixError, json_response
-from ..client_api.event_context import parse_timestamp_query
+from ..http.query import parse_timestamp_query
 from ..http.json import read_json_body
 from ..services.federation_room_data import parse_limit
 from .auth import ORIGIN

@@ -253,7 +253,6 @@ class OAuthPages:
                          **self._registration_context())
 
     async def register_submit(self, request: web.Request) -> web.StreamResponse:
-        from ..client_api.register import check_username
         from ..passwords import hash_password
         from ..storage.users import UserExistsError
 
@@ -285,7 +284,7 @@ class OAuthPages:
             return again(f"Please accept the {context['policy_name']} to create an account.")
         try:
             self.hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
-            user_id = await check_username(self.hs, username)
+            user_id = await self.hs.usernames.check(username)
             await self.hs.auth.users.create_user(user_id, password_hash=hash_password(
                 password, self.hs.config.bcrypt_rounds, self.hs.config.password_pepper),
                 created_ts=self.hs.clock_ms(), displayname=username)
@@ -465,10 +464,8 @@ class OAuthPages:
         if op == "deactivate":
             if form.get("confirm") != user.user_id:
                 return await show(error="Type your full user ID to confirm.", status=400)
-            from ..client_api.account import deactivate_account
-
             try:
-                await deactivate_account(self.hs, user.user_id)
+                await self.hs.auth.deactivate_account(user.user_id)
             except MatrixError as e:
                 return await show(error=e.error, status=e.status)
             await self.oauth.store.delete_browser_sessions_of_user(user.user_id)

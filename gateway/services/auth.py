@@ -168,3 +168,14 @@ class AuthService:
         if details.auth_provider_id and details.auth_provider_session_id:
             await self.store.add_device_auth_provider(user_id, device_id, details.auth_provider_id,
                                                       details.auth_provider_session_id)
+
+    async def deactivate_account(self, user_id: str, *, by_admin: bool = False) -> None:
+        """Deactivate a local account (its owner, the OAuth account page or an admin): no
+        password, no devices; modules may refuse it and hear of it."""
+        modules = self.hs.modules.callbacks
+        await modules.all_true("check_can_deactivate_user", "Deactivating this account", user_id, by_admin)
+        await self.users.set_deactivated(user_id, True)
+        await self.users.set_password_hash(user_id, None)
+        await self.devices.delete_devices(user_id)
+        await self.users.delete_threepids(user_id)  # nobody can ask for a reset through them
+        await modules.notify("on_user_deactivation_status_changed", user_id, True, by_admin)

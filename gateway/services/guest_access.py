@@ -6,7 +6,7 @@ Spec: https://spec.matrix.org/latest/client-server-api/#guest-access
 - A guest gets a numeric user ID (the localparts ``/register`` refuses to others), that
   number as display name, and an access token, without a password or user-interactive auth.
 - What a guest may call is decided per handler (``@guest_allowed``,
-  gateway/client_api/auth.py).
+  gateway/http/auth.py).
 - A guest joins a room only while its ``m.room.guest_access`` is ``can_join``; a room of
   another server that this server is not in yet cannot be checked, so guests cannot join it.
 - When a room's ``m.room.guest_access`` stops being ``can_join`` (by one of our users or
