@@ -16,7 +16,7 @@ from aiohttp import web
 from . import admin_api, client_api, federation_api, federation_tester_api, media_api, wellknown
 from .consent_api import add_consent_routes
 from .sso_api import add_sso_routes
-from .appkeys import HS
+from .appkeys import HS, install_services
 from .config import ListenerConfig
 from .federation_api import keys as keys_api
 from .http.middleware import (
@@ -54,6 +54,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
     )
     app.on_response_prepare.append(add_cors_headers)
     app[HS] = hs
+    install_services(app, hs)
     res = listener.resources
     if "client" in res:
         add_sso_routes(app, hs)  # before /_matrix/client: its SSO redirect paths are more specific

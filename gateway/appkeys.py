@@ -1,7 +1,30 @@
-"""Typed aiohttp application keys."""
+"""Typed aiohttp application keys: the homeserver, and the services routes call.
+
+Service keys are set once on each listener's app (from what gateway/wiring.py built
+for this process) and read as ``request.config_dict[KEY]``, which sub-apps see too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .server import HomeServer
 
+if TYPE_CHECKING:
+    from .services.account_data import AccountDataService
+    from .services.receipts import ReceiptsService
+    from .services.typing import TypingService
+
 HS = web.AppKey("homeserver", HomeServer)
+
+ACCOUNT_DATA: web.AppKey[AccountDataService] = web.AppKey("account_data")
+RECEIPTS: web.AppKey[ReceiptsService] = web.AppKey("receipts")
+TYPING: web.AppKey[TypingService] = web.AppKey("typing")
+
+
+def install_services(app: web.Application, hs: HomeServer) -> None:
+    """Put the services the wiring provides to routes on a listener's ``app``."""
+    for key, service in hs.app_services.items():
+        app[key] = service

@@ -7,7 +7,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property  # noqa: F401 - services not built by the wiring yet
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+from aiohttp import web
 
 from federation.signing import ServerSigningKey
 
@@ -76,6 +78,8 @@ class HomeServer:
     db: Database
     signing_key: ServerSigningKey
     clock_ms: Callable[[], int] = field(default=wall_clock_ms)
+    #: The services routes reach by their AppKey (gateway/appkeys.py), as the wiring built them.
+    app_services: dict[web.AppKey, Any] = field(default_factory=dict)
 
     if TYPE_CHECKING:  # set by wiring.build (not dataclass fields)
         modules: LoadedModules

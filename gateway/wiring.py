@@ -75,14 +75,24 @@ def build(hs: "HomeServer") -> None:
     from .services.url_preview import UrlPreviewer
     from .services.user_directory import UserDirectoryService
     from .services.usernames import Usernames
+    from .storage.account_data import AccountDataStore
     from .storage.appservice import AppServiceStore
     from .storage.destinations import DestinationStore
     from .storage.purge_history import PurgeHistoryStore
+    from .storage.receipts import ReceiptStore
     from .storage.relations import RelationStore
     from .storage.search import SearchStore
     from .storage.spaces import SpacesStore
+    from .storage.sync import SyncStore
+
+    from .appkeys import ACCOUNT_DATA, RECEIPTS, TYPING
 
     config, db, server_name = hs.config, hs.db, hs.server_name
+
+    def provide(key, service):
+        """A service routes call: set on each listener's app under ``key``."""
+        hs.app_services[key] = service
+        return service
 
     def clock_ms() -> int:
         return hs.clock_ms()  # read at each call: tests move the server's clock
@@ -114,8 +124,9 @@ def build(hs: "HomeServer") -> None:
         store=AppServiceStore(db), users=auth.users, devices=auth.devices, clock_ms=clock_ms)
     hs.usernames = Usernames(server_name=server_name, users=auth.users, appservices=appservices)
     hs.uia = UIAService(hs)
-    hs.account_data = account_data = AccountDataService(hs)
-    hs.notifier = notifier = Notifier(hs)
+    hs.notifier = notifier = Notifier(SyncStore(db, events.store))
+    hs.account_data = account_data = provide(ACCOUNT_DATA, AccountDataService(
+        store=AccountDataStore(db), events=events, notifier=notifier))
     hs.push = push = PushService(hs)
     hs.directory = directory = DirectoryService(hs)
     hs.rooms = rooms = RoomsService(hs)
@@ -137,8 +148,9 @@ def build(hs: "HomeServer") -> None:
     hs.user_directory = user_directory = UserDirectoryService(hs)
 
     # --- ephemeral data, sync ------------------------------------------------------
-    hs.typing = typing = TypingService(hs)
-    hs.receipts = receipts = ReceiptsService(hs)
+    hs.typing = typing = provide(TYPING, TypingService(events=events, notifier=notifier))
+    hs.receipts = receipts = provide(RECEIPTS, ReceiptsService(store=ReceiptStore(db), events=events, account_data=account_data,
+                                                    notifier=notifier, clock_ms=clock_ms))
     hs.e2e_keys = e2e_keys = E2EKeysService(hs)
     hs.appservice_transactions = appservice_transactions = AppServiceTransactions(
         server_name=server_name, config=config.appservice, api=appservices.api, store=appservices.store,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..appkeys import HS
+from ..appkeys import ACCOUNT_DATA
 from ..http import MatrixError, json_response, read_json_body
 from .auth import requester
 
@@ -26,7 +26,7 @@ def _own_user(request: web.Request) -> str:
 
 @routes.get(PREFIX + "/account_data/{type}")
 async def get_global(request: web.Request) -> web.Response:
-    content = await request.app[HS].account_data.get(_own_user(request), None, request.match_info["type"])
+    content = await request.config_dict[ACCOUNT_DATA].get(_own_user(request), None, request.match_info["type"])
     return json_response(content)
 
 
@@ -34,13 +34,13 @@ async def get_global(request: web.Request) -> web.Response:
 async def put_global(request: web.Request) -> web.Response:
     user_id = _own_user(request)
     body = await read_json_body(request)
-    await request.app[HS].account_data.put(user_id, None, request.match_info["type"], body)
+    await request.config_dict[ACCOUNT_DATA].put(user_id, None, request.match_info["type"], body)
     return json_response({})
 
 
 @routes.get(PREFIX + "/rooms/{room_id}/account_data/{type}")
 async def get_room(request: web.Request) -> web.Response:
-    content = await request.app[HS].account_data.get(_own_user(request), request.match_info["room_id"],
+    content = await request.config_dict[ACCOUNT_DATA].get(_own_user(request), request.match_info["room_id"],
                                                      request.match_info["type"])
     return json_response(content)
 
@@ -49,13 +49,13 @@ async def get_room(request: web.Request) -> web.Response:
 async def put_room(request: web.Request) -> web.Response:
     user_id = _own_user(request)
     body = await read_json_body(request)
-    await request.app[HS].account_data.put(user_id, request.match_info["room_id"], request.match_info["type"], body)
+    await request.config_dict[ACCOUNT_DATA].put(user_id, request.match_info["room_id"], request.match_info["type"], body)
     return json_response({})
 
 
 @routes.get(PREFIX + "/rooms/{room_id}/tags")
 async def get_tags(request: web.Request) -> web.Response:
-    tags = await request.app[HS].account_data.get_tags(_own_user(request), request.match_info["room_id"])
+    tags = await request.config_dict[ACCOUNT_DATA].get_tags(_own_user(request), request.match_info["room_id"])
     return json_response({"tags": tags})
 
 
@@ -63,12 +63,12 @@ async def get_tags(request: web.Request) -> web.Response:
 async def put_tag(request: web.Request) -> web.Response:
     user_id = _own_user(request)
     body = await read_json_body(request, allow_empty=True)
-    await request.app[HS].account_data.add_tag(user_id, request.match_info["room_id"], request.match_info["tag"], body)
+    await request.config_dict[ACCOUNT_DATA].add_tag(user_id, request.match_info["room_id"], request.match_info["tag"], body)
     return json_response({})
 
 
 @routes.delete(PREFIX + "/rooms/{room_id}/tags/{tag}")
 async def delete_tag(request: web.Request) -> web.Response:
     user_id = _own_user(request)
-    await request.app[HS].account_data.remove_tag(user_id, request.match_info["room_id"], request.match_info["tag"])
+    await request.config_dict[ACCOUNT_DATA].remove_tag(user_id, request.match_info["room_id"], request.match_info["tag"])
     return json_response({})

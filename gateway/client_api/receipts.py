@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..appkeys import HS
+from ..appkeys import RECEIPTS
 from ..http import MatrixError, json_response, read_json_body
 from .auth import requester
 
@@ -24,7 +24,7 @@ async def post_receipt(request: web.Request) -> web.Response:
     receipt_type = request.match_info["receipt_type"]
     if receipt_type == "m.fully_read" and thread_id is not None:
         raise MatrixError.invalid_param("m.fully_read takes no 'thread_id'")
-    await request.app[HS].receipts.send_receipt(
+    await request.config_dict[RECEIPTS].send_receipt(
         requester(request).user_id, request.match_info["room_id"], receipt_type, request.match_info["event_id"],
         thread_id,
     )
@@ -40,7 +40,7 @@ async def post_read_markers(request: web.Request) -> web.Response:
         if value is not None and not isinstance(value, str):
             raise MatrixError.bad_json(f"'{key}' must be an event ID")
         ids[key] = value
-    await request.app[HS].receipts.set_read_markers(
+    await request.config_dict[RECEIPTS].set_read_markers(
         requester(request).user_id, request.match_info["room_id"], fully_read=ids["m.fully_read"],
         read=ids["m.read"], read_private=ids["m.read.private"],
     )

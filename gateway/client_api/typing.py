@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..appkeys import HS
+from ..appkeys import TYPING
 from ..http import MatrixError, json_response, read_json_body
 from .auth import requester
 
@@ -16,7 +16,6 @@ routes = web.RouteTableDef()
 
 @routes.put("/{ver:(r0|v3)}/rooms/{room_id}/typing/{user_id}")
 async def put_typing(request: web.Request) -> web.Response:
-    hs = request.app[HS]
     room_id, user_id = request.match_info["room_id"], request.match_info["user_id"]
     if requester(request).user_id != user_id:
         raise MatrixError.forbidden("You may only set your own typing state")
@@ -28,11 +27,9 @@ async def put_typing(request: web.Request) -> web.Response:
     timeout = body.get("timeout")
     if typing and timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise MatrixError.bad_json("'timeout' must be a non-negative integer (milliseconds)")
-    await hs.events.get_room(room_id)
-    member = await hs.events.state.get_membership(room_id, user_id)
-    if member is None or member.membership != "join":
-        raise MatrixError.forbidden(f"You are not joined to {room_id}")
+    service = request.config_dict[TYPING]
     if requester(request).shadow_banned:  # as Synapse: nobody sees them type
+        await service.check_may_type(user_id, room_id)
         return json_response({})
-    await hs.typing.set_typing(user_id, room_id, typing, timeout if typing else None)
+    await service.set_typing(user_id, room_id, typing, timeout if typing else None)
     return json_response({})

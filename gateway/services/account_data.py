@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..http import Codes, MatrixError
 from ..storage.account_data import GLOBAL, AccountDataStore
+
+if TYPE_CHECKING:
+    from .events import EventsService
+    from .notifier import Notifier
 
 #: Types a client may not set through the account data API (spec: 405 for m.fully_read
 #: on room data, and servers reject m.push_rules; both M_BAD_JSON).
@@ -30,9 +34,11 @@ E = TypeVar("E")  # a stored event (anything with a ``pdu``)
 
 
 class AccountDataService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.store = AccountDataStore(hs.db)
+    def __init__(self, *, store: AccountDataStore, events: EventsService, notifier: Notifier):
+        """``events``: rooms and memberships (room account data needs a member)."""
+        self.store = store
+        self.events = events
+        self.notifier = notifier
         #: user -> whom they ignore (read by every /sync; changed only through ``put``).
         self._ignored: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._ignored_changes = 0  # a read that raced with a change is not cached
@@ -43,8 +49,8 @@ class AccountDataService:
             raise MatrixError(405, Codes.BAD_JSON, f"Cannot set {data_type} through the account data API")
 
     async def _check_room(self, user_id: str, room_id: str) -> None:
-        await self.hs.events.get_room(room_id)
-        member = await self.hs.events.state.get_membership(room_id, user_id)
+        await self.events.get_room(room_id)
+        member = await self.events.state.get_membership(room_id, user_id)
         if member is None:
             raise MatrixError.forbidden(f"You are not a member of {room_id}")
 
@@ -88,12 +94,12 @@ class AccountDataService:
         if data_type == IGNORED_USERS:
             self._ignored_changes += 1
             self._ignored.pop(user_id, None)
-        self.hs.notifier.notify_users([user_id])
+        self.notifier.notify_users([user_id])
 
     async def put_room_internal(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]) -> None:
         """Set server-managed room data (the read marker)."""
         await self.store.put(user_id, room_id, data_type, content)
-        self.hs.notifier.notify_users([user_id])
+        self.notifier.notify_users([user_id])
 
     # --- tags ----------------------------------------------------------------------
 
@@ -116,7 +122,7 @@ class AccountDataService:
             return {"tags": tags}
 
         await self.store.update(user_id, room_id, TAGS, change)
-        self.hs.notifier.notify_users([user_id])
+        self.notifier.notify_users([user_id])
 
     async def remove_tag(self, user_id: str, room_id: str, tag: str) -> None:
         def change(old: dict[str, Any] | None) -> dict[str, Any]:
@@ -125,4 +131,4 @@ class AccountDataService:
             return {"tags": tags}
 
         await self.store.update(user_id, room_id, TAGS, change)
-        self.hs.notifier.notify_users([user_id])
+        self.notifier.notify_users([user_id])

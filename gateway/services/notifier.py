@@ -17,6 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..storage.sync import SyncStore
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,9 @@ class Waiter:
 
 
 class Notifier:
-    def __init__(self, hs):
-        self.hs = hs
+    def __init__(self, sync_store: SyncStore):
+        """``sync_store``: who a batch of membership events concerns."""
+        self.sync_store = sync_store
         self._by_user: dict[str, set[Waiter]] = {}
         self._by_room: dict[str, set[Waiter]] = {}
         self._unrouted: set[Waiter] = set()
@@ -139,7 +144,7 @@ class Notifier:
             while self._member_range is not None:
                 (first, last), self._member_range = self._member_range, None
                 try:
-                    targets = await self.hs.sync.store.get_member_event_targets(first, last)
+                    targets = await self.sync_store.get_member_event_targets(first, last)
                 except Exception:
                     log.exception("looking up membership changes for the notifier failed")
                     continue

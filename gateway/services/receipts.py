@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..http import MatrixError
 from ..storage.receipts import UNTHREADED, ReceiptRow, ReceiptStore
+
+if TYPE_CHECKING:
+    from .account_data import AccountDataService
+    from .events import EventsService
+    from .notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +40,26 @@ ReceiptListener = Callable[[str, str, str, str, dict[str, Any]], None]
 
 
 class ReceiptsService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.store = ReceiptStore(hs.db)
+    def __init__(self, *, store: ReceiptStore, events: EventsService, account_data: AccountDataService,
+                 notifier: Notifier, clock_ms: Callable[[], int]):
+        """``events``: rooms, memberships and the events receipts point at;
+        ``account_data``: where the read marker lives."""
+        self.store = store
+        self.events = events
+        self.account_data = account_data
+        self.notifier = notifier
+        self.clock_ms = clock_ms
         self._listeners: list[ReceiptListener] = []
 
     def add_listener(self, listener: ReceiptListener) -> None:
         self._listeners.append(listener)
 
     async def _check_event(self, user_id: str, room_id: str, event_id: str) -> int:
-        await self.hs.events.get_room(room_id)
-        member = await self.hs.events.state.get_membership(room_id, user_id)
+        await self.events.get_room(room_id)
+        member = await self.events.state.get_membership(room_id, user_id)
         if member is None or member.membership != "join":
             raise MatrixError.forbidden(f"You are not joined to {room_id}")
-        stored = await self.hs.events.store.get_event(event_id)
+        stored = await self.events.store.get_event(event_id)
         if stored is None or stored.pdu.room_id != room_id or stored.outlier:
             raise MatrixError.not_found(f"Unknown event {event_id} in {room_id}")
         return stored.stream_ordering
@@ -74,7 +85,7 @@ class ReceiptsService:
             if event_id is not None:
                 checked[kind] = (event_id, await self._check_event(user_id, room_id, event_id))
         if FULLY_READ in checked:
-            await self.hs.account_data.put_room_internal(user_id, room_id, FULLY_READ,
+            await self.account_data.put_room_internal(user_id, room_id, FULLY_READ,
                                                          {"event_id": checked[FULLY_READ][0]})
         for kind in RECEIPT_TYPES:
             if kind in checked:
@@ -86,7 +97,7 @@ class ReceiptsService:
         the event may arrive later)."""
         if receipt_type not in RECEIPT_TYPES or receipt_type in PRIVATE_TYPES or not event_ids:
             return
-        stored = await self.hs.events.store.get_events(event_ids)
+        stored = await self.events.store.get_events(event_ids)
         # One receipt per (type, user, thread): the latest of the events we know.
         known = sorted((s.stream_ordering, eid) for eid, s in stored.items() if s.pdu.room_id == room_id)
         event_id, position = (known[-1][1], known[-1][0]) if known else (event_ids[-1], None)
@@ -96,7 +107,7 @@ class ReceiptsService:
 
     async def _store(self, user_id: str, room_id: str, receipt_type: str, event_id: str, position: int | None,
                      thread_id: str | None, *, local: bool, ts: Any = None) -> None:
-        data: dict[str, Any] = {"ts": ts if isinstance(ts, int) else self.hs.clock_ms()}
+        data: dict[str, Any] = {"ts": ts if isinstance(ts, int) else self.clock_ms()}
         if thread_id is not None:
             data["thread_id"] = thread_id
         stream_id = await self.store.put_receipt(
@@ -105,7 +116,7 @@ class ReceiptsService:
         )
         if stream_id is None:
             return
-        self.hs.notifier.notify_room(room_id)
+        self.notifier.notify_room(room_id)
         if local and receipt_type not in PRIVATE_TYPES:
             for listener in self._listeners:
                 try:

@@ -22,7 +22,13 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..http import MatrixError
+
+if TYPE_CHECKING:
+    from .events import EventsService
+    from .notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +48,10 @@ class _RoomTyping:
 
 
 class TypingService:
-    def __init__(self, hs):
-        self.hs = hs
+    def __init__(self, *, events: EventsService, notifier: Notifier):
+        """``events``: rooms and memberships (only a joined user types)."""
+        self.events = events
+        self.notifier = notifier
         self.instance = secrets.token_hex(4)
         self.serial = 0
         self._rooms: dict[str, _RoomTyping] = {}
@@ -57,9 +65,17 @@ class TypingService:
     # --- changes -------------------------------------------------------------------
 
     async def set_typing(self, user_id: str, room_id: str, typing: bool, timeout_ms: int | None) -> None:
-        """A local user's PUT /typing (the caller checked who may)."""
+        """A local user's PUT /typing: 403 unless joined to the room."""
+        await self.check_may_type(user_id, room_id)
         timeout = min(max(0, timeout_ms or 30_000), MAX_TYPING_TIMEOUT_MS)
         self._apply(room_id, user_id, typing, timeout, local=True)
+
+    async def check_may_type(self, user_id: str, room_id: str) -> None:
+        """403 unless the user is joined to the room (404 for an unknown room)."""
+        await self.events.get_room(room_id)
+        member = await self.events.state.get_membership(room_id, user_id)
+        if member is None or member.membership != "join":
+            raise MatrixError.forbidden(f"You are not joined to {room_id}")
 
     def on_remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int | None = None) -> None:
         """An ``m.typing`` EDU from another server (checked by the caller: the user
@@ -92,7 +108,7 @@ class TypingService:
     def _changed(self, room_id: str, user_id: str, typing: bool, local: bool) -> None:
         self.serial += 1
         self._rooms[room_id].serial = self.serial
-        self.hs.notifier.notify_room(room_id)
+        self.notifier.notify_room(room_id)
         for listener, remote in self._listeners:
             if local or remote:
                 try:
