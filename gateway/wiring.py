@@ -50,7 +50,7 @@ def build(hs: "HomeServer") -> None:
     from .services.federation_transactions import EduHandlers, TransactionHandler
     from .services.guest_access import GuestAccessService
     from .services.initial_sync import InitialSyncService
-    from .services.keyring import KeyRing
+    from .services.keyring import KeyRing, network_fetchers, own_server_keys
     from .services.media import MediaService
     from .services.notifier import Notifier
     from .services.partial_state import PartialStateService
@@ -78,6 +78,7 @@ def build(hs: "HomeServer") -> None:
     from .storage.account_data import AccountDataStore
     from .storage.appservice import AppServiceStore
     from .storage.destinations import DestinationStore
+    from .storage.keys import ServerKeyStore
     from .storage.purge_history import PurgeHistoryStore
     from .storage.receipts import ReceiptStore
     from .storage.relations import RelationStore
@@ -162,7 +163,10 @@ def build(hs: "HomeServer") -> None:
     hs.initial_sync = InitialSyncService(hs)
 
     # --- federation ------------------------------------------------------------------
-    hs.keyring = KeyRing(hs)
+    fetcher, direct_fetcher = network_fetchers(federation_client, fed, clock_ms)
+    hs.keyring = KeyRing(store=ServerKeyStore(db), server_name=server_name,
+                         own_keys=own_server_keys(server_name, hs.signing_key, config.old_signing_keys),
+                         fetcher=fetcher, direct_fetcher=direct_fetcher, clock_ms=clock_ms)
     hs.federation_room_data = room_data = RoomDataService(hs)
     hs.federation_events = federation_events = FederationEventHandler(hs)
     hs.partial_state = PartialStateService(hs)

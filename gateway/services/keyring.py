@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import nacl.signing
 
@@ -35,10 +35,20 @@ from federation.net.key_fetchers import (
     NotaryKeyFetcher,
 )
 from federation.room_versions import RoomVersion
-from federation.signing import MAX_KEY_VALIDITY_MS, SignatureError, encode_verify_key, verify_event_signatures
+from federation.signing import (
+    MAX_KEY_VALIDITY_MS,
+    ServerSigningKey,
+    SignatureError,
+    encode_verify_key,
+    verify_event_signatures,
+)
 
-from ..server import HomeServer
 from ..storage.keys import ServerKeyStore
+
+if TYPE_CHECKING:
+    from federation.net.client import FederationClient
+
+    from ..config import FederationConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,49 +59,52 @@ MEMO_TTL_S = 60.0
 MEMO_MAX_SERVERS = 10_000
 
 
+def network_fetchers(client: FederationClient, config: FederationConfig,
+                     clock_ms: Callable[[], int]) -> tuple[KeyFetcher, KeyFetcher]:
+    """The fetchers of a running server: (``trusted_key_servers`` then the server
+    itself, the server itself alone for our notary duty)."""
+    direct = DirectKeyFetcher(client, clock_ms)
+    # Without configured verify_keys a notary is trusted through its TLS certificate
+    # alone: not when certificate checks are off.
+    notaries = [Notary(t.server_name, t.verify_keys) for t in config.trusted_key_servers
+                if t.verify_keys or config.federation_verify_certificates]
+    chain: list[KeyFetcher] = [NotaryKeyFetcher(client, notaries, clock_ms)] if notaries else []
+    return ChainedKeyFetcher([*chain, direct]), direct
+
+
+def own_server_keys(server_name: str, signing_key: ServerSigningKey,
+                    old_signing_keys: Mapping[str, Mapping[str, Any]]) -> list[ServerKey]:
+    """Our current key (valid for ever, for us) and the ``old_signing_keys``."""
+    keys = [ServerKey(server_name, signing_key.key_id, encode_verify_key(signing_key.verify_key), _FOREVER, None)]
+    for key_id, entry in old_signing_keys.items():
+        if key_id != signing_key.key_id:
+            keys.append(ServerKey(server_name, key_id, entry["key"], entry["expired_ts"], entry["expired_ts"]))
+    return keys
+
+
 class KeyRing:
-    def __init__(self, hs: HomeServer, *, fetcher: KeyFetcher | None = None,
-                 direct_fetcher: KeyFetcher | None = None, backoff: Backoff | None = None):
-        """``fetcher`` (notaries, then direct) and ``direct_fetcher`` (for our notary
-        duty) default to the network ones built from the config."""
-        self.hs = hs
-        self.store = ServerKeyStore(hs.db)
+    def __init__(self, *, store: ServerKeyStore, server_name: str, own_keys: Sequence[ServerKey],
+                 fetcher: KeyFetcher, direct_fetcher: KeyFetcher, clock_ms: Callable[[], int],
+                 backoff: Backoff | None = None):
+        """``fetcher`` answers what the database cannot (``network_fetchers`` in a
+        server); ``direct_fetcher`` asks the server itself (our notary duty);
+        ``own_keys`` are answered locally and never fetched (``own_server_keys``)."""
+        self.store = store
+        self.server_name = server_name
+        self.own_keys = list(own_keys)
+        self.clock_ms = clock_ms
         self.backoff = backoff or Backoff()
-        if direct_fetcher is None:
-            direct_fetcher = DirectKeyFetcher(hs.federation_client, hs.clock_ms)
-        if fetcher is None:
-            fed = hs.config.federation
-            # Without configured verify_keys a notary is trusted through its TLS
-            # certificate alone: not when certificate checks are off.
-            notaries = [Notary(t.server_name, t.verify_keys) for t in fed.trusted_key_servers
-                        if t.verify_keys or fed.federation_verify_certificates]
-            chain: list[KeyFetcher] = []
-            if notaries:
-                chain.append(NotaryKeyFetcher(hs.federation_client, notaries, hs.clock_ms))
-            chain.append(direct_fetcher)
-            fetcher = ChainedKeyFetcher(chain)
         self.fetcher = CoalescingKeyFetcher(fetcher, self.backoff)
         self.direct_fetcher = CoalescingKeyFetcher(direct_fetcher, self.backoff)
         self._memo: dict[str, tuple[float, list[ServerKey]]] = {}
-
-    # --- Our own keys
-
-    def _own_keys(self) -> list[ServerKey]:
-        own = self.hs.signing_key
-        keys = [ServerKey(self.hs.server_name, own.key_id, encode_verify_key(own.verify_key), _FOREVER, None)]
-        for key_id, entry in self.hs.config.old_signing_keys.items():
-            if key_id != own.key_id:
-                keys.append(ServerKey(self.hs.server_name, key_id, entry["key"], entry["expired_ts"],
-                                      entry["expired_ts"]))
-        return keys
 
     # --- Lookups
 
     async def _cached(self, server_name: str) -> list[ServerKey]:
         """What we hold for a server: from memory for a minute (a request or event
         burst from one server costs no database reads), else from the database."""
-        if server_name == self.hs.server_name:
-            return self._own_keys()
+        if server_name == self.server_name:
+            return self.own_keys
         now = time.monotonic()
         hit = self._memo.get(server_name)
         if hit is not None and now - hit[0] < MEMO_TTL_S:
@@ -106,13 +119,13 @@ class KeyRing:
         """Keys answering the requests, by (server, key ID), fetching what the cache
         cannot answer. Requests nobody can answer are missing from the result."""
         requests = list(requests)
-        now = self.hs.clock_ms()
+        now = self.clock_ms()
         held: dict[str, list[ServerKey]] = {}
         for server in {r.server_name for r in requests}:
             held[server] = await self._cached(server)
         missing = [
             r for r in requests
-            if r.server_name != self.hs.server_name
+            if r.server_name != self.server_name
             and not any(r.answered_by(k) for k in held[r.server_name])
             # No fetched key is trusted beyond seven days from now: do not ask for the impossible.
             and r.minimum_valid_until_ts <= now + MAX_KEY_VALIDITY_MS
@@ -131,9 +144,9 @@ class KeyRing:
         return out
 
     async def _store(self, response: ServerKeyResponse) -> None:
-        if response.server_name == self.hs.server_name:
+        if response.server_name == self.server_name:
             return  # never let anyone tell us our own keys
-        await self.store.store_response(response, self.hs.clock_ms())
+        await self.store.store_response(response, self.clock_ms())
         self._memo.pop(response.server_name, None)
 
     async def get_verify_key(self, server_name: str, key_id: str, *, minimum_valid_until_ts: int = 0

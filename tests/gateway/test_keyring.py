@@ -10,7 +10,8 @@ from federation.keyring import KeyRequest, ServerKey, ServerKeyResponse, parse_k
 from federation.net.key_fetchers import Backoff
 from federation.room_versions import RoomVersions
 from federation.signing import SignatureError, encode_verify_key, generate_signing_key, sign_event, sign_json
-from gateway.services.keyring import KeyRing
+from gateway.services.keyring import KeyRing, own_server_keys
+from gateway.storage.keys import ServerKeyStore
 from tests.gateway.client_api.conftest import config_overrides, hs  # noqa: F401
 
 DAY = 24 * 3600 * 1000
@@ -40,7 +41,15 @@ def make_keyring(hs, keys, **kw):
     frozen = hs.clock_ms()
     hs.clock_ms = lambda: frozen
     fake = FakeFetcher(hs, keys, **kw)
-    return KeyRing(hs, fetcher=fake, direct_fetcher=fake, backoff=Backoff(initial_s=60)), fake
+    return keyring_with(hs, fake), fake
+
+
+def keyring_with(hs, fetcher) -> KeyRing:
+    """The server's key ring, asking ``fetcher`` instead of the network."""
+    return KeyRing(store=ServerKeyStore(hs.db), server_name=hs.server_name,
+                   own_keys=own_server_keys(hs.server_name, hs.signing_key, hs.config.old_signing_keys),
+                   fetcher=fetcher, direct_fetcher=fetcher, clock_ms=lambda: hs.clock_ms(),
+                   backoff=Backoff(initial_s=60))
 
 
 async def test_own_keys_are_local_never_fetched(hs):

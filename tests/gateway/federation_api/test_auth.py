@@ -15,10 +15,8 @@ from federation.signing import build_x_matrix_authorization, generate_signing_ke
 from gateway.appkeys import HS
 from gateway.federation_api.auth import ORIGIN, x_matrix_middleware
 from gateway.http.middleware import error_middleware
-from gateway.services.keyring import KeyRing
-from federation.net.key_fetchers import Backoff
 from tests.gateway.client_api.conftest import client, config_overrides, hs, register  # noqa: F401
-from tests.gateway.test_keyring import FakeFetcher
+from tests.gateway.test_keyring import FakeFetcher, keyring_with
 
 REMOTE = "remote.test"
 KEY = generate_signing_key("rk1")
@@ -29,7 +27,7 @@ PROFILE = "/_matrix/federation/v1/query/profile?user_id=%40alice%3Ahs.test"
 @pytest.fixture
 def fake(hs):
     fetcher = FakeFetcher(hs, {REMOTE: KEY})
-    hs.__dict__["keyring"] = KeyRing(hs, fetcher=fetcher, direct_fetcher=fetcher, backoff=Backoff(initial_s=60))
+    hs.keyring = keyring_with(hs, fetcher)
     return fetcher
 
 

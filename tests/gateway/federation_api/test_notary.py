@@ -7,11 +7,9 @@ from __future__ import annotations
 import pytest
 
 from federation.keyring import parse_key_response
-from federation.net.key_fetchers import Backoff
 from federation.signing import generate_signing_key, verify_json_signature
-from gateway.services.keyring import KeyRing
 from tests.gateway.client_api.conftest import client, config_overrides, hs  # noqa: F401
-from tests.gateway.test_keyring import DAY, FakeFetcher
+from tests.gateway.test_keyring import DAY, FakeFetcher, keyring_with
 
 REMOTE = "remote.test"
 KEY = generate_signing_key("r1")
@@ -22,7 +20,7 @@ def fake(hs):
     frozen = hs.clock_ms()
     hs.clock_ms = lambda: frozen
     fetcher = FakeFetcher(hs, {REMOTE: KEY})
-    hs.__dict__["keyring"] = KeyRing(hs, fetcher=fetcher, direct_fetcher=fetcher, backoff=Backoff(initial_s=60))
+    hs.keyring = keyring_with(hs, fetcher)
     return fetcher
 
 
