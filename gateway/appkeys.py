@@ -14,14 +14,18 @@ from .server import HomeServer
 
 if TYPE_CHECKING:
     from .services.account_data import AccountDataService
+    from .services.media import MediaService
     from .services.receipts import ReceiptsService
     from .services.typing import TypingService
+    from .services.url_preview import UrlPreviewer
 
 HS = web.AppKey("homeserver", HomeServer)
 
 ACCOUNT_DATA: web.AppKey[AccountDataService] = web.AppKey("account_data")
+MEDIA: web.AppKey[MediaService] = web.AppKey("media")
 RECEIPTS: web.AppKey[ReceiptsService] = web.AppKey("receipts")
 TYPING: web.AppKey[TypingService] = web.AppKey("typing")
+URL_PREVIEWER: web.AppKey[UrlPreviewer] = web.AppKey("url_previewer")
 
 
 def install_services(app: web.Application, hs: HomeServer) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .appkeys import HS
+from .appkeys import HS, MEDIA
 from .client_api import media as client_media
 from .http.auth import access_token_middleware, public, requester
 from .http import Codes, MatrixError, json_response
@@ -19,7 +19,7 @@ preview_routes = web.RouteTableDef()
 
 
 def _check_declared_size(request: web.Request) -> None:
-    limit = request.app[HS].config.media.max_upload_size
+    limit = request.config_dict[MEDIA].config.max_upload_size
     if request.content_length is not None and request.content_length > limit:
         raise MatrixError(413, Codes.TOO_LARGE, f"Upload is larger than the limit of {limit} bytes")
 
@@ -32,8 +32,8 @@ async def _chunks(request: web.Request):
 @routes.post("/{ver:(r0|v3|v1)}/upload")
 async def upload(request: web.Request) -> web.Response:
     _check_declared_size(request)
-    mxc = await request.app[HS].media.upload(requester(request).user_id, request.headers.get("Content-Type"),
-                                             request.query.get("filename"), _chunks(request))
+    mxc = await request.config_dict[MEDIA].upload(requester(request).user_id, request.headers.get("Content-Type"),
+                                                  request.query.get("filename"), _chunks(request))
     return json_response({"content_uri": mxc})
 
 
@@ -49,9 +49,9 @@ async def create(request: web.Request) -> web.Response:
 @routes.put("/{ver:(r0|v3)}/upload/{server_name}/{media_id}")
 async def upload_to(request: web.Request) -> web.Response:
     _check_declared_size(request)
-    await request.app[HS].media.upload_to(requester(request).user_id, request.match_info["server_name"],
-                                          request.match_info["media_id"], request.headers.get("Content-Type"),
-                                          request.query.get("filename"), _chunks(request))
+    await request.config_dict[MEDIA].upload_to(requester(request).user_id, request.match_info["server_name"],
+                                               request.match_info["media_id"], request.headers.get("Content-Type"),
+                                               request.query.get("filename"), _chunks(request))
     return json_response({})
 
 
@@ -63,9 +63,9 @@ async def get_config(request: web.Request) -> web.Response:
 def _legacy_allowed(request: web.Request) -> bool:
     """Whether remote media may be fetched; 404 when the deprecated endpoints are frozen
     (``enable_authenticated_media``), except for the IdP icons of our login pages."""
-    hs = request.app[HS]
+    media = request.config_dict[MEDIA]
     key = (request.match_info["server_name"], request.match_info["media_id"])
-    if hs.config.media.enable_authenticated_media and key not in hs.media.public_media:
+    if media.config.enable_authenticated_media and key not in media.public_media:
         # As Synapse: only /_matrix/client/v1/media serves new media.
         raise MatrixError.not_found("Not found")
     return request.query.get("allow_remote", "true").lower() != "false"

@@ -27,7 +27,7 @@ def build(hs: "HomeServer") -> None:
     """Build the services of ``hs`` and connect them. Modules are loaded last, when
     everything they may call exists; a broken one raises ``ConfigError`` naming its key."""
     from federation.net.client import FederationClient
-    from federation.net.resolver import ServerResolver
+    from federation.net.resolver import ServerResolver, create_connector
 
     from .modules import LoadedModules, load_modules
     from .oauth.service import OAuthService
@@ -51,7 +51,7 @@ def build(hs: "HomeServer") -> None:
     from .services.guest_access import GuestAccessService
     from .services.initial_sync import InitialSyncService
     from .services.keyring import KeyRing, network_fetchers, own_server_keys
-    from .services.media import MediaService
+    from .services.media import MediaService, idp_icons
     from .services.notifier import Notifier
     from .services.partial_state import PartialStateService
     from .services.profiles import ProfileService
@@ -79,6 +79,7 @@ def build(hs: "HomeServer") -> None:
     from .storage.appservice import AppServiceStore
     from .storage.destinations import DestinationStore
     from .storage.keys import ServerKeyStore
+    from .storage.media import MediaStore
     from .storage.purge_history import PurgeHistoryStore
     from .storage.receipts import ReceiptStore
     from .storage.relations import RelationStore
@@ -86,7 +87,7 @@ def build(hs: "HomeServer") -> None:
     from .storage.spaces import SpacesStore
     from .storage.sync import SyncStore
 
-    from .appkeys import ACCOUNT_DATA, RECEIPTS, TYPING
+    from .appkeys import ACCOUNT_DATA, MEDIA, RECEIPTS, TYPING, URL_PREVIEWER
 
     config, db, server_name = hs.config, hs.db, hs.server_name
 
@@ -109,6 +110,11 @@ def build(hs: "HomeServer") -> None:
     fed = config.federation
     policy, ctx = outbound_ip_policy(fed), outbound_ssl_context(fed)
     resolver = ServerResolver(nameservers=list(fed.dns_nameservers) or None, ip_policy=policy, ssl_context=ctx)
+
+    def outbound_connector():
+        """Connections to other servers' HTTP endpoints, under the outbound IP rules."""
+        return create_connector(policy=policy, ssl_context=ctx)
+
     hs.federation_client = federation_client = FederationClient(
         server_name=server_name, signing_key=hs.signing_key, resolver=resolver, ssl_context=ctx, ip_policy=policy,
         no_verify_patterns=fed.federation_certificate_verification_whitelist,
@@ -186,8 +192,10 @@ def build(hs: "HomeServer") -> None:
                                              federation_events=federation_events, backfill=backfill)
 
     # --- media -------------------------------------------------------------------------
-    hs.media = media = MediaService(hs)
-    hs.url_previewer = UrlPreviewer(media)
+    hs.media = media = provide(MEDIA, MediaService(config=config.media, store=MediaStore(db, server_name), server_name=server_name,
+                                    federation_client=federation_client, outbound_connector=outbound_connector,
+                                    public_media=idp_icons(config.sso), clock_ms=clock_ms))
+    hs.url_previewer = provide(URL_PREVIEWER, UrlPreviewer(media))
 
     # --- listeners and hooks -----------------------------------------------------------
     # Push rules are evaluated for every new event (unread counts, pushers).

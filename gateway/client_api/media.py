@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..appkeys import HS
+from ..appkeys import MEDIA, URL_PREVIEWER
 from ..http import Codes, MatrixError, json_response
 from ..http.content import file_response
 from ..http.query import thumbnail_params
@@ -19,7 +19,7 @@ routes = web.RouteTableDef()
 preview_routes = web.RouteTableDef()
 
 async def download(request: web.Request, *, allow_remote: bool = True) -> web.StreamResponse:
-    media = request.app[HS].media
+    media = request.config_dict[MEDIA]
     info = await media.get_media(request.match_info["server_name"], request.match_info["media_id"],
                                  timeout_ms=timeout_ms_param(request.query.get("timeout_ms")),
                                  allow_remote=allow_remote)
@@ -30,21 +30,21 @@ async def download(request: web.Request, *, allow_remote: bool = True) -> web.St
 
 async def thumbnail(request: web.Request, *, allow_remote: bool = True) -> web.StreamResponse:
     width, height, method = thumbnail_params(request)
-    served = await request.app[HS].media.thumbnail_of(
+    served = await request.config_dict[MEDIA].thumbnail_of(
         request.match_info["server_name"], request.match_info["media_id"], width, height, method,
         timeout_ms=timeout_ms_param(request.query.get("timeout_ms")), allow_remote=allow_remote)
     return file_response(served.path, served.media_type, served.upload_name)
 
 
 def config_response(request: web.Request) -> web.Response:
-    return json_response({"m.upload.size": request.app[HS].config.media.max_upload_size})
+    return json_response({"m.upload.size": request.config_dict[MEDIA].config.max_upload_size})
 
 
 async def preview(request: web.Request) -> web.Response:
     url = request.query.get("url")
     if not url:
         raise MatrixError(400, Codes.MISSING_PARAM, "Missing query parameter 'url'")
-    return json_response(await request.app[HS].url_previewer.preview(url, requester(request).user_id))
+    return json_response(await request.config_dict[URL_PREVIEWER].preview(url, requester(request).user_id))
 
 
 @routes.get("/v1/media/config")

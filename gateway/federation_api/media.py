@@ -11,7 +11,7 @@ import secrets
 
 from aiohttp import web
 
-from ..appkeys import HS
+from ..appkeys import MEDIA
 from ..http.query import thumbnail_params
 from ..http.content import content_disposition
 from ..services.media import ServedFile, timeout_ms_param
@@ -42,7 +42,7 @@ async def _multipart(request: web.Request, served: ServedFile) -> web.StreamResp
 
 @routes.get("/v1/media/download/{media_id}")
 async def download(request: web.Request) -> web.StreamResponse:
-    media = request.app[HS].media
+    media = request.config_dict[MEDIA]
     info = await media.get_local(request.match_info["media_id"], timeout_ms_param(request.query.get("timeout_ms")))
     return await _multipart(request, media.served(info))
 
@@ -50,6 +50,6 @@ async def download(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/media/thumbnail/{media_id}")
 async def thumbnail(request: web.Request) -> web.StreamResponse:
     width, height, method = thumbnail_params(request)
-    media = request.app[HS].media
+    media = request.config_dict[MEDIA]
     info = await media.get_local(request.match_info["media_id"], timeout_ms_param(request.query.get("timeout_ms")))
     return await _multipart(request, await media.thumbnail(info, width, height, method))

@@ -14,7 +14,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator, Callable, Iterable
 
 import aiohttp
 from aiohttp.multipart import BadContentDispositionHeader, content_disposition_filename, parse_content_disposition
@@ -30,7 +30,9 @@ from . import thumbnailer
 from .media_files import MediaFiles, TooLargeError, new_id
 
 if TYPE_CHECKING:
-    from ..server import HomeServer
+    from federation.net.client import FederationClient
+
+    from ..config import MediaConfig, SsoSections
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +121,18 @@ class KeyedLocks:
 
 
 class MediaService:
-    def __init__(self, hs: "HomeServer"):
-        self.hs = hs
-        self.config = hs.config.media
-        self.store = MediaStore(hs.db, hs.server_name)
+    def __init__(self, *, config: MediaConfig, store: MediaStore, server_name: str,
+                 federation_client: FederationClient, outbound_connector: Callable[[], aiohttp.BaseConnector],
+                 public_media: Iterable[tuple[str, str]], clock_ms: Callable[[], int]):
+        """``federation_client`` fetches remote media; ``outbound_connector()`` makes the
+        connector (outbound IP rules) of the session for legacy media URLs;
+        ``public_media``: (server, media ID) the unauthenticated endpoints keep serving."""
+        self.config = config
+        self.store = store
+        self.server_name = server_name
+        self.federation_client = federation_client
+        self.outbound_connector = outbound_connector
+        self.clock_ms = clock_ms
         self.files = MediaFiles(self.config.media_store_path)
         self._uploaded: dict[str, asyncio.Event] = {}
         self._remote_locks = KeyedLocks()
@@ -133,15 +143,11 @@ class MediaService:
         #: Media the deprecated unauthenticated endpoints keep serving even when
         #: authenticated media is enforced: the IdP icons of the login pages (as the spec
         #: advises), which browsers load without an access token.
-        self.public_media = frozenset(_idp_icons(hs.config.sso))
+        self.public_media = frozenset(public_media)
 
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
-
-    @property
-    def server_name(self) -> str:
-        return self.hs.server_name
 
     def mxc(self, media_id: str) -> str:
         return f"mxc://{self.server_name}/{media_id}"
@@ -154,7 +160,7 @@ class MediaService:
         media_type, upload_name = check_upload(content_type, upload_name)
         written = await self._write(chunks)
         media_id = new_id()
-        await self.store.store_local_media(media_id=media_id, user_id=user_id, now_ms=self.hs.clock_ms(),
+        await self.store.store_local_media(media_id=media_id, user_id=user_id, now_ms=self.clock_ms(),
                                            media_type=media_type, length=written.length, upload_name=upload_name,
                                            filesystem_id=written.filesystem_id, sha256=written.sha256)
         return self.mxc(media_id)
@@ -168,7 +174,7 @@ class MediaService:
 
     async def create(self, user_id: str) -> tuple[str, int]:
         """Reserve an mxc:// URI for a later upload: (URI, unused_expires_at)."""
-        now = self.hs.clock_ms()
+        now = self.clock_ms()
         media_id = new_id()
         expires = now + self.config.unused_expiration_time_ms
         ok = await self.store.create_pending(media_id=media_id, user_id=user_id, now_ms=now, expires_ts=expires,
@@ -186,7 +192,7 @@ class MediaService:
             raise MatrixError.not_found("Unknown media ID")
         info = await self._check_pending(user_id, media_id)
         written = await self._write(chunks)
-        ok = await self.store.complete_pending(media_id=info.media_id, user_id=user_id, now_ms=self.hs.clock_ms(),
+        ok = await self.store.complete_pending(media_id=info.media_id, user_id=user_id, now_ms=self.clock_ms(),
                                                media_type=media_type, length=written.length,
                                                upload_name=upload_name, filesystem_id=written.filesystem_id,
                                                sha256=written.sha256)
@@ -206,7 +212,7 @@ class MediaService:
             raise MatrixError.forbidden("Only the user who created this media ID can upload to it")
         if info.uploaded:
             raise MatrixError(409, CANNOT_OVERWRITE, "Media ID already has content")
-        if info.unused_expires_ts is not None and info.unused_expires_ts <= self.hs.clock_ms():
+        if info.unused_expires_ts is not None and info.unused_expires_ts <= self.clock_ms():
             raise MatrixError.not_found("Media ID has expired")
         return info
 
@@ -226,7 +232,7 @@ class MediaService:
             if info.uploaded:
                 await self._touch(info.origin, media_id)
                 return info
-            if info.unused_expires_ts is not None and info.unused_expires_ts <= self.hs.clock_ms():
+            if info.unused_expires_ts is not None and info.unused_expires_ts <= self.clock_ms():
                 self._uploaded.pop(media_id, None)
                 raise MatrixError.not_found("Unknown media ID")
             remaining = deadline - loop.time()
@@ -379,7 +385,7 @@ class MediaService:
         """GET /_matrix/federation/v1/media/{kind}/{mediaId} (multipart), then, for older
         servers, the deprecated /_matrix/media/v3/{kind}/{origin}/{mediaId} with
         allow_remote=false. (media type, file name, written file); errors as Synapse maps them."""
-        client = self.hs.federation_client
+        client = self.federation_client
         try:
             async with client.stream("GET", origin, f"/_matrix/federation/v1/media/{kind}/{media_id}",
                                      query=query, timeout=REMOTE_FETCH_TIMEOUT) as resp:
@@ -441,14 +447,7 @@ class MediaService:
 
     def _http_session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            from federation.net.resolver import create_connector
-
-            from ..outbound import outbound_ip_policy, outbound_ssl_context
-
-            fed = self.hs.config.federation
-            self._http = aiohttp.ClientSession(
-                connector=create_connector(policy=outbound_ip_policy(fed), ssl_context=outbound_ssl_context(fed)),
-                headers={"User-Agent": "Gateway"})
+            self._http = aiohttp.ClientSession(connector=self.outbound_connector(), headers={"User-Agent": "Gateway"})
         return self._http
 
     async def _write_remote(self, chunks: AsyncIterable[bytes], declared: int | None):
@@ -463,7 +462,7 @@ class MediaService:
     async def _cache_remote(self, origin: str, media_id: str, media_type: str, upload_name: str | None,
                             written) -> MediaInfo:
         stored = await self.store.store_remote_media(
-            origin=origin, media_id=media_id, now_ms=self.hs.clock_ms(), media_type=media_type,
+            origin=origin, media_id=media_id, now_ms=self.clock_ms(), media_type=media_type,
             length=written.length, upload_name=upload_name, filesystem_id=written.filesystem_id,
             sha256=written.sha256)
         if not stored:
@@ -492,7 +491,7 @@ class MediaService:
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as e:
             raise MatrixError(502, Codes.UNKNOWN, f"Failed to fetch {url}: {e}") from None
         media_id = new_id()
-        await self.store.store_local_media(media_id=media_id, user_id=user_id, now_ms=self.hs.clock_ms(),
+        await self.store.store_local_media(media_id=media_id, user_id=user_id, now_ms=self.clock_ms(),
                                            media_type=media_type, length=written.length, upload_name=upload_name,
                                            filesystem_id=written.filesystem_id, sha256=written.sha256)
         return self.mxc(media_id)
@@ -537,7 +536,8 @@ class MediaService:
         return count
 
 
-def _idp_icons(sso) -> set[tuple[str, str]]:
+def idp_icons(sso: SsoSections) -> set[tuple[str, str]]:
+    """The (server, media ID) of the IdP icons of the login pages given as mxc URIs."""
     providers = [*sso.oidc_providers, sso.saml2_config, sso.cas_config]
     icons = set()
     for provider in providers:
