@@ -78,6 +78,7 @@ def build(hs: "HomeServer") -> None:
     from .storage.account_data import AccountDataStore
     from .storage.appservice import AppServiceStore
     from .storage.destinations import DestinationStore
+    from .storage.directory import DirectoryStore
     from .storage.keys import ServerKeyStore
     from .storage.media import MediaStore
     from .storage.purge_history import PurgeHistoryStore
@@ -135,7 +136,9 @@ def build(hs: "HomeServer") -> None:
     hs.account_data = account_data = provide(ACCOUNT_DATA, AccountDataService(
         store=AccountDataStore(db), events=events, notifier=notifier))
     hs.push = push = PushService(hs)
-    hs.directory = directory = DirectoryService(hs)
+    hs.directory = directory = DirectoryService(
+        config=config.directory, store=DirectoryStore(db), server_name=server_name, events=events,
+        federation_client=federation_client, appservices=appservices, modules=modules.callbacks, clock_ms=clock_ms)
     hs.rooms = rooms = RoomsService(hs)
     hs.room_admin = RoomAdminService(hs)
     hs.profiles = profiles = ProfileService(

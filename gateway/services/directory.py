@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from federation.auth_rules import get_required_level_for_event, get_user_power_level
 from federation.ids import RoomAlias, get_domain_from_id
@@ -23,6 +23,14 @@ from federation.net.client import FederationRequestError
 from ..config.directory import rules_allow
 from ..http import Codes, MatrixError
 from ..storage.directory import AliasExistsError, DirectoryStore, RoomSummary
+
+if TYPE_CHECKING:
+    from federation.net.client import FederationClient
+
+    from ..config.directory import DirectoryConfig
+    from ..modules import ModuleCallbacks
+    from .appservices import AppServices
+    from .events import EventsService
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +71,23 @@ def room_chunk(room: RoomSummary) -> dict[str, Any]:
 
 
 class DirectoryService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.store = DirectoryStore(hs.db)
-        self.config = hs.config.directory
+    def __init__(self, *, config: DirectoryConfig, store: DirectoryStore, server_name: str, events: EventsService,
+                 federation_client: FederationClient, appservices: AppServices, modules: ModuleCallbacks,
+                 clock_ms: Callable[[], int]):
+        """``events``: rooms, their state and the events aliases send; ``federation_client``
+        asks other servers about their aliases and public rooms; ``appservices``: the
+        aliases services hold, and asking them about unknown ones."""
+        self.config = config
+        self.store = store
+        self.server_name = server_name
+        self.events = events
+        self.federation_client = federation_client
+        self.appservices = appservices
+        self.modules = modules
+        self.clock_ms = clock_ms
 
     def is_local(self, alias: RoomAlias) -> bool:
-        return alias.server_name == self.hs.server_name
+        return alias.server_name == self.server_name
 
     # --- aliases -----------------------------------------------------------------
 
@@ -82,16 +100,16 @@ class DirectoryService:
         parsed = parse_alias(alias)
         if not self.is_local(parsed):
             raise MatrixError.invalid_param("Room aliases can only be created on this server")
-        await self.hs.events.get_room(room_id)
-        if self.hs.config.appservice.services:
-            self.hs.appservices.check_alias_allowed(alias, app_service_id, user_id)
+        await self.events.get_room(room_id)
+        if self.appservices.services:
+            self.appservices.check_alias_allowed(alias, app_service_id, user_id)
         if not is_admin and app_service_id is None:
-            member = await self.hs.events.state.get_membership(room_id, user_id)
+            member = await self.events.state.get_membership(room_id, user_id)
             if member is None or member.membership != "join":
                 raise MatrixError.forbidden("You must be joined to the room to give it an alias")
             if not rules_allow(self.config.alias_creation_rules, user_id, room_id, [alias]):
                 raise MatrixError.forbidden("This server does not allow you to create this alias")
-            await self.hs.modules.callbacks.spam_check("user_may_create_room_alias", "Creating this alias",
+            await self.modules.spam_check("user_may_create_room_alias", "Creating this alias",
                                                        user_id, parsed)
         await self._insert_alias(alias, room_id, user_id)
 
@@ -102,7 +120,7 @@ class DirectoryService:
 
     async def _insert_alias(self, alias: str, room_id: str, creator: str) -> None:
         try:
-            await self.store.create_alias(alias, room_id, creator, self.hs.clock_ms())
+            await self.store.create_alias(alias, room_id, creator, self.clock_ms())
         except AliasExistsError:
             raise MatrixError(409, Codes.ROOM_IN_USE, f"Room alias {alias} already exists") from None
 
@@ -119,8 +137,8 @@ class DirectoryService:
         parsed = parse_alias(alias)
         if not self.is_local(parsed):
             raise MatrixError.invalid_param("Only aliases on this server can be deleted here")
-        if self.hs.config.appservice.services:
-            self.hs.appservices.check_alias_allowed(alias, app_service_id, user_id)
+        if self.appservices.services:
+            self.appservices.check_alias_allowed(alias, app_service_id, user_id)
         row = await self.store.get_alias(alias)
         if row is None:
             raise MatrixError.not_found(f"Room alias {alias} not found")
@@ -133,10 +151,10 @@ class DirectoryService:
     async def _drop_from_canonical_alias(self, room_id: str, user_id: str, alias: str) -> None:
         from .events import EventSpec
 
-        event_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.canonical_alias", "")
+        event_id = await self.events.state.get_current_state_event_id(room_id, "m.room.canonical_alias", "")
         if event_id is None:
             return
-        pdu = (await self.hs.events.get_pdus([event_id])).get(event_id)
+        pdu = (await self.events.get_pdus([event_id])).get(event_id)
         if pdu is None:
             return
         content = dict(pdu.content)
@@ -151,7 +169,7 @@ class DirectoryService:
         if not changed:
             return
         try:
-            await self.hs.events.send_event(room_id, EventSpec("m.room.canonical_alias", user_id, content, ""))
+            await self.events.send_event(room_id, EventSpec("m.room.canonical_alias", user_id, content, ""))
         except MatrixError as e:
             log.info("could not update the canonical alias of %s after deleting %s: %s", room_id, alias, e)
 
@@ -165,13 +183,13 @@ class DirectoryService:
         parsed = parse_alias(alias)
         if self.is_local(parsed):
             row = await self.store.get_alias(alias)
-            if row is None and self.hs.config.appservice.services and await self.hs.appservices.query_alias_exists(alias):
+            if row is None and self.appservices.services and await self.appservices.query_alias_exists(alias):
                 row = await self.store.get_alias(alias)  # the application service made it meanwhile
             if row is None:
                 raise MatrixError.not_found(f"Room alias {alias} not found")
             return row.room_id, await self.servers_in_room(row.room_id)
         try:
-            answer = await self.hs.federation_client.request(
+            answer = await self.federation_client.request(
                 "GET", parsed.server_name, "/_matrix/federation/v1/query/directory", query={"room_alias": alias},
                 timeout=30,
             )
@@ -191,8 +209,8 @@ class DirectoryService:
 
     async def servers_in_room(self, room_id: str) -> list[str]:
         """This server first, then the servers of the joined members."""
-        servers = [self.hs.server_name]
-        for m in await self.hs.events.state.get_members(room_id, "join"):
+        servers = [self.server_name]
+        for m in await self.events.state.get_members(room_id, "join"):
             try:
                 domain = get_domain_from_id(m.user_id)
             except ValueError:
@@ -226,13 +244,13 @@ class DirectoryService:
 
     async def may_send_state(self, room_id: str, user_id: str, event_type: str) -> bool:
         """Whether ``user_id`` is joined and has the power to send this state event."""
-        member = await self.hs.events.state.get_membership(room_id, user_id)
+        member = await self.events.state.get_membership(room_id, user_id)
         if member is None or member.membership != "join":
             return False
-        room = await self.hs.events.get_room(room_id)
-        current = await self.hs.events.state.get_current_state_ids(room_id)
+        room = await self.events.get_room(room_id)
+        current = await self.events.state.get_current_state_ids(room_id)
         keys = [("m.room.power_levels", ""), ("m.room.create", "")]
-        pdus = await self.hs.events.get_pdus([current[k] for k in keys if k in current])
+        pdus = await self.events.get_pdus([current[k] for k in keys if k in current])
         pl = pdus.get(current.get(("m.room.power_levels", ""), ""))
         create = pdus.get(current.get(("m.room.create", ""), ""))
         pl_content = pl.content if pl is not None else None
@@ -242,7 +260,7 @@ class DirectoryService:
     # --- the public room list ----------------------------------------------------------
 
     async def get_visibility(self, room_id: str) -> str:
-        room = await self.hs.events.get_room(room_id)
+        room = await self.events.get_room(room_id)
         return "public" if room.is_public else "private"
 
     async def set_visibility(self, user_id: str, room_id: str, visibility: str, *, is_admin: bool = False) -> None:
@@ -251,16 +269,16 @@ class DirectoryService:
         ``room_list_publication_rules`` to allow it."""
         if visibility not in ("public", "private"):
             raise MatrixError.invalid_param("'visibility' must be 'public' or 'private'")
-        await self.hs.events.get_room(room_id)
+        await self.events.get_room(room_id)
         if not is_admin and not await self.may_send_state(room_id, user_id, "m.room.canonical_alias"):
             raise MatrixError.forbidden("You may not change this room's visibility in the room directory")
         if visibility == "public" and not is_admin:
             await self.check_may_publish(user_id, room_id)
-            await self.hs.modules.callbacks.spam_check("user_may_publish_room", "Publishing this room",
+            await self.modules.spam_check("user_may_publish_room", "Publishing this room",
                                                        user_id, room_id)
-        modules = self.hs.modules.callbacks
+        modules = self.modules
         if modules.has("check_visibility_can_be_modified"):
-            state = await self.hs.events.module_state_map(await self.hs.events.state.get_current_state_ids(room_id))
+            state = await self.events.module_state_map(await self.events.state.get_current_state_ids(room_id))
             await modules.all_true("check_visibility_can_be_modified", "Changing this room's visibility",
                                    room_id, state, visibility)
         await self.store.set_room_public(room_id, visibility == "public")
@@ -280,8 +298,8 @@ class DirectoryService:
             raise MatrixError.forbidden("Not allowed to publish this room in the room directory")
 
     async def _canonical_alias(self, room_id: str) -> str | None:
-        event_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.canonical_alias", "")
-        pdu = (await self.hs.events.get_pdus([event_id])).get(event_id) if event_id else None
+        event_id = await self.events.state.get_current_state_event_id(room_id, "m.room.canonical_alias", "")
+        pdu = (await self.events.get_pdus([event_id])).get(event_id) if event_id else None
         alias = pdu.content.get("alias") if pdu is not None else None
         return alias if isinstance(alias, str) else None
 
@@ -313,7 +331,7 @@ class DirectoryService:
     async def query_remote_public_rooms(self, server: str, body: Mapping[str, Any]) -> Any:
         """``POST /_matrix/federation/v1/publicRooms`` on another server."""
         try:
-            return await self.hs.federation_client.request(
+            return await self.federation_client.request(
                 "POST", server, "/_matrix/federation/v1/publicRooms",
                 content={k: v for k, v in body.items() if v is not None}, timeout=30,
             )
