@@ -123,6 +123,7 @@ def build(hs: "HomeServer") -> None:
 
     # --- rooms and events ---------------------------------------------------------
     hs.events = events = EventsService(hs)
+    hs.federation_sender = sender = FederationSender(hs)
     hs.auth = auth = AuthService(hs)
     hs.oauth = oauth = OAuthService(db=db, config=config.oauth, baseurl=config.public_baseurl, clock_ms=clock_ms,
                                     devices=auth.devices, users=auth.users)
@@ -155,7 +156,10 @@ def build(hs: "HomeServer") -> None:
     hs.reports = ReportsService(server_name=server_name, db=db, events=events, users=rooms.users,
                                 ratelimiter=ratelimiters["rc_reports"], clock_ms=clock_ms)
     hs.server_notices = ServerNoticesService(hs)
-    hs.user_directory = user_directory = UserDirectoryService(hs)
+    hs.user_directory = user_directory = UserDirectoryService(
+        config=config.directory, db=db, server_name=server_name, events=events, notifier=notifier,
+        federation_sender=sender, ratelimiter=ratelimiters["rc_presence.per_user"], modules=modules.callbacks,
+        clock_ms=clock_ms)
 
     # --- ephemeral data, sync ------------------------------------------------------
     hs.typing = typing = provide(TYPING, TypingService(events=events, notifier=notifier))
@@ -181,7 +185,6 @@ def build(hs: "HomeServer") -> None:
     hs.partial_state = PartialStateService(hs)
     hs.federation_membership = FederationMembershipHandler(hs)
     hs.federation_backfill = backfill = BackfillHandler(hs)
-    hs.federation_sender = sender = FederationSender(hs)
     hs.edu_handlers = edu_handlers = EduHandlers()
     hs.federation_transactions = TransactionHandler(hs)
     hs.purge_history = PurgeHistoryService(

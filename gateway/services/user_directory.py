@@ -13,7 +13,7 @@ in step). Presence is stored as each user sets it; /sync may read it with
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from federation.ids import is_valid_user_id
 
@@ -22,27 +22,48 @@ from ..storage.directory import DirectoryStore
 from ..storage.presence import PresenceRow, PresenceStore
 from ..storage.users import UserStore
 
+if TYPE_CHECKING:
+    from ..config.directory import DirectoryConfig
+    from ..modules import ModuleCallbacks
+    from ..storage.database import Database
+    from .events import EventsService
+    from .federation_sender import FederationSender
+    from .notifier import Notifier
+    from .ratelimit import RateLimiter
+
 MAX_SEARCH_LIMIT = 50
 PRESENCE_STATES = ("online", "offline", "unavailable")
 MAX_STATUS_MSG = 1024
 
 
 class UserDirectoryService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.directory = DirectoryStore(hs.db)
-        self.presence_store = PresenceStore(hs.db)
-        self.users = UserStore(hs.db)
+    def __init__(self, *, config: DirectoryConfig, db: Database, server_name: str, events: EventsService,
+                 notifier: Notifier, federation_sender: FederationSender, ratelimiter: RateLimiter,
+                 modules: ModuleCallbacks, clock_ms: Callable[[], int]):
+        """``events``: the rooms a user is in (who sees a presence change);
+        ``federation_sender``: ``m.presence`` to other servers; ``ratelimiter``:
+        ``rc_presence.per_user``."""
+        self.config = config
+        self.server_name = server_name
+        self.directory = DirectoryStore(db)
+        self.presence_store = PresenceStore(db)
+        self.users = UserStore(db)
+        self.events = events
+        self.notifier = notifier
+        self.federation_sender = federation_sender
+        self.ratelimiter = ratelimiter
+        self.modules = modules
+        self.clock_ms = clock_ms
 
     async def search(self, searcher: str, term: str, limit: int) -> dict[str, Any]:
         """``POST /user_directory/search``: ``{"results": [...], "limited": bool}``."""
-        config = self.hs.config.directory
+        config = self.config
         if not config.user_directory_enabled or not term.strip():
             return {"results": [], "limited": False}
         limit = max(0, min(limit, MAX_SEARCH_LIMIT))
         found = await self.directory.search_users(searcher, term.strip(), limit=limit + 1,
                                                   search_all_users=config.user_directory_search_all_users)
-        modules = self.hs.modules.callbacks
+        modules = self.modules
         results = []
         for u in found[:limit]:
             entry: dict[str, Any] = {"user_id": u.user_id}
@@ -65,31 +86,31 @@ class UserDirectoryService:
             raise MatrixError.invalid_param(f"'presence' must be one of {', '.join(PRESENCE_STATES)}")
         if status_msg is not None and (not isinstance(status_msg, str) or len(status_msg) > MAX_STATUS_MSG):
             raise MatrixError.invalid_param(f"'status_msg' must be a string of at most {MAX_STATUS_MSG} characters")
-        self.hs.ratelimiters["rc_presence.per_user"].ratelimit(user_id)
-        await self.presence_store.set_presence(user_id, presence, status_msg, self.hs.clock_ms())
+        self.ratelimiter.ratelimit(user_id)
+        await self.presence_store.set_presence(user_id, presence, status_msg, self.clock_ms())
         await self._presence_changed(user_id)
         await self._send_presence_edu(user_id)
 
     async def _presence_changed(self, user_id: str) -> None:
         """Wake the /sync requests that can see the user's presence."""
-        notifier = self.hs.notifier
-        for room_id in await self.hs.events.state.get_rooms_for_user(user_id):
+        notifier = self.notifier
+        for room_id in await self.events.state.get_rooms_for_user(user_id):
             notifier.notify_room(room_id)
         notifier.notify_users([user_id])
 
     async def _send_presence_edu(self, user_id: str) -> None:
         """``m.presence`` to every server sharing a room with the user:
         https://spec.matrix.org/latest/server-server-api/#presence"""
-        sender = self.hs.federation_sender
+        sender = self.federation_sender
         if not sender.started:
             return
         servers: set[str] = set()
-        for room_id in await self.hs.events.state.get_rooms_for_user(user_id):
+        for room_id in await self.events.state.get_rooms_for_user(user_id):
             servers |= await sender.joined_servers(room_id)
         if not servers:
             return
         row = (await self.presence_store.get_presence([user_id])).get(user_id)
-        entry = {"user_id": user_id, **presence_json(row, self.hs.clock_ms())}
+        entry = {"user_id": user_id, **presence_json(row, self.clock_ms())}
         sender.send_edu_to_servers(sorted(servers), "m.presence", {"push": [entry]}, key=("presence", user_id))
 
     async def on_presence_edu(self, origin: str, content: Any) -> None:
@@ -97,7 +118,7 @@ class UserDirectoryService:
         pushes = content.get("push") if isinstance(content, dict) else None
         if not isinstance(pushes, list):
             return
-        now = self.hs.clock_ms()
+        now = self.clock_ms()
         for entry in pushes[:1000]:
             if not isinstance(entry, dict):
                 continue
@@ -109,7 +130,7 @@ class UserDirectoryService:
                 status_msg = None
             ago = entry.get("last_active_ago")
             ago = ago if isinstance(ago, int) and not isinstance(ago, bool) and 0 <= ago < 10**12 else 0
-            if not await self.presence_store.shares_room_with_server(user_id, self.hs.server_name):
+            if not await self.presence_store.shares_room_with_server(user_id, self.server_name):
                 continue
             await self.presence_store.set_presence(user_id, presence, status_msg, now - ago)
             await self._presence_changed(user_id)
@@ -120,10 +141,10 @@ class UserDirectoryService:
             raise MatrixError.invalid_param(f"{user_id!r} is not a user ID")
         if requester != user_id and not await self.presence_store.share_a_room(requester, user_id):
             raise MatrixError.forbidden("You are not allowed to see their presence")
-        if user_id.endswith(":" + self.hs.server_name) and await self.users.get_user(user_id) is None:
+        if user_id.endswith(":" + self.server_name) and await self.users.get_user(user_id) is None:
             raise MatrixError.not_found("Unknown user")
         row = (await self.presence_store.get_presence([user_id])).get(user_id)
-        return presence_json(row, self.hs.clock_ms())
+        return presence_json(row, self.clock_ms())
 
     async def get_presence(self, user_ids: Sequence[str]) -> dict[str, PresenceRow]:
         return await self.presence_store.get_presence(user_ids)
