@@ -155,7 +155,9 @@ def build(hs: "HomeServer") -> None:
                               ignored_users=account_data.ignored_users)
     hs.reports = ReportsService(server_name=server_name, db=db, events=events, users=rooms.users,
                                 ratelimiter=ratelimiters["rc_reports"], clock_ms=clock_ms)
-    hs.server_notices = ServerNoticesService(hs)
+    hs.server_notices = ServerNoticesService(
+        config=config.server_notices, db=db, server_name=server_name, users=auth.users, events=events, rooms=rooms,
+        account_data=account_data, clock_ms=clock_ms)
     hs.user_directory = user_directory = UserDirectoryService(
         config=config.directory, db=db, server_name=server_name, events=events, notifier=notifier,
         federation_sender=sender, ratelimiter=ratelimiters["rc_presence.per_user"], modules=modules.callbacks,

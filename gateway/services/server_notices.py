@@ -14,12 +14,20 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from federation.ids import is_valid_user_id
 
 from ..http import MatrixError
 from .events import EventSpec, SentEvent
+
+if TYPE_CHECKING:
+    from ..config.server_notices import ServerNoticesConfig
+    from ..storage.database import Database
+    from ..storage.users import UserStore
+    from .account_data import AccountDataService
+    from .events import EventsService
+    from .rooms import RoomsService
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +36,19 @@ CANNOT_LEAVE = "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM"
 
 
 class ServerNoticesService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.config = hs.config.server_notices
+    def __init__(self, *, config: ServerNoticesConfig | None, db: Database, server_name: str, users: UserStore,
+                 events: EventsService, rooms: RoomsService, account_data: AccountDataService,
+                 clock_ms: Callable[[], int]):
+        """``rooms`` creates the notices rooms and their memberships; ``account_data``
+        tags them."""
+        self.config = config
+        self.db = db
+        self.server_name = server_name
+        self.users = users
+        self.events = events
+        self.rooms = rooms
+        self.account_data = account_data
+        self.clock_ms = clock_ms
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
@@ -41,7 +59,7 @@ class ServerNoticesService:
     def system_user_id(self) -> str | None:
         if self.config is None:
             return None
-        return f"@{self.config.system_mxid_localpart}:{self.hs.server_name}"
+        return f"@{self.config.system_mxid_localpart}:{self.server_name}"
 
     def _lock(self, user_id: str) -> asyncio.Lock:
         lock = self._locks.get(user_id)
@@ -59,21 +77,21 @@ class ServerNoticesService:
         idempotent for ``txn``."""
         if self.config is None:
             raise MatrixError.bad_json("Server notices are not enabled on this server")
-        if not is_valid_user_id(user_id) or user_id.partition(":")[2] != self.hs.server_name:
+        if not is_valid_user_id(user_id) or user_id.partition(":")[2] != self.server_name:
             raise MatrixError.bad_json("Server notices can only be sent to local users")
-        user = await self.hs.auth.users.get_user(user_id)
+        user = await self.users.get_user(user_id)
         if user is None or user.deactivated:
             raise MatrixError.not_found(f"Unknown user {user_id}")
         if txn is not None:
-            known = await self.hs.events.store.get_txn_event_id(*txn)
+            known = await self.events.store.get_txn_event_id(*txn)
             if known is not None:
-                stored = await self.hs.events.store.get_event(known)
+                stored = await self.events.store.get_event(known)
                 assert stored is not None
                 return SentEvent(stored.pdu, stored.stream_ordering)
         async with self._lock(user_id):
             room_id = await self.get_or_create_notice_room(user_id)
             spec = EventSpec(event_type, self.system_user_id, dict(content), state_key)
-            return await self.hs.events.send_event(room_id, spec, txn=txn)
+            return await self.events.send_event(room_id, spec, txn=txn)
 
     # --- the room --------------------------------------------------------------------
 
@@ -81,7 +99,7 @@ class ServerNoticesService:
         """The user's current notices room: created by the system user, which is still
         joined, with the user invited or joined."""
         system = self.system_user_id
-        rows = await self.hs.db.fetch(
+        rows = await self.db.fetch(
             "SELECT s.room_id FROM room_memberships s JOIN room_memberships u ON u.room_id = s.room_id"
             " JOIN rooms r ON r.room_id = s.room_id"
             " WHERE s.user_id = $1 AND s.membership = 'join' AND u.user_id = $2"
@@ -92,7 +110,7 @@ class ServerNoticesService:
     async def is_notice_room(self, room_id: str) -> bool:
         if self.config is None:
             return False
-        room = await self.hs.events.store.get_room(room_id)
+        room = await self.events.store.get_room(room_id)
         return room is not None and room.creator == self.system_user_id
 
     async def get_or_create_notice_room(self, user_id: str) -> str:
@@ -113,11 +131,11 @@ class ServerNoticesService:
             body["topic"] = config.room_topic
         if config.room_avatar_url:
             body["initial_state"] = [{"type": "m.room.avatar", "state_key": "", "content": {"url": config.room_avatar_url}}]
-        room_id = await self.hs.rooms.create_room(system, body)
-        await self.hs.rooms.invite(system, room_id, user_id)
+        room_id = await self.rooms.create_room(system, body)
+        await self.rooms.invite(system, room_id, user_id)
         await self._tag_room(user_id, room_id)
         if config.auto_join:
-            await self.hs.rooms.join(user_id, room_id, by_admin=True)
+            await self.rooms.join(user_id, room_id, by_admin=True)
         log.info("created server notices room %s for %s", room_id, user_id)
         return room_id
 
@@ -130,12 +148,12 @@ class ServerNoticesService:
         system = self.system_user_id
         config = self.config
         try:
-            await self.hs.auth.users.create_user(system, password_hash=None, created_ts=self.hs.clock_ms(),
+            await self.users.create_user(system, password_hash=None, created_ts=self.clock_ms(),
                                                  displayname=config.system_mxid_display_name
                                                  or config.system_mxid_localpart)
         except UserExistsError:
             pass
-        profiles = ProfileStore(self.hs.db)
+        profiles = ProfileStore(self.db)
         if config.system_mxid_display_name is not None:
             await profiles.set_field(system, "displayname", config.system_mxid_display_name)
         if config.system_mxid_avatar_url is not None:
@@ -150,15 +168,15 @@ class ServerNoticesService:
             wanted[("m.room.topic", "topic")] = config.room_topic
         if config.room_avatar_url:
             wanted[("m.room.avatar", "url")] = config.room_avatar_url
-        current = await self.hs.events.state.get_current_state_ids(room_id)
-        pdus = await self.hs.events.get_pdus([current[(t, "")] for (t, _) in wanted if (t, "") in current])
+        current = await self.events.state.get_current_state_ids(room_id)
+        pdus = await self.events.get_pdus([current[(t, "")] for (t, _) in wanted if (t, "") in current])
         for (etype, key), value in wanted.items():
             pdu = pdus.get(current.get((etype, ""), ""))
             if pdu is None or pdu.content.get(key) != value:
-                await self.hs.events.send_event(room_id, EventSpec(etype, self.system_user_id, {key: value}, ""))
+                await self.events.send_event(room_id, EventSpec(etype, self.system_user_id, {key: value}, ""))
 
     async def _tag_room(self, user_id: str, room_id: str) -> None:
-        await self.hs.account_data.add_tag(user_id, room_id, SERVER_NOTICE_TAG, {})
+        await self.account_data.add_tag(user_id, room_id, SERVER_NOTICE_TAG, {})
 
     # --- rules for users in notice rooms ------------------------------------------------
 
@@ -166,6 +184,6 @@ class ServerNoticesService:
         """Rejecting the invite to a notices room is refused (leaving after joining is fine)."""
         if not await self.is_notice_room(room_id):
             return
-        member = await self.hs.events.state.get_membership(room_id, user_id)
+        member = await self.events.state.get_membership(room_id, user_id)
         if member is not None and member.membership == "invite":
             raise MatrixError(403, CANNOT_LEAVE, "You cannot reject this invite: it is for server notices")
