@@ -84,11 +84,12 @@ def build(hs: "HomeServer") -> None:
     from .storage.purge_history import PurgeHistoryStore
     from .storage.receipts import ReceiptStore
     from .storage.relations import RelationStore
+    from .storage.room_keys import RoomKeyStore
     from .storage.search import SearchStore
     from .storage.spaces import SpacesStore
     from .storage.sync import SyncStore
 
-    from .appkeys import ACCOUNT_DATA, MEDIA, RECEIPTS, TYPING, URL_PREVIEWER
+    from .appkeys import ACCOUNT_DATA, MEDIA, RECEIPTS, ROOM_KEYS, TYPING, URL_PREVIEWER
 
     config, db, server_name = hs.config, hs.db, hs.server_name
 
@@ -172,7 +173,7 @@ def build(hs: "HomeServer") -> None:
         server_name=server_name, config=config.appservice, api=appservices.api, store=appservices.store,
         destinations=DestinationStore(db), e2e_store=e2e_keys.store, receipts=receipts.store, events=events,
         get_typing=typing.get_typing, clock_ms=clock_ms)
-    hs.room_keys = RoomKeysService(hs)
+    hs.room_keys = provide(ROOM_KEYS, RoomKeysService(RoomKeyStore(db)))
     hs.sync = SyncService(hs)
     hs.event_stream = EventStreamService(hs)
     hs.initial_sync = InitialSyncService(hs)

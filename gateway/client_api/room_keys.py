@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..appkeys import HS
+from ..appkeys import ROOM_KEYS
 from ..http import json_response, read_json_body
 from .auth import requester
 
@@ -16,7 +16,7 @@ PREFIX = "/{ver:(r0|v3|unstable)}/room_keys"
 
 
 def _service(request: web.Request):
-    return request.app[HS].room_keys
+    return request.config_dict[ROOM_KEYS]
 
 
 @routes.post(PREFIX + "/version")

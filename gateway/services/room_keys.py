@@ -37,9 +37,8 @@ def _key(room_id: str, session_id: str, data: Any) -> RoomKey:
 
 
 class RoomKeysService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.store = RoomKeyStore(hs.db)
+    def __init__(self, store: RoomKeyStore):
+        self.store = store
 
     async def create_version(self, user_id: str, body: dict[str, Any]) -> str:
         """``auth_data`` is the algorithm's, opaque to the server: kept as sent, whatever
