@@ -134,7 +134,8 @@ def build(hs: "HomeServer") -> None:
         store=AppServiceStore(db), users=auth.users, devices=auth.devices, clock_ms=clock_ms)
     hs.usernames = Usernames(server_name=server_name, users=auth.users, appservices=appservices)
     hs.uia = UIAService(hs)
-    hs.notifier = notifier = Notifier(SyncStore(db, events.store))
+    sync_store = SyncStore(db, events.store)
+    hs.notifier = notifier = Notifier(sync_store)
     hs.account_data = account_data = provide(ACCOUNT_DATA, AccountDataService(
         store=AccountDataStore(db), events=events, notifier=notifier))
     hs.push = push = PushService(hs)
@@ -174,7 +175,9 @@ def build(hs: "HomeServer") -> None:
         destinations=DestinationStore(db), e2e_store=e2e_keys.store, receipts=receipts.store, events=events,
         get_typing=typing.get_typing, clock_ms=clock_ms)
     hs.room_keys = provide(ROOM_KEYS, RoomKeysService(RoomKeyStore(db)))
-    hs.sync = SyncService(hs)
+    hs.sync = SyncService(store=sync_store, events=events, notifier=notifier, typing=typing, receipts=receipts,
+                          account_data=account_data, e2e_keys=e2e_keys, push=push, presence=user_directory.presence_store,
+                          relations=relations, clock_ms=clock_ms)
     hs.event_stream = EventStreamService(hs)
     hs.initial_sync = InitialSyncService(hs)
 

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..http import MatrixError
 from ..storage.events import StoredEvent
@@ -37,6 +37,17 @@ from .federation_room_data import wire_json
 from .filtering import SyncFilter, only_fields
 from .push import MAIN_THREAD
 from .receipts import receipt_events
+
+if TYPE_CHECKING:
+    from ..storage.presence import PresenceStore
+    from .account_data import AccountDataService
+    from .e2e_keys import E2EKeysService
+    from .events import EventsService
+    from .notifier import Notifier
+    from .push import PushService
+    from .receipts import ReceiptsService
+    from .relations import RelationsService
+    from .typing import TypingService
 
 #: Longest long-poll a client may ask for (ms).
 MAX_TIMEOUT_MS = 10 * 60 * 1000
@@ -98,9 +109,23 @@ class _RoomResult:
 
 
 class SyncService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.store = SyncStore(hs.db, hs.events.store)
+    def __init__(self, *, store: SyncStore, events: EventsService, notifier: Notifier, typing: TypingService,
+                 receipts: ReceiptsService, account_data: AccountDataService, e2e_keys: E2EKeysService,
+                 push: PushService, presence: PresenceStore, relations: RelationsService,
+                 clock_ms: Callable[[], int]):
+        """Each collaborator gives a section of the response; ``notifier`` wakes a
+        waiting sync."""
+        self.store = store
+        self.events = events
+        self.notifier = notifier
+        self.typing = typing
+        self.receipts = receipts
+        self.account_data = account_data
+        self.e2e_keys = e2e_keys
+        self.push = push
+        self.presence = presence
+        self.relations = relations
+        self.clock_ms = clock_ms
         self.unread_counter: UnreadCounter | None = None
         self._lazy_sent: OrderedDict[tuple[str, str], dict[str, set[str]]] = OrderedDict()
         self._summary_cache: OrderedDict[str, tuple[int, tuple[int, int, list[str]]]] = OrderedDict()
@@ -116,7 +141,7 @@ class SyncService:
         token = SyncToken.parse(since) if since is not None else None
         timeout_ms = max(0, min(timeout_ms, MAX_TIMEOUT_MS))
         deadline = time.monotonic() + timeout_ms / 1000
-        notifier = self.hs.notifier
+        notifier = self.notifier
         with notifier.waiter(user_id) as waiter:
             while True:
                 waiter.event.clear()
@@ -135,11 +160,11 @@ class SyncService:
     async def _sync_once(
         self, user_id: str, device_id: str | None, since: SyncToken | None, flt: SyncFilter, full_state: bool,
     ) -> tuple[dict[str, Any], bool, list[str]]:
-        typing = self.hs.typing
+        typing = self.typing
         typing_pos = typing.current_position()
         positions, memberships = await self.store.get_positions_and_memberships(user_id)
         upto = max([positions["events"]] + [m.stream_ordering for m in memberships])
-        e2e, next_to_device, next_lists, e2e_news = await self.hs.e2e_keys.sync_section(
+        e2e, next_to_device, next_lists, e2e_news = await self.e2e_keys.sync_section(
             user_id, device_id, initial=since is None, since_events=None if since is None else min(since.events, upto),
             since_to_device=0 if since is None else since.to_device,
             since_lists=None if since is None else since.device_lists, upto_events=upto, positions=positions)
@@ -251,17 +276,17 @@ class SyncService:
         global_data: list[dict[str, Any]] = []
         if s_account is None and flt.account_data.allows_type("m.push_rules"):
             global_data.append({"type": "m.push_rules",
-                                "content": {"global": await self.hs.push.get_ruleset(user_id)}})
+                                "content": {"global": await self.push.get_ruleset(user_id)}})
         ad_rows = []
         if s_account is None or s_account < positions["account_data"]:
-            ad_rows = await self.hs.account_data.store.get_changes(user_id, since=s_account,
+            ad_rows = await self.account_data.store.get_changes(user_id, since=s_account,
                                                                  upto=positions["account_data"])
         scratch = {r for r in from_scratch} if s_account is not None else set()
         if scratch:
             # Rooms joined since the token get all their account data (e.g. tags set while invited).
             seen = {(row.room_id, row.type) for row in ad_rows}
             ad_rows = list(ad_rows) + [
-                row for row in await self.hs.account_data.store.get_changes(user_id, since=None,
+                row for row in await self.account_data.store.get_changes(user_id, since=None,
                                                                            upto=positions["account_data"])
                 if row.room_id in scratch and (row.room_id, row.type) not in seen]
         if ad_rows:
@@ -305,9 +330,9 @@ class SyncService:
             return []
         from .user_directory import presence_json
 
-        now = self.hs.clock_ms()
+        now = self.clock_ms()
         return [{"type": "m.presence", "sender": row.user_id, "content": presence_json(row, now)}
-                for row in await self.hs.user_directory.presence_store.get_visible_changes(
+                for row in await self.presence.get_visible_changes(
                     user_id, since=start, upto=upto)
                 if flt.presence.allows("m.presence", row.user_id)]
 
@@ -317,7 +342,7 @@ class SyncService:
         if not changed or since is None:
             return set()
         before = await self.store.get_membership_event_before(user_id, [m.room_id for m in changed], since)
-        pdus = await self.hs.events.get_pdus([e for e in before.values() if e])
+        pdus = await self.events.get_pdus([e for e in before.values() if e])
         out = set()
         for m in changed:
             prev = pdus.get(before.get(m.room_id) or "")
@@ -326,7 +351,7 @@ class SyncService:
         return out
 
     def store_receipts(self):
-        return self.hs.receipts.store
+        return self.receipts.store
 
     @staticmethod
     def _room(results: dict[str, _RoomResult], m: UserMembership) -> _RoomResult:
@@ -352,7 +377,7 @@ class SyncService:
                 return rows
         else:
             old = [t.event for t in rows]
-        allowed = {e.event_id for e in await self.hs.events.filter_visible(user_id, old)}
+        allowed = {e.event_id for e in await self.events.filter_visible(user_id, old)}
         return [t for t in rows if t.event.event_id in allowed
                 or (m.membership == "join" and t.event.stream_ordering >= m.stream_ordering)]
 
@@ -360,12 +385,12 @@ class SyncService:
 
     async def _state_at(self, room_id: str, pos: int) -> dict[StateKey, str]:
         group = await self.store.get_state_group_at(room_id, pos)
-        return dict((await self.hs.events.state.get_state(group)).state) if group is not None else {}
+        return dict((await self.events.state.get_state(group)).state) if group is not None else {}
 
     async def _state_before(self, room_id: str, event: StoredEvent) -> dict[StateKey, str]:
         if event.state_group is None:
             return await self._state_at(room_id, event.stream_ordering - 1)
-        state = dict((await self.hs.events.state.get_state(event.state_group)).state)
+        state = dict((await self.events.state.get_state(event.state_group)).state)
         pdu = event.pdu
         if pdu.state_key is not None and event.rejected_reason is None:
             key = (pdu.type, pdu.state_key)
@@ -446,7 +471,7 @@ class SyncService:
         self, user_id: str, device_id: str | None, results: dict[str, _RoomResult], invited: list[UserMembership],
         knocked: list[UserMembership], global_data: list[dict[str, Any]], token: SyncToken, flt: SyncFilter,
     ) -> dict[str, Any]:
-        events = self.hs.events
+        events = self.events
         timeline = [t for r in results.values() for t in r.timeline]
         device = (user_id, device_id or "")
         serialized = await events.serialize_for_client(
@@ -459,7 +484,7 @@ class SyncService:
         # client has every child since its last sync and aggregates them itself.
         limited_ids = {t.event.event_id for r in results.values() if r.limited for t in r.timeline}
         if limited_ids:
-            await self.hs.relations.bundle_aggregations([by_id[e] for e in limited_ids if e in by_id], user_id)
+            await self.relations.bundle_aggregations([by_id[e] for e in limited_ids if e in by_id], user_id)
         state_ids = [eid for r in results.values() for eid in r.state]
         state_stored = await events.store.get_events(state_ids) if state_ids else {}
         state_json = {e["event_id"]: e for e in await events.serialize_for_client(list(state_stored.values()))}
@@ -573,11 +598,11 @@ class SyncService:
         if not room_ids:
             return {}
         if self.unread_counter is not None:
-            receipts = await self.hs.receipts.store.get_read_positions(user_id, room_ids)
+            receipts = await self.receipts.store.get_read_positions(user_id, room_ids)
             return await self.unread_counter(user_id, {r: receipts.get(r, 0) for r in room_ids})
         # A quiet room's counts wait for the evaluation of its new events; a busy room's
         # backlog does not hold the sync (its next events bring the counts up to date).
-        await self.hs.push.wait_for_evaluations(room_ids, timeout=UNREAD_WAIT_S)
+        await self.push.wait_for_evaluations(room_ids, timeout=UNREAD_WAIT_S)
         counts = await self.store.get_unread_counts(user_id, room_ids)
         out: dict[str, tuple[int, int, Mapping[str, tuple[int, int]]]] = {}
         for room_id in room_ids:
