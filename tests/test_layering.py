@@ -77,6 +77,44 @@ def test_services_do_not_import_the_wiring():
     assert _offenders(_sources("gateway/services"), lambda n: _within(n, "gateway.wiring")) == {}
 
 
+#: Services that still take the HomeServer and reach their collaborators through it
+#: (DESIGN.md, "Wiring and processes"). Every other service module gets what it uses
+#: as constructor arguments from gateway/wiring.py: shrink this list, never grow it.
+TAKE_THE_HOMESERVER = {
+    "gateway/services/auth.py", "gateway/services/e2e_keys.py", "gateway/services/ephemeral_edus.py",
+    "gateway/services/event_stream.py", "gateway/services/events.py", "gateway/services/federation_backfill.py",
+    "gateway/services/federation_events.py", "gateway/services/federation_membership.py",
+    "gateway/services/federation_room_data.py", "gateway/services/federation_sender.py",
+    "gateway/services/federation_transactions.py", "gateway/services/guest_access.py",
+    "gateway/services/initial_sync.py", "gateway/services/partial_state.py", "gateway/services/push.py",
+    "gateway/services/push_gateway.py", "gateway/services/room_admin.py", "gateway/services/rooms.py",
+    "gateway/services/uia.py",
+}
+
+
+def _reaches_the_homeserver(path: Path) -> list[str]:
+    """Where a module takes a parameter named ``hs`` or reads ``self.hs``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.arg) and node.arg == "hs":
+            found.append(f"parameter hs, line {node.lineno}")
+        elif isinstance(node, ast.Attribute) and node.attr == "hs" and isinstance(node.value, ast.Name) \
+                and node.value.id == "self":
+            found.append(f"self.hs, line {node.lineno}")
+    return found
+
+
+def test_services_get_their_collaborators_as_arguments():
+    offenders = {}
+    for path in _sources("gateway/services"):
+        name = str(path.relative_to(ROOT))
+        if name not in TAKE_THE_HOMESERVER and (where := _reaches_the_homeserver(path)):
+            offenders[name] = where[:3]
+    assert offenders == {}
+    still = {n for n in TAKE_THE_HOMESERVER if not _reaches_the_homeserver(ROOT / n)}
+    assert still == set(), "converted: remove them from TAKE_THE_HOMESERVER"
+
+
 #: Modules that still borrow request handling from the client API (the admin API's
 #: room history reuses /context and /messages): move what they share into a service,
 #: then drop them from here. Shrink this list, never grow it.
@@ -101,3 +139,5 @@ def test_checker_catches_offenders(tmp_path):
     assert {"gateway.wiring", "gateway.client_api.auth", "gateway.services.rooms.X"} <= names
     assert _offenders([ROOT / "gateway" / "admin_api" / "users.py"], lambda n: _within(n, "gateway.http")), \
         "a real module's relative imports resolve"
+    service.write_text("class S:\n    def __init__(self, hs):\n        self.hs = hs\n")
+    assert _reaches_the_homeserver(service) == ["parameter hs, line 2", "self.hs, line 3"]

@@ -199,12 +199,12 @@ class SyncService:
         # Timelines: rooms that are new to the client from scratch, the others from the token.
         results: dict[str, _RoomResult] = {}
         limit = flt.timeline_limit
-        ignored = await self.hs.account_data.ignored_users(user_id)
+        ignored = await self.account_data.ignored_users(user_id)
         tfilter = TimelineFilter(flt.timeline.types, flt.timeline.not_types, flt.timeline.senders,
                                  flt.timeline.not_senders, tuple(sorted(ignored)))
         if ignored and invited:
             # Invites from ignored users are not the client's (spec: "Ignoring Users").
-            pdus = await self.hs.events.get_pdus([m.event_id for m in invited])
+            pdus = await self.events.get_pdus([m.event_id for m in invited])
             invited = [m for m in invited if m.event_id not in pdus or pdus[m.event_id].sender not in ignored]
         from_scratch: set[str] = set()
         batched: list[str] = []
