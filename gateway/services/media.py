@@ -267,7 +267,7 @@ class MediaService:
     async def _touch(self, origin: str, media_id: str, *, thumbnail_only: bool = False) -> None:
         """Record that media is being served (``last_access_ts``: what deleting old local
         media and purging the remote cache go by), at most once a minute per item."""
-        key, now = (origin, media_id, thumbnail_only), self.hs.clock_ms()
+        key, now = (origin, media_id, thumbnail_only), self.clock_ms()
         last = self._accessed.get(key)
         if last is not None and now - last < ACCESS_GRANULARITY_MS:
             return
