@@ -180,11 +180,17 @@ class SyncService:
         invited: list[UserMembership] = []
         knocked: list[UserMembership] = []
         left: list[UserMembership] = []
+        # A room still partial (a faster join) is only for clients that lazy-load members:
+        # others cannot cope with a member list missing most members (as Synapse; MSC3706).
+        # For them the room arrives, in full, once its state is complete.
+        hide_partial = not flt.lazy_load_members
         for m in memberships:
             if not flt.allows_room(m.room_id):
                 continue
             new_membership = s_events is None or m.stream_ordering > s_events
             if m.membership == "join":
+                if hide_partial and m.partial:
+                    continue
                 joined.append(m)
             elif m.membership == "invite" and new_membership:
                 invited.append(m)
@@ -211,7 +217,8 @@ class SyncService:
         rejoined = await self._joined_since(user_id, [m for m in joined if s_events is not None
                                                       and m.stream_ordering > s_events], s_events)
         for m in joined:
-            if s_events is None or m.room_id in rejoined:
+            if s_events is None or m.room_id in rejoined or (
+                    hide_partial and m.full_state_at is not None and m.full_state_at > s_events):
                 from_scratch.add(m.room_id)
             elif m.room_head > s_events or full_state:
                 batched.append(m.room_id)

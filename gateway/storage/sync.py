@@ -31,6 +31,8 @@ class UserMembership:
     current_state_group: int | None = None
     #: Where the room got its full state after a partial join (None: never partial).
     full_state_at: int | None = None
+    #: The room's state is still partial (a faster join whose resync is not done).
+    partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,11 @@ class SyncStore:
         snapshot: every membership is at or before the events position)."""
         rows = await self.db.fetch(
             "SELECT m.room_id, m.membership, m.event_id, m.stream_ordering, m.forgotten, r.head_stream_ordering,"
-            " r.current_state_group, r.full_state_stream_ordering"
+            " r.current_state_group, r.full_state_stream_ordering,"
+            " EXISTS (SELECT 1 FROM partial_state_rooms p WHERE p.room_id = m.room_id)"
             " FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id WHERE m.user_id = $1"
             " UNION ALL"
-            " SELECT stream_name, NULL, NULL, position, NULL, NULL, NULL, NULL FROM stream_positions"
+            " SELECT stream_name, NULL, NULL, position, NULL, NULL, NULL, NULL, NULL FROM stream_positions"
             f" WHERE stream_name IN ({_placeholders(len(STREAMS), 2)})",
             user_id, *STREAMS,
         )
@@ -139,7 +142,7 @@ class SyncStore:
             else:
                 memberships.append(UserMembership(r[0], r[1], r[2], int(r[3]), bool(r[4]), int(r[5]),
                                                   None if r[6] is None else int(r[6]),
-                                                  None if r[7] is None else int(r[7])))
+                                                  None if r[7] is None else int(r[7]), bool(r[8])))
         return positions, memberships
 
     async def get_memberships(self, user_id: str) -> list[UserMembership]:

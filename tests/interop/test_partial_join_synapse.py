@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.config import DatabaseConfig
-from tests.support.client_api import Client, has_text, member_event, q
+from tests.support.client_api import LAZY_MEMBERS, Client, has_text, member_event, q
 from tests.support.fake_remote import local_gateway
 from tests.support.synapse import SynapseServer, register_synapse_user
 from tests.support.tls import TestCA
@@ -74,6 +74,7 @@ async def test_joining_a_big_synapse_room_with_partial_state(servers):
             "username": "alice", "password": "alice-pass", "auth": {"type": "m.login.dummy"}}) as r:
         body = await r.json()
     alice = Client(s, gw.url, body["access_token"], body["user_id"])
+    alice.sync_filter = LAZY_MEMBERS  # a client that sees the room while its state is partial
     assert await alice.call("POST", f"/join/{q(room)}", {}, params={"via": synapse.server_name}) == {"room_id": room}
     assert await hs.partial_state.is_partial(room)
     known = {m.user_id for m in await hs.events.state.get_members(room, "join")}

@@ -12,6 +12,10 @@ from yarl import URL
 
 _txn = itertools.count()
 
+#: A /sync filter that lazy-loads members: a client using it sees a room joined with
+#: partial state (faster joins) at once; others only once its state is complete.
+LAZY_MEMBERS = '{"room": {"state": {"lazy_load_members": true}}}'
+
 
 class Client:
     """A minimal Client-Server API user (one of each server's users)."""
@@ -19,6 +23,9 @@ class Client:
     def __init__(self, session: aiohttp.ClientSession, base: str, token: str, user_id: str):
         self.s, self.base, self.token, self.user_id = session, base, token, user_id
         self.since: str | None = None
+        #: The filter of ``sync_until`` (JSON), e.g. ``LAZY_MEMBERS`` to see rooms while
+        #: their state is partial.
+        self.sync_filter: str | None = None
 
     def url(self, path: str) -> URL:
         return URL(f"{self.base}/_matrix/client/v3{path}", encoded=True)
@@ -43,6 +50,8 @@ class Client:
             params = {"timeout": "2000"}
             if self.since:
                 params["since"] = self.since
+            if self.sync_filter:
+                params["filter"] = self.sync_filter
             body = await self.call("GET", "/sync", params=params)
             self.since = body["next_batch"]
             found = predicate(body)

@@ -22,7 +22,7 @@ from federation.room_versions import get_room_version
 from federation.signing import quote_path_segment, sign_event
 from gateway.services import partial_state as partial_state_module
 from tests.gateway.federation_api.test_transactions import ca  # noqa: F401
-from tests.support.client_api import Client, has_text, member_event, q
+from tests.support.client_api import LAZY_MEMBERS, Client, has_text, member_event, q
 from tests.support.fake_remote import FakeRemote, RoomView, local_gateway
 
 #: Remote users joined before ours.
@@ -179,6 +179,7 @@ async def test_partial_join_flows_at_once_then_resyncs(gw, ca):
     resident.gate = asyncio.Event()
     async with remote, session_for(gw) as s:
         alice = await register(s, gw, "alice")
+        alice.sync_filter = LAZY_MEMBERS  # sees the room while partial
         assert await alice.call("POST", f"/join/{q(room_id)}", {}, params={"via": remote.server_name}) == \
             {"room_id": room_id}
         assert resident.omit_asked == [True]
@@ -205,10 +206,14 @@ async def test_partial_join_flows_at_once_then_resyncs(gw, ca):
         assert sent["sender"] == alice.user_id
 
         # A second user of ours joins the partial room (locally, against the partial state).
+        # His client does not lazy-load members: the room is not in his /sync yet.
         bob = await register(s, gw, "bob")
+        bob.since = (await bob.call("GET", "/sync"))["next_batch"]
         await bob.call("POST", f"/join/{q(room_id)}", {})
         bob_join = await until_received(resident, lambda p: p.get("state_key") == bob.user_id)
         assert bob_join["content"]["membership"] == "join"
+        quiet = await bob.call("GET", "/sync", params={"since": bob.since, "timeout": "0"})
+        assert room_id not in quiet["rooms"]["join"]
 
         # As a resident we do not serve the room yet: joins and its state go elsewhere.
         with pytest.raises(FederationRequestError) as err:
@@ -239,8 +244,10 @@ async def test_partial_join_flows_at_once_then_resyncs(gw, ca):
         # /members too, and /sync sends the room's state in full once.
         chunk = (await alice.call("GET", f"/rooms/{q(room_id)}/members"))["chunk"]
         assert {e["state_key"] for e in chunk if e["content"]["membership"] == "join"} == expected
-        full = await alice.sync_until(member_event(room_id, users[4], "join"))
+        full = await bob.sync_until(member_event(room_id, users[4], "join"))
         assert full["content"]["displayname"] == "M3"  # users[0] is the creator
+        # For bob the room arrives now as newly joined: all its state, its latest messages.
+        assert has_text(room_id, "hi newcomer")(await bob.call("GET", "/sync", params={"since": quiet["next_batch"]}))
 
         # Messages both ways after the resync.
         again = view.make("m.room.message", users[3], {"msgtype": "m.text", "body": "now fully joined"})
