@@ -63,6 +63,23 @@ async def invite(request: web.Request) -> web.Response:
     return json_response(answer)
 
 
+@routes.put("/v1/invite/{room_id}/{event_id}")
+async def invite_v1(request: web.Request) -> web.Response:
+    """The v1 form: the body is the event (the stripped state in its ``unsigned``), the
+    room version is 1 or 2 (the spec says to assume so; their events look the same), and
+    the answer has v1's extra ``[200, ...]`` wrapper."""
+    body = await read_json_body(request)
+    answer = await _handler(request).on_invite(request[ORIGIN], request.match_info["room_id"],
+                                               request.match_info["event_id"], v2_invite_body(body))
+    return json_response([200, answer])
+
+
+def v2_invite_body(event: dict) -> dict:
+    unsigned = event.get("unsigned")
+    room_state = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+    return {"room_version": "1", "event": event, "invite_room_state": room_state or []}
+
+
 @routes.put("/v1/send_knock/{room_id}/{event_id}")
 async def send_knock(request: web.Request) -> web.Response:
     body = await read_json_body(request)

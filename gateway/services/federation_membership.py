@@ -41,6 +41,7 @@ from federation.auth_rules import (
     get_named_level,
     get_user_power_level,
 )
+from federation.canonical_json import CanonicalJSONError, check_strict_values
 from federation.events import PDU, InvalidEventError
 from federation.ids import get_domain_from_id
 from federation.pdu_checks import Accept, check_format
@@ -86,6 +87,13 @@ def _domain(user_id: str) -> str | None:
 
 def _errcode(e: FederationRequestError) -> str | None:
     return e.body.get("errcode") if isinstance(e.body, dict) else None
+
+
+def _unknown_endpoint(e: FederationRequestError) -> bool:
+    """Whether a server answered as one that does not have the endpoint (a 404 or 405
+    without a Matrix error, or ``M_UNRECOGNIZED``), rather than refusing the request."""
+    errcode = _errcode(e)
+    return errcode == Codes.UNRECOGNIZED or (e.status in (404, 405) and errcode is None)
 
 
 class FederationMembershipHandler:
@@ -336,12 +344,27 @@ class FederationMembershipHandler:
         target_server = _domain(pdu.state_key or "")
         rv = pdu.room_version
         ours = wire_json(pdu)
+        path = f"{quote_path_segment(pdu.room_id)}/{quote_path_segment(pdu.event_id)}"
         try:
-            answer = await self.client.request(
-                "PUT", target_server,
-                f"/_matrix/federation/v2/invite/{quote_path_segment(pdu.room_id)}/{quote_path_segment(pdu.event_id)}",
-                content={"room_version": rv.identifier, "event": ours, "invite_room_state": invite_room_state},
-            )
+            try:
+                answer = await self.client.request(
+                    "PUT", target_server, f"/_matrix/federation/v2/invite/{path}",
+                    content={"room_version": rv.identifier, "event": ours, "invite_room_state": invite_room_state},
+                )
+            except FederationRequestError as e:
+                if not _unknown_endpoint(e):
+                    raise
+                if not rv.event_id_in_event:  # v1 invites only carry rooms 1 and 2
+                    raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
+                                      f"{target_server} does not support this room's version") from None
+                # A server from before v2 invites: the v1 form (the event, with the stripped
+                # state in its unsigned, and an answer wrapped in [200, ...]).
+                wrapped = await self.client.request(
+                    "PUT", target_server, f"/_matrix/federation/v1/invite/{path}",
+                    content={**ours, "unsigned": {**(ours.get("unsigned") or {}),
+                                                  "invite_room_state": invite_room_state}},
+                )
+                answer = wrapped[1] if isinstance(wrapped, list) and len(wrapped) == 2 else None
         except FederationRequestError as e:
             if _errcode(e) == Codes.FORBIDDEN:
                 raise MatrixError.forbidden(f"{target_server} refused the invite") from None
@@ -350,6 +373,12 @@ class FederationMembershipHandler:
                                   f"{target_server} does not support this room's version") from None
             raise MatrixError(502, Codes.UNKNOWN, f"Could not send the invite to {target_server}: {e}") from None
         theirs = answer.get("event") if isinstance(answer, dict) else None
+        if isinstance(theirs, dict) and rv.strict_canonicaljson:
+            try:
+                check_strict_values(theirs)
+            except CanonicalJSONError as e:  # as Synapse answers (the spec names no error)
+                raise MatrixError.bad_json(f"{target_server} sent back an event that is not valid "
+                                           f"for this room version: {e}") from None
         try:
             merged = check_countersigned(ours, theirs, rv, target_server,
                                          await self._keys_for(theirs if isinstance(theirs, dict) else {},
@@ -682,14 +711,15 @@ class FederationMembershipHandler:
                                local_server=self.hs.server_name)
         except (InvalidEventError, MembershipError, TypeError, KeyError) as e:
             raise MatrixError.bad_json(f"Invalid invite: {e}") from None
+        # The ACL first: a denied server learns nothing, not even whether the user exists.
+        if not await self.hs.federation_room_data.server_is_allowed(origin, room_id):
+            raise MatrixError.forbidden("Your server is denied by the room's server ACL")
         user = await self.hs.rooms.users.get_user(pdu.state_key)
         if user is None and self.hs.config.appservice.services and \
                 await self.hs.appservices.query_user_exists(pdu.state_key):
             user = await self.hs.rooms.users.get_user(pdu.state_key)  # a bridge's puppet, made just now
         if user is None or user.deactivated:
             raise MatrixError.not_found(f"Unknown user {pdu.state_key}")
-        if not await self.hs.federation_room_data.server_is_allowed(origin, room_id):
-            raise MatrixError.forbidden("Your server is denied by the room's server ACL")
         from federation.pdu_checks import Drop, Redacted
 
         (checked,) = await self.hs.federation_events._check_signatures([raw], rv, origin)
