@@ -39,7 +39,7 @@ def _send(kind: str, v1: bool):
         body = await read_json_body(request)
         omit = request.query.get("omit_members", "false").lower() == "true" and not v1
         answer = await _handler(request).on_send(request[ORIGIN], kind, request.match_info["room_id"],
-                                                 request.match_info["event_id"], body, omit_members=omit)
+                                                 request.match_info["event_id"], body, omit_members=omit, v1=v1)
         return json_response([200, answer] if v1 else answer)
 
     handler.__name__ = f"send_{kind}_{'v1' if v1 else 'v2'}"

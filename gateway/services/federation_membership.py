@@ -611,16 +611,20 @@ class FederationMembershipHandler:
         return min(able, key=lambda a: (-a[0], a[1]))[1]  # the most powerful
 
     async def on_send(self, origin: str, kind: str, room_id: str, event_id: str, body: Any, *,
-                      omit_members: bool = False) -> dict[str, Any]:
+                      omit_members: bool = False, v1: bool = False) -> dict[str, Any]:
         """``send_join``/``send_leave``: the signed event, checked and accepted through
-        the receipt pipeline; for a join, the room's state and auth chain."""
+        the receipt pipeline; for a join, the room's state and auth chain. An event that
+        is malformed, unsigned or not the origin's user's: 400 ``M_INVALID_PARAM`` (what
+        the v2 endpoints' spec asks), 403 ``M_FORBIDDEN`` on the v1 endpoints (whose spec
+        names no error; what Synapse, and servers written against it, answer)."""
         room = await self._resident_room(origin, room_id)
         rv = room.room_version
         try:
             pdu = PDU.from_pdu_json(body, rv)
             check_membership_event(pdu, room_id=room_id, origin=origin, membership=kind, event_id=event_id)
         except (InvalidEventError, MembershipError, TypeError, KeyError) as e:
-            raise MatrixError.bad_json(f"Invalid {kind} event: {e}") from None
+            message = f"Invalid {kind} event: {e}"
+            raise (MatrixError.forbidden(message) if v1 else MatrixError.invalid_param(message)) from None
         event = body
         if kind == "join":
             authoriser = pdu.content.get("join_authorised_via_users_server")

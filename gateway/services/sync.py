@@ -235,8 +235,14 @@ class SyncService:
             after = None if s_events is None or full_state else s_events
             if after is not None and m.stream_ordering <= after:
                 continue
-            timeline_rows[m.room_id] = await self._timeline(m.room_id, after, m.stream_ordering, limit, tfilter, flt,
-                                                            device)
+            rows = await self._timeline(m.room_id, after, m.stream_ordering, limit, tfilter, flt, device)
+            if not rows and m.current_state_group is None and flt.timeline.allows_room(m.room_id):
+                # A room this server is not in (a rejected invite, a retracted knock): the
+                # leave event, made here or by the room's server, is its whole timeline.
+                stored = await self.hs.events.store.get_event(m.event_id)
+                if stored is not None:
+                    rows = [TimelineEvent(stored, None, None)]
+            timeline_rows[m.room_id] = rows
         for room_id in batched:
             timeline_rows.setdefault(room_id, [])
 

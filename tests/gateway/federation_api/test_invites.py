@@ -219,3 +219,17 @@ async def test_a_denied_server_learns_nothing_from_an_invite(gw, remote, alice):
         with pytest.raises(FederationRequestError) as e:
             await send_invite(remote, gw, view, invite, [])
         assert e.value.status == 403 and e.value.body["errcode"] == "M_FORBIDDEN"
+
+
+async def test_an_invite_rejected_while_its_server_is_unreachable(gw, remote, alice):  # noqa: F811
+    """The room's server does not take the rejection (here: it serves no make_leave): the
+    rejection is made here, and /sync shows the room left, with that leave event."""
+    view, carol = remote_room(remote, "10")
+    invite = view.make("m.room.member", carol, {"membership": "invite"}, state_key=alice.user_id)
+    await send_invite(remote, gw, view, invite, [])
+    since = (await alice.call("GET", "/sync"))["next_batch"]
+    await alice.call("POST", f"/rooms/{q(view.room_id)}/leave", {})
+    sync = await alice.call("GET", f"/sync?since={since}")
+    (leave,) = sync["rooms"]["leave"][view.room_id]["timeline"]["events"]
+    assert leave["type"] == "m.room.member" and leave["state_key"] == alice.user_id
+    assert leave["sender"] == alice.user_id and leave["content"]["membership"] == "leave"

@@ -134,3 +134,51 @@ async def test_v1_send_join_ignores_omit_members(gw, remote, alice):
         content=event, query={"omit_members": "true"})
     assert status == 200
     assert {(e["type"], e["state_key"]) for e in body["state"]} >= {("m.room.member", u) for u in users[:4]}
+
+
+@pytest.mark.parametrize("version", ["1", "10"])
+async def test_joins_and_leaves_that_are_not_the_origins_are_refused(gw, remote, alice, version):
+    """A join or leave of another server's user, or one without hashes and signatures:
+    400 M_INVALID_PARAM on v2 (the spec's SHOULD), 403 M_FORBIDDEN on v1 (its spec names
+    no error; Synapse's answer); nothing stored. The origin's own signed join is taken."""
+    from federation.net.client import FederationRequestError
+    from federation.room_membership import event_from_template
+    from tests.support.fake_remote import RoomView
+    import time
+
+    rv = get_room_version(version)
+    room_id, _ = await public_room(gw, alice, remote, version)
+    for kind in ("join", "leave"):
+        # A template for the remote's own user, made to name one of ours.
+        user = alice.user_id if kind == "leave" else f"@someone:{gw.server_name}"
+        made = await remote.client.request(
+            "GET", gw.server_name,
+            f"/_matrix/federation/v1/make_join/{quote(room_id, safe='')}/{quote(f'@joiner:{remote.server_name}', safe='')}",
+            query={"ver": version})
+        template = {**made["event"], "sender": user, "state_key": user, "content": {"membership": kind}}
+        foreign = event_from_template(template, rv, membership=kind, user_id=user, room_id=room_id,
+                                      server_name=remote.server_name, signing_key=remote.key,
+                                      origin_server_ts=int(time.time() * 1000))
+        unsigned = {k: v for k, v in foreign.items() if k not in ("hashes", "signatures")}
+        for event in (foreign, unsigned):
+            event_id = RoomView.event_id(event, rv) if "hashes" in event else "$x:" + remote.server_name
+            for api, status, errcode in (("v1", 403, "M_FORBIDDEN"), ("v2", 400, "M_INVALID_PARAM")):
+                with pytest.raises(FederationRequestError) as e:
+                    await remote.client.request(
+                        "PUT", gw.server_name,
+                        f"/_matrix/federation/{api}/send_{kind}/{quote(room_id, safe='')}/{quote(event_id, safe='')}",
+                        content=event)
+                assert (e.value.status, e.value.body["errcode"]) == (status, errcode), (kind, api)
+    assert (await gw.hs.events.state.get_membership(room_id, alice.user_id)).membership == "join"
+    # The joining server's own user, signed: accepted on v1, with its [200, ...] wrapper.
+    joiner = f"@joiner:{remote.server_name}"
+    made = await remote.client.request(
+        "GET", gw.server_name, f"/_matrix/federation/v1/make_join/{quote(room_id, safe='')}/{quote(joiner, safe='')}",
+        query={"ver": version})
+    join = event_from_template(made["event"], rv, membership="join", user_id=joiner, room_id=room_id,
+                               server_name=remote.server_name, signing_key=remote.key,
+                               origin_server_ts=int(time.time() * 1000))
+    answer = await remote.client.request(
+        "PUT", gw.server_name, f"/_matrix/federation/v1/send_join/{quote(room_id, safe='')}/"
+        f"{quote(RoomView.event_id(join, rv), safe='')}", content=join)
+    assert answer[0] == 200 and "state" in answer[1]
