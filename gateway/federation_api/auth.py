@@ -44,11 +44,13 @@ async def x_matrix_middleware(request: web.Request, handler) -> web.StreamRespon
             except ValueError:
                 raise MatrixError(400, Codes.NOT_JSON, "Content not JSON") from None
     last_error = "no valid signature"
+    malformed = 0
     for header in headers:
         try:
             auth = parse_x_matrix_authorization(header)
         except SignatureError as e:
             last_error = str(e)
+            malformed += 1
             continue
         if auth.destination is not None and auth.destination != hs.server_name:
             raise _unauthorized(f"Request is for {auth.destination}, not {hs.server_name}")
@@ -69,4 +71,8 @@ async def x_matrix_middleware(request: web.Request, handler) -> web.StreamRespon
         hs.keyring.reset_backoff(auth.origin)  # it is up: its keys may be fetched again
         hs.federation_sender.on_inbound_request(auth.origin)  # and what it missed can go now
         return await handler(request)
+    if malformed == len(headers):
+        # Not a header one could check (e.g. an origin that is no server name): a bad
+        # request, as Synapse answers, rather than a failed signature.
+        raise MatrixError(400, Codes.UNAUTHORIZED, f"Malformed X-Matrix Authorization header: {last_error}")
     raise _unauthorized(f"Invalid X-Matrix signature: {last_error}")

@@ -89,6 +89,11 @@ def _errcode(e: FederationRequestError) -> str | None:
     return e.body.get("errcode") if isinstance(e.body, dict) else None
 
 
+#: A resident's 400 errors that are about our request, not for the client to see (the
+#: spec: "the Client-Server API request SHOULD fail with a 5xx error" for these).
+_NOT_PASSED_THROUGH = (Codes.MISSING_PARAM, Codes.INVALID_PARAM, Codes.UNRECOGNIZED)
+
+
 def _unknown_endpoint(e: FederationRequestError) -> bool:
     """Whether a server answered as one that does not have the endpoint (a 404 or 405
     without a Matrix error, or ``M_UNRECOGNIZED``), rather than refusing the request."""
@@ -128,12 +133,15 @@ class FederationMembershipHandler:
         errors: list[str] = []
         forbidden: MatrixError | None = None
         unable: MatrixError | None = None
+        passed: MatrixError | None = None
         for server in candidates:
             try:
                 return await self._join_via(server, user_id, room_id, content)
             except MatrixError as e:
                 if e.errcode == Codes.FORBIDDEN:
                     forbidden = e
+                elif e.errcode == Codes.INCOMPATIBLE_ROOM_VERSION:
+                    passed = e
                 errors.append(f"{server}: {e.error}")
             except FederationRequestError as e:
                 code = _errcode(e)
@@ -144,14 +152,17 @@ class FederationMembershipHandler:
                 elif code in (Codes.UNABLE_TO_AUTHORISE_JOIN, Codes.UNABLE_TO_GRANT_JOIN):
                     # Restricted rooms: this resident cannot vouch for the join; others may.
                     unable = MatrixError(400, code, f"{server}: {msg}")
+                elif e.status == 400 and isinstance(code, str) and code not in _NOT_PASSED_THROUGH:
+                    # The spec: the resident's error "should be passed through to clients so
+                    # that they may give better feedback to users".
+                    passed = MatrixError(400, code, f"{server}: {msg}")
                 errors.append(str(e))
             except MembershipError as e:
                 errors.append(f"{server}: {e}")
             log.info("joining %s via %s failed: %s", room_id, server, errors[-1])
-        if forbidden is not None:
-            raise forbidden
-        if unable is not None:
-            raise unable
+        for error in (forbidden, unable, passed):
+            if error is not None:
+                raise error
         raise MatrixError(404, Codes.NOT_FOUND, f"Could not join {room_id} through any server: "
                           + "; ".join(errors[:5]))
 
@@ -165,8 +176,10 @@ class FederationMembershipHandler:
             )
         except FederationRequestError as e:
             if _errcode(e) in (Codes.INCOMPATIBLE_ROOM_VERSION, Codes.UNSUPPORTED_ROOM_VERSION):
+                version = e.body.get("room_version") if isinstance(e.body, dict) else None
                 raise MatrixError(400, Codes.INCOMPATIBLE_ROOM_VERSION,
-                                  f"{server} says the room's version is not one we support") from None
+                                  f"{server} says the room's version is not one we support",
+                                  **({"room_version": version} if isinstance(version, str) else {})) from None
             raise
         rv = room_version_of_template(answer)
         return rv, answer["event"]
@@ -619,6 +632,11 @@ class FederationMembershipHandler:
         names no error; what Synapse, and servers written against it, answer)."""
         room = await self._resident_room(origin, room_id)
         rv = room.room_version
+        if rv.strict_canonicaljson:
+            try:
+                check_strict_values(body)
+            except CanonicalJSONError as e:  # not JSON the room's events may hold
+                raise MatrixError.bad_json(f"Invalid {kind} event: {e}") from None
         try:
             pdu = PDU.from_pdu_json(body, rv)
             check_membership_event(pdu, room_id=room_id, origin=origin, membership=kind, event_id=event_id)

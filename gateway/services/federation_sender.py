@@ -503,7 +503,8 @@ class FederationSender:
     async def _destinations_of(self, ours: Sequence[NewEventRow],
                                batch: Sequence[NewEventRow]) -> list[tuple[NewEventRow, frozenset[str]]]:
         """Each event's destinations: servers with a joined member after the event, plus the
-        server of a remote user whose membership the event changes.
+        server of a remote user whose membership the event changes (but for an invite,
+        which went through /invite).
 
         Per room, joined members are counted per server as of a stream position and kept
         (``_room_servers``); a batch only reads the membership changes since then. A room
@@ -533,6 +534,12 @@ class FederationSender:
         events_by_room: dict[str, list[NewEventRow]] = {}
         for e in ours:
             events_by_room.setdefault(e.room_id, []).append(e)
+
+        member_pdus = await self.hs.events.get_pdus([e.event_id for e in ours if e.type == "m.room.member"])
+
+        def is_invite(event_id: str) -> bool:
+            pdu = member_pdus.get(event_id)
+            return pdu is not None and pdu.content.get("membership") == "invite"
 
         # Partial-state rooms: we know few members; the joined servers of send_join count too.
         partial = await self.hs.partial_state.servers_for(rooms)
@@ -568,7 +575,10 @@ class FederationSender:
                 targets = servers
                 if room_id in partial:
                     targets = servers | {s for s in partial[room_id] if self._may_send_to(s)}
-                if e.type == "m.room.member" and e.state_key:
+                if e.type == "m.room.member" and e.state_key and not is_invite(e.event_id):
+                    # A kick, ban, denied knock or rescinded invite reaches its target's server
+                    # though it has no member left; an invite got there through /invite (a
+                    # server not in the room is sent no events of the room).
                     target = server_of(e.state_key)
                     if target not in targets and self._may_send_to(target):
                         targets = targets | {target}

@@ -67,16 +67,20 @@ REFUSED = [
     (signed("GET", PROFILE, destination="elsewhere.test"), "Request is for elsewhere.test, not hs.test"),
     (signed("GET", PROFILE, key=generate_signing_key("unknown")), "cannot get key ed25519:unknown of remote.test"),
     (signed("GET", PROFILE, origin="down.test"), "cannot get key ed25519:rk1 of down.test"),
+]
+
+#: Headers that cannot be read as X-Matrix at all: a bad request (400, as Synapse).
+MALFORMED = [
     ("Bearer abc", "Authorization scheme is not X-Matrix"),
     ("X-Matrix", "no 'origin'"),
-    ("X-Matrix garbage", "Invalid X-Matrix"),
+    ("X-Matrix garbage", "Malformed X-Matrix"),
     ('X-Matrix origin="remote.test",key="ed25519:rk1"', "no 'sig'"),
     ('X-Matrix origin="remote.test",key="rk1",sig="AAAA"', "not 'algorithm:version'"),
     ('X-Matrix origin="remote.test",key="ed25519:rk1",sig="!!notbase64"', "not valid base64"),
     ('X-Matrix origin="bad server/",key="ed25519:rk1",sig="AAAA"', "not a valid server name"),
-    ('X-Matrix origin="remote.test,key="ed25519', "Invalid X-Matrix"),
-    ("X-Matrix " + "a=" * 3000, "Invalid X-Matrix"),
-    ("X-Matrix origin=\"remote.test\",key=\"ed25519:rk1\",sig=\"\u00e9\"", "Invalid X-Matrix"),
+    ('X-Matrix origin="remote.test,key="ed25519', "Malformed X-Matrix"),
+    ("X-Matrix " + "a=" * 3000, "Malformed X-Matrix"),
+    ("X-Matrix origin=\"remote.test\",key=\"ed25519:rk1\",sig=\"\u00e9\"", "Malformed X-Matrix"),
 ]
 
 
@@ -86,6 +90,18 @@ async def test_refused_with_401(client, fake):
         status, body = await get(client, PROFILE, *([header] if header else []))
         assert status == 401 and body["errcode"] == "M_UNAUTHORIZED", (header, body)
         assert fragment in body["error"], (header, body["error"])
+
+
+async def test_malformed_headers_are_bad_requests(client, fake):
+    await register(client, "alice")
+    for header, fragment in MALFORMED + [('X-Matrix origin="localhost:http",key="ed25519:rk1",sig="AAAA"',
+                                          "port 'http'")]:
+        status, body = await get(client, PROFILE, header)
+        assert status == 400 and body["errcode"] == "M_UNAUTHORIZED", (header, body)
+        assert fragment in body["error"], (header, body["error"])
+    # A malformed header beside a well-formed one that fails: the failure (401).
+    status, body = await get(client, PROFILE, "X-Matrix junk", signed("GET", PROFILE, key=OTHER))
+    assert status == 401
 
 
 async def test_one_good_header_among_several_is_enough(client, fake):

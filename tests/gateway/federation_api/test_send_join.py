@@ -182,3 +182,27 @@ async def test_joins_and_leaves_that_are_not_the_origins_are_refused(gw, remote,
         "PUT", gw.server_name, f"/_matrix/federation/v1/send_join/{quote(room_id, safe='')}/"
         f"{quote(RoomView.event_id(join, rv), safe='')}", content=join)
     assert answer[0] == 200 and "state" in answer[1]
+
+
+async def test_a_join_with_values_the_room_version_forbids_is_bad_json(gw, remote, alice):
+    """Rooms 6+ allow no floats in events: M_BAD_JSON."""
+    import time
+
+    from federation.net.client import FederationRequestError
+    from federation.room_membership import event_from_template
+
+    rv = get_room_version("10")
+    room_id, _ = await public_room(gw, alice, remote, "10")
+    joiner = f"@joiner:{remote.server_name}"
+    made = await remote.client.request(
+        "GET", gw.server_name, f"/_matrix/federation/v1/make_join/{quote(room_id, safe='')}/{quote(joiner, safe='')}",
+        query={"ver": "10"})
+    join = event_from_template(made["event"], rv, membership="join", user_id=joiner, room_id=room_id,
+                               server_name=remote.server_name, signing_key=remote.key,
+                               origin_server_ts=int(time.time() * 1000))
+    join["content"]["bad_val"] = 1.1
+    with pytest.raises(FederationRequestError) as e:
+        await remote.client.request("PUT", gw.server_name, f"/_matrix/federation/v2/send_join/"
+                                    f"{quote(room_id, safe='')}/$whatever", content=join)
+    assert (e.value.status, e.value.body["errcode"]) == (400, "M_BAD_JSON")
+    assert (await gw.hs.events.state.get_membership(room_id, joiner)) is None

@@ -209,3 +209,27 @@ async def test_a_restricted_join_needs_the_authorisers_signature(gw, ca):
         stored = await hs.events.store.get_event(event_id)
         assert set(stored.pdu.signatures) == {gw.server_name, remote.server_name}
         assert stored.pdu.content["join_authorised_via_users_server"] == creator
+
+
+@pytest.mark.parametrize("answer, status, errcode, extra", [
+    ({"errcode": "M_TEST_ERROR_CODE", "error": "denied!"}, 400, "M_TEST_ERROR_CODE", {}),
+    ({"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "y u no upgrade", "room_version": "future-1"},
+     400, "M_INCOMPATIBLE_ROOM_VERSION", {"room_version": "future-1"}),
+    # About our request, not for the client (the spec: fail with a 5xx rather than pass it on).
+    ({"errcode": "M_INVALID_PARAM", "error": "bad ver"}, 404, "M_NOT_FOUND", {}),
+])
+async def test_a_residents_make_join_error_reaches_the_client(gw, ca, answer, status, errcode, extra):
+    """The spec, on make_join's 400: "The error should be passed through to clients so
+    that they may give better feedback to users"."""
+    remote = FakeRemote(ca)
+
+    async def make_join(request: web.Request) -> web.Response:
+        return web.json_response(answer, status=400)
+
+    remote.extra_routes.append(("GET", "/_matrix/federation/v1/make_join/{room_id}/{user_id}", make_join))
+    async with remote:
+        with pytest.raises(MatrixError) as err:
+            await gw.hs.federation_membership.join_remote(f"@alice:{gw.server_name}", f"!r:{remote.server_name}",
+                                                          [remote.server_name], {"membership": "join"})
+    assert (err.value.status, err.value.errcode) == (status, errcode)
+    assert {k: v for k, v in err.value.to_json().items() if k not in ("errcode", "error")} == extra

@@ -183,6 +183,19 @@ async def test_kicked_and_banned_servers_receive_their_own_membership_change(hs,
     assert peer.errors == []
 
 
+async def test_an_invite_goes_through_invite_not_to_a_server_outside_the_room(hs, peer):
+    """The invitee's server got the invite through /invite: a server with nobody in the
+    room is sent no events of it (a later ban of one of its users is its business)."""
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    invite = await hs.events.send_event(
+        room_id, EventSpec("m.room.member", alice, {"membership": "invite"}, f"@dave:{peer.server_name}"))
+    ban = await hs.rooms.ban(alice, room_id, f"@carol:{peer.server_name}")
+    await peer.wait_for(lambda: ban.pdu.event_id in peer.event_ids())
+    assert invite.pdu.event_id not in peer.event_ids()
+    assert peer.errors == []
+
+
 async def test_down_peer_is_retried_with_growing_backoff_then_gets_everything(hs, peer):
     trust(peer, hs)
     alice, room_id = await new_room(hs)
