@@ -68,6 +68,15 @@ def _satisfied(requests: Sequence[KeyRequest], responses: Sequence[ServerKeyResp
     return [r for r in requests if any(resp.server_name == r.server_name and resp.has(r) for resp in responses)]
 
 
+def _known(request: KeyRequest, responses: Sequence[ServerKeyResponse]) -> bool:
+    """Whether the server answered with the key asked for (any key, for a request of
+    none), valid long enough or not: a server that only has older keys is up, not
+    failing."""
+    return any(resp.server_name == request.server_name
+               and (request.key_id is None or any(k.key_id == request.key_id for k in resp.keys))
+               for resp in responses)
+
+
 class DirectKeyFetcher:
     """Asks each server for its own keys, ``concurrency`` servers at a time."""
 
@@ -236,10 +245,9 @@ class CoalescingKeyFetcher:
             for s, fut in futures.items():
                 self._inflight.pop(s, None)
                 fut.set_result([r for r in results if r.server_name == s])
-        answered = set(_satisfied(requests, results))
         for s in servers:
-            if all(r in answered for r in requests if r.server_name == s):
+            if all(_known(r, results) for r in requests if r.server_name == s):
                 self.backoff.succeeded(s)
-            else:
+            else:  # unreachable, or without the key asked for: not asked again for a while
                 self.backoff.failed(s)
         return results

@@ -71,11 +71,16 @@ async def post_query(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/query/{server_name}")
+@routes.get("/v2/query/{server_name}/{key_id}")
 async def get_query(request: web.Request) -> web.Response:
+    """``GET /query/{serverName}``; with a ``/{keyId}`` too, the form the spec had before
+    (dropped from it, still served by Synapse and called by servers in the field)."""
     hs = request.app[HS]
     raw = request.query.get("minimum_valid_until_ts")
     try:
         minimum = int(raw) if raw is not None else hs.clock_ms()
     except ValueError:
         raise MatrixError.invalid_param("minimum_valid_until_ts must be an integer") from None
-    return json_response({"server_keys": await _docs_for(hs, request.match_info["server_name"], minimum)})
+    key_id = request.match_info.get("key_id")
+    docs = await _docs_for(hs, request.match_info["server_name"], minimum, [key_id] if key_id else None)
+    return json_response({"server_keys": docs})

@@ -208,6 +208,12 @@ class KeyRing:
             for response in await self.direct_fetcher.fetch(wanted):
                 await self._store(response)
         docs = await self.store.get_key_docs(server_name)
+        if key_ids:
+            # The responses holding the keys asked for (a newer response without them
+            # does not hide an older one that has them).
+            having = [d for d in docs if any(k in (d.get("verify_keys") or {}) or k in (d.get("old_verify_keys") or {})
+                                             for k in key_ids)]
+            docs = having or docs
         fresh = [d for d in docs if _doc_valid_until(d) >= minimum_valid_until_ts]
         return fresh or docs[:1]
 

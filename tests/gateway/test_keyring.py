@@ -151,7 +151,18 @@ async def test_notary_duty_refreshes_too_old_docs(hs):
     # Asked for more than we hold: fetched again; the server's doc is still short-lived, we serve it anyway.
     assert await keyring.key_docs_for_notary("remote.test", now + 2 * DAY, ["ed25519:r"]) == docs
     assert len(fake.asked) == 2
+    # A server that answered with its key, only not valid long enough, is up: asked again
+    # next time (no backoff, unlike one that is unreachable or lacks the key).
+    assert await keyring.key_docs_for_notary("remote.test", now + 2 * DAY, ["ed25519:r"]) == docs
+    assert len(fake.asked) == 3
     assert await keyring.key_docs_for_notary("gone.test", now) == []
+    # The server forgets its key for a new one: asked for the old key, we still answer
+    # with the response that has it (a newer one without it does not hide it).
+    fake.keys["remote.test"] = generate_signing_key("r2")
+    newer = await keyring.key_docs_for_notary("remote.test", now + 3 * DAY, ["ed25519:r2"])
+    assert list(newer[0]["verify_keys"]) == ["ed25519:r2"]
+    old = await keyring.key_docs_for_notary("remote.test", now, ["ed25519:r"])
+    assert [list(d["verify_keys"]) for d in old] == [["ed25519:r"]]
 
 
 async def test_keys_are_remembered_between_requests(hs):
