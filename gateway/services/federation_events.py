@@ -638,7 +638,12 @@ class FederationEventHandler:
         redaction_target = None
         if rejected_reason is None and pdu.redacts is not None:
             target = (await self._pdus_in(rb, [pdu.redacts])).get(pdu.redacts)
-            if target is not None and redaction_allowed(rv, pdu, target, state_events):
+            if target is not None and target.room_id != room_id:
+                # A redaction of another room's event is nothing of this room: kept out of
+                # its timeline (as Synapse does), and it redacts nothing.
+                soft_failed = True
+                log.info("soft-failed %s: it redacts an event of another room", pdu.event_id)
+            elif target is not None and redaction_allowed(rv, pdu, target, state_events):
                 redaction_target = target.event_id
         return await self._add(rb, pdu, state_before, before_snapshot, base, rejected_reason=rejected_reason,
                                soft_failed=soft_failed, redaction_target=redaction_target, outlier_row=outlier_row,
@@ -809,10 +814,11 @@ class FederationEventHandler:
     async def _state_before(self, origin: str | None, rb: "_RoomBatch", pdu: PDU, *, gap_fill: bool
                             ) -> tuple[Mapping[StateKey, str], StateSnapshot | None, StateSnapshot | None]:
         """The state before ``pdu``: the resolution of the states after its prev events
-        (one prev event: its state, nothing to resolve). Missing prev events are fetched
-        with get_missing_events (once, bounded); for any still missing, the state at it
-        is fetched with /state_ids. Returns the map, the group equal to it (if any), and
-        a group to write a delta against."""
+        (one prev event: its state, nothing to resolve). Missing prev events of a pushed
+        event (``gap_fill``) are fetched with get_missing_events (once, bounded), and the
+        event is refused if some are still missing; for a pulled event, the state at a
+        missing one is fetched with /state_ids. Returns the map, the group equal to it
+        (if any), and a group to write a delta against."""
         room = rb.room
         prevs = list(dict.fromkeys(pdu.prev_event_ids))
         metas = await self._metas_in(rb, prevs)
@@ -824,7 +830,12 @@ class FederationEventHandler:
             metas = await self._metas_in(rb, prevs)
             missing = [p for p in prevs if p not in metas or metas[p].state_group is None]
             if missing:
+                # An event pushed to us whose prev events its server does not give: not
+                # taken with a state that server would choose (/state_ids) -- it could
+                # become our only forward extremity. Events pulled to fill a gap (from
+                # get_missing_events) do get that state, as Synapse does.
                 await self._flush(rb)
+                raise PDUError(f"Its prev events {', '.join(missing[:3])} could not be fetched from {origin}")
         snapshots: list[StateSnapshot] = []
         for p in prevs:
             meta = metas.get(p)

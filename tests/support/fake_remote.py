@@ -78,6 +78,8 @@ class FakeRemote:
         self.state_before: dict[str, dict[tuple[str, str], str]] = {}
         self.requests: list[tuple[str, str]] = []
         self.serve_missing_events = True
+        #: Events get_missing_events does not give (nor walks past).
+        self.withheld: set[str] = set()
         #: More (method, path, handler) routes to serve (e.g. a resident's make_join).
         self.extra_routes: list[tuple[str, str, Any]] = []
         self._runner: web.AppRunner | None = None
@@ -134,7 +136,7 @@ class FakeRemote:
         seen = set(queue)
         while queue and len(out) < limit:
             eid = queue.pop(0)
-            if eid in earliest or eid not in self.pdus:
+            if eid in earliest or eid not in self.pdus or eid in self.withheld:
                 continue
             out.append(self.pdus[eid])
             for p in self._prevs(eid):

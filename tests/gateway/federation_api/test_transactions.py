@@ -181,6 +181,25 @@ async def test_soft_failed_event_is_stored_but_not_shown_nor_an_extremity(gw, re
     assert late_id not in await gw.hs.events.store.get_forward_extremities(room_id)
 
 
+async def test_a_redaction_of_another_rooms_event_redacts_nothing(gw, remote, alice):
+    """bob redacts, in a room he shares with alice, a message of another room: the
+    redaction stays out of the timeline and the message keeps its content."""
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    other_id, other_view = await public_room(gw, alice, remote)
+    await join_bob(gw, remote, other_view)
+    msg = other_view.make("m.room.message", bob, {"msgtype": "m.text", "body": "elsewhere"})
+    await remote.send(gw.server_name, [msg])
+    # (rooms 11+: "redacts" in the content)
+    redaction = view.make("m.room.redaction", bob, {"redacts": view.event_id(msg, other_view.rv)})
+    red_id = view.event_id(redaction, view.rv)
+    assert await remote.send(gw.server_name, [redaction]) == {"pdus": {red_id: {}}}
+    meta = (await gw.hs.events.store.get_event_meta([red_id]))[red_id]
+    assert meta.soft_failed and meta.rejected_reason is None
+    assert red_id not in {e["event_id"] for e in await alice.messages(room_id)}
+    assert bodies(await alice.messages(other_id)) == ["elsewhere"]
+
+
 async def test_missing_prev_events_come_from_get_missing_events(gw, remote, alice):
     room_id, view = await public_room(gw, alice, remote)
     bob = await join_bob(gw, remote, view)
@@ -194,23 +213,50 @@ async def test_missing_prev_events_come_from_get_missing_events(gw, remote, alic
 
 
 async def test_missing_prev_event_state_from_state_ids_when_gap_cannot_be_filled(gw, remote, alice):
+    """m3 is sent; get_missing_events gives m2 but not m1 before it: the state at m1
+    comes from /state_ids (for a pulled event, as Synapse does too), m1 itself is an
+    outlier, m2 and m3 join the timeline."""
     room_id, view = await public_room(gw, alice, remote)
     bob = await join_bob(gw, remote, view)
-    remote.serve_missing_events = False
     topic = view.make("m.room.topic", bob, {"topic": "t"}, state_key="")  # bob may not: rejected on its own
     view.state.pop(("m.room.topic", ""))  # ... and the remote knows it
     m1 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "one"}, prev=[view.event_id(topic, view.rv)])
     m2 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "two"})
-    m2_id, m1_id = view.event_id(m2, view.rv), view.event_id(m1, view.rv)
+    m3 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "three"})
+    m1_id, m2_id, m3_id = (view.event_id(m, view.rv) for m in (m1, m2, m3))
+    remote.withheld = {m1_id}
     remote.requests.clear()
-    assert await remote.send(gw.server_name, [m2]) == {"pdus": {m2_id: {}}}
+    assert await remote.send(gw.server_name, [m3]) == {"pdus": {m3_id: {}}}
     paths = {p for _, p in remote.requests}
     assert "/_matrix/federation/v1/state_ids/{room_id}" in paths and "/_matrix/federation/v1/event/{event_id}" in paths
-    metas = await gw.hs.events.store.get_event_meta([m1_id, m2_id])
-    assert metas[m1_id].outlier and not metas[m2_id].outlier
-    assert bodies(await alice.messages(room_id)) == ["two"]
+    metas = await gw.hs.events.store.get_event_meta([m1_id, m2_id, m3_id])
+    assert metas[m1_id].outlier and not metas[m2_id].outlier and not metas[m3_id].outlier
+    assert bodies(await alice.messages(room_id)) == ["two", "three"]
     # The state at m2 is the remote's state at m1 (no topic), resolved with ours.
     assert ("m.room.topic", "") not in await gw.hs.events.state.get_current_state_ids(room_id)
+
+
+async def test_a_sent_event_whose_prev_events_its_server_withholds_is_refused(gw, remote, alice):
+    """A server pushes an event whose prev events it does not give (get_missing_events):
+    refused, not given state from that server's /state_ids (it could then become our
+    only forward extremity with a state its server chose; as Synapse refuses it)."""
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    view.make("m.room.message", bob, {"msgtype": "m.text", "body": "hidden"})
+    sent = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "sent"})
+    remote.serve_missing_events = False
+    remote.requests.clear()
+    sent_id = view.event_id(sent, view.rv)
+    answer = await remote.send(gw.server_name, [sent])
+    assert "prev events" in answer["pdus"][sent_id]["error"]
+    assert ("GET", "/_matrix/federation/v1/state_ids/{room_id}") not in remote.requests
+    assert (await gw.hs.events.store.get_event_meta([sent_id])).get(sent_id) is None
+    assert "sent" not in bodies(await alice.messages(room_id))
+    # Once its server gives the missing event, the next one is taken, with both.
+    remote.serve_missing_events = True
+    later = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "later"})
+    assert await remote.send(gw.server_name, [later]) == {"pdus": {view.event_id(later, view.rv): {}}}
+    assert bodies(await alice.messages(room_id))[-3:] == ["hidden", "sent", "later"]
 
 
 async def test_retried_transaction_gets_the_same_answer_and_stores_nothing_twice(gw, remote, alice):
