@@ -394,21 +394,23 @@ async def test_a_batch_that_cannot_be_written_is_written_event_by_event(gw, remo
 
 
 async def test_an_event_that_arrives_after_its_child_is_not_a_forward_extremity(gw, remote, alice):
-    """m2 arrives first (m1 is fetched as an outlier for its state); when m1 itself
-    arrives, in a transaction with a new event on m2, it joins the timeline but is not
-    a forward extremity: a stored timeline event already points at it."""
+    """m2 arrives first, pulled by get_missing_events for m3, which does not give m1
+    (fetched as an outlier for its state); when m1 itself arrives, in a transaction with
+    a new event on m3, it joins the timeline but is not a forward extremity: a stored
+    timeline event already points at it."""
     room_id, view = await public_room(gw, alice, remote)
     bob = await join_bob(gw, remote, view)
     hs = gw.hs
-    remote.serve_missing_events = False
     m1 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "one"})
     m2 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "two"})
     m3 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "three"})
-    ids = [view.event_id(p, view.rv) for p in (m1, m2, m3)]
-    assert await remote.send(gw.server_name, [m2]) == {"pdus": {ids[1]: {}}}
+    m4 = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "four"})
+    ids = [view.event_id(p, view.rv) for p in (m1, m2, m3, m4)]
+    remote.withheld = {ids[0]}
+    assert await remote.send(gw.server_name, [m3]) == {"pdus": {ids[2]: {}}}
     assert (await hs.events.store.get_event_meta([ids[0]]))[ids[0]].outlier
-    assert await hs.events.store.get_timeline_children([ids[0], ids[1]]) == {ids[0]}
-    assert await remote.send(gw.server_name, [m1, m3]) == {"pdus": {ids[0]: {}, ids[2]: {}}}
+    assert await hs.events.store.get_timeline_children([ids[0], ids[1]]) == {ids[0], ids[1]}
+    assert await remote.send(gw.server_name, [m1, m4]) == {"pdus": {ids[0]: {}, ids[3]: {}}}
     metas = await hs.events.store.get_event_meta(ids)
     assert not metas[ids[0]].outlier and metas[ids[0]].stream_ordering > 0
-    assert await hs.events.store.get_forward_extremities(room_id) == [ids[2]]
+    assert await hs.events.store.get_forward_extremities(room_id) == [ids[3]]
