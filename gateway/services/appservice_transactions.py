@@ -52,6 +52,8 @@ MAX_EPHEMERAL = 100
 SCAN_LIMIT = 500
 MIN_BACKOFF_MS = 1000
 MAX_BACKOFF_MS = 5 * 60 * 1000
+#: A backing-off service's own requests bring its retry forward at most this often.
+ALIVE_RETRY_MS = 10_000
 PRIVATE_RECEIPTS = ("m.read.private", "org.matrix.msc2285.read.private")
 
 
@@ -184,9 +186,16 @@ class AppServiceTransactions:
                     q.claimed |= mine
                     q.wake()
 
-    def on_alive(self, service: ApplicationService) -> None:
+    def on_alive(self, service: ApplicationService, pinged: bool) -> None:
+        """A backing-off service is tried again now after a successful ping; after its
+        other requests at most every ``ALIVE_RETRY_MS`` (a service whose transaction
+        endpoint keeps failing must not be retried at the pace of its own requests)."""
         q = self.queues.get(service.id)
-        if q is not None and q.failures:
+        if q is None or not q.failures:
+            return
+        now = self.clock_ms()
+        if pinged or now - q.alive_retry_ts >= ALIVE_RETRY_MS:
+            q.alive_retry_ts = now
             q.retry_now()
 
 
@@ -199,6 +208,7 @@ class _ServiceQueue:
         self.dirty = False
         self.failures = 0
         self.retry_at = 0
+        self.alive_retry_ts = 0
         self.typing_rooms: set[str] = set()
         self.claimed: set[tuple[str, str]] = set()
         #: The stored positions and unacknowledged transaction, read once (this worker is

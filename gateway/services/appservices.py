@@ -62,9 +62,10 @@ class AppServices:
         self._by_token = {_token_key(s.as_token): s for s in self.services}
         self._by_id = {s.id: s for s in self.services}
         self._protocols: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
-        #: Called with a service that just showed it is alive (a ping, a request with its
+        #: ``listener(service, pinged)`` when a service shows it is alive (``pinged``: a
+        #: successful ping; else a request with its
         #: token): the transaction sender stops backing off.
-        self.alive_listeners: list[Callable[[ApplicationService], None]] = []
+        self.alive_listeners: list[Callable[[ApplicationService, bool], None]] = []
 
     # --- lookups ------------------------------------------------------------------------
 
@@ -88,10 +89,10 @@ class AppServices:
         return any(user_id == s.sender or (not s.rate_limited and s.is_user_in_namespace(user_id))
                    for s in self.services)
 
-    def alive(self, service: ApplicationService) -> None:
+    def alive(self, service: ApplicationService, *, pinged: bool = False) -> None:
         for listener in self.alive_listeners:
             try:
-                listener(service)
+                listener(service, pinged)
             except Exception:
                 log.exception("application service listener failed")
 
@@ -255,7 +256,7 @@ class AppServices:
             if e.timed_out:
                 raise MatrixError(504, "M_CONNECTION_TIMEOUT", "Connection to application service timed out") from None
             raise MatrixError(502, "M_CONNECTION_FAILED", "Could not connect to the application service") from None
-        self.alive(service)
+        self.alive(service, pinged=True)
         return duration
 
     # --- published room directories -------------------------------------------------------

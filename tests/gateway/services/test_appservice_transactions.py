@@ -23,10 +23,11 @@ AS = auth_header(AS_TOKEN)
 
 # --- interest, on plain data ---------------------------------------------------------------
 
-SERVICE, _ = parse_registration({
+RAW_SERVICE = {
     "id": "b", "url": None, "as_token": "a", "hs_token": "h", "sender_localpart": "bot",
     "namespaces": {"users": [{"exclusive": True, "regex": "@_b_.*"}], "rooms": [{"exclusive": False, "regex": "!bridged.*"}],
-                   "aliases": [{"exclusive": True, "regex": "#_b_.*"}]}}, "hs.test")
+                   "aliases": [{"exclusive": True, "regex": "#_b_.*"}]}}
+SERVICE, _ = parse_registration(RAW_SERVICE, "hs.test")
 
 
 def ev(pos: int, room: str = "!r:hs.test", sender: str = "@alice:hs.test", type_: str = "m.room.message",
@@ -69,6 +70,33 @@ def test_backoff_grows_to_a_cap():
     assert 900 <= delays[0] <= 1000 and 1800 <= delays[1] <= 2000
     assert all(d <= appservice_transactions.MAX_BACKOFF_MS for d in delays)
     assert delays[-1] >= 0.9 * appservice_transactions.MAX_BACKOFF_MS
+
+
+def test_a_live_service_is_retried_sooner():
+    """A ping brings a backing-off service's retry forward every time; its other requests
+    at most every ALIVE_RETRY_MS."""
+    from gateway.config.appservice import AppServiceConfig
+
+    now = [1_000_000]
+    service, _ = parse_registration({**RAW_SERVICE, "url": "http://127.0.0.1:9"}, "hs.test")
+    sender = appservice_transactions.AppServiceTransactions(
+        server_name="hs.test", config=AppServiceConfig(services=(service,)), api=None, store=None, destinations=None,
+        e2e_store=None, receipts=None, events=None, get_typing=lambda r: [], clock_ms=lambda: now[0])
+    queue = sender.queues[service.id]
+    retried = []
+    queue.retry_now = lambda: retried.append(now[0])
+    sender.on_alive(service, False)
+    assert retried == []  # not backing off: nothing to bring forward
+    queue.failures = 3
+    sender.on_alive(service, False)
+    sender.on_alive(service, False)
+    assert len(retried) == 1
+    sender.on_alive(service, True)
+    sender.on_alive(service, True)
+    assert len(retried) == 3
+    now[0] += appservice_transactions.ALIVE_RETRY_MS
+    sender.on_alive(service, False)
+    assert len(retried) == 4
 
 
 # --- with a server and a fake service ------------------------------------------------------------
