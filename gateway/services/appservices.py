@@ -31,7 +31,7 @@ from ..storage.appservice import AppServiceStore
 from ..storage.devices import DeviceStore
 from ..storage.users import UserExistsError, UserStore
 from .appservice_api import AppServiceApi, AppServiceRequestError
-from .auth import Requester
+from .auth import Requester, user_locked
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,11 @@ class AppServices:
                 raise MatrixError.forbidden(f"Application service has not registered {target}")
         if device_id is not None and await self.devices.get_device(target, device_id) is None:
             raise MatrixError(400, UNKNOWN_DEVICE, f"{target} has no device {device_id}")
+        if user is not None and user.locked:
+            raise user_locked()  # what an admin decided about the account holds for its service too
         self.alive(service)
-        return Requester(target, device_id, token, bool(user and user.admin), app_service_id=service.id)
+        return Requester(target, device_id, token, bool(user and user.admin), app_service_id=service.id,
+                         shadow_banned=bool(user and user.shadow_banned), suspended=bool(user and user.suspended))
 
     # --- registration and exclusivity ----------------------------------------------------
 

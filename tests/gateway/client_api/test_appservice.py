@@ -94,6 +94,20 @@ async def test_device_masquerading(client):
     assert (status, body["errcode"]) == (400, "M_UNKNOWN_DEVICE")
 
 
+async def test_admins_decisions_about_its_users_hold(client, hs):
+    await as_register(client, "_irc_locked", inhibit_login=True)
+    await as_register(client, "_irc_quiet", inhibit_login=True)
+    await hs.auth.users.set_flag("@_irc_locked:hs.test", "locked", True)
+    await hs.auth.users.set_flag("@_irc_quiet:hs.test", "suspended", True)
+    status, body = await whoami(client, {"user_id": "@_irc_locked:hs.test"})
+    assert (status, body["errcode"]) == (401, "M_USER_LOCKED")
+    # A suspended user may read, not send.
+    assert (await whoami(client, {"user_id": "@_irc_quiet:hs.test"}))[0] == 200
+    resp = await client.post("/_matrix/client/v3/createRoom", headers=AS, params={"user_id": "@_irc_quiet:hs.test"},
+                             json={})
+    assert (resp.status, (await resp.json())["errcode"]) == (403, "M_USER_SUSPENDED")
+
+
 async def test_unknown_token_and_ip_whitelist(client, hs):
     status, body = await whoami(client, token="not-a-token")
     assert (status, body["errcode"]) == (401, "M_UNKNOWN_TOKEN")
