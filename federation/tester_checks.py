@@ -17,11 +17,12 @@ from .canonical_json import decode_base64, encode_canonical_json
 
 
 def check_server_keys(
-    keys: Any, server_name: str, now_ms: int, *, valid_certificates: bool
+    keys: Any, server_name: str, now_ms: int, *, valid_certificates: bool, explain_certificates: bool = True
 ) -> tuple[dict[str, Any], dict[str, str], list[str]]:
     """Check a ``GET /_matrix/key/v2/server`` answer.
 
-    Returns ``(Checks, Ed25519VerifyKeys, explanations)``.
+    Returns ``(Checks, Ed25519VerifyKeys, explanations)``; ``explain_certificates``: False
+    when the TLS diagnosis already explains the certificate.
     """
     explanations: list[str] = []
     if not isinstance(keys, dict):
@@ -73,7 +74,7 @@ def check_server_keys(
     if not has_ed:
         explanations.append("The server publishes no ed25519 key in verify_keys.")
     all_ed = has_ed and all(c["ValidEd25519"] and c["MatchingSignature"] for c in ed_checks.values())
-    if not valid_certificates:
+    if not valid_certificates and explain_certificates:
         explanations.append(
             "The TLS certificate is not valid for this server name (or not trusted): use a "
             "certificate from a public CA that covers the name other servers connect to."
@@ -95,3 +96,57 @@ def federation_ok(connection_reports: Mapping[str, Any], connection_errors: Mapp
     return bool(connection_reports) and not connection_errors and all(
         r["Checks"]["AllChecksOK"] for r in connection_reports.values()
     )
+
+
+def _well_known_key(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """What one answer amounts to, for comparing addresses: a delegation, or a kind of failure."""
+    if entry.get("m.server"):
+        return ("delegates", entry["m.server"])
+    code = entry.get("Code")
+    if code is None:  # the report's WellKnownResult
+        error = (entry.get("error") or {}).get("Error", "")
+        code = "not_found" if error == "HTTP 404" else "timeout" if error.startswith("timed out") else "error"
+    return (code, "") if code in ("not_found", "timeout") else ("error", "")
+
+
+def _describe_well_known(entry: Mapping[str, Any]) -> str:
+    if entry.get("m.server"):
+        return f"delegate to {entry['m.server']}"
+    if entry.get("Code") == "not_found":
+        return "have no .well-known (404)"
+    return f"fail ({entry.get('Error') or entry.get('Code')})"
+
+
+def compare_well_known(host: str, main: Mapping[str, Any], per_address: dict[str, dict[str, Any]]) -> list[str]:
+    """Mark each address's ``.well-known/matrix/server`` answer with ``Agrees`` (the same as
+    the answer federation used, ``WellKnownResult``) and explain disagreements.
+
+    Each server that resolves ``host`` picks one of its addresses, so addresses that answer
+    differently make federation work for some servers and not others.
+    """
+    expected = _well_known_key(main)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for address, entry in per_address.items():
+        if entry.get("Code") == "blocked":
+            entry["Agrees"] = None
+            continue
+        key = _well_known_key(entry)
+        entry["Agrees"] = key == expected
+        groups.setdefault(key, []).append(address)
+    if len(groups) <= 1:
+        return []
+    parts = []
+    for key, addresses in groups.items():
+        parts.append(f"{', '.join(addresses)} {_describe_well_known(per_address[addresses[0]])}")
+    return [f"The addresses of {host} answer /.well-known/matrix/server differently: {'; '.join(parts)}. "
+            "Every other server picks one address, so some of them get another answer (or none). Serve the "
+            "same file from every address, or remove the addresses that should not be there from DNS."]
+
+
+def explain_well_known_timeout(host: str, error: str, addresses_found: bool) -> str:
+    """A ``.well-known`` fetch that timed out, while SRV / A records work or not."""
+    fallback = ("which work here, so federation works but every new server waits that long first"
+                if addresses_found else "which do not give a usable address either")
+    return (f"https://{host}/.well-known/matrix/server {error}: other servers wait that long on every "
+            f"lookup and then fall back to the SRV and A/AAAA records, {fallback}. Make the web server for "
+            f"{host} answer on port 443 (even a 404 is fine), or stop the firewall from dropping the packets.")

@@ -325,15 +325,21 @@ def _print_report(report: dict) -> None:
         print(f"  .well-known delegates to {wk['m.server']}")
     elif wk.get("error"):
         print(f"  no usable .well-known ({wk['error']['Error']})")
+    for addr, entry in report.get("WellKnownPerAddress", {}).items():
+        said = f"delegates to {entry['m.server']}" if entry["m.server"] else f"{entry['Code']}: {entry['Error']}"
+        differs = "" if entry.get("Agrees") is not False else "  <- differs"
+        print(f"  .well-known at {addr}: {said} ({entry['Seconds']} s){differs}")
     print(f"  addresses: {', '.join(report['DNSResult']['Addrs']) or 'none'}")
+    tls = report.get("TLSDiagnosis", {})
     for addr, conn in report["ConnectionReports"].items():
         checks = conn["Checks"]
-        print(f"  {addr}: {conn['Cipher']['Version']} {conn['Cipher']['CipherSuite']}")
+        print(f"  {addr}: {conn['Cipher']['Version']} {conn['Cipher']['CipherSuite']}, TLS: {tls[addr]['Code']}")
         for name in ("MatchingServerName", "FutureValidUntilTS", "HasEd25519Key", "AllEd25519ChecksOK",
                      "ValidCertificates"):
             print(f"    [{'x' if checks[name] else ' '}] {name}")
     for addr, err in report["ConnectionErrors"].items():
-        print(f"  {addr}: cannot connect: {err['Message']}")
+        took = f", {err['Seconds']} s" if err.get("Seconds") is not None else ""
+        print(f"  {addr}: cannot connect ({err.get('Code', 'error')}{took}): {err['Message']}")
     version = report.get("Version", {})
     if version.get("name"):
         print(f"  server software: {version['name']} {version.get('version', '')}")

@@ -331,16 +331,18 @@ class ServerResolver:
 
     # -- the spec's steps ---------------------------------------------------------------
 
-    async def resolve(self, server_name: str) -> ResolvedServer:
+    async def resolve(self, server_name: str, *, well_known: WellKnownFetch | None = None) -> ResolvedServer:
         """Run "Resolving server names" for ``server_name``.
 
-        Raises InvalidServerName, ServiceUnavailable (SRV target "."), DnsLookupError /
-        ResolutionError (no address), BlockedAddressError (every address is blocked).
+        ``well_known``: a fetch already made (the federation tester's), used instead of
+        the cache. Raises InvalidServerName, ServiceUnavailable (SRV target "."),
+        DnsLookupError / ResolutionError (no address), BlockedAddressError (every address
+        is blocked).
         """
         address = split_server_name(server_name)
         target = address
         if address.ip is None and address.port is None:
-            delegated = await self.get_well_known(address)
+            delegated = well_known.delegated if well_known is not None else await self.get_well_known(address)
             if delegated is not None:
                 target = delegated
         candidates = await self._candidates(target)
@@ -448,6 +450,10 @@ class ServerResolver:
         WELL_KNOWN_MAX_BODY_BYTES, gives up after ``well_known_timeout`` seconds.
         """
         url = URL.build(scheme="https", host=server.host, port=self.well_known_port, path=WELL_KNOWN_PATH)
+        return await self.fetch_well_known_url(url)
+
+    async def fetch_well_known_url(self, url: URL) -> WellKnownFetch:
+        """:meth:`fetch_well_known` from a given URL (the tester follows a redirect with it)."""
         try:
             async with asyncio.timeout(self._timeout):
                 return await self._fetch(url)
