@@ -239,7 +239,7 @@ class SyncService:
             if not rows and m.current_state_group is None and flt.timeline.allows_room(m.room_id):
                 # A room this server is not in (a rejected invite, a retracted knock): the
                 # leave event, made here or by the room's server, is its whole timeline.
-                stored = await self.hs.events.store.get_event(m.event_id)
+                stored = await self.events.store.get_event(m.event_id)
                 if stored is not None:
                     rows = [TimelineEvent(stored, None, None)]
             timeline_rows[m.room_id] = rows
