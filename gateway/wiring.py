@@ -123,7 +123,8 @@ def build(hs: "HomeServer") -> None:
         domain_whitelist=fed.federation_domain_whitelist)
 
     # --- rooms and events ---------------------------------------------------------
-    hs.events = events = EventsService(hs)
+    hs.events = events = EventsService(db=db, server_name=server_name, signing_key=hs.signing_key,
+                                       modules=modules.callbacks, clock_ms=clock_ms)
     hs.federation_sender = sender = FederationSender(hs)
     hs.auth = auth = AuthService(hs)
     hs.oauth = oauth = OAuthService(db=db, config=config.oauth, baseurl=config.public_baseurl, clock_ms=clock_ms,

@@ -26,7 +26,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from federation.auth_rules import (
     AuthError,
@@ -39,12 +39,15 @@ from federation.auth_rules import (
 from federation.canonical_json import encode_canonical_json
 from federation.events import MAX_PDU_SIZE, PDU, InvalidEventError, build_event
 from federation.room_versions import EventFormat, RoomVersion
-from federation.signing import sign_event
+from federation.signing import ServerSigningKey, sign_event
 
 from ..http import Codes, MatrixError
-from ..storage.database import IntegrityError
+from ..storage.database import Database, IntegrityError
 from ..storage.events import EventStore, EventWrite, RoomRow, StaleHeadError, StoredEvent
 from ..storage.state import StateKey, StateSnapshot, StateStore
+
+if TYPE_CHECKING:
+    from ..modules import ModuleCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +107,16 @@ class EventsService:
     #: PDUs kept in memory by event ID.
     PDU_CACHE_SIZE = 10_000
 
-    def __init__(self, hs):
-        self.hs = hs
-        self.state = StateStore(hs.db)
-        self.store = EventStore(hs.db, self.state)
+    def __init__(self, *, db: Database, server_name: str, signing_key: ServerSigningKey, modules: ModuleCallbacks,
+                 clock_ms: Callable[[], int]):
+        """``signing_key`` signs our events; ``modules``: their event checks and
+        ``on_new_event``."""
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.modules = modules
+        self.clock_ms = clock_ms
+        self.state = StateStore(db)
+        self.store = EventStore(db, self.state)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._pdu_cache: OrderedDict[str, PDU] = OrderedDict()
         self._listeners: list[NewEventsListener] = []
@@ -139,7 +148,8 @@ class EventsService:
             self._locks[room_id] = lock
         return lock
 
-    def _remember(self, pdu: PDU) -> None:
+    def remember(self, pdu: PDU) -> None:
+        """Keep a stored PDU in memory (for writers other than this service)."""
         self._pdu_cache[pdu.event_id] = pdu
         self._pdu_cache.move_to_end(pdu.event_id)
         while len(self._pdu_cache) > self.PDU_CACHE_SIZE:
@@ -157,7 +167,7 @@ class EventsService:
                 out[eid] = pdu
         if missing:
             for eid, stored in (await self.store.get_events(missing)).items():
-                self._remember(stored.pdu)
+                self.remember(stored.pdu)
                 out[eid] = stored.pdu
         return out
 
@@ -293,7 +303,7 @@ class EventsService:
             try:
                 result = await self.store.persist_events(
                     room_id, writes, state_before=head.state, expected_head=head.head_stream_ordering,
-                    received_ts=self.hs.clock_ms(),
+                    received_ts=self.clock_ms(),
                 )
             except StaleHeadError:
                 self._heads.pop(room_id, None)
@@ -387,17 +397,28 @@ class EventsService:
         async with self.room_lock(real_room_id):
             result = await self.store.create_room_and_persist(
                 room_id=real_room_id, room_version=room_version, creator=creator,
-                created_ts=self.hs.clock_ms(), is_public=is_public, writes=writes,
+                created_ts=self.clock_ms(), is_public=is_public, writes=writes,
             )
         return real_room_id, self._after_persist(real_room_id, writes, result.stream_orderings)
+
+    def forget_head(self, room_id: str) -> None:
+        """Another writer changed the room (a received event, a partial-state resync): the
+        next local event reads the room's head from the database again."""
+        self._heads.pop(room_id, None)
+
+    def announce_stored(self, room_id: str, positions: Sequence[int], received: Sequence[PDU] = ()) -> None:
+        """Events another pipeline stored in the room's timeline (at ``positions``;
+        ``received``: those of other servers): listeners and modules hear of them as of
+        ours."""
+        self._after_persist(room_id, [], positions, received)
 
     def _after_persist(self, room_id: str, writes: Sequence[EventWrite], positions: Sequence[int],
                        received: Sequence[PDU] = ()) -> list[SentEvent]:
         """Wake the listeners and modules after events were stored: ``writes`` of ours,
         or ``received`` events of other servers (in the timeline)."""
         for w in writes:
-            self._remember(w.pdu)
-        modules = self.hs.modules.callbacks
+            self.remember(w.pdu)
+        modules = self.modules
         if modules.has("on_new_event"):
             task = asyncio.get_running_loop().create_task(
                 self._notify_modules(room_id, [w.pdu for w in writes if w.rejected_reason is None] + list(received)))
@@ -423,7 +444,7 @@ class EventsService:
 
         state = await self.module_state_map(await self.state.get_current_state_ids(room_id))
         for pdu in pdus:
-            await self.hs.modules.callbacks.notify("on_new_event", ModuleEvent(pdu), state)
+            await self.modules.notify("on_new_event", ModuleEvent(pdu), state)
 
     async def module_state_map(self, state_ids: Mapping[StateKey, str]) -> dict:
         from ..modules import ModuleEvent
@@ -437,7 +458,7 @@ class EventsService:
         spec when a third-party rules module rewrote the event's content."""
         from ..modules import ModuleEvent
 
-        modules = self.hs.modules.callbacks
+        modules = self.modules
         event = ModuleEvent(pdu)
         if spam_check and pdu.type != "m.room.member":
             await modules.spam_check("check_event_for_spam", "This event", event)
@@ -474,7 +495,7 @@ class EventsService:
                 check_auth_rules(rv, pdu, auth_map)
             except AuthError as e:
                 raise MatrixError.forbidden(str(e)) from None
-            if self.hs.modules.callbacks.has_event_checks:
+            if self.modules.has_event_checks:
                 replacement = await self._module_checks(spec, pdu, current, spam_check)
                 if replacement is not None:  # rebuilt and judged again by the auth rules only
                     pdu = self._build_one(rv, room_id, replacement, current, prev_ids, depth)
@@ -502,16 +523,16 @@ class EventsService:
         event_id = None
         if rv.event_format is EventFormat.V1:
             rand = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
-            event_id = f"${rand}:{self.hs.server_name}"
+            event_id = f"${rand}:{self.server_name}"
         try:
             pdu_json = build_event(
                 rv, type=spec.type, sender=spec.sender, room_id=room_id, content=dict(spec.content),
                 prev_event_ids=prev_ids, auth_event_ids=auth_ids, depth=depth + 1,
-                origin_server_ts=spec.origin_server_ts if spec.origin_server_ts is not None else self.hs.clock_ms(),
+                origin_server_ts=spec.origin_server_ts if spec.origin_server_ts is not None else self.clock_ms(),
                 state_key=spec.state_key, redacts=spec.redacts,
-                origin=self.hs.server_name, event_id=event_id,
+                origin=self.server_name, event_id=event_id,
             )
-            signed = sign_event(pdu_json, self.hs.server_name, self.hs.signing_key, room_version=rv)
+            signed = sign_event(pdu_json, self.server_name, self.signing_key, room_version=rv)
             if spec.unsigned:
                 signed["unsigned"] = dict(spec.unsigned)
             size = len(encode_canonical_json(signed))
@@ -577,7 +598,7 @@ class EventsService:
             txns = txn_ids
         else:
             txns = await self.store.get_txn_ids_for_events(ids)
-        now = self.hs.clock_ms()
+        now = self.clock_ms()
         out = []
         for pdu in pdus:
             red = related.get(redactions.get(pdu.event_id, ""))

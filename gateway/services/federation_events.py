@@ -162,6 +162,10 @@ class FederationEventHandler:
         """The room's extremities changed behind our back (an admin deleted some)."""
         self._room_heads.pop(room_id, None)
 
+    def forget_room_head(self, room_id: str) -> None:
+        """Another writer changed the room (a partial-state resync): read its head again."""
+        self._room_heads.pop(room_id, None)
+
     def forget_events(self, event_ids: list[str]) -> None:
         """Purged events are unknown again (another server may send them back)."""
         for event_id in event_ids:
@@ -264,7 +268,7 @@ class FederationEventHandler:
         if modules.has("should_drop_federated_event"):
             todo = [i for i in todo if not await modules.first_true(
                 "should_drop_federated_event", ModuleEvent(formats[i].pdu))]
-        checked = await self._check_signatures([pdus[i] for i in todo], rv, origin,
+        checked = await self.check_signatures([pdus[i] for i in todo], rv, origin,
                                                [formats[i].signed_bytes for i in todo])
         pre = {i: (formats[i], c) for i, c in zip(todo, checked)}
         out: list[PDUOutcome] = []
@@ -366,7 +370,7 @@ class FederationEventHandler:
         try:
             for i in range(0, len(order), WRITE_SLICE):
                 part = order[i:i + WRITE_SLICE]
-                checked = await self._check_signatures([raw.pop(p.event_id) for p in part], room_version, origin)
+                checked = await self.check_signatures([raw.pop(p.event_id) for p in part], room_version, origin)
                 good: list[PDU] = []
                 for pdu, decision in zip(part, checked):
                     if isinstance(decision, Drop):
@@ -394,7 +398,7 @@ class FederationEventHandler:
         if absent:
             absent.difference_update(written)
         for pdu in recent:
-            self.events._remember(pdu)
+            self.events.remember(pdu)
         return result
 
     async def _fetch_create_event(self, origin: str | None, room_id: str, rv: RoomVersion,
@@ -495,7 +499,7 @@ class FederationEventHandler:
         timeline_positions: list[int] = []
         for ev, position in zip(batch.events, positions):
             pdu = ev.pdu
-            self.events._remember(pdu)
+            self.events.remember(pdu)
             absent.discard(pdu.event_id)
             self._cache_meta(EventMeta(pdu.event_id, room_id, pdu.depth, False, ev.rejected_reason, ev.soft_failed,
                                        ev.state_after.group, position))
@@ -503,11 +507,11 @@ class FederationEventHandler:
             if ev.timeline:
                 timeline.append(pdu)
                 timeline_positions.append(position)
-        self.events._heads.pop(room_id, None)  # the local pipeline reloads the head
+        self.events.forget_head(room_id)  # the local pipeline reloads the head
         room = rb.room
         if timeline:
             room = replace(room, head_stream_ordering=timeline_positions[-1], current_state_group=batch.current.group)
-            self.events._after_persist(room_id, [], timeline_positions, received=timeline)
+            self.events.announce_stored(room_id, timeline_positions, received=timeline)
             self._room_heads[room_id] = (room, frozenset(batch.extremities))  # after the listeners: they drop it
         rb.room = room
         rb.batch = EventBatch(self.state, room_id, head=room.head_stream_ordering, current=batch.current,
@@ -587,7 +591,7 @@ class FederationEventHandler:
                     raise PDUError(f"Server {origin} is denied by the room's server ACL")
         # 2, 3. signatures and hashes
         if checked is None:
-            (signed,) = await self._check_signatures([pdu_json], rv, origin, [decision.signed_bytes])
+            (signed,) = await self.check_signatures([pdu_json], rv, origin, [decision.signed_bytes])
         else:
             signed = checked[1]
         if isinstance(signed, Drop):
@@ -617,7 +621,7 @@ class FederationEventHandler:
             await self._flush(rb)  # what follows reads the database only
             state_events = await self.hs.partial_state.auth_state(rv, pdu, state_before, auth_map, rejected_auth)
         else:
-            state_events = await self._auth_state(rv, pdu, state_before, rb)
+            state_events = await self.auth_state(rv, pdu, state_before, rb)
         # 5. auth against the state before it
         if rejected_reason is None:
             decision = check_auth_against_state_before(rv, pdu, state_events)
@@ -628,7 +632,7 @@ class FederationEventHandler:
         soft_failed = False
         if rejected_reason is None and explicit_state is None and not partial:
             current = rb.batch.current.state
-            decision = check_soft_fail_against_current_state(rv, pdu, await self._auth_state(rv, pdu, current, rb))
+            decision = check_soft_fail_against_current_state(rv, pdu, await self.auth_state(rv, pdu, current, rb))
             if isinstance(decision, SoftFail):
                 soft_failed = True
                 log.info("soft-failed %s: %s", pdu.event_id, decision.reason)
@@ -746,8 +750,8 @@ class FederationEventHandler:
         except StateResolutionError as e:
             raise PDUError(f"State resolution failed: {e}") from None
 
-    async def _auth_state(self, rv: RoomVersion, pdu: PDU, state: Mapping[StateKey, str],
-                          rb: "_RoomBatch | None" = None) -> dict[StateKey, PDU]:
+    async def auth_state(self, rv: RoomVersion, pdu: PDU, state: Mapping[StateKey, str],
+                         rb: "_RoomBatch | None" = None) -> dict[StateKey, PDU]:
         """The events of ``state`` the auth rules read for ``pdu`` (not the whole room)."""
         keys = auth_types_for_event(rv, pdu.type, pdu.sender, pdu.state_key, pdu.content)
         keys.add(("m.room.create", ""))
@@ -757,7 +761,7 @@ class FederationEventHandler:
 
     # --- signatures --------------------------------------------------------------
 
-    async def _check_signatures(self, pdu_jsons: Sequence[dict], rv: RoomVersion, origin: str | None,
+    async def check_signatures(self, pdu_jsons: Sequence[dict], rv: RoomVersion, origin: str | None,
                                 signed_bytes: Sequence[bytes | None] | None = None) -> list:
         """Steps 2 and 3 for a batch: the keys are fetched once for all of them, and a
         big batch is verified in worker threads. ``signed_bytes``: what ``check_format``

@@ -348,7 +348,7 @@ class FederationMembershipHandler:
     async def _store_out_of_band(self, pdu: PDU) -> None:
         await self.store.ensure_room(pdu.room_id, pdu.room_version, creator=None, created_ts=self.hs.clock_ms())
         await self.out_of_band.store_membership(pdu, received_ts=self.hs.clock_ms())
-        self.events._remember(pdu)
+        self.events.remember(pdu)
         self.hs.notifier.notify_users([pdu.state_key])
 
     async def send_invite(self, pdu: PDU, invite_room_state: list[dict[str, Any]]) -> PDU:
@@ -486,7 +486,7 @@ class FederationMembershipHandler:
                 fmt = check_format(entry, rv)
                 if isinstance(fmt, Accept) and fmt.pdu.room_id == room_id:
                     well_formed[i] = entry
-        signed = await self.hs.federation_events._check_signatures(list(well_formed.values()), rv, None) \
+        signed = await self.hs.federation_events.check_signatures(list(well_formed.values()), rv, None) \
             if well_formed else []
         good = {i for i, decision in zip(well_formed, signed) if isinstance(decision, Accept)}
         legacy = not rv.room_id_from_create_event  # rooms 1-11
@@ -744,7 +744,7 @@ class FederationMembershipHandler:
             raise MatrixError.not_found(f"Unknown user {pdu.state_key}")
         from federation.pdu_checks import Drop, Redacted
 
-        (checked,) = await self.hs.federation_events._check_signatures([raw], rv, origin)
+        (checked,) = await self.hs.federation_events.check_signatures([raw], rv, origin)
         if isinstance(checked, (Drop, Redacted)):
             raise MatrixError.forbidden(f"The invite's signatures or hashes are not valid: "
                                         f"{getattr(checked, 'reason', 'content hash mismatch')}")
@@ -795,7 +795,7 @@ class FederationMembershipHandler:
             check_membership_event(pdu, room_id=room_id, origin=origin, membership="knock", event_id=event_id)
         except (InvalidEventError, MembershipError, TypeError, KeyError) as e:
             raise MatrixError.invalid_param(f"Invalid knock event: {e}") from None
-        (signed,) = await self.hs.federation_events._check_signatures([body], rv, origin)
+        (signed,) = await self.hs.federation_events.check_signatures([body], rv, origin)
         if not isinstance(signed, Accept):
             raise MatrixError.invalid_param(f"The knock's signatures or hashes are not valid: "
                                             f"{getattr(signed, 'reason', 'content hash mismatch')}")
@@ -849,7 +849,7 @@ class FederationMembershipHandler:
                                          current_event_id=current.event_id)
         except MembershipError as e:
             return PDUOutcome(pdu.event_id, f"Not accepted: {e}")
-        (signed,) = await self.hs.federation_events._check_signatures([pdu_json], rv, origin)
+        (signed,) = await self.hs.federation_events.check_signatures([pdu_json], rv, origin)
         if not isinstance(signed, Accept):
             return PDUOutcome(pdu.event_id, f"Not accepted: {getattr(signed, 'reason', 'content hash mismatch')}")
         await self._store_out_of_band(pdu)

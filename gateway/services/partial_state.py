@@ -393,7 +393,7 @@ class PartialStateService:
                     continue
                 reason = None
                 if rejected[eid] is None:
-                    decision = check_auth_against_state_before(rv, pdu, await fed._auth_state(rv, pdu, before))
+                    decision = check_auth_against_state_before(rv, pdu, await fed.auth_state(rv, pdu, before))
                     if isinstance(decision, Reject):
                         reason = decision.reason
                         rejected[eid] = reason
@@ -412,13 +412,12 @@ class PartialStateService:
                         if waiting[p] == 0 and p in after and p != eid:
                             del after[p]
             position = await self._finish(row, rv, later, after, rejected)
-            for eid in later:
-                fed._meta_cache.pop(eid, None)
-            fed._room_heads.pop(room_id, None)
-            events._heads.pop(room_id, None)
+            fed.forget_events(list(later))
+            fed.forget_room_head(room_id)
+            events.forget_head(room_id)
         self._cleared(room_id)
         log.info("resync of %s done: %d events recomputed (%d now rejected)", room_id, len(later), newly_rejected)
-        events._after_persist(room_id, [], [position])
+        events.announce_stored(room_id, [position])
         return True
 
     async def _prev_states(self, r: LaterEvent, after: Mapping[str, StateSnapshot],

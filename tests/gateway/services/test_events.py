@@ -68,11 +68,17 @@ async def test_fifty_concurrent_sends_make_one_linear_dag(hs):
     assert sorted(seen) == sorted(r.stream_ordering for r in results) and len(set(seen)) == 50
 
 
+def another_pipeline(hs) -> EventsService:
+    """A second event pipeline over the server's database, as another process has."""
+    return EventsService(db=hs.db, server_name=hs.server_name, signing_key=hs.signing_key,
+                         modules=hs.modules.callbacks, clock_ms=hs.clock_ms)
+
+
 async def test_two_writers_without_a_shared_lock_do_not_fork(hs):
     """Two pipelines over one database (as two processes would be): the head check
     makes the loser build again on top of the winner."""
     alice, room_id = await new_room(hs)
-    other = EventsService(hs)
+    other = another_pipeline(hs)
     assert other.room_lock(room_id) is not hs.events.room_lock(room_id)
     sends = []
     for i in range(20):
@@ -109,7 +115,7 @@ async def test_state_survives_a_restart_of_the_service(hs):
     bob = await make_user(hs, "bob")
     await hs.rooms.join(bob, room_id)
     await hs.events.send_event(room_id, EventSpec("m.room.topic", alice, {"topic": "t"}, ""))
-    fresh = EventsService(hs)  # empty caches, as after a restart
+    fresh = another_pipeline(hs)  # empty caches, as after a restart
     room = await fresh.get_room(room_id)
     snap = await fresh.state.get_state(room.current_state_group)
     assert dict(snap.state) == await hs.events.state.get_current_state_ids(room_id)
@@ -124,7 +130,7 @@ async def test_a_stale_cached_head_is_checked_again_before_refusing(hs):
     alice, room_id = await new_room(hs, "11")
     bob = await make_user(hs, "bob")
     await hs.events.send_event(room_id, EventSpec("m.room.message", alice, {"body": "warm the cache"}))
-    other = EventsService(hs)
+    other = another_pipeline(hs)
     await other.send_event(room_id, EventSpec("m.room.member", bob, {"membership": "join"}, bob))
     sent = await hs.events.send_event(room_id, EventSpec("m.room.message", bob, {"body": "hi"}))
     pdus = await timeline(hs, room_id)
