@@ -8,6 +8,7 @@ RFC 8252 section 7 (native apps' redirect URIs).
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,10 @@ SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token", DEVICE_CODE_GRAN
 LOCALISABLE = ("client_name", "logo_uri", "tos_uri", "policy_uri")
 _URI_FIELDS = ("logo_uri", "tos_uri", "policy_uri")
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: A loopback redirect URI's authority at use: a loopback host and a port, nothing else.
+_LOOPBACK_AUTHORITY = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\]):[0-9]{1,5}$")
+#: A host name browsers read as we do: letters, digits, ``-`` and ``_`` in dot-separated labels.
+_HOST_NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")
 MAX_REDIRECT_URIS = 20
 MAX_VALUE_LENGTH = 2048
 
@@ -60,12 +65,33 @@ def _split(uri: Any, field: str) -> urllib.parse.SplitResult:
         raise _bad(f"{field} must be a URL of at most {MAX_VALUE_LENGTH} characters")
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
         raise _bad(f"{field} must not contain spaces or control characters")
+    if not _plain(uri):
+        # Browsers read "https://evil.example\.app.example.org/" as a URL on evil.example;
+        # Python's parser sees a host ending in app.example.org. RFC 3986 URIs are ASCII.
+        raise _bad(f"{field} must be ASCII without backslashes (percent-encode other characters)")
     try:
         parts = urllib.parse.urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise _bad(f"{field} is not a valid URL") from None
     return parts
+
+
+def _plain(uri: str) -> bool:
+    """Printable ASCII without ``\\``: a URI that browsers and ``urllib`` split the same way."""
+    return all(0x21 <= ord(c) <= 0x7E for c in uri) and "\\" not in uri
+
+
+def _host_ok(host: str) -> bool:
+    """A DNS name or an IP address: no percent-encoding or other characters a browser would
+    decode or refuse (and so read as another host than the one we checked)."""
+    if _HOST_NAME.match(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def _on_host(parts: urllib.parse.SplitResult, base_host: str) -> bool:
@@ -81,8 +107,8 @@ def _check_web_uri(parts: urllib.parse.SplitResult, field: str, base_host: str |
         pass
     elif parts.scheme != "https":
         raise error(f"{field} must use https")
-    if not parts.hostname:
-        raise error(f"{field} must have a host")
+    if not parts.hostname or not _host_ok(parts.hostname):
+        raise error(f"{field} must have a host name or an IP address")
     if parts.username is not None or parts.password is not None:
         raise error(f"{field} must not contain a user or password")
     if base_host is not None and not _on_host(parts, base_host):
@@ -203,13 +229,16 @@ def redirect_uri_allowed(uri: str, registered: list[str]) -> bool:
     URI with any port (RFC 8252 section 7.3)."""
     if uri in registered:
         return True
+    if not uri.startswith("http://") or not _plain(uri):
+        return False
     try:
         parts = urllib.parse.urlsplit(uri)
-        port = parts.port
     except ValueError:
         return False
-    if parts.scheme != "http" or parts.hostname not in _LOOPBACK_HOSTS or port is None:
+    # Only "host:port" as the authority: "http://evil.example\@127.0.0.1:1234/cb" is on
+    # 127.0.0.1 for urllib but on evil.example for a browser.
+    authority = _LOOPBACK_AUTHORITY.match(parts.netloc)
+    if authority is None:
         return False
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    without_port = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    without_port = urllib.parse.urlunsplit(parts._replace(netloc=authority.group(1)))
     return without_port in registered
