@@ -150,6 +150,10 @@ def _check_redirect_uri(uri: Any, application_type: str, client: urllib.parse.Sp
     scheme = parts.scheme.lower()
     if not scheme or not (scheme == reversed_host or scheme.startswith(reversed_host + ".")):
         raise error(f"a private-use scheme must start with {reversed_host} (client_uri's host reversed)")
+    if "." not in scheme:
+        # RFC 8252 7.1: a reversed domain name. A one-label client_uri host ("https://javascript/")
+        # would otherwise make javascript: or data: a "private-use scheme".
+        raise error("a private-use scheme must be a reversed domain name (with a dot), e.g. com.example.app")
     if uri[len(parts.scheme) + 1:].startswith("//"):
         raise error("a private-use scheme redirect URI must not have an authority (use scheme:/path)")
 
