@@ -185,9 +185,9 @@ class OAuthPages:
             message = "Too many attempts: wait a little and try again." if e.status == 429 else e.error
             return await self.login_page(request, next_path, status=e.status if e.status != 403 else 401,
                                          error=message, username=username)
-        await self.oauth.sign_in_browser(key, user_id, None)
+        key = await self.oauth.sign_in_browser(key, user_id, None)
         log.info("%s signed in on the OAuth pages with a password", user_id)
-        return redirect(next_path)
+        return self.keep_cookie(redirect(next_path), key)
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         form = await _form(request)
@@ -228,10 +228,10 @@ class OAuthPages:
         except MatrixError:
             return self.error(PageError("invalid_login_token", "This sign-in has expired or was already used. "
                                         "Please start again."))
-        await self.oauth.sign_in_browser(key, details.user_id, details.auth_provider_id,
-                                         details.auth_provider_session_id)
+        key = await self.oauth.sign_in_browser(key, details.user_id, details.auth_provider_id,
+                                               details.auth_provider_session_id)
         log.info("%s signed in on the OAuth pages through %s", details.user_id, details.auth_provider_id)
-        return redirect(local_next(request.query.get("next")))
+        return self.keep_cookie(redirect(local_next(request.query.get("next"))), key)
 
     # --- registration (prompt=create, action=register) ------------------------------------------
 
@@ -299,9 +299,9 @@ class OAuthPages:
         if context["terms_url"] and consent is not None:
             await self.hs.auth.users.set_consent_version(user_id, consent.version, self.hs.clock_ms())
         await self.hs.modules.callbacks.notify("on_user_registration", user_id)
-        await self.oauth.sign_in_browser(key, user_id, None)
+        key = await self.oauth.sign_in_browser(key, user_id, None)
         log.info("registered %s on the OAuth pages", user_id)
-        return redirect(next_path)
+        return self.keep_cookie(redirect(next_path), key)
 
     # --- consent ---------------------------------------------------------------------------------
 

@@ -455,10 +455,16 @@ class OAuthService:
         return BrowserUser(*found)
 
     async def sign_in_browser(self, browser_key: str, user_id: str, idp_id: str | None = None,
-                              idp_session_id: str | None = None) -> None:
+                              idp_session_id: str | None = None) -> str:
+        """Sign the browser in under a new key (its new cookie, returned): a key someone
+        planted or saw before the sign-in is worth nothing after it (session fixation). The
+        browser's pending authorisation requests move to the new key."""
         now = self.clock_ms()
-        await self.store.add_browser_session(token_hash(browser_key), user_id, idp_id, idp_session_id, now,
-                                             now + self.config.browser_session_lifetime_ms)
+        new_key = _secret()
+        await self.store.add_browser_session(token_hash(new_key), user_id, idp_id, idp_session_id, now,
+                                             now + self.config.browser_session_lifetime_ms,
+                                             replaces=token_hash(browser_key))
+        return new_key
 
     async def sign_out_browser(self, browser_key: str | None) -> None:
         if browser_key:

@@ -91,10 +91,16 @@ class OAuthStore:
     # --- browser sessions (signed in on our pages) --------------------------------------
 
     async def add_browser_session(self, session_hash: str, user_id: str, idp_id: str | None,
-                                  idp_session_id: str | None, now_ms: int, expires_ts: int) -> None:
+                                  idp_session_id: str | None, now_ms: int, expires_ts: int,
+                                  replaces: str | None = None) -> None:
+        """A signed-in browser; ``replaces``: its key before the sign-in, whose session ends
+        and whose pending grants move to the new key."""
         async with self.db.transaction() as txn:
-            await txn.execute("DELETE FROM oauth_browser_sessions WHERE session_hash = $1 OR expires_ts < $2",
-                              session_hash, now_ms)
+            await txn.execute("DELETE FROM oauth_browser_sessions WHERE session_hash = $1 OR session_hash = $2"
+                              " OR expires_ts < $3", session_hash, replaces or session_hash, now_ms)
+            if replaces is not None:
+                await txn.execute("UPDATE oauth_grants SET browser_key_hash = $2 WHERE browser_key_hash = $1"
+                                  " AND status = 'pending'", replaces, session_hash)
             await txn.execute(
                 "INSERT INTO oauth_browser_sessions (session_hash, user_id, idp_id, idp_session_id, created_ts,"
                 " expires_ts) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -83,3 +83,75 @@ def test_private_use_scheme_is_a_reversed_domain(client_uri, uri):
     # A real reversed domain stays fine.
     assert validate_client_metadata({"application_type": "native", "client_uri": "https://app.example.org/",
                                      "redirect_uris": ["org.example.app:/cb"]})["redirect_uris"]
+
+
+# --- session fixation: a cookie planted before sign-in is worth nothing after it ------------------
+
+async def test_signing_in_gives_the_browser_a_new_cookie(client, hs, aiohttp_client_factory):
+    """An attacker who can plant our cookie in the victim's browser (a sibling subdomain, a
+    plain-http response) knew the key the victim then signed in with, and so was signed in
+    as the victim on our pages (consent, account page). The key changes at sign-in; a
+    pending authorisation request follows the browser to its new key."""
+    from gateway.oauth.pages import BROWSER_COOKIE
+
+    from .conftest import csrf_of, follow, hidden, make_user, register_client
+
+    await make_user(hs)
+    planted = "attacker-knows-this-key"
+    client.session.cookie_jar.update_cookies({BROWSER_COOKIE: planted})
+    req = new_request(await register_client(client))
+    resp = await client.get("/_gateway/oauth2/authorize", params=req.query(), allow_redirects=False)
+    login_page = await follow(client, resp.headers["Location"])
+    html = await login_page.text()
+    resp = await client.post("/_gateway/login", data={"csrf": csrf_of(html), "next": hidden(html, "next"),
+                                                      "username": "alice", "password": "correct horse battery"},
+                             allow_redirects=False)
+    assert resp.status == 302
+    # The attacker's copy of the planted cookie is not signed in.
+    attacker = await aiohttp_client_factory()
+    attacker.session.cookie_jar.update_cookies({BROWSER_COOKIE: planted})
+    assert (await attacker.get("/_gateway/account/", allow_redirects=False)).headers["Location"].startswith(
+        "/_gateway/login")
+    assert await hs.oauth.browser_user(planted) is None
+    # The victim's browser goes on to the consent screen of its pending request.
+    consent = await follow(client, resp.headers["Location"])
+    assert consent.status == 200, await consent.text()
+    assert hidden(await consent.text(), "grant")
+
+
+async def test_an_upstream_sign_in_changes_the_cookie_too(client, hs):
+    from gateway.oauth.pages import BROWSER_COOKIE
+    from sso.sessions import hash_key
+
+    from .conftest import make_user
+
+    alice = await make_user(hs)
+    planted = "planted-before-the-idp"
+    client.session.cookie_jar.update_cookies({BROWSER_COOKIE: planted})
+    # What the SSO gateway hands back at the end of an IdP login, for this browser.
+    token = await hs.auth.create_login_token(alice, auth_provider_id="oidc-x", auth_provider_session_id="s1")
+    resp = await client.get("/_gateway/login/upstream_done", params={
+        "loginToken": token, "b": hash_key("upstream:" + planted)[:32], "next": "/_gateway/account/"},
+        allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == "/_gateway/account/"
+    assert await hs.oauth.browser_user(planted) is None
+    assert (await hs.oauth.browser_user(resp.cookies[BROWSER_COOKIE].value)).user_id == alice
+
+
+async def test_registering_changes_the_cookie_too(client, hs):
+    from gateway.oauth.pages import BROWSER_COOKIE
+
+    from .conftest import csrf_of, hidden
+
+    planted = "planted-before-registration"
+    client.session.cookie_jar.update_cookies({BROWSER_COOKIE: planted})
+    page = await client.get("/_gateway/register")
+    html = await page.text()
+    resp = await client.post("/_gateway/register", data={
+        "csrf": csrf_of(html), "next": hidden(html, "next"), "username": "newbie",
+        "password": "a long password", "password_confirm": "a long password"}, allow_redirects=False)
+    assert resp.status == 302, await resp.text()
+    assert await hs.oauth.browser_user(planted) is None
+    cookie = resp.cookies[BROWSER_COOKIE]
+    assert cookie.value != planted and cookie["httponly"]
+    assert (await hs.oauth.browser_user(cookie.value)).user_id == f"@newbie:{hs.server_name}"

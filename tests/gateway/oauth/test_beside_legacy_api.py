@@ -137,6 +137,7 @@ async def test_account_page_actions(client, hs, alice, clock):
     assert resp.status == 302 and resp.headers["Location"].startswith("/_gateway/login?")
     assert "force=1" in resp.headers["Location"]
     await sign_in(client, resp.headers["Location"])
+    html = await (await follow(client, "/_gateway/account/?action=org.matrix.account_deactivate")).text()
     resp = await client.post("/_gateway/account/", data={"csrf": csrf_of(html), "op": "deactivate",
                                                           "action": "org.matrix.account_deactivate", "confirm": "nope"})
     assert resp.status == 400

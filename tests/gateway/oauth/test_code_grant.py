@@ -226,7 +226,10 @@ async def test_sign_up_with_prompt_create(client, hs):
     legacy = await client.post("/_matrix/client/v3/login", json={
         "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"}, "password": "long enough pw"})
     assert legacy.status == 200
-    taken = await client.post("/_gateway/register", data={**form, "username": "bob"}, allow_redirects=False)
+    # Signing up signed the browser in under a new cookie: the form opened before has a stale CSRF token.
+    fresh = csrf_of(await (await client.get("/_gateway/register")).text())
+    taken = await client.post("/_gateway/register", data={**form, "csrf": fresh, "username": "bob"},
+                              allow_redirects=False)
     assert taken.status == 400 and "already taken" in await taken.text()
 
 
