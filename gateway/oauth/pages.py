@@ -357,13 +357,21 @@ class OAuthPages:
                          error=None)
 
     async def link_submit(self, request: web.Request) -> web.StreamResponse:
+        """RFC 8628 5.1: user codes are short, so wrong ones are rate limited per address
+        (``rc_login.failed_attempts``), or they could be guessed and bound to the guesser."""
         form = await _form(request)
+        failures = self.hs.ratelimiters["rc_login.failed_attempts"]
+        address = "oauth_link:" + (request.remote or "")
         try:
             key = self.check_csrf(request, form)
+            if failures.check(address, update=False) is not None:
+                return self.page("oauth_link.html", request, 429, code=form.get("code", ""),
+                                 error="Too many wrong codes: wait a little and try again.")
             grant = await self.oauth.device_grant_for_code(form.get("code", ""), key)
         except PageError as e:
             if e.error == "csrf":
                 return self.error(e)
+            failures.check(address)  # count it
             return self.page("oauth_link.html", request, 400, code=form.get("code", ""), error=e.description)
         consent = with_query(Paths.CONSENT, grant=grant.grant_id)
         return redirect(consent if await self.signed_in(request) else with_query(Paths.LOGIN, next=consent))

@@ -155,3 +155,45 @@ async def test_registering_changes_the_cookie_too(client, hs):
     cookie = resp.cookies[BROWSER_COOKIE]
     assert cookie.value != planted and cookie["httponly"]
     assert (await hs.oauth.browser_user(cookie.value)).user_id == f"@newbie:{hs.server_name}"
+
+
+# --- device user codes cannot be guessed at speed ---------------------------------------------------
+
+@pytest.fixture
+async def strict_client(tmp_path, database_config, clock):
+    """A server with rc_login.failed_attempts at 3, then one per 100 s (slow enough that a
+    busy machine cannot refill the bucket during the test)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.app import build_listener_app
+    from gateway.server import HomeServer
+
+    from .conftest import server_config
+
+    server = await HomeServer.open(server_config(database_config, tmp_path, {}, {
+        "rc_login": {"failed_attempts": {"per_second": 0.01, "burst_count": 3}}}))
+    server.clock_ms = clock
+    async with TestClient(TestServer(build_listener_app(server, server.config.listeners[0]))) as c:
+        yield c, server
+    await server.close()
+
+
+async def test_wrong_user_codes_are_rate_limited(strict_client):
+    """A user code has 20^8 values; with live codes around and no limit, a script could try
+    codes until one binds to its browser (then approve it with its own account, or deny it)."""
+    from .conftest import csrf_of, register_client
+
+    client, hs = strict_client
+    client_id = await register_client(client)
+    resp = await client.post("/_gateway/oauth2/device", data={
+        "client_id": client_id, "scope": "urn:matrix:client:api:* urn:matrix:client:device:TV00000001"})
+    user_code = (await resp.json())["user_code"]
+    csrf = csrf_of(await (await client.get("/_gateway/link")).text())
+    wrong = "BBBB-BBBB" if user_code != "BBBB-BBBB" else "CCCC-CCCC"
+    for _ in range(3):
+        resp = await client.post("/_gateway/link", data={"csrf": csrf, "code": wrong}, allow_redirects=False)
+        assert resp.status == 400
+    resp = await client.post("/_gateway/link", data={"csrf": csrf, "code": user_code}, allow_redirects=False)
+    assert resp.status == 429 and "Too many wrong codes" in await resp.text()
+    grant = await hs.oauth.store.get_grant_by_user_code(user_code.replace("-", ""))
+    assert grant.browser_key_hash is None  # not bound while limited
