@@ -13,7 +13,7 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
 from ..services.auth import user_locked
-from .auth import calling_appservice, guest_allowed, public, requester
+from .auth import allowed_while_locked, calling_appservice, guest_allowed, public, requester
 from .identifiers import user_id_from_identifier
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ async def _module_3pid_login(hs, ident: dict[str, Any], password: str) -> tuple[
 
 @routes.post("/{ver:(r0|v3)}/logout")
 @guest_allowed
+@allowed_while_locked
 async def post_logout(request: web.Request) -> web.Response:
     hs = request.app[HS]
     req = requester(request)
@@ -208,6 +209,7 @@ async def post_logout(request: web.Request) -> web.Response:
 
 @routes.post("/{ver:(r0|v3)}/logout/all")
 @guest_allowed
+@allowed_while_locked
 async def post_logout_all(request: web.Request) -> web.Response:
     hs = request.app[HS]
     req = requester(request)

@@ -32,6 +32,12 @@ def guest_allowed(handler):
     return handler
 
 
+def allowed_while_locked(handler):
+    """Mark a handler a locked account may still call (logging out)."""
+    handler.gateway_allowed_while_locked = True
+    return handler
+
+
 def get_access_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization")
     if header is not None:
@@ -81,7 +87,8 @@ def token_auth_middleware(*, admin_only: bool):
         token = get_access_token(request)
         if not token:
             raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
-        logging_out = request.path.endswith(("/logout", "/logout/all"))
+        # The route's own mark, not the path: "/rooms/{id}/send/{type}/logout" ends in /logout too.
+        logging_out = getattr(request.match_info.handler, "gateway_allowed_while_locked", False)
         found = await requester_for_token(request, token, allow_locked=logging_out)
         if admin_only and not found.is_admin:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
