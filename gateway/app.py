@@ -15,6 +15,7 @@ from aiohttp import web
 
 from . import admin_api, client_api, federation_api, federation_tester_api, media_api, wellknown
 from .consent_api import add_consent_routes
+from .threepid_pages import add_threepid_pages
 from .sso_api import add_sso_routes
 from .appkeys import HS, install_services
 from .config import ListenerConfig
@@ -64,6 +65,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
 
             add_oauth_routes(app, hs, app[SSO_HANDLER])
         _add_module_resources(app, hs)
+        add_threepid_pages(app)  # validation links of our mails, some under /_matrix/client
         app.add_subapp("/_matrix/client", client_api.build_app(hs))
         app.add_subapp("/_synapse/admin", admin_api.build_app(hs))
         app.add_subapp("/_gateway/federation-tester", federation_tester_api.build_app(hs))

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .services.media import MediaService
     from .services.receipts import ReceiptsService
     from .services.room_keys import RoomKeysService
+    from .services.threepids import ThreepidService
     from .services.typing import TypingService
     from .services.url_preview import UrlPreviewer
 
@@ -26,6 +27,7 @@ ACCOUNT_DATA: web.AppKey[AccountDataService] = web.AppKey("account_data")
 MEDIA: web.AppKey[MediaService] = web.AppKey("media")
 RECEIPTS: web.AppKey[ReceiptsService] = web.AppKey("receipts")
 ROOM_KEYS: web.AppKey[RoomKeysService] = web.AppKey("room_keys")
+THREEPIDS: web.AppKey[ThreepidService] = web.AppKey("threepids")
 TYPING: web.AppKey[TypingService] = web.AppKey("typing")
 URL_PREVIEWER: web.AppKey[UrlPreviewer] = web.AppKey("url_previewer")
 

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from .services.spaces import SpacesService
     from .services.sync import SyncService
     from .services.timestamp_to_event import TimestampToEvent
+    from .services.mailer import Mailer
+    from .services.threepids import ThreepidService
     from .services.typing import TypingService
     from .services.uia import UIAService
     from .services.url_preview import UrlPreviewer
@@ -88,6 +90,8 @@ class HomeServer:
         federation_client: FederationClient
         events: EventsService
         auth: AuthService
+        mailer: Mailer | None
+        threepids: ThreepidService
         oauth: OAuthService
         appservices: AppServices
         appservice_transactions: AppServiceTransactions

@@ -70,6 +70,8 @@ def build(hs: "HomeServer") -> None:
     from .services.spaces import SpacesService
     from .services.sync import SyncService
     from .services.timestamp_to_event import TimestampToEvent
+    from .services.mailer import Mailer
+    from .services.threepids import ThreepidService
     from .services.typing import TypingService
     from .services.uia import UIAService
     from .services.url_preview import UrlPreviewer
@@ -78,6 +80,8 @@ def build(hs: "HomeServer") -> None:
     from .storage.account_data import AccountDataStore
     from .storage.appservice import AppServiceStore
     from .storage.destinations import DestinationStore
+    from .storage.email_outbox import EmailOutboxStore
+    from .storage.threepids import ThreepidStore
     from .storage.directory import DirectoryStore
     from .storage.keys import ServerKeyStore
     from .storage.media import MediaStore
@@ -89,7 +93,9 @@ def build(hs: "HomeServer") -> None:
     from .storage.spaces import SpacesStore
     from .storage.sync import SyncStore
 
-    from .appkeys import ACCOUNT_DATA, MEDIA, RECEIPTS, ROOM_KEYS, TYPING, URL_PREVIEWER
+    from sso.pages import build_environment
+
+    from .appkeys import ACCOUNT_DATA, MEDIA, RECEIPTS, ROOM_KEYS, THREEPIDS, TYPING, URL_PREVIEWER
 
     config, db, server_name = hs.config, hs.db, hs.server_name
 
@@ -166,6 +172,15 @@ def build(hs: "HomeServer") -> None:
         federation_sender=sender, ratelimiter=ratelimiters["rc_presence.per_user"], modules=modules.callbacks,
         clock_ms=clock_ms)
 
+    # --- mail and e-mail addresses --------------------------------------------------
+    hs.mailer = mailer = Mailer(config.email, EmailOutboxStore(db), clock_ms, server_name=server_name) \
+        if config.email.enabled else None
+    hs.threepids = threepids = provide(THREEPIDS, ThreepidService(
+        ThreepidStore(db), auth.users, mailer, email=config.email, config=config.threepids, server_name=server_name,
+        public_baseurl=config.public_baseurl,
+        pages=build_environment(config.custom_template_directory, public_baseurl=config.public_baseurl),
+        clock_ms=clock_ms, modules=modules.callbacks, ratelimiter=ratelimiters["rc_3pid_validation"]))
+
     # --- ephemeral data, sync ------------------------------------------------------
     hs.typing = typing = provide(TYPING, TypingService(events=events, notifier=notifier))
     hs.receipts = receipts = provide(RECEIPTS, ReceiptsService(store=ReceiptStore(db), events=events, account_data=account_data,
@@ -224,6 +239,8 @@ def build(hs: "HomeServer") -> None:
     auth.devices.changed_listeners.append(e2e_keys.on_devices_changed)
     # ... and their OAuth 2.0 sessions end (refresh tokens stop working).
     auth.devices.deleted_listeners.append(oauth.on_devices_deleted)
+    # A deactivated account's addresses go (modules hear of each).
+    auth.deactivation_listeners.append(threepids.remove_all)
     # To-device messages for other servers are stored until a server takes them.
     sender.edus_sent_hooks.append(e2e_keys.on_edus_sent)
     sender.started_hooks.append(e2e_keys.resend_outbox)
@@ -252,6 +269,8 @@ async def start(hs: "HomeServer") -> None:
     if hs.config.appservice.services:
         await hs.appservices.ensure_senders()
         await hs.appservice_transactions.start()  # and what services have not acknowledged
+    if hs.mailer is not None:
+        await hs.mailer.start()  # mail an earlier run left queued
 
 
 async def stop(hs: "HomeServer") -> None:
@@ -271,3 +290,5 @@ async def stop(hs: "HomeServer") -> None:
     await hs.federation_client.resolver.close()
     await hs.url_previewer.close()
     await hs.media.close()
+    if hs.mailer is not None:
+        await hs.mailer.close()

@@ -100,6 +100,16 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
     "sso_auth_bad_user.html": {"server_name": "example.com", "user_id_to_verify": "@alice:example.com"},
     "sso_account_deactivated.html": {},
     "sso_error.html": {"error": "session_expired", "error_description": "This login took too long."},
+    # E-mail validation mails and the pages their links lead to (gateway/threepid_pages.py).
+    **{f"{mail}.{ext}": {"link": "https://matrix.example.com/_matrix/client/unstable/registration/email/submit_token"
+                                 "?token=t&client_secret=c&sid=s", "server_name": "example.com", "app_name": "Matrix"}
+       for mail in ("registration", "add_threepid", "password_reset") for ext in ("html", "txt")},
+    "password_reset_confirmation.html": {"server_name": "example.com", "sid": "s", "token": "t", "client_secret": "c"},
+    **{f"{page}_success.html": {"server_name": "example.com", "next_link": "https://app.example.com/#/done",
+                                "next_link_host": "app.example.com"}
+       for page in ("registration", "add_threepid", "password_reset")},
+    **{f"{page}_failure.html": {"server_name": "example.com", "failure_reason": "This link has expired."}
+       for page in ("registration", "add_threepid", "password_reset")},
     # The OAuth 2.0 API's pages (gateway/oauth/pages.py).
     "oauth_login.html": {
         "server_name": "example.com", "csrf_token": "c", "next": "/_gateway/oauth2/consent?grant=g", "error": None,

@@ -24,7 +24,7 @@ GENEROUS_RATE_LIMITS = {
     "rc_joins": {"local": _HIGH, "remote": _HIGH}, "rc_joins_per_room": _HIGH,
     "rc_invites": {"per_room": _HIGH, "per_user": _HIGH, "per_issuer": _HIGH},
     "rc_login": {"address": _HIGH, "account": _HIGH, "failed_attempts": _HIGH},
-    "rc_reports": _HIGH,
+    "rc_reports": _HIGH, "rc_3pid_validation": _HIGH,
 }
 
 

@@ -15,6 +15,7 @@ from . import legacy_sync
 from . import oauth
 from . import voip
 from . import appservice
+from . import threepids
 from .auth import access_token_middleware, public
 
 routes = web.RouteTableDef()
@@ -63,6 +64,7 @@ def build_app(hs: HomeServer) -> web.Application:
         app.add_routes(module_routes)
     app.add_routes(legacy_sync.routes)
     app.add_routes(voip.routes)
+    app.add_routes(threepids.routes)
     if hs.config.media.url_preview_enabled:
         app.add_routes(media.preview_routes)
 

@@ -13,11 +13,11 @@ from aiohttp import web
 from federation.room_versions import KNOWN_ROOM_VERSIONS
 
 from ..appkeys import HS
-from ..http import MatrixError, json_response, read_json_body
+from ..http import Codes, MatrixError, json_response, read_json_body
 from ..passwords import hash_password
 from ..server import HomeServer
 from ..services.uia import NotTheUser
-from .auth import guest_allowed, requester
+from .auth import REQUESTER, get_access_token, guest_allowed, public, requester
 
 routes = web.RouteTableDef()
 
@@ -53,6 +53,7 @@ async def reauth_flows(hs: HomeServer, user_id: str) -> list[list[str]]:
 #: Where the account page does what a legacy endpoint needing UI-auth would (spec: account
 #: management URL actions).
 _ACCOUNT_ACTIONS = {"POST /account/deactivate": "org.matrix.account_deactivate",
+                    "POST /account/3pid/add": "org.matrix.profile",
                     "POST /delete_devices": "org.matrix.devices_list",
                     "POST /keys/device_signing/upload": "org.matrix.cross_signing_reset"}
 
@@ -114,21 +115,44 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 @routes.post("/{ver:(r0|v3)}/account/password")
+@public
 async def change_password(request: web.Request) -> web.Response:
+    """With an access token: the user re-authenticates (password or SSO). Without one: a
+    password reset, authenticated by an e-mail address of the account (``m.login.email.identity``
+    with a session of ``/account/password/email/requestToken``)."""
     hs = request.app[HS]
     body = await read_json_body(request)
     new_password = body.get("new_password")
     if not isinstance(new_password, str) or not new_password:
         raise MatrixError.missing_param("'new_password' is required")
-    await require_reauth(request, body, "POST /account/password")
-    req = requester(request)
+    if get_access_token(request):
+        request[REQUESTER] = await hs.auth.get_requester(get_access_token(request))
+        if requester(request).is_guest:
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest accounts may not do this")
+        await require_reauth(request, body, "POST /account/password")
+        user_id, keep_device = requester(request).user_id, requester(request).device_id
+    else:
+        user_id, found = await _password_reset_auth(hs, body)
+        keep_device = None
     await hs.auth.users.set_password_hash(
-        req.user_id, hash_password(new_password, hs.config.bcrypt_rounds, hs.config.password_pepper))
+        user_id, hash_password(new_password, hs.config.bcrypt_rounds, hs.config.password_pepper))
     if body.get("logout_devices", True):
         # Every other device is logged out; this one keeps its session.
-        devices = [d.device_id for d in await hs.auth.devices.list_devices(req.user_id) if d.device_id != req.device_id]
-        await hs.auth.devices.delete_devices(req.user_id, devices)
+        devices = [d.device_id for d in await hs.auth.devices.list_devices(user_id) if d.device_id != keep_device]
+        await hs.auth.devices.delete_devices(user_id, devices)
+    if keep_device is None:
+        await hs.threepids.consume(found)
     return json_response({})
+
+
+async def _password_reset_auth(hs: HomeServer, body: dict[str, Any]):
+    """The account whose address the ``m.login.email.identity`` stage proved."""
+    session_id = await hs.uia.authenticate("POST /account/password (reset)", body, [["m.login.email.identity"]])
+    found = await hs.threepids.address_of_uia(session_id)
+    user_id = await hs.threepids.user_of(found.medium, found.address) if found else None
+    if user_id is None:
+        raise MatrixError(400, Codes.THREEPID_NOT_FOUND, "No account has this e-mail address any more")
+    return user_id, found
 
 
 @routes.post("/{ver:(r0|v3)}/account/deactivate")
@@ -233,7 +257,9 @@ async def capabilities(request: web.Request) -> web.Response:
             "m.set_displayname": {"enabled": profiles.enable_set_displayname},
             "m.set_avatar_url": {"enabled": profiles.enable_set_avatar_url},
             "m.profile_fields": {"enabled": True, **({"disallowed": disallowed} if disallowed else {})},
-            "m.3pid_changes": {"enabled": False},
+            # OAuth 2.0 sessions manage their addresses elsewhere (no UI-auth).
+            "m.3pid_changes": {"enabled": hs.config.threepids.enable_3pid_changes and hs.config.email.enabled
+                               and requester(request).oauth_session_id is None},
             "m.get_login_token": {"enabled": False},
             **moderation,
         }

@@ -39,5 +39,25 @@ def user_id_from_identifier(body: dict[str, Any], server_name: str) -> str:
             raise MatrixError.bad_json("'identifier.user' must be a non-empty string")
         return qualify_user_id(user, server_name)
     if kind in ("m.id.thirdparty", "m.id.phone"):
-        raise MatrixError(403, Codes.FORBIDDEN, "Third-party identifiers are not supported on this server")
+        raise MatrixError(403, Codes.FORBIDDEN, "Third-party identifiers cannot be used here")
     raise MatrixError(400, Codes.UNKNOWN, f"Unknown identifier type {kind!r}")
+
+
+def third_party_identifier(body: dict[str, Any]) -> tuple[str, str] | None:
+    """(medium, address) of an ``m.id.thirdparty`` identifier, or of the deprecated top-level
+    ``medium`` and ``address`` (e-mail addresses canonical); None for other identifiers.
+    ``m.id.phone`` answers ``M_THREEPID_MEDIUM_NOT_SUPPORTED``."""
+    ident = body.get("identifier")
+    if isinstance(ident, dict):
+        if ident.get("type") == "m.id.phone":
+            raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED, "Phone numbers are not supported here")
+        if ident.get("type") != "m.id.thirdparty":
+            return None
+        medium, address = ident.get("medium"), ident.get("address")
+    elif ident is None and "medium" in body:
+        medium, address = body.get("medium"), body.get("address")
+    else:
+        return None
+    if not isinstance(medium, str) or not isinstance(address, str):
+        raise MatrixError.bad_json("'medium' and 'address' must be strings")
+    return medium, address.strip().lower() if medium == "email" else address

@@ -14,7 +14,7 @@ from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
 from ..services.auth import user_locked
 from .auth import allowed_while_locked, calling_appservice, guest_allowed, public, requester
-from .identifiers import user_id_from_identifier
+from .identifiers import third_party_identifier, user_id_from_identifier
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -57,16 +57,27 @@ async def post_login(request: web.Request) -> web.Response:
         password = body.get("password")
         if not isinstance(password, str):
             raise MatrixError.bad_json("'password' must be a string")
-        ident = body.get("identifier")
-        if isinstance(ident, dict) and ident.get("type") == "m.id.thirdparty" and modules.has("check_3pid_auth"):
-            user_id, after_login = await _module_3pid_login(hs, ident, password)
+        thirdparty = third_party_identifier(body)
+        found_by_module = None
+        if thirdparty is not None and modules.has("check_3pid_auth"):
+            found_by_module = await modules.check_3pid_auth(*thirdparty, password)
+        if found_by_module is not None:
+            user_id, after_login = await _qualified(hs, found_by_module[0]), found_by_module[1]
         else:
-            user_id = user_id_from_identifier(body, hs.server_name)
+            if thirdparty is not None:  # an address on an account here (spec: m.id.thirdparty)
+                if thirdparty[0] != "email":
+                    raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED, "Only e-mail addresses log in here")
+                user_id = await hs.threepids.user_of(*thirdparty)
+                limiters["rc_login.account"].ratelimit(f"{thirdparty[0]}:{thirdparty[1]}")
+                if user_id is None:
+                    raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+            else:
+                user_id = user_id_from_identifier(body, hs.server_name)
             limiters["rc_login.account"].ratelimit(user_id)
             failed = limiters["rc_login.failed_attempts"]
             if failed.check(user_id, update=False) is not None:
                 failed.ratelimit(user_id)
-            found = await modules.check_auth("m.login.password", user_id, body)
+            found = await modules.check_auth("m.login.password", user_id, body) if thirdparty is None else None
             if found is not None:  # a password auth provider module vouched for the user
                 user_id, after_login = await _qualified(hs, found[0]), found[1]
             else:
@@ -181,16 +192,6 @@ async def _appservice_login(hs, request: web.Request, body: dict[str, Any]) -> s
     if user.deactivated:
         raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
     return user_id
-
-
-async def _module_3pid_login(hs, ident: dict[str, Any], password: str) -> tuple[str, Any]:
-    medium, address = ident.get("medium"), ident.get("address")
-    if not isinstance(medium, str) or not isinstance(address, str):
-        raise MatrixError.bad_json("'identifier.medium' and 'identifier.address' must be strings")
-    found = await hs.modules.callbacks.check_3pid_auth(medium, address, password)
-    if found is None:
-        raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
-    return await _qualified(hs, found[0]), found[1]
 
 
 @routes.post("/{ver:(r0|v3)}/logout")

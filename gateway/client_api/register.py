@@ -28,10 +28,19 @@ REGISTRATION_RETRY_MS = 10 * 60 * 1000
 
 
 def registration_flows(hs: HomeServer) -> list[list[str]]:
-    flow = ["m.login.registration_token"] if hs.config.registration_requires_token else ["m.login.dummy"]
+    """As Synapse: a registration token when required, else the dummy stage; an e-mail address
+    instead when ``registrations_require_3pid`` says so, or as another flow when we send mail;
+    the terms after each."""
+    token = ["m.login.registration_token"] if hs.config.registration_requires_token else []
+    if "email" in hs.config.threepids.registrations_require_3pid:
+        flows = [token + ["m.login.email.identity"]]
+    else:
+        flows = [token or ["m.login.dummy"]]
+        if hs.config.email.enabled:
+            flows.append(token + ["m.login.email.identity"])
     if _consent_version(hs) is not None:
-        flow.append("m.login.terms")
-    return [flow]
+        flows = [flow + ["m.login.terms"] for flow in flows]
+    return flows
 
 
 def _consent_version(hs: HomeServer) -> str | None:
@@ -162,6 +171,9 @@ async def post_register(request: web.Request) -> web.Response:
     if behaviour is RegistrationBehaviour.DENY:
         raise MatrixError.forbidden("Registration has been refused by the server's policy")
 
+    email = await hs.threepids.address_of_uia(session_id) if "m.login.email.identity" in completed else None
+    if email is not None and await hs.threepids.user_of(email.medium, email.address) is not None:
+        raise MatrixError(400, Codes.THREEPID_IN_USE, "This e-mail address is already in use")
     if password:
         password_hash = await asyncio.to_thread(hash_password, password, hs.config.bcrypt_rounds,
                                                 hs.config.password_pepper)
@@ -189,6 +201,9 @@ async def post_register(request: web.Request) -> web.Response:
         await hs.auth.users.set_flag(user_id, "shadow_banned", True)
     if "m.login.terms" in completed:
         await hs.auth.users.set_consent_version(user_id, _consent_version(hs), hs.clock_ms())
+    if email is not None:
+        await hs.threepids.add(user_id, email.medium, email.address, email.validated_at)
+        await hs.threepids.consume(email)
     await modules.notify("on_user_registration", user_id)
     auth = body.get("auth") or {}
     if auth.get("type") == "m.login.registration_token":

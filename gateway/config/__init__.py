@@ -28,6 +28,8 @@ from .profiles import ProfileConfig, parse_profile_config
 from .oauth import OAuthConfig, parse_oauth_config
 from .sessions import SessionConfig, parse_session_config
 from .voip import TurnConfig, parse_turn_config
+from .email import EmailConfig, parse_email_config
+from .threepids import ThreepidConfig, parse_threepid_config
 from .sso import SsoSections, parse_sso_sections
 
 __all__ = [
@@ -167,6 +169,9 @@ class HomeserverConfig:
     turn: TurnConfig = field(default_factory=TurnConfig)
     # Application services (gateway/config/appservice.py): app_service_config_files, ...
     appservice: AppServiceConfig = field(default_factory=AppServiceConfig)
+    # Mail sending (gateway/config/email.py) and e-mail addresses on accounts (threepids.py).
+    email: EmailConfig = field(default_factory=EmailConfig)
+    threepids: ThreepidConfig = field(default_factory=ThreepidConfig)
 
 
 def read_yaml(path: str) -> Any:
@@ -318,9 +323,15 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["oauth"], oauth_warnings = parse_oauth_config(root)
     config_kwargs["sessions"] = parse_session_config(root)
     config_kwargs["turn"], turn_warnings = parse_turn_config(root, resolve_path)
+    config_kwargs["email"], email_warnings = parse_email_config(root)
+    config_kwargs["threepids"] = parse_threepid_config(root)
+    if config_kwargs["threepids"].registrations_require_3pid and not config_kwargs["email"].enabled:
+        raise ConfigError("registrations_require_3pid", "e-mail addresses can only be validated with an email "
+                          "section (an SMTP server to send the mails)")
     config_kwargs["appservice"], appservice_warnings = parse_appservice_config(root, experimental, server_name,
                                                                                resolve_path)
     notice_warnings = notice_warnings + consent_warnings + oauth_warnings + turn_warnings + appservice_warnings
+    notice_warnings = notice_warnings + email_warnings
     for k in ACCEPTED_IGNORED_KEYS:
         root.used.add(k)
     warnings = list(sso_sections.warnings) + notice_warnings + [f"unknown config key {k!r} (ignored)" for k in root.unknown_keys()]
@@ -329,11 +340,13 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     if config_kwargs["enable_registration"] and not (
         config_kwargs["enable_registration_without_verification"]
         or config_kwargs["registration_requires_token"]
+        or config_kwargs["threepids"].registrations_require_3pid
     ):
         raise ConfigError(
             "enable_registration",
             "open registration without verification is dangerous: also set "
-            "enable_registration_without_verification: true, or registration_requires_token: true",
+            "enable_registration_without_verification: true, registration_requires_token: true, "
+            "or registrations_require_3pid: [email]",
         )
     return HomeserverConfig(**config_kwargs, warnings=tuple(warnings))
 

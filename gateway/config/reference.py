@@ -139,6 +139,15 @@ def sample_parts(tmp: str) -> dict[str, dict[str, Any]]:
         "media": {"thumbnail_sizes": [{"width": 32, "height": 32, "method": "crop"}],
                   "url_preview_enabled": True, "url_preview_ip_range_blacklist": ["10.0.0.0/8"]},
         "modules": {"modules": [{"module": "example.Module", "config": {}}]},
+        "email": {"email": {
+            "smtp_host": "mail.example.com", "smtp_port": 587, "smtp_user": "gateway", "smtp_pass": "secret",
+            "force_tls": False, "require_transport_security": True, "enable_tls": True,
+            "notif_from": "%(app)s <noreply@example.com>", "app_name": "Matrix", "enable_notifs": True,
+            "notif_for_new_users": True, "client_base_url": "https://app.example.com/",
+            "validation_token_lifetime": "1h", "invite_client_location": "https://app.example.com/",
+            "subjects": {}}},
+        "threepids": {"allowed_local_3pids": [{"medium": "email", "pattern": "@example\\.com$"}],
+                      "next_link_domain_whitelist": ["app.example.com"]},
         "oauth": {"oauth": {"enabled": True, "static_clients": [{
             "client_id": "element", "client_name": "Element", "client_uri": "https://app.example.com/",
             "redirect_uris": ["https://app.example.com/"]}]}},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..http import Codes, MatrixError
@@ -77,6 +78,8 @@ class AuthService:
         self.store = AuthStore(hs.db)
         #: Where and with which client devices connect (whois, devices' last_seen_*).
         self.client_ips = ClientIps(ClientIpStore(hs.db), self.devices, lambda: hs.clock_ms())
+        #: ``async listener(user_id)`` while an account is deactivated (its addresses go).
+        self.deactivation_listeners: list[Callable[[str], Awaitable[None]]] = []
         #: Token lifetimes and the legacy API's refresh tokens.
         self.refresh_tokens = RefreshTokens(RefreshTokenStore(hs.db), self.users, hs.config.sessions,
                                             lambda: hs.clock_ms())
@@ -177,5 +180,7 @@ class AuthService:
         await self.users.set_deactivated(user_id, True)
         await self.users.set_password_hash(user_id, None)
         await self.devices.delete_devices(user_id)
+        for listener in self.deactivation_listeners:
+            await listener(user_id)
         await self.users.delete_threepids(user_id)  # nobody can ask for a reset through them
         await modules.notify("on_user_deactivation_status_changed", user_id, True, by_admin)

@@ -16,6 +16,8 @@ from ..server import HomeServer
 from ..storage.auth import AuthStore, UIASession
 
 SESSION_LIFETIME_MS = 24 * 3600 * 1000
+#: What the validated address of ``m.login.email.identity`` is for, per request.
+EMAIL_STAGE_PURPOSES = {"POST /register": "registration", "POST /account/password (reset)": "password_reset"}
 
 #: A stage checker gets the ``auth`` dict and the session's user (if any); it raises
 #: MatrixError when the stage fails.
@@ -27,7 +29,8 @@ class UIAService:
         self.hs = hs
         self.store = AuthStore(hs.db)
         self.checkers: dict[str, StageChecker] = {"m.login.dummy": self._check_dummy,
-                                                  "m.login.sso": self._check_sso}
+                                                  "m.login.sso": self._check_sso,
+                                                  "m.login.email.identity": self._check_email}
 
     def register_stage(self, stage: str, checker: StageChecker) -> None:
         self.checkers[stage] = checker
@@ -44,6 +47,17 @@ class UIAService:
         if session is None or "m.login.sso" not in session.completed:
             raise MatrixError(401, Codes.UNAUTHORIZED,
                               "Single sign-on has not been completed for this session yet: open the fallback page")
+
+    async def _check_email(self, auth: dict[str, Any], user_id: str | None) -> None:
+        """``m.login.email.identity``: a session of ``/register/email/requestToken`` (for
+        ``/register``) or ``/account/password/email/requestToken`` (for a password reset) that
+        the user validated by following the mailed link.
+        https://spec.matrix.org/latest/client-server-api/#email-based-identity--homeserver"""
+        session = await self.store.get_uia_session(auth["session"])
+        purpose = EMAIL_STAGE_PURPOSES.get(session.request_key if session else "")
+        if purpose is None:
+            raise MatrixError(400, Codes.UNRECOGNIZED, "m.login.email.identity is not offered here")
+        await self.hs.threepids.use_in_uia(auth, purpose)
 
     async def authenticate(
         self,
@@ -119,7 +133,7 @@ class UIAService:
                 error = MatrixError(400, Codes.UNRECOGNIZED, f"Auth stage {stage!r} is not offered here")
             else:
                 try:
-                    await checker(auth, user_id)
+                    await checker({**auth, "session": session_id}, user_id)
                 except NotTheUser:
                     raise
                 except MatrixError as e:

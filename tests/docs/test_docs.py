@@ -85,8 +85,9 @@ def test_config_example_parses_and_uses_only_known_keys(name, block, tmp_path):
 
 def test_every_template_is_documented_with_its_variables():
     with open(os.path.join(ROOT, "docs", "sso.md"), encoding="utf-8") as f:
-        rows = {m.group(1): line for line in f
-                if (m := re.match(r"^\| `([a-z_]+\.html)` \|", line))}
+        # A row names one template or several (``a.html``, ``a.txt``) in its first cell.
+        rows = {name: line for line in f if (m := re.match(r"^\| ([^|]+) \|", line))
+                for name in re.findall(r"`([a-z_]+\.(?:html|txt))`", m.group(1))}
     for template, context in SAMPLE_CONTEXTS.items():
         assert template in rows, f"docs/sso.md has no row for {template}"
         missing = [v for v in context if f"`{v}`" not in rows[template]]

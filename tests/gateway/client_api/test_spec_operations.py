@@ -18,16 +18,7 @@ NOT_YET = {
     # The OAuth 2.0 API answers 404 M_UNRECOGNIZED while oauth.enabled is false (the default).
     ("GET", "/_matrix/client/v1/auth_metadata"),
     # The bridges and accounts issue: 3PIDs and email (in progress).
-    ("GET", "/_matrix/client/v3/account/3pid"), ("POST", "/_matrix/client/v3/account/3pid"),
-    ("POST", "/_matrix/client/v3/account/3pid/add"), ("POST", "/_matrix/client/v3/account/3pid/bind"),
-    ("POST", "/_matrix/client/v3/account/3pid/delete"),
-    ("POST", "/_matrix/client/v3/account/3pid/email/requestToken"),
-    ("POST", "/_matrix/client/v3/account/3pid/msisdn/requestToken"),
-    ("POST", "/_matrix/client/v3/account/3pid/unbind"),
-    ("POST", "/_matrix/client/v3/account/password/email/requestToken"),
-    ("POST", "/_matrix/client/v3/account/password/msisdn/requestToken"),
-    ("POST", "/_matrix/client/v3/register/email/requestToken"),
-    ("POST", "/_matrix/client/v3/register/msisdn/requestToken"),
+    ("POST", "/_matrix/client/v3/account/3pid/bind"), ("POST", "/_matrix/client/v3/account/3pid/unbind"),
     # Neither Synapse 1.163 serves these: support contacts (a file operators may provide),
     # login tokens for QR sign-in (MSC3882, off in Synapse), policy servers (MSC4284).
     ("GET", "/.well-known/matrix/support"),
