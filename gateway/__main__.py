@@ -320,6 +320,9 @@ def cmd_register_user(args: argparse.Namespace) -> int:
 def _print_report(report: dict) -> None:
     ok = report["FederationOK"]
     print(f"Federation: {'OK' if ok else 'FAILED'}")
+    marks = {True: "ok", False: "!!", None: "--"}
+    for area in report.get("Diagnosis", []):
+        print(f"  [{marks[area['OK']]}] {area['Area']}: {area['Words']}")
     wk = report["WellKnownResult"]
     if wk.get("m.server"):
         print(f"  .well-known delegates to {wk['m.server']}")
@@ -343,6 +346,20 @@ def _print_report(report: dict) -> None:
     version = report.get("Version", {})
     if version.get("name"):
         print(f"  server software: {version['name']} {version.get('version', '')}")
+    client = report.get("ClientWellKnown")
+    if client:
+        checks = [f"{name}: {'ok' if (client.get(key) or {}).get('OK') else 'no'}"
+                  for name, key in (("CORS", "CORS"), ("versions", "Versions"), ("preflight", "Preflight"))]
+        print(f"  .well-known/matrix/client: {client['Result']}, base URL {client.get('BaseURL') or 'none'} "
+              f"({', '.join(checks)})")
+        for problem in client["Problems"]:
+            print(f"    - {problem}")
+    login = report.get("Login")
+    if login:
+        print(f"  login: legacy {', '.join(login['legacy']) or 'none'}; OAuth 2.0 API: {'yes' if login['oauth'] else 'no'}")
+    support = report.get("SupportWellKnown")
+    if support:
+        print(f"  .well-known/matrix/support: {support['Result']}")
     for text in report.get("Explanations", []):
         print(f"  - {text}")
 

@@ -30,9 +30,11 @@ from ..server_discovery import (
     split_server_name,
 )
 from ..tester_checks import check_server_keys, compare_well_known, explain_well_known_timeout, federation_ok
+from ..tester_summary import diagnose_report
 from ..tester_tls import diagnose_tls
 from .ip_ranges import IPRangePolicy
 from .resolver import DnsLookupError, ServerResolver, WellKnownFetch, create_connector
+from .tester_client import ClientSideProbe
 from .tester_tls import TesterTimeouts, TLSProber, address_label, insecure_context
 
 MAX_KEY_RESPONSE = 256 * 1024
@@ -75,6 +77,13 @@ def empty_report() -> dict[str, Any]:
         "Version": {},
         "FederationOK": False,
         "Explanations": [],
+        "Diagnosis": [],
+        "ClientWellKnown": None,
+        "SupportWellKnown": None,
+        "Login": None,
+        "Outbound": {"CanReachUs": None, "Explanation": (
+            "Not checked: only a running Gateway can check that the server reaches it back (it publishes a "
+            "key for the test on its key server)."), "KeyFetches": []},
     }
 
 
@@ -105,6 +114,7 @@ class FederationTester:
         self.clock_ms = clock_ms
         self.timeouts = timeouts
         self.tls = TLSProber(verify_context=self.verify_context, ip_policy=ip_policy, timeouts=timeouts)
+        self.client_side = ClientSideProbe(well_known_port=resolver.well_known_port, timeout=timeouts.request)
 
     def _session(self) -> aiohttp.ClientSession:
         """A session for one run: the IP policy on every connection, our trust store."""
@@ -123,9 +133,13 @@ class FederationTester:
         except ServerDiscoveryError as e:
             report["Error"] = f"{server_name!r} is not a valid server name: {e}"
             report["Explanations"].append(report["Error"])
+            report["Diagnosis"] = diagnose_report(report, server_name)
             return report
         async with self._session() as session:
-            await self._federation(report, server_name, address, session)
+            _, client = await asyncio.gather(self._federation(report, server_name, address, session),
+                                             self.client_side.run(address, session))
+        report.update(client)
+        report["Diagnosis"] = diagnose_report(report, server_name)
         return report
 
     async def _federation(self, report: dict[str, Any], server_name: str, address: ServerAddress,

@@ -143,14 +143,21 @@ def test_check_server_keys_on_garbage():
 async def test_cli_json_and_text(tmp_path, ca):
     async with running_gateway(tmp_path, ca) as gw:
         args = [sys.executable, "-m", "gateway", "federation-test", gw.server_name, "--ca-file", str(ca.ca_path),
-                "--allow-ip-range", "127.0.0.0/8"]
+                "--allow-ip-range", "127.0.0.0/8", "--well-known-port", gw.server_name.rsplit(":", 1)[1]]
         proc = await asyncio.create_subprocess_exec(*args, "--json", stdout=asyncio.subprocess.PIPE)
         out, _ = await proc.communicate()
         assert proc.returncode == 0
-        assert json.loads(out)["FederationOK"] is True
+        report = json.loads(out)
+        assert report["FederationOK"] is True
+        assert report["ClientWellKnown"]["OK"] is True and report["Outbound"]["CanReachUs"] is None
+        assert report["TLSDiagnosis"][gw.server_name]["Code"] == "ok"
         proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
         out, _ = await proc.communicate()
         assert b"Federation: OK" in out and b"[x] ValidCertificates" in out
+        assert b"  [ok] Federation: Other servers can reach" in out
+        assert b"  [--] Reaching others: Not checked" in out
+        assert b".well-known/matrix/client: ok, base URL http://127.0.0.1:" in out
+        assert b"login: legacy m.login.password" in out
     dead = subprocess.run([sys.executable, "-m", "gateway", "federation-test", f"127.0.0.1:{free_port()}",
                            "--allow-ip-range", "127.0.0.0/8"], capture_output=True, text=True, timeout=60)
     assert dead.returncode == 2 and "FAILED" in dead.stdout and "Traceback" not in dead.stderr

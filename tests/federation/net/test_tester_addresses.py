@@ -151,3 +151,51 @@ async def test_well_known_times_out_while_srv_works(ca, tmp_path):
     assert any("The SRV target ghost.test has no usable address" in t for t in report["Explanations"])
     assert list(report["ConnectionReports"]) == [f"127.0.0.1:{fed_port}"]
     assert took < 8  # the two .well-known fetches run side by side, each bounded
+
+
+async def test_no_probe_reaches_a_blocked_range(ca, tmp_path):
+    """The page must not become a scanner of private ranges: with only 127.0.0.1 allowed,
+    nothing the tested server points at on 127.0.0.2 is ever connected to (an address of
+    the name, a delegation, a client base URL, a redirect, the server name itself)."""
+    policy = IPRangePolicy(whitelist=["127.0.0.1/32"])
+    port, inner_port = free_port(), free_port()
+    connections: list[int] = []
+
+    async def count(reader, writer):
+        connections.append(writer.get_extra_info("sockname")[1])
+        writer.close()
+
+    listeners = [await asyncio.start_server(count, "127.0.0.2", p) for p in (port, inner_port)]
+    servers = Servers()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 scan.test\n127.0.0.2 scan.test\n127.0.0.2 inner.test\n")
+    dns = start_dnsmasq(f"--addn-hosts={hosts}")
+
+    async def redirect(request):
+        raise web.HTTPFound(f"http://inner.test:{inner_port}/support")
+
+    try:
+        await servers.https(_tls(ca, "scan.test"), "127.0.0.1", port, {
+            "/.well-known/matrix/server": _json({"m.server": f"inner.test:{inner_port}"}),
+            "/.well-known/matrix/client": _json({"m.homeserver": {"base_url": f"http://127.0.0.2:{inner_port}"}}),
+            "/.well-known/matrix/support": redirect})
+        ctx = ssl.create_default_context(cafile=str(ca.ca_path))
+        async with ServerResolver(nameservers=[dns.nameserver], ip_policy=policy, ssl_context=ctx,
+                                  well_known_port=port, well_known_timeout=2.0) as resolver:
+            tester = FederationTester(resolver=resolver, ssl_context=ctx, ip_policy=policy, timeouts=FAST)
+            report = await tester.run("scan.test")
+            direct = await tester.run(f"127.0.0.2:{inner_port}")
+    finally:
+        stop_dnsmasq(dns)
+        await servers.close()
+        for listener in listeners:
+            listener.close()
+    assert connections == []
+    assert report["WellKnownPerAddress"][f"127.0.0.2:{port}"]["Code"] == "blocked"
+    assert report["WellKnownPerAddress"][f"127.0.0.1:{port}"]["m.server"] == f"inner.test:{inner_port}"
+    assert "blocked IP range" in report["DNSResult"]["SRVError"]["Message"]
+    assert report["ConnectionReports"] == {} and report["ConnectionErrors"] == {}
+    assert "blocked IP range" in report["ClientWellKnown"]["Versions"]["Error"]
+    assert "blocked IP range" in report["SupportWellKnown"]["Error"]
+    assert "blocked IP range" in report["Login"]["Error"] and report["Login"]["legacy"] == []
+    assert direct["ConnectionReports"] == {} and "blocked IP range" in direct["DNSResult"]["SRVError"]["Message"]
