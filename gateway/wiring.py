@@ -57,6 +57,7 @@ def build(hs: "HomeServer") -> None:
     from .services.profiles import ProfileService
     from .services.purge_history import PurgeHistoryService
     from .services.push import PushService
+    from .services.push_gateway import PushGatewayClient
     from .services.ratelimit import RateLimiters, RateLimitOverrides
     from .services.receipts import ReceiptsService
     from .services.relations import RelationsService
@@ -145,7 +146,8 @@ def build(hs: "HomeServer") -> None:
     hs.notifier = notifier = Notifier(sync_store)
     hs.account_data = account_data = provide(ACCOUNT_DATA, AccountDataService(
         store=AccountDataStore(db), events=events, notifier=notifier))
-    hs.push = push = PushService(hs)
+    hs.push = push = PushService(db=db, server_name=server_name, events=events, account_data_store=account_data.store,
+                                 notifier=notifier, gateway=PushGatewayClient(outbound_connector), clock_ms=clock_ms)
     hs.directory = directory = DirectoryService(
         config=config.directory, store=DirectoryStore(db), server_name=server_name, events=events,
         federation_client=federation_client, appservices=appservices, modules=modules.callbacks, clock_ms=clock_ms)

@@ -14,9 +14,9 @@ count never misses an event that was already stored.
 Push actions older than 30 days are deleted (checkpoints of the stream position, about
 once an hour, tell which positions are that old).
 
-Interface for /sync: ``await hs.push.get_unread_counts(user_id, room_id, after)`` ->
+Interface for /sync: ``await push.get_unread_counts(user_id, room_id, after)`` ->
 ``(notification_count, highlight_count)`` over events after stream position ``after``
-(the position of the user's read receipt; 0 for none). ``await hs.push.get_ruleset(user_id)``
+(the position of the user's read receipt; 0 for none). ``await push.get_ruleset(user_id)``
 is the content of the ``m.push_rules`` account data event.
 """
 
@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from federation.auth_rules import get_notification_level, get_user_power_level
 from federation.ids import is_valid_user_id
@@ -47,6 +47,12 @@ from federation.push_rules import (
 from ..http import Codes, MatrixError
 from .push_gateway import PushGatewayClient, build_notification
 from ..storage.push import DefaultRuleChange, PushAction, PushActionStore, Pusher, PushRuleStore, PusherStore, StoredRule
+
+if TYPE_CHECKING:
+    from ..storage.account_data import AccountDataStore
+    from ..storage.database import Database
+    from .events import EventsService
+    from .notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +113,26 @@ def thread_id_of(content: Mapping[str, Any], event_id: str) -> str:
 
 
 class PushService:
-    def __init__(self, hs):
-        self.hs = hs
-        self.rules = PushRuleStore(hs.db)
-        self.actions = PushActionStore(hs.db)
-        self.pushers = PusherStore(hs.db)
+    def __init__(self, *, db: Database, server_name: str, events: EventsService, account_data_store: AccountDataStore,
+                 notifier: Notifier, gateway: PushGatewayClient, clock_ms: Callable[[], int]):
+        """``events``: the events rules are evaluated on, rooms' members and state;
+        ``account_data_store``: ``m.push_rules`` (clients read it there);
+        ``gateway`` sends notifications to pushers."""
+        self.server_name = server_name
+        self.events = events
+        self.account_data_store = account_data_store
+        self.notifier = notifier
+        self.clock_ms = clock_ms
+        self.rules = PushRuleStore(db)
+        self.actions = PushActionStore(db)
+        self.pushers = PusherStore(db)
         self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
         self._compiled: dict[str, tuple[Ruleset, tuple[CompiledRule, ...]]] = {}
         self._pending: dict[str, asyncio.Task] = {}
         self._sending: set[asyncio.Task] = set()
         self._room_contexts: OrderedDict[str, tuple[int | None, Any]] = OrderedDict()
         self._last_checkpoint_ms = 0
-        self.gateway = PushGatewayClient(hs)
+        self.gateway = gateway
 
     # --- the rules API -----------------------------------------------------------------
 
@@ -163,9 +177,9 @@ class PushService:
         self._forget(user_id)
         from ..storage.account_data import GLOBAL
 
-        await self.hs.account_data.store.put(user_id, GLOBAL, "m.push_rules",
+        await self.account_data_store.put(user_id, GLOBAL, "m.push_rules",
                                              {"global": await self.get_ruleset(user_id)})
-        self.hs.notifier.notify_users([user_id])
+        self.notifier.notify_users([user_id])
 
     def _forget(self, user_id: str) -> None:
         self._rulesets.pop(user_id, None)
@@ -311,13 +325,13 @@ class PushService:
             await asyncio.wait(tasks, timeout=timeout)
 
     async def evaluate_events(self, room_id: str, positions: Sequence[int]) -> None:
-        events = await self.hs.events.store.get_events_at_positions(positions)
+        events = await self.events.store.get_events_at_positions(positions)
         events = [e for e in events if e.pdu.room_id == room_id and not e.outlier and not e.rejected_reason
                   and not e.soft_failed]
         if not events:
             return
-        suffix = ":" + self.hs.server_name
-        room = await self.hs.events.get_room(room_id)
+        suffix = ":" + self.server_name
+        room = await self.events.get_room(room_id)
         members, pl_content, create = await self._room_context(room_id, room.current_state_group)
         member_count = len(members)
         local = {m.user_id: m.displayname for m in members if m.user_id.endswith(suffix)}
@@ -432,10 +446,10 @@ class PushService:
     async def _room_names(self, room_id: str) -> tuple[str | None, str | None]:
         """(room_name, room_alias) for a notification: the room's name, else its canonical
         alias (what a client would show), and the canonical alias."""
-        state = self.hs.events.state
+        state = self.events.state
         ids = {t: await state.get_current_state_event_id(room_id, t, "")
                for t in ("m.room.name", "m.room.canonical_alias")}
-        pdus = await self.hs.events.get_pdus([i for i in ids.values() if i])
+        pdus = await self.events.get_pdus([i for i in ids.values() if i])
 
         def field(event_type: str, key: str) -> str | None:
             pdu = pdus.get(ids[event_type] or "")
@@ -467,7 +481,7 @@ class PushService:
     async def _maybe_prune(self, stream_ordering: int) -> None:
         """About once an hour: a checkpoint, and push actions older than
         ``PUSH_ACTIONS_KEEP_MS`` go (the table does not grow without bound)."""
-        now = self.hs.clock_ms()
+        now = self.clock_ms()
         if now - self._last_checkpoint_ms < CHECKPOINT_EVERY_MS:
             return
         self._last_checkpoint_ms = now
@@ -481,7 +495,7 @@ class PushService:
         if hit is not None and hit[0] == state_group:
             self._room_contexts.move_to_end(room_id)
             return hit[1]
-        members = await self.hs.events.state.get_members(room_id, "join")
+        members = await self.events.state.get_members(room_id, "join")
         pl_content, create = await self._power_state(room_id)
         value = (members, pl_content, create)
         self._room_contexts[room_id] = (state_group, value)
@@ -490,9 +504,9 @@ class PushService:
         return value
 
     async def _power_state(self, room_id: str):
-        pl_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.power_levels", "")
-        create_id = await self.hs.events.state.get_current_state_event_id(room_id, "m.room.create", "")
-        pdus = await self.hs.events.get_pdus([i for i in (pl_id, create_id) if i])
+        pl_id = await self.events.state.get_current_state_event_id(room_id, "m.room.power_levels", "")
+        create_id = await self.events.state.get_current_state_event_id(room_id, "m.room.create", "")
+        pdus = await self.events.get_pdus([i for i in (pl_id, create_id) if i])
         pl = pdus.get(pl_id or "")
         return (pl.content if pl is not None else None), pdus.get(create_id or "")
 
@@ -559,7 +573,7 @@ class PushService:
             raise MatrixError.invalid_param("'append' must be true or false")
         await self.pushers.set_pusher(
             Pusher(user_id, device_id, kind, app_id, pushkey, fields["app_display_name"],
-                   fields["device_display_name"], profile_tag, fields["lang"], data, self.hs.clock_ms()),
+                   fields["device_display_name"], profile_tag, fields["lang"], data, self.clock_ms()),
             append=append,
         )
 

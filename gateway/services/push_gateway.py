@@ -11,14 +11,11 @@ notification (a notification is not worth a queue that outlives a restart).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
-from federation.net.resolver import create_connector
-
-from ..outbound import outbound_ip_policy, outbound_ssl_context
 from ..storage.push import Pusher
 
 log = logging.getLogger(__name__)
@@ -69,15 +66,15 @@ def build_notification(pusher: Pusher, event: Mapping[str, Any], actions: Sequen
 
 
 class PushGatewayClient:
-    def __init__(self, hs):
-        self.hs = hs
+    def __init__(self, connector: Callable[[], aiohttp.BaseConnector]):
+        """``connector()``: a connector under the outbound IP rules (pushers' URLs are
+        the users' choice)."""
+        self.connector = connector
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            fed = self.hs.config.federation
-            connector = create_connector(policy=outbound_ip_policy(fed), ssl_context=outbound_ssl_context(fed))
-            self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+            self._session = aiohttp.ClientSession(connector=self.connector(), timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
                                                   headers={"User-Agent": "Gateway"})
         return self._session
 
