@@ -156,7 +156,9 @@ def build(hs: "HomeServer") -> None:
     hs.profiles = profiles = ProfileService(
         server_name=server_name, config=config.profiles, db=db, state=events.state, rooms=rooms,
         federation_client=federation_client, ratelimit_message=hs.ratelimit_message, modules=modules.callbacks)
-    hs.guest_access = guest_access = GuestAccessService(hs)
+    hs.guest_access = guest_access = GuestAccessService(
+        enabled=config.allow_guest_access, server_name=server_name, auth=auth, events=events, rooms=rooms,
+        clock_ms=clock_ms)
     hs.relations = relations = RelationsService(events, RelationStore(db, events.store), ignored_users=account_data.ignored_users)
     hs.room_upgrades = RoomUpgradeService(
         server_name=server_name, events=events, rooms=rooms, directory=directory,

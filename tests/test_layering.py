@@ -91,7 +91,6 @@ TAKE_THE_HOMESERVER = {
     "gateway/services/federation_room_data.py",
     "gateway/services/federation_sender.py",
     "gateway/services/federation_transactions.py",
-    "gateway/services/guest_access.py",
     "gateway/services/initial_sync.py",
     "gateway/services/partial_state.py",
     "gateway/services/room_admin.py",

@@ -20,12 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from federation.events import PDU
 
 from ..http import Codes, MatrixError
 from ..storage.users import UserExistsError
+
+if TYPE_CHECKING:
+    from .auth import AuthService
+    from .events import EventsService
+    from .rooms import RoomsService
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +52,36 @@ async def guest_can_join(events, room_id: str) -> bool:
 
 
 class GuestAccessService:
-    def __init__(self, hs):
-        self.hs = hs
+    def __init__(self, *, enabled: bool, server_name: str, auth: AuthService, events: EventsService,
+                 rooms: RoomsService, clock_ms: Callable[[], int]):
+        """``enabled``: ``allow_guest_access``; ``auth`` makes guests' accounts and tokens;
+        ``rooms`` takes them out of rooms that stop admitting them."""
+        self.enabled = enabled
+        self.server_name = server_name
+        self.auth = auth
+        self.events = events
+        self.rooms = rooms
+        self.clock_ms = clock_ms
         self._tasks: set[asyncio.Task] = set()
 
     async def register_guest(self, *, device_id: str | None, display_name: str | None,
                              refresh_token: bool = False) -> dict:
         """A new guest account and its first access token (``POST /register?kind=guest``);
         403 ``M_GUEST_ACCESS_FORBIDDEN`` unless ``allow_guest_access``."""
-        if not self.hs.config.allow_guest_access:
+        if not self.enabled:
             raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access is disabled")
-        users = self.hs.auth.users
+        users = self.auth.users
         smallest = 10 ** (GUEST_LOCALPART_DIGITS - 1)
         for _ in range(10):
             localpart = str(smallest + secrets.randbelow(9 * smallest))
-            user_id = f"@{localpart}:{self.hs.server_name}"
+            user_id = f"@{localpart}:{self.server_name}"
             try:
-                await users.create_user(user_id, password_hash=None, created_ts=self.hs.clock_ms(), is_guest=True,
+                await users.create_user(user_id, password_hash=None, created_ts=self.clock_ms(), is_guest=True,
                                         displayname=localpart)
             except UserExistsError:
                 continue
             # A guest cannot log in again: its token lasts, unless it asked for a refresh token.
-            return await self.hs.auth.login_session(user_id, device_id=device_id, display_name=display_name,
+            return await self.auth.login_session(user_id, device_id=device_id, display_name=display_name,
                                                     refresh_token=refresh_token, expiring=False)
         raise MatrixError(500, Codes.UNKNOWN, "Could not allocate a guest user ID")
 
@@ -78,16 +92,16 @@ class GuestAccessService:
         if not isinstance(guest_access_token, str) or not guest_access_token:
             raise refused
         try:
-            who = await self.hs.auth.get_requester(guest_access_token)
+            who = await self.auth.get_requester(guest_access_token)
         except MatrixError:
             raise refused from None
-        if not who.is_guest or who.user_id != f"@{localpart}:{self.hs.server_name}":
+        if not who.is_guest or who.user_id != f"@{localpart}:{self.server_name}":
             raise refused
         return who.user_id
 
     async def check_may_join(self, room_id: str) -> None:
         """403 ``M_GUEST_ACCESS_FORBIDDEN`` unless the room admits guests."""
-        if not await guest_can_join(self.hs.events, room_id):
+        if not await guest_can_join(self.events, room_id):
             raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, f"{room_id} does not admit guests")
 
     # --- removal when a room stops admitting guests ----------------------------------
@@ -102,11 +116,11 @@ class GuestAccessService:
 
     async def _remove_guests(self, room_id: str) -> None:
         try:
-            if await guest_can_join(self.hs.events, room_id):
+            if await guest_can_join(self.events, room_id):
                 return
-            for user_id in await self.hs.auth.users.get_joined_guests(room_id):
+            for user_id in await self.auth.users.get_joined_guests(room_id):
                 try:
-                    await self.hs.rooms.leave(user_id, room_id, None)
+                    await self.rooms.leave(user_id, room_id, None)
                 except MatrixError as e:
                     log.warning("could not remove guest %s from %s: %s", user_id, room_id, e)
         except Exception:
