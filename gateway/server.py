@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from .services.spaces import SpacesService
     from .services.sync import SyncService
     from .services.timestamp_to_event import TimestampToEvent
+    from .services.identity_servers import IdentityServerClient
     from .services.mailer import Mailer
     from .services.threepids import ThreepidService
     from .services.typing import TypingService
@@ -91,6 +92,7 @@ class HomeServer:
         events: EventsService
         auth: AuthService
         mailer: Mailer | None
+        identity_servers: IdentityServerClient
         threepids: ThreepidService
         oauth: OAuthService
         appservices: AppServices

@@ -71,6 +71,7 @@ def build(hs: "HomeServer") -> None:
     from .services.spaces import SpacesService
     from .services.sync import SyncService
     from .services.timestamp_to_event import TimestampToEvent
+    from .services.identity_servers import IdentityServerClient
     from .services.mailer import Mailer
     from .services.threepids import ThreepidService
     from .services.typing import TypingService
@@ -179,9 +180,11 @@ def build(hs: "HomeServer") -> None:
     # --- mail and e-mail addresses --------------------------------------------------
     hs.mailer = mailer = Mailer(config.email, EmailOutboxStore(db), clock_ms, server_name=server_name) \
         if config.email.enabled else None
+    hs.identity_servers = identity_servers = IdentityServerClient(
+        server_name=server_name, signing_key=hs.signing_key, connector=outbound_connector)
     hs.threepids = threepids = provide(THREEPIDS, ThreepidService(
-        ThreepidStore(db), auth.users, mailer, email=config.email, config=config.threepids, server_name=server_name,
-        public_baseurl=config.public_baseurl,
+        ThreepidStore(db), auth.users, mailer, identity_servers, email=config.email, config=config.threepids,
+        server_name=server_name, public_baseurl=config.public_baseurl,
         pages=build_environment(config.custom_template_directory, public_baseurl=config.public_baseurl),
         clock_ms=clock_ms, modules=modules.callbacks, ratelimiter=ratelimiters["rc_3pid_validation"]))
 
@@ -296,3 +299,4 @@ async def stop(hs: "HomeServer") -> None:
     await hs.media.close()
     if hs.mailer is not None:
         await hs.mailer.close()
+    await hs.identity_servers.close()

@@ -16,6 +16,7 @@ from ..appkeys import HS
 from ..http import Codes, MatrixError, json_response, read_json_body
 from ..passwords import hash_password
 from ..server import HomeServer
+from ..services.identity_servers import check_id_server
 from ..services.uia import NotTheUser
 from .auth import REQUESTER, get_access_token, guest_allowed, public, requester
 
@@ -160,8 +161,13 @@ async def deactivate(request: web.Request) -> web.Response:
     hs = request.app[HS]
     body = await read_json_body(request, allow_empty=True)
     await require_reauth(request, body, "POST /account/deactivate")
-    await hs.auth.deactivate_account(requester(request).user_id)
-    return json_response({"id_server_unbind_result": "no-support"})
+    user_id, id_server = requester(request).user_id, body.get("id_server")
+    if id_server is not None:
+        check_id_server(id_server)
+    addresses = await hs.threepids.list(user_id)
+    await hs.auth.deactivate_account(user_id)
+    # Spec: unbind from the identity server named, or from those we bound the addresses at.
+    return json_response({"id_server_unbind_result": await hs.threepids.unbind_all(user_id, id_server, addresses)})
 
 
 def _device_json(d) -> dict[str, Any]:

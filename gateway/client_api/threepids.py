@@ -99,6 +99,24 @@ async def delete_threepid(request: web.Request) -> web.Response:
     _check_changes_allowed(request)
     body = await read_json_body(request)
     medium, address = _medium_and_address(body)
-    user_id = requester(request).user_id
-    await request.config_dict[THREEPIDS].remove(user_id, medium, address)
-    return json_response({"id_server_unbind_result": "no-support"})
+    result = await request.config_dict[THREEPIDS].delete(requester(request).user_id, medium, address,
+                                                         body.get("id_server"))
+    return json_response({"id_server_unbind_result": result})
+
+
+@routes.post("/{ver:(r0|v3|unstable)}/account/3pid/bind")
+async def bind_threepid(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3account3pidbind"""
+    body = await read_json_body(request)
+    await request.config_dict[THREEPIDS].bind(requester(request).user_id, body)
+    return json_response({})
+
+
+@routes.post("/{ver:(r0|v3|unstable)}/account/3pid/unbind")
+async def unbind_threepid(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3account3pidunbind"""
+    body = await read_json_body(request)
+    medium, address = _medium_and_address(body)
+    result = await request.config_dict[THREEPIDS].unbind(requester(request).user_id, medium, address,
+                                                         body.get("id_server"))
+    return json_response({"id_server_unbind_result": result})

@@ -26,6 +26,7 @@ from ..http import Codes, MatrixError
 from ..storage.devices import token_hash
 from ..storage.threepids import ThreepidInUseError, ThreepidStore, ValidationSession
 from ..storage.users import UserStore
+from .identity_servers import IdentityServerClient, check_id_server
 from .mailer import Mailer
 
 PURPOSES = ("registration", "add_threepid", "password_reset")
@@ -72,13 +73,14 @@ class ValidatedAddress:
 
 
 class ThreepidService:
-    def __init__(self, store: ThreepidStore, users: UserStore, mailer: Mailer | None, *, email: EmailConfig,
-                 config: ThreepidConfig,
+    def __init__(self, store: ThreepidStore, users: UserStore, mailer: Mailer | None,
+                 identity_servers: IdentityServerClient, *, email: EmailConfig, config: ThreepidConfig,
                  server_name: str, public_baseurl: str, pages: jinja2.Environment, clock_ms: Callable[[], int],
                  modules, ratelimiter):
         self.store = store
         self.users = users
         self.mailer = mailer
+        self.identity_servers = identity_servers
         self.email = email
         self.config = config
         self.server_name = server_name
@@ -261,6 +263,55 @@ class ThreepidService:
         if removed:
             await self.modules.notify("on_remove_user_third_party_identifier", user_id, medium, address)
         return removed
+
+    # --- identity server bindings --------------------------------------------------------------
+
+    async def bind(self, user_id: str, body: dict[str, Any]) -> None:
+        """``/account/3pid/bind``: the identity server the client names binds an address it
+        validated to the user; we remember where, to unbind it later."""
+        id_server = check_id_server(body.get("id_server"))
+        token, sid, secret = body.get("id_access_token"), body.get("sid"), body.get("client_secret")
+        if not all(isinstance(v, str) and v for v in (token, sid, secret)):
+            raise MatrixError.missing_param("'id_access_token', 'sid' and 'client_secret' are required")
+        association = await self.identity_servers.bind(id_server, token, sid, check_opaque(secret, "client_secret"),
+                                                       user_id)
+        medium, address = association.get("medium"), association.get("address")
+        if association.get("mxid") != user_id or not isinstance(medium, str) or not isinstance(address, str):
+            raise MatrixError(502, Codes.UNKNOWN, f"{id_server} answered the bind with another association")
+        await self.store.add_binding(user_id, medium, address, id_server)
+        await self.modules.notify("on_threepid_bind", user_id, medium, address)
+
+    async def unbind(self, user_id: str, medium: str, address: str, id_server: str | None = None) -> str:
+        """Unbind an address of the user at ``id_server``, or wherever we bound it: the
+        spec's ``id_server_unbind_result`` (``no-support`` when we know of no server, or one refused)."""
+        servers = [check_id_server(id_server)] if id_server is not None else \
+            [server for _, _, server in await self.store.bindings(user_id, medium, address)]
+        if not servers:
+            return "no-support"
+        result = "success"
+        for server in servers:
+            if await self.identity_servers.unbind(server, user_id, medium, address):
+                await self.store.remove_binding(user_id, medium, address, server)
+            else:
+                result = "no-support"
+        return result
+
+    async def delete(self, user_id: str, medium: str, address: str, id_server: str | None) -> str:
+        """``/account/3pid/delete``: off the account, and unbound from identity servers."""
+        if id_server is not None:
+            check_id_server(id_server)
+        await self.remove(user_id, medium, address)
+        return await self.unbind(user_id, medium, address, id_server)
+
+    async def unbind_all(self, user_id: str, id_server: str | None = None,
+                         addresses: list[dict[str, Any]] = ()) -> str:
+        """A deactivation: every address bound through us, and ``addresses`` (the account's,
+        read before they went) at ``id_server`` when given."""
+        pairs = {(m, a) for m, a, _ in await self.store.bindings(user_id)}
+        if id_server is not None:
+            pairs |= {(t["medium"], t["address"]) for t in addresses}
+        results = [await self.unbind(user_id, m, a, id_server) for m, a in sorted(pairs)]
+        return "success" if all(r == "success" for r in results) else "no-support"
 
     async def remove_all(self, user_id: str) -> None:
         """A deactivated account: every address goes."""

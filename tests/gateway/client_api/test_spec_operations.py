@@ -17,8 +17,6 @@ from tests.support.tls import TestCA
 NOT_YET = {
     # The OAuth 2.0 API answers 404 M_UNRECOGNIZED while oauth.enabled is false (the default).
     ("GET", "/_matrix/client/v1/auth_metadata"),
-    # The bridges and accounts issue: 3PIDs and email (in progress).
-    ("POST", "/_matrix/client/v3/account/3pid/bind"), ("POST", "/_matrix/client/v3/account/3pid/unbind"),
     # Neither Synapse 1.163 serves these: support contacts (a file operators may provide),
     # login tokens for QR sign-in (MSC3882, off in Synapse), policy servers (MSC4284).
     ("GET", "/.well-known/matrix/support"),
