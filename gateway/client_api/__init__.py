@@ -21,12 +21,13 @@ from .auth import access_token_middleware, public
 routes = web.RouteTableDef()
 
 #: Spec versions whose Client-Server API we serve in full (the r0 ones: their paths are
-#: served beside v3). v1.16 waits for /sync's ``use_state_after`` and the state
-#: endpoint's ``format`` parameter. Issue 15 owns this list: advertise a version only
-#: when everything it requires is served.
+#: served beside v3). v1.16: /sync's ``use_state_after``, the state endpoint's ``format``,
+#: extended profile fields and ``m.profile_fields``, ``additional_creators`` in createRoom
+#: and /upgrade, the create event in stripped state. Issue 15 owns this list: advertise a
+#: version only when everything it requires is served.
 SUPPORTED_VERSIONS = ["r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
                       "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
-                      "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15"]
+                      "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16"]
 
 #: Proposals we implement that clients look for here (matrix-js-sdk, Element), by the
 #: names Synapse uses.
@@ -40,6 +41,7 @@ UNSTABLE_FEATURES = {
     "org.matrix.msc3773": True,  # threaded unread counts in /sync
     "org.matrix.msc3827.stable": True,  # room_types in the public room list filter
     "org.matrix.msc3981": True,  # /relations recurse
+    "org.matrix.msc4222": True,  # /sync's state_after (also by its stable v1.16 name)
     "uk.tcpip.msc4133.stable": True,  # extended profile fields
 }
 

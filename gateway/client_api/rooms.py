@@ -290,7 +290,12 @@ async def get_state(request: web.Request) -> web.Response:
 @routes.get(PREFIX + "/rooms/{room_id}/state/{event_type}/{state_key:.*}")
 @guest_allowed
 async def get_state_event(request: web.Request) -> web.Response:
+    """``format`` (v1.16): ``content`` (the default) or ``event``, the whole client event.
+    https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3roomsroomidstateeventtypestatekey"""
     hs = _hs(request)
+    fmt = request.query.get("format", "content")
+    if fmt not in ("content", "event"):
+        raise MatrixError.invalid_param("'format' must be 'content' or 'event'")
     snap = await _visible_state(request)
     key = (request.match_info["event_type"], request.match_info.get("state_key", ""))
     event_id = snap.state.get(key)
@@ -299,7 +304,7 @@ async def get_state_event(request: web.Request) -> web.Response:
     stored = await hs.events.store.get_event(event_id)
     assert stored is not None
     body = (await hs.events.serialize_for_client([stored]))[0]
-    if request.query.get("format") == "event":
+    if fmt == "event":
         return json_response(body)
     return json_response(body["content"])
 

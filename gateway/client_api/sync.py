@@ -59,9 +59,18 @@ async def sync(request: web.Request) -> web.Response:
         raise MatrixError.invalid_param("'full_state' must be 'true' or 'false'")
     if q.get("set_presence", "online") not in ("online", "offline", "unavailable"):
         raise MatrixError.invalid_param("'set_presence' must be 'online', 'offline' or 'unavailable'")
+    # v1.16's ``use_state_after``, or its unstable name (MSC4222) with unstable section names.
+    unstable = "org.matrix.msc4222.use_state_after" in q and "use_state_after" not in q
+    state_after = q.get("org.matrix.msc4222.use_state_after" if unstable else "use_state_after", "false")
+    if state_after not in ("true", "false"):
+        raise MatrixError.invalid_param("'use_state_after' must be 'true' or 'false'")
     flt = await _filter(request, who.user_id)
     body = await request.app[HS].sync.sync(
         who.user_id, who.device_id, since=q.get("since") or None, flt=flt, full_state=full_state == "true",
-        timeout_ms=timeout,
+        timeout_ms=timeout, use_state_after=state_after == "true",
     )
+    if unstable and state_after == "true":
+        for section in ("join", "leave"):
+            for room in body["rooms"][section].values():
+                room["org.matrix.msc4222.state_after"] = room.pop("state_after")
     return json_response(body)

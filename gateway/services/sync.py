@@ -18,6 +18,9 @@ them). A sync with nothing new costs four queries however many rooms the user is
 State in a room's section is the state at the start of its timeline: everything for an
 initial sync, a newly joined room or ``full_state``; otherwise what changed between the
 token and the timeline start (plus state changes the timeline filter hid).
+With ``use_state_after`` (v1.16) a room has ``state_after`` instead: the state at the
+end of the timeline, or what changed between the token and the timeline end, timeline
+events included.
 """
 
 from __future__ import annotations
@@ -134,10 +137,12 @@ class SyncService:
 
     async def sync(
         self, user_id: str, device_id: str | None, *, since: str | None, flt: SyncFilter, full_state: bool,
-        timeout_ms: int,
+        timeout_ms: int, use_state_after: bool = False,
     ) -> dict[str, Any]:
         """One /sync response; with a ``since`` token and nothing new, waits up to
-        ``timeout_ms`` for something to arrive."""
+        ``timeout_ms`` for something to arrive. ``use_state_after`` (spec v1.16): each
+        room's state up to the end of its timeline, in ``state_after``, instead of
+        ``state``."""
         token = SyncToken.parse(since) if since is not None else None
         timeout_ms = max(0, min(timeout_ms, MAX_TIMEOUT_MS))
         deadline = time.monotonic() + timeout_ms / 1000
@@ -145,7 +150,8 @@ class SyncService:
         with notifier.waiter(user_id) as waiter:
             while True:
                 waiter.event.clear()
-                body, empty, rooms = await self._sync_once(user_id, device_id, token, flt, full_state)
+                body, empty, rooms = await self._sync_once(user_id, device_id, token, flt, full_state,
+                                                           use_state_after)
                 if token is None or full_state or not empty:
                     return body
                 remaining = deadline - time.monotonic()
@@ -159,6 +165,7 @@ class SyncService:
 
     async def _sync_once(
         self, user_id: str, device_id: str | None, since: SyncToken | None, flt: SyncFilter, full_state: bool,
+        use_state_after: bool = False,
     ) -> tuple[dict[str, Any], bool, list[str]]:
         typing = self.typing
         typing_pos = typing.current_position()
@@ -260,7 +267,8 @@ class SyncService:
             # its state in full, as on a join.
             resynced = m.full_state_at is not None and s_events is not None and m.full_state_at > s_events
             scratch = room_id in from_scratch or s_events is None or full_state or resynced
-            res.state = await self._state(
+            state_of = self._state_after if use_state_after else self._state
+            res.state = await state_of(
                 room_id, [t.event for t in rows], since_pos=None if scratch else s_events, upto=room_upto, limited=limited,
                 flt=flt, user_id=user_id, device=device)
             results[room_id] = res
@@ -325,7 +333,8 @@ class SyncService:
                 del results[room_id]
 
         presence = await self._presence(user_id, since, positions["presence"], flt)
-        body = await self._render(user_id, device_id, results, invited, knocked, global_data, next_token, flt)
+        body = await self._render(user_id, device_id, results, invited, knocked, global_data, next_token, flt,
+                                  "state_after" if use_state_after else "state")
         body["presence"] = {"events": presence}
         body.update(e2e)
         empty = not results and not invited and not knocked and not global_data and not e2e_news and not presence
@@ -459,10 +468,51 @@ class SyncService:
                                              reset=since_pos is None)
         return out
 
+    async def _state_after(
+        self, room_id: str, timeline: Sequence[StoredEvent], *, since_pos: int | None, upto: int, limited: bool,
+        flt: SyncFilter, user_id: str, device: tuple[str, str] | None = None,
+    ) -> list[str]:
+        """Event IDs of the ``state_after`` section: the state at the end of the timeline
+        (everything on an initial sync, a newly joined room or ``full_state``; otherwise
+        what changed since the token), timeline events included: a client that asks for
+        it takes no state from the timeline.
+        https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3sync"""
+        lazy = flt.lazy_load_members
+        end_group = await self.store.get_state_group_at(room_id, upto)
+        end = dict((await self.events.state.get_state(end_group)).state) if end_group is not None else {}
+        if since_pos is None:
+            chosen = dict(end)
+            changed: set[str] = set()
+        else:
+            since_group = await self.store.get_state_group_at(room_id, since_pos)
+            if since_group == end_group and not lazy:
+                return []
+            before = dict((await self.events.state.get_state(since_group)).state) if since_group is not None else {}
+            chosen = {k: v for k, v in end.items() if before.get(k) != v}
+            changed = set(chosen.values())
+        if lazy:
+            # The members of the timeline's senders (and the user's own on a full state);
+            # an incremental sync also keeps every membership change since the token.
+            senders = {e.pdu.sender for e in timeline}
+            if since_pos is None:
+                senders.add(user_id)
+                chosen = {k: v for k, v in chosen.items() if k[0] != "m.room.member" or k[1] in senders}
+            for s in senders:
+                if ("m.room.member", s) in end:
+                    chosen.setdefault(("m.room.member", s), end[("m.room.member", s)])
+        sf = flt.state
+        out = [v for k, v in chosen.items() if sf.allows_type(k[0]) and sf.allows_room(room_id)]
+        if lazy and not flt.state.include_redundant_members and device is not None:
+            out = self._not_yet_sent_members(device, room_id, out, chosen, set(), reset=since_pos is None,
+                                             keep=frozenset(changed))
+        return out
+
     def _not_yet_sent_members(self, device: tuple[str, str], room_id: str, event_ids: list[str],
-                              chosen: Mapping[StateKey, str], in_timeline: set[str], *, reset: bool) -> list[str]:
+                              chosen: Mapping[StateKey, str], in_timeline: set[str], *, reset: bool,
+                              keep: frozenset[str] = frozenset()) -> list[str]:
         """Lazy-loading: leave out member events this device already got (remembered in
-        memory per device; after a restart they are simply sent again)."""
+        memory per device; after a restart they are simply sent again), but those in
+        ``keep``."""
         rooms = self._lazy_sent.get(device)
         if rooms is None:
             rooms = self._lazy_sent[device] = {}
@@ -473,7 +523,7 @@ class SyncService:
         if reset:
             sent.clear()
         members = {v for k, v in chosen.items() if k[0] == "m.room.member"}
-        out = [e for e in event_ids if e not in members or e not in sent]
+        out = [e for e in event_ids if e not in members or e not in sent or e in keep]
         sent.update(e for e in out if e in members)
         sent.update(in_timeline)
         return out
@@ -483,6 +533,7 @@ class SyncService:
     async def _render(
         self, user_id: str, device_id: str | None, results: dict[str, _RoomResult], invited: list[UserMembership],
         knocked: list[UserMembership], global_data: list[dict[str, Any]], token: SyncToken, flt: SyncFilter,
+        state_section: str = "state",
     ) -> dict[str, Any]:
         events = self.events
         timeline = [t for r in results.values() for t in r.timeline]
@@ -524,7 +575,7 @@ class SyncService:
                     "limited": res.limited,
                     "prev_batch": res.prev_batch or f"s{token.events}",
                 },
-                "state": {"events": state_events},
+                state_section: {"events": state_events},
                 "account_data": {"events": res.account_data},
             }
             if res.membership.membership == "join":

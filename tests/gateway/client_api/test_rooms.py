@@ -172,6 +172,15 @@ async def test_state_put_get_and_power_level_override(client, alice, bob):
     event_id = (await resp.json())["event_id"]
     status, full = await get(client, alice, f"/rooms/{room_id}/event/{event_id}")
     assert full["unsigned"]["prev_content"] == {"v": 1}
+    # v1.16 ``format``: the whole client event, or the content (the default).
+    status, whole = await get(client, alice, f"/rooms/{room_id}/state/org.example.custom/key1", format="event")
+    assert status == 200 and whole["event_id"] == event_id and whole["content"] == {"v": 2}
+    assert whole["state_key"] == "key1" and whole["sender"].startswith("@alice:") and "origin_server_ts" in whole
+    assert whole["unsigned"]["prev_content"] == {"v": 1}
+    assert await get(client, alice, f"/rooms/{room_id}/state/org.example.custom/key1", format="content") \
+        == (200, {"v": 2})
+    status, err = await get(client, alice, f"/rooms/{room_id}/state/org.example.custom/key1", format="pdu")
+    assert status == 400 and err["errcode"] == "M_INVALID_PARAM"
     # Bob (joined, power 0) is below state_default 10.
     assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
     resp = await client.put(f"{C}/rooms/{room_id}/state/m.room.topic", json={"topic": "no"},

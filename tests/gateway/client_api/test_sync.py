@@ -171,6 +171,82 @@ async def test_limited_timeline_prev_batch_and_state_at_start(alice, bob):
     assert section["timeline"]["limited"] is True
 
 
+def _state_map(events):
+    return {(e["type"], e["state_key"]): e["content"] for e in events}
+
+
+async def test_use_state_after_gives_the_state_at_the_timeline_end(alice, bob):
+    """v1.16 ``use_state_after``: ``state_after`` (and no ``state``) holds the state up to
+    the end of the timeline, timeline events included."""
+    room = await alice.create_room(preset="public_chat", name="Old name")
+    await bob.call("POST", f"/join/{room}", {})
+    flt = {"room": {"timeline": {"limit": 2}}}
+    initial = await bob.sync(filter=flt, use_state_after="true")
+    section = initial["rooms"]["join"][room]
+    assert "state" not in section
+    state = _state_map(section["state_after"]["events"])
+    # bob's join is in the timeline and in state_after too.
+    assert state[("m.room.member", bob.user_id)]["membership"] == "join"
+    assert state[("m.room.name", "")] == {"name": "Old name"} and ("m.room.create", "") in state
+    since = initial["next_batch"]
+
+    await alice.state(room, "m.room.topic", {"topic": "before the gap"})
+    for i in range(3):
+        await alice.send(room, f"m{i}")
+    await alice.state(room, "m.room.name", {"name": "New name"})
+    await alice.send(room, "last")
+    after = (await bob.sync(since, filter=flt, use_state_after="true"))["rooms"]["join"][room]
+    assert [e["type"] for e in after["timeline"]["events"]] == ["m.room.name", "m.room.message"]
+    assert _state_map(after["state_after"]["events"]) == {("m.room.topic", ""): {"topic": "before the gap"},
+                                                          ("m.room.name", ""): {"name": "New name"}}
+    # The same token without the flag: the state at the timeline start, as before.
+    before = (await bob.sync(since, filter=flt))["rooms"]["join"][room]
+    assert "state_after" not in before
+    assert _state_map(before["state"]["events"]) == {("m.room.topic", ""): {"topic": "before the gap"}}
+
+    # Not limited: a state change in the timeline is in state_after; a message alone
+    # brings an empty (but present) state_after.
+    since = (await bob.sync(since, use_state_after="true"))["next_batch"]
+    topic_id = await alice.state(room, "m.room.topic", {"topic": "in the timeline"})
+    quiet = await bob.sync(since, use_state_after="true")
+    assert [e["event_id"] for e in quiet["rooms"]["join"][room]["state_after"]["events"]] == [topic_id]
+    await alice.send(room, "just talk")
+    talk = await bob.sync(quiet["next_batch"], use_state_after="true")
+    assert talk["rooms"]["join"][room]["state_after"] == {"events": []}
+
+    # A room left: state_after is the state at the leave.
+    await bob.call("POST", f"/rooms/{room}/leave", {})
+    await alice.state(room, "m.room.name", {"name": "After bob left"})
+    left = (await bob.sync(talk["next_batch"], use_state_after="true"))["rooms"]["leave"][room]
+    state = _state_map(left["state_after"]["events"])
+    assert state == {("m.room.member", bob.user_id): {"membership": "leave"}}
+
+    # The unstable name (MSC4222) answers with the unstable section name.
+    body = await bob.sync(**{"org.matrix.msc4222.use_state_after": "true", "filter": {"room": {"include_leave": True}}})
+    assert "org.matrix.msc4222.state_after" in body["rooms"]["join"].get(room, body["rooms"]["leave"][room])
+    await bob.sync(use_state_after="yes", expect=400)
+
+
+async def test_use_state_after_with_lazy_loaded_members(alice, bob, client):
+    carol = User(client, await register(client, "carol"))
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    await carol.call("POST", f"/join/{room}", {})
+    await bob.send(room, "from bob")
+    lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 1}}}
+    body = await alice.sync(filter=lazy, use_state_after="true")
+    members = {e["state_key"] for e in body["rooms"]["join"][room]["state_after"]["events"]
+               if e["type"] == "m.room.member"}
+    assert members == {alice.user_id, bob.user_id}  # carol sent nothing in the timeline
+    await bob.send(room, "again")
+    again = await alice.sync(body["next_batch"], filter=lazy, use_state_after="true")
+    # bob's member event was sent already: not again.
+    assert again["rooms"]["join"][room]["state_after"] == {"events": []}
+    await carol.send(room, "hello")
+    third = await alice.sync(again["next_batch"], filter=lazy, use_state_after="true")
+    assert [e["state_key"] for e in third["rooms"]["join"][room]["state_after"]["events"]] == [carol.user_id]
+
+
 async def test_transaction_id_only_for_sending_device(client, alice):
     room = await alice.create_room()
     login = await client.post(f"{C}/login", json={
