@@ -33,6 +33,7 @@ __all__ = [
     "membership_template",
     "check_membership_event",
     "check_invite_event",
+    "check_exchanged_third_party_invite",
     "check_out_of_band_retraction",
     "is_full_pdu",
     "parse_send_join_response",
@@ -204,6 +205,39 @@ def check_invite_event(pdu: PDU, *, room_id: str, event_id: str, origin: str, lo
         raise MembershipError("the invited user is not on this server")
     if sender_domain != origin:
         raise MembershipError("the inviter is not a user of the requesting server")
+
+
+def check_exchanged_third_party_invite(event: Any, *, room_id: str, origin: str, local_server: str) -> dict[str, Any]:
+    """The partial invite event of ``PUT /exchange_third_party_invite/{roomId}``: an invite
+    of a user of the requesting server, sent by a user of ours, carrying the identity
+    server's ``signed`` block for that user. Its ``content`` (as the event will carry it).
+
+    Spec: https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1exchange_third_party_inviteroomid"""
+    if not isinstance(event, Mapping):
+        raise MembershipError("the body must be an event object")
+    if event.get("type") != "m.room.member":
+        raise MembershipError("the event is not an m.room.member event")
+    if event.get("room_id") != room_id:
+        raise MembershipError("the event is for another room")
+    content, sender, target = event.get("content"), event.get("sender"), event.get("state_key")
+    if not isinstance(content, Mapping) or content.get("membership") != "invite":
+        raise MembershipError("the event is not an invite")
+    if not isinstance(sender, str) or not isinstance(target, str):
+        raise MembershipError("the event needs a sender and a state_key")
+    try:
+        sender_domain, target_domain = get_domain_from_id(sender), get_domain_from_id(target)
+    except ValueError:
+        raise MembershipError("the event's sender or target is not a user ID") from None
+    if sender_domain != local_server:
+        raise MembershipError("the inviter is not a user of this server")
+    if target_domain != origin:
+        raise MembershipError("the invited user is not a user of the requesting server")
+    tpi = content.get("third_party_invite")
+    signed = tpi.get("signed") if isinstance(tpi, Mapping) else None
+    if not isinstance(signed, Mapping) or signed.get("mxid") != target or not isinstance(signed.get("token"), str):
+        raise MembershipError("third_party_invite.signed must name the invited user and the invite's token")
+    return {"membership": "invite", "third_party_invite": {"display_name": tpi.get("display_name", ""),
+                                                           "signed": dict(signed)}}
 
 
 def check_out_of_band_retraction(pdu: PDU, *, origin: str, local_server: str, current_event_id: str) -> None:

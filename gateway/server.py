@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from .services.identity_servers import IdentityServerClient
     from .services.mailer import Mailer
     from .services.threepids import ThreepidService
+    from .services.third_party_invites import ThirdPartyInvites
     from .services.typing import TypingService
     from .services.uia import UIAService
     from .services.url_preview import UrlPreviewer
@@ -94,6 +95,7 @@ class HomeServer:
         mailer: Mailer | None
         identity_servers: IdentityServerClient
         threepids: ThreepidService
+        third_party_invites: ThirdPartyInvites
         oauth: OAuthService
         appservices: AppServices
         appservice_transactions: AppServiceTransactions

@@ -74,6 +74,7 @@ def build(hs: "HomeServer") -> None:
     from .services.identity_servers import IdentityServerClient
     from .services.mailer import Mailer
     from .services.threepids import ThreepidService
+    from .services.third_party_invites import ThirdPartyInvites
     from .services.typing import TypingService
     from .services.uia import UIAService
     from .services.url_preview import UrlPreviewer
@@ -214,6 +215,12 @@ def build(hs: "HomeServer") -> None:
     hs.partial_state = PartialStateService(hs)
     hs.federation_membership = FederationMembershipHandler(hs)
     hs.federation_backfill = backfill = BackfillHandler(hs)
+    membership = hs.federation_membership
+    hs.third_party_invites = ThirdPartyInvites(
+        server_name=server_name, identity_servers=identity_servers, events=events, rooms=rooms,
+        profiles=rooms.profiles, users=auth.users, federation_client=federation_client,
+        is_resident=membership.is_resident, ratelimiter=ratelimiters["rc_third_party_invite"],
+        modules=modules.callbacks)
     hs.edu_handlers = edu_handlers = EduHandlers()
     hs.federation_transactions = TransactionHandler(hs)
     hs.purge_history = PurgeHistoryService(

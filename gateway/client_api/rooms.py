@@ -21,6 +21,7 @@ from ..server import HomeServer
 from ..services.account_moderation import check_not_suspended, fake_event_id, forbid_redacting_others
 from ..services.events import EventSpec
 from ..services.room_previews import is_world_readable, reader_membership
+from ..services.third_party_invites import is_third_party_invite
 from ..storage.state import StateSnapshot
 from .auth import guest_allowed, requester
 
@@ -240,8 +241,13 @@ def _membership_action(action: str):
         who = requester(request)
         check_not_suspended(who)
         await hs.events.get_room(_room_id(request))
+        third_party = action == "invite" and is_third_party_invite(body)
         if action == "invite" and who.shadow_banned:  # answered as done, never sent
-            _target(body)
+            if not third_party:
+                _target(body)
+            return json_response({})
+        if third_party:  # by e-mail address, through the identity server the client names
+            await hs.third_party_invites.invite(who.user_id, _room_id(request), body)
             return json_response({})
         if action == "invite":
             hs.rooms.ratelimit_invite(requester(request).user_id, _room_id(request), _target(body))

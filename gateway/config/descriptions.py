@@ -150,7 +150,7 @@ DESCRIPTIONS: dict[str, str] = {
     "rc_media_create": "`/media/create` calls per user.",
     "rc_reports": "Reports of events, rooms and users per user.",
     "rc_3pid_validation": "`requestToken` calls, per e-mail address and per client address. " + _RC,
-    "rc_third_party_invite": _NOT_APPLIED,
+    "rc_third_party_invite": "Invites by e-mail address (through an identity server) one user sends.",
     "rc_key_requests": _NOT_APPLIED,
     "rc_delayed_event_mgmt": _NOT_APPLIED,
     "rc_federation": _NOT_APPLIED,

@@ -14,7 +14,7 @@ from aiohttp import web
 from ..appkeys import HS
 from ..http import json_response
 from ..http.json import read_json_body
-from .auth import ORIGIN
+from .auth import ORIGIN, public
 
 routes = web.RouteTableDef()
 
@@ -86,3 +86,26 @@ async def send_knock(request: web.Request) -> web.Response:
     answer = await _handler(request).on_send_knock(request[ORIGIN], request.match_info["room_id"],
                                                    request.match_info["event_id"], body)
     return json_response(answer)
+
+
+# --- third-party invites -----------------------------------------------------------------
+
+
+@routes.put("/v1/exchange_third_party_invite/{room_id}")
+async def exchange_third_party_invite(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1exchange_third_party_inviteroomid"""
+    body = await read_json_body(request)
+    await request.app[HS].third_party_invites.on_exchange(request[ORIGIN], request.match_info["room_id"], body)
+    return json_response({})
+
+
+@routes.put("/v1/3pid/onbind")
+@routes.post("/v1/3pid/onbind")
+@public
+async def on_bind(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv13pidonbind
+    (from an identity server, which does not sign its requests; POST as Sydent sends it). The
+    invites it carries are checked by the rooms' auth rules (the identity server's signature)."""
+    body = await read_json_body(request)
+    await request.app[HS].third_party_invites.on_bind(body)
+    return json_response({})

@@ -352,6 +352,12 @@ class RoomsService:
         await self.hs.modules.callbacks.spam_check("user_may_invite", "This invite", user_id, target, room_id)
         return await self._send_invite(room_id, user_id, target, _with_reason({"membership": "invite"}, reason))
 
+    async def send_invite_event(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> SentEvent:
+        """An invite with this content (a third-party invite turned into a membership): to a
+        user of ours who must exist, or co-signed by the invitee's server."""
+        await self._check_invitee(target)
+        return await self._send_invite(room_id, sender, target, content)
+
     async def kick(self, user_id: str, room_id: str, target: str, reason: str | None = None) -> SentEvent:
         current = await self.events.state.get_membership(room_id, target)
         if current is None or current.membership not in ("join", "invite", "knock"):

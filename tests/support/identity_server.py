@@ -47,6 +47,9 @@ class IdentityServer:
     #: What the homeserver asked, in order: (method, path, JSON body).
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     onbind_answers: list[int] = field(default_factory=list)
+    #: How onbind is called: the spec's PUT, or POST as Sydent does; TLS trust for HTTPS.
+    onbind_method: str = "PUT"
+    onbind_ssl: Any = None
 
     @property
     def public_key(self) -> str:
@@ -69,8 +72,9 @@ class IdentityServer:
                     "sender": i["sender"], "signed": sign_json({"mxid": mxid, "token": i["token"]}, self.name,
                                                                self.key)} for i in pending]
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.onbind_urls[server]}/_matrix/federation/v1/3pid/onbind", json={
-                    "medium": medium, "address": address, "mxid": mxid, "invites": invites}) as resp:
+            async with http.request(self.onbind_method, f"{self.onbind_urls[server]}/_matrix/federation/v1/3pid/onbind",
+                                    ssl=self.onbind_ssl, json={"medium": medium, "address": address, "mxid": mxid,
+                                                               "invites": invites}) as resp:
                 self.onbind_answers.append(resp.status)
         self.invites = [i for i in self.invites if i not in pending]
 
