@@ -33,11 +33,17 @@ async def _register(s: aiohttp.ClientSession, gw, name: str) -> Client:
 
 
 @pytest.fixture
-async def gateways(tmp_path: Path):
+def gateways_ca(tmp_path: Path) -> TestCA:
+    """The CA both gateways' certificates come from (and trust): for other servers of a test."""
+    return TestCA(tmp_path / "ca")
+
+
+@pytest.fixture
+async def gateways(tmp_path: Path, gateways_ca: TestCA):
     """Gateway A (SQLite) with alice, gateway B (PostgreSQL) with bob and carol."""
     if SKIP_POSTGRES:
         pytest.skip("GATEWAY_TEST_SKIP_POSTGRES=1: no PostgreSQL reachable (the test command said so)")
-    ca = TestCA(tmp_path / "ca")
+    ca = gateways_ca
     base = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
             "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4,
             "rc_registration": {"per_second": 1000, "burst_count": 1000}}

@@ -10,7 +10,7 @@ Spec: https://spec.matrix.org/latest/server-server-api/#knocking-rooms
 
 from __future__ import annotations
 
-from tests.interop.test_federated_rooms_gateways import gateways  # noqa: F401
+from tests.interop.test_federated_rooms_gateways import gateways, gateways_ca  # noqa: F401
 from tests.support.client_api import accept_knock, knocked, left, member_event, q
 
 
