@@ -16,6 +16,9 @@ from aiohttp import web
 
 from federation.net.resolver import ServerResolver
 from federation.net.tester import FederationTester
+from federation.server_discovery import ServerDiscoveryError
+from federation.tester_summary import diagnose_report
+from federation.tester_outbound import not_applicable, outbound, outbound_verdict
 from sso.pages import build_environment
 
 from .appkeys import HS
@@ -64,14 +67,23 @@ async def _report(request: web.Request) -> dict[str, Any]:
                     f"The notary {notary} serves different keys for {server_name} than {server_name} serves itself: "
                     "if the server changed its key just now, wait; otherwise something is intercepting traffic."
                 )
+        # Outbound first: a target that fetches our keys for it has them for the next request.
+        report["Outbound"] = await outbound_check(hs, server_name, report)
         report["SignedRequest"] = await signed_request_check(hs, server_name)
-        if not report["SignedRequest"]["OK"]:
+        if report["Outbound"]["CanReachUs"] is False:
+            # It cannot check anyone's signature either: no server can send to it.
+            report["FederationOK"] = False
+            report["Explanations"].append(report["Outbound"]["Explanation"])
+        elif not report["SignedRequest"]["OK"]:
             report["FederationOK"] = False
             report["Explanations"].append(
                 f"{server_name} refused a request signed by {request.app[HS].server_name}: "
                 f"{report['SignedRequest']['Error']}. Other servers will see the same when they talk to it; "
                 "check that it can reach this server's keys (outbound network, DNS, firewall)."
             )
+    else:
+        report["Outbound"] = outbound(None, f"Not checked: no address of {server_name} answered.")
+    report["Diagnosis"] = diagnose_report(report, server_name)
     if len(cache) >= MAX_CACHE:
         cache.clear()
     cache[server_name.lower()] = (now, report)
@@ -105,6 +117,44 @@ async def notary_checks(hs: HomeServer, server_name: str, report: dict[str, Any]
         same = bool(served) and all(served.get(k) == v for k, v in direct.items())
         results[notary.server_name] = {"OK": same, "NotaryKeys": served}
     return results
+
+
+def _ips_of(labels) -> list[str]:
+    """``1.2.3.4:8448`` / ``[::1]:8448`` -> the address."""
+    return [label.rsplit(":", 1)[0].strip("[]") for label in labels]
+
+
+async def _our_addresses(hs: HomeServer) -> list[str]:
+    """Where other servers would connect to reach us (empty when our name does not resolve)."""
+    try:
+        resolved = await hs.federation_client.resolver.resolve(hs.server_name)
+    except (ServerDiscoveryError, OSError, ValueError):
+        return []
+    return [ip for ip, _ in resolved.candidates]
+
+
+async def outbound_check(hs: HomeServer, server_name: str, report: dict[str, Any]) -> dict[str, Any]:
+    """Can ``server_name`` reach us back? A request signed with a key published for this run
+    only (gateway/services/tester_keys.py): the fetch of that key proves it can."""
+    from federation.net.client import FederationRequestError
+
+    reason = not_applicable(hs.server_name, server_name, await _our_addresses(hs),
+                            _ips_of(report["DNSResult"]["Addrs"]))
+    if reason is not None:
+        return outbound(None, reason)
+    if hs.tester_keys.full():
+        return outbound(None, "Not checked: too many tests are running at once; try again in a minute.")
+    status: int | None = 200
+    error: str | None = None
+    with hs.tester_keys.run() as run:
+        try:
+            await hs.federation_client.request(
+                "GET", server_name, "/_matrix/federation/v1/query/profile",
+                query={"user_id": f"@federation-tester:{server_name}", "field": "displayname"},
+                signing_key=run.key, timeout=20)
+        except FederationRequestError as e:
+            status, error = e.status, str(e)
+    return outbound_verdict(hs.server_name, server_name, status, error, run.fetches)
 
 
 async def signed_request_check(hs: HomeServer, server_name: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .services.guest_access import GuestAccessService
     from .services.initial_sync import InitialSyncService
     from .services.keyring import KeyRing
+    from .services.tester_keys import TesterKeys
     from .services.media import MediaService
     from .services.notifier import Notifier
     from .services.partial_state import PartialStateService
@@ -90,6 +91,7 @@ class HomeServer:
         ratelimiters: RateLimiters
         ratelimit_overrides: RateLimitOverrides
         federation_client: FederationClient
+        tester_keys: TesterKeys
         events: EventsService
         auth: AuthService
         mailer: Mailer | None

@@ -73,6 +73,7 @@ def build(hs: "HomeServer") -> None:
     from .services.timestamp_to_event import TimestampToEvent
     from .services.identity_servers import IdentityServerClient
     from .services.mailer import Mailer
+    from .services.tester_keys import TesterKeys
     from .services.threepids import ThreepidService
     from .services.third_party_invites import ThirdPartyInvites
     from .services.typing import TypingService
@@ -126,6 +127,7 @@ def build(hs: "HomeServer") -> None:
         """Connections to other servers' HTTP endpoints, under the outbound IP rules."""
         return create_connector(policy=policy, ssl_context=ctx)
 
+    hs.tester_keys = TesterKeys()  # the federation tester's keys of one run, published by our key server
     hs.federation_client = federation_client = FederationClient(
         server_name=server_name, signing_key=hs.signing_key, resolver=resolver, ssl_context=ctx, ip_policy=policy,
         no_verify_patterns=fed.federation_certificate_verification_whitelist,

@@ -90,6 +90,7 @@ class FederationClient:
         signed: bool = True,
         timeout: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        signing_key: ServerSigningKey | None = None,
     ) -> Any:
         """Send a request and return the parsed JSON answer.
 
@@ -97,10 +98,11 @@ class FederationClient:
         ``timeout`` (seconds, whole request) overrides the client's default.
         Raises FederationRequestError on a non-2xx answer, an answer larger than
         ``max_response_bytes``, a timeout, or when no address works (including
-        addresses the IP range policy blocks).
+        addresses the IP range policy blocks). ``signing_key``: sign with this key
+        instead of the server's (the federation tester's key of one run).
         """
         target, headers, body, resolved, extra = await self._prepare(
-            method, destination, path, query, content, signed, timeout)
+            method, destination, path, query, content, signed, timeout, signing_key)
         last_error: Exception | None = None
         for ip, port in resolved.candidates:
             literal = f"[{ip}]" if ":" in ip else ip
@@ -132,7 +134,8 @@ class FederationClient:
 
 
     async def _prepare(self, method: str, destination: str, path: str, query: Mapping[str, str] | None,
-                       content: Any, signed: bool, timeout: float | None):
+                       content: Any, signed: bool, timeout: float | None,
+                       signing_key: ServerSigningKey | None = None):
         """The request target, headers, body, resolved destination and per-request options."""
         if self.domain_whitelist is not None and destination not in self.domain_whitelist:
             raise FederationRequestError(destination, "not in federation_domain_whitelist")
@@ -144,7 +147,7 @@ class FederationClient:
             headers["Content-Type"] = "application/json"
         if signed:
             headers["Authorization"] = build_x_matrix_authorization(
-                method, target, self.server_name, destination, content, self.signing_key
+                method, target, self.server_name, destination, content, signing_key or self.signing_key
             )
         try:
             resolved = await self.resolver.resolve(destination)

@@ -25,19 +25,22 @@ class RunningGateway:
 @contextlib.asynccontextmanager
 async def running_gateway(directory: Path, ca: TestCA,
                           extra: dict | Callable[[str], dict] | None = None,
-                          ports: tuple[int, int] | None = None) -> AsyncIterator[RunningGateway]:
+                          ports: tuple[int, int] | None = None,
+                          host: str = "127.0.0.1") -> AsyncIterator[RunningGateway]:
     """``extra``: config keys to add, or a function of the server name that returns them.
-    ``ports`` (federation, client): to start the same server again (its name is its port)."""
+    ``ports`` (federation, client): to start the same server again (its name is its port).
+    ``host``: another loopback address for the federation listener (its name is then
+    ``host:port``), e.g. one a peer's IP rules block."""
     fed_port, client_port = ports or (free_port(), free_port())
-    server_name = f"127.0.0.1:{fed_port}"
+    server_name = f"{host}:{fed_port}"
     if callable(extra):
         extra = extra(server_name)
-    cert = ca.issue("127.0.0.1", filename=f"gateway-{fed_port}")
+    cert = ca.issue(host, filename=f"gateway-{fed_port}")
     data = {
         "server_name": server_name,
         "public_baseurl": f"http://127.0.0.1:{client_port}/",
         "listeners": [
-            {"port": fed_port, "bind_addresses": ["127.0.0.1"], "tls": True, "resources": [{"names": ["federation"]}]},
+            {"port": fed_port, "bind_addresses": [host], "tls": True, "resources": [{"names": ["federation"]}]},
             {"port": client_port, "bind_addresses": ["127.0.0.1"], "resources": [{"names": ["client"]}]},
         ],
         "tls_certificate_path": str(cert.cert_path),
@@ -54,7 +57,7 @@ async def running_gateway(directory: Path, ca: TestCA,
     if task in done:
         task.result()  # raises the startup error
     try:
-        yield RunningGateway(config, server_name, f"http://127.0.0.1:{client_port}", f"https://127.0.0.1:{fed_port}")
+        yield RunningGateway(config, server_name, f"http://127.0.0.1:{client_port}", f"https://{host}:{fed_port}")
     finally:
         stop.set()
         await task
