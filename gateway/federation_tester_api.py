@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
@@ -197,12 +198,14 @@ async def get_page(request: web.Request) -> web.Response:
             report = await _report(request)
         except MatrixError as e:
             error = e.error
+    json_url = None
+    if server_name:
+        base = request.app[HS].config.public_baseurl.rstrip("/")
+        json_url = f"{base}/_gateway/federation-tester/api/report?{urlencode({'server_name': server_name})}"
     html = request.app[PAGES].get_template("federation_tester.html").render(
-        server_name=server_name, report=report, error=error, checks=CHECK_LABELS
+        server_name=server_name, report=report, error=error, checks=CHECK_LABELS, json_url=json_url
     )
     return web.Response(text=html, content_type="text/html")
-
-
 
 
 async def get_federation_ok(request: web.Request) -> web.Response:

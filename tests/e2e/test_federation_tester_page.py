@@ -17,8 +17,10 @@ async def test_tester_page_good_and_bad(tmp_path):
         await page.click("button[type=submit]")
         await page.wait_for_selector("#verdict")
         assert "federation works" in await page.inner_text("#verdict")
-        assert await page.locator("li.fail").count() == 0
-        assert await page.locator("li.pass").count() >= 5
+        assert await page.locator("#diagnosis li[data-area=Federation]").get_attribute("class") == "pass"
+        assert await page.locator("#address-table li.fail").count() == 0
+        assert await page.locator("#address-table li.pass").count() == 5
+        assert await page.get_attribute("#json-link", "href") == await page.input_value("#json-url")
         await page.screenshot(path=screenshot_path("federation-tester-ok"), full_page=True)
 
         await page.fill("#server_name", "127.0.0.1:1")
