@@ -360,6 +360,9 @@ def _print_report(report: dict) -> None:
     support = report.get("SupportWellKnown")
     if support:
         print(f"  .well-known/matrix/support: {support['Result']}")
+    outbound = report.get("Outbound") or {}
+    for fetch in outbound.get("KeyFetches") or []:
+        print(f"  it fetched our keys from {fetch['From']} ({fetch['UserAgent']})")
     for text in report.get("Explanations", []):
         print(f"  - {text}")
 
@@ -375,12 +378,30 @@ def cmd_federation_test(args: argparse.Namespace) -> int:
     policy = IPRangePolicy(blacklist=DEFAULT_IP_RANGE_BLACKLIST, whitelist=args.allow_ip_range or ())
     ctx = ssl_mod.create_default_context(cafile=args.ca_file) if args.ca_file else None
 
+    async def via(url: str) -> dict:
+        """The report of a running Gateway's tester (which can also check the way back)."""
+        import aiohttp
+
+        api = f"{url.rstrip('/')}/_gateway/federation-tester/api/report"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as session:
+            async with session.get(api, params={"server_name": args.server_name}) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise SystemExit(f"{api}: HTTP {resp.status}: {body.get('error') if isinstance(body, dict) else body}")
+                return body
+
     async def main() -> dict:
+        if args.via:
+            return await via(args.via)
         async with ServerResolver(nameservers=args.dns_nameserver or None, ip_policy=policy, ssl_context=ctx,
                                   well_known_port=args.well_known_port) as resolver:
             return await FederationTester(resolver=resolver, ssl_context=ctx, ip_policy=policy).run(args.server_name)
 
-    report = asyncio.run(main())
+    try:
+        report = asyncio.run(main())
+    except OSError as e:  # aiohttp's connection errors are OSErrors too
+        print(f"cannot reach {args.via}: {e}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -454,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ca-file", help="trust this CA bundle instead of the system's")
     f.add_argument("--allow-ip-range", action="append", metavar="CIDR",
                    help="probe this range even though it is private/blocked by default")
+    f.add_argument("--via", metavar="URL",
+                   help="ask the tester of this running Gateway (its client listener URL) instead: its report "
+                        "also says whether the server can reach that Gateway back (Outbound)")
     f.add_argument("--well-known-port", type=int, default=443, help=argparse.SUPPRESS)
     f.set_defaults(func=cmd_federation_test)
     return p

@@ -4,6 +4,9 @@ block the tester's address it "can receive but not send"."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import aiohttp
 import pytest
 import pytest_asyncio
@@ -65,8 +68,15 @@ async def test_synapse_ok_and_reaches_us_back(tmp_path, synapse):
 
 async def test_synapse_that_cannot_reach_us_can_receive_but_not_send(tmp_path, synapse):
     async with running_gateway(tmp_path, synapse.ca, _extra(synapse.ca), host=BLOCKED_HOST) as gw:
+        # The command line asks this Gateway's tester (--via), which can check the way back.
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "federation-test", synapse.server_name, "--via", gw.client_url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await cli.communicate()
         report = await _report(gw, synapse.server_name)
         keys_after = await _server_keys(gw)
+    assert cli.returncode == 2, err
+    assert f"  [!!] Reaching others: {synapse.server_name} can receive but not send" in out.decode(), out
     # Inbound is fine: TLS, keys, version all answer.
     assert report["ConnectionReports"][synapse.server_name]["Checks"]["AllChecksOK"] is True
     outbound = report["Outbound"]
