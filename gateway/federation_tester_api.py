@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from federation.net.resolver import ServerResolver
 from federation.net.tester import FederationTester
 from federation.server_discovery import ServerDiscoveryError
 from federation.tester_summary import diagnose_report
@@ -25,9 +24,9 @@ from sso.pages import build_environment
 from .appkeys import HS
 from .config import RateLimit
 from .http import MatrixError, json_response
-from .outbound import outbound_ip_policy, outbound_ssl_context
 from .server import HomeServer
 from .services.ratelimit import RateLimiter
+from .services.tester_self_check import build_tester
 
 CACHE_SECONDS = 60.0
 MAX_CACHE = 1000
@@ -36,13 +35,6 @@ TESTER = web.AppKey("federation_tester", FederationTester)
 CACHE = web.AppKey("federation_tester_cache", dict)
 LIMITER = web.AppKey("federation_tester_limiter", RateLimiter)
 PAGES = web.AppKey("federation_tester_pages", jinja2.Environment)
-
-
-def _build_tester(hs: HomeServer) -> FederationTester:
-    fed = hs.config.federation
-    policy, ctx = outbound_ip_policy(fed), outbound_ssl_context(fed, always_verify=True)
-    resolver = ServerResolver(nameservers=list(fed.dns_nameservers) or None, ip_policy=policy, ssl_context=ctx)
-    return FederationTester(resolver=resolver, ssl_context=ctx, ip_policy=policy, clock_ms=hs.clock_ms)
 
 
 async def _report(request: web.Request) -> dict[str, Any]:
@@ -208,6 +200,16 @@ async def get_page(request: web.Request) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
+async def get_self(request: web.Request) -> web.Response:
+    """The last scheduled test of our own server name (``federation_tester.self_check_interval``)
+    and its age; waits for the first one."""
+    check = request.app[HS].tester_self_check
+    if check is None:
+        raise MatrixError.not_found("federation_tester.self_check_interval is not set")
+    report, age = await check.latest()
+    return json_response({"ServerName": check.server_name, "AgeSeconds": round(age, 1), "Report": report})
+
+
 async def get_federation_ok(request: web.Request) -> web.Response:
     report = await _report(request)
     return web.Response(text="GOOD" if report["FederationOK"] else "BAD")
@@ -216,7 +218,7 @@ async def get_federation_ok(request: web.Request) -> web.Response:
 def build_app(hs: HomeServer) -> web.Application:
     app = web.Application()
     app[HS] = hs
-    app[TESTER] = _build_tester(hs)
+    app[TESTER] = build_tester(hs.config, hs.clock_ms)
     app[CACHE] = {}
     app[PAGES] = build_environment(hs.config.custom_template_directory)
     app[LIMITER] = RateLimiter(RateLimit(per_second=0.5, burst_count=10))
@@ -229,4 +231,5 @@ def build_app(hs: HomeServer) -> web.Application:
     app.router.add_get("/", get_page)
     app.router.add_get("/api/report", get_report)
     app.router.add_get("/api/federation-ok", get_federation_ok)
+    app.router.add_get("/api/self", get_self)
     return app

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .services.initial_sync import InitialSyncService
     from .services.keyring import KeyRing
     from .services.tester_keys import TesterKeys
+    from .services.tester_self_check import SelfCheck
     from .services.media import MediaService
     from .services.notifier import Notifier
     from .services.partial_state import PartialStateService
@@ -92,6 +93,7 @@ class HomeServer:
         ratelimit_overrides: RateLimitOverrides
         federation_client: FederationClient
         tester_keys: TesterKeys
+        tester_self_check: SelfCheck | None
         events: EventsService
         auth: AuthService
         mailer: Mailer | None

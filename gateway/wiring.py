@@ -74,6 +74,7 @@ def build(hs: "HomeServer") -> None:
     from .services.identity_servers import IdentityServerClient
     from .services.mailer import Mailer
     from .services.tester_keys import TesterKeys
+    from .services.tester_self_check import SelfCheck, build_tester
     from .services.threepids import ThreepidService
     from .services.third_party_invites import ThirdPartyInvites
     from .services.typing import TypingService
@@ -128,6 +129,12 @@ def build(hs: "HomeServer") -> None:
         return create_connector(policy=policy, ssl_context=ctx)
 
     hs.tester_keys = TesterKeys()  # the federation tester's keys of one run, published by our key server
+    hs.tester_self_check = None
+    if config.federation_tester_self_check_ms is not None:  # our own server name, tested on a schedule
+        self_tester = build_tester(config, clock_ms)
+        hs.tester_self_check = SelfCheck(server_name=server_name, run=self_tester.run,
+                                         interval_s=config.federation_tester_self_check_ms / 1000,
+                                         cleanup=self_tester.resolver.close)
     hs.federation_client = federation_client = FederationClient(
         server_name=server_name, signing_key=hs.signing_key, resolver=resolver, ssl_context=ctx, ip_policy=policy,
         no_verify_patterns=fed.federation_certificate_verification_whitelist,
@@ -287,11 +294,15 @@ async def start(hs: "HomeServer") -> None:
         await hs.appservice_transactions.start()  # and what services have not acknowledged
     if hs.mailer is not None:
         await hs.mailer.start()  # mail an earlier run left queued
+    if hs.tester_self_check is not None:
+        hs.tester_self_check.start()
 
 
 async def stop(hs: "HomeServer") -> None:
     """Stop background work and release connections, dependants first. Each service may
     be stopped whether or not it was started."""
+    if hs.tester_self_check is not None:
+        await hs.tester_self_check.close()
     await hs.partial_state.close()
     await hs.profiles.close()
     await hs.federation_sender.stop()

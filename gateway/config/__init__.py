@@ -142,6 +142,9 @@ class HomeserverConfig:
     rc_federation: dict[str, int]
     #: ``send_federation``: this process sends transactions to other servers.
     send_federation: bool = True
+    #: ``federation_tester.self_check_interval``: re-run the federation tester on our own
+    #: server name this often (None: never), for the metrics and a warning when it fails.
+    federation_tester_self_check_ms: int | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
     # Single sign-on (gateway/config/sso.py): oidc_providers, jwt_config, sso.
     sso: SsoSections = field(default_factory=SsoSections)
@@ -280,6 +283,11 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
 
     password_config = root.section("password_config")
     sections.append(password_config)
+    tester = root.section("federation_tester")
+    sections.append(tester)
+    self_check_ms = tester.duration_ms("self_check_interval", None)
+    if self_check_ms is not None and self_check_ms < 60_000:
+        raise ConfigError("federation_tester.self_check_interval", "expected at least 1m")
     config_kwargs = dict(
         config_path=config_path,
         server_name=server_name,
@@ -311,6 +319,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         federation=fed,
         rc_federation=rc_federation,
         send_federation=root.bool("send_federation", True),
+        federation_tester_self_check_ms=self_check_ms,
     )
     sso_sections = parse_sso_sections(root, resolve_path, public_baseurl)
     config_kwargs["sso"] = sso_sections

@@ -100,6 +100,14 @@ DESCRIPTIONS: dict[str, str] = {
     "experimental_features.faster_joins": "Remote joins ask for partial state and fetch the members in the "
                                           "background (docs/faster-joins.md).",
     "send_federation": "This process sends events and EDUs to other servers.",
+    "federation_tester": "Gateway's own: the federation tester checking this server.",
+    "federation_tester.self_check_interval": "Run the federation tester on this server's own `server_name` this "
+                                             "often (at least `1m`; e.g. `1h`), from the server itself: the "
+                                             "result and its age are Prometheus metrics "
+                                             "(`gateway_federation_tester_self_*`), a warning is logged when it "
+                                             "turns bad, and `/_gateway/federation-tester/api/self` answers the "
+                                             "last report. Unset: never. Testing from inside your network does "
+                                             "not prove others reach you: see docs/reverse-proxy.md.",
     "dns_nameservers": "Ours: the DNS servers to ask (`IP` or `IP:port`), instead of the system's.",
     # --- federation -----------------------------------------------------------------------
     "ip_range_blacklist": "Addresses outbound requests must never reach (pushers, federation unless "

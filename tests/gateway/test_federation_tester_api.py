@@ -13,10 +13,21 @@ def _extra(ca: TestCA) -> dict:
 
 
 async def test_api_reports_on_itself_and_a_dead_server(tmp_path):
+    from prometheus_client import REGISTRY, generate_latest
+
     ca = TestCA(tmp_path / "ca")
-    async with running_gateway(tmp_path, ca, _extra(ca)) as gw:
+    extra = {**_extra(ca), "federation_tester": {"self_check_interval": "1h"}}
+    async with running_gateway(tmp_path, ca, extra) as gw:
         api = f"{gw.client_url}/_gateway/federation-tester/api"
         async with aiohttp.ClientSession() as s:
+            # The scheduled self-check ran at startup: its report, its age, its metrics.
+            async with s.get(f"{api}/self") as r:
+                latest = await r.json()
+            assert latest["ServerName"] == gw.server_name and latest["AgeSeconds"] >= 0
+            assert latest["Report"]["FederationOK"] is True, latest["Report"]["Explanations"]
+            metrics = generate_latest(REGISTRY).decode()
+            assert f'gateway_federation_tester_self_ok{{server_name="{gw.server_name}"}} 1.0' in metrics
+            assert f'gateway_federation_tester_self_age_seconds{{server_name="{gw.server_name}"}}' in metrics
             async with s.get(f"{api}/report", params={"server_name": gw.server_name}) as r:
                 report = await r.json()
             assert report["FederationOK"] is True, report["Explanations"]
@@ -38,7 +49,10 @@ async def test_api_refuses_blocked_ranges_by_default(tmp_path):
             async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/report",
                              params={"server_name": gw.server_name}) as r:
                 report = await r.json()
+            async with s.get(f"{gw.client_url}/_gateway/federation-tester/api/self") as r:
+                self_check = {"status": r.status, "errcode": (await r.json())["errcode"]}
     assert report["FederationOK"] is False and report["ConnectionReports"] == {}
+    assert self_check == {"status": 404, "errcode": "M_NOT_FOUND"}  # no self_check_interval
 
 
 async def test_api_reports_a_refused_signed_request(tmp_path):
