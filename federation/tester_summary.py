@@ -18,8 +18,8 @@ def _area(area: str, ok: bool | None, words: str) -> dict[str, Any]:
 def _federation(report: Mapping[str, Any], server_name: str) -> dict[str, Any]:
     if report.get("FederationOK"):
         count = len(report.get("ConnectionReports") or {})
-        where = "its address" if count == 1 else f"all {count} of its addresses"
-        return _area("Federation", True, f"Other servers can reach {server_name}: {where} answer with valid TLS "
+        where = "its address answers" if count == 1 else f"all {count} of its addresses answer"
+        return _area("Federation", True, f"Other servers can reach {server_name}: {where} with valid TLS "
                                          "and correctly signed keys.")
     explanations = report.get("Explanations") or []
     if not explanations:

@@ -368,6 +368,13 @@ def _print_report(report: dict) -> None:
 
 
 def cmd_federation_test(args: argparse.Namespace) -> int:
+    if args.self_check and not args.via:
+        print("--self-check needs --via URL (a running Gateway with federation_tester.self_check_interval)",
+              file=sys.stderr)
+        return 1
+    if not args.self_check and not args.server_name:
+        print("a server name is needed (or --via URL --self-check)", file=sys.stderr)
+        return 1
     import json
     import ssl as ssl_mod
 
@@ -382,13 +389,17 @@ def cmd_federation_test(args: argparse.Namespace) -> int:
         """The report of a running Gateway's tester (which can also check the way back)."""
         import aiohttp
 
-        api = f"{url.rstrip('/')}/_gateway/federation-tester/api/report"
+        base = f"{url.rstrip('/')}/_gateway/federation-tester/api"
+        api, params = (f"{base}/self", {}) if args.self_check else (f"{base}/report", {"server_name": args.server_name})
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as session:
-            async with session.get(api, params={"server_name": args.server_name}) as resp:
+            async with session.get(api, params=params) as resp:
                 body = await resp.json(content_type=None)
                 if resp.status != 200:
                     raise SystemExit(f"{api}: HTTP {resp.status}: {body.get('error') if isinstance(body, dict) else body}")
-                return body
+        if args.self_check:  # the last scheduled test of that server's own name
+            print(f"Last self-check of {body['ServerName']}, {body['AgeSeconds']:.0f} s ago:")
+            return body["Report"]
+        return body
 
     async def main() -> dict:
         if args.via:
@@ -469,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_porting_commands(sub)
 
     f = sub.add_parser("federation-test", help="check a server's federation setup (no config needed)")
-    f.add_argument("server_name")
+    f.add_argument("server_name", nargs="?")
     f.add_argument("--json", action="store_true", help="print the full JSON report")
     f.add_argument("--dns-nameserver", action="append", metavar="IP[:PORT]", help="DNS server to ask")
     f.add_argument("--ca-file", help="trust this CA bundle instead of the system's")
@@ -478,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--via", metavar="URL",
                    help="ask the tester of this running Gateway (its client listener URL) instead: its report "
                         "also says whether the server can reach that Gateway back (Outbound)")
+    f.add_argument("--self-check", action="store_true",
+                   help="with --via: show that Gateway's last scheduled test of its own name and its age")
     f.add_argument("--well-known-port", type=int, default=443, help=argparse.SUPPRESS)
     f.set_defaults(func=cmd_federation_test)
     return p

@@ -195,9 +195,19 @@ async def get_page(request: web.Request) -> web.Response:
         base = request.app[HS].config.public_baseurl.rstrip("/")
         json_url = f"{base}/_gateway/federation-tester/api/report?{urlencode({'server_name': server_name})}"
     html = request.app[PAGES].get_template("federation_tester.html").render(
-        server_name=server_name, report=report, error=error, checks=CHECK_LABELS, json_url=json_url
+        server_name=server_name, report=report, error=error, checks=CHECK_LABELS, json_url=json_url,
+        self_check=_self_check_summary(request.app[HS]),
     )
     return web.Response(text=html, content_type="text/html")
+
+
+def _self_check_summary(hs: HomeServer) -> dict[str, Any] | None:
+    """The last scheduled test of our own name, for the page (None: not configured or not run yet)."""
+    check = hs.tester_self_check
+    if check is None or check.last_run_ts is None:
+        return None
+    return {"ServerName": check.server_name, "OK": check.last_ok, "Minutes": int((check.clock() - check.last_run_ts) // 60),
+            "EveryMinutes": int(check.interval_s // 60), "Diagnosis": (check.last_report or {}).get("Diagnosis", [])}
 
 
 async def get_self(request: web.Request) -> web.Response:

@@ -9,9 +9,11 @@ from tests.support.tls import TestCA
 
 async def test_tester_page_good_and_bad(tmp_path):
     ca = TestCA(tmp_path / "ca")
-    extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"]}
+    extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
+             "federation_tester": {"self_check_interval": "1h"}}
     async with running_gateway(tmp_path, ca, extra) as gw, chromium() as browser:
         page = await browser.new_page(viewport={"width": 900, "height": 1000})
+        await page.request.get(f"{gw.client_url}/_gateway/federation-tester/api/self")  # the first run is done
         await page.goto(f"{gw.client_url}/_gateway/federation-tester/")
         await page.fill("#server_name", gw.server_name)
         await page.click("button[type=submit]")
@@ -21,6 +23,9 @@ async def test_tester_page_good_and_bad(tmp_path):
         assert await page.locator("#address-table li.fail").count() == 0
         assert await page.locator("#address-table li.pass").count() == 5
         assert await page.get_attribute("#json-link", "href") == await page.input_value("#json-url")
+        assert await page.inner_text("#self-check") == (
+            f"This server ({gw.server_name}) tests itself every 60 minutes: the last test, 0 minutes ago, passed. "
+            "Its report.")
         await page.screenshot(path=screenshot_path("federation-tester-ok"), full_page=True)
 
         await page.fill("#server_name", "127.0.0.1:1")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import aiohttp
 
 from tests.support.gateway_server import running_gateway
@@ -25,6 +28,12 @@ async def test_api_reports_on_itself_and_a_dead_server(tmp_path):
                 latest = await r.json()
             assert latest["ServerName"] == gw.server_name and latest["AgeSeconds"] >= 0
             assert latest["Report"]["FederationOK"] is True, latest["Report"]["Explanations"]
+            cli = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway", "federation-test", "--via", gw.client_url, "--self-check",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await cli.communicate()
+            assert cli.returncode == 0, err
+            assert out.decode().startswith(f"Last self-check of {gw.server_name}, ") and b"Federation: OK" in out
             metrics = generate_latest(REGISTRY).decode()
             assert f'gateway_federation_tester_self_ok{{server_name="{gw.server_name}"}} 1.0' in metrics
             assert f'gateway_federation_tester_self_age_seconds{{server_name="{gw.server_name}"}}' in metrics
