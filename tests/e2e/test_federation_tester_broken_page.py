@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 
 from aiohttp import web
 
-from federation.signing import encode_verify_key, generate_signing_key, sign_json
 from tests.conftest import free_port
 from tests.e2e.browser import chromium, screenshot_path
 from tests.federation.net.conftest import start_dnsmasq, stop_dnsmasq
+from tests.support.fake_remote import signed_keys_handler
 from tests.support.gateway_server import running_gateway
 from tests.support.tls import TestCA
 
@@ -31,13 +30,6 @@ async def test_broken_setup_report_page(tmp_path):
     ca = TestCA(tmp_path / "ca")
     port = free_port()
     name = f"broken.test:{port}"
-    key = generate_signing_key("k1")
-
-    async def keys(request):
-        return web.json_response(sign_json({
-            "server_name": name, "old_verify_keys": {}, "valid_until_ts": int(time.time() * 1000) + 3_600_000,
-            "verify_keys": {key.key_id: {"key": encode_verify_key(key.verify_key)}}}, name, key))
-
     async def refuse(request):  # never fetches the sender's key: its outbound federation is blocked
         return web.json_response({"errcode": "M_UNAUTHORIZED", "error": "Failed to fetch the key"}, status=401)
 
@@ -45,7 +37,7 @@ async def test_broken_setup_report_page(tmp_path):
         return web.json_response({"server": {"name": "Broken", "version": "1"}})
 
     good = web.Application()
-    good.router.add_get("/_matrix/key/v2/server", keys)
+    good.router.add_get("/_matrix/key/v2/server", signed_keys_handler(name))
     good.router.add_get("/_matrix/federation/v1/version", version)
     good.router.add_get("/_matrix/federation/v1/query/profile", refuse)
     runners = []

@@ -47,6 +47,19 @@ def _server_ssl(ca: TestCA, name: str) -> ssl.SSLContext:
     return ctx
 
 
+def signed_keys_handler(server_name: str, version: str = "t1"):
+    """An aiohttp handler for ``GET /_matrix/key/v2/server``: a fresh key, valid for an hour,
+    for a fake server (the federation tester's tests)."""
+    key = generate_signing_key(version)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(sign_json({
+            "server_name": server_name, "old_verify_keys": {},
+            "verify_keys": {key.key_id: {"key": encode_verify_key(key.verify_key)}},
+            "valid_until_ts": int(time.time() * 1000) + 3_600_000}, server_name, key))
+    return handler
+
+
 def client_ssl(ca: TestCA) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca.ca_path))
 

@@ -15,8 +15,8 @@ from federation.net.ip_ranges import IPRangePolicy
 from federation.net.resolver import ServerResolver
 from federation.net.tester import FederationTester
 from federation.net.tester_tls import TesterTimeouts as Timeouts
-from federation.signing import encode_verify_key, generate_signing_key, sign_json
 from tests.conftest import free_port
+from tests.support.fake_remote import signed_keys_handler
 from tests.federation.net.conftest import start_dnsmasq, stop_dnsmasq
 from tests.support.tls import TestCA
 
@@ -69,17 +69,6 @@ def _json(body: dict):
     return handler
 
 
-def _keys(server_name: str):
-    key = generate_signing_key("t1")
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.json_response(sign_json({
-            "server_name": server_name, "old_verify_keys": {},
-            "verify_keys": {key.key_id: {"key": encode_verify_key(key.verify_key)}},
-            "valid_until_ts": int(time.time() * 1000) + 3_600_000}, server_name, key))
-    return handler
-
-
 async def _run(ca: TestCA, server_name: str, dns) -> dict:
     ctx = ssl.create_default_context(cafile=str(ca.ca_path))
     async with ServerResolver(nameservers=[dns.nameserver], ip_policy=LOOPBACK, ssl_context=ctx,
@@ -101,7 +90,7 @@ async def test_every_address_answers_for_itself(ca, tmp_path):
                             {"/.well-known/matrix/server": _json({"m.server": "elsewhere.test:443"})})
         await servers.silent("127.0.0.3", port)
         await servers.https(_tls(ca, "fed.test"), "127.0.0.1", fed_port,
-                            {"/_matrix/key/v2/server": _keys("multi.test")})
+                            {"/_matrix/key/v2/server": signed_keys_handler("multi.test")})
         _run.well_known_port = port
         report = await _run(ca, "multi.test", dns)
     finally:
@@ -132,7 +121,7 @@ async def test_well_known_times_out_while_srv_works(ca, tmp_path):
     try:
         await servers.silent("127.0.0.1", port)
         await servers.https(_tls(ca, "slow.test"), "127.0.0.1", fed_port,
-                            {"/_matrix/key/v2/server": _keys("slow.test")})
+                            {"/_matrix/key/v2/server": signed_keys_handler("slow.test")})
         _run.well_known_port = port
         start = time.monotonic()
         report = await _run(ca, "slow.test", dns)
