@@ -645,16 +645,7 @@ class EventsService:
         membership events, and an ``m.room.history_visibility`` event when the visibility
         before or after it lets them.
         https://spec.matrix.org/latest/client-server-api/#room-history-visibility"""
-        groups = {e.state_group for e in events if e.state_group is not None}
-        verdicts: dict[int, tuple[str, str | None]] = {}
-        for g in groups:
-            snap = await self.state.get_state(g)
-            hv_id = snap.state.get(("m.room.history_visibility", ""))
-            mem_id = snap.state.get(("m.room.member", user_id))
-            pdus = await self.get_pdus([i for i in (hv_id, mem_id) if i])
-            hv = pdus[hv_id].content.get("history_visibility") if hv_id in pdus else None
-            mem = pdus[mem_id].content.get("membership") if mem_id in pdus else None
-            verdicts[g] = (hv if isinstance(hv, str) else "shared", mem if isinstance(mem, str) else None)
+        verdicts = await self._group_verdicts(user_id, {e.state_group for e in events if e.state_group is not None})
         room_ids = {e.pdu.room_id for e in events}
         current_membership = {}
         for r in room_ids:
@@ -681,6 +672,30 @@ class EventsService:
                 if may_see(hv_before if isinstance(hv_before, str) else "shared", mem, current):
                     out.append(e)
         return out
+
+
+    async def visible_state_groups(self, user_id: str, room_id: str, groups: Iterable[int]) -> set[int]:
+        """Of the room's state groups, those at which an ordinary event (not a history
+        visibility change, not the user's own membership) is visible to ``user_id``: the
+        rule of ``filter_visible`` without loading the events (counting a thread's
+        replies, say)."""
+        verdicts = await self._group_verdicts(user_id, set(groups))
+        row = await self.state.get_membership(room_id, user_id)
+        current = row.membership if row else None
+        return {g for g, (hv, mem) in verdicts.items() if may_see(hv, mem, current)}
+
+    async def _group_verdicts(self, user_id: str, groups: set[int]) -> dict[int, tuple[str, str | None]]:
+        """Per state group: the history visibility and the user's membership in it."""
+        verdicts: dict[int, tuple[str, str | None]] = {}
+        for g in groups:
+            snap = await self.state.get_state(g)
+            hv_id = snap.state.get(("m.room.history_visibility", ""))
+            mem_id = snap.state.get(("m.room.member", user_id))
+            pdus = await self.get_pdus([i for i in (hv_id, mem_id) if i])
+            hv = pdus[hv_id].content.get("history_visibility") if hv_id in pdus else None
+            mem = pdus[mem_id].content.get("membership") if mem_id in pdus else None
+            verdicts[g] = (hv if isinstance(hv, str) else "shared", mem if isinstance(mem, str) else None)
+        return verdicts
 
 
 def _check_local_content(room_id: str, spec: EventSpec) -> None:

@@ -190,6 +190,8 @@ class RelationsService:
             seen = await self.events.filter_visible(user_id, older)
             if seen:
                 chosen[parent_id] = seen[0]
+        counts = await self._visible_reply_counts(list(chosen), {p: summaries[p].room_id for p in chosen},
+                                                  ignored, user_id)
         serialized = await self.events.serialize_for_client(list(chosen.values()))
         # The latest events get their own aggregations (edits, references; threads do not nest).
         await self._bundle(serialized, user_id, ignored, with_threads=False)
@@ -199,10 +201,38 @@ class RelationsService:
             summary = summaries[parent_id]
             out[parent_id] = {
                 "latest_event": by_id[event.event_id],
-                "count": summary.count,
+                "count": counts.get(parent_id, 0),
                 "current_user_participated": summary.participated or parents[parent_id].get("sender") == user_id,
             }
         return out
+
+    async def _visible_reply_counts(self, roots: Sequence[str], rooms: Mapping[str, str], ignored: Sequence[str],
+                                    user_id: str) -> dict[str, int]:
+        """Per thread root, the replies ``user_id`` may see (history visibility), counted
+        by the state group they were sent at: the replies themselves are not loaded."""
+        if not roots:
+            return {}
+        rows = [(root, group, n) for root, room, group, n in await self.store.get_thread_reply_groups(roots, ignored)
+                if room == rooms[root]]
+        by_room: dict[str, set[int]] = {}
+        for root, group, _ in rows:
+            if group is not None:
+                by_room.setdefault(rooms[root], set()).add(group)
+        visible = {room: await self.events.visible_state_groups(user_id, room, groups)
+                   for room, groups in by_room.items()}
+        counts: dict[str, int] = {}
+        for root, group, n in rows:
+            if group is not None and group in visible[rooms[root]]:
+                counts[root] = counts.get(root, 0) + n
+        special = [(root, reply) for root, room, reply in await self.store.get_thread_special_replies(roots, ignored)
+                   if room == rooms[root]]
+        if special:
+            stored = await self.events.store.get_events([reply for _, reply in special])
+            seen = {e.event_id for e in await self.events.filter_visible(user_id, list(stored.values()))}
+            for root, reply in special:
+                if reply in seen:
+                    counts[root] = counts.get(root, 0) + 1
+        return counts
 
     async def _references(self, parents: Mapping[str, dict], ids: Sequence[str], ignored: Sequence[str],
                           user_id: str) -> dict[str, list[dict[str, str]]]:

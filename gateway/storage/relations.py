@@ -26,6 +26,10 @@ from .state import _placeholders
 #: The child counts: in the timeline and not redacted (``r`` relation, ``e`` its event).
 _COUNTS = ("e.outlier = FALSE AND e.rejected_reason IS NULL AND e.soft_failed = FALSE"
            " AND NOT EXISTS (SELECT 1 FROM redactions rd WHERE rd.redacts = r.event_id)")
+#: Event types whose visibility is not only their state group's (``filter_visible``).
+_SPECIAL_TYPES = "('m.room.history_visibility', 'm.room.member')"
+
+
 @dataclass(frozen=True)
 class EditCandidate:
     parent_id: str
@@ -140,6 +144,28 @@ class RelationStore:
             " MAX(CASE WHEN r.sender = $1 THEN 1 ELSE 0 END)", parent_ids, THREAD, not_senders,
             " GROUP BY r.relates_to_id, r.room_id", column_args=[user_id])
         return {r[0]: ThreadSummary(r[1], int(r[2]), int(r[3]), bool(r[4])) for r in rows}
+
+    async def get_thread_reply_groups(self, parent_ids: Sequence[str], not_senders: Sequence[str] = (),
+                                      ) -> list[tuple[str, str, int | None, int]]:
+        """(root ID, reply room, state group, replies) of the roots' counted ordinary thread replies
+        (history visibility and membership events, whose visibility has rules of its own,
+        are in ``get_thread_special_replies``): what a requester's count is made of."""
+        if not parent_ids:
+            return []
+        rows = await self._counted_children(
+            "r.relates_to_id, r.room_id, e.state_group, COUNT(*)", parent_ids, THREAD, not_senders,
+            f" AND r.type NOT IN {_SPECIAL_TYPES} GROUP BY r.relates_to_id, r.room_id, e.state_group")
+        return [(r[0], r[1], None if r[2] is None else int(r[2]), int(r[3])) for r in rows]
+
+    async def get_thread_special_replies(self, parent_ids: Sequence[str],
+                                         not_senders: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+        """(root ID, reply room, reply ID) of the counted thread replies left out of
+        ``get_thread_reply_groups``."""
+        if not parent_ids:
+            return []
+        rows = await self._counted_children("r.relates_to_id, r.room_id, r.event_id", parent_ids, THREAD,
+                                            not_senders, f" AND r.type IN {_SPECIAL_TYPES}")
+        return [(r[0], r[1], r[2]) for r in rows]
 
     async def get_references(self, parent_ids: Sequence[str],
                              not_senders: Sequence[str] = ()) -> list[tuple[str, str, str]]:

@@ -341,6 +341,17 @@ async def test_history_visibility_applies_to_children(client, alice, bob):
     status, body = await get(client, alice, f"/rooms/{room}/messages", dir="b", limit="50")
     roots = [e for e in body["chunk"] if e["event_id"] == root]
     assert bundle(roots[0])["m.thread"]["latest_event"]["event_id"] == late
+    # ...nor in the count: only the replies she may see (spec: the count leaves out what
+    # the requester cannot see, as the latest event does).
+    assert bundle(roots[0])["m.thread"]["count"] == 2
+    status, body = await threads(client, alice, room)
+    assert [e["event_id"] for e in body["chunk"]] == [root] and bundle(body["chunk"][0])["m.thread"]["count"] == 2
+    # Back in the room, she sees the reply sent while she was away ("joined": from her
+    # new join on, not what she missed), so the count stays; a new reply counts.
+    assert (await post(client, alice, f"/rooms/{room}/join"))[0] == 200
+    newest = await send(client, bob, room, in_thread(root, "welcome back"))
+    thread = bundle(await event(client, alice, room, root))["m.thread"]
+    assert thread["count"] == 3 and thread["latest_event"]["event_id"] == newest
 
 
 async def test_sync_bundles_only_limited_timelines(client, alice):
