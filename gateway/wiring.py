@@ -166,7 +166,8 @@ def build(hs: "HomeServer") -> None:
     hs.room_admin = RoomAdminService(hs)
     hs.profiles = profiles = ProfileService(
         server_name=server_name, config=config.profiles, db=db, state=events.state, rooms=rooms,
-        federation_client=federation_client, ratelimit_message=hs.ratelimit_message, modules=modules.callbacks)
+        federation_client=federation_client, ratelimit_message=hs.ratelimit_message, modules=modules.callbacks,
+        media=MediaStore(db, server_name))
     hs.guest_access = guest_access = GuestAccessService(
         enabled=config.allow_guest_access, server_name=server_name, auth=auth, events=events, rooms=rooms,
         clock_ms=clock_ms)

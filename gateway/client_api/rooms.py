@@ -141,6 +141,8 @@ async def put_state(request: web.Request) -> web.Response:
     hs = _hs(request)
     content = await read_json_body(request)
     who = requester(request)
+    if request.match_info["event_type"] == "m.room.member":
+        content = await hs.profiles.member_event_content(who.user_id, request.match_info.get("state_key", ""), content)
     spec = EventSpec(request.match_info["event_type"], who.user_id, content,
                      request.match_info.get("state_key", ""), origin_server_ts=_massaged_ts(request))
     # Leaving through the state API stays possible; the rest is an action suspension stops.

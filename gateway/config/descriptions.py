@@ -321,6 +321,12 @@ DESCRIPTIONS: dict[str, str] = {
     "include_profile_data_on_invite": "Invites carry the invitee's display name and avatar.",
     "enable_set_displayname": "When false, users cannot change a display name once set (admins still can).",
     "enable_set_avatar_url": "When false, users cannot change an avatar once set (admins still can).",
+    "allow_per_room_profiles": "Member events a user sends may carry a display name or avatar other than their "
+                               "profile's; when false, the profile's are used.",
+    "max_avatar_size": "Largest file a user may pick as avatar (profile or member event); the file must be in "
+                       "our media repository. Unset: no limit.",
+    "allowed_avatar_mimetypes": "Media types a user's avatar may have, e.g. `[\"image/png\", \"image/jpeg\"]`; "
+                                "the file must be in our media repository. Unset or empty: any.",
     # --- media ------------------------------------------------------------------------------
     "media_store_path": "Directory of uploaded files, thumbnails and cached remote media (docs/media.md).",
     "max_upload_size": "Largest upload.",

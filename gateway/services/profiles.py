@@ -36,6 +36,7 @@ from ..config import RateLimit
 from ..config.profiles import ProfileConfig
 from ..http import Codes, MatrixError
 from ..storage.database import Database
+from ..storage.media import MediaStore
 from ..storage.presence import PresenceStore
 from ..storage.profiles import MEMBER_FIELDS, ProfileStore, ProfileTooLargeError
 from ..storage.state import StateStore
@@ -94,8 +95,9 @@ def _check_value(field: str, value: Any) -> Any:
 class ProfileService:
     def __init__(self, *, server_name: str, config: ProfileConfig, db: Database, state: StateStore,
                  rooms: Any, federation_client: Any, ratelimit_message: Callable[[str], Awaitable[None]],
-                 modules: Any):
+                 modules: Any, media: MediaStore):
         """``state``: rooms and memberships; ``rooms`` (RoomsService): member events;
+        ``media``: what an avatar names (``max_avatar_size``, ``allowed_avatar_mimetypes``);
         ``federation_client``: other servers' profiles; ``ratelimit_message``: the
         ``rc_message`` check; ``modules``: module callbacks (``on_profile_update``)."""
         self.server_name = server_name
@@ -107,6 +109,7 @@ class ProfileService:
         self.federation_client = federation_client
         self.ratelimit_message = ratelimit_message
         self.modules = modules
+        self.media = media
         #: (user ID, field or None) -> (expiry, answer or the MatrixError to raise)
         self._remote: OrderedDict[tuple[str, str | None], tuple[float, dict[str, Any] | MatrixError]] = OrderedDict()
         self._tasks = KeyedTasks("profile propagation")
@@ -255,9 +258,58 @@ class ProfileService:
             current = await self.store.get_member_profile(user_id)
             if current.get(field):
                 raise MatrixError.forbidden(f"Changing your {field} is disabled on this server")
+        if field == "avatar_url" and value is not None:
+            await self.check_avatar(value)
         if field in MEMBER_FIELDS:
             await self.ratelimit_message(requester.user_id)
         await self.update(user_id, field, value, delete=delete, by_admin=by_admin or requester.is_admin)
+
+    async def check_avatar(self, mxc: Any) -> None:
+        """403 ``M_FORBIDDEN`` for an avatar ``max_avatar_size`` or ``allowed_avatar_mimetypes``
+        refuses: too big, of another media type, or not in our media repository (uploaded
+        here or cached from its server: without it neither can be told). Removing an
+        avatar ("") is always allowed."""
+        config = self.config
+        if (config.max_avatar_size is None and config.allowed_avatar_mimetypes is None) or mxc == "":
+            return
+        info = None
+        if isinstance(mxc, str) and mxc.startswith("mxc://"):
+            origin, _, media_id = mxc[len("mxc://"):].partition("/")
+            if origin and media_id and "/" not in media_id:
+                info = await self.media.get_media(origin, media_id)
+        if info is None or not info.uploaded:
+            raise MatrixError.forbidden("This avatar is not allowed: the file is not in this server's media "
+                                        "repository")
+        if config.max_avatar_size is not None and (info.media_length is None
+                                                   or info.media_length > config.max_avatar_size):
+            raise MatrixError.forbidden(f"This avatar is not allowed: files of at most {config.max_avatar_size} "
+                                        "bytes may be avatars")
+        if config.allowed_avatar_mimetypes is not None and info.media_type not in config.allowed_avatar_mimetypes:
+            raise MatrixError.forbidden(f"This avatar is not allowed: {info.media_type} is not one of "
+                                        f"{', '.join(config.allowed_avatar_mimetypes)}")
+
+    async def member_event_content(self, sender: str, target: str, content: dict[str, Any]) -> dict[str, Any]:
+        """The content of an ``m.room.member`` event a client sends itself (``PUT /state``):
+        a join, invite or knock without a display name or avatar gets the target's
+        profile's; ``allow_per_room_profiles: false`` replaces the ones it names with
+        the profile's; an avatar it names passes ``check_avatar``.
+        https://spec.matrix.org/latest/client-server-api/#mroommember"""
+        content = dict(content)
+        if not self.config.allow_per_room_profiles:
+            for key in MEMBER_FIELDS:
+                content.pop(key, None)
+        avatar = content.get("avatar_url")
+        if isinstance(avatar, str):
+            await self.check_avatar(avatar)
+        if content.get("membership") in ("join", "invite", "knock") and any(k not in content for k in MEMBER_FIELDS):
+            if target == sender or self.is_mine(target):
+                profile = await self.store.get_member_profile(target)
+            else:
+                profile = await self.invite_profile(target)
+            for key in MEMBER_FIELDS:
+                if key not in content and key in profile:
+                    content[key] = profile[key]
+        return content
 
     def _may_change(self, field: str) -> bool:
         if field == "displayname":

@@ -251,3 +251,53 @@ async def test_filters(client):
     good = {"room": {"rooms": ["!r:hs.test", "!" + "A" * 43], "timeline": {"senders": ["@Old.Name:hs.test"]}}}
     assert (await client.post(f"{C}/user/@rae:hs.test/filter", json=good, headers=h)).status == 200
     assert (await client.post(f"{C}/user/@other:hs.test/filter", json={}, headers=h)).status == 403
+
+
+@pytest.mark.parametrize("config_overrides", [{"max_avatar_size": "1K",
+                                               "allowed_avatar_mimetypes": ["image/png", "image/jpeg"]}])
+async def test_avatar_size_and_media_type_limits(client):
+    """Synapse's ``max_avatar_size`` and ``allowed_avatar_mimetypes``: an avatar (profile
+    or member event) must name a file of our media repository within them, else 403
+    ``M_FORBIDDEN``; removing the avatar is always allowed."""
+    h = auth_header((await register(client, "pat"))["access_token"])
+
+    async def upload(data: bytes, content_type: str) -> str:
+        resp = await client.post("/_matrix/media/v3/upload", data=data, headers={**h, "Content-Type": content_type})
+        assert resp.status == 200
+        return (await resp.json())["content_uri"]
+
+    small_png, big_png, gif = await upload(b"p" * 100, "image/png"), await upload(b"p" * 2000, "image/png"), \
+        await upload(b"g" * 100, "image/gif")
+
+    async def set_avatar(url):
+        return await _json(await client.put(f"{C}/profile/@pat:hs.test/avatar_url", json={"avatar_url": url},
+                                            headers=h))
+
+    assert (await set_avatar(small_png))[0] == 200
+    for refused in (big_png, gif, "mxc://hs.test/nothing", "mxc://elsewhere.test/unfetched", "https://x/y.png"):
+        status, body = await set_avatar(refused)
+        assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), refused
+    assert await _json(await client.get(f"{C}/profile/@pat:hs.test/avatar_url")) == (200, {"avatar_url": small_png})
+    assert (await set_avatar(""))[0] == 200
+
+    # A per-room avatar in a member event is checked the same way.
+    resp = await client.post(f"{C}/createRoom", json={}, headers=h)
+    room = (await resp.json())["room_id"]
+    url = f"{C}/rooms/{room}/state/m.room.member/@pat:hs.test"
+    status, body = await _json(await client.put(url, json={"membership": "join", "avatar_url": gif}, headers=h))
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    assert (await client.put(url, json={"membership": "join", "avatar_url": small_png}, headers=h)).status == 200
+
+
+def test_avatar_limit_config_keys():
+    from gateway.config import ConfigError, parse_config
+
+    base = {"server_name": "hs.test"}
+    profiles = parse_config({**base, "max_avatar_size": "10M", "allowed_avatar_mimetypes": []}).profiles
+    assert profiles.max_avatar_size == 10 * 1024 * 1024 and profiles.allowed_avatar_mimetypes is None
+    assert profiles.allow_per_room_profiles is True
+    assert parse_config(base).profiles.max_avatar_size is None
+    with pytest.raises(ConfigError, match="allowed_avatar_mimetypes"):
+        parse_config({**base, "allowed_avatar_mimetypes": "image/png"})
+    with pytest.raises(ConfigError, match="max_avatar_size"):
+        parse_config({**base, "max_avatar_size": "big"})

@@ -179,3 +179,40 @@ async def test_user_directory_and_admin_changes_follow(client, hs):
     assert (await _member(client, hr, room, "@pat:hs.test"))["displayname"] == "Admin Named"
     found = await (await client.post(f"{C}/user_directory/search", json={"search_term": "zebe"}, headers=hr)).json()
     assert found["results"] == []
+
+
+async def test_own_member_event_gets_the_profile_when_it_names_none(client, hs):
+    """A member event a client sends itself (``PUT /state/m.room.member/{own ID}``) without
+    a display name or avatar carries the profile's; one that names its own (a per-room
+    profile, ``allow_per_room_profiles`` being true by default) keeps them."""
+    pat = await register(client, "pat")
+    hp = auth_header(pat["access_token"])
+    await client.put(f"{C}/profile/@pat:hs.test/displayname", json={"displayname": "Pat P"}, headers=hp)
+    await client.put(f"{C}/profile/@pat:hs.test/avatar_url", json={"avatar_url": "mxc://hs.test/p"}, headers=hp)
+    room = await _room(client, hp)
+    url = f"{C}/rooms/{q(room)}/state/m.room.member/{q('@pat:hs.test')}"
+    resp = await client.put(url, json={"membership": "join", "reason": "tidy"}, headers=hp)
+    assert resp.status == 200, await resp.json()
+    assert await _member(client, hp, room, "@pat:hs.test") == {
+        "membership": "join", "displayname": "Pat P", "avatar_url": "mxc://hs.test/p", "reason": "tidy"}
+    assert (await client.put(url, json={"membership": "join", "displayname": "Pat here"}, headers=hp)).status == 200
+    assert await _member(client, hp, room, "@pat:hs.test") == {
+        "membership": "join", "displayname": "Pat here", "avatar_url": "mxc://hs.test/p"}
+    # A leave names no profile.
+    assert (await client.put(url, json={"membership": "leave"}, headers=hp)).status == 200
+    assert await _member(client, hp, room, "@pat:hs.test") == {"membership": "leave"}
+
+
+@pytest.mark.parametrize("config_overrides", [{"allow_per_room_profiles": False}])
+async def test_allow_per_room_profiles_false(client, hs):
+    """Synapse's ``allow_per_room_profiles: false``: the display name and avatar a member
+    event names are replaced by the profile's (removed when the profile has none)."""
+    pat = await register(client, "pat")
+    hp = auth_header(pat["access_token"])
+    await client.put(f"{C}/profile/@pat:hs.test/displayname", json={"displayname": "Pat P"}, headers=hp)
+    room = await _room(client, hp)
+    url = f"{C}/rooms/{q(room)}/state/m.room.member/{q('@pat:hs.test')}"
+    resp = await client.put(url, json={"membership": "join", "displayname": "Someone else",
+                                       "avatar_url": "mxc://hs.test/other"}, headers=hp)
+    assert resp.status == 200
+    assert await _member(client, hp, room, "@pat:hs.test") == {"membership": "join", "displayname": "Pat P"}
