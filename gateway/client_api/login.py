@@ -54,39 +54,7 @@ async def post_login(request: web.Request) -> web.Response:
     modules = hs.modules.callbacks
     after_login = None
     if login_type == "m.login.password":
-        password = body.get("password")
-        if not isinstance(password, str):
-            raise MatrixError.bad_json("'password' must be a string")
-        thirdparty = third_party_identifier(body)
-        found_by_module = None
-        if thirdparty is not None and modules.has("check_3pid_auth"):
-            found_by_module = await modules.check_3pid_auth(*thirdparty, password)
-        if found_by_module is not None:
-            user_id, after_login = await _qualified(hs, found_by_module[0]), found_by_module[1]
-        else:
-            if thirdparty is not None:  # an address on an account here (spec: m.id.thirdparty)
-                if thirdparty[0] != "email":
-                    raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED, "Only e-mail addresses log in here")
-                user_id = await hs.threepids.user_of(*thirdparty)
-                limiters["rc_login.account"].ratelimit(f"{thirdparty[0]}:{thirdparty[1]}")
-                if user_id is None:
-                    raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
-            else:
-                user_id = user_id_from_identifier(body, hs.server_name)
-            limiters["rc_login.account"].ratelimit(user_id)
-            failed = limiters["rc_login.failed_attempts"]
-            if failed.check(user_id, update=False) is not None:
-                failed.ratelimit(user_id)
-            found = await modules.check_auth("m.login.password", user_id, body) if thirdparty is None else None
-            if found is not None:  # a password auth provider module vouched for the user
-                user_id, after_login = await _qualified(hs, found[0]), found[1]
-            else:
-                try:
-                    await hs.auth.check_password_login(user_id, password)
-                except MatrixError as e:
-                    if e.errcode == Codes.FORBIDDEN:
-                        failed.check(user_id)  # count the failure
-                    raise
+        user_id, after_login = await password_login(hs, body)
     elif login_type == "m.login.token":
         token = body.get("token")
         if not isinstance(token, str):
@@ -133,6 +101,47 @@ async def post_login(request: web.Request) -> web.Response:
             log.exception("a module's login callback failed")
     await modules.notify("on_user_login", user_id, login_type, None)
     return json_response(result)
+
+
+async def password_login(hs, body: dict[str, Any]) -> tuple[str, Any]:
+    """``m.login.password`` (the legacy ``/login`` and the OAuth 2.0 API's password form):
+    an ``m.id.user`` or e-mail identifier and a password, checked by the password auth
+    provider modules first (``check_3pid_auth``, ``auth_checkers``), then by our own
+    database. The per-account and failed-attempt rate limits apply. Returns (user ID, the
+    module's callback for after the login, or None); ``M_FORBIDDEN`` for a wrong password.
+    """
+    password = body.get("password")
+    if not isinstance(password, str):
+        raise MatrixError.bad_json("'password' must be a string")
+    modules, limiters = hs.modules.callbacks, hs.ratelimiters
+    thirdparty = third_party_identifier(body)
+    if thirdparty is not None and modules.has("check_3pid_auth"):
+        found = await modules.check_3pid_auth(*thirdparty, password)
+        if found is not None:
+            return await _qualified(hs, found[0]), found[1]
+    if thirdparty is not None:  # an address on an account here (spec: m.id.thirdparty)
+        if thirdparty[0] != "email":
+            raise MatrixError(400, Codes.THREEPID_MEDIUM_NOT_SUPPORTED, "Only e-mail addresses log in here")
+        user_id = await hs.threepids.user_of(*thirdparty)
+        limiters["rc_login.account"].ratelimit(f"{thirdparty[0]}:{thirdparty[1]}")
+        if user_id is None:
+            raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+    else:
+        user_id = user_id_from_identifier(body, hs.server_name)
+    limiters["rc_login.account"].ratelimit(user_id)
+    failed = limiters["rc_login.failed_attempts"]
+    if failed.check(user_id, update=False) is not None:
+        failed.ratelimit(user_id)
+    found = await modules.check_auth("m.login.password", user_id, body) if thirdparty is None else None
+    if found is not None:  # a password auth provider module vouched for the user
+        return await _qualified(hs, found[0]), found[1]
+    try:
+        await hs.auth.check_password_login(user_id, password)
+    except MatrixError as e:
+        if e.errcode == Codes.FORBIDDEN:
+            failed.check(user_id)  # count the failure
+        raise
+    return user_id, None
 
 
 def refresh_token_param(body: dict) -> bool:

@@ -51,6 +51,13 @@ def local_next(value: str | None, default: str = Paths.ACCOUNT) -> str:
     return value
 
 
+def identifier_of(username: str) -> dict[str, str]:
+    """What someone typed in the username field: a user ID or localpart, or an e-mail address."""
+    if not username.startswith("@") and "@" in username:
+        return {"type": "m.id.thirdparty", "medium": "email", "address": username}
+    return {"type": "m.id.user", "user": username}
+
+
 def with_query(path: str, **params: str | None) -> str:
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     return f"{path}?{query}" if query else path
@@ -163,27 +170,19 @@ class OAuthPages:
         if not self.hs.config.oauth.enable_password_login:
             return self.error(PageError("password_disabled", "Password sign-in is not offered here.", 403))
         username = form.get("username", "").strip()
-        from ..client_api.identifiers import qualify_user_id
+        from ..client_api.login import password_login
 
-        limiters = self.hs.ratelimiters
         try:
-            limiters["rc_login.address"].ratelimit(request.remote or "")
-            user_id = qualify_user_id(username, self.hs.server_name) if username else ""
-            if not user_id:
+            self.hs.ratelimiters["rc_login.address"].ratelimit(request.remote or "")
+            if not username:
                 raise MatrixError.forbidden("Invalid username or password")
-            limiters["rc_login.account"].ratelimit(user_id)
-            failed = limiters["rc_login.failed_attempts"]
-            if failed.check(user_id, update=False) is not None:
-                failed.ratelimit(user_id)
-            try:
-                await self.hs.auth.check_password_login(user_id, form.get("password", ""))
-            except MatrixError as e:
-                if e.errcode == "M_FORBIDDEN":
-                    failed.check(user_id)
-                raise
+            # The legacy /login's checks, password auth provider modules (LDAP, ...) included.
+            user_id, _ = await password_login(self.hs, {"type": "m.login.password", "identifier": identifier_of(
+                username), "password": form.get("password", "")})
         except MatrixError as e:
-            message = "Too many attempts: wait a little and try again." if e.status == 429 else e.error
-            return await self.login_page(request, next_path, status=e.status if e.status != 403 else 401,
+            message = "Too many attempts: wait a little and try again." if e.status == 429 else \
+                "Invalid username or password" if e.status == 400 or e.errcode == "M_FORBIDDEN" else e.error
+            return await self.login_page(request, next_path, status=429 if e.status == 429 else 401,
                                          error=message, username=username)
         key = await self.oauth.sign_in_browser(key, user_id, None)
         log.info("%s signed in on the OAuth pages with a password", user_id)
