@@ -58,7 +58,7 @@ def server_metadata(baseurl: str) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
-        "prompt_values_supported": ["create"],
+        "prompt_values_supported": ["create", "login", "consent", "none"],
         "scopes_supported": ["openid", "urn:matrix:client:api:*", "urn:matrix:client:device:*"],
         "account_management_uri": _url(baseurl, Paths.ACCOUNT),
         "account_management_actions_supported": list(ACCOUNT_ACTIONS),

@@ -128,7 +128,12 @@ class OAuthPages:
             return self.error(e, 400)
         consent = with_query(Paths.CONSENT, grant=grant.grant_id)
         prompts = (grant.prompt or "").split()
-        if "create" in prompts and self.hs.config.oauth.enable_registration:
+        if "none" in prompts:  # OpenID Connect Core 3.1.2.6: answer without showing anything
+            signed_in = not new and await self.oauth.browser_user(key) is not None
+            resp = redirect(await self.oauth.refuse_without_interaction(
+                grant, "consent_required" if signed_in else "login_required",
+                "this app needs your consent on this server's page" if signed_in else "you are not signed in"))
+        elif "create" in prompts and self.hs.config.oauth.enable_registration:
             resp = redirect(with_query(Paths.SIGN_UP, next=consent))
         elif "login" not in prompts and await self.oauth.browser_user(None if new else key) is not None:
             resp = redirect(consent)

@@ -39,6 +39,11 @@ AUTHORIZATION_LIFETIME_MS = 30 * 60 * 1000
 CODE_LIFETIME_MS = 2 * 60 * 1000
 #: How long an approval of a cross-signing reset lasts (the m.oauth UI-auth stage).
 CROSS_SIGNING_RESET_WINDOW_MS = 10 * 60 * 1000
+#: The ``prompt`` values we act on: the spec's ``create`` (sign-up) and OpenID Connect's
+#: ``login`` (sign in again), ``consent`` (always shown anyway) and ``none`` (no page at all;
+#: as clients register anew for every sign-in and consent is per grant, it always answers
+#: ``login_required`` or ``consent_required``). Others are ignored.
+PROMPT_VALUES = ("create", "login", "consent", "none")
 #: RFC 8628 section 6.1: letters without vowels (no words) and no look-alikes.
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 
@@ -163,7 +168,10 @@ class OAuthService:
             scope = parse_scope(query.get("scope"))
         except ScopeError as e:
             raise refuse("invalid_scope", str(e)) from None
-        prompt = " ".join(p for p in (query.get("prompt") or "").split(" ") if p in ("create", "login", "consent"))
+        prompts = [p for p in (query.get("prompt") or "").split(" ") if p]
+        if "none" in prompts and len(prompts) > 1:  # OpenID Connect Core 3.1.2.1
+            raise refuse("invalid_request", "prompt=none cannot be combined with other prompt values")
+        prompt = " ".join(p for p in dict.fromkeys(prompts) if p in PROMPT_VALUES)
         now = self.clock_ms()
         grant = Grant(
             grant_id=_secret(), kind="code", client_id=query["client_id"], scope=str(scope),
@@ -203,6 +211,13 @@ class OAuthService:
         if code is None:
             return None
         return callback_url(grant.redirect_uri, grant.response_mode, {"code": code, "state": grant.state})
+
+    async def refuse_without_interaction(self, grant: Grant, error: str, description: str) -> str:
+        """``prompt=none`` when we would have to show a page: the grant ends, and the browser
+        goes back to the client with ``login_required`` or ``consent_required``."""
+        await self.store.decide_grant(grant.grant_id, "denied", None, None, grant.expires_ts)
+        return callback_url(grant.redirect_uri, grant.response_mode,
+                            {"error": error, "error_description": description, "state": grant.state})
 
     async def deny(self, grant: Grant) -> str | None:
         if not await self.store.decide_grant(grant.grant_id, "denied", None, None, grant.expires_ts):

@@ -249,3 +249,23 @@ async def test_a_static_client_from_the_config(client, hs, alice):
     assert (await whoami(client, tokens["access_token"]))[0] == 200
     device = await hs.auth.devices.get_device(alice, req.device_id)
     assert device.display_name == "Lobby screen"
+
+
+async def test_prompt_none_never_shows_a_page(client, hs, alice):
+    """OpenID Connect Core 3.1.2.1: prompt=none answers at once. Clients register anew for every
+    sign-in, so there is never a standing consent: login_required, then consent_required."""
+    req = new_request(await register_client(client))
+    resp = await client.get("/_gateway/oauth2/authorize", params=req.query(prompt="none"), allow_redirects=False)
+    assert resp.status == 302
+    params = callback_params(resp.headers["Location"])
+    assert params["error"] == "login_required" and params["state"] == req.state
+    await authorize(client, new_request(req.client_id))  # now the browser is signed in
+    resp = await client.get("/_gateway/oauth2/authorize", params=req.query(prompt="none"), allow_redirects=False)
+    params = callback_params(resp.headers["Location"])
+    assert params["error"] == "consent_required" and params["state"] == req.state
+    resp = await client.get("/_gateway/oauth2/authorize", params=req.query(prompt="none login"),
+                            allow_redirects=False)
+    assert callback_params(resp.headers["Location"])["error"] == "invalid_request"
+    # prompt=login: signed in, yet asked to sign in again.
+    resp = await client.get("/_gateway/oauth2/authorize", params=req.query(prompt="login"), allow_redirects=False)
+    assert resp.headers["Location"].startswith("/_gateway/login") and "force=1" in resp.headers["Location"]

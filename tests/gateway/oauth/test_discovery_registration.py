@@ -41,7 +41,7 @@ async def test_auth_metadata_and_discovery(client):
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert {"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"} \
         <= set(meta["grant_types_supported"])
-    assert meta["prompt_values_supported"] == ["create"]
+    assert meta["prompt_values_supported"] == ["create", "login", "consent", "none"]
     assert set(meta["account_management_actions_supported"]) == {
         "org.matrix.profile", "org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete",
         "org.matrix.account_deactivate", "org.matrix.cross_signing_reset"}
