@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from ..config.oauth import OAuthConfig
 from ..storage.database import Database, IntegrityError
 from ..storage.devices import DeviceStore, token_hash
-from ..storage.oauth import Grant, OAuthSession, OAuthStore
+from ..storage.oauth import REPLACED, Grant, OAuthSession, OAuthStore
 from ..storage.users import UserStore
 from . import pkce
 from .clients import DEVICE_CODE_GRANT, ClientMetadataError, redirect_uri_allowed, validate_client_metadata
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 AUTHORIZATION_LIFETIME_MS = 30 * 60 * 1000
 #: How long an authorisation code may wait for the client (RFC 6749 4.1.2: short).
 CODE_LIFETIME_MS = 2 * 60 * 1000
+#: How long a replaced refresh token is remembered, so that its replay ends the session.
+REFRESH_TOMBSTONE_LIFETIME_MS = 7 * 24 * 3600 * 1000
 #: How long an approval of a cross-signing reset lasts (the m.oauth UI-auth stage).
 CROSS_SIGNING_RESET_WINDOW_MS = 10 * 60 * 1000
 #: The ``prompt`` values we act on: the spec's ``create`` (sign-up) and OpenID Connect's
@@ -406,11 +408,12 @@ class OAuthService:
         if row.next_token_hash is None:
             if not await self.store.claim_refresh_token(h, None, self.clock_ms()):
                 raise OAuthError("invalid_grant", "this refresh token is being used by another request")
-            await self.store.drop_predecessors(h)
+            await self.store.drop_predecessors(h, self.clock_ms(), REFRESH_TOMBSTONE_LIFETIME_MS)
             return await self._issue_tokens(session, previous_refresh_hash=h)
         if row.next_token_hash == "":
             raise OAuthError("invalid_grant", "this refresh token is being used by another request")
-        successor = await self.store.get_refresh_token(row.next_token_hash)
+        # A tombstone (replaced two refreshes ago) has no successor: a replay as well.
+        successor = await self.store.get_refresh_token(row.next_token_hash) if row.next_token_hash != REPLACED else None
         if successor is None or successor.next_token_hash is not None \
                 or await self.store.access_token_used(successor.access_token_hash):
             log.warning("refresh token replayed for %s device %s: ending the session", session.user_id,

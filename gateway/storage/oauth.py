@@ -13,7 +13,7 @@ from typing import Any
 
 from .database import Database
 
-__all__ = ["OAuthStore", "Grant", "OAuthSession", "RefreshToken"]
+__all__ = ["OAuthStore", "Grant", "OAuthSession", "RefreshToken", "REPLACED"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class RefreshToken:
 
 
 _REFRESH_COLUMNS = ", ".join(f.name for f in fields(RefreshToken))
+#: ``next_token_hash`` of a refresh token two generations old: never valid again, kept only to
+#: recognise its replay.
+REPLACED = "!replaced"
 
 
 class OAuthStore:
@@ -267,15 +270,20 @@ class OAuthStore:
                 " FROM oauth_refresh_tokens old JOIN oauth_refresh_tokens cur ON old.next_token_hash = cur.token_hash"
                 " WHERE cur.access_token_hash = $1)", access_hash)
 
-    async def drop_predecessors(self, refresh_hash: str) -> None:
-        """Forget the refresh tokens this one replaced (they can no longer be retried) and
-        their access tokens: a session keeps its last two refresh tokens, no more."""
+    async def drop_predecessors(self, refresh_hash: str, now_ms: int, keep_tombstones_ms: int) -> None:
+        """The refresh tokens this one replaced can no longer be retried: their access tokens go,
+        and each stays only as a tombstone (``next_token_hash`` = ``REPLACED``) for
+        ``keep_tombstones_ms``, so that a replay is still recognised as one (spec: "the session
+        is compromised"). Older tombstones of the session are forgotten."""
         async with self.db.transaction() as txn:
-            rows = await txn.fetch("SELECT token_hash, access_token_hash FROM oauth_refresh_tokens"
+            rows = await txn.fetch("SELECT token_hash, access_token_hash, session_id FROM oauth_refresh_tokens"
                                    " WHERE next_token_hash = $1", refresh_hash)
-            for old_refresh, old_access in rows:
+            for old_refresh, old_access, session_id in rows:
                 await txn.execute("DELETE FROM access_tokens WHERE token_hash = $1", old_access)
-                await txn.execute("DELETE FROM oauth_refresh_tokens WHERE token_hash = $1", old_refresh)
+                await txn.execute("UPDATE oauth_refresh_tokens SET next_token_hash = $2 WHERE token_hash = $1",
+                                  old_refresh, REPLACED)
+                await txn.execute("DELETE FROM oauth_refresh_tokens WHERE session_id = $1 AND next_token_hash = $2"
+                                  " AND consumed_ts < $3", session_id, REPLACED, now_ms - keep_tombstones_ms)
 
     async def delete_device_tokens(self, user_id: str, device_id: str) -> None:
         """Every access token of a device, and its link to an IdP session (a new sign-in takes it)."""

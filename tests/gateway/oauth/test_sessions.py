@@ -56,6 +56,43 @@ async def test_refresh_replay_after_the_successor_was_used_ends_the_session(clie
     assert await hs.auth.devices.get_device(alice, req.device_id) is None
 
 
+
+async def test_replay_of_an_older_refresh_token_ends_the_session(client, hs, alice):
+    """Spec "Refresh token grant": an old, invalidated refresh token used again means the
+    session is compromised. Two refreshes later the first token had been forgotten, so its
+    replay was answered as an unknown token and the thief's target session lived on."""
+    req, first = await login(client, hs)
+    _, second = await refresh(client, req.client_id, first["refresh_token"])
+    assert (await whoami(client, second["access_token"]))[0] == 200
+    _, third = await refresh(client, req.client_id, second["refresh_token"])
+    assert (await whoami(client, third["access_token"]))[0] == 200
+    _, fourth = await refresh(client, req.client_id, third["refresh_token"])
+    assert (await whoami(client, fourth["access_token"]))[0] == 200
+    status, body = await refresh(client, req.client_id, first["refresh_token"])
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert (await whoami(client, fourth["access_token"]))[0] == 401
+    assert (await refresh(client, req.client_id, fourth["refresh_token"]))[1]["error"] == "invalid_grant"
+    assert await hs.auth.devices.get_device(alice, req.device_id) is None
+
+
+async def test_legacy_tokens_mean_nothing_to_the_oauth_endpoints(client, hs, alice):
+    """The legacy API's refresh token is unknown at the token endpoint, and its access token is
+    not revoked by the revocation endpoint (RFC 7009: 200 all the same)."""
+    req, _ = await login(client, hs)
+    resp = await client.post("/_matrix/client/v3/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "correct horse battery", "refresh_token": True})
+    legacy = await resp.json()
+    assert resp.status == 200 and legacy["refresh_token"]
+    status, body = await refresh(client, req.client_id, legacy["refresh_token"])
+    assert status == 400 and body["error"] == "invalid_grant"
+    resp = await client.post("/_gateway/oauth2/revoke", data={"token": legacy["access_token"],
+                                                              "client_id": req.client_id})
+    assert resp.status == 200
+    assert (await whoami(client, legacy["access_token"]))[0] == 200
+    resp = await client.post("/_matrix/client/v3/refresh", json={"refresh_token": legacy["refresh_token"]})
+    assert resp.status == 200
+
 async def test_refresh_token_of_another_client_or_unknown(client, hs, alice):
     req, tokens = await login(client, hs)
     other = await register_client(client)
@@ -206,3 +243,17 @@ async def test_a_locked_account_keeps_its_session_and_gets_no_new_one(client, hs
     assert (status, body["errcode"], body["soft_logout"]) == (401, "M_UNKNOWN_TOKEN", True)  # expired: refresh
     status, fresh = await refresh(client, req.client_id, tokens["refresh_token"])
     assert status == 200 and (await whoami(client, fresh["access_token"]))[0] == 200
+
+
+async def test_replaced_refresh_tokens_are_forgotten_after_a_week(client, hs, alice, clock):
+    """The tombstones that recognise replays do not pile up: a week later they go."""
+    req, tokens = await login(client, hs)
+    for _ in range(4):
+        _, tokens = await refresh(client, req.client_id, tokens["refresh_token"])
+        assert (await whoami(client, tokens["access_token"]))[0] == 200
+    count = "SELECT COUNT(*) FROM oauth_refresh_tokens"
+    assert await hs.db.fetchval(count) == 5  # the live one, its predecessor, three tombstones
+    clock.advance(8 * 24 * 3600 * 1000)
+    status, tokens = await refresh(client, req.client_id, tokens["refresh_token"])
+    assert status == 200
+    assert await hs.db.fetchval(count) == 2
