@@ -262,6 +262,10 @@ DESCRIPTIONS: dict[str, str] = {
     "jwt_config.issuer": "When set, `iss` must equal it.",
     "jwt_config.audiences": "When set, `aud` must contain one of them; when unset, tokens with `aud` are "
                             "refused.",
+    "jwt_config.login_url": "With `oauth` on: the token service's sign-in page, a button on our sign-in "
+                            "page; it sends the browser back to the `redirect_uri` query parameter it "
+                            "receives, adding `token=<the JWT>` (docs/oauth.md).",
+    "jwt_config.idp_name": "The label of that button.",
     "sso": "Shared by every SSO login.",
     "sso.client_whitelist": "URL prefixes of clients trusted to receive login tokens without the "
                             "confirmation page.",

@@ -121,7 +121,8 @@ def sample_parts(tmp: str) -> dict[str, dict[str, Any]]:
             "idp_name": "CAS", "idp_icon": "mxc://e.com/i", "idp_brand": "cas", "enable_registration": True}},
         "jwt": {"jwt_config": {"enabled": True, "secret": "s", "algorithm": "HS256", "subject_claim": "sub",
                                "display_name_claim": "name", "issuer": "https://issuer.example.com",
-                               "audiences": ["gateway"]}},
+                               "audiences": ["gateway"], "login_url": "https://portal.example.com/matrix",
+                               "idp_name": "Staff portal"}},
         "jwt_secret_file": {"jwt_config": {"enabled": True, "secret_path": write("jwt_secret"),
                                            "algorithm": "HS256"}},
         "consent": {"form_secret": "f", "user_consent": {

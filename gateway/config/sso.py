@@ -8,6 +8,7 @@ Docs: https://element-hq.github.io/synapse/latest/usage/configuration/config_doc
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -102,6 +103,11 @@ class JwtConfig:
     display_name_claim: str | None
     issuer: str | None
     audiences: tuple[str, ...] | None
+    #: With the OAuth 2.0 API on: the page of the service that issues the tokens, which our
+    #: sign-in page offers as a button ``idp_name``; it sends the browser back to the
+    #: ``redirect_uri`` it was given with ``token=<JWT>`` (docs/oauth.md).
+    login_url: str | None = None
+    idp_name: str = "Single sign-on"
 
 
 @dataclass(frozen=True)
@@ -374,4 +380,16 @@ def _parse_jwt(s: Section, resolve_path: Callable[[str], str]) -> JwtConfig | No
         display_name_claim=s.str("display_name_claim", None),
         issuer=s.str("issuer", None),
         audiences=tuple(audiences) if audiences is not None else None,
+        login_url=_jwt_login_url(s),
+        idp_name=s.str("idp_name", "Single sign-on"),
     )
+
+
+def _jwt_login_url(s: Section) -> str | None:
+    url = s.str("login_url", None)
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
+        raise ConfigError(s.key("login_url"), "expected an http(s) URL without a fragment")
+    return url

@@ -33,6 +33,8 @@ class Paths:
     LOGIN = "/_gateway/login"
     LOGIN_UPSTREAM = "/_gateway/login/upstream"
     LOGIN_UPSTREAM_DONE = "/_gateway/login/upstream_done"
+    LOGIN_JWT = "/_gateway/login/jwt"  # jwt_config.login_url: out to the token service
+    LOGIN_JWT_DONE = "/_gateway/login/jwt_done"  # and back with token=<JWT>
     SIGN_UP = "/_gateway/register"
     LOGOUT = "/_gateway/logout"
     SSO_CONTINUE = "/_gateway/login/sso_continue"

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sso.handler import SsoHandler, check_redirect_url, redirect
+from sso.handler import SsoHandler, add_query_param, check_redirect_url, redirect
 from sso.provider import SsoError
 from sso.sessions import hash_key
 
@@ -39,6 +39,8 @@ __all__ = ["OAuthPages", "add_page_routes", "BROWSER_COOKIE"]
 log = logging.getLogger(__name__)
 
 BROWSER_COOKIE = "gateway_oauth_browser"
+#: How a browser signed in through ``jwt_config.login_url`` is recorded (its "IdP").
+JWT_IDP_ID = "jwt"
 #: Destructive account actions need a sign-in at most this old.
 RECENT_SIGN_IN_MS = 10 * 60 * 1000
 
@@ -144,10 +146,15 @@ class OAuthPages:
     # --- signing in: password ------------------------------------------------------------------
 
     def _providers(self, next_path: str) -> list[dict[str, Any]]:
-        return [{**self.sso.idp_info(p),
-                 "url": with_query(f"{Paths.LOGIN_UPSTREAM}/{urllib.parse.quote(p.idp_id, safe='')}",
-                                   next=next_path)}
-                for p in self.sso.providers.values()]
+        buttons = [{**self.sso.idp_info(p),
+                    "url": with_query(f"{Paths.LOGIN_UPSTREAM}/{urllib.parse.quote(p.idp_id, safe='')}",
+                                      next=next_path)}
+                   for p in self.sso.providers.values()]
+        jwt = self._jwt_config()
+        if jwt is not None:
+            buttons.append({"idp_id": JWT_IDP_ID, "idp_name": jwt.idp_name, "idp_icon": None, "idp_brand": None,
+                            "url": with_query(Paths.LOGIN_JWT, next=next_path)})
+        return buttons
 
     async def login_get(self, request: web.Request) -> web.StreamResponse:
         next_path = local_next(request.query.get("next"))
@@ -235,6 +242,46 @@ class OAuthPages:
         key = await self.oauth.sign_in_browser(key, details.user_id, details.auth_provider_id,
                                                details.auth_provider_session_id)
         log.info("%s signed in on the OAuth pages through %s", details.user_id, details.auth_provider_id)
+        return self.keep_cookie(redirect(local_next(request.query.get("next"))), key)
+
+    # --- signing in: a token service (jwt_config.login_url) ------------------------------------------
+
+    def _jwt_config(self):
+        jwt = self.hs.config.sso.jwt_config
+        return jwt if jwt is not None and jwt.login_url else None
+
+    async def jwt_start(self, request: web.Request) -> web.StreamResponse:
+        """Out to the service that issues ``org.matrix.login.jwt`` tokens, with the address to
+        come back to (bound to this browser, as an upstream IdP login is)."""
+        jwt = self._jwt_config()
+        if jwt is None:
+            return self.error(PageError("unknown_idp", "There is no such identity provider on this server.", 404))
+        key, new = self.ensure_browser(request)
+        back = self.oauth.url(Paths.LOGIN_JWT_DONE) + "?" + urllib.parse.urlencode(
+            {"next": local_next(request.query.get("next")), "b": self._upstream_binding(key)})
+        resp = redirect(add_query_param(jwt.login_url, "redirect_uri", back))
+        return self.keep_cookie(resp, key) if new else resp
+
+    async def jwt_done(self, request: web.Request) -> web.StreamResponse:
+        """Back from the token service with ``token``: checked as the legacy ``/login`` checks
+        an ``org.matrix.login.jwt`` token (the account is made at the first sign-in)."""
+        from sso.jwt_login import jwt_login
+
+        key = self.browser_key(request)
+        binding = request.query.get("b", "")
+        if self._jwt_config() is None:
+            return self.error(PageError("unknown_idp", "There is no such identity provider on this server.", 404))
+        if not key or not binding.isascii() or not hmac.compare_digest(binding, self._upstream_binding(key)):
+            return self.error(PageError("mismatching_browser", "This sign-in was started in another browser. "
+                                        "Go back to your app and start again.", 403))
+        try:
+            user_id = await jwt_login(self.hs, request.query.get("token"))
+        except MatrixError as e:
+            log.info("JWT sign-in on the OAuth pages refused: %s", e.error)
+            return self.error(PageError("invalid_token", "The sign-in service's answer was not accepted. Please "
+                                        "start again.", 403))
+        key = await self.oauth.sign_in_browser(key, user_id, JWT_IDP_ID)
+        log.info("%s signed in on the OAuth pages with a JWT", user_id)
         return self.keep_cookie(redirect(local_next(request.query.get("next"))), key)
 
     # --- registration (prompt=create, action=register) ------------------------------------------
@@ -502,6 +549,8 @@ def add_page_routes(app: web.Application, pages: OAuthPages, prefix: str) -> Non
     r.add_post(path(Paths.LOGOUT), pages.logout)
     r.add_get(path(Paths.LOGIN_UPSTREAM) + "/{idp_id}", pages.upstream_start)
     r.add_get(path(Paths.LOGIN_UPSTREAM_DONE), pages.upstream_done)
+    r.add_get(path(Paths.LOGIN_JWT), pages.jwt_start)
+    r.add_get(path(Paths.LOGIN_JWT_DONE), pages.jwt_done)
     r.add_get(path(Paths.SSO_CONTINUE), pages.sso_continue)
     r.add_get(path(Paths.SIGN_UP), pages.register_page)
     r.add_post(path(Paths.SIGN_UP), pages.register_submit)
