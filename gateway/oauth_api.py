@@ -61,6 +61,16 @@ async def _form(request: web.Request) -> dict[str, str]:
     return out
 
 
+def _too_many(request: web.Request, kind: str) -> web.Response | None:
+    """``rc_oauth_registration``: client registrations and device authorisations per address
+    (both store rows for anyone who asks). A 429 with ``Retry-After``, or None."""
+    wait = _hs(request).ratelimiters["rc_oauth_registration"].check(kind + (request.remote or ""))
+    if wait is None:
+        return None
+    return json_response({"error": "slow_down", "error_description": "too many requests from this address: "
+                          "retry later"}, status=429, headers={**_NO_STORE, "Retry-After": str(max(1, int(wait) + 1))})
+
+
 async def register_client(request: web.Request) -> web.Response:
     """RFC 7591 3.1: JSON client metadata -> 201 with the ``client_id``."""
     try:
@@ -69,6 +79,9 @@ async def register_client(request: web.Request) -> web.Response:
         return _oauth_error(ClientMetadataError("invalid_client_metadata", "the body must be JSON"), 400)
     except RecursionError:
         return _oauth_error(ClientMetadataError("invalid_client_metadata", "the body is nested too deeply"), 400)
+    limited = _too_many(request, "register:")
+    if limited is not None:
+        return limited
     try:
         registered = await _hs(request).oauth.register_client(body)
     except ClientMetadataError as e:
@@ -97,6 +110,9 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 async def device_authorization(request: web.Request) -> web.Response:
+    limited = _too_many(request, "device:")
+    if limited is not None:
+        return limited
     try:
         return json_response(await _hs(request).oauth.device_authorization(await _form(request)), headers=_NO_STORE)
     except OAuthError as e:

@@ -20,7 +20,7 @@ _HIGH = {"per_second": 1000, "burst_count": 1000}
 #: Rate limits high enough for tests that create many rooms, joins, invites and messages
 #: quickly (tests of the limits themselves set low ones).
 GENEROUS_RATE_LIMITS = {
-    "rc_message": _HIGH, "rc_room_creation": _HIGH, "rc_registration": _HIGH,
+    "rc_message": _HIGH, "rc_room_creation": _HIGH, "rc_registration": _HIGH, "rc_oauth_registration": _HIGH,
     "rc_joins": {"local": _HIGH, "remote": _HIGH}, "rc_joins_per_room": _HIGH,
     "rc_invites": {"per_room": _HIGH, "per_user": _HIGH, "per_issuer": _HIGH},
     "rc_login": {"address": _HIGH, "account": _HIGH, "failed_attempts": _HIGH},

@@ -475,6 +475,7 @@ _RATE_LIMIT_DEFAULTS: dict[str, tuple[float, float]] = {
     "rc_message": (0.2, 10),
     "rc_registration": (0.17, 3),
     "rc_registration_token_validity": (0.1, 5),
+    "rc_oauth_registration": (0.5, 20),
     "rc_login.address": (0.003, 5),
     "rc_login.account": (0.03, 5),
     "rc_login.failed_attempts": (0.17, 3),

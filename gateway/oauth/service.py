@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 AUTHORIZATION_LIFETIME_MS = 30 * 60 * 1000
 #: How long an authorisation code may wait for the client (RFC 6749 4.1.2: short).
 CODE_LIFETIME_MS = 2 * 60 * 1000
+#: A client registration with no grant and no session is deleted after this long (grants
+#: themselves go an hour after they expire).
+UNUSED_CLIENT_LIFETIME_MS = 24 * 3600 * 1000
+#: An ended session is kept this long (a reused authorisation code finds it), then deleted.
+FINISHED_SESSION_LIFETIME_MS = 24 * 3600 * 1000
 #: How long a replaced refresh token is remembered, so that its replay ends the session.
 REFRESH_TOMBSTONE_LIFETIME_MS = 7 * 24 * 3600 * 1000
 #: How long an approval of a cross-signing reset lasts (the m.oauth UI-auth stage).
@@ -126,6 +131,7 @@ class OAuthService:
         client_id = secrets.token_urlsafe(18)
         now = self.clock_ms()
         await self.store.add_client(client_id, metadata, now)
+        await self.store.delete_unused_clients(now - UNUSED_CLIENT_LIFETIME_MS, now - FINISHED_SESSION_LIFETIME_MS)
         return {"client_id": client_id, "client_id_issued_at": now // 1000, **metadata}
 
     async def get_client(self, client_id: str | None) -> dict[str, Any] | None:

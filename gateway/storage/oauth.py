@@ -87,6 +87,20 @@ class OAuthStore:
         await self.db.execute("INSERT INTO oauth_clients (client_id, metadata, created_ts) VALUES ($1, $2, $3)",
                               client_id, json.dumps(metadata), now_ms)
 
+    async def delete_unused_clients(self, registered_before_ts: int, finished_before_ts: int) -> int:
+        """Forget sessions that ended before ``finished_before_ts`` and grants that expired
+        before ``registered_before_ts``, then clients registered before ``registered_before_ts``
+        with no grant and no session left (spec: never a client with an active session).
+        Returns how many clients went."""
+        async with self.db.transaction() as txn:
+            await txn.execute("DELETE FROM oauth_sessions WHERE finished_ts < $1", finished_before_ts)
+            await txn.execute("DELETE FROM oauth_grants WHERE expires_ts < $1", registered_before_ts)
+            return await txn.execute(
+                "DELETE FROM oauth_clients WHERE created_ts < $1"
+                " AND NOT EXISTS (SELECT 1 FROM oauth_sessions s WHERE s.client_id = oauth_clients.client_id)"
+                " AND NOT EXISTS (SELECT 1 FROM oauth_grants g WHERE g.client_id = oauth_clients.client_id)",
+                registered_before_ts)
+
     async def get_client(self, client_id: str) -> dict[str, Any] | None:
         raw = await self.db.fetchval("SELECT metadata FROM oauth_clients WHERE client_id = $1", client_id)
         return json.loads(raw) if raw is not None else None
