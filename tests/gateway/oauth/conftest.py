@@ -53,8 +53,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def hs(tmp_path, database_config, oauth_overrides, clock):
-    server = await HomeServer.open(server_config(database_config, tmp_path, oauth_overrides))
+def server_extra() -> dict:
+    """Config beside the ``oauth`` section (a test module overrides it: modules, jwt_config...)."""
+    return {}
+
+
+@pytest.fixture
+async def hs(tmp_path, database_config, oauth_overrides, clock, server_extra):
+    server = await HomeServer.open(server_config(database_config, tmp_path, oauth_overrides, server_extra))
     server.clock_ms = clock  # before any service is built: they all read this clock
     yield server
     await server.close()

@@ -20,11 +20,8 @@ JWT_CONFIG = {"jwt_config": {"enabled": True, "secret": SECRET, "algorithm": "HS
 
 
 @pytest.fixture
-async def hs(tmp_path, database_config, oauth_overrides, clock):
-    server = await HomeServer.open(server_config(database_config, tmp_path, oauth_overrides, JWT_CONFIG))
-    server.clock_ms = clock
-    yield server
-    await server.close()
+def server_extra() -> dict:
+    return JWT_CONFIG
 
 
 def token_for(subject: str, secret: str = SECRET, **claims) -> str:

@@ -14,11 +14,8 @@ MODULES = {"modules": [{"module": "tests.gateway.modules.sample_modules.Password
 
 
 @pytest.fixture
-async def hs(tmp_path, database_config, oauth_overrides, clock):
-    server = await HomeServer.open(server_config(database_config, tmp_path, oauth_overrides, MODULES))
-    server.clock_ms = clock
-    yield server
-    await server.close()
+def server_extra() -> dict:
+    return MODULES
 
 
 async def _password_form(client, req, username: str, password: str):

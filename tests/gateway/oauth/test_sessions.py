@@ -48,12 +48,16 @@ async def test_refresh_replay_after_the_successor_was_used_ends_the_session(clie
     req, first = await login(client, hs)
     _, second = await refresh(client, req.client_id, first["refresh_token"])
     assert (await whoami(client, second["access_token"]))[0] == 200  # the new token is used
-    status, body = await refresh(client, req.client_id, first["refresh_token"])
-    assert status == 400 and body["error"] == "invalid_grant"
     # Considered compromised: the whole session and its device are gone.
-    assert (await whoami(client, second["access_token"]))[0] == 401
-    assert (await refresh(client, req.client_id, second["refresh_token"]))[1]["error"] == "invalid_grant"
-    assert await hs.auth.devices.get_device(alice, req.device_id) is None
+    await replay_ends_the_session(client, hs, req, first, second)
+
+
+async def replay_ends_the_session(client, hs, req, replayed: dict, latest: dict) -> None:
+    status, body = await refresh(client, req.client_id, replayed["refresh_token"])
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert (await whoami(client, latest["access_token"]))[0] == 401
+    assert (await refresh(client, req.client_id, latest["refresh_token"]))[1]["error"] == "invalid_grant"
+    assert await hs.auth.devices.get_device("@alice:hs.test", req.device_id) is None
 
 
 
@@ -68,30 +72,8 @@ async def test_replay_of_an_older_refresh_token_ends_the_session(client, hs, ali
     assert (await whoami(client, third["access_token"]))[0] == 200
     _, fourth = await refresh(client, req.client_id, third["refresh_token"])
     assert (await whoami(client, fourth["access_token"]))[0] == 200
-    status, body = await refresh(client, req.client_id, first["refresh_token"])
-    assert status == 400 and body["error"] == "invalid_grant"
-    assert (await whoami(client, fourth["access_token"]))[0] == 401
-    assert (await refresh(client, req.client_id, fourth["refresh_token"]))[1]["error"] == "invalid_grant"
-    assert await hs.auth.devices.get_device(alice, req.device_id) is None
+    await replay_ends_the_session(client, hs, req, first, fourth)
 
-
-async def test_legacy_tokens_mean_nothing_to_the_oauth_endpoints(client, hs, alice):
-    """The legacy API's refresh token is unknown at the token endpoint, and its access token is
-    not revoked by the revocation endpoint (RFC 7009: 200 all the same)."""
-    req, _ = await login(client, hs)
-    resp = await client.post("/_matrix/client/v3/login", json={
-        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
-        "password": "correct horse battery", "refresh_token": True})
-    legacy = await resp.json()
-    assert resp.status == 200 and legacy["refresh_token"]
-    status, body = await refresh(client, req.client_id, legacy["refresh_token"])
-    assert status == 400 and body["error"] == "invalid_grant"
-    resp = await client.post("/_gateway/oauth2/revoke", data={"token": legacy["access_token"],
-                                                              "client_id": req.client_id})
-    assert resp.status == 200
-    assert (await whoami(client, legacy["access_token"]))[0] == 200
-    resp = await client.post("/_matrix/client/v3/refresh", json={"refresh_token": legacy["refresh_token"]})
-    assert resp.status == 200
 
 async def test_refresh_token_of_another_client_or_unknown(client, hs, alice):
     req, tokens = await login(client, hs)
@@ -218,6 +200,8 @@ async def test_legacy_refresh_tokens_are_refused_at_the_token_endpoint(client, h
     assert (await refresh(client, req.client_id, legacy["refresh_token"]))[1]["error"] == "invalid_grant"
     # ... nor revoked there (RFC 7009: 200, nothing happens); it still works at /refresh.
     assert (await client.post("/_gateway/oauth2/revoke", data={"token": legacy["refresh_token"]})).status == 200
+    assert (await client.post("/_gateway/oauth2/revoke", data={"token": legacy["access_token"]})).status == 200
+    assert (await whoami(client, legacy["access_token"]))[0] == 200
     resp = await client.post("/_matrix/client/v3/refresh", json={"refresh_token": legacy["refresh_token"]})
     assert resp.status == 200 and (await whoami(client, (await resp.json())["access_token"]))[0] == 200
 
