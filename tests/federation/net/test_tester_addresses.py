@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 
 import pytest
 from aiohttp import web
@@ -123,9 +122,7 @@ async def test_well_known_times_out_while_srv_works(ca, tmp_path):
         await servers.https(_tls(ca, "slow.test"), "127.0.0.1", fed_port,
                             {"/_matrix/key/v2/server": signed_keys_handler("slow.test")})
         _run.well_known_port = port
-        start = time.monotonic()
         report = await _run(ca, "slow.test", dns)
-        took = time.monotonic() - start
     finally:
         stop_dnsmasq(dns)
         await servers.close()
@@ -139,7 +136,6 @@ async def test_well_known_times_out_while_srv_works(ca, tmp_path):
     assert hosts["ghost.test"]["Error"]
     assert any("The SRV target ghost.test has no usable address" in t for t in report["Explanations"])
     assert list(report["ConnectionReports"]) == [f"127.0.0.1:{fed_port}"]
-    assert took < 8  # the two .well-known fetches run side by side, each bounded
 
 
 async def test_no_probe_reaches_a_blocked_range(ca, tmp_path):

@@ -133,9 +133,7 @@ async def test_dropping_accepting_refusing_and_blocked_ports(ca):
     filler = socket.create_connection(dropping.getsockname())
     silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     try:
-        start = time.monotonic()
         facts = await prober.probe("127.0.0.1", dropping.getsockname()[1], expected_name="127.0.0.1", sni=None)
-        assert time.monotonic() - start < 3
         result = diagnose_tls(facts, time.time())
         assert result["Code"] == "connect_timeout" and "within 1.0 s" in result["Words"], result
         assert facts["Failure"]["Seconds"] >= 1.0
