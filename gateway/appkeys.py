@@ -14,6 +14,7 @@ from .server import HomeServer
 
 if TYPE_CHECKING:
     from .services.account_data import AccountDataService
+    from .services.email_notifs import EmailNotifier
     from .services.media import MediaService
     from .services.receipts import ReceiptsService
     from .services.room_keys import RoomKeysService
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 HS = web.AppKey("homeserver", HomeServer)
 
 ACCOUNT_DATA: web.AppKey[AccountDataService] = web.AppKey("account_data")
+#: None unless ``email.enable_notifs``.
+EMAIL_NOTIFS: web.AppKey["EmailNotifier | None"] = web.AppKey("email_notifs")
 MEDIA: web.AppKey[MediaService] = web.AppKey("media")
 RECEIPTS: web.AppKey[ReceiptsService] = web.AppKey("receipts")
 ROOM_KEYS: web.AppKey[RoomKeysService] = web.AppKey("room_keys")

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from .services.identity_servers import IdentityServerClient
     from .services.mailer import Mailer
     from .services.threepids import ThreepidService
+    from .services.email_notifs import EmailNotifier
     from .services.third_party_invites import ThirdPartyInvites
     from .services.typing import TypingService
     from .services.uia import UIAService
@@ -99,6 +100,7 @@ class HomeServer:
         mailer: Mailer | None
         identity_servers: IdentityServerClient
         threepids: ThreepidService
+        email_notifs: EmailNotifier | None
         third_party_invites: ThirdPartyInvites
         oauth: OAuthService
         appservices: AppServices

@@ -1,4 +1,4 @@
-"""The pages the links in our validation mails lead to (Synapse's paths and templates).
+"""The pages the links in our mails lead to (Synapse's paths and templates).
 
 - ``/_matrix/client/unstable/registration/email/submit_token`` and
   ``/_matrix/client/unstable/add_threepid/email/submit_token``: following the link validates
@@ -6,6 +6,8 @@
 - ``/_synapse/client/password_reset/email/submit_token``: GET shows
   ``password_reset_confirmation.html`` (link checkers and mail scanners fetch links; only the
   person confirms), its POST validates (``password_reset_success.html`` / ``_failure.html``).
+
+- ``/_synapse/client/unsubscribe``: the end of missed-message mails (``unsubscribe.html``).
 
 Then the browser goes on to the client's ``next_link`` by itself only when it is on a host we
 trust (gateway/services/threepids.py ``redirects_to``); otherwise the page links to it.
@@ -18,7 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import THREEPIDS
+from .appkeys import EMAIL_NOTIFS, THREEPIDS
+from .services.email_notifs import UNSUBSCRIBE_PATH
 from .services.threepids import LINK_PATHS, ValidationFailed
 
 _PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
@@ -71,9 +74,31 @@ async def password_reset_confirm(request: web.Request) -> web.Response:
     return await _validate(request, "password_reset", await request.post())
 
 
+async def unsubscribe_page(request: web.Request) -> web.Response:
+    """``/_synapse/client/unsubscribe``, the link in missed-message mails: GET asks (mail
+    scanners open links), POST removes the email pusher (also the one-click POST of a mail
+    program, RFC 8058, with the link's query)."""
+    notifs = request.config_dict[EMAIL_NOTIFS]
+    if notifs is None:
+        raise web.HTTPNotFound()
+    params = dict(request.query)
+    if request.method == "POST":
+        params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+    names = ("user_id", "app_id", "pushkey", "access_token")
+    ok = notifs.check_unsubscribe(*(params.get(n) for n in names))
+    if not ok:
+        return _page(request, "unsubscribe.html", 400, failed=True)
+    if request.method == "POST":
+        await notifs.unsubscribe(params["user_id"], params["app_id"], params["pushkey"])
+        return _page(request, "unsubscribe.html", done=True)
+    return _page(request, "unsubscribe.html", **{n: params[n] for n in names})
+
+
 def add_threepid_pages(app: web.Application) -> None:
     """On ``client`` listeners, before the ``/_matrix/client`` sub-app (more specific paths)."""
     app.router.add_get("/" + LINK_PATHS["registration"], registration_link)
     app.router.add_get("/" + LINK_PATHS["add_threepid"], add_threepid_link)
     app.router.add_get("/" + LINK_PATHS["password_reset"], password_reset_link)
     app.router.add_post("/" + LINK_PATHS["password_reset"], password_reset_confirm)
+    app.router.add_get("/" + UNSUBSCRIBE_PATH, unsubscribe_page)
+    app.router.add_post("/" + UNSUBSCRIBE_PATH, unsubscribe_page)

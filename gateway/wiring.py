@@ -76,6 +76,8 @@ def build(hs: "HomeServer") -> None:
     from .services.tester_keys import TesterKeys
     from .services.tester_self_check import SelfCheck, build_tester
     from .services.threepids import ThreepidService
+    from .services.email_notifs import EmailNotifier
+    from .storage.email_pushers import EmailPusherStore
     from .services.third_party_invites import ThirdPartyInvites
     from .services.typing import TypingService
     from .services.uia import UIAService
@@ -100,7 +102,7 @@ def build(hs: "HomeServer") -> None:
 
     from sso.pages import build_environment
 
-    from .appkeys import ACCOUNT_DATA, MEDIA, RECEIPTS, ROOM_KEYS, THREEPIDS, TYPING, URL_PREVIEWER
+    from .appkeys import ACCOUNT_DATA, EMAIL_NOTIFS, MEDIA, RECEIPTS, ROOM_KEYS, THREEPIDS, TYPING, URL_PREVIEWER
 
     config, db, server_name = hs.config, hs.db, hs.server_name
 
@@ -198,6 +200,11 @@ def build(hs: "HomeServer") -> None:
         server_name=server_name, public_baseurl=config.public_baseurl,
         pages=build_environment(config.custom_template_directory, public_baseurl=config.public_baseurl),
         clock_ms=clock_ms, modules=modules.callbacks, ratelimiter=ratelimiters["rc_3pid_validation"]))
+    hs.email_notifs = email_notifs = provide(EMAIL_NOTIFS, EmailNotifier(
+        config=config.email, server_name=server_name, public_baseurl=config.public_baseurl,
+        store=EmailPusherStore(db), pushers=push.pushers, events=events, profiles=rooms.profiles, mailer=mailer,
+        pages=threepids.pages, secret=mail_link_secret(config, hs.signing_key), clock_ms=clock_ms)
+        if mailer is not None and config.email.enable_notifs else None)
 
     # --- ephemeral data, sync ------------------------------------------------------
     hs.typing = typing = provide(TYPING, TypingService(events=events, notifier=notifier))
@@ -263,6 +270,9 @@ def build(hs: "HomeServer") -> None:
     auth.devices.changed_listeners.append(e2e_keys.on_devices_changed)
     # ... and their OAuth 2.0 sessions end (refresh tokens stop working).
     auth.devices.deleted_listeners.append(oauth.on_devices_deleted)
+    # Notifications for users with email pushers: mailed if still unread a while later.
+    if email_notifs is not None:
+        push.email_listeners.append(email_notifs.on_notified)
     # A deactivated account's addresses go (modules hear of each).
     auth.deactivation_listeners.append(threepids.remove_all)
     # To-device messages for other servers are stored until a server takes them.
@@ -295,6 +305,8 @@ async def start(hs: "HomeServer") -> None:
         await hs.appservice_transactions.start()  # and what services have not acknowledged
     if hs.mailer is not None:
         await hs.mailer.start()  # mail an earlier run left queued
+    if hs.email_notifs is not None:
+        await hs.email_notifs.start()  # missed-message mails an earlier run had not sent yet
     if hs.tester_self_check is not None:
         hs.tester_self_check.start()
 
@@ -318,6 +330,19 @@ async def stop(hs: "HomeServer") -> None:
     await hs.federation_client.resolver.close()
     await hs.url_previewer.close()
     await hs.media.close()
+    if hs.email_notifs is not None:
+        await hs.email_notifs.close()
     if hs.mailer is not None:
         await hs.mailer.close()
     await hs.identity_servers.close()
+
+
+def mail_link_secret(config, signing_key) -> bytes:
+    """The key of the HMACs in our mails' links (unsubscribing): ``form_secret``, else
+    ``macaroon_secret_key``, else derived from the server's signing key (stable across restarts)."""
+    import hashlib
+
+    secret = config.form_secret or config.macaroon_secret_key
+    if secret:
+        return hashlib.sha256(b"gateway mail links\n" + secret.encode()).digest()
+    return hashlib.sha256(b"gateway mail links\n" + signing_key.signing_key.encode()).digest()

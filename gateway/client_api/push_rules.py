@@ -12,8 +12,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from ..appkeys import HS
-from ..http import MatrixError, json_response, read_json_body
+from ..http import Codes, MatrixError, json_response, read_json_body
 from ..services.push import pusher_json
+from ..services.threepids import canonical_email
 from .auth import requester
 
 routes = web.RouteTableDef()
@@ -118,7 +119,14 @@ async def get_pushers(request: web.Request) -> web.Response:
 @routes.post(PREFIX + "/pushers/set")
 async def set_pusher(request: web.Request) -> web.Response:
     who = requester(request)
-    await request.app[HS].push.set_pusher(who.user_id, who.device_id, await read_json_body(request))
+    body = await read_json_body(request)
+    hs = request.app[HS]
+    if body.get("kind") == "email" and isinstance(body.get("pushkey"), str):
+        # Missed-message mails go to an address of the account only (as Synapse).
+        if await hs.threepids.user_of("email", body["pushkey"]) != who.user_id:
+            raise MatrixError(400, Codes.THREEPID_NOT_FOUND, "This e-mail address is not on your account")
+        body = {**body, "pushkey": canonical_email(body["pushkey"])}
+    await hs.push.set_pusher(who.user_id, who.device_id, body)
     return json_response({})
 
 

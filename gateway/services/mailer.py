@@ -33,12 +33,14 @@ class MailError(Exception):
 
 
 def build_message(sender: str, recipient: str, subject: str, text: str, html: str | None, *,
-                  domain: str) -> EmailMessage:
-    """A plain-text message with an HTML alternative."""
+                  domain: str, headers: dict[str, str] | None = None) -> EmailMessage:
+    """A plain-text message with an HTML alternative (and extra ``headers``)."""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = recipient
     msg["Subject"] = subject
+    for name, value in (headers or {}).items():
+        msg[name] = value
     msg["Date"] = email.utils.formatdate(localtime=False)
     msg["Message-ID"] = email.utils.make_msgid(domain=domain)
     msg.set_content(text)
@@ -86,10 +88,10 @@ class Mailer:
         self._closing = False
 
     async def queue(self, recipient: str, subject: str, text: str, html: str | None = None, *,
-                    app_name: str | None = None) -> None:
+                    app_name: str | None = None, headers: dict[str, str] | None = None) -> None:
         """Store a mail for sending and return at once."""
         msg = build_message(self.config.from_address(app_name), recipient, subject, text, html,
-                            domain=self.server_name.split(":")[0])
+                            domain=self.server_name.split(":")[0], headers=headers)
         await self.store.add(secrets.token_hex(16), recipient, msg.as_string(policy=email.policy.SMTP),
                              self.clock_ms())
         self._wake.set()

@@ -133,6 +133,8 @@ class PushService:
         self._room_contexts: OrderedDict[str, tuple[int | None, Any]] = OrderedDict()
         self._last_checkpoint_ms = 0
         self.gateway = gateway
+        #: Called with the users with email pushers among those a batch of events notified.
+        self.email_listeners: list[Callable[[list[str]], None]] = []
 
     # --- the rules API -----------------------------------------------------------------
 
@@ -420,10 +422,15 @@ class PushService:
     async def _send_to_pushers(self, room_id: str, rows: Sequence[PushAction],
                                events: Mapping[str, Mapping[str, Any]], names: Mapping[str, str | None], *,
                                room_names: tuple[str | None, str | None] | None = None) -> None:
-        """Start sending each notification to the user's HTTP pushers (in the background).
+        """Start sending each notification to the user's HTTP pushers (in the background);
+        tell the email listeners which users have email pushers.
         ``room_names``: (room_name, room_alias), read from the room's state when None."""
-        pushers = [p for p in await self.pushers.get_pushers_for_users(sorted({r.user_id for r in rows}))
-                   if p.kind == "http"]
+        found = await self.pushers.get_pushers_for_users(sorted({r.user_id for r in rows}))
+        emailed = sorted({p.user_id for p in found if p.kind == "email"})
+        if emailed:
+            for listener in self.email_listeners:
+                listener(emailed)
+        pushers = [p for p in found if p.kind == "http"]
         if not pushers:
             return
         room_name, room_alias = room_names if room_names is not None else await self._room_names(room_id)

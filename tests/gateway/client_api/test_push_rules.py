@@ -238,8 +238,10 @@ async def test_pushers(client, alice, bob):
     ]:
         status, err = await post(client, alice, "/pushers/set", bad)
         assert status == 400 and err["errcode"] == code, (bad, err)
+    # An email pusher's address must be on the account (tests/gateway/services/test_email_notifs.py).
     email = {**pusher, "kind": "email", "pushkey": "alice@example.org", "app_id": "m.email", "data": {}}
-    assert await post(client, alice, "/pushers/set", email) == (200, {})
+    status, err = await post(client, alice, "/pushers/set", email)
+    assert status == 400 and err["errcode"] == "M_THREEPID_NOT_FOUND"
 
 
 class FakePushGateway:
