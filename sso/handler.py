@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.http import MatrixError
+from gateway.services.threepids import canonical_email
 from gateway.server import HomeServer
 from gateway.storage.database import IntegrityError
 from gateway.storage.profiles import ProfileStore
@@ -261,7 +262,8 @@ class SsoHandler:
                 return await self.start_username_picker(identity, attrs, session.client_redirect_url,
                                                         chosen_localpart=attrs.localpart)
             try:
-                await self.register(identity, attrs.localpart, attrs.display_name, attrs.picture)
+                await self.register(identity, attrs.localpart, attrs.display_name, attrs.picture,
+                                    emails=attrs.emails)
             except UserExistsError:
                 continue
             return await self.finish_login(user_id, session.client_redirect_url, identity, new_user=True)
@@ -276,9 +278,10 @@ class SsoHandler:
                 raise SsoError("mapping_error", "This identity is already linked to another account.", 409) from None
 
     async def register(self, identity: RemoteIdentity, localpart: str, display_name: str | None,
-                       picture: str | None = None, *, consent_version: str | None = None) -> str:
+                       picture: str | None = None, *, consent_version: str | None = None,
+                       emails: Any = ()) -> str:
         """A new account without a password, linked to the IdP identity (and its picture
-        as avatar, when the mapping gives one)."""
+        as avatar, its addresses as validated e-mail addresses, when the mapping gives them)."""
         try:
             user_id = await self.hs.usernames.check(localpart)
         except MatrixError as e:
@@ -292,7 +295,26 @@ class SsoHandler:
             await self.hs.auth.users.set_consent_version(user_id, consent_version, self.hs.clock_ms())
         log.info("registered %s from %s (%s)", user_id, identity.idp_id, identity.remote_user_id)
         await self.set_avatar_from_picture(user_id, picture)
+        await self.add_emails(user_id, emails)
         return user_id
+
+    async def add_emails(self, user_id: str, emails: Any) -> None:
+        """The mapping's addresses (``email_template``; the IdP vouches for them) on a new
+        account, as validated e-mail addresses (with missed-message mails when
+        ``notif_for_new_users``). One not allowed (``allowed_local_3pids``) or on another
+        account is left out and logged; the login goes on."""
+        threepids = self.hs.threepids
+        for raw in emails or ():
+            try:
+                address = canonical_email(raw)
+                if not await threepids.is_allowed("email", address, registration=True):
+                    raise MatrixError(403, "M_THREEPID_DENIED", "not allowed on this server")
+                await threepids.add(user_id, "email", address, self.hs.clock_ms())
+            except MatrixError as e:
+                log.info("e-mail address %r from the IdP not added to %s: %s", raw, user_id, e.error)
+                continue
+            if self.hs.email_notifs is not None:
+                await self.hs.email_notifs.add_new_user_pusher(user_id, address)
 
     async def set_avatar_from_picture(self, user_id: str, picture: str | None) -> None:
         """The IdP's picture URL (``picture_template``) as the user's avatar: downloaded
@@ -537,7 +559,7 @@ class SsoHandler:
             return self.error_page(SsoError("session_used", "This registration has already been completed."))
         try:
             user_id = await self.register(identity, localpart, display_name, attrs.get("picture"),
-                                          consent_version=consent_version)
+                                          consent_version=consent_version, emails=attrs.get("emails") or ())
         except (UserExistsError, SsoError) as e:
             # Let the user try another name (the terms, if any, are asked again after it).
             await self.store.add_pending_registration(replace(pending, chosen_localpart=None))

@@ -14,7 +14,6 @@ from ..http import Codes, MatrixError, json_response, read_json_body
 from ..modules import RegistrationBehaviour
 from ..passwords import hash_password
 from ..server import HomeServer
-from ..services.email_notifs import EMAIL_APP_ID
 from ..storage.users import UserExistsError
 from .auth import calling_appservice, get_access_token, public
 from .login import refresh_token_param
@@ -205,11 +204,8 @@ async def post_register(request: web.Request) -> web.Response:
     if email is not None:
         await hs.threepids.add(user_id, email.medium, email.address, email.validated_at)
         await hs.threepids.consume(email)
-        if hs.email_notifs is not None and hs.config.email.notif_for_new_users:
-            # Missed-message mails to the address, until unsubscribed (as Synapse).
-            await hs.push.set_pusher(user_id, None, {
-                "kind": "email", "app_id": EMAIL_APP_ID, "pushkey": email.address, "lang": "en", "data": {},
-                "app_display_name": "Email Notifications", "device_display_name": email.address})
+        if hs.email_notifs is not None:
+            await hs.email_notifs.add_new_user_pusher(user_id, email.address)
     await modules.notify("on_user_registration", user_id)
     auth = body.get("auth") or {}
     if auth.get("type") == "m.login.registration_token":

@@ -225,6 +225,15 @@ class EmailNotifier:
                 "link": room_link(self.config.client_base_url, room_id), "notifs": items,
                 "invite": invite is not None, "inviter": names.get(invite.sender, "") if invite else ""}
 
+    # --- new users ------------------------------------------------------------------------------
+
+    async def add_new_user_pusher(self, user_id: str, address: str) -> None:
+        """``notif_for_new_users``: an account made with an address gets mails there (as Synapse)."""
+        if not self.config.notif_for_new_users:
+            return
+        await self.pushers.set_pusher(Pusher(user_id, None, "email", EMAIL_APP_ID, address, "Email Notifications",
+                                             address, None, "en", {}, self.clock_ms()), append=False)
+
     # --- unsubscribing -------------------------------------------------------------------------
 
     def check_unsubscribe(self, user_id: Any, app_id: Any, pushkey: Any, token: Any) -> bool:

@@ -276,3 +276,28 @@ async def test_jwt_login_over_http(client):
     bad = pyjwt.encode({"sub": "kim"}, "wrong-secret-wrong-secret-wrong-secret", algorithm="HS256")
     resp = await client.post("/_matrix/client/v3/login", json={"type": "org.matrix.login.jwt", "token": bad})
     assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+
+
+@pytest.mark.parametrize("mapping_config", [{"localpart_template": "{{ user.preferred_username }}",
+                                             "email_template": "{{ user.email }}"}])
+async def test_email_template_stores_a_validated_address(client, idp):
+    """The mapping's address goes on the new account (the IdP vouched for it); one that is
+    already another account's is left out, and the login still works."""
+    async def login(sub: str, username: str, email: str) -> str:
+        state, nonce, cookie, _ = await start(client)
+        resp = await callback(client, state, idp.mint_code(nonce, sub=sub, preferred_username=username,
+                                                            email=email), cookie)
+        assert resp.status == 302, await resp.text()
+        token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))["loginToken"]
+        login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.token", "token": token})
+        assert login.status == 200
+        return (await login.json())["access_token"]
+
+    token = await login("u-meg", "meg", " Meg@Example.org")
+    resp = await client.get("/_matrix/client/v3/account/3pid", headers={"Authorization": f"Bearer {token}"})
+    (threepid,) = (await resp.json())["threepids"]
+    assert (threepid["medium"], threepid["address"]) == ("email", "meg@example.org") and threepid["validated_at"] > 0
+    assert await client.hs.threepids.user_of("email", "meg@example.org") == "@meg:hs.test"
+    token = await login("u-amy", "amy", "meg@example.org")  # Meg's already
+    resp = await client.get("/_matrix/client/v3/account/3pid", headers={"Authorization": f"Bearer {token}"})
+    assert (await resp.json())["threepids"] == []
