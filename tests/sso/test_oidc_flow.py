@@ -122,6 +122,17 @@ async def callback(client, state, code, cookie):
                             headers={"Cookie": f"{BROWSER_COOKIE}={cookie}"}, allow_redirects=False)
 
 
+async def sso_login(client, idp, sub: str, **claims) -> str:
+    """A whole OIDC login (redirect, callback, login token): the access token."""
+    state, nonce, cookie, _ = await start(client)
+    resp = await callback(client, state, idp.mint_code(nonce, sub=sub, **claims), cookie)
+    assert resp.status == 302, await resp.text()
+    token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))["loginToken"]
+    login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.token", "token": token})
+    assert login.status == 200
+    return (await login.json())["access_token"]
+
+
 async def test_login_flows_advertise_sso_and_jwt(client):
     flows = (await (await client.get("/_matrix/client/v3/login")).json())["flows"]
     sso = next(f for f in flows if f["type"] == "m.login.sso")
@@ -284,14 +295,7 @@ async def test_email_template_stores_a_validated_address(client, idp):
     """The mapping's address goes on the new account (the IdP vouched for it); one that is
     already another account's is left out, and the login still works."""
     async def login(sub: str, username: str, email: str) -> str:
-        state, nonce, cookie, _ = await start(client)
-        resp = await callback(client, state, idp.mint_code(nonce, sub=sub, preferred_username=username,
-                                                            email=email), cookie)
-        assert resp.status == 302, await resp.text()
-        token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))["loginToken"]
-        login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.token", "token": token})
-        assert login.status == 200
-        return (await login.json())["access_token"]
+        return await sso_login(client, idp, sub, preferred_username=username, email=email)
 
     token = await login("u-meg", "meg", " Meg@Example.org")
     resp = await client.get("/_matrix/client/v3/account/3pid", headers={"Authorization": f"Bearer {token}"})

@@ -4,7 +4,6 @@ outbound IP rules: refused for loopback by default, allowed when whitelisted."""
 from __future__ import annotations
 
 import io
-import urllib.parse
 
 import pytest
 from aiohttp import web
@@ -15,7 +14,7 @@ from gateway.app import build_listener_app
 from gateway.config import parse_config
 from gateway.server import HomeServer
 from gateway.storage.profiles import ProfileStore
-from tests.sso.test_oidc_flow import FakeIdP, callback, start
+from tests.sso.test_oidc_flow import FakeIdP, sso_login
 
 
 def png_bytes() -> bytes:
@@ -68,14 +67,7 @@ async def make_client(tmp_path, idp, extra: dict):
 
 
 async def login(client, idp, username: str, avatar: str) -> str:
-    state, nonce, cookie, _ = await start(client)
-    resp = await callback(client, state, idp.mint_code(nonce, sub=username, preferred_username=username,
-                                                       avatar=avatar), cookie)
-    assert resp.status == 302, await resp.text()
-    token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))["loginToken"]
-    login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.token", "token": token})
-    assert login.status == 200
-    return (await login.json())["access_token"]
+    return await sso_login(client, idp, username, preferred_username=username, avatar=avatar)
 
 
 async def test_picture_becomes_the_avatar_when_allowed(tmp_path, idp):
