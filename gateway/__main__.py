@@ -25,10 +25,11 @@ def _setup_logging(verbose: bool = False) -> None:
     )
 
 
-def _load(path: str) -> HomeserverConfig:
+def _load(path: str | list[str]) -> HomeserverConfig:
     config = load_config(path)
+    where = path if isinstance(path, str) else " + ".join(path)
     for w in config.warnings:
-        log.warning("%s: %s", path, w)
+        log.warning("%s: %s", where, w)
     return config
 
 
@@ -85,8 +86,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 1
     for w in config.warnings:
         print(f"warning: {w}")
-    print(f"{args.config_path}: OK (server_name {config.server_name}, "
-          f"{len(config.listeners)} listener(s), database {config.database.engine})")
+    role = f", worker {config.workers.instance_name}" if config.workers.is_worker else ""
+    print(f"{' + '.join(args.config_path)}: OK (server_name {config.server_name}, "
+          f"{len(config.listeners)} listener(s), database {config.database.engine}{role})")
     return 0
 
 
@@ -176,6 +178,9 @@ async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.
     from .server import HomeServer
 
     hs = await HomeServer.open(config)
+    if config.workers.is_worker:
+        roles = [name for name, held in vars(hs.roles).items() if held is True and name != "is_main"]
+        log.info("worker %s (%s)", hs.roles.instance_name, ", ".join(roles) or "no background roles")
     runners: list[web.AppRunner] = []
     try:
         tls = _ssl_context(config) if any(li.tls for li in config.listeners) else None
@@ -443,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate_config)
 
     r = sub.add_parser("run", help="run the server until SIGTERM/SIGINT")
-    r.add_argument("--config-path", "-c", required=True)
+    r.add_argument("--config-path", "-c", required=True, action="append",
+                   help="a config file; repeat it for a worker (homeserver.yaml, then worker.yaml): "
+                        "later files replace earlier files' keys")
     r.set_defaults(func=cmd_run)
 
     u = sub.add_parser("register-user", help="create a local user (offline)")
@@ -460,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_send_notice)
 
     c = sub.add_parser("check-config", help="validate a config file and print problems")
-    c.add_argument("--config-path", "-c", required=True)
+    c.add_argument("--config-path", "-c", required=True, action="append",
+                   help="a config file; repeat it to check a worker's files together")
     c.set_defaults(func=cmd_check_config)
 
     cr = sub.add_parser("config-reference", help="print the reference of every config key (docs/config.md)")

@@ -73,7 +73,7 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
         add_consent_routes(app)  # /_matrix/consent, when user_consent is configured
     if "federation" in res:
         app.add_subapp("/_matrix/federation", federation_api.build_app(hs))
-    if "media" in res:
+    if "media" in res and hs.roles.media_repo:  # enable_media_repo: false when a media worker serves it
         app.add_subapp("/_matrix/media", media_api.build_app(hs))
     if "keys" in res:
         app.add_subapp("/_matrix/key", keys_api.build_app(hs))

@@ -16,13 +16,15 @@ from federation.signing import ServerSigningKey
 from . import wiring
 from .config import HomeserverConfig
 from .signing_keys import load_signing_key
-from .storage import Database, migrate, open_database
+from .storage import Database, check_schema, migrate, open_database
 
 if TYPE_CHECKING:
     from federation.net.client import FederationClient
 
     from .modules import LoadedModules
     from .oauth.service import OAuthService
+    from .roles import Roles
+    from .services.replication import RedisReplication
     from .services.account_data import AccountDataService
     from .services.appservice_transactions import AppServiceTransactions
     from .services.appservices import AppServices
@@ -105,6 +107,8 @@ class HomeServer:
         oauth: OAuthService
         appservices: AppServices
         appservice_transactions: AppServiceTransactions
+        roles: Roles
+        replication: RedisReplication | None
         usernames: Usernames
         uia: UIAService
         account_data: AccountDataService
@@ -161,7 +165,8 @@ class HomeServer:
         signing_key = load_signing_key(config.signing_key_path, create=create_signing_key)
         db = await open_database(config.database)
         try:
-            version = await migrate(db)
+            # The main process upgrades the schema; a worker only checks it is current.
+            version = await (check_schema(db) if config.workers.is_worker else migrate(db))
         except BaseException:
             await db.close()
             raise

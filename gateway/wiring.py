@@ -104,7 +104,11 @@ def build(hs: "HomeServer") -> None:
 
     from .appkeys import ACCOUNT_DATA, EMAIL_NOTIFS, MEDIA, RECEIPTS, ROOM_KEYS, THREEPIDS, TYPING, URL_PREVIEWER
 
+    from .roles import roles_for
+    from .services.replication import RedisReplication
+
     config, db, server_name = hs.config, hs.db, hs.server_name
+    hs.roles = roles = roles_for(config)  # what this process starts (gateway/roles.py)
 
     def provide(key, service):
         """A service routes call: set on each listener's app under ``key``."""
@@ -157,6 +161,10 @@ def build(hs: "HomeServer") -> None:
     hs.uia = UIAService(hs)
     sync_store = SyncStore(db, events.store)
     hs.notifier = notifier = Notifier(sync_store)
+    # Other processes hear of this one's changes, and this one of theirs (workers).
+    hs.replication = RedisReplication(config.workers.redis, server_name=server_name,
+                                      instance_name=roles.instance_name, notifier=notifier) \
+        if config.workers.redis.enabled else None
     hs.account_data = account_data = provide(ACCOUNT_DATA, AccountDataService(
         store=AccountDataStore(db), events=events, notifier=notifier))
     hs.push = push = PushService(db=db, server_name=server_name, events=events, account_data_store=account_data.store,
@@ -295,19 +303,24 @@ def build(hs: "HomeServer") -> None:
 
 
 async def start(hs: "HomeServer") -> None:
-    """Background work of a serving process, once its listeners are bound."""
-    if hs.config.send_federation:
+    """Background work of a serving process, once its listeners are bound; what runs
+    where is decided by the roles (gateway/roles.py)."""
+    roles = hs.roles
+    if hs.replication is not None:
+        await hs.replication.start()  # first: nothing published from here on is lost to the others
+    if roles.federation_sender:
         await hs.federation_sender.start()
-    await hs.partial_state.start()  # unfinished resyncs of partial joins
-    await hs.profiles.start()  # profile changes not yet in every room
-    if hs.config.appservice.services:
+    if roles.background_tasks:
+        await hs.partial_state.start()  # unfinished resyncs of partial joins
+        await hs.profiles.start()  # profile changes not yet in every room
+        if hs.mailer is not None:
+            await hs.mailer.start()  # mail an earlier run left queued
+    if hs.config.appservice.services and roles.appservice_sender:
         await hs.appservices.ensure_senders()
         await hs.appservice_transactions.start()  # and what services have not acknowledged
-    if hs.mailer is not None:
-        await hs.mailer.start()  # mail an earlier run left queued
-    if hs.email_notifs is not None:
+    if hs.email_notifs is not None and roles.pusher:
         await hs.email_notifs.start()  # missed-message mails an earlier run had not sent yet
-    if hs.tester_self_check is not None:
+    if hs.tester_self_check is not None and roles.background_tasks:  # one process checks
         hs.tester_self_check.start()
 
 
@@ -335,6 +348,8 @@ async def stop(hs: "HomeServer") -> None:
     if hs.mailer is not None:
         await hs.mailer.close()
     await hs.identity_servers.close()
+    if hs.replication is not None:
+        await hs.replication.close()
 
 
 def mail_link_secret(config, signing_key) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -31,6 +31,7 @@ from .voip import TurnConfig, parse_turn_config
 from .email import EmailConfig, parse_email_config
 from .threepids import ThreepidConfig, parse_threepid_config
 from .sso import SsoSections, parse_sso_sections
+from .workers import WorkerConfig, parse_worker_config
 
 __all__ = [
     "ConfigError",
@@ -55,8 +56,7 @@ IMPLIED_RESOURCES = {
 
 #: Keys Synapse has that we accept without acting on them (no warning).
 ACCEPTED_IGNORED_KEYS = frozenset(
-    {"report_stats", "pid_file", "log_config", "suppress_key_server_warning", "trusted_key_servers_warning",
-     "federation_sender_instances"}
+    {"report_stats", "pid_file", "log_config", "suppress_key_server_warning", "trusted_key_servers_warning"}
 )
 
 
@@ -175,6 +175,8 @@ class HomeserverConfig:
     # Mail sending (gateway/config/email.py) and e-mail addresses on accounts (threepids.py).
     email: EmailConfig = field(default_factory=EmailConfig)
     threepids: ThreepidConfig = field(default_factory=ThreepidConfig)
+    # Worker processes (gateway/config/workers.py): worker_app, instance_map, redis, ...
+    workers: WorkerConfig = field(default_factory=WorkerConfig)
 
 
 def read_yaml(path: str) -> Any:
@@ -190,9 +192,23 @@ def read_yaml(path: str) -> Any:
         raise ConfigError("", f"{path} is not valid YAML: {e}") from None
 
 
-def load_config(path: str) -> HomeserverConfig:
-    """Read and validate ``path``. Raises ConfigError (never a YAML stack trace)."""
-    return parse_config(read_yaml(path), config_path=path)
+def load_config(path: str | Sequence[str]) -> HomeserverConfig:
+    """Read and validate ``path``, or several files merged: a later file's top-level keys
+    replace an earlier one's, as with Synapse's repeated ``-c`` (the shared homeserver.yaml,
+    then a worker's file). Relative paths are relative to the first file. Raises
+    ConfigError (never a YAML stack trace)."""
+    paths = [path] if isinstance(path, str) else list(path)
+    if not paths:
+        raise ConfigError("", "no config file given")
+    merged: dict[str, Any] = {}
+    for p in paths:
+        data = read_yaml(p)
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            raise ConfigError("", f"{p} must be a mapping of config keys")
+        merged.update(data)
+    return parse_config(merged, config_path=paths[0])
 
 
 def parse_database_section(data: Any, *, config_path: str) -> DatabaseConfig:
@@ -225,6 +241,9 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         _parse_listener(item, f"listeners[{i}]")
         for i, item in enumerate(root.list("listeners", []))
     )
+    workers, worker_listeners = parse_worker_config(root, _parse_listener)
+    if workers.is_worker:  # a worker serves its worker_listeners, not the main process's
+        listeners = worker_listeners
     ports = [(a, li.port) for li in listeners for a in li.bind_addresses]
     if len(set(ports)) != len(ports):
         raise ConfigError("listeners", "two listeners bind the same address and port")
@@ -241,6 +260,9 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     tls_key = resolve_path(tls_key) if tls_key else None
 
     database = _parse_database(root.section("database"), resolve_path)
+    if workers.is_worker and database.engine != "postgres":
+        raise ConfigError("database", "workers need PostgreSQL (database.name: psycopg2): SQLite serves one "
+                                      "process only")
 
     signing_key_path = resolve_path(root.str("signing_key_path", f"{server_name}.signing.key"))
     old_signing_keys = _parse_old_signing_keys(root.section("old_signing_keys"))
@@ -320,6 +342,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         rc_federation=rc_federation,
         send_federation=root.bool("send_federation", True),
         federation_tester_self_check_ms=self_check_ms,
+        workers=workers,
     )
     sso_sections = parse_sso_sections(root, resolve_path, public_baseurl)
     config_kwargs["sso"] = sso_sections

@@ -7,7 +7,9 @@ nothing that happens between the read and the wait is lost. No polling: a waiter
 ``asyncio.Event``.
 
 Feeds: new events (``EventsService.add_new_events_listener``), typing and receipts (per
-room), account data (per user). A second process would feed the same calls from Redis.
+room), account data (per user). With workers, every change fed here is also handed to
+``publish`` (gateway/services/replication.py sends it over Redis) and other processes'
+changes come back through ``apply_remote``, so a /sync waiting on any process wakes.
 
 Spec: https://spec.matrix.org/latest/client-server-api/#syncing (the ``timeout``).
 """
@@ -19,10 +21,15 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from prometheus_client import Gauge
+
 if TYPE_CHECKING:
     from ..storage.sync import SyncStore
 
 log = logging.getLogger(__name__)
+
+#: Long-polling /sync requests parked, waiting for a change (Synapse: synapse_notifier_listeners).
+WAITING = Gauge("gateway_notifier_waiting_syncs", "Long-polling /sync requests waiting for a change")
 
 
 class Waiter:
@@ -41,11 +48,14 @@ class Waiter:
         """True if woken, False on timeout."""
         if self.event.is_set():
             return True
+        WAITING.inc()
         try:
             await asyncio.wait_for(self.event.wait(), timeout_s)
             return True
         except asyncio.TimeoutError:
             return False
+        finally:
+            WAITING.dec()
 
     def close(self) -> None:
         self.notifier._remove(self)
@@ -70,6 +80,8 @@ class Notifier:
         #: Called (no arguments) on every room or user change fed here (application
         #: services' ephemeral data: typing, receipts, presence, to-device, device lists).
         self.change_listeners: list[Callable[[], None]] = []
+        #: Tells other processes of a change (a JSON-able dict); set by the replication.
+        self.publish: Callable[[dict], None] | None = None
 
     def waiter(self, user_id: str) -> Waiter:
         w = Waiter(self, user_id)
@@ -105,13 +117,46 @@ class Notifier:
     # --- feeds ---------------------------------------------------------------------
 
     def notify_room(self, room_id: str) -> None:
+        self._publish({"room": room_id})
+        self._wake_room(room_id)
+
+    def notify_users(self, user_ids: Iterable[str]) -> None:
+        user_ids = list(user_ids)
+        self._publish({"users": user_ids})
+        self._wake_users(user_ids)
+
+    def apply_remote(self, change: dict) -> None:
+        """A change another process published (the replication's subscriber calls this)."""
+        if change.get("positions") is not None:
+            self._on_new_events(change["room"], change["positions"])
+        elif change.get("room") is not None:
+            self._wake_room(change["room"])
+        elif change.get("users") is not None:
+            self._wake_users(change["users"])
+
+    def wake_all(self) -> None:
+        """Every waiting sync reads the database again (after a Redis reconnection, when
+        changes published meanwhile may have been missed)."""
+        for waiters in self._by_user.values():
+            for w in waiters:
+                w.event.set()
+        self._changed()
+
+    def _publish(self, change: dict) -> None:
+        if self.publish is not None:
+            try:
+                self.publish(change)
+            except Exception:
+                log.exception("publishing a change to other processes failed")
+
+    def _wake_room(self, room_id: str) -> None:
         for w in self._by_room.get(room_id, ()):
             w.event.set()
         for w in self._unrouted:
             w.pending_rooms.add(room_id)
         self._changed()
 
-    def notify_users(self, user_ids: Iterable[str]) -> None:
+    def _wake_users(self, user_ids: Iterable[str]) -> None:
         for u in user_ids:
             for w in self._by_user.get(u, ()):
                 w.event.set()
@@ -128,7 +173,11 @@ class Notifier:
         """Listener for new events: wake the room's waiters now, and the users whose
         membership the events changed (an invitee is not in the room yet) after a
         lookup. Lookups are coalesced: one query covers every batch stored meanwhile."""
-        self.notify_room(room_id)
+        self._publish({"room": room_id, "positions": list(positions)})
+        self._on_new_events(room_id, positions)
+
+    def _on_new_events(self, room_id: str, positions: Sequence[int]) -> None:
+        self._wake_room(room_id)
         if not positions or not self._by_user:
             return
         lo, hi = min(positions), max(positions)
@@ -148,7 +197,7 @@ class Notifier:
                 except Exception:
                     log.exception("looking up membership changes for the notifier failed")
                     continue
-                self.notify_users(targets)
+                self._wake_users(targets)
         finally:
             self._member_task = None
 

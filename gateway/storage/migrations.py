@@ -21,7 +21,8 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(sqlite|postgres))?\.sql$")
 
 
 class SchemaTooNewError(Exception):
-    """The database was written by a newer Gateway than this one."""
+    """The schema is not one this process can use: written by a newer Gateway or, for a
+    worker, not yet upgraded by the main process."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,20 @@ async def current_version(db: Database) -> int:
     await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     v = await db.fetchval("SELECT MAX(version) FROM schema_version")
     return int(v or 0)
+
+
+async def check_schema(db: Database) -> int:
+    """A worker's check: the schema is exactly what this code knows (the main process
+    upgrades it; workers start after it). Returns the version."""
+    migrations = load_migrations(db.engine)
+    latest = migrations[-1].version if migrations else 0
+    have = await current_version(db)
+    if have != latest:
+        raise SchemaTooNewError(
+            f"the database schema is at version {have}, but this Gateway needs {latest}: "
+            + ("start the main process first (it upgrades the schema), then the workers" if have < latest
+               else "it was used by a newer version. Upgrade Gateway."))
+    return latest
 
 
 async def migrate(db: Database) -> int:

@@ -1,0 +1,77 @@
+"""Which roles this process holds, derived from the shared config and its ``worker_name``.
+
+The one place that answers "which process runs this?" (DESIGN.md, "Wiring and
+processes"). Every process builds the same services (gateway/wiring.py) and serves the
+resources its listeners name; the roles decide what it starts and writes:
+
+=====================  ==========================================  =======================================
+role                   held by                                     starts / does
+=====================  ==========================================  =======================================
+``events_writer``      ``stream_writers.events`` (``main``)        persists new events (nginx routes the
+                                                                   sending endpoints there)
+``federation_sender``  ``federation_sender_instances``, else main  FederationSender (outbound transactions)
+                       when ``send_federation``
+``pusher``             ``pusher_instances``, else main when        (push gateway sends)
+                       ``start_pushers``
+``background_tasks``   ``run_background_tasks_on`` (``main``)      partial-state resyncs, profile
+                                                                   propagation, the mail queue
+``appservice_sender``  ``notify_appservices_from_worker``, else    application service transactions
+                       main
+``user_directory``     ``update_user_directory_from_worker``,      (user directory updates)
+                       else main
+``media_repo``         ``enable_media_repo`` (true by default)     the media repository's routes
+``media_background``   ``media_instance_running_background_jobs``  (media expiry)
+                       else main
+every process          -                                           Redis pub/sub (when ``redis.enabled``):
+                                                                   publishes its writes, wakes its /sync
+=====================  ==========================================  =======================================
+
+Spec of the model: Synapse's "Scaling synapse via workers" (seed 002).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import HomeserverConfig
+from .config.workers import MAIN
+
+__all__ = ["Roles", "roles_for"]
+
+
+@dataclass(frozen=True)
+class Roles:
+    instance_name: str
+    is_main: bool
+    events_writer: bool
+    federation_sender: bool
+    pusher: bool
+    background_tasks: bool
+    appservice_sender: bool
+    user_directory: bool
+    media_repo: bool
+    media_background: bool
+
+
+def roles_for(config: HomeserverConfig) -> Roles:
+    """The roles of the process ``config`` describes (both files merged)."""
+    w = config.workers
+    me = w.instance_name
+
+    def named(instances: tuple[str, ...] | str | None, *, default_main: bool) -> bool:
+        if not instances:
+            return me == MAIN and default_main
+        return me in ((instances,) if isinstance(instances, str) else instances)
+
+    return Roles(
+        instance_name=me,
+        is_main=me == MAIN,
+        events_writer=me in w.stream_writers["events"],
+        federation_sender=named(w.federation_sender_instances, default_main=config.send_federation),
+        pusher=named(w.pusher_instances, default_main=w.start_pushers),
+        background_tasks=me == w.run_background_tasks_on,
+        appservice_sender=named(w.notify_appservices_from_worker, default_main=True),
+        user_directory=named(w.update_user_directory_from_worker, default_main=True),
+        media_repo=w.enable_media_repo,
+        media_background=named(w.media_instance_running_background_jobs, default_main=w.enable_media_repo),
+    )
