@@ -64,7 +64,7 @@ class RedisReplication:
 
         c = self.config
         return redis.Redis(host=c.host, port=c.port, password=c.password, db=c.dbid or 0, ssl=c.use_tls,
-                           socket_connect_timeout=5)
+                           socket_connect_timeout=5, client_name=f"gateway-{self.instance_name}")
 
     async def start(self) -> None:
         self._client = self._connect()
