@@ -1,0 +1,171 @@
+"""Worker processes (issue 18), as an operator runs them: ``gateway run`` for the main
+process and ``gateway run -c homeserver.yaml -c worker.yaml`` for a generic worker, on a
+real PostgreSQL and the real Redis at 127.0.0.1:6379 (a channel prefix of their own). A
+client writes on the main process and long-polls /sync on the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
+    free_port
+from tests.support.client_api import Client, has_text, register_user, timeline_bodies
+from tests.support.gateway_process import ROOT, stop_process, wait_for_port
+
+pytestmark = pytest.mark.skipif(SKIP_POSTGRES, reason="workers need PostgreSQL")
+
+WORKER_APP = "synapse.app.generic_worker"  # an operator's Synapse worker file works as it is
+
+
+class Cluster:
+    """The main process and one generic worker sharing a database and Redis."""
+
+    def __init__(self, directory: Path, db_args: dict):
+        self.dir = directory
+        self.main_port, self.replication_port, self.worker_port = free_port(), free_port(), free_port()
+        self.shared = directory / "homeserver.yaml"
+        self.worker_file = directory / "client_reader1.yaml"
+        local = ["127.0.0.1"]
+        self.shared.write_text(yaml.safe_dump({
+            "server_name": "workers.test",
+            "public_baseurl": f"http://127.0.0.1:{self.main_port}/",
+            "database": {"name": "psycopg2", "args": {**db_args, "cp_min": 1, "cp_max": 5}},
+            "signing_key_path": str(directory / "signing.key"), "media_store_path": str(directory / "media"),
+            "listeners": [
+                {"port": self.main_port, "bind_addresses": local, "resources": [{"names": ["client"]}]},
+                {"port": self.replication_port, "bind_addresses": local,
+                 "resources": [{"names": ["replication"]}]},
+            ],
+            "instance_map": {"main": {"host": "127.0.0.1", "port": self.replication_port}},
+            "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
+                      "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
+            "enable_registration": True, "enable_registration_without_verification": True,
+            "bcrypt_rounds": 4, "send_federation": False, **GENEROUS_RATE_LIMITS,
+        }))
+        self.worker_file.write_text(yaml.safe_dump({
+            "worker_app": WORKER_APP, "worker_name": "client_reader1",
+            "worker_listeners": [{"port": self.worker_port, "bind_addresses": local,
+                                  "resources": [{"names": ["client", "metrics"]}]}],
+        }))
+        self.main = self.worker = None
+
+    def _start(self, name: str, port: int, *configs: Path) -> subprocess.Popen:
+        log = self.dir / f"{name}.log"
+        args = [a for c in configs for a in ("--config-path", str(c))]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", *args], cwd=ROOT,
+                                    env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(port, proc, name, log)
+        return proc
+
+    def start_main(self) -> None:
+        self.main = self._start("main", self.main_port, self.shared)
+
+    def start_worker(self) -> None:
+        self.worker = self._start("worker", self.worker_port, self.shared, self.worker_file)
+
+    def kill_worker(self) -> None:
+        self.worker.send_signal(signal.SIGKILL)
+        self.worker.wait()
+
+    @property
+    def main_url(self) -> str:
+        return f"http://127.0.0.1:{self.main_port}"
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://127.0.0.1:{self.worker_port}"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    name, args = asyncio.run(create_postgres_database())
+    c = Cluster(tmp_path_factory.mktemp("workers"), args)
+    try:
+        c.start_main()  # first: it brings the schema up to date
+        c.start_worker()
+        yield c
+    finally:
+        for proc in (c.worker, c.main):
+            if proc is not None and proc.poll() is None:
+                stop_process(proc)
+        asyncio.run(drop_postgres_database(name))
+
+
+async def waiting_syncs(session: aiohttp.ClientSession, base: str) -> float:
+    async with session.get(f"{base}/_synapse/metrics") as r:
+        text = await r.text()
+    m = re.search(r"^gateway_notifier_waiting_syncs (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+async def parked_sync(session: aiohttp.ClientSession, reader: Client, since: str) -> asyncio.Task:
+    """A /sync long-poll on the worker (a 2-minute timeout), once it waits: it has read the
+    database and found nothing new, so only a wake-up can end it early."""
+    task = asyncio.create_task(reader.call("GET", "/sync", params={"since": since, "timeout": "120000"}))
+    while await waiting_syncs(session, reader.base) < 1:
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.05)  # polling the metrics for the condition, not the sync
+    return task
+
+
+async def _setup(session: aiohttp.ClientSession, cluster: Cluster, name: str) -> tuple[Client, Client, str]:
+    """A user registered on main with a room; the same user's client on the worker."""
+    writer = await register_user(session, cluster.main_url, name)
+    room_id = (await writer.call("POST", "/createRoom", {}))["room_id"]
+    reader = Client(session, cluster.worker_url, writer.token, writer.user_id)
+    return writer, reader, room_id
+
+
+async def test_a_send_on_main_wakes_a_sync_on_the_worker(cluster):
+    async with aiohttp.ClientSession() as session:
+        writer, reader, room_id = await _setup(session, cluster, "alice")
+        body = await reader.call("GET", "/sync", params={"timeout": "0"})
+        assert room_id in body["rooms"]["join"]  # the worker reads what main wrote
+        task = await parked_sync(session, reader, body["next_batch"])
+        event_id = await writer.send_text(room_id, "from main")
+        # Answered by the wake-up (the sync's own timeout is two minutes).
+        body = await asyncio.wait_for(task, 60)
+        events = body["rooms"]["join"][room_id]["timeline"]["events"]
+        assert [e["event_id"] for e in events] == [event_id]
+
+
+async def test_the_worker_restarts_and_old_sync_tokens_keep_working(cluster):
+    async with aiohttp.ClientSession() as session:
+        writer, reader, room_id = await _setup(session, cluster, "bob")
+        old = (await reader.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
+        await writer.send_text(room_id, "before the crash")
+        cluster.kill_worker()
+        await writer.send_text(room_id, "while the worker is down")
+        cluster.start_worker()
+        # The token from before the crash: everything since, read from the database.
+        body = await reader.call("GET", "/sync", params={"since": old, "timeout": "0"})
+        assert timeline_bodies(room_id)(body) == ["before the crash", "while the worker is down"]
+        # And the restarted worker is woken again.
+        task = await parked_sync(session, reader, body["next_batch"])
+        await writer.send_text(room_id, "after the restart")
+        assert has_text(room_id, "after the restart")(await asyncio.wait_for(task, 60))
+
+
+def test_a_worker_refuses_sqlite(tmp_path):
+    shared = tmp_path / "homeserver.yaml"
+    shared.write_text(yaml.safe_dump({"server_name": "workers.test", "redis": {"enabled": True},
+                                      "database": {"name": "sqlite3", "args": {"database": str(tmp_path / "db")}}}))
+    worker = tmp_path / "worker.yaml"
+    worker.write_text(yaml.safe_dump({"worker_app": WORKER_APP, "worker_name": "w1"}))
+    r = subprocess.run([sys.executable, "-m", "gateway", "run", "-c", str(shared), "-c", str(worker)], cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "database: workers need PostgreSQL" in r.stderr
+    assert not (tmp_path / "db").exists()
