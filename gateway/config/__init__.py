@@ -206,7 +206,7 @@ def load_config(path: str | Sequence[str]) -> HomeserverConfig:
         if data is None:
             continue
         if not isinstance(data, dict):
-            raise ConfigError("", f"{p} must be a mapping of config keys")
+            raise ConfigError("", f"{p}: expected a mapping of config keys")
         merged.update(data)
     return parse_config(merged, config_path=paths[0])
 

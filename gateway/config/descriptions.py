@@ -108,6 +108,55 @@ DESCRIPTIONS: dict[str, str] = {
                                              "turns bad, and `/_gateway/federation-tester/api/self` answers the "
                                              "last report. Unset: never. Testing from inside your network does "
                                              "not prove others reach you: see docs/reverse-proxy.md.",
+    # --- worker processes (gateway/config/workers.py, docs/workers.md) ------------------
+    "worker_app": "Set in a worker's own file (the second `--config-path`): `gateway.app.generic_worker`, or "
+                  "Synapse's `synapse.app.generic_worker` (its older single-purpose apps are accepted as "
+                  "generic workers). Absent: this is the main process. Workers need PostgreSQL and Redis.",
+    "worker_name": "The worker's instance name, used in `instance_map`, `stream_writers`, "
+                   "`federation_sender_instances` and friends (`main` is the main process).",
+    "worker_listeners": "A worker's listeners (same keys as `listeners`; a worker ignores `listeners`).",
+    "worker_listeners[].port": "TCP port.",
+    "worker_listeners[].type": "`http` or `metrics`.",
+    "worker_listeners[].bind_addresses": "IP addresses to bind.",
+    "worker_listeners[].resources": "Groups of resources: `client`, `federation`, `media`, `replication`, "
+                                    "`health`, `metrics`, ... as for `listeners`.",
+    "worker_listeners[].resources[].names": "Resource names, as for `listeners`.",
+    "worker_listeners[].tls": "Serve HTTPS on this port.",
+    "worker_listeners[].x_forwarded": "Behind a reverse proxy: trust `X-Forwarded-For`.",
+    "worker_listeners[].tag": "Name of the listener in the access log and metrics.",
+    "instance_map": "Where each process's `replication` listener is, by instance name (`main` included): "
+                    "`{host, port}`, with `tls` optional.",
+    "instance_map.<name>.host": "Host of the instance's replication listener.",
+    "instance_map.<name>.port": "Port of the instance's replication listener.",
+    "instance_map.<name>.tls": "Whether that listener speaks HTTPS.",
+    "worker_replication_host": "Older form (Synapse before 1.84), in a worker's file: the main process's "
+                               "replication host; becomes `instance_map.main`.",
+    "worker_replication_http_port": "Older form: the main process's replication port (with "
+                                    "`worker_replication_host`).",
+    "worker_replication_secret": "A shared secret for requests between processes.",
+    "redis": "The Redis server processes tell each other of their writes through (pub/sub). Required for "
+             "workers; the main process of a deployment with workers enables it too.",
+    "redis.enabled": "Use Redis.",
+    "redis.host": "Redis host.",
+    "redis.port": "Redis port.",
+    "redis.password": "Redis password.",
+    "redis.dbid": "Redis database number (pub/sub channels ignore it: see `channel_prefix`).",
+    "redis.use_tls": "Connect to Redis with TLS.",
+    "redis.channel_prefix": "Ours: prefix of the pub/sub channel names (default `gateway/<server_name>`). "
+                            "Deployments sharing one Redis need different prefixes.",
+    "stream_writers": "Which instance writes each stream (`events`, `typing`, `to_device`, `account_data`, "
+                      "`receipts`, `presence`, `push_rules`, `device_lists`). Only `main` in this version.",
+    "federation_sender_instances": "Workers that send outbound federation (default: the main process, if "
+                                   "`send_federation`).",
+    "run_background_tasks_on": "The instance that runs background tasks (partial-state resyncs, profile "
+                               "updates in rooms, the mail queue).",
+    "start_pushers": "The main process sends pushes (when `pusher_instances` is empty).",
+    "pusher_instances": "Workers that send pushes.",
+    "enable_media_repo": "This process serves the media repository (false on main when a media worker does).",
+    "media_instance_running_background_jobs": "The media worker that runs media background jobs.",
+    "update_user_directory_from_worker": "The worker that updates the user directory (default: main).",
+    "notify_appservices_from_worker": "The worker that sends application service transactions "
+                                      "(default: main).",
     "dns_nameservers": "Ours: the DNS servers to ask (`IP` or `IP:port`), instead of the system's.",
     # --- federation -----------------------------------------------------------------------
     "ip_range_blacklist": "Addresses outbound requests must never reach (pushers, federation unless "
