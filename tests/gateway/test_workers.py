@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ class Cluster:
             "database": {"name": "psycopg2", "args": {**db_args, "cp_min": 1, "cp_max": 5}},
             "signing_key_path": str(directory / "signing.key"), "media_store_path": str(directory / "media"),
             "listeners": [
-                {"port": self.main_port, "bind_addresses": local, "resources": [{"names": ["client"]}]},
+                {"port": self.main_port, "bind_addresses": local, "resources": [{"names": ["client", "metrics"]}]},
                 {"port": self.replication_port, "bind_addresses": local,
                  "resources": [{"names": ["replication"]}]},
             ],
@@ -103,6 +104,54 @@ def cluster(tmp_path_factory):
         asyncio.run(drop_postgres_database(name))
 
 
+DOC = Path(ROOT) / "docs" / "workers.md"
+
+
+def _documented_nginx() -> str:
+    blocks = re.findall(r"^```nginx\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "docs/workers.md has one nginx example"
+    return blocks[0]
+
+
+def _replace(text: str, old: str, new: str) -> str:
+    """Replace, insisting the documented text is there (a doc change fails loudly here)."""
+    assert old in text, f"docs/workers.md no longer contains {old!r}: update this test with it"
+    return text.replace(old, new)
+
+
+@pytest.fixture(scope="module")
+def nginx(cluster, tmp_path_factory):
+    """docs/workers.md's nginx example in front of the cluster, only its ports changed."""
+    tmp = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    server = _documented_nginx()
+    server = _replace(server, "server 127.0.0.1:8008;", f"server 127.0.0.1:{cluster.main_port};")
+    server = _replace(server, "server 127.0.0.1:8083;", f"server 127.0.0.1:{cluster.worker_port};")
+    server = _replace(server, "listen 8080;", f"listen 127.0.0.1:{port};")
+    temp = "\n".join(f"    {k}_temp_path {tmp}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = tmp / "nginx.conf"
+    conf.write_text(("user root;\n" if os.geteuid() == 0 else "")
+                    + f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\nevents {{}}\n"
+                    f"http {{\n    access_log off;\n{temp}\n{server}\n}}\n")
+    log = tmp / "nginx.out"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(tmp), "-c", str(conf),
+                                 "-e", str(tmp / "error.log")], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, "nginx", log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+async def requests_served(session: aiohttp.ClientSession, base: str, route: str) -> float:
+    """How many requests for routes matching ``route`` (a regex) the process answered."""
+    async with session.get(f"{base}/_synapse/metrics") as r:
+        text = await r.text()
+    return sum(float(m.group(2)) for m in re.finditer(r'^gateway_http_requests_total\{(.*)\} (\S+)$', text, re.M)
+               if re.search(rf'route="{route}"', m.group(1)))
+
+
 async def waiting_syncs(session: aiohttp.ClientSession, base: str) -> float:
     async with session.get(f"{base}/_synapse/metrics") as r:
         text = await r.text()
@@ -110,11 +159,12 @@ async def waiting_syncs(session: aiohttp.ClientSession, base: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-async def parked_sync(session: aiohttp.ClientSession, reader: Client, since: str) -> asyncio.Task:
+async def parked_sync(session: aiohttp.ClientSession, reader: Client, since: str, *,
+                      metrics_base: str | None = None) -> asyncio.Task:
     """A /sync long-poll on the worker (a 2-minute timeout), once it waits: it has read the
     database and found nothing new, so only a wake-up can end it early."""
     task = asyncio.create_task(reader.call("GET", "/sync", params={"since": since, "timeout": "120000"}))
-    while await waiting_syncs(session, reader.base) < 1:
+    while await waiting_syncs(session, metrics_base or reader.base) < 1:
         assert not task.done(), task.result()
         await asyncio.sleep(0.05)  # polling the metrics for the condition, not the sync
     return task
@@ -156,6 +206,28 @@ async def test_the_worker_restarts_and_old_sync_tokens_keep_working(cluster):
         task = await parked_sync(session, reader, body["next_batch"])
         await writer.send_text(room_id, "after the restart")
         assert has_text(room_id, "after the restart")(await asyncio.wait_for(task, 60))
+
+
+async def test_nginx_routes_syncs_to_the_worker_and_sends_to_main(cluster, nginx):
+    """One client, one base URL (nginx): its sends reach main, its /sync the worker, and
+    the long-poll on the worker is woken by the send on main."""
+    async with aiohttp.ClientSession() as session:
+        client = await register_user(session, nginx, "carol")
+        room_id = (await client.call("POST", "/createRoom", {}))["room_id"]
+        sync_route, send_route = r'[^"]*/sync', r'[^"]*/send/[^"]*'
+        worker_syncs = await requests_served(session, cluster.worker_url, sync_route)
+        main_syncs = await requests_served(session, cluster.main_url, sync_route)
+        main_sends = await requests_served(session, cluster.main_url, send_route)
+        body = await client.call("GET", "/sync", params={"timeout": "0"})
+        assert room_id in body["rooms"]["join"]
+        task = await parked_sync(session, Client(session, nginx, client.token, client.user_id), body["next_batch"],
+                                 metrics_base=cluster.worker_url)
+        await client.send_text(room_id, "through nginx")
+        assert has_text(room_id, "through nginx")(await asyncio.wait_for(task, 60))
+        assert await requests_served(session, cluster.worker_url, sync_route) == worker_syncs + 2
+        assert await requests_served(session, cluster.main_url, sync_route) == main_syncs
+        assert await requests_served(session, cluster.main_url, send_route) == main_sends + 1
+        assert await requests_served(session, cluster.worker_url, send_route) == 0
 
 
 def test_a_worker_refuses_sqlite(tmp_path):
