@@ -19,6 +19,8 @@ import aiohttp
 import pytest
 import yaml
 
+from gateway.config import load_config
+from gateway.roles import roles_for
 from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
     free_port
 from tests.support.client_api import Client, has_text, register_user, timeline_bodies
@@ -228,6 +230,19 @@ async def test_nginx_routes_syncs_to_the_worker_and_sends_to_main(cluster, nginx
         assert await requests_served(session, cluster.main_url, sync_route) == main_syncs
         assert await requests_served(session, cluster.main_url, send_route) == main_sends + 1
         assert await requests_served(session, cluster.worker_url, send_route) == 0
+
+
+def test_the_documented_files_make_a_main_process_and_a_worker(tmp_path):
+    """docs/workers.md's homeserver.yaml and worker file, read as the two --config-path."""
+    shared, worker = re.findall(r"^```yaml\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.M | re.S)[:2]
+    (tmp_path / "homeserver.yaml").write_text(shared)
+    (tmp_path / "worker.yaml").write_text(worker)
+    main = load_config(str(tmp_path / "homeserver.yaml"))
+    assert roles_for(main).is_main and main.workers.instance_map["main"].port == 9093
+    config = load_config([str(tmp_path / "homeserver.yaml"), str(tmp_path / "worker.yaml")])
+    assert config.warnings == ()
+    assert roles_for(config).instance_name == "client_reader1"
+    assert [li.port for li in config.listeners] == [8083]
 
 
 def test_a_worker_refuses_sqlite(tmp_path):
