@@ -14,7 +14,8 @@ role                   held by                                     starts / does
 ``pusher``             ``pusher_instances``, else main when        (push gateway sends)
                        ``start_pushers``
 ``background_tasks``   ``run_background_tasks_on`` (``main``)      partial-state resyncs, profile
-                                                                   propagation, the mail queue
+                                                                   propagation, the mail queue, the
+                                                                   federation tester's self-check
 ``appservice_sender``  ``notify_appservices_from_worker``, else    application service transactions
                        main
 ``user_directory``     ``update_user_directory_from_worker``,      (user directory updates)
