@@ -11,7 +11,7 @@ role                   held by                                     starts / does
                                                                    sending endpoints there)
 ``federation_sender``  ``federation_sender_instances``, else main  FederationSender (outbound transactions)
                        when ``send_federation``
-``pusher``             ``pusher_instances``, else main when        (push gateway sends)
+``pusher``             ``pusher_instances``, else main when        missed-message mails (email pushers)
                        ``start_pushers``
 ``background_tasks``   ``run_background_tasks_on`` (``main``)      partial-state resyncs, profile
                                                                    propagation, the mail queue, the
