@@ -186,3 +186,36 @@ async def test_synapse_joining_with_omitted_members_ends_up_with_all_of_them(ser
         {alice.user_id, bob.user_id, *others}
     # It did join with a reduced answer (the send_join it sent asked for one).
     assert "omit_members=true" in (synapse.dir / "synapse.log").read_text()
+
+
+async def test_a_synapse_user_binds_an_address_invited_to_our_room(servers):
+    """Third-party invites with Synapse as the invitee's server: alice invites an unbound
+    address through our identity server; bob binds it; the identity server calls Synapse's
+    ``/3pid/onbind`` (with POST, as Sydent: Synapse answers the spec's PUT with 405, so we
+    take both); Synapse (not in the room) asks us with ``exchange_third_party_invite``;
+    we send the invite (Synapse co-signs it) and bob joins."""
+    import ssl
+
+    from tests.support.identity_server import ACCESS_TOKEN, start_identity_server
+
+    gw, synapse, alice, bob = servers
+    identity, runner = await start_identity_server(synapse.ca)
+    try:
+        identity.onbind_ssl = ssl.create_default_context(cafile=str(synapse.ca.ca_path))
+        identity.onbind_urls[synapse.server_name] = f"https://{synapse.server_name}"
+        identity.onbind_method = "POST"
+        room = (await alice.call("POST", "/createRoom", {"preset": "private_chat", "name": "By mail"}))["room_id"]
+        await alice.call("POST", f"/rooms/{q(room)}/invite", {
+            "id_server": identity.name, "id_access_token": ACCESS_TOKEN, "medium": "email",
+            "address": "bob@example.org"})
+        (stored,) = identity.invites
+        await identity.bind("email", "bob@example.org", bob.user_id)
+        assert identity.onbind_answers == [200]
+        await bob.sync_until(invited_to(room))
+        invite = await alice.sync_until(member_event(room, bob.user_id, "invite"))
+        assert invite["sender"] == alice.user_id
+        assert invite["content"]["third_party_invite"]["signed"]["token"] == stored["token"]
+        await bob.call("POST", f"/join/{q(room)}", {})
+        await alice.sync_until(member_event(room, bob.user_id, "join"))
+    finally:
+        await runner.cleanup()
