@@ -189,8 +189,9 @@ DESCRIPTIONS: dict[str, str] = {
     "rc_admin_redaction": "Redactions sent by server admins (default: as `rc_message`).",
     "rc_registration": "Registrations per client IP address.",
     "rc_registration_token_validity": "Registration token validity checks per client IP address.",
-    "rc_oauth_registration": "OAuth 2.0 client registrations and device authorisations per client IP address "
-                             "(each client registers anew for every sign-in).",
+    "rc_oauth_registration": "OAuth 2.0 client registrations, device authorisations and authorisation "
+                             "requests per client IP address (each a separate budget; clients register anew "
+                             "for every sign-in).",
     "rc_login": "Logins.",
     "rc_login.address": "Login attempts per client IP address.",
     "rc_login.account": "Login attempts per account.",

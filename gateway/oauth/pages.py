@@ -119,6 +119,10 @@ class OAuthPages:
     # --- the authorisation endpoint --------------------------------------------------------------
 
     async def authorize(self, request: web.Request) -> web.StreamResponse:
+        # Each request stores a grant for anyone who asks: rc_oauth_registration, as for clients.
+        if self.hs.ratelimiters["rc_oauth_registration"].check("authorize:" + (request.remote or "")) is not None:
+            return self.error(PageError("too_many_requests", "Too many sign-in requests from your address: wait a "
+                                        "little and try again.", 429))
         key, new = self.ensure_browser(request)
         multi = {k: request.query.getall(k) for k in request.query.keys()}
         try:

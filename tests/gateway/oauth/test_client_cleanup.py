@@ -1,6 +1,6 @@
 """Client registrations do not pile up: unused ones are deleted after a day, never one with a
-live session (spec "Client registration"); registrations and device authorisations are rate
-limited per address (``rc_oauth_registration``)."""
+live session (spec "Client registration"); registrations, device authorisations and
+authorisation requests are rate limited per address (``rc_oauth_registration``)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ async def test_unused_clients_go_and_clients_in_use_stay(client, hs, clock):
     assert await hs.oauth.get_client(pending) is not None
 
 
-async def test_registration_and_device_authorisation_are_rate_limited(client, hs):
+async def test_registration_device_and_authorisation_requests_are_rate_limited(client, hs):
     from gateway.config import RateLimit
 
     limiter = hs.ratelimiters["rc_oauth_registration"]
@@ -53,3 +53,9 @@ async def test_registration_and_device_authorisation_are_rate_limited(client, hs
         assert resp.status == 200
     resp = await client.post("/_gateway/oauth2/device", data={"client_id": client_id, "scope": scope})
     assert resp.status == 429 and (await resp.json())["error"] == "slow_down"
+    req = new_request(client_id)
+    for _ in range(2):
+        resp = await client.get("/_gateway/oauth2/authorize", params=req.query(), allow_redirects=False)
+        assert resp.status == 302
+    resp = await client.get("/_gateway/oauth2/authorize", params=req.query(), allow_redirects=False)
+    assert resp.status == 429 and "Location" not in resp.headers and "Too many" in await resp.text()
