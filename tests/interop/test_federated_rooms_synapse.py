@@ -13,39 +13,34 @@ import pytest_asyncio
 
 from tests.support.client_api import Client, has_text, invited_to, left, member_event, q, timeline_bodies
 from tests.support.gateway_server import running_gateway
-from tests.support.synapse import SynapseServer, register_synapse_user
-from tests.support.tls import TestCA
+from tests.support.synapse import register_synapse_user, unique_localpart
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def servers(tmp_path_factory):
-    """One Synapse and one of ours for the whole module (each test makes its own rooms):
-    starting a Synapse costs seconds. Modules that import this fixture share it the same
-    way and need ``pytestmark = pytest.mark.asyncio(loop_scope="module")``."""
+async def servers(tmp_path_factory, shared_synapse):
+    """The process's shared Synapse (its own user here) and one of ours for the whole
+    module (each test makes its own rooms). Modules that import this fixture share it
+    the same way and need ``pytestmark = pytest.mark.asyncio(loop_scope="module")``."""
     tmp_path = tmp_path_factory.mktemp("synapse_and_gateway")
-    ca = TestCA(tmp_path / "ca")
-    synapse = SynapseServer(tmp_path / "synapse", ca)
-    await synapse.start({"allow_public_rooms_over_federation": True,
-                         "room_list_publication_rules": [{"action": "allow"}]})
+    synapse = shared_synapse
+    ca = synapse.ca
     extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
              "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4,
              "rc_registration": {"per_second": 1000, "burst_count": 1000}}
-    try:
-        async with running_gateway(tmp_path, ca, extra) as gw, aiohttp.ClientSession() as s:
-            async with s.post(f"{gw.client_url}/_matrix/client/v3/register", json={
-                    "username": "alice", "password": "alice-pass", "auth": {"type": "m.login.dummy"}}) as r:
-                body = await r.json()
-            alice = Client(s, gw.client_url, body["access_token"], body["user_id"])
-            bob = Client(s, synapse.client_url, await register_synapse_user(synapse, "bob"),
-                         f"@bob:{synapse.server_name}")
-            await alice.sync_until(lambda b: True)
-            await bob.sync_until(lambda b: True)
-            yield gw, synapse, alice, bob
-    finally:
-        await synapse.stop()
+    async with running_gateway(tmp_path, ca, extra) as gw, aiohttp.ClientSession() as s:
+        async with s.post(f"{gw.client_url}/_matrix/client/v3/register", json={
+                "username": "alice", "password": "alice-pass", "auth": {"type": "m.login.dummy"}}) as r:
+            body = await r.json()
+        alice = Client(s, gw.client_url, body["access_token"], body["user_id"])
+        localpart = unique_localpart("bob")
+        bob = Client(s, synapse.client_url, await register_synapse_user(synapse, localpart),
+                     f"@{localpart}:{synapse.server_name}")
+        await alice.sync_until(lambda b: True)
+        await bob.sync_until(lambda b: True)
+        yield gw, synapse, alice, bob
 
 
 async def test_our_user_joins_a_synapse_room_and_talks(servers):

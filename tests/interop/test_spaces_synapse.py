@@ -19,7 +19,7 @@ from yarl import URL
 
 from tests.support.client_api import Client, invited_to, q, register_user
 from tests.support.spaces import room_body
-from tests.support.synapse import SynapseServer, register_synapse_user, synapse_and_gateway
+from tests.support.synapse import SynapseServer, register_synapse_user, synapse_and_gateway, unique_localpart
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -38,14 +38,16 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory):
+async def env(tmp_path_factory, shared_synapse):
     e = Env()
-    async with synapse_and_gateway(tmp_path_factory.mktemp("spaces_synapse")) as (e.synapse, e.gw, s):
+    async with synapse_and_gateway(tmp_path_factory.mktemp("spaces_synapse"), synapse=shared_synapse) \
+            as (e.synapse, e.gw, s):
         e.alice = await register_user(s, e.gw.client_url, "alice")
         e.carol = await register_user(s, e.gw.client_url, "carol")
         for name in ("bob", "dave"):
-            setattr(e, name, Client(s, e.synapse.client_url, await register_synapse_user(e.synapse, name),
-                                    f"@{name}:{e.synapse.server_name}"))
+            localpart = unique_localpart(name)
+            setattr(e, name, Client(s, e.synapse.client_url, await register_synapse_user(e.synapse, localpart),
+                                    f"@{localpart}:{e.synapse.server_name}"))
         yield e
 
 

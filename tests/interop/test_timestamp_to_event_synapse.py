@@ -10,7 +10,7 @@ import pytest_asyncio
 from yarl import URL
 
 from tests.support.client_api import Client, member_event, q, register_user
-from tests.support.synapse import SynapseServer, register_synapse_user, synapse_and_gateway
+from tests.support.synapse import SynapseServer, register_synapse_user, synapse_and_gateway, unique_localpart
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -23,12 +23,14 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory):
+async def env(tmp_path_factory, shared_synapse):
     e = Env()
-    async with synapse_and_gateway(tmp_path_factory.mktemp("ts_synapse")) as (e.synapse, e.gw, s):
+    async with synapse_and_gateway(tmp_path_factory.mktemp("ts_synapse"), synapse=shared_synapse) \
+            as (e.synapse, e.gw, s):
         e.alice = await register_user(s, e.gw.client_url, "alice")
-        e.bob = Client(s, e.synapse.client_url, await register_synapse_user(e.synapse, "bob"),
-                       f"@bob:{e.synapse.server_name}")
+        bob = unique_localpart("bob")
+        e.bob = Client(s, e.synapse.client_url, await register_synapse_user(e.synapse, bob),
+                       f"@{bob}:{e.synapse.server_name}")
         yield e
 
 

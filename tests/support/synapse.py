@@ -8,10 +8,15 @@ explicitly (Synapse blocks it by default) and rate limits are raised.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import secrets
+import sqlite3
 import subprocess
+import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +35,54 @@ def ensure_synapse_installed() -> Path:
     if not SYNAPSE_PYTHON.exists():
         subprocess.run([str(ROOT / "scripts" / "install-synapse")], check=True)
     return SYNAPSE_PYTHON
+
+
+def synapse_version() -> str:
+    """The installed Synapse's version, from its dist-info directory (no import: that costs seconds)."""
+    (dist,) = (SYNAPSE_PYTHON.parent.parent / "lib").glob("python3*/site-packages/matrix_synapse-*.dist-info")
+    return dist.name[len("matrix_synapse-"):-len(".dist-info")]
+
+
+def write_signing_key(path: Path) -> None:
+    """A fresh ed25519 signing key in Synapse's key file format (``ed25519 <version>
+    <unpadded base64 seed>``), instead of a ``--generate-keys`` run, which starts a
+    whole Synapse process (seconds on a loaded machine) just to write this line."""
+    seed = base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    path.write_text(f"ed25519 a_{secrets.token_hex(2)} {seed}\n")
+
+
+def empty_database_template(config_path: Path) -> Path:
+    """An empty SQLite database with Synapse's schema (and its background updates run),
+    built once per Synapse version under .cache and copied for each server: the schema
+    is the same for every server (it names none until users exist), and building it is
+    a good part of a Synapse start. ``config_path``: a config of ours to build it with."""
+    cache = ROOT / ".cache" / "synapse-db-template"
+    template = cache / f"synapse-{synapse_version()}.db"
+    if template.exists():
+        return template
+    cache.mkdir(parents=True, exist_ok=True)
+    build = cache / f"build-{uuid.uuid4().hex}"
+    build.mkdir()
+    try:
+        config = yaml.safe_load(config_path.read_text())
+        config["database"] = {"name": "sqlite3", "args": {"database": str(build / "homeserver.db")}}
+        build_config = build / "homeserver.yaml"
+        build_config.write_text(yaml.safe_dump(config))
+        updater = SYNAPSE_PYTHON.parent / "update_synapse_database"
+        subprocess.run([str(SYNAPSE_PYTHON), str(updater), "--database-config", str(build_config),
+                        "--run-background-updates"], check=True, capture_output=True, cwd=build)
+        # One self-contained file (no -wal beside it), then put in place atomically:
+        # several xdist workers may build it at once.
+        staged = build / "template.db"
+        with contextlib.closing(sqlite3.connect(build / "homeserver.db")) as src, \
+                contextlib.closing(sqlite3.connect(staged)) as dst:
+            src.backup(dst)
+        os.replace(staged, template)
+    finally:
+        for f in sorted(build.rglob("*"), reverse=True):
+            f.rmdir() if f.is_dir() else f.unlink()
+        build.rmdir()
+    return template
 
 
 class SynapseServer:
@@ -88,19 +141,33 @@ class SynapseServer:
             "rc_login": {"address": _HIGH, "account": _HIGH, "failed_attempts": _HIGH},
             "rc_federation": {"window_size": 1000, "sleep_limit": 1000, "reject_limit": 1000, "concurrent": 100},
             "federation_rr_transactions_per_room_per_second": 1000,
+            # Test users' passwords need no strength, and registering at the default
+            # cost takes seconds on a loaded machine.
+            "bcrypt_rounds": 4,
         }
         config.update(extra or {})
         path = self.dir / "homeserver.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
 
+    def prepare(self, extra: dict | None = None) -> Path:
+        """Config, signing key and an empty database from the template; returns the config path."""
+        ensure_synapse_installed()
+        config_path = self.write_config(extra)
+        config = yaml.safe_load(config_path.read_text())
+        key_path = Path(config["signing_key_path"])
+        if not key_path.exists():
+            write_signing_key(key_path)
+        database = config["database"]
+        if database["name"] == "sqlite3" and not Path(database["args"]["database"]).exists():
+            with contextlib.closing(sqlite3.connect(empty_database_template(config_path))) as src, \
+                    contextlib.closing(sqlite3.connect(database["args"]["database"])) as dst:
+                src.backup(dst)
+        return config_path
+
     async def start(self, extra: dict | None = None, timeout: float = 90) -> None:
         python = ensure_synapse_installed()
-        config_path = self.write_config(extra)
-        subprocess.run(
-            [str(python), "-m", "synapse.app.homeserver", "-c", str(config_path), "--generate-keys"],
-            check=True, capture_output=True, cwd=self.dir,
-        )
+        config_path = self.prepare(extra)
         self.proc = await asyncio.create_subprocess_exec(
             str(python), "-m", "synapse.app.homeserver", "-c", str(config_path),
             cwd=self.dir, stdout=asyncio.subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "wb"),
@@ -122,6 +189,39 @@ class SynapseServer:
                     raise RuntimeError(f"Synapse did not start in {timeout}s; see {self.log_path}")
                 await asyncio.sleep(0.2)
 
+    def start_blocking(self, extra: dict | None = None, timeout: float = 90) -> None:
+        """``start`` without an event loop, for a session-scoped fixture (which outlives
+        the loops of the modules that use it)."""
+        config_path = self.prepare(extra)
+        with open(self.dir / "stderr.log", "wb") as stderr:
+            self.proc = subprocess.Popen(
+                [str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "-c", str(config_path)],
+                cwd=self.dir, stdout=subprocess.DEVNULL, stderr=stderr,
+                env={**os.environ, "SYNAPSE_ASYNC_IO_REACTOR": "0"},
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Synapse exited ({self.proc.returncode}); see {self.dir}/stderr.log")
+            try:
+                with urllib.request.urlopen(f"{self.client_url}/health", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:  # refused, reset, timed out (URLError is one)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Synapse did not start in {timeout}s; see {self.log_path}")
+            time.sleep(0.2)
+
+    def stop_blocking(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
     async def stop(self) -> None:
         if self.proc and self.proc.returncode is None:
             self.proc.terminate()
@@ -130,6 +230,21 @@ class SynapseServer:
             except asyncio.TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+#: Config for a Synapse shared by several modules (tests/interop/conftest.py): what
+#: those modules need between them. Its failed destinations (servers of modules that
+#: finished) are retried soon, in case a later module's server gets the same port.
+SHARED_SYNAPSE_EXTRA = {
+    "allow_public_rooms_over_federation": True,
+    "room_list_publication_rules": [{"action": "allow"}],
+    "federation": {"destination_min_retry_interval": "1s", "destination_max_retry_interval": "5s"},
+}
+
+
+def unique_localpart(prefix: str) -> str:
+    """A localpart that no other module's user has, on a Synapse shared by modules."""
+    return f"{prefix}-{secrets.token_hex(3)}"
 
 
 async def register_synapse_user(server: "SynapseServer", localpart: str, password: str = "synapse-pass",
@@ -155,14 +270,20 @@ async def register_synapse_user(server: "SynapseServer", localpart: str, passwor
 
 @contextlib.asynccontextmanager
 async def synapse_and_gateway(directory: Path, synapse_extra: dict | None = None,
-                              gateway_extra: dict | None = None):
+                              gateway_extra: dict | None = None, synapse: SynapseServer | None = None):
     """A Synapse and our server (open registration) federating on loopback with one
-    test CA, and a client session: yields (synapse, gateway, session)."""
+    test CA, and a client session: yields (synapse, gateway, session).
+    ``synapse``: an already running one (shared by modules) to use, and leave running;
+    then ``synapse_extra`` must be None."""
     from tests.support.gateway_server import running_gateway
 
-    ca = TestCA(directory / "ca")
-    synapse = SynapseServer(directory / "synapse", ca)
-    await synapse.start(synapse_extra)
+    owned = synapse is None
+    if owned:
+        synapse = SynapseServer(directory / "synapse", TestCA(directory / "ca"))
+        await synapse.start(synapse_extra)
+    else:
+        assert synapse_extra is None, "a shared Synapse has the config it started with"
+    ca = synapse.ca
     extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
              "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4,
              **(gateway_extra or {})}
@@ -170,4 +291,5 @@ async def synapse_and_gateway(directory: Path, synapse_extra: dict | None = None
         async with running_gateway(directory, ca, extra) as gw, aiohttp.ClientSession() as session:
             yield synapse, gw, session
     finally:
-        await synapse.stop()
+        if owned:
+            await synapse.stop()
