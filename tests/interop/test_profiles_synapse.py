@@ -11,8 +11,7 @@ import pytest_asyncio
 
 from tests.support.client_api import Client, invited_to, member_event, q
 from tests.support.gateway_server import running_gateway
-from tests.support.synapse import SynapseServer, register_synapse_user
-from tests.support.tls import TestCA
+from tests.support.synapse import SynapseServer, register_synapse_user, unique_localpart
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -24,21 +23,17 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory):
+async def env(tmp_path_factory, shared_synapse):
     e = Env()
     tmp = tmp_path_factory.mktemp("profiles_synapse")
-    ca = TestCA(tmp / "ca")
-    e.synapse = SynapseServer(tmp / "synapse", ca)
-    await e.synapse.start()
+    e.synapse = shared_synapse
+    ca = e.synapse.ca
     extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
              "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
-    try:
-        (tmp / "gw").mkdir()
-        async with running_gateway(tmp / "gw", ca, extra) as gw, aiohttp.ClientSession() as s:
-            e.gw, e.session = gw, s
-            yield e
-    finally:
-        await e.synapse.stop()
+    (tmp / "gw").mkdir()
+    async with running_gateway(tmp / "gw", ca, extra) as gw, aiohttp.ClientSession() as s:
+        e.gw, e.session = gw, s
+        yield e
 
 
 async def ours(env: Env, localpart: str) -> Client:
@@ -50,6 +45,7 @@ async def ours(env: Env, localpart: str) -> Client:
 
 
 async def theirs(env: Env, localpart: str) -> Client:
+    localpart = unique_localpart(localpart)  # the Synapse is shared with other modules
     token = await register_synapse_user(env.synapse, localpart)
     return Client(env.session, env.synapse.client_url, token, f"@{localpart}:{env.synapse.server_name}")
 

@@ -19,8 +19,7 @@ import pytest_asyncio
 
 from tests.support.client_api import Client, has_text, member_event, q
 from tests.support.gateway_server import running_gateway
-from tests.support.synapse import SynapseServer, register_synapse_user
-from tests.support.tls import TestCA
+from tests.support.synapse import SynapseServer, register_synapse_user, unique_localpart
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -43,7 +42,7 @@ class Env:
         return user
 
     async def synapse_user(self) -> Client:
-        name = f"s{next(_names)}"
+        name = unique_localpart(f"s{next(_names)}")  # the Synapse is shared with other modules
         user = Client(self.session, self.synapse.client_url, await register_synapse_user(self.synapse, name),
                       f"@{name}:{self.synapse.server_name}")
         await user.sync_until(lambda b: True)
@@ -51,20 +50,16 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory):
+async def env(tmp_path_factory, shared_synapse):
     e = Env()
     tmp = tmp_path_factory.mktemp("upgrades_synapse")
-    ca = TestCA(tmp / "ca")
-    e.synapse = SynapseServer(tmp / "synapse", ca)
-    await e.synapse.start()
+    e.synapse = shared_synapse
+    ca = e.synapse.ca
     extra = {"federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
              "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
-    try:
-        async with running_gateway(tmp, ca, extra) as gw, aiohttp.ClientSession() as session:
-            e.gw, e.session = gw, session
-            yield e
-    finally:
-        await e.synapse.stop()
+    async with running_gateway(tmp, ca, extra) as gw, aiohttp.ClientSession() as session:
+        e.gw, e.session = gw, session
+        yield e
 
 
 def state_event(room_id: str, event_type: str):

@@ -16,11 +16,10 @@ from tests.support.tls import TestCA
 
 
 @pytest.fixture
-async def synapse(tmp_path):
-    server = SynapseServer(tmp_path / "synapse", TestCA(tmp_path / "synapse-ca"))
-    await server.start()
-    yield server
-    await server.stop()
+def synapse(shared_synapse) -> SynapseServer:
+    """The process's Synapse (tests/interop/conftest.py): each test asks it about a
+    server of ours of its own."""
+    return shared_synapse
 
 
 def _verify_key(doc: dict, key_id: str):
