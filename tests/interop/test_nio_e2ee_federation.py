@@ -10,7 +10,7 @@ import nio
 
 from tests.support.gateway_server import running_gateway
 from tests.support.nio_e2ee import encrypted_client, exchange_encrypted_messages
-from tests.support.synapse import SynapseServer, register_synapse_user
+from tests.support.synapse import register_synapse_user, unique_localpart
 from tests.support.tls import TestCA
 
 PASSWORD = "correct horse battery"
@@ -46,23 +46,20 @@ async def test_between_two_gateways(tmp_path):
             await bob.close()
 
 
-async def test_with_synapse(tmp_path):
-    ca = TestCA(tmp_path / "ca")
-    synapse = SynapseServer(tmp_path / "synapse", ca)
-    await synapse.start()
+async def test_with_synapse(tmp_path, shared_synapse):
+    synapse = shared_synapse  # the process's (tests/interop/conftest.py): a user of our own below
+    ca = synapse.ca
     (tmp_path / "gw").mkdir()
-    try:
-        async with running_gateway(tmp_path / "gw", ca, _config(ca)) as gw:
-            alice = await _gateway_account(gw.client_url, "alice", tmp_path / "alice")
-            await register_synapse_user(synapse, "bob", PASSWORD)
-            bob = await encrypted_client(synapse.client_url, f"@bob:{synapse.server_name}", PASSWORD,
-                                         tmp_path / "bob")
-            try:
-                await exchange_encrypted_messages(alice, bob)  # our room, Synapse's user invited
-                await exchange_encrypted_messages(bob, alice)  # Synapse's room, our user invited
-                await exchange_encrypted_messages(alice, bob, alias="ours")  # joined by alias
-            finally:
-                await alice.close()
-                await bob.close()
-    finally:
-        await synapse.stop()
+    async with running_gateway(tmp_path / "gw", ca, _config(ca)) as gw:
+        alice = await _gateway_account(gw.client_url, "alice", tmp_path / "alice")
+        localpart = unique_localpart("bob")
+        await register_synapse_user(synapse, localpart, PASSWORD)
+        bob = await encrypted_client(synapse.client_url, f"@{localpart}:{synapse.server_name}", PASSWORD,
+                                     tmp_path / "bob")
+        try:
+            await exchange_encrypted_messages(alice, bob)  # our room, Synapse's user invited
+            await exchange_encrypted_messages(bob, alice)  # Synapse's room, our user invited
+            await exchange_encrypted_messages(alice, bob, alias="ours")  # joined by alias
+        finally:
+            await alice.close()
+            await bob.close()

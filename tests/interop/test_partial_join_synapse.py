@@ -17,8 +17,7 @@ import pytest
 from gateway.config import DatabaseConfig
 from tests.support.client_api import LAZY_MEMBERS, Client, has_text, member_event, q
 from tests.support.fake_remote import local_gateway
-from tests.support.synapse import SynapseServer, register_synapse_user
-from tests.support.tls import TestCA
+from tests.support.synapse import register_synapse_user, unique_localpart
 
 #: Users of the Synapse room (all joined before ours).
 SYNAPSE_MEMBERS = 30
@@ -32,28 +31,23 @@ async def _until(predicate, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-async def servers(tmp_path):
-    ca = TestCA(tmp_path / "ca")
-    synapse = SynapseServer(tmp_path / "synapse", ca)
-    await synapse.start({"bcrypt_rounds": 4})
+async def servers(tmp_path, shared_synapse):
+    synapse = shared_synapse  # the process's (tests/interop/conftest.py): users of our own below
     (tmp_path / "gw").mkdir()
-    try:
-        db = DatabaseConfig("sqlite", {"database": str(tmp_path / "gw" / "gateway.db")})
-        async with local_gateway(tmp_path / "gw", db, ca) as gw, \
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=gw.ssl)) as s:
-            await gw.hs.federation_sender.start()
-            yield gw, synapse, s
-    finally:
-        await synapse.stop()
+    db = DatabaseConfig("sqlite", {"database": str(tmp_path / "gw" / "gateway.db")})
+    async with local_gateway(tmp_path / "gw", db, synapse.ca) as gw, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=gw.ssl)) as s:
+        await gw.hs.federation_sender.start()
+        yield gw, synapse, s
 
 
 async def test_joining_a_big_synapse_room_with_partial_state(servers):
     gw, synapse, s = servers
     hs = gw.hs
-    members = []
+    members, prefix = [], unique_localpart("user")
     for i in range(SYNAPSE_MEMBERS):
-        token = await register_synapse_user(synapse, f"user{i}")
-        members.append(Client(s, synapse.client_url, token, f"@user{i}:{synapse.server_name}"))
+        token = await register_synapse_user(synapse, f"{prefix}-{i}")
+        members.append(Client(s, synapse.client_url, token, f"@{prefix}-{i}:{synapse.server_name}"))
     owner = members[0]
     room = (await owner.call("POST", "/createRoom", {"preset": "public_chat", "name": "Crowd"}))["room_id"]
     for m in members[1:]:
@@ -101,8 +95,9 @@ async def test_joining_a_big_synapse_room_with_partial_state(servers):
     await members[20].send_text(room, "back at you")
     await alice.sync_until(has_text(room, "back at you"))
     # Someone joining afterwards is seen as usual.
-    late = Client(s, synapse.client_url, await register_synapse_user(synapse, "late"),
-                  f"@late:{synapse.server_name}")
+    latecomer = unique_localpart("late")
+    late = Client(s, synapse.client_url, await register_synapse_user(synapse, latecomer),
+                  f"@{latecomer}:{synapse.server_name}")
     await late.call("POST", f"/join/{q(room)}", {})
     await alice.sync_until(member_event(room, late.user_id, "join"))
     joined = (await alice.call("GET", f"/rooms/{q(room)}/joined_members"))["joined"]
