@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
@@ -82,6 +82,8 @@ class Notifier:
         self.change_listeners: list[Callable[[], None]] = []
         #: Tells other processes of a change (a JSON-able dict); set by the replication.
         self.publish: Callable[[dict], None] | None = None
+        #: Data other processes publish beside wake-ups (``publish_data``), by kind.
+        self._data_handlers: dict[str, Callable[[Any], None]] = {}
 
     def waiter(self, user_id: str) -> Waiter:
         w = Waiter(self, user_id)
@@ -118,19 +120,32 @@ class Notifier:
 
     def notify_room(self, room_id: str) -> None:
         self._publish({"room": room_id})
-        self._wake_room(room_id)
+        self.wake_room(room_id)
 
     def notify_users(self, user_ids: Iterable[str]) -> None:
         user_ids = list(user_ids)
         self._publish({"users": user_ids})
         self._wake_users(user_ids)
 
+    def publish_data(self, kind: str, data: Any) -> None:
+        """Hand ``data`` to the ``kind`` handler of every other process (state kept in
+        memory, such as typing, that the database does not carry)."""
+        self._publish({"kind": kind, "data": data})
+
+    def on_data(self, kind: str, handler: Callable[[Any], None]) -> None:
+        """``handler(data)`` for what other processes ``publish_data`` under ``kind``."""
+        self._data_handlers[kind] = handler
+
     def apply_remote(self, change: dict) -> None:
         """A change another process published (the replication's subscriber calls this)."""
-        if change.get("positions") is not None:
+        if change.get("kind") is not None:
+            handler = self._data_handlers.get(change["kind"])
+            if handler is not None:
+                handler(change.get("data"))
+        elif change.get("positions") is not None:
             self._on_new_events(change["room"], change["positions"])
         elif change.get("room") is not None:
-            self._wake_room(change["room"])
+            self.wake_room(change["room"])
         elif change.get("users") is not None:
             self._wake_users(change["users"])
 
@@ -149,7 +164,8 @@ class Notifier:
             except Exception:
                 log.exception("publishing a change to other processes failed")
 
-    def _wake_room(self, room_id: str) -> None:
+    def wake_room(self, room_id: str) -> None:
+        """Wake this process's syncs for the room, without telling the other processes."""
         for w in self._by_room.get(room_id, ()):
             w.event.set()
         for w in self._unrouted:
@@ -177,7 +193,7 @@ class Notifier:
         self._on_new_events(room_id, positions)
 
     def _on_new_events(self, room_id: str, positions: Sequence[int]) -> None:
-        self._wake_room(room_id)
+        self.wake_room(room_id)
         if not positions or not self._by_user:
             return
         lo, hi = min(positions), max(positions)

@@ -7,6 +7,10 @@ The serial restarts with the process, so tokens carry ``instance`` (random per p
 a token from another instance counts as "nothing seen", and the client gets the current
 typing state of its rooms again (harmless: ``m.typing`` is a full replacement).
 
+With workers, each change is published to the other processes (``Notifier.publish_data``)
+and applied there as ``on_replicated_typing``, so a /sync on any process sees it; the
+listeners below run only in the process that received the change.
+
 Federation hooks:
 - ``add_listener(cb)``: ``cb(room_id, user_id, typing)`` for every change made by a
   local user (the federation sender turns it into an ``m.typing`` EDU);
@@ -56,6 +60,7 @@ class TypingService:
         self.serial = 0
         self._rooms: dict[str, _RoomTyping] = {}
         self._listeners: list[tuple[TypingListener, bool]] = []
+        notifier.on_data("typing", self.on_replicated_typing)
 
     def add_listener(self, listener: TypingListener, *, remote: bool = False) -> None:
         """``listener(room_id, user_id, typing)`` after a local user's typing changes
@@ -83,31 +88,50 @@ class TypingService:
         timeout = min(max(0, timeout_ms or REMOTE_TYPING_TIMEOUT_MS), MAX_TYPING_TIMEOUT_MS)
         self._apply(room_id, user_id, typing, timeout, local=False)
 
-    def _apply(self, room_id: str, user_id: str, typing: bool, timeout_ms: int, *, local: bool) -> None:
+    def on_replicated_typing(self, data: Any) -> None:
+        """A change another process of this server received (it told the listeners)."""
+        try:
+            room_id, user_id, typing, timeout_ms = data["room"], data["user"], bool(data["typing"]), data["timeout"]
+        except (TypeError, KeyError):
+            log.warning("ignoring a malformed typing change from another process: %r", data)
+            return
+        self._apply(room_id, user_id, typing, min(max(0, int(timeout_ms)), MAX_TYPING_TIMEOUT_MS), local=False,
+                    replicated=True)
+
+    def _apply(self, room_id: str, user_id: str, typing: bool, timeout_ms: int, *, local: bool,
+               replicated: bool = False) -> None:
+        if not replicated:
+            self.notifier.publish_data("typing", {"room": room_id, "user": user_id, "typing": typing,
+                                                  "timeout": timeout_ms})
         room = self._rooms.setdefault(room_id, _RoomTyping())
         old = room.users.pop(user_id, None)
         if old is not None:
             old.cancel()
         if typing:
             loop = asyncio.get_running_loop()
-            room.users[user_id] = loop.call_later(timeout_ms / 1000, self._expire, room_id, user_id, local)
+            room.users[user_id] = loop.call_later(timeout_ms / 1000, self._expire, room_id, user_id, local,
+                                                  replicated)
         elif old is None:
             if not room.users and room.serial == 0:
                 del self._rooms[room_id]
             return  # stopped typing while not typing: no change
         if typing and old is not None:
             return  # still typing: only the expiry moved
-        self._changed(room_id, user_id, typing, local)
+        self._changed(room_id, user_id, typing, local, replicated)
 
-    def _expire(self, room_id: str, user_id: str, local: bool) -> None:
+    def _expire(self, room_id: str, user_id: str, local: bool, replicated: bool) -> None:
+        """Each process expires its copy on the same timeout (the others' copies go too)."""
         room = self._rooms.get(room_id)
         if room is None or room.users.pop(user_id, None) is None:
             return
-        self._changed(room_id, user_id, False, local)
+        self._changed(room_id, user_id, False, local, replicated)
 
-    def _changed(self, room_id: str, user_id: str, typing: bool, local: bool) -> None:
+    def _changed(self, room_id: str, user_id: str, typing: bool, local: bool, replicated: bool = False) -> None:
         self.serial += 1
         self._rooms[room_id].serial = self.serial
+        if replicated:  # the process that received it tells its listeners; wake our syncs only
+            self.notifier.wake_room(room_id)
+            return
         self.notifier.notify_room(room_id)
         for listener, remote in self._listeners:
             if local or remote:

@@ -193,6 +193,23 @@ async def test_a_send_on_main_wakes_a_sync_on_the_worker(cluster):
         assert [e["event_id"] for e in events] == [event_id]
 
 
+async def test_typing_on_main_shows_in_a_sync_on_the_worker(cluster):
+    """Typing lives in memory: main publishes each change and the worker keeps a copy."""
+    async with aiohttp.ClientSession() as session:
+        writer, reader, room_id = await _setup(session, cluster, "dave")
+        since = (await reader.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
+        task = await parked_sync(session, reader, since)
+        await writer.call("PUT", f"/rooms/{room_id}/typing/{writer.user_id}", {"typing": True, "timeout": 60000})
+        body = await asyncio.wait_for(task, 60)
+        ephemeral = body["rooms"]["join"][room_id]["ephemeral"]["events"]
+        assert {"type": "m.typing", "content": {"user_ids": [writer.user_id]}} in ephemeral
+        task = await parked_sync(session, reader, body["next_batch"])
+        await writer.call("PUT", f"/rooms/{room_id}/typing/{writer.user_id}", {"typing": False})
+        body = await asyncio.wait_for(task, 60)
+        ephemeral = body["rooms"]["join"][room_id]["ephemeral"]["events"]
+        assert {"type": "m.typing", "content": {"user_ids": []}} in ephemeral
+
+
 async def test_the_worker_restarts_and_old_sync_tokens_keep_working(cluster):
     async with aiohttp.ClientSession() as session:
         writer, reader, room_id = await _setup(session, cluster, "bob")
