@@ -94,12 +94,17 @@ class EmailNotifier:
         self._due: dict[str, int] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        #: Set by ``start``: only the process with the pusher role (gateway/roles.py) mails.
+        self._active = False
 
     # --- scheduling ---------------------------------------------------------------------------
 
     def on_notified(self, user_ids: list[str]) -> None:
         """Users got notifications (push rules said so): look at their mail once the
-        newest could be due."""
+        newest could be due. In another process than the pusher's, nothing: the pusher's
+        sweep finds them."""
+        if not self._active:
+            return
         due = self.clock_ms() + self.delay_ms
         for user_id in user_ids:
             self._due.setdefault(user_id, due)
@@ -107,16 +112,24 @@ class EmailNotifier:
 
     def wake(self) -> None:
         """Look at what is due now (by the server's clock)."""
+        if not self._active:
+            return
         self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="email-notifs")
 
     async def start(self) -> None:
-        """After a restart: every user with an email pusher is looked at."""
-        for user_id in await self.store.users_with_email_pushers():
+        """In the process with the pusher role: mail from now on, starting with what an
+        earlier run (or another process's notifications) left unmailed."""
+        self._active = True
+        await self._sweep()
+        self.wake()
+
+    async def _sweep(self) -> None:
+        """Every user with notifications their email pusher has not handled is looked at
+        (after a restart, and every ``DELAY_MS``: notifications evaluated in another process)."""
+        for user_id in await self.store.users_with_pending_notifications():
             self._due.setdefault(user_id, self.clock_ms())
-        if self._due:
-            self.wake()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -133,14 +146,15 @@ class EmailNotifier:
                     await self.process_user(user_id)
                 except Exception:
                     log.exception("missed-message mail for %s failed", user_id)
-            if not self._due:
-                await self._wakeup.wait()
-                continue
-            wait_s = max(0.0, (min(self._due.values()) - self.clock_ms()) / 1000)
+            next_ms = min(self._due.values()) - self.clock_ms() if self._due else self.delay_ms
             try:
-                await asyncio.wait_for(self._wakeup.wait(), wait_s)
+                await asyncio.wait_for(self._wakeup.wait(), max(0.0, min(next_ms, self.delay_ms) / 1000))
             except asyncio.TimeoutError:
-                pass
+                if not self._due:
+                    try:
+                        await self._sweep()
+                    except Exception:
+                        log.exception("looking for missed-message mails to send failed")
 
     # --- one user's mail -----------------------------------------------------------------------
 
@@ -151,14 +165,18 @@ class EmailNotifier:
 
     async def _process(self, p: Pusher) -> None:
         after = await self.store.progress(p.user_id, p.app_id, p.pushkey)
-        unread = await self.store.unread_after(p.user_id, after, MAX_PER_MAIL)
-        if not unread:
+        upto = await self.store.latest_notification(p.user_id)
+        if upto <= after:
             return
+        unread = await self.store.unread_after(p.user_id, after, upto, MAX_PER_MAIL)
+        # What this look covers: up to the latest notification (those read meanwhile are
+        # done), or the last one read when there were more than one mail's worth.
+        covered = unread[-1].stream_ordering if len(unread) == MAX_PER_MAIL else upto
         pdus = await self.events.get_pdus([n.event_id for n in unread])
         # Nothing from before the pusher existed (it would mail a whole history at once).
         wanted = [n for n in unread if n.event_id in pdus and pdus[n.event_id].origin_server_ts >= p.created_ts]
         if not wanted:
-            await self.store.set_progress(p.user_id, p.app_id, p.pushkey, unread[-1].stream_ordering, None)
+            await self.store.set_progress(p.user_id, p.app_id, p.pushkey, covered, None)
             return
         now = self.clock_ms()
         due = min(pdus[n.event_id].origin_server_ts for n in wanted) + self.delay_ms
@@ -166,7 +184,7 @@ class EmailNotifier:
             self._due[p.user_id] = min(self._due.get(p.user_id, due), due)
             return
         await self._mail(p, wanted, pdus)
-        await self.store.set_progress(p.user_id, p.app_id, p.pushkey, unread[-1].stream_ordering, now)
+        await self.store.set_progress(p.user_id, p.app_id, p.pushkey, covered, now)
 
     async def _mail(self, p: Pusher, notifs: list[UnreadNotification], pdus: dict[str, Any]) -> None:
         by_room: dict[str, list[UnreadNotification]] = {}

@@ -38,8 +38,9 @@ class MovableClock:
 
 
 @pytest.fixture
-def clock(hs):
+async def clock(hs):
     hs.clock_ms = MovableClock(hs.clock_ms)  # the services read hs.clock_ms at each call
+    await hs.email_notifs.start()  # as in the process with the pusher role
     return hs.clock_ms
 
 
@@ -153,3 +154,19 @@ async def test_email_pushers_only_for_the_accounts_addresses(hs, client, smtp, c
 async def test_no_unsubscribe_page_without_notification_mails(hs, client):
     resp = await client.get("/_synapse/client/unsubscribe?user_id=a&app_id=b&pushkey=c&access_token=d")
     assert resp.status == 404
+
+
+async def test_the_pusher_process_finds_notifications_evaluated_elsewhere(hs, client, smtp):
+    """Notifications evaluated where no mail is sent (another process than the pusher
+    role's, or before a restart) are found by the pusher's own look at the database."""
+    hs.clock_ms = clock = MovableClock(hs.clock_ms)
+    alice = await register_with_email(client, smtp, "alice", "alice@example.org")
+    bob = await register(client, "bob", PASSWORD)
+    room = await room_with(client, bob, alice, "Porch")
+    await send(client, bob, room, "while nobody mailed", "t1")
+    await hs.push.flush()
+    clock.offset += 2 * DELAY_MS
+    count = len(smtp.received)
+    await hs.email_notifs.start()
+    mail = await smtp.next_mail("alice@example.org", after=count, containing="while nobody mailed")
+    assert "Porch" in mail["Subject"]
