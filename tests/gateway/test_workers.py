@@ -210,6 +210,32 @@ async def test_typing_on_main_shows_in_a_sync_on_the_worker(cluster):
         assert {"type": "m.typing", "content": {"user_ids": []}} in ephemeral
 
 
+async def test_an_ignore_list_changed_on_main_applies_on_the_worker(cluster):
+    """The worker caches whom a user ignores; a change on main drops its copy."""
+    async with aiohttp.ClientSession() as session:
+        writer, reader, room_id = await _setup(session, cluster, "erin")
+        other = await register_user(session, cluster.main_url, "frank")
+        await writer.call("POST", f"/rooms/{room_id}/invite", {"user_id": other.user_id})
+        await other.call("POST", f"/join/{room_id}", {})
+        since = (await reader.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
+        await other.send_text(room_id, "seen")
+        body = await reader.call("GET", "/sync", params={"since": since, "timeout": "0"})
+        assert timeline_bodies(room_id)(body) == ["seen"]  # read (and cached) on the worker: nobody ignored
+        # Parked before the change: what wakes it was published after the invalidation.
+        task = await parked_sync(session, reader, body["next_batch"])
+        await writer.call("PUT", f"/user/{writer.user_id}/account_data/m.ignored_user_list",
+                          {"ignored_users": {other.user_id: {}}})
+        await other.send_text(room_id, "ignored")
+        await writer.send_text(room_id, "own")
+        seen: list[str] = []
+        body = await asyncio.wait_for(task, 60)
+        while "own" not in seen:
+            seen += timeline_bodies(room_id)(body)
+            if "own" not in seen:
+                body = await reader.call("GET", "/sync", params={"since": body["next_batch"], "timeout": "30000"})
+        assert seen == ["own"]
+
+
 async def test_the_worker_restarts_and_old_sync_tokens_keep_working(cluster):
     async with aiohttp.ClientSession() as session:
         writer, reader, room_id = await _setup(session, cluster, "bob")
