@@ -9,8 +9,8 @@ role                   held by                                     starts / does
 =====================  ==========================================  =======================================
 ``events_writer``      ``stream_writers.events`` (``main``)        persists new events (nginx routes the
                                                                    sending endpoints there)
-``federation_sender``  ``federation_sender_instances``, else main  FederationSender (outbound transactions)
-                       when ``send_federation``
+``federation_sender``  ``federation_sender_instances``, else main  FederationSender (outbound transactions;
+                       when ``send_federation``                    on a worker, woken by others' events)
 ``pusher``             ``pusher_instances``, else main when        missed-message mails (email pushers)
                        ``start_pushers``
 ``background_tasks``   ``run_background_tasks_on`` (``main``)      partial-state resyncs, profile

@@ -271,6 +271,9 @@ def build(hs: "HomeServer") -> None:
     events.add_new_events_listener(e2e_keys.on_new_events)
     # Long-polling /sync requests wake (after the two above have their tasks).
     events.add_new_events_listener(notifier.on_new_events)
+    # A federation sender on a worker looks for events other processes stored.
+    if roles.federation_sender and not roles.events_writer:
+        notifier.remote_events_listeners.append(lambda room_id, positions: sender.notify_new_events())
     # Guests leave rooms that stop admitting them.
     events.add_new_state_listener(guest_access.on_new_state)
     # Deleted devices lose their end-to-end keys; the device list changes.

@@ -183,6 +183,9 @@ def parse_worker_config(root: Section, listener_parser: Callable[[Any, str], Any
         update_user_directory_from_worker=root.str("update_user_directory_from_worker", None),
         notify_appservices_from_worker=root.str("notify_appservices_from_worker", None),
     )
+    if len(config.federation_sender_instances) > 1:
+        raise ConfigError("federation_sender_instances", "one federation sender at most in this version (sharding "
+                                                         "destinations over several is not done yet)")
     if worker_app is None:
         if worker_name is not None and raw_app is None:
             raise ConfigError("worker_name", "is set but worker_app is not: a worker needs both")

@@ -82,6 +82,9 @@ class Notifier:
         self.change_listeners: list[Callable[[], None]] = []
         #: Tells other processes of a change (a JSON-able dict); set by the replication.
         self.publish: Callable[[dict], None] | None = None
+        #: ``listener(room_id, positions)`` for events another process stored (the
+        #: federation sender on a worker wakes its distributor).
+        self.remote_events_listeners: list[Callable[[str, Sequence[int]], None]] = []
         #: Data other processes publish beside wake-ups (``publish_data``), by kind.
         self._data_handlers: dict[str, Callable[[Any], None]] = {}
 
@@ -144,6 +147,11 @@ class Notifier:
                 handler(change.get("data"))
         elif change.get("positions") is not None:
             self._on_new_events(change["room"], change["positions"])
+            for listener in self.remote_events_listeners:
+                try:
+                    listener(change["room"], change["positions"])
+                except Exception:
+                    log.exception("listener for other processes' events failed")
         elif change.get("room") is not None:
             self.wake_room(change["room"])
         elif change.get("users") is not None:

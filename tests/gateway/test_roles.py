@@ -29,7 +29,7 @@ def test_a_plain_worker_holds_none():
 
 
 def test_placed_roles_move_to_their_workers():
-    placed = {"federation_sender_instances": ["fs1", "fs2"], "pusher_instances": ["p1"],
+    placed = {"federation_sender_instances": ["fs2"], "pusher_instances": ["p1"],
               "run_background_tasks_on": "bg", "notify_appservices_from_worker": "bg",
               "update_user_directory_from_worker": "bg", "enable_media_repo": False,
               "media_instance_running_background_jobs": "media1"}

@@ -46,13 +46,13 @@ def test_two_files_later_keys_win(tmp_path):
 
 
 def test_placement_keys():
-    config = parse_config({**SHARED, "federation_sender_instances": ["fs1", "fs2"], "pusher_instances": "p1",
+    config = parse_config({**SHARED, "federation_sender_instances": ["fs1"], "pusher_instances": "p1",
                            "start_pushers": False, "run_background_tasks_on": "bg",
                            "stream_writers": {"events": "main", "typing": ["main"]},
                            "notify_appservices_from_worker": "as1", "update_user_directory_from_worker": "ud1",
                            "media_instance_running_background_jobs": "media1"})
     w = config.workers
-    assert w.federation_sender_instances == ("fs1", "fs2")
+    assert w.federation_sender_instances == ("fs1",)
     assert w.pusher_instances == ("p1",) and w.start_pushers is False
     assert w.run_background_tasks_on == "bg"
     assert w.stream_writers["events"] == ("main",) and w.stream_writers["to_device"] == ("main",)
@@ -82,6 +82,7 @@ def test_the_older_replication_keys_fill_the_instance_map():
     ({"stream_writers": {"events": ["persister1"]}}, "stream_writers.events", "only 'main'"),
     ({"stream_writers": {"typing": ["main", "w2"]}}, "stream_writers.typing", "several writers"),
     ({"federation_sender_instances": [1]}, "federation_sender_instances[0]", "expected a string"),
+    ({"federation_sender_instances": ["fs1", "fs2"]}, "federation_sender_instances", "one federation sender"),
     ({"start_pushers": "yes"}, "start_pushers", "true or false"),
     ({"worker_replication_host": "h"}, "worker_replication_http_port", "go together"),
 ])

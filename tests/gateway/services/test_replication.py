@@ -71,6 +71,23 @@ async def test_new_events_on_one_process_wake_a_sync_on_the_other(pair):
     waiter.close()
 
 
+async def test_events_stored_elsewhere_reach_the_remote_events_listeners(pair):
+    """What a federation sender on a worker hears of main's events (main's own listeners
+    are the events service's: they do not hear them twice)."""
+    (main, _), (worker, _) = pair
+    heard: asyncio.Queue = asyncio.Queue()
+    worker.remote_events_listeners.append(lambda room_id, positions: heard.put_nowait((room_id, list(positions))))
+    main.remote_events_listeners.append(lambda room_id, positions: heard.put_nowait(("main heard it", [])))
+    main.on_new_events("!room:example.com", [41, 42])
+    assert await asyncio.wait_for(heard.get(), 30) == ("!room:example.com", [41, 42])
+    seen = asyncio.Event()
+    original = main.apply_remote
+    main.apply_remote = lambda change: (original(change), seen.set())
+    worker.notify_room("!room:example.com")  # a later message main does hear: its own came before it
+    await asyncio.wait_for(seen.wait(), 30)
+    assert heard.empty()
+
+
 async def test_a_process_ignores_its_own_messages(pair):
     (main, main_rep), (worker, _) = pair
     seen = []
