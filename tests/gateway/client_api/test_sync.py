@@ -422,7 +422,8 @@ async def test_typing_in_sync_and_rules(alice, bob, client):
 async def test_typing_expires(hs, alice):
     room = await alice.create_room()
     since = (await alice.sync())["next_batch"]
-    await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": True, "timeout": 50})
+    # Long enough to be seen by the next sync on a loaded machine, short enough to wait for.
+    await alice.call("PUT", f"/rooms/{room}/typing/{alice.user_id}", {"typing": True, "timeout": 2000})
     body = await alice.sync(since)
     assert body["rooms"]["join"][room]["ephemeral"]["events"][0]["content"]["user_ids"] == [alice.user_id]
     # The expiry wakes a waiting sync with an empty typing list.
