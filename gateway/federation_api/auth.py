@@ -15,6 +15,7 @@ from federation.canonical_json import parse_json
 
 from ..appkeys import HS
 from ..http.auth import public
+from ..http.json import PARSED_BODY
 from ..http import Codes, MatrixError
 
 ORIGIN = web.RequestKey("federation_origin", str)
@@ -39,10 +40,14 @@ async def x_matrix_middleware(request: web.Request, handler) -> web.StreamRespon
     if request.can_read_body:
         raw = await request.read()
         if raw:
-            try:
-                content = parse_json(raw, allow_constants=True)
+            try:  # strict JSON (what a handler reads) parsed once for both
+                content = parse_json(raw)
+                request[PARSED_BODY] = content
             except ValueError:
-                raise MatrixError(400, Codes.NOT_JSON, "Content not JSON") from None
+                try:  # NaN and the like: still checked as signed, the handler refuses them
+                    content = parse_json(raw, allow_constants=True)
+                except ValueError:
+                    raise MatrixError(400, Codes.NOT_JSON, "Content not JSON") from None
     last_error = "no valid signature"
     malformed = 0
     for header in headers:

@@ -10,6 +10,10 @@ from federation.canonical_json import encode_canonical_json, parse_json
 
 from .errors import Codes, MatrixError
 
+#: The body already parsed (strictly, as below) by a middleware that had to read it,
+#: e.g. the X-Matrix check, which signs the content: parsed once per request.
+PARSED_BODY = web.RequestKey("parsed_json_body", object)
+
 
 async def read_json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
     """The request body as a JSON object.
@@ -17,6 +21,11 @@ async def read_json_body(request: web.Request, *, allow_empty: bool = False) -> 
     ``M_NOT_JSON`` if it is not JSON at all, ``M_BAD_JSON`` if it is JSON but not an
     object, ``M_TOO_LARGE`` (via aiohttp's size limit) if it is too big.
     """
+    if PARSED_BODY in request:
+        body = request[PARSED_BODY]
+        if not isinstance(body, dict):
+            raise MatrixError(400, Codes.BAD_JSON, "The request body must be a JSON object")
+        return body
     raw = await request.read()
     if not raw.strip():
         if allow_empty:

@@ -193,6 +193,11 @@ class FederationEventHandler:
                 self._cache_meta(m)
         return out
 
+    def _stored_in_timeline(self, event_id: str | None) -> bool:
+        """Known from memory to be stored (not as an outlier): its checks can be skipped."""
+        meta = self._meta_cache.get(event_id) if event_id else None
+        return meta is not None and not meta.outlier
+
     async def _room_head(self, room_id: str) -> tuple[RoomRow, frozenset[str]] | None:
         cached = self._room_heads.get(room_id)
         if cached is not None:
@@ -257,20 +262,37 @@ class FederationEventHandler:
         event_ids = [d.pdu.event_id if isinstance(d, Accept) else guess_event_id(p, rv)
                      for p, d in zip(pdus, formats)]
         ids = [e for e in event_ids if e]
-        found = await self._metas(ids)  # one read for the run
+        # The run's two reads (which events are stored; which a stored event already
+        # points at) go to the database while the signatures are checked here: the
+        # checks are CPU work, the reads mostly waiting.
+        reads = asyncio.gather(self._metas(ids), self.store.get_timeline_children(ids) if ids else _no_ids())
+        modules = self.hs.modules.callbacks
+        filtered = modules.has("should_drop_federated_event")
+        candidates = [i for i, d in enumerate(formats) if isinstance(d, Accept) and d.pdu.room_id == room_id
+                      and not self._stored_in_timeline(event_ids[i])]
+        checked_early: dict[int, Any] = {}
+        try:
+            if candidates and not filtered:
+                await asyncio.sleep(0)  # the reads are sent before the CPU work starts
+                checked_early = dict(zip(candidates, await self.check_signatures(
+                    [pdus[i] for i in candidates], rv, origin, [formats[i].signed_bytes for i in candidates])))
+        except BaseException:
+            reads.cancel()
+            raise
+        found, children = await reads
         self._absent[room_id] = absent = {e for e in ids if e not in found}
-        rb.late = await self.store.get_timeline_children(absent) if absent else set()
+        rb.late = children & absent
         rb.late_checked = set(absent)
         # 2, 3. signatures and hashes of the new ones, keys fetched once for all.
         todo = [i for i, d in enumerate(formats) if isinstance(d, Accept) and d.pdu.room_id == room_id
                 and not (event_ids[i] in found and not found[event_ids[i]].outlier)]
-        modules = self.hs.modules.callbacks
-        if modules.has("should_drop_federated_event"):
+        if filtered:
             todo = [i for i in todo if not await modules.first_true(
                 "should_drop_federated_event", ModuleEvent(formats[i].pdu))]
-        checked = await self.check_signatures([pdus[i] for i in todo], rv, origin,
-                                               [formats[i].signed_bytes for i in todo])
-        pre = {i: (formats[i], c) for i, c in zip(todo, checked)}
+        late_checks = [i for i in todo if i not in checked_early]
+        checked_early.update(zip(late_checks, await self.check_signatures(
+            [pdus[i] for i in late_checks], rv, origin, [formats[i].signed_bytes for i in late_checks])))
+        pre = {i: (formats[i], checked_early[i]) for i in todo}
         out: list[PDUOutcome] = []
         for i, (pdu_json, event_id) in enumerate(zip(pdus, event_ids)):
             try:
@@ -995,6 +1017,10 @@ async def _map_chunks(fn: Callable[[Sequence[Any]], list], items: Sequence[Any],
 
     parts = await asyncio.gather(*(one(items[i:i + CHECK_CHUNK]) for i in range(0, len(items), CHECK_CHUNK)))
     return [r for part in parts for r in part]
+
+
+async def _no_ids() -> set[str]:
+    return set()
 
 
 def _key_requests(pdu_json: Any, rv: RoomVersion, origin: str | None) -> list:

@@ -146,9 +146,9 @@ class _SqliteConn(Connection):
             cur = await self._conn.execute(to_sqlite_sql(sql), args)
         except sqlite3.IntegrityError as e:
             raise IntegrityError(str(e)) from e
-        n = cur.rowcount
-        await cur.close()
-        return n
+        # One trip to the connection's thread: the cursor is not closed there (a second
+        # trip), it is dropped with its last reference, as executemany's are.
+        return cur.rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:
@@ -158,9 +158,8 @@ class _SqliteConn(Connection):
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         _refuse_nul(args)
-        try:
-            async with self._conn.execute(to_sqlite_sql(sql), args) as cur:
-                return list(await cur.fetchall())
+        try:  # one trip to the connection's thread (execute, fetchall and close were three)
+            return list(await self._conn.execute_fetchall(to_sqlite_sql(sql), args))
         except sqlite3.IntegrityError as e:  # e.g. INSERT ... RETURNING
             raise IntegrityError(str(e)) from e
 
