@@ -164,6 +164,63 @@ class _SqliteConn(Connection):
             raise IntegrityError(str(e)) from e
 
 
+class _SqliteTxn(_SqliteConn):
+    """The connection inside a transaction. ``executemany`` returns nothing, so its rows
+    wait here and go to the connection's thread with the next statement whose answer is
+    awaited (or the COMMIT): one trip for several statements (a batch of events writes
+    a dozen). A constraint violation of a waiting statement is raised by that next
+    statement, still inside the transaction, which then rolls back."""
+
+    def __init__(self, conn: aiosqlite.Connection):
+        super().__init__(conn)
+        # BEGIN goes with the first statement too.
+        self._waiting: list[tuple[str, list[tuple] | None]] = [("BEGIN IMMEDIATE", None)]
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        batch = [tuple(r) for r in rows]
+        if batch:
+            self._waiting.append((to_sqlite_sql(sql), batch))
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        _refuse_nul(args)
+        return await self._run(to_sqlite_sql(sql), args, fetch=False)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        _refuse_nul(args)
+        return await self._run(to_sqlite_sql(sql), args, fetch=True)
+
+    async def commit(self) -> None:
+        await self._run("COMMIT", (), fetch=False)
+
+    def discard(self) -> None:
+        self._waiting = []
+
+    async def _run(self, sql: str, args: Sequence[Any], *, fetch: bool) -> Any:
+        waiting, self._waiting = self._waiting, []
+        if not waiting:  # nothing waits: a single statement, as outside a transaction
+            return await (_SqliteConn.fetch(self, sql, *args) if fetch else _SqliteConn.execute(self, sql, *args))
+        raw = self._conn._conn  # the sqlite3 connection, used only in aiosqlite's thread (below)
+
+        def in_thread() -> Any:
+            for q, rows in waiting:
+                if rows is None:
+                    raw.execute(q)
+                else:
+                    raw.executemany(q, rows)
+            cur = raw.execute(sql, args)
+            try:
+                return cur.fetchall() if fetch else cur.rowcount
+            finally:
+                cur.close()
+
+        try:
+            # aiosqlite's queue to its thread (Connection._execute): the statements run
+            # there in order, as separate calls would.
+            return await self._conn._execute(in_thread)
+        except sqlite3.IntegrityError as e:
+            raise IntegrityError(str(e)) from e
+
+
 class SqliteDatabase(_SqliteConn, Database):
     """One connection in WAL mode. Statements outside a transaction autocommit; a
     transaction holds the connection exclusively until it ends."""
@@ -197,14 +254,15 @@ class SqliteDatabase(_SqliteConn, Database):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            txn = _SqliteTxn(self._conn)
             try:
-                yield _SqliteConn(self._conn)
+                yield txn
+                await txn.commit()
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                txn.discard()
+                if self._conn.in_transaction:  # not if BEGIN itself failed
+                    await self._conn.execute("ROLLBACK")
                 raise
-            else:
-                await self._conn.execute("COMMIT")
 
     async def close(self) -> None:
         async with self._lock:

@@ -487,12 +487,14 @@ class EventStore:
         room_id = batch.room_id
         if batch.replace_extremities:
             await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1", room_id)
-        prevs = list({p for e in timeline for p in e.pdu.prev_event_ids} - batch.extremities)
-        for i in range(0, len(prevs), 500):
-            chunk = prevs[i:i + 500]
-            await txn.execute(
-                f"DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id IN"
-                f" ({_placeholders(len(chunk), 2)})", room_id, *chunk)
+        # The batch's own events are not stored yet, so none of them is a stored
+        # extremity: of a linear run, only the first event's prev events are deleted.
+        prevs = list({p for e in timeline for p in e.pdu.prev_event_ids} - batch.extremities
+                     - {e.pdu.event_id for e in batch.events})
+        if prevs:  # executemany: on SQLite it goes with the next statement's trip
+            await txn.executemany(
+                "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2",
+                [(room_id, p) for p in prevs])
         added = [(room_id, e.pdu.event_id) for e in timeline if e.pdu.event_id in batch.extremities]
         if added:
             await txn.executemany(

@@ -64,6 +64,34 @@ async def test_transaction_commits_and_rolls_back(database):
     assert [r[0] for r in await database.fetch("SELECT k FROM t")] == ["kept"]
 
 
+async def test_transaction_statements_in_order_and_a_bad_batch_rolls_all_back(database):
+    """Inside a transaction the writes take effect in order, whatever the engine groups
+    into one trip (SQLite sends executemany rows with the next statement): reads see
+    them, and a duplicate among them fails the transaction as a whole."""
+    await database.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER)")
+    async with database.transaction() as txn:
+        await txn.executemany("INSERT INTO t (k, n) VALUES ($1, $2)", [("a", 1), ("b", 2)])
+        await txn.executemany("UPDATE t SET n = n * 10 WHERE k = $1", [("a",)])
+        assert await txn.execute("DELETE FROM t WHERE n = $1", 2) == 1
+        await txn.executemany("INSERT INTO t (k, n) VALUES ($1, $2)", [("c", 3)])
+        assert [(r[0], r[1]) for r in await txn.fetch("SELECT k, n FROM t ORDER BY k")] == [("a", 10), ("c", 3)]
+        await txn.executemany("INSERT INTO t (k, n) VALUES ($1, $2)", [("d", 4)])
+    assert [r[0] for r in await database.fetch("SELECT k FROM t ORDER BY k")] == ["a", "c", "d"]
+    with pytest.raises(IntegrityError):
+        async with database.transaction() as txn:
+            await txn.executemany("INSERT INTO t (k, n) VALUES ($1, $2)", [("e", 5)])
+            await txn.executemany("INSERT INTO t (k, n) VALUES ($1, $2)", [("a", 6)])  # duplicate
+            await txn.execute("UPDATE t SET n = 0 WHERE k = $1", "c")
+    with pytest.raises(IntegrityError):  # the duplicate is the last thing before the commit
+        async with database.transaction() as txn:
+            await txn.executemany("INSERT INTO t (k, n) VALUES ($1, $2)", [("f", 7), ("c", 8)])
+    rows = await database.fetch("SELECT k, n FROM t ORDER BY k")
+    assert [(r[0], r[1]) for r in rows] == [("a", 10), ("c", 3), ("d", 4)]
+    async with database.transaction():  # an empty transaction commits, and the database is usable
+        pass
+    assert await database.fetchval("SELECT COUNT(*) FROM t") == 3
+
+
 async def test_concurrent_transactions_do_not_lose_updates(database):
     await database.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
     await database.execute("INSERT INTO counter (id, n) VALUES (1, 0)")
