@@ -419,14 +419,20 @@ class EventStore:
                     txn_rows.append((*e.txn, room_id, pdu.event_id, received_ts))
                 if e.redaction_applies_to is not None and e.rejected_reason is None:
                     redaction_rows.append((pdu.event_id, e.redaction_applies_to, room_id))
-            if edge_rows:
-                await txn.executemany(
-                    "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (event_id, prev_event_id) DO NOTHING", edge_rows)
-            if auth_rows:
-                await txn.executemany(
-                    "INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (event_id, auth_event_id) DO NOTHING", auth_rows)
+            if txn.engine == "postgres" and not batch.replace_extremities:
+                # One statement (one round trip) for the DAG's edges and the extremities.
+                await self._write_links_postgres(txn, batch, timeline, edge_rows, auth_rows)
+            else:
+                if edge_rows:
+                    await txn.executemany(
+                        "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)"
+                        " ON CONFLICT (event_id, prev_event_id) DO NOTHING", edge_rows)
+                if auth_rows:
+                    await txn.executemany(
+                        "INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) VALUES ($1, $2, $3)"
+                        " ON CONFLICT (event_id, auth_event_id) DO NOTHING", auth_rows)
+                if timeline:
+                    await self._write_extremities(txn, batch, timeline)
             if txn_rows:
                 await txn.executemany(
                     "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, inserted_ts)"
@@ -435,8 +441,6 @@ class EventStore:
                 await txn.executemany(
                     "INSERT INTO redactions (event_id, redacts, room_id) VALUES ($1, $2, $3)"
                     " ON CONFLICT (event_id) DO NOTHING", redaction_rows)
-            if timeline:
-                await self._write_extremities(txn, batch, timeline)
 
             # Positions last: the counter's row lock is held until commit.
             positions: dict[str, int] = {}
@@ -481,21 +485,66 @@ class EventStore:
         return [positions[e.pdu.event_id] for e in events]
 
     @staticmethod
-    async def _write_extremities(txn: Connection, batch: EventBatch, timeline: Sequence[PersistEvent]) -> None:
+    def _extremity_changes(batch: EventBatch, timeline: Sequence[PersistEvent]) -> tuple[list[str], list[str]]:
+        """The stored forward extremities the batch's timeline events replace (their
+        prev events), and those of its events the batch leaves as extremities. The
+        batch's own events are not stored yet, so none of them is a stored extremity:
+        of a linear run, only the first event's prev events are deleted."""
+        batch_ids = {e.pdu.event_id for e in batch.events}
+        prevs = list({p for e in timeline for p in e.pdu.prev_event_ids} - batch.extremities - batch_ids)
+        return prevs, [e.pdu.event_id for e in timeline if e.pdu.event_id in batch.extremities]
+
+    @classmethod
+    async def _write_links_postgres(cls, txn: Connection, batch: EventBatch, timeline: Sequence[PersistEvent],
+                                    edge_rows: list[tuple], auth_rows: list[tuple]) -> None:
+        """PostgreSQL: prev and auth edges and the forward extremities' changes in one
+        statement (data-modifying WITH clauses over arrays): one round trip where four
+        took one each. The parts touch different rows (the extremities added are new
+        events, those deleted stored ones), so seeing one snapshot is right."""
+        args: list[Any] = []
+
+        def arrays(*columns: Sequence[Any]) -> str:
+            first = len(args) + 1
+            args.extend(list(c) for c in columns)
+            return ", ".join(f"${first + i}::text[]" for i in range(len(columns)))
+
+        parts = []
+        if edge_rows:
+            parts.append("INSERT INTO event_edges (event_id, prev_event_id, room_id) SELECT * FROM unnest("
+                         f"{arrays(*zip(*edge_rows))}) ON CONFLICT (event_id, prev_event_id) DO NOTHING")
+        if auth_rows:
+            parts.append("INSERT INTO event_auth_edges (event_id, auth_event_id, room_id) SELECT * FROM unnest("
+                         f"{arrays(*zip(*auth_rows))}) ON CONFLICT (event_id, auth_event_id) DO NOTHING")
+        if timeline:
+            prevs, added = cls._extremity_changes(batch, timeline)
+            if prevs:
+                args.append(batch.room_id)
+                room = f"${len(args)}"
+                parts.append(f"DELETE FROM event_forward_extremities WHERE room_id = {room}"
+                             f" AND event_id = ANY({arrays(prevs)})")
+            if added:
+                parts.append("INSERT INTO event_forward_extremities (room_id, event_id) SELECT * FROM unnest("
+                             f"{arrays([batch.room_id] * len(added), added)})"
+                             " ON CONFLICT (room_id, event_id) DO NOTHING")
+        if not parts:
+            return
+        sql = parts[-1] if len(parts) == 1 else (
+            "WITH " + ", ".join(f"w{i} AS ({p})" for i, p in enumerate(parts[:-1])) + " " + parts[-1])
+        await txn.execute(sql, *args)
+
+    @classmethod
+    async def _write_extremities(cls, txn: Connection, batch: EventBatch, timeline: Sequence[PersistEvent]) -> None:
         """The batch's timeline events replace their prev events among the forward
         extremities; those of them the batch left as extremities are added."""
         room_id = batch.room_id
         if batch.replace_extremities:
             await txn.execute("DELETE FROM event_forward_extremities WHERE room_id = $1", room_id)
-        # The batch's own events are not stored yet, so none of them is a stored
-        # extremity: of a linear run, only the first event's prev events are deleted.
-        prevs = list({p for e in timeline for p in e.pdu.prev_event_ids} - batch.extremities
-                     - {e.pdu.event_id for e in batch.events})
+        prevs, added_ids = cls._extremity_changes(batch, timeline)
         if prevs:  # executemany: on SQLite it goes with the next statement's trip
             await txn.executemany(
                 "DELETE FROM event_forward_extremities WHERE room_id = $1 AND event_id = $2",
                 [(room_id, p) for p in prevs])
-        added = [(room_id, e.pdu.event_id) for e in timeline if e.pdu.event_id in batch.extremities]
+        added = [(room_id, e) for e in added_ids]
         if added:
             await txn.executemany(
                 "INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)"
