@@ -218,6 +218,7 @@ def build(hs: "HomeServer") -> None:
     hs.typing = typing = provide(TYPING, TypingService(events=events, notifier=notifier))
     hs.receipts = receipts = provide(RECEIPTS, ReceiptsService(store=ReceiptStore(db), events=events, account_data=account_data,
                                                     notifier=notifier, clock_ms=clock_ms))
+    receipts.add_listener(push.on_receipt)  # read receipts update pushers' badges
     hs.e2e_keys = e2e_keys = E2EKeysService(hs)
     hs.appservice_transactions = appservice_transactions = AppServiceTransactions(
         server_name=server_name, config=config.appservice, api=appservices.api, store=appservices.store,

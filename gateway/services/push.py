@@ -45,7 +45,7 @@ from federation.push_rules import (
 )
 
 from ..http import Codes, MatrixError
-from .push_gateway import PushGatewayClient, build_notification
+from .push_gateway import PushGatewayClient, build_badge, build_notification
 from ..storage.push import DefaultRuleChange, PushAction, PushActionStore, Pusher, PushRuleStore, PusherStore, StoredRule
 
 if TYPE_CHECKING:
@@ -135,6 +135,8 @@ class PushService:
         self.gateway = gateway
         #: Called with the users with email pushers among those a batch of events notified.
         self.email_listeners: list[Callable[[list[str]], None]] = []
+        #: The badge (unread rooms) each HTTP pusher was last sent, by (user, app, pushkey).
+        self._badges: dict[tuple[str, str, str], int] = {}
 
     # --- the rules API -----------------------------------------------------------------
 
@@ -442,6 +444,7 @@ class PushService:
         for row in rows:
             event = events[row.event_id]
             for p in by_user.get(row.user_id, ()):
+                self._badges[(p.user_id, p.app_id, p.pushkey)] = unread[row.user_id]
                 body = build_notification(p, event, row.actions, sender_display_name=names.get(event["sender"]),
                                           room_name=room_name, room_alias=room_alias,
                                           user_is_target=event.get("state_key") == row.user_id,
@@ -449,6 +452,36 @@ class PushService:
                 task = loop.create_task(self._notify(p, body))
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
+
+    def on_receipt(self, room_id: str, receipt_type: str, user_id: str, event_id: str, data: Any) -> None:
+        """The ReceiptsService listener (a local user's public read receipt): their badge
+        may have gone down, so send it to their HTTP pushers, in the background."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._update_badges(room_id, user_id))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _update_badges(self, room_id: str, user_id: str) -> None:
+        """Send each of the user's HTTP pushers the user's badge (rooms with unread
+        notifications) if it differs from the last one it was sent (Synapse's convention:
+        the push gateway's app can clear the notification the user read elsewhere)."""
+        try:
+            pushers = [p for p in await self.pushers.get_pushers(user_id) if p.kind == "http"]
+            if not pushers:
+                return
+            await self.wait_for_evaluations([room_id])
+            badge = await self.actions.count_unread_rooms(user_id)
+            for p in pushers:
+                key = (p.user_id, p.app_id, p.pushkey)
+                if self._badges.get(key) == badge:
+                    continue
+                self._badges[key] = badge
+                await self._notify(p, build_badge(p, badge))
+        except Exception:
+            log.exception("updating the badge of %s failed", user_id)
 
     async def _room_names(self, room_id: str) -> tuple[str | None, str | None]:
         """(room_name, room_alias) for a notification: the room's name, else its canonical

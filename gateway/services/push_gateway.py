@@ -32,6 +32,20 @@ def tweaks_of(actions: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
+def device_of(pusher: Pusher) -> dict[str, Any]:
+    """The pusher as a notification's ``devices`` entry (its ``data`` without ``url``)."""
+    data = {k: v for k, v in pusher.data.items() if k != "url"}
+    return {"app_id": pusher.app_id, "pushkey": pusher.pushkey, "pushkey_ts": pusher.created_ts // 1000,
+            "data": data}
+
+
+def build_badge(pusher: Pusher, unread: int) -> dict[str, Any]:
+    """A notification that only updates the app's badge (the user read something):
+    no event, just ``counts`` and the device, as the spec's fields are all optional but
+    ``devices``."""
+    return {"notification": {"counts": {"unread": unread}, "devices": [device_of(pusher)]}}
+
+
 def build_notification(pusher: Pusher, event: Mapping[str, Any], actions: Sequence[Any], *,
                        sender_display_name: str | None, room_name: str | None,
                        user_is_target: bool, unread: int | None = None,
@@ -42,9 +56,7 @@ def build_notification(pusher: Pusher, event: Mapping[str, Any], actions: Sequen
     it: ``id`` (the event ID, the field's name before ``event_id``) and, for member
     events, ``membership``."""
     tweaks = tweaks_of(actions)
-    data = {k: v for k, v in pusher.data.items() if k != "url"}
-    device = {"app_id": pusher.app_id, "pushkey": pusher.pushkey, "pushkey_ts": pusher.created_ts // 1000,
-              "data": data, "tweaks": tweaks}
+    device = {**device_of(pusher), "tweaks": tweaks}
     high = bool(tweaks.get("highlight")) or "sound" in tweaks
     n: dict[str, Any] = {"event_id": event["event_id"], "room_id": event["room_id"],
                          "prio": "high" if high else "low", "devices": [device]}

@@ -583,10 +583,11 @@ class SyncService:
                 section["ephemeral"] = {"events": res.ephemeral}
                 joined_n, invited_n, candidates = summaries[room_id]
                 section["summary"] = {
-                    "m.heroes": [u for u in candidates if u != user_id][:HEROES],
                     "m.joined_member_count": joined_n,
                     "m.invited_member_count": invited_n,
                 }
+                if candidates is not None:  # only for a room without a name or canonical alias
+                    section["summary"]["m.heroes"] = [u for u in candidates if u != user_id][:HEROES]
                 section["unread_notifications"] = {"notification_count": notif, "highlight_count": highlight}
                 section["unread_thread_notifications"] = {
                     t: {"notification_count": n, "highlight_count": h} for t, (n, h) in threads.items()
@@ -622,10 +623,24 @@ class SyncService:
             "device_one_time_keys_count": {},
         }
 
-    async def _summaries(self, rooms: Sequence[UserMembership]) -> dict[str, tuple[int, int, list[str]]]:
-        """room -> (joined count, invited count, hero candidates): cached per room state
-        group (memberships only change with the state), read in two queries for the rest."""
-        out: dict[str, tuple[int, int, list[str]]] = {}
+    async def _named(self, room_id: str) -> bool:
+        """Whether the room has a non-empty ``m.room.name`` or canonical alias: then the
+        summary has no ``m.heroes`` (the spec requires them only for a room without
+        either; Synapse leaves them out then, and clients name the room by its name)."""
+        state = self.events.state
+        ids = [await state.get_current_state_event_id(room_id, t, "")
+               for t in ("m.room.name", "m.room.canonical_alias")]
+        pdus = await self.events.get_pdus([i for i in ids if i])
+        name, alias = (pdus.get(i) if i else None for i in ids)
+        return bool((name is not None and name.content.get("name"))
+                    or (alias is not None and alias.content.get("alias")))
+
+    async def _summaries(self, rooms: Sequence[UserMembership]) -> dict[str, tuple[int, int, list[str] | None]]:
+        """room -> (joined count, invited count, hero candidates or None for a named
+        room): cached per room state group (memberships and names only change with the
+        state), read in a few queries for the rest.
+        https://spec.matrix.org/latest/client-server-api/#calculating-the-display-name-for-a-room"""
+        out: dict[str, tuple[int, int, list[str] | None]] = {}
         missing = []
         for m in rooms:
             hit = self._summary_cache.get(m.room_id)
@@ -638,8 +653,8 @@ class SyncService:
             counts = await self.store.get_member_counts(ids)
             heroes = await self.store.get_hero_candidates(ids, HEROES + 1)
             for m in missing:
-                value = (counts[m.room_id]["join"], counts[m.room_id]["invite"],
-                         [u for u, _ in heroes.get(m.room_id, [])])
+                candidates = None if await self._named(m.room_id) else [u for u, _ in heroes.get(m.room_id, [])]
+                value = (counts[m.room_id]["join"], counts[m.room_id]["invite"], candidates)
                 out[m.room_id] = value
                 if m.current_state_group is not None:
                     self._summary_cache[m.room_id] = (m.current_state_group, value)

@@ -313,6 +313,30 @@ async def test_notifications_reach_push_gateways(client, hs, alice, bob, gateway
 
 
 @pytest.mark.parametrize("config_overrides", [{"ip_range_whitelist": ["127.0.0.1/32"]}])
+async def test_read_receipts_send_the_new_badge(client, hs, alice, bob, gateway):
+    """Reading the room sends the pushers a badge-only notification (no event) with the
+    new count of rooms with unread notifications; a receipt that leaves it unchanged
+    sends nothing."""
+    room_id = await create(client, alice, preset="public_chat")
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    assert await post(client, alice, "/pushers/set", http_pusher(gateway.url)) == (200, {})
+    event_id = await say(client, bob, room_id, "1", "hello alice")
+    await hs.push.flush(room_id)
+    await hs.push.flush_pushes()
+    assert [r["notification"]["counts"] for r in gateway.received] == [{"unread": 1}]
+    gateway.received.clear()
+    assert (await post(client, alice, f"/rooms/{room_id}/receipt/m.read/{event_id}", {}))[0] == 200
+    await hs.push.flush_pushes()
+    (badge,) = [r["notification"] for r in gateway.received]
+    assert badge["counts"] == {"unread": 0} and "type" not in badge and "event_id" not in badge
+    assert [d["pushkey"] for d in badge["devices"]] == ["key1"] and "tweaks" not in badge["devices"][0]
+    gateway.received.clear()
+    assert (await post(client, alice, f"/rooms/{room_id}/receipt/m.read/{event_id}", {}))[0] == 200
+    await hs.push.flush_pushes()
+    assert gateway.received == []
+
+
+@pytest.mark.parametrize("config_overrides", [{"ip_range_whitelist": ["127.0.0.1/32"]}])
 async def test_invites_and_aliased_rooms_in_pushes(client, hs, alice, bob, gateway):
     """An invite's push says the membership and that the user is its target; a room
     without a name is named by its canonical alias; a format the spec does not name gets

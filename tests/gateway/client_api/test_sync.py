@@ -324,6 +324,18 @@ async def test_lazy_loading_members_and_heroes(alice, bob, client):
     assert summary["m.joined_member_count"] == 3
 
 
+async def test_named_rooms_have_no_heroes(alice, bob):
+    """A room with a name (or a canonical alias) has only the member counts in its
+    summary; naming it with an empty name brings the heroes back."""
+    room = await alice.create_room(preset="public_chat", name="Tea")
+    await bob.call("POST", f"/join/{room}", {})
+    summary = (await alice.sync())["rooms"]["join"][room]["summary"]
+    assert summary == {"m.joined_member_count": 2, "m.invited_member_count": 0}
+    await alice.call("PUT", f"/rooms/{room}/state/m.room.name", {"name": ""})
+    summary = (await alice.sync())["rooms"]["join"][room]["summary"]
+    assert summary["m.heroes"] == [bob.user_id]
+
+
 async def test_full_state(alice):
     room = await alice.create_room(name="Full")
     since = (await alice.sync())["next_batch"]
