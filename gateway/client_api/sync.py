@@ -65,6 +65,7 @@ async def sync(request: web.Request) -> web.Response:
     if state_after not in ("true", "false"):
         raise MatrixError.invalid_param("'use_state_after' must be 'true' or 'false'")
     flt = await _filter(request, who.user_id)
+    await request.app[HS].user_directory.user_syncing(who.user_id, q.get("set_presence", "online"))
     body = await request.app[HS].sync.sync(
         who.user_id, who.device_id, since=q.get("since") or None, flt=flt, full_state=full_state == "true",
         timeout_ms=timeout, use_state_after=state_after == "true",

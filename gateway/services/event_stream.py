@@ -133,7 +133,7 @@ class EventStreamService:
         chunk += await self._presence(user_id, since, now, room_id if peeking else None, chunk, now_ms)
         typing = self.hs.typing
         s_typing = min(since.typing, now.typing) if since.instance == typing.instance else 0
-        for r, ev in typing.changed_rooms(ephemeral_rooms, s_typing).items():
+        for r, ev in typing.changed_rooms(ephemeral_rooms, s_typing, now.typing).items():
             chunk.append({**ev, "room_id": r})
         if since.receipts < now.receipts:
             wanted = set(ephemeral_rooms)

@@ -256,7 +256,10 @@ class SyncService:
         for room_id, rows in timeline_rows.items():
             m = by_room[room_id]
             rows = list(rows)
-            limited = len(rows) > limit
+            # A room joined since the token is new to the client: its timeline is a page of
+            # history with a gap before it, so limited (as Synapse says: the client resets
+            # the room's timeline and paginates back from prev_batch).
+            limited = len(rows) > limit or (s_events is not None and room_id in from_scratch)
             rows = rows[:limit]
             rows.reverse()
             rows = await self.visible_timeline(user_id, m, rows)
@@ -275,7 +278,7 @@ class SyncService:
 
         # Ephemeral events and account data.
         if flt.ephemeral.allows_type("m.typing"):
-            for room_id, ev in typing.changed_rooms(joined_ids, s_typing).items():
+            for room_id, ev in typing.changed_rooms(joined_ids, s_typing, typing_pos).items():
                 if flt.ephemeral.allows_room(room_id):
                     self._room(results, by_room[room_id]).ephemeral.append(ev)
         if flt.ephemeral.allows_type("m.receipt"):
@@ -332,7 +335,7 @@ class SyncService:
                     and not full_state:
                 del results[room_id]
 
-        presence = await self._presence(user_id, since, positions["presence"], flt)
+        presence = await self._presence(user_id, since, positions["presence"], flt, rooms_changed=bool(results))
         body = await self._render(user_id, device_id, results, invited, knocked, global_data, next_token, flt,
                                   "state_after" if use_state_after else "state")
         body["presence"] = {"events": presence}
@@ -341,22 +344,32 @@ class SyncService:
         return body, empty, joined_ids
 
     async def _presence(self, user_id: str, since: SyncToken | None, upto: int,
-                        flt: SyncFilter) -> list[dict[str, Any]]:
+                        flt: SyncFilter, *, rooms_changed: bool = True) -> list[dict[str, Any]]:
         """``m.presence`` of the users the client shares a joined room with (and its own):
-        all of them on an initial sync, the changes since the token otherwise.
-        https://spec.matrix.org/latest/client-server-api/#presence"""
+        all of them on an initial sync, the changes since the token otherwise, and those
+        of the users newly sharing a room with it (only looked for when a room has news:
+        ``rooms_changed``). https://spec.matrix.org/latest/client-server-api/#presence"""
         if not flt.presence.allows_type("m.presence"):
             return []
         start = None if since is None else min(upto, since.presence if since.presence is not None else upto)
-        if start is not None and start >= upto:
-            return []
+        rows = [] if start is not None and start >= upto else \
+            await self.presence.get_visible_changes(user_id, since=start, upto=upto)
+        if since is not None and rooms_changed:
+            # Someone the user shares a room with since the token: their presence as it is
+            # now, even unchanged (the client has never been told it).
+            seen = {r.user_id for r in rows}
+            newly = [u for u in await self.presence.get_newly_shared(user_id, since_events=since.events)
+                     if u not in seen]
+            current = await self.presence.get_presence(newly) if newly else {}
+        else:
+            newly, current = [], {}
         from .user_directory import presence_json
 
         now = self.clock_ms()
-        return [{"type": "m.presence", "sender": row.user_id, "content": presence_json(row, now)}
-                for row in await self.presence.get_visible_changes(
-                    user_id, since=start, upto=upto)
-                if flt.presence.allows("m.presence", row.user_id)]
+        # Those never seen online are offline (as Synapse tells it too).
+        return [{"type": "m.presence", "sender": u, "content": presence_json(row, now)}
+                for u, row in [(r.user_id, r) for r in rows] + [(u, current.get(u)) for u in newly]
+                if flt.presence.allows("m.presence", u)]
 
     async def _joined_since(self, user_id: str, changed: Sequence[UserMembership], since: int | None) -> set[str]:
         """Of the joined rooms whose membership event is newer than the token, those the

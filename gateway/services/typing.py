@@ -149,12 +149,14 @@ class TypingService:
         room = self._rooms.get(room_id)
         return sorted(room.users) if room else []
 
-    def changed_rooms(self, room_ids: Iterable[str], since: int) -> dict[str, dict[str, Any]]:
-        """``m.typing`` events for the rooms whose typing changed after ``since``."""
+    def changed_rooms(self, room_ids: Iterable[str], since: int, upto: int | None = None) -> dict[str, dict[str, Any]]:
+        """``m.typing`` events for the rooms whose typing changed after ``since`` (and
+        not after ``upto``, the position the answer's token names: a later change is the
+        next answer's, else the client would get it twice under one token)."""
         out = {}
         for r in room_ids:
             room = self._rooms.get(r)
-            if room is not None and room.serial > since:
+            if room is not None and room.serial > since and (upto is None or room.serial <= upto):
                 out[r] = {"type": "m.typing", "content": {"user_ids": sorted(room.users)}}
         return out
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 MAX_SEARCH_LIMIT = 50
 PRESENCE_STATES = ("online", "offline", "unavailable")
 MAX_STATUS_MSG = 1024
+#: A syncing user's last activity is stored at most this often (as Synapse's granularity).
+LAST_ACTIVE_GRANULARITY_MS = 60_000
 
 
 class UserDirectoryService:
@@ -90,6 +92,24 @@ class UserDirectoryService:
         await self.presence_store.set_presence(user_id, presence, status_msg, self.clock_ms())
         await self._presence_changed(user_id)
         await self._send_presence_edu(user_id)
+
+    async def user_syncing(self, user_id: str, set_presence: str) -> None:
+        """A ``/sync`` (or ``/events``) with ``set_presence``: ``online`` makes the user
+        online (and keeps ``last_active_ago`` fresh, within ``LAST_ACTIVE_GRANULARITY_MS``),
+        ``unavailable`` takes an offline user to unavailable, ``offline`` changes nothing.
+        https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync"""
+        if set_presence not in ("online", "unavailable"):
+            return
+        row = (await self.presence_store.get_presence([user_id])).get(user_id)
+        now = self.clock_ms()
+        current = row.presence if row is not None else "offline"
+        status_msg = row.status_msg if row is not None else None
+        if set_presence == "online" and current != "online" or set_presence == "unavailable" and current == "offline":
+            await self.presence_store.set_presence(user_id, set_presence, status_msg, now)
+            await self._presence_changed(user_id)
+            await self._send_presence_edu(user_id)
+        elif set_presence == "online" and row is not None and now - row.last_active_ts > LAST_ACTIVE_GRANULARITY_MS:
+            await self.presence_store.touch(user_id, now)
 
     async def _presence_changed(self, user_id: str) -> None:
         """Wake the /sync requests that can see the user's presence."""

@@ -36,6 +36,11 @@ class PresenceStore:
             )
         return pos
 
+    async def touch(self, user_id: str, now_ms: int) -> None:
+        """Move the user's last activity to now, without a new stream position (nobody is
+        told: ``last_active_ago`` is read at the time it is sent)."""
+        await self.db.execute("UPDATE presence SET last_active_ts = $2 WHERE user_id = $1", user_id, now_ms)
+
     async def get_visible_changes(self, user_id: str, *, since: int | None, upto: int) -> list[PresenceRow]:
         """Presence of the user and of everyone joined to a room the user is joined to,
         changed in ``(since, upto]`` (every row up to ``upto`` when ``since`` is None)."""
@@ -48,6 +53,18 @@ class PresenceStore:
             user_id, -1 if since is None else since, upto,
         )
         return [PresenceRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def get_newly_shared(self, user_id: str, *, since_events: int) -> list[str]:
+        """Users the user started sharing a joined room with after the events stream
+        position: those who joined one of the user's rooms, and everyone in a room the
+        user joined (a display name change counts as a join here: harmless)."""
+        rows = await self.db.fetch(
+            "SELECT DISTINCT o.user_id FROM room_memberships o JOIN room_memberships m ON m.room_id = o.room_id"
+            " WHERE m.user_id = $1 AND m.membership = 'join' AND o.membership = 'join' AND o.user_id <> $1"
+            " AND (o.stream_ordering > $2 OR m.stream_ordering > $2)",
+            user_id, since_events,
+        )
+        return sorted(r[0] for r in rows)
 
     async def get_room_changes(self, room_id: str, *, since: int, upto: int) -> list[PresenceRow]:
         """Presence of the users joined to one room, changed in ``(since, upto]`` (what

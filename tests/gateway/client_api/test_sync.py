@@ -34,6 +34,9 @@ class User:
         return data
 
     async def sync(self, since=None, expect=200, **params):
+        # Syncing makes a user online (unless told otherwise): these tests keep presence
+        # out of it, but those about it.
+        params.setdefault("set_presence", "offline")
         if since is not None:
             params["since"] = since
         if isinstance(params.get("filter"), dict):
@@ -686,6 +689,45 @@ async def test_presence_of_room_members_in_sync(client, alice, bob):
     assert (await alice.sync(old))["presence"]["events"] == []
     assert (await alice.sync(old + "_999999"))["presence"]["events"] == []
     assert [e["content"]["presence"] for e in (await alice.sync(before))["presence"]["events"]] == ["online"]
+
+
+async def test_syncing_sets_presence(client, alice, bob):
+    """A sync makes its user online (``set_presence`` online, the default) or takes an
+    offline user to unavailable; ``offline`` changes nothing. Room members see it."""
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await alice.sync())["next_batch"]
+    await bob.sync()
+    assert (await alice.sync(since))["presence"]["events"] == []
+    assert (await bob.call("GET", f"/presence/{bob.user_id}/status"))["presence"] == "offline"
+    await bob.sync(set_presence="unavailable")
+    body = await alice.sync(since)
+    assert [(e["sender"], e["content"]["presence"]) for e in body["presence"]["events"]] == \
+        [(bob.user_id, "unavailable")]
+    await bob.sync(set_presence="online")
+    await bob.sync(set_presence="unavailable")  # an online user stays online
+    body = await alice.sync(body["next_batch"])
+    assert [(e["sender"], e["content"]["presence"]) for e in body["presence"]["events"]] == [(bob.user_id, "online")]
+    assert (await bob.call("GET", f"/presence/{bob.user_id}/status"))["currently_active"] is True
+
+
+async def test_newly_shared_rooms_bring_presence_and_history(client, alice, bob):
+    """Joining a room brings, in the next incremental sync, the presence of its members
+    (unchanged since the token) and the room's timeline marked limited; a member joining
+    the user's room brings theirs."""
+    room = await alice.create_room(preset="public_chat")
+    await alice.sync(set_presence="online")
+    await alice.send(room, "before bob")
+    since = (await bob.sync(set_presence="online"))["next_batch"]
+    alice_since = (await alice.sync())["next_batch"]
+    await bob.call("POST", f"/join/{room}", {})
+    body = await bob.sync(since)
+    assert [e["sender"] for e in body["presence"]["events"] if e["sender"] != bob.user_id] == [alice.user_id]
+    assert body["rooms"]["join"][room]["timeline"]["limited"] is True
+    assert "before bob" in bodies(body["rooms"]["join"][room])
+    assert [e["sender"] for e in (await alice.sync(alice_since))["presence"]["events"]] == [bob.user_id]
+    # Once told, not again.
+    assert (await bob.sync(body["next_batch"]))["presence"]["events"] == []
 
 
 async def test_server_shutdown_answers_waiting_syncs(hs, client, alice):

@@ -10,7 +10,7 @@ from .test_transactions import alice, ca, gw, join_bob, public_room, remote  # n
 
 
 async def _sync(alice, since=None):
-    path = "/sync?timeout=0" + (f"&since={quote(since)}" if since else "")
+    path = "/sync?timeout=0&set_presence=offline" + (f"&since={quote(since)}" if since else "")
     return await alice.call("GET", path)
 
 
