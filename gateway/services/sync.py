@@ -252,6 +252,7 @@ class SyncService:
             timeline_rows[m.room_id] = rows
         for room_id in batched:
             timeline_rows.setdefault(room_id, [])
+        left_fresh = await self._joined_and_left(user_id, left, s_events) if not full_state else set()
 
         for room_id, rows in timeline_rows.items():
             m = by_room[room_id]
@@ -269,7 +270,7 @@ class SyncService:
             # A room whose full state arrived since the token (a partial join's resync) gets
             # its state in full, as on a join.
             resynced = m.full_state_at is not None and s_events is not None and m.full_state_at > s_events
-            scratch = room_id in from_scratch or s_events is None or full_state or resynced
+            scratch = room_id in from_scratch or s_events is None or full_state or resynced or room_id in left_fresh
             state_of = self._state_after if use_state_after else self._state
             res.state = await state_of(
                 room_id, [t.event for t in rows], since_pos=None if scratch else s_events, upto=room_upto, limited=limited,
@@ -385,6 +386,20 @@ class SyncService:
                 out.add(m.room_id)
         return out
 
+    async def _joined_and_left(self, user_id: str, left: Sequence[UserMembership], since: int | None) -> set[str]:
+        """Of the rooms left since the token, those the user joined since the token too:
+        the client never had their state, so it gets it in full (as for a join)."""
+        if since is None:
+            return set()
+        recent = [m for m in left if m.stream_ordering > since]
+        out = set()
+        for m in recent:
+            before = await self.store.get_membership_event_before(user_id, [m.room_id], m.stream_ordering - 1)
+            stored = await self.events.store.get_event(before.get(m.room_id) or "")
+            if stored is not None and stored.stream_ordering > since and stored.pdu.content.get("membership") == "join":
+                out.add(m.room_id)
+        return out
+
     def store_receipts(self):
         return self.receipts.store
 
@@ -405,7 +420,10 @@ class SyncService:
     async def visible_timeline(self, user_id: str, m: UserMembership,
                                rows: list[TimelineEvent]) -> list[TimelineEvent]:
         """History visibility: a joined user sees everything since their join; older
-        events (and everything of a room they left) go through the visibility rules."""
+        events (and everything of a room they left) go through the visibility rules,
+        except, for a joined user, the state events that are the room's current state
+        (as Synapse: a client keeps its state from the timeline, and a member may know
+        the room's current state however it came to be)."""
         if m.membership == "join":
             old = [t.event for t in rows if t.event.stream_ordering < m.stream_ordering]
             if not old:
@@ -413,6 +431,8 @@ class SyncService:
         else:
             old = [t.event for t in rows]
         allowed = {e.event_id for e in await self.events.filter_visible(user_id, old)}
+        if m.membership == "join" and any(e.pdu.state_key is not None and e.event_id not in allowed for e in old):
+            allowed |= set((await self.events.state.get_current_state_ids(m.room_id)).values())
         return [t for t in rows if t.event.event_id in allowed
                 or (m.membership == "join" and t.event.stream_ordering >= m.stream_ordering)]
 

@@ -730,6 +730,41 @@ async def test_newly_shared_rooms_bring_presence_and_history(client, alice, bob)
     assert (await bob.sync(body["next_batch"]))["presence"]["events"] == []
 
 
+async def test_joining_and_leaving_in_one_batch_gives_the_full_state(client, alice, bob):
+    """A room the user joined and left since the token comes under ``leave`` with its
+    whole state (the client never had it); a rejected invite does not."""
+    room = await alice.create_room(preset="public_chat")
+    await alice.state(room, "org.example.thing", {"n": 1})
+    other = await alice.create_room(preset="private_chat")
+    await alice.call("POST", f"/rooms/{other}/invite", {"user_id": bob.user_id})
+    flt = {"room": {"state": {"types": ["org.example.thing", "m.room.name"]}, "include_leave": True}}
+    since = (await bob.sync(filter=flt))["next_batch"]
+    await bob.call("POST", f"/join/{room}", {})
+    await bob.call("POST", f"/rooms/{room}/leave", {})
+    await bob.call("POST", f"/rooms/{other}/leave", {})
+    body = await bob.sync(since, filter=flt)
+    state = body["rooms"]["leave"][room]["state"]["events"]
+    assert [(e["type"], e["content"]) for e in state] == [("org.example.thing", {"n": 1})]
+    assert body["rooms"]["leave"][other]["state"]["events"] == []
+
+
+async def test_current_state_from_an_unseen_period_is_in_the_timeline(client, alice, bob):
+    """Under ``joined`` history visibility, a member who left and came back sees, in its
+    timeline, the state events of its absence that are the room's current state."""
+    carol = User(client, await register(client, "carol"))
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    await alice.state(room, "m.room.history_visibility", {"history_visibility": "joined"})
+    since = (await bob.sync())["next_batch"]
+    await bob.call("POST", f"/rooms/{room}/leave", {})
+    await alice.send(room, "while bob was away")
+    await carol.call("POST", f"/join/{room}", {})
+    await bob.call("POST", f"/join/{room}", {})
+    events = (await bob.sync(since))["rooms"]["join"][room]["timeline"]["events"]
+    assert any(e["type"] == "m.room.member" and e["state_key"] == carol.user_id for e in events)
+    assert "while bob was away" not in [e["content"].get("body") for e in events]
+
+
 async def test_server_shutdown_answers_waiting_syncs(hs, client, alice):
     since = (await alice.sync())["next_batch"]
     waiting = asyncio.create_task(alice.sync(since, timeout="600000"))
