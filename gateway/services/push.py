@@ -386,11 +386,16 @@ class PushService:
         invitee's rules (the room is known only by the invite's stripped state) and push
         it, in the background. It has no place in the room's stream, so it counts no
         unread notification."""
+        self._in_background(lambda: self._push_out_of_band_invite(pdu, stripped_state))
+
+    def _in_background(self, work: Callable[[], Any]) -> None:
+        """Run ``work()`` (a coroutine) as a task ``flush_pushes`` waits for (nothing
+        when no event loop runs)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self._push_out_of_band_invite(pdu, stripped_state))
+        task = loop.create_task(work())
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -456,13 +461,7 @@ class PushService:
     def on_receipt(self, room_id: str, receipt_type: str, user_id: str, event_id: str, data: Any) -> None:
         """The ReceiptsService listener (a local user's public read receipt): their badge
         may have gone down, so send it to their HTTP pushers, in the background."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self._update_badges(room_id, user_id))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._in_background(lambda: self._update_badges(room_id, user_id))
 
     async def _update_badges(self, room_id: str, user_id: str) -> None:
         """Send each of the user's HTTP pushers the user's badge (rooms with unread
