@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .roles import Roles
     from .services.replication import RedisReplication
     from .services.account_data import AccountDataService
+    from .services.account_moderation import ShadowBanDelay
     from .services.appservice_transactions import AppServiceTransactions
     from .services.appservices import AppServices
     from .services.auth import AuthService
@@ -77,6 +78,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _shadow_ban_delay() -> "ShadowBanDelay":
+    from .services.account_moderation import ShadowBanDelay  # imports services.auth, which imports us
+
+    return ShadowBanDelay()
+
+
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
@@ -87,6 +94,8 @@ class HomeServer:
     db: Database
     signing_key: ServerSigningKey
     clock_ms: Callable[[], int] = field(default=wall_clock_ms)
+    #: Awaited before a shadow-banned user's dropped action is answered (tests give a no-wait one).
+    shadow_ban_delay: "ShadowBanDelay" = field(default_factory=_shadow_ban_delay)
     #: The services routes reach by their AppKey (gateway/appkeys.py), as the wiring built them.
     app_services: dict[web.AppKey, Any] = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ from ..http import Codes, MatrixError, json_response, read_json_body
 from ..services.account_moderation import check_not_suspended
 from ..services.filtering import SyncFilter
 from ..services.profiles import check_field_name
-from ..storage.profiles import FilterStore
+from ..storage.profiles import MEMBER_FIELDS, FilterStore
 from .auth import get_access_token, guest_allowed, public, requester, requester_for_token
 
 routes = web.RouteTableDef()
@@ -58,18 +58,28 @@ async def set_profile_field(request: web.Request) -> web.Response:
     body = await read_json_body(request)
     if field not in body:
         raise MatrixError.missing_param(f"The body needs a '{field}' property")
-    check_not_suspended(requester(request))
-    await request.app[HS].profiles.set_field(requester(request), request.match_info["user_id"], field, body[field])
+    who = requester(request)
+    check_not_suspended(who)
+    await request.app[HS].profiles.set_field(who, request.match_info["user_id"], field, body[field])
+    await _shadow_ban_delay(request, field)
     return json_response({})
 
 
 @routes.delete(PROFILE + "/{field}")
 @guest_allowed
 async def delete_profile_field(request: web.Request) -> web.Response:
-    check_not_suspended(requester(request))
-    await request.app[HS].profiles.delete_field(requester(request), request.match_info["user_id"],
-                                                request.match_info["field"])
+    who = requester(request)
+    check_not_suspended(who)
+    await request.app[HS].profiles.delete_field(who, request.match_info["user_id"], request.match_info["field"])
+    await _shadow_ban_delay(request, request.match_info["field"])
     return json_response({})
+
+
+async def _shadow_ban_delay(request: web.Request, field: str) -> None:
+    """A shadow-banned user's name or avatar change is not sent into their rooms: answered
+    after the same delay as their other dropped actions."""
+    if requester(request).shadow_banned and field in MEMBER_FIELDS:
+        await request.app[HS].shadow_ban_delay()
 
 
 @routes.post("/{ver:(r0|v3)}/user/{user_id}/filter")

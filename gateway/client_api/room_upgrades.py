@@ -27,6 +27,7 @@ async def upgrade(request: web.Request) -> web.Response:
     hs.ratelimiters["rc_room_creation"].ratelimit(user_id)
     if who.shadow_banned:  # answered as done; nothing is created
         await hs.events.get_room(request.match_info["room_id"])
+        await hs.shadow_ban_delay()
         return json_response({"replacement_room": fake_room_id(hs.server_name)})
     new_room_id = await hs.room_upgrades.upgrade(user_id, request.match_info["room_id"], new_version,
                                                  additional_creators)

@@ -81,7 +81,8 @@ async def create_room(request: web.Request) -> web.Response:
     body = await read_json_body(request, allow_empty=True)
     who = requester(request)
     check_not_suspended(who)
-    if who.shadow_banned:  # the room is made, its invites are not sent
+    if who.shadow_banned and (body.get("invite") or body.get("invite_3pid")):
+        await _hs(request).shadow_ban_delay()  # the room is made, its invites are not sent
         body = {k: v for k, v in body.items() if k not in ("invite", "invite_3pid")}
     _hs(request).ratelimiters["rc_room_creation"].ratelimit(who.user_id)
     room_id = await _hs(request).rooms.create_room(who.user_id, body, requester=who, is_admin=who.is_admin)
@@ -158,9 +159,10 @@ async def put_state(request: web.Request) -> web.Response:
 
 
 async def _dropped(request: web.Request) -> web.Response:
-    """A shadow-banned user's event: answered as sent, never created."""
+    """A shadow-banned user's event: answered as sent (after the delay), never created."""
     hs = _hs(request)
     room = await hs.events.get_room(_room_id(request))
+    await hs.shadow_ban_delay()
     return json_response({"event_id": fake_event_id(room.room_version, hs.server_name, _txn(request))})
 
 
@@ -247,6 +249,7 @@ def _membership_action(action: str):
         if action == "invite" and who.shadow_banned:  # answered as done, never sent
             if not third_party:
                 _target(body)
+            await hs.shadow_ban_delay()
             return json_response({})
         if third_party:  # by e-mail address, through the identity server the client names
             await hs.third_party_invites.invite(who.user_id, _room_id(request), body)

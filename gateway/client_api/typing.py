@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..appkeys import TYPING
+from ..appkeys import HS, TYPING
 from ..http import MatrixError, json_response, read_json_body
 from .auth import requester
 
@@ -30,6 +30,7 @@ async def put_typing(request: web.Request) -> web.Response:
     service = request.config_dict[TYPING]
     if requester(request).shadow_banned:  # as Synapse: nobody sees them type
         await service.check_may_type(user_id, room_id)
+        await request.config_dict[HS].shadow_ban_delay()
         return json_response({})
     await service.set_typing(user_id, room_id, typing, timeout if typing else None)
     return json_response({})

@@ -113,7 +113,8 @@ def _read_keys(path: str, what: str) -> list:
 
 async def run_import(ctx: ImportContext) -> dict[str, int]:
     """Every step, in order; returns what each brought over."""
-    from . import synapse_account_data, synapse_accounts, synapse_e2ee, synapse_media, synapse_rooms
+    from . import (synapse_account_data, synapse_accounts, synapse_appservices, synapse_e2ee, synapse_media,
+                   synapse_rooms)
 
     check_same_deployment(ctx.config, ctx.deployment)
     steps: list[tuple[str, Callable[[ImportContext], Any]]] = [
@@ -122,6 +123,7 @@ async def run_import(ctx: ImportContext) -> dict[str, int]:
         ("end-to-end encryption", synapse_e2ee.import_e2ee),
         ("account data", synapse_account_data.import_account_data),
         ("media", synapse_media.import_media),
+        ("application services", synapse_appservices.import_appservices),  # last: the positions it leaves
     ]
     for name, step in steps:
         before = dict(ctx.counts)

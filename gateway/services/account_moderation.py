@@ -8,16 +8,21 @@
   knocking, inviting, sending, changing state or their profile and creating rooms are 403
   ``M_USER_SUSPENDED`` (``check_not_suspended`` in the handlers of those actions).
 - Shadow-banning (Synapse's admin API): what the user sends into rooms is answered as if it
-  was sent, with a made-up event ID, and dropped; nobody else ever sees it.
+  was sent, with a made-up event ID, and dropped; nobody else ever sees it. As in Synapse,
+  the answer to a dropped action comes after a random 1 to 10 s (``ShadowBanDelay``), so
+  that its speed does not give the ban away.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import os
+import random
 import secrets
+from collections.abc import Awaitable, Callable
 
 from federation.room_versions import EventFormat, RoomVersion
 
@@ -25,6 +30,22 @@ from .auth import Requester, user_suspended
 
 #: Keys the made-up event IDs of shadow-banned users' transactions (a retry gets the same one).
 _FAKE_ID_KEY = os.urandom(32)
+
+
+class ShadowBanDelay:
+    """Waits a random whole number of seconds (1 to 10, as Synapse) before a dropped action
+    of a shadow-banned user is answered. The random source and the sleep are given, so that
+    tests neither wait nor guess."""
+
+    def __init__(self, *, rng: random.Random | None = None,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 low_s: int = 1, high_s: int = 10):
+        self._rng = rng or random.SystemRandom()
+        self._sleep = sleep
+        self.low_s, self.high_s = low_s, high_s
+
+    async def __call__(self) -> None:
+        await self._sleep(self._rng.randint(self.low_s, self.high_s))
 
 
 def check_not_suspended(who: Requester) -> None:

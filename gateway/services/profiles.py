@@ -262,7 +262,9 @@ class ProfileService:
             await self.check_avatar(value)
         if field in MEMBER_FIELDS:
             await self.ratelimit_message(requester.user_id)
-        await self.update(user_id, field, value, delete=delete, by_admin=by_admin or requester.is_admin)
+        # A shadow-banned user's new name or avatar stays out of their rooms (as in Synapse).
+        await self.update(user_id, field, value, delete=delete, by_admin=by_admin or requester.is_admin,
+                          propagate=not requester.shadow_banned)
 
     async def check_avatar(self, mxc: Any) -> None:
         """403 ``M_FORBIDDEN`` for an avatar ``max_avatar_size`` or ``allowed_avatar_mimetypes``

@@ -4,8 +4,11 @@ API) and logging in as a user (a device-less session owned by the admin). Both e
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from gateway.services.account_moderation import ShadowBanDelay
 from tests.gateway.client_api.conftest import auth_header, register
 from tests.gateway.client_api.test_sync import User, alice  # noqa: F401  (fixtures)
 
@@ -32,9 +35,17 @@ async def test_non_admins_are_refused(client, alice):
 
 
 async def test_shadow_banned_users_events_go_nowhere(client, hs, admin, alice, mallory):
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    hs.shadow_ban_delay = ShadowBanDelay(rng=random.Random(7), sleep=sleep)
     room = await alice.create_room(preset="public_chat")
     await mallory.call("POST", f"/join/{room}", {})
     real = await mallory.send(room, "before the ban", txn="t0")
+    await mallory.call("PUT", f"/profile/{mallory.user_id}/displayname", {"displayname": "Mallory"})
+    await hs.profiles.idle()
     assert await _admin(client, admin, "POST", "/v1/users/@mallory:hs.test/shadow_ban") == (200, {})
     assert (await _admin(client, admin, "GET", "/v2/users/@mallory:hs.test"))[1]["shadow_banned"] is True
     since = (await alice.sync())["next_batch"]
@@ -50,7 +61,16 @@ async def test_shadow_banned_users_events_go_nowhere(client, hs, admin, alice, m
     assert await mallory.call("PUT", f"/rooms/{room}/typing/{mallory.user_id}", {"typing": True, "timeout": 9000}) == {}
     for event_id in (fake, state, redaction):
         assert await hs.events.store.get_event(event_id) is None
+    # A new name: in the profile, not in the rooms.
+    await mallory.call("PUT", f"/profile/{mallory.user_id}/displayname", {"displayname": "M4llory"})
+    await hs.profiles.idle()
+    assert (await alice.call("GET", f"/profile/{mallory.user_id}/displayname"))["displayname"] == "M4llory"
+    member = await alice.call("GET", f"/rooms/{room}/state/m.room.member/{mallory.user_id}")
+    assert member["displayname"] == "Mallory"
     assert (await hs.events.get_room(room)).head_stream_ordering == head  # nothing was stored
+    # Each dropped action was answered after a random 1-10 s (Synapse's range): the two
+    # sends (a retry too), state, redaction, invite, typing and the profile change.
+    assert len(waits) == 7 and all(1 <= w <= 10 for w in waits) and len(set(waits)) > 1, waits
 
     # Nobody sees any of it, and the real message stays unredacted.
     body = await alice.sync(since, timeout="0")
@@ -61,13 +81,18 @@ async def test_shadow_banned_users_events_go_nowhere(client, hs, admin, alice, m
     # Rooms are made, without their invites; upgrades answer a room nobody has.
     made = await mallory.create_room(invite=["@alice:hs.test"])
     assert await hs.events.state.get_membership(made, "@alice:hs.test") is None
+    assert len(waits) == 8
+    await mallory.create_room()  # nothing dropped, no delay
+    assert len(waits) == 8
     upgraded = await mallory.call("POST", f"/rooms/{made}/upgrade", {"new_version": "11"})
     assert await hs.events.store.get_room(upgraded["replacement_room"]) is None
+    assert len(waits) == 9
 
     # Lifted: what the user sends arrives again.
     assert await _admin(client, admin, "DELETE", "/v1/users/@mallory:hs.test/shadow_ban") == (200, {})
     seen = await mallory.send(room, "after the ban", txn="t2")
     assert (await hs.events.store.get_event(seen)) is not None
+    assert len(waits) == 9
     assert (await _admin(client, admin, "POST", "/v1/users/@nobody:hs.test/shadow_ban"))[0] == 404
     assert (await _admin(client, admin, "POST", "/v1/users/@mallory:other.test/shadow_ban"))[0] == 400
 

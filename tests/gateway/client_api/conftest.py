@@ -6,6 +6,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import build_listener_app
 from gateway.config import parse_config
 from gateway.server import HomeServer
+from gateway.services.account_moderation import ShadowBanDelay
 from tests.conftest import GENEROUS_RATE_LIMITS
 
 BASE_CONFIG = {
@@ -20,6 +21,10 @@ BASE_CONFIG = {
 }
 
 
+async def no_wait(seconds: float) -> None:
+    """A sleep that returns at once."""
+
+
 @pytest.fixture
 def config_overrides() -> dict:
     return {}
@@ -32,6 +37,7 @@ async def hs(tmp_path, database_config, config_overrides):
     config = parse_config({**BASE_CONFIG, "database": db, **config_overrides},
                           config_path=str(tmp_path / "homeserver.yaml"))
     server = await HomeServer.open(config)
+    server.shadow_ban_delay = ShadowBanDelay(sleep=no_wait)  # tests do not wait 1-10 s
     yield server
     await server.close()
 
