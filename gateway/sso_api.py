@@ -82,7 +82,7 @@ async def sso_redirect(request: web.Request) -> web.StreamResponse:
         register = request.query.get("action") == "register" and hs.config.oauth.enable_registration
         return web.Response(status=302, headers={"Cache-Control": "no-store", "Location": with_query(
             Paths.SIGN_UP if register else Paths.LOGIN, next=after)})
-    return await _handler(request).redirect_to_idp(idp_id, request.query.get("redirectUrl"))
+    return await _handler(request).redirect_to_idp(idp_id, request.query.get("redirectUrl"), request.query)
 
 
 async def pick_idp(request: web.Request) -> web.StreamResponse:

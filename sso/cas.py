@@ -95,7 +95,8 @@ class CasProvider:
     def service_url(self, session_id: str) -> str:
         return f"{self.public_baseurl}{TICKET_PATH}?" + urllib.parse.urlencode({"state": session_id})
 
-    async def authorization_url(self, session: SsoLoginSession) -> str:
+    async def authorization_url(self, session: SsoLoginSession,
+                                request_params: Mapping[str, str] | None = None) -> str:
         return f"{self.config.server_url}/login?" + urllib.parse.urlencode(
             {"service": self.service_url(session.session_id)})
 

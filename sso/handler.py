@@ -155,7 +155,8 @@ class SsoHandler:
 
     # --- 1. to the IdP ------------------------------------------------------------------
 
-    async def redirect_to_idp(self, idp_id: str | None, client_redirect_url: str | None) -> web.StreamResponse:
+    async def redirect_to_idp(self, idp_id: str | None, client_redirect_url: str | None,
+                              request_params: Mapping[str, str] | None = None) -> web.StreamResponse:
         """``/login/sso/redirect[/{idpId}]``: straight to the IdP, or the picker if there are several."""
         try:
             client_redirect_url = check_redirect_url(client_redirect_url)
@@ -170,19 +171,20 @@ class SsoHandler:
             provider = self.providers.get(idp_id)
             if provider is None:
                 raise SsoError("unknown_idp", f"There is no identity provider {idp_id!r} on this server.", 404)
-            return await self._send_to_idp(provider, client_redirect_url)
+            return await self._send_to_idp(provider, client_redirect_url, request_params=request_params)
         except SsoError as e:
             return self.error_page(e)
 
     async def _send_to_idp(self, provider: IdentityProvider, client_redirect_url: str,
-                           ui_auth_session_id: str | None = None) -> web.StreamResponse:
+                           ui_auth_session_id: str | None = None,
+                           request_params: Mapping[str, str] | None = None) -> web.StreamResponse:
         """Start a login session and redirect the browser to the IdP, binding the session to
         this browser with a cookie. Raises SsoError if the IdP is unreachable."""
         lifetime = getattr(provider, "session_lifetime_ms", None) or LOGIN_SESSION_LIFETIME_MS
         session, browser_key = await self.sessions.start_login(provider.idp_id, client_redirect_url,
                                                                ui_auth_session_id=ui_auth_session_id,
                                                                lifetime_ms=lifetime)
-        url = await provider.authorization_url(session)
+        url = await provider.authorization_url(session, request_params)
         resp = redirect(url)
         self.set_cookie(resp, BROWSER_COOKIE, browser_key, getattr(provider, "cookie_path", "/_synapse/client/"),
                         max(3600, lifetime // 1000), getattr(provider, "cookie_samesite", "Lax"))
@@ -347,6 +349,7 @@ class SsoHandler:
             user_id,
             auth_provider_id=identity.idp_id if identity else idp_id,
             auth_provider_session_id=identity.auth_provider_session_id if identity else auth_provider_session_id,
+            extra_attributes=identity.extra_attributes if identity else None,
         )
         target = add_query_param(client_redirect_url, "loginToken", token)
         if self.is_whitelisted(client_redirect_url):

@@ -34,13 +34,22 @@ from gateway.storage.sso import SsoLoginSession
 from .mapping import UserAttributes
 from .provider import RemoteIdentity, SsoError
 
-__all__ = ["OidcProvider", "ID_TOKEN_LEEWAY_S", "LogoutTokenError", "validate_logout_token"]
+__all__ = ["OidcProvider", "ID_TOKEN_LEEWAY_S", "LogoutTokenError", "same_issuer", "validate_logout_token"]
 
 log = logging.getLogger(__name__)
 
 #: Clock skew allowed on id_token exp/iat/nbf.
 ID_TOKEN_LEEWAY_S = 120
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+def same_issuer(claimed: Any, configured: str) -> bool:
+    """The issuer a provider names (discovery document, ``iss`` claim) is the configured one.
+    A trailing slash is not a difference: operators write ``https://idp.example/`` for a
+    provider whose documents say ``https://idp.example`` and the other way round (OpenID
+    Connect Discovery 1.0, section 4.3, asks for an exact match; the slash is the one
+    variation seen in practice, and it cannot name another issuer)."""
+    return isinstance(claimed, str) and claimed.rstrip("/") == configured.rstrip("/")
 
 
 class OidcProvider:
@@ -96,7 +105,7 @@ class OidcProvider:
             raise SsoError("server_error", f"{c.idp_name} publishes no jwks_uri.", 503)
         if c.skip_verification:
             return
-        if meta["issuer"] != c.issuer:
+        if not same_issuer(meta["issuer"], c.issuer):
             raise SsoError("server_error", f"{c.idp_name}'s discovery document names issuer {meta['issuer']!r},"
                            f" not the configured {c.issuer!r}.", 503)
         try:
@@ -143,9 +152,16 @@ class OidcProvider:
 
     # --- the two halves of the flow -------------------------------------------------------
 
-    async def authorization_url(self, session: SsoLoginSession) -> str:
+    async def authorization_url(self, session: SsoLoginSession,
+                                request_params: Mapping[str, str] | None = None) -> str:
+        """The IdP's authorization endpoint with our request (RFC 6749 section 4.1.1), the
+        configured ``additional_authorization_parameters``, and those of the client's query
+        that ``passthrough_authorization_parameters`` lists (e.g. ``login_hint``)."""
         meta = await self.load_metadata()
         extra: dict[str, str] = dict(self.config.additional_authorization_parameters)
+        for name in self.config.passthrough_authorization_parameters:
+            if request_params and name in request_params:
+                extra[name] = request_params[name]
         if "openid" in self.config.scopes and session.nonce:
             extra["nonce"] = session.nonce
         if self._use_pkce(meta) and session.code_verifier:
@@ -288,7 +304,7 @@ class OidcProvider:
     def check_id_token_claims(self, claims: Mapping[str, Any], session: SsoLoginSession) -> None:
         """OpenID Connect Core 3.1.3.7: issuer, audience, times, nonce."""
         now = self._clock_ms() // 1000
-        if claims.get("iss") != self.config.issuer and not self.config.skip_verification:
+        if not same_issuer(claims.get("iss"), self.config.issuer) and not self.config.skip_verification:
             raise SsoError("invalid_token", "The id_token was issued by someone else.", 403)
         aud = claims.get("aud")
         audiences = aud if isinstance(aud, list) else [aud]
@@ -348,7 +364,7 @@ async def validate_logout_token(provider: "OidcProvider", token: str) -> tuple[s
     claims = dict(decoded.claims)
     c = provider.config
     now = provider._clock_ms() // 1000
-    if claims.get("iss") != c.issuer:
+    if not same_issuer(claims.get("iss"), c.issuer):
         raise LogoutTokenError("the logout token was issued by someone else")
     aud = claims.get("aud")
     if c.client_id not in (aud if isinstance(aud, list) else [aud]):

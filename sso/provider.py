@@ -64,8 +64,10 @@ class IdentityProvider(Protocol):
     # back, default /_synapse/client/), ``cookie_samesite`` ("None" when the IdP POSTs back from
     # its own site), ``session_lifetime_ms``, ``allow_existing_users``, ``enable_registration``.
 
-    async def authorization_url(self, session: SsoLoginSession) -> str:
-        """Where to send the browser to log in. Raises SsoError if the IdP is unreachable."""
+    async def authorization_url(self, session: SsoLoginSession,
+                                request_params: Mapping[str, str] | None = None) -> str:
+        """Where to send the browser to log in; ``request_params``: the query of the client's
+        ``/login/sso/redirect`` (OIDC passes some on). Raises SsoError if the IdP is unreachable."""
         ...
 
     async def complete(self, session: SsoLoginSession, params: Mapping[str, str]) -> RemoteIdentity:

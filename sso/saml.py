@@ -137,7 +137,8 @@ class SamlProvider:
 
     # --- the two halves of the flow -------------------------------------------------------
 
-    async def authorization_url(self, session: SsoLoginSession) -> str:
+    async def authorization_url(self, session: SsoLoginSession,
+                                request_params: Mapping[str, str] | None = None) -> str:
         sp_config = await self.load_metadata()
 
         def prepare() -> str:

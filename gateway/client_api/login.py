@@ -94,6 +94,8 @@ async def post_login(request: web.Request) -> web.Response:
     if token_details is not None:  # after SSO: remember the IdP session, for back-channel logout
         await hs.auth.record_device_auth_provider(user_id, result["device_id"], token_details)
     result["well_known"] = {"m.homeserver": {"base_url": hs.config.public_baseurl}}
+    if token_details is not None:  # the OIDC mapping provider's extra attributes, never over ours
+        result = {**token_details.extra_attributes, **result}
     if after_login is not None:
         try:
             await after_login(dict(result))

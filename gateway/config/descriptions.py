@@ -267,7 +267,10 @@ DESCRIPTIONS: dict[str, str] = {
     "oidc_providers[].additional_authorization_parameters": "Extra query parameters for the authorization "
                                                             "request.",
     "oidc_providers[].additional_authorization_parameters.<parameter>": "A parameter's value.",
-    "oidc_providers[].passthrough_authorization_parameters": "Accepted; not passed on to the provider yet.",
+    "oidc_providers[].passthrough_authorization_parameters": "Query parameters of the client's "
+                                                             "`/login/sso/redirect` passed on to the authorization "
+                                                             "request (e.g. `login_hint`); they win over "
+                                                             "`additional_authorization_parameters`.",
     "oidc_config": "Deprecated: one provider, with the keys of an `oidc_providers` entry plus `enabled`; it gets "
                    "`idp_id: oidc`. Move it into `oidc_providers`.",
     "saml2_config": "SAML 2.0 login through pysaml2 (docs/sso.md#saml).",

@@ -200,6 +200,13 @@ def parse_sso_sections(root: Section, resolve_path: Callable[[str], str],
     return SsoSections(tuple(providers), saml, cas, jwt, sso_config, tuple(warnings))
 
 
+#: The authorization request's own parameters (RFC 6749 section 4.1.1, OpenID Connect Core
+#: 3.1.2.1, RFC 7636): neither ``additional_authorization_parameters`` nor a client's query
+#: through ``passthrough_authorization_parameters`` may replace them.
+OIDC_REQUEST_PARAMETERS = frozenset({"response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+                                     "code_challenge", "code_challenge_method"})
+
+
 def _parse_oidc_provider(s: Section, resolve_path, *, legacy: bool) -> OidcProviderConfig:
     from sso.mapping import MappingError, load_mapping_provider
 
@@ -275,6 +282,13 @@ def _parse_oidc_provider(s: Section, resolve_path, *, legacy: bool) -> OidcProvi
 
     extra_params = s.section("additional_authorization_parameters")
     additional = {k: extra_params.str(k) for k in list(extra_params.data)}
+    passthrough = tuple(s.list("passthrough_authorization_parameters", [], of=string_item))
+    for key, names in (("additional_authorization_parameters", additional),
+                       ("passthrough_authorization_parameters", passthrough)):
+        for name in names:
+            if name in OIDC_REQUEST_PARAMETERS:
+                raise ConfigError(s.key(key), f"{name!r} is a parameter of the authorization request we make "
+                                              "ourselves; it cannot be set or passed through")
     return OidcProviderConfig(
         idp_id=idp_id,
         idp_name=idp_name,
@@ -297,8 +311,7 @@ def _parse_oidc_provider(s: Section, resolve_path, *, legacy: bool) -> OidcProvi
         backchannel_logout_enabled=s.bool("backchannel_logout_enabled", False),
         backchannel_logout_ignore_sub=s.bool("backchannel_logout_ignore_sub", False),
         additional_authorization_parameters=additional,
-        passthrough_authorization_parameters=tuple(
-            s.list("passthrough_authorization_parameters", [], of=string_item)),
+        passthrough_authorization_parameters=passthrough,
         **endpoints,
     )
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..http import Codes, MatrixError
 from ..passwords import check_password
@@ -55,6 +56,8 @@ class LoginTokenDetails:
     user_id: str
     auth_provider_id: str | None
     auth_provider_session_id: str | None
+    #: The OIDC mapping provider's extra attributes, for the /login response.
+    extra_attributes: dict[str, Any] = field(default_factory=dict)
 
 
 def user_locked() -> MatrixError:
@@ -148,11 +151,12 @@ class AuthService:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
 
     async def create_login_token(self, user_id: str, *, auth_provider_id: str | None = None,
-                                 auth_provider_session_id: str | None = None) -> str:
+                                 auth_provider_session_id: str | None = None,
+                                 extra_attributes: Mapping[str, Any] | None = None) -> str:
         token = f"gwl_{secrets.token_urlsafe(32)}"
         await self.store.add_login_token(
             token, user_id, self.hs.clock_ms() + LOGIN_TOKEN_LIFETIME_MS,
-            auth_provider_id, auth_provider_session_id,
+            auth_provider_id, auth_provider_session_id, extra_attributes,
         )
         return token
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .database import Database
 from .devices import token_hash
@@ -89,23 +91,26 @@ class AuthStore:
 
     async def add_login_token(self, token: str, user_id: str, expiry_ts: int,
                               auth_provider_id: str | None = None,
-                              auth_provider_session_id: str | None = None) -> None:
+                              auth_provider_session_id: str | None = None,
+                              extra_attributes: Mapping[str, Any] | None = None) -> None:
         await self.db.execute(
-            "INSERT INTO login_tokens (token_hash, user_id, expiry_ts, auth_provider_id, auth_provider_session_id)"
-            " VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO login_tokens (token_hash, user_id, expiry_ts, auth_provider_id, auth_provider_session_id,"
+            " extra_attributes) VALUES ($1, $2, $3, $4, $5, $6)",
             token_hash(token), user_id, expiry_ts, auth_provider_id, auth_provider_session_id,
+            json.dumps(dict(extra_attributes)) if extra_attributes else None,
         )
 
-    async def consume_login_token(self, token: str, now_ms: int) -> tuple[str, str | None, str | None] | None:
-        """(user, auth_provider_id, auth_provider_session_id) if the token is valid and unused;
-        marks it used (single use, atomically)."""
+    async def consume_login_token(self, token: str, now_ms: int
+                                  ) -> tuple[str, str | None, str | None, dict[str, Any]] | None:
+        """(user, auth_provider_id, auth_provider_session_id, extra_attributes) if the token is
+        valid and unused; marks it used (single use, atomically)."""
         row = await self.db.fetchrow(
             "UPDATE login_tokens SET used_ts = $2 WHERE token_hash = $1 AND used_ts IS NULL AND expiry_ts > $2"
-            " RETURNING user_id, auth_provider_id, auth_provider_session_id",
+            " RETURNING user_id, auth_provider_id, auth_provider_session_id, extra_attributes",
             token_hash(token), now_ms,
         )
         await self.db.execute("DELETE FROM login_tokens WHERE expiry_ts < $1", now_ms - 3_600_000)
-        return (row[0], row[1], row[2]) if row else None
+        return (row[0], row[1], row[2], json.loads(row[3]) if row[3] else {}) if row else None
 
     # --- devices logged in through an identity provider's session ---------------------
 

@@ -55,6 +55,11 @@ def test_synapse_mapper_class_name_is_an_alias():
      "oidc_providers[0].user_mapping_provider.config.localpart_template"),
     ({"user_mapping_provider": {"config": {"nonsense": 1}}},
      "oidc_providers[0].user_mapping_provider.config.nonsense"),
+    # The request's own parameters are ours: neither added nor passed through.
+    ({"passthrough_authorization_parameters": ["login_hint", "state"]},
+     "oidc_providers[0].passthrough_authorization_parameters"),
+    ({"additional_authorization_parameters": {"redirect_uri": "https://evil.example/"}},
+     "oidc_providers[0].additional_authorization_parameters"),
 ])
 def test_errors_name_the_key(change, key):
     provider = {k: v for k, v in {**PROVIDER, **change}.items() if v is not None}

@@ -33,6 +33,7 @@ class FakeIdP:
         self.codes: dict[str, dict] = {}
         self.token_requests: list[dict] = []
         self.issuer = ""
+        self.published_issuer: str | None = None  # what discovery says, when not ``issuer``
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -46,7 +47,7 @@ class FakeIdP:
 
     async def discovery(self, request):
         return web.json_response({
-            "issuer": self.issuer, "authorization_endpoint": f"{self.issuer}/auth",
+            "issuer": self.published_issuer or self.issuer, "authorization_endpoint": f"{self.issuer}/auth",
             "token_endpoint": f"{self.issuer}/token", "jwks_uri": f"{self.issuer}/jwks",
             "code_challenge_methods_supported": ["S256"], "id_token_signing_alg_values_supported": ["RS256"],
             "response_types_supported": ["code"], "subject_types_supported": ["public"],
@@ -72,11 +73,19 @@ class FakeIdP:
 
 
 @pytest.fixture
-async def idp():
+def published_issuer_suffix() -> str | None:
+    """Discovery names ``issuer`` plus this (a test parametrizes it), before the server reads it."""
+    return None
+
+
+@pytest.fixture
+async def idp(published_issuer_suffix):
     fake = FakeIdP()
     server = TestServer(fake.app(), host="127.0.0.1")
     await server.start_server()
     fake.issuer = str(server.make_url("")).rstrip("/")
+    if published_issuer_suffix:
+        fake.published_issuer = fake.issuer + published_issuer_suffix
     yield fake
     await server.close()
 
@@ -87,7 +96,13 @@ def mapping_config() -> dict:
 
 
 @pytest.fixture
-async def client(tmp_path, idp, mapping_config):
+def oidc_overrides() -> dict:
+    """Keys of the provider's entry that a test changes (by parametrizing this name)."""
+    return {}
+
+
+@pytest.fixture
+async def client(tmp_path, idp, mapping_config, oidc_overrides):
     config = parse_config({
         "server_name": "hs.test", "public_baseurl": "https://hs.test/",
         "listeners": [{"port": 1, "resources": [{"names": ["client"]}]}],
@@ -95,7 +110,8 @@ async def client(tmp_path, idp, mapping_config):
         "signing_key_path": str(tmp_path / "signing.key"),
         "oidc_providers": [{"idp_id": "fake", "idp_name": "Fake", "idp_brand": "fake", "issuer": idp.issuer,
                             "client_id": "gateway", "client_secret": "s3cret", "skip_verification": True,
-                            "user_mapping_provider": {"config": mapping_config}}],
+                            "user_mapping_provider": {"config": mapping_config},
+                            **{k: v(idp) if callable(v) else v for k, v in oidc_overrides.items()}}],
         "sso": {"client_whitelist": ["https://app.example/"]},
         "jwt_config": {"enabled": True, "secret": JWT_SECRET, "algorithm": "HS256", "display_name_claim": "name"},
     }, config_path=str(tmp_path / "homeserver.yaml"))
@@ -106,10 +122,10 @@ async def client(tmp_path, idp, mapping_config):
     await hs.close()
 
 
-async def start(client, redirect_url="https://app.example/cb?x=1"):
+async def start(client, redirect_url="https://app.example/cb?x=1", **params):
     """GET the SSO redirect; returns (state, nonce, browser cookie, authorization query)."""
     resp = await client.get("/_matrix/client/v3/login/sso/redirect",
-                            params={"redirectUrl": redirect_url}, allow_redirects=False)
+                            params={"redirectUrl": redirect_url, **params}, allow_redirects=False)
     assert resp.status == 302, await resp.text()
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))
     cookie = resp.cookies[BROWSER_COOKIE]
@@ -305,3 +321,52 @@ async def test_email_template_stores_a_validated_address(client, idp):
     token = await login("u-amy", "amy", "meg@example.org")  # Meg's already
     resp = await client.get("/_matrix/client/v3/account/3pid", headers={"Authorization": f"Bearer {token}"})
     assert (await resp.json())["threepids"] == []
+
+
+async def _login(client, idp, **claims) -> dict:
+    state, nonce, cookie, _ = await start(client)
+    resp = await callback(client, state, idp.mint_code(nonce, **claims), cookie)
+    assert resp.status == 302, await resp.text()
+    token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))["loginToken"]
+    login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.token", "token": token})
+    assert login.status == 200, await login.text()
+    return await login.json()
+
+
+@pytest.mark.parametrize("oidc_overrides", [{"issuer": lambda idp: idp.issuer + "/", "skip_verification": False}])
+async def test_issuer_with_a_trailing_slash_is_the_same_issuer(client, idp):
+    """The config says ``http://idp/``, discovery and the ID token ``http://idp``: checked, and equal."""
+    assert (await _login(client, idp, preferred_username="dana"))["user_id"] == "@dana:hs.test"
+
+
+@pytest.mark.parametrize(("oidc_overrides", "published_issuer_suffix"), [({"skip_verification": False}, "/other")])
+async def test_another_issuer_is_refused(client, idp):
+    resp = await client.get("/_matrix/client/v3/login/sso/redirect", params={"redirectUrl": "https://app.example/"},
+                            allow_redirects=False)
+    assert resp.status == 503 and "issuer" in await resp.text(), await resp.text()
+
+
+@pytest.mark.parametrize("oidc_overrides", [{
+    "passthrough_authorization_parameters": ["login_hint", "ui_locales"],
+    "additional_authorization_parameters": {"prompt": "login", "login_hint": "nobody"}}])
+async def test_listed_query_parameters_are_passed_to_the_idp(client, idp):
+    *_, query = await start(client, login_hint="alice@example.org", ui_locales="de", acr_values="gold",
+                            state="mine")
+    assert (query["login_hint"], query["ui_locales"], query["prompt"]) == ("alice@example.org", "de", "login")
+    assert "acr_values" not in query  # not listed
+    assert query["state"] != "mine" and query["client_id"] == "gateway"  # ours, whatever the client sends
+    *_, query = await start(client)
+    assert query["login_hint"] == "nobody" and "ui_locales" not in query
+
+
+@pytest.mark.parametrize("mapping_config", [{
+    "localpart_template": "{{ user.preferred_username }}",
+    "extra_attributes": {"org.example.department": "{{ user.dept }}", "user_id": "@mallory:hs.test"}}])
+async def test_extra_attributes_come_back_in_the_login_response(client, idp):
+    body = await _login(client, idp, preferred_username="erin", dept="Ops")
+    assert body["org.example.department"] == "Ops"
+    assert body["user_id"] == "@erin:hs.test" and body["access_token"]  # never replaced
+    # Only the login that the token came from carries them.
+    password = await client.post("/_matrix/client/v3/login", json={
+        "type": "org.matrix.login.jwt", "token": pyjwt.encode({"sub": "frank"}, JWT_SECRET, algorithm="HS256")})
+    assert "org.example.department" not in await password.json()

@@ -7,13 +7,13 @@ from gateway.storage.auth import AuthStore
 
 async def test_login_token_carries_its_idp_session_and_is_single_use(database):
     store = AuthStore(database)
-    await store.add_login_token("tok", "@a:hs", 10_000, "oidc-x", "sid-1")
+    await store.add_login_token("tok", "@a:hs", 10_000, "oidc-x", "sid-1", {"org.example.dept": "Ops"})
     await store.add_login_token("plain", "@b:hs", 10_000)
-    assert await store.consume_login_token("tok", 5_000) == ("@a:hs", "oidc-x", "sid-1")
+    assert await store.consume_login_token("tok", 5_000) == ("@a:hs", "oidc-x", "sid-1", {"org.example.dept": "Ops"})
     assert await store.consume_login_token("tok", 5_000) is None
     assert await store.consume_login_token("plain", 20_000) is None  # expired
     await store.add_login_token("plain2", "@b:hs", 10_000)
-    assert await store.consume_login_token("plain2", 5_000) == ("@b:hs", None, None)
+    assert await store.consume_login_token("plain2", 5_000) == ("@b:hs", None, None, {})
 
 
 async def test_devices_by_idp_session(database):
