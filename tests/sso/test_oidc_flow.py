@@ -73,19 +73,15 @@ class FakeIdP:
 
 
 @pytest.fixture
-def published_issuer_suffix() -> str | None:
-    """Discovery names ``issuer`` plus this (a test parametrizes it), before the server reads it."""
-    return None
-
-
-@pytest.fixture
-async def idp(published_issuer_suffix):
+async def idp(request):
+    """The fake IdP; parametrized indirectly with a suffix, its discovery document names
+    ``issuer`` plus that suffix (set before the server first reads it)."""
     fake = FakeIdP()
     server = TestServer(fake.app(), host="127.0.0.1")
     await server.start_server()
     fake.issuer = str(server.make_url("")).rstrip("/")
-    if published_issuer_suffix:
-        fake.published_issuer = fake.issuer + published_issuer_suffix
+    if getattr(request, "param", None):
+        fake.published_issuer = fake.issuer + request.param
     yield fake
     await server.close()
 
@@ -138,15 +134,20 @@ async def callback(client, state, code, cookie):
                             headers={"Cookie": f"{BROWSER_COOKIE}={cookie}"}, allow_redirects=False)
 
 
-async def sso_login(client, idp, sub: str, **claims) -> str:
-    """A whole OIDC login (redirect, callback, login token): the access token."""
+async def sso_login_response(client, idp, **claims) -> dict:
+    """A whole OIDC login (redirect, callback, login token): the /login response."""
     state, nonce, cookie, _ = await start(client)
-    resp = await callback(client, state, idp.mint_code(nonce, sub=sub, **claims), cookie)
+    resp = await callback(client, state, idp.mint_code(nonce, **claims), cookie)
     assert resp.status == 302, await resp.text()
     token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))["loginToken"]
     login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.token", "token": token})
-    assert login.status == 200
-    return (await login.json())["access_token"]
+    assert login.status == 200, await login.text()
+    return await login.json()
+
+
+async def sso_login(client, idp, sub: str, **claims) -> str:
+    """A whole OIDC login: the access token."""
+    return (await sso_login_response(client, idp, sub=sub, **claims))["access_token"]
 
 
 async def test_login_flows_advertise_sso_and_jwt(client):
@@ -323,23 +324,14 @@ async def test_email_template_stores_a_validated_address(client, idp):
     assert (await resp.json())["threepids"] == []
 
 
-async def _login(client, idp, **claims) -> dict:
-    state, nonce, cookie, _ = await start(client)
-    resp = await callback(client, state, idp.mint_code(nonce, **claims), cookie)
-    assert resp.status == 302, await resp.text()
-    token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))["loginToken"]
-    login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.token", "token": token})
-    assert login.status == 200, await login.text()
-    return await login.json()
-
-
 @pytest.mark.parametrize("oidc_overrides", [{"issuer": lambda idp: idp.issuer + "/", "skip_verification": False}])
 async def test_issuer_with_a_trailing_slash_is_the_same_issuer(client, idp):
     """The config says ``http://idp/``, discovery and the ID token ``http://idp``: checked, and equal."""
-    assert (await _login(client, idp, preferred_username="dana"))["user_id"] == "@dana:hs.test"
+    assert (await sso_login_response(client, idp, preferred_username="dana"))["user_id"] == "@dana:hs.test"
 
 
-@pytest.mark.parametrize(("oidc_overrides", "published_issuer_suffix"), [({"skip_verification": False}, "/other")])
+@pytest.mark.parametrize("oidc_overrides", [{"skip_verification": False}])
+@pytest.mark.parametrize("idp", ["/other"], indirect=True)
 async def test_another_issuer_is_refused(client, idp):
     resp = await client.get("/_matrix/client/v3/login/sso/redirect", params={"redirectUrl": "https://app.example/"},
                             allow_redirects=False)
@@ -363,7 +355,7 @@ async def test_listed_query_parameters_are_passed_to_the_idp(client, idp):
     "localpart_template": "{{ user.preferred_username }}",
     "extra_attributes": {"org.example.department": "{{ user.dept }}", "user_id": "@mallory:hs.test"}}])
 async def test_extra_attributes_come_back_in_the_login_response(client, idp):
-    body = await _login(client, idp, preferred_username="erin", dept="Ops")
+    body = await sso_login_response(client, idp, preferred_username="erin", dept="Ops")
     assert body["org.example.department"] == "Ops"
     assert body["user_id"] == "@erin:hs.test" and body["access_token"]  # never replaced
     # Only the login that the token came from carries them.
