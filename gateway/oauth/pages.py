@@ -502,7 +502,8 @@ class OAuthPages:
                 return await show(error="That name is too long.", status=400)
             from ..services.auth import Requester
 
-            who = Requester(user.user_id, None, "", False)
+            account = await self.hs.auth.users.get_user(user.user_id)
+            who = Requester(user.user_id, None, "", False, shadow_banned=bool(account and account.shadow_banned))
             try:  # as PUT /profile does: the rules, and the change in every room
                 if name:
                     await self.hs.profiles.set_field(who, user.user_id, "displayname", name)
