@@ -130,9 +130,13 @@ class TransactionHandler:
                     continue
                 if outcome.error is not None:
                     results[outcome.event_id] = {"error": outcome.error}
-                elif outcome.rejected is not None:  # stored as rejected: say why
-                    results[outcome.event_id] = {"error": f"Rejected: {outcome.rejected}"}
-                else:  # stored (soft-failed events too: the sender is not told)
+                else:
+                    # Stored: accepted, soft-failed or rejected alike. A rejected PDU was
+                    # handled (kept as rejected, as the auth rules say), so like Synapse we
+                    # answer {}: senders (SyTest's among them) treat an error as a failed
+                    # delivery, and there is nothing for them to retry. The reason is logged.
+                    if outcome.rejected is not None:
+                        log.info("rejected PDU %s from %s: %s", outcome.event_id, origin, outcome.rejected)
                     results[outcome.event_id] = {}
 
         await asyncio.gather(*(one_room(r, p) for r, p in by_room.items()))

@@ -157,7 +157,7 @@ async def test_auth_failures_are_rejected_and_never_shown(gw, remote, alice):
     answer = await remote.send(gw.server_name, [intruder, grab])
     for ev in (intruder, grab):
         eid = view.event_id(ev, view.rv)
-        assert answer["pdus"][eid]["error"].startswith("Rejected:"), answer
+        assert answer["pdus"][eid] == {}, answer  # handled: stored as rejected, as Synapse answers
         meta = (await gw.hs.events.store.get_event_meta([eid]))[eid]
         assert meta.rejected_reason is not None
     assert bodies(await alice.messages(room_id)) == []
