@@ -228,12 +228,18 @@ async def test_use_state_after_gives_the_state_at_the_timeline_end(alice, bob):
     await bob.sync(use_state_after="yes", expect=400)
 
 
-async def test_use_state_after_with_lazy_loaded_members(alice, bob, client):
+async def _three_members_bob_spoke_last(alice, bob, client):
+    """A public room of alice, bob and carol whose last message is bob's (for lazy-loading)."""
     carol = User(client, await register(client, "carol"))
     room = await alice.create_room(preset="public_chat")
     await bob.call("POST", f"/join/{room}", {})
     await carol.call("POST", f"/join/{room}", {})
     await bob.send(room, "from bob")
+    return carol, room
+
+
+async def test_use_state_after_with_lazy_loaded_members(alice, bob, client):
+    carol, room = await _three_members_bob_spoke_last(alice, bob, client)
     lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 1}}}
     body = await alice.sync(filter=lazy, use_state_after="true")
     members = {e["state_key"] for e in body["rooms"]["join"][room]["state_after"]["events"]
@@ -796,11 +802,7 @@ async def test_new_display_name_is_not_a_new_room(alice, bob):
 
 
 async def test_lazy_loading_incremental_sends_each_member_once(alice, bob, client):
-    carol = User(client, await register(client, "carol"))
-    room = await alice.create_room(preset="public_chat")
-    await bob.call("POST", f"/join/{room}", {})
-    await carol.call("POST", f"/join/{room}", {})
-    await bob.send(room, "from bob")
+    carol, room = await _three_members_bob_spoke_last(alice, bob, client)
     lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 1}}}
     initial = (await alice.sync(filter=lazy))["rooms"]["join"][room]
     assert {e["state_key"] for e in initial["state"]["events"] if e["type"] == "m.room.member"} == {
