@@ -100,6 +100,9 @@ async def test_b_in_the_room_but_nobody_there_may_invite_asks_a(three, caplog):
         space, power_level_content_override={"invite": 50})))["room_id"]
     for user in (bob, carol):
         await _join(user, space, a.server_name)
+    # Carol's join to the space is a local join on B (already there through bob): A learns
+    # of it by a transaction, and must know of it before it can authorise her below.
+    await alice.sync_until(member_event(space, carol.user_id, "join"))
     await _join(bob, room, a.server_name)
     await alice.sync_until(member_event(room, bob.user_id, "join"))
     # Carol's server is resident, but bob (level 0) may not invite: B asks A.
