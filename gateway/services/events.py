@@ -43,13 +43,16 @@ from federation.signing import ServerSigningKey, sign_event
 
 from ..http import Codes, MatrixError
 from ..storage.database import Database, IntegrityError
-from ..storage.events import EventStore, EventWrite, RoomRow, StaleHeadError, StoredEvent
+from ..storage.events import EventStore, EventWrite, RoomExistsError, RoomRow, StaleHeadError, StoredEvent
 from ..storage.state import StateKey, StateSnapshot, StateStore
 
 if TYPE_CHECKING:
     from ..modules import ModuleCallbacks
 
 log = logging.getLogger(__name__)
+
+#: How often a v12+ room whose create event names an existing room is built again.
+_CREATE_ATTEMPTS = 5
 
 #: At most this many forward extremities become the prev_events of a new event.
 MAX_PREV_EVENTS = 10
@@ -392,14 +395,25 @@ class EventsService:
     ) -> tuple[str, list[SentEvent]]:
         """Build and store a new room's first events (``specs[0]`` is the create event).
         ``room_id`` is None for rooms v12+ (it comes from the create event)."""
-        writes = await self._build_chain(room_id, room_version, specs, {}, {}, [], 0)
-        real_room_id = writes[0].pdu.room_id
-        async with self.room_lock(real_room_id):
-            result = await self.store.create_room_and_persist(
-                room_id=real_room_id, room_version=room_version, creator=creator,
-                created_ts=self.clock_ms(), is_public=is_public, writes=writes,
-            )
-        return real_room_id, self._after_persist(real_room_id, writes, result.stream_orderings)
+        for attempt in range(_CREATE_ATTEMPTS):
+            writes = await self._build_chain(room_id, room_version, specs, {}, {}, [], 0)
+            real_room_id = writes[0].pdu.room_id
+            try:
+                async with self.room_lock(real_room_id):
+                    result = await self.store.create_room_and_persist(
+                        room_id=real_room_id, room_version=room_version, creator=creator,
+                        created_ts=self.clock_ms(), is_public=is_public, writes=writes,
+                    )
+            except RoomExistsError:
+                # v12+: the room ID is the create event's hash, so the same creator asking
+                # twice for the same room in one millisecond names one room twice. Build it
+                # again a moment later (a new origin_server_ts, a new ID).
+                if room_id is not None or attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.001)
+                continue
+            return real_room_id, self._after_persist(real_room_id, writes, result.stream_orderings)
+        raise AssertionError("unreachable")
 
     def forget_head(self, room_id: str) -> None:
         """Another writer changed the room (a received event, a partial-state resync): the

@@ -45,6 +45,21 @@ async def bob(client):
     return (await register(client, "bob"))["access_token"]
 
 
+async def test_the_same_v12_room_asked_for_twice_in_one_millisecond(hs, client, alice, monkeypatch):
+    # A v12 room ID is its create event's hash: the same request in the same millisecond
+    # would name the room that exists. The second is built again a millisecond later.
+    events = hs.events
+    frozen = iter([1_700_000_000_000] * 40)  # the first builds all see one millisecond
+    monkeypatch.setattr(events, "clock_ms", lambda: next(frozen, 1_700_000_000_001))
+    first = await create(client, alice, room_version="12", name="Twice")
+    frozen = iter([1_700_000_000_000] * 3)  # the second's first build too, then time moves on
+    second = await create(client, alice, room_version="12", name="Twice")
+    assert first != second
+    for room_id in (first, second):
+        status, state = await get(client, alice, f"/rooms/{room_id}/state/m.room.name")
+        assert (status, state) == (200, {"name": "Twice"})
+
+
 @pytest.mark.parametrize("version", ["12", "11", "10", "1"])
 async def test_create_room_state_and_send(client, alice, version):
     room_id = await create(client, alice, room_version=version, name="Garden", topic="Roses", preset="private_chat")
