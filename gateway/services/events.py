@@ -395,7 +395,8 @@ class EventsService:
     ) -> tuple[str, list[SentEvent]]:
         """Build and store a new room's first events (``specs[0]`` is the create event).
         ``room_id`` is None for rooms v12+ (it comes from the create event)."""
-        for attempt in range(_CREATE_ATTEMPTS):
+        attempts = 0
+        while True:
             writes = await self._build_chain(room_id, room_version, specs, {}, {}, [], 0)
             real_room_id = writes[0].pdu.room_id
             try:
@@ -404,16 +405,15 @@ class EventsService:
                         room_id=real_room_id, room_version=room_version, creator=creator,
                         created_ts=self.clock_ms(), is_public=is_public, writes=writes,
                     )
+                return real_room_id, self._after_persist(real_room_id, writes, result.stream_orderings)
             except RoomExistsError:
                 # v12+: the room ID is the create event's hash, so the same creator asking
                 # twice for the same room in one millisecond names one room twice. Build it
                 # again a moment later (a new origin_server_ts, a new ID).
-                if room_id is not None or attempt == _CREATE_ATTEMPTS - 1:
+                attempts += 1
+                if room_id is not None or attempts == _CREATE_ATTEMPTS:
                     raise
                 await asyncio.sleep(0.001)
-                continue
-            return real_room_id, self._after_persist(real_room_id, writes, result.stream_orderings)
-        raise AssertionError("unreachable")
 
     def forget_head(self, room_id: str) -> None:
         """Another writer changed the room (a received event, a partial-state resync): the
