@@ -11,8 +11,9 @@ role                   held by                                     starts / does
                                                                    sending endpoints there)
 ``federation_sender``  ``federation_sender_instances``, else main  FederationSender (outbound transactions;
                        when ``send_federation``                    on a worker, woken by others' events)
-``pusher``             ``pusher_instances``, else main when        missed-message mails (email pushers)
-                       ``start_pushers``
+``pusher``             ``pusher_instances``, else main when        HTTP pushes and missed-message mails,
+                       ``start_pushers``                           for the users of its shard
+                                                                   (``pusher_for_user``)
 ``background_tasks``   ``run_background_tasks_on`` (``main``)      partial-state resyncs, profile
                                                                    propagation, the mail queue, the
                                                                    federation tester's self-check
@@ -32,12 +33,14 @@ Spec of the model: Synapse's "Scaling synapse via workers" (seed 002).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import HomeserverConfig
 from .config.workers import MAIN
 
-__all__ = ["Roles", "roles_for"]
+__all__ = ["Roles", "roles_for", "shard_owner", "pusher_for_user"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +79,19 @@ def roles_for(config: HomeserverConfig) -> Roles:
         media_repo=w.enable_media_repo,
         media_background=named(w.media_instance_running_background_jobs, default_main=w.enable_media_repo),
     )
+
+
+def shard_owner(key: str, instances: Sequence[str]) -> str:
+    """The one of ``instances`` that handles ``key`` (a user ID, a server name): the same
+    answer in every process and after every restart, as long as the list is the same."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return instances[int.from_bytes(digest[:8], "big") % len(instances)]
+
+
+def pusher_for_user(config: HomeserverConfig, user_id: str) -> str | None:
+    """The instance that sends ``user_id``'s pushes (HTTP and email pushers): their shard of
+    ``pusher_instances``, else ``main`` when ``start_pushers``; None: nobody pushes."""
+    w = config.workers
+    if w.pusher_instances:
+        return shard_owner(user_id, w.pusher_instances)
+    return MAIN if w.start_pushers else None

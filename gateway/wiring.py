@@ -104,7 +104,7 @@ def build(hs: "HomeServer") -> None:
 
     from .appkeys import ACCOUNT_DATA, EMAIL_NOTIFS, MEDIA, RECEIPTS, ROOM_KEYS, THREEPIDS, TYPING, URL_PREVIEWER
 
-    from .roles import roles_for
+    from .roles import pusher_for_user, roles_for
     from .services.replication import RedisReplication
 
     config, db, server_name = hs.config, hs.db, hs.server_name
@@ -165,10 +165,16 @@ def build(hs: "HomeServer") -> None:
     hs.replication = RedisReplication(config.workers.redis, server_name=server_name,
                                       instance_name=roles.instance_name, notifier=notifier) \
         if config.workers.redis.enabled else None
+
+    def pushes_here(user_id: str) -> bool:
+        """This process sends the user's pushes and mails (their shard of the pushers)."""
+        return roles.pusher and pusher_for_user(config, user_id) == roles.instance_name
+
     hs.account_data = account_data = provide(ACCOUNT_DATA, AccountDataService(
         store=AccountDataStore(db), events=events, notifier=notifier))
     hs.push = push = PushService(db=db, server_name=server_name, events=events, account_data_store=account_data.store,
-                                 notifier=notifier, gateway=PushGatewayClient(outbound_connector), clock_ms=clock_ms)
+                                 notifier=notifier, gateway=PushGatewayClient(outbound_connector), clock_ms=clock_ms,
+                                 pushes_here=pushes_here)
     hs.directory = directory = DirectoryService(
         config=config.directory, store=DirectoryStore(db), server_name=server_name, events=events,
         federation_client=federation_client, appservices=appservices, modules=modules.callbacks, clock_ms=clock_ms)
@@ -211,7 +217,8 @@ def build(hs: "HomeServer") -> None:
     hs.email_notifs = email_notifs = provide(EMAIL_NOTIFS, EmailNotifier(
         config=config.email, server_name=server_name, public_baseurl=config.public_baseurl,
         store=EmailPusherStore(db), pushers=push.pushers, events=events, profiles=rooms.profiles, mailer=mailer,
-        pages=threepids.pages, secret=mail_link_secret(config, hs.signing_key), clock_ms=clock_ms)
+        pages=threepids.pages, secret=mail_link_secret(config, hs.signing_key), clock_ms=clock_ms,
+        mails_here=pushes_here)
         if mailer is not None and config.email.enable_notifs else None)
 
     # --- ephemeral data, sync ------------------------------------------------------
@@ -275,6 +282,13 @@ def build(hs: "HomeServer") -> None:
     # A federation sender on a worker looks for events other processes stored.
     if roles.federation_sender and not roles.events_writer:
         notifier.remote_events_listeners.append(lambda room_id, positions: sender.notify_new_events())
+    # A pusher process sends the pushes other processes' events and receipts cause (workers).
+    if roles.pusher:
+        from .services.push import BADGE, INVITE, PUSH
+
+        notifier.on_data(PUSH, push.on_remote_push)
+        notifier.on_data(BADGE, push.on_remote_badge)
+        notifier.on_data(INVITE, push.on_remote_invite)
     # Guests leave rooms that stop admitting them.
     events.add_new_state_listener(guest_access.on_new_state)
     # Deleted devices lose their end-to-end keys; the device list changes.

@@ -151,7 +151,8 @@ DESCRIPTIONS: dict[str, str] = {
     "run_background_tasks_on": "The instance that runs background tasks (partial-state resyncs, profile "
                                "updates in rooms, the mail queue).",
     "start_pushers": "The main process sends pushes (when `pusher_instances` is empty).",
-    "pusher_instances": "Workers that send pushes.",
+    "pusher_instances": "Instances that send pushes (HTTP and email pushers), each for its shard of the users "
+                        "(by a hash of the user ID); main pushes only if named here.",
     "enable_media_repo": "This process serves the media repository (false on main when a media worker does).",
     "media_instance_running_background_jobs": "The media worker that runs media background jobs.",
     "update_user_directory_from_worker": "The worker that updates the user directory (default: main).",

@@ -78,8 +78,11 @@ def subject_for(subjects: dict[str, str], app: str, rooms: list[dict[str, Any]])
 class EmailNotifier:
     def __init__(self, *, config: EmailConfig, server_name: str, public_baseurl: str, store: EmailPusherStore,
                  pushers: PusherStore, events, profiles, mailer, pages: jinja2.Environment, secret: bytes,
-                 clock_ms: Callable[[], int]):
+                 clock_ms: Callable[[], int], mails_here: Callable[[str], bool] = lambda user_id: True):
+        """``mails_here(user_id)``: whether this process mails the user (their shard of
+        ``pusher_instances``, gateway/roles.py)."""
         self.config = config
+        self.mails_here = mails_here
         self.server_name = server_name
         self.public_baseurl = public_baseurl
         self.store = store
@@ -107,7 +110,8 @@ class EmailNotifier:
             return
         due = self.clock_ms() + self.delay_ms
         for user_id in user_ids:
-            self._due.setdefault(user_id, due)
+            if self.mails_here(user_id):
+                self._due.setdefault(user_id, due)
         self.wake()
 
     def wake(self) -> None:
@@ -129,7 +133,8 @@ class EmailNotifier:
         """Every user with notifications their email pusher has not handled is looked at
         (after a restart, and every ``DELAY_MS``: notifications evaluated in another process)."""
         for user_id in await self.store.users_with_pending_notifications():
-            self._due.setdefault(user_id, self.clock_ms())
+            if self.mails_here(user_id):
+                self._due.setdefault(user_id, self.clock_ms())
 
     async def close(self) -> None:
         if self._task is not None:

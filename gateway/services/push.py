@@ -69,6 +69,10 @@ MAX_APP_ID = 64
 MAX_PUSHKEY_BYTES = 512
 PUSHER_KINDS = ("http", "email")
 
+#: What ``notifier.publish_data`` hands to the pusher processes (workers): notifications
+#: stored for events, a read receipt (the badge), an invite to a room we are not in.
+PUSH, BADGE, INVITE = "push", "push_badge", "push_invite"
+
 
 def _rule_json(kind: str, r: StoredRule) -> dict[str, Any]:
     out: dict[str, Any] = {"rule_id": r.rule_id, "default": False, "enabled": r.enabled, "actions": r.actions}
@@ -114,10 +118,13 @@ def thread_id_of(content: Mapping[str, Any], event_id: str) -> str:
 
 class PushService:
     def __init__(self, *, db: Database, server_name: str, events: EventsService, account_data_store: AccountDataStore,
-                 notifier: Notifier, gateway: PushGatewayClient, clock_ms: Callable[[], int]):
+                 notifier: Notifier, gateway: PushGatewayClient, clock_ms: Callable[[], int],
+                 pushes_here: Callable[[str], bool] = lambda user_id: True):
         """``events``: the events rules are evaluated on, rooms' members and state;
         ``account_data_store``: ``m.push_rules`` (clients read it there);
-        ``gateway`` sends notifications to pushers."""
+        ``gateway`` sends notifications to pushers; ``pushes_here(user_id)``: whether this
+        process sends the user's pushes (gateway/roles.py, ``pusher_for_user``): the others'
+        are handed over with ``notifier.publish_data`` (``on_remote_push``)."""
         self.server_name = server_name
         self.events = events
         self.account_data_store = account_data_store
@@ -133,6 +140,7 @@ class PushService:
         self._room_contexts: OrderedDict[str, tuple[int | None, Any]] = OrderedDict()
         self._last_checkpoint_ms = 0
         self.gateway = gateway
+        self.pushes_here = pushes_here
         #: Called with the users with email pushers among those a batch of events notified.
         self.email_listeners: list[Callable[[list[str]], None]] = []
         #: The badge (unread rooms) each HTTP pusher was last sent, by (user, app, pushkey).
@@ -374,10 +382,54 @@ class PushService:
                                            thread, actions or []))
         await self.actions.add(rows)
         await self._maybe_prune(events[-1].stream_ordering)
-        notifying = [r for r in rows if r.notif]
+        notifying = [r for r in rows if r.notif and self.pushes_here(r.user_id)]
         if notifying:
             names = {m.user_id: m.displayname for m in members}
             await self._send_to_pushers(room_id, notifying, event_dicts, names)
+        elsewhere = sorted({r.stream_ordering for r in rows if r.notif and not self.pushes_here(r.user_id)})
+        if elsewhere:  # the pusher processes read these rows from the database
+            self.notifier.publish_data(PUSH, {"room": room_id, "positions": elsewhere})
+
+    # --- pushes handed over by other processes (workers) ------------------------------
+
+    def on_remote_push(self, data: Any) -> None:
+        """Another process stored notifications (``PUSH``: the room and the positions of
+        the events): send those of the users whose pushes this process sends."""
+        if isinstance(data, dict) and isinstance(data.get("room"), str) and isinstance(data.get("positions"), list):
+            self._in_background(lambda: self._push_stored(data["room"], [int(p) for p in data["positions"]]))
+
+    def on_remote_badge(self, data: Any) -> None:
+        """Another process stored a read receipt (``BADGE``: room and user)."""
+        if isinstance(data, dict) and isinstance(data.get("user"), str) and self.pushes_here(data["user"]):
+            self._in_background(lambda: self._update_badges(str(data.get("room")), data["user"]))
+
+    def on_remote_invite(self, data: Any) -> None:
+        """Another process received an invite to a room this server is not in (``INVITE``)."""
+        if isinstance(data, dict) and isinstance(data.get("event"), dict) and isinstance(data.get("stripped"), list) \
+                and self.pushes_here(str(data["event"].get("state_key"))):
+            self._in_background(lambda: self._push_out_of_band_invite(data["event"], data["stripped"]))
+
+    async def _push_stored(self, room_id: str, positions: list[int]) -> None:
+        """Send the notifications stored for the events at ``positions`` to the pushers of
+        this process's users (the rows, events and names are read from the database)."""
+        try:
+            rows = [r for r in await self.actions.get_at_positions(room_id, positions)
+                    if r.notif and self.pushes_here(r.user_id)]
+            if not rows:
+                return
+            pdus = await self.events.get_pdus(sorted({r.event_id for r in rows}))
+            event_dicts: dict[str, dict[str, Any]] = {}
+            for pdu in pdus.values():
+                event_dicts[pdu.event_id] = {"type": pdu.type, "content": pdu.content, "sender": pdu.sender,
+                                             "room_id": pdu.room_id, "event_id": pdu.event_id}
+                if pdu.state_key is not None:
+                    event_dicts[pdu.event_id]["state_key"] = pdu.state_key
+            room = await self.events.get_room(room_id)
+            members, _, _ = await self._room_context(room_id, room.current_state_group)
+            names = {m.user_id: m.displayname for m in members}
+            await self._send_to_pushers(room_id, [r for r in rows if r.event_id in event_dicts], event_dicts, names)
+        except Exception:
+            log.exception("sending the pushes of room %s stored by another process failed", room_id)
 
     # --- push gateways ---------------------------------------------------------------
 
@@ -386,7 +438,12 @@ class PushService:
         invitee's rules (the room is known only by the invite's stripped state) and push
         it, in the background. It has no place in the room's stream, so it counts no
         unread notification."""
-        self._in_background(lambda: self._push_out_of_band_invite(pdu, stripped_state))
+        event = {"type": pdu.type, "content": pdu.content, "sender": pdu.sender, "room_id": pdu.room_id,
+                 "event_id": pdu.event_id, "state_key": pdu.state_key}
+        if self.pushes_here(pdu.state_key):
+            self._in_background(lambda: self._push_out_of_band_invite(event, stripped_state))
+        else:
+            self.notifier.publish_data(INVITE, {"event": event, "stripped": list(stripped_state)})
 
     def _in_background(self, work: Callable[[], Any]) -> None:
         """Run ``work()`` (a coroutine) as a task ``flush_pushes`` waits for (nothing
@@ -399,11 +456,10 @@ class PushService:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _push_out_of_band_invite(self, pdu: Any, stripped_state: Sequence[Mapping[str, Any]]) -> None:
+    async def _push_out_of_band_invite(self, event: dict[str, Any], stripped_state: Sequence[Mapping[str, Any]]) -> None:
+        room_id = event["room_id"]
         try:
-            user_id = pdu.state_key
-            event = {"type": pdu.type, "content": pdu.content, "sender": pdu.sender, "room_id": pdu.room_id,
-                     "event_id": pdu.event_id, "state_key": user_id}
+            user_id = event["state_key"]
             state = {(e.get("type"), e.get("state_key")): e.get("content") or {} for e in stripped_state}
             joined = sum(1 for (t, _), c in state.items() if t == "m.room.member" and c.get("membership") == "join")
             ctx = PushContext(user_id=user_id, display_name=None, member_count=joined, sender_power_level=0,
@@ -412,19 +468,19 @@ class PushService:
             notify, highlight = notify_and_highlight(actions)
             if not notify:
                 return
-            row = PushAction(pdu.room_id, user_id, pdu.event_id, 0, notify, highlight, MAIN_THREAD, list(actions))
+            row = PushAction(room_id, user_id, event["event_id"], 0, notify, highlight, MAIN_THREAD, list(actions))
 
             def field(event_type: str, key: str) -> str | None:
                 value = state.get((event_type, ""), {}).get(key)
                 return value if isinstance(value, str) and value else None
 
             alias = field("m.room.canonical_alias", "alias")
-            sender_name = state.get(("m.room.member", pdu.sender), {}).get("displayname")
-            await self._send_to_pushers(pdu.room_id, [row], {pdu.event_id: event},
-                                        {pdu.sender: sender_name if isinstance(sender_name, str) else None},
+            sender_name = state.get(("m.room.member", event["sender"]), {}).get("displayname")
+            await self._send_to_pushers(room_id, [row], {event["event_id"]: event},
+                                        {event["sender"]: sender_name if isinstance(sender_name, str) else None},
                                         room_names=(field("m.room.name", "name") or alias, alias))
         except Exception:
-            log.exception("pushing an invite to %s failed", pdu.room_id)
+            log.exception("pushing an invite to %s failed", room_id)
 
     async def _send_to_pushers(self, room_id: str, rows: Sequence[PushAction],
                                events: Mapping[str, Mapping[str, Any]], names: Mapping[str, str | None], *,
@@ -460,8 +516,12 @@ class PushService:
 
     def on_receipt(self, room_id: str, receipt_type: str, user_id: str, event_id: str, data: Any) -> None:
         """The ReceiptsService listener (a local user's public read receipt): their badge
-        may have gone down, so send it to their HTTP pushers, in the background."""
-        self._in_background(lambda: self._update_badges(room_id, user_id))
+        may have gone down, so send it to their HTTP pushers, in the background (or have
+        the process that sends their pushes do it)."""
+        if self.pushes_here(user_id):
+            self._in_background(lambda: self._update_badges(room_id, user_id))
+        else:
+            self.notifier.publish_data(BADGE, {"room": room_id, "user": user_id})
 
     async def _update_badges(self, room_id: str, user_id: str) -> None:
         """Send each of the user's HTTP pushers the user's badge (rooms with unread

@@ -237,6 +237,22 @@ class PushActionStore:
         )
         return int(value or 0)
 
+    async def get_at_positions(self, room_id: str, positions: Sequence[int]) -> list[PushAction]:
+        """The push actions of the room's events at these stream positions (every user's)."""
+        out: list[PushAction] = []
+        ids = sorted(set(positions))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await self.db.fetch(
+                "SELECT room_id, user_id, event_id, stream_ordering, notif, highlight, thread_id, actions"
+                f" FROM event_push_actions WHERE room_id = $1 AND stream_ordering IN ({_placeholders(len(chunk), 2)})"
+                " ORDER BY stream_ordering, user_id",
+                room_id, *chunk,
+            )
+            out += [PushAction(r[0], r[1], r[2], int(r[3]), bool(r[4]), bool(r[5]), r[6], json.loads(r[7]))
+                    for r in rows]
+        return out
+
     async def get_for_user(self, user_id: str, *, before: int | None, limit: int,
                            only_highlight: bool = False) -> list[PushAction]:
         where = ["user_id = $1"]

@@ -1,0 +1,139 @@
+"""Pushers on workers (issue 18: ``pusher_instances``): the events writer (main) stores the
+notifications; the pusher worker that owns the user's shard hears of them over Redis,
+reads them from the database and sends them to the user's push gateway. Real processes,
+PostgreSQL and Redis; the push gateway is an HTTP server in this test that notes which
+process each request came from."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.config import parse_config
+from gateway.roles import pusher_for_user, roles_for, shard_owner
+from tests.conftest import SKIP_POSTGRES, create_postgres_database, drop_postgres_database
+from tests.support.client_api import Client, register_user
+from tests.support.worker_cluster import Worker, WorkerCluster, process_of_connection
+
+PUSHERS = ["pusher1", "pusher2"]
+SHARED = {"server_name": "example.com", "database": {"name": "psycopg2", "args": {"database": "g"}},
+          "redis": {"enabled": True}}
+
+
+def test_a_user_always_has_the_same_pusher_and_the_shards_share_the_users():
+    users = [f"@user{i}:example.com" for i in range(400)]
+    owners = [shard_owner(u, PUSHERS) for u in users]
+    assert owners == [shard_owner(u, list(PUSHERS)) for u in users]  # stable
+    counts = Counter(owners)
+    assert set(counts) == set(PUSHERS) and min(counts.values()) > 120  # both get a fair part
+    assert {shard_owner(u, ["only"]) for u in users} == {"only"}
+
+
+def test_pusher_for_user_follows_the_config():
+    alone = parse_config({**SHARED})
+    assert pusher_for_user(alone, "@a:example.com") == "main"
+    assert pusher_for_user(parse_config({**SHARED, "start_pushers": False}), "@a:example.com") is None
+    sharded = parse_config({**SHARED, "start_pushers": False, "pusher_instances": PUSHERS})
+    assert pusher_for_user(sharded, "@a:example.com") == shard_owner("@a:example.com", PUSHERS)
+    assert not roles_for(sharded).pusher
+    worker = parse_config({**SHARED, "pusher_instances": PUSHERS, "worker_app": "synapse.app.generic_worker",
+                           "worker_name": "pusher2"})
+    assert roles_for(worker).pusher
+
+
+def name_in_shard(prefix: str, owner: str) -> str:
+    """A localpart starting with ``prefix`` whose user ID falls in ``owner``'s shard."""
+    for i in range(1000):
+        if shard_owner(f"@{prefix}{i}:workers.test", PUSHERS) == owner:
+            return f"{prefix}{i}"
+    raise AssertionError("no such name")
+
+
+class PushGateway:
+    """Records each notification with the name of the cluster process that sent it."""
+
+    def __init__(self, cluster: WorkerCluster):
+        self.cluster = cluster
+        self.received: list[tuple[str | None, dict]] = []
+        self.changed = asyncio.Condition()
+
+    async def handler(self, request: web.Request) -> web.Response:
+        peer_port = request.transport.get_extra_info("peername")[1]
+        sender = process_of_connection(peer_port, self.cluster.pids())
+        body = await request.json()
+        async with self.changed:
+            self.received.append((sender, body["notification"]))
+            self.changed.notify_all()
+        return web.json_response({"rejected": []})
+
+    async def wait_for(self, predicate, timeout: float = 60) -> list[tuple[str | None, dict]]:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: [r for r in self.received if predicate(r[1])]),
+                                   timeout)
+            return [r for r in self.received if predicate(r[1])]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if SKIP_POSTGRES:
+        pytest.skip("workers need PostgreSQL")
+    name, args = asyncio.run(create_postgres_database())
+    workers = [Worker(n, []) for n in PUSHERS]  # a metrics listener only: they serve no requests
+    c = WorkerCluster(Path(tmp_path_factory.mktemp("pushers")), args, workers,
+                      {"pusher_instances": PUSHERS, "ip_range_whitelist": ["127.0.0.1/32"]})
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        asyncio.run(drop_postgres_database(name))
+
+
+def http_pusher(url: str, pushkey: str) -> dict:
+    return {"kind": "http", "app_id": "org.example.app", "pushkey": pushkey, "app_display_name": "App",
+            "device_display_name": "Phone", "lang": "en", "data": {"url": url}}
+
+
+async def test_each_pusher_worker_pushes_the_messages_sent_through_main_to_its_users(cluster):
+    gateway = PushGateway(cluster)
+    app = web.Application()
+    app.router.add_post("/_matrix/push/v1/notify", gateway.handler)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        url = str(server.make_url("/_matrix/push/v1/notify"))
+        one = await register_user(session, cluster.main_url, name_in_shard("one", "pusher1"))
+        two = await register_user(session, cluster.main_url, name_in_shard("two", "pusher2"))
+        sender = await register_user(session, cluster.main_url, "sender")
+        room_id = (await sender.call("POST", "/createRoom", {"preset": "public_chat", "name": "Pushed"}))["room_id"]
+        for user in (one, two):
+            await user.call("POST", f"/join/{room_id}", {})
+            await user.call("POST", "/pushers/set", http_pusher(url, f"key-{user.user_id}"))
+        event_id = await sender.send_text(room_id, "hello both")
+
+        def the_message(n: dict) -> bool:
+            return n.get("event_id") == event_id
+
+        pushes = await gateway.wait_for(lambda n: the_message(n) and len(
+            [r for r in gateway.received if the_message(r[1])]) >= 2)
+        by_key = {n["devices"][0]["pushkey"]: (process, n) for process, n in pushes}
+        assert set(by_key) == {f"key-{one.user_id}", f"key-{two.user_id}"}
+        # Each push came from the worker of the user's shard, none from main.
+        assert by_key[f"key-{one.user_id}"][0] == "pusher1"
+        assert by_key[f"key-{two.user_id}"][0] == "pusher2"
+        note = by_key[f"key-{one.user_id}"][1]
+        assert note["room_id"] == room_id and note["content"]["body"] == "hello both"
+        assert note["sender_display_name"] == "sender" and note["room_name"] == "Pushed"
+        assert note["counts"] == {"unread": 1}
+
+        # A read receipt stored by main: the user's pusher worker sends the new badge.
+        await Client(session, cluster.main_url, one.token, one.user_id).call(
+            "POST", f"/rooms/{room_id}/receipt/m.read/{event_id}", {})
+        (badge,) = await gateway.wait_for(lambda n: "event_id" not in n)
+        assert badge[0] == "pusher1"
+        assert badge[1]["counts"] == {"unread": 0} and badge[1]["devices"][0]["pushkey"] == f"key-{one.user_id}"
+        assert all(process in PUSHERS for process, _ in gateway.received)

@@ -1,0 +1,163 @@
+"""A main process and any workers, run as an operator runs them (``gateway run -c
+homeserver.yaml [-c worker.yaml]``), on a real PostgreSQL and Redis, optionally behind
+docs/workers.md's nginx example. Used by the worker tests (tests/gateway/test_workers_*.py)
+and by bench/workers.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from tests.conftest import GENEROUS_RATE_LIMITS, free_port
+from tests.support.gateway_process import ROOT, stop_process, wait_for_port
+
+WORKER_APP = "synapse.app.generic_worker"
+DOC = Path(ROOT) / "docs" / "workers.md"
+LOCAL = ["127.0.0.1"]
+
+
+@dataclass
+class Worker:
+    name: str
+    #: Resource names of its one listener (``client``, ``media``...); ``metrics`` is added.
+    resources: list[str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class WorkerCluster:
+    """``shared``: keys added to (or replacing) the shared homeserver.yaml's."""
+
+    def __init__(self, directory: Path, db_args: dict, workers: list[Worker], shared: dict[str, Any] | None = None,
+                 *, main_resources: tuple[str, ...] = ("client", "metrics")):
+        self.dir = directory
+        self.main_port, self.replication_port = free_port(), free_port()
+        self.workers = {w.name: w for w in workers}
+        self.shared = directory / "homeserver.yaml"
+        self.shared.write_text(yaml.safe_dump({
+            "server_name": "workers.test",
+            "public_baseurl": f"http://127.0.0.1:{self.main_port}/",
+            "database": {"name": "psycopg2", "args": {**db_args, "cp_min": 1, "cp_max": 5}},
+            "signing_key_path": str(directory / "signing.key"), "media_store_path": str(directory / "media"),
+            "listeners": [
+                {"port": self.main_port, "bind_addresses": LOCAL, "resources": [{"names": list(main_resources)}]},
+                {"port": self.replication_port, "bind_addresses": LOCAL, "resources": [{"names": ["replication"]}]},
+            ],
+            "instance_map": {"main": {"host": "127.0.0.1", "port": self.replication_port}},
+            "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
+                      "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
+            "enable_registration": True, "enable_registration_without_verification": True,
+            "bcrypt_rounds": 4, "send_federation": False, **GENEROUS_RATE_LIMITS, **(shared or {}),
+        }))
+        for w in workers:
+            (directory / f"{w.name}.yaml").write_text(yaml.safe_dump({
+                "worker_app": WORKER_APP, "worker_name": w.name,
+                "worker_listeners": [{"port": w.port, "bind_addresses": LOCAL,
+                                      "resources": [{"names": [*w.resources, "metrics"]}]}],
+            }))
+        self.main: subprocess.Popen | None = None
+
+    def _start(self, name: str, port: int, *configs: Path) -> subprocess.Popen:
+        log = self.dir / f"{name}.log"
+        args = [a for c in configs for a in ("--config-path", str(c))]
+        with open(log, "ab") as out:  # a file: a full pipe nobody reads would block the process
+            proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", *args], cwd=ROOT,
+                                    env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(port, proc, name, log)
+        return proc
+
+    def start(self) -> None:
+        """Main first (it brings the schema up to date), then every worker."""
+        self.main = self._start("main", self.main_port, self.shared)
+        for w in self.workers.values():
+            w.proc = self._start(w.name, w.port, self.shared, self.dir / f"{w.name}.yaml")
+
+    def stop(self) -> None:
+        for proc in [w.proc for w in self.workers.values()] + [self.main]:
+            if proc is not None and proc.poll() is None:
+                stop_process(proc)
+
+    def pids(self) -> dict[str, int]:
+        out = {"main": self.main.pid} if self.main is not None else {}
+        return {**out, **{w.name: w.proc.pid for w in self.workers.values() if w.proc is not None}}
+
+    @property
+    def main_url(self) -> str:
+        return f"http://127.0.0.1:{self.main_port}"
+
+
+def documented_nginx() -> str:
+    """The server configuration of docs/workers.md's one nginx example."""
+    blocks = re.findall(r"^```nginx\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "docs/workers.md has one nginx example"
+    return blocks[0]
+
+
+def replace_documented(text: str, old: str, new: str) -> str:
+    """Replace, insisting the documented text is there (a doc change fails loudly here)."""
+    assert old in text, f"docs/workers.md no longer contains {old!r}: update this test with it"
+    return text.replace(old, new)
+
+
+@contextlib.contextmanager
+def run_nginx(directory: Path, server: str) -> Iterator[str]:
+    """nginx with ``server`` (upstreams, maps and a ``server`` block whose ``listen`` line
+    is ``listen 8080;``, replaced by a free port); yields its base URL."""
+    port = free_port()
+    server = replace_documented(server, "listen 8080;", f"listen 127.0.0.1:{port};")
+    temp = "\n".join(f"    {k}_temp_path {directory}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = directory / "nginx.conf"
+    conf.write_text(("user root;\n" if os.geteuid() == 0 else "")
+                    + f"daemon off;\npid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
+                    f"events {{}}\nhttp {{\n    access_log off;\n{temp}\n{server}\n}}\n")
+    log = directory / "nginx.out"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(directory), "-c", str(conf),
+                                 "-e", str(directory / "error.log")], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, "nginx", log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+def process_of_connection(local_port: int, pids: dict[str, int]) -> str | None:
+    """Which of ``pids`` (name -> pid) holds the TCP socket bound to 127.0.0.1:``local_port``
+    (the far end of a connection a test server accepted): read from /proc."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+                inodes.add(fields[9])
+    for name, pid in pids.items():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return name
+    return None
