@@ -32,6 +32,12 @@ TRANSFERABLE_STATE = (
 #: Carried over for every state key (a space's children, a room's parents); empty
 #: contents (removed links) are not.
 TRANSFERABLE_KEYED_STATE = ("m.space.child", "m.space.parent")
+#: Settings the spec gives a meaning when their event is absent: the new room states
+#: them explicitly (the old room's behaviour kept, and every setting visible to clients).
+IMPLIED_STATE = {
+    "m.room.history_visibility": {"history_visibility": "shared"},
+    "m.room.guest_access": {"guest_access": "forbidden"},
+}
 
 TOMBSTONE_BODY = "This room has been replaced"
 
@@ -71,10 +77,11 @@ def upgraded_create_content(
 
 def transferable_state(state: Mapping[StateKey, Mapping[str, Any]]) -> dict[StateKey, dict[str, Any]]:
     """Of the old room's state contents, those the new room copies (power levels aside:
-    see ``upgraded_power_levels``), in sending order."""
+    see ``upgraded_power_levels``), in sending order. A setting the old room leaves to
+    its default (``IMPLIED_STATE``) is sent with that default."""
     out: dict[StateKey, dict[str, Any]] = {}
     for event_type in TRANSFERABLE_STATE:
-        content = state.get((event_type, ""))
+        content = state.get((event_type, ""), IMPLIED_STATE.get(event_type))
         if content is not None:
             out[(event_type, "")] = dict(content)
     for (event_type, state_key), content in sorted(state.items()):

@@ -44,8 +44,23 @@ def test_transferable_state_picks_the_recommended_types_and_space_links():
         ("m.space.parent", "!p:hs"): {"via": ["hs"], "canonical": True},
     }
     out = transferable_state(state)
-    assert list(out) == [("m.room.join_rules", ""), ("m.room.name", ""), ("m.room.topic", ""),
+    assert list(out) == [("m.room.join_rules", ""), ("m.room.history_visibility", ""), ("m.room.guest_access", ""),
+                         ("m.room.name", ""), ("m.room.topic", ""),
                          ("m.space.child", "!c:hs"), ("m.space.parent", "!p:hs")]
+
+
+def test_transferable_state_states_the_settings_left_to_their_defaults():
+    # No guest_access or history_visibility in the old room: the new one says what
+    # their absence meant (guests forbidden, history shared), so nothing changes for
+    # its members and clients see the settings.
+    out = transferable_state({("m.room.join_rules", ""): {"join_rule": "public"}})
+    assert out[("m.room.guest_access", "")] == {"guest_access": "forbidden"}
+    assert out[("m.room.history_visibility", "")] == {"history_visibility": "shared"}
+    # Set ones are copied as they are.
+    out = transferable_state({("m.room.guest_access", ""): {"guest_access": "can_join"},
+                              ("m.room.history_visibility", ""): {"history_visibility": "joined"}})
+    assert out[("m.room.guest_access", "")] == {"guest_access": "can_join"}
+    assert out[("m.room.history_visibility", "")] == {"history_visibility": "joined"}
 
 
 def test_power_levels_become_integers():

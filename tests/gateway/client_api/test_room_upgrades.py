@@ -167,6 +167,18 @@ async def test_m_federate_kept(client, alice):
     assert (await get(client, alice, f"/rooms/{new}/state/m.room.create"))[1]["m.federate"] is False
 
 
+async def test_settings_left_to_defaults_are_stated_in_the_new_room(client, alice):
+    # A public_chat room sends no guest_access: the new room says "forbidden" (what its
+    # absence meant), so clients waiting for the room's settings see them all.
+    room = await create(client, alice, room_version="10", preset="public_chat")
+    assert (await get(client, alice, f"/rooms/{room}/state/m.room.guest_access"))[0] == 404
+    new = await upgraded(client, alice, room, "11")
+    state = await state_of(client, alice, new)
+    assert state[("m.room.guest_access", "")]["content"] == {"guest_access": "forbidden"}
+    assert state[("m.room.history_visibility", "")]["content"] == {"history_visibility": "shared"}
+    assert state[("m.room.join_rules", "")]["content"] == {"join_rule": "public"}
+
+
 async def test_moderator_upgrade_keeps_levels(client, alice, bob):
     """A moderator allowed to send the tombstone upgrades: the new room ends with the old
     levels (bob back at 50), and the old room keeps them (he may not change them)."""
