@@ -69,10 +69,14 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
         app.add_subapp("/_matrix/client", client_api.build_app(hs))
         app.add_subapp("/_synapse/admin", admin_api.build_app(hs))
         app.add_subapp("/_gateway/federation-tester", federation_tester_api.build_app(hs))
+    elif "media" in res and hs.roles.media_repo:  # a media worker: /_matrix/client/v1/media
+        app.add_subapp("/_matrix/client", client_api.build_media_app(hs))
     if "client" in res or "consent" in res:
         add_consent_routes(app)  # /_matrix/consent, when user_consent is configured
     if "federation" in res:
         app.add_subapp("/_matrix/federation", federation_api.build_app(hs))
+    elif "media" in res and hs.roles.media_repo:  # a media worker: /_matrix/federation/v1/media
+        app.add_subapp("/_matrix/federation", federation_api.build_media_app(hs))
     if "media" in res and hs.roles.media_repo:  # enable_media_repo: false when a media worker serves it
         app.add_subapp("/_matrix/media", media_api.build_app(hs))
     if "keys" in res:

@@ -21,9 +21,11 @@ role                   held by                                     starts / does
                        main
 ``user_directory``     ``update_user_directory_from_worker``,      (user directory updates)
                        else main
-``media_repo``         ``enable_media_repo`` (true by default)     the media repository's routes
-``media_background``   ``media_instance_running_background_jobs``  (media expiry)
-                       else main
+``media_repo``         ``enable_media_repo`` (true by default; a   the media repository's routes
+                       worker file may set it), or a
+                       ``synapse.app.media_repository`` worker
+``media_background``   ``media_instance_running_background_jobs``  media jobs (expired upload reservations)
+                       else main (with ``enable_media_repo``)
 every process          -                                           Redis pub/sub (when ``redis.enabled``):
                                                                    publishes its writes, wakes its /sync
 =====================  ==========================================  =======================================

@@ -338,6 +338,8 @@ async def start(hs: "HomeServer") -> None:
         await hs.appservice_transactions.start()  # and what services have not acknowledged
     if hs.email_notifs is not None and roles.pusher:
         await hs.email_notifs.start()  # missed-message mails an earlier run had not sent yet
+    if roles.media_background:
+        hs.media.start_background_jobs()  # expired upload reservations
     if hs.tester_self_check is not None and roles.background_tasks:  # one process checks
         hs.tester_self_check.start()
 

@@ -53,13 +53,29 @@ async def get_versions(request: web.Request) -> web.Response:
     return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": UNSTABLE_FEATURES})
 
 
+def add_media_routes(app: web.Application, hs: HomeServer) -> None:
+    """The authenticated media endpoints (``/v1/media/...``)."""
+    app.add_routes(media.routes)
+    if hs.config.media.url_preview_enabled:
+        app.add_routes(media.preview_routes)
+
+
+def build_media_app(hs: HomeServer) -> web.Application:
+    """/_matrix/client for a listener serving ``media`` without ``client`` (a media
+    worker): the authenticated media endpoints only."""
+    app = web.Application(middlewares=[access_token_middleware])
+    app[HS] = hs
+    add_media_routes(app, hs)
+    return app
+
+
 def build_app(hs: HomeServer) -> web.Application:
     app = web.Application(middlewares=[access_token_middleware])
     app[HS] = hs
     for module_routes in (routes, login.routes, register.routes, account.routes, profile.routes, openid.routes,
                           rooms.routes, directory.routes, event_context.routes, push_rules.routes,
                           user_directory.routes, sync.routes, typing.routes, receipts.routes,
-                          account_data.routes, media.routes, keys.routes, room_keys.routes,
+                          account_data.routes, keys.routes, room_keys.routes,
                           to_device.routes, room_upgrades.routes, report_content.routes, relations.routes, search.routes):
         app.add_routes(module_routes)
     for module_routes in (admin.routes, mutual_rooms.routes, spaces.routes, oauth.routes, appservice.routes):
@@ -67,8 +83,8 @@ def build_app(hs: HomeServer) -> web.Application:
     app.add_routes(legacy_sync.routes)
     app.add_routes(voip.routes)
     app.add_routes(threepids.routes)
-    if hs.config.media.url_preview_enabled:
-        app.add_routes(media.preview_routes)
+    if hs.roles.media_repo:  # enable_media_repo: false when a media worker serves them
+        add_media_routes(app, hs)
 
     async def wake_long_polls(_app: web.Application) -> None:
         if "notifier" in hs.__dict__:

@@ -178,7 +178,9 @@ def parse_worker_config(root: Section, listener_parser: Callable[[Any, str], Any
         run_background_tasks_on=root.str("run_background_tasks_on", MAIN),
         start_pushers=root.bool("start_pushers", True),
         pusher_instances=_instance_names(root, "pusher_instances", []),
-        enable_media_repo=root.bool("enable_media_repo", True),
+        # A media worker: its own file says ``enable_media_repo: true`` (it replaces the
+        # shared file's false), or it is Synapse's media_repository app.
+        enable_media_repo=root.bool("enable_media_repo", True) or raw_app == "synapse.app.media_repository",
         media_instance_running_background_jobs=root.str("media_instance_running_background_jobs", None),
         update_user_directory_from_worker=root.str("update_user_directory_from_worker", None),
         notify_appservices_from_worker=root.str("notify_appservices_from_worker", None),

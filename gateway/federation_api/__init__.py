@@ -28,10 +28,20 @@ def build_app(hs: HomeServer) -> web.Application:
     app.add_routes(routes)
     app.add_routes(query.routes)
     app.add_routes(public_rooms.routes)
-    app.add_routes(media.routes)
+    if hs.roles.media_repo:  # enable_media_repo: false when a media worker serves them
+        app.add_routes(media.routes)
     app.add_routes(transactions.routes)
     app.add_routes(room_data.routes)
     app.add_routes(membership.routes)
     app.add_routes(user_keys.routes)
     app.add_routes(spaces.routes)
+    return app
+
+
+def build_media_app(hs: HomeServer) -> web.Application:
+    """/_matrix/federation for a listener serving ``media`` without ``federation`` (a
+    media worker): other servers' downloads of our media."""
+    app = web.Application(middlewares=[x_matrix_middleware])
+    app[HS] = hs
+    app.add_routes(media.routes)
     return app

@@ -120,6 +120,10 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+#: How often the media background jobs run (seconds).
+BACKGROUND_EVERY_S = 3600
+
+
 class MediaService:
     def __init__(self, *, config: MediaConfig, store: MediaStore, server_name: str,
                  federation_client: FederationClient, outbound_connector: Callable[[], aiohttp.BaseConnector],
@@ -138,6 +142,7 @@ class MediaService:
         self._remote_locks = KeyedLocks()
         self._thumbnail_locks = KeyedLocks()
         self._http: aiohttp.ClientSession | None = None
+        self._background: asyncio.Task | None = None
         #: (origin, media ID, thumbnails only) -> when this process last wrote its access time.
         self._accessed: OrderedDict[tuple[str, str, bool], int] = OrderedDict()
         #: Media the deprecated unauthenticated endpoints keep serving even when
@@ -145,7 +150,28 @@ class MediaService:
         #: advises), which browsers load without an access token.
         self.public_media = frozenset(public_media)
 
+    def start_background_jobs(self) -> None:
+        """In the one process with the ``media_background`` role (gateway/roles.py,
+        ``media_instance_running_background_jobs``): about every ``BACKGROUND_EVERY_S``,
+        reservations of ``POST /create`` that expired unused go."""
+        if self._background is None:
+            self._background = asyncio.get_running_loop().create_task(self._background_jobs(), name="media-jobs")
+
+    async def _background_jobs(self) -> None:
+        while True:
+            try:
+                gone = await self.store.delete_expired_pending(self.clock_ms())
+                if gone:
+                    log.info("deleted %d expired media reservations", gone)
+            except Exception:
+                log.exception("media background jobs failed")
+            await asyncio.sleep(BACKGROUND_EVERY_S)
+
     async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            await asyncio.gather(self._background, return_exceptions=True)
+            self._background = None
         if self._http is not None:
             await self._http.close()
 

@@ -129,6 +129,7 @@ def nginx(cluster, tmp_path_factory):
     server = _documented_nginx()
     server = _replace(server, "server 127.0.0.1:8008;", f"server 127.0.0.1:{cluster.main_port};")
     server = _replace(server, "server 127.0.0.1:8083;", f"server 127.0.0.1:{cluster.worker_port};")
+    server = _replace(server, "server 127.0.0.1:8085;", f"server 127.0.0.1:{cluster.main_port};")  # main's media
     server = _replace(server, "listen 8080;", f"listen 127.0.0.1:{port};")
     temp = "\n".join(f"    {k}_temp_path {tmp}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = tmp / "nginx.conf"

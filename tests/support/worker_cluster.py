@@ -31,6 +31,8 @@ class Worker:
     name: str
     #: Resource names of its one listener (``client``, ``media``...); ``metrics`` is added.
     resources: list[str]
+    #: Other keys of its worker file (``enable_media_repo: true`` for a media worker).
+    extra: dict[str, Any] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -68,6 +70,7 @@ class WorkerCluster:
                 "worker_app": WORKER_APP, "worker_name": w.name,
                 "worker_listeners": [{"port": w.port, "bind_addresses": LOCAL,
                                       "resources": [{"names": [*w.resources, "metrics"]}]}],
+                **w.extra,
             }))
         self.main: subprocess.Popen | None = None
 
@@ -133,6 +136,15 @@ def run_nginx(directory: Path, server: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process(proc)
+
+
+async def requests_served(session: Any, base: str, route: str) -> float:
+    """How many requests for routes matching ``route`` (a regex) the process at ``base``
+    answered (its metrics)."""
+    async with session.get(f"{base}/_synapse/metrics") as r:
+        text = await r.text()
+    return sum(float(m.group(2)) for m in re.finditer(r'^gateway_http_requests_total\{(.*)\} (\S+)$', text, re.M)
+               if re.search(rf'route="{route}"', m.group(1)))
 
 
 def process_of_connection(local_port: int, pids: dict[str, int]) -> str | None:
