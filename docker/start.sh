@@ -17,4 +17,9 @@ if [ ! -f "$CONFIG" ]; then
     fi
     gateway generate-config "$@"
 fi
-exec gateway run -c "$CONFIG"
+# The compose file's `workers` profile: main's listeners, Redis and the workers' places.
+set --
+case ",${GATEWAY_PROFILES:-}," in
+    *,workers,*) set -- -c "${WORKERS_CONFIG:-/etc/gateway/workers/shared.yaml}" ;;
+esac
+exec gateway run -c "$CONFIG" "$@"
