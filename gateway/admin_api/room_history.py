@@ -55,8 +55,10 @@ async def context(request: web.Request) -> web.Response:
 @routes.post("/v1/purge_history/{room_id}/{event_id}")
 async def purge_history(request: web.Request) -> web.Response:
     """Start purging the history before an event (in the path, or ``purge_up_to_event_id``)
-    or a time (``purge_up_to_ts``); ``delete_local_events`` also deletes local users'
-    messages. Answers a ``purge_id`` at once; the purge runs in the background."""
+    or a time (``purge_up_to_ts``): it leaves the room's timeline, remote users' messages
+    are deleted, and local users' too with ``delete_local_events`` (else they are kept out
+    of the timeline, with the state). Answers a ``purge_id`` at once; the purge runs in the
+    background."""
     hs = request.app[HS]
     room_id = _room_id(request)
     body = await read_json_body(request, allow_empty=True)

@@ -1,11 +1,13 @@
 """Purging a room's old history (Synapse's admin API: ``POST
 /_synapse/admin/v1/purge_history/{roomId}[/{eventId}]`` and ``purge_history_status``).
 
-The purge point is an event (kept, with every event as deep as it) or a time (the last
-event this server received before it). Below it, messages of remote users go, and of local
-users too with ``delete_local_events``; the room's state stays, and so does its latest
-event, so the room keeps working: new events, /sync and /messages (which then stops where
-the history does, or backfills it again from the room's other servers).
+The purge point is an event (kept, with every event as deep as it) or a time (the first
+event this server received at or after it). Below it, the room's history is gone for clients:
+messages of remote users are deleted, and of local users too with
+``delete_local_events``; the state and the local users' messages are otherwise kept out
+of the timeline (see gateway/storage/purge_history.py). The room's latest events stay,
+so the room keeps working: new events, /sync and /messages (which then stops where the
+history does, or backfills it again from the room's other servers).
 https://element-hq.github.io/synapse/latest/admin_api/purge_history_api.html
 """
 
@@ -41,8 +43,8 @@ class PurgeHistoryService:
         self._starting = asyncio.Lock()
 
     async def purge_point(self, room_id: str, *, event_id: str | None, before_ts: int | None) -> int:
-        """The depth below which events go: the given event's, or that of the last event
-        received before ``before_ts``."""
+        """The depth below which events go: the given event's, or that of the first event
+        received at or after ``before_ts`` (as Synapse: what came before goes)."""
         store = self.events.store
         if event_id is not None:
             stored = await store.get_event(event_id)
@@ -54,7 +56,7 @@ class PurgeHistoryService:
         assert before_ts is not None
         depth = await self.store.depth_before(room_id, before_ts)
         if depth is None:
-            raise MatrixError(400, Codes.UNKNOWN, "There is no event to purge before the given timestamp")
+            raise MatrixError.not_found("There is no event to purge before the given timestamp")
         return depth
 
     async def start(self, room_id: str, *, event_id: str | None, before_ts: int | None,
@@ -89,15 +91,17 @@ class PurgeHistoryService:
             await self.store.finish_task(purge_id, self.clock_ms())
 
     async def purge(self, room_id: str, depth: int, *, delete_local_events: bool) -> int:
-        """Delete the room's events below ``depth`` (see the store); how many went."""
-        doomed = await self.store.events_to_purge(
+        """Take the room's events below ``depth`` out of its timeline, deleting those the
+        store says go; how many left the timeline."""
+        plan = await self.store.events_to_purge(
             room_id, depth, local_server=None if delete_local_events else self.server_name)
         try:
-            await self.store.delete_events(doomed)
+            await self.store.delete_events(plan.delete)
+            await self.store.hide_events(plan.hide)
         finally:
             for forget in self._forget:
-                forget(doomed)
-        return len(doomed)
+                forget([*plan.delete, *plan.hide])
+        return len(plan.delete) + len(plan.hide)
 
     async def status(self, purge_id: str) -> dict[str, Any]:
         task = await self.store.get_task(purge_id)

@@ -1,13 +1,21 @@
 """Purging a room's old history: which events go, the rows that go with them, and the
 purges' status (Synapse's purge history admin API).
 
-What goes: timeline events (not outliers) deeper in the past than the purge point that are
-not state, not a forward extremity, not (unless asked) sent by a local user, and not a
-redaction of an event that stays. State events stay: the room's state, auth chains and
-memberships do not change. Everything keyed by a purged event's ID goes in the same
-transaction (``PURGED_WITH_EVENT``, and the search index); ``KEPT_ON_HISTORY_PURGE`` names
-the tables with an ``event_id`` column that keep their rows, so a new table has to be placed
-in one of them (tests/gateway/storage/test_purge_history.py checks).
+Every event deeper in the past than the purge point leaves the room's timeline, except
+the forward extremities (the room keeps its latest events). Of those, the ones deleted
+are the messages (not state) of remote users, and of local users too when asked, except
+a redaction of an event that stays (else that event would come back unredacted); the
+others (the state, the local users' messages: perhaps the only copies) stay as outliers,
+as Synapse keeps them: known by ID, out of /sync, /messages, search, threads and unread
+counts, and backfilled into the timeline again if another server serves them. The room's
+state, auth chains and memberships do not change.
+
+Everything keyed by a deleted event's ID goes in the same transaction
+(``PURGED_WITH_EVENT``, and the search index); ``KEPT_ON_HISTORY_PURGE`` names the tables
+with an ``event_id`` column that keep their rows, so a new table has to be placed in one
+of them (tests/gateway/storage/test_purge_history.py checks). An event that leaves the
+timeline but stays loses what only timeline events have (``CLEARED_ON_HIDE``, the search
+index).
 """
 
 from __future__ import annotations
@@ -31,6 +39,11 @@ PURGED_WITH_EVENT: dict[str, tuple[str, ...]] = {
     "event_relations": ("event_id",),
     "threads": ("root_id",),
 }
+#: What only timeline events have: cleared for those a purge keeps out of the timeline.
+CLEARED_ON_HIDE: dict[str, tuple[str, ...]] = {
+    "event_push_actions": ("event_id",),  # unread counts: nobody can read them any more
+    "threads": ("root_id",),
+}
 #: The full-text search index: its rows go through ``search.unindex_events`` (on SQLite it
 #: finds them by the events' positions, so before the events go).
 SEARCH_INDEX = "event_search"
@@ -48,6 +61,16 @@ BATCH = 500
 
 
 @dataclass(frozen=True)
+class PurgePlan:
+    """What a purge does to the events below its point."""
+
+    #: Deleted, with their rows.
+    delete: list[str]
+    #: Kept as outliers, out of the timeline.
+    hide: list[str]
+
+
+@dataclass(frozen=True)
 class PurgeTask:
     purge_id: str
     room_id: str
@@ -60,30 +83,41 @@ class PurgeHistoryStore:
         self.db = db
 
     async def depth_before(self, room_id: str, before_ts: int) -> int | None:
-        """The depth of the last timeline event this server received before ``before_ts``
-        (received, not claimed: a sender's clock decides nothing here)."""
+        """The purge point for a time: the depth of the room's first timeline event this
+        server received at or after ``before_ts`` (of its latest event when none was),
+        so that what came before goes (received, not claimed: a sender's clock decides
+        nothing here). None when no event of the room is that old."""
+        timeline = "room_id = $1 AND outlier = FALSE"
+        if await self.db.fetchval(f"SELECT 1 FROM events WHERE {timeline} AND received_ts < $2 LIMIT 1",
+                                  room_id, before_ts) is None:
+            return None
         depth = await self.db.fetchval(
-            "SELECT depth FROM events WHERE room_id = $1 AND received_ts < $2 AND outlier = FALSE"
-            " ORDER BY received_ts DESC, stream_ordering DESC LIMIT 1", room_id, before_ts)
-        return None if depth is None else int(depth)
+            f"SELECT depth FROM events WHERE {timeline} AND received_ts >= $2"
+            " ORDER BY received_ts, stream_ordering LIMIT 1", room_id, before_ts)
+        if depth is None:
+            depth = await self.db.fetchval(
+                f"SELECT depth FROM events WHERE {timeline} ORDER BY stream_ordering DESC LIMIT 1", room_id)
+        return int(depth)
 
-    async def events_to_purge(self, room_id: str, depth: int, *, local_server: str | None) -> list[str]:
-        """The events a purge below ``depth`` deletes; ``local_server``: keep that
-        server's users' events (None: delete them too)."""
+    async def events_to_purge(self, room_id: str, depth: int, *, local_server: str | None) -> PurgePlan:
+        """What a purge below ``depth`` does; ``local_server``: keep that server's users'
+        messages (None: delete them too). Outliers already out of the timeline (from an
+        earlier purge, or a join's auth chain) are deleted by the same rule, never hidden."""
         rows = await self.db.fetch(
-            "SELECT e.event_id, e.sender, e.type FROM events e WHERE e.room_id = $1 AND e.depth < $2"
-            " AND e.outlier = FALSE AND e.state_key IS NULL AND NOT EXISTS"
+            "SELECT e.event_id, e.sender, e.type, e.state_key IS NOT NULL, e.outlier FROM events e"
+            " WHERE e.room_id = $1 AND e.depth < $2 AND NOT EXISTS"
             " (SELECT 1 FROM event_forward_extremities f WHERE f.room_id = e.room_id AND f.event_id = e.event_id)"
             " ORDER BY e.stream_ordering", room_id, depth)
-        doomed = [r[0] for r in rows if local_server is None or r[1].partition(":")[2] != local_server]
-        gone = set(doomed)
-        redactions = [r[0] for r in rows if r[2] == "m.room.redaction" and r[0] in gone]
+        deletable = {r[0] for r in rows
+                     if not r[3] and (local_server is None or r[1].partition(":")[2] != local_server)}
+        redactions = [r[0] for r in rows if r[2] == "m.room.redaction" and r[0] in deletable]
         if redactions:
             # A redaction stays while the event it redacts does (else that event comes back).
             targets = await self._redaction_targets(redactions)
-            kept_targets = await self._existing([t for t in targets.values() if t not in gone])
-            doomed = [e for e in doomed if targets.get(e) not in kept_targets]
-        return doomed
+            kept_targets = await self._existing([t for t in targets.values() if t not in deletable])
+            deletable -= {e for e in redactions if targets.get(e) in kept_targets}
+        return PurgePlan(delete=[r[0] for r in rows if r[0] in deletable],
+                         hide=[r[0] for r in rows if r[0] not in deletable and not r[4]])
 
     async def _redaction_targets(self, redaction_ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -117,6 +151,19 @@ class PurgeHistoryStore:
                 for table, columns in PURGED_WITH_EVENT.items():
                     for column in columns:
                         await txn.execute(f"DELETE FROM {table} WHERE {column} IN ({ph})", *chunk)
+
+    async def hide_events(self, event_ids: Sequence[str]) -> None:
+        """Take events out of the timeline (outliers from now on), ``BATCH`` per
+        transaction, with what only timeline events have."""
+        for i in range(0, len(event_ids), BATCH):
+            chunk = list(event_ids[i:i + BATCH])
+            ph = _placeholders(len(chunk))
+            async with self.db.transaction() as txn:
+                await unindex_events(txn, chunk)
+                for table, columns in CLEARED_ON_HIDE.items():
+                    for column in columns:
+                        await txn.execute(f"DELETE FROM {table} WHERE {column} IN ({ph})", *chunk)
+                await txn.execute(f"UPDATE events SET outlier = TRUE WHERE event_id IN ({ph})", *chunk)
 
     # --- status ----------------------------------------------------------------------
 

@@ -140,10 +140,28 @@ async def test_purge_history_up_to_an_event(client, hs, admin, alice, bob):
         return {r["result"]["event_id"] for r in answer["search_categories"]["room_events"]["results"]}
 
     assert await found_by_search("old") == set(old)
-    # By default local users' events stay: nothing to purge in a room of local users.
+    unread = (await bob.sync())["rooms"]["join"][room]["unread_notifications"]["notification_count"]
+    assert unread == 6  # alice's root, reply, three old messages and the purge point
+    # By default local users' events stay, out of the timeline (outliers, as Synapse
+    # keeps them): the history before the point is gone for clients all the same.
     assert await _purge(client, hs, admin, f"/purge_history/{room}/{point}", {}) == {"status": "complete"}
     assert await _rows(hs, "events", "event_id", old) == 3
+    assert all([(await hs.events.store.get_event(e)).outlier for e in old])
+    assert await found_by_search("old") == set() and await found_by_search("purge point") == {point}
+    status, history = await _admin(client, admin, "GET", f"/rooms/{room}/messages", limit="100")
+    assert [e["event_id"] for e in history["chunk"]] == [point, after]
+    fresh = (await bob.sync(filter={"room": {"timeline": {"limit": 50}}}))["rooms"]["join"][room]
+    assert [e["event_id"] for e in fresh["timeline"]["events"]] == [point, after]
+    # The state comes with it (the state events left the timeline, not the room).
+    assert {e["type"] for e in fresh["state"]["events"]} >= {
+        "m.room.create", "m.room.member", "m.room.power_levels", "m.room.name", "m.room.topic"}
+    # What nobody can read any more is no longer unread.
+    assert fresh["unread_notifications"]["notification_count"] == 1
+    assert (await bob.call("GET", f"/rooms/{room}/event/{old[0]}", expect=404))["errcode"] == "M_NOT_FOUND"
+    threads = await client.get(f"/_matrix/client/v1/rooms/{room}/threads", headers=auth_header(bob.token))
+    assert threads.status == 200 and (await threads.json())["chunk"] == []
 
+    # With delete_local_events they go for good, with their rows.
     result = await _purge(client, hs, admin, f"/purge_history/{room}",
                           {"purge_up_to_event_id": point, "delete_local_events": True})
     assert result == {"status": "complete"}
@@ -154,15 +172,12 @@ async def test_purge_history_up_to_an_event(client, hs, admin, alice, bob):
         assert await _rows(hs, table, column, gone) == 0, table
     kept = [topic, point, after]
     assert await _rows(hs, "events", "event_id", kept) == 3
-    assert await found_by_search("old") == set() and await found_by_search("purge point") == {point}
     # Every state event stays, the state is what it was.
     state_after = sorted((e["type"], e["state_key"], e["event_id"])
                          for e in await alice.call("GET", f"/rooms/{room}/state"))
     assert state_after == state_before and await hs.db.fetchval(count_state, room) == state_events
     status, history = await _admin(client, admin, "GET", f"/rooms/{room}/messages", limit="100")
-    assert status == 200
-    assert _bodies(history["chunk"]) == ["the purge point", "after"]
-    assert {e["type"] for e in history["chunk"]} >= {"m.room.create", "m.room.member", "m.room.name", "m.room.topic"}
+    assert status == 200 and [e["event_id"] for e in history["chunk"]] == [point, after]
 
     # The room works: clients page to the end without error, new messages flow, context works.
     page = await bob.call("GET", f"/rooms/{room}/messages", dir="b", limit="3")
@@ -177,9 +192,6 @@ async def test_purge_history_up_to_an_event(client, hs, admin, alice, bob):
                                      synced["rooms"]["join"][room]["timeline"]["events"]]
     ctx = await bob.call("GET", f"/rooms/{room}/context/{point}")
     assert ctx["event"]["event_id"] == point and [e["event_id"] for e in ctx["events_after"]][:2] == [after, new]
-    assert (await bob.call("GET", f"/rooms/{room}/event/{old[0]}", expect=404))["errcode"] == "M_NOT_FOUND"
-    threads = await client.get(f"/_matrix/client/v1/rooms/{room}/threads", headers=auth_header(bob.token))
-    assert threads.status == 200 and (await threads.json())["chunk"] == []
     # A transaction ID of a purged event is free again (no answer naming a missing event).
     again = await alice.call("PUT", f"/rooms/{room}/send/m.room.message/reply", {"msgtype": "m.text", "body": "re"})
     assert again["event_id"] not in gone
@@ -195,11 +207,18 @@ async def test_purge_history_up_to_a_time(client, hs, admin, alice):
     result = await _purge(client, hs, admin, f"/purge_history/{room}",
                           {"purge_up_to_ts": T0 + 5_000, "delete_local_events": True})
     assert result == {"status": "complete"}
-    # The last event received before the time stays (as Synapse: events as deep as it stay).
-    assert await _rows(hs, "events", "event_id", [first]) == 0
-    assert await _rows(hs, "events", "event_id", [second, third]) == 2
+    # What was received before the time goes; the first event received after it is the
+    # purge point (as Synapse).
+    assert await _rows(hs, "events", "event_id", [first, second]) == 0
+    assert await _rows(hs, "events", "event_id", [third]) == 1
     status, err = await _admin(client, admin, "POST", f"/purge_history/{room}", {"purge_up_to_ts": 1})
-    assert (status, err["errcode"]) == (400, "M_UNKNOWN")  # nothing that old
+    assert (status, err["errcode"]) == (404, "M_NOT_FOUND")  # nothing that old
+    # A time after every event: all but the latest events go.
+    fourth = await alice.send(room, "fourth")
+    result = await _purge(client, hs, admin, f"/purge_history/{room}",
+                          {"purge_up_to_ts": T0 + 20_000, "delete_local_events": True})
+    assert result == {"status": "complete"}
+    assert await _rows(hs, "events", "event_id", [third, fourth]) == 1
 
 
 async def test_purge_history_errors_and_status(client, hs, admin, alice):

@@ -1,7 +1,8 @@
 """Purging the history of a room shared with another server (a scripted remote, over real
 signed federation), both engines: by default the remote users' messages go and the local
-users' stay, a redaction stays while what it redacts does, the room's state stays, and the
-remote's next events are accepted on top of what is left."""
+users' stay out of the timeline, a redaction stays while what it redacts does, the room's
+state stays, the remote's next events are accepted on top of what is left, and paging back
+backfills the purged history from the remote."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ async def _purge(gw, alice, token, room_id, event_id, body):
 async def _state(alice, room_id):
     return sorted((e["type"], e["state_key"], e["event_id"])
                   for e in await alice.call("GET", f"/rooms/{quote(room_id)}/state"))
+
+
+async def _timeline(alice, room_id):
+    """The room's timeline in a fresh /sync (no pagination, so no backfill)."""
+    body = await alice.call("GET", "/sync?filter=" + quote('{"room": {"timeline": {"limit": 50}}}'))
+    return body["rooms"]["join"][room_id]["timeline"]["events"]
 
 
 async def _exists(gw, event_ids):
@@ -73,17 +80,24 @@ async def test_purge_keeps_local_messages_and_redactions_of_kept_events(gw, remo
     assert await _purge(gw, alice, token, room_id, point, {}) == {"status": "complete"}
     assert await _exists(gw, [b1, b2]) == set()
     assert await _exists(gw, [a1, a2, redaction_id, point, b3]) == {a1, a2, redaction_id, point, b3}
-    redacted = await alice.call("GET", f"/rooms/{quote(room_id)}/event/{quote(a1)}")
-    assert redacted["content"] == {}  # still redacted: the remote redaction stayed with it
+    stored = {e: await gw.hs.events.store.get_event(e) for e in (a1, a2, redaction_id, point, b3)}
+    assert {e for e, s in stored.items() if s.outlier} == {a1, a2, redaction_id}  # kept, out of the timeline
     assert await _state(alice, room_id) == state_before
+    assert bodies(await _timeline(alice, room_id)) == ["the purge point", "bob 3"]
 
     # The remote goes on from where it is; its new event joins the timeline.
     b4 = await remote_message("bob 4")
-    assert bodies(await alice.messages(room_id)) == [None, "alice 2", "the purge point", "bob 3", "bob 4"]  # None: redacted
+    assert bodies(await _timeline(alice, room_id)) == ["the purge point", "bob 3", "bob 4"]
     assert await _exists(gw, [b4]) == {b4}
+
+    # Paging back fetches the purged history from the remote (the kept events join the
+    # timeline again): alice 1 still redacted, as the remote redaction stayed with it.
+    history = [None, "bob 1", "alice 2", "bob 2", "the purge point", "bob 3", "bob 4"]  # None: redacted
+    assert bodies(await alice.messages(room_id)) == history
+    assert not any([(await gw.hs.events.store.get_event(e)).outlier for e in (a1, b1, redaction_id)])
 
     # With delete_local_events the local messages go too, and the redaction with its target.
     assert await _purge(gw, alice, token, room_id, point, {"delete_local_events": True}) == {"status": "complete"}
-    assert await _exists(gw, [a1, a2, redaction_id]) == set()
-    assert bodies(await alice.messages(room_id)) == ["the purge point", "bob 3", "bob 4"]
+    assert await _exists(gw, [a1, a2, b1, b2, redaction_id]) == set()
+    assert bodies(await _timeline(alice, room_id)) == ["the purge point", "bob 3", "bob 4"]
     assert await _state(alice, room_id) == state_before
