@@ -14,6 +14,7 @@ hooks are visible in this file. ``HomeServer`` is the container the wiring fills
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,7 @@ def build(hs: "HomeServer") -> None:
 
     from .appkeys import ACCOUNT_DATA, EMAIL_NOTIFS, MEDIA, RECEIPTS, ROOM_KEYS, THREEPIDS, TYPING, URL_PREVIEWER
 
+    from .config.workers import MAIN
     from .roles import pusher_for_user, roles_for
     from .services.replication import RedisReplication
 
@@ -149,7 +151,10 @@ def build(hs: "HomeServer") -> None:
     # --- rooms and events ---------------------------------------------------------
     hs.events = events = EventsService(db=db, server_name=server_name, signing_key=hs.signing_key,
                                        modules=modules.callbacks, clock_ms=clock_ms)
-    hs.federation_sender = sender = FederationSender(hs)
+    w = config.workers
+    hs.federation_sender = sender = FederationSender(
+        hs, instance_name=roles.instance_name,
+        sender_instances=w.federation_sender_instances or ((MAIN,) if config.send_federation else ()))
     hs.auth = auth = AuthService(hs)
     hs.oauth = oauth = OAuthService(db=db, config=config.oauth, baseurl=config.public_baseurl, clock_ms=clock_ms,
                                     devices=auth.devices, users=auth.users)
@@ -279,8 +284,9 @@ def build(hs: "HomeServer") -> None:
     events.add_new_events_listener(e2e_keys.on_new_events)
     # Long-polling /sync requests wake (after the two above have their tasks).
     events.add_new_events_listener(notifier.on_new_events)
-    # A federation sender on a worker looks for events other processes stored.
-    if roles.federation_sender and not roles.events_writer:
+    # A federation sender looks for events other processes stored (on a worker, or on
+    # main while inbound federation workers store events).
+    if roles.federation_sender:
         notifier.remote_events_listeners.append(lambda room_id, positions: sender.notify_new_events())
     # A pusher process sends the pushes other processes' events and receipts cause (workers).
     if roles.pusher:
@@ -289,6 +295,20 @@ def build(hs: "HomeServer") -> None:
         notifier.on_data(PUSH, push.on_remote_push)
         notifier.on_data(BADGE, push.on_remote_badge)
         notifier.on_data(INVITE, push.on_remote_invite)
+    # Local typing and public receipts become EDUs for the room's other servers; with
+    # federation senders on workers, EDUs made here reach the destination's sender over
+    # Redis, and a sender whose Redis subscription came back queues its stored
+    # to-device messages again (what was published meanwhile is lost).
+    typing.add_listener(sender.on_local_typing)
+    receipts.add_listener(sender.on_local_receipt)
+    if hs.replication is not None:
+        sender.forward = lambda message: notifier.publish_data("federation_sender", message)
+        notifier.on_data("federation_sender", sender.on_forwarded)
+        if roles.federation_sender:
+            async def catch_up() -> None:
+                sender.notify_new_events()
+                await e2e_keys.resend_outbox()
+            hs.replication.resubscribed_listeners.append(catch_up)
     # Guests leave rooms that stop admitting them.
     events.add_new_state_listener(guest_access.on_new_state)
     # Deleted devices lose their end-to-end keys; the device list changes.
@@ -327,6 +347,11 @@ async def start(hs: "HomeServer") -> None:
     if hs.replication is not None:
         await hs.replication.start()  # first: nothing published from here on is lost to the others
     if roles.federation_sender:
+        if hs.replication is not None:  # EDUs other processes hand over from now on reach it
+            try:
+                await asyncio.wait_for(hs.replication.subscribed.wait(), 10)
+            except asyncio.TimeoutError:
+                log.warning("Redis is not answering; the federation sender starts without it")
         await hs.federation_sender.start()
     if roles.background_tasks:
         await hs.partial_state.start()  # unfinished resyncs of partial joins

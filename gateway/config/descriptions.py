@@ -146,8 +146,10 @@ DESCRIPTIONS: dict[str, str] = {
                             "Deployments sharing one Redis need different prefixes.",
     "stream_writers": "Which instance writes each stream (`events`, `typing`, `to_device`, `account_data`, "
                       "`receipts`, `presence`, `push_rules`, `device_lists`). Only `main` in this version.",
-    "federation_sender_instances": "The worker that sends outbound federation (default: the main process, if "
-                                   "`send_federation`); one at most in this version.",
+    "federation_sender_instances": "The workers that send outbound federation (default: the main process, if "
+                                   "`send_federation`). With several, each destination has one sender: the "
+                                   "SHA-256 of its server name, read as a little-endian integer, modulo the "
+                                   "list's length, indexes the list.",
     "run_background_tasks_on": "The instance that runs background tasks (partial-state resyncs, profile "
                                "updates in rooms, the mail queue).",
     "start_pushers": "The main process sends pushes (when `pusher_instances` is empty).",

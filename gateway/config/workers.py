@@ -11,13 +11,14 @@ Docs: Synapse's "Scaling synapse via workers" and "Configuration: Workers" (seed
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ._values import ConfigError, Section, string_item
 
 __all__ = ["WorkerConfig", "RedisConfig", "InstanceLocation", "STREAMS", "WORKER_APPS", "MAIN",
-           "parse_worker_config"]
+           "parse_worker_config", "instance_for"]
 
 #: The name of the main process in ``instance_map``, ``stream_writers`` and friends.
 MAIN = "main"
@@ -78,6 +79,7 @@ class WorkerConfig:
     #: stream -> the instances writing it (``main`` unless configured).
     stream_writers: dict[str, tuple[str, ...]] = field(default_factory=lambda: {s: (MAIN,) for s in STREAMS})
     #: ``federation_sender_instances``; empty: the main process sends (if ``send_federation``).
+    #: Several: each destination is sent to by one of them (``instance_for``).
     federation_sender_instances: tuple[str, ...] = ()
     run_background_tasks_on: str = MAIN
     start_pushers: bool = True
@@ -90,6 +92,18 @@ class WorkerConfig:
     @property
     def is_worker(self) -> bool:
         return self.worker_app is not None
+
+
+def instance_for(key: str, instances: tuple[str, ...]) -> str:
+    """The instance of ``instances`` that handles ``key`` (a destination server name for
+    ``federation_sender_instances``): the SHA-256 of the key's UTF-8 bytes, read as a
+    little-endian integer, modulo the number of instances, indexes the list. Every process
+    computes the same answer from the shared config; the list's order matters, so adding
+    or removing an instance moves some destinations to another sender."""
+    if not instances:
+        raise ValueError("no instances")
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return instances[int.from_bytes(digest, "little") % len(instances)]
 
 
 def _instance_names(s: Section, name: str, default: Any) -> tuple[str, ...]:
@@ -185,9 +199,8 @@ def parse_worker_config(root: Section, listener_parser: Callable[[Any, str], Any
         update_user_directory_from_worker=root.str("update_user_directory_from_worker", None),
         notify_appservices_from_worker=root.str("notify_appservices_from_worker", None),
     )
-    if len(config.federation_sender_instances) > 1:
-        raise ConfigError("federation_sender_instances", "one federation sender at most in this version (sharding "
-                                                         "destinations over several is not done yet)")
+    if len(set(config.federation_sender_instances)) != len(config.federation_sender_instances):
+        raise ConfigError("federation_sender_instances", "names an instance twice")
     if worker_app is None:
         if worker_name is not None and raw_app is None:
             raise ConfigError("worker_name", "is set but worker_app is not: a worker needs both")

@@ -738,9 +738,12 @@ class E2EKeysService:
         await self.store.delete_from_federation_outbox(destination, [i for i in ids if isinstance(i, str)])
 
     async def resend_outbox(self) -> None:
-        """The sender started: queue again the to-device messages no server took yet."""
+        """The sender started: queue again the to-device messages no server took yet (of
+        its own destinations, when there are several senders)."""
+        sender = self.hs.federation_sender
         for destination, message_id, content in await self.store.get_federation_outbox():
-            self.hs.federation_sender.send_edu(destination, "m.direct_to_device", content, key=message_id)
+            if sender.owns(destination):
+                sender.send_edu(destination, "m.direct_to_device", content, key=message_id)
 
     async def _local_device_ids(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         rows = await self.hs.db.fetch(

@@ -23,6 +23,13 @@ How it works:
   only a few events are missing (at most one transaction's worth, after the server's
   join), they are sent in order; otherwise only the newest event of each room, and the
   receiver fills the gap itself with ``/get_missing_events`` (as the spec intends).
+- Several senders (``federation_sender_instances``, issue 18): each destination belongs
+  to one of them (``instance_for``: a hash of its server name, the same on every
+  process). Every sender's distributor reads all new events, from a position of its own,
+  and keeps only its destinations. An EDU made on another process (typing and receipts on
+  the main process, to-device messages, device lists, presence) is handed to the
+  destination's sender over Redis (``forward``, set by the wiring); an EDU for every
+  server of a room goes to every sender, each sending it to its own destinations.
 - EDUs live in memory only (typing, receipts, presence, device lists): they are lost on a
   restart. To-device messages are the exception: ``hs.e2e_keys`` stores them until a
   transaction carrying them succeeds (``edus_sent_hooks``) and queues them again when the
@@ -53,6 +60,7 @@ from federation.transactions import (
     pdu_errors,
 )
 
+from ..config.workers import instance_for
 from ..storage.destinations import DestinationRow, DestinationStore, MemberDelta, NewEventRow
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,10 @@ MAX_CONCURRENT_TRANSACTIONS = 100
 #: Catch-up sends all missed events of a room only if there are at most this many.
 CATCH_UP_REPLAY_LIMIT = MAX_PDUS_PER_TRANSACTION
 
+
+#: How often a process that is not a destination's sender checks, when the destination
+#: contacts it, whether its sender should hear that it is up (ms).
+UP_CHECK_INTERVAL_MS = 10_000
 
 #: Rooms whose joined servers the distributor keeps counted in memory.
 ROOM_SERVERS_CACHE_SIZE = 5000
@@ -285,8 +297,18 @@ class FederationSender:
     """``hs.federation_sender``. Started by the server process (``start``); until then
     ``send_edu`` does nothing and new events wait in the database."""
 
-    def __init__(self, hs, *, retry: RetryPolicy | None = None, batch_size: int = BATCH_SIZE):
+    def __init__(self, hs, *, retry: RetryPolicy | None = None, batch_size: int = BATCH_SIZE,
+                 instance_name: str = "main", sender_instances: Sequence[str] = ()):
+        """``sender_instances``: the processes that send (every process is told the same
+        list); each destination has one of them (``owner_of``). Empty: this process
+        sends to every destination once started."""
         self.hs = hs
+        self.instance_name = instance_name
+        self.sender_instances = tuple(sender_instances)
+        #: Hands a message to the other processes (their ``on_forwarded``); set by the
+        #: wiring when there is Redis. Without it, EDUs for another sender's destinations
+        #: are dropped.
+        self.forward: Callable[[dict[str, Any]], None] | None = None
         self.store = DestinationStore(hs.db)
         fed = hs.config.federation
         self.retry = retry or RetryPolicy(fed.destination_min_retry_interval_ms, fed.destination_max_retry_interval_ms,
@@ -311,6 +333,9 @@ class FederationSender:
         #: EDUs for every server in a room, fanned out in order by one task.
         self._room_edus: asyncio.Queue[tuple[str, str, dict[str, Any], Hashable]] = asyncio.Queue()
         self._room_edu_task: asyncio.Task | None = None
+        #: When this process last looked whether another sender's destination that
+        #: contacted us was backing off (``on_inbound_request``).
+        self._up_checked: dict[str, int] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -320,16 +345,16 @@ class FederationSender:
         if self.started:
             return
         self.started = True
-        self._position = await self.store.get_sender_position()
+        self._position = await self.store.get_sender_position(self._position_key)
         for row in await self.store.get_backing_off():
-            self._queue(row.destination).set_retry(row)
+            if self.owns(row.destination):
+                self._queue(row.destination).set_retry(row)
         for destination in await self.store.get_destinations_with_backlog():
-            q = self._queue(destination)
-            q.catching_up = True
-            q.wake()
+            if self.owns(destination):
+                q = self._queue(destination)
+                q.catching_up = True
+                q.wake()
         self.hs.events.add_new_events_listener(self._on_new_events)
-        self.hs.typing.add_listener(self._on_local_typing)
-        self.hs.receipts.add_listener(self._on_local_receipt)
         self._distributor = asyncio.create_task(self._distribute_loop(), name="federation-sender-distributor")
         self._room_edu_task = asyncio.create_task(self._room_edu_loop(), name="federation-sender-room-edus")
         self._wake.set()
@@ -357,6 +382,57 @@ class FederationSender:
         """Look for new events now (for writers that do not go through the events service)."""
         self._wake.set()
 
+    # --- shards ------------------------------------------------------------------------
+
+    @property
+    def _position_key(self) -> str | None:
+        """The instance whose position the distributor keeps: None for a single sender."""
+        return self.instance_name if len(self.sender_instances) > 1 else None
+
+    def owner_of(self, destination: str) -> str:
+        """The instance that sends to ``destination`` (``instance_for``)."""
+        if not self.sender_instances:
+            return self.instance_name
+        return instance_for(destination, self.sender_instances)
+
+    def owns(self, destination: str) -> bool:
+        return self.owner_of(destination) == self.instance_name
+
+    def _sends_to(self, destination: str) -> bool:
+        return self._may_send_to(destination) and self.owns(destination)
+
+    def _forward_to(self, message: dict[str, Any]) -> None:
+        if self.forward is not None:
+            self.forward(message)
+        else:
+            log.warning("federation sender: no Redis to reach %s; dropping %s", message.get("to", "the senders"),
+                        message.get("op"))
+
+    def on_forwarded(self, message: Any) -> None:
+        """What another process handed to the senders (``forward``): an EDU for one of
+        our destinations, a room's EDU, or news that a destination is up again."""
+        if not isinstance(message, dict) or message.get("to", self.instance_name) != self.instance_name:
+            return
+        if not self.started or self.stopped:
+            return
+        op = message.get("op")
+        try:
+            if op == "edu" and self._sends_to(message["destination"]):
+                self._queue_edu(message["destination"], message["edu_type"], message["content"],
+                                _key_from_json(message.get("key")))
+            elif op == "room_edu":
+                self._room_edus.put_nowait((message["room_id"], message["edu_type"], message["content"],
+                                            _key_from_json(message.get("key"))))
+            elif op == "up" and self.owns(message["destination"]):
+                self.on_inbound_request(message["destination"])
+            elif op == "reset" and self.owns(message["destination"]):
+                q = self._queue(message["destination"])
+                q.reset_retry()
+                q.catching_up = True
+                q.wake()
+        except (KeyError, TypeError):
+            log.warning("federation sender: ignoring a malformed forwarded message %r", message)
+
     def next_txn_id(self) -> str:
         return f"{self._txn_prefix}_{next(self._txn_counter)}"
 
@@ -380,8 +456,18 @@ class FederationSender:
         ``key``, it replaces a queued EDU of the same type and key (e.g. key=room_id for
         m.typing). Nothing happens for our own name, a server outside
         ``federation_domain_whitelist``, or before ``start``; typing and presence for a
-        server that is backing off are dropped."""
-        if not self.started or self.stopped or not self._may_send_to(destination):
+        server that is backing off are dropped. Another sender's destination: handed to it."""
+        if not self._may_send_to(destination):
+            return
+        owner = self.owner_of(destination)
+        if owner != self.instance_name:
+            self._forward_to({"to": owner, "op": "edu", "destination": destination, "edu_type": edu_type,
+                              "content": dict(content), "key": _key_to_json(key)})
+            return
+        self._queue_edu(destination, edu_type, content, key)
+
+    def _queue_edu(self, destination: str, edu_type: str, content: Mapping[str, Any], key: Hashable | None) -> None:
+        if not self.started or self.stopped:
             return
         q = self._queue(destination)
         if edu_type in EPHEMERAL_EDU_TYPES and q.backing_off():
@@ -403,26 +489,32 @@ class FederationSender:
     def send_edu_to_room(self, room_id: str, edu_type: str, content: Mapping[str, Any],
                          key: Hashable | None = None) -> None:
         """Queue an EDU for every other server in the room (``joined_servers`` at the time
-        it is sent out); EDUs given here go out in the order given."""
+        it is sent out); EDUs given here go out in the order given. With several senders,
+        each gets it and sends it to its own destinations."""
         if self.started and not self.stopped:
             self._room_edus.put_nowait((room_id, edu_type, dict(content), key))
+        if any(i != self.instance_name for i in self.sender_instances):
+            self._forward_to({"op": "room_edu", "room_id": room_id, "edu_type": edu_type, "content": dict(content),
+                              "key": _key_to_json(key)})
 
     async def _room_edu_loop(self) -> None:
         while True:
             room_id, edu_type, content, key = await self._room_edus.get()
             try:
-                self.send_edu_to_servers(await self.joined_servers(room_id), edu_type, content, key)
+                for d in await self.joined_servers(room_id):
+                    if self.owns(d):
+                        self._queue_edu(d, edu_type, content, key)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("federation sender: could not send %s to the servers of %s", edu_type, room_id)
 
-    def _on_local_typing(self, room_id: str, user_id: str, typing: bool) -> None:
+    def on_local_typing(self, room_id: str, user_id: str, typing: bool) -> None:
         """``m.typing``: https://spec.matrix.org/latest/server-server-api/#typing-notifications"""
         self.send_edu_to_room(room_id, "m.typing", {"room_id": room_id, "user_id": user_id, "typing": typing},
                               key=(room_id, user_id))
 
-    def _on_local_receipt(self, room_id: str, receipt_type: str, user_id: str, event_id: str,
+    def on_local_receipt(self, room_id: str, receipt_type: str, user_id: str, event_id: str,
                           data: Mapping[str, Any]) -> None:
         """``m.receipt``: https://spec.matrix.org/latest/server-server-api/#receipts"""
         content = {room_id: {receipt_type: {user_id: {"data": dict(data), "event_ids": [event_id]}}}}
@@ -433,7 +525,14 @@ class FederationSender:
 
     def on_inbound_request(self, origin: str) -> None:
         """A server just made a signed request to us: it is up. If we were backing off from
-        it, forget that and send what it missed now. Cheap when it was not backing off."""
+        it, forget that and send what it missed now. Cheap when it was not backing off.
+        Another sender's destination: that sender is told, if the database says it is
+        backing off."""
+        owner = self.owner_of(origin)
+        if owner != self.instance_name:
+            if self.forward is not None and not self.stopped:
+                self._spawn(self._tell_up(owner, origin))
+            return
         q = self._queues.get(origin)
         if q is None or not (q.retry_interval or q.failure_ts is not None) or self.stopped:
             return
@@ -449,9 +548,29 @@ class FederationSender:
         finally:
             q.wake()
 
+    async def _tell_up(self, owner: str, origin: str) -> None:
+        now = self.hs.clock_ms()
+        if self._up_checked.get(origin, 0) > now - UP_CHECK_INTERVAL_MS:
+            return
+        self._up_checked[origin] = now
+        if len(self._up_checked) > 10000:
+            self._up_checked.clear()
+        row = await self.store.get_destination(origin)
+        if row is not None and (row.retry_interval or row.failure_ts is not None):
+            self._forward_to({"to": owner, "op": "up", "destination": origin})
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def reset_connection(self, destination: str) -> None:
         """Admin: forget the destination's failures and try it again now."""
         await self.store.reset_retry_timings(destination)
+        owner = self.owner_of(destination)
+        if owner != self.instance_name:
+            self._forward_to({"to": owner, "op": "reset", "destination": destination})
+            return
         q = self._queue(destination)
         q.reset_retry()
         q.catching_up = True
@@ -494,7 +613,7 @@ class FederationSender:
                     destination_rooms[(d, event.room_id)] = event.stream_ordering
         log.debug("routed events %d..%d (%d ours) to %s", rows[0].stream_ordering, new_position, len(ours),
                   {d: len(v) for d, v in per_destination.items()})
-        await self.store.save_batch(new_position, destination_rooms)
+        await self.store.save_batch(new_position, destination_rooms, self._position_key)
         self._position = new_position
         for d, items in per_destination.items():
             self._queue(d).add_pdus(items)
@@ -562,7 +681,7 @@ class FederationSender:
                 entry = _RoomServers(starts[room_id], counts)
             else:
                 entry = self._room_servers.pop(room_id)
-            servers = entry.servers(self._may_send_to)
+            servers = entry.servers(self._sends_to)
             i = 0
             for e in events_by_room[room_id]:  # oldest first
                 changed = False
@@ -571,16 +690,16 @@ class FederationSender:
                     i += 1
                     changed = True
                 if changed:
-                    servers = entry.servers(self._may_send_to)
+                    servers = entry.servers(self._sends_to)
                 targets = servers
                 if room_id in partial:
-                    targets = servers | {s for s in partial[room_id] if self._may_send_to(s)}
+                    targets = servers | {s for s in partial[room_id] if self._sends_to(s)}
                 if e.type == "m.room.member" and e.state_key and not is_invite(e.event_id):
                     # A kick, ban, denied knock or rescinded invite reaches its target's server
                     # though it has no member left; an invite got there through /invite (a
                     # server not in the room is sent no events of the room).
                     target = server_of(e.state_key)
-                    if target not in targets and self._may_send_to(target):
+                    if target not in targets and self._sends_to(target):
                         targets = targets | {target}
                 if targets:
                     out.append((e, targets))
@@ -620,3 +739,12 @@ class FederationSender:
             return [e.event_id for e in chosen]
         at = await self.store.get_event_ids_at(newest.values())
         return [at[p] for p in sorted(newest.values()) if p in at]
+
+
+def _key_to_json(key: Hashable | None) -> Any:
+    """An EDU's queue key as JSON (tuples become lists) to forward it to another process."""
+    return [_key_to_json(k) for k in key] if isinstance(key, tuple) else key
+
+
+def _key_from_json(key: Any) -> Hashable | None:
+    return tuple(_key_from_json(k) for k in key) if isinstance(key, list) else key

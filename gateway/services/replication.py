@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -57,6 +58,10 @@ class RedisReplication:
         self.subscribed = asyncio.Event()
         #: How many times the subscription was (re)established.
         self.subscriptions = 0
+        #: ``async listener()`` after each subscription but the first (messages published
+        #: while this process was not listening are lost: look in the database).
+        self.resubscribed_listeners: list[Callable[[], Awaitable[None]]] = []
+        self._background: set[asyncio.Task] = set()
         notifier.publish = self.publish
 
     def _connect(self) -> Any:
@@ -132,6 +137,18 @@ class RedisReplication:
         log.info("subscribed to Redis channel %s (%d)", self.channel, self.subscriptions)
         self.subscribed.set()
         self.notifier.wake_all()  # catch up from the database on what we may have missed
+        if self.subscriptions > 1:
+            for listener in self.resubscribed_listeners:
+                task = asyncio.get_running_loop().create_task(self._run_listener(listener))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _run_listener(listener: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await listener()
+        except Exception:
+            log.exception("a Redis resubscription listener failed")
 
     def _on_message(self, data: bytes) -> None:
         try:
@@ -150,9 +167,9 @@ class RedisReplication:
             log.exception("applying a change from %s failed", change.get("i"))
 
     async def close(self) -> None:
-        for t in self._tasks:
+        for t in [*self._tasks, *self._background]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._background]:
             try:
                 await t
             except asyncio.CancelledError:

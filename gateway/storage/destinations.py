@@ -126,12 +126,24 @@ class DestinationStore:
 
     # --- the sender's position and what each destination must receive ------------
 
-    async def get_sender_position(self) -> int:
+    async def get_sender_position(self, instance: str | None = None) -> int:
+        """The sender's position; ``instance``: one of several senders (sharded), which
+        starts, the first time, where the slowest of the others is (else where the single
+        sender was): nothing its destinations were owed is skipped."""
+        if instance is not None:
+            row = await self.db.fetchrow(
+                "SELECT stream_ordering FROM federation_sender_instance_positions WHERE instance_name = $1", instance)
+            if row is not None:
+                return int(row[0])
+            low = await self.db.fetchval("SELECT MIN(stream_ordering) FROM federation_sender_instance_positions")
+            if low is not None:
+                return int(low)
         return int(await self.db.fetchval("SELECT stream_ordering FROM federation_sender_position") or 0)
 
-    async def save_batch(self, position: int, destination_rooms: Mapping[tuple[str, str], int]) -> None:
+    async def save_batch(self, position: int, destination_rooms: Mapping[tuple[str, str], int],
+                         instance: str | None = None) -> None:
         """In one transaction: the newest position per (destination, room) from a batch of
-        new events, the destinations' rows, and the sender's new position."""
+        new events, the destinations' rows, and the sender's (``instance``'s) new position."""
         async with self.db.transaction() as txn:
             if destination_rooms:
                 await txn.executemany(
@@ -144,6 +156,13 @@ class DestinationStore:
                     "INSERT INTO destinations (destination) VALUES ($1) ON CONFLICT (destination) DO NOTHING",
                     [(d,) for d in sorted({d for d, _ in destination_rooms})],
                 )
+            if instance is not None:
+                await txn.execute(
+                    "INSERT INTO federation_sender_instance_positions (instance_name, stream_ordering) VALUES ($1, $2)"
+                    " ON CONFLICT (instance_name) DO UPDATE SET stream_ordering = excluded.stream_ordering"
+                    " WHERE federation_sender_instance_positions.stream_ordering < excluded.stream_ordering",
+                    instance, position)
+                return
             await txn.execute(
                 "UPDATE federation_sender_position SET stream_ordering = $1 WHERE stream_ordering < $1", position
             )

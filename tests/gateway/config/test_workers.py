@@ -82,7 +82,7 @@ def test_the_older_replication_keys_fill_the_instance_map():
     ({"stream_writers": {"events": ["persister1"]}}, "stream_writers.events", "only 'main'"),
     ({"stream_writers": {"typing": ["main", "w2"]}}, "stream_writers.typing", "several writers"),
     ({"federation_sender_instances": [1]}, "federation_sender_instances[0]", "expected a string"),
-    ({"federation_sender_instances": ["fs1", "fs2"]}, "federation_sender_instances", "one federation sender"),
+    ({"federation_sender_instances": ["fs1", "fs2", "fs1"]}, "federation_sender_instances", "names an instance twice"),
     ({"start_pushers": "yes"}, "start_pushers", "true or false"),
     ({"worker_replication_host": "h"}, "worker_replication_http_port", "go together"),
 ])
@@ -91,3 +91,22 @@ def test_errors_name_the_key(extra, key, words):
         parse_config({**SHARED, **extra})
     assert e.value.path == key
     assert words in e.value.message
+
+
+def test_destinations_are_shared_out_over_the_federation_senders():
+    """``instance_for``: the same answer everywhere, from the server name alone (SHA-256,
+    little-endian, modulo the number of senders), and every sender gets some."""
+    import hashlib
+
+    from gateway.config.workers import instance_for
+
+    senders = ("fs1", "fs2")
+    config = parse_config({**SHARED, "federation_sender_instances": list(senders)})
+    assert config.workers.federation_sender_instances == senders
+    names = [f"server{i}.example" for i in range(40)]
+    owners = {n: instance_for(n, senders) for n in names}
+    assert set(owners.values()) == set(senders)
+    for n in names:
+        expected = int.from_bytes(hashlib.sha256(n.encode()).digest(), "little") % 2
+        assert owners[n] == senders[expected]
+    assert instance_for("matrix.org", ("only",)) == "only"

@@ -455,3 +455,52 @@ async def test_presence_goes_to_servers_sharing_a_room(hs, peer):
     assert pushes[0]["presence"] == "unavailable" and pushes[0]["status_msg"] == "in a meeting"
     assert pushes[0]["currently_active"] is False and isinstance(pushes[0]["last_active_ago"], int)
     assert peer.errors == []
+
+
+async def test_two_senders_each_send_only_to_their_own_destinations(open_hs, peer):
+    """Sharded senders (``federation_sender_instances``): both route every event, only the
+    owner of the peer's name (``instance_for``) sends to it, each keeps its own position;
+    an EDU given to the other one is handed to the owner (Redis in a deployment)."""
+    from gateway.config.workers import instance_for
+    from gateway.services.federation_sender import FederationSender
+
+    hs = await open_hs(start=False)
+    try:
+        trust(peer, hs)
+        names = ("fs1", "fs2")
+        owner = instance_for(peer.server_name, names)
+        other = next(n for n in names if n != owner)
+        senders = {n: FederationSender(hs, instance_name=n, sender_instances=names) for n in names}
+        forwarded: list[dict] = []
+
+        def forward(message):
+            forwarded.append(message)
+            for s in senders.values():
+                s.on_forwarded(message)
+
+        for s in senders.values():
+            s.forward = forward
+            await s.start()
+        alice, room_id = await new_room(hs)
+        await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+        sent = await say(hs, room_id, alice, 5)
+        await peer.wait_for(lambda: len(peer.pdus) >= 5)
+        last = (await hs.events.store.get_event(sent[-1])).stream_ordering
+        for n in names:  # both routed everything, each from its own position
+            await until(lambda n=n: _at_least(senders[n].store.get_sender_position(n), last))
+        assert peer.event_ids() == sent
+        assert peer.server_name in senders[owner]._queues and peer.server_name not in senders[other]._queues
+        senders[other].send_edu(peer.server_name, "m.direct_to_device",
+                                {"sender": alice, "type": "m.test", "message_id": "m1", "messages": {}}, key="m1")
+        await peer.wait_for(lambda: any(e["edu_type"] == "m.direct_to_device" for e in peer.edus))
+        assert [m["to"] for m in forwarded if m["op"] == "edu"] == [owner]
+        assert peer.server_name not in senders[other]._queues
+        assert peer.errors == []
+        for s in senders.values():
+            await s.stop()
+    finally:
+        await hs.close()
+
+
+async def _at_least(position, last: int) -> bool:
+    return await position >= last
