@@ -149,8 +149,10 @@ def build(hs: "HomeServer") -> None:
         domain_whitelist=fed.federation_domain_whitelist)
 
     # --- rooms and events ---------------------------------------------------------
+    multi_process = config.workers.redis.enabled  # other processes write to the same rooms
     hs.events = events = EventsService(db=db, server_name=server_name, signing_key=hs.signing_key,
-                                       modules=modules.callbacks, clock_ms=clock_ms)
+                                       modules=modules.callbacks, clock_ms=clock_ms,
+                                       shared_room_locks=multi_process)
     w = config.workers
     hs.federation_sender = sender = FederationSender(
         hs, instance_name=roles.instance_name,
@@ -260,7 +262,7 @@ def build(hs: "HomeServer") -> None:
         is_resident=membership.is_resident, ratelimiter=ratelimiters["rc_third_party_invite"],
         modules=modules.callbacks)
     hs.edu_handlers = edu_handlers = EduHandlers()
-    hs.federation_transactions = TransactionHandler(hs)
+    hs.federation_transactions = TransactionHandler(hs, shared_locks=multi_process)
     hs.purge_history = PurgeHistoryService(
         server_name=server_name, store=PurgeHistoryStore(db), events=events,
         forget=[events.forget_events, federation_events.forget_events], clock_ms=clock_ms)
@@ -332,6 +334,8 @@ def build(hs: "HomeServer") -> None:
     e2e_keys.keys_claimed_listeners.append(appservice_transactions.on_keys_claimed)
     appservices.alive_listeners.append(appservice_transactions.on_alive)
     # EDUs from other servers.
+    # Partial-state rooms marked, or resynced, by another process (workers).
+    notifier.on_data("partial_state", hs.partial_state.on_replicated)
     ephemeral_edus.register(hs, edu_handlers)  # m.typing, m.receipt
     edu_handlers.register("m.presence", user_directory.on_presence_edu)
     for edu_type, method in EDU_HANDLERS.items():  # device lists, signing keys, to-device

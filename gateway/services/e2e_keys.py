@@ -25,12 +25,14 @@ https://spec.matrix.org/latest/server-server-api/#end-to-end-encryption
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from federation.canonical_json import encode_canonical_json
 from federation.signing import SignatureError, decode_verify_key, quote_path_segment, verify_json_signature
 
 from ..http import Codes, MatrixError
@@ -161,17 +163,28 @@ class E2EKeysService:
         servers = {server_of(u) for u in sharing} - {self.hs.server_name}
         if not servers:
             return
-        sender = self.hs.federation_sender
+        edus: list[tuple[str, dict[str, Any]]] = []
         if cross_signing:
             keys = (await self.store.get_cross_signing_keys([user_id]))[user_id]
             content: dict[str, Any] = {"user_id": user_id}
             for t in ("master", "self_signing"):
                 if t in keys:
                     content[f"{t}_key"] = keys[t]
-            sender.send_edu_to_servers(servers, "m.signing_key_update", content)
+            edus.append(("m.signing_key_update", content))
         if device_ids:
-            for content in await self._device_list_update_edus(user_id, device_ids, deleted):
-                sender.send_edu_to_servers(servers, "m.device_list_update", content)
+            edus += [("m.device_list_update", c) for c in await self._device_list_update_edus(user_id, device_ids,
+                                                                                                deleted)]
+        await self._send_kept(sorted(servers), edus)
+
+    async def _send_kept(self, servers: Sequence[str], edus: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Keep the EDUs for each server until it took them (``on_edus_sent``), then hand
+        them to the federation sender (the destination's, on whichever process)."""
+        sender = self.hs.federation_sender
+        servers = [s for s in servers if sender.may_send_to(s)]
+        kept = [(s, _outbox_id(t, c), t, c) for t, c in edus for s in servers]
+        await self.store.add_federation_outbox(kept, self.hs.clock_ms())
+        for server, message_id, edu_type, content in kept:
+            sender.send_edu(server, edu_type, content, key=message_id)
 
     async def _device_list_update_edus(self, user_id: str, device_ids: Sequence[str],
                                        deleted: bool) -> list[dict[str, Any]]:
@@ -716,7 +729,7 @@ class E2EKeysService:
         now = self.hs.clock_ms()
         outbox = []
         for server, users in remote.items():
-            if self.hs.federation_sender._may_send_to(server):
+            if self.hs.federation_sender.may_send_to(server):
                 message_id = secrets.token_urlsafe(12)
                 outbox.append((server, message_id, {"sender": sender, "type": event_type, "message_id": message_id,
                                                     "messages": users}))
@@ -732,8 +745,9 @@ class E2EKeysService:
             self._spawn(self.store.delete_old_message_txns(now - TXN_LIFETIME_MS, now - OUTBOX_LIFETIME_MS))
 
     async def on_edus_sent(self, destination: str, edus: Sequence[Mapping[str, Any]]) -> None:
-        """A destination took these EDUs: its stored to-device messages can go."""
-        ids = [e["content"].get("message_id") for e in edus if e.get("edu_type") == "m.direct_to_device"
+        """A destination took these EDUs: its stored to-device messages and device list
+        updates can go."""
+        ids = [_outbox_id(e["edu_type"], e["content"]) for e in edus if e.get("edu_type") in _KEPT_EDUS
                and isinstance(e.get("content"), dict)]
         await self.store.delete_from_federation_outbox(destination, [i for i in ids if isinstance(i, str)])
 
@@ -741,9 +755,9 @@ class E2EKeysService:
         """The sender started: queue again the to-device messages no server took yet (of
         its own destinations, when there are several senders)."""
         sender = self.hs.federation_sender
-        for destination, message_id, content in await self.store.get_federation_outbox():
+        for destination, message_id, edu_type, content in await self.store.get_federation_outbox_edus():
             if sender.owns(destination):
-                sender.send_edu(destination, "m.direct_to_device", content, key=message_id)
+                sender.send_edu(destination, edu_type, content, key=message_id)
 
     async def _local_device_ids(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         rows = await self.hs.db.fetch(
@@ -956,3 +970,21 @@ class E2EKeysService:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+
+#: EDUs kept in ``device_federation_outbox`` until their destination took them.
+_KEPT_EDUS = frozenset({"m.direct_to_device", "m.device_list_update", "m.signing_key_update"})
+
+
+def _outbox_id(edu_type: str, content: Mapping[str, Any]) -> str | None:
+    """The outbox key of a kept EDU, from its content alone (the sender's hook only has
+    the content): a to-device message's ``message_id``; a device list update's user,
+    stream ID (zero-padded: kept ones go out in order) and device; a signing key
+    update's user and content hash."""
+    if edu_type == "m.direct_to_device":
+        return content.get("message_id")
+    if edu_type == "m.device_list_update":
+        return f"dl/{content.get('user_id')}/{int(content.get('stream_id') or 0):020d}/{content.get('device_id')}"
+    if edu_type == "m.signing_key_update":
+        digest = hashlib.sha256(encode_canonical_json(dict(content))).hexdigest()[:32]
+        return f"sk/{content.get('user_id')}/{digest}"
+    return None

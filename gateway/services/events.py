@@ -9,14 +9,16 @@ Spec:
 - client format: https://spec.matrix.org/latest/client-server-api/#room-event-format
 - visibility: https://spec.matrix.org/latest/client-server-api/#history-visibility
 
-Concurrency: one ``asyncio.Lock`` per room serialises writers in this process; the
-store's conditional head update (``StaleHeadError``) also protects against a writer in
-another process, in which case the batch is built again on the new head.
+Concurrency: one ``asyncio.Lock`` per room serialises writers in this process, and with
+workers the database's named lock of the room those of every process; the store's
+conditional head update (``StaleHeadError``) also protects against a writer in another
+process, in which case the batch is built again on the new head.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -24,7 +26,7 @@ import secrets
 import string
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,14 +108,24 @@ class _Pending:
     done: asyncio.Future
 
 
+@contextlib.asynccontextmanager
+async def _both(local: asyncio.Lock, shared: contextlib.AbstractAsyncContextManager[Any]) -> AsyncIterator[None]:
+    async with local:
+        async with shared:
+            yield
+
+
 class EventsService:
     #: PDUs kept in memory by event ID.
     PDU_CACHE_SIZE = 10_000
 
     def __init__(self, *, db: Database, server_name: str, signing_key: ServerSigningKey, modules: ModuleCallbacks,
-                 clock_ms: Callable[[], int]):
+                 clock_ms: Callable[[], int], shared_room_locks: bool = False):
         """``signing_key`` signs our events; ``modules``: their event checks and
-        ``on_new_event``."""
+        ``on_new_event``. ``shared_room_locks``: other processes write to rooms too
+        (workers): a room's lock is also the database's named lock of the room."""
+        self._db = db
+        self.shared_room_locks = shared_room_locks
         self.server_name = server_name
         self.signing_key = signing_key
         self.modules = modules
@@ -144,12 +156,18 @@ class EventsService:
         received in the timeline) are stored."""
         self._state_listeners.append(listener)
 
-    def room_lock(self, room_id: str) -> asyncio.Lock:
+    def room_lock(self, room_id: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The room's writers' lock: held while a batch of the room's events is built and
+        stored, so that they see each other's writes. With workers it is also the named
+        lock ``room:<room_id>`` of the database, which every process takes: a room's
+        events are then ordered across processes too (the head check stays as a guard)."""
         lock = self._locks.get(room_id)
         if lock is None:
             lock = asyncio.Lock()
             self._locks[room_id] = lock
-        return lock
+        if not self.shared_room_locks:
+            return lock
+        return _both(lock, self._db.named_lock(f"room:{room_id}"))
 
     def remember(self, pdu: PDU) -> None:
         """Keep a stored PDU in memory (for writers other than this service)."""

@@ -166,6 +166,13 @@ class FederationEventHandler:
         """Another writer changed the room (a partial-state resync): read its head again."""
         self._room_heads.pop(room_id, None)
 
+    def forget_room_events(self, room_id: str) -> None:
+        """Another process rewrote the room's events (a partial-state resync): what we
+        know of them and the room's head are read from the database again."""
+        self._room_heads.pop(room_id, None)
+        for event_id in [e for e, m in self._meta_cache.items() if m.room_id == room_id]:
+            del self._meta_cache[event_id]
+
     def forget_events(self, event_ids: list[str]) -> None:
         """Purged events are unknown again (another server may send them back)."""
         for event_id in event_ids:

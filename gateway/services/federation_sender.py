@@ -48,6 +48,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
+from prometheus_client import Counter
+
 from federation.net.client import FederationRequestError
 from federation.signing import quote_path_segment
 from federation.transactions import (
@@ -64,6 +66,11 @@ from ..config.workers import instance_for
 from ..storage.destinations import DestinationRow, DestinationStore, MemberDelta, NewEventRow
 
 log = logging.getLogger(__name__)
+
+#: Transactions a destination took from this process (with several senders, each
+#: destination's count grows on its sender only).
+SENT_TRANSACTIONS = Counter("gateway_federation_sent_transactions", "Transactions a destination took, per destination",
+                            ["destination"])
 
 #: Events read per distributor batch.
 BATCH_SIZE = 500
@@ -257,6 +264,7 @@ class _DestinationQueue:
             return True
         for event_id, error in pdu_errors(response).items():
             log.info("%s rejected %s: %s", self.destination, event_id, error)
+        SENT_TRANSACTIONS.labels(self.destination).inc()
         await self._succeeded()
         await self._edus_sent(edus)
         return True
@@ -441,6 +449,10 @@ class FederationSender:
         if q is None:
             q = self._queues[destination] = _DestinationQueue(self, destination)
         return q
+
+    def may_send_to(self, destination: str) -> bool:
+        """Not our own name, and allowed by ``federation_domain_whitelist``."""
+        return self._may_send_to(destination)
 
     def _may_send_to(self, destination: str) -> bool:
         if destination == self.hs.server_name or not destination:

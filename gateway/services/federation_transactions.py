@@ -5,8 +5,10 @@ Spec: https://spec.matrix.org/latest/server-server-api/#transactions and
 https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1sendtxnid
 
 - At most 50 PDUs and 100 EDUs per transaction (else 400, nothing processed).
-- One transaction per origin at a time; a transaction ID already answered gets the
-  same answer again without being processed twice (answers kept a day, in the database).
+- One transaction per origin at a time, also across processes when inbound federation
+  runs on several workers (the database's named lock ``txn:<origin>``); a transaction ID
+  already answered gets the same answer again without being processed twice (answers
+  kept a day, in the database).
 - PDUs are grouped by room; each room's PDUs are processed in the order sent, rooms
   concurrently. The answer is given once every PDU is stored (or refused). A leave or
   ban ending a local user's invite or knock in a room we are not in goes to
@@ -20,6 +22,7 @@ https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1sendtxni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -63,12 +66,16 @@ class EduHandlers:
 
 
 class TransactionHandler:
-    def __init__(self, hs):
+    def __init__(self, hs, *, shared_locks: bool = False):
+        """``shared_locks``: other processes take transactions too (workers)."""
         self.hs = hs
         self.store = ReceivedTransactionStore(hs.db)
+        self.shared_locks = shared_locks
         self._origin_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    def _lock(self, origin: str) -> asyncio.Lock:
+    def _lock(self, origin: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        if self.shared_locks:
+            return self.hs.db.named_lock(f"txn:{origin}")
         lock = self._origin_locks.get(origin)
         if lock is None:
             lock = asyncio.Lock()

@@ -125,6 +125,7 @@ class PartialStateService:
         await self.store.mark(room_id, join_event_id, joined_via, servers, now)
         rooms[room_id] = PartialStateRoom(room_id, join_event_id, joined_via, now, tuple(dict.fromkeys(servers)))
         self._full.setdefault(room_id, asyncio.Event()).clear()
+        self.hs.notifier.publish_data("partial_state", {"room": room_id, "partial": True})
 
     async def unmark(self, room_id: str, join_event_id: str | None = None) -> None:
         """The room is no longer partial (the join failed, or was a full one)."""
@@ -137,6 +138,23 @@ class PartialStateService:
     def _cleared(self, room_id: str) -> None:
         if self._rooms is not None:
             self._rooms.pop(room_id, None)
+        event = self._full.pop(room_id, None)
+        if event is not None:
+            event.set()
+        self.hs.notifier.publish_data("partial_state", {"room": room_id, "partial": False})
+
+    def on_replicated(self, data: Any) -> None:
+        """Another process marked a room partial, or finished its resync (workers): read
+        the partial rooms again, and forget what the resync rewrote."""
+        if not isinstance(data, dict) or not isinstance(data.get("room"), str):
+            return
+        room_id = data["room"]
+        self._rooms = None
+        if data.get("partial"):
+            self._full.setdefault(room_id, asyncio.Event()).clear()
+            return
+        self.hs.federation_events.forget_room_events(room_id)
+        self.hs.events.forget_head(room_id)
         event = self._full.pop(room_id, None)
         if event is not None:
             event.set()

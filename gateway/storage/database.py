@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import logging
 import re
+import hashlib
 import sqlite3
+import weakref
 from functools import lru_cache
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 
@@ -99,11 +101,25 @@ class Database(Connection):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    def named_lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """A lock by name that every process on this database respects (PostgreSQL: a
+        session advisory lock); on SQLite, which serves one process, a lock in memory.
+        Not re-entrant: a task holding it must not take it again."""
+        return _local_lock(self, name)
+
     async def executescript(self, script: str) -> None:
         """Run several ``;``-separated statements in one transaction (migrations)."""
         async with self.transaction() as txn:
             for stmt in split_sql_script(script):
                 await txn.execute(stmt)
+
+
+def _local_lock(db: Any, name: str) -> asyncio.Lock:
+    locks = db.__dict__.setdefault("_named_locks", weakref.WeakValueDictionary())
+    lock = locks.get(name)
+    if lock is None:
+        lock = locks[name] = asyncio.Lock()
+    return lock
 
 
 # --- SQLite -------------------------------------------------------------------------
@@ -327,11 +343,98 @@ def _rowcount(status: str) -> int:
     return int(parts[-1]) if parts and parts[-1].isdigit() else 0
 
 
+class _AdvisoryLocks:
+    """Named locks shared by every process on one PostgreSQL database: session advisory
+    locks held on one connection of this process's own (outside the pool, so that
+    waiting for a lock never starves queries of connections). Within the process a task
+    first takes an ``asyncio.Lock`` of the name; then it asks PostgreSQL with
+    ``pg_try_advisory_lock`` until it gets the lock (another process holds it meanwhile:
+    asked again after 2 ms, doubling to 100 ms). A process that dies or loses the
+    connection releases its locks with it."""
+
+    def __init__(self, connect_kwargs: Mapping[str, Any]):
+        self._kwargs = dict(connect_kwargs)
+        self._conn: asyncpg.Connection | None = None
+        self._conn_lock = asyncio.Lock()
+        self._local: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._cleanup: set[asyncio.Task] = set()
+
+    @staticmethod
+    def key(name: str) -> int:
+        """The advisory lock's 64-bit key: the first 8 bytes of the name's SHA-256."""
+        return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        local = self._local.get(name)
+        if local is None:
+            local = self._local[name] = asyncio.Lock()
+        async with local:
+            key = self.key(name)
+            await self._acquire(key)
+            try:
+                yield
+            finally:
+                release = asyncio.ensure_future(self._release(key))
+                self._cleanup.add(release)
+                release.add_done_callback(self._cleanup.discard)
+                await asyncio.shield(release)  # released even if this task is cancelled
+
+    async def _query(self, sql: str, key: int) -> Any:
+        async with self._conn_lock:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(**self._kwargs)
+            try:
+                return await self._conn.fetchval(sql, key)
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                conn, self._conn = self._conn, None
+                conn.terminate()  # its locks go with it
+                raise
+
+    async def _acquire(self, key: int) -> None:
+        delay = 0.002
+        while True:
+            attempt = asyncio.ensure_future(self._query("SELECT pg_try_advisory_lock($1)", key))
+            try:
+                got = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                # The answer may still say "yours": give it back then.
+                attempt.add_done_callback(lambda t: self._release_if_taken(t, key))
+                raise
+            if got:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _release_if_taken(self, attempt: asyncio.Future, key: int) -> None:
+        if not attempt.cancelled() and attempt.exception() is None and attempt.result():
+            task = asyncio.ensure_future(self._release(key))
+            self._cleanup.add(task)
+            task.add_done_callback(self._cleanup.discard)
+
+    async def _release(self, key: int) -> None:
+        try:
+            await self._query("SELECT pg_advisory_unlock($1)", key)
+        except Exception as e:  # the connection is gone, and the lock with it
+            log.warning("releasing advisory lock %d failed: %s", key, e)
+
+    async def close(self) -> None:
+        if self._cleanup:
+            await asyncio.gather(*self._cleanup, return_exceptions=True)
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
 class PostgresDatabase(Database):
     engine = "postgres"
 
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, connect_kwargs: Mapping[str, Any] | None = None):
         self._pool = pool
+        self._locks = _AdvisoryLocks(connect_kwargs or {})
+
+    def named_lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._locks.hold(name)
 
     @classmethod
     async def open(cls, args: Mapping[str, Any]) -> "PostgresDatabase":
@@ -347,7 +450,7 @@ class PostgresDatabase(Database):
                     min_size=args.get("cp_min", 5), max_size=args.get("cp_max", 10), reset=_end_open_transaction,
                     **kwargs,
                 )
-                return cls(pool)
+                return cls(pool, kwargs)
             except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError) as e:
                 left = deadline - loop.time()
                 if left <= 0:
@@ -376,6 +479,7 @@ class PostgresDatabase(Database):
                 yield _PgConn(conn)
 
     async def close(self) -> None:
+        await self._locks.close()
         await self._pool.close()
 
 

@@ -415,8 +415,25 @@ class E2EKeyStore:
     async def get_federation_outbox(self) -> list[tuple[str, str, dict[str, Any]]]:
         """To-device messages not yet taken by their destination: (destination, message_id, content)."""
         rows = await self.db.fetch(
-            "SELECT destination, message_id, content FROM device_federation_outbox ORDER BY created_ts, message_id")
+            "SELECT destination, message_id, content FROM device_federation_outbox"
+            " WHERE edu_type = 'm.direct_to_device' ORDER BY created_ts, message_id")
         return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    async def add_federation_outbox(self, edus: Sequence[tuple[str, str, str, dict[str, Any]]], now_ms: int) -> None:
+        """Keep (destination, message_id, edu_type, content) until the destination took it."""
+        if edus:
+            await self.db.executemany(
+                "INSERT INTO device_federation_outbox (destination, message_id, edu_type, content, created_ts)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (destination, message_id) DO NOTHING",
+                [(d, m, t, dumps(c), now_ms) for d, m, t, c in edus])
+
+    async def get_federation_outbox_edus(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """Every EDU kept for a destination: (destination, message_id, edu_type, content),
+        oldest first."""
+        rows = await self.db.fetch(
+            "SELECT destination, message_id, edu_type, content FROM device_federation_outbox"
+            " ORDER BY created_ts, message_id")
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     async def delete_from_federation_outbox(self, destination: str, message_ids: Sequence[str]) -> None:
         if message_ids:

@@ -34,3 +34,30 @@ async def test_outbox_until_the_destination_takes_it(open_hs, peer):
     await hs.federation_sender._queues[peer.server_name].task
     assert await hs.e2e_keys.store.get_federation_outbox() == []
     await hs.close()
+
+
+async def test_device_list_updates_are_kept_until_the_destination_takes_them(open_hs, peer):
+    """A device list update made while no sender runs (a sender on a worker that is down)
+    is kept, and sent by the sender when it starts."""
+    from tests.support.federation_peer import remote_join
+
+    from .test_federation_sender import new_room
+
+    hs = await open_hs(start=False)
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    await hs.auth.devices.upsert_device(alice, "NEWDEV", "phone", 1)  # a new device: the list changed
+    kept = await hs.e2e_keys.store.get_federation_outbox_edus()
+    assert [(d, t, c["device_id"]) for d, _, t, c in kept] == [(peer.server_name, "m.device_list_update", "NEWDEV")]
+    assert await hs.e2e_keys.store.get_federation_outbox() == []  # not a to-device message
+    await hs.close()
+
+    hs = await open_hs(start=True)
+    await peer.wait_for(lambda: any(e["edu_type"] == "m.device_list_update" for e in peer.edus))
+    (update,) = [e["content"] for e in peer.edus if e["edu_type"] == "m.device_list_update"]
+    assert update["user_id"] == alice and update["device_id"] == "NEWDEV" and update["deleted"] is False
+    await hs.federation_sender._queues[peer.server_name].task
+    assert await hs.e2e_keys.store.get_federation_outbox_edus() == []
+    assert not peer.errors
+    await hs.close()

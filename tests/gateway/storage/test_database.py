@@ -205,3 +205,48 @@ async def test_postgres_connections_return_to_the_pool_outside_any_transaction(d
         assert await db.fetchval("SHOW application_name") == "kept"
     finally:
         await db.close()
+
+
+async def test_a_named_lock_excludes_other_holders_also_of_another_process(database_config):
+    """``named_lock``: one holder at a time, within a process and, on PostgreSQL, across
+    two connections to the database (two processes); a holder cancelled while waiting
+    leaves the lock free."""
+    first = await open_database(database_config)
+    # PostgreSQL: a second "process" (its own pool and lock connection); SQLite: one process.
+    second = await open_database(database_config) if database_config.engine == "postgres" else first
+    try:
+        order: list[str] = []
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def holder():
+            async with first.named_lock("room:!a"):
+                order.append("first in")
+                held.set()
+                await release.wait()
+                order.append("first out")
+
+        task = asyncio.create_task(holder())
+        await held.wait()
+        waiter = asyncio.create_task(_take(second, "room:!a", order))
+        cancelled = asyncio.create_task(_take(second, "room:!a", order, "cancelled"))
+        # Another name is not blocked; once it is taken, the waiter asked before it did
+        # (the second's lock connection answers in turn) and was refused.
+        await _take(second, "room:!b", order)
+        assert not waiter.done() and not cancelled.done()
+        cancelled.cancel()
+        release.set()
+        await task
+        await waiter
+        assert order == ["first in", "second room:!b", "first out", "second room:!a"]
+        async with first.named_lock("room:!a"):  # free again on both sides
+            pass
+    finally:
+        if second is not first:
+            await second.close()
+        await first.close()
+
+
+async def _take(db, name: str, order: list[str], label: str = "second") -> None:
+    async with db.named_lock(name):
+        order.append(f"{label} {name}")

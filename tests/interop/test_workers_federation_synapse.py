@@ -1,0 +1,217 @@
+"""Federation of a cluster of ours with a real Synapse (issue 18): the main process, two
+federation senders (``federation_sender_instances``, destinations shared out by
+``instance_for``) and an inbound federation worker (the ``federation`` listener at the
+server name's port), real processes on PostgreSQL and Redis. A second server of ours
+(in this process, SQLite) is a destination owned by the other sender.
+
+- Synapse's user joins a room of the cluster by its alias (directory query, make_join and
+  send_join answered by the worker); messages go both ways; the other server joins too;
+  each destination's transactions come from its own sender only.
+- A sender killed with SIGKILL in the middle of a burst and started again: Synapse gets
+  every message the cluster acknowledged, and the to-device message sent while it was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import yaml
+
+from gateway.config.workers import instance_for
+from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
+    free_port
+from tests.support.client_api import Client, has_text, member_event, q, register_user, timeline_bodies
+from tests.support.gateway_process import ROOT, stop_process, wait_for_port
+from tests.support.gateway_server import running_gateway
+from tests.support.synapse import register_synapse_user, unique_localpart
+
+pytestmark = [pytest.mark.skipif(SKIP_POSTGRES, reason="workers need PostgreSQL"),
+              pytest.mark.asyncio(loop_scope="module")]
+
+SENDERS = ("fedsender1", "fedsender2")
+
+
+class FederatedCluster:
+    """main (client API), two federation senders and an inbound federation worker."""
+
+    def __init__(self, directory: Path, db_args: dict, ca):
+        self.dir = directory
+        self.client_port, self.replication_port, self.fed_port = free_port(), free_port(), free_port()
+        self.server_name = f"127.0.0.1:{self.fed_port}"
+        cert = ca.issue("127.0.0.1", filename=f"cluster-{self.fed_port}")
+        local = ["127.0.0.1"]
+        self.shared = directory / "homeserver.yaml"
+        self.shared.write_text(yaml.safe_dump({
+            "server_name": self.server_name,
+            "public_baseurl": f"http://127.0.0.1:{self.client_port}/",
+            "database": {"name": "psycopg2", "args": {**db_args, "cp_min": 1, "cp_max": 5}},
+            "signing_key_path": str(directory / "signing.key"), "media_store_path": str(directory / "media"),
+            "tls_certificate_path": str(cert.cert_path), "tls_private_key_path": str(cert.key_path),
+            "listeners": [
+                {"port": self.client_port, "bind_addresses": local, "resources": [{"names": ["client"]}]},
+                {"port": self.replication_port, "bind_addresses": local, "resources": [{"names": ["replication"]}]},
+            ],
+            "instance_map": {"main": {"host": "127.0.0.1", "port": self.replication_port}},
+            "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
+                      "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
+            "send_federation": False, "federation_sender_instances": list(SENDERS),
+            "federation_custom_ca_list": [str(ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
+            "enable_registration": True, "enable_registration_without_verification": True,
+            "bcrypt_rounds": 4, **GENEROUS_RATE_LIMITS,
+        }))
+        self.metrics_ports: dict[str, int] = {}
+        self.worker_files: dict[str, Path] = {}
+        for name in (*SENDERS, "fedreader1"):
+            port = self.metrics_ports[name] = free_port()
+            listeners = [{"port": port, "bind_addresses": local, "resources": [{"names": ["metrics"]}]}]
+            if name == "fedreader1":
+                listeners.append({"port": self.fed_port, "bind_addresses": local, "tls": True,
+                                  "resources": [{"names": ["federation"]}]})
+            path = self.worker_files[name] = directory / f"{name}.yaml"
+            path.write_text(yaml.safe_dump({"worker_app": "synapse.app.generic_worker", "worker_name": name,
+                                            "worker_listeners": listeners}))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> None:
+        configs = [self.shared] if name == "main" else [self.shared, self.worker_files[name]]
+        port = self.client_port if name == "main" else self.metrics_ports[name]
+        log = self.dir / f"{name}.log"
+        args = [a for c in configs for a in ("--config-path", str(c))]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", *args], cwd=ROOT,
+                                    env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(port, proc, name, log)
+        if name == "fedreader1":
+            wait_for_port(self.fed_port, proc, name, log)
+        self.procs[name] = proc
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for name in [n for n in self.procs if n != "main"] + ["main"]:
+            proc = self.procs.pop(name, None)
+            if proc is not None and proc.poll() is None:
+                stop_process(proc)
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    async def sent_transactions(self, session: aiohttp.ClientSession, name: str) -> dict[str, float]:
+        """Transactions each destination took from process ``name`` (its metrics)."""
+        async with session.get(f"http://127.0.0.1:{self.metrics_ports[name]}/_synapse/metrics") as r:
+            text = await r.text()
+        return {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'^gateway_federation_sent_transactions_total\{destination="([^"]+)"\} (\S+)$', text, re.M)}
+
+
+def _port_owned_by(sender: str) -> int:
+    """A free port whose server name ``127.0.0.1:<port>`` belongs to ``sender``."""
+    while True:
+        port = free_port()
+        if instance_for(f"127.0.0.1:{port}", SENDERS) == sender:
+            return port
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def setup(tmp_path_factory, shared_synapse):
+    synapse = shared_synapse
+    name, args = await create_postgres_database()
+    cluster = FederatedCluster(tmp_path_factory.mktemp("cluster"), args, synapse.ca)
+    synapse_owner = instance_for(synapse.server_name, SENDERS)
+    other_owner = next(s for s in SENDERS if s != synapse_owner)
+    other_dir = tmp_path_factory.mktemp("other_gateway")
+    extra = {"federation_custom_ca_list": [str(synapse.ca.ca_path)], "ip_range_whitelist": ["127.0.0.0/8"],
+             "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
+    try:
+        await asyncio.to_thread(cluster.start, "main")  # first: it brings the schema up to date
+        for worker in (*SENDERS, "fedreader1"):
+            await asyncio.to_thread(cluster.start, worker)
+        async with running_gateway(other_dir, synapse.ca, extra, ports=(_port_owned_by(other_owner), free_port())) \
+                as other, aiohttp.ClientSession() as session:
+            alice = await register_user(session, cluster.client_url, "alice")
+            carol = await register_user(session, other.client_url, "carol")
+            localpart = unique_localpart("bob")
+            bob = Client(session, synapse.client_url, await register_synapse_user(synapse, localpart),
+                         f"@{localpart}:{synapse.server_name}")
+            yield cluster, synapse, other, session, alice, bob, carol, synapse_owner, other_owner
+    finally:
+        await asyncio.to_thread(cluster.stop_all)
+        await drop_postgres_database(name)
+
+
+async def test_synapse_joins_a_cluster_room_and_each_destination_has_one_sender(setup):
+    cluster, synapse, other, session, alice, bob, carol, synapse_owner, other_owner = setup
+    room = (await alice.call("POST", "/createRoom", {"preset": "public_chat", "name": "Cluster",
+                                                     "room_alias_name": "cluster"}))["room_id"]
+    # Synapse resolves the alias and joins through the inbound federation worker.
+    joined = await bob.call("POST", f"/join/{q(f'#cluster:{cluster.server_name}')}", {})
+    assert joined["room_id"] == room
+    await alice.sync_until(member_event(room, bob.user_id, "join"))  # stored on the worker, seen on main
+    await carol.call("POST", f"/join/{q(room)}?server_name={q(cluster.server_name)}", {})
+    await alice.sync_until(member_event(room, carol.user_id, "join"))
+    await alice.send_text(room, "hello from the cluster")
+    await bob.sync_until(has_text(room, "hello from the cluster"))
+    await carol.sync_until(has_text(room, "hello from the cluster"))
+    await bob.send_text(room, "hello from synapse")  # /send to the worker
+    await alice.sync_until(has_text(room, "hello from synapse"))
+    await carol.sync_until(has_text(room, "hello from synapse"))
+    # Typing on main (an EDU made there) reaches Synapse through its sender.
+    await alice.call("PUT", f"/rooms/{q(room)}/typing/{q(alice.user_id)}", {"typing": True, "timeout": 30000})
+
+    def typing(body):
+        events = body.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {}).get("events", [])
+        return any(e["type"] == "m.typing" and alice.user_id in e["content"]["user_ids"] for e in events)
+
+    await bob.sync_until(typing)
+    sent = {s: await cluster.sent_transactions(session, s) for s in SENDERS}
+    assert sent[synapse_owner].get(synapse.server_name, 0) > 0
+    assert sent[other_owner].get(other.server_name, 0) > 0
+    assert synapse.server_name not in sent[other_owner]
+    assert other.server_name not in sent[synapse_owner]
+
+
+async def test_a_sender_killed_mid_burst_loses_nothing_acknowledged(setup):
+    cluster, synapse, other, session, alice, bob, carol, synapse_owner, other_owner = setup
+    room = (await alice.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+    await bob.call("POST", f"/join/{q(room)}?server_name={q(cluster.server_name)}", {})
+    await alice.sync_until(member_event(room, bob.user_id, "join"))
+    bob_device = (await bob.call("GET", "/account/whoami"))["device_id"]
+    bob.sync_filter = '{"room": {"timeline": {"limit": 100}}}'  # no gap in a sync: every message shows
+    await bob.sync_until(lambda body: True)  # from here on, incremental
+    expected = [f"burst {i}" for i in range(30)]
+    for body in expected[:10]:
+        await alice.send_text(room, body)
+    await asyncio.to_thread(cluster.kill, synapse_owner)  # SIGKILL: whatever it held in memory is gone
+    for body in expected[10:20]:
+        await alice.send_text(room, body)
+    # A to-device message acknowledged while Synapse's sender is down.
+    await alice.call("PUT", f"/sendToDevice/m.cluster.test/{uuid.uuid4().hex}",
+                     {"messages": {bob.user_id: {bob_device: {"n": 1}}}})
+    await asyncio.to_thread(cluster.start, synapse_owner)
+    for body in expected[20:]:
+        await alice.send_text(room, body)
+    seen: list[str] = []
+    to_device: list[dict] = []
+
+    def everything(body: dict) -> bool:
+        seen.extend(b for b in timeline_bodies(room)(body) if b.startswith("burst "))
+        to_device.extend(e for e in body.get("to_device", {}).get("events", []) if e["type"] == "m.cluster.test")
+        return set(seen) >= set(expected) and bool(to_device)
+
+    await bob.sync_until(everything, timeout=180)
+    assert sorted(set(seen), key=expected.index) == expected
+    assert [e["content"] for e in to_device] == [{"n": 1}] and to_device[0]["sender"] == alice.user_id
