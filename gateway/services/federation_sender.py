@@ -41,6 +41,7 @@ How it works:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import random
@@ -330,7 +331,11 @@ class FederationSender:
         self._distributor: asyncio.Task | None = None
         self._position = 0
         self._room_servers: OrderedDict[str, _RoomServers] = OrderedDict()
-        self._txn_prefix = str(hs.clock_ms())
+        # Transaction IDs differ between senders (they share the origin: a destination
+        # that moves to another sender, or two started in the same millisecond, must not
+        # see an ID again and answer from its record of the old transaction).
+        self._txn_prefix = str(hs.clock_ms()) if len(self.sender_instances) <= 1 else \
+            f"{hs.clock_ms()}{hashlib.sha256(instance_name.encode()).hexdigest()[:6]}"
         self._txn_counter = itertools.count(1)
         self._background: set[asyncio.Task] = set()
         #: ``async hook(destination, edus)`` after a destination took a transaction with

@@ -1,12 +1,14 @@
 """Federation of a cluster of ours with a real Synapse (issue 18): the main process, two
 federation senders (``federation_sender_instances``, destinations shared out by
-``instance_for``) and an inbound federation worker (the ``federation`` listener at the
-server name's port), real processes on PostgreSQL and Redis. A second server of ours
-(in this process, SQLite) is a destination owned by the other sender.
+``instance_for``) and two inbound federation workers behind nginx (TLS at the server
+name's port, requests shared round-robin), real processes on PostgreSQL and Redis. A
+second server of ours (in this process, SQLite) is a destination owned by the other
+sender.
 
 - Synapse's user joins a room of the cluster by its alias (directory query, make_join and
-  send_join answered by the worker); messages go both ways; the other server joins too;
-  each destination's transactions come from its own sender only.
+  send_join answered by the workers); messages go both ways; the other server joins too;
+  each destination's transactions come from its own sender only; both federation workers
+  took transactions.
 - A sender killed with SIGKILL in the middle of a burst and started again: Synapse gets
   every message the cluster acknowledged, and the to-device message sent while it was down.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,10 +42,12 @@ pytestmark = [pytest.mark.skipif(SKIP_POSTGRES, reason="workers need PostgreSQL"
               pytest.mark.asyncio(loop_scope="module")]
 
 SENDERS = ("fedsender1", "fedsender2")
+READERS = ("fedreader1", "fedreader2")
 
 
 class FederatedCluster:
-    """main (client API), two federation senders and an inbound federation worker."""
+    """main (client API), two federation senders, two inbound federation workers and
+    nginx in front of those."""
 
     def __init__(self, directory: Path, db_args: dict, ca):
         self.dir = directory
@@ -69,13 +74,15 @@ class FederatedCluster:
             "enable_registration": True, "enable_registration_without_verification": True,
             "bcrypt_rounds": 4, **GENEROUS_RATE_LIMITS,
         }))
+        self.cert = cert
         self.metrics_ports: dict[str, int] = {}
+        self.reader_ports = {name: free_port() for name in READERS}
         self.worker_files: dict[str, Path] = {}
-        for name in (*SENDERS, "fedreader1"):
+        for name in (*SENDERS, *READERS):
             port = self.metrics_ports[name] = free_port()
             listeners = [{"port": port, "bind_addresses": local, "resources": [{"names": ["metrics"]}]}]
-            if name == "fedreader1":
-                listeners.append({"port": self.fed_port, "bind_addresses": local, "tls": True,
+            if name in READERS:
+                listeners.append({"port": self.reader_ports[name], "bind_addresses": local,
                                   "resources": [{"names": ["federation"]}]})
             path = self.worker_files[name] = directory / f"{name}.yaml"
             path.write_text(yaml.safe_dump({"worker_app": "synapse.app.generic_worker", "worker_name": name,
@@ -91,9 +98,38 @@ class FederatedCluster:
             proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", *args], cwd=ROOT,
                                     env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
         wait_for_port(port, proc, name, log)
-        if name == "fedreader1":
-            wait_for_port(self.fed_port, proc, name, log)
+        if name in READERS:
+            wait_for_port(self.reader_ports[name], proc, name, log)
         self.procs[name] = proc
+
+    def start_nginx(self) -> None:
+        """TLS on the server name's port; federation and key requests round-robin to the
+        federation workers (the request URI as sent: signatures cover it)."""
+        d = self.dir / "nginx"
+        d.mkdir()
+        temp = "\n".join(f"    {k}_temp_path {d}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        servers = "\n".join(f"        server 127.0.0.1:{p};" for p in self.reader_ports.values())
+        conf = d / "nginx.conf"
+        conf.write_text(("user root;\n" if os.geteuid() == 0 else "")
+                        + f"daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n"
+                        f"http {{\n    access_log off;\n{temp}\n"
+                        f"    upstream federation_readers {{\n{servers}\n    }}\n"
+                        f"    server {{\n        listen 127.0.0.1:{self.fed_port} ssl;\n"
+                        f"        ssl_certificate {self.cert.cert_path};\n"
+                        f"        ssl_certificate_key {self.cert.key_path};\n"
+                        f"        location ~ ^/_matrix/(federation|key)/ {{\n"
+                        f"            proxy_pass http://federation_readers;\n"
+                        f"            proxy_set_header Host $host;\n"
+                        f"            proxy_set_header X-Forwarded-For $remote_addr;\n"
+                        f"            proxy_http_version 1.1;\n"
+                        f"            client_max_body_size 50M;\n"
+                        f"        }}\n    }}\n}}\n")
+        log = d / "nginx.out"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(d), "-c", str(conf),
+                                     "-e", str(d / "error.log")], stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.fed_port, proc, "nginx", log)
+        self.procs["nginx"] = proc
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -101,7 +137,7 @@ class FederatedCluster:
         proc.wait()
 
     def stop_all(self) -> None:
-        for name in [n for n in self.procs if n != "main"] + ["main"]:
+        for name in [n for n in self.procs if n != "main"] + ["main"]:  # nginx first
             proc = self.procs.pop(name, None)
             if proc is not None and proc.poll() is None:
                 stop_process(proc)
@@ -109,6 +145,13 @@ class FederatedCluster:
     @property
     def client_url(self) -> str:
         return f"http://127.0.0.1:{self.client_port}"
+
+    async def served(self, session: aiohttp.ClientSession, name: str, route: str) -> float:
+        """Requests for routes matching ``route`` (a regex) process ``name`` answered."""
+        async with session.get(f"http://127.0.0.1:{self.metrics_ports[name]}/_synapse/metrics") as r:
+            text = await r.text()
+        return sum(float(m.group(2)) for m in re.finditer(r'^gateway_http_requests_total\{(.*)\} (\S+)$', text, re.M)
+                   if re.search(rf'route="{route}"', m.group(1)))
 
     async def sent_transactions(self, session: aiohttp.ClientSession, name: str) -> dict[str, float]:
         """Transactions each destination took from process ``name`` (its metrics)."""
@@ -138,8 +181,9 @@ async def setup(tmp_path_factory, shared_synapse):
              "enable_registration": True, "enable_registration_without_verification": True, "bcrypt_rounds": 4}
     try:
         await asyncio.to_thread(cluster.start, "main")  # first: it brings the schema up to date
-        for worker in (*SENDERS, "fedreader1"):
+        for worker in (*SENDERS, *READERS):
             await asyncio.to_thread(cluster.start, worker)
+        await asyncio.to_thread(cluster.start_nginx)
         async with running_gateway(other_dir, synapse.ca, extra, ports=(_port_owned_by(other_owner), free_port())) \
                 as other, aiohttp.ClientSession() as session:
             alice = await register_user(session, cluster.client_url, "alice")
@@ -166,9 +210,12 @@ async def test_synapse_joins_a_cluster_room_and_each_destination_has_one_sender(
     await alice.send_text(room, "hello from the cluster")
     await bob.sync_until(has_text(room, "hello from the cluster"))
     await carol.sync_until(has_text(room, "hello from the cluster"))
-    await bob.send_text(room, "hello from synapse")  # /send to the worker
-    await alice.sync_until(has_text(room, "hello from synapse"))
-    await carol.sync_until(has_text(room, "hello from synapse"))
+    for i in range(4):  # each its own transaction, to one worker or the other
+        await bob.send_text(room, f"hello from synapse {i}")
+        await alice.sync_until(has_text(room, f"hello from synapse {i}"))
+    await carol.sync_until(has_text(room, "hello from synapse 3"))
+    await carol.send_text(room, "hello from the other server")
+    await alice.sync_until(has_text(room, "hello from the other server"))
     # Typing on main (an EDU made there) reaches Synapse through its sender.
     await alice.call("PUT", f"/rooms/{q(room)}/typing/{q(alice.user_id)}", {"typing": True, "timeout": 30000})
 
@@ -182,6 +229,8 @@ async def test_synapse_joins_a_cluster_room_and_each_destination_has_one_sender(
     assert sent[other_owner].get(other.server_name, 0) > 0
     assert synapse.server_name not in sent[other_owner]
     assert other.server_name not in sent[synapse_owner]
+    for reader in READERS:  # nginx shared the transactions out: each worker stored some
+        assert await cluster.served(session, reader, r"[^\"]*/send/[^\"]*") > 0
 
 
 async def test_a_sender_killed_mid_burst_loses_nothing_acknowledged(setup):
