@@ -176,7 +176,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def run_load(url: str, tokens: list[str], user_ids: list[str], rooms: int, per_user: int,
-                   result: Result) -> None:
+                   result: Result, *, key_prefix: str = "") -> None:
+    """``key_prefix``: of the messages' transaction IDs (a second load by the same users)."""
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as s:
         def headers(i: int) -> dict:
@@ -236,7 +237,7 @@ async def run_load(url: str, tokens: list[str], user_ids: list[str], rooms: int,
         async def sender(i: int) -> None:
             room = room_ids[room_of[i]]
             for n in range(per_user):
-                key = f"{i}-{n}"
+                key = f"{key_prefix}{i}-{n}"
                 t0 = time.monotonic()
                 sent_at[key] = t0
                 async with s.put(f"{url}/_matrix/client/v3/rooms/{room}/send/m.room.message/{key}",

@@ -5,7 +5,8 @@ generic workers with a ``client`` listener, behind docs/workers.md's nginx examp
 user's /sync always on one worker; sends, joins and registration on main, the events
 writer; with one process everything goes to main). Then bench/client_load.py's load
 through nginx: ``--users`` users in ``--rooms`` rooms, each sending ``--messages``
-messages one after the other while every user long-polls /sync.
+messages one after the other while every user long-polls /sync, after a warm-up of
+``--warmup`` messages each in other rooms (each process fills its own caches).
 
 Printed per process count: messages/s, send latency and send-to-/sync delivery latency
 (p50/p99 over every (message, receiving member) pair), the CPU seconds of the Gateway
@@ -13,7 +14,7 @@ processes (summed from /proc), nginx's and the load generator's, CPU per message
 throughput relative to one process, and the load average (1 minute) before and after.
 
     .cache/venv/bin/python bench/workers.py [--processes 1,2,4] [--users 32] [--rooms 8]
-        [--messages 20] [--runs 1]
+        [--messages 20] [--warmup 5] [--runs 1]
 
 Numbers only: nothing here asserts a timing. On a machine with fewer cores than processes
 the processes share the cores with nginx, PostgreSQL, Redis and the load generator: read
@@ -111,6 +112,8 @@ async def bench_processes(n: int, args, workdir: Path) -> Run:
             async with aiohttp.ClientSession() as session:
                 users = [await register(session, url, f"user{i}") for i in range(args.users)]
             tokens, user_ids = [u[0] for u in users], [u[1] for u in users]
+            if args.warmup:  # every process's caches and prepared statements, not measured
+                await run_load(url, tokens, user_ids, args.rooms, args.warmup, Result("warm-up"), key_prefix="w")
             run = Run(n, Result(f"{n} process{'es' if n > 1 else ''}"))
             pids = cluster.pids()
             ngx = nginx_pids(nginx_dir)
@@ -163,6 +166,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rooms", type=int, default=8)
     parser.add_argument("--messages", type=int, default=20, help="messages per user")
     parser.add_argument("--runs", type=int, default=1, help="runs per process count (medians are printed)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="messages per user sent first, in other rooms, and not measured (0: none)")
 
 
 async def main(argv: list[str] | None = None) -> dict[int, list[Run]]:

@@ -297,6 +297,8 @@ def build(hs: "HomeServer") -> None:
         notifier.on_data(PUSH, push.on_remote_push)
         notifier.on_data(BADGE, push.on_remote_badge)
         notifier.on_data(INVITE, push.on_remote_invite)
+        # Redis was away: push what other processes handed over meanwhile.
+        notifier.missed_listeners.append(push.on_missed)
     # Local typing and public receipts become EDUs for the room's other servers; with
     # federation senders on workers, EDUs made here reach the destination's sender over
     # Redis, and a sender whose Redis subscription came back queues its stored

@@ -85,6 +85,9 @@ class Notifier:
         #: ``listener(room_id, positions)`` for events another process stored (the
         #: federation sender on a worker wakes its distributor).
         self.remote_events_listeners: list[Callable[[str, Sequence[int]], None]] = []
+        #: Called (no arguments) when other processes' changes may have been missed (a
+        #: Redis (re)subscription, a publisher that lost messages): read the database again.
+        self.missed_listeners: list[Callable[[], None]] = []
         #: Data other processes publish beside wake-ups (``publish_data``), by kind.
         self._data_handlers: dict[str, Callable[[Any], None]] = {}
 
@@ -163,6 +166,11 @@ class Notifier:
         for waiters in self._by_user.values():
             for w in waiters:
                 w.event.set()
+        for listener in self.missed_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("listener for missed changes failed")
         self._changed()
 
     def _publish(self, change: dict) -> None:

@@ -72,6 +72,10 @@ PUSHER_KINDS = ("http", "email")
 #: What ``notifier.publish_data`` hands to the pusher processes (workers): notifications
 #: stored for events, a read receipt (the badge), an invite to a room we are not in.
 PUSH, BADGE, INVITE = "push", "push_badge", "push_invite"
+#: Catching up on missed hand-overs reads this many events' notifications at a time.
+CATCH_UP_BATCH = 500
+#: How many handed-over (room, position) pairs are remembered (against pushing one twice).
+HANDED_PUSHED_KEPT = 10_000
 
 
 def _rule_json(kind: str, r: StoredRule) -> dict[str, Any]:
@@ -141,6 +145,13 @@ class PushService:
         self._last_checkpoint_ms = 0
         self.gateway = gateway
         self.pushes_here = pushes_here
+        #: On a pusher process: the newest position of the notifications other processes
+        #: handed over (None until the first subscription); what comes after it is read
+        #: again when some may have been missed (``on_missed``).
+        self._handed_upto: int | None = None
+        #: (room, position) pushed from other processes' notifications, newest last: a
+        #: catch-up and a late hand-over never push one twice.
+        self._handed_pushed: OrderedDict[tuple[str, int], None] = OrderedDict()
         #: Called with the users with email pushers among those a batch of events notified.
         self.email_listeners: list[Callable[[list[str]], None]] = []
         #: The badge (unread rooms) each HTTP pusher was last sent, by (user, app, pushkey).
@@ -384,6 +395,7 @@ class PushService:
         await self._maybe_prune(events[-1].stream_ordering)
         notifying = [r for r in rows if r.notif and self.pushes_here(r.user_id)]
         if notifying:
+            self._note_pushed(room_id, [r.stream_ordering for r in notifying])
             names = {m.user_id: m.displayname for m in members}
             await self._send_to_pushers(room_id, notifying, event_dicts, names)
         elsewhere = sorted({r.stream_ordering for r in rows if r.notif and not self.pushes_here(r.user_id)})
@@ -395,8 +407,35 @@ class PushService:
     def on_remote_push(self, data: Any) -> None:
         """Another process stored notifications (``PUSH``: the room and the positions of
         the events): send those of the users whose pushes this process sends."""
-        if isinstance(data, dict) and isinstance(data.get("room"), str) and isinstance(data.get("positions"), list):
-            self._in_background(lambda: self._push_stored(data["room"], [int(p) for p in data["positions"]]))
+        if isinstance(data, dict) and isinstance(data.get("room"), str) and isinstance(data.get("positions"), list) \
+                and data["positions"]:
+            positions = [int(p) for p in data["positions"]]
+            self._in_background(lambda: self._push_stored(data["room"], positions))
+
+    def on_missed(self) -> None:
+        """Hand-overs may have been missed (Redis was away): push the notifications stored
+        since the last one. The first call (the first subscription) only notes where the
+        notifications are now: what was stored before this process started is not pushed."""
+        self._in_background(self._catch_up)
+
+    async def _catch_up(self) -> None:
+        try:
+            if self._handed_upto is None:
+                self._handed_upto = await self.actions.max_position()
+                return
+            while True:
+                found = await self.actions.notified_after(self._handed_upto, CATCH_UP_BATCH)
+                by_room: dict[str, list[int]] = {}
+                for room_id, position in found:
+                    by_room.setdefault(room_id, []).append(position)
+                for room_id, positions in by_room.items():
+                    await self._push_stored(room_id, positions)
+                if found:
+                    self._handed_upto = max(self._handed_upto, found[-1][1])
+                if len(found) < CATCH_UP_BATCH:
+                    return
+        except Exception:
+            log.exception("catching up on the pushes of other processes failed")
 
     def on_remote_badge(self, data: Any) -> None:
         """Another process stored a read receipt (``BADGE``: room and user)."""
@@ -409,12 +448,23 @@ class PushService:
                 and self.pushes_here(str(data["event"].get("state_key"))):
             self._in_background(lambda: self._push_out_of_band_invite(data["event"], data["stripped"]))
 
+    def _note_pushed(self, room_id: str, positions: Sequence[int]) -> None:
+        """These events' notifications are being pushed from here: a catch-up skips them."""
+        for p in positions:
+            self._handed_pushed[(room_id, p)] = None
+        while len(self._handed_pushed) > HANDED_PUSHED_KEPT:
+            self._handed_pushed.popitem(last=False)
+        if positions and self._handed_upto is not None:
+            self._handed_upto = max(self._handed_upto, *positions)
+
     async def _push_stored(self, room_id: str, positions: list[int]) -> None:
         """Send the notifications stored for the events at ``positions`` to the pushers of
         this process's users (the rows, events and names are read from the database)."""
         try:
+            positions = [p for p in positions if (room_id, p) not in self._handed_pushed]
+            self._note_pushed(room_id, positions)
             rows = [r for r in await self.actions.get_at_positions(room_id, positions)
-                    if r.notif and self.pushes_here(r.user_id)]
+                    if r.notif and self.pushes_here(r.user_id)] if positions else []
             if not rows:
                 return
             pdus = await self.events.get_pdus(sorted({r.event_id for r in rows}))

@@ -253,6 +253,17 @@ class PushActionStore:
                     for r in rows]
         return out
 
+    async def notified_after(self, stream_ordering: int, limit: int) -> list[tuple[str, int]]:
+        """(room, position) of the events after ``stream_ordering`` that notified someone,
+        oldest first."""
+        rows = await self.db.fetch(
+            "SELECT DISTINCT room_id, stream_ordering FROM event_push_actions WHERE stream_ordering > $1"
+            " AND notif = TRUE ORDER BY stream_ordering LIMIT $2", stream_ordering, limit)
+        return [(r[0], int(r[1])) for r in rows]
+
+    async def max_position(self) -> int:
+        return int(await self.db.fetchval("SELECT MAX(stream_ordering) FROM event_push_actions") or 0)
+
     async def get_for_user(self, user_id: str, *, before: int | None, limit: int,
                            only_highlight: bool = False) -> list[PushAction]:
         where = ["user_id = $1"]

@@ -11,7 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
+import redis.asyncio as redis
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -87,6 +90,7 @@ def cluster(tmp_path_factory):
     workers = [Worker(n, []) for n in PUSHERS]  # a metrics listener only: they serve no requests
     c = WorkerCluster(Path(tmp_path_factory.mktemp("pushers")), args, workers,
                       {"pusher_instances": PUSHERS, "ip_range_whitelist": ["127.0.0.1/32"]})
+    c.db_args = args
     try:
         c.start()
         yield c
@@ -100,12 +104,19 @@ def http_pusher(url: str, pushkey: str) -> dict:
             "device_display_name": "Phone", "lang": "en", "data": {"url": url}}
 
 
-async def test_each_pusher_worker_pushes_the_messages_sent_through_main_to_its_users(cluster):
+@pytest.fixture
+async def push_gateway(cluster):
     gateway = PushGateway(cluster)
     app = web.Application()
     app.router.add_post("/_matrix/push/v1/notify", gateway.handler)
-    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
-        url = str(server.make_url("/_matrix/push/v1/notify"))
+    async with TestServer(app, host="127.0.0.1") as server:
+        gateway.url = str(server.make_url("/_matrix/push/v1/notify"))
+        yield gateway
+
+
+async def test_each_pusher_worker_pushes_the_messages_sent_through_main_to_its_users(cluster, push_gateway):
+    gateway, url = push_gateway, push_gateway.url
+    async with aiohttp.ClientSession() as session:
         one = await register_user(session, cluster.main_url, name_in_shard("one", "pusher1"))
         two = await register_user(session, cluster.main_url, name_in_shard("two", "pusher2"))
         sender = await register_user(session, cluster.main_url, "sender")
@@ -137,3 +148,50 @@ async def test_each_pusher_worker_pushes_the_messages_sent_through_main_to_its_u
         assert badge[0] == "pusher1"
         assert badge[1]["counts"] == {"unread": 0} and badge[1]["devices"][0]["pushkey"] == f"key-{one.user_id}"
         assert all(process in PUSHERS for process, _ in gateway.received)
+
+
+async def test_a_pusher_worker_catches_up_on_hand_overs_it_missed(cluster, push_gateway):
+    """Notifications stored while Redis was away from the pusher: when its subscription
+    comes back (or a publisher says it lost messages) it reads them from the database."""
+    async with aiohttp.ClientSession() as session:
+        one = await register_user(session, cluster.main_url, name_in_shard("late", "pusher1"))
+        sender = await register_user(session, cluster.main_url, name_in_shard("talker", "pusher1"))
+        room_id = (await sender.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+        await one.call("POST", f"/join/{room_id}", {})
+        await one.call("POST", "/pushers/set", http_pusher(push_gateway.url, "late-key"))
+        # Muted: main stores no notification for it and hands nothing over...
+        await one.call("PUT", f"/pushrules/global/room/{room_id}", {"actions": ["dont_notify"]})
+        event_id = await sender.send_text(room_id, "while Redis was away")
+    # ... and here is the notification whose hand-over the pusher missed.
+    conn = await asyncpg.connect(**cluster.db_args)
+    try:
+        position = await conn.fetchval("SELECT stream_ordering FROM events WHERE event_id = $1", event_id)
+        await conn.execute(
+            "INSERT INTO event_push_actions (room_id, user_id, event_id, stream_ordering, notif, highlight,"
+            " thread_id, actions) VALUES ($1, $2, $3, $4, TRUE, FALSE, 'main', '[\"notify\"]')",
+            room_id, one.user_id, event_id, position)
+    finally:
+        await conn.close()
+    prefix = yaml.safe_load(cluster.shared.read_text())["redis"]["channel_prefix"]
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    try:  # what a publisher that lost messages sends once Redis answers again
+        assert await client.publish(f"{prefix}/notify", b'{"i": "test", "reset": true}') >= 3
+    finally:
+        await client.aclose()
+    ((process, note),) = await push_gateway.wait_for(lambda n: n.get("event_id") == event_id)
+    assert process == "pusher1" and note["devices"][0]["pushkey"] == "late-key"
+    assert note["content"]["body"] == "while Redis was away"
+
+
+async def test_email_pushers_are_mailed_by_the_process_of_the_users_shard():
+    from gateway.services.email_notifs import EmailNotifier
+
+    class Store:
+        async def users_with_pending_notifications(self) -> list[str]:
+            return ["@mine:example.com", "@theirs:example.com"]
+
+    notifier = EmailNotifier(config=None, server_name="example.com", public_baseurl="", store=Store(), pushers=None,
+                             events=None, profiles=None, mailer=None, pages=None, secret=b"k", clock_ms=lambda: 0,
+                             mails_here=lambda user_id: user_id == "@mine:example.com")
+    await notifier._sweep()  # what start() does first: users with notifications not mailed yet
+    assert list(notifier._due) == ["@mine:example.com"]
