@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
 #: Longest long-poll a client may ask for (ms).
 MAX_TIMEOUT_MS = 10 * 60 * 1000
+#: When history visibility hides events of a timeline page, older events are read
+#: (pages of this many times the limit, at most this many pages) to fill it.
+REFILL_PAGE_FACTOR = 2
+REFILL_PAGES = 5
 #: Members named in ``m.heroes``.
 HEROES = 5
 SUMMARY_CACHE_SIZE = 10_000
@@ -231,17 +235,22 @@ class SyncService:
                 batched.append(m.room_id)
         device = (user_id, device_id or "")
         timeline_rows: dict[str, list[TimelineEvent]] = {}
+        #: room -> the range its timeline was read from, (after, upto].
+        ranges: dict[str, tuple[int | None, int]] = {}
         if batched:
             rooms_for_timeline = [r for r in batched if flt.timeline.allows_room(r)]
             timeline_rows.update(await self.store.get_timelines(
                 rooms_for_timeline, after=s_events or 0, upto=upto, limit=limit + 1, flt=tfilter, device=device))
+            ranges.update((r, (s_events or 0, upto)) for r in batched)
         by_room = {m.room_id: m for m in memberships}
         for room_id in sorted(from_scratch):
             timeline_rows[room_id] = await self._timeline(room_id, None, upto, limit, tfilter, flt, device)
+            ranges[room_id] = (None, upto)
         for m in left:
             after = None if s_events is None or full_state else s_events
             if after is not None and m.stream_ordering <= after:
                 continue
+            ranges[m.room_id] = (after, m.stream_ordering)
             rows = await self._timeline(m.room_id, after, m.stream_ordering, limit, tfilter, flt, device)
             if not rows and m.current_state_group is None and flt.timeline.allows_room(m.room_id):
                 # A room this server is not in (a rejected invite, a retracted knock): the
@@ -256,14 +265,11 @@ class SyncService:
 
         for room_id, rows in timeline_rows.items():
             m = by_room[room_id]
-            rows = list(rows)
+            rows, more = await self._visible_page(user_id, m, list(rows), ranges.get(room_id), limit, tfilter, device)
             # A room joined since the token is new to the client: its timeline is a page of
             # history with a gap before it, so limited (as Synapse says: the client resets
             # the room's timeline and paginates back from prev_batch).
-            limited = len(rows) > limit or (s_events is not None and room_id in from_scratch)
-            rows = rows[:limit]
-            rows.reverse()
-            rows = await self.visible_timeline(user_id, m, rows)
+            limited = more or (s_events is not None and room_id in from_scratch)
             room_upto = m.stream_ordering if m.membership in ("leave", "ban") else upto
             prev = f"s{rows[0].event.stream_ordering - 1}" if rows else f"s{room_upto}"
             res = _RoomResult(m, rows, limited, prev)
@@ -416,6 +422,33 @@ class SyncService:
             return []
         return await self.store.get_timeline(room_id, after=after, upto=upto, limit=limit + 1, flt=tfilter,
                                              device=device)
+
+    async def _visible_page(self, user_id: str, m: UserMembership, rows: list[TimelineEvent],
+                            bounds: tuple[int | None, int] | None, limit: int, tfilter: TimelineFilter,
+                            device: tuple[str, str]) -> tuple[list[TimelineEvent], bool]:
+        """The last ``limit`` events of a room's timeline the user may see, oldest first,
+        and whether more came before them in the range. ``rows``: the range's newest
+        ``limit + 1`` events, newest first. When history visibility hides some, older
+        events are read too, ``REFILL_PAGE_FACTOR * limit`` at a time, up to
+        ``REFILL_PAGES`` times (as Synapse), so that a client still gets a page of what it
+        may see, such as a member's join among messages from before its own join."""
+        more = len(rows) > limit
+        page = rows[:limit]
+        page.reverse()
+        visible = await self.visible_timeline(user_id, m, page)
+        size = max(limit * REFILL_PAGE_FACTOR, 10)
+        for _ in range(REFILL_PAGES):
+            if not more or len(visible) >= limit or not page or bounds is None:
+                break
+            older = await self.store.get_timeline(m.room_id, after=bounds[0], upto=page[0].event.stream_ordering - 1,
+                                                  limit=size + 1, flt=tfilter, device=device)
+            more = len(older) > size
+            page = older[:size]
+            page.reverse()
+            visible = await self.visible_timeline(user_id, m, page) + visible
+        if len(visible) > limit:
+            visible, more = visible[-limit:], True
+        return visible, more
 
     async def visible_timeline(self, user_id: str, m: UserMembership,
                                rows: list[TimelineEvent]) -> list[TimelineEvent]:

@@ -771,6 +771,27 @@ async def test_current_state_from_an_unseen_period_is_in_the_timeline(client, al
     assert "while bob was away" not in [e["content"].get("body") for e in events]
 
 
+async def test_hidden_history_does_not_crowd_visible_events_out_of_the_timeline(client, alice, bob):
+    """The same with many messages after the join that bob may not see: older events are
+    read until the page has what bob may see (as Synapse), so carol's join is there."""
+    carol = User(client, await register(client, "carol"))
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    await alice.state(room, "m.room.history_visibility", {"history_visibility": "joined"})
+    since = (await bob.sync())["next_batch"]
+    await bob.call("POST", f"/rooms/{room}/leave", {})
+    await carol.call("POST", f"/join/{room}", {})
+    for i in range(25):  # five times the page below
+        await alice.send(room, f"hidden {i}")
+    await bob.call("POST", f"/join/{room}", {})
+    section = (await bob.sync(since, filter={"room": {"timeline": {"limit": 5}}}))["rooms"]["join"][room]
+    events = section["timeline"]["events"]
+    # Everything since the token that bob may see: not limited, the rest is not his.
+    assert [(e["state_key"], e["content"]["membership"]) for e in events] == [
+        (bob.user_id, "leave"), (carol.user_id, "join"), (bob.user_id, "join")]
+    assert section["timeline"]["limited"] is False
+
+
 async def test_server_shutdown_answers_waiting_syncs(hs, client, alice):
     since = (await alice.sync())["next_batch"]
     waiting = asyncio.create_task(alice.sync(since, timeout="600000"))
