@@ -13,7 +13,7 @@ from typing import Iterator
 
 from aiohttp import web
 
-from . import admin_api, client_api, federation_api, federation_tester_api, media_api, wellknown
+from . import admin_api, client_api, federation_api, federation_tester_api, media_api, replication_api, wellknown
 from .consent_api import add_consent_routes
 from .threepid_pages import add_threepid_pages
 from .sso_api import add_sso_routes
@@ -83,6 +83,8 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
         app.add_subapp("/_matrix/key", keys_api.build_app(hs))
     if "client" in res or "federation" in res:
         app.add_routes(wellknown.routes)
+    if "replication" in res:  # writes other processes forward to this one's streams
+        app.add_subapp("/_synapse/replication", replication_api.build_app(hs.stream_writers))
     if "metrics" in res:
         app.router.add_get("/_synapse/metrics", metrics_handler)
         app.router.add_get("/metrics", metrics_handler)

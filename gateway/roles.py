@@ -7,8 +7,12 @@ resources its listeners name; the roles decide what it starts and writes:
 =====================  ==========================================  =======================================
 role                   held by                                     starts / does
 =====================  ==========================================  =======================================
-``events_writer``      ``stream_writers.events`` (``main``)        persists new events (nginx routes the
-                                                                   sending endpoints there)
+``events_writer``      ``stream_writers.events`` (``main``)        persists new events: several event
+                                                                   persisters share the rooms out by a
+                                                                   hash of the room ID (``writer_of``)
+``writes``             ``stream_writers.<stream>``                 writes that stream; other processes
+                                                                   forward its writes to the writer's
+                                                                   replication listener
 ``federation_sender``  ``federation_sender_instances``, else main  FederationSender (outbound transactions;
                        when ``send_federation``                    on a worker, woken by others' events)
 ``pusher``             ``pusher_instances``, else main when        HTTP pushes and missed-message mails,
@@ -40,9 +44,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import HomeserverConfig
-from .config.workers import MAIN
+from .config.workers import MAIN, STREAMS, WorkerConfig
 
-__all__ = ["Roles", "roles_for", "shard_owner", "pusher_for_user"]
+__all__ = ["Roles", "roles_for", "shard_owner", "pusher_for_user", "writer_of"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Roles:
     instance_name: str
     is_main: bool
     events_writer: bool
+    #: The streams this process writes (for ``events``: the rooms ``writer_of`` gives it).
+    writes: frozenset[str]
     federation_sender: bool
     pusher: bool
     background_tasks: bool
@@ -73,6 +79,7 @@ def roles_for(config: HomeserverConfig) -> Roles:
         instance_name=me,
         is_main=me == MAIN,
         events_writer=me in w.stream_writers["events"],
+        writes=frozenset(s for s in STREAMS if me in w.stream_writers[s]),
         federation_sender=named(w.federation_sender_instances, default_main=config.send_federation),
         pusher=named(w.pusher_instances, default_main=w.start_pushers),
         background_tasks=me == w.run_background_tasks_on,
@@ -97,3 +104,12 @@ def pusher_for_user(config: HomeserverConfig, user_id: str) -> str | None:
     if w.pusher_instances:
         return shard_owner(user_id, w.pusher_instances)
     return MAIN if w.start_pushers else None
+
+
+def writer_of(workers: WorkerConfig, stream: str, room_id: str | None = None) -> str:
+    """The instance that writes ``stream`` (for ``events``, ``room_id``'s: one of the
+    event persisters, by ``shard_owner`` of the room ID)."""
+    writers = workers.stream_writers[stream]
+    if len(writers) == 1 or room_id is None:
+        return writers[0]
+    return shard_owner(room_id, writers)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .oauth.service import OAuthService
     from .roles import Roles
     from .services.replication import RedisReplication
+    from .services.stream_writers import StreamWriters
     from .services.account_data import AccountDataService
     from .services.account_moderation import ShadowBanDelay
     from .services.appservice_transactions import AppServiceTransactions
@@ -118,6 +119,7 @@ class HomeServer:
         appservice_transactions: AppServiceTransactions
         roles: Roles
         replication: RedisReplication | None
+        stream_writers: StreamWriters
         usernames: Usernames
         uia: UIAService
         account_data: AccountDataService

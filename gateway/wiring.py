@@ -107,7 +107,9 @@ def build(hs: "HomeServer") -> None:
 
     from .config.workers import MAIN
     from .roles import pusher_for_user, roles_for
+    from .services.event_persisters import EventPersisters, register_endpoints
     from .services.replication import RedisReplication
+    from .services.stream_writers import StreamWriters
 
     config, db, server_name = hs.config, hs.db, hs.server_name
     hs.roles = roles = roles_for(config)  # what this process starts (gateway/roles.py)
@@ -148,11 +150,16 @@ def build(hs: "HomeServer") -> None:
         no_verify_patterns=fed.federation_certificate_verification_whitelist,
         domain_whitelist=fed.federation_domain_whitelist)
 
+    # Which process writes each stream; writes of the others' streams are forwarded to them.
+    hs.stream_writers = writers = StreamWriters(config.workers)
+
     # --- rooms and events ---------------------------------------------------------
     multi_process = config.workers.redis.enabled  # other processes write to the same rooms
-    hs.events = events = EventsService(db=db, server_name=server_name, signing_key=hs.signing_key,
-                                       modules=modules.callbacks, clock_ms=clock_ms,
-                                       shared_room_locks=multi_process)
+    hs.events = events = EventsService(
+        db=db, server_name=server_name, signing_key=hs.signing_key, modules=modules.callbacks, clock_ms=clock_ms,
+        shared_room_locks=multi_process,
+        persisters=EventPersisters(writers) if config.workers.stream_writers["events"] != (roles.instance_name,)
+        else None)
     w = config.workers
     hs.federation_sender = sender = FederationSender(
         hs, instance_name=roles.instance_name,
@@ -279,6 +286,13 @@ def build(hs: "HomeServer") -> None:
                                     public_media=idp_icons(config.sso), clock_ms=clock_ms))
     hs.url_previewer = provide(URL_PREVIEWER, UrlPreviewer(media))
 
+    # --- stream writers -----------------------------------------------------------------
+    # A stream's writes run on its writer: there they are served to the other processes,
+    # elsewhere they become calls to it (before the hooks below take the methods).
+    if roles.events_writer:
+        register_endpoints(writers, events)
+    forward_stream_writes(writers, hs)
+
     # --- listeners and hooks -----------------------------------------------------------
     # Push rules are evaluated for every new event (unread counts, pushers).
     events.add_new_events_listener(push.on_new_events)
@@ -401,6 +415,35 @@ async def stop(hs: "HomeServer") -> None:
     await hs.identity_servers.close()
     if hs.replication is not None:
         await hs.replication.close()
+    await hs.stream_writers.close()
+
+
+#: The write methods forwarded to each stream's writer: (stream, service, methods).
+FORWARDED_WRITES = (
+    ("typing", "typing", ("set_typing",)),
+    ("receipts", "receipts", ("send_receipt", "set_read_markers")),
+    ("account_data", "account_data", ("put", "put_room_internal", "add_tag", "remove_tag")),
+    ("to_device", "e2e_keys", ("send_to_device",)),
+    ("presence", "user_directory", ("set_presence", "mark_syncing")),
+    ("push_rules", "push", ("put_rule", "delete_rule", "set_enabled", "set_actions", "copy_room_rules")),
+    ("device_lists", "e2e_keys", ("upload_keys", "upload_signatures", "on_devices_changed", "on_devices_deleted")),
+)
+
+
+def forward_stream_writes(writers, hs: "HomeServer") -> None:
+    from .services.stream_writers import forward_calls
+
+    for stream, service, methods in FORWARDED_WRITES:
+        forward_calls(writers, stream, getattr(hs, service), methods, prefix=service)
+    if not writers.is_mine("account_data"):
+        # Our copy of an ignore list goes at once (the writer's Redis message follows).
+        account_data, forwarded_put = hs.account_data, hs.account_data.put
+
+        async def put(user_id: str, room_id: str | None, data_type: str, content: dict) -> None:
+            await forwarded_put(user_id, room_id, data_type, content)
+            account_data.forget_ignored(user_id)
+
+        account_data.put = put
 
 
 def mail_link_secret(config, signing_key) -> bytes:

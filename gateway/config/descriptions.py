@@ -133,7 +133,9 @@ DESCRIPTIONS: dict[str, str] = {
                                "replication host; becomes `instance_map.main`.",
     "worker_replication_http_port": "Older form: the main process's replication port (with "
                                     "`worker_replication_host`).",
-    "worker_replication_secret": "A shared secret for requests between processes.",
+    "worker_replication_secret": "A shared secret for requests between processes (writes forwarded to a "
+                                 "stream writer's `replication` listener): sent as a Bearer token, and "
+                                 "requests without it are refused. Unset: the listener trusts its network.",
     "redis": "The Redis server processes tell each other of their writes through (pub/sub). Required for "
              "workers; the main process of a deployment with workers enables it too.",
     "redis.enabled": "Use Redis.",
@@ -145,7 +147,10 @@ DESCRIPTIONS: dict[str, str] = {
     "redis.channel_prefix": "Ours: prefix of the pub/sub channel names (default `gateway/<server_name>`). "
                             "Deployments sharing one Redis need different prefixes.",
     "stream_writers": "Which instance writes each stream (`events`, `typing`, `to_device`, `account_data`, "
-                      "`receipts`, `presence`, `push_rules`, `device_lists`). Only `main` in this version.",
+                      "`receipts`, `presence`, `push_rules`, `device_lists`): `main` by default. `events` may "
+                      "name several event persisters (rooms are shared out by a hash of the room ID), the "
+                      "others one instance each; every writer but `main` needs an `instance_map` entry. "
+                      "Other processes forward these writes to the writer's `replication` listener.",
     "federation_sender_instances": "The workers that send outbound federation (default: the main process, if "
                                    "`send_federation`). With several, each destination has one sender: the "
                                    "SHA-256 of its server name, read as a little-endian integer, modulo the "

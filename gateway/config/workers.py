@@ -149,10 +149,8 @@ def _parse_stream_writers(s: Section) -> dict[str, tuple[str, ...]]:
             raise ConfigError(s.key(stream), "needs at least one writer")
         if stream != "events" and len(writers) > 1:
             raise ConfigError(s.key(stream), "only the events stream may have several writers")
-        if writers != (MAIN,):
-            # One writer per stream, the main process, in this version (issue 18).
-            raise ConfigError(s.key(stream), f"only {MAIN!r} can write the {stream} stream in this version "
-                                             f"(got {', '.join(writers)})")
+        if len(set(writers)) != len(writers):
+            raise ConfigError(s.key(stream), "names a writer twice")
         out[stream] = writers
     return out
 
@@ -199,6 +197,12 @@ def parse_worker_config(root: Section, listener_parser: Callable[[Any, str], Any
         update_user_directory_from_worker=root.str("update_user_directory_from_worker", None),
         notify_appservices_from_worker=root.str("notify_appservices_from_worker", None),
     )
+    for stream, writers in config.stream_writers.items():
+        # Other processes forward this stream's writes to its writers' replication listeners.
+        for name in writers:
+            if name != MAIN and name not in instance_map:
+                raise ConfigError(f"stream_writers.{stream}", f"{name!r} writes the {stream} stream, so "
+                                  f"instance_map needs its replication listener ({name}: {{host, port}})")
     if len(set(config.federation_sender_instances)) != len(config.federation_sender_instances):
         raise ConfigError("federation_sender_instances", "names an instance twice")
     if worker_app is None:

@@ -43,7 +43,7 @@ class AccountDataService:
         self._ignored: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._ignored_changes = 0  # a read that raced with a change is not cached
         # Another process's change to someone's ignore list drops our copy too.
-        notifier.on_data("ignored_users", self._forget_ignored)
+        notifier.on_data("ignored_users", self.forget_ignored)
 
     @staticmethod
     def _check_writable(data_type: str) -> None:
@@ -94,11 +94,11 @@ class AccountDataService:
             await self._check_room(user_id, room_id)
         await self.store.put(user_id, room_id or GLOBAL, data_type, content)
         if data_type == IGNORED_USERS:
-            self._forget_ignored(user_id)
+            self.forget_ignored(user_id)
             self.notifier.publish_data("ignored_users", user_id)
         self.notifier.notify_users([user_id])
 
-    def _forget_ignored(self, user_id: str) -> None:
+    def forget_ignored(self, user_id: str) -> None:
         self._ignored_changes += 1
         self._ignored.pop(user_id, None)
 

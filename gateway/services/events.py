@@ -12,7 +12,9 @@ Spec:
 Concurrency: one ``asyncio.Lock`` per room serialises writers in this process, and with
 workers the database's named lock of the room those of every process; the store's
 conditional head update (``StaleHeadError``) also protects against a writer in another
-process, in which case the batch is built again on the new head.
+process, in which case the batch is built again on the new head. With event
+persisters on workers, a process that is not the room's writer hands what it built (under
+the room's lock) to the writer to store (gateway/services/event_persisters.py).
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ from federation.signing import ServerSigningKey, sign_event
 
 from ..http import Codes, MatrixError
 from ..storage.database import Database, IntegrityError
-from ..storage.events import EventStore, EventWrite, RoomExistsError, RoomRow, StaleHeadError, StoredEvent
-from ..storage.state import StateKey, StateSnapshot, StateStore
+from ..storage.events import EventStore, EventWrite, PersistResult, RoomExistsError, RoomRow, StaleHeadError, \
+    StoredEvent
+from ..storage.state import EMPTY_STATE, StateKey, StateSnapshot, StateStore
 
 if TYPE_CHECKING:
     from ..modules import ModuleCallbacks
+    from .event_persisters import EventPersisters
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +124,15 @@ class EventsService:
     PDU_CACHE_SIZE = 10_000
 
     def __init__(self, *, db: Database, server_name: str, signing_key: ServerSigningKey, modules: ModuleCallbacks,
-                 clock_ms: Callable[[], int], shared_room_locks: bool = False):
+                 clock_ms: Callable[[], int], shared_room_locks: bool = False,
+                 persisters: "EventPersisters | None" = None):
         """``signing_key`` signs our events; ``modules``: their event checks and
         ``on_new_event``. ``shared_room_locks``: other processes write to rooms too
-        (workers): a room's lock is also the database's named lock of the room."""
+        (workers): a room's lock is also the database's named lock of the room.
+        ``persisters``: the rooms' writers, when some are other processes."""
         self._db = db
         self.shared_room_locks = shared_room_locks
+        self.persisters = persisters
         self.server_name = server_name
         self.signing_key = signing_key
         self.modules = modules
@@ -321,11 +328,17 @@ class EventsService:
                         MatrixError(502, Codes.UNKNOWN, "The event changed before it was stored"))
                     return
                 writes[-1].pdu = replaced
+            local = self.persisters is None or self.persisters.is_local(room_id)
             try:
-                result = await self.store.persist_events(
-                    room_id, writes, state_before=head.state, expected_head=head.head_stream_ordering,
-                    received_ts=self.clock_ms(),
-                )
+                if local:
+                    result = await self.store.persist_events(
+                        room_id, writes, state_before=head.state, expected_head=head.head_stream_ordering,
+                        received_ts=self.clock_ms(),
+                    )
+                else:  # the room's writer stores them (and tells the listeners)
+                    result = await self.persisters.persist_events(
+                        room_id, head.room.room_version, writes, state_before_group=head.state.group,
+                        expected_head=head.head_stream_ordering, load_state=self._load_state)
             except StaleHeadError:
                 self._heads.pop(room_id, None)
                 log.info("room %s moved on while we built an event; building again", room_id)
@@ -341,7 +354,8 @@ class EventsService:
             last = writes[-1].pdu
             self._set_head(room_id, _Head(head.room, result.stream_orderings[-1], result.state_after,
                                           (last.event_id,), last.depth))
-            sent = self._after_persist(room_id, writes, result.stream_orderings)
+            sent = self._after_persist(room_id, writes, result.stream_orderings) if local else \
+                self._stored_elsewhere(writes, result.stream_orderings)
             for p, b in ok:
                 p.done.set_result(sent[:len(b)])
                 sent = sent[len(b):]
@@ -418,12 +432,13 @@ class EventsService:
             writes = await self._build_chain(room_id, room_version, specs, {}, {}, [], 0)
             real_room_id = writes[0].pdu.room_id
             try:
-                async with self.room_lock(real_room_id):
-                    result = await self.store.create_room_and_persist(
-                        room_id=real_room_id, room_version=room_version, creator=creator,
-                        created_ts=self.clock_ms(), is_public=is_public, writes=writes,
-                    )
-                return real_room_id, self._after_persist(real_room_id, writes, result.stream_orderings)
+                if self.persisters is not None and not self.persisters.is_local(real_room_id):
+                    positions = await self.persisters.create_room(
+                        real_room_id, room_version, writes, creator=creator, created_ts=self.clock_ms(),
+                        is_public=is_public)
+                    return real_room_id, self._stored_elsewhere(writes, positions)
+                return real_room_id, await self.store_new_room(real_room_id, room_version, writes, creator=creator,
+                                                               created_ts=self.clock_ms(), is_public=is_public)
             except RoomExistsError:
                 # v12+: the room ID is the create event's hash, so the same creator asking
                 # twice for the same room in one millisecond names one room twice. Build it
@@ -432,6 +447,36 @@ class EventsService:
                 if room_id is not None or attempts == _CREATE_ATTEMPTS:
                     raise
                 await asyncio.sleep(0.001)
+
+    async def store_new_room(self, room_id: str, room_version: RoomVersion, writes: Sequence[EventWrite], *,
+                             creator: str, created_ts: int, is_public: bool) -> list[SentEvent]:
+        """Store a new room's first events (built here or by another process)."""
+        async with self.room_lock(room_id):
+            result = await self.store.create_room_and_persist(
+                room_id=room_id, room_version=room_version, creator=creator, created_ts=created_ts,
+                is_public=is_public, writes=writes)
+        return self._after_persist(room_id, writes, result.stream_orderings)
+
+    async def store_built(self, room_id: str, writes: Sequence[EventWrite], *, state_before: StateSnapshot,
+                          expected_head: int) -> PersistResult:
+        """Store events another process built on the room head ``expected_head`` (this
+        process is the room's writer): ``StaleHeadError`` if the room moved on. The caller
+        holds the room's lock, which is the database's named lock with workers: taking it
+        here would wait for the caller, who waits for this."""
+        self._heads.pop(room_id, None)  # ours, if any, is no longer the head
+        result = await self.store.persist_events(room_id, writes, state_before=state_before,
+                                                 expected_head=expected_head, received_ts=self.clock_ms())
+        self._after_persist(room_id, writes, result.stream_orderings)
+        return result
+
+    async def _load_state(self, group: int | None) -> StateSnapshot:
+        return EMPTY_STATE if group is None else await self.state.get_state(group)
+
+    def _stored_elsewhere(self, writes: Sequence[EventWrite], positions: Sequence[int]) -> list[SentEvent]:
+        """Events the room's writer stored for us: its listeners ran there."""
+        for w in writes:
+            self.remember(w.pdu)
+        return [SentEvent(w.pdu, p) for w, p in zip(writes, positions)]
 
     def forget_head(self, room_id: str) -> None:
         """Another writer changed the room (a received event, a partial-state resync): the

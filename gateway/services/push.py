@@ -156,6 +156,8 @@ class PushService:
         self.email_listeners: list[Callable[[list[str]], None]] = []
         #: The badge (unread rooms) each HTTP pusher was last sent, by (user, app, pushkey).
         self._badges: dict[tuple[str, str, str], int] = {}
+        # Rules changed by another process (the push_rules writer): our cached copy goes.
+        notifier.on_data("push_rules", self._forget)
 
     # --- the rules API -----------------------------------------------------------------
 
@@ -198,6 +200,7 @@ class PushService:
         """After a change: drop the cached rules, and store the new ruleset as the user's
         ``m.push_rules`` account data so that incremental /sync sends it."""
         self._forget(user_id)
+        self.notifier.publish_data("push_rules", user_id)
         from ..storage.account_data import GLOBAL
 
         await self.account_data_store.put(user_id, GLOBAL, "m.push_rules",

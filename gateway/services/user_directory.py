@@ -102,14 +102,20 @@ class UserDirectoryService:
             return
         row = (await self.presence_store.get_presence([user_id])).get(user_id)
         now = self.clock_ms()
-        current = row.presence if row is not None else "offline"
-        status_msg = row.status_msg if row is not None else None
-        if set_presence == "online" and current != "online" or set_presence == "unavailable" and current == "offline":
-            await self.presence_store.set_presence(user_id, set_presence, status_msg, now)
-            await self._presence_changed(user_id)
-            await self._send_presence_edu(user_id)
+        if _changes_presence(row, set_presence):
+            await self.mark_syncing(user_id, set_presence)  # the presence stream's writer's
         elif set_presence == "online" and row is not None and now - row.last_active_ts > LAST_ACTIVE_GRANULARITY_MS:
             await self.presence_store.touch(user_id, now)
+
+    async def mark_syncing(self, user_id: str, set_presence: str) -> None:
+        """The presence change of a syncing user (``user_syncing`` saw one)."""
+        row = (await self.presence_store.get_presence([user_id])).get(user_id)
+        if not _changes_presence(row, set_presence):
+            return  # another sync got there first
+        status_msg = row.status_msg if row is not None else None
+        await self.presence_store.set_presence(user_id, set_presence, status_msg, self.clock_ms())
+        await self._presence_changed(user_id)
+        await self._send_presence_edu(user_id)
 
     async def _presence_changed(self, user_id: str) -> None:
         """Wake the /sync requests that can see the user's presence."""
@@ -178,3 +184,10 @@ def presence_json(row: PresenceRow | None, now_ms: int) -> dict[str, Any]:
     if row.status_msg is not None:
         out["status_msg"] = row.status_msg
     return out
+
+
+def _changes_presence(row: PresenceRow | None, set_presence: str) -> bool:
+    """Whether a sync's ``set_presence`` changes the stored presence: ``online`` unless
+    online already, ``unavailable`` from offline."""
+    current = row.presence if row is not None else "offline"
+    return set_presence == "online" and current != "online" or set_presence == "unavailable" and current == "offline"

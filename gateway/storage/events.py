@@ -174,13 +174,7 @@ class EventStore:
     # --- reading events --------------------------------------------------------------
 
     def _row_to_event(self, row: Any) -> StoredEvent:
-        rv = get_room_version(row[9])
-        pdu_json = json.loads(row[0])
-        if rv.event_format is EventFormat.V1:
-            event_id = pdu_json["event_id"]
-        else:
-            event_id = pdu_json.pop("event_id", None) or compute_event_id(pdu_json, rv)
-        pdu = PDU(pdu_json, rv, event_id)
+        pdu = decode_pdu_json(json.loads(row[0]), get_room_version(row[9]))
         return StoredEvent(pdu, int(row[1]), int(row[2]), row[3], bool(row[4]), bool(row[5]),
                            None if row[6] is None else int(row[6]), row[7])
 
@@ -772,6 +766,15 @@ async def note_redactions(conn: Connection, redacted_ids: Sequence[str]) -> None
     await conn.execute(f"DELETE FROM threads WHERE root_id IN ({roots}) AND ({_THREAD_LATEST}) IS NULL", *redacted_ids)
     await conn.execute(f"UPDATE threads SET latest_position = ({_THREAD_LATEST}) WHERE root_id IN ({roots})",
                        *redacted_ids)
+
+
+def decode_pdu_json(pdu_json: dict[str, Any], rv: RoomVersion) -> PDU:
+    """A PDU from its stored form (``encode_pdu_json``, parsed)."""
+    if rv.event_format is EventFormat.V1:
+        event_id = pdu_json["event_id"]
+    else:
+        event_id = pdu_json.pop("event_id", None) or compute_event_id(pdu_json, rv)
+    return PDU(pdu_json, rv, event_id)
 
 
 def encode_pdu_json(pdu: PDU) -> str:

@@ -48,3 +48,26 @@ def test_placed_roles_move_to_their_workers():
 def test_send_federation_false_and_start_pushers_false_stop_main():
     main = roles({"send_federation": False, "start_pushers": False})
     assert not main.federation_sender and not main.pusher
+
+
+def test_stream_writers_on_workers():
+    places = {n: {"host": "127.0.0.1", "port": 9100 + i} for i, n in enumerate(["p1", "p2", "t1"])}
+    extra = {"instance_map": places, "stream_writers": {"events": ["p1", "p2"], "typing": "t1"}}
+    main, p1, t1 = roles(extra), roles(extra, "p1"), roles(extra, "t1")
+    assert not main.events_writer and main.writes == {"to_device", "account_data", "receipts", "presence",
+                                                      "push_rules", "device_lists"}
+    assert p1.events_writer and p1.writes == {"events"}
+    assert not t1.events_writer and t1.writes == {"typing"}
+
+
+def test_event_persisters_share_the_rooms_out_by_room_id():
+    from gateway.roles import writer_of
+
+    places = {n: {"host": "127.0.0.1", "port": 9100 + i} for i, n in enumerate(["p1", "p2"])}
+    workers = parse_config({**SHARED, "instance_map": places,
+                            "stream_writers": {"events": ["p1", "p2"]}}).workers
+    rooms = [f"!room{i}:example.com" for i in range(40)]
+    first = [writer_of(workers, "events", r) for r in rooms]
+    assert set(first) == {"p1", "p2"}  # both get rooms
+    assert [writer_of(workers, "events", r) for r in rooms] == first  # and always the same ones
+    assert writer_of(workers, "typing", rooms[0]) == "main"

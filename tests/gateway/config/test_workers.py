@@ -61,6 +61,21 @@ def test_placement_keys():
     assert config.warnings == ()
 
 
+def test_stream_writers_on_workers():
+    """Event persisters (several shard the rooms) and one writer for each other stream,
+    each in instance_map."""
+    places = {name: {"host": "127.0.0.1", "port": 9100 + i}
+              for i, name in enumerate(["persister1", "persister2", "typing1", "receipts1"])}
+    config = parse_config({**SHARED, "instance_map": {**SHARED["instance_map"], **places},
+                           "stream_writers": {"events": ["persister1", "persister2"], "typing": "typing1",
+                                              "receipts": ["receipts1"], "account_data": "main"}})
+    w = config.workers
+    assert w.stream_writers["events"] == ("persister1", "persister2")
+    assert (w.stream_writers["typing"], w.stream_writers["receipts"]) == (("typing1",), ("receipts1",))
+    assert w.stream_writers["account_data"] == ("main",) and w.stream_writers["to_device"] == ("main",)
+    assert config.warnings == ()
+
+
 def test_the_older_replication_keys_fill_the_instance_map():
     shared = {k: v for k, v in SHARED.items() if k != "instance_map"}
     config = parse_config({**shared, **WORKER, "worker_replication_host": "main.internal",
@@ -79,7 +94,10 @@ def test_the_older_replication_keys_fill_the_instance_map():
     ({"instance_map": {"main": {"host": "h"}}}, "instance_map.main.port", "required"),
     ({"instance_map": {"main": {"host": "h", "port": 70000}}}, "instance_map.main.port", "between"),
     ({"stream_writers": {"evnts": "main"}}, "stream_writers.evnts", "unknown stream"),
-    ({"stream_writers": {"events": ["persister1"]}}, "stream_writers.events", "only 'main'"),
+    ({"stream_writers": {"events": ["persister1"]}}, "stream_writers.events", "instance_map needs"),
+    ({"stream_writers": {"receipts": "receipts1"}}, "stream_writers.receipts", "'receipts1'"),
+    ({"stream_writers": {"events": ["main", "main"]}}, "stream_writers.events", "twice"),
+    ({"stream_writers": {"events": []}}, "stream_writers.events", "at least one"),
     ({"stream_writers": {"typing": ["main", "w2"]}}, "stream_writers.typing", "several writers"),
     ({"federation_sender_instances": [1]}, "federation_sender_instances[0]", "expected a string"),
     ({"federation_sender_instances": ["fs1", "fs2", "fs1"]}, "federation_sender_instances", "names an instance twice"),

@@ -1,0 +1,295 @@
+"""Stream writers on workers (issue 18): an event persister worker writes the events and
+the other streams, a client worker forwards its clients' writes to it over the
+replication listener, and the main process sees them in /sync. Real processes on a real
+PostgreSQL and the real Redis, as in tests/gateway/test_workers.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
+    free_port
+from tests.gateway.test_workers import WORKER_APP
+from tests.support.client_api import Client, q, register_user, timeline_bodies
+from tests.support.gateway_process import ROOT, stop_process, wait_for_port
+
+pytestmark = pytest.mark.skipif(SKIP_POSTGRES, reason="workers need PostgreSQL")
+
+SECRET = "replication-secret"
+STREAMS = ("events", "typing", "to_device", "account_data", "receipts", "presence", "push_rules", "device_lists")
+LOCAL = ["127.0.0.1"]
+
+
+class Cluster:
+    """main, an event persister (``persister1``, writer of every stream) and a client
+    worker (``client1``), sharing a database and Redis."""
+
+    def __init__(self, directory: Path, db_args: dict):
+        self.dir = directory
+        self.ports = {name: free_port() for name in ("main", "main_repl", "persister1", "persister1_repl",
+                                                     "client1")}
+        self.shared = directory / "homeserver.yaml"
+        self.shared.write_text(yaml.safe_dump({
+            "server_name": "writers.test",
+            "public_baseurl": f"http://127.0.0.1:{self.ports['main']}/",
+            "database": {"name": "psycopg2", "args": {**db_args, "cp_min": 1, "cp_max": 5}},
+            "signing_key_path": str(directory / "signing.key"), "media_store_path": str(directory / "media"),
+            "listeners": [self._listener("main", "client", "metrics"), self._listener("main_repl", "replication")],
+            "instance_map": {"main": {"host": "127.0.0.1", "port": self.ports["main_repl"]},
+                             "persister1": {"host": "127.0.0.1", "port": self.ports["persister1_repl"]}},
+            "stream_writers": {s: ["persister1"] for s in STREAMS},
+            "worker_replication_secret": SECRET,
+            "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
+                      "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
+            "enable_registration": True, "enable_registration_without_verification": True,
+            "bcrypt_rounds": 4, "send_federation": False, **GENEROUS_RATE_LIMITS,
+        }))
+        self.worker_files = {
+            "persister1": self._worker_file("persister1", self._listener("persister1", "client", "metrics"),
+                                            self._listener("persister1_repl", "replication")),
+            "client1": self._worker_file("client1", self._listener("client1", "client", "metrics")),
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def _listener(self, port: str, *names: str) -> dict:
+        return {"port": self.ports[port], "bind_addresses": LOCAL, "resources": [{"names": list(names)}]}
+
+    def _worker_file(self, name: str, *listeners: dict) -> Path:
+        path = self.dir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"worker_app": WORKER_APP, "worker_name": name,
+                                        "worker_listeners": list(listeners)}))
+        return path
+
+    def start(self, name: str) -> None:
+        configs = [self.shared] + ([self.worker_files[name]] if name != "main" else [])
+        log = self.dir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", *[a for c in configs for a in ("--config-path", str(c))]],
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        wait_for_port(self.ports[name], proc, name, log)
+        if name == "persister1":
+            wait_for_port(self.ports["persister1_repl"], proc, name, log)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    name, args = asyncio.run(create_postgres_database())
+    c = Cluster(tmp_path_factory.mktemp("writers"), args)
+    try:
+        c.start("main")  # first: it brings the schema up to date
+        c.start("persister1")
+        c.start("client1")
+        yield c
+    finally:
+        for proc in c.procs.values():
+            if proc.poll() is None:
+                stop_process(proc)
+        asyncio.run(drop_postgres_database(name))
+
+
+async def forwarded(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    """The writes other processes forwarded to the process at ``base``, by endpoint."""
+    async with session.get(f"{base}/_synapse/metrics") as r:
+        text = await r.text()
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^gateway_forwarded_writes_total\{endpoint="([^"]+)",outcome="ok"\} (\S+)$', text, re.M):
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+async def whoami_device(client: Client) -> str:
+    return (await client.call("GET", "/account/whoami"))["device_id"]
+
+
+async def test_writes_on_the_client_worker_are_stored_by_the_writer_and_seen_on_main(cluster):
+    async with aiohttp.ClientSession() as session:
+        before = await forwarded(session, cluster.url("persister1"))
+        # Registered on the client worker: the new device's device-list change is forwarded too.
+        alice = await register_user(session, cluster.url("client1"), "alice")
+        bob = await register_user(session, cluster.url("client1"), "bob")
+        room_id = (await alice.call("POST", "/createRoom", {"name": "Writers"}))["room_id"]
+        await alice.call("POST", f"/rooms/{q(room_id)}/invite", {"user_id": bob.user_id})
+        await bob.call("POST", f"/join/{q(room_id)}", {})
+        await alice.call("PUT", f"/rooms/{q(room_id)}/state/m.room.topic/", {"topic": "forwarded"})
+        event_id = await alice.send_text(room_id, "hello from the client worker")
+        await alice.call("PUT", f"/rooms/{q(room_id)}/typing/{q(alice.user_id)}", {"typing": True, "timeout": 60000})
+        await alice.call("POST", f"/rooms/{q(room_id)}/receipt/m.read/{q(event_id)}", {})
+        await alice.call("PUT", f"/user/{q(alice.user_id)}/account_data/org.example.writers", {"forwarded": True})
+        await alice.call("PUT", f"/user/{q(alice.user_id)}/rooms/{q(room_id)}/tags/u.work", {"order": 0.5})
+        bob_device = await whoami_device(bob)
+        await alice.call("PUT", "/sendToDevice/org.example.ping/txn1",
+                         {"messages": {bob.user_id: {bob_device: {"ping": 1}}}})
+        # The persister stored what the client worker built and ran its other writes.
+        after = await forwarded(session, cluster.url("persister1"))
+        grew = {e for e in after if after[e] > before.get(e, 0)}
+        assert {"events.create_room", "events.persist", "typing.set_typing", "receipts.send_receipt",
+                "account_data.put", "account_data.add_tag", "e2e_keys.send_to_device",
+                "e2e_keys.on_devices_changed"} <= grew
+
+        # Bob, syncing on the main process, sees every one of them.
+        bob_main = Client(session, cluster.url("main"), bob.token, bob.user_id)
+        seen: dict[str, object] = {}
+
+        def everything(body: dict) -> bool:
+            room = body.get("rooms", {}).get("join", {}).get(room_id, {})
+            for e in room.get("timeline", {}).get("events", []):
+                if e["type"] == "m.room.topic":
+                    seen["topic"] = e["content"]["topic"]
+                if e["type"] == "m.room.message":
+                    seen["message"] = e["content"]["body"]
+            for e in room.get("ephemeral", {}).get("events", []):
+                if e["type"] == "m.typing" and alice.user_id in e["content"]["user_ids"]:
+                    seen["typing"] = True
+                if e["type"] == "m.receipt" and alice.user_id in e["content"].get(event_id, {}).get("m.read", {}):
+                    seen["receipt"] = True
+            for e in body.get("to_device", {}).get("events", []):
+                if e["type"] == "org.example.ping" and e["sender"] == alice.user_id:
+                    seen["to_device"] = e["content"]
+            return len(seen) == 5
+
+        await bob_main.sync_until(everything)
+        assert seen == {"topic": "forwarded", "message": "hello from the client worker", "typing": True,
+                        "receipt": True, "to_device": {"ping": 1}}
+        # Alice's account data, read on main.
+        alice_main = Client(session, cluster.url("main"), alice.token, alice.user_id)
+        body = await alice_main.call("GET", "/sync", params={"timeout": "0"})
+        types = {e["type"]: e["content"] for e in body["account_data"]["events"]}
+        assert types["org.example.writers"] == {"forwarded": True}
+        room_data = {e["type"]: e["content"] for e in body["rooms"]["join"][room_id]["account_data"]["events"]}
+        assert room_data["m.tag"] == {"tags": {"u.work": {"order": 0.5}}}
+
+
+async def test_the_event_persister_killed_mid_burst_loses_nothing_acknowledged(cluster):
+    """Two clients send through main and the client worker (neither writes events) while
+    the persister is killed -9 and started again: every acknowledged send is in
+    /messages once, and a sync token from before the crash still reads them all."""
+    async with aiohttp.ClientSession() as session:
+        alice = await register_user(session, cluster.url("main"), "alice2")
+        room_id = (await alice.call("POST", "/createRoom", {}))["room_id"]
+        old_token = (await alice.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
+        senders = {"main": Client(session, cluster.url("main"), alice.token, alice.user_id),
+                   "client1": Client(session, cluster.url("client1"), alice.token, alice.user_id)}
+        acked: dict[str, str] = {}  # body -> event ID
+        refused: list[str] = []
+        back_up = asyncio.Event()
+        enough_before_the_kill = asyncio.Event()
+
+        async def burst(name: str, count: int) -> None:
+            client = senders[name]
+            for i in range(count):
+                body, txn = f"{name} {i}", f"burst-{name}-{i}"
+                while True:  # a client retries a refused send with the same transaction ID
+                    async with session.put(client.url(f"/rooms/{q(room_id)}/send/m.room.message/{txn}"),
+                                           json={"msgtype": "m.text", "body": body},
+                                           headers={"Authorization": f"Bearer {client.token}"}) as r:
+                        answer = await r.json()
+                    if r.status == 200:
+                        acked[body] = answer["event_id"]
+                        break
+                    assert r.status in (502, 503) and answer["errcode"] == "M_UNKNOWN", (r.status, answer)
+                    refused.append(answer["error"])
+                    await back_up.wait()
+                if len(acked) >= 10:
+                    enough_before_the_kill.set()
+
+        tasks = [asyncio.create_task(burst(name, 25)) for name in senders]
+        await asyncio.wait_for(enough_before_the_kill.wait(), 60)
+        cluster.kill("persister1")
+        killed_at = len(acked)
+        await asyncio.to_thread(cluster.start, "persister1")
+        back_up.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        assert killed_at < 50 and len(acked) == 50
+        assert all("persister1" in why for why in refused)
+
+        # Every acknowledged send is in the room's history, once.
+        reader = Client(session, cluster.url("client1"), alice.token, alice.user_id)
+        body = await reader.call("GET", f"/rooms/{q(room_id)}/messages", params={"dir": "b", "limit": "200"})
+        messages = [e for e in body["chunk"] if e["type"] == "m.room.message"]
+        assert sorted(e["content"]["body"] for e in messages) == sorted(acked)
+        assert {e["content"]["body"]: e["event_id"] for e in messages} == acked
+        # Each sender's messages in its order (one room, one writer, positions in commit order).
+        for name in senders:
+            mine = [int(e["content"]["body"].split()[1]) for e in reversed(messages)
+                    if e["content"]["body"].startswith(name)]
+            assert mine == list(range(25))
+        # The token from before the crash reads the whole burst, on any process.
+        body = await senders["main"].call("GET", "/sync", params={
+            "since": old_token, "timeout": "0", "filter": '{"room": {"timeline": {"limit": 100}}}'})
+        assert sorted(timeline_bodies(room_id)(body)) == sorted(acked)
+
+
+async def test_a_writer_that_is_down_is_a_503_naming_it(cluster):
+    async with aiohttp.ClientSession() as session:
+        alice = await register_user(session, cluster.url("main"), "alice3")
+        room_id = (await alice.call("POST", "/createRoom", {}))["room_id"]
+        worker = Client(session, cluster.url("client1"), alice.token, alice.user_id)
+        cluster.kill("persister1")
+        try:
+            body = await worker.call("PUT", f"/rooms/{q(room_id)}/send/m.room.message/down1",
+                                     {"msgtype": "m.text", "body": "lost?"}, expect=503)
+            assert body["errcode"] == "M_UNKNOWN" and "persister1" in body["error"]
+            body = await worker.call("PUT", f"/rooms/{q(room_id)}/typing/{q(alice.user_id)}", {"typing": True},
+                                     expect=503)
+            assert "typing" in body["error"] and "persister1" in body["error"]
+        finally:
+            cluster.start("persister1")
+        # The same transaction, sent again once the writer is back, is stored once.
+        event_id = await worker.call("PUT", f"/rooms/{q(room_id)}/send/m.room.message/down1",
+                                     {"msgtype": "m.text", "body": "lost?"})
+        again = await worker.call("PUT", f"/rooms/{q(room_id)}/send/m.room.message/down1",
+                                  {"msgtype": "m.text", "body": "lost?"})
+        assert again == event_id
+        body = await worker.call("GET", f"/rooms/{q(room_id)}/messages", params={"dir": "b", "limit": "50"})
+        assert [e["content"]["body"] for e in body["chunk"] if e["type"] == "m.room.message"] == ["lost?"]
+
+
+@pytest.mark.parametrize("header, status", [
+    (None, 403),
+    ("Bearer wrong-secret", 403),
+    (f"Basic {SECRET}", 403),
+    (f"Bearer {SECRET}", 404),  # let in: there is no such endpoint
+])
+async def test_the_replication_listener_wants_the_secret(cluster, header, status):
+    headers = {"Authorization": header} if header else {}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{cluster.url('persister1_repl')}/_synapse/replication/no.such_endpoint",
+                                json={}, headers=headers) as r:
+            body = await r.json()
+    assert r.status == status, body
+    assert body["errcode"] == ("M_FORBIDDEN" if status == 403 else "M_UNRECOGNIZED")
+
+
+async def test_a_forwarded_call_without_the_secret_stores_nothing(cluster):
+    """What a process would forward, sent without the secret: refused, and not written."""
+    async with aiohttp.ClientSession() as session:
+        alice = await register_user(session, cluster.url("main"), "alice4")
+        url = f"{cluster.url('persister1_repl')}/_synapse/replication/account_data.put"
+        call = {"args": [alice.user_id, None, "org.example.sneaky", {"x": 1}], "kwargs": {}}
+        async with session.post(url, json=call, headers={"Authorization": "Bearer nope"}) as r:
+            assert r.status == 403
+        await alice.call("GET", f"/user/{q(alice.user_id)}/account_data/org.example.sneaky", expect=404)
+        async with session.post(url, json=call, headers={"Authorization": f"Bearer {SECRET}"}) as r:
+            assert r.status == 200, await r.text()
+        assert await alice.call("GET", f"/user/{q(alice.user_id)}/account_data/org.example.sneaky") == {"x": 1}
