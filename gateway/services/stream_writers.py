@@ -127,7 +127,7 @@ class StreamWriters:
                 async with session.post(url, data=data, headers=headers) as r:
                     raw = await r.read()
                     status = r.status
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as e:
                 # Refused, reset or cut mid-answer: the call is idempotent, so it is made again.
                 if attempt == len(RETRY_DELAYS_S):
                     raise WriterUnreachable(stream, instance, type(e).__name__) from None
