@@ -76,10 +76,6 @@ class StreamWriters:
     def is_mine(self, stream: str, room_id: str | None = None) -> bool:
         return self.writer(stream, room_id) == self.instance_name
 
-    def forwards_any(self) -> bool:
-        """Whether some stream is written by another process (writes are forwarded)."""
-        return any(w != (self.instance_name,) for w in self.workers.stream_writers.values())
-
     # --- the writer's side ----------------------------------------------------------------
 
     def register(self, endpoint: str, handler: Handler) -> None:

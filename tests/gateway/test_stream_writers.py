@@ -1,7 +1,8 @@
-"""Stream writers on workers (issue 18): an event persister worker writes the events and
-the other streams, a client worker forwards its clients' writes to it over the
-replication listener, and the main process sees them in /sync. Real processes on a real
-PostgreSQL and the real Redis, as in tests/gateway/test_workers.py."""
+"""Stream writers on workers (issue 18): two event persister workers share the rooms'
+events (the first also writes every other stream), a client worker and the main process
+forward their clients' writes to them over the replication listener, and every process
+sees them in /sync. Real processes on a real PostgreSQL and the real Redis, as in
+tests/gateway/test_workers.py."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import aiohttp
 import pytest
 import yaml
 
+from gateway.config import load_config
+from gateway.roles import writer_of
 from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
     free_port
 from tests.gateway.test_workers import WORKER_APP
@@ -38,7 +41,7 @@ class Cluster:
     def __init__(self, directory: Path, db_args: dict):
         self.dir = directory
         self.ports = {name: free_port() for name in ("main", "main_repl", "persister1", "persister1_repl",
-                                                     "client1")}
+                                                     "persister2", "persister2_repl", "client1")}
         self.shared = directory / "homeserver.yaml"
         self.shared.write_text(yaml.safe_dump({
             "server_name": "writers.test",
@@ -47,8 +50,9 @@ class Cluster:
             "signing_key_path": str(directory / "signing.key"), "media_store_path": str(directory / "media"),
             "listeners": [self._listener("main", "client", "metrics"), self._listener("main_repl", "replication")],
             "instance_map": {"main": {"host": "127.0.0.1", "port": self.ports["main_repl"]},
-                             "persister1": {"host": "127.0.0.1", "port": self.ports["persister1_repl"]}},
-            "stream_writers": {s: ["persister1"] for s in STREAMS},
+                             "persister1": {"host": "127.0.0.1", "port": self.ports["persister1_repl"]},
+                             "persister2": {"host": "127.0.0.1", "port": self.ports["persister2_repl"]}},
+            "stream_writers": {**{s: ["persister1"] for s in STREAMS}, "events": ["persister1", "persister2"]},
             "worker_replication_secret": SECRET,
             "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
                       "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
@@ -58,6 +62,8 @@ class Cluster:
         self.worker_files = {
             "persister1": self._worker_file("persister1", self._listener("persister1", "client", "metrics"),
                                             self._listener("persister1_repl", "replication")),
+            "persister2": self._worker_file("persister2", self._listener("persister2", "metrics"),
+                                            self._listener("persister2_repl", "replication")),
             "client1": self._worker_file("client1", self._listener("client1", "client", "metrics")),
         }
         self.procs: dict[str, subprocess.Popen] = {}
@@ -80,8 +86,8 @@ class Cluster:
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         wait_for_port(self.ports[name], proc, name, log)
-        if name == "persister1":
-            wait_for_port(self.ports["persister1_repl"], proc, name, log)
+        if name.startswith("persister"):
+            wait_for_port(self.ports[f"{name}_repl"], proc, name, log)
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -91,6 +97,17 @@ class Cluster:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
+    def writer_of_room(self, room_id: str) -> str:
+        return writer_of(load_config(str(self.shared)).workers, "events", room_id)
+
+    async def room_on(self, client: Client, persister: str) -> str:
+        """A new room whose events ``persister`` writes (room IDs are hashed to a writer)."""
+        for _ in range(50):
+            room_id = (await client.call("POST", "/createRoom", {}))["room_id"]
+            if self.writer_of_room(room_id) == persister:
+                return room_id
+        raise AssertionError(f"no room of {persister} in 50")
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -99,6 +116,7 @@ def cluster(tmp_path_factory):
     try:
         c.start("main")  # first: it brings the schema up to date
         c.start("persister1")
+        c.start("persister2")
         c.start("client1")
         yield c
     finally:
@@ -125,6 +143,7 @@ async def whoami_device(client: Client) -> str:
 async def test_writes_on_the_client_worker_are_stored_by_the_writer_and_seen_on_main(cluster):
     async with aiohttp.ClientSession() as session:
         before = await forwarded(session, cluster.url("persister1"))
+        before_events = await forwarded(session, cluster.url("persister2"))
         # Registered on the client worker: the new device's device-list change is forwarded too.
         alice = await register_user(session, cluster.url("client1"), "alice")
         bob = await register_user(session, cluster.url("client1"), "bob")
@@ -143,9 +162,13 @@ async def test_writes_on_the_client_worker_are_stored_by_the_writer_and_seen_on_
         # The persister stored what the client worker built and ran its other writes.
         after = await forwarded(session, cluster.url("persister1"))
         grew = {e for e in after if after[e] > before.get(e, 0)}
-        assert {"events.create_room", "events.persist", "typing.set_typing", "receipts.send_receipt",
-                "account_data.put", "account_data.add_tag", "e2e_keys.send_to_device",
-                "e2e_keys.on_devices_changed"} <= grew
+        assert {"typing.set_typing", "receipts.send_receipt", "account_data.put", "account_data.add_tag",
+                "e2e_keys.send_to_device", "e2e_keys.on_devices_changed"} <= grew
+        # ... and the room's event persister its events.
+        if cluster.writer_of_room(room_id) == "persister2":
+            before, after = before_events, await forwarded(session, cluster.url("persister2"))
+        assert {e for e in after if e.startswith("events.") and after[e] > before.get(e, 0)} == \
+            {"events.create_room", "events.persist"}
 
         # Bob, syncing on the main process, sees every one of them.
         bob_main = Client(session, cluster.url("main"), bob.token, bob.user_id)
@@ -186,7 +209,7 @@ async def test_the_event_persister_killed_mid_burst_loses_nothing_acknowledged(c
     /messages once, and a sync token from before the crash still reads them all."""
     async with aiohttp.ClientSession() as session:
         alice = await register_user(session, cluster.url("main"), "alice2")
-        room_id = (await alice.call("POST", "/createRoom", {}))["room_id"]
+        room_id = await cluster.room_on(alice, "persister1")  # the one killed
         old_token = (await alice.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
         senders = {"main": Client(session, cluster.url("main"), alice.token, alice.user_id),
                    "client1": Client(session, cluster.url("client1"), alice.token, alice.user_id)}
@@ -243,7 +266,7 @@ async def test_the_event_persister_killed_mid_burst_loses_nothing_acknowledged(c
 async def test_a_writer_that_is_down_is_a_503_naming_it(cluster):
     async with aiohttp.ClientSession() as session:
         alice = await register_user(session, cluster.url("main"), "alice3")
-        room_id = (await alice.call("POST", "/createRoom", {}))["room_id"]
+        room_id = await cluster.room_on(alice, "persister1")
         worker = Client(session, cluster.url("client1"), alice.token, alice.user_id)
         cluster.kill("persister1")
         try:
@@ -293,3 +316,45 @@ async def test_a_forwarded_call_without_the_secret_stores_nothing(cluster):
         async with session.post(url, json=call, headers={"Authorization": f"Bearer {SECRET}"}) as r:
             assert r.status == 200, await r.text()
         assert await alice.call("GET", f"/user/{q(alice.user_id)}/account_data/org.example.sneaky") == {"x": 1}
+
+
+async def test_two_event_persisters_one_sync_stream(cluster):
+    """Rooms on both persisters written at once from two processes: a client syncing
+    incrementally on the client worker sees every message once and none is skipped, and
+    its tokens read the same on main."""
+    async with aiohttp.ClientSession() as session:
+        alice = await register_user(session, cluster.url("client1"), "alice5")
+        rooms = {p: await cluster.room_on(alice, p) for p in ("persister1", "persister2")}
+        start = (await alice.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
+        on_main = Client(session, cluster.url("main"), alice.token, alice.user_id)
+        sent: set[tuple[str, str]] = set()
+
+        async def send(client: Client, room_id: str, tag: str) -> None:
+            for i in range(15):
+                await client.send_text(room_id, f"{tag} {i}")
+                sent.add((room_id, f"{tag} {i}"))
+
+        seen: list[tuple[str, str]] = []
+        tokens = [(start, 0)]  # (token, how many messages came before it)
+
+        async def follow() -> None:  # incremental syncs while the writes go on
+            while len(seen) < 60:
+                body = await alice.call("GET", "/sync", params={
+                    "since": tokens[-1][0], "timeout": "5000", "filter": '{"room": {"timeline": {"limit": 100}}}'})
+                for room_id in rooms.values():
+                    room = body.get("rooms", {}).get("join", {}).get(room_id, {})
+                    assert not room.get("timeline", {}).get("limited"), "a gap in the timeline"
+                    seen.extend((room_id, b) for b in timeline_bodies(room_id)(body))
+                tokens.append((body["next_batch"], len(seen)))
+
+        follower = asyncio.create_task(follow())
+        await asyncio.gather(*(send(c, r, f"{c.base[-5:]}-{p}") for p, r in rooms.items()
+                               for c in (alice, on_main)))
+        await asyncio.wait_for(follower, 120)
+        assert len(sent) == 60 and sorted(seen) == sorted(sent)  # each once: none skipped, none twice
+        # Every token the worker gave reads, on main, what followed it.
+        token, before = tokens[len(tokens) // 2]
+        body = await on_main.call("GET", "/sync", params={
+            "since": token, "timeout": "0", "filter": '{"room": {"timeline": {"limit": 100}}}'})
+        later = [(r, b) for r in rooms.values() for b in timeline_bodies(r)(body)]
+        assert sorted(later) == sorted(seen[before:])
