@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import HomeserverConfig
-from .config.workers import MAIN, STREAMS, WorkerConfig
+from .config.workers import MAIN, STREAMS, WorkerConfig, instance_for
 
 __all__ = ["Roles", "roles_for", "shard_owner", "pusher_for_user", "writer_of"]
 
@@ -99,10 +99,11 @@ def shard_owner(key: str, instances: Sequence[str]) -> str:
 
 def pusher_for_user(config: HomeserverConfig, user_id: str) -> str | None:
     """The instance that sends ``user_id``'s pushes (HTTP and email pushers): their shard of
-    ``pusher_instances``, else ``main`` when ``start_pushers``; None: nobody pushes."""
+    ``pusher_instances`` (``instance_for``, as Synapse shards them), else ``main`` when
+    ``start_pushers``; None: nobody pushes."""
     w = config.workers
     if w.pusher_instances:
-        return shard_owner(user_id, w.pusher_instances)
+        return instance_for(user_id, w.pusher_instances)
     return MAIN if w.start_pushers else None
 
 

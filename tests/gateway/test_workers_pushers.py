@@ -7,6 +7,7 @@ process each request came from."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -19,33 +20,35 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import parse_config
-from gateway.roles import pusher_for_user, roles_for, shard_owner
+from gateway.config.workers import instance_for
+from gateway.roles import pusher_for_user, roles_for
 from tests.conftest import SKIP_POSTGRES, create_postgres_database, drop_postgres_database
 from tests.support.client_api import Client, register_user
 from tests.support.worker_cluster import Worker, WorkerCluster, process_of_connection
 
-PUSHERS = ["pusher1", "pusher2"]
+PUSHERS = ("pusher1", "pusher2")
 SHARED = {"server_name": "example.com", "database": {"name": "psycopg2", "args": {"database": "g"}},
           "redis": {"enabled": True}}
 
 
-def test_a_user_always_has_the_same_pusher_and_the_shards_share_the_users():
+def test_users_are_shared_between_the_pushers_as_synapse_shares_them():
     users = [f"@user{i}:example.com" for i in range(400)]
-    owners = [shard_owner(u, PUSHERS) for u in users]
-    assert owners == [shard_owner(u, list(PUSHERS)) for u in users]  # stable
+    owners = [instance_for(u, PUSHERS) for u in users]
+    # As Synapse shards them: SHA-256 of the user ID, little-endian, modulo the list.
+    assert owners == [PUSHERS[int.from_bytes(hashlib.sha256(u.encode()).digest(), "little") % 2] for u in users]
     counts = Counter(owners)
     assert set(counts) == set(PUSHERS) and min(counts.values()) > 120  # both get a fair part
-    assert {shard_owner(u, ["only"]) for u in users} == {"only"}
+    assert {instance_for(u, ("only",)) for u in users} == {"only"}
 
 
 def test_pusher_for_user_follows_the_config():
     alone = parse_config({**SHARED})
     assert pusher_for_user(alone, "@a:example.com") == "main"
     assert pusher_for_user(parse_config({**SHARED, "start_pushers": False}), "@a:example.com") is None
-    sharded = parse_config({**SHARED, "start_pushers": False, "pusher_instances": PUSHERS})
-    assert pusher_for_user(sharded, "@a:example.com") == shard_owner("@a:example.com", PUSHERS)
+    sharded = parse_config({**SHARED, "start_pushers": False, "pusher_instances": list(PUSHERS)})
+    assert pusher_for_user(sharded, "@a:example.com") == instance_for("@a:example.com", PUSHERS)
     assert not roles_for(sharded).pusher
-    worker = parse_config({**SHARED, "pusher_instances": PUSHERS, "worker_app": "synapse.app.generic_worker",
+    worker = parse_config({**SHARED, "pusher_instances": list(PUSHERS), "worker_app": "synapse.app.generic_worker",
                            "worker_name": "pusher2"})
     assert roles_for(worker).pusher
 
@@ -53,7 +56,7 @@ def test_pusher_for_user_follows_the_config():
 def name_in_shard(prefix: str, owner: str) -> str:
     """A localpart starting with ``prefix`` whose user ID falls in ``owner``'s shard."""
     for i in range(1000):
-        if shard_owner(f"@{prefix}{i}:workers.test", PUSHERS) == owner:
+        if instance_for(f"@{prefix}{i}:workers.test", PUSHERS) == owner:
             return f"{prefix}{i}"
     raise AssertionError("no such name")
 
@@ -68,7 +71,8 @@ class PushGateway:
 
     async def handler(self, request: web.Request) -> web.Response:
         peer_port = request.transport.get_extra_info("peername")[1]
-        sender = process_of_connection(peer_port, self.cluster.pids())
+        own_port = request.transport.get_extra_info("sockname")[1]
+        sender = process_of_connection(peer_port, own_port, self.cluster.pids())
         body = await request.json()
         async with self.changed:
             self.received.append((sender, body["notification"]))
@@ -89,7 +93,7 @@ def cluster(tmp_path_factory):
     name, args = asyncio.run(create_postgres_database())
     workers = [Worker(n, []) for n in PUSHERS]  # a metrics listener only: they serve no requests
     c = WorkerCluster(Path(tmp_path_factory.mktemp("pushers")), args, workers,
-                      {"pusher_instances": PUSHERS, "ip_range_whitelist": ["127.0.0.1/32"]})
+                      {"pusher_instances": list(PUSHERS), "ip_range_whitelist": ["127.0.0.1/32"]})
     c.db_args = args
     try:
         c.start()

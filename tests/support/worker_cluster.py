@@ -147,9 +147,10 @@ async def requests_served(session: Any, base: str, route: str) -> float:
                if re.search(rf'route="{route}"', m.group(1)))
 
 
-def process_of_connection(local_port: int, pids: dict[str, int]) -> str | None:
-    """Which of ``pids`` (name -> pid) holds the TCP socket bound to 127.0.0.1:``local_port``
-    (the far end of a connection a test server accepted): read from /proc."""
+def process_of_connection(local_port: int, remote_port: int, pids: dict[str, int]) -> str | None:
+    """Which of ``pids`` (name -> pid) holds the TCP socket from port ``local_port`` to port
+    ``remote_port`` (the far end of a connection a test server on ``remote_port`` accepted):
+    read from /proc. Both ports count: Linux reuses a local port towards other addresses."""
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -158,7 +159,7 @@ def process_of_connection(local_port: int, pids: dict[str, int]) -> str | None:
             continue
         for line in lines:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+            if int(fields[1].rsplit(":", 1)[1], 16) == local_port and int(fields[2].rsplit(":", 1)[1], 16) == remote_port:
                 inodes.add(fields[9])
     for name, pid in pids.items():
         try:
