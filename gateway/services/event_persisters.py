@@ -113,13 +113,17 @@ def register_endpoints(writers: "StreamWriters", events: "EventsService") -> Non
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MatrixError.bad_json(f"malformed events ({e})") from None
 
-    async def already_stored(writes: Sequence[EventWrite]) -> dict[str, Any] | None:
-        """The answer of a call made again: every event is stored (one transaction)."""
+    async def already_stored(room_id: str, writes: Sequence[EventWrite]) -> dict[str, Any] | None:
+        """The answer of a call made again: every event is stored (one transaction).
+        What follows a write (push rules, wake-ups, application services) runs again: the
+        first call's writer may have died before it did (the push rules' results are kept
+        once; a push may go out twice)."""
         stored = await events.store.get_events([w.pdu.event_id for w in writes])
         if len(stored) != len(writes) or any(s.outlier for s in stored.values()):
             return None
-        last = stored[writes[-1].pdu.event_id]
-        return {"positions": [stored[w.pdu.event_id].stream_ordering for w in writes], "state_group": last.state_group}
+        positions = [stored[w.pdu.event_id].stream_ordering for w in writes]
+        events.announce_stored(room_id, positions)
+        return {"positions": positions, "state_group": stored[writes[-1].pdu.event_id].state_group}
 
     async def persist(body: dict[str, Any]) -> dict[str, Any]:
         room_id, rv, writes = parse(body)
@@ -129,11 +133,11 @@ def register_endpoints(writers: "StreamWriters", events: "EventsService") -> Non
             result = await events.store_built(room_id, writes, state_before=state_before,
                                               expected_head=int(body["expected_head"]))
         except StaleHeadError:
-            if (done := await already_stored(writes)) is not None:
+            if (done := await already_stored(room_id, writes)) is not None:
                 return done
             raise MatrixError(409, STALE_HEAD, f"{room_id} moved on; build again") from None
         except IntegrityError as e:
-            if (done := await already_stored(writes)) is not None:
+            if (done := await already_stored(room_id, writes)) is not None:
                 return done
             raise MatrixError(409, DUPLICATE, str(e)) from None
         return {"positions": result.stream_orderings, "state_group": result.state_after.group}
@@ -145,7 +149,7 @@ def register_endpoints(writers: "StreamWriters", events: "EventsService") -> Non
                                                     created_ts=int(body["created_ts"]),
                                                     is_public=bool(body["is_public"]))
         except RoomExistsError:
-            if (done := await already_stored(writes)) is not None:
+            if (done := await already_stored(room_id, writes)) is not None:
                 return done
             raise MatrixError(409, ROOM_EXISTS, f"{room_id} exists") from None
         return {"positions": [e.stream_ordering for e in sent]}

@@ -67,6 +67,11 @@ class StreamWriters:
         self._sleep = sleep
         self._endpoints: dict[str, Handler] = {}
         self._session: aiohttp.ClientSession | None = None
+        unreachable = sorted({w for ws in workers.stream_writers.values() for w in ws
+                              if w != self.instance_name and w not in workers.instance_map})
+        if unreachable:  # only main can be missing (the config requires the others)
+            log.warning("instance_map has no entry for %s, which writes streams: writes forwarded there will "
+                        "fail (503) until it has one", ", ".join(unreachable))
 
     # --- who writes ---------------------------------------------------------------------
 
