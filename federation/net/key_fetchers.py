@@ -166,8 +166,8 @@ class ChainedKeyFetcher:
 
 
 class Backoff:
-    """Per-server retry delays: ``initial_s`` after a failure, multiplied after each
-    further failure up to ``maximum_s``; a success clears it."""
+    """Retry delays per server, or per key of a server: ``initial_s`` after a failure,
+    multiplied after each further failure up to ``maximum_s``; a success clears it."""
 
     def __init__(self, *, initial_s: float = 30.0, multiplier: float = 2.0, maximum_s: float = 3600.0,
                  monotonic: Callable[[], float] = time.monotonic):
@@ -175,29 +175,34 @@ class Backoff:
         self.multiplier = multiplier
         self.maximum_s = maximum_s
         self.monotonic = monotonic
-        self._state: dict[str, tuple[float, float]] = {}  # server -> (retry at, last delay)
+        # (server, key ID or None) -> (retry at, last delay)
+        self._state: dict[tuple[str, str | None], tuple[float, float]] = {}
 
-    def blocked(self, server_name: str) -> bool:
-        state = self._state.get(server_name)
+    def blocked(self, server_name: str, key_id: str | None = None) -> bool:
+        state = self._state.get((server_name, key_id))
         return state is not None and self.monotonic() < state[0]
 
-    def failed(self, server_name: str) -> None:
-        previous = self._state.get(server_name)
+    def failed(self, server_name: str, key_id: str | None = None) -> None:
+        previous = self._state.get((server_name, key_id))
         delay = self.initial_s if previous is None else min(previous[1] * self.multiplier, self.maximum_s)
-        self._state[server_name] = (self.monotonic() + delay, delay)
+        self._state[(server_name, key_id)] = (self.monotonic() + delay, delay)
 
-    def succeeded(self, server_name: str) -> None:
-        self._state.pop(server_name, None)
+    def succeeded(self, server_name: str, key_id: str | None = None) -> None:
+        self._state.pop((server_name, key_id), None)
 
     def reset(self, server_name: str) -> None:
-        """Forget past failures (e.g. the server just proved it is up)."""
-        self._state.pop(server_name, None)
+        """Forget past failures of the server and of each of its keys (e.g. the server
+        just proved it is up)."""
+        for k in [k for k in self._state if k[0] == server_name]:
+            del self._state[k]
 
 
 class CoalescingKeyFetcher:
     """Wraps a fetcher: a server with a fetch in flight is not asked again (callers
-    share the result), and a server whose last fetch failed to answer what was asked
-    is skipped until its backoff ends."""
+    share the result), and a key whose last fetch did not bring it (the server was
+    unreachable, refused, or answered without it) is not asked for again until its
+    backoff ends. The backoff is per key, not per server: a server that lacked one key
+    (or refused one query) is still asked for another."""
 
     def __init__(self, inner: KeyFetcher, backoff: Backoff | None = None):
         self.inner = inner
@@ -216,7 +221,7 @@ class CoalescingKeyFetcher:
             if shared is not None:
                 if shared not in waiting:
                     waiting.append(shared)
-            elif not self.backoff.blocked(r.server_name):
+            elif not self.backoff.blocked(r.server_name, r.key_id):
                 mine.append(r)
         if mine:
             out += await self._run(mine)
@@ -225,7 +230,7 @@ class CoalescingKeyFetcher:
         # What a shared fetch did not answer (it was for other key IDs) is asked once more.
         again = [r for r in requests if r.server_name not in {m.server_name for m in mine}
                  and not _satisfied([r], out) and r.server_name not in self._inflight
-                 and not self.backoff.blocked(r.server_name)]
+                 and not self.backoff.blocked(r.server_name, r.key_id)]
         if again:
             out += await self._run(again)
         return out
@@ -245,9 +250,9 @@ class CoalescingKeyFetcher:
             for s, fut in futures.items():
                 self._inflight.pop(s, None)
                 fut.set_result([r for r in results if r.server_name == s])
-        for s in servers:
-            if all(_known(r, results) for r in requests if r.server_name == s):
-                self.backoff.succeeded(s)
+        for r in requests:
+            if _known(r, results):
+                self.backoff.succeeded(r.server_name, r.key_id)
             else:  # unreachable, or without the key asked for: not asked again for a while
-                self.backoff.failed(s)
+                self.backoff.failed(r.server_name, r.key_id)
         return results

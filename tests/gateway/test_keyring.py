@@ -165,6 +165,24 @@ async def test_notary_duty_refreshes_too_old_docs(hs):
     assert [list(d["verify_keys"]) for d in old] == [["ed25519:r"]]
 
 
+async def test_notary_duty_keeps_a_valid_key_over_a_spurious_answer(hs):
+    """A notary asked by several servers: the origin refusing one query does not stop
+    the next query for another key, and the origin answering later without a key it
+    used to have does not make us forget that key (Synapse issue 5305's scenario)."""
+    remote, other = generate_signing_key("k1"), generate_signing_key("k2")
+    keyring, fake = make_keyring(hs, {})
+    now = hs.clock_ms()
+    assert await keyring.key_docs_for_notary("remote.test", now, ["ed25519:k0"]) == []  # refused
+    fake.keys["remote.test"] = remote
+    first = await keyring.key_docs_for_notary("remote.test", 0, ["ed25519:k1"])
+    assert [list(d["verify_keys"]) for d in first] == [["ed25519:k1"]] and len(fake.asked) == 2
+    fake.keys["remote.test"] = other  # the origin forgets k1
+    await keyring.key_docs_for_notary("remote.test", now + 2 * DAY, ["ed25519:k1"])
+    assert len(fake.asked) == 3
+    again = await keyring.key_docs_for_notary("remote.test", 0, ["ed25519:k1"])
+    assert [list(d["verify_keys"]) for d in again] == [["ed25519:k1"]]
+
+
 async def test_keys_are_remembered_between_requests(hs):
     remote = generate_signing_key("r")
     keyring, fake = make_keyring(hs, {"remote.test": remote})

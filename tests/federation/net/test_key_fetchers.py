@@ -175,6 +175,21 @@ async def test_a_server_answering_without_the_key_is_backed_off_too():
     assert len(client.calls) == 1
 
 
+async def test_a_refused_key_does_not_block_the_servers_other_keys():
+    """The backoff is per key: a server that refused (or lacked) one key is still asked
+    for another one at once, and the refused key stays backed off."""
+    a = generate_signing_key("a")
+    client = FakeClient({})  # refuses everything at first
+    fetcher = CoalescingKeyFetcher(DirectKeyFetcher(client, clock))
+    assert await fetcher.fetch([KeyRequest("a.test", "ed25519:old", NOW)]) == []
+    client.servers["a.test"] = a
+    got = await fetcher.fetch([KeyRequest("a.test", "ed25519:a", NOW)])
+    assert [r.server_name for r in got] == ["a.test"] and len(client.calls) == 2
+    assert await fetcher.fetch([KeyRequest("a.test", "ed25519:old", NOW)]) == []
+    assert len(client.calls) == 2
+    assert fetcher.backoff.blocked("a.test", "ed25519:old") and not fetcher.backoff.blocked("a.test", "ed25519:a")
+
+
 async def test_a_fetcher_bug_does_not_hang_waiters():
     class Broken:
         async def fetch(self, requests):
