@@ -740,8 +740,11 @@ class FederationMembershipHandler:
         if user is None and self.hs.config.appservice.services and \
                 await self.hs.appservices.query_user_exists(pdu.state_key):
             user = await self.hs.rooms.users.get_user(pdu.state_key)  # a bridge's puppet, made just now
-        if user is None or user.deactivated:
-            raise MatrixError.not_found(f"Unknown user {pdu.state_key}")
+        # A user who does not exist (yet) may be invited, as Synapse lets them be: the spec
+        # names no error for it (and a 404 here reads as "no v2 invites, try v1" to the
+        # sender). A deactivated user can never answer: refused.
+        if user is not None and user.deactivated:
+            raise MatrixError.forbidden(f"{pdu.state_key} is deactivated and cannot be invited")
         from federation.pdu_checks import Drop, Redacted
 
         (checked,) = await self.hs.federation_events.check_signatures([raw], rv, origin)

@@ -88,10 +88,9 @@ async def test_an_invite_the_user_muted_is_not_pushed(gw, remote, alice, push_ga
 async def test_an_invite_of_a_bridged_user_asks_the_bridge(tmp_path, database_config, ca, remote):  # noqa: F811
     """Another server invites a user of an application service's namespace that does not
     exist yet: the service is asked (``/_matrix/app/v1/users/{userId}``), makes the puppet,
-    and the invite arrives; a user it does not make is unknown (404)."""
+    and the invite arrives; a user it does not make is invited all the same."""
     import yaml
 
-    from federation.net.client import FederationRequestError
     from tests.support.fake_appservice import fake_appservice
     from tests.support.fake_remote import local_gateway
 
@@ -117,11 +116,28 @@ async def test_an_invite_of_a_bridged_user_asks_the_bridge(tmp_path, database_co
             assert membership is not None and membership.membership == "invite"
             stranger = f"@_b_stranger:{gw.server_name}"
             invite = view.make("m.room.member", carol, {"membership": "invite"}, state_key=stranger)
-            with pytest.raises(FederationRequestError) as e:
-                await send_invite(remote, gw, view, invite, [])
-            assert e.value.status == 404
+            await send_invite(remote, gw, view, invite, [])  # not made, still invited (as on Synapse)
+            assert await gw.hs.auth.users.get_user(stranger) is None
             asked = [r.path for r in bridge.requests]
             assert asked == [f"/_matrix/app/v1/users/{puppet}", f"/_matrix/app/v1/users/{stranger}"]
+
+
+async def test_an_invite_of_a_user_who_does_not_exist_is_taken(gw, remote, alice):  # noqa: F811
+    """An invite of a local user who does not exist is signed and kept, as Synapse does
+    (the spec names no error for it, and a 404 would read as "no v2 invites"); one of
+    a deactivated user is refused with 403."""
+    view, carol = remote_room(remote, "10")
+    nobody = f"@nobody:{gw.server_name}"
+    invite = view.make("m.room.member", carol, {"membership": "invite"}, state_key=nobody)
+    answer = await send_invite(remote, gw, view, invite, [])
+    assert gw.server_name in answer["event"]["signatures"]
+    membership = await gw.hs.events.state.get_membership(view.room_id, nobody)
+    assert membership is not None and membership.membership == "invite"
+    await gw.hs.auth.deactivate_account(alice.user_id)
+    invite = view.make("m.room.member", carol, {"membership": "invite"}, state_key=alice.user_id)
+    with pytest.raises(FederationRequestError) as e:
+        await send_invite(remote, gw, view, invite, [])
+    assert e.value.status == 403 and e.value.body["errcode"] == "M_FORBIDDEN"
 
 
 async def test_v1_invites_are_served(gw, remote, alice):  # noqa: F811
