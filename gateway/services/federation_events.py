@@ -76,6 +76,9 @@ MISSING_EVENTS_LIMIT = 10
 MAX_STATE_FETCH = 5000
 #: Concurrent ``/event`` requests to one server.
 FETCH_CONCURRENCY = 10
+#: Auth events of one event fetched one by one when ``/event_auth`` did not bring them
+#: (an event names a handful; more is not a real event's).
+MAX_AUTH_EVENT_FETCH = 20
 #: Attempts when another process moved the room's head meanwhile.
 _RETRIES = 20
 
@@ -814,8 +817,8 @@ class FederationEventHandler:
     async def _auth_events_for(self, origin: str | None, rb: "_RoomBatch", pdu: PDU
                                ) -> tuple[dict[str, PDU], set[str]]:
         """The event's auth events (and, rooms 12+, the create event) by ID, fetching
-        missing ones from ``origin`` (``/event_auth``) as checked outliers; plus the IDs
-        of those that were rejected."""
+        missing ones from ``origin`` (``/event_auth``, then ``/event`` for any the chain
+        lacked) as checked outliers; plus the IDs of those that were rejected."""
         room = rb.room
         rv = room.room_version
         wanted = list(pdu.auth_event_ids)
@@ -838,6 +841,14 @@ class FederationEventHandler:
                 log.info("could not fetch the auth chain of %s from %s: %s", pdu.event_id, origin, e)
             await self._fetch_create_event(origin, room.room_id, rv, {})
             metas = await self.store.get_event_meta(wanted)
+            # What the chain did not bring (a server without /event_auth, or a short
+            # answer): the few auth events still missing, one /event each.
+            still = [e for e in wanted if e not in metas][:MAX_AUTH_EVENT_FETCH]
+            if still:
+                fetched = await self._fetch_events(origin, rv, still)
+                if fetched:
+                    await self.persist_outliers(origin, room.room_id, rv, fetched)
+                    metas = await self.store.get_event_meta(wanted)
         pdus = await self._pdus_in(rb, metas)
         rejected = {e for e, m in metas.items() if m.rejected_reason is not None}
         return pdus, rejected

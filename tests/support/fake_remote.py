@@ -91,6 +91,8 @@ class FakeRemote:
         self.state_before: dict[str, dict[tuple[str, str], str]] = {}
         self.requests: list[tuple[str, str]] = []
         self.serve_missing_events = True
+        #: False: ``/event_auth`` answers 404 (a server that does not serve it).
+        self.serve_event_auth = True
         #: Events get_missing_events does not give (nor walks past).
         self.withheld: set[str] = set()
         #: More (method, path, handler) routes to serve (e.g. a resident's make_join).
@@ -194,6 +196,8 @@ class FakeRemote:
 
     async def _event_auth(self, request: web.Request) -> web.Response:
         self._log(request)
+        if not self.serve_event_auth:
+            return web.Response(status=404)
         chain = self._auth_chain([request.match_info["event_id"]])
         return web.json_response({"auth_chain": [self.pdus[e] for e in chain if e in self.pdus]})
 

@@ -355,3 +355,20 @@ async def test_missing_auth_events_are_fetched_with_event_auth_and_outliers_beco
     assert member.displayname == "Bobby" and member.event_id == rename_id
     chunk = await alice.messages(room_id)
     assert [e["event_id"] for e in chunk[-2:]] == [rename_id, msg_id]
+
+
+async def test_missing_auth_events_come_from_event_when_event_auth_is_not_served(gw, remote, alice):
+    """A server that does not serve /event_auth (or whose chain lacks some): the missing
+    auth events are fetched one by one with /event, and the event is taken."""
+    room_id, view = await public_room(gw, alice, remote)
+    bob = await join_bob(gw, remote, view)
+    rename = view.make("m.room.member", bob, {"membership": "join", "displayname": "Bobby"}, state_key=bob)
+    msg = view.make("m.room.message", bob, {"msgtype": "m.text", "body": "call me Bobby"})
+    rename_id, msg_id = view.event_id(rename, view.rv), view.event_id(msg, view.rv)
+    remote.serve_event_auth = False
+    remote.requests.clear()
+    assert await remote.send(gw.server_name, [msg]) == {"pdus": {msg_id: {}}}
+    assert ("GET", "/_matrix/federation/v1/event/{event_id}") in remote.requests
+    metas = await gw.hs.events.store.get_event_meta([rename_id, msg_id])
+    assert metas[msg_id].rejected_reason is None and not metas[msg_id].outlier
+    assert "call me Bobby" in bodies(await alice.messages(room_id))
