@@ -486,7 +486,7 @@ async def room_messages(hs: HomeServer, room_id: str, q, *, viewer: str | None,
     found = await page()
     # Reached the oldest event we hold of a room joined over federation: backfill.
     while backwards and len(found) < limit and to_pos is None \
-            and await hs.federation_backfill.backfill(room_id, max(limit - len(found), 10)):
+            and await hs.federation_backfill.backfill(room_id):
         found = await page()
     visible = found if viewer is None else \
         await hs.account_data.without_ignored(viewer, await hs.events.filter_visible(viewer, found))

@@ -47,6 +47,10 @@ _EXTREMITY_SCAN = 1000
 class BackfillHandler:
     def __init__(self, hs):
         self.hs = hs
+        #: Events asked for per request, whatever the client's page size (as Synapse
+        #: does): fewer round trips, and a short history comes whole, down to the create
+        #: event, with no state to ask for where it meets the join's state.
+        self.batch_size = BACKFILL_LIMIT
         self.events = hs.events
         self.store = hs.events.store
         self.db = hs.db
@@ -69,9 +73,11 @@ class BackfillHandler:
         )
         return sorted(r[0] for r in rows)
 
-    async def backfill(self, room_id: str, limit: int = BACKFILL_LIMIT) -> int:
-        """Fetch and store up to ``limit`` events older than the oldest timeline events
-        of the room; returns how many joined the timeline (0: nothing more to get).
+    async def backfill(self, room_id: str, limit: int | None = None) -> int:
+        """Fetch and store up to ``limit`` (default ``batch_size``) events older than the
+        oldest timeline events of the room; returns how many joined the timeline (0:
+        nothing more to get). Events we hold as outliers (the state a join brought) that
+        come in the batch join the timeline with the others.
         A partial-state room is backfilled once its full state is there (until then the
         state at our history's edge would cost a member-by-member fetch)."""
         if not await self.hs.partial_state.await_full_state(room_id):
@@ -88,7 +94,7 @@ class BackfillHandler:
                 try:
                     answer = await self.hs.federation_client.request(
                         "GET", server, f"/_matrix/federation/v1/backfill/{quote_path_segment(room_id)}",
-                        query=[("v", p) for p in extremities] + [("limit", str(min(limit, BACKFILL_LIMIT)))],
+                        query=[("v", p) for p in extremities] + [("limit", str(min(limit or self.batch_size, BACKFILL_LIMIT)))],
                     )
                 except FederationRequestError as e:
                     log.info("backfill of %s from %s failed: %s", room_id, server, e)

@@ -85,7 +85,8 @@ async def test_forked_history_is_backfilled_with_each_branchs_state(gw, remote, 
         say(view, carol, f"after {i}")
     await join_late(gw, view, alice.user_id)
 
-    # Small pages: the first backfill stops halfway down both branches.
+    # Small pages and backfill requests: the first backfill stops halfway down both branches.
+    gw.hs.federation_backfill.batch_size = 5
     chunk = await page_back(alice, view.room_id, 5)
     ids = [e["event_id"] for e in chunk]
     assert len(ids) == len(set(ids)), "an event came twice"
@@ -139,3 +140,21 @@ async def test_backfilled_history_keeps_its_visibility(gw, remote, alice):
               if p["type"] == "m.room.message" and p["content"]["body"].startswith("members only")]
     stored = [await gw.hs.events.store.get_event(e) for e in hidden]
     assert all(s is not None and not s.outlier for s in stored)  # backfilled, just not shown
+
+
+async def test_a_short_history_comes_whole_in_one_request(gw, remote, alice):
+    """A client's small page still asks the remote for a full batch: ten messages after
+    the room's creation come in one /backfill, down to the create event, and the state
+    events the join brought as outliers take their place in the timeline (no /state_ids
+    needed where the batch meets them)."""
+    view, carol = new_room(remote, "10")
+    for i in range(10):
+        say(view, carol, f"m{i}")
+    await join_late(gw, view, alice.user_id)
+    remote.requests.clear()
+    page = await alice.call("GET", f"/rooms/{quote(view.room_id)}/messages?dir=b&limit=11")
+    assert [e["content"]["body"] for e in page["chunk"][1:]] == [f"m{i}" for i in reversed(range(10))]
+    assert remote.requests.count(("GET", "/_matrix/federation/v1/backfill/{room_id}")) == 1
+    assert STATE_IDS not in remote.requests
+    stored = await gw.hs.events.store.get_event(view.state[("m.room.create", "")].event_id)
+    assert not stored.outlier and stored.state_group is not None
