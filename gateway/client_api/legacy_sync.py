@@ -39,6 +39,10 @@ async def get_events(request: web.Request) -> web.Response:
     if who.is_guest and not q.get("room_id"):
         raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guests may only follow one room's events (room_id)")
     timeout = parse_int(q.get("timeout"), "timeout", minimum=0)
+    if not who.is_guest:
+        # Following the stream is being online, as a /sync without set_presence is
+        # (Synapse does the same for /events).
+        await request.app[HS].user_directory.user_syncing(who.user_id, "online")
     body = await request.app[HS].event_stream.get_events(
         who.user_id, who.device_id, from_token=q.get("from") or None,
         timeout_ms=DEFAULT_TIMEOUT_MS if timeout is None else timeout,

@@ -111,7 +111,17 @@ async def test_events_stream_join_brings_members_presence(alice, bob):
     await bob.call("POST", f"/join/{room}", {})
     chunk = (await stream(bob, since))["chunk"]
     by_user = {e["content"]["user_id"]: e["content"]["presence"] for e in of_type(chunk, "m.presence")}
-    assert by_user == {alice.user_id: "unavailable", bob.user_id: "offline"}
+    assert by_user == {alice.user_id: "unavailable", bob.user_id: "online"}  # following /events: online
+
+
+async def test_following_the_events_stream_is_being_online(alice):
+    """GET /events marks its user online, as a /sync does by default (and Synapse's
+    /events): a client of the v1 API is seen online by the others."""
+    status = await alice.call("GET", f"/presence/{alice.user_id}/status")
+    assert status["presence"] == "offline"
+    await stream(alice)
+    status = await alice.call("GET", f"/presence/{alice.user_id}/status")
+    assert status["presence"] == "online" and status["currently_active"] is True
 
 
 async def test_events_stream_bad_input(alice):
