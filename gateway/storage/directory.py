@@ -159,9 +159,15 @@ class DirectoryStore:
         who share a room with ``searcher`` or are joined to a public or world-readable
         room (any user we know of with ``search_all_users``). Local users are the
         active ones, with their profile; other servers' users are those joined to a room
-        we know, with the name and avatar of their latest join event (so a profile change
-        they send into a room shows here). Returns up to ``limit``."""
+        this server is still in (what we hold of a room we left is stale), with the name
+        and avatar of their latest join event there (so a profile change they send into a
+        room shows here). Returns up to ``limit``."""
         args: list[Any] = [like_pattern(term.lower()), searcher, int(limit)]
+
+        def ours(room_column: str) -> str:
+            # A room this server is still in: what we hold of a room we left is stale.
+            return ("EXISTS (SELECT 1 FROM room_memberships lm JOIN users lu ON lu.user_id = lm.user_id"
+                    f" WHERE lm.room_id = {room_column} AND lm.membership = 'join')")
 
         def visible(column: str) -> str:
             # (with search_all_users, $2 is still referenced so that both engines get the same arguments)
@@ -175,7 +181,8 @@ class DirectoryStore:
                 "  WHERE m1.user_id = $2 AND m1.membership = 'join' AND m2.membership = 'join' AND m2.user_id <> $2)"
                 f" OR {column} IN (SELECT m.user_id FROM room_memberships m"
                 "  JOIN room_stats_state s ON s.room_id = m.room_id"
-                "  WHERE m.membership = 'join' AND (s.join_rules = 'public' OR s.history_visibility = 'world_readable')))"
+                "  WHERE m.membership = 'join' AND (s.join_rules = 'public' OR s.history_visibility = 'world_readable')"
+                f"  AND {ours('m.room_id')}))"
             )
 
         def matches(user_column: str, name_column: str) -> str:
@@ -190,8 +197,9 @@ class DirectoryStore:
         remote = (
             "SELECT r.user_id, r.displayname, r.avatar_url FROM room_memberships r"
             " WHERE r.membership = 'join' AND NOT EXISTS (SELECT 1 FROM users l WHERE l.user_id = r.user_id)"
+            f" AND {ours('r.room_id')}"
             " AND r.stream_ordering = (SELECT MAX(r2.stream_ordering) FROM room_memberships r2"
-            "  WHERE r2.user_id = r.user_id AND r2.membership = 'join')"
+            f"  WHERE r2.user_id = r.user_id AND r2.membership = 'join' AND {ours('r2.room_id')})"
             f" AND {matches('r.user_id', 'r.displayname')} AND {visible('r.user_id')}"
         )
         rows = await self.db.fetch(

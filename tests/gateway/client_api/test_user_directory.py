@@ -144,8 +144,9 @@ async def test_other_servers_users_by_their_latest_join(client, hs, people):
     profile change they send into a room), under the same visibility rules."""
     alice, erin = people["alice"], people["erin"]
     shared = await create(client, alice, preset="private_chat")
+    # (dave is in !elsewhere too: only rooms this server is in count)
     rows = [(shared, "@zed:remote.test", 10, "Zed Old"), ("!elsewhere:remote.test", "@zed:remote.test", 20, "Zed New"),
-            ("!hidden:remote.test", "@yan:remote.test", 30, "Yan")]
+            ("!hidden:remote.test", "@yan:remote.test", 30, "Yan"), ("!elsewhere:remote.test", "@dave:hs.test", 5, None)]
     for room_id, user_id, position, name in rows:
         await hs.db.execute(
             "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering,"
@@ -155,3 +156,19 @@ async def test_other_servers_users_by_their_latest_join(client, hs, people):
     assert (await search(client, alice, "old"))[1]["results"] == []  # the name they left behind
     assert (await search(client, alice, "yan"))[1]["results"] == []  # shares no room with alice
     assert (await search(client, erin, "zed"))[1]["results"] == []
+
+
+async def test_other_servers_users_of_a_room_we_left_are_not_found(client, hs, people):
+    """A public room of another server that this server left: what we hold of its
+    members is stale, so its remote members are no longer found through it."""
+    alice = people["alice"]
+    room = "!public:remote.test"
+    await hs.db.execute("INSERT INTO room_stats_state (room_id, join_rules) VALUES ($1, 'public')", room)
+    for user_id, position, name in (("@xan:remote.test", 1, "Xan"), ("@dave:hs.test", 2, None)):
+        await hs.db.execute(
+            "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering,"
+            " displayname) VALUES ($1, $2, 'join', $3, $2, $4, $5)", room, user_id, f"$p{position}", position, name)
+    assert [r["user_id"] for r in (await search(client, alice, "xan"))[1]["results"]] == ["@xan:remote.test"]
+    await hs.db.execute("UPDATE room_memberships SET membership = 'leave' WHERE room_id = $1 AND user_id = $2",
+                        room, "@dave:hs.test")
+    assert (await search(client, alice, "xan"))[1]["results"] == []
