@@ -329,6 +329,8 @@ def build(hs: "HomeServer") -> None:
             hs.replication.resubscribed_listeners.append(catch_up)
     # Guests leave rooms that stop admitting them.
     events.add_new_state_listener(guest_access.on_new_state)
+    # Joins share presence with the room's servers at once.
+    events.add_new_state_listener(user_directory.on_new_state)
     # Deleted devices lose their end-to-end keys; the device list changes.
     auth.devices.deleted_listeners.append(e2e_keys.on_devices_deleted)
     auth.devices.changed_listeners.append(e2e_keys.on_devices_changed)

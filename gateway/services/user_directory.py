@@ -12,6 +12,8 @@ in step). Presence is stored as each user sets it; /sync may read it with
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from .federation_sender import FederationSender
     from .notifier import Notifier
     from .ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
 
 MAX_SEARCH_LIMIT = 50
 PRESENCE_STATES = ("online", "offline", "unavailable")
@@ -56,6 +60,7 @@ class UserDirectoryService:
         self.ratelimiter = ratelimiter
         self.modules = modules
         self.clock_ms = clock_ms
+        self._tasks: set[asyncio.Task] = set()
 
     async def search(self, searcher: str, term: str, limit: int) -> dict[str, Any]:
         """``POST /user_directory/search``: ``{"results": [...], "limited": bool}``."""
@@ -138,6 +143,46 @@ class UserDirectoryService:
         row = (await self.presence_store.get_presence([user_id])).get(user_id)
         entry = {"user_id": user_id, **presence_json(row, self.clock_ms())}
         sender.send_edu_to_servers(sorted(servers), "m.presence", {"push": [entry]}, key=("presence", user_id))
+
+    def on_new_state(self, room_id: str, pdus: Sequence[Any]) -> None:
+        """Listener: joins to a room share presence at once, as Synapse does, so that the
+        members see each other without waiting for the next change: a user of another
+        server joining gets our members' presence; one of ours joining has theirs sent
+        to the room's other servers. https://spec.matrix.org/latest/server-server-api/#presence"""
+        joined = [p.state_key for p in pdus if p.type == "m.room.member" and isinstance(p.content, dict)
+                  and p.content.get("membership") == "join" and isinstance(p.state_key, str)]
+        if not joined or not self.federation_sender.started:
+            return
+        task = asyncio.get_running_loop().create_task(self._share_presence(room_id, joined))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _share_presence(self, room_id: str, joined: Sequence[str]) -> None:
+        try:
+            sender = self.federation_sender
+            ours = ":" + self.server_name
+            now = self.clock_ms()
+
+            async def entries(user_ids: Sequence[str]) -> list[dict[str, Any]]:
+                rows = await self.presence_store.get_presence(user_ids)
+                return [{"user_id": u, **presence_json(rows.get(u), now)} for u in user_ids
+                        if rows.get(u) is not None and rows[u].presence != "offline"]
+
+            newcomers = sorted({u.partition(":")[2] for u in joined if not u.endswith(ours)} - {self.server_name})
+            if newcomers:
+                members = [m.user_id for m in await self.events.state.get_members(room_id, "join")
+                           if m.user_id.endswith(ours)]
+                push = await entries(members)
+                if push:
+                    sender.send_edu_to_servers(newcomers, "m.presence", {"push": push})
+            locals_ = [u for u in joined if u.endswith(ours)]
+            if locals_:
+                push = await entries(locals_)
+                servers = await sender.joined_servers(room_id)
+                if push and servers:
+                    sender.send_edu_to_servers(sorted(servers), "m.presence", {"push": push})
+        except Exception:
+            log.exception("sharing presence with the servers of %s failed", room_id)
 
     async def on_presence_edu(self, origin: str, content: Any) -> None:
         """A remote server's ``m.presence``: kept for its users who share a room with one of ours."""

@@ -504,3 +504,26 @@ async def test_two_senders_each_send_only_to_their_own_destinations(open_hs, pee
 
 async def _at_least(position, last: int) -> bool:
     return await position >= last
+
+
+async def test_a_join_brings_the_members_presence_to_the_joining_server(hs, peer):
+    """A user of another server joins: our members' presence (not offline ones) goes to
+    that server at once, without waiting for their next change (as Synapse does)."""
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    quiet = await make_user(hs, "quiet")
+    await hs.rooms.join(quiet, room_id)
+    await hs.user_directory.set_presence(alice, alice, "online", "here")  # shares no room with the peer yet
+    assert not any(e["edu_type"] == "m.presence" for e in peer.edus)
+    join = await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    # (announced as the inbound side does once it stored the join)
+    position = (await hs.events.store.get_event(join.event_id)).stream_ordering
+    hs.events.announce_stored(room_id, [position], received=[join])
+
+    def presence_arrived():
+        return any(e["edu_type"] == "m.presence" for e in peer.edus)
+
+    await peer.wait_for(presence_arrived)
+    pushes = [p for e in peer.edus if e["edu_type"] == "m.presence" for p in e["content"]["push"]]
+    assert [(p["user_id"], p["presence"], p["status_msg"]) for p in pushes] == [(alice, "online", "here")]
+    assert peer.errors == []
