@@ -29,14 +29,16 @@ async def is_world_readable(events, room_id: str) -> bool:
 
 async def reader_membership(events, room_id: str, user_id: str, *, allow_departed: bool = True) -> MemberRow | None:
     """How ``user_id`` may read the room: their membership when they are joined (or, with
-    ``allow_departed``, left or banned: they read up to their departure); None when they
-    may only peek because the room is world readable; 403 ``M_FORBIDDEN`` otherwise
-    (404 for an unknown room)."""
+    ``allow_departed``, left: they read up to their departure); None when they may only
+    peek because the room is world readable; 403 ``M_FORBIDDEN`` otherwise, a banned user
+    included (as Synapse: the ban cuts them off) (404 for an unknown room)."""
     await events.get_room(room_id)
     member = await events.state.get_membership(room_id, user_id)
     if member is not None and (member.membership == "join"
-                               or (allow_departed and member.membership in ("leave", "ban"))):
+                               or (allow_departed and member.membership == "leave")):
         return member
     if await is_world_readable(events, room_id):
         return None
+    if member is not None and member.membership == "ban":
+        raise MatrixError.forbidden(f"You are banned from {room_id}")
     raise MatrixError.forbidden(f"You are not a member of {room_id}, and it is not world readable")

@@ -139,6 +139,10 @@ async def test_invite_join_leave_kick_ban_unban(client, alice, bob):
     assert "hi from bob" in [e["content"].get("body") for e in msgs["chunk"]]
 
     assert (await post(client, alice, f"/rooms/{room_id}/ban", {"user_id": "@bob:hs.test"}))[0] == 200
+    # Banned: cut off from the room's state (as on Synapse), unlike a member who left.
+    status, err = await get(client, bob, f"/rooms/{room_id}/state/m.room.member/@bob:hs.test")
+    assert status == 403 and err["errcode"] == "M_FORBIDDEN"
+    assert (await get(client, bob, f"/rooms/{room_id}/state"))[0] == 403
     assert (await post(client, alice, f"/rooms/{room_id}/invite", {"user_id": "@bob:hs.test"}))[0] == 403
     assert (await post(client, alice, f"/rooms/{room_id}/unban", {"user_id": "@bob:hs.test"}))[0] == 200
     assert (await post(client, alice, f"/rooms/{room_id}/invite", {"user_id": "@bob:hs.test"}))[0] == 200
