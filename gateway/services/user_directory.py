@@ -185,7 +185,10 @@ class UserDirectoryService:
             log.exception("sharing presence with the servers of %s failed", room_id)
 
     async def on_presence_edu(self, origin: str, content: Any) -> None:
-        """A remote server's ``m.presence``: kept for its users who share a room with one of ours."""
+        """A remote server's ``m.presence`` of its own users: kept whether or not they share
+        a room with ours yet (as Synapse does): the presence a server sends when one of our
+        users joins its room arrives while the join is still being stored here. Who may
+        see it is decided when it is read (room-mates only)."""
         pushes = content.get("push") if isinstance(content, dict) else None
         if not isinstance(pushes, list):
             return
@@ -201,8 +204,6 @@ class UserDirectoryService:
                 status_msg = None
             ago = entry.get("last_active_ago")
             ago = ago if isinstance(ago, int) and not isinstance(ago, bool) and 0 <= ago < 10**12 else 0
-            if not await self.presence_store.shares_room_with_server(user_id, self.server_name):
-                continue
             await self.presence_store.set_presence(user_id, presence, status_msg, now - ago)
             await self._presence_changed(user_id)
 

@@ -98,12 +98,3 @@ class PresenceStore:
             user_a, user_b,
         )
         return row is not None
-
-    async def shares_room_with_server(self, user_id: str, server_name: str) -> bool:
-        """Whether the user is joined to a room where a user of ``server_name`` is joined."""
-        escaped = server_name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        row = await self.db.fetchrow(
-            "SELECT 1 FROM room_memberships a JOIN room_memberships b ON b.room_id = a.room_id"
-            " WHERE a.user_id = $1 AND a.membership = 'join' AND b.membership = 'join'"
-            " AND b.user_id LIKE $2 ESCAPE '\\' LIMIT 1", user_id, "%:" + escaped)
-        return row is not None

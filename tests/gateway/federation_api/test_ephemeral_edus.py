@@ -42,7 +42,7 @@ async def test_remote_typing_and_receipts_reach_sync(gw, remote, alice):
     assert ephemeral == {"m.typing": {"user_ids": []}}
 
 
-async def test_remote_presence_is_kept_for_users_sharing_a_room(gw, remote, alice):
+async def test_remote_presence_is_kept_and_shown_to_room_mates(gw, remote, alice):
     room_id, view = await public_room(gw, alice, remote)
     bob = await join_bob(gw, remote, view)
     stranger = f"@dave:{remote.server_name}"  # in no room with us
@@ -59,7 +59,12 @@ async def test_remote_presence_is_kept_for_users_sharing_a_room(gw, remote, alic
     assert status["presence"] == "online" and status["status_msg"] == "hacking"
     assert status["last_active_ago"] >= 5000
     rows = await gw.hs.user_directory.get_presence([stranger, alice.user_id])
-    assert stranger not in rows and alice.user_id not in rows
+    assert alice.user_id not in rows
+    # A user sharing no room with ours yet is kept (a join may be under way) but not shown.
+    assert rows[stranger].presence == "online"
+    async with alice.session.get(alice.gw.url + f"/_matrix/client/v3/presence/{quote(stranger)}/status",
+                                 headers={"Authorization": f"Bearer {alice.token}"}, ssl=alice.gw.ssl) as r:
+        assert r.status == 403 and (await r.json())["errcode"] == "M_FORBIDDEN"
     # Alice's /sync has Bob's new presence.
     events = (await _sync(alice, since))["presence"]["events"]
     assert [(e["type"], e["sender"], e["content"]["presence"], e["content"].get("status_msg")) for e in events] \
