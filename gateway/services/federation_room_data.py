@@ -148,7 +148,11 @@ class RoomDataService:
         if stored.outlier:
             await self.assert_server_in_room(origin, stored.pdu.room_id)
         elif not (await self.visible_to_server(origin, [stored]))[0]:
-            raise MatrixError.forbidden("You are not allowed to see this event")
+            # An event of the room's history it may not read (it joined later): a server
+            # in the room gets it redacted, as from backfill (as Synapse does), to build
+            # the room's DAG and state; others are refused.
+            await self.assert_server_in_room(origin, stored.pdu.room_id)
+            return redact(wire_json(stored.pdu), stored.pdu.room_version)
         return wire_json(stored.pdu)
 
     async def _event_in_room(self, room_id: str, event_id: str) -> StoredEvent:
