@@ -148,11 +148,13 @@ class UserDirectoryService:
         """Listener: joins to a room share presence at once, as Synapse does, so that the
         members see each other without waiting for the next change: a user of another
         server joining gets our members' presence; one of ours joining has theirs sent
-        to the room's other servers. https://spec.matrix.org/latest/server-server-api/#presence"""
+        to the room's other servers (the sender hands each EDU to the process that sends
+        to that server). https://spec.matrix.org/latest/server-server-api/#presence"""
         joined = [p.state_key for p in pdus if p.type == "m.room.member" and isinstance(p.content, dict)
                   and p.content.get("membership") == "join" and isinstance(p.state_key, str)]
-        if not joined or not self.federation_sender.started:
-            return
+        sender = self.federation_sender
+        if not joined or not sender.started and all(i == sender.instance_name for i in sender.sender_instances):
+            return  # nothing sends federation from here or elsewhere
         task = asyncio.get_running_loop().create_task(self._share_presence(room_id, joined))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
