@@ -15,8 +15,9 @@ Interface (``hs.federation_events``):
   (``EventsService.room_lock``), the one local sends take.
 - :meth:`FederationEventHandler.persist_outliers`: check and store a batch of events
   whose state we do not know (the state and auth chain a ``send_join`` returns): format,
-  signatures, hashes, auth against their own auth events (in auth order, batch first);
-  bad ones are dropped or stored as rejected.
+  signatures, hashes, auth against their own auth events (each after its auth events,
+  batch first), checked on every core and written while the rest is checked; bad ones
+  are dropped or stored as rejected.
 - :meth:`FederationEventHandler.persist_event_with_state`: check and store one event
   with an explicit state before it (the join event, with the state ``send_join``
   returned), making it the room's only forward extremity and its state the room's
@@ -66,6 +67,7 @@ from ..modules.event import ModuleEvent
 from ..storage.event_batch import EventBatch
 from ..storage.events import EventMeta, RoomRow, StaleHeadError
 from ..storage.state import StateKey, StateSnapshot
+from .bulk_work import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -342,99 +344,155 @@ class FederationEventHandler:
         return known
 
     async def persist_outliers(self, origin: str | None, room_id: str, room_version: RoomVersion,
-                               pdus: Sequence[Any]) -> OutlierResult:
+                               pdus: Sequence[Any], *, lock_writes: bool = False) -> OutlierResult:
         """Check and store a batch of events as outliers (their state unknown): format,
         signatures (keys fetched once for the batch), content hashes (the redacted copy
         is kept on a mismatch), and auth against their own auth events, taken from the
-        batch (accepted ones, in auth order) or the database. Events whose auth events
-        are missing or fail are stored as rejected; bad format or signatures: dropped.
+        batch (accepted ones, each event after its auth events) or the database. Events
+        whose auth events are missing or fail are stored as rejected; bad format or
+        signatures: dropped.
+
+        A stream, so that a big batch (a join's state and auth chain) is checked on both
+        cores and written while the rest is checked: slices of the batch, in the order
+        given, go through format, signatures and hashes in worker threads; each event
+        whose auth events are decided is then checked against them (one given before its
+        auth events waits for them; what never comes is checked last, in auth order, and
+        rejected), and the decided events are written a slice at a time behind the checks.
 
         The room row must exist (``EventStore.ensure_room`` for a room being joined).
-        Events already stored are reported as accepted (or rejected) without rework.
+        Events already stored are reported as accepted (or rejected) as stored. The
+        caller holds the room's lock, unless ``lock_writes``: then each slice's write
+        takes it (a long resync lets the room's traffic in between).
         Returns what became of each event.
         """
+        rv = room_version
         result = OutlierResult()
-        parsed: dict[str, PDU] = {}
-        raw: dict[str, dict] = {}
         items = [p.get_pdu_json() if isinstance(p, PDU) else p for p in pdus]
-        decisions = await _map_chunks(lambda part: [check_format(j, room_version) for j in part], items)
-        for pdu_json, decision in zip(items, decisions):
-            if isinstance(decision, Drop):
-                eid = guess_event_id(pdu_json, room_version)
-                result.event_ids.append(eid)
-                if eid:
-                    result.dropped[eid] = decision.reason
-                continue
-            pdu = decision.pdu
-            result.event_ids.append(pdu.event_id)
-            if pdu.room_id != room_id:
-                result.dropped[pdu.event_id] = "event is for another room"
-                continue
-            parsed[pdu.event_id] = pdu
-            raw[pdu.event_id] = pdu_json
-        del items, decisions
-        known = await self.store.get_event_meta(parsed)
-        for eid, meta in known.items():
-            if meta.rejected_reason is not None:
-                result.rejected[eid] = meta.rejected_reason
-            else:
-                result.accepted[eid] = parsed[eid]
-        todo = {e: p for e, p in parsed.items() if e not in known}
-        del parsed
-        # Auth events not in the batch come from the database.
-        outside = {a for p in todo.values() for a in p.auth_event_ids if a not in todo}
-        if room_version.room_id_from_create_event:
-            outside.add("$" + room_id[1:])
-        outside -= set(todo)
-        db_meta = await self.store.get_event_meta(outside)
-        if todo and await self._fetch_create_event(origin, room_id, room_version, {**db_meta, **todo}):
-            db_meta = await self.store.get_event_meta(outside)
-        usable = await self.events.get_pdus([e for e in db_meta])
-        rejected_ids = {e for e, m in db_meta.items() if m.rejected_reason is not None}
-        order = _auth_order(todo) if len(todo) <= CHECK_CHUNK else await asyncio.to_thread(_auth_order, todo)
-        del todo
-        # In auth order, a slice at a time: signatures and hashes, auth (against the
-        # batch so far and the database), then the slice is written while the next one
-        # is checked.
-        writing: asyncio.Task | None = None
-        written: list[str] = []
+        result.event_ids = [None] * len(items)
+        if not items:
+            return result
+        keys_for = await self._keys_lookup(items, rv, origin)
+        if rv.room_id_from_create_event:
+            carried = {guess_event_id(j, rv) for j in items
+                       if isinstance(j, dict) and j.get("type") == "m.room.create"}
+            await self._fetch_create_event(origin, room_id, rv, carried, lock_writes=lock_writes)
+        stream = _AuthStream(rv, room_id)
         recent: deque[PDU] = deque(maxlen=self.events.PDU_CACHE_SIZE)
-        try:
-            for i in range(0, len(order), WRITE_SLICE):
-                part = order[i:i + WRITE_SLICE]
-                checked = await self.check_signatures([raw.pop(p.event_id) for p in part], room_version, origin)
-                good: list[PDU] = []
-                for pdu, decision in zip(part, checked):
-                    if isinstance(decision, Drop):
-                        result.dropped[pdu.event_id] = decision.reason
-                    else:
-                        good.append(decision.pdu if isinstance(decision, Redacted) else pdu)
-                if len(good) > CHECK_CHUNK:
-                    writes = await asyncio.to_thread(_auth_batch, room_version, room_id, good, usable, rejected_ids)
+        writing: asyncio.Task | None = None
+        pending: list[tuple[PDU, str | None]] = []
+        seen: set[str] = set()
+
+        def decided(writes: list[tuple[PDU, str | None]]) -> None:
+            for pdu, reason in writes:
+                if reason is not None:
+                    result.rejected[pdu.event_id] = reason
                 else:
-                    writes = _auth_batch(room_version, room_id, good, usable, rejected_ids)
-                for pdu, reason in writes:
-                    if reason is not None:
-                        result.rejected[pdu.event_id] = reason
-                    else:
-                        result.accepted[pdu.event_id] = pdu
-                    recent.append(pdu)
+                    result.accepted[pdu.event_id] = pdu
+                recent.append(pdu)
+            pending.extend(writes)
+
+        async def write(writes: list[tuple[PDU, str | None]]) -> None:
+            if lock_writes:
+                async with self.events.room_lock(room_id):
+                    await self._write_outliers(room_id, writes)
+            else:
+                await self._write_outliers(room_id, writes)
+
+        async def flush(force: bool) -> None:
+            nonlocal writing, pending
+            if pending and (force or len(pending) >= WRITE_SLICE):
                 if writing is not None:
-                    written += await writing
-                writing = asyncio.ensure_future(
-                    self.store.persist_outliers(room_id, writes, received_ts=self.hs.clock_ms()))
+                    await writing
+                writing = asyncio.ensure_future(write(pending))
+                pending = []
+
+        slices = self._check_slices(items, rv, room_id, keys_for, origin)
+        try:
+            with gc_paused():
+                for start, task in slices:
+                    fresh: list[tuple[PDU, PDU | None, str | None]] = []
+                    for offset, (eid, pdu, use, reason) in enumerate(await task):
+                        result.event_ids[start + offset] = eid
+                        if pdu is None:
+                            if eid:
+                                result.dropped[eid] = reason
+                        elif eid not in seen:
+                            seen.add(eid)
+                            fresh.append((pdu, use, reason))
+                    if not fresh:
+                        continue
+                    # Stored already (reported as stored), and the auth events from the database.
+                    checked = [use for _, use, _ in fresh if use is not None]
+                    metas = await self.store.get_event_meta({p.event_id for p, _, _ in fresh}
+                                                            | stream.unknown_refs(checked))
+                    new: list[PDU] = []
+                    for pdu, use, reason in fresh:
+                        meta = metas.get(pdu.event_id)
+                        if meta is not None:
+                            if meta.rejected_reason is not None:
+                                result.rejected[pdu.event_id] = meta.rejected_reason
+                            else:
+                                result.accepted[pdu.event_id] = pdu
+                        elif use is None:
+                            result.dropped[pdu.event_id] = reason
+                        else:
+                            new.append(use)
+                    if metas:
+                        stream.know(await self.events.get_pdus(metas),
+                                    {e for e, m in metas.items() if m.rejected_reason is not None})
+                    if len(new) > CHECK_CHUNK:
+                        decided(await asyncio.to_thread(stream.add, new))
+                    else:
+                        decided(stream.add(new))
+                    await flush(False)
+                decided(await asyncio.to_thread(stream.rest) if stream.parked > CHECK_CHUNK else stream.rest())
+                await flush(True)
         finally:
+            for _, task in slices:
+                task.cancel()
             if writing is not None:
-                written += await writing
-        absent = self._absent.get(room_id)
-        if absent:
-            absent.difference_update(written)
+                await writing
         for pdu in recent:
             self.events.remember(pdu)
         return result
 
+    async def _write_outliers(self, room_id: str, writes: list[tuple[PDU, str | None]]) -> None:
+        written = await self.store.persist_outliers(room_id, writes, received_ts=self.hs.clock_ms())
+        absent = self._absent.get(room_id)
+        if absent:
+            absent.difference_update(written)
+
+    async def _keys_lookup(self, pdu_jsons: Sequence[Any], rv: RoomVersion, origin: str | None):
+        """The keys the events' signatures need, fetched once for all: ``keys_for``."""
+        requests = merge_key_requests(
+            r for part in await _map_chunks(lambda part: [_key_requests(j, rv, origin) for j in part], pdu_jsons)
+            for r in part)
+        keys = await self.hs.keyring.get_keys(requests) if requests else {}
+        lookup = {k: key.known_key() for k, key in keys.items()}
+
+        def keys_for(server: str, key_id: str):
+            return lookup.get((server, key_id))
+
+        return keys_for
+
+    def _check_slices(self, items: Sequence[Any], rv: RoomVersion, room_id: str, keys_for,
+                      origin: str | None) -> list[tuple[int, asyncio.Future]]:
+        """Steps 1-3 over ``items``, CHECK_CHUNK at a time in worker threads, one per core
+        at a time (ed25519 runs without the GIL, so one slice's Python work overlaps
+        another's verification): (index of the slice's first item, the task giving its
+        results, see ``_check_outliers``), in order."""
+        sem = asyncio.Semaphore(os.cpu_count() or 1)
+
+        async def one(part: Sequence[Any]) -> list:
+            if len(items) <= CHECK_CHUNK:
+                return _check_outliers(part, rv, room_id, keys_for, origin)
+            async with sem:
+                return await asyncio.to_thread(_check_outliers, part, rv, room_id, keys_for, origin)
+
+        return [(i, asyncio.ensure_future(one(items[i:i + CHECK_CHUNK]))) for i in range(0, len(items), CHECK_CHUNK)]
+
     async def _fetch_create_event(self, origin: str | None, room_id: str, rv: RoomVersion,
-                                  known: Mapping[str, Any]) -> bool:
+                                  known: Iterable[str], *, lock_writes: bool = False) -> bool:
         """Rooms 12+: the create event is in no event's ``auth_events`` (its ID is the
         room's), so a batch may come without it. When neither ``known`` nor the database
         has it, fetch it from ``origin`` (``/event``; the ID is its hash, so no other
@@ -448,7 +506,7 @@ class FederationEventHandler:
         if not fetched:
             log.info("could not fetch the create event of %s from %s", room_id, origin)
             return False
-        await self.persist_outliers(origin, room_id, rv, fetched)
+        await self.persist_outliers(origin, room_id, rv, fetched, lock_writes=lock_writes)
         return True
 
     async def persist_event_with_state(self, origin: str | None, room_id: str, pdu_json: Any,
@@ -798,15 +856,7 @@ class FederationEventHandler:
         """Steps 2 and 3 for a batch: the keys are fetched once for all of them, and a
         big batch is verified in worker threads. ``signed_bytes``: what ``check_format``
         returned for each event (None: computed here)."""
-        requests = merge_key_requests(
-            r for part in await _map_chunks(lambda part: [_key_requests(j, rv, origin) for j in part], pdu_jsons)
-            for r in part)
-        keys = await self.hs.keyring.get_keys(requests) if requests else {}
-        lookup = {k: key.known_key() for k, key in keys.items()}
-
-        def keys_for(server: str, key_id: str):
-            return lookup.get((server, key_id))
-
+        keys_for = await self._keys_lookup(pdu_jsons, rv, origin)
         items = list(zip(pdu_jsons, signed_bytes or [None] * len(pdu_jsons)))
         return await _map_chunks(
             lambda part: [check_signatures_and_hashes(j, rv, keys_for, origin=origin, signed_bytes=b)
@@ -1046,6 +1096,107 @@ def _key_requests(pdu_json: Any, rv: RoomVersion, origin: str | None) -> list:
         return key_requests_for_event(pdu_json, rv, origin=origin)
     except SignatureError:
         return []  # check_signatures_and_hashes reports it
+
+
+def _check_outliers(items: Sequence[Any], rv: RoomVersion, room_id: str, keys_for,
+                    origin: str | None) -> list[tuple[str | None, PDU | None, PDU | None, str | None]]:
+    """Steps 1-3 for each event of a batch of outliers: (event ID or None, the event as
+    parsed or None when dropped before that, the event to go on with or None when
+    dropped, why it was dropped or None). The signature check reuses the redacted,
+    canonical bytes the format check made for the event ID."""
+    out: list[tuple[str | None, PDU | None, PDU | None, str | None]] = []
+    for pdu_json in items:
+        fmt = check_format(pdu_json, rv)
+        if isinstance(fmt, Drop):
+            out.append((guess_event_id(pdu_json, rv), None, None, fmt.reason))
+            continue
+        pdu = fmt.pdu
+        if pdu.room_id != room_id:
+            out.append((pdu.event_id, None, None, "event is for another room"))
+            continue
+        checked = check_signatures_and_hashes(pdu_json, rv, keys_for, origin=origin, signed_bytes=fmt.signed_bytes)
+        if isinstance(checked, Drop):
+            out.append((pdu.event_id, pdu, None, checked.reason))
+        else:
+            out.append((pdu.event_id, pdu, checked.pdu if isinstance(checked, Redacted) else pdu, None))
+    return out
+
+
+class _AuthStream:
+    """Step 4 for outliers as they come (``persist_outliers``): an event is checked
+    against its auth events once each is decided, from the batch or the database
+    (``know``); until then it waits. Its verdicts are those of checking the whole batch
+    in auth order: each event sees the same auth events, decided the same way."""
+
+    def __init__(self, rv: RoomVersion, room_id: str):
+        self.rv, self.room_id = rv, room_id
+        #: Decided events of the batch and stored ones (rejected ones too: see rejected_ids).
+        self.usable: dict[str, PDU] = {}
+        self.rejected_ids: set[str] = set()
+        self._create_id = "$" + room_id[1:] if rv.room_id_from_create_event else None
+        #: An auth event not decided yet -> the events waiting for it.
+        self._waiting: dict[str, list[str]] = {}
+        #: A waiting event -> [it, how many of its auth events it still waits for].
+        self._parked: dict[str, list] = {}
+        self._ready: deque[PDU] = deque()
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
+
+    def _refs(self, pdu: PDU) -> set[str]:
+        refs = set(pdu.auth_event_ids)
+        if self._create_id is not None and pdu.type != "m.room.create":
+            refs.add(self._create_id)  # rooms 12+: not listed, but read by the rules
+        return refs
+
+    def unknown_refs(self, pdus: Iterable[PDU]) -> set[str]:
+        """Auth events of ``pdus`` neither decided nor known to be waited for: the ones
+        to look for in the database."""
+        return {a for p in pdus for a in self._refs(p)
+                if a not in self.usable and a not in self._waiting and a not in self._parked}
+
+    def know(self, stored: Mapping[str, PDU], rejected: set[str]) -> None:
+        """Stored events (``rejected``: those stored as rejected) that events may name."""
+        self.rejected_ids |= rejected
+        for eid, pdu in stored.items():
+            self.usable[eid] = pdu
+            self._release(eid)
+
+    def _release(self, eid: str) -> None:
+        for waiter in self._waiting.pop(eid, ()):
+            entry = self._parked.get(waiter)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._parked[waiter]
+                    self._ready.append(entry[0])
+
+    def add(self, pdus: Sequence[PDU]) -> list[tuple[PDU, str | None]]:
+        """Take new events of the batch: (event, rejection reason or None) for each one
+        decided now (these and the ones that waited for them), in the order decided."""
+        out: list[tuple[PDU, str | None]] = []
+        for pdu in pdus:
+            missing = [a for a in self._refs(pdu) if a not in self.usable]
+            if missing:
+                self._parked[pdu.event_id] = [pdu, len(missing)]
+                for a in missing:
+                    self._waiting.setdefault(a, []).append(pdu.event_id)
+            else:
+                self._ready.append(pdu)
+            while self._ready:
+                ready = self._ready.popleft()
+                out += _auth_batch(self.rv, self.room_id, [ready], self.usable, self.rejected_ids)
+                self._release(ready.event_id)
+        return out
+
+    def rest(self) -> list[tuple[PDU, str | None]]:
+        """The events still waiting at the end (an auth event never came, or they name
+        each other): checked in auth order with what there is (missing: rejected)."""
+        left = {e: entry[0] for e, entry in self._parked.items()}
+        self._parked.clear()
+        self._waiting.clear()
+        return _auth_batch(self.rv, self.room_id, _auth_order(left), self.usable, self.rejected_ids)
 
 
 def _auth_batch(rv: RoomVersion, room_id: str, ordered: Sequence[PDU], usable: dict[str, PDU],

@@ -70,6 +70,7 @@ from federation.signing import quote_path_segment, sign_event
 from ..http import Codes, MatrixError
 from ..storage.out_of_band import OutOfBandStore
 from ..storage.state import StateKey
+from .bulk_work import gc_paused
 from .federation_room_data import wire_json
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,8 @@ class FederationMembershipHandler:
             signing_key=self.hs.signing_key, origin_server_ts=self.hs.clock_ms(), extra_content=extra,
         )
         partial = self.hs.partial_state.enabled
-        answer, v1 = await self._send(server, "join", room_id, event, rv, omit_members=partial)
+        with gc_paused():  # a big room's answer is parsed: see bulk_work
+            answer, v1 = await self._send(server, "join", room_id, event, rv, omit_members=partial)
         state, chain, returned = parse_send_join_response(answer, v1=v1)
         authoriser = event["content"].get("join_authorised_via_users_server")
         if authoriser is not None:

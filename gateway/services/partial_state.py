@@ -68,6 +68,7 @@ from federation.signing import quote_path_segment
 
 from ..storage.partial_state import LaterEvent, PartialStateRoom, PartialStateStore
 from .background import KeyedTasks
+from .bulk_work import gc_paused
 from .federation_events import guess_event_id
 from ..storage.state import StateKey, StateSnapshot
 
@@ -80,8 +81,6 @@ RESYNC_RETRY_MAX_S = 600.0
 BULK_FETCH_THRESHOLD = 200
 #: ``/event`` requests in flight to one server during a resync.
 EVENT_FETCH_CONCURRENCY = 10
-#: Events checked and stored per ``persist_outliers`` call (the room lock is held that long).
-OUTLIER_CHUNK = 2000
 #: How long ``/members``, ``/joined_members`` and backfill wait for the full state.
 FULL_STATE_WAIT_S = 60.0
 
@@ -309,14 +308,17 @@ class PartialStateService:
         out: dict[str, dict] = {}
         if len(wanted) > BULK_FETCH_THRESHOLD:
             try:
-                answer = await self.hs.federation_client.request(
-                    "GET", server, f"/_matrix/federation/v1/state/{quote_path_segment(room_id)}",
-                    query={"event_id": join_event_id})
+                with gc_paused():  # a big answer parsed: see bulk_work
+                    answer = await self.hs.federation_client.request(
+                        "GET", server, f"/_matrix/federation/v1/state/{quote_path_segment(room_id)}",
+                        query={"event_id": join_event_id})
             except FederationRequestError as e:
                 log.info("resync of %s: /state from %s failed (%s); asking event by event", room_id, server, e)
                 answer = None
             if isinstance(answer, dict):
-                out.update(await asyncio.to_thread(_pick, answer, rv, wanted))
+                with gc_paused():
+                    out.update(await asyncio.to_thread(_pick, answer, rv, wanted))
+                del answer
         rest = [e for e in event_ids if e not in out]
         absent: set[str] = set()
         limit = asyncio.Semaphore(EVENT_FETCH_CONCURRENCY)
@@ -346,20 +348,20 @@ class PartialStateService:
         return out, absent
 
     async def _persist(self, origin: str, room_id: str, rv: RoomVersion, events: Mapping[str, dict]) -> None:
-        """Check and store ``events`` (by event ID, as received) as outliers, each after
-        its auth events, in chunks (the room lock is held for one chunk at a time;
-        ``persist_outliers`` checks everything, a malformed event is dropped there)."""
+        """Check and store ``events`` (by event ID, as received) as outliers, given each
+        after its auth events (``persist_outliers`` checks everything, a malformed event
+        is dropped there). One stream: the room's lock is taken for each slice's write
+        only, so the room's traffic goes on meanwhile."""
         fed = self.hs.federation_events
         deps = {eid: auth_event_ids_of(item) for eid, item in events.items()}
         depth = {eid: (item.get("depth") if isinstance(item.get("depth"), int) else 0, eid)
                  for eid, item in events.items()}
         ordered = [events[e] for e in dependency_order(deps, depth)]
-        for i in range(0, len(ordered), OUTLIER_CHUNK):
-            async with self.hs.events.room_lock(room_id):
-                result = await fed.persist_outliers(origin, room_id, rv, ordered[i:i + OUTLIER_CHUNK])
-            if result.dropped:
-                log.warning("resync of %s via %s: %d events dropped (e.g. %s)", room_id, origin,
-                            len(result.dropped), next(iter(result.dropped.items())))
+        del deps, depth
+        result = await fed.persist_outliers(origin, room_id, rv, ordered, lock_writes=True)
+        if result.dropped:
+            log.warning("resync of %s via %s: %d events dropped (e.g. %s)", room_id, origin,
+                        len(result.dropped), next(iter(result.dropped.items())))
 
     # --- the resync: recomputing ----------------------------------------------------------------
 
