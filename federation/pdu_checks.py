@@ -168,13 +168,13 @@ def check_format(pdu_json: Any, room_version: RoomVersion) -> Accept | Drop:
 
 # The events of a room name the same room ID and mostly the same few auth events (a
 # join's state has thousands of events pointing at one create event): each ID is
-# checked once per format (a bounded memo; errors are kept too, they are as pure).
+# checked once per room version (a bounded memo; errors are kept too, they are as pure).
 _ID_PROBLEMS: dict[tuple, str | None] = {}
 
 
 def _id_problem(kind: type, value: str, room_version: RoomVersion) -> str | None:
     """Why ``value`` is not a valid ``kind`` (RoomID or EventID) ID, or None."""
-    key = (kind, value, room_version.event_format, room_version.room_id_from_create_event)
+    key = (kind, value, room_version.identifier)  # a str: hashed once, unlike the format enum
     try:
         return _ID_PROBLEMS[key]
     except KeyError:
