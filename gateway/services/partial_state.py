@@ -69,7 +69,7 @@ from federation.signing import quote_path_segment
 from ..storage.partial_state import LaterEvent, PartialStateRoom, PartialStateStore
 from .background import KeyedTasks
 from .bulk_work import gc_paused
-from .federation_events import guess_event_id
+from .federation_events import OutlierResult, guess_event_id
 from ..storage.state import StateKey, StateSnapshot
 
 log = logging.getLogger(__name__)
@@ -290,9 +290,12 @@ class PartialStateService:
             # listed them), and so are the events whose auth they are.
             log.warning("resync of %s: %s does not have %d events it listed (e.g. %s)", room_id, server,
                         len(absent), next(iter(absent)))
-        await self._persist(server, room_id, rv, fetched)
-        rows = await self.store.get_state_rows(state_ids)
-        usable = [rows[e] for e in state_ids if e in rows and rows[e].rejected_reason is None]
+        stored = (await self._persist(server, room_id, rv, fetched)).accepted
+        del fetched
+        # The state events just stored are known from memory; the others are read.
+        rows = await self.store.get_state_rows([e for e in state_ids if e not in stored])
+        usable = [stored[e] if e in stored else rows[e] for e in state_ids
+                  if e in stored or (e in rows and rows[e].rejected_reason is None)]
         dropped = len(state_ids) - len(usable)
         if dropped:
             log.warning("resync of %s via %s: %d state events dropped or rejected", room_id, server, dropped)
@@ -347,11 +350,12 @@ class PartialStateService:
             raise failed.exceptions[0] from None
         return out, absent
 
-    async def _persist(self, origin: str, room_id: str, rv: RoomVersion, events: Mapping[str, dict]) -> None:
+    async def _persist(self, origin: str, room_id: str, rv: RoomVersion, events: Mapping[str, dict]
+                       ) -> OutlierResult:
         """Check and store ``events`` (by event ID, as received) as outliers, given each
         after its auth events (``persist_outliers`` checks everything, a malformed event
         is dropped there). One stream: the room's lock is taken for each slice's write
-        only, so the room's traffic goes on meanwhile."""
+        only, so the room's traffic goes on meanwhile. Returns what became of them."""
         fed = self.hs.federation_events
         deps = {eid: auth_event_ids_of(item) for eid, item in events.items()}
         depth = {eid: (item.get("depth") if isinstance(item.get("depth"), int) else 0, eid)
@@ -362,6 +366,7 @@ class PartialStateService:
         if result.dropped:
             log.warning("resync of %s via %s: %d events dropped (e.g. %s)", room_id, origin,
                         len(result.dropped), next(iter(result.dropped.items())))
+        return result
 
     # --- the resync: recomputing ----------------------------------------------------------------
 
