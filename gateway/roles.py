@@ -39,14 +39,12 @@ Spec of the model: Synapse's "Scaling synapse via workers" (seed 002).
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import HomeserverConfig
 from .config.workers import MAIN, STREAMS, WorkerConfig, instance_for
 
-__all__ = ["Roles", "roles_for", "shard_owner", "pusher_for_user", "writer_of"]
+__all__ = ["Roles", "roles_for", "pusher_for_user", "writer_of"]
 
 
 @dataclass(frozen=True)
@@ -90,13 +88,6 @@ def roles_for(config: HomeserverConfig) -> Roles:
     )
 
 
-def shard_owner(key: str, instances: Sequence[str]) -> str:
-    """The one of ``instances`` that handles ``key`` (a user ID, a server name): the same
-    answer in every process and after every restart, as long as the list is the same."""
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return instances[int.from_bytes(digest[:8], "big") % len(instances)]
-
-
 def pusher_for_user(config: HomeserverConfig, user_id: str) -> str | None:
     """The instance that sends ``user_id``'s pushes (HTTP and email pushers): their shard of
     ``pusher_instances`` (``instance_for``, as Synapse shards them), else ``main`` when
@@ -109,8 +100,8 @@ def pusher_for_user(config: HomeserverConfig, user_id: str) -> str | None:
 
 def writer_of(workers: WorkerConfig, stream: str, room_id: str | None = None) -> str:
     """The instance that writes ``stream`` (for ``events``, ``room_id``'s: one of the
-    event persisters, by ``shard_owner`` of the room ID)."""
+    event persisters, by ``instance_for`` of the room ID, as Synapse shares rooms out)."""
     writers = workers.stream_writers[stream]
     if len(writers) == 1 or room_id is None:
         return writers[0]
-    return shard_owner(room_id, writers)
+    return instance_for(room_id, writers)
