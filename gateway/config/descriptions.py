@@ -160,8 +160,11 @@ DESCRIPTIONS: dict[str, str] = {
     "start_pushers": "The main process sends pushes (when `pusher_instances` is empty).",
     "pusher_instances": "Instances that send pushes (HTTP and email pushers), each for its shard of the users "
                         "(by a hash of the user ID); main pushes only if named here.",
-    "enable_media_repo": "This process serves the media repository (false on main when a media worker does).",
-    "media_instance_running_background_jobs": "The media worker that runs media background jobs.",
+    "enable_media_repo": "This process serves the media repository: false in the shared file when a media "
+                         "worker does (main then answers 404 `M_UNRECOGNIZED` on media paths), true in that "
+                         "worker's own file (implied for `synapse.app.media_repository`).",
+    "media_instance_running_background_jobs": "The media worker that runs media background jobs (expired upload "
+                                              "reservations); unset: main, if it has `enable_media_repo`.",
     "update_user_directory_from_worker": "The worker that updates the user directory (default: main).",
     "notify_appservices_from_worker": "The worker that sends application service transactions "
                                       "(default: main).",

@@ -199,3 +199,37 @@ async def test_email_pushers_are_mailed_by_the_process_of_the_users_shard():
                              mails_here=lambda user_id: user_id == "@mine:example.com")
     await notifier._sweep()  # what start() does first: users with notifications not mailed yet
     assert list(notifier._due) == ["@mine:example.com"]
+
+
+async def test_receipts_and_out_of_band_invites_go_to_the_users_pusher_process():
+    """On a process that does not push for the user, the badge and the invite are handed
+    over (to the pusher that does, ``on_remote_badge`` / ``on_remote_invite``)."""
+    from types import SimpleNamespace
+
+    from gateway.services.push import BADGE, INVITE, PushService
+
+    class Notifier:
+        def __init__(self):
+            self.published: list[tuple[str, object]] = []
+
+        def publish_data(self, kind, data):
+            self.published.append((kind, data))
+
+        def on_data(self, kind, handler):
+            pass
+
+    notifier = Notifier()
+    push = PushService(db=None, server_name="example.com", events=None, account_data_store=None,
+                       notifier=notifier, gateway=None, clock_ms=lambda: 0, pushes_here=lambda user_id: False)
+    push.on_receipt("!r:example.com", "m.read", "@u:example.com", "$e", {})
+    invite = SimpleNamespace(type="m.room.member", content={"membership": "invite"}, sender="@s:remote.test",
+                             room_id="!r:remote.test", event_id="$i", state_key="@u:example.com")
+    stripped = [{"type": "m.room.name", "state_key": "", "content": {"name": "Far"}}]
+    push.on_out_of_band_invite(invite, stripped)
+    assert notifier.published == [
+        (BADGE, {"room": "!r:example.com", "user": "@u:example.com"}),
+        (INVITE, {"event": {"type": "m.room.member", "content": {"membership": "invite"}, "sender": "@s:remote.test",
+                            "room_id": "!r:remote.test", "event_id": "$i", "state_key": "@u:example.com"},
+                  "stripped": stripped}),
+    ]
+    await push.flush_pushes()  # nothing was started here
