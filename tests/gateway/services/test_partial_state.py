@@ -467,3 +467,28 @@ async def test_a_join_the_state_refuses_leaves_no_marker(gw, ca):
         assert resident.omit_asked == [True]
         assert not await hs.partial_state.is_partial(view.room_id)
         assert await hs.db.fetchval("SELECT COUNT(*) FROM partial_state_rooms") == 0
+
+
+async def test_a_room_marked_and_resynced_by_another_process_is_seen_here(hs):
+    """Workers: another process's mark and end of resync arrive as ``on_replicated``
+    (Redis in a deployment); this process reads the partial rooms again, and requests
+    waiting here for the full state go on."""
+    from .conftest import make_user
+
+    alice = await make_user(hs, "alice")
+    room_id = await hs.rooms.create_room(alice, {"preset": "public_chat"})
+    ps = hs.partial_state
+    assert not await ps.is_partial(room_id)  # read, and remembered
+    await ps.store.mark(room_id, "$join", "resident.example", ["resident.example"], 1)  # the other process
+    assert not await ps.is_partial(room_id)
+    ps.on_replicated({"room": room_id, "partial": True})
+    assert await ps.is_partial(room_id)
+    assert (await ps.servers_for([room_id]))[room_id] == frozenset({"resident.example"})
+    waiting = asyncio.create_task(ps.await_full_state(room_id, 60))
+    await asyncio.sleep(0)  # a turn of the loop: it starts waiting (nothing to read first)
+    assert ps.waiting(room_id) == 1
+    await ps.store.unmark(room_id)
+    ps.on_replicated({"room": room_id, "partial": False})
+    assert await asyncio.wait_for(waiting, 10) is True
+    assert not await ps.is_partial(room_id)
+    ps.on_replicated("not a change")  # ignored
