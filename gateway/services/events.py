@@ -112,13 +112,6 @@ class _Pending:
     done: asyncio.Future
 
 
-@contextlib.asynccontextmanager
-async def _both(local: asyncio.Lock, shared: contextlib.AbstractAsyncContextManager[Any]) -> AsyncIterator[None]:
-    async with local:
-        async with shared:
-            yield
-
-
 class EventsService:
     #: PDUs kept in memory by event ID.
     PDU_CACHE_SIZE = 10_000
@@ -148,6 +141,10 @@ class EventsService:
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         #: Modules' on_new_event runs, kept until they finish.
         self._module_tasks: set[asyncio.Task] = set()
+        #: ``listener(room_id, head_stream_ordering)`` when a room's lock shared with other
+        #: processes is taken: the room's head in the database (None: no such room), for
+        #: caches of the room's head to check themselves against.
+        self.head_checked_listeners: list[Callable[[str, int | None], None]] = []
         #: Callers waiting for each room's next write (group commit).
         self._waiting: dict[str, list[_Pending]] = {}
 
@@ -174,7 +171,23 @@ class EventsService:
             self._locks[room_id] = lock
         if not self.shared_room_locks:
             return lock
-        return _both(lock, self._db.named_lock(f"room:{room_id}"))
+        return self._shared_room_lock(room_id, lock)
+
+    @contextlib.asynccontextmanager
+    async def _shared_room_lock(self, room_id: str, local: asyncio.Lock) -> AsyncIterator[None]:
+        """This process's lock, then every process's; once held, what this process
+        remembers of the room's head is checked against the database (another process
+        may have written since): a stale copy is dropped here and by the
+        ``head_checked_listeners``, before anything is judged on it."""
+        async with local:
+            async with self._db.named_lock(f"room:{room_id}"):
+                head = await self._db.fetchval("SELECT head_stream_ordering FROM rooms WHERE room_id = $1", room_id)
+                cached = self._heads.get(room_id)
+                if cached is not None and cached.head_stream_ordering != head:
+                    self._heads.pop(room_id, None)
+                for listener in self.head_checked_listeners:
+                    listener(room_id, head)
+                yield
 
     def remember(self, pdu: PDU) -> None:
         """Keep a stored PDU in memory (for writers other than this service)."""

@@ -157,6 +157,7 @@ class FederationEventHandler:
         #: check, and it is reloaded.
         self._room_heads: OrderedDict[str, tuple[RoomRow, frozenset[str]]] = OrderedDict()
         self.events.add_new_events_listener(lambda room_id, positions: self._room_heads.pop(room_id, None))
+        self.events.head_checked_listeners.append(self._check_room_head)
         #: Event IDs of the PDUs being processed that were not stored when the batch began
         #: (under the room lock, so only this batch can store them meanwhile).
         self._absent: dict[str, set[str]] = {}
@@ -166,6 +167,13 @@ class FederationEventHandler:
     def forget_room(self, room_id: str) -> None:
         """The room's extremities changed behind our back (an admin deleted some)."""
         self._room_heads.pop(room_id, None)
+
+    def _check_room_head(self, room_id: str, head: int | None) -> None:
+        """Under the room's lock shared with other processes: drop our copy of the
+        room's head if another process wrote to the room since."""
+        cached = self._room_heads.get(room_id)
+        if cached is not None and cached[0].head_stream_ordering != head:
+            del self._room_heads[room_id]
 
     def forget_room_head(self, room_id: str) -> None:
         """Another writer changed the room (a partial-state resync): read its head again."""

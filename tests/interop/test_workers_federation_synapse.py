@@ -33,7 +33,8 @@ import yaml
 from gateway.config.workers import instance_for
 from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
     free_port
-from tests.support.client_api import Client, has_text, member_event, q, register_user, timeline_bodies
+from tests.support.client_api import Client, has_text, invited_to, member_event, q, register_user, \
+    timeline_bodies
 from tests.support.gateway_process import ROOT, stop_process, wait_for_port
 from tests.support.gateway_server import running_gateway
 from tests.support.synapse import register_synapse_user, unique_localpart
@@ -264,3 +265,56 @@ async def test_a_sender_killed_mid_burst_loses_nothing_acknowledged(setup):
     await bob.sync_until(everything, timeout=180)
     assert sorted(set(seen), key=expected.index) == expected
     assert [e["content"] for e in to_device] == [{"n": 1}] and to_device[0]["sender"] == alice.user_id
+
+
+async def test_invites_and_leaves_both_ways_through_the_federation_workers(setup):
+    """Synapse's /invite and make_leave/send_leave land on the workers; what they store
+    shows in /sync on main."""
+    cluster, synapse, other, session, alice, bob, carol, synapse_owner, other_owner = setup
+    # Synapse invites our user (/invite on a worker, signed there); she accepts from main.
+    theirs = (await bob.call("POST", "/createRoom", {"preset": "private_chat", "name": "Theirs"}))["room_id"]
+    await bob.call("POST", f"/rooms/{q(theirs)}/invite", {"user_id": alice.user_id})
+    invite = await alice.sync_until(invited_to(theirs))
+    assert {e["type"]: e for e in invite["invite_state"]["events"]}["m.room.name"]["content"] == {"name": "Theirs"}
+    await alice.call("POST", f"/join/{q(theirs)}", {})
+    await bob.sync_until(member_event(theirs, alice.user_id, "join"))
+    await bob.send_text(theirs, "welcome")
+    await alice.sync_until(has_text(theirs, "welcome"))
+    # Our user invites Synapse's; he joins, then leaves (make_leave/send_leave... or a
+    # leave PDU over /send, whichever Synapse picks: both reach a worker).
+    ours = (await alice.call("POST", "/createRoom", {"preset": "private_chat", "name": "Ours"}))["room_id"]
+    await alice.call("POST", f"/rooms/{q(ours)}/invite", {"user_id": bob.user_id})
+    await bob.sync_until(invited_to(ours))
+    await bob.call("POST", f"/join/{q(ours)}", {})
+    await alice.sync_until(member_event(ours, bob.user_id, "join"))
+    await bob.call("POST", f"/rooms/{q(ours)}/leave", {})
+    await alice.sync_until(member_event(ours, bob.user_id, "leave"))
+    # Invited again, he rejects: a leave he has to ask the room (a worker) to build.
+    await alice.call("POST", f"/rooms/{q(ours)}/invite", {"user_id": bob.user_id})
+    await bob.sync_until(invited_to(ours))
+    await bob.call("POST", f"/rooms/{q(ours)}/leave", {})
+    await alice.sync_until(member_event(ours, bob.user_id, "leave"))
+    assert await cluster.served(session, READERS[0], r"[^\"]*send_leave[^\"]*") + \
+        await cluster.served(session, READERS[1], r"[^\"]*send_leave[^\"]*") >= 1
+
+
+async def test_synapse_backfills_a_cluster_rooms_history_from_the_workers(setup):
+    cluster, synapse, other, session, alice, bob, carol, synapse_owner, other_owner = setup
+    room = (await alice.call("POST", "/createRoom", {"preset": "public_chat", "name": "History"}))["room_id"]
+    for i in range(40):
+        await alice.send_text(room, f"old {i}")
+    await bob.call("POST", f"/join/{q(room)}?server_name={q(cluster.server_name)}", {})
+    await bob.sync_until(member_event(room, bob.user_id, "join"))
+    seen: list[dict] = []
+    token = None
+    for _ in range(20):  # back to the create event (Synapse backfills from us on the way)
+        params = {"dir": "b", "limit": "50", **({"from": token} if token else {})}
+        page = await bob.call("GET", f"/rooms/{q(room)}/messages", params=params)
+        seen += page["chunk"]
+        if not page["chunk"] or page["chunk"][-1]["type"] == "m.room.create" or "end" not in page:
+            break
+        token = page["end"]
+    bodies = [e["content"]["body"] for e in reversed(seen) if e["type"] == "m.room.message"]
+    assert bodies == [f"old {i}" for i in range(40)]
+    assert seen[-1]["type"] == "m.room.create"
+    assert sum([await cluster.served(session, r, r"[^\"]*/backfill/[^\"]*") for r in READERS]) >= 1
