@@ -428,7 +428,8 @@ FORWARDED_WRITES = (
     ("to_device", "e2e_keys", ("send_to_device",)),
     ("presence", "user_directory", ("set_presence", "mark_syncing")),
     ("push_rules", "push", ("put_rule", "delete_rule", "set_enabled", "set_actions", "copy_room_rules")),
-    ("device_lists", "e2e_keys", ("upload_keys", "upload_signatures", "on_devices_changed", "on_devices_deleted")),
+    ("device_lists", "e2e_keys", ("upload_keys", "upload_signatures", "store_signing_keys", "on_devices_changed",
+                                  "on_devices_deleted")),
 )
 
 

@@ -592,6 +592,11 @@ class E2EKeysService:
             for t in ("self_signing", "user_signing"):
                 if t not in new and t in existing and not check_signed_by(existing[t], user_id, master_id, master_pub):
                     log.info("%s's %s key is not signed by the new master key; it stays until replaced", user_id, t)
+        await self.store_signing_keys(user_id, changed)
+
+    async def store_signing_keys(self, user_id: str, changed: dict[str, Any]) -> None:
+        """Cross-signing keys checked (and authorised) by ``upload_signing_keys``: stored,
+        and the device lists of those sharing a room change (the device_lists stream)."""
         await self.store.set_cross_signing_keys(user_id, changed)
         if set(changed) == {"user_signing"}:
             self.hs.notifier.notify_users([user_id])  # nobody else sees that key

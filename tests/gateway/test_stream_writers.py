@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -23,6 +24,7 @@ from gateway.config import load_config
 from gateway.roles import writer_of
 from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
     free_port
+from tests.gateway.client_api.test_keys import cross_signing, device_keys
 from tests.gateway.test_workers import WORKER_APP
 from tests.support.client_api import Client, q, register_user, timeline_bodies
 from tests.support.gateway_process import ROOT, stop_process, wait_for_port
@@ -159,11 +161,17 @@ async def test_writes_on_the_client_worker_are_stored_by_the_writer_and_seen_on_
         bob_device = await whoami_device(bob)
         await alice.call("PUT", "/sendToDevice/org.example.ping/txn1",
                          {"messages": {bob.user_id: {bob_device: {"ping": 1}}}})
+        who = SimpleNamespace(user_id=alice.user_id, device_id=await whoami_device(alice))
+        keys, _ = device_keys(who)
+        await alice.call("POST", "/keys/upload", {"device_keys": keys})
+        _, signing_keys = cross_signing(who)
+        await alice.call("POST", "/keys/device_signing/upload", signing_keys)
         # The persister stored what the client worker built and ran its other writes.
         after = await forwarded(session, cluster.url("persister1"))
         grew = {e for e in after if after[e] > before.get(e, 0)}
         assert {"typing.set_typing", "receipts.send_receipt", "account_data.put", "account_data.add_tag",
-                "e2e_keys.send_to_device", "e2e_keys.on_devices_changed"} <= grew
+                "e2e_keys.send_to_device", "e2e_keys.on_devices_changed", "e2e_keys.upload_keys",
+                "e2e_keys.store_signing_keys"} <= grew
         # ... and the room's event persister its events.
         if cluster.writer_of_room(room_id) == "persister2":
             before, after = before_events, await forwarded(session, cluster.url("persister2"))
@@ -201,6 +209,10 @@ async def test_writes_on_the_client_worker_are_stored_by_the_writer_and_seen_on_
         assert types["org.example.writers"] == {"forwarded": True}
         room_data = {e["type"]: e["content"] for e in body["rooms"]["join"][room_id]["account_data"]["events"]}
         assert room_data["m.tag"] == {"tags": {"u.work": {"order": 0.5}}}
+        # Her keys, queried on main.
+        found = await bob_main.call("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
+        assert found["device_keys"][alice.user_id][who.device_id]["keys"] == keys["keys"]
+        assert found["master_keys"][alice.user_id]["keys"] == signing_keys["master_key"]["keys"]
 
 
 async def test_the_event_persister_killed_mid_burst_loses_nothing_acknowledged(cluster):
