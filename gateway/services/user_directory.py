@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 MAX_SEARCH_LIMIT = 50
 PRESENCE_STATES = ("online", "offline", "unavailable")
 MAX_STATUS_MSG = 1024
+#: Presence entries per ``m.presence`` EDU when a join shares a room's presence (an EDU
+#: stays well under the 64 KiB a server may take).
+PRESENCE_PER_EDU = 200
 #: A syncing user's last activity is stored at most this often (as Synapse's granularity).
 LAST_ACTIVE_GRANULARITY_MS = 60_000
 
@@ -165,24 +168,23 @@ class UserDirectoryService:
             ours = ":" + self.server_name
             now = self.clock_ms()
 
-            async def entries(user_ids: Sequence[str]) -> list[dict[str, Any]]:
-                rows = await self.presence_store.get_presence(user_ids)
-                return [{"user_id": u, **presence_json(rows.get(u), now)} for u in user_ids
-                        if rows.get(u) is not None and rows[u].presence != "offline"]
+            def send(servers: Sequence[str], rows: Sequence[PresenceRow]) -> None:
+                entries = [{"user_id": r.user_id, **presence_json(r, now)} for r in rows]
+                for i in range(0, len(entries), PRESENCE_PER_EDU):
+                    sender.send_edu_to_servers(servers, "m.presence", {"push": entries[i:i + PRESENCE_PER_EDU]})
 
             newcomers = sorted({u.partition(":")[2] for u in joined if not u.endswith(ours)} - {self.server_name})
             if newcomers:
-                members = [m.user_id for m in await self.events.state.get_members(room_id, "join")
-                           if m.user_id.endswith(ours)]
-                push = await entries(members)
-                if push:
-                    sender.send_edu_to_servers(newcomers, "m.presence", {"push": push})
+                present = await self.presence_store.get_present_members(room_id, self.server_name)
+                if present:
+                    send(newcomers, present)
             locals_ = [u for u in joined if u.endswith(ours)]
             if locals_:
-                push = await entries(locals_)
-                servers = await sender.joined_servers(room_id)
-                if push and servers:
-                    sender.send_edu_to_servers(sorted(servers), "m.presence", {"push": push})
+                rows = await self.presence_store.get_presence(locals_)
+                present = [rows[u] for u in locals_ if u in rows and rows[u].presence != "offline"]
+                servers = await sender.joined_servers(room_id) if present else set()
+                if servers:
+                    send(sorted(servers), present)
         except Exception:
             log.exception("sharing presence with the servers of %s failed", room_id)
 

@@ -54,6 +54,19 @@ class PresenceStore:
         )
         return [PresenceRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
 
+    async def get_present_members(self, room_id: str, server_name: str) -> list[PresenceRow]:
+        """The presence of the room's joined members of ``server_name`` who are not
+        offline (one query; offline members, the usual bulk of a big room, stay out)."""
+        escaped = server_name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self.db.fetch(
+            "SELECT p.user_id, p.presence, p.status_msg, p.last_active_ts, p.updated_ts FROM presence p"
+            " JOIN room_memberships m ON m.user_id = p.user_id"
+            " WHERE m.room_id = $1 AND m.membership = 'join' AND p.presence <> 'offline'"
+            " AND m.user_id LIKE $2 ESCAPE '\\' ORDER BY p.user_id",
+            room_id, "%:" + escaped,
+        )
+        return [PresenceRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
     async def get_newly_shared(self, user_id: str, *, since_events: int) -> list[str]:
         """Users the user started sharing a joined room with after the events stream
         position: those who joined one of the user's rooms, and everyone in a room the

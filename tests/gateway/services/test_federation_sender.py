@@ -506,24 +506,32 @@ async def _at_least(position, last: int) -> bool:
     return await position >= last
 
 
-async def test_a_join_brings_the_members_presence_to_the_joining_server(hs, peer):
+async def test_a_join_brings_the_members_presence_to_the_joining_server(hs, peer, monkeypatch):
     """A user of another server joins: our members' presence (not offline ones) goes to
-    that server at once, without waiting for their next change (as Synapse does)."""
+    that server at once, without waiting for their next change (as Synapse does), a
+    bounded number of users per EDU."""
+    import gateway.services.user_directory as user_directory
+
+    monkeypatch.setattr(user_directory, "PRESENCE_PER_EDU", 1)
     trust(peer, hs)
     alice, room_id = await new_room(hs)
-    quiet = await make_user(hs, "quiet")
+    quiet, busy = await make_user(hs, "quiet"), await make_user(hs, "busy")
     await hs.rooms.join(quiet, room_id)
+    await hs.rooms.join(busy, room_id)
     await hs.user_directory.set_presence(alice, alice, "online", "here")  # shares no room with the peer yet
+    await hs.user_directory.set_presence(busy, busy, "unavailable", None)
     assert not any(e["edu_type"] == "m.presence" for e in peer.edus)
     join = await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
     # (announced as the inbound side does once it stored the join)
     position = (await hs.events.store.get_event(join.event_id)).stream_ordering
     hs.events.announce_stored(room_id, [position], received=[join])
 
-    def presence_arrived():
-        return any(e["edu_type"] == "m.presence" for e in peer.edus)
+    def both_arrived():
+        return sum(e["edu_type"] == "m.presence" for e in peer.edus) == 2
 
-    await peer.wait_for(presence_arrived)
-    pushes = [p for e in peer.edus if e["edu_type"] == "m.presence" for p in e["content"]["push"]]
-    assert [(p["user_id"], p["presence"], p["status_msg"]) for p in pushes] == [(alice, "online", "here")]
+    await peer.wait_for(both_arrived)
+    edus = [e["content"]["push"] for e in peer.edus if e["edu_type"] == "m.presence"]
+    assert all(len(push) == 1 for push in edus)
+    assert sorted((p["user_id"], p["presence"], p.get("status_msg")) for push in edus for p in push) == \
+        sorted([(alice, "online", "here"), (busy, "unavailable", None)])
     assert peer.errors == []
