@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -59,7 +60,10 @@ class WorkerCluster:
                 {"port": self.main_port, "bind_addresses": LOCAL, "resources": [{"names": list(main_resources)}]},
                 {"port": self.replication_port, "bind_addresses": LOCAL, "resources": [{"names": ["replication"]}]},
             ],
-            "instance_map": {"main": {"host": "127.0.0.1", "port": self.replication_port}},
+            # Workers with a ``replication`` resource (stream writers) are reachable there.
+            "instance_map": {"main": {"host": "127.0.0.1", "port": self.replication_port},
+                             **{w.name: {"host": "127.0.0.1", "port": w.port} for w in workers
+                                if "replication" in w.resources}},
             "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
                       "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
             "enable_registration": True, "enable_registration_without_verification": True,
@@ -74,25 +78,48 @@ class WorkerCluster:
             }))
         self.main: subprocess.Popen | None = None
 
-    def _start(self, name: str, port: int, *configs: Path) -> subprocess.Popen:
-        log = self.dir / f"{name}.log"
+    def _spawn(self, name: str, *configs: Path) -> subprocess.Popen:
         args = [a for c in configs for a in ("--config-path", str(c))]
-        with open(log, "ab") as out:  # a file: a full pipe nobody reads would block the process
-            proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", *args], cwd=ROOT,
+        with open(self.dir / f"{name}.log", "ab") as out:  # a file: a full pipe nobody reads would block it
+            return subprocess.Popen([sys.executable, "-m", "gateway", "run", *args], cwd=ROOT,
                                     env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
-        wait_for_port(port, proc, name, log)
+
+    def _start(self, name: str, port: int, *configs: Path) -> subprocess.Popen:
+        proc = self._spawn(name, *configs)
+        wait_for_port(port, proc, name, self.dir / f"{name}.log")
         return proc
 
     def start(self) -> None:
-        """Main first (it brings the schema up to date), then every worker."""
+        """Main first (it brings the schema up to date), then every worker (started
+        together, then each awaited on its port)."""
         self.main = self._start("main", self.main_port, self.shared)
         for w in self.workers.values():
-            w.proc = self._start(w.name, w.port, self.shared, self.dir / f"{w.name}.yaml")
+            w.proc = self._spawn(w.name, self.shared, self.dir / f"{w.name}.yaml")
+        for w in self.workers.values():
+            wait_for_port(w.port, w.proc, w.name, self.dir / f"{w.name}.log")
+
+    def start_worker(self, name: str) -> None:
+        """Start the worker ``name`` (again, after ``kill``)."""
+        w = self.workers[name]
+        w.proc = self._start(w.name, w.port, self.shared, self.dir / f"{w.name}.yaml")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the worker ``name``: whatever it held in memory is gone."""
+        w = self.workers[name]
+        assert w.proc is not None and w.proc.poll() is None, f"{name} is not running"
+        w.proc.send_signal(signal.SIGKILL)
+        w.proc.wait()
+        w.proc = None
 
     def stop(self) -> None:
-        for proc in [w.proc for w in self.workers.values()] + [self.main]:
-            if proc is not None and proc.poll() is None:
-                stop_process(proc)
+        """The workers (told to stop together, then each awaited), then main."""
+        workers = [w.proc for w in self.workers.values() if w.proc is not None and w.proc.poll() is None]
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            stop_process(proc)  # already told: this waits, and kills one that does not stop
+        if self.main is not None and self.main.poll() is None:
+            stop_process(self.main)
 
     def pids(self) -> dict[str, int]:
         out = {"main": self.main.pid} if self.main is not None else {}
