@@ -10,7 +10,7 @@ from aiohttp import web
 
 from federation.canonical_json import parse_json
 from ..appkeys import HS
-from ..http import MatrixError, json_response
+from ..http import MatrixError, large_json_response
 from ..services.filtering import SyncFilter
 from ..storage.profiles import FilterStore
 from .auth import guest_allowed, requester
@@ -74,4 +74,4 @@ async def sync(request: web.Request) -> web.Response:
         for section in ("join", "leave"):
             for room in body["rooms"][section].values():
                 room["org.matrix.msc4222.state_after"] = room.pop("state_after")
-    return json_response(body)
+    return large_json_response(body)

@@ -736,11 +736,8 @@ class EventsService:
         before or after it lets them.
         https://spec.matrix.org/latest/client-server-api/#room-history-visibility"""
         verdicts = await self._group_verdicts(user_id, {e.state_group for e in events if e.state_group is not None})
-        room_ids = {e.pdu.room_id for e in events}
-        current_membership = {}
-        for r in room_ids:
-            row = await self.state.get_membership(r, user_id)
-            current_membership[r] = row.membership if row else None
+        rows = await self.state.get_user_memberships(user_id, [e.pdu.room_id for e in events]) if events else {}
+        current_membership = {r: row.membership for r, row in rows.items()}
         # The visibility before each history visibility change (the state it replaced).
         changes = [e for e in events if e.pdu.type == "m.room.history_visibility" and e.pdu.state_key == ""]
         replaced = await self.get_pdus([e.replaces_state for e in changes if e.replaces_state])

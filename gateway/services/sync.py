@@ -243,15 +243,22 @@ class SyncService:
                 rooms_for_timeline, after=s_events or 0, upto=upto, limit=limit + 1, flt=tfilter, device=device))
             ranges.update((r, (s_events or 0, upto)) for r in batched)
         by_room = {m.room_id: m for m in memberships}
+        # Rooms new to the client and left rooms: each its own range, read together.
         for room_id in sorted(from_scratch):
-            timeline_rows[room_id] = await self._timeline(room_id, None, upto, limit, tfilter, flt, device)
             ranges[room_id] = (None, upto)
+        pages_left = []
         for m in left:
             after = None if s_events is None or full_state else s_events
-            if after is not None and m.stream_ordering <= after:
-                continue
-            ranges[m.room_id] = (after, m.stream_ordering)
-            rows = await self._timeline(m.room_id, after, m.stream_ordering, limit, tfilter, flt, device)
+            if after is None or m.stream_ordering > after:
+                pages_left.append(m)
+                ranges[m.room_id] = (after, m.stream_ordering)
+        pages = await self.store.get_timeline_pages(
+            [(r, *ranges[r]) for r in [*sorted(from_scratch), *(m.room_id for m in pages_left)]
+             if flt.timeline.allows_room(r)], limit=limit + 1, flt=tfilter, device=device)
+        for room_id in sorted(from_scratch):
+            timeline_rows[room_id] = pages.get(room_id, [])
+        for m in pages_left:
+            rows = pages.get(m.room_id, [])
             if not rows and m.current_state_group is None and flt.timeline.allows_room(m.room_id):
                 # A room this server is not in (a rejected invite, a retracted knock): the
                 # leave event, made here or by the room's server, is its whole timeline.
@@ -263,9 +270,13 @@ class SyncService:
             timeline_rows.setdefault(room_id, [])
         left_fresh = await self._joined_and_left(user_id, left, s_events) if not full_state else set()
 
+        # History visibility: every room's newest page at once, older pages where needed.
+        first = {room_id: rows[:limit][::-1] for room_id, rows in timeline_rows.items()}
+        visible_first = await self.visible_timelines(user_id, {r: (by_room[r], page) for r, page in first.items()})
         for room_id, rows in timeline_rows.items():
             m = by_room[room_id]
-            rows, more = await self._visible_page(user_id, m, list(rows), ranges.get(room_id), limit, tfilter, device)
+            rows, more = await self._visible_page(user_id, m, len(rows) > limit, first[room_id], visible_first[room_id],
+                                                  ranges.get(room_id), limit, tfilter, device)
             # A room joined since the token is new to the client: its timeline is a page of
             # history with a gap before it, so limited (as Synapse says: the client resets
             # the room's timeline and paginates back from prev_batch).
@@ -416,26 +427,16 @@ class SyncService:
             res = results[m.room_id] = _RoomResult(m, prev_batch="")
         return res
 
-    async def _timeline(self, room_id: str, after: int | None, upto: int, limit: int, tfilter: TimelineFilter,
-                        flt: SyncFilter, device: tuple[str, str]) -> list[TimelineEvent]:
-        if not flt.timeline.allows_room(room_id):
-            return []
-        return await self.store.get_timeline(room_id, after=after, upto=upto, limit=limit + 1, flt=tfilter,
-                                             device=device)
-
-    async def _visible_page(self, user_id: str, m: UserMembership, rows: list[TimelineEvent],
-                            bounds: tuple[int | None, int] | None, limit: int, tfilter: TimelineFilter,
-                            device: tuple[str, str]) -> tuple[list[TimelineEvent], bool]:
+    async def _visible_page(self, user_id: str, m: UserMembership, more: bool, page: list[TimelineEvent],
+                            visible: list[TimelineEvent], bounds: tuple[int | None, int] | None, limit: int,
+                            tfilter: TimelineFilter, device: tuple[str, str]) -> tuple[list[TimelineEvent], bool]:
         """The last ``limit`` events of a room's timeline the user may see, oldest first,
-        and whether more came before them in the range. ``rows``: the range's newest
-        ``limit + 1`` events, newest first. When history visibility hides some, older
+        and whether more came before them in the range. ``page``: the range's newest
+        ``limit`` events, oldest first, ``visible`` those the user may see, ``more``
+        whether older ones are in the range. When history visibility hides some, older
         events are read too, ``REFILL_PAGE_FACTOR * limit`` at a time, up to
         ``REFILL_PAGES`` times (as Synapse), so that a client still gets a page of what it
         may see, such as a member's join among messages from before its own join."""
-        more = len(rows) > limit
-        page = rows[:limit]
-        page.reverse()
-        visible = await self.visible_timeline(user_id, m, page)
         size = max(limit * REFILL_PAGE_FACTOR, 10)
         for _ in range(REFILL_PAGES):
             if not more or len(visible) >= limit or not page or bounds is None:
@@ -452,22 +453,40 @@ class SyncService:
 
     async def visible_timeline(self, user_id: str, m: UserMembership,
                                rows: list[TimelineEvent]) -> list[TimelineEvent]:
-        """History visibility: a joined user sees everything since their join; older
-        events (and everything of a room they left) go through the visibility rules,
-        except, for a joined user, the state events that are the room's current state
-        (as Synapse: a client keeps its state from the timeline, and a member may know
-        the room's current state however it came to be)."""
-        if m.membership == "join":
-            old = [t.event for t in rows if t.event.stream_ordering < m.stream_ordering]
-            if not old:
-                return rows
-        else:
-            old = [t.event for t in rows]
-        allowed = {e.event_id for e in await self.events.filter_visible(user_id, old)}
-        if m.membership == "join" and any(e.pdu.state_key is not None and e.event_id not in allowed for e in old):
-            allowed |= set((await self.events.state.get_current_state_ids(m.room_id)).values())
-        return [t for t in rows if t.event.event_id in allowed
-                or (m.membership == "join" and t.event.stream_ordering >= m.stream_ordering)]
+        """History visibility of one room's timeline (see ``visible_timelines``)."""
+        return (await self.visible_timelines(user_id, {m.room_id: (m, rows)}))[m.room_id]
+
+    async def visible_timelines(
+        self, user_id: str, pages: Mapping[str, tuple[UserMembership, list[TimelineEvent]]],
+    ) -> dict[str, list[TimelineEvent]]:
+        """History visibility, room -> (membership, timeline) in, room -> visible timeline
+        out (the rooms' events checked together): a joined user sees everything since
+        their join; older events (and everything of a room they left) go through the
+        visibility rules, except, for a joined user, the state events that are the room's
+        current state (as Synapse: a client keeps its state from the timeline, and a
+        member may know the room's current state however it came to be)."""
+        old_by_room: dict[str, list[StoredEvent]] = {}
+        for room_id, (m, rows) in pages.items():
+            if m.membership == "join":
+                old = [t.event for t in rows if t.event.stream_ordering < m.stream_ordering]
+                if old:
+                    old_by_room[room_id] = old
+            else:
+                old_by_room[room_id] = [t.event for t in rows]
+        checked = [e for old in old_by_room.values() for e in old]
+        allowed = {e.event_id for e in await self.events.filter_visible(user_id, checked)} if checked else set()
+        out: dict[str, list[TimelineEvent]] = {}
+        for room_id, (m, rows) in pages.items():
+            old = old_by_room.get(room_id)
+            if old is None:
+                out[room_id] = rows
+                continue
+            room_allowed = allowed
+            if m.membership == "join" and any(e.pdu.state_key is not None and e.event_id not in allowed for e in old):
+                room_allowed = allowed | set((await self.events.state.get_current_state_ids(m.room_id)).values())
+            out[room_id] = [t for t in rows if t.event.event_id in room_allowed
+                            or (m.membership == "join" and t.event.stream_ordering >= m.stream_ordering)]
+        return out
 
     # --- state -----------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from federation.canonical_json import encode_canonical_json
 from federation.events import PDU, compute_event_id
 from federation.relations import THREAD, relation_of
@@ -135,6 +137,20 @@ def stream_range(backwards: bool, from_pos: int | None, to_pos: int | None, arg:
     return out
 
 
+def _load_event_json(text: str, strict: bool) -> dict[str, Any]:
+    """A stored event's JSON. orjson is several times faster (a sync reads hundreds) and
+    reads the same where numbers are integers in the safe range, as the format check
+    demands in rooms with ``strict`` canonical JSON; the standard library reads older
+    rooms' events (orjson would turn an integer beyond 64 bits into a float) and what
+    orjson refuses (a lone surrogate)."""
+    if strict:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 class EventStore:
     def __init__(self, db: Database, state: StateStore):
         self.db = db
@@ -174,7 +190,8 @@ class EventStore:
     # --- reading events --------------------------------------------------------------
 
     def _row_to_event(self, row: Any) -> StoredEvent:
-        pdu = decode_pdu_json(json.loads(row[0]), get_room_version(row[9]))
+        rv = get_room_version(row[9])
+        pdu = decode_pdu_json(_load_event_json(row[0], rv.strict_canonicaljson), rv)
         return StoredEvent(pdu, int(row[1]), int(row[2]), row[3], bool(row[4]), bool(row[5]),
                            None if row[6] is None else int(row[6]), row[7])
 

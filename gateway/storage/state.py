@@ -303,6 +303,21 @@ class StateStore:
         )
         return None if row is None else MemberRow(*row)
 
+    async def get_user_memberships(self, user_id: str, room_ids: Sequence[str]) -> dict[str, MemberRow]:
+        """``get_membership`` of one user in many rooms, in one query (rooms where the
+        user has no membership are left out)."""
+        ids = list(dict.fromkeys(room_ids))
+        out: dict[str, MemberRow] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await self.db.fetch(
+                "SELECT room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url"
+                f" FROM room_memberships WHERE user_id = $1 AND room_id IN ({_placeholders(len(chunk), 2)})",
+                user_id, *chunk,
+            )
+            out.update((r[0], MemberRow(*r)) for r in rows)
+        return out
+
     async def get_members(self, room_id: str, membership: str | None = None) -> list[MemberRow]:
         sql = ("SELECT room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url"
                " FROM room_memberships WHERE room_id = $1")
