@@ -708,17 +708,20 @@ class SyncService:
             "device_one_time_keys_count": {},
         }
 
-    async def _named(self, room_id: str) -> bool:
-        """Whether the room has a non-empty ``m.room.name`` or canonical alias: then the
-        summary has no ``m.heroes`` (the spec requires them only for a room without
-        either; Synapse leaves them out then, and clients name the room by its name)."""
-        state = self.events.state
-        ids = [await state.get_current_state_event_id(room_id, t, "")
-               for t in ("m.room.name", "m.room.canonical_alias")]
-        pdus = await self.events.get_pdus([i for i in ids if i])
-        name, alias = (pdus.get(i) if i else None for i in ids)
-        return bool((name is not None and name.content.get("name"))
-                    or (alias is not None and alias.content.get("alias")))
+    async def _named(self, room_ids: Sequence[str]) -> set[str]:
+        """The rooms with a non-empty ``m.room.name`` or canonical alias: their summary
+        has no ``m.heroes`` (the spec requires them only for a room without either;
+        Synapse leaves them out then, and clients name the room by its name)."""
+        current = await self.events.state.get_current_state_of_rooms(
+            room_ids, ("m.room.name", "m.room.canonical_alias"))
+        pdus = await self.events.get_pdus([e for state in current.values() for e in state.values()])
+        named = set()
+        for room_id, state in current.items():
+            name = pdus.get(state.get(("m.room.name", ""), ""))
+            alias = pdus.get(state.get(("m.room.canonical_alias", ""), ""))
+            if (name is not None and name.content.get("name")) or (alias is not None and alias.content.get("alias")):
+                named.add(room_id)
+        return named
 
     async def _summaries(self, rooms: Sequence[UserMembership]) -> dict[str, tuple[int, int, list[str] | None]]:
         """room -> (joined count, invited count, hero candidates or None for a named
@@ -737,8 +740,9 @@ class SyncService:
             ids = [m.room_id for m in missing]
             counts = await self.store.get_member_counts(ids)
             heroes = await self.store.get_hero_candidates(ids, HEROES + 1)
+            named = await self._named(ids)
             for m in missing:
-                candidates = None if await self._named(m.room_id) else [u for u, _ in heroes.get(m.room_id, [])]
+                candidates = None if m.room_id in named else [u for u, _ in heroes.get(m.room_id, [])]
                 value = (counts[m.room_id]["join"], counts[m.room_id]["invite"], candidates)
                 out[m.room_id] = value
                 if m.current_state_group is not None:
