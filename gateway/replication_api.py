@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from .http import MatrixError
-from .services.stream_writers import StreamWriters
+from .services.stream_writers import SECRET_REFUSED, StreamWriters
 
 WRITERS = web.AppKey("stream_writers", StreamWriters)
 
@@ -20,7 +20,9 @@ WRITERS = web.AppKey("stream_writers", StreamWriters)
 @web.middleware
 async def _secret_middleware(request: web.Request, handler) -> web.StreamResponse:
     if not request.app[WRITERS].authorized(request.headers.get("Authorization")):
-        raise MatrixError.forbidden("Replication requests need the worker_replication_secret")
+        return web.json_response({"errcode": "M_FORBIDDEN",
+                                  "error": "Replication requests need the worker_replication_secret"},
+                                 status=403, headers={SECRET_REFUSED: "1"})
     return await handler(request)
 
 

@@ -41,6 +41,8 @@ RETRY_DELAYS_S = (0.1, 0.2, 0.5, 1, 1, 2, 2, 3)
 #: How long a forwarded call may take once sent (a remote invite waits on another server).
 CALL_TIMEOUT_S = 120
 PATH = "/_synapse/replication"
+#: The header of a writer's 403 that refuses the caller itself (its secret), not the write.
+SECRET_REFUSED = "X-Gateway-Replication-Refused"
 
 #: Writes other processes forwarded here, by endpoint and outcome.
 FORWARDED = Counter("gateway_forwarded_writes_total", "Writes other processes forwarded to this stream writer",
@@ -127,7 +129,7 @@ class StreamWriters:
             try:
                 async with session.post(url, data=data, headers=headers) as r:
                     raw = await r.read()
-                    status = r.status
+                    status, refused = r.status, SECRET_REFUSED in r.headers
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as e:
                 # Refused, reset or cut mid-answer: the call is idempotent, so it is made again.
                 if attempt == len(RETRY_DELAYS_S):
@@ -141,6 +143,10 @@ class StreamWriters:
                 answer = None
             if status == 200:
                 return answer
+            if status == 403 and refused:  # a deployment problem, not the client's
+                log.error("the %s writer %s refused our worker_replication_secret", stream, instance)
+                raise MatrixError(502, Codes.UNKNOWN, f"The {stream} stream's writer ({instance}) refused this "
+                                                      "process (worker_replication_secret differs)")
             if status != 500 and isinstance(answer, dict) and isinstance(answer.get("errcode"), str):
                 extra = {k: v for k, v in answer.items() if k not in ("errcode", "error")}
                 raise MatrixError(status, answer["errcode"], str(answer.get("error", "")), **extra)
