@@ -14,7 +14,10 @@ real Synapse.
 - kill -9 of the sync worker and of the federation sender in the middle of a burst from
   both clients and Synapse, then both started again: every acknowledged event is in
   /messages, in the clients' /syncs and on Synapse; a sync token from before the burst
-  answers 200 with every event after it.
+  answers 200 with every event after it, in /sync and in /messages.
+- kill -9 of the event persister with sends in flight, started again: main retries the
+  forwarded writes, clients retry a 503 with their transaction IDs; every acknowledged
+  message is stored once, synced and sent to Synapse.
 """
 
 from __future__ import annotations
@@ -175,10 +178,16 @@ class Expected:
         return lambda: self.ids is not None and self.ids <= set(seen)
 
 
-async def send(client: nio.AsyncClient, room_id: str, body: str) -> str:
-    resp = await client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body})
-    assert isinstance(resp, nio.RoomSendResponse), resp
-    return resp.event_id
+async def send(client: nio.AsyncClient, room_id: str, body: str, *, retries: int = 0) -> str:
+    """Send a message; ``retries``: how many times a 503 (the room's writer away) is
+    tried again with the same transaction ID, as clients do."""
+    txn = uuid.uuid4().hex
+    for _ in range(retries + 1):
+        resp = await client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body}, tx_id=txn)
+        if isinstance(resp, nio.RoomSendResponse):
+            return resp.event_id
+        assert resp.transport_response is not None and resp.transport_response.status == 503, resp
+    raise AssertionError(f"{body!r} never acknowledged")
 
 
 async def wait_for(client: nio.AsyncClient, room_id: str, ids: set[str], seen: list[str] | None = None) -> list[str]:
@@ -360,6 +369,47 @@ async def test_kill_9_of_the_sync_worker_and_the_sender_mid_burst_loses_nothing(
         for user_id, ids in sent.items():
             assert [e for e in seen[client.user_id] if e in ids] == ids, user_id
     assert await s.served(SYNC, SYNC_ROUTE) == syncs + 2
+    # A sync token is a /messages token too: forwards from the old one, every event since.
+    page = await s.alice.room_messages(room_id, start=old_tokens[s.alice.user_id], limit=200,
+                                       direction=nio.MessageDirection.front)
+    assert isinstance(page, nio.RoomMessagesResponse), page
+    assert [e.event_id for e in page.chunk if e.event_id in expected.ids] == [e for e in history if e in expected.ids]
     # Synapse has every one of the cluster's events, from the restarted sender.
     assert ours <= await synapse_event_ids(s, room_id, ours)
     assert await s.sent_to_synapse() > 0
+
+
+async def test_kill_9_of_the_event_persister_mid_burst_stores_each_message_once(setup):
+    """The writer of the room's events dies with sends in flight: main retries the
+    forwarded writes until it is back (a client retries a 503 with its transaction ID);
+    every acknowledged message is stored once, synced and sent to Synapse."""
+    s = setup
+    room_id = await federated_room(s, "persister")
+    await wait_for(s.alice, room_id, set())
+    await wait_for(s.bob, room_id, set())
+    sent: dict[str, list[str]] = {s.alice.user_id: [], s.bob.user_id: []}
+    seen: dict[str, list[str]] = {s.alice.user_id: [], s.bob.user_id: []}
+    expected = Expected()
+    restarted: list[asyncio.Task] = []
+
+    async def talk(client: nio.AsyncClient, n: int) -> None:
+        for i in range(n):
+            sent[client.user_id].append(await send(client, room_id, f"{client.user_id} persisted {i}", retries=5))
+            if client is s.alice and i == 4:
+                await asyncio.to_thread(s.cluster.kill, PERSISTER)
+                restarted.append(asyncio.create_task(asyncio.to_thread(s.cluster.start_worker, PERSISTER)))
+
+    listeners = [asyncio.create_task(follow(c, room_id, seen[c.user_id], expected.seen_by(seen[c.user_id])))
+                 for c in (s.alice, s.bob)]
+    await asyncio.gather(talk(s.alice, 15), talk(s.bob, 15))
+    await restarted[0]
+    expected.ids = set(sent[s.alice.user_id]) | set(sent[s.bob.user_id])
+    assert len(expected.ids) == 30
+    await asyncio.wait_for(asyncio.gather(*listeners), 180)
+    history = list(reversed(await messages_ids(s.alice, room_id)))
+    assert expected.ids <= set(history) and len(history) == len(set(history))
+    for user_id, ids in sent.items():
+        assert [e for e in history if e in ids] == ids, user_id  # each once, in order
+        for client in (s.alice, s.bob):
+            assert [e for e in seen[client.user_id] if e in ids] == ids, (client.user_id, user_id)
+    assert expected.ids <= await synapse_event_ids(s, room_id, expected.ids)
