@@ -38,8 +38,10 @@ def wheel_venv(tmp_path_factory) -> Path:
     site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
     (site / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Without PYTHONPATH: a checkout on it (its gateway.egg-info) would make pip think the wheel installed.
+    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
-                    "--disable-pip-version-check", "--no-deps", "--no-index", str(wheel)], check=True)
+                    "--disable-pip-version-check", "--no-deps", "--no-index", str(wheel)], check=True, env=clean_env)
     return venv
 
 
