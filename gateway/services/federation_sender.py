@@ -330,6 +330,10 @@ class FederationSender:
         self._wake = asyncio.Event()
         self._distributor: asyncio.Task | None = None
         self._position = 0
+        #: Events up to here were routed by this sender before it restarted (sharded).
+        self._replay_upto = 0
+        #: Positions of senders no longer in the list, forgotten once routed past.
+        self._removed: dict[str, int] = {}
         self._room_servers: OrderedDict[str, _RoomServers] = OrderedDict()
         # Transaction IDs differ between senders (they share the origin: a destination
         # that moves to another sender, or two started in the same millisecond, must not
@@ -359,6 +363,8 @@ class FederationSender:
             return
         self.started = True
         self._position = await self.store.get_sender_position(self._position_key)
+        if self._position_key is not None:
+            await self._resume_shard()
         for row in await self.store.get_backing_off():
             if self.owns(row.destination):
                 self._queue(row.destination).set_retry(row)
@@ -376,6 +382,23 @@ class FederationSender:
                 await hook()
             except Exception:
                 log.exception("federation sender start hook failed")
+
+    async def _resume_shard(self) -> None:
+        """One of several senders: start from the slowest sender's position (a
+        destination this one owns now may have been another's, which had not routed as
+        far), sending the events up to its own old position only to destinations that
+        have not taken them (``last_successful_stream_ordering``); the positions of
+        senders no longer in the list are forgotten once this one has routed past them."""
+        positions = await self.store.get_instance_positions()
+        own = positions.get(self.instance_name)
+        if own is None or not positions:
+            return
+        self._replay_upto = own
+        self._position = min(positions.values())
+        self._removed = {i: p for i, p in positions.items() if i not in self.sender_instances}
+        if self._position < own:
+            log.info("federation sender %s: routing events %d..%d again for destinations that moved here",
+                     self.instance_name, self._position, own)
 
     async def stop(self) -> None:
         self.stopped = True
@@ -630,10 +653,21 @@ class FederationSender:
                     destination_rooms[(d, event.room_id)] = event.stream_ordering
         log.debug("routed events %d..%d (%d ours) to %s", rows[0].stream_ordering, new_position, len(ours),
                   {d: len(v) for d, v in per_destination.items()})
+        if rows[0].stream_ordering <= self._replay_upto and per_destination:
+            # Routed before by this sender: only what a destination has not taken.
+            taken = await self.store.get_destinations(per_destination)
+            for d in list(per_destination):
+                done = taken[d].last_successful_stream_ordering if d in taken else None
+                if done is not None:
+                    per_destination[d] = [item for item in per_destination[d] if item[0] > done]
         await self.store.save_batch(new_position, destination_rooms, self._position_key)
         self._position = new_position
+        if self._removed and new_position >= max(self._removed.values()):
+            await self.store.delete_instance_positions(list(self._removed))
+            self._removed = {}
         for d, items in per_destination.items():
-            self._queue(d).add_pdus(items)
+            if items:
+                self._queue(d).add_pdus(items)
         return len(rows) >= self.batch_size
 
     async def _destinations_of(self, ours: Sequence[NewEventRow],

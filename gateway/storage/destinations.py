@@ -140,6 +140,16 @@ class DestinationStore:
                 return int(low)
         return int(await self.db.fetchval("SELECT stream_ordering FROM federation_sender_position") or 0)
 
+    async def get_instance_positions(self) -> dict[str, int]:
+        """Each of several senders' position (``federation_sender_instances``)."""
+        rows = await self.db.fetch("SELECT instance_name, stream_ordering FROM federation_sender_instance_positions")
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def delete_instance_positions(self, instances: Sequence[str]) -> None:
+        """Forget the positions of senders no longer in ``federation_sender_instances``."""
+        await self.db.executemany("DELETE FROM federation_sender_instance_positions WHERE instance_name = $1",
+                                  [(i,) for i in instances])
+
     async def save_batch(self, position: int, destination_rooms: Mapping[tuple[str, str], int],
                          instance: str | None = None) -> None:
         """In one transaction: the newest position per (destination, room) from a batch of

@@ -535,3 +535,48 @@ async def test_a_join_brings_the_members_presence_to_the_joining_server(hs, peer
     assert sorted((p["user_id"], p["presence"], p.get("status_msg")) for push in edus for p in push) == \
         sorted([(alice, "online", "here"), (busy, "unavailable", None)])
     assert peer.errors == []
+
+
+async def test_a_destination_moving_to_another_sender_misses_nothing(open_hs, peer):
+    """The list of senders changes (here: reversed) while the peer's old sender was
+    behind: its new sender starts from the slowest position and sends the peer what its
+    old one had not routed, and nothing the peer already took."""
+    from gateway.config.workers import instance_for
+    from gateway.services.federation_sender import FederationSender
+
+    hs = await open_hs(start=False)
+    try:
+        trust(peer, hs)
+        names = ("fs1", "fs2")
+        owner = instance_for(peer.server_name, names)
+        other = next(n for n in names if n != owner)
+        senders = {n: FederationSender(hs, instance_name=n, sender_instances=names) for n in names}
+        for s in senders.values():
+            await s.start()
+        alice, room_id = await new_room(hs)
+        await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+        first = await say(hs, room_id, alice, 3, prefix="a")
+        await peer.wait_for(lambda: len(peer.pdus) >= 3)
+        taken = (await hs.events.store.get_event(first[-1])).stream_ordering
+
+        async def recorded():
+            row = await destination(hs, peer.server_name)
+            return row is not None and row.last_successful_stream_ordering == taken
+
+        await until(recorded)
+        await senders[owner].stop()  # the peer's sender stops; the other one goes on routing
+        later = await say(hs, room_id, alice, 3, prefix="b")
+        last = (await hs.events.store.get_event(later[-1])).stream_ordering
+        await until(lambda: _at_least(senders[other].store.get_sender_position(other), last))
+        await senders[other].stop()
+        assert peer.event_ids() == first
+        # Reversed: the peer belongs to the other sender now, which was ahead.
+        moved = FederationSender(hs, instance_name=other, sender_instances=tuple(reversed(names)))
+        assert moved.owns(peer.server_name)
+        await moved.start()
+        await peer.wait_for(lambda: len(peer.pdus) >= 6)
+        assert peer.event_ids() == first + later  # each once
+        await moved.stop()
+        assert peer.errors == []
+    finally:
+        await hs.close()
