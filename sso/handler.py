@@ -86,7 +86,9 @@ class SsoHandler:
         self.env = build_environment(hs.config.custom_template_directory, public_baseurl=hs.config.public_baseurl)
         self._http: aiohttp.ClientSession | None = None
         self.providers: dict[str, IdentityProvider] = {}
-        from .oidc import OidcProvider
+        if hs.config.sso.oidc_providers:
+            # authlib and joserfc only when an OIDC provider is configured (memory).
+            from .oidc import OidcProvider
 
         callback = f"{hs.config.public_baseurl}_synapse/client/oidc/callback"
         for p in hs.config.sso.oidc_providers:

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import jwt as pyjwt
-
 from gateway.config.sso import JwtConfig
 
 __all__ = ["JwtLoginError", "JwtClaims", "validate_login_jwt", "LOGIN_TYPE", "LEEWAY_S"]
@@ -38,6 +36,8 @@ class JwtClaims:
 
 def validate_login_jwt(token: Any, config: JwtConfig, now_s: float) -> JwtClaims:
     """Check signature, algorithm, issuer, audience and times; return the subject."""
+    import jwt as pyjwt  # here, not at module level: only servers with jwt_config pay its memory
+
     if not isinstance(token, str) or not token:
         raise JwtLoginError("Token field for JWT is missing")
     try:

@@ -18,9 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from .ip_ranges import IPRangePolicy
 
 
@@ -47,6 +44,11 @@ def insecure_context() -> ssl.SSLContext:
 
 def certificate_facts(der: bytes) -> dict[str, Any]:
     """One certificate as plain data: the report's fields plus what the diagnosis needs."""
+    # cryptography here, not at module level: only the tester parses certificates, and its
+    # x509 bindings cost every server process several MiB (docs/performance.md, "Memory").
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     cert = x509.load_der_x509_certificate(der)
 
     def cn(name: x509.Name) -> str:

@@ -4,6 +4,8 @@ OpenID Connect Core 1.0 section 2 (ID Token) and 3.1.3.6/3.1.3.7 (what a client 
 https://openid.net/specs/openid-connect-core-1_0.html. Clients of the Matrix OAuth 2.0 API
 do not need this; older matrix-js-sdk releases and generic OIDC libraries do. The key is
 made on first use and kept in the database, so every process signs with the same one.
+PyJWT and ``cryptography`` are imported at first use: most servers never sign one, and the
+two weigh several MiB of memory per process (docs/performance.md, "Memory").
 """
 
 from __future__ import annotations
@@ -13,10 +15,6 @@ import hashlib
 import json
 import secrets
 from typing import Any, Callable
-
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..storage.oauth import OAuthStore
 
@@ -36,6 +34,9 @@ class IdTokenSigner:
 
     async def _signing_key(self) -> tuple[str, Any]:
         if self._key is None:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
             fresh = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             pem = fresh.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()).decode("ascii")
@@ -44,6 +45,8 @@ class IdTokenSigner:
         return self._key
 
     async def jwks(self) -> dict[str, Any]:
+        import jwt
+
         kid, key = await self._signing_key()
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
         return {"keys": [{**jwk, "kid": kid, "use": "sig", "alg": "RS256"}]}
@@ -59,4 +62,6 @@ class IdTokenSigner:
             claims["nonce"] = nonce
         if auth_time is not None:
             claims["auth_time"] = auth_time // 1000
+        import jwt
+
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})

@@ -2,6 +2,8 @@
 
 Spec: https://spec.matrix.org/latest/client-server-api/#thumbnails
 Pure functions over bytes on disk; the media service runs them in a worker thread.
+Pillow is imported by the first call, not with the module: a server that never thumbnails
+does not carry it (docs/performance.md, "Memory").
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import math
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
-
-from PIL import Image, ImageOps
 
 from ..config.media import ThumbnailSize
 
@@ -62,6 +62,8 @@ def _needed_ratio(ow: int, oh: int, width: int, height: int, method: str) -> flo
 
 
 def _open(path: str, max_pixels: int, target: tuple[int, int, str] | None = None) -> Image.Image:
+    from PIL import Image
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -83,6 +85,8 @@ def _open(path: str, max_pixels: int, target: tuple[int, int, str] | None = None
 
 def image_size(path: str, max_pixels: int) -> tuple[int, int]:
     """Width and height, without decoding more than the header."""
+    from PIL import Image
+
     try:
         with Image.open(path) as image:
             return image.size
@@ -94,6 +98,8 @@ def make_thumbnail(path: str, source_type: str, width: int, height: int, method:
                    max_pixels: int) -> Thumbnail | None:
     """A thumbnail of at most (crop: exactly, when the image is big enough) ``width`` x
     ``height``; None when the image already fits (serve the original instead)."""
+    from PIL import Image, ImageOps
+
     image = _open(path, max_pixels, (width, height, method))
     try:
         image = ImageOps.exif_transpose(image)

@@ -21,15 +21,33 @@ import contextlib
 import logging
 import re
 import hashlib
+import importlib.util
 import sqlite3
+import sys
 import weakref
 from functools import lru_cache
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 
 import aiosqlite
-import asyncpg
 
 log = logging.getLogger(__name__)
+
+
+def _lazy_module(name: str) -> Any:
+    """The module ``name``, executed at its first attribute access (importlib's
+    ``LazyLoader``): asyncpg costs a server on SQLite a few MiB it never uses."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+asyncpg = _lazy_module("asyncpg")
 
 __all__ = [
     "Connection",
