@@ -11,9 +11,10 @@ real Synapse.
 - Synapse federates both ways: its user joins a cluster room by alias (the inbound
   worker answers), a cluster user joins a Synapse room (main asks Synapse), messages
   go both ways (the federation sender sends).
-- kill -9 of the sync worker and of the federation sender in the middle of a burst from
-  both clients and Synapse, then both started again: every acknowledged event is in
-  /messages, in the clients' /syncs and on Synapse; a sync token from before the burst
+- kill -9 of the sync worker, the federation sender and the inbound federation worker in
+  the middle of a burst from both clients and Synapse, then all started again: every
+  acknowledged event is in /messages, in the clients' /syncs and on Synapse (and
+  Synapse's in the cluster); a sync token from before the burst
   answers 200 with every event after it, in /sync and in /messages.
 - kill -9 of the event persister with sends in flight, started again: main retries the
   forwarded writes, clients retry a 503 with their transaction IDs; every acknowledged
@@ -310,7 +311,7 @@ async def test_synapse_federates_with_the_cluster_both_ways(setup):
     assert await s.served(FED_READER, r"[^\"]*/send/[^\"]*") > reader_sends
 
 
-async def test_kill_9_of_the_sync_worker_and_the_sender_mid_burst_loses_nothing(setup):
+async def test_kill_9_of_the_sync_worker_and_the_federation_workers_mid_burst_loses_nothing(setup):
     s = setup
     room_id = await federated_room(s, "burst")
     await wait_for(s.alice, room_id, set())  # both clients' tokens are past the setup
@@ -325,13 +326,13 @@ async def test_kill_9_of_the_sync_worker_and_the_sender_mid_burst_loses_nothing(
     async def talk(client: nio.AsyncClient, n: int) -> None:
         for i in range(n):
             sent[client.user_id].append(await send(client, room_id, f"{client.user_id} burst {i}"))
-            if client is s.alice and i == 9:  # a third of the way: kill both, mid-flight
-                await asyncio.to_thread(s.cluster.kill, SYNC)
-                await asyncio.to_thread(s.cluster.kill, FED_SENDER)
+            if client is s.alice and i == 9:  # a third of the way: kill them, mid-flight
+                for name in (SYNC, FED_SENDER, FED_READER):
+                    await asyncio.to_thread(s.cluster.kill, name)
                 killed.set()
             if client is s.alice and i == 19:
-                await asyncio.to_thread(s.cluster.start_worker, FED_SENDER)
-                await asyncio.to_thread(s.cluster.start_worker, SYNC)
+                await asyncio.gather(*(asyncio.to_thread(s.cluster.start_worker, name)
+                                       for name in (SYNC, FED_SENDER, FED_READER)))
                 restarted.set()
 
     async def remote_talk() -> None:
