@@ -250,12 +250,17 @@ def create_connector(
 ) -> aiohttp.TCPConnector:
     """An aiohttp connector that applies ``policy`` to every address it connects to.
 
-    Resolved names are filtered by a PolicyResolver, and literal IPs (which aiohttp does
-    not resolve) by a socket factory, so a name that resolves (or later re-resolves) to a
-    blocked range fails with BlockedAddressError before any connection. ``policy=None``
-    turns the checks off. Needs aiohttp >= 3.12 (``socket_factory``).
+    Names are resolved as the operating system does (``getaddrinfo`` in a thread:
+    /etc/hosts, then DNS), as an operator expects of a URL such as a push gateway's or an
+    identity server's, unless ``dns_resolver`` is given (a :class:`DnsResolver`, for
+    configured nameservers). Resolved names are filtered by a PolicyResolver, and literal
+    IPs (which aiohttp does not resolve) by a socket factory, so a name that resolves (or
+    later re-resolves) to a blocked range fails with BlockedAddressError before any
+    connection. ``policy=None`` turns the checks off. ``ssl_context`` defaults to Python's
+    (the system's trust store, which honours ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``).
+    Needs aiohttp >= 3.12 (``socket_factory``).
     """
-    resolver = dns_resolver or DnsResolver()
+    resolver = dns_resolver or aiohttp.ThreadedResolver()
     if policy is not None:
         resolver = PolicyResolver(policy, resolver)
         kwargs["socket_factory"] = policy_socket_factory(policy)

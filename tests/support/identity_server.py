@@ -152,9 +152,10 @@ class IdentityServer:
         return web.json_response({"valid": request.query.get("public_key") == self.public_key})
 
 
-async def start_identity_server(ca: TestCA) -> tuple[IdentityServer, Any]:
-    """Serve one over HTTPS on 127.0.0.1; (server, runner to clean up)."""
+async def start_identity_server(ca: TestCA, host: str = "127.0.0.1") -> tuple[IdentityServer, Any]:
+    """Serve one over HTTPS on 127.0.0.1, named ``host`` (its certificate's name: an IP, or
+    ``localhost``); (server, runner to clean up)."""
     server = IdentityServer()
-    runner, port = await serve_tls(server.app(), ca, "127.0.0.1")
-    server.name = f"127.0.0.1:{port}"
+    runner, port = await serve_tls(server.app(), ca, host)
+    server.name = f"{host}:{port}"
     return server, runner

@@ -559,6 +559,21 @@ async def test_connector_blocks_literal_ips_and_resolved_names(dns_server, count
     assert listener.connections == 0
 
 
+async def test_connector_resolves_names_as_the_os_does_under_the_policy(counting_listener_factory):
+    """Without a DnsResolver, a URL's name goes through getaddrinfo, so /etc/hosts counts
+    (``localhost``, which DNS does not answer); the addresses it gives are still checked."""
+    listener = await counting_listener_factory("127.0.0.1")
+    async with aiohttp.ClientSession(connector=create_connector(policy=IPRangePolicy())) as session:
+        with pytest.raises(aiohttp.ClientConnectorError) as info:  # loopback: in the default blacklist
+            await session.get(f"http://localhost:{listener.port}/")
+        assert isinstance(info.value.os_error, BlockedAddressError)
+    assert listener.connections == 0
+    async with aiohttp.ClientSession(connector=create_connector(policy=STRICT_POLICY)) as session:
+        with pytest.raises(aiohttp.ClientError):  # reached: the listener hangs up (POST: not retried)
+            await session.post(f"http://localhost:{listener.port}/")
+    assert listener.connections == 1
+
+
 # -- DNS ---------------------------------------------------------------------------------
 
 

@@ -135,3 +135,34 @@ async def test_identity_servers_follow_the_outbound_ip_rules(hs, client, identit
     status, body = await bind(client, identity, alice, "x@example.org")
     assert status == 400 and body["errcode"] == "M_SERVER_NOT_TRUSTED"
     assert len(identity.requests) == before
+
+
+@pytest.fixture
+async def localhost_identity(tmp_path, monkeypatch):
+    """An identity server named ``localhost`` (in /etc/hosts, not in DNS) whose CA the
+    system trust store holds (``SSL_CERT_FILE``), not ``federation_custom_ca_list``; set
+    before the homeserver starts, as an operator's environment is."""
+    system_ca = TestCA(tmp_path / "system-ca")
+    monkeypatch.setenv("SSL_CERT_FILE", str(system_ca.ca_path))
+    server, runner = await start_identity_server(system_ca, "localhost")
+    yield server
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("config_overrides", [{"ip_range_whitelist": ["127.0.0.0/8"]}])
+async def test_identity_server_found_as_the_os_finds_it_and_trusted_as_the_system_trusts(
+        localhost_identity, hs, client):
+    localhost_identity.homeserver_keys[hs.server_name] = hs.signing_key.signing_key.verify_key
+    alice = await register(client, "alice", PASSWORD)
+    assert await bind(client, localhost_identity, alice, "local@example.org") == (200, {})
+    assert localhost_identity.bindings[("email", "local@example.org")] == "@alice:hs.test"
+
+
+@pytest.mark.parametrize("config_overrides", [{}])
+async def test_a_name_the_os_resolves_to_loopback_is_still_refused(localhost_identity, hs, client):
+    """/etc/hosts gives the address, the outbound IP rules still judge it."""
+    alice = await register(client, "alice", PASSWORD)
+    status, body = await bind(client, localhost_identity, alice, "local@example.org")
+    assert status == 400 and body["errcode"] == "M_SERVER_NOT_TRUSTED"
+    assert localhost_identity.requests == []
+
