@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import yarl
 
 from federation.canonical_json import encode_canonical_json
 from federation.net.ip_ranges import BlockedAddressError
@@ -151,3 +152,22 @@ class IdentityServerClient:
         if not isinstance(answer.get("token"), str) or not isinstance(answer.get("display_name"), str):
             raise IdentityServerError(502, Codes.UNKNOWN, f"{id_server} answered store-invite without a token")
         return answer
+
+    async def key_is_valid(self, key_validity_url: str, public_key: str) -> bool:
+        """Ask the identity server whether ``public_key`` is still valid, at the
+        ``key_validity_url`` its third-party invite gave (used as given, ``public_key`` in
+        the query). False when it says no, cannot be reached or answers nonsense.
+        https://spec.matrix.org/latest/identity-service-api/#get_matrixidentityv2pubkeyisvalid"""
+        try:
+            url = yarl.URL(key_validity_url)
+        except (ValueError, TypeError):
+            return False
+        if url.scheme not in ("https", "http") or not url.host:
+            return False
+        try:
+            async with self._http().get(url.update_query(public_key=public_key), allow_redirects=False) as resp:
+                answer = await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+            log.info("checking a third-party invite key at %s: %s", key_validity_url, e)
+            return False
+        return isinstance(answer, dict) and answer.get("valid") is True

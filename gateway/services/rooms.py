@@ -26,6 +26,7 @@ from .directory import parse_alias
 from ..storage.profiles import ProfileStore
 from ..storage.users import UserStore
 from .events import EventSpec, SentEvent
+from .third_party_invites import parse_third_party_invite
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,11 @@ class RoomsService:
         invitees = list(dict.fromkeys(u for u in invitees if u != user_id))
         for u in invitees:
             await self._check_invitee(u)
+        invites_3pid = body.get("invite_3pid", [])
+        if not isinstance(invites_3pid, list):
+            raise MatrixError.bad_json("'invite_3pid' must be a list")
+        for item in invites_3pid:  # checked before the room exists
+            parse_third_party_invite(item)
         creation_content = _object(body, "creation_content")
         pl_override = _object(body, "power_level_content_override")
         initial_state = body.get("initial_state", [])
@@ -200,6 +206,8 @@ class RoomsService:
             if is_direct:
                 content["is_direct"] = True
             await self._send_invite(room_id, user_id, invitee, content)
+        for item in invites_3pid:  # as /invite by address: a bound one invites its user
+            await self.hs.third_party_invites.invite(user_id, room_id, item)
         return room_id
 
     async def _new_room_alias(self, user_id: str, body: Mapping[str, Any]) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from federation.signing import quote_path_segment
 from federation.ids import get_domain_from_id, is_valid_user_id
+from federation.auth_rules import verify_third_party_invite_signed
 from federation.room_membership import MembershipError, check_exchanged_third_party_invite
 
 from ..http import Codes, MatrixError
@@ -44,6 +45,22 @@ def is_third_party_invite(body: dict[str, Any]) -> bool:
     return "user_id" not in body and any(k in body for k in ("medium", "address", "id_server"))
 
 
+def parse_third_party_invite(body: Any) -> tuple[str, str, str, str]:
+    """``id_server``, ``id_access_token``, ``medium`` and ``address`` of an invite by
+    third-party identifier (the spec's ``Invite3pid``); e-mail addresses lower-cased."""
+    if not isinstance(body, dict):
+        raise MatrixError.bad_json("a third-party invite must be an object")
+    id_server = check_id_server(body.get("id_server"))
+    token, medium, address = body.get("id_access_token"), body.get("medium"), body.get("address")
+    if not isinstance(token, str) or not token:
+        raise MatrixError.missing_param("'id_access_token' is required with 'id_server'")
+    if not isinstance(medium, str) or not medium or not isinstance(address, str) or not address:
+        raise MatrixError.missing_param("'medium' and 'address' are required strings")
+    if medium == "email":
+        address = address.strip().lower()
+    return id_server, token, medium, address
+
+
 class ThirdPartyInvites:
     def __init__(self, *, server_name: str, identity_servers, events, rooms, profiles, users, federation_client,
                  is_resident: Callable, ratelimiter, modules):
@@ -61,15 +78,8 @@ class ThirdPartyInvites:
     # --- inviting ------------------------------------------------------------------------
 
     async def invite(self, sender: str, room_id: str, body: dict[str, Any]) -> None:
-        """``/invite`` by ``medium`` and ``address``."""
-        id_server = check_id_server(body.get("id_server"))
-        token, medium, address = body.get("id_access_token"), body.get("medium"), body.get("address")
-        if not isinstance(token, str) or not token:
-            raise MatrixError.missing_param("'id_access_token' is required with 'id_server'")
-        if not isinstance(medium, str) or not medium or not isinstance(address, str) or not address:
-            raise MatrixError.missing_param("'medium' and 'address' are required strings")
-        if medium == "email":
-            address = address.strip().lower()
+        """``/invite`` by ``medium`` and ``address`` (also each of createRoom's ``invite_3pid``)."""
+        id_server, token, medium, address = parse_third_party_invite(body)
         await self.events.get_room(room_id)
         self.ratelimiter.ratelimit(sender)
         await self.modules.spam_check("user_may_send_3pid_invite", "This invite", sender, medium, address, room_id)
@@ -123,11 +133,17 @@ class ThirdPartyInvites:
         mxid = body.get("mxid")
         if not isinstance(mxid, str) or not is_valid_user_id(mxid) or get_domain_from_id(mxid) != self.server_name:
             raise MatrixError.invalid_param("'mxid' must be a user of this server")
+        failed: list[MatrixError] = []
         for invite in body.get("invites", []):
             try:
                 await self._bound_invite(mxid, invite)
             except (MatrixError, MembershipError) as e:
                 log.warning("third-party invite for %s not turned into an invite: %s", mxid, e)
+                failed.append(e if isinstance(e, MatrixError) else MatrixError.forbidden(str(e)))
+        if failed:
+            # As Synapse answers: the identity server keeps the invites and may try again
+            # (Sydent does); those already done are not done twice (on_exchange).
+            raise failed[0]
 
     async def _bound_invite(self, mxid: str, invite: Any) -> None:
         if not isinstance(invite, dict):
@@ -168,8 +184,44 @@ class ThirdPartyInvites:
         invite_id = await self.events.state.get_current_state_event_id(room_id, EVENT_TYPE, token)
         if invite_id is None:
             raise MatrixError.forbidden("No third-party invite in the room has this token")
-        # The display name the room's m.room.third_party_invite gave (not the requester's).
         pdu = (await self.events.get_pdus([invite_id])).get(invite_id)
-        if pdu is not None and isinstance(pdu.content.get("display_name"), str):
+        if pdu is None:
+            raise MatrixError.forbidden("No third-party invite in the room has this token")
+        if await self._already_invited(room_id, event["state_key"], token):
+            return  # done already (the identity server told us again)
+        await self._check_key_still_valid(pdu.content, content["third_party_invite"]["signed"])
+        # The display name the room's m.room.third_party_invite gave (not the requester's).
+        if isinstance(pdu.content.get("display_name"), str):
             content["third_party_invite"]["display_name"] = pdu.content["display_name"]
         await self.rooms.send_invite_event(room_id, event["sender"], event["state_key"], content)
+
+    async def _already_invited(self, room_id: str, user_id: str, token: str) -> bool:
+        """Whether ``user_id`` is in the room, or invited by this third-party invite."""
+        current = await self.events.state.get_membership(room_id, user_id)
+        if current is None or current.membership not in ("invite", "join"):
+            return False
+        if current.membership == "join":
+            return True
+        member = (await self.events.get_pdus([current.event_id])).get(current.event_id)
+        tpi = member.content.get("third_party_invite") if member is not None else None
+        signed = tpi.get("signed") if isinstance(tpi, dict) else None
+        return isinstance(signed, dict) and signed.get("token") == token
+
+    async def _check_key_still_valid(self, invite: dict[str, Any], signed: dict[str, Any]) -> None:
+        """The resident server "MUST validate that the public key used for signing is still
+        valid" at the invite's ``key_validity_url``: 403 when no key that signed ``signed``
+        is (revoked, or the identity server cannot be reached).
+        https://spec.matrix.org/latest/client-server-api/#third-party-invites"""
+        urls = {invite.get("public_key"): invite.get("key_validity_url")}
+        for entry in invite.get("public_keys") or []:
+            if isinstance(entry, dict):
+                urls[entry.get("public_key")] = entry.get("key_validity_url")
+        signing = [(k, u) for k, u in urls.items() if isinstance(k, str) and verify_third_party_invite_signed(signed, [k])]
+        if not signing:
+            raise MatrixError.forbidden("third-party invite: no signature matches the invite's public keys")
+        if any(not isinstance(u, str) for _, u in signing):
+            return  # a key without a URL to check it at
+        for key, url in signing:
+            if await self.identity_servers.key_is_valid(url, key):
+                return
+        raise MatrixError.forbidden("third-party invite: the identity server no longer vouches for its key")

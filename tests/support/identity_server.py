@@ -50,6 +50,8 @@ class IdentityServer:
     #: How onbind is called: the spec's PUT, or POST as Sydent does; TLS trust for HTTPS.
     onbind_method: str = "PUT"
     onbind_ssl: Any = None
+    #: Whether /pubkey/isvalid disowns our key (as after a key revocation).
+    revoked: bool = False
 
     @property
     def public_key(self) -> str:
@@ -149,7 +151,7 @@ class IdentityServer:
                              "key_validity_url": f"https://{self.name}/_matrix/identity/v2/pubkey/isvalid"}]})
 
     async def _key_valid(self, request: web.Request) -> web.Response:
-        return web.json_response({"valid": request.query.get("public_key") == self.public_key})
+        return web.json_response({"valid": request.query.get("public_key") == self.public_key and not self.revoked})
 
 
 async def start_identity_server(ca: TestCA, host: str = "127.0.0.1") -> tuple[IdentityServer, Any]:

@@ -100,7 +100,8 @@ async def test_a_forged_onbind_invites_nobody(hs, client, identity, room):
               "signed": sign_json({"mxid": dave["user_id"], "token": stored["token"]}, "evil.test", forger)}
     resp = await client.put("/_matrix/federation/v1/3pid/onbind", json={
         "medium": "email", "address": "dave@example.org", "mxid": dave["user_id"], "invites": [invite]})
-    assert resp.status == 200  # answered, but the room's auth rules refused the signature
+    # Refused (as Synapse does: the identity server keeps the invite and may try again).
+    assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
     assert await membership(client, alice["access_token"], room_id, dave["user_id"]) is None
     # A user of another server, or no invites list: refused outright.
     resp = await client.put("/_matrix/federation/v1/3pid/onbind", json={
@@ -129,3 +130,67 @@ async def test_bad_third_party_invites(hs, client, identity, room):
     status, body = await invite_by_address(client, token, room_id, identity, "x@example.org", id_access_token="bad")
     assert status == 401 and body["errcode"] == "M_UNAUTHORIZED"
     assert identity.invites == []
+
+
+async def test_create_room_invites_by_address(hs, client, identity):
+    """createRoom's ``invite_3pid``: each entry as ``/invite`` by address, once the room exists."""
+    alice = await register(client, "alice", PASSWORD)
+    bob = await register(client, "bob", PASSWORD)
+    identity.bindings[("email", "bob@example.org")] = bob["user_id"]
+    entry = {"id_server": identity.name, "id_access_token": ACCESS_TOKEN, "medium": "email"}
+    status, body = await call(client, "POST", "/createRoom", alice["access_token"], {
+        "preset": "private_chat",
+        "invite_3pid": [{**entry, "address": "Bob@example.org"}, {**entry, "address": "carol@example.org"}]})
+    assert status == 200
+    room_id = body["room_id"]
+    assert (await membership(client, alice["access_token"], room_id, bob["user_id"]))["membership"] == "invite"
+    (stored,) = identity.invites
+    assert (stored["address"], stored["room_id"], stored["sender"]) == ("carol@example.org", room_id, alice["user_id"])
+    status, tpi = await call(client, "GET", f"/rooms/{q(room_id)}/state/m.room.third_party_invite/{q(stored['token'])}",
+                             alice["access_token"])
+    assert status == 200 and tpi["public_key"] == identity.public_key
+
+
+async def test_create_room_with_a_bad_invite_3pid_makes_no_room(hs, client, identity):
+    alice = await register(client, "alice", PASSWORD)
+    for bad in ([{"id_server": identity.name, "medium": "email", "address": "x@example.org"}], [5], {"a": 1}):
+        status, body = await call(client, "POST", "/createRoom", alice["access_token"], {"invite_3pid": bad})
+        assert status == 400 and body["errcode"] in ("M_MISSING_PARAM", "M_BAD_JSON"), bad
+    status, body = await call(client, "GET", "/joined_rooms", alice["access_token"])
+    assert body["joined_rooms"] == []
+    assert identity.requests == []
+
+
+async def test_an_invite_whose_key_the_identity_server_revoked_invites_nobody(hs, client, identity, room):
+    """The inviter's server checks the key at the invite's ``key_validity_url`` first."""
+    alice, room_id = room
+    await invite_by_address(client, alice["access_token"], room_id, identity, "erin@example.org")
+    erin = await register(client, "erin", PASSWORD)
+    identity.revoked = True
+    await identity.bind("email", "erin@example.org", erin["user_id"])
+    assert identity.onbind_answers == [403]
+    assert identity.requests[-1][1] == "/_matrix/identity/v2/pubkey/isvalid"
+    assert await membership(client, alice["access_token"], room_id, erin["user_id"]) is None
+
+
+async def test_an_onbind_told_again_invites_once(hs, client, identity, room):
+    """Two copies of one invite, the first with a forged signature: the second is done, the
+    answer is the first one's error; told again, the invite (done) is not sent twice."""
+    alice, room_id = room
+    await invite_by_address(client, alice["access_token"], room_id, identity, "fay@example.org")
+    fay = await register(client, "fay", PASSWORD)
+    (stored,) = identity.invites
+    good = {"medium": "email", "address": "fay@example.org", "mxid": fay["user_id"], "room_id": room_id,
+            "sender": alice["user_id"], "signed": sign_json({"mxid": fay["user_id"], "token": stored["token"]},
+                                                            identity.name, identity.key)}
+    bad = {**good, "signed": sign_json({"mxid": fay["user_id"], "token": stored["token"]}, "evil.test",
+                                       generate_signing_key("0"))}
+    notice = {"medium": "email", "address": "fay@example.org", "mxid": fay["user_id"], "invites": [bad, good]}
+    for expected in (403, 200):
+        resp = await client.put("/_matrix/federation/v1/3pid/onbind", json=notice)
+        assert resp.status == expected
+    member = await membership(client, alice["access_token"], room_id, fay["user_id"])
+    assert member["membership"] == "invite"
+    status, page = await call(client, "GET", f"/rooms/{q(room_id)}/messages?dir=b&limit=50", alice["access_token"])
+    assert [e["state_key"] for e in page["chunk"] if e["type"] == "m.room.member"].count(fay["user_id"]) == 1
+
