@@ -45,7 +45,8 @@ async def _user_json(hs: HomeServer, user_id: str) -> dict[str, Any]:
         "admin": user.admin, "deactivated": user.deactivated, "user_type": user.user_type,
         "creation_ts": user.created_ts, "threepids": await hs.auth.users.get_threepids(user_id),
         "external_ids": [{"auth_provider": p, "external_id": e} for p, e in external_ids], "is_guest": user.is_guest,
-        "shadow_banned": user.shadow_banned, "locked": user.locked, "suspended": user.suspended, "erased": False,
+        "shadow_banned": user.shadow_banned, "locked": user.locked, "suspended": user.suspended,
+        "erased": bool(await hs.auth.users.erased_among([user_id])),
         "appservice_id": None,
     }
 
@@ -186,6 +187,7 @@ async def put_user(request: web.Request) -> web.Response:
             if password is None and existing.password_hash is None:
                 raise MatrixError(400, Codes.MISSING_PARAM, "Give a password to reactivate a user")
             await hs.auth.users.set_deactivated(user_id, False)
+            await hs.auth.users.set_erased(user_id, False)  # a reactivated user's content is theirs again
             await hs.modules.callbacks.notify("on_user_deactivation_status_changed", user_id, False, True)
     if "avatar_url" in body:
         await hs.profiles.update(user_id, "avatar_url", body["avatar_url"] or None, by_admin=True)
@@ -198,8 +200,8 @@ async def put_user(request: web.Request) -> web.Response:
     return json_response(await _user_json(hs, user_id), status=201 if created else 200)
 
 
-async def _deactivate(hs: HomeServer, user_id: str) -> None:
-    await hs.auth.deactivate_account(user_id, by_admin=True)
+async def _deactivate(hs: HomeServer, user_id: str, *, erase: bool = False) -> None:
+    await hs.auth.deactivate_account(user_id, by_admin=True, erase=erase)
 
 
 @routes.post("/v1/deactivate/{user_id}")
@@ -211,7 +213,7 @@ async def deactivate(request: web.Request) -> web.Response:
         raise MatrixError.invalid_param("'erase' must be a boolean")
     if await hs.auth.users.get_user(user_id) is None:
         raise MatrixError.not_found("User not found")
-    await _deactivate(hs, user_id)
+    await _deactivate(hs, user_id, erase=bool(body.get("erase")))
     if body.get("erase"):
         profiles = ProfileStore(hs.db)
         await profiles.set_field(user_id, "displayname", None)

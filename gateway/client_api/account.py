@@ -164,8 +164,11 @@ async def deactivate(request: web.Request) -> web.Response:
     user_id, id_server = requester(request).user_id, body.get("id_server")
     if id_server is not None:
         check_id_server(id_server)
+    erase = body.get("erase", False)
+    if not isinstance(erase, bool):
+        raise MatrixError.invalid_param("'erase' must be a boolean")
     addresses = await hs.threepids.list(user_id)
-    await hs.auth.deactivate_account(user_id)
+    await hs.auth.deactivate_account(user_id, erase=erase)
     # Spec: unbind from the identity server named, or from those we bound the addresses at.
     return json_response({"id_server_unbind_result": await hs.threepids.unbind_all(user_id, id_server, addresses)})
 

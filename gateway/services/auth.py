@@ -176,12 +176,17 @@ class AuthService:
             await self.store.add_device_auth_provider(user_id, device_id, details.auth_provider_id,
                                                       details.auth_provider_session_id)
 
-    async def deactivate_account(self, user_id: str, *, by_admin: bool = False) -> None:
+    async def deactivate_account(self, user_id: str, *, by_admin: bool = False, erase: bool = False) -> None:
         """Deactivate a local account (its owner, the OAuth account page or an admin): no
-        password, no devices; modules may refuse it and hear of it."""
+        password, no devices; modules may refuse it and hear of it. ``erase``: the user's
+        events are from now on served redacted to those who could not see them when they
+        were sent (``gateway/services/events.py``, ``federation_room_data.py``).
+        https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3accountdeactivate"""
         modules = self.hs.modules.callbacks
         await modules.all_true("check_can_deactivate_user", "Deactivating this account", user_id, by_admin)
         await self.users.set_deactivated(user_id, True)
+        if erase:
+            await self.users.set_erased(user_id, True)
         await self.users.set_password_hash(user_id, None)
         await self.devices.delete_devices(user_id)
         for listener in self.deactivation_listeners:

@@ -50,6 +50,7 @@ from ..storage.database import Database, IntegrityError
 from ..storage.events import EventStore, EventWrite, PersistResult, RoomExistsError, RoomRow, StaleHeadError, \
     StoredEvent
 from ..storage.state import EMPTY_STATE, StateKey, StateSnapshot, StateStore
+from ..storage.users import UserStore
 
 if TYPE_CHECKING:
     from ..modules import ModuleCallbacks
@@ -132,6 +133,7 @@ class EventsService:
         self.clock_ms = clock_ms
         self.state = StateStore(db)
         self.store = EventStore(db, self.state)
+        self._users = UserStore(db)  # who asked for erasure
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._pdu_cache: OrderedDict[str, PDU] = OrderedDict()
         self._listeners: list[NewEventsListener] = []
@@ -688,12 +690,15 @@ class EventsService:
             txns = txn_ids
         else:
             txns = await self.store.get_txn_ids_for_events(ids)
+        erased = await self._erased_for(requester_device[0], stored) if requester_device else set()
         now = self.clock_ms()
         out = []
         for pdu in pdus:
             red = related.get(redactions.get(pdu.event_id, ""))
             if red is not None:
                 pdu = pdu.redacted(client_event(red, now))
+            elif pdu.event_id in erased:
+                pdu = pdu.redacted()
             body = client_event(pdu, now)
             if red is not None:
                 body["unsigned"]["redacted_by"] = red.event_id  # beside redacted_because, as Synapse
@@ -706,6 +711,20 @@ class EventsService:
                 body["unsigned"]["transaction_id"] = sent[2]
             out.append(body)
         return out
+
+    async def _erased_for(self, viewer: str, events: Sequence[StoredEvent]) -> set[str]:
+        """The events ``viewer`` is served redacted because their sender deactivated with
+        ``erase: true`` and the viewer was not joined when they were sent: "users (or
+        servers) which join the room after the erasure request are served redacted copies".
+        https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3accountdeactivate"""
+        suffix = ":" + self.server_name
+        senders = {e.pdu.sender for e in events if e.pdu.sender.endswith(suffix) and e.pdu.sender != viewer}
+        erased = await self._users.erased_among(senders) if senders else set()
+        if not erased:
+            return set()
+        theirs = [e for e in events if e.pdu.sender in erased]
+        verdicts = await self._group_verdicts(viewer, {e.state_group for e in theirs if e.state_group is not None})
+        return {e.event_id for e in theirs if e.state_group is None or verdicts[e.state_group][1] != "join"}
 
     async def events_around(self, user_id: str | None, target: StoredEvent, *, before: int, after: int,
                             filters: Mapping[str, Any] | None = None) -> "EventsAround":

@@ -15,7 +15,8 @@ Who may see what:
   state at it: ``world_readable`` and ``shared`` to any server; ``invited`` to a server
   with an invited or joined member then; ``joined`` to one with a joined member then.
   ``/event`` of an event the server may not see: 403; in ``/backfill`` and
-  ``/get_missing_events`` such events are sent redacted, so the DAG stays whole.
+  ``/get_missing_events`` such events are sent redacted, so the DAG stays whole;
+- the events of a user who deactivated with ``erase: true``: redacted, to every server.
 Rejected events are never served (404).
 """
 
@@ -153,7 +154,17 @@ class RoomDataService:
             # the room's DAG and state; others are refused.
             await self.assert_server_in_room(origin, stored.pdu.room_id)
             return redact(wire_json(stored.pdu), stored.pdu.room_version)
-        return wire_json(stored.pdu)
+        body = wire_json(stored.pdu)
+        return redact(body, stored.pdu.room_version) if await self._erased([stored]) else body
+
+    async def _erased(self, events: Sequence[StoredEvent]) -> set[str]:
+        """The events whose sender deactivated with ``erase: true``: other servers are
+        served them redacted (those that had them already keep their copy).
+        https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3accountdeactivate"""
+        suffix = ":" + self.hs.server_name
+        senders = {e.pdu.sender for e in events if e.pdu.sender.endswith(suffix)}
+        erased = await self.hs.auth.users.erased_among(senders) if senders else set()
+        return {e.event_id for e in events if e.pdu.sender in erased}
 
     async def _event_in_room(self, room_id: str, event_id: str) -> StoredEvent:
         stored = await self.store.get_event(event_id)
@@ -196,10 +207,11 @@ class RoomDataService:
 
     async def _for_server(self, origin: str, events: Sequence[StoredEvent]) -> list[dict[str, Any]]:
         visible = await self.visible_to_server(origin, events)
+        erased = await self._erased(events)
         out = []
         for e, ok in zip(events, visible):
             body = wire_json(e.pdu)
-            out.append(body if ok else redact(body, e.pdu.room_version))
+            out.append(body if ok and e.event_id not in erased else redact(body, e.pdu.room_version))
         return out
 
     async def _walk_back(self, starts: Iterable[str], stop: set[str], limit: int, min_depth: int,

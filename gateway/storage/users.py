@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .database import Database, IntegrityError
+from .state import _placeholders
 
 
 class UserExistsError(Exception):
@@ -104,6 +106,24 @@ class UserStore:
     async def set_deactivated(self, user_id: str, deactivated: bool) -> None:
         await self.db.execute("UPDATE users SET deactivated = $2 WHERE user_id = $1", user_id, deactivated)
 
+    async def set_erased(self, user_id: str, erased: bool) -> None:
+        """Mark (or, on reactivation, unmark) a user whose content is to be erased."""
+        if erased:
+            await self.db.execute("INSERT INTO erased_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", user_id)
+        else:
+            await self.db.execute("DELETE FROM erased_users WHERE user_id = $1", user_id)
+
+    async def erased_among(self, user_ids: Iterable[str]) -> set[str]:
+        """Those of ``user_ids`` who asked for their content to be erased."""
+        ids = sorted(set(user_ids))
+        out: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await self.db.fetch(
+                f"SELECT user_id FROM erased_users WHERE user_id IN ({_placeholders(len(chunk))})", *chunk)
+            out.update(r[0] for r in rows)
+        return out
+
     async def set_admin(self, user_id: str, admin: bool) -> None:
         await self.db.execute("UPDATE users SET admin = $2 WHERE user_id = $1", user_id, admin)
 
@@ -167,7 +187,8 @@ class UserStore:
         )
         rows = await self.db.fetch(
             "SELECT u.user_id, u.admin, u.deactivated, u.user_type, u.created_ts, p.displayname, p.avatar_url,"
-            " u.is_guest, u.shadow_banned, u.locked, u.suspended"
+            " u.is_guest, u.shadow_banned, u.locked, u.suspended,"
+            " EXISTS (SELECT 1 FROM erased_users e WHERE e.user_id = u.user_id)"
             f" FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id WHERE {sql_where}"
             f" ORDER BY {order} {'DESC' if descending else 'ASC'}, u.user_id LIMIT {int(limit)} OFFSET {int(offset)}",
             *args,
@@ -175,7 +196,7 @@ class UserStore:
         users = [
             {"name": r[0], "admin": bool(r[1]), "deactivated": bool(r[2]), "user_type": r[3], "creation_ts": r[4],
              "displayname": r[5], "avatar_url": r[6], "is_guest": bool(r[7]),
-             "shadow_banned": bool(r[8]), "locked": bool(r[9]), "suspended": bool(r[10]), "erased": False}
+             "shadow_banned": bool(r[8]), "locked": bool(r[9]), "suspended": bool(r[10]), "erased": bool(r[11])}
             for r in rows
         ]
         return users, int(total)

@@ -62,7 +62,9 @@ async def test_deactivate_reset_password_and_whois(client, admin, user):
     resp = await client.post(f"{A}/v1/deactivate/@plain:hs.test", headers=admin, json={"erase": True})
     assert resp.status == 200
     info = await (await client.get(f"{A}/v2/users/@plain:hs.test", headers=admin)).json()
-    assert info["deactivated"] is True and info["displayname"] is None
+    assert info["deactivated"] is True and info["displayname"] is None and info["erased"] is True
+    deactivated = await (await client.get(f"{A}/v2/users", headers=admin, params={"deactivated": "true"})).json()
+    assert {u["name"]: u["erased"] for u in deactivated["users"]}["@plain:hs.test"] is True
     login = await client.post("/_matrix/client/v3/login", json={"type": "m.login.password", "user": "plain",
                                                                 "password": "fresh"})
     assert login.status == 403
@@ -73,6 +75,7 @@ async def test_deactivate_reset_password_and_whois(client, admin, user):
     assert resp.status == 400
     resp = await client.put(f"{A}/v2/users/@plain:hs.test", headers=admin, json={"deactivated": False, "password": "back"})
     assert resp.status == 200 and (await resp.json())["deactivated"] is False
+    assert (await resp.json())["erased"] is False  # reactivated: the content is the user's again
 
 
 async def test_admin_cannot_demote_self(client, admin):

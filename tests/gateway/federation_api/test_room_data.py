@@ -172,3 +172,20 @@ async def test_timestamp_to_event(gw, remote, alice, ca):
         assert (await refused(get(remote, gw, path, query)))[0] == 400
     assert await refused(get(remote, gw, f"{FED}/timestamp_to_event/{q('!unknown:x.test')}",
                              {"ts": "0", "dir": "f"})) == (404, "M_NOT_FOUND")
+
+
+async def test_events_of_an_erased_user_are_served_redacted(gw, remote, alice):
+    """After alice deactivates with ``erase: true``, other servers get her events redacted,
+    in /event and in /backfill alike (those that had them keep their copy)."""
+    room_id, view = await public_room(gw, alice, remote, "10")
+    await join_bob(gw, remote, view)
+    event_id = await alice.send(room_id, "secret")
+    (pdu,) = (await get(remote, gw, f"{FED}/event/{q(event_id)}"))["pdus"]
+    assert pdu["content"]["body"] == "secret"
+    await alice.call("POST", "/account/deactivate", {
+        "erase": True, "auth": {"type": "m.login.password", "password": "pw-xxxxxxxx",
+                                "identifier": {"type": "m.id.user", "user": "alice"}}})
+    (pdu,) = (await get(remote, gw, f"{FED}/event/{q(event_id)}"))["pdus"]
+    assert pdu["content"] == {} and pdu["type"] == "m.room.message" and pdu["hashes"]
+    back = await get(remote, gw, f"{FED}/backfill/{q(room_id)}", {"v": event_id, "limit": "1"})
+    assert [p["content"] for p in back["pdus"]] == [{}]
