@@ -68,6 +68,7 @@ def build(hs: "HomeServer") -> None:
     from .services.room_upgrades import RoomUpgradeService
     from .services.rooms import RoomsService
     from .services.search import SearchService
+    from .services.self_destruct import SelfDestructingEvents
     from .services.server_notices import ServerNoticesService
     from .services.spaces import SpacesService
     from .services.sync import SyncService
@@ -300,6 +301,10 @@ def build(hs: "HomeServer") -> None:
     events.add_new_events_listener(e2e_keys.on_new_events)
     # Long-polling /sync requests wake (after the two above have their tasks).
     events.add_new_events_listener(notifier.on_new_events)
+    hs.self_destruct = None
+    if config.enable_ephemeral_messages:
+        hs.self_destruct = SelfDestructingEvents(db=db, events=events, clock_ms=clock_ms)
+        events.add_new_events_listener(hs.self_destruct.on_new_events)
     # A federation sender looks for events other processes stored (on a worker, or on
     # main while inbound federation workers store events).
     if roles.federation_sender:
@@ -380,6 +385,8 @@ async def start(hs: "HomeServer") -> None:
         await hs.profiles.start()  # profile changes not yet in every room
         if hs.mailer is not None:
             await hs.mailer.start()  # mail an earlier run left queued
+        if hs.self_destruct is not None:
+            hs.self_destruct.start()  # self-destructing events, pruned when due
     if hs.config.appservice.services and roles.appservice_sender:
         await hs.appservices.ensure_senders()
         await hs.appservice_transactions.start()  # and what services have not acknowledged
@@ -398,6 +405,8 @@ async def stop(hs: "HomeServer") -> None:
         await hs.tester_self_check.close()
     await hs.partial_state.close()
     await hs.profiles.close()
+    if hs.self_destruct is not None:
+        await hs.self_destruct.close()
     await hs.federation_sender.stop()
     await hs.appservice_transactions.stop()
     await hs.appservices.close()

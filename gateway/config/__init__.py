@@ -160,6 +160,8 @@ class HomeserverConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
     #: ``allow_guest_access`` (Synapse's key): ``/register?kind=guest`` gives guest accounts.
     allow_guest_access: bool = False
+    #: ``enable_ephemeral_messages`` (Synapse's key): self-destructing events (MSC2228).
+    enable_ephemeral_messages: bool = False
     # Who may read and change profiles (gateway/config/profiles.py).
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     #: ``password_config.pepper`` (Synapse's key): appended to passwords before bcrypt.
@@ -330,6 +332,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         ),
         registration_requires_token=root.bool("registration_requires_token", False),
         allow_guest_access=root.bool("allow_guest_access", False),
+        enable_ephemeral_messages=root.bool("enable_ephemeral_messages", False),
         registration_shared_secret=registration_shared_secret,
         macaroon_secret_key=root.str("macaroon_secret_key", None),
         form_secret=root.str("form_secret", None),

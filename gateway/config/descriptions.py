@@ -73,6 +73,9 @@ DESCRIPTIONS: dict[str, str] = {
     "registration_requires_token": "Registration needs a token made with the registration tokens admin API.",
     "allow_guest_access": "Let anyone get a guest account with `/register?kind=guest`: guests may read "
                           "world-readable rooms and join rooms whose `m.room.guest_access` is `can_join`.",
+    "enable_ephemeral_messages": "Self-destructing messages (MSC2228): an event whose content has "
+                                 "`org.matrix.self_destruct_after` (ms since the epoch) has its content pruned, "
+                                 "as by a redaction, once that time has passed.",
     "registration_shared_secret": "Secret for `/_synapse/admin/v1/register` (create users, admins included, "
                                   "from scripts). Unset: that API is off.",
     "registration_shared_secret_path": "A file holding `registration_shared_secret`.",
