@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from .services.mailer import Mailer
     from .services.threepids import ThreepidService
     from .services.email_notifs import EmailNotifier
+    from .services.recaptcha import RecaptchaVerifier
     from .services.self_destruct import SelfDestructingEvents
     from .services.third_party_invites import ThirdPartyInvites
     from .services.typing import TypingService
@@ -116,6 +117,7 @@ class HomeServer:
         email_notifs: EmailNotifier | None
         third_party_invites: ThirdPartyInvites
         self_destruct: SelfDestructingEvents | None
+        recaptcha: RecaptchaVerifier
         oauth: OAuthService
         appservices: AppServices
         appservice_transactions: AppServiceTransactions

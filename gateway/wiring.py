@@ -74,6 +74,7 @@ def build(hs: "HomeServer") -> None:
     from .services.sync import SyncService
     from .services.timestamp_to_event import TimestampToEvent
     from .services.identity_servers import IdentityServerClient
+    from .services.recaptcha import RecaptchaVerifier
     from .services.mailer import Mailer
     from .services.tester_keys import TesterKeys
     from .services.tester_self_check import SelfCheck, build_tester
@@ -222,6 +223,7 @@ def build(hs: "HomeServer") -> None:
     # --- mail and e-mail addresses --------------------------------------------------
     hs.mailer = mailer = Mailer(config.email, EmailOutboxStore(db), clock_ms, server_name=server_name) \
         if config.email.enabled else None
+    hs.recaptcha = RecaptchaVerifier(config.captcha, outbound_connector)  # the m.login.recaptcha stage
     hs.identity_servers = identity_servers = IdentityServerClient(
         server_name=server_name, signing_key=hs.signing_key, connector=outbound_connector)
     hs.threepids = threepids = provide(THREEPIDS, ThreepidService(
@@ -424,6 +426,7 @@ async def stop(hs: "HomeServer") -> None:
     if hs.mailer is not None:
         await hs.mailer.close()
     await hs.identity_servers.close()
+    await hs.recaptcha.close()
     if hs.replication is not None:
         await hs.replication.close()
     await hs.stream_writers.close()

@@ -38,6 +38,8 @@ def registration_flows(hs: HomeServer) -> list[list[str]]:
         flows = [token or ["m.login.dummy"]]
         if hs.config.email.enabled:
             flows.append(token + ["m.login.email.identity"])
+    if hs.config.captcha.enable_registration_captcha:
+        flows = [["m.login.recaptcha"] + flow for flow in flows]
     if _consent_version(hs) is not None:
         flows = [flow + ["m.login.terms"] for flow in flows]
     return flows
@@ -49,15 +51,20 @@ def _consent_version(hs: HomeServer) -> str | None:
 
 
 def registration_params(hs: HomeServer) -> dict:
-    """The ``m.login.terms`` policies (spec: "Terms of service at registration")."""
+    """The captcha's public key and the ``m.login.terms`` policies (spec: "Google
+    ReCaptcha", "Terms of service at registration")."""
+    params: dict = {}
+    if hs.config.captcha.configured:
+        params["m.login.recaptcha"] = {"public_key": hs.config.captcha.public_key}
     version = _consent_version(hs)
     if version is None:
-        return {}
+        return params
     policy = {"version": version, "en": {
         "name": hs.config.user_consent.policy_name,
         "url": f"{hs.config.public_baseurl}_matrix/consent?v={version}",
     }}
-    return {"m.login.terms": {"policies": {"privacy_policy": policy}}}
+    params["m.login.terms"] = {"policies": {"privacy_policy": policy}}
+    return params
 
 
 async def _accept_terms(auth: dict, user_id: str | None) -> None:
@@ -148,6 +155,8 @@ async def post_register(request: web.Request) -> web.Response:
         )
     if "m.login.terms" not in hs.uia.checkers:
         hs.uia.register_stage("m.login.terms", _accept_terms)
+    if hs.config.captcha.configured and "m.login.recaptcha" not in hs.uia.checkers:
+        hs.uia.register_stage("m.login.recaptcha", lambda auth, uid: hs.recaptcha.check(auth.get("response")))
 
     async def remember() -> dict:
         data: dict = {"params": {k: body[k] for k in REMEMBERED_PARAMS if k in body}}
@@ -157,7 +166,9 @@ async def post_register(request: web.Request) -> web.Response:
         return data
 
     session_id, completed = await hs.uia.authenticate_stages(
-        REGISTER, body, registration_flows(hs), params=registration_params(hs), remember=remember, keep=True)
+        REGISTER, body, registration_flows(hs), params=registration_params(hs), remember=remember, keep=True,
+        # A configured captcha may be solved even where not required, as with Synapse.
+        optional=frozenset({"m.login.recaptcha"} if hs.config.captcha.configured else ()))
     hs.ratelimiters["rc_registration"].ratelimit(request.remote or "")
 
     modules = hs.modules.callbacks

@@ -30,6 +30,7 @@ from .sessions import SessionConfig, parse_session_config
 from .voip import TurnConfig, parse_turn_config
 from .email import EmailConfig, parse_email_config
 from .threepids import ThreepidConfig, parse_threepid_config
+from .captcha import CaptchaConfig, parse_captcha_config
 from .sso import SsoSections, parse_sso_sections
 from .workers import WorkerConfig, parse_worker_config
 
@@ -177,6 +178,8 @@ class HomeserverConfig:
     # Mail sending (gateway/config/email.py) and e-mail addresses on accounts (threepids.py).
     email: EmailConfig = field(default_factory=EmailConfig)
     threepids: ThreepidConfig = field(default_factory=ThreepidConfig)
+    # The reCAPTCHA stage at registration (gateway/config/captcha.py).
+    captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
     # Worker processes (gateway/config/workers.py): worker_app, instance_map, redis, ...
     workers: WorkerConfig = field(default_factory=WorkerConfig)
 
@@ -360,6 +363,7 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
     config_kwargs["turn"], turn_warnings = parse_turn_config(root, resolve_path)
     config_kwargs["email"], email_warnings = parse_email_config(root)
     config_kwargs["threepids"] = parse_threepid_config(root)
+    config_kwargs["captcha"] = parse_captcha_config(root)
     if config_kwargs["threepids"].registrations_require_3pid and not config_kwargs["email"].enabled:
         raise ConfigError("registrations_require_3pid", "e-mail addresses can only be validated with an email "
                           "section (an SMTP server to send the mails)")
@@ -376,12 +380,13 @@ def parse_config(data: Any, *, config_path: str | None = None) -> HomeserverConf
         config_kwargs["enable_registration_without_verification"]
         or config_kwargs["registration_requires_token"]
         or config_kwargs["threepids"].registrations_require_3pid
+        or config_kwargs["captcha"].enable_registration_captcha
     ):
         raise ConfigError(
             "enable_registration",
             "open registration without verification is dangerous: also set "
             "enable_registration_without_verification: true, registration_requires_token: true, "
-            "or registrations_require_3pid: [email]",
+            "registrations_require_3pid: [email] or enable_registration_captcha: true",
         )
     return HomeserverConfig(**config_kwargs, warnings=tuple(warnings))
 

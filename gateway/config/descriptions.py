@@ -76,6 +76,13 @@ DESCRIPTIONS: dict[str, str] = {
     "enable_ephemeral_messages": "Self-destructing messages (MSC2228): an event whose content has "
                                  "`org.matrix.self_destruct_after` (ms since the epoch) has its content pruned, "
                                  "as by a redaction, once that time has passed.",
+    "enable_registration_captcha": "Registering needs a reCAPTCHA (the `m.login.recaptcha` stage) before the "
+                                   "other stages; needs `recaptcha_public_key` and `recaptcha_private_key`.",
+    "recaptcha_public_key": "The reCAPTCHA site key, given to clients to show the captcha.",
+    "recaptcha_private_key": "The reCAPTCHA secret key, sent with each answer to `recaptcha_siteverify_api`. With "
+                             "both keys set, a registration may complete the captcha stage even when it is not "
+                             "required, as with Synapse.",
+    "recaptcha_siteverify_api": "Where captcha answers are checked.",
     "registration_shared_secret": "Secret for `/_synapse/admin/v1/register` (create users, admins included, "
                                   "from scripts). Unset: that API is off.",
     "registration_shared_secret_path": "A file holding `registration_shared_secret`.",

@@ -96,11 +96,13 @@ class UIAService:
         params: dict[str, Any] | None = None,
         remember: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         keep: bool = False,
+        optional: frozenset[str] = frozenset(),
     ) -> tuple[str, tuple[str, ...]]:
         """Like ``authenticate``, also returning the stages completed. ``remember()``: what
         a session started by this request keeps of it (its ``data``), asked for only when
         stages remain; ``keep``: the session outlives its completion (until it expires),
-        for its ``data`` to be read again."""
+        for its ``data`` to be read again; ``optional``: stages accepted (and reported
+        completed) though no flow needs them."""
         auth = body.get("auth")
         if auth is not None and not isinstance(auth, dict):
             raise MatrixError.bad_json("'auth' must be an object")
@@ -127,7 +129,7 @@ class UIAService:
             # m.oauth is done in the browser; the client then retries with just the session.
             stage = "m.oauth"
         if stage is not None:
-            allowed = {s for flow in flows for s in flow}
+            allowed = {s for flow in flows for s in flow} | optional
             checker = self.checkers.get(stage)
             if stage not in allowed or checker is None:
                 error = MatrixError(400, Codes.UNRECOGNIZED, f"Auth stage {stage!r} is not offered here")

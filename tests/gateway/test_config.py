@@ -102,6 +102,10 @@ def test_synapse_style_sections():
         ({"limit_profile_requests_to_users_who_share_rooms": 1},
          "limit_profile_requests_to_users_who_share_rooms", "true or false"),
         ({"allow_profile_lookup_over_federation": "no"}, "allow_profile_lookup_over_federation", "true or false"),
+        ({"enable_registration_captcha": True}, "recaptcha_public_key", "required"),
+        ({"enable_registration_captcha": True, "recaptcha_public_key": "p"}, "recaptcha_private_key", "required"),
+        ({"recaptcha_siteverify_api": "verify.example.com"}, "recaptcha_siteverify_api", "http"),
+        ({"enable_ephemeral_messages": "yes"}, "enable_ephemeral_messages", "true or false"),
     ],
 )
 def test_bad_values_name_the_key(override, key, fragment):
