@@ -376,6 +376,8 @@ class _AdvisoryLocks:
         self._conn_lock = asyncio.Lock()
         self._local: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._cleanup: set[asyncio.Task] = set()
+        #: Names this process is waiting for because another process holds them.
+        self.contended: dict[str, int] = {}
 
     @staticmethod
     def key(name: str) -> int:
@@ -389,7 +391,7 @@ class _AdvisoryLocks:
             local = self._local[name] = asyncio.Lock()
         async with local:
             key = self.key(name)
-            await self._acquire(key)
+            await self._acquire(key, name)
             try:
                 yield
             finally:
@@ -409,20 +411,32 @@ class _AdvisoryLocks:
                 conn.terminate()  # its locks go with it
                 raise
 
-    async def _acquire(self, key: int) -> None:
+    async def _acquire(self, key: int, name: str) -> None:
         delay = 0.002
-        while True:
-            attempt = asyncio.ensure_future(self._query("SELECT pg_try_advisory_lock($1)", key))
-            try:
-                got = await asyncio.shield(attempt)
-            except asyncio.CancelledError:
-                # The answer may still say "yours": give it back then.
-                attempt.add_done_callback(lambda t: self._release_if_taken(t, key))
-                raise
-            if got:
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        waiting = False
+        try:
+            while True:
+                if await self._try(key):
+                    return
+                if not waiting:
+                    waiting = True
+                    self.contended[name] = self.contended.get(name, 0) + 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        finally:
+            if waiting:
+                self.contended[name] -= 1
+                if not self.contended[name]:
+                    del self.contended[name]
+
+    async def _try(self, key: int) -> bool:
+        attempt = asyncio.ensure_future(self._query("SELECT pg_try_advisory_lock($1)", key))
+        try:
+            return bool(await asyncio.shield(attempt))
+        except asyncio.CancelledError:
+            # The answer may still say "yours": give it back then.
+            attempt.add_done_callback(lambda t: self._release_if_taken(t, key))
+            raise
 
     def _release_if_taken(self, attempt: asyncio.Future, key: int) -> None:
         if not attempt.cancelled() and attempt.exception() is None and attempt.result():
@@ -453,6 +467,11 @@ class PostgresDatabase(Database):
 
     def named_lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self._locks.hold(name)
+
+    @property
+    def contended_locks(self) -> dict[str, int]:
+        """Named locks this process waits for because another process holds them."""
+        return self._locks.contended
 
     @classmethod
     async def open(cls, args: Mapping[str, Any]) -> "PostgresDatabase":
