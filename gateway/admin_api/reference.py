@@ -56,7 +56,8 @@ DESCRIPTIONS: dict[str, str] = {
     f"POST {_U}/v1/background_updates/start_job": "`populate_stats_process_rooms` or `regenerate_directory`: "
                                                   "done at once (both are read live).",
     f"POST {_U}/v1/deactivate/{{user_id}}": "Deactivate an account (logs out every device); `erase: true` also "
-                                           "clears the profile.",
+                                           "clears the profile and erases the user's events (served redacted "
+                                           "to those who were not in the room when they were sent).",
     f"POST {_U}/v1/reset_password/{{user_id}}": "Set a new password (`new_password`); logs the devices out unless "
                                                "`logout_devices: false`.",
     f"GET {_U}/v1/whois/{{user_id}}": "The user's devices and their connections (IP address, user agent, last "
