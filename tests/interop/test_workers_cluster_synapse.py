@@ -16,6 +16,8 @@ real Synapse.
   acknowledged event is in /messages, in the clients' /syncs and on Synapse (and
   Synapse's in the cluster); a sync token from before the burst
   answers 200 with every event after it, in /sync and in /messages.
+- Events built at once on main and on the sync worker (writes "or any worker"), stored
+  by the persister in one order that /messages and /sync share.
 - kill -9 of the event persister with sends in flight, started again: main retries the
   forwarded writes, clients retry a 503 with their transaction IDs; every acknowledged
   message is stored once, synced and sent to Synapse.
@@ -414,3 +416,32 @@ async def test_kill_9_of_the_event_persister_mid_burst_stores_each_message_once(
         for client in (s.alice, s.bob):
             assert [e for e in seen[client.user_id] if e in ids] == ids, (client.user_id, user_id)
     assert expected.ids <= await synapse_event_ids(s, room_id, expected.ids)
+
+
+async def test_events_built_on_main_and_on_the_sync_worker_at_once(setup):
+    """Any process may build events (docs/workers.md: writes "or any worker"): alice's
+    sends are built on main, bob's on the sync worker, at once in one room; the persister
+    stores both in one order that every reader shares."""
+    s = setup
+    room_id = await room_with_both(s)
+    on_worker = nio.AsyncClient(s.url(SYNC), s.bob.user_id, device_id=s.bob.device_id)
+    on_worker.restore_login(s.bob.user_id, s.bob.device_id, s.bob.access_token)
+    sent: dict[str, list[str]] = {s.alice.user_id: [], s.bob.user_id: []}
+    worker_sends = await s.served(SYNC, SEND_ROUTE)
+    try:
+        async def talk(client: nio.AsyncClient) -> None:
+            for i in range(15):
+                sent[client.user_id].append(await send(client, room_id, f"{client.user_id} built {i}"))
+
+        await asyncio.gather(talk(s.alice), talk(on_worker))
+    finally:
+        await on_worker.close()
+    assert await s.served(SYNC, SEND_ROUTE) == worker_sends + 15
+    everything = set(sent[s.alice.user_id]) | set(sent[s.bob.user_id])
+    history = list(reversed(await messages_ids(s.alice, room_id)))
+    assert everything <= set(history) and len(history) == len(set(history))
+    for user_id, ids in sent.items():
+        assert [e for e in history if e in ids] == ids, user_id
+    order = [e for e in history if e in everything]
+    for client in (s.alice, s.bob):  # /sync on the sync worker: the same order as /messages on main
+        assert [e for e in await wait_for(client, room_id, everything) if e in everything] == order
