@@ -379,6 +379,11 @@ class FederationEventHandler:
         result.event_ids = [None] * len(items)
         if not items:
             return result
+        with gc_paused():
+            return await self._persist_outliers(origin, room_id, rv, items, result, lock_writes=lock_writes)
+
+    async def _persist_outliers(self, origin: str | None, room_id: str, rv: RoomVersion, items: list,
+                                result: OutlierResult, *, lock_writes: bool) -> OutlierResult:
         keys_for = await self._keys_lookup(items, rv, origin)
         if rv.room_id_from_create_event:
             carried = {guess_event_id(j, rv) for j in items
@@ -406,55 +411,60 @@ class FederationEventHandler:
             else:
                 await self._write_outliers(room_id, writes)
 
-        async def flush(force: bool) -> None:
+        async def flush(final: bool) -> None:
+            """One write in flight; while it runs, decided events gather for the next
+            (the database is kept busy with as much as the checks produced meanwhile)."""
             nonlocal writing, pending
-            if pending and (force or len(pending) >= WRITE_SLICE):
-                if writing is not None:
-                    await writing
+            if writing is not None and (final or writing.done()):
+                await writing
+                writing = None
+            if pending and writing is None and (final or len(pending) >= WRITE_SLICE):
                 writing = asyncio.ensure_future(write(pending))
                 pending = []
+            if final and writing is not None:
+                await writing
+                writing = None
 
         slices = self._check_slices(items, rv, room_id, keys_for, origin)
         try:
-            with gc_paused():
-                for start, task in slices:
-                    fresh: list[tuple[PDU, PDU | None, str | None]] = []
-                    for offset, (eid, pdu, use, reason) in enumerate(await task):
-                        result.event_ids[start + offset] = eid
-                        if pdu is None:
-                            if eid:
-                                result.dropped[eid] = reason
-                        elif eid not in seen:
-                            seen.add(eid)
-                            fresh.append((pdu, use, reason))
-                    if not fresh:
-                        continue
-                    # Stored already (reported as stored), and the auth events from the database.
-                    checked = [use for _, use, _ in fresh if use is not None]
-                    metas = await self.store.get_event_meta({p.event_id for p, _, _ in fresh}
-                                                            | stream.unknown_refs(checked))
-                    new: list[PDU] = []
-                    for pdu, use, reason in fresh:
-                        meta = metas.get(pdu.event_id)
-                        if meta is not None:
-                            if meta.rejected_reason is not None:
-                                result.rejected[pdu.event_id] = meta.rejected_reason
-                            else:
-                                result.accepted[pdu.event_id] = pdu
-                        elif use is None:
-                            result.dropped[pdu.event_id] = reason
+            for start, task in slices:
+                fresh: list[tuple[PDU, PDU | None, str | None]] = []
+                for offset, (eid, pdu, use, reason) in enumerate(await task):
+                    result.event_ids[start + offset] = eid
+                    if pdu is None:
+                        if eid:
+                            result.dropped[eid] = reason
+                    elif eid not in seen:
+                        seen.add(eid)
+                        fresh.append((pdu, use, reason))
+                if not fresh:
+                    continue
+                # Stored already (reported as stored), and the auth events from the database.
+                checked = [use for _, use, _ in fresh if use is not None]
+                metas = await self.store.get_event_meta({p.event_id for p, _, _ in fresh}
+                                                        | stream.unknown_refs(checked))
+                new: list[PDU] = []
+                for pdu, use, reason in fresh:
+                    meta = metas.get(pdu.event_id)
+                    if meta is not None:
+                        if meta.rejected_reason is not None:
+                            result.rejected[pdu.event_id] = meta.rejected_reason
                         else:
-                            new.append(use)
-                    if metas:
-                        stream.know(await self.events.get_pdus(metas),
-                                    {e for e, m in metas.items() if m.rejected_reason is not None})
-                    if len(new) > CHECK_CHUNK:
-                        decided(await asyncio.to_thread(stream.add, new))
+                            result.accepted[pdu.event_id] = pdu
+                    elif use is None:
+                        result.dropped[pdu.event_id] = reason
                     else:
-                        decided(stream.add(new))
-                    await flush(False)
-                decided(await asyncio.to_thread(stream.rest) if stream.parked > CHECK_CHUNK else stream.rest())
-                await flush(True)
+                        new.append(use)
+                if metas:
+                    stream.know(await self.events.get_pdus(metas),
+                                {e for e, m in metas.items() if m.rejected_reason is not None})
+                if len(new) > CHECK_CHUNK:
+                    decided(await asyncio.to_thread(stream.add, new))
+                else:
+                    decided(stream.add(new))
+                await flush(False)
+            decided(await asyncio.to_thread(stream.rest) if stream.parked > CHECK_CHUNK else stream.rest())
+            await flush(True)
         finally:
             for _, task in slices:
                 task.cancel()
@@ -1070,9 +1080,9 @@ def _with_event(state: Mapping[StateKey, str], pdu: PDU) -> Mapping[StateKey, st
     return {**state, (pdu.type, pdu.state_key): pdu.event_id}
 
 
-#: A big batch of outliers is checked and written this many events at a time (in auth
-#: order): a slice is written while the next is checked.
-WRITE_SLICE = 2000
+#: Outliers decided (checked) are written once this many have gathered, or as soon as
+#: the write before is done: one write in flight, while the checks go on.
+WRITE_SLICE = 500
 #: Batches bigger than this are checked in worker threads, this many events a task: the
 #: event loop stays free.
 CHECK_CHUNK = 500

@@ -267,7 +267,8 @@ class PartialStateService:
             except (FederationRequestError, BadStateAnswer) as e:
                 log.info("resync of %s: %s could not give the state at our join: %s", row.room_id, server, e)
                 continue
-            return await self._apply(row, room.room_version, full)
+            with gc_paused():
+                return await self._apply(row, room.room_version, full)
         return None
 
     # --- the resync: fetching ---------------------------------------------------------------
@@ -290,7 +291,8 @@ class PartialStateService:
             # listed them), and so are the events whose auth they are.
             log.warning("resync of %s: %s does not have %d events it listed (e.g. %s)", room_id, server,
                         len(absent), next(iter(absent)))
-        stored = (await self._persist(server, room_id, rv, fetched)).accepted
+        with gc_paused():  # bulk work: see bulk_work
+            stored = (await self._persist(server, room_id, rv, fetched)).accepted
         del fetched
         # The state events just stored are known from memory; the others are read.
         rows = await self.store.get_state_rows([e for e in state_ids if e not in stored])
