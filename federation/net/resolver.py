@@ -36,12 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import aiohttp
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
@@ -157,36 +151,54 @@ class DnsResolver(AbstractResolver):
         timeout: float = 5.0,
         cache_size: int = 10_000,
     ):
-        if nameservers:
-            self._resolver = dns.asyncresolver.Resolver(configure=False)
-            self._resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(*parse_nameserver(ns)) for ns in nameservers
-            ]
-        else:
-            self._resolver = dns.asyncresolver.Resolver()
-        self._resolver.lifetime = timeout
-        self._resolver.timeout = min(timeout, 2.0)
-        self._resolver.cache = dns.resolver.LRUCache(cache_size) if cache_size else None
+        self._nameservers = [parse_nameserver(ns) for ns in nameservers] if nameservers else None
+        self._timeout, self._cache_size = timeout, cache_size
+        self._resolver: Any = None
 
-    async def _query(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[Any]:
-        """The records of one type; [] when the name or the type does not exist."""
+    def _dnspython(self) -> Any:
+        """dnspython's resolver, made (and dnspython imported) at the first lookup: a
+        server that never resolves a name does not carry it (docs/performance.md, "Memory")."""
+        if self._resolver is None:
+            import dns.asyncresolver
+            import dns.nameserver
+            import dns.resolver
+
+            if self._nameservers is not None:
+                resolver = dns.asyncresolver.Resolver(configure=False)
+                resolver.nameservers = [dns.nameserver.Do53Nameserver(*ns) for ns in self._nameservers]
+            else:
+                resolver = dns.asyncresolver.Resolver()
+            resolver.lifetime = self._timeout
+            resolver.timeout = min(self._timeout, 2.0)
+            resolver.cache = dns.resolver.LRUCache(self._cache_size) if self._cache_size else None
+            self._resolver = resolver
+        return self._resolver
+
+    async def _query(self, name: str, rdtype: str) -> list[Any]:
+        """The records of one type ("SRV", "A", "AAAA"); [] when the name or the type
+        does not exist."""
+        import dns.exception
+        import dns.name
+        import dns.resolver
+
+        resolver = self._dnspython()
         try:
-            answer = await self._resolver.resolve(name, rdtype, search=False)
+            answer = await resolver.resolve(name, rdtype, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except (dns.exception.SyntaxError, dns.name.NameTooLong):
             return []  # no such name can exist (an empty or over-long label: "a..b")
         except dns.resolver.NoNameservers as e:
-            raise DnsLookupError(f"DNS lookup of {rdtype.name} {name} failed: {e}") from e
+            raise DnsLookupError(f"DNS lookup of {rdtype} {name} failed: {e}") from e
         except dns.exception.Timeout as e:
-            raise DnsLookupError(f"DNS lookup of {rdtype.name} {name} timed out") from e
+            raise DnsLookupError(f"DNS lookup of {rdtype} {name} timed out") from e
         return list(answer)
 
     async def lookup_srv(self, name: str) -> list[SrvRecord]:
         """SRV records for ``name`` (e.g. ``_matrix-fed._tcp.example.org``); [] if none."""
         return [
             SrvRecord(r.priority, r.weight, r.port, r.target.to_text(omit_final_dot=True) or ".")
-            for r in await self._query(name, dns.rdatatype.SRV)
+            for r in await self._query(name, "SRV")
         ]
 
     async def lookup_addresses(self, host: str, family: int = socket.AF_UNSPEC) -> list[str]:
@@ -201,9 +213,9 @@ class DnsResolver(AbstractResolver):
             pass
         types = []
         if family in (socket.AF_UNSPEC, socket.AF_INET6):
-            types.append(dns.rdatatype.AAAA)
+            types.append("AAAA")
         if family in (socket.AF_UNSPEC, socket.AF_INET):
-            types.append(dns.rdatatype.A)
+            types.append("A")
         results = await asyncio.gather(*(self._query(host, t) for t in types), return_exceptions=True)
         lists = [[r.address for r in res] for res in results if not isinstance(res, BaseException)]
         errors = [res for res in results if isinstance(res, BaseException)]
