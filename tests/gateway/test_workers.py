@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import aiohttp
@@ -21,74 +18,37 @@ import yaml
 
 from gateway.config import load_config
 from gateway.roles import roles_for
-from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
-    free_port
+from tests.conftest import SKIP_POSTGRES, create_postgres_database, drop_postgres_database
 from tests.support.client_api import Client, has_text, register_user, timeline_bodies
-from tests.support.gateway_process import ROOT, stop_process, wait_for_port
+from tests.support.gateway_process import ROOT
+from tests.support.worker_cluster import DOC, WORKER_APP, Worker, WorkerCluster, documented_nginx, replace_documented, \
+    requests_served, run_nginx
 
 pytestmark = pytest.mark.skipif(SKIP_POSTGRES, reason="workers need PostgreSQL")
 
-WORKER_APP = "synapse.app.generic_worker"  # an operator's Synapse worker file works as it is
+WORKER = "client_reader1"
 
 
-class Cluster:
-    """The main process and one generic worker sharing a database and Redis."""
+class Cluster(WorkerCluster):
+    """The main process and one generic worker (``client_reader1``: an operator's Synapse
+    worker file works as it is) sharing a database and Redis."""
 
     def __init__(self, directory: Path, db_args: dict):
-        self.dir = directory
-        self.main_port, self.replication_port, self.worker_port = free_port(), free_port(), free_port()
-        self.shared = directory / "homeserver.yaml"
-        self.worker_file = directory / "client_reader1.yaml"
-        local = ["127.0.0.1"]
-        self.shared.write_text(yaml.safe_dump({
-            "server_name": "workers.test",
-            "public_baseurl": f"http://127.0.0.1:{self.main_port}/",
-            "database": {"name": "psycopg2", "args": {**db_args, "cp_min": 1, "cp_max": 5}},
-            "signing_key_path": str(directory / "signing.key"), "media_store_path": str(directory / "media"),
-            "listeners": [
-                {"port": self.main_port, "bind_addresses": local, "resources": [{"names": ["client", "metrics"]}]},
-                {"port": self.replication_port, "bind_addresses": local,
-                 "resources": [{"names": ["replication"]}]},
-            ],
-            "instance_map": {"main": {"host": "127.0.0.1", "port": self.replication_port}},
-            "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
-                      "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
-            "enable_registration": True, "enable_registration_without_verification": True,
-            "bcrypt_rounds": 4, "send_federation": False, **GENEROUS_RATE_LIMITS,
-        }))
-        self.worker_file.write_text(yaml.safe_dump({
-            "worker_app": WORKER_APP, "worker_name": "client_reader1",
-            "worker_listeners": [{"port": self.worker_port, "bind_addresses": local,
-                                  "resources": [{"names": ["client", "metrics"]}]}],
-        }))
-        self.main = self.worker = None
+        super().__init__(directory, db_args, [Worker(WORKER, ["client"])])
 
-    def _start(self, name: str, port: int, *configs: Path) -> subprocess.Popen:
-        log = self.dir / f"{name}.log"
-        args = [a for c in configs for a in ("--config-path", str(c))]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", *args], cwd=ROOT,
-                                    env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
-        wait_for_port(port, proc, name, log)
-        return proc
-
-    def start_main(self) -> None:
-        self.main = self._start("main", self.main_port, self.shared)
-
-    def start_worker(self) -> None:
-        self.worker = self._start("worker", self.worker_port, self.shared, self.worker_file)
+    def start_worker(self, name: str = WORKER) -> None:
+        super().start_worker(name)
 
     def kill_worker(self) -> None:
-        self.worker.send_signal(signal.SIGKILL)
-        self.worker.wait()
+        self.kill(WORKER)
 
     @property
-    def main_url(self) -> str:
-        return f"http://127.0.0.1:{self.main_port}"
+    def worker_port(self) -> int:
+        return self.workers[WORKER].port
 
     @property
     def worker_url(self) -> str:
-        return f"http://127.0.0.1:{self.worker_port}"
+        return self.workers[WORKER].url
 
 
 @pytest.fixture(scope="module")
@@ -96,63 +56,23 @@ def cluster(tmp_path_factory):
     name, args = asyncio.run(create_postgres_database())
     c = Cluster(tmp_path_factory.mktemp("workers"), args)
     try:
-        c.start_main()  # first: it brings the schema up to date
-        c.start_worker()
+        c.start()
         yield c
     finally:
-        for proc in (c.worker, c.main):
-            if proc is not None and proc.poll() is None:
-                stop_process(proc)
+        c.stop()
         asyncio.run(drop_postgres_database(name))
-
-
-DOC = Path(ROOT) / "docs" / "workers.md"
-
-
-def _documented_nginx() -> str:
-    blocks = re.findall(r"^```nginx\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
-    assert len(blocks) == 1, "docs/workers.md has one nginx example"
-    return blocks[0]
-
-
-def _replace(text: str, old: str, new: str) -> str:
-    """Replace, insisting the documented text is there (a doc change fails loudly here)."""
-    assert old in text, f"docs/workers.md no longer contains {old!r}: update this test with it"
-    return text.replace(old, new)
 
 
 @pytest.fixture(scope="module")
 def nginx(cluster, tmp_path_factory):
     """docs/workers.md's nginx example in front of the cluster, only its ports changed."""
-    tmp = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    server = _documented_nginx()
-    server = _replace(server, "server 127.0.0.1:8008;", f"server 127.0.0.1:{cluster.main_port};")
-    server = _replace(server, "server 127.0.0.1:8083;", f"server 127.0.0.1:{cluster.worker_port};")
-    server = _replace(server, "server 127.0.0.1:8085;", f"server 127.0.0.1:{cluster.main_port};")  # main's media
-    server = _replace(server, "listen 8080;", f"listen 127.0.0.1:{port};")
-    temp = "\n".join(f"    {k}_temp_path {tmp}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf = tmp / "nginx.conf"
-    conf.write_text(("user root;\n" if os.geteuid() == 0 else "")
-                    + f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\nevents {{}}\n"
-                    f"http {{\n    access_log off;\n{temp}\n{server}\n}}\n")
-    log = tmp / "nginx.out"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(tmp), "-c", str(conf),
-                                 "-e", str(tmp / "error.log")], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc, "nginx", log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc)
-
-
-async def requests_served(session: aiohttp.ClientSession, base: str, route: str) -> float:
-    """How many requests for routes matching ``route`` (a regex) the process answered."""
-    async with session.get(f"{base}/_synapse/metrics") as r:
-        text = await r.text()
-    return sum(float(m.group(2)) for m in re.finditer(r'^gateway_http_requests_total\{(.*)\} (\S+)$', text, re.M)
-               if re.search(rf'route="{route}"', m.group(1)))
+    server = documented_nginx()
+    server = replace_documented(server, "server 127.0.0.1:8008;", f"server 127.0.0.1:{cluster.main_port};")
+    server = replace_documented(server, "server 127.0.0.1:8083;", f"server 127.0.0.1:{cluster.worker_port};")
+    # main's media
+    server = replace_documented(server, "server 127.0.0.1:8085;", f"server 127.0.0.1:{cluster.main_port};")
+    with run_nginx(tmp_path_factory.mktemp("nginx"), server) as url:
+        yield url
 
 
 async def waiting_syncs(session: aiohttp.ClientSession, base: str) -> float:
