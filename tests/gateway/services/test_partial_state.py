@@ -330,6 +330,38 @@ async def test_bad_events_in_the_full_state_are_dropped(gw, ca, monkeypatch):
         assert remote.requests.count(("GET", "/_matrix/federation/v1/event/{event_id}")) == 1
 
 
+async def test_the_resync_writes_its_events_under_the_room_lock_a_slice_at_a_time(gw, ca, monkeypatch):
+    """The fetched state goes through one outlier stream; each write of it takes the
+    room's lock (a batch being received counts on no one else storing its events), and
+    only for that write: there are several, and the members all arrive."""
+    from gateway.services import federation_events
+
+    hs = gw.hs
+    remote = FakeRemote(ca)
+    view, users = member_room(remote)
+    monkeypatch.setattr(partial_state_module, "BULK_FETCH_THRESHOLD", 3)
+    monkeypatch.setattr(federation_events, "CHECK_CHUNK", 4)
+    monkeypatch.setattr(federation_events, "WRITE_SLICE", 3)
+    writes: list[tuple[int, bool]] = []
+    original = hs.federation_events._write_outliers
+
+    async def recording(room_id, batch):
+        writes.append((len(batch), hs.events.room_lock(room_id).locked()))
+        await original(room_id, batch)
+
+    monkeypatch.setattr(hs.federation_events, "_write_outliers", recording)
+    PartialResident(remote, view)
+    async with remote:
+        alice = f"@alice:{hs.server_name}"
+        await hs.federation_membership.join_remote(alice, view.room_id, [remote.server_name], {"membership": "join"})
+        before = len(writes)
+        assert await hs.partial_state.await_full_state(view.room_id, 60)
+        resync = writes[before:]
+        assert len(resync) >= 2 and all(locked for _, locked in resync)
+        assert not hs.events.room_lock(view.room_id).locked()
+        assert set(users) | {alice} == await joined(hs, view.room_id)
+
+
 async def test_events_the_full_state_refuses_are_rejected_by_the_resync(gw, ca):
     """A banned member's server sends a message citing the member's old join: our partial
     state cannot tell (no member events), so it is accepted; the resync's re-check with the
