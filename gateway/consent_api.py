@@ -16,18 +16,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
-import jinja2
 from aiohttp import web
 
 from .appkeys import HS
 from .config.consent import VERSION_RE, UserConsentConfig
 from .http import Codes, MatrixError
 
-CONSENT_ENV = web.AppKey("consent_env", jinja2.Environment)
+if TYPE_CHECKING:
+    import jinja2
+
+#: Jinja is imported only when ``user_consent`` is configured (docs/performance.md, "Memory").
+CONSENT_ENV: web.AppKey[jinja2.Environment] = web.AppKey("consent_env")
 
 
 def _environment(config: UserConsentConfig) -> jinja2.Environment:
+    import jinja2
+
     return jinja2.Environment(loader=jinja2.FileSystemLoader(config.template_dir),
                               autoescape=jinja2.select_autoescape(["html", "htm"]))
 
@@ -38,6 +44,8 @@ def _headers() -> dict[str, str]:
 
 
 def _render(request: web.Request, name: str, **context) -> web.Response:
+    import jinja2
+
     try:
         template = request.app[CONSENT_ENV].get_template(f"en/{name}.html")
     except jinja2.TemplateNotFound:
@@ -95,6 +103,8 @@ async def give_consent(request: web.Request) -> web.Response:
     form = await request.post()
     version = _version(config, form.get("v"))
     user_id = await _user_from_link(request, form.get("u"), form.get("h"))
+    import jinja2
+
     try:
         request.app[CONSENT_ENV].get_template(f"en/{version}.html")
     except jinja2.TemplateNotFound:

@@ -9,17 +9,16 @@ IP range rules, exactly as federation does.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import jinja2
 from aiohttp import web
 
 from federation.net.tester import FederationTester
 from federation.server_discovery import ServerDiscoveryError
 from federation.tester_summary import diagnose_report
 from federation.tester_outbound import not_applicable, outbound, outbound_verdict
-from sso.pages import build_environment
+from sso.pages import lazy_environment
 
 from .appkeys import HS
 from .config import RateLimit
@@ -28,13 +27,16 @@ from .server import HomeServer
 from .services.ratelimit import RateLimiter
 from .services.tester_self_check import build_tester
 
+if TYPE_CHECKING:
+    import jinja2
+
 CACHE_SECONDS = 60.0
 MAX_CACHE = 1000
 
 TESTER = web.AppKey("federation_tester", FederationTester)
 CACHE = web.AppKey("federation_tester_cache", dict)
 LIMITER = web.AppKey("federation_tester_limiter", RateLimiter)
-PAGES = web.AppKey("federation_tester_pages", jinja2.Environment)
+PAGES: web.AppKey[jinja2.Environment] = web.AppKey("federation_tester_pages")
 
 
 async def _report(request: web.Request) -> dict[str, Any]:
@@ -230,7 +232,7 @@ def build_app(hs: HomeServer) -> web.Application:
     app[HS] = hs
     app[TESTER] = build_tester(hs.config, hs.clock_ms)
     app[CACHE] = {}
-    app[PAGES] = build_environment(hs.config.custom_template_directory)
+    app[PAGES] = lazy_environment(hs.config.custom_template_directory)
     app[LIMITER] = RateLimiter(RateLimit(per_second=0.5, burst_count=10))
 
     async def close_resolver(app: web.Application):

@@ -103,7 +103,7 @@ def build(hs: "HomeServer") -> None:
     from .storage.spaces import SpacesStore
     from .storage.sync import SyncStore
 
-    from sso.pages import build_environment
+    from sso.pages import lazy_environment
 
     from .appkeys import ACCOUNT_DATA, EMAIL_NOTIFS, MEDIA, RECEIPTS, ROOM_KEYS, THREEPIDS, TYPING, URL_PREVIEWER
 
@@ -229,7 +229,7 @@ def build(hs: "HomeServer") -> None:
     hs.threepids = threepids = provide(THREEPIDS, ThreepidService(
         ThreepidStore(db), auth.users, mailer, identity_servers, email=config.email, config=config.threepids,
         server_name=server_name, public_baseurl=config.public_baseurl,
-        pages=build_environment(config.custom_template_directory, public_baseurl=config.public_baseurl),
+        pages=lazy_environment(config.custom_template_directory, public_baseurl=config.public_baseurl),
         clock_ms=clock_ms, modules=modules.callbacks, ratelimiter=ratelimiters["rc_3pid_validation"]))
     hs.email_notifs = email_notifs = provide(EMAIL_NOTIFS, EmailNotifier(
         config=config.email, server_name=server_name, public_baseurl=config.public_baseurl,

@@ -31,7 +31,7 @@ from gateway.storage.sso import PendingRegistration, SsoLoginSession, SsoStore
 from gateway.storage.users import UserExistsError
 
 from .mapping import UserAttributes
-from .pages import build_environment
+from .pages import lazy_environment
 from .provider import IdentityProvider, RemoteIdentity, SsoError
 from .sessions import LOGIN_SESSION_LIFETIME_MS, SsoSessions
 
@@ -83,7 +83,7 @@ class SsoHandler:
         self.store = SsoStore(hs.db)
         self.sessions = SsoSessions(self.store, hs.clock_ms)
         self.profiles = ProfileStore(hs.db)
-        self.env = build_environment(hs.config.custom_template_directory, public_baseurl=hs.config.public_baseurl)
+        self.env = lazy_environment(hs.config.custom_template_directory, public_baseurl=hs.config.public_baseurl)
         self._http: aiohttp.ClientSession | None = None
         self.providers: dict[str, IdentityProvider] = {}
         if hs.config.sso.oidc_providers:

@@ -17,9 +17,11 @@ import inspect
 import re
 import string
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any, Mapping
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = [
     "MappingError",
@@ -100,24 +102,28 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+@cache
 def _template_env() -> jinja2.Environment:
+    """The environment of mapping templates, made (and Jinja imported) when the first one
+    is compiled: a server without SSO mapping never needs it."""
+    import jinja2
+
     # Mapping output is data, not HTML: no autoescape; None renders as "".
     env = jinja2.Environment(finalize=_finalize, undefined=jinja2.Undefined)
     env.filters["localpart_from_email"] = localpart_from_email
     return env
 
 
-_MAPPING_ENV = _template_env()
-
-
 def _compile(config: Mapping[str, Any], key: str) -> jinja2.Template | None:
+    import jinja2
+
     source = config.get(key)
     if source is None:
         return None
     if not isinstance(source, str):
         raise MappingError(f"{key}: expected a Jinja template string")
     try:
-        return _MAPPING_ENV.from_string(source)
+        return _template_env().from_string(source)
     except jinja2.TemplateSyntaxError as e:
         raise MappingError(f"{key}: invalid Jinja template: {e.message}") from None
 
@@ -155,14 +161,14 @@ class JinjaOidcMappingProvider:
             claim = config.get("subject_claim", "sub")
             if not isinstance(claim, str) or not claim:
                 raise MappingError("subject_claim: expected a claim name")
-            subject = _MAPPING_ENV.from_string("{{ user.%s }}" % claim if claim.isidentifier()
+            subject = _template_env().from_string("{{ user.%s }}" % claim if claim.isidentifier()
                                                else "{{ user[%r] }}" % claim)
         picture = _compile(config, "picture_template")
         if picture is None:
             claim = config.get("picture_claim", "picture")
             if not isinstance(claim, str) or not claim:
                 raise MappingError("picture_claim: expected a claim name")
-            picture = _MAPPING_ENV.from_string("{{ user[%r] }}" % claim)
+            picture = _template_env().from_string("{{ user[%r] }}" % claim)
         extra = config.get("extra_attributes") or {}
         if not isinstance(extra, dict):
             raise MappingError("extra_attributes: expected a mapping of names to Jinja templates")

@@ -6,19 +6,24 @@ single page. Autoescaping is on for HTML. Synapse's filters are available:
 ``format_ts``, ``mxc_to_http`` and ``localpart_from_email``.
 
 Template names and variables: https://element-hq.github.io/synapse/latest/templates.html
+
+A server builds its environments with ``lazy_environment``: Jinja is imported, and the
+environment made, by the first page rendered (docs/performance.md, "Memory").
 """
 
 from __future__ import annotations
 
 import time
 import urllib.parse
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from .mapping import localpart_from_email
 
-__all__ = ["build_environment", "SAMPLE_CONTEXTS", "check_templates", "format_ts", "make_mxc_to_http"]
+if TYPE_CHECKING:
+    import jinja2
+
+__all__ = ["build_environment", "lazy_environment", "LazyEnvironment", "SAMPLE_CONTEXTS", "check_templates",
+           "format_ts", "make_mxc_to_http"]
 
 
 def format_ts(value: int, format: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -45,6 +50,8 @@ def make_mxc_to_http(public_baseurl: str):
 
 def build_environment(custom_template_directory: str | None = None, *,
                       public_baseurl: str = "/") -> jinja2.Environment:
+    import jinja2
+
     loaders: list[jinja2.BaseLoader] = []
     if custom_template_directory:
         loaders.append(jinja2.FileSystemLoader(custom_template_directory))
@@ -57,6 +64,27 @@ def build_environment(custom_template_directory: str | None = None, *,
     env.filters["mxc_to_http"] = make_mxc_to_http(public_baseurl)
     env.filters["localpart_from_email"] = localpart_from_email
     return env
+
+
+class LazyEnvironment:
+    """Stands for the environment ``build_environment`` returns, built at its first use
+    (any attribute: ``get_template``, ``from_string``...)."""
+
+    def __init__(self, custom_template_directory: str | None = None, *, public_baseurl: str = "/"):
+        self._args = (custom_template_directory, public_baseurl)
+        self._env: jinja2.Environment | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._env is None:
+            directory, public_baseurl = self._args
+            self._env = build_environment(directory, public_baseurl=public_baseurl)
+        return getattr(self._env, name)
+
+
+def lazy_environment(custom_template_directory: str | None = None, *,
+                     public_baseurl: str = "/") -> jinja2.Environment:
+    """``build_environment``'s environment, made (and Jinja imported) at its first use."""
+    return LazyEnvironment(custom_template_directory, public_baseurl=public_baseurl)  # type: ignore[return-value]
 
 
 _IDP = {"idp_id": "oidc-example", "idp_name": "Example SSO", "idp_icon": "mxc://example.com/icon",
@@ -145,6 +173,8 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
 
 def check_templates(env: jinja2.Environment) -> list[str]:
     """Render every page with sample data; the errors found, one line each (empty if fine)."""
+    import jinja2
+
     errors = []
     for name, context in SAMPLE_CONTEXTS.items():
         try:

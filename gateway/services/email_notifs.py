@@ -22,13 +22,14 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from ..config.email import EmailConfig
 from ..storage.email_pushers import EmailPusherStore, UnreadNotification
 from ..storage.push import Pusher, PusherStore
+
+if TYPE_CHECKING:
+    import jinja2  # the pages environment is built at its first use (sso.pages.lazy_environment)
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,7 @@ import secrets
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from ..config.email import EmailConfig
 from ..config.threepids import ThreepidConfig
@@ -28,6 +26,9 @@ from ..storage.threepids import ThreepidInUseError, ThreepidStore, ValidationSes
 from ..storage.users import UserStore
 from .identity_servers import IdentityServerClient, check_id_server
 from .mailer import Mailer
+
+if TYPE_CHECKING:
+    import jinja2  # the pages environment is built at its first use (sso.pages.lazy_environment)
 
 PURPOSES = ("registration", "add_threepid", "password_reset")
 #: Where the mailed link goes, per purpose (Synapse's paths).
