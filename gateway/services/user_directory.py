@@ -23,6 +23,7 @@ from ..http import MatrixError
 from ..storage.directory import DirectoryStore
 from ..storage.presence import PresenceRow, PresenceStore
 from ..storage.users import UserStore
+from .stream_writers import WriterUnreachable
 
 if TYPE_CHECKING:
     from ..config.directory import DirectoryConfig
@@ -105,13 +106,18 @@ class UserDirectoryService:
         """A ``/sync`` (or ``/events``) with ``set_presence``: ``online`` makes the user
         online (and keeps ``last_active_ago`` fresh, within ``LAST_ACTIVE_GRANULARITY_MS``),
         ``unavailable`` takes an offline user to unavailable, ``offline`` changes nothing.
+        With workers the change is the presence writer's: while it is unreachable the sync
+        goes on without it (a later sync makes it), as a sync must not depend on presence.
         https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync"""
         if set_presence not in ("online", "unavailable"):
             return
         row = (await self.presence_store.get_presence([user_id])).get(user_id)
         now = self.clock_ms()
         if _changes_presence(row, set_presence):
-            await self.mark_syncing(user_id, set_presence)  # the presence stream's writer's
+            try:
+                await self.mark_syncing(user_id, set_presence)  # the presence stream's writer's
+            except WriterUnreachable as e:
+                log.warning("%s's presence stays as it was: %s", user_id, e.error)
         elif set_presence == "online" and row is not None and now - row.last_active_ts > LAST_ACTIVE_GRANULARITY_MS:
             await self.presence_store.touch(user_id, now)
 

@@ -21,6 +21,8 @@ real Synapse.
 - kill -9 of the event persister with sends in flight, started again: main retries the
   forwarded writes, clients retry a 503 with their transaction IDs; every acknowledged
   message is stored once, synced and sent to Synapse.
+- With main (the presence writer) killed, the sync worker still answers a user whose
+  sync makes them online.
 """
 
 from __future__ import annotations
@@ -445,3 +447,27 @@ async def test_events_built_on_main_and_on_the_sync_worker_at_once(setup):
     order = [e for e in history if e in everything]
     for client in (s.alice, s.bob):  # /sync on the sync worker: the same order as /messages on main
         assert [e for e in await wait_for(client, room_id, everything) if e in everything] == order
+
+
+async def test_the_sync_worker_serves_a_user_coming_online_while_main_is_down(setup):
+    """A /sync that makes its user online hands the presence change to its writer (main
+    here); with main killed the sync worker still answers (the presence change waits for
+    a later sync), and once main is back the user is online."""
+    s = setup
+    room_id = await room_with_both(s)
+    dave = await nio_account(s.nginx, f"dave-{uuid.uuid4().hex[:6]}")
+    try:
+        assert isinstance(await s.alice.room_invite(room_id, dave.user_id), nio.RoomInviteResponse)
+        assert isinstance(await dave.join(room_id), nio.JoinResponse)
+        await asyncio.to_thread(s.cluster.kill, "main")
+        try:
+            resp = await dave.sync(timeout=0, sync_filter=NO_GAPS)  # offline until now: this makes him online
+            assert isinstance(resp, nio.SyncResponse), resp
+            assert room_id in resp.rooms.join
+        finally:
+            await asyncio.to_thread(s.cluster.start_main)
+        await sync_once(dave)
+        presence = await s.alice.get_presence(dave.user_id)
+        assert isinstance(presence, nio.PresenceGetResponse) and presence.presence == "online", presence
+    finally:
+        await dave.close()

@@ -103,13 +103,20 @@ class WorkerCluster:
         w = self.workers[name]
         w.proc = self._start(w.name, w.port, self.shared, self.dir / f"{w.name}.yaml")
 
+    def start_main(self) -> None:
+        """Start the main process again, after ``kill("main")``."""
+        self.main = self._start("main", self.main_port, self.shared)
+
     def kill(self, name: str) -> None:
-        """SIGKILL the worker ``name``: whatever it held in memory is gone."""
-        w = self.workers[name]
-        assert w.proc is not None and w.proc.poll() is None, f"{name} is not running"
-        w.proc.send_signal(signal.SIGKILL)
-        w.proc.wait()
-        w.proc = None
+        """SIGKILL the worker ``name`` (or ``main``): whatever it held in memory is gone."""
+        proc = self.main if name == "main" else self.workers[name].proc
+        assert proc is not None and proc.poll() is None, f"{name} is not running"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if name == "main":
+            self.main = None
+        else:
+            self.workers[name].proc = None
 
     def stop(self) -> None:
         """The workers (told to stop together, then each awaited), then main."""
