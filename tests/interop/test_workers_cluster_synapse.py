@@ -21,8 +21,9 @@ real Synapse.
 - kill -9 of the event persister with sends in flight, started again: main retries the
   forwarded writes, clients retry a 503 with their transaction IDs; every acknowledged
   message is stored once, synced and sent to Synapse.
-- With main (the presence writer) killed, the sync worker still answers a user whose
-  sync makes them online.
+- With main killed, the workers carry messages both ways: Synapse's to the clients'
+  syncs, one sent to the sync worker to Synapse; the sync worker still answers a user
+  whose sync makes them online (main writes presence).
 """
 
 from __future__ import annotations
@@ -449,21 +450,30 @@ async def test_events_built_on_main_and_on_the_sync_worker_at_once(setup):
         assert [e for e in await wait_for(client, room_id, everything) if e in everything] == order
 
 
-async def test_the_sync_worker_serves_a_user_coming_online_while_main_is_down(setup):
-    """A /sync that makes its user online hands the presence change to its writer (main
-    here); with main killed the sync worker still answers (the presence change waits for
-    a later sync), and once main is back the user is online."""
+async def test_with_main_down_the_workers_carry_messages_both_ways(setup):
+    """main killed: the sync worker still answers a user whose sync makes them online
+    (the presence change waits for main), Synapse's messages reach the clients through
+    the inbound worker and the sync worker, and a message sent to the sync worker
+    (writes "or any worker") is stored by the persister and sent to Synapse by the
+    sender. Once main is back the user is online."""
     s = setup
-    room_id = await room_with_both(s)
+    room_id = await federated_room(s, "main-down")
     dave = await nio_account(s.nginx, f"dave-{uuid.uuid4().hex[:6]}")
+    on_worker = nio.AsyncClient(s.url(SYNC), s.bob.user_id, device_id=s.bob.device_id)
+    on_worker.restore_login(s.bob.user_id, s.bob.device_id, s.bob.access_token)
     try:
         assert isinstance(await s.alice.room_invite(room_id, dave.user_id), nio.RoomInviteResponse)
         assert isinstance(await dave.join(room_id), nio.JoinResponse)
+        await wait_for(s.alice, room_id, set())
         await asyncio.to_thread(s.cluster.kill, "main")
         try:
             resp = await dave.sync(timeout=0, sync_filter=NO_GAPS)  # offline until now: this makes him online
             assert isinstance(resp, nio.SyncResponse), resp
             assert room_id in resp.rooms.join
+            remote = await s.carol.send_text(room_id, "while main is down")
+            await wait_for(s.alice, room_id, {remote})
+            local = await send(on_worker, room_id, "sent to the sync worker while main is down")
+            await synapse_event_ids(s, room_id, {local})
         finally:
             await asyncio.to_thread(s.cluster.start_main)
         await sync_once(dave)
@@ -471,3 +481,4 @@ async def test_the_sync_worker_serves_a_user_coming_online_while_main_is_down(se
         assert isinstance(presence, nio.PresenceGetResponse) and presence.presence == "online", presence
     finally:
         await dave.close()
+        await on_worker.close()
