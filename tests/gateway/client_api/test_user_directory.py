@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.services.stream_writers import WriterUnreachable
+
 from .conftest import auth_header, register
 from .test_rooms import create, get, post
 
@@ -172,3 +174,21 @@ async def test_other_servers_users_of_a_room_we_left_are_not_found(client, hs, p
     await hs.db.execute("UPDATE room_memberships SET membership = 'leave' WHERE room_id = $1 AND user_id = $2",
                         room, "@dave:hs.test")
     assert (await search(client, alice, "xan"))[1]["results"] == []
+
+
+async def test_a_sync_answers_while_the_presence_writer_is_unreachable(client, people, hs):
+    """With workers, the presence change a /sync makes is the presence writer's: while it
+    is unreachable the sync answers without it, and a later sync makes it."""
+    alice, bob = people["alice"], people["bob"]
+    writer_mark_syncing = hs.user_directory.mark_syncing
+
+    async def unreachable(user_id: str, set_presence: str) -> None:
+        raise WriterUnreachable("presence", "main", "Connection refused")
+
+    hs.user_directory.mark_syncing = unreachable
+    status, body = await get(client, alice, "/sync", timeout="0")
+    assert status == 200 and body["next_batch"]
+    assert (await get(client, bob, "/presence/@alice:hs.test/status"))[1]["presence"] == "offline"
+    hs.user_directory.mark_syncing = writer_mark_syncing  # the writer is back
+    assert (await get(client, alice, "/sync", timeout="0"))[0] == 200
+    assert (await get(client, bob, "/presence/@alice:hs.test/status"))[1]["presence"] == "online"
