@@ -189,9 +189,12 @@ class EventStore:
 
     # --- reading events --------------------------------------------------------------
 
-    def _row_to_event(self, row: Any) -> StoredEvent:
-        rv = get_room_version(row[9])
-        pdu = decode_pdu_json(_load_event_json(row[0], rv.strict_canonicaljson), rv)
+    def _row_to_event(self, row: Any, pdu: PDU | None = None) -> StoredEvent:
+        """A row of ``_EVENT_COLUMNS``; ``pdu``: the event already parsed (its JSON never
+        changes), if the caller has it."""
+        if pdu is None:
+            rv = get_room_version(row[9])
+            pdu = decode_pdu_json(_load_event_json(row[0], rv.strict_canonicaljson), rv)
         return StoredEvent(pdu, int(row[1]), int(row[2]), row[3], bool(row[4]), bool(row[5]),
                            None if row[6] is None else int(row[6]), row[7])
 

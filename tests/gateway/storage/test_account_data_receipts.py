@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from federation.canonical_json import encode_canonical_json
 from gateway.storage.account_data import AccountDataStore
 from gateway.storage.events import EventStore
 from gateway.storage.receipts import ReceiptStore
@@ -172,3 +173,59 @@ async def test_unread_counts_after_the_read_receipt(database):
                                event_id="$e4", event_stream_ordering=4, data={"ts": 1})
     assert await sync.get_unread_counts(ALICE, ["!r:hs.test"]) == {}
     assert await sync.get_unread_counts(BOB, ["!r:hs.test"]) == {}
+
+
+async def test_timeline_pages_each_room_its_own_range(database):
+    """``get_timeline_pages``: many rooms in one read, each over its own range, each
+    limited on its own, newest first; a filter and the device's transaction IDs apply."""
+    state = StateStore(database)
+    events = EventStore(database, state)
+    sync = SyncStore(database, events)
+    rooms = []
+    for i in range(3):
+        chain = Chain()
+        chain.ts += 100 * i
+        create, _, _ = await new_room(events, chain)
+        room = await events.get_room(create.room_id)
+        writes = [write(chain.make("m.room.message", {"body": f"{i}-{k}"})) for k in range(4)]
+        writes[3].txn = (ALICE, "DEV", f"txn-{i}")
+        await events.persist_events(create.room_id, writes, state_before=await state.get_state(room.current_state_group),
+                                    expected_head=room.head_stream_ordering, received_ts=1)
+        rooms.append(create.room_id)
+    heads = {r: (await events.get_room(r)).head_stream_ordering for r in rooms}
+    pages = await sync.get_timeline_pages(
+        [(rooms[0], None, heads[rooms[0]]), (rooms[1], heads[rooms[1]] - 2, heads[rooms[1]]),
+         (rooms[2], None, heads[rooms[2]] - 1)], limit=3, flt=TimelineFilter(), device=(ALICE, "DEV"))
+    bodies = {r: [t.event.pdu.content.get("body", t.event.pdu.type) for t in rows] for r, rows in pages.items()}
+    assert bodies == {rooms[0]: ["0-3", "0-2", "0-1"], rooms[1]: ["1-3", "1-2"], rooms[2]: ["2-2", "2-1", "2-0"]}
+    assert [t.txn_id for t in pages[rooms[0]]] == ["txn-0", None, None]
+    only_members = await sync.get_timeline_pages([(r, None, heads[r]) for r in rooms], limit=5,
+                                                 flt=TimelineFilter(types=("m.room.member",)), device=(ALICE, "DEV"))
+    assert {r: [t.event.pdu.type for t in rows] for r, rows in only_members.items()} == {
+        r: ["m.room.member"] for r in rooms}
+    assert await sync.get_timeline_pages([], limit=5, flt=TimelineFilter(), device=(ALICE, "DEV")) == {}
+
+
+async def test_timeline_reads_reparse_changed_json(database):
+    """Timeline reads keep events parsed, but one whose stored JSON changed (an expired
+    message pruned) is read anew."""
+    state = StateStore(database)
+    events = EventStore(database, state)
+    sync = SyncStore(database, events)
+    chain = Chain()
+    create, _, _ = await new_room(events, chain)
+    room = await events.get_room(create.room_id)
+    msg = chain.make("m.room.message", {"body": "secret"})
+    await events.persist_events(create.room_id, [write(msg)], state_before=await state.get_state(room.current_state_group),
+                                expected_head=room.head_stream_ordering, received_ts=1)
+    head = (await events.get_room(create.room_id)).head_stream_ordering
+    read = lambda: sync.get_timeline(create.room_id, after=None, upto=head, limit=1, flt=TimelineFilter(),  # noqa: E731
+                                     device=(ALICE, "D"))
+    first, again = await read(), await read()
+    assert first[0].event.pdu.content == {"body": "secret"}
+    assert again[0].event.pdu is first[0].event.pdu  # parsed once
+    stored = await events.get_event(msg.event_id)
+    pruned = dict(stored.pdu.get_pdu_json(), content={}, event_id=msg.event_id)
+    await database.execute("UPDATE events SET json = $2 WHERE event_id = $1", msg.event_id,
+                           encode_canonical_json(pruned).decode())
+    assert (await read())[0].event.pdu.content == {}
