@@ -383,6 +383,22 @@ async def test_kill_9_of_the_sync_worker_and_the_federation_workers_mid_burst_lo
     # Synapse has every one of the cluster's events, from the restarted sender.
     assert ours <= await synapse_event_ids(s, room_id, ours)
     assert await s.sent_to_synapse() > 0
+    # Typing (in memory, made on main) reaches the restarted processes over Redis: bob's
+    # sync on the sync worker and, through the sender, carol on Synapse.
+    assert isinstance(await s.alice.room_typing(room_id, True, 30_000), nio.RoomTypingResponse)
+    for _ in range(60):
+        resp = await sync_once(s.bob, timeout=1000)
+        room = resp.rooms.join.get(room_id)
+        if room and any(isinstance(e, nio.TypingNoticeEvent) and s.alice.user_id in e.users for e in room.ephemeral):
+            break
+    else:
+        raise AssertionError("bob never saw alice typing")
+
+    def carol_sees_typing(body: dict) -> bool:
+        events = body.get("rooms", {}).get("join", {}).get(room_id, {}).get("ephemeral", {}).get("events", [])
+        return any(e["type"] == "m.typing" and s.alice.user_id in e["content"]["user_ids"] for e in events)
+
+    await s.carol.sync_until(carol_sees_typing)
 
 
 async def test_kill_9_of_the_event_persister_mid_burst_stores_each_message_once(setup):
