@@ -38,6 +38,7 @@ PURGED_WITH_EVENT: dict[str, tuple[str, ...]] = {
     "event_push_actions": ("event_id",),
     "event_relations": ("event_id",),
     "threads": ("root_id",),
+    "event_expiry": ("event_id",),  # a deleted event has nothing left to self-destruct
 }
 #: What only timeline events have: cleared for those a purge keeps out of the timeline.
 CLEARED_ON_HIDE: dict[str, tuple[str, ...]] = {
