@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,59 +17,28 @@ import yaml
 
 from gateway.config import load_config
 from gateway.roles import roles_for
-from tests.conftest import SKIP_POSTGRES, create_postgres_database, drop_postgres_database
+from tests.conftest import SKIP_POSTGRES
 from tests.support.client_api import Client, has_text, register_user, timeline_bodies
 from tests.support.gateway_process import ROOT
-from tests.support.worker_cluster import DOC, WORKER_APP, Worker, WorkerCluster, documented_nginx, replace_documented, \
-    requests_served, run_nginx
+from tests.support.worker_cluster import DOC, WORKER_APP, Worker, documented_nginx_for, requests_served, run_nginx, \
+    running_cluster
 
 pytestmark = pytest.mark.skipif(SKIP_POSTGRES, reason="workers need PostgreSQL")
 
 WORKER = "client_reader1"
 
 
-class Cluster(WorkerCluster):
-    """The main process and one generic worker (``client_reader1``: an operator's Synapse
-    worker file works as it is) sharing a database and Redis."""
-
-    def __init__(self, directory: Path, db_args: dict):
-        super().__init__(directory, db_args, [Worker(WORKER, ["client"])])
-
-    def start_worker(self, name: str = WORKER) -> None:
-        super().start_worker(name)
-
-    def kill_worker(self) -> None:
-        self.kill(WORKER)
-
-    @property
-    def worker_port(self) -> int:
-        return self.workers[WORKER].port
-
-    @property
-    def worker_url(self) -> str:
-        return self.workers[WORKER].url
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    name, args = asyncio.run(create_postgres_database())
-    c = Cluster(tmp_path_factory.mktemp("workers"), args)
-    try:
-        c.start()
+    with running_cluster(tmp_path_factory.mktemp("workers"), [Worker(WORKER, ["client"])]) as c:
         yield c
-    finally:
-        c.stop()
-        asyncio.run(drop_postgres_database(name))
 
 
 @pytest.fixture(scope="module")
 def nginx(cluster, tmp_path_factory):
-    """docs/workers.md's nginx example in front of the cluster, only its ports changed."""
-    server = documented_nginx()
-    server = replace_documented(server, "server 127.0.0.1:8008;", f"server 127.0.0.1:{cluster.main_port};")
-    server = replace_documented(server, "server 127.0.0.1:8083;", f"server 127.0.0.1:{cluster.worker_port};")
-    # main's media
-    server = replace_documented(server, "server 127.0.0.1:8085;", f"server 127.0.0.1:{cluster.main_port};")
+    """docs/workers.md's nginx example in front of the cluster, only its ports changed
+    (media to main)."""
+    server = documented_nginx_for(cluster.main_port, cluster.workers[WORKER].port, cluster.main_port)
     with run_nginx(tmp_path_factory.mktemp("nginx"), server) as url:
         yield url
 
@@ -97,7 +65,7 @@ async def _setup(session: aiohttp.ClientSession, cluster: Cluster, name: str) ->
     """A user registered on main with a room; the same user's client on the worker."""
     writer = await register_user(session, cluster.main_url, name)
     room_id = (await writer.call("POST", "/createRoom", {}))["room_id"]
-    reader = Client(session, cluster.worker_url, writer.token, writer.user_id)
+    reader = Client(session, cluster.workers[WORKER].url, writer.token, writer.user_id)
     return writer, reader, room_id
 
 
@@ -162,9 +130,9 @@ async def test_the_worker_restarts_and_old_sync_tokens_keep_working(cluster):
         writer, reader, room_id = await _setup(session, cluster, "bob")
         old = (await reader.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
         await writer.send_text(room_id, "before the crash")
-        cluster.kill_worker()
+        cluster.kill(WORKER)
         await writer.send_text(room_id, "while the worker is down")
-        cluster.start_worker()
+        cluster.start_worker(WORKER)
         # The token from before the crash: everything since, read from the database.
         body = await reader.call("GET", "/sync", params={"since": old, "timeout": "0"})
         assert timeline_bodies(room_id)(body) == ["before the crash", "while the worker is down"]
@@ -181,19 +149,19 @@ async def test_nginx_routes_syncs_to_the_worker_and_sends_to_main(cluster, nginx
         client = await register_user(session, nginx, "carol")
         room_id = (await client.call("POST", "/createRoom", {}))["room_id"]
         sync_route, send_route = r'[^"]*/sync', r'[^"]*/send/[^"]*'
-        worker_syncs = await requests_served(session, cluster.worker_url, sync_route)
+        worker_syncs = await requests_served(session, cluster.workers[WORKER].url, sync_route)
         main_syncs = await requests_served(session, cluster.main_url, sync_route)
         main_sends = await requests_served(session, cluster.main_url, send_route)
         body = await client.call("GET", "/sync", params={"timeout": "0"})
         assert room_id in body["rooms"]["join"]
         task = await parked_sync(session, Client(session, nginx, client.token, client.user_id), body["next_batch"],
-                                 metrics_base=cluster.worker_url)
+                                 metrics_base=cluster.workers[WORKER].url)
         await client.send_text(room_id, "through nginx")
         assert has_text(room_id, "through nginx")(await asyncio.wait_for(task, 60))
-        assert await requests_served(session, cluster.worker_url, sync_route) == worker_syncs + 2
+        assert await requests_served(session, cluster.workers[WORKER].url, sync_route) == worker_syncs + 2
         assert await requests_served(session, cluster.main_url, sync_route) == main_syncs
         assert await requests_served(session, cluster.main_url, send_route) == main_sends + 1
-        assert await requests_served(session, cluster.worker_url, send_route) == 0
+        assert await requests_served(session, cluster.workers[WORKER].url, send_route) == 0
 
 
 def test_the_documented_files_make_a_main_process_and_a_worker(tmp_path):

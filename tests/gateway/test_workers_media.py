@@ -4,7 +4,6 @@ nginx example routes the media paths there. Real processes, PostgreSQL, Redis an
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 from pathlib import Path
@@ -16,10 +15,10 @@ from PIL import Image
 
 from gateway.config import load_config
 from gateway.roles import roles_for
-from tests.conftest import SKIP_POSTGRES, create_postgres_database, drop_postgres_database
+from tests.conftest import SKIP_POSTGRES
 from tests.support.client_api import register_user
-from tests.support.worker_cluster import (DOC, Worker, WorkerCluster, documented_nginx, replace_documented,
-                                          requests_served, run_nginx)
+from tests.support.worker_cluster import (DOC, Worker, documented_nginx_for, requests_served, run_nginx,
+                                          running_cluster)
 
 
 def documented_media_files() -> tuple[dict, dict]:
@@ -50,27 +49,17 @@ def cluster(tmp_path_factory):
     if SKIP_POSTGRES:
         pytest.skip("workers need PostgreSQL")
     shared_keys, worker_keys = documented_media_files()
-    name, args = asyncio.run(create_postgres_database())
     media = Worker(worker_keys["worker_name"], ["media"],
                    extra={k: v for k, v in worker_keys.items() if k not in ("worker_app", "worker_name",
                                                                              "worker_listeners")})
-    c = WorkerCluster(Path(tmp_path_factory.mktemp("media")), args, [media], shared_keys)
-    try:
-        c.start()
+    with running_cluster(Path(tmp_path_factory.mktemp("media")), [media], shared_keys) as c:
         yield c
-    finally:
-        c.stop()
-        asyncio.run(drop_postgres_database(name))
 
 
 @pytest.fixture(scope="module")
 def nginx(cluster, tmp_path_factory):
     """The documented nginx: no client reader here (main takes its routes), media to the worker."""
-    server = documented_nginx()
-    server = replace_documented(server, "server 127.0.0.1:8008;", f"server 127.0.0.1:{cluster.main_port};")
-    server = replace_documented(server, "server 127.0.0.1:8083;", f"server 127.0.0.1:{cluster.main_port};")
-    server = replace_documented(server, "server 127.0.0.1:8085;",
-                                f"server 127.0.0.1:{cluster.workers['media1'].port};")
+    server = documented_nginx_for(cluster.main_port, cluster.main_port, cluster.workers['media1'].port)
     with run_nginx(Path(tmp_path_factory.mktemp("nginx")), server) as url:
         yield url
 

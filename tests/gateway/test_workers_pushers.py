@@ -22,9 +22,9 @@ from aiohttp.test_utils import TestServer
 from gateway.config import parse_config
 from gateway.config.workers import instance_for
 from gateway.roles import pusher_for_user, roles_for
-from tests.conftest import SKIP_POSTGRES, create_postgres_database, drop_postgres_database
+from tests.conftest import SKIP_POSTGRES
 from tests.support.client_api import Client, register_user
-from tests.support.worker_cluster import Worker, WorkerCluster, process_of_connection
+from tests.support.worker_cluster import Worker, WorkerCluster, process_of_connection, running_cluster
 
 PUSHERS = ("pusher1", "pusher2")
 SHARED = {"server_name": "example.com", "database": {"name": "psycopg2", "args": {"database": "g"}},
@@ -90,17 +90,10 @@ class PushGateway:
 def cluster(tmp_path_factory):
     if SKIP_POSTGRES:
         pytest.skip("workers need PostgreSQL")
-    name, args = asyncio.run(create_postgres_database())
     workers = [Worker(n, []) for n in PUSHERS]  # a metrics listener only: they serve no requests
-    c = WorkerCluster(Path(tmp_path_factory.mktemp("pushers")), args, workers,
-                      {"pusher_instances": list(PUSHERS), "ip_range_whitelist": ["127.0.0.1/32"]})
-    c.db_args = args
-    try:
-        c.start()
+    with running_cluster(Path(tmp_path_factory.mktemp("pushers")), workers,
+                         {"pusher_instances": list(PUSHERS), "ip_range_whitelist": ["127.0.0.1/32"]}) as c:
         yield c
-    finally:
-        c.stop()
-        asyncio.run(drop_postgres_database(name))
 
 
 def http_pusher(url: str, pushkey: str) -> dict:

@@ -5,6 +5,7 @@ and by bench/workers.py."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -19,7 +20,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from tests.conftest import GENEROUS_RATE_LIMITS, free_port
+from tests.conftest import GENEROUS_RATE_LIMITS, create_postgres_database, drop_postgres_database, free_port
 from tests.support.gateway_process import ROOT, stop_process, wait_for_port
 
 WORKER_APP = "synapse.app.generic_worker"
@@ -48,6 +49,7 @@ class WorkerCluster:
     def __init__(self, directory: Path, db_args: dict, workers: list[Worker], shared: dict[str, Any] | None = None,
                  *, main_resources: tuple[str, ...] = ("client", "metrics")):
         self.dir = directory
+        self.db_args = db_args
         self.main_port, self.replication_port = free_port(), free_port()
         self.workers = {w.name: w for w in workers}
         self.shared = directory / "homeserver.yaml"
@@ -137,6 +139,21 @@ class WorkerCluster:
         return f"http://127.0.0.1:{self.main_port}"
 
 
+@contextlib.contextmanager
+def running_cluster(directory: Path, workers: list[Worker],
+                    shared: dict[str, Any] | None = None) -> Iterator[WorkerCluster]:
+    """A started WorkerCluster on a PostgreSQL database of its own, stopped and the
+    database dropped afterwards (for a module-scoped fixture)."""
+    name, args = asyncio.run(create_postgres_database())
+    c = WorkerCluster(directory, args, workers, shared)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        asyncio.run(drop_postgres_database(name))
+
+
 def documented_nginx() -> str:
     """The server configuration of docs/workers.md's one nginx example."""
     blocks = re.findall(r"^```nginx\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
@@ -148,6 +165,15 @@ def replace_documented(text: str, old: str, new: str) -> str:
     """Replace, insisting the documented text is there (a doc change fails loudly here)."""
     assert old in text, f"docs/workers.md no longer contains {old!r}: update this test with it"
     return text.replace(old, new)
+
+
+def documented_nginx_for(main_port: int, reader_port: int, media_port: int) -> str:
+    """docs/workers.md's nginx example with its upstreams' ports changed: main, the client
+    readers and the media worker (pass main's port where a layout has no such worker)."""
+    server = documented_nginx()
+    for documented, port in ((8008, main_port), (8083, reader_port), (8085, media_port)):
+        server = replace_documented(server, f"server 127.0.0.1:{documented};", f"server 127.0.0.1:{port};")
+    return server
 
 
 @contextlib.contextmanager
