@@ -71,7 +71,7 @@ from ..http import Codes, MatrixError
 from ..storage.out_of_band import OutOfBandStore
 from ..storage.state import StateKey
 from .bulk_work import gc_paused
-from .federation_room_data import wire_json
+from .federation_room_data import wire_events_oldest_first, wire_json
 
 log = logging.getLogger(__name__)
 
@@ -687,8 +687,8 @@ class FederationMembershipHandler:
                 servers.append(server)
         return {
             "origin": self.hs.server_name,
-            "state": [wire_json(pdus[e]) for e in state_ids if e in pdus],
-            "auth_chain": [wire_json(pdus[e]) for e in chain_ids if e in pdus],
+            "state": wire_events_oldest_first(state_ids, pdus),
+            "auth_chain": wire_events_oldest_first(chain_ids, pdus),
             "event": event,
             "members_omitted": omit_members,
             "servers_in_room": servers,

@@ -23,7 +23,7 @@ Rejected events are never served (404).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from federation.ids import InvalidIdentifierError, get_domain_from_id
@@ -51,6 +51,16 @@ def wire_json(pdu) -> dict[str, Any]:
         else:
             body.pop("unsigned", None)
     return body
+
+
+def wire_events_oldest_first(event_ids: Iterable[str], pdus: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``event_ids`` (those in ``pdus``) as sent to other servers, in depth order (then by
+    ID): a receiver that applies an answer's state and auth chain in the order given,
+    as SyTest's fake server does, ends with the newest of each (type, state_key), not
+    with whichever old power levels an event ID's sort put last."""
+    found = [pdus[e] for e in event_ids if e in pdus]
+    found.sort(key=lambda pdu: (pdu.depth, pdu.event_id))
+    return [wire_json(pdu) for pdu in found]
 
 
 def _domain(user_id: str) -> str | None:
@@ -196,14 +206,14 @@ class RoomDataService:
     async def get_state(self, room_id: str, event_id: str) -> dict[str, Any]:
         state_ids, chain_ids = await self.state_ids_before(room_id, event_id)
         pdus = await self.events.get_pdus([*state_ids, *chain_ids])
-        return {"pdus": [wire_json(pdus[e]) for e in state_ids if e in pdus],
-                "auth_chain": [wire_json(pdus[e]) for e in chain_ids if e in pdus]}
+        return {"pdus": wire_events_oldest_first(state_ids, pdus),
+                "auth_chain": wire_events_oldest_first(chain_ids, pdus)}
 
     async def get_event_auth(self, room_id: str, event_id: str) -> dict[str, Any]:
         await self._event_in_room(room_id, event_id)
         chain = sorted(await self.store.get_auth_chain_ids([event_id]))
         pdus = await self.events.get_pdus(chain)
-        return {"auth_chain": [wire_json(pdus[e]) for e in chain if e in pdus]}
+        return {"auth_chain": wire_events_oldest_first(chain, pdus)}
 
     async def _for_server(self, origin: str, events: Sequence[StoredEvent]) -> list[dict[str, Any]]:
         visible = await self.visible_to_server(origin, events)

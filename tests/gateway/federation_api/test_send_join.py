@@ -206,3 +206,26 @@ async def test_a_join_with_values_the_room_version_forbids_is_bad_json(gw, remot
                                     f"{quote(room_id, safe='')}/$whatever", content=join)
     assert (e.value.status, e.value.body["errcode"]) == (400, "M_BAD_JSON")
     assert (await gw.hs.events.state.get_membership(room_id, joiner)) is None
+
+
+async def test_answers_list_events_oldest_first(gw, remote, alice):
+    """The power levels changed twice: in send_join's answer, state and auth chain are
+    in depth order, so a server that applies them in the order given
+    (as SyTest's does) ends with the room's newest power levels, the one its join and
+    next events are authorised by, whatever the event IDs' order."""
+    from gateway.services.events import EventSpec
+
+    rv = get_room_version("10")
+    room_id, _ = await public_room(gw, alice, remote, "10")
+    for level in (60, 70):
+        pl_id = (await gw.hs.events.state.get_current_state_ids(room_id))[("m.room.power_levels", "")]
+        pl = dict((await gw.hs.events.get_pdus([pl_id]))[pl_id].content)
+        await gw.hs.events.send_state_event(room_id, EventSpec("m.room.power_levels", alice.user_id,
+                                                               {**pl, "state_default": level}, state_key=""))
+    newest = (await gw.hs.events.state.get_current_state_ids(room_id))[("m.room.power_levels", "")]
+    join, answer = await remote.join_via(gw.server_name, room_id, f"@joiner:{remote.server_name}")
+    for events in (answer["auth_chain"], answer["state"]):
+        depths = [e["depth"] for e in events]
+        assert depths == sorted(depths)
+    applied = by_key(answer["auth_chain"] + answer["state"], rv)
+    assert applied[("m.room.power_levels", "")] == newest
