@@ -158,6 +158,9 @@ class Result:
     send_ms: list[float] = field(default_factory=list)
     delivery_ms: list[float] = field(default_factory=list)
     expected_deliveries: int = 0
+    #: Syncs whose timeline was ``limited`` (more new events than the filter's limit): the
+    #: events left out count as not delivered, as a client that does not page back misses them.
+    limited_syncs: int = 0
     rss_kb: int = 0
     hwm_kb: int = 0
     server_cpu_s: float = 0.0
@@ -224,6 +227,8 @@ async def run_load(url: str, tokens: list[str], user_ids: list[str], rooms: int,
                 now = time.monotonic()
                 since = body["next_batch"]
                 for room in body.get("rooms", {}).get("join", {}).values():
+                    if room["timeline"].get("limited"):
+                        result.limited_syncs += 1
                     for ev in room["timeline"]["events"]:
                         key = ev.get("content", {}).get("bench")
                         if key is None or ev["sender"] == user_ids[i]:
@@ -312,7 +317,7 @@ async def bench_one(server: str, engine: str, args, workdir: Path) -> Result:
 def describe(r: Result) -> str:
     return (f"{r.label:18} {r.rate:8.1f} msg/s  send p50 {pct(r.send_ms, 50):7.1f} ms p99 {pct(r.send_ms, 99):7.1f} ms"
             f"  delivery p50 {pct(r.delivery_ms, 50):7.1f} ms p99 {pct(r.delivery_ms, 99):7.1f} ms"
-            f"  ({len(r.delivery_ms)}/{r.expected_deliveries} delivered)"
+            f"  ({len(r.delivery_ms)}/{r.expected_deliveries} delivered, {r.limited_syncs} limited syncs)"
             f"  RSS {r.rss_kb / 1024:6.1f} MiB (peak {r.hwm_kb / 1024:.1f})"
             f"  CPU server {r.server_cpu_s:.1f} s ({1000 * r.server_cpu_s / max(1, r.messages):.1f} ms/msg),"
             f" load generator {r.client_cpu_s:.1f} s")
