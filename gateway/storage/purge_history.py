@@ -144,27 +144,28 @@ class PurgeHistoryStore:
 
     async def delete_events(self, event_ids: Sequence[str]) -> None:
         """Delete events and their rows, ``BATCH`` events per transaction."""
-        for i in range(0, len(event_ids), BATCH):
-            chunk = list(event_ids[i:i + BATCH])
-            ph = _placeholders(len(chunk))
-            async with self.db.transaction() as txn:
-                await unindex_events(txn, chunk)
-                for table, columns in PURGED_WITH_EVENT.items():
-                    for column in columns:
-                        await txn.execute(f"DELETE FROM {table} WHERE {column} IN ({ph})", *chunk)
+        await self._clear_in_batches(event_ids, PURGED_WITH_EVENT)
 
     async def hide_events(self, event_ids: Sequence[str]) -> None:
         """Take events out of the timeline (outliers from now on), ``BATCH`` per
         transaction, with what only timeline events have."""
+        await self._clear_in_batches(event_ids, CLEARED_ON_HIDE,
+                                     then="UPDATE events SET outlier = TRUE WHERE event_id IN ({ph})")
+
+    async def _clear_in_batches(self, event_ids: Sequence[str], tables: dict[str, tuple[str, ...]], *,
+                                then: str | None = None) -> None:
+        """For each ``BATCH`` of ``event_ids``, in one transaction: their search index rows
+        and the rows of ``tables`` naming them go, then ``then`` (``{ph}``: the IDs) runs."""
         for i in range(0, len(event_ids), BATCH):
             chunk = list(event_ids[i:i + BATCH])
             ph = _placeholders(len(chunk))
             async with self.db.transaction() as txn:
                 await unindex_events(txn, chunk)
-                for table, columns in CLEARED_ON_HIDE.items():
+                for table, columns in tables.items():
                     for column in columns:
                         await txn.execute(f"DELETE FROM {table} WHERE {column} IN ({ph})", *chunk)
-                await txn.execute(f"UPDATE events SET outlier = TRUE WHERE event_id IN ({ph})", *chunk)
+                if then is not None:
+                    await txn.execute(then.format(ph=ph), *chunk)
 
     # --- status ----------------------------------------------------------------------
 
