@@ -10,7 +10,7 @@ What lives here: reading the ``send_join`` answer's partial-state fields, the or
 which the resync asks servers and how long it waits between rounds, reading a
 ``/state_ids`` answer, turning a list of state events into a state map, the order in
 which fetched events are checked and the events since the join recomputed, and which of them are forward
-extremities afterwards. The service (``gateway/services/partial_state.py``) does the I/O.
+extremities afterwards. The service (``gateway/services/federation/partial_state.py``) does the I/O.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 Spec: server-server API, "Transactions" and ``PUT /_matrix/federation/v1/send/{txnId}``
 https://spec.matrix.org/latest/server-server-api/#transactions
-The I/O (when to send, where the state lives) is in ``gateway.services.federation_sender``.
+The I/O (when to send, where the state lives) is in ``gateway.services.federation.sender``.
 """
 
 from __future__ import annotations

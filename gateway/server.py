@@ -35,20 +35,20 @@ if TYPE_CHECKING:
     from .services.e2e_keys import E2EKeysService
     from .services.event_stream import EventStreamService
     from .services.events import EventsService
-    from .services.federation_backfill import BackfillHandler
-    from .services.federation_events import FederationEventHandler
-    from .services.federation_membership import FederationMembershipHandler
-    from .services.federation_room_data import RoomDataService
-    from .services.federation_sender import FederationSender
-    from .services.federation_transactions import EduHandlers, TransactionHandler
+    from .services.federation.backfill import BackfillHandler
+    from .services.federation.receive import FederationEventHandler
+    from .services.federation.membership import FederationMembershipHandler
+    from .services.federation.room_data import RoomDataService
+    from .services.federation.sender import FederationSender
+    from .services.federation.inbox import EduHandlers, TransactionHandler
     from .services.guest_access import GuestAccessService
     from .services.initial_sync import InitialSyncService
-    from .services.keyring import KeyRing
+    from .services.federation.keyring import KeyRing
     from .services.tester_keys import TesterKeys
     from .services.tester_self_check import SelfCheck
     from .services.media import MediaService
     from .services.notifier import Notifier
-    from .services.partial_state import PartialStateService
+    from .services.federation.partial_state import PartialStateService
     from .services.profiles import ProfileService
     from .services.purge_history import PurgeHistoryService
     from .services.push import PushService

@@ -43,18 +43,18 @@ def build(hs: "HomeServer") -> None:
     from .services.e2e_keys import EDU_HANDLERS, E2EKeysService
     from .services.event_stream import EventStreamService
     from .services.events import EventsService
-    from .services.federation_backfill import BackfillHandler
-    from .services.federation_events import FederationEventHandler
-    from .services.federation_membership import FederationMembershipHandler
-    from .services.federation_room_data import RoomDataService
-    from .services.federation_sender import FederationSender
-    from .services.federation_transactions import EduHandlers, TransactionHandler
+    from .services.federation.backfill import BackfillHandler
+    from .services.federation.receive import FederationEventHandler
+    from .services.federation.membership import FederationMembershipHandler
+    from .services.federation.room_data import RoomDataService
+    from .services.federation.sender import FederationSender
+    from .services.federation.inbox import EduHandlers, TransactionHandler
     from .services.guest_access import GuestAccessService
     from .services.initial_sync import InitialSyncService
-    from .services.keyring import KeyRing, network_fetchers, own_server_keys
+    from .services.federation.keyring import KeyRing, network_fetchers, own_server_keys
     from .services.media import MediaService, idp_icons
     from .services.notifier import Notifier
-    from .services.partial_state import PartialStateService
+    from .services.federation.partial_state import PartialStateService
     from .services.profiles import ProfileService
     from .services.purge_history import PurgeHistoryService
     from .services.push import PushService

@@ -4,7 +4,9 @@
   or reaches the network edge (``federation.net``);
 - services do not import the wiring (gateway/wiring.py builds them, not the other way);
 - the other HTTP APIs (sso, admin, federation) do not import the client API: what they
-  share lives in gateway/http/ or in a service.
+  share lives in gateway/http/ or in a service;
+- the federation services (gateway/services/federation/) import no HTTP API at all: the
+  routes call them, not the other way round.
 """
 
 from __future__ import annotations
@@ -85,14 +87,14 @@ TAKE_THE_HOMESERVER = {
     "gateway/services/e2e_keys.py",
     "gateway/services/ephemeral_edus.py",
     "gateway/services/event_stream.py",
-    "gateway/services/federation_backfill.py",
-    "gateway/services/federation_events.py",
-    "gateway/services/federation_membership.py",
-    "gateway/services/federation_room_data.py",
-    "gateway/services/federation_sender.py",
-    "gateway/services/federation_transactions.py",
+    "gateway/services/federation/backfill.py",
+    "gateway/services/federation/receive.py",
+    "gateway/services/federation/membership.py",
+    "gateway/services/federation/room_data.py",
+    "gateway/services/federation/sender.py",
+    "gateway/services/federation/inbox.py",
     "gateway/services/initial_sync.py",
-    "gateway/services/partial_state.py",
+    "gateway/services/federation/partial_state.py",
     "gateway/services/room_admin.py",
     "gateway/services/rooms.py",
     "gateway/services/uia.py",
@@ -133,6 +135,12 @@ def test_other_apis_do_not_import_the_client_api():
     found = _offenders(paths, lambda n: _within(n, "gateway.client_api"))
     assert {k: v for k, v in found.items() if k not in STILL_IMPORT_THE_CLIENT_API} == {}
     assert STILL_IMPORT_THE_CLIENT_API <= set(found), "fixed: remove them from STILL_IMPORT_THE_CLIENT_API"
+
+
+def test_federation_services_import_no_http_api():
+    apis = ("gateway.client_api", "gateway.federation_api", "gateway.admin_api", "gateway.app")
+    found = _offenders(_sources("gateway/services/federation"), lambda n: any(_within(n, a) for a in apis))
+    assert found == {}
 
 
 def test_checker_catches_offenders(tmp_path):

@@ -1,5 +1,5 @@
 """Membership handshakes with other servers (thin; the rules are in
-gateway.services.federation_membership).
+gateway.services.federation.membership).
 
 Spec: https://spec.matrix.org/latest/server-server-api/#joining-rooms,
 https://spec.matrix.org/latest/server-server-api/#leaving-rooms-rejecting-invites,

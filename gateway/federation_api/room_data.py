@@ -1,5 +1,5 @@
 """Serving events and room state to other servers (thin; the rules are in
-gateway.services.federation_room_data).
+gateway.services.federation.room_data).
 
 Spec: https://spec.matrix.org/latest/server-server-api/#retrieving-events,
 https://spec.matrix.org/latest/server-server-api/#backfilling-and-retrieving-missing-events,
@@ -20,7 +20,7 @@ from ..appkeys import HS
 from ..http import MatrixError, json_response
 from ..http.query import parse_timestamp_query
 from ..http.json import read_json_body
-from ..services.federation_room_data import parse_limit
+from ..services.federation.room_data import parse_limit
 from .auth import ORIGIN
 
 routes = web.RouteTableDef()

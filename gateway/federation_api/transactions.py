@@ -1,5 +1,5 @@
 """PUT /_matrix/federation/v1/send/{txnId}: incoming transactions (thin; the work is in
-gateway.services.federation_transactions).
+gateway.services.federation.inbox).
 Spec: https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1sendtxnid"""
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from federation.signing import SignatureError, decode_verify_key, quote_path_seg
 from ..http import Codes, MatrixError
 from ..storage.e2e_keys import DeviceKeys, E2EKeyStore, StoredSignature, seen_only_by
 from ..storage.state import _placeholders
-from .federation_sender import server_of
+from .federation.sender import server_of
 
 log = logging.getLogger(__name__)
 

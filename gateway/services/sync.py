@@ -36,7 +36,7 @@ from ..http import MatrixError
 from ..storage.events import StoredEvent
 from ..storage.state import StateKey
 from ..storage.sync import SyncStore, TimelineEvent, TimelineFilter, UserMembership
-from .federation_room_data import wire_json
+from .federation.room_data import wire_json
 from .filtering import SyncFilter, only_fields
 from .push import MAIN_THREAD
 from .receipts import receipt_events

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..modules import ModuleCallbacks
     from ..storage.database import Database
     from .events import EventsService
-    from .federation_sender import FederationSender
+    from .federation.sender import FederationSender
     from .notifier import Notifier
     from .ratelimit import RateLimiter
 

@@ -576,7 +576,7 @@ class EventStore:
                 " ON CONFLICT (room_id, event_id) DO NOTHING", added)
 
     # --- events received over federation -------------------------------------------
-    # Used by gateway.services.federation_events (the PDU receipt pipeline); see there.
+    # Used by gateway.services.federation.receive (the PDU receipt pipeline); see there.
 
     async def ensure_room(self, room_id: str, room_version: RoomVersion, *, creator: str | None,
                           created_ts: int) -> bool:

@@ -2,7 +2,7 @@
 
 A ``partial_state_rooms`` row says "the state of this room lacks most member events";
 ``partial_state_room_servers`` lists where the full state can be fetched. The resync
-(``gateway/services/partial_state.py``) rewrites the state of the join event and of every
+(``gateway/services/federation/partial_state.py``) rewrites the state of the join event and of every
 event after it (``rewrite_event_state``, one small transaction per event), then gives
 the room its full current state and drops the row in one transaction (``finish``).
 Rewriting is idempotent: a resync cut short by a restart simply runs again.

@@ -119,7 +119,7 @@ async def test_b_in_the_room_but_nobody_there_may_invite_asks_a(three, caplog):
 
 async def test_first_resident_cannot_authorise_so_the_next_one_does(three, caplog):
     (a, b, c), (alice, bob, carol, cyril) = three
-    caplog.set_level(logging.INFO, logger="gateway.services.federation_membership")
+    caplog.set_level(logging.INFO, logger="gateway.services.federation.membership")
     space = (await alice.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
     for user in (bob, cyril):
         await _join(user, space, a.server_name)

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from federation.events import compute_event_id
 from tests.gateway.federation_api.test_transactions import alice, ca, gw, join_bob, public_room, remote  # noqa: F401
-from tests.gateway.services.test_federation_events import our_join, remote_room
+from tests.gateway.services.federation.test_receive import our_join, remote_room
 
 
 async def search(alice, term, **criteria):

@@ -16,7 +16,7 @@ from gateway.appkeys import HS
 from gateway.federation_api.auth import ORIGIN, x_matrix_middleware
 from gateway.http.middleware import error_middleware
 from tests.gateway.client_api.conftest import client, config_overrides, hs, register  # noqa: F401
-from tests.gateway.test_keyring import FakeFetcher, keyring_with
+from tests.gateway.services.federation.test_keyring import FakeFetcher, keyring_with
 
 REMOTE = "remote.test"
 KEY = generate_signing_key("rk1")

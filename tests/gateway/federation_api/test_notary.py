@@ -9,7 +9,7 @@ import pytest
 from federation.keyring import parse_key_response
 from federation.signing import generate_signing_key, verify_json_signature
 from tests.gateway.client_api.conftest import client, config_overrides, hs  # noqa: F401
-from tests.gateway.test_keyring import DAY, FakeFetcher, keyring_with
+from tests.gateway.services.federation.test_keyring import DAY, FakeFetcher, keyring_with
 
 REMOTE = "remote.test"
 KEY = generate_signing_key("r1")

@@ -6,7 +6,7 @@ receiver keeps one copy). Against a real fake peer over TLS, on both engines."""
 from __future__ import annotations
 
 from .conftest import make_user
-from .test_federation_sender import ca, open_hs, peer, retry, trust  # noqa: F401 - fixtures
+from .federation.test_sender import ca, open_hs, peer, retry, trust  # noqa: F401 - fixtures
 
 __all__ = ["ca", "open_hs", "peer", "retry"]
 
@@ -41,7 +41,7 @@ async def test_device_list_updates_are_kept_until_the_destination_takes_them(ope
     is kept, and sent by the sender when it starts."""
     from tests.support.federation_peer import remote_join
 
-    from .test_federation_sender import new_room
+    from .federation.test_sender import new_room
 
     hs = await open_hs(start=False)
     trust(peer, hs)

@@ -30,10 +30,10 @@ from federation.ids import InvalidIdentifierError, get_domain_from_id
 from federation.redaction import redact
 from federation.server_acl import server_is_allowed
 
-from ..http import MatrixError
-from ..storage.events import StoredEvent
-from ..storage.state import StateKey
-from .spaces import check_room_id
+from ...http import MatrixError
+from ...storage.events import StoredEvent
+from ...storage.state import StateKey
+from ..spaces import check_room_id
 
 #: Upper bounds of what one request may ask for.
 MAX_BACKFILL = 100

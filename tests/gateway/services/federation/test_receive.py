@@ -12,7 +12,7 @@ import pytest
 from federation.events import PDU, build_event, compute_event_id
 from federation.room_versions import get_room_version
 from federation.signing import generate_signing_key, sign_event
-from gateway.services.federation_events import PDUError
+from gateway.services.federation.receive import PDUError
 from tests.gateway.federation_api.test_transactions import (  # noqa: F401
     alice,
     bodies,
@@ -127,7 +127,7 @@ async def test_a_big_batch_is_checked_in_chunks_with_the_same_verdicts(gw, remot
     and written a slice at a time (in auth order): bad events anywhere in the batch are
     still dropped or rejected, also when what they depend on sits in another chunk or
     slice, and the batch is given in reverse order."""
-    from gateway.services import federation_events
+    from gateway.services.federation import receive as federation_events
 
     monkeypatch.setattr(federation_events, "CHECK_CHUNK", 3)
     monkeypatch.setattr(federation_events, "WRITE_SLICE", 5)
@@ -245,7 +245,7 @@ async def test_v12_create_event_served_wrong_is_not_taken(gw, remote, alice):
 
 
 def test_auth_order_puts_the_create_event_first_whatever_the_depths():
-    from gateway.services.federation_events import _auth_order
+    from gateway.services.federation.receive import _auth_order
 
     remote = type("R", (), {"pdus": {}, "state_before": {}, "server_name": "r.test",
                             "key": generate_signing_key("k")})()

@@ -20,7 +20,7 @@ from gateway.services.events import EventSpec
 from tests.support.federation_peer import FederationPeer, remote_join
 from tests.support.tls import TestCA
 
-from .conftest import make_user
+from ..conftest import make_user
 
 
 @pytest.fixture(scope="module")
@@ -462,7 +462,7 @@ async def test_two_senders_each_send_only_to_their_own_destinations(open_hs, pee
     owner of the peer's name (``instance_for``) sends to it, each keeps its own position;
     an EDU given to the other one is handed to the owner (Redis in a deployment)."""
     from gateway.config.workers import instance_for
-    from gateway.services.federation_sender import FederationSender
+    from gateway.services.federation.sender import FederationSender
 
     hs = await open_hs(start=False)
     try:
@@ -542,7 +542,7 @@ async def test_a_destination_moving_to_another_sender_misses_nothing(open_hs, pe
     behind: its new sender starts from the slowest position and sends the peer what its
     old one had not routed, and nothing the peer already took."""
     from gateway.config.workers import instance_for
-    from gateway.services.federation_sender import FederationSender
+    from gateway.services.federation.sender import FederationSender
 
     hs = await open_hs(start=False)
     try:

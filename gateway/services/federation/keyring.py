@@ -43,12 +43,12 @@ from federation.signing import (
     verify_event_signatures,
 )
 
-from ..storage.keys import ServerKeyStore
+from ...storage.keys import ServerKeyStore
 
 if TYPE_CHECKING:
     from federation.net.client import FederationClient
 
-    from ..config import FederationConfig
+    from ...config import FederationConfig
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from federation.events import PDU
 from federation.net.client import FederationRequestError
 from federation.signing import quote_path_segment
 
-from ..storage.events import note_timeline_events
-from ..storage.state import EMPTY_STATE, StateKey, StateSnapshot, next_position
-from .federation_events import PDUError
+from ...storage.events import note_timeline_events
+from ...storage.state import EMPTY_STATE, StateKey, StateSnapshot, next_position
+from .receive import PDUError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The key cache (gateway.services.keyring): own keys never fetched, validity windows
+"""The key cache (gateway.services.federation.keyring): own keys never fetched, validity windows
 (incl. the seven-day cap), refetching what is too old, batch event verification,
 notary duty. The network is replaced by a recording fake fetcher."""
 
@@ -10,7 +10,7 @@ from federation.keyring import KeyRequest, ServerKey, ServerKeyResponse, parse_k
 from federation.net.key_fetchers import Backoff
 from federation.room_versions import RoomVersions
 from federation.signing import SignatureError, encode_verify_key, generate_signing_key, sign_event, sign_json
-from gateway.services.keyring import KeyRing, own_server_keys
+from gateway.services.federation.keyring import KeyRing, own_server_keys
 from gateway.storage.keys import ServerKeyStore
 from tests.gateway.client_api.conftest import config_overrides, hs  # noqa: F401
 

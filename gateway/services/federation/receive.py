@@ -62,12 +62,12 @@ from federation.server_acl import server_is_allowed
 from federation.signing import SignatureError, quote_path_segment
 from federation.state_res import StateResolutionError, missing_event_ids, resolve_state
 
-from ..http import MatrixError
-from ..modules.event import ModuleEvent
-from ..storage.event_batch import EventBatch
-from ..storage.events import EventMeta, RoomRow, StaleHeadError
-from ..storage.state import StateKey, StateSnapshot
-from .bulk_work import gc_paused
+from ...http import MatrixError
+from ...modules.event import ModuleEvent
+from ...storage.event_batch import EventBatch
+from ...storage.events import EventMeta, RoomRow, StaleHeadError
+from ...storage.state import StateKey, StateSnapshot
+from ..bulk_work import gc_paused
 
 log = logging.getLogger(__name__)
 

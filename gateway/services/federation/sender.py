@@ -63,8 +63,8 @@ from federation.transactions import (
     pdu_errors,
 )
 
-from ..config.workers import instance_for
-from ..storage.destinations import DestinationRow, DestinationStore, MemberDelta, NewEventRow
+from ...config.workers import instance_for
+from ...storage.destinations import DestinationRow, DestinationStore, MemberDelta, NewEventRow
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..http import Codes, MatrixError
-from ..storage.transactions import ReceivedTransactionStore
-from .federation_events import guess_event_id
+from ...http import Codes, MatrixError
+from ...storage.transactions import ReceivedTransactionStore
+from .receive import guess_event_id
 
 log = logging.getLogger(__name__)
 

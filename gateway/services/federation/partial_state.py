@@ -66,11 +66,11 @@ from federation.pdu_checks import Reject, check_auth_against_state_before
 from federation.room_versions import RoomVersion
 from federation.signing import quote_path_segment
 
-from ..storage.partial_state import LaterEvent, PartialStateRoom, PartialStateStore
-from .background import KeyedTasks
-from .bulk_work import gc_paused
-from .federation_events import OutlierResult, guess_event_id
-from ..storage.state import StateKey, StateSnapshot
+from ...storage.partial_state import LaterEvent, PartialStateRoom, PartialStateStore
+from ..background import KeyedTasks
+from ..bulk_work import gc_paused
+from .receive import OutlierResult, guess_event_id
+from ...storage.state import StateKey, StateSnapshot
 
 log = logging.getLogger(__name__)
 

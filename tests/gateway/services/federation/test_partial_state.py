@@ -20,7 +20,7 @@ from federation.net.client import FederationRequestError
 from federation.room_membership import membership_template
 from federation.room_versions import get_room_version
 from federation.signing import quote_path_segment, sign_event
-from gateway.services import partial_state as partial_state_module
+from gateway.services.federation import partial_state as partial_state_module
 from tests.gateway.federation_api.test_transactions import ca  # noqa: F401
 from tests.support.client_api import LAZY_MEMBERS, Client, has_text, member_event, q
 from tests.support.fake_remote import FakeRemote, RoomView, local_gateway
@@ -334,7 +334,7 @@ async def test_the_resync_writes_its_events_under_the_room_lock_a_slice_at_a_tim
     """The fetched state goes through one outlier stream; each write of it takes the
     room's lock (a batch being received counts on no one else storing its events), and
     only for that write: there are several, and the members all arrive."""
-    from gateway.services import federation_events
+    from gateway.services.federation import receive as federation_events
 
     hs = gw.hs
     remote = FakeRemote(ca)
@@ -505,7 +505,7 @@ async def test_a_room_marked_and_resynced_by_another_process_is_seen_here(hs):
     """Workers: another process's mark and end of resync arrive as ``on_replicated``
     (Redis in a deployment); this process reads the partial rooms again, and requests
     waiting here for the full state go on."""
-    from .conftest import make_user
+    from ..conftest import make_user
 
     alice = await make_user(hs, "alice")
     room_id = await hs.rooms.create_room(alice, {"preset": "public_chat"})

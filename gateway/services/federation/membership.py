@@ -67,11 +67,11 @@ from federation.room_membership import (
 from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from federation.signing import quote_path_segment, sign_event
 
-from ..http import Codes, MatrixError
-from ..storage.out_of_band import OutOfBandStore
-from ..storage.state import StateKey
-from .bulk_work import gc_paused
-from .federation_room_data import wire_events_oldest_first, wire_json
+from ...http import Codes, MatrixError
+from ...storage.out_of_band import OutOfBandStore
+from ...storage.state import StateKey
+from ..bulk_work import gc_paused
+from .room_data import wire_events_oldest_first, wire_json
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class FederationMembershipHandler:
                     state_map[(pdu.type, pdu.state_key)] = pdu.event_id
             if ("m.room.create", "") not in state_map:
                 raise MatrixError(502, Codes.UNKNOWN, f"{origin} sent no valid create event for {room_id}")
-            from .federation_events import PDUError
+            from .receive import PDUError
 
             join_id = PDU.from_pdu_json(event, rv).event_id
             if partial_servers is not None:
@@ -408,7 +408,7 @@ class FederationMembershipHandler:
         """``invite_room_state`` (or ``knock_room_state``) for another server: the full
         PDUs of the stripped-state events (the create event included, as rooms 12 need),
         and the membership of ``sender`` if given."""
-        from .rooms import STRIPPED_STATE_TYPES
+        from ..rooms import STRIPPED_STATE_TYPES
 
         current = await self.events.state.get_current_state_ids(room_id)
         keys = [(t, "") for t in STRIPPED_STATE_TYPES] + ([("m.room.member", sender)] if sender else [])
@@ -697,7 +697,7 @@ class FederationMembershipHandler:
     async def _kept_members(self, room_id: str, state: Mapping[StateKey, str], joiner: str) -> set[str]:
         """The users whose member events a reduced send_join answer keeps: the joiner and,
         when the room has no name nor canonical alias, the heroes of its summary."""
-        from .sync import HEROES
+        from ..sync import HEROES
 
         kept = {joiner}
         named = [state[k] for k in (("m.room.name", ""), ("m.room.canonical_alias", "")) if k in state]
@@ -838,7 +838,7 @@ class FederationMembershipHandler:
     async def _end_out_of_band(self, origin: str, rv: RoomVersion, room_id: str, pdu_json: dict):
         """The outcome of a leave/ban of a local user's out-of-band invite or knock, or
         None when it is not one (the receipt pipeline judges it)."""
-        from .federation_events import PDUOutcome
+        from .receive import PDUOutcome
 
         fmt = check_format(pdu_json, rv)
         if not isinstance(fmt, Accept) or fmt.pdu.room_id != room_id:

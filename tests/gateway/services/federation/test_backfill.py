@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.gateway.federation_api.test_transactions import alice, ca, gw, remote  # noqa: F401
-from tests.gateway.services.test_federation_events import our_join
+from tests.gateway.services.federation.test_receive import our_join
 from tests.support.fake_remote import RoomView, remote_room
 
 STATE_IDS = ("GET", "/_matrix/federation/v1/state_ids/{room_id}")
