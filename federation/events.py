@@ -241,7 +241,7 @@ class PDU:
     __slots__ = (
         "_json", "room_version", "event_id", "room_id", "type", "state_key", "sender", "content",
         "origin_server_ts", "depth", "prev_event_ids", "auth_event_ids", "redacts", "hashes",
-        "signatures", "unsigned", "__weakref__",
+        "signatures", "unsigned",
     )
 
     def __init__(self, pdu_json: dict[str, Any], room_version: RoomVersion, event_id: str):

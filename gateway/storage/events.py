@@ -12,7 +12,7 @@ positions (see the migration).
 from __future__ import annotations
 
 import json
-import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,8 +120,12 @@ _WRITE_CHUNK = 2000
 _OUTLIER_COLUMNS = ("event_id", "stream_ordering", "room_id", "type", "state_key", "sender", "depth",
                     "origin_server_ts", "received_ts", "json", "rejected_reason", "outlier")
 
+#: The columns ``EventStore._row_to_event`` reads (queries join ``events e`` and ``rooms r``).
 _EVENT_COLUMNS = ("json, stream_ordering, received_ts, rejected_reason, outlier, soft_failed, state_group,"
-                  " replaces_state, e.room_id, r.room_version")
+                  " replaces_state, e.room_id, r.room_version, e.event_id")
+#: Events kept parsed by ``EventStore`` (the least recently read dropped first). An
+#: initial sync of 200 rooms reads about 2,200; a parsed message event takes 2-3 KB.
+PARSED_EVENTS = 4_000
 
 
 def stream_range(backwards: bool, from_pos: int | None, to_pos: int | None, arg: Callable[[Any], str],
@@ -153,15 +157,17 @@ def _load_event_json(text: str, strict: bool) -> dict[str, Any]:
 
 
 class EventStore:
-    def __init__(self, db: Database, state: StateStore):
+    def __init__(self, db: Database, state: StateStore, *, parsed_events: int = PARSED_EVENTS):
         self.db = db
         self.state = state
-        #: The PDUs read that some caller still holds, by their stored JSON and room
-        #: version: concurrent readers of one event (16 /syncs woken by one message) share
-        #: one PDU instead of parsing a copy each, which lowers the request burst's memory
-        #: peak (docs/performance.md, "Memory"). Weak: it keeps nothing alive, and a
-        #: changed row (a redaction) has another JSON, hence another key.
-        self._live: weakref.WeakValueDictionary[tuple[str, str], PDU] = weakref.WeakValueDictionary()
+        #: event ID -> (hash and length of its stored JSON, room version, the PDU parsed
+        #: from it), at most ``parsed_events``: every read of events (/sync's timelines,
+        #: /messages, relations, lookups by ID) parses an event's JSON once while it stays
+        #: the same, and concurrent readers (16 /syncs woken by one message) share one PDU
+        #: (docs/performance.md, "Memory"). A changed row (a redaction, an expired
+        #: message's pruned content) has another JSON, so it is parsed again.
+        self._parsed: OrderedDict[str, tuple[int, int, str, PDU]] = OrderedDict()
+        self.parsed_events = parsed_events
 
     # --- rooms -------------------------------------------------------------------
 
@@ -196,16 +202,21 @@ class EventStore:
 
     # --- reading events --------------------------------------------------------------
 
-    def _row_to_event(self, row: Any, pdu: PDU | None = None) -> StoredEvent:
-        """A row of ``_EVENT_COLUMNS``; ``pdu``: the event already parsed (its JSON never
-        changes), if the caller has it."""
-        if pdu is None:
-            rv = get_room_version(row[9])
-            key = (row[0], rv.identifier)
-            pdu = self._live.get(key)
-            if pdu is None:
-                pdu = decode_pdu_json(_load_event_json(row[0], rv.strict_canonicaljson), rv)
-                self._live[key] = pdu
+    def _row_to_event(self, row: Any) -> StoredEvent:
+        """A row of ``_EVENT_COLUMNS``, its PDU from the parsed events when its JSON is the one parsed."""
+        text, version, event_id = row[0], row[9], row[10]
+        digest, size = hash(text), len(text)
+        hit = self._parsed.get(event_id)
+        if hit is not None and hit[0] == digest and hit[1] == size and hit[2] == version:
+            self._parsed.move_to_end(event_id)
+            pdu = hit[3]
+        else:
+            rv = get_room_version(version)
+            pdu = decode_pdu_json(_load_event_json(text, rv.strict_canonicaljson), rv)
+            self._parsed[event_id] = (digest, size, version, pdu)
+            self._parsed.move_to_end(event_id)
+            while len(self._parsed) > self.parsed_events:
+                self._parsed.popitem(last=False)
         return StoredEvent(pdu, int(row[1]), int(row[2]), row[3], bool(row[4]), bool(row[5]),
                            None if row[6] is None else int(row[6]), row[7])
 
@@ -219,12 +230,12 @@ class EventStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             rows = await self.db.fetch(
-                f"SELECT event_id, {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+                f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
                 f" WHERE event_id IN ({_placeholders(len(chunk))})",
                 *chunk,
             )
             for row in rows:
-                out[row[0]] = self._row_to_event(row[1:])
+                out[row[10]] = self._row_to_event(row)
         return out
 
     async def get_room_events(

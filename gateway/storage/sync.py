@@ -6,12 +6,9 @@ Spec: https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from federation.events import PDU
 
 from .database import Database
 from .events import _EVENT_COLUMNS, EventStore, StoredEvent
@@ -21,9 +18,6 @@ from .state import _placeholders
 STREAMS = ("events", "account_data", "receipts", "to_device", "device_lists", "presence")
 #: Rooms whose timeline pages one statement reads (SQLite allows 500 terms in a UNION).
 TIMELINE_PAGES_PER_QUERY = 100
-#: Timeline events kept parsed (``SyncStore._parsed``; the first parsed dropped first):
-#: an initial sync of 200 rooms reads 2,200, a parsed event takes a few KB.
-PARSED_EVENTS = 4_000
 #: Below every events-stream position (backfilled events have negative ones).
 _BEFORE_ALL = -(2**62)
 
@@ -118,8 +112,7 @@ _N_EVENT_COLUMNS = len(_EVENT_COLUMNS.split(","))
 #: for each event, 0.2 ms an event once it sent a few hundred).
 _EXTRAS = ("(SELECT MAX(CASE WHEN t.user_id = $1 AND t.device_id = $2 THEN t.txn_id END)"
            " FROM event_txn_ids t WHERE t.event_id = e.event_id) AS txn_id,"
-           " (SELECT MIN(rd.event_id) FROM redactions rd WHERE rd.redacts = e.event_id) AS redacted_by,"
-           " e.event_id AS timeline_event_id")
+           " (SELECT MIN(rd.event_id) FROM redactions rd WHERE rd.redacts = e.event_id) AS redacted_by")
 
 
 def _newest_first(pages: dict[str, list[TimelineEvent]]) -> dict[str, list[TimelineEvent]]:
@@ -131,10 +124,8 @@ def _newest_first(pages: dict[str, list[TimelineEvent]]) -> dict[str, list[Timel
 class SyncStore:
     def __init__(self, db: Database, events: EventStore):
         self.db = db
+        #: Reads the events of each row (and keeps them parsed: ``EventStore._parsed``).
         self.events = events
-        #: event ID -> (hash of its stored JSON, the event parsed): timeline reads parse
-        #: an event's JSON once while it stays the same (an expiring message's is pruned).
-        self._parsed: OrderedDict[str, tuple[int, PDU]] = OrderedDict()
 
     async def get_positions(self) -> dict[str, int]:
         rows = await self.db.fetch(
@@ -172,15 +163,7 @@ class SyncStore:
         return (await self.get_positions_and_memberships(user_id))[1]
 
     def _timeline_row(self, r: Any) -> TimelineEvent:
-        r = tuple(r)
-        event_id, text_hash = r[_N_EVENT_COLUMNS + 2], hash(r[0])
-        hit = self._parsed.get(event_id)
-        event = self.events._row_to_event(r[:_N_EVENT_COLUMNS], hit[1] if hit and hit[0] == text_hash else None)
-        if hit is None or hit[0] != text_hash:
-            self._parsed[event_id] = (text_hash, event.pdu)
-            if len(self._parsed) > PARSED_EVENTS:
-                self._parsed.popitem(last=False)
-        return TimelineEvent(event, r[_N_EVENT_COLUMNS], r[_N_EVENT_COLUMNS + 1])
+        return TimelineEvent(self.events._row_to_event(r), r[_N_EVENT_COLUMNS], r[_N_EVENT_COLUMNS + 1])
 
     async def get_timeline(
         self, room_id: str, *, after: int | None, upto: int, limit: int, flt: TimelineFilter,

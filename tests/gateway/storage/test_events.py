@@ -302,3 +302,47 @@ async def test_has_joined_member_of_matches_the_server_exactly(database):
     assert not await state.has_joined_member_of("!r:x", "my%.test")  # LIKE wildcards are literal
     assert not await state.has_joined_member_of("!r:x", "my__ost.test")
     assert await state.has_joined_member_of("!q:x", "100%.test") and not await state.has_joined_member_of("!r:x", "100%.test")
+
+
+async def test_every_read_of_an_event_shares_one_parsed_pdu_within_the_bound(database):
+    """One bounded cache of parsed events (``EventStore._parsed``) serves lookups by ID,
+    room pages and /sync's timelines: the same unchanged row gives the same PDU object,
+    a changed row (pruned JSON) is parsed again, and no more than the bound are kept."""
+    from gateway.storage.sync import SyncStore, TimelineFilter
+
+    state = StateStore(database)
+    store = EventStore(database, state, parsed_events=3)
+    sync = SyncStore(database, store)
+    chain = Chain()
+    create, join, _ = await new_room(store, chain)
+    room = await store.get_room(create.room_id)
+    before = await state.get_state(room.current_state_group)
+    msgs = [chain.make("m.room.message", {"body": str(i), "msgtype": "m.text"}) for i in range(4)]
+    await store.persist_events(create.room_id, [write(m) for m in msgs], state_before=before,
+                               expected_head=room.head_stream_ordering, received_ts=1)
+    last = msgs[-1].event_id
+
+    by_id = (await store.get_event(last)).pdu
+    page = await store.get_room_events(create.room_id, from_pos=None, backwards=True, limit=1)
+    timeline = await sync.get_timeline(create.room_id, after=None, upto=10**6, limit=1, flt=TimelineFilter(),
+                                       device=(ALICE, "DEV"))
+    pages = await sync.get_timeline_pages([(create.room_id, None, 10**6)], limit=1, flt=TimelineFilter(),
+                                          device=(ALICE, "DEV"))
+    assert page[0].pdu is by_id and timeline[0].event.pdu is by_id
+    assert pages[create.room_id][0].event.pdu is by_id
+    assert by_id.get_pdu_json() == msgs[-1].get_pdu_json()
+
+    # The bound: reading every event of the room keeps only the last three read.
+    everything = await store.get_room_events(create.room_id, from_pos=None, backwards=False, limit=100)
+    assert len(everything) == 6 and len(store._parsed) == 3
+    assert list(store._parsed) == [e.pdu.event_id for e in everything[-3:]]
+    oldest = everything[0].pdu
+    assert (await store.get_event(oldest.event_id)).pdu is not oldest  # dropped, parsed again
+
+    # A changed row (an expired message's pruned content) is parsed again, not served stale.
+    await database.execute("UPDATE events SET json = $2 WHERE event_id = $1", last,
+                           (await database.fetchval("SELECT json FROM events WHERE event_id = $1", last))
+                           .replace('"body":"3"', '"body":"3!"'))
+    again = (await store.get_event(last)).pdu
+    assert again is not by_id and again.content["body"] == "3!"
+    assert (await store.get_event(last)).pdu is again
