@@ -13,13 +13,12 @@ from typing import Iterator
 
 from aiohttp import web
 
-from . import admin_api, client_api, federation_api, federation_tester_api, media_api, replication_api, wellknown
+from . import admin_api, client_api, federation_tester_api, wellknown
 from .consent_api import add_consent_routes
 from .threepid_pages import add_threepid_pages
 from .sso_api import add_sso_routes
 from .appkeys import HS, install_services
 from .config import ListenerConfig
-from .federation_api import keys as keys_api
 from .http.middleware import (
     access_log_middleware,
     add_cors_headers,
@@ -73,17 +72,29 @@ def build_listener_app(hs: HomeServer, listener: ListenerConfig) -> web.Applicat
         app.add_subapp("/_matrix/client", client_api.build_media_app(hs))
     if "client" in res or "consent" in res:
         add_consent_routes(app)  # /_matrix/consent, when user_consent is configured
+    # The APIs below are imported only by a listener that serves them (fewer modules, less
+    # memory for a client-only listener or worker: docs/performance.md, "Memory").
     if "federation" in res:
+        from . import federation_api
+
         app.add_subapp("/_matrix/federation", federation_api.build_app(hs))
     elif "media" in res and hs.roles.media_repo:  # a media worker: /_matrix/federation/v1/media
+        from . import federation_api
+
         app.add_subapp("/_matrix/federation", federation_api.build_media_app(hs))
     if "media" in res and hs.roles.media_repo:  # enable_media_repo: false when a media worker serves it
+        from . import media_api
+
         app.add_subapp("/_matrix/media", media_api.build_app(hs))
     if "keys" in res:
+        from .federation_api import keys as keys_api
+
         app.add_subapp("/_matrix/key", keys_api.build_app(hs))
     if "client" in res or "federation" in res:
         app.add_routes(wellknown.routes)
     if "replication" in res:  # writes other processes forward to this one's streams
+        from . import replication_api
+
         app.add_subapp("/_synapse/replication", replication_api.build_app(hs.stream_writers))
     if "metrics" in res:
         app.router.add_get("/_synapse/metrics", metrics_handler)

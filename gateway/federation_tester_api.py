@@ -14,9 +14,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from federation.net.tester import FederationTester
 from federation.server_discovery import ServerDiscoveryError
-from federation.tester_summary import diagnose_report
 from federation.tester_outbound import not_applicable, outbound, outbound_verdict
 from sso.pages import lazy_environment
 
@@ -30,10 +28,32 @@ from .services.tester_self_check import build_tester
 if TYPE_CHECKING:
     import jinja2
 
+    from federation.net.tester import FederationTester
+
 CACHE_SECONDS = 60.0
 MAX_CACHE = 1000
 
-TESTER = web.AppKey("federation_tester", FederationTester)
+
+
+class LazyTester:
+    """The federation tester, built at the first test (its TLS contexts with the trust
+    store, 0.6 MiB each, its resolver and modules): most servers never run one."""
+
+    def __init__(self, hs: HomeServer):
+        self._hs = hs
+        self._tester: FederationTester | None = None
+
+    def get(self) -> FederationTester:
+        if self._tester is None:
+            self._tester = build_tester(self._hs.config, self._hs.clock_ms)
+        return self._tester
+
+    async def close(self) -> None:
+        if self._tester is not None:
+            await self._tester.resolver.close()
+
+
+TESTER = web.AppKey("federation_tester", LazyTester)
 CACHE = web.AppKey("federation_tester_cache", dict)
 LIMITER = web.AppKey("federation_tester_limiter", RateLimiter)
 PAGES: web.AppKey[jinja2.Environment] = web.AppKey("federation_tester_pages")
@@ -51,7 +71,7 @@ async def _report(request: web.Request) -> dict[str, Any]:
     if hit is not None and now - hit[0] < CACHE_SECONDS:
         return hit[1]
     request.app[LIMITER].ratelimit(request.remote or "")
-    report = await request.app[TESTER].run(server_name)
+    report = await request.app[TESTER].get().run(server_name)
     if report["ConnectionReports"]:
         hs = request.app[HS]
         report["NotaryChecks"] = await notary_checks(hs, server_name, report)
@@ -78,6 +98,8 @@ async def _report(request: web.Request) -> dict[str, Any]:
             )
     else:
         report["Outbound"] = outbound(None, f"Not checked: no address of {server_name} answered.")
+    from federation.tester_summary import diagnose_report  # with the tester, at the first test
+
     report["Diagnosis"] = diagnose_report(report, server_name)
     if len(cache) >= MAX_CACHE:
         cache.clear()
@@ -230,14 +252,14 @@ async def get_federation_ok(request: web.Request) -> web.Response:
 def build_app(hs: HomeServer) -> web.Application:
     app = web.Application()
     app[HS] = hs
-    app[TESTER] = build_tester(hs.config, hs.clock_ms)
+    app[TESTER] = LazyTester(hs)
     app[CACHE] = {}
     app[PAGES] = lazy_environment(hs.config.custom_template_directory)
     app[LIMITER] = RateLimiter(RateLimit(per_second=0.5, burst_count=10))
 
     async def close_resolver(app: web.Application):
         yield
-        await app[TESTER].resolver.close()
+        await app[TESTER].close()
 
     app.cleanup_ctx.append(close_resolver)
     app.router.add_get("/", get_page)

@@ -113,7 +113,8 @@ class FederationTester:
         self.ip_policy = ip_policy
         self.clock_ms = clock_ms
         self.timeouts = timeouts
-        self.tls = TLSProber(verify_context=self.verify_context, ip_policy=ip_policy, timeouts=timeouts)
+        self.tls = TLSProber(verify_context=self.verify_context, ip_policy=ip_policy, timeouts=timeouts,
+                             insecure=self.insecure_context)
         self.client_side = ClientSideProbe(well_known_port=resolver.well_known_port, timeout=timeouts.request)
 
     def _session(self) -> aiohttp.ClientSession:

@@ -8,8 +8,6 @@ from .. import __version__
 from ..appkeys import HS
 from ..http import json_response
 from ..server import HomeServer
-from . import media, membership, public_rooms, query, room_data, transactions, user_keys
-from . import spaces
 from .auth import public, x_matrix_middleware
 
 routes = web.RouteTableDef()
@@ -23,6 +21,10 @@ async def get_version(request: web.Request) -> web.Response:
 
 
 def build_app(hs: HomeServer) -> web.Application:
+    # The handlers' modules are imported by a listener that serves federation (a client
+    # listener serves only federation media downloads: build_media_app).
+    from . import media, membership, public_rooms, query, room_data, spaces, transactions, user_keys
+
     app = web.Application(middlewares=[x_matrix_middleware])
     app[HS] = hs
     app.add_routes(routes)
@@ -41,6 +43,8 @@ def build_app(hs: HomeServer) -> web.Application:
 def build_media_app(hs: HomeServer) -> web.Application:
     """/_matrix/federation for a listener serving ``media`` without ``federation`` (a
     media worker): other servers' downloads of our media."""
+    from . import media
+
     app = web.Application(middlewares=[x_matrix_middleware])
     app[HS] = hs
     app.add_routes(media.routes)

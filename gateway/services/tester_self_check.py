@@ -9,19 +9,23 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
-from federation.net.resolver import ServerResolver
-from federation.net.tester import FederationTester
+if TYPE_CHECKING:
+    from federation.net.tester import FederationTester
 
 log = logging.getLogger(__name__)
 
 
 def build_tester(config, clock_ms: Callable[[], int]) -> FederationTester:
-    """A tester under the server's outbound IP rules and trust store (always verifying)."""
+    """A tester under the server's outbound IP rules and trust store (always verifying).
+    Its modules are imported here, by the first tester built: most servers never run one."""
+    from federation.net.resolver import ServerResolver
+    from federation.net.tester import FederationTester
+
     from ..outbound import outbound_ip_policy, outbound_ssl_context
 
     fed = config.federation
