@@ -213,12 +213,16 @@ class EventStore:
         else:
             rv = get_room_version(version)
             pdu = decode_pdu_json(_load_event_json(text, rv.strict_canonicaljson), rv)
-            self._parsed[event_id] = (digest, size, version, pdu)
-            self._parsed.move_to_end(event_id)
-            while len(self._parsed) > self.parsed_events:
-                self._parsed.popitem(last=False)
+            self._keep_parsed(event_id, text, version, pdu)
         return StoredEvent(pdu, int(row[1]), int(row[2]), row[3], bool(row[4]), bool(row[5]),
                            None if row[6] is None else int(row[6]), row[7])
+
+    def _keep_parsed(self, event_id: str, text: str, version: str, pdu: PDU) -> None:
+        """Keep ``pdu`` as the parsed form of its stored JSON ``text`` (room ``version``)."""
+        self._parsed[event_id] = (hash(text), len(text), version, pdu)
+        self._parsed.move_to_end(event_id)
+        while len(self._parsed) > self.parsed_events:
+            self._parsed.popitem(last=False)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         found = await self.get_events([event_id])
@@ -432,6 +436,7 @@ class EventStore:
             return []
         room_id = batch.room_id
         timeline = [e for e in events if e.timeline]
+        texts = [encode_pdu_json(e.pdu) for e in events]
         async with self.db.transaction() as txn:
             if new_room is not None:
                 try:
@@ -493,8 +498,8 @@ class EventStore:
                 " origin_server_ts, received_ts, json, rejected_reason, soft_failed, state_group, replaces_state)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 [(e.pdu.event_id, positions[e.pdu.event_id], room_id, e.pdu.type, e.pdu.state_key, e.pdu.sender,
-                  e.pdu.depth, e.pdu.origin_server_ts, received_ts, encode_pdu_json(e.pdu), e.rejected_reason,
-                  e.soft_failed, e.state_after.group, e.replaces_state) for e in events],
+                  e.pdu.depth, e.pdu.origin_server_ts, received_ts, text, e.rejected_reason,
+                  e.soft_failed, e.state_after.group, e.replaces_state) for e, text in zip(events, texts)],
             )
             # What is derived from timeline events beside the events table (relationships,
             # threads, the search index) and from the redactions that apply.
@@ -518,6 +523,12 @@ class EventStore:
                     raise StaleHeadError(room_id)
         for g in batch.groups:
             self.state.cache_snapshot(g.snapshot)
+        # The PDUs just written are what reading their rows would parse (rooms with strict
+        # canonical JSON: no float that would read back as an integer): readers (the /syncs
+        # the write wakes) share them rather than parse a copy each.
+        for e, text in zip(events, texts):
+            if e.pdu.room_version.strict_canonicaljson:
+                self._keep_parsed(e.pdu.event_id, text, e.pdu.room_version.identifier, e.pdu)
         return [positions[e.pdu.event_id] for e in events]
 
     @staticmethod

@@ -346,3 +346,21 @@ async def test_every_read_of_an_event_shares_one_parsed_pdu_within_the_bound(dat
     again = (await store.get_event(last)).pdu
     assert again is not by_id and again.content["body"] == "3!"
     assert (await store.get_event(last)).pdu is again
+
+
+async def test_events_just_written_are_read_as_the_pdus_written(stores):
+    """A batch's PDUs join the parsed events: the /syncs a write wakes read them, not a
+    copy each; what they read is what parsing the row gives."""
+    store, state = stores
+    chain = Chain()
+    create, join, _ = await new_room(store, chain)
+    room = await store.get_room(create.room_id)
+    before = await state.get_state(room.current_state_group)
+    msg = chain.make("m.room.message", {"body": "fresh", "msgtype": "m.text"})
+    await store.persist_events(create.room_id, [write(msg)], state_before=before,
+                               expected_head=room.head_stream_ordering, received_ts=1)
+    got = (await store.get_event(msg.event_id)).pdu
+    assert got is msg
+    store._parsed.clear()
+    parsed = (await store.get_event(msg.event_id)).pdu
+    assert parsed is not msg and parsed.get_pdu_json() == msg.get_pdu_json() and parsed.event_id == msg.event_id
