@@ -211,6 +211,9 @@ async def serve(config: HomeserverConfig, stop: asyncio.Event, started: asyncio.
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .allocator import tune_malloc
+
+    tune_malloc()  # big buffers in mappings of their own (gateway/allocator.py)
     try:
         config = _load(args.config_path)
     except ConfigError as e:
