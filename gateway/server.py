@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .services.media import MediaService
     from .services.notifier import Notifier
     from .services.federation.partial_state import PartialStateService
+    from .services.pagination import RoomPagination
     from .services.profiles import ProfileService
     from .services.purge_history import PurgeHistoryService
     from .services.push import PushService
@@ -153,6 +154,7 @@ class HomeServer:
         partial_state: PartialStateService
         federation_membership: FederationMembershipHandler
         federation_backfill: BackfillHandler
+        pagination: RoomPagination
         federation_sender: FederationSender
         edu_handlers: EduHandlers
         federation_transactions: TransactionHandler

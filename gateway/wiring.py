@@ -49,6 +49,7 @@ def build(hs: "HomeServer") -> None:
     from .services.federation.room_data import RoomDataService
     from .services.federation.sender import FederationSender
     from .services.federation.inbox import EduHandlers, TransactionHandler
+    from .services.pagination import RoomPagination
     from .services.guest_access import GuestAccessService
     from .services.initial_sync import InitialSyncService
     from .services.federation.keyring import KeyRing, network_fetchers, own_server_keys
@@ -265,6 +266,7 @@ def build(hs: "HomeServer") -> None:
     hs.partial_state = PartialStateService(hs)
     hs.federation_membership = FederationMembershipHandler(hs)
     hs.federation_backfill = backfill = BackfillHandler(hs)
+    hs.pagination = RoomPagination(events.store, backfill)
     membership = hs.federation_membership
     hs.third_party_invites = ThirdPartyInvites(
         server_name=server_name, identity_servers=identity_servers, events=events, rooms=rooms,

@@ -3,9 +3,10 @@
 Spec: https://spec.matrix.org/latest/client-server-api/#rooms and
 https://spec.matrix.org/latest/client-server-api/#room-events
 
-Pagination tokens are ``s<position>``: "after the event at this events-stream position".
-Backwards from ``sN`` gives events at positions ``<= N``; forwards gives ``> N``. A /sync
-``prev_batch`` for a timeline starting at position P is therefore ``s<P-1>``.
+/messages pages in topological order with ``t<depth>-<position>`` tokens, and takes the
+``s<position>`` tokens of /sync and /context ("after the event at this events-stream
+position": a /sync ``prev_batch`` for a timeline starting at position P is ``s<P-1>``);
+services/pagination.py has the rules.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..http import Codes, MatrixError, json_response, read_json_body
 from ..server import HomeServer
 from ..services.account_moderation import check_not_suspended, fake_event_id, forbid_redacting_others
 from ..services.events import EventSpec
+from ..services.pagination import RoomToken, parse_room_token, token_after, token_before
 from ..services.room_previews import is_world_readable, reader_membership
 from ..services.third_party_invites import is_third_party_invite
 from ..storage.state import StateSnapshot
@@ -398,14 +400,9 @@ def _device(request: web.Request) -> tuple[str, str]:
 
 
 def parse_token(token: str) -> int:
-    """``s<position>`` (a /sync token may carry more after ``_``) -> position."""
-    head = token.split("_", 1)[0]
-    if not head.startswith("s"):
-        raise MatrixError.invalid_param(f"Invalid pagination token {token!r}")
-    try:
-        return int(head[1:])
-    except ValueError:
-        raise MatrixError.invalid_param(f"Invalid pagination token {token!r}") from None
+    """A /messages or /sync token -> its events-stream position (a topological token's
+    stream part: for APIs that page by stream position, such as /relations)."""
+    return parse_room_token(token).stream
 
 
 def _filter_strings(f: dict[str, Any], key: str) -> list[str] | None:
@@ -466,40 +463,36 @@ async def room_messages(hs: HomeServer, room_id: str, q, *, viewer: str | None,
     event_filter = parse_event_filter(q)
     if isinstance(event_filter.get("limit"), int):
         limit = max(0, min(event_filter["limit"], MAX_MESSAGES_LIMIT))
+    pages = hs.pagination
     if q.get("from"):
-        from_pos: int | None = parse_token(q["from"])
+        from_token = parse_room_token(q["from"])
     else:
-        from_pos = room.head_stream_ordering if backwards else None
-    to_pos = parse_token(q["to"]) if q.get("to") else None
-    # A member who left sees nothing after leaving.
+        from_token = RoomToken(room.head_stream_ordering) if backwards else None
+    from_key = None if from_token is None else await pages.key(room_id, from_token)
+    to_key = await pages.key(room_id, parse_room_token(q["to"])) if q.get("to") else None
+    # A member who left sees nothing after leaving (nothing after its position: the
+    # token of that position stands before every later event).
     if member is not None and member.membership in ("leave", "ban"):
+        left = await pages.key(room_id, RoomToken(member.stream_ordering))
         if backwards:
-            from_pos = member.stream_ordering if from_pos is None else min(from_pos, member.stream_ordering)
+            from_key = left if from_key is None else min(from_key, left)
         else:
-            to_pos = member.stream_ordering if to_pos is None else min(to_pos, member.stream_ordering)
-    conditions = filter_conditions(event_filter)
-
-    async def page():
-        return await hs.events.store.get_room_events(
-            room_id, from_pos=from_pos, backwards=backwards, limit=limit, to_pos=to_pos, **conditions)
-
-    found = await page()
-    # Reached the oldest event we hold of a room joined over federation: backfill.
-    while backwards and len(found) < limit and to_pos is None \
-            and await hs.federation_backfill.backfill(room_id):
-        found = await page()
+            to_key = left if to_key is None else min(to_key, left)
+    # Paging back to a gap in what we hold (history before our join, or events missed
+    # since) backfills it first (services/pagination.py).
+    found = await pages.page(room_id, from_key=from_key, backwards=backwards, limit=limit, to_key=to_key,
+                             conditions=filter_conditions(event_filter))
     visible = found if viewer is None else \
         await hs.account_data.without_ignored(viewer, await hs.events.filter_visible(viewer, found))
     chunk = await hs.events.serialize_for_client(visible, requester_device=device)
     if viewer is not None:
         await hs.relations.bundle_aggregations(chunk, viewer)
-    start = q.get("from") or f"s{from_pos if from_pos is not None else 0}"
+    start = q.get("from") or str(from_token or RoomToken(0))
     body: dict[str, Any] = {"chunk": chunk, "start": start}
     # Backwards, 'end' is left out once the start of the room is reached (the spec's rule);
     # forwards, more events may come at any time: the token to ask again from.
     if found and (len(found) == limit or not backwards):
-        last = found[-1].stream_ordering
-        body["end"] = f"s{last - 1}" if backwards else f"s{last}"
+        body["end"] = token_before(found[-1]) if backwards else token_after(found[-1])
     if event_filter.get("lazy_load_members"):
         senders = {e.pdu.sender for e in visible}
         current = await hs.events.state.get_current_state_ids(room_id)

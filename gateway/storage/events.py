@@ -142,6 +142,38 @@ def stream_range(backwards: bool, from_pos: int | None, to_pos: int | None, arg:
     return out
 
 
+def _timeline_where(room_id: str) -> tuple[list[str], list[Any], Callable[[Any], str]]:
+    """Conditions selecting a room's timeline events (no outliers, rejected or
+    soft-failed events), their arguments, and ``arg`` to add one more (it returns its
+    placeholder)."""
+    args: list[Any] = [room_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    return ["e.room_id = $1", "outlier = FALSE", "rejected_reason IS NULL", "soft_failed = FALSE"], args, arg
+
+
+def _event_conditions(where: list[str], arg: Callable[[Any], str], types: Sequence[str] | None,
+                      not_types: Sequence[str], senders: Sequence[str] | None,
+                      not_senders: Sequence[str]) -> bool:
+    """A RoomEventFilter's types and senders as conditions; False when nothing can match."""
+    if types is not None:
+        if not types:
+            return False
+        where.append(f"type IN ({', '.join(arg(t) for t in types)})")
+    if not_types:
+        where.append(f"type NOT IN ({', '.join(arg(t) for t in not_types)})")
+    if senders is not None:
+        if not senders:
+            return False
+        where.append(f"sender IN ({', '.join(arg(s) for s in senders)})")
+    if not_senders:
+        where.append(f"sender NOT IN ({', '.join(arg(s) for s in not_senders)})")
+    return True
+
+
 def _load_event_json(text: str, strict: bool) -> dict[str, Any]:
     """A stored event's JSON. orjson is several times faster (a sync reads hundreds) and
     reads the same where numbers are integers in the safe range, as the format check
@@ -261,26 +293,10 @@ class EventStore:
         Backwards: positions ``<= from_pos`` (and ``> to_pos``), newest first. Forwards:
         positions ``> from_pos`` (and ``<= to_pos``), oldest first.
         """
-        where = ["e.room_id = $1", "outlier = FALSE", "rejected_reason IS NULL", "soft_failed = FALSE"]
-        args: list[Any] = [room_id]
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
+        where, args, arg = _timeline_where(room_id)
         where += stream_range(backwards, from_pos, to_pos, arg)
-        if types is not None:
-            if not types:
-                return []
-            where.append(f"type IN ({', '.join(arg(t) for t in types)})")
-        if not_types:
-            where.append(f"type NOT IN ({', '.join(arg(t) for t in not_types)})")
-        if senders is not None:
-            if not senders:
-                return []
-            where.append(f"sender IN ({', '.join(arg(s) for s in senders)})")
-        if not_senders:
-            where.append(f"sender NOT IN ({', '.join(arg(s) for s in not_senders)})")
+        if not _event_conditions(where, arg, types, not_types, senders, not_senders):
+            return []
         order = "DESC" if backwards else "ASC"
         rows = await self.db.fetch(
             f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
@@ -288,6 +304,81 @@ class EventStore:
             *args,
         )
         return [self._row_to_event(r) for r in rows]
+
+    async def get_room_events_topological(
+        self,
+        room_id: str,
+        *,
+        from_key: tuple[int, int] | None,
+        backwards: bool,
+        limit: int,
+        to_key: tuple[int, int] | None = None,
+        types: Sequence[str] | None = None,
+        not_types: Sequence[str] = (),
+        senders: Sequence[str] | None = None,
+        not_senders: Sequence[str] = (),
+    ) -> list[StoredEvent]:
+        """Timeline events of a room in topological order: by (depth, stream position),
+        the keys compared as pairs (the conditions and exclusions of ``get_room_events``).
+
+        Backwards: keys ``<= from_key`` (and ``> to_key``), latest first. Forwards: keys
+        ``> from_key`` (and ``<= to_key``), earliest first.
+        """
+        where, args, arg = _timeline_where(room_id)
+        low, high = (to_key, from_key) if backwards else (from_key, to_key)
+        if low is not None:
+            where.append(f"(depth, stream_ordering) > ({arg(int(low[0]))}, {arg(int(low[1]))})")
+        if high is not None:
+            where.append(f"(depth, stream_ordering) <= ({arg(int(high[0]))}, {arg(int(high[1]))})")
+        if not _event_conditions(where, arg, types, not_types, senders, not_senders):
+            return []
+        order = "DESC" if backwards else "ASC"
+        rows = await self.db.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+            f" WHERE {' AND '.join(where)} ORDER BY depth {order}, stream_ordering {order}"
+            f" LIMIT {arg(int(limit))}",
+            *args,
+        )
+        return [self._row_to_event(r) for r in rows]
+
+    async def get_topological_key(self, room_id: str, stream_pos: int) -> tuple[int, int]:
+        """The topological key of a stream token ``s<stream_pos>`` in a room: the point
+        before every timeline event after ``stream_pos`` (its depth is the lowest among
+        them; without such events, the highest depth up to ``stream_pos``), so that
+        paging back from it never returns an event a client saw after the token."""
+        timeline = "room_id = $1 AND outlier = FALSE AND rejected_reason IS NULL AND soft_failed = FALSE"
+        depth = await self.db.fetchval(
+            f"SELECT MIN(depth) FROM events WHERE {timeline} AND stream_ordering > $2", room_id, stream_pos)
+        if depth is None:
+            depth = await self.db.fetchval(
+                f"SELECT MAX(depth) FROM events WHERE {timeline} AND stream_ordering <= $2", room_id, stream_pos)
+        return (int(depth or 0), int(stream_pos))
+
+    async def get_backward_extremities(self, room_id: str, *, max_depth: int | None = None,
+                                       min_depth: int | None = None, oldest: bool = False,
+                                       scan: int = 1000) -> list[str]:
+        """The room's *backward extremities* near a place in its history: prev events,
+        not in the room's timeline, of the timeline events with depths in
+        ``[min_depth, max_depth]``, scanning at most ``scan`` events down from
+        ``max_depth`` (``oldest``: up from the room's oldest). A prev event we hold in
+        another room is none: it can never join this room's timeline (a remote linking
+        rooms must not let pagination cross into another room)."""
+        where, args, arg = _timeline_where(room_id)
+        if max_depth is not None:
+            where.append(f"depth <= {arg(int(max_depth))}")
+        if min_depth is not None:
+            where.append(f"depth >= {arg(int(min_depth))}")
+        order = "ASC" if oldest else "DESC"
+        rows = await self.db.fetch(
+            "SELECT DISTINCT ed.prev_event_id FROM (SELECT event_id FROM events e"
+            f"  WHERE {' AND '.join(where)} ORDER BY depth {order}, stream_ordering {order}"
+            f"  LIMIT {arg(int(scan))}) o"
+            " JOIN event_edges ed ON ed.event_id = o.event_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = ed.prev_event_id"
+            "  AND (p.outlier = FALSE OR p.room_id <> $1))",
+            *args,
+        )
+        return sorted(r[0] for r in rows)
 
     async def get_events_at_positions(self, positions: Iterable[int]) -> list[StoredEvent]:
         """Events by events-stream position, in position order."""

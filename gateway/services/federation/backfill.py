@@ -1,13 +1,13 @@
-"""Backfill as the requesting side: when a client paginates ``/messages`` back past the
-oldest event we hold of a room we joined over federation, ask a server in the room for
-earlier events (``GET /_matrix/federation/v1/backfill``).
+"""Backfill as the requesting side: when a client paginates ``/messages`` back to a
+*backward extremity*, a prev event of a timeline event that is not in the room's
+timeline, ask a server in the room for it and earlier events
+(``GET /_matrix/federation/v1/backfill``). Extremities are the history before our join,
+and the gaps after it that ``get_missing_events`` left (``services/pagination.py`` finds
+those near the page a client asks for). A forked past has several; all go in one
+request, so every branch is followed back to the create event. A prev event we hold in
+another room is none: history does not cross rooms.
 
 Spec: https://spec.matrix.org/latest/server-server-api/#backfilling-and-retrieving-missing-events
-
-Where from: the *backward extremities*, the prev events of our oldest timeline events
-(those before the first event we received live, i.e. the join) that are not in our
-timeline. A forked past has several; all go in one request, so every branch is
-followed back to the create event.
 
 The events are checked like any others from the past (format, signatures, hashes, auth
 against their auth events: ``FederationEventHandler.persist_outliers``), then the
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from federation.events import PDU
@@ -40,8 +40,14 @@ log = logging.getLogger(__name__)
 BACKFILL_LIMIT = 100
 #: Backward extremities named in one request.
 MAX_EXTREMITIES = 20
-#: Our oldest timeline events searched for backward extremities.
+#: Timeline events searched for backward extremities at each end of a room's timeline.
 _EXTREMITY_SCAN = 1000
+#: An extremity no server gave us is asked for again after this, doubling per failure...
+RETRY_MS = 60_000
+#: ... up to this.
+MAX_RETRY_MS = 24 * 3600_000
+#: Extremities remembered as resting (the oldest forgotten first).
+MAX_RESTING = 10_000
 
 
 class BackfillHandler:
@@ -54,55 +60,69 @@ class BackfillHandler:
         self.events = hs.events
         self.store = hs.events.store
         self.db = hs.db
+        #: Extremities no server gave us: event ID -> (failures, when to ask again in
+        #: ms). In memory: a restart only costs one more request per extremity.
+        self._resting: dict[str, tuple[int, int]] = {}
 
     async def backward_extremities(self, room_id: str) -> list[str]:
-        """Prev events, not in our timeline, of the room's oldest timeline events up to
-        the first one we received live (later gaps are not history to page through)."""
-        first_live = await self.db.fetchval(
-            "SELECT MIN(stream_ordering) FROM events WHERE room_id = $1 AND outlier = FALSE"
-            " AND rejected_reason IS NULL AND soft_failed = FALSE AND stream_ordering > 0",
-            room_id,
-        )
-        rows = await self.db.fetch(
-            "SELECT DISTINCT ed.prev_event_id FROM (SELECT event_id FROM events WHERE room_id = $1"
-            "  AND outlier = FALSE AND rejected_reason IS NULL AND soft_failed = FALSE AND stream_ordering <= $2"
-            f"  ORDER BY stream_ordering LIMIT {_EXTREMITY_SCAN}) o"
-            " JOIN event_edges ed ON ed.event_id = o.event_id"
-            " WHERE NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = ed.prev_event_id AND p.outlier = FALSE)",
-            room_id, first_live if first_live is not None else 0,
-        )
-        return sorted(r[0] for r in rows)
+        """The room's backward extremities near both ends of its timeline (the history
+        before our join, the gaps among the newest events)."""
+        found = await self.store.get_backward_extremities(room_id, oldest=True, scan=_EXTREMITY_SCAN)
+        found += await self.store.get_backward_extremities(room_id, scan=_EXTREMITY_SCAN)
+        return sorted(set(found))
 
-    async def backfill(self, room_id: str, limit: int | None = None) -> int:
+    async def backfill(self, room_id: str, limit: int | None = None, *,
+                       extremities: Sequence[str] | None = None) -> int:
         """Fetch and store up to ``limit`` (default ``batch_size``) events older than the
-        oldest timeline events of the room; returns how many joined the timeline (0:
-        nothing more to get). Events we hold as outliers (the state a join brought) that
-        come in the batch join the timeline with the others.
+        room's backward ``extremities`` (default: ``backward_extremities``); returns how
+        many joined the timeline (0: nothing more to get). Events we hold as outliers
+        (the state a join brought) that come in the batch join the timeline with the
+        others. An extremity no server gave us rests a while before it is asked for
+        again (every page of /messages at a gap nobody can fill would ask).
         A partial-state room is backfilled once its full state is there (until then the
         state at our history's edge would cost a member-by-member fetch)."""
         if not await self.hs.partial_state.await_full_state(room_id):
             return 0
         async with self.events.room_lock(room_id):
-            extremities = (await self.backward_extremities(room_id))[:MAX_EXTREMITIES]
+            if extremities is None:
+                extremities = await self.backward_extremities(room_id)
+            now = self.hs.clock_ms()
+            extremities = [e for e in extremities if self._resting.get(e, (0, 0))[1] <= now][:MAX_EXTREMITIES]
             if not extremities:
                 return 0
-            servers = [s for s in await self.hs.directory.servers_in_room(room_id) if s != self.hs.server_name]
-            room_server = room_id.split(":", 1)[1] if ":" in room_id else None
-            if room_server:
-                servers.append(room_server)
-            for server in dict.fromkeys(s for s in servers if s != self.hs.server_name):
-                try:
-                    answer = await self.hs.federation_client.request(
-                        "GET", server, f"/_matrix/federation/v1/backfill/{quote_path_segment(room_id)}",
-                        query=[("v", p) for p in extremities] + [("limit", str(min(limit or self.batch_size, BACKFILL_LIMIT)))],
-                    )
-                except FederationRequestError as e:
-                    log.info("backfill of %s from %s failed: %s", room_id, server, e)
+            stored = await self._fetch(room_id, extremities, limit)
+            metas = await self.store.get_event_meta(extremities)
+            for e in extremities:
+                meta = metas.get(e)
+                if meta is not None and not meta.outlier and meta.room_id == room_id:
+                    self._resting.pop(e, None)
                     continue
-                pdus = answer.get("pdus") if isinstance(answer, dict) else None
-                if isinstance(pdus, list) and pdus:
-                    return await self._store(server, room_id, pdus)
-            return 0
+                fails = self._resting.pop(e, (0, 0))[0] + 1
+                self._resting[e] = (fails, now + min(RETRY_MS << min(fails - 1, 20), MAX_RETRY_MS))
+                while len(self._resting) > MAX_RESTING:
+                    del self._resting[next(iter(self._resting))]
+            return stored
+
+    async def _fetch(self, room_id: str, extremities: list[str], limit: int | None) -> int:
+        """One ``/backfill`` from the extremities, to the room's servers in turn until one
+        answers with events; stores them (``_store``)."""
+        servers = [s for s in await self.hs.directory.servers_in_room(room_id) if s != self.hs.server_name]
+        room_server = room_id.split(":", 1)[1] if ":" in room_id else None
+        if room_server:
+            servers.append(room_server)
+        for server in dict.fromkeys(s for s in servers if s != self.hs.server_name):
+            try:
+                answer = await self.hs.federation_client.request(
+                    "GET", server, f"/_matrix/federation/v1/backfill/{quote_path_segment(room_id)}",
+                    query=[("v", p) for p in extremities] + [("limit", str(min(limit or self.batch_size, BACKFILL_LIMIT)))],
+                )
+            except FederationRequestError as e:
+                log.info("backfill of %s from %s failed: %s", room_id, server, e)
+                continue
+            pdus = answer.get("pdus") if isinstance(answer, dict) else None
+            if isinstance(pdus, list) and pdus:
+                return await self._store(server, room_id, pdus)
+        return 0
 
     async def _store(self, origin: str, room_id: str, pdus: list[Any]) -> int:
         fed = self.hs.federation_events
@@ -114,7 +134,7 @@ class BackfillHandler:
         new = {e: p for e, p in result.accepted.items() if e in metas and metas[e].outlier}
         if not new:
             return 0
-        outside = await self._outside_states({p for e in new.values() for p in e.prev_event_ids if p not in new})
+        outside = await self._outside_states(room_id, {p for e in new.values() for p in e.prev_event_ids if p not in new})
         after: dict[str, Mapping[StateKey, str]] = {}
         rows: list[tuple[PDU, dict[StateKey, str], str | None, StateSnapshot]] = []
         for pdu in _prev_order(new):
@@ -169,12 +189,13 @@ class BackfillHandler:
             await note_timeline_events(txn, [(pdu, last + i) for i, (pdu, *_rest) in enumerate(rows)])
         return len(rows)
 
-    async def _outside_states(self, event_ids: set[str]) -> dict[str, StateSnapshot]:
-        """The states after those of ``event_ids`` that are in our timeline."""
+    async def _outside_states(self, room_id: str, event_ids: set[str]) -> dict[str, StateSnapshot]:
+        """The states after those of ``event_ids`` that are in the room's timeline (a
+        prev event in another room is as unknown as a missing one)."""
         metas = await self.store.get_event_meta(event_ids)
         out = {}
         for e, m in metas.items():
-            if not m.outlier and m.state_group is not None:
+            if not m.outlier and m.state_group is not None and m.room_id == room_id:
                 out[e] = await self.events.state.get_state(m.state_group)
         return out
 
