@@ -88,12 +88,11 @@ class RoomPagination:
         return await self.store.get_topological_key(room_id, token.stream)
 
     async def page(self, room_id: str, *, from_key: Key | None, backwards: bool, limit: int,
-                   to_key: Key | None = None, conditions: dict[str, Any] | None = None,
-                   fill_gaps: bool = True) -> list[StoredEvent]:
+                   to_key: Key | None = None, conditions: dict[str, Any] | None = None) -> list[StoredEvent]:
         """Up to ``limit`` timeline events from ``from_key`` (None: the end the direction
         starts from) towards ``to_key`` (``EventStore.get_room_events_topological``).
 
-        Backwards (without ``to_key``, and with ``fill_gaps``), a page that reaches a
+        Backwards (without ``to_key``), a page that reaches a
         backward extremity first backfills it: the missing prev events of the events
         in the page's depth range, and of the room's oldest events once the page comes
         up short. Then the page is read again, the fetched events in their place."""
@@ -104,7 +103,7 @@ class RoomPagination:
                 room_id, from_key=from_key, backwards=backwards, limit=limit, to_key=to_key, **conditions)
 
         found = await read()
-        if not backwards or to_key is not None or not fill_gaps or limit <= 0:
+        if not backwards or to_key is not None or limit <= 0:
             return found
         for _ in range(MAX_BACKFILLS):
             extremities = await self._extremities(room_id, from_key, found, full=len(found) >= limit)

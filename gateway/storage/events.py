@@ -362,7 +362,8 @@ class EventStore:
         ``[min_depth, max_depth]``, scanning at most ``scan`` events down from
         ``max_depth`` (``oldest``: up from the room's oldest). A prev event we hold in
         another room is none: it can never join this room's timeline (a remote linking
-        rooms must not let pagination cross into another room)."""
+        rooms must not let pagination cross into another room), nor one we rejected
+        (known, and never to be shown)."""
         where, args, arg = _timeline_where(room_id)
         if max_depth is not None:
             where.append(f"depth <= {arg(int(max_depth))}")
@@ -375,7 +376,7 @@ class EventStore:
             f"  LIMIT {arg(int(scan))}) o"
             " JOIN event_edges ed ON ed.event_id = o.event_id"
             " WHERE NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = ed.prev_event_id"
-            "  AND (p.outlier = FALSE OR p.room_id <> $1))",
+            "  AND (p.outlier = FALSE OR p.room_id <> $1 OR p.rejected_reason IS NOT NULL))",
             *args,
         )
         return sorted(r[0] for r in rows)

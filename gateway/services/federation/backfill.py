@@ -87,14 +87,20 @@ class BackfillHandler:
             if extremities is None:
                 extremities = await self.backward_extremities(room_id)
             now = self.hs.clock_ms()
-            extremities = [e for e in extremities if self._resting.get(e, (0, 0))[1] <= now][:MAX_EXTREMITIES]
+
+            def filled(meta) -> bool:
+                return meta is not None and not meta.outlier and meta.room_id == room_id
+
+            # (Another page may have filled some while this one waited for the lock.)
+            metas = await self.store.get_event_meta(extremities)
+            extremities = [e for e in extremities if not filled(metas.get(e))
+                           and self._resting.get(e, (0, 0))[1] <= now][:MAX_EXTREMITIES]
             if not extremities:
                 return 0
             stored = await self._fetch(room_id, extremities, limit)
             metas = await self.store.get_event_meta(extremities)
             for e in extremities:
-                meta = metas.get(e)
-                if meta is not None and not meta.outlier and meta.room_id == room_id:
+                if filled(metas.get(e)):
                     self._resting.pop(e, None)
                     continue
                 fails = self._resting.pop(e, (0, 0))[0] + 1

@@ -136,6 +136,49 @@ async def test_room_events_pagination_and_filters(stores):
                                        senders=[BOB]) == []
 
 
+async def test_topological_order_tokens_and_backward_extremities(stores):
+    """Pages by (depth, stream position), whatever order the events came in; a stream
+    position stands before every event after it; missing prev events are the room's
+    backward extremities, found by their children's depth."""
+    store, state = stores
+    chain = Chain()
+    create, join, _ = await new_room(store, chain)
+    room = await store.get_room(create.room_id)
+    before = await state.get_state(room.current_state_group)
+    a, b, c = (chain.make("m.room.message", {"body": x, "msgtype": "m.text"}) for x in "abc")
+    # c (depth 5) comes before b (depth 4): positions a=3, c=4, b=5.
+    for pdu in (a, c, b):
+        room = await store.get_room(create.room_id)
+        await store.persist_events(create.room_id, [write(pdu)], state_before=before,
+                                   expected_head=room.head_stream_ordering, received_ts=1)
+
+    async def bodies(**kw):
+        return [e.pdu.content.get("body", e.pdu.type) for e in
+                await store.get_room_events_topological(create.room_id, limit=10, **kw)]
+
+    assert await bodies(from_key=None, backwards=True) == ["c", "b", "a", "m.room.member", "m.room.create"]
+    assert await bodies(from_key=None, backwards=False) == ["m.room.create", "m.room.member", "a", "b", "c"]
+    assert await bodies(from_key=(4, 5), backwards=True) == ["b", "a", "m.room.member", "m.room.create"]
+    assert await bodies(from_key=(4, 4), backwards=True) == ["a", "m.room.member", "m.room.create"]
+    assert await bodies(from_key=(3, 3), backwards=False, to_key=(4, 5)) == ["b"]
+    assert await bodies(from_key=(5, 5), backwards=True, types=["m.room.member"]) == ["m.room.member"]
+    # s3: before b and c (the events after position 3); s5: after everything.
+    assert await store.get_topological_key(create.room_id, 3) == (4, 3)
+    assert await bodies(from_key=(4, 3), backwards=True) == ["a", "m.room.member", "m.room.create"]
+    assert await store.get_topological_key(create.room_id, 5) == (5, 5)
+
+    assert await store.get_backward_extremities(create.room_id) == []
+    chain.prev = [b.event_id, "$missing"]
+    d = chain.make("m.room.message", {"body": "d", "msgtype": "m.text"})
+    room = await store.get_room(create.room_id)
+    await store.persist_events(create.room_id, [write(d)], state_before=before,
+                               expected_head=room.head_stream_ordering, received_ts=1)
+    assert await store.get_backward_extremities(create.room_id) == ["$missing"]
+    assert await store.get_backward_extremities(create.room_id, max_depth=6, min_depth=6) == ["$missing"]
+    assert await store.get_backward_extremities(create.room_id, max_depth=5) == []
+    assert await store.get_backward_extremities(create.room_id, oldest=True, scan=3) == []
+
+
 async def test_state_groups_are_deltas_with_a_bounded_chain(stores, monkeypatch):
     monkeypatch.setattr(state_module, "MAX_DELTA_CHAIN", 3)
     store, state = stores
