@@ -106,10 +106,13 @@ class RoomPagination:
         if not backwards or to_key is not None or limit <= 0:
             return found
         for _ in range(MAX_BACKFILLS):
-            extremities = await self._extremities(room_id, from_key, found, full=len(found) >= limit)
+            full = len(found) >= limit
+            extremities = await self._extremities(room_id, from_key, found, full=full)
             if not extremities:
                 break
-            fetched = await self.backfill.backfill(room_id, extremities=extremities)
+            # A page that reaches before what we hold waits for a partial-state room's
+            # full state (docs/faster-joins.md); a full one is answered with what we have.
+            fetched = await self.backfill.backfill(room_id, extremities=extremities, wait_for_full_state=not full)
             found = await read()
             if not fetched:
                 break

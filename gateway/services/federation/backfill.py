@@ -72,7 +72,7 @@ class BackfillHandler:
         return sorted(set(found))
 
     async def backfill(self, room_id: str, limit: int | None = None, *,
-                       extremities: Sequence[str] | None = None) -> int:
+                       extremities: Sequence[str] | None = None, wait_for_full_state: bool = True) -> int:
         """Fetch and store up to ``limit`` (default ``batch_size``) events older than the
         room's backward ``extremities`` (default: ``backward_extremities``); returns how
         many joined the timeline (0: nothing more to get). Events we hold as outliers
@@ -80,8 +80,12 @@ class BackfillHandler:
         others. An extremity no server gave us rests a while before it is asked for
         again (every page of /messages at a gap nobody can fill would ask).
         A partial-state room is backfilled once its full state is there (until then the
-        state at our history's edge would cost a member-by-member fetch)."""
-        if not await self.hs.partial_state.await_full_state(room_id):
+        state at our history's edge would cost a member-by-member fetch); without
+        ``wait_for_full_state``, not at all until then."""
+        if wait_for_full_state:
+            if not await self.hs.partial_state.await_full_state(room_id):
+                return 0
+        elif await self.hs.partial_state.is_partial(room_id):
             return 0
         async with self.events.room_lock(room_id):
             if extremities is None:
