@@ -2,7 +2,7 @@
 *backward extremity*, a prev event of a timeline event that is not in the room's
 timeline, ask a server in the room for it and earlier events
 (``GET /_matrix/federation/v1/backfill``). Extremities are the history before our join,
-and the gaps after it that ``get_missing_events`` left (``services/pagination.py`` finds
+and the gaps after it that ``get_missing_events`` left (``gateway/services/pagination.py`` finds
 those near the page a client asks for). A forked past has several; all go in one
 request, so every branch is followed back to the create event. A prev event we hold in
 another room is none: history does not cross rooms.
