@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .services.appservice_transactions import AppServiceTransactions
     from .services.appservices import AppServices
     from .services.auth import AuthService
+    from .services.bulk_work import CheckProcesses
     from .services.directory import DirectoryService
     from .services.e2e_keys import E2EKeysService
     from .services.event_stream import EventStreamService
@@ -149,6 +150,7 @@ class HomeServer:
         event_stream: EventStreamService
         initial_sync: InitialSyncService
         keyring: KeyRing
+        check_processes: CheckProcesses
         federation_room_data: RoomDataService
         federation_events: FederationEventHandler
         partial_state: PartialStateService

@@ -43,6 +43,7 @@ def build(hs: "HomeServer") -> None:
     from .services.e2e_keys import EDU_HANDLERS, E2EKeysService
     from .services.event_stream import EventStreamService
     from .services.events import EventsService
+    from .services.bulk_work import CheckProcesses
     from .services.federation.backfill import BackfillHandler
     from .services.federation.receive import FederationEventHandler
     from .services.federation.membership import FederationMembershipHandler
@@ -262,7 +263,8 @@ def build(hs: "HomeServer") -> None:
                          own_keys=own_server_keys(server_name, hs.signing_key, config.old_signing_keys),
                          fetcher=fetcher, direct_fetcher=direct_fetcher, clock_ms=clock_ms)
     hs.federation_room_data = room_data = RoomDataService(hs)
-    hs.federation_events = federation_events = FederationEventHandler(hs)
+    hs.check_processes = CheckProcesses(fed.check_processes)
+    hs.federation_events = federation_events = FederationEventHandler(hs, check_processes=hs.check_processes)
     hs.partial_state = PartialStateService(hs)
     hs.federation_membership = FederationMembershipHandler(hs)
     hs.federation_backfill = backfill = BackfillHandler(hs)
@@ -375,6 +377,7 @@ async def start(hs: "HomeServer") -> None:
     """Background work of a serving process, once its listeners are bound; what runs
     where is decided by the roles (gateway/roles.py)."""
     roles = hs.roles
+    hs.check_processes.start()  # in the background: ready when a join comes
     if hs.replication is not None:
         await hs.replication.start()  # first: nothing published from here on is lost to the others
     if roles.federation_sender:
@@ -420,6 +423,7 @@ async def stop(hs: "HomeServer") -> None:
     await hs.guest_access.close()
     await hs.e2e_keys.close()
     await hs.federation_client.close()
+    await hs.check_processes.close()
     await hs.federation_client.resolver.close()
     await hs.url_previewer.close()
     await hs.media.close()

@@ -112,6 +112,9 @@ class FederationConfig:
     #: ``experimental_features.faster_joins`` (Synapse's key): remote joins ask for
     #: partial state (send_join ``omit_members``) and fetch the rest in the background.
     faster_joins: bool = True
+    #: ``federation_check_processes``: worker processes checking the events of big
+    #: batches (a join's state and auth chain); 0: worker threads of this process.
+    check_processes: int = 0
 
 
 @dataclass(frozen=True)
@@ -606,5 +609,7 @@ def _parse_federation(root: Section, resolve_path) -> FederationConfig:
         ),
         trusted_key_servers=tuple(trusted),
         dns_nameservers=tuple(nameservers),
+        check_processes=root.int("federation_check_processes", min(os.cpu_count() or 1, 4), minimum=0,
+                                 maximum=64),
         **retry,
     )

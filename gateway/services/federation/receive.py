@@ -67,7 +67,8 @@ from ...modules.event import ModuleEvent
 from ...storage.event_batch import EventBatch
 from ...storage.events import EventMeta, RoomRow, StaleHeadError
 from ...storage.state import StateKey, StateSnapshot
-from ..bulk_work import gc_paused
+from .. import bulk_work
+from ..bulk_work import CheckProcesses, WorkerGone, gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,10 @@ class _RoomBatch:
 
 
 class FederationEventHandler:
-    def __init__(self, hs):
+    def __init__(self, hs, *, check_processes: CheckProcesses | None = None):
         self.hs = hs
+        #: Worker processes for steps 1-3 of big batches (None or disabled: threads).
+        self.check_processes = check_processes
         self.events = hs.events
         self.store = hs.events.store
         self.state = hs.events.state
@@ -491,19 +494,29 @@ class FederationEventHandler:
         def keys_for(server: str, key_id: str):
             return lookup.get((server, key_id))
 
+        keys_for.table = lookup  # for worker processes
         return keys_for
 
     def _check_slices(self, items: Sequence[Any], rv: RoomVersion, room_id: str, keys_for,
                       origin: str | None) -> list[tuple[int, asyncio.Future]]:
-        """Steps 1-3 over ``items``, CHECK_CHUNK at a time in worker threads, one per core
-        at a time (ed25519 runs without the GIL, so one slice's Python work overlaps
+        """Steps 1-3 over ``items``, CHECK_CHUNK at a time: in the worker processes
+        (``bulk_work.CheckProcesses``) when there are any, else in worker threads, one per
+        core at a time (ed25519 runs without the GIL, so one slice's Python work overlaps
         another's verification): (index of the slice's first item, the task giving its
         results, see ``_check_outliers``), in order."""
+        procs = self.check_processes
         sem = asyncio.Semaphore(os.cpu_count() or 1)
 
         async def one(part: Sequence[Any]) -> list:
             if len(items) <= CHECK_CHUNK:
                 return _check_outliers(part, rv, room_id, keys_for, origin)
+            if procs is not None and procs.enabled:
+                try:
+                    verdicts = await procs.check(part, rv, room_id, keys_for.table, origin)
+                except WorkerGone as e:
+                    log.warning("checking %d events in this process: %s", len(part), e)
+                else:
+                    return _from_verdicts(part, verdicts, rv)
             async with sem:
                 return await asyncio.to_thread(_check_outliers, part, rv, room_id, keys_for, origin)
 
@@ -1118,25 +1131,31 @@ def _key_requests(pdu_json: Any, rv: RoomVersion, origin: str | None) -> list:
 
 def _check_outliers(items: Sequence[Any], rv: RoomVersion, room_id: str, keys_for,
                     origin: str | None) -> list[tuple[str | None, PDU | None, PDU | None, str | None]]:
-    """Steps 1-3 for each event of a batch of outliers: (event ID or None, the event as
-    parsed or None when dropped before that, the event to go on with or None when
-    dropped, why it was dropped or None). The signature check reuses the redacted,
-    canonical bytes the format check made for the event ID."""
+    """Steps 1-3 for each event of a batch of outliers, in this process: (event ID or
+    None, the event as parsed or None when dropped before that, the event to go on with
+    or None when dropped, why it was dropped or None)."""
+    return _from_verdicts(items, bulk_work.check_batch(items, rv, room_id, keys_for, origin), rv)
+
+
+def _from_verdicts(items: Sequence[Any], verdicts: Sequence[bulk_work.Verdict], rv: RoomVersion
+                   ) -> list[tuple[str | None, PDU | None, PDU | None, str | None]]:
+    """A worker's verdicts on ``items`` (``bulk_work.check_batch``) in the form of
+    ``_check_outliers``. The PDUs are built from our own copy of each event, which the
+    worker checked (the same JSON): the format is known good, the event ID computed."""
     out: list[tuple[str | None, PDU | None, PDU | None, str | None]] = []
-    for pdu_json in items:
-        fmt = check_format(pdu_json, rv)
-        if isinstance(fmt, Drop):
-            out.append((guess_event_id(pdu_json, rv), None, None, fmt.reason))
-            continue
-        pdu = fmt.pdu
-        if pdu.room_id != room_id:
-            out.append((pdu.event_id, None, None, "event is for another room"))
-            continue
-        checked = check_signatures_and_hashes(pdu_json, rv, keys_for, origin=origin, signed_bytes=fmt.signed_bytes)
-        if isinstance(checked, Drop):
-            out.append((pdu.event_id, pdu, None, checked.reason))
+    for pdu_json, (eid, outcome, reason, redacted_json) in zip(items, verdicts):
+        if outcome == bulk_work.MALFORMED:
+            out.append((guess_event_id(pdu_json, rv), None, None, reason))
+        elif outcome == bulk_work.OTHER_ROOM:
+            out.append((eid, None, None, reason))
         else:
-            out.append((pdu.event_id, pdu, checked.pdu if isinstance(checked, Redacted) else pdu, None))
+            pdu = PDU(pdu_json, rv, eid)
+            if outcome == bulk_work.BAD_SIGNATURE:
+                out.append((eid, pdu, None, reason))
+            elif outcome == bulk_work.REDACTED:
+                out.append((eid, pdu, PDU(redacted_json, rv, eid), None))
+            else:
+                out.append((eid, pdu, pdu, None))
     return out
 
 

@@ -32,3 +32,99 @@ def test_an_error_inside_turns_collection_back_on():
     except ValueError:
         pass
     assert gc.isenabled()
+
+
+# --- the check worker processes
+
+
+def _signed_batch(n: int = 4):
+    """A remote's room: ``n`` signed events, the key lookup, the room version."""
+    from federation.events import build_event
+    from federation.room_versions import get_room_version
+    from federation.signing import KnownKey, generate_signing_key, sign_event
+
+    rv = get_room_version("10")
+    key = generate_signing_key("k1")
+    room_id = "!room:remote.example"
+    events = []
+    for i in range(n):
+        ev = build_event(rv, type="m.room.message", sender="@carol:remote.example", room_id=room_id,
+                         content={"body": f"m{i}", "n": 2 ** 70 if i == 0 else i}, prev_event_ids=[],
+                         auth_event_ids=[], depth=i + 1, origin_server_ts=1_700_000_000_000)
+        events.append(sign_event(ev, "remote.example", key, room_version=rv))
+    keys = {("remote.example", f"ed25519:{key.version}"): KnownKey(key.verify_key)}
+    return rv, room_id, events, keys
+
+
+async def test_worker_processes_give_the_verdicts_of_this_process():
+    """A slice checked in a worker process gets the verdicts ``check_batch`` gives here:
+    a good event, a forged signature, a tampered content (the redacted copy comes
+    back), another room's event, malformed ones (one with an integer beyond the
+    canonical JSON range, which orjson cannot encode either)."""
+    from federation.signing import generate_signing_key, sign_event
+    from gateway.services import bulk_work
+    from gateway.services.bulk_work import CheckProcesses, check_batch
+
+    rv, room_id, events, keys = _signed_batch()
+    forged = sign_event({**events[1], "content": {"body": "forged"}, "signatures": {}}, "remote.example",
+                        generate_signing_key("k1"), room_version=rv)
+    tampered = {**events[2], "content": {"body": "changed"}}
+    other_room = {**events[3], "room_id": "!other:remote.example"}
+    batch = [events[0], forged, tampered, other_room, {"type": "m.room.message"}, events[3]]
+
+    def lookup(server, key_id):
+        return keys.get((server, key_id))
+
+    here = check_batch(batch, rv, room_id, lookup, "remote.example")
+    assert [v[1] for v in here] == [bulk_work.MALFORMED, bulk_work.BAD_SIGNATURE, bulk_work.REDACTED,
+                                    bulk_work.OTHER_ROOM, bulk_work.MALFORMED, bulk_work.OK]
+    procs = CheckProcesses(2)
+    procs.start()
+    try:
+        there = await procs.check(batch, rv, room_id, keys, "remote.example")
+    finally:
+        await procs.close()
+    assert [v[:3] for v in there] == [v[:3] for v in here]
+    assert there[2][3] == here[2][3] and there[2][3]["content"] == {}
+
+
+async def test_a_dead_worker_is_replaced_and_a_cancelled_call_frees_its_worker():
+    import asyncio
+
+    from gateway.services.bulk_work import CheckProcesses, WorkerGone
+
+    rv, room_id, events, keys = _signed_batch()
+    procs = CheckProcesses(1)
+    try:
+        assert await procs.run("ping") == "pong"  # started on first use
+        worker = procs._workers[0]
+        worker.proc.kill()
+        await worker.proc.wait()
+        assert await procs.run("ping") == "pong"  # a new one
+        assert procs._workers[0] is not worker
+        # A call cancelled mid-way: its answer is drained, the worker serves the next.
+        call = asyncio.ensure_future(procs.check(events * 200, rv, room_id, keys, None))
+        await asyncio.sleep(0)
+        call.cancel()
+        verdicts = await procs.check(events, rv, room_id, keys, None)
+        assert len(verdicts) == len(events)
+    finally:
+        await procs.close()
+    try:
+        await procs.run("ping")
+    except WorkerGone:
+        pass
+    else:
+        raise AssertionError("a closed pool answered")
+
+
+async def test_no_processes_means_the_caller_checks():
+    from gateway.services.bulk_work import CheckProcesses, WorkerGone
+
+    procs = CheckProcesses(0)
+    assert not procs.enabled
+    try:
+        await procs.run("ping")
+    except WorkerGone:
+        return
+    raise AssertionError("a pool of no processes answered")

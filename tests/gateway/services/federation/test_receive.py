@@ -122,16 +122,28 @@ async def test_join_state_in_bulk_then_the_join_event_with_that_state(gw, remote
     assert (await hs.events.store.get_event(mine)).pdu.prev_event_ids == (out.event_id,)
 
 
-async def test_a_big_batch_is_checked_in_chunks_with_the_same_verdicts(gw, remote, alice, monkeypatch):
-    """Batches bigger than CHECK_CHUNK are checked in worker threads, chunk by chunk,
-    and written a slice at a time (in auth order): bad events anywhere in the batch are
-    still dropped or rejected, also when what they depend on sits in another chunk or
-    slice, and the batch is given in reverse order."""
+@pytest.mark.parametrize("where", ["processes", "threads", "dying processes"])
+async def test_a_big_batch_is_checked_in_chunks_with_the_same_verdicts(gw, remote, alice, monkeypatch, where):
+    """Batches bigger than CHECK_CHUNK are checked chunk by chunk in worker processes
+    (or threads without them, or here when the worker processes die), and written a
+    slice at a time (in auth order): bad events anywhere in the batch are still dropped
+    or rejected, also when what they depend on sits in another chunk or slice, and the
+    batch is given in reverse order."""
     from gateway.services.federation import receive as federation_events
 
     monkeypatch.setattr(federation_events, "CHECK_CHUNK", 3)
     monkeypatch.setattr(federation_events, "WRITE_SLICE", 5)
     hs = gw.hs
+    procs = hs.federation_events.check_processes
+    if where == "threads":
+        monkeypatch.setattr(hs.federation_events, "check_processes", None)
+    else:
+        assert procs.enabled
+        assert await procs.run("ping") == "pong"  # started
+        if where == "dying processes":
+            for worker in procs._workers:
+                worker.proc.kill()
+                await worker.proc.wait()
     view, carol = remote_room(remote)
     rv, room_id = view.rv, view.room_id
     members = [f"@m{i}:{remote.server_name}" for i in range(12)]
@@ -169,6 +181,8 @@ async def test_a_big_batch_is_checked_in_chunks_with_the_same_verdicts(gw, remot
     metas = await hs.events.store.get_event_meta([*good, *ids.values()])
     assert set(metas) == good | {ids["tampered"], ids["unauthorised"], ids["on_forged"]}
     assert {e for e, m in metas.items() if m.rejected_reason} == {ids["unauthorised"], ids["on_forged"]}
+    if where != "threads":
+        assert await procs.run("ping") == "pong"  # workers that died were replaced
 
 
 async def test_a_join_event_the_state_does_not_allow_is_refused_or_rejected(gw, remote, alice):
