@@ -524,7 +524,16 @@ async def measure_join(client_url: str, token: str, pid: int, room: SyntheticRoo
     result.processes = len(pids)
     cpu0 = tree_cpu_seconds(pids)
     before = [tree_rss_kb([p])[0] for p in pids]
+    cpu_before = [tree_cpu_seconds([p]) for p in pids]
     result.rss_before_kb = sum(before)
+    series: list[tuple[float, int]] = []
+
+    async def sample() -> None:
+        while True:
+            series.append((time.monotonic(), rss_kb(pid)[0]))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.ensure_future(sample()) if os.environ.get("BENCH_RSS_DETAIL") else None
     async with aiohttp.ClientSession(timeout=timeout) as s:
         t0 = time.monotonic()
         async with s.post(f"{client_url}/_matrix/client/v3/join/{quote(room.room_id, safe='')}",
@@ -545,6 +554,11 @@ async def measure_join(client_url: str, token: str, pid: int, room: SyntheticRoo
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{result.label}: {result.members}/{expected} members after {JOIN_TIMEOUT} s")
             await asyncio.sleep(0.25)
+    if sampler is not None:
+        sampler.cancel()
+        step = max(1, len(series) // 40)
+        print(f"  {result.label}: RSS of the server over the join (s: MiB): "
+              + " ".join(f"{t - t0:.1f}:{r // 1024}" for t, r in series[::step]), flush=True)
     if set(process_tree(pid)) - set(pids):
         print(f"  {result.label}: processes started during the join are not counted", flush=True)
     result.cpu_s = tree_cpu_seconds(pids) - cpu0
@@ -553,7 +567,8 @@ async def measure_join(client_url: str, token: str, pid: int, room: SyntheticRoo
     result.rss_kb, result.hwm_kb = tree_rss_kb(pids)
     if os.environ.get("BENCH_RSS_DETAIL"):
         print(f"  {result.label}: RSS before / peak by process (MiB): "
-              f"{[(round(b / 1024), round(rss_kb(p)[1] / 1024)) for p, b in zip(pids, before)]}", flush=True)
+              f"{[(round(b / 1024), round(rss_kb(p)[1] / 1024)) for p, b in zip(pids, before)]}; CPU by process (s):"
+              f" {[round(tree_cpu_seconds([p]) - c, 2) for p, c in zip(pids, cpu_before)]}", flush=True)
 
 
 async def _start_py_spy(pid: int, engine: str):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import orjson
@@ -26,6 +28,7 @@ __all__ = [
     "encode_base64_urlsafe",
     "decode_base64",
     "parse_json",
+    "iter_list_items",
 ]
 
 #: Integer range allowed by canonical JSON (and by room versions 6 and later).
@@ -52,6 +55,64 @@ def parse_json(raw: str | bytes | bytearray, *, allow_constants: bool = False) -
         if allow_constants:
             return json.loads(raw)
         return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def iter_list_items(text: str, keys: Collection[str]) -> Iterator[tuple[str, Any, str]]:
+    """The items of the lists under ``keys`` of the JSON object ``text``, one at a time:
+    (key, the item parsed, the item's own text). A big answer (the events of a room's
+    state) is read without holding all of it parsed at once; other members' values are
+    parsed and dropped, a key whose value is not a list is skipped. ``ValueError``
+    (as ``parse_json`` with ``allow_constants``) if ``text`` is not one JSON object.
+    """
+    scan, ws = _DECODER.raw_decode, _WHITESPACE.match
+    try:
+        pos = ws(text, 0).end()
+        if text[pos:pos + 1] != "{":
+            raise ValueError("not a JSON object")
+        pos = ws(text, pos + 1).end()
+        if text[pos:pos + 1] == "}":
+            pos = ws(text, pos + 1).end()
+        else:
+            while True:
+                if text[pos:pos + 1] != '"':
+                    raise ValueError(f"expected a key at {pos}")
+                key, pos = scan(text, pos)
+                pos = ws(text, pos).end()
+                if text[pos:pos + 1] != ":":
+                    raise ValueError(f"expected ':' at {pos}")
+                pos = ws(text, pos + 1).end()
+                if key in keys and text[pos:pos + 1] == "[":
+                    pos = ws(text, pos + 1).end()
+                    if text[pos:pos + 1] == "]":
+                        pos += 1
+                    else:
+                        while True:
+                            item, end = scan(text, pos)
+                            yield key, item, text[pos:end]
+                            pos = ws(text, end).end()
+                            sep = text[pos:pos + 1]
+                            pos = ws(text, pos + 1).end()
+                            if sep == "]":
+                                break
+                            if sep != ",":
+                                raise ValueError(f"expected ',' or ']' at {pos}")
+                else:
+                    _, pos = scan(text, pos)
+                pos = ws(text, pos).end()
+                sep = text[pos:pos + 1]
+                pos = ws(text, pos + 1).end()
+                if sep == "}":
+                    break
+                if sep != ",":
+                    raise ValueError(f"expected ',' or '}}' at {pos}")
+        if pos != len(text):
+            raise ValueError(f"extra data at {pos}")
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 

@@ -92,8 +92,10 @@ class FederationClient:
         timeout: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         signing_key: ServerSigningKey | None = None,
+        parse: bool = True,
     ) -> Any:
-        """Send a request and return the parsed JSON answer.
+        """Send a request and return the parsed JSON answer (``parse=False``: a 2xx
+        answer's body as bytes, unparsed: a big answer the caller reads piecewise).
 
         ``path`` must already be percent-encoded (see ``signing.quote_path_segment``).
         ``timeout`` (seconds, whole request) overrides the client's default.
@@ -118,6 +120,8 @@ class FederationClient:
                     raw = await _read_at_most(resp, max_response_bytes + 1)
                     if len(raw) > max_response_bytes:
                         raise FederationRequestError(destination, "response too large", resp.status)
+                    if not parse and resp.status < 300:
+                        return raw
                     parsed = _parse_json(raw) if raw else None
                     start = bytes(raw[:200])
                     del raw  # a big answer's buffer goes before its parsed form is used

@@ -309,9 +309,10 @@ class CheckProcesses:
 
     async def check(self, pdu_jsons: Sequence[Any], room_version: Any, room_id: str,
                     keys: Mapping[tuple[str, str], Any], origin: str | None) -> list[Verdict]:
-        """``check_batch`` in a worker. ``keys``: (server, key ID) -> ``KnownKey``."""
+        """``check_batch`` in a worker. ``pdu_jsons``: events' JSON, or their JSON text
+        (sent as it is). ``keys``: (server, key ID) -> ``KnownKey``."""
         wire_keys = {k: (bytes(v.verify_key), v.valid_until_ts, v.fetched_ts) for k, v in keys.items()}
-        verdicts = await self.run_lazy(lambda: ("check", [encode_event(j) for j in pdu_jsons],
+        verdicts = await self.run_lazy(lambda: ("check", [j if isinstance(j, (bytes, str)) else encode_event(j) for j in pdu_jsons],
                                                 room_version.identifier, room_id, wire_keys, origin))
         if not isinstance(verdicts, list) or len(verdicts) != len(pdu_jsons):
             raise WorkerGone("the worker's answer does not match the batch")

@@ -47,10 +47,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from federation.auth_rules import auth_types_for_event
+from federation.canonical_json import iter_list_items
 from federation.events import PDU
+from federation.keyring import key_requests_for_event
 from federation.net.client import FederationRequestError
 from federation.partial_state import (
     BadStateAnswer,
@@ -64,7 +66,7 @@ from federation.partial_state import (
 )
 from federation.pdu_checks import Reject, check_auth_against_state_before
 from federation.room_versions import RoomVersion
-from federation.signing import quote_path_segment
+from federation.signing import SignatureError, quote_path_segment
 
 from ...storage.partial_state import LaterEvent, PartialStateRoom, PartialStateStore
 from ..background import KeyedTasks
@@ -263,20 +265,22 @@ class PartialStateService:
             return None
         for server in resync_servers(row.servers, self.hs.server_name):
             try:
-                full = await self._fetch_full_state(server, row.room_id, room.room_version, row.join_event_id)
+                full, known = await self._fetch_full_state(server, row.room_id, room.room_version,
+                                                           row.join_event_id)
             except (FederationRequestError, BadStateAnswer) as e:
                 log.info("resync of %s: %s could not give the state at our join: %s", row.room_id, server, e)
                 continue
             with gc_paused():
-                return await self._apply(row, room.room_version, full)
+                return await self._apply(row, room.room_version, full, known)
         return None
 
     # --- the resync: fetching ---------------------------------------------------------------
 
     async def _fetch_full_state(self, server: str, room_id: str, rv: RoomVersion,
-                                join_event_id: str) -> dict[StateKey, str]:
+                                join_event_id: str) -> tuple[dict[StateKey, str], Mapping[str, Any]]:
         """The full state before our join as ``server`` sees it, every event of it and of
-        its auth chain checked and stored (bad ones left out)."""
+        its auth chain checked and stored (bad ones left out); and what the memberships
+        need of the events stored (``OutlierKey`` by event ID)."""
         fed = self.hs.federation_events
         answer = await self.hs.federation_client.request(
             "GET", server, f"/_matrix/federation/v1/state_ids/{quote_path_segment(room_id)}",
@@ -285,14 +289,14 @@ class PartialStateService:
         wanted = list(dict.fromkeys([*chain_ids, *state_ids]))
         have = await self.hs.events.store.get_event_meta(wanted)
         lacking = [e for e in wanted if e not in have]
-        fetched, absent = await self._fetch_events(server, room_id, rv, join_event_id, lacking)
+        fetched, absent, key_requests = await self._fetch_events(server, room_id, rv, join_event_id, lacking)
         if absent:
             # The server lists events it does not have: they are left out (as if it had not
             # listed them), and so are the events whose auth they are.
             log.warning("resync of %s: %s does not have %d events it listed (e.g. %s)", room_id, server,
                         len(absent), next(iter(absent)))
         with gc_paused():  # bulk work: see bulk_work
-            stored = (await self._persist(server, room_id, rv, fetched)).accepted
+            stored = (await self._persist(server, room_id, rv, fetched, key_requests)).accepted
         del fetched
         # The state events just stored are known from memory; the others are read.
         rows = await self.store.get_state_rows([e for e in state_ids if e not in stored])
@@ -301,28 +305,34 @@ class PartialStateService:
         dropped = len(state_ids) - len(usable)
         if dropped:
             log.warning("resync of %s via %s: %d state events dropped or rejected", room_id, server, dropped)
-        return state_map_of(usable)
+        return state_map_of(usable), stored
 
     async def _fetch_events(self, server: str, room_id: str, rv: RoomVersion, join_event_id: str,
-                            event_ids: Sequence[str]) -> tuple[dict[str, dict], set[str]]:
+                            event_ids: Sequence[str]) -> tuple[dict[str, "Fetched"], set[str], set]:
         """The events asked for, by event ID, and those ``server`` says it does not have
-        (404): all at once from ``/state`` when there are many, else (and for what
+        (404), and the keys their signatures need: all at once from ``/state`` when
+        there are many, else (and for what
         ``/state`` lacked) ``/event`` each. ``BadStateAnswer`` on any other failure (a
         timeout, a 5xx): the events are not to be judged on a partial fetch."""
         wanted = set(event_ids)
-        out: dict[str, dict] = {}
+        out: dict[str, Fetched] = {}
+        key_requests: set = set()
         if len(wanted) > BULK_FETCH_THRESHOLD:
             try:
-                with gc_paused():  # a big answer parsed: see bulk_work
-                    answer = await self.hs.federation_client.request(
-                        "GET", server, f"/_matrix/federation/v1/state/{quote_path_segment(room_id)}",
-                        query={"event_id": join_event_id})
+                answer = await self.hs.federation_client.request(
+                    "GET", server, f"/_matrix/federation/v1/state/{quote_path_segment(room_id)}",
+                    query={"event_id": join_event_id}, parse=False)
             except FederationRequestError as e:
                 log.info("resync of %s: /state from %s failed (%s); asking event by event", room_id, server, e)
                 answer = None
-            if isinstance(answer, dict):
-                with gc_paused():
-                    out.update(await asyncio.to_thread(_pick, answer, rv, wanted))
+            if answer is not None:
+                try:
+                    answer = answer.decode("utf-8")  # the bytes go before the events are cut out
+                    with gc_paused():  # bulk work: see bulk_work
+                        out.update(await asyncio.to_thread(_pick, answer, rv, wanted, server, key_requests))
+                except ValueError as e:
+                    log.info("resync of %s: /state from %s is not JSON (%s); asking event by event",
+                             room_id, server, e)
                 del answer
         rest = [e for e in event_ids if e not in out]
         absent: set[str] = set()
@@ -342,7 +352,7 @@ class PartialStateService:
             item = pdus[0] if isinstance(pdus, list) and pdus else None
             if not isinstance(item, dict) or guess_event_id(item, rv) != event_id:
                 raise BadStateAnswer(f"the answer for {event_id} is not that event")
-            out[event_id] = item
+            out[event_id] = _fetched(item, item, rv, server, key_requests, {})
 
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the rest
@@ -350,21 +360,27 @@ class PartialStateService:
                     group.create_task(one(e))
         except* BadStateAnswer as failed:
             raise failed.exceptions[0] from None
-        return out, absent
+        return out, absent, key_requests
 
-    async def _persist(self, origin: str, room_id: str, rv: RoomVersion, events: Mapping[str, dict]
-                       ) -> OutlierResult:
+    async def _persist(self, origin: str, room_id: str, rv: RoomVersion, events: dict[str, "Fetched"],
+                       key_requests: Iterable[Any]) -> OutlierResult:
         """Check and store ``events`` (by event ID, as received) as outliers, given each
         after its auth events (``persist_outliers`` checks everything, a malformed event
         is dropped there). One stream: the room's lock is taken for each slice's write
-        only, so the room's traffic goes on meanwhile. Returns what became of them."""
+        only, so the room's traffic goes on meanwhile; lean: only what the state map
+        needs of each event comes back, and no event is held whole longer than from its
+        check to its write (``events`` is handed over: emptied). Returns what became of
+        them."""
         fed = self.hs.federation_events
-        deps = {eid: auth_event_ids_of(item) for eid, item in events.items()}
-        depth = {eid: (item.get("depth") if isinstance(item.get("depth"), int) else 0, eid)
-                 for eid, item in events.items()}
-        ordered = [events[e] for e in dependency_order(deps, depth)]
+        deps = {eid: f.auth_ids for eid, f in events.items()}
+        depth = {eid: (f.depth, eid) for eid, f in events.items()}
+        ordered = [events[e].item for e in dependency_order(deps, depth)]
+        referenced = {a for ids in deps.values() for a in ids}
+        requests = list(key_requests)
         del deps, depth
-        result = await fed.persist_outliers(origin, room_id, rv, ordered, lock_writes=True)
+        events.clear()  # handed over: persist_outliers lets each event go once checked
+        result = await fed.persist_outliers(origin, room_id, rv, ordered, lock_writes=True, lean=True,
+                                            key_requests=requests, referenced=referenced)
         if result.dropped:
             log.warning("resync of %s via %s: %d events dropped (e.g. %s)", room_id, origin,
                         len(result.dropped), next(iter(result.dropped.items())))
@@ -372,7 +388,8 @@ class PartialStateService:
 
     # --- the resync: recomputing ----------------------------------------------------------------
 
-    async def _apply(self, row: PartialStateRoom, rv: RoomVersion, full_before_join: dict[StateKey, str]) -> bool:
+    async def _apply(self, row: PartialStateRoom, rv: RoomVersion, full_before_join: dict[StateKey, str],
+                     known: Mapping[str, Any]) -> bool:
         """Under the room lock: the full state for the join and every event after it,
         then the room's current state; the marker goes. False if the marker changed."""
         room_id, join_id = row.room_id, row.join_event_id
@@ -438,7 +455,7 @@ class PartialStateService:
                         waiting[p] -= 1
                         if waiting[p] == 0 and p in after and p != eid:
                             del after[p]
-            position = await self._finish(row, rv, later, after, rejected)
+            position = await self._finish(row, rv, later, after, rejected, known)
             fed.forget_events(list(later))
             fed.forget_room_head(room_id)
             events.forget_head(room_id)
@@ -459,9 +476,12 @@ class PartialStateService:
         return out
 
     async def _finish(self, row: PartialStateRoom, rv: RoomVersion, later: Mapping[str, LaterEvent],
-                      after: Mapping[str, StateSnapshot], rejected: Mapping[str, str | None]) -> int:
+                      after: Mapping[str, StateSnapshot], rejected: Mapping[str, str | None],
+                      known: Mapping[str, Any]) -> int:
         """The forward extremities and current state after the recomputation, stored with
-        the marker's removal. Returns the events position it took."""
+        the marker's removal. Returns the events position it took. ``known``: the events
+        the resync stored (``OutlierKey``): the member events among them are not read
+        back (thousands of PDUs) for the memberships."""
         events, state = self.hs.events, self.hs.events.state
         room_id = row.room_id
         in_timeline = {e: rejected[e] is None and not r.soft_failed for e, r in later.items()}
@@ -483,23 +503,49 @@ class PartialStateService:
             if snapshots else dict(current.state)
         same_as = next((s for s in snapshots if dict(s.state) == new_current), None)
         fresh = [v for k, v in new_current.items() if current.state.get(k) != v]
-        state_events = await events.get_pdus(fresh)
+        members = {e: known[e] for e in fresh if e in known and known[e].type == "m.room.member"}
+        state_events = {**await events.get_pdus([e for e in fresh if e not in members]), **members}
         position, _ = await self.store.finish(
             room_id, row.join_event_id, current=current, new_current=new_current, same_as=same_as,
             state_events=state_events, extremities_removed=sorted(removed), extremities_added=sorted(added))
         return position
 
 
-def _pick(answer: Mapping[str, Any], rv: RoomVersion, wanted: set[str]) -> dict[str, dict]:
+class Fetched(NamedTuple):
+    """An event fetched for the resync: as received (its JSON, or its JSON text from a
+    big answer), and what the ordering needs of it."""
+
+    item: Any
+    auth_ids: list[str]
+    depth: int
+
+
+def _fetched(item: Any, parsed: Any, rv: RoomVersion, origin: str, key_requests: set,
+             names: dict[str, str]) -> Fetched:
+    """``key_requests`` gets the keys the event's signatures need; ``names``: one copy
+    of each event ID named (thousands of events name the same few auth events)."""
+    depth = parsed.get("depth") if isinstance(parsed, dict) else None
+    try:
+        key_requests.update(key_requests_for_event(parsed, rv, origin=origin))
+    except SignatureError:
+        pass  # the signature check reports it
+    auth_ids = [names.setdefault(a, a) for a in auth_event_ids_of(parsed)]
+    return Fetched(item, auth_ids, depth if isinstance(depth, int) else 0)
+
+
+def _pick(text: str, rv: RoomVersion, wanted: set[str], origin: str, key_requests: set
+          ) -> dict[str, Fetched]:
     """The events of a ``/state`` answer (``pdus`` and ``auth_chain``) among ``wanted``,
-    by their event ID (computed: the answer's word is not taken for it)."""
-    out: dict[str, dict] = {}
-    for key in ("auth_chain", "pdus"):
-        items = answer.get(key)
-        for item in items if isinstance(items, list) else []:
-            eid = guess_event_id(item, rv)
-            if eid in wanted:
-                out[eid] = item
+    by their event ID (computed: the answer's word is not taken for it), each kept as
+    its JSON text: the answer is read an event at a time (never parsed whole), each
+    parsed copy dropped once its ID, auth events, depth and keys are known.
+    ``ValueError`` if the answer is not JSON."""
+    out: dict[str, Fetched] = {}
+    names: dict[str, str] = {}
+    for _, item, raw in iter_list_items(text, ("auth_chain", "pdus")):
+        eid = guess_event_id(item, rv)
+        if eid in wanted:
+            out[eid] = _fetched(raw, item, rv, origin, key_requests, names)
     return out
 
 

@@ -34,12 +34,13 @@ not stored. Only timeline events take new ('events' stream) positions and wake t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from federation.auth_rules import auth_types_for_event, redaction_allowed
 from federation.events import PDU, compute_event_id
@@ -102,12 +103,35 @@ class PDUOutcome:
     stream_ordering: int | None = None
 
 
+class OutlierKey(NamedTuple):
+    """An event stored by a lean ``persist_outliers``: what a state map and the room's
+    memberships need of it (``content``: of a member event, its membership, display
+    name and avatar; of other events, nothing)."""
+
+    event_id: str
+    type: str
+    state_key: str | None
+    sender: str
+    content: dict
+
+
+#: What the memberships table keeps of a member event's content.
+_MEMBER_FIELDS = ("membership", "displayname", "avatar_url")
+
+
+def _outlier_key(pdu: PDU) -> OutlierKey:
+    content = {k: pdu.content[k] for k in _MEMBER_FIELDS if k in pdu.content} \
+        if pdu.type == "m.room.member" else {}
+    return OutlierKey(pdu.event_id, pdu.type, pdu.state_key, pdu.sender, content)
+
+
 @dataclass
 class OutlierResult:
     """``persist_outliers``: the events stored (and usable), those stored as rejected,
-    and those dropped (not stored), with reasons."""
+    and those dropped (not stored), with reasons. ``accepted`` holds the events (PDUs),
+    or with ``lean`` only their ``OutlierKey``."""
 
-    accepted: dict[str, PDU] = field(default_factory=dict)
+    accepted: dict[str, PDU | OutlierKey] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     #: The event ID of each event given, in order (None where none could be made out).
@@ -355,7 +379,9 @@ class FederationEventHandler:
         return known
 
     async def persist_outliers(self, origin: str | None, room_id: str, room_version: RoomVersion,
-                               pdus: Sequence[Any], *, lock_writes: bool = False) -> OutlierResult:
+                               pdus: Sequence[Any], *, lock_writes: bool = False, lean: bool = False,
+                               key_requests: Sequence[Any] | None = None,
+                               referenced: Collection[str] | None = None) -> OutlierResult:
         """Check and store a batch of events as outliers (their state unknown): format,
         signatures (keys fetched once for the batch), content hashes (the redacted copy
         is kept on a mismatch), and auth against their own auth events, taken from the
@@ -375,25 +401,45 @@ class FederationEventHandler:
         caller holds the room's lock, unless ``lock_writes``: then each slice's write
         takes it (a long resync lets the room's traffic in between).
         Returns what became of each event.
+
+        Each of ``pdus`` is a PDU, its JSON, or its JSON text (an item of a big answer,
+        parsed when its turn comes: see ``bulk_work``). ``lean`` (a resync's tens of
+        thousands of events): ``accepted`` holds only each event's ``OutlierKey``, the
+        events are not kept in the event cache, and the auth checks keep, of the events
+        decided, only those ``referenced`` (every auth event ID the batch names: the
+        caller read them), members in a slim form; so that an event is held whole from
+        its check to its write only. ``key_requests``: the keys the batch's signatures
+        need, if the caller made them out already. With ``lean`` a list ``pdus`` is
+        handed over (emptied here).
         """
         rv = room_version
         result = OutlierResult()
         items = [p.get_pdu_json() if isinstance(p, PDU) else p for p in pdus]
+        if lean and isinstance(pdus, list):
+            pdus.clear()  # handed over: each event is let go once checked (see top_up)
         result.event_ids = [None] * len(items)
         if not items:
             return result
         with gc_paused():
-            return await self._persist_outliers(origin, room_id, rv, items, result, lock_writes=lock_writes)
+            return await self._persist_outliers(origin, room_id, rv, items, result, lock_writes=lock_writes,
+                                                lean=lean, key_requests=key_requests, referenced=referenced)
 
     async def _persist_outliers(self, origin: str | None, room_id: str, rv: RoomVersion, items: list,
-                                result: OutlierResult, *, lock_writes: bool) -> OutlierResult:
-        keys_for = await self._keys_lookup(items, rv, origin)
+                                result: OutlierResult, *, lock_writes: bool, lean: bool,
+                                key_requests: Sequence[Any] | None, referenced: Collection[str] | None
+                                ) -> OutlierResult:
+        if key_requests is not None:
+            keys_for = await self._keys_for(merge_key_requests(key_requests))
+        else:
+            keys_for = await self._keys_lookup([_parsed(j) for j in items], rv, origin)
         if rv.room_id_from_create_event:
-            carried = {guess_event_id(j, rv) for j in items
+            carried = {guess_event_id(j, rv) for j in map(_parsed, items)
                        if isinstance(j, dict) and j.get("type") == "m.room.create"}
             await self._fetch_create_event(origin, room_id, rv, carried, lock_writes=lock_writes)
-        stream = _AuthStream(rv, room_id)
-        recent: deque[PDU] = deque(maxlen=self.events.PDU_CACHE_SIZE)
+        stream = _AuthStream(rv, room_id, keep=referenced if lean else None)
+        recent: deque[PDU] = deque(maxlen=0 if lean else self.events.PDU_CACHE_SIZE)
+        keep: Callable[[PDU], PDU | OutlierKey] = (
+            _outlier_key if lean else (lambda p: p))
         writing: asyncio.Task | None = None
         pending: list[tuple[PDU, str | None]] = []
         seen: set[str] = set()
@@ -403,7 +449,7 @@ class FederationEventHandler:
                 if reason is not None:
                     result.rejected[pdu.event_id] = reason
                 else:
-                    result.accepted[pdu.event_id] = pdu
+                    result.accepted[pdu.event_id] = keep(pdu)
                 recent.append(pdu)
             pending.extend(writes)
 
@@ -416,9 +462,11 @@ class FederationEventHandler:
 
         async def flush(final: bool) -> None:
             """One write in flight; while it runs, decided events gather for the next
-            (the database is kept busy with as much as the checks produced meanwhile)."""
+            (the database is kept busy with as much as the checks produced meanwhile),
+            up to WRITE_BACKLOG: then the checks wait for the write (events waiting to
+            be written are held whole)."""
             nonlocal writing, pending
-            if writing is not None and (final or writing.done()):
+            if writing is not None and (final or writing.done() or len(pending) >= WRITE_BACKLOG):
                 await writing
                 writing = None
             if pending and writing is None and (final or len(pending) >= WRITE_SLICE):
@@ -428,11 +476,28 @@ class FederationEventHandler:
                 await writing
                 writing = None
 
-        slices = self._check_slices(items, rv, room_id, keys_for, origin)
+        jobs = deque(self._check_slices(items, rv, room_id, keys_for, origin))
+        # The checks run ahead of the auth checks and writes by a few slices only: a
+        # checked slice holds its events parsed until they are written.
+        ahead = (self.check_processes.count if self.check_processes and self.check_processes.enabled
+                 else os.cpu_count() or 1) + 2
+        slices: deque[tuple[int, asyncio.Future]] = deque()
+
+        def top_up() -> None:
+            while jobs and len(slices) < ahead:
+                start, job = jobs.popleft()
+                slices.append((start, asyncio.ensure_future(job())))
+                if lean:  # the slice has its own list: the batch's goes as it is taken
+                    items[start:start + CHECK_CHUNK] = [None] * len(items[start:start + CHECK_CHUNK])
+
         try:
-            for start, task in slices:
+            top_up()
+            while slices:
+                start, task = slices.popleft()
+                checked_slice = await task
+                top_up()
                 fresh: list[tuple[PDU, PDU | None, str | None]] = []
-                for offset, (eid, pdu, use, reason) in enumerate(await task):
+                for offset, (eid, pdu, use, reason) in enumerate(checked_slice):
                     result.event_ids[start + offset] = eid
                     if pdu is None:
                         if eid:
@@ -453,7 +518,7 @@ class FederationEventHandler:
                         if meta.rejected_reason is not None:
                             result.rejected[pdu.event_id] = meta.rejected_reason
                         else:
-                            result.accepted[pdu.event_id] = pdu
+                            result.accepted[pdu.event_id] = keep(pdu)
                     elif use is None:
                         result.dropped[pdu.event_id] = reason
                     else:
@@ -488,6 +553,9 @@ class FederationEventHandler:
         requests = merge_key_requests(
             r for part in await _map_chunks(lambda part: [_key_requests(j, rv, origin) for j in part], pdu_jsons)
             for r in part)
+        return await self._keys_for(requests)
+
+    async def _keys_for(self, requests: Sequence[Any]):
         keys = await self.hs.keyring.get_keys(requests) if requests else {}
         lookup = {k: key.known_key() for k, key in keys.items()}
 
@@ -498,12 +566,12 @@ class FederationEventHandler:
         return keys_for
 
     def _check_slices(self, items: Sequence[Any], rv: RoomVersion, room_id: str, keys_for,
-                      origin: str | None) -> list[tuple[int, asyncio.Future]]:
+                      origin: str | None) -> list[tuple[int, Callable[[], Any]]]:
         """Steps 1-3 over ``items``, CHECK_CHUNK at a time: in the worker processes
         (``bulk_work.CheckProcesses``) when there are any, else in worker threads, one per
         core at a time (ed25519 runs without the GIL, so one slice's Python work overlaps
-        another's verification): (index of the slice's first item, the task giving its
-        results, see ``_check_outliers``), in order."""
+        another's verification): (index of the slice's first item, a coroutine function
+        giving its results, see ``_check_outliers``), in order."""
         procs = self.check_processes
         sem = asyncio.Semaphore(os.cpu_count() or 1)
 
@@ -520,7 +588,10 @@ class FederationEventHandler:
             async with sem:
                 return await asyncio.to_thread(_check_outliers, part, rv, room_id, keys_for, origin)
 
-        return [(i, asyncio.ensure_future(one(items[i:i + CHECK_CHUNK]))) for i in range(0, len(items), CHECK_CHUNK)]
+        def job(start: int) -> Any:
+            return one(items[start:start + CHECK_CHUNK])
+
+        return [(i, functools.partial(job, i)) for i in range(0, len(items), CHECK_CHUNK)]
 
     async def _fetch_create_event(self, origin: str | None, room_id: str, rv: RoomVersion,
                                   known: Iterable[str], *, lock_writes: bool = False) -> bool:
@@ -1096,6 +1167,8 @@ def _with_event(state: Mapping[StateKey, str], pdu: PDU) -> Mapping[StateKey, st
 #: Outliers decided (checked) are written once this many have gathered, or as soon as
 #: the write before is done: one write in flight, while the checks go on.
 WRITE_SLICE = 500
+#: Decided outliers waiting for the write in flight: beyond this many, the checks wait.
+WRITE_BACKLOG = 2000
 #: Batches bigger than this are checked in worker threads, this many events a task: the
 #: event loop stays free.
 CHECK_CHUNK = 500
@@ -1134,7 +1207,18 @@ def _check_outliers(items: Sequence[Any], rv: RoomVersion, room_id: str, keys_fo
     """Steps 1-3 for each event of a batch of outliers, in this process: (event ID or
     None, the event as parsed or None when dropped before that, the event to go on with
     or None when dropped, why it was dropped or None)."""
+    items = [_parsed(j) for j in items]
     return _from_verdicts(items, bulk_work.check_batch(items, rv, room_id, keys_for, origin), rv)
+
+
+def _parsed(item: Any) -> Any:
+    """An event given as its JSON text, parsed (None if it is not JSON); others as given."""
+    if isinstance(item, (str, bytes)):
+        try:
+            return bulk_work.decode_event(item)
+        except ValueError:
+            return None
+    return item
 
 
 def _from_verdicts(items: Sequence[Any], verdicts: Sequence[bulk_work.Verdict], rv: RoomVersion
@@ -1144,6 +1228,8 @@ def _from_verdicts(items: Sequence[Any], verdicts: Sequence[bulk_work.Verdict], 
     worker checked (the same JSON): the format is known good, the event ID computed."""
     out: list[tuple[str | None, PDU | None, PDU | None, str | None]] = []
     for pdu_json, (eid, outcome, reason, redacted_json) in zip(items, verdicts):
+        if outcome != bulk_work.OTHER_ROOM:
+            pdu_json = _parsed(pdu_json)
         if outcome == bulk_work.MALFORMED:
             out.append((guess_event_id(pdu_json, rv), None, None, reason))
         elif outcome == bulk_work.OTHER_ROOM:
@@ -1165,8 +1251,11 @@ class _AuthStream:
     (``know``); until then it waits. Its verdicts are those of checking the whole batch
     in auth order: each event sees the same auth events, decided the same way."""
 
-    def __init__(self, rv: RoomVersion, room_id: str):
+    def __init__(self, rv: RoomVersion, room_id: str, *, keep: Collection[str] | None = None):
+        """``keep``: the only events of the batch that may be named as auth events (all
+        the batch names): the others are not kept once decided, members are kept slim."""
         self.rv, self.room_id = rv, room_id
+        self._keep = keep
         #: Decided events of the batch and stored ones (rejected ones too: see rejected_ids).
         self.usable: dict[str, PDU] = {}
         self.rejected_ids: set[str] = set()
@@ -1225,7 +1314,17 @@ class _AuthStream:
                 ready = self._ready.popleft()
                 out += _auth_batch(self.rv, self.room_id, [ready], self.usable, self.rejected_ids)
                 self._release(ready.event_id)
+                if self._keep is not None:
+                    self._slim(ready)
         return out
+
+    def _slim(self, pdu: PDU) -> None:
+        """Keep of a decided event what an event it authorises may read."""
+        eid = pdu.event_id
+        if eid not in self._keep and eid != self._create_id:
+            del self.usable[eid]
+        elif pdu.type == "m.room.member":
+            self.usable[eid] = _slim_member(pdu)
 
     def rest(self) -> list[tuple[PDU, str | None]]:
         """The events still waiting at the end (an auth event never came, or they name
@@ -1234,6 +1333,16 @@ class _AuthStream:
         self._parked.clear()
         self._waiting.clear()
         return _auth_batch(self.rv, self.room_id, _auth_order(left), self.usable, self.rejected_ids)
+
+
+def _slim_member(pdu: PDU) -> PDU:
+    """A member event as an auth event of others: what the authorisation rules read of
+    it (type, state key, sender, content, room), not its signatures, hashes, edges."""
+    source = pdu._json
+    slim = {k: source[k] for k in ("type", "state_key", "sender", "content", "room_id", "depth",
+                                   "origin_server_ts") if k in source}
+    slim.update(prev_events=[], auth_events=[], hashes={}, signatures={})
+    return PDU(slim, pdu.room_version, pdu.event_id)
 
 
 def _auth_batch(rv: RoomVersion, room_id: str, ordered: Sequence[PDU], usable: dict[str, PDU],
