@@ -283,8 +283,20 @@ async def test_first_server_fails_the_next_one_gives_the_state(gw, ca, failure):
         assert ("GET", "/_matrix/federation/v1/event/{event_id}") in other.requests
 
 
-async def test_bad_events_in_the_full_state_are_dropped(gw, ca, monkeypatch):
+@pytest.mark.parametrize("checks", ["inline", "processes", "threads"])
+async def test_bad_events_in_the_full_state_are_dropped(gw, ca, monkeypatch, checks):
+    """Forged, tampered and unauthorised events in the /state answer (read an event at a
+    time) are dropped, redacted or rejected: checked here (a small batch), in the
+    worker processes, or in threads without them (slices of 3 events)."""
     hs = gw.hs
+    if checks != "inline":
+        from gateway.services import federation_events
+
+        monkeypatch.setattr(federation_events, "CHECK_CHUNK", 3)
+        if checks == "threads":
+            monkeypatch.setattr(hs.federation_events, "check_processes", None)
+        else:
+            assert await hs.federation_events.check_processes.run("ping") == "pong"
     remote = FakeRemote(ca)
     view, users = member_room(remote)
     rv, server = view.rv, remote.server_name
@@ -325,6 +337,11 @@ async def test_bad_events_in_the_full_state_are_dropped(gw, ca, monkeypatch):
         assert metas[orphan_id].rejected_reason is not None
         stored = await hs.events.store.get_event(state[("m.room.member", tampered_user)])
         assert stored.pdu.content == {"membership": "join"}  # the redacted copy, never "Evil"
+        member = await hs.events.state.get_membership(view.room_id, tampered_user)
+        assert (member.membership, member.displayname) == ("join", None)
+        named = await hs.events.state.get_membership(view.room_id, users[0])
+        assert (named.membership, named.displayname) == ("join", "Creator")
+        assert named.event_id == state[("m.room.member", users[0])]
         assert ("GET", "/_matrix/federation/v1/state/{room_id}") in remote.requests
         # /state had everything but the orphan's made-up auth event, asked for alone (404).
         assert remote.requests.count(("GET", "/_matrix/federation/v1/event/{event_id}")) == 1
