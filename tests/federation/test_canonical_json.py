@@ -137,3 +137,26 @@ def test_parse_json_refuses_what_is_not_json():
         with pytest.raises(ValueError):
             parse_json(raw)
     assert parse_json(b"[NaN]", allow_constants=True)[0] != parse_json(b"[NaN]", allow_constants=True)[0]
+
+
+def test_iter_list_items_reads_the_lists_an_item_at_a_time_with_their_text():
+    import json as _json
+
+    from federation.canonical_json import iter_list_items
+
+    text = ('{"origin": "x", "auth_chain": [ {"a": [1, {"b": "]},{\\""}]} , {"c": 2} ],'
+            ' "pdus":[], "other": {"pdus": [1]}, "pdus_2": 3, "n": NaN} ')
+    items = list(iter_list_items(text, ("auth_chain", "pdus")))
+    assert [(k, v) for k, v, _ in items] == [("auth_chain", {"a": [1, {"b": ']},{"'}]}), ("auth_chain", {"c": 2})]
+    assert [_json.loads(raw) for _, _, raw in items] == [v for _, v, _ in items]
+    assert list(iter_list_items(" { } ", ("pdus",))) == []
+    assert list(iter_list_items('{"pdus": {"not": "a list"}}', ("pdus",))) == []
+
+
+@pytest.mark.parametrize("text", ["[]", "", '{"a":1,}', '{"pdus":[1 2]}', '{"a":1} x', '{"pdus":[1,]}',
+                                  '{"pdus":[1', '{"a":1', '{"pdus":' + "[" * 100000 + "]" * 100000 + "}"])
+def test_iter_list_items_refuses_what_is_not_one_json_object(text):
+    from federation.canonical_json import iter_list_items
+
+    with pytest.raises(ValueError):
+        list(iter_list_items(text, ("pdus",)))
