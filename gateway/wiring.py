@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -263,7 +264,8 @@ def build(hs: "HomeServer") -> None:
                          own_keys=own_server_keys(server_name, hs.signing_key, config.old_signing_keys),
                          fetcher=fetcher, direct_fetcher=direct_fetcher, clock_ms=clock_ms)
     hs.federation_room_data = room_data = RoomDataService(hs)
-    hs.check_processes = CheckProcesses(fed.check_processes)
+    hs.check_processes = CheckProcesses(min(os.cpu_count() or 1, 4) if fed.check_processes is None
+                                        else fed.check_processes)
     hs.federation_events = federation_events = FederationEventHandler(hs, check_processes=hs.check_processes)
     hs.partial_state = PartialStateService(hs)
     hs.federation_membership = FederationMembershipHandler(hs)

@@ -113,8 +113,9 @@ class FederationConfig:
     #: partial state (send_join ``omit_members``) and fetch the rest in the background.
     faster_joins: bool = True
     #: ``federation_check_processes``: worker processes checking the events of big
-    #: batches (a join's state and auth chain); 0: worker threads of this process.
-    check_processes: int = 0
+    #: batches (a join's state and auth chain); 0: worker threads of this process;
+    #: None: one per CPU core, at most 4.
+    check_processes: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -609,7 +610,6 @@ def _parse_federation(root: Section, resolve_path) -> FederationConfig:
         ),
         trusted_key_servers=tuple(trusted),
         dns_nameservers=tuple(nameservers),
-        check_processes=root.int("federation_check_processes", min(os.cpu_count() or 1, 4), minimum=0,
-                                 maximum=64),
+        check_processes=root.int("federation_check_processes", None, minimum=0, maximum=64),
         **retry,
     )
