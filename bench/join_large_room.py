@@ -28,7 +28,11 @@ and with partial state (the default); Synapse joins with partial state (its defa
 
 ``BENCH_PROFILE=out.prof`` runs our server under cProfile (see bench/client_load.py);
 ``BENCH_PY_SPY=prefix`` samples it with py-spy (if installed in .cache/venv);
-``BENCH_THREAD_CPU=1`` prints its CPU seconds by thread. Numbers only: nothing here
+``BENCH_THREAD_CPU=1`` prints its CPU seconds by thread. A server's CPU and memory are
+those of its process and its children (our check worker processes, waited for before the
+join: their resting RSS is not the join's growth); ``BENCH_RSS_DETAIL=1`` prints them by
+process and the server's RSS over the join; ``BENCH_CHECK_PROCESSES=0`` runs ours with
+the checks in threads (``federation_check_processes``). Numbers only: nothing here
 asserts a timing.
 
 Measured (2 shared cores, N=20000, room v10, machine fairly quiet): to full state, ours
