@@ -150,6 +150,9 @@ class _Worker:
 
     def __init__(self, proc: asyncio.subprocess.Process):
         self.proc = proc
+        #: The answer being read (its own task: a caller cancelled meanwhile does not
+        #: leave half a frame read).
+        self.answer: asyncio.Future | None = None
 
     @classmethod
     async def spawn(cls) -> "_Worker":
@@ -168,18 +171,30 @@ class _Worker:
         return self.proc.returncode is None
 
     async def call(self, *job: Any) -> Any:
+        self.answer = None
         body = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.proc.stdin.write(_HEADER.pack(len(body)) + body)
-            await self.proc.stdin.drain()
-            size, = _HEADER.unpack(await self.proc.stdout.readexactly(_HEADER.size))
-            ok, answer = pickle.loads(await self.proc.stdout.readexactly(size))
-        except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError, ValueError) as e:
+        except OSError as e:
             self.kill()
             raise WorkerGone(str(e)) from None
+        self.answer = asyncio.ensure_future(self._read())
+        try:
+            await self.proc.stdin.drain()
+        except OSError:
+            pass  # the read reports it
+        ok, answer = await asyncio.shield(self.answer)
         if not ok:
             raise WorkerGone(f"the worker failed: {answer}")
         return answer
+
+    async def _read(self) -> tuple[bool, Any]:
+        try:
+            size, = _HEADER.unpack(await self.proc.stdout.readexactly(_HEADER.size))
+            return pickle.loads(await self.proc.stdout.readexactly(size))
+        except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError, ValueError) as e:
+            self.kill()
+            raise WorkerGone(str(e)) from None
 
     def kill(self) -> None:
         if self.alive:
@@ -292,12 +307,13 @@ class CheckProcesses:
 
     async def _drain(self, worker: _Worker) -> None:
         try:
-            size, = _HEADER.unpack(await worker.proc.stdout.readexactly(_HEADER.size))
-            await worker.proc.stdout.readexactly(size)
-        except (OSError, asyncio.IncompleteReadError):
+            if worker.answer is not None:
+                await worker.answer
+        except WorkerGone:
             self._replace(worker)
             return
-        self._idle.put_nowait(worker)
+        if worker.alive:
+            self._idle.put_nowait(worker)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()

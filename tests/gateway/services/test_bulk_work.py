@@ -104,7 +104,9 @@ async def test_a_dead_worker_is_replaced_and_a_cancelled_call_frees_its_worker()
         assert procs._workers[0] is not worker
         # A call cancelled mid-way: its answer is drained, the worker serves the next.
         call = asyncio.ensure_future(procs.check(events * 200, rv, room_id, keys, None))
-        await asyncio.sleep(0)
+        worker = procs._workers[0]
+        while worker.answer is None or worker.answer.done():  # until the job is out
+            await asyncio.sleep(0.001)
         call.cancel()
         verdicts = await procs.check(events, rv, room_id, keys, None)
         assert len(verdicts) == len(events)
