@@ -290,7 +290,7 @@ async def test_bad_events_in_the_full_state_are_dropped(gw, ca, monkeypatch, che
     worker processes, or in threads without them (slices of 3 events)."""
     hs = gw.hs
     if checks != "inline":
-        from gateway.services import federation_events
+        from gateway.services.federation import receive as federation_events
 
         monkeypatch.setattr(federation_events, "CHECK_CHUNK", 3)
         if checks == "threads":
