@@ -7,125 +7,56 @@ tests/gateway/test_workers.py."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import subprocess
-import sys
-import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
 import pytest
-import yaml
 
 from gateway.config import load_config
 from gateway.roles import writer_of
-from tests.conftest import GENEROUS_RATE_LIMITS, SKIP_POSTGRES, create_postgres_database, drop_postgres_database, \
-    free_port
+from tests.conftest import SKIP_POSTGRES
 from tests.gateway.client_api.test_keys import cross_signing, device_keys
-from tests.gateway.test_workers import WORKER_APP
 from tests.support.client_api import Client, q, register_user, timeline_bodies
-from tests.support.gateway_process import ROOT, stop_process, wait_for_port
+from tests.support.worker_cluster import Worker, WorkerCluster, running_cluster
 
 pytestmark = pytest.mark.skipif(SKIP_POSTGRES, reason="workers need PostgreSQL")
 
 SECRET = "replication-secret"
 STREAMS = ("events", "typing", "to_device", "account_data", "receipts", "presence", "push_rules", "device_lists")
-LOCAL = ["127.0.0.1"]
 
 
-class Cluster:
-    """main, an event persister (``persister1``, writer of every stream) and a client
-    worker (``client1``), sharing a database and Redis."""
+def workers() -> list[Worker]:
+    """An event persister writing every stream (``persister1``, also serving clients), a
+    second one sharing the rooms' events (``persister2``), both reached on a replication
+    listener of their own, and a client worker (``client1``)."""
+    return [Worker("persister1", ["client"], replication_listener=True),
+            Worker("persister2", [], replication_listener=True),
+            Worker("client1", ["client"])]
 
-    def __init__(self, directory: Path, db_args: dict):
-        self.dir = directory
-        self.ports = {name: free_port() for name in ("main", "main_repl", "persister1", "persister1_repl",
-                                                     "persister2", "persister2_repl", "client1")}
-        self.shared = directory / "homeserver.yaml"
-        self.shared.write_text(yaml.safe_dump({
-            "server_name": "writers.test",
-            "public_baseurl": f"http://127.0.0.1:{self.ports['main']}/",
-            "database": {"name": "psycopg2", "args": {**db_args, "cp_min": 1, "cp_max": 5}},
-            "signing_key_path": str(directory / "signing.key"), "media_store_path": str(directory / "media"),
-            "listeners": [self._listener("main", "client", "metrics"), self._listener("main_repl", "replication")],
-            "instance_map": {"main": {"host": "127.0.0.1", "port": self.ports["main_repl"]},
-                             "persister1": {"host": "127.0.0.1", "port": self.ports["persister1_repl"]},
-                             "persister2": {"host": "127.0.0.1", "port": self.ports["persister2_repl"]}},
-            "stream_writers": {**{s: ["persister1"] for s in STREAMS}, "events": ["persister1", "persister2"]},
-            "worker_replication_secret": SECRET,
-            "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
-                      "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
-            "enable_registration": True, "enable_registration_without_verification": True,
-            "bcrypt_rounds": 4, "send_federation": False, **GENEROUS_RATE_LIMITS,
-        }))
-        self.worker_files = {
-            "persister1": self._worker_file("persister1", self._listener("persister1", "client", "metrics"),
-                                            self._listener("persister1_repl", "replication")),
-            "persister2": self._worker_file("persister2", self._listener("persister2", "metrics"),
-                                            self._listener("persister2_repl", "replication")),
-            "client1": self._worker_file("client1", self._listener("client1", "client", "metrics")),
-        }
-        self.procs: dict[str, subprocess.Popen] = {}
 
-    def _listener(self, port: str, *names: str) -> dict:
-        return {"port": self.ports[port], "bind_addresses": LOCAL, "resources": [{"names": list(names)}]}
+SHARED = {"server_name": "writers.test",
+          "stream_writers": {**{s: ["persister1"] for s in STREAMS}, "events": ["persister1", "persister2"]},
+          "worker_replication_secret": SECRET}
 
-    def _worker_file(self, name: str, *listeners: dict) -> Path:
-        path = self.dir / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({"worker_app": WORKER_APP, "worker_name": name,
-                                        "worker_listeners": list(listeners)}))
-        return path
 
-    def start(self, name: str) -> None:
-        configs = [self.shared] + ([self.worker_files[name]] if name != "main" else [])
-        log = self.dir / f"{name}.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", *[a for c in configs for a in ("--config-path", str(c))]],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
-        self.procs[name] = proc
-        wait_for_port(self.ports[name], proc, name, log)
-        if name.startswith("persister"):
-            wait_for_port(self.ports[f"{name}_repl"], proc, name, log)
+def writer_of_room(cluster: WorkerCluster, room_id: str) -> str:
+    return writer_of(load_config(str(cluster.shared)).workers, "events", room_id)
 
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def writer_of_room(self, room_id: str) -> str:
-        return writer_of(load_config(str(self.shared)).workers, "events", room_id)
-
-    async def room_on(self, client: Client, persister: str) -> str:
-        """A new room whose events ``persister`` writes (room IDs are hashed to a writer)."""
-        for _ in range(50):
-            room_id = (await client.call("POST", "/createRoom", {}))["room_id"]
-            if self.writer_of_room(room_id) == persister:
-                return room_id
-        raise AssertionError(f"no room of {persister} in 50")
+async def room_on(cluster: WorkerCluster, client: Client, persister: str) -> str:
+    """A new room whose events ``persister`` writes (room IDs are hashed to a writer)."""
+    for _ in range(50):
+        room_id = (await client.call("POST", "/createRoom", {}))["room_id"]
+        if writer_of_room(cluster, room_id) == persister:
+            return room_id
+    raise AssertionError(f"no room of {persister} in 50")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    name, args = asyncio.run(create_postgres_database())
-    c = Cluster(tmp_path_factory.mktemp("writers"), args)
-    try:
-        c.start("main")  # first: it brings the schema up to date
-        c.start("persister1")
-        c.start("persister2")
-        c.start("client1")
+    with running_cluster(tmp_path_factory.mktemp("writers"), workers(), SHARED) as c:
         yield c
-    finally:
-        for proc in c.procs.values():
-            if proc.poll() is None:
-                stop_process(proc)
-        asyncio.run(drop_postgres_database(name))
 
 
 async def forwarded(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
@@ -173,7 +104,7 @@ async def test_writes_on_the_client_worker_are_stored_by_the_writer_and_seen_on_
                 "e2e_keys.send_to_device", "e2e_keys.on_devices_changed", "e2e_keys.upload_keys",
                 "e2e_keys.store_signing_keys"} <= grew
         # ... and the room's event persister its events.
-        if cluster.writer_of_room(room_id) == "persister2":
+        if writer_of_room(cluster, room_id) == "persister2":
             before, after = before_events, await forwarded(session, cluster.url("persister2"))
         assert {e for e in after if e.startswith("events.") and after[e] > before.get(e, 0)} == \
             {"events.create_room", "events.persist"}
@@ -221,7 +152,7 @@ async def test_the_event_persister_killed_mid_burst_loses_nothing_acknowledged(c
     /messages once, and a sync token from before the crash still reads them all."""
     async with aiohttp.ClientSession() as session:
         alice = await register_user(session, cluster.url("main"), "alice2")
-        room_id = await cluster.room_on(alice, "persister1")  # the one killed
+        room_id = await room_on(cluster, alice, "persister1")  # the one killed
         old_token = (await alice.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
         senders = {"main": Client(session, cluster.url("main"), alice.token, alice.user_id),
                    "client1": Client(session, cluster.url("client1"), alice.token, alice.user_id)}
@@ -252,7 +183,7 @@ async def test_the_event_persister_killed_mid_burst_loses_nothing_acknowledged(c
         await asyncio.wait_for(enough_before_the_kill.wait(), 60)
         cluster.kill("persister1")
         killed_at = len(acked)
-        await asyncio.to_thread(cluster.start, "persister1")
+        await asyncio.to_thread(cluster.start_worker, "persister1")
         back_up.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
         assert killed_at < 50 and len(acked) == 50
@@ -278,7 +209,7 @@ async def test_the_event_persister_killed_mid_burst_loses_nothing_acknowledged(c
 async def test_a_writer_that_is_down_is_a_503_naming_it(cluster):
     async with aiohttp.ClientSession() as session:
         alice = await register_user(session, cluster.url("main"), "alice3")
-        room_id = await cluster.room_on(alice, "persister1")
+        room_id = await room_on(cluster, alice, "persister1")
         worker = Client(session, cluster.url("client1"), alice.token, alice.user_id)
         cluster.kill("persister1")
         try:
@@ -289,7 +220,7 @@ async def test_a_writer_that_is_down_is_a_503_naming_it(cluster):
                                      expect=503)
             assert "typing" in body["error"] and "persister1" in body["error"]
         finally:
-            cluster.start("persister1")
+            cluster.start_worker("persister1")
         # The same transaction, sent again once the writer is back, is stored once.
         event_id = await worker.call("PUT", f"/rooms/{q(room_id)}/send/m.room.message/down1",
                                      {"msgtype": "m.text", "body": "lost?"})
@@ -309,7 +240,7 @@ async def test_a_writer_that_is_down_is_a_503_naming_it(cluster):
 async def test_the_replication_listener_wants_the_secret(cluster, header, status):
     headers = {"Authorization": header} if header else {}
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{cluster.url('persister1_repl')}/_synapse/replication/no.such_endpoint",
+        async with session.post(f"{cluster.workers['persister1'].replication_url}/_synapse/replication/no.such_endpoint",
                                 json={}, headers=headers) as r:
             body = await r.json()
     assert r.status == status, body
@@ -320,7 +251,7 @@ async def test_a_forwarded_call_without_the_secret_stores_nothing(cluster):
     """What a process would forward, sent without the secret: refused, and not written."""
     async with aiohttp.ClientSession() as session:
         alice = await register_user(session, cluster.url("main"), "alice4")
-        url = f"{cluster.url('persister1_repl')}/_synapse/replication/account_data.put"
+        url = f"{cluster.workers['persister1'].replication_url}/_synapse/replication/account_data.put"
         call = {"args": [alice.user_id, None, "org.example.sneaky", {"x": 1}], "kwargs": {}}
         async with session.post(url, json=call, headers={"Authorization": "Bearer nope"}) as r:
             assert r.status == 403
@@ -336,7 +267,7 @@ async def test_two_event_persisters_one_sync_stream(cluster):
     its tokens read the same on main."""
     async with aiohttp.ClientSession() as session:
         alice = await register_user(session, cluster.url("client1"), "alice5")
-        rooms = {p: await cluster.room_on(alice, p) for p in ("persister1", "persister2")}
+        rooms = {p: await room_on(cluster, alice, p) for p in ("persister1", "persister2")}
         start = (await alice.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
         on_main = Client(session, cluster.url("main"), alice.token, alice.user_id)
         sent: set[tuple[str, str]] = set()

@@ -31,16 +31,43 @@ LOCAL = ["127.0.0.1"]
 @dataclass
 class Worker:
     name: str
-    #: Resource names of its one listener (``client``, ``media``...); ``metrics`` is added.
+    #: Resource names of its main listener (``client``, ``media``...); ``metrics`` is added.
     resources: list[str]
     #: Other keys of its worker file (``enable_media_repo: true`` for a media worker).
     extra: dict[str, Any] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    #: True: a second listener of its own with the ``replication`` resource (a stream
+    #: writer reached there, as docs/workers.md lays one out), named in ``instance_map``.
+    replication_listener: bool = False
+    replication_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def replication_url(self) -> str:
+        return f"http://127.0.0.1:{self.replication_port}"
+
+    @property
+    def listeners(self) -> list[dict]:
+        out = [{"port": self.port, "bind_addresses": LOCAL, "resources": [{"names": [*self.resources, "metrics"]}]}]
+        if self.replication_listener:
+            out.append({"port": self.replication_port, "bind_addresses": LOCAL,
+                        "resources": [{"names": ["replication"]}]})
+        return out
+
+    @property
+    def instance_location(self) -> dict | None:
+        """Its ``instance_map`` entry: where its replication resource listens (if any)."""
+        if self.replication_listener:
+            return {"host": "127.0.0.1", "port": self.replication_port}
+        return {"host": "127.0.0.1", "port": self.port} if "replication" in self.resources else None
+
+    @property
+    def ports(self) -> list[int]:
+        return [listener["port"] for listener in self.listeners]
 
 
 class WorkerCluster:
@@ -64,8 +91,7 @@ class WorkerCluster:
             ],
             # Workers with a ``replication`` resource (stream writers) are reachable there.
             "instance_map": {"main": {"host": "127.0.0.1", "port": self.replication_port},
-                             **{w.name: {"host": "127.0.0.1", "port": w.port} for w in workers
-                                if "replication" in w.resources}},
+                             **{w.name: w.instance_location for w in workers if w.instance_location}},
             "redis": {"enabled": True, "host": "127.0.0.1", "port": 6379,
                       "channel_prefix": f"gateway-test-{uuid.uuid4().hex}"},
             "enable_registration": True, "enable_registration_without_verification": True,
@@ -74,8 +100,7 @@ class WorkerCluster:
         for w in workers:
             (directory / f"{w.name}.yaml").write_text(yaml.safe_dump({
                 "worker_app": WORKER_APP, "worker_name": w.name,
-                "worker_listeners": [{"port": w.port, "bind_addresses": LOCAL,
-                                      "resources": [{"names": [*w.resources, "metrics"]}]}],
+                "worker_listeners": w.listeners,
                 **w.extra,
             }))
         self.main: subprocess.Popen | None = None
@@ -86,28 +111,30 @@ class WorkerCluster:
             return subprocess.Popen([sys.executable, "-m", "gateway", "run", *args], cwd=ROOT,
                                     env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
 
-    def _start(self, name: str, port: int, *configs: Path) -> subprocess.Popen:
+    def _start(self, name: str, ports: list[int], *configs: Path) -> subprocess.Popen:
         proc = self._spawn(name, *configs)
-        wait_for_port(port, proc, name, self.dir / f"{name}.log")
+        for port in ports:
+            wait_for_port(port, proc, name, self.dir / f"{name}.log")
         return proc
 
     def start(self) -> None:
         """Main first (it brings the schema up to date), then every worker (started
         together, then each awaited on its port)."""
-        self.main = self._start("main", self.main_port, self.shared)
+        self.main = self._start("main", [self.main_port, self.replication_port], self.shared)
         for w in self.workers.values():
             w.proc = self._spawn(w.name, self.shared, self.dir / f"{w.name}.yaml")
         for w in self.workers.values():
-            wait_for_port(w.port, w.proc, w.name, self.dir / f"{w.name}.log")
+            for port in w.ports:
+                wait_for_port(port, w.proc, w.name, self.dir / f"{w.name}.log")
 
     def start_worker(self, name: str) -> None:
         """Start the worker ``name`` (again, after ``kill``)."""
         w = self.workers[name]
-        w.proc = self._start(w.name, w.port, self.shared, self.dir / f"{w.name}.yaml")
+        w.proc = self._start(w.name, w.ports, self.shared, self.dir / f"{w.name}.yaml")
 
     def start_main(self) -> None:
         """Start the main process again, after ``kill("main")``."""
-        self.main = self._start("main", self.main_port, self.shared)
+        self.main = self._start("main", [self.main_port, self.replication_port], self.shared)
 
     def kill(self, name: str) -> None:
         """SIGKILL the worker ``name`` (or ``main``): whatever it held in memory is gone."""
@@ -138,14 +165,18 @@ class WorkerCluster:
     def main_url(self) -> str:
         return f"http://127.0.0.1:{self.main_port}"
 
+    def url(self, name: str) -> str:
+        """The main listener of ``name`` (a worker, or ``main``)."""
+        return self.main_url if name == "main" else self.workers[name].url
+
 
 @contextlib.contextmanager
-def running_cluster(directory: Path, workers: list[Worker],
-                    shared: dict[str, Any] | None = None) -> Iterator[WorkerCluster]:
+def running_cluster(directory: Path, workers: list[Worker], shared: dict[str, Any] | None = None,
+                    **cluster_options: Any) -> Iterator[WorkerCluster]:
     """A started WorkerCluster on a PostgreSQL database of its own, stopped and the
     database dropped afterwards (for a module-scoped fixture)."""
     name, args = asyncio.run(create_postgres_database())
-    c = WorkerCluster(directory, args, workers, shared)
+    c = WorkerCluster(directory, args, workers, shared, **cluster_options)
     try:
         c.start()
         yield c
@@ -177,11 +208,12 @@ def documented_nginx_for(main_port: int, reader_port: int, media_port: int) -> s
 
 
 @contextlib.contextmanager
-def run_nginx(directory: Path, server: str) -> Iterator[str]:
+def run_nginx(directory: Path, server: str, port: int | None = None) -> Iterator[str]:
     """nginx with ``server`` (upstreams, maps and a ``server`` block whose ``listen`` line
-    is ``listen 8080;``, replaced by a free port); yields its base URL."""
-    port = free_port()
-    server = replace_documented(server, "listen 8080;", f"listen 127.0.0.1:{port};")
+    is ``listen 8080;`` or ``listen 8080 ssl;``, its port replaced by ``port`` or a free
+    one); yields its base URL."""
+    port = port or free_port()
+    server = replace_documented(server, "listen 8080", f"listen 127.0.0.1:{port}")
     temp = "\n".join(f"    {k}_temp_path {directory}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = directory / "nginx.conf"
     conf.write_text(("user root;\n" if os.geteuid() == 0 else "")
