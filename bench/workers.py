@@ -21,15 +21,24 @@ after the other (as a real sender does to one destination). One room per origin:
 events are written one batch at a time under its lock, so the spread over workers needs
 several rooms.
 
+``gateway+persister`` (a server of the client measure): main, an event persister (the
+events stream's writer, docs/workers.md) and ``n - 2`` /sync workers, so that the CPU of
+building an event (main, which serves the send) and of storing it (the persister) are
+counted apart.
+
+``commit``: the serial tail of one stream's writers, measured on PostgreSQL alone: one
+connection taking a position from a counter row, writing a row and committing, again
+and again (milliseconds per transaction).
+
 Printed per run: the rate (messages/s or PDUs/s), latencies (client), the CPU seconds of
 each server process (from /proc), of the PostgreSQL backends serving the run's database,
 of nginx and of the load generator, the CPU per message (or PDU) per process, and the
 load average (1 minute) before and after.
 
-    .cache/venv/bin/python bench/workers.py [--measures client,federation]
-        [--servers gateway,synapse] [--processes 1,2,4] [--users 32] [--rooms 8]
+    .cache/venv/bin/python bench/workers.py [--measures client,federation,commit]
+        [--servers gateway,synapse,gateway+persister] [--processes 1,2,4] [--users 32] [--rooms 8]
         [--messages 20] [--warmup 5] [--federation-workers 0,2] [--origins 4]
-        [--pdus 500] [--runs 1]
+        [--pdus 500] [--commits 500] [--runs 1]
 
 Numbers only: nothing here asserts a timing. On a machine with fewer cores than processes
 the processes share the cores with nginx, PostgreSQL, Redis and the load generator: read
@@ -230,19 +239,26 @@ def _label(server: str, n: int) -> str:
     return f"{server}, {n} process{'es' if n > 1 else ''}"
 
 
-async def bench_gateway(n: int, args, workdir: Path) -> Run:
-    directory = workdir / f"gateway-p{n}-{time.monotonic_ns()}"
+async def bench_gateway(n: int, args, workdir: Path, *, persister: bool = False) -> Run:
+    """``persister``: one of the ``n - 1`` workers is the events stream's writer (an event
+    persister, ``persister1``, no client listener) instead of main; the others serve /sync."""
+    server = "gateway+persister" if persister else "gateway"
+    directory = workdir / f"{server}-p{n}-{time.monotonic_ns()}"
     directory.mkdir(parents=True)
     db_name, db_args = await create_postgres_database()
-    workers = [Worker(f"client{i}", ["client"]) for i in range(1, n)]
-    cluster = WorkerCluster(directory, db_args, workers, {"database": {
-        "name": "psycopg2", "args": {**db_args, "cp_min": 2, "cp_max": 10}}})
+    workers = [Worker(f"client{i}", ["client"]) for i in range(1, n - int(persister))]
+    shared: dict = {"database": {"name": "psycopg2", "args": {**db_args, "cp_min": 2, "cp_max": 10}}}
+    if persister:
+        workers.append(Worker("persister1", [], replication_listener=True))
+        shared.update({"stream_writers": {"events": ["persister1"]}, "worker_replication_secret": "bench"})
+    cluster = WorkerCluster(directory, db_args, workers, shared)
     try:
         await asyncio.to_thread(cluster.start)
         nginx_dir = directory / "nginx"
         nginx_dir.mkdir()
-        with run_nginx(nginx_dir, nginx_for(cluster.main_port, [w.port for w in workers])) as url:
-            return await client_load(Run("gateway", n, Result(_label("gateway", n))), args, url, cluster.pids(),
+        readers = [w.port for w in workers if "client" in w.resources]
+        with run_nginx(nginx_dir, nginx_for(cluster.main_port, readers)) as url:
+            return await client_load(Run(server, n, Result(_label(server, n))), args, url, cluster.pids(),
                                      nginx_dir, db_name)
     finally:
         await asyncio.to_thread(cluster.stop)
@@ -264,6 +280,35 @@ async def bench_synapse(n: int, args, workdir: Path) -> Run:
     finally:
         await asyncio.to_thread(cluster.stop)
         await _drop_pg_database(db_name)
+
+
+# --- the serial tail of a stream -----------------------------------------------------------
+
+
+async def commit_probe(count: int) -> float:
+    """Milliseconds per transaction that takes a stream position (the counter row's
+    UPDATE ... RETURNING), writes one row and commits, one after the other on one
+    connection: what the writers of one stream pay one at a time (docs/workers.md,
+    "Positions stay ordered"), PostgreSQL's commit (WAL flush) included."""
+    name, args = await create_postgres_database()
+    try:
+        conn = await asyncpg.connect(host=args["host"], port=args["port"], user=args["user"],
+                                     database=args["database"])
+        try:
+            await conn.execute("CREATE TABLE positions (stream TEXT PRIMARY KEY, position BIGINT NOT NULL);"
+                               "CREATE TABLE rows (position BIGINT PRIMARY KEY, body TEXT NOT NULL);"
+                               "INSERT INTO positions VALUES ('events', 0)")
+            start = time.perf_counter()
+            for _ in range(count):
+                async with conn.transaction():
+                    pos = await conn.fetchval(
+                        "UPDATE positions SET position = position + 1 WHERE stream = 'events' RETURNING position")
+                    await conn.execute("INSERT INTO rows VALUES ($1, $2)", pos, "x" * 200)
+            return 1000 * (time.perf_counter() - start) / count
+        finally:
+            await conn.close()
+    finally:
+        await drop_postgres_database(name)
 
 
 # --- federation ingest ------------------------------------------------------------------------
@@ -361,7 +406,8 @@ def client_table(runs: dict[tuple[str, int], list[Run]]) -> str:
     for (server, n), rs in sorted(runs.items()):
         if not rs:
             continue
-        base_runs = runs.get((server, min(k for s, k in runs if s == server)))
+        family = server.split("+")[0]  # gateway+persister: against gateway's fewest processes
+        base_runs = runs.get((family, min((k for s, k in runs if s == family), default=n)))
         base = med([r.result.rate for r in base_runs]) if base_runs else 0
         rate = med([r.result.rate for r in rs])
         mid = sorted(rs, key=lambda r: r.result.rate)[len(rs) // 2]
@@ -399,9 +445,19 @@ def federation_table(runs: dict[int, list[FederationRun]]) -> str:
     return "\n".join(lines)
 
 
+def print_tables(client_runs: dict, fed_runs: dict) -> None:
+    if client_runs:
+        print(client_table(client_runs))
+    if fed_runs:
+        print(federation_table(fed_runs))
+    sys.stdout.flush()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--measures", default="client,federation", help="client and/or federation")
-    parser.add_argument("--servers", default="gateway,synapse", help="servers of the client measure")
+    parser.add_argument("--measures", default="client,federation,commit", help="client, federation, commit")
+    parser.add_argument("--servers", default="gateway,synapse",
+                        help="servers of the client measure: gateway, synapse, gateway+persister (main, an "
+                             "event persister and n - 2 /sync workers; from 3 processes)")
     parser.add_argument("--processes", default="1,2,4", help="process counts (main + client workers)")
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--rooms", type=int, default=8)
@@ -415,6 +471,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pdus", type=int, default=500, help="message PDUs each origin sends")
     parser.add_argument("--federation-warmup", type=int, default=2,
                         help="transactions of 50 each origin sends first, not measured")
+    parser.add_argument("--commits", type=int, default=500, help="transactions of the commit measure")
 
 
 async def main(argv: list[str] | None = None) -> tuple[dict, dict]:
@@ -426,17 +483,26 @@ async def main(argv: list[str] | None = None) -> tuple[dict, dict]:
     counts = [int(c) for c in args.processes.split(",")] if "client" in measures else []
     servers = [s for s in args.servers.split(",") if s]
     layouts = [int(c) for c in args.federation_workers.split(",")] if "federation" in measures else []
-    client_runs: dict[tuple[str, int], list[Run]] = {(s, n): [] for s in servers for n in counts}
+    client_runs: dict[tuple[str, int], list[Run]] = {
+        (s, n): [] for s in servers for n in counts if s != "gateway+persister" or n >= 3}
     fed_runs: dict[int, list[FederationRun]] = {n: [] for n in layouts}
     print(f"{os.cpu_count()} cores; client: {args.users} users in {args.rooms} rooms, {args.messages} messages "
           f"each; federation: {args.origins} origins x {args.pdus} PDUs; load average {load_average():.2f}",
           flush=True)
-    bench = {"gateway": bench_gateway, "synapse": bench_synapse}
+    bench = {"gateway": bench_gateway, "synapse": bench_synapse,
+             "gateway+persister": lambda n, a, w: bench_gateway(n, a, w, persister=True)}
+    if "commit" in measures:
+        before = load_average()
+        probe = await commit_probe(args.commits)
+        print(f"stream position + row + commit, one after the other: {probe:.2f} ms each "
+              f"({1000 / probe:.0f}/s; load {before:.1f}→{load_average():.1f})", flush=True)
     with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
         ca = TestCA(Path(tmp) / "ca")
         for i in range(args.runs):
             for n in counts:  # interleaved, so that a busy minute does not fall on one configuration only
                 for server in servers:
+                    if server == "gateway+persister" and n < 3:
+                        continue  # main, a persister and at least one /sync worker
                     run = await bench[server](n, args, Path(tmp))
                     client_runs[(server, n)].append(run)
                     r = run.result
@@ -451,10 +517,10 @@ async def main(argv: list[str] | None = None) -> tuple[dict, dict]:
                 print(f"run {i + 1}, federation over {layout or 'main'}: {fr.rate:.0f} PDU/s, Gateway CPU "
                       f"{fr.cpu.server_s:.1f} s ({_per_process(fr.cpu, fr.pdus)} ms/PDU), PostgreSQL "
                       f"{fr.cpu.postgres_s:.1f} s, load {fr.cpu.load_before:.1f}→{fr.cpu.load_after:.1f}", flush=True)
-    if client_runs:
-        print(client_table(client_runs))
-    if fed_runs:
-        print(federation_table(fed_runs))
+            if i + 1 < args.runs:  # the tables so far: a long series cut short still has them
+                print(f"after {i + 1} run(s):", flush=True)
+                print_tables(client_runs, fed_runs)
+    print_tables(client_runs, fed_runs)
     return client_runs, fed_runs
 
 
