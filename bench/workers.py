@@ -28,7 +28,7 @@ counted apart.
 
 ``commit``: the serial tail of one stream's writers, measured on PostgreSQL alone: one
 connection taking a position from a counter row, writing a row and committing, again
-and again (milliseconds per transaction).
+and again (milliseconds per transaction), and a bare round trip.
 
 Printed per run: the rate (messages/s or PDUs/s), latencies (client), the CPU seconds of
 each server process (from /proc), of the PostgreSQL backends serving the run's database,
@@ -285,11 +285,13 @@ async def bench_synapse(n: int, args, workdir: Path) -> Run:
 # --- the serial tail of a stream -----------------------------------------------------------
 
 
-async def commit_probe(count: int) -> float:
-    """Milliseconds per transaction that takes a stream position (the counter row's
-    UPDATE ... RETURNING), writes one row and commits, one after the other on one
-    connection: what the writers of one stream pay one at a time (docs/workers.md,
-    "Positions stay ordered"), PostgreSQL's commit (WAL flush) included."""
+async def commit_probe(count: int) -> tuple[float, float]:
+    """Milliseconds per round trip (``SELECT 1``), and per transaction that takes a stream
+    position (the counter row's UPDATE ... RETURNING), writes one row and commits, one
+    after the other on one connection: the floor of what the writers of one stream pay
+    one at a time (docs/workers.md, "Positions stay ordered"), PostgreSQL's commit (WAL
+    flush) included. A stored event batch holds the counter a few more round trips (the
+    events row, relations, the room's head) before its commit."""
     name, args = await create_postgres_database()
     try:
         conn = await asyncpg.connect(host=args["host"], port=args["port"], user=args["user"],
@@ -300,11 +302,15 @@ async def commit_probe(count: int) -> float:
                                "INSERT INTO positions VALUES ('events', 0)")
             start = time.perf_counter()
             for _ in range(count):
+                await conn.fetchval("SELECT 1")
+            round_trip = 1000 * (time.perf_counter() - start) / count
+            start = time.perf_counter()
+            for _ in range(count):
                 async with conn.transaction():
                     pos = await conn.fetchval(
                         "UPDATE positions SET position = position + 1 WHERE stream = 'events' RETURNING position")
                     await conn.execute("INSERT INTO rows VALUES ($1, $2)", pos, "x" * 200)
-            return 1000 * (time.perf_counter() - start) / count
+            return round_trip, 1000 * (time.perf_counter() - start) / count
         finally:
             await conn.close()
     finally:
@@ -392,9 +398,9 @@ def _load_range(cpus: list[Cpu]) -> str:
             f"{max(max(c.load_before, c.load_after) for c in cpus):.1f}")
 
 
-def _per_process(cpu: Cpu, count: int) -> str:
+def _per_process(cpu: Cpu, count: int, digits: int = 1) -> str:
     """Each process's CPU in ms per message (or PDU)."""
-    return ", ".join(f"{name} {1000 * s / max(1, count):.1f}" for name, s in cpu.per_process_s.items())
+    return ", ".join(f"{name} {1000 * s / max(1, count):.{digits}f}" for name, s in cpu.per_process_s.items())
 
 
 def client_table(runs: dict[tuple[str, int], list[Run]]) -> str:
@@ -439,7 +445,7 @@ def federation_table(runs: dict[int, list[FederationRun]]) -> str:
         what = "main process" if layout == 0 else f"{layout} federation worker{'s' if layout > 1 else ''} (+ main)"
         lines.append(
             f"| {what} | {rate:.0f} | {rate / base if base else 0:.2f}x "
-            f"| {med([1000 * r.cpu.server_s / max(1, r.pdus) for r in rs]):.2f} ({_per_process(mid.cpu, pdus)}) "
+            f"| {med([1000 * r.cpu.server_s / max(1, r.pdus) for r in rs]):.2f} ({_per_process(mid.cpu, pdus, 2)}) "
             f"| {1000 * mid.cpu.postgres_s / pdus:.2f} | {1000 * mid.cpu.nginx_s / pdus:.2f} "
             f"| {1000 * mid.cpu.load_generator_s / pdus:.2f} | {_load_range([r.cpu for r in rs])} |")
     return "\n".join(lines)
@@ -493,9 +499,9 @@ async def main(argv: list[str] | None = None) -> tuple[dict, dict]:
              "gateway+persister": lambda n, a, w: bench_gateway(n, a, w, persister=True)}
     if "commit" in measures:
         before = load_average()
-        probe = await commit_probe(args.commits)
-        print(f"stream position + row + commit, one after the other: {probe:.2f} ms each "
-              f"({1000 / probe:.0f}/s; load {before:.1f}→{load_average():.1f})", flush=True)
+        round_trip, probe = await commit_probe(args.commits)
+        print(f"PostgreSQL round trip {round_trip:.2f} ms; stream position + row + commit, one after the other: "
+              f"{probe:.2f} ms each ({1000 / probe:.0f}/s; load {before:.1f}→{load_average():.1f})", flush=True)
     with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
         ca = TestCA(Path(tmp) / "ca")
         for i in range(args.runs):
@@ -515,7 +521,7 @@ async def main(argv: list[str] | None = None) -> tuple[dict, dict]:
                 fr = await bench_federation(layout, args, Path(tmp), ca)
                 fed_runs[layout].append(fr)
                 print(f"run {i + 1}, federation over {layout or 'main'}: {fr.rate:.0f} PDU/s, Gateway CPU "
-                      f"{fr.cpu.server_s:.1f} s ({_per_process(fr.cpu, fr.pdus)} ms/PDU), PostgreSQL "
+                      f"{fr.cpu.server_s:.1f} s ({_per_process(fr.cpu, fr.pdus, 2)} ms/PDU), PostgreSQL "
                       f"{fr.cpu.postgres_s:.1f} s, load {fr.cpu.load_before:.1f}→{fr.cpu.load_after:.1f}", flush=True)
             if i + 1 < args.runs:  # the tables so far: a long series cut short still has them
                 print(f"after {i + 1} run(s):", flush=True)

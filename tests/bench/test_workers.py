@@ -40,3 +40,9 @@ async def test_the_federation_bench_spreads_transactions_over_the_workers(capsys
     assert set(run.cpu.per_process_s) == {"main", "federation1", "federation2"}
     assert run.cpu.per_process_s["federation1"] > 0 and run.cpu.per_process_s["federation2"] > 0
     assert "| 2 federation workers (+ main) | " in capsys.readouterr().out
+
+
+async def test_the_commit_probe_runs(capsys):
+    client, federation = await workers.main(["--measures", "commit", "--commits", "5"])
+    assert client == {} and federation == {}
+    assert "stream position + row + commit" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """A main process and any workers, run as an operator runs them (``gateway run -c
 homeserver.yaml [-c worker.yaml]``), on a real PostgreSQL and Redis, optionally behind
-docs/workers.md's nginx example. Used by the worker tests (tests/gateway/test_workers_*.py)
-and by bench/workers.py."""
+docs/workers.md's nginx example. Used by the worker tests (tests/gateway/test_workers_*.py,
+tests/gateway/test_stream_writers.py) and by bench/workers.py."""
 
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def run_nginx(directory: Path, server: str, port: int | None = None) -> Iterator
                                  "-e", str(directory / "error.log")], stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc, "nginx", log)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ' ssl;' in server else 'http'}://127.0.0.1:{port}"
     finally:
         stop_process(proc)
 
