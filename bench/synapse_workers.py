@@ -22,7 +22,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.support.gateway_process import stop_process
-from tests.support.synapse import SYNAPSE_PYTHON, ensure_synapse_installed, write_signing_key
+from tests.support.synapse import ROOT, SYNAPSE_PYTHON, ensure_synapse_installed, write_signing_key
 
 _HIGH = {"per_second": 100000, "burst_count": 100000}
 LOCAL = ["127.0.0.1"]
@@ -100,6 +100,8 @@ class SynapseCluster:
         """Main first (it creates the schema), then the workers together; each awaited on
         its ``/health``."""
         ensure_synapse_installed()
+        # Idempotent and cached: adds the [redis] extra to a venv installed before it was asked for.
+        subprocess.run([str(ROOT / "scripts" / "install-synapse")], check=True)
         self.procs["main"] = self._spawn("main", "synapse.app.homeserver", self.shared)
         await self._healthy("main", self.main_port, timeout)
         for name in self.worker_ports:

@@ -420,7 +420,8 @@ def client_table(runs: dict[tuple[str, int], list[Run]]) -> str:
         msgs = max(1, mid.result.messages)
         lines.append(
             f"| {server} | {n} | {rate:.1f} | {rate / base if base else 0:.2f}x "
-            f"| {med([pct(r.result.send_ms, 50) for r in rs]):.0f} / {med([pct(r.result.send_ms, 99) for r in rs]):.0f} "
+            f"| {med([pct(r.result.send_ms, 50) for r in rs]):.0f} / "
+            f"{med([pct(r.result.send_ms, 99) for r in rs]):.0f} "
             f"| {med([pct(r.result.delivery_ms, 50) for r in rs]):.0f} / "
             f"{med([pct(r.result.delivery_ms, 99) for r in rs]):.0f} "
             f"| {sum(len(r.result.delivery_ms) for r in rs)}/{sum(r.result.expected_deliveries for r in rs)} "

@@ -240,7 +240,8 @@ async def test_a_writer_that_is_down_is_a_503_naming_it(cluster):
 async def test_the_replication_listener_wants_the_secret(cluster, header, status):
     headers = {"Authorization": header} if header else {}
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{cluster.workers['persister1'].replication_url}/_synapse/replication/no.such_endpoint",
+        replication = cluster.workers["persister1"].replication_url
+        async with session.post(f"{replication}/_synapse/replication/no.such_endpoint",
                                 json={}, headers=headers) as r:
             body = await r.json()
     assert r.status == status, body

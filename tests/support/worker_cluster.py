@@ -225,7 +225,7 @@ def run_nginx(directory: Path, server: str, port: int | None = None) -> Iterator
                                  "-e", str(directory / "error.log")], stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc, "nginx", log)
-        yield f"{'https' if ' ssl;' in server else 'http'}://127.0.0.1:{port}"
+        yield f"{'https' if f'listen 127.0.0.1:{port} ssl;' in server else 'http'}://127.0.0.1:{port}"
     finally:
         stop_process(proc)
 
