@@ -324,12 +324,13 @@ def build(hs: "HomeServer") -> None:
         notifier.on_data(PUSH, push.on_remote_push)
         notifier.on_data(BADGE, push.on_remote_badge)
         notifier.on_data(INVITE, push.on_remote_invite)
-        # Redis was away: push what other processes handed over meanwhile.
+        # Hand-overs missed (a Redis subscription, a publisher's reset): pushers whose
+        # stored position is behind send what follows it.
         notifier.missed_listeners.append(push.on_missed)
     # Local typing and public receipts become EDUs for the room's other servers; with
     # federation senders on workers, EDUs made here reach the destination's sender over
-    # Redis, and a sender whose Redis subscription came back queues its stored
-    # to-device messages again (what was published meanwhile is lost).
+    # Redis, and a started sender that may have missed some (a Redis resubscription, a
+    # publisher's reset) looks for new events and queues its stored EDUs again.
     typing.add_listener(sender.on_local_typing)
     receipts.add_listener(sender.on_local_receipt)
     if hs.replication is not None:
@@ -337,9 +338,10 @@ def build(hs: "HomeServer") -> None:
         notifier.on_data("federation_sender", sender.on_forwarded)
         if roles.federation_sender:
             async def catch_up() -> None:
-                sender.notify_new_events()
-                await e2e_keys.resend_outbox()
-            hs.replication.resubscribed_listeners.append(catch_up)
+                if sender.started:  # its start does the same
+                    sender.notify_new_events()
+                    await e2e_keys.resend_outbox()
+            notifier.missed_listeners.append(catch_up)
     # Guests leave rooms that stop admitting them.
     events.add_new_state_listener(guest_access.on_new_state)
     # Joins share presence with the room's servers at once.
@@ -402,6 +404,8 @@ async def start(hs: "HomeServer") -> None:
     if hs.config.appservice.services and roles.appservice_sender:
         await hs.appservices.ensure_senders()
         await hs.appservice_transactions.start()  # and what services have not acknowledged
+    if roles.pusher:
+        await hs.push.start()  # notifications HTTP pushers were not sent before a restart
     if hs.email_notifs is not None and roles.pusher:
         await hs.email_notifs.start()  # missed-message mails an earlier run had not sent yet
     if roles.media_background:

@@ -17,8 +17,9 @@ Spec: https://spec.matrix.org/latest/client-server-api/#syncing (the ``timeout``
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
@@ -85,9 +86,11 @@ class Notifier:
         #: ``listener(room_id, positions)`` for events another process stored (the
         #: federation sender on a worker wakes its distributor).
         self.remote_events_listeners: list[Callable[[str, Sequence[int]], None]] = []
-        #: Called (no arguments) when other processes' changes may have been missed (a
-        #: Redis (re)subscription, a publisher that lost messages): read the database again.
-        self.missed_listeners: list[Callable[[], None]] = []
+        #: Called (no arguments) when other processes' changes may have been missed (every
+        #: Redis subscription, the first included, and a publisher that lost messages): read
+        #: the database again. A listener may be a coroutine function (run as a task).
+        self.missed_listeners: list[Callable[[], Awaitable[None] | None]] = []
+        self._missed_tasks: set[asyncio.Task] = set()
         #: Data other processes publish beside wake-ups (``publish_data``), by kind.
         self._data_handlers: dict[str, Callable[[Any], None]] = {}
 
@@ -168,10 +171,21 @@ class Notifier:
                 w.event.set()
         for listener in self.missed_listeners:
             try:
-                listener()
+                result = listener()
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(self._run_missed(result))
+                    self._missed_tasks.add(task)
+                    task.add_done_callback(self._missed_tasks.discard)
             except Exception:
                 log.exception("listener for missed changes failed")
         self._changed()
+
+    @staticmethod
+    async def _run_missed(work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("listener for missed changes failed")
 
     def _publish(self, change: dict) -> None:
         if self.publish is not None:
@@ -245,3 +259,6 @@ class Notifier:
         self.shutdown()
         if self._member_task is not None:
             self._member_task.cancel()
+        for task in list(self._missed_tasks):
+            task.cancel()
+        await asyncio.gather(*self._missed_tasks, return_exceptions=True)

@@ -11,6 +11,16 @@ batched insert per batch of events. The work runs in a task per room, in order;
 ``get_unread_counts`` first waits for this process's pending work on the room, so a
 count never misses an event that was already stored.
 
+HTTP pushers (https://spec.matrix.org/latest/push-gateway-api/): each pusher keeps the
+stream position of the last notification it was sent (``pushers.last_stream_ordering``,
+as Synapse's). New notifications wake the pusher's one sender task, which reads the
+user's unread notifications after that position from the database, sends them one by one
+in order, and stores the position after each. A pusher process that restarts, was down,
+or missed a hand-over (Redis was away) does the same from the stored positions
+(``start``, ``on_missed``): what was stored meanwhile is pushed, nothing twice (but the one
+notification in flight at a crash). A gateway that is down or answers 5xx is tried again
+(``RETRY_DELAYS_S``), the pusher waiting meanwhile, then that notification is skipped.
+
 Push actions older than 30 days are deleted (checkpoints of the stream position, about
 once an hour, tell which positions are that old).
 
@@ -72,10 +82,11 @@ PUSHER_KINDS = ("http", "email")
 #: What ``notifier.publish_data`` hands to the pusher processes (workers): notifications
 #: stored for events, a read receipt (the badge), an invite to a room we are not in.
 PUSH, BADGE, INVITE = "push", "push_badge", "push_invite"
-#: Catching up on missed hand-overs reads this many events' notifications at a time.
-CATCH_UP_BATCH = 500
-#: How many handed-over (room, position) pairs are remembered (against pushing one twice).
-HANDED_PUSHED_KEPT = 10_000
+#: A pusher's sender task reads this many notifications at a time.
+PUSH_BATCH = 100
+#: Waits before sending a notification again to a gateway that did not take it; after
+#: the last, the notification is skipped (the pusher goes on with the next).
+RETRY_DELAYS_S = (2.0, 10.0, 60.0, 300.0)
 
 
 def _rule_json(kind: str, r: StoredRule) -> dict[str, Any]:
@@ -145,13 +156,14 @@ class PushService:
         self._last_checkpoint_ms = 0
         self.gateway = gateway
         self.pushes_here = pushes_here
-        #: On a pusher process: the newest position of the notifications other processes
-        #: handed over (None until the first subscription); what comes after it is read
-        #: again when some may have been missed (``on_missed``).
-        self._handed_upto: int | None = None
-        #: (room, position) pushed from other processes' notifications, newest last: a
-        #: catch-up and a late hand-over never push one twice.
-        self._handed_pushed: OrderedDict[tuple[str, int], None] = OrderedDict()
+        #: The sender task of each HTTP pusher that has one, by (user, app, pushkey), and
+        #: the pushers woken while theirs ran (it looks again).
+        self._pusher_tasks: dict[tuple[str, str, str], asyncio.Task] = {}
+        self._woken_again: set[tuple[str, str, str]] = set()
+        #: Failed attempts at each pusher's next notification, and the timers of the
+        #: pushers waiting to try it again.
+        self._attempts: dict[tuple[str, str, str], int] = {}
+        self._retry_timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         #: Called with the users with email pushers among those a batch of events notified.
         self.email_listeners: list[Callable[[list[str]], None]] = []
         #: The badge (unread rooms) each HTTP pusher was last sent, by (user, app, pushkey).
@@ -396,49 +408,55 @@ class PushService:
                                            thread, actions or []))
         await self.actions.add(rows)
         await self._maybe_prune(events[-1].stream_ordering)
-        notifying = [r for r in rows if r.notif and self.pushes_here(r.user_id)]
-        if notifying:
-            self._note_pushed(room_id, [r.stream_ordering for r in notifying])
-            names = {m.user_id: m.displayname for m in members}
-            await self._send_to_pushers(room_id, notifying, event_dicts, names)
-        elsewhere = sorted({r.stream_ordering for r in rows if r.notif and not self.pushes_here(r.user_id)})
+        notified = {r.user_id for r in rows if r.notif}
+        here = sorted(u for u in notified if self.pushes_here(u))
+        if here:
+            await self._wake_pushers(here)
+        elsewhere = [r for r in rows if r.notif and not self.pushes_here(r.user_id)]
         if elsewhere:  # the pusher processes read these rows from the database
-            self.notifier.publish_data(PUSH, {"room": room_id, "positions": elsewhere})
+            self.notifier.publish_data(PUSH, {"room": room_id,
+                                              "positions": sorted({r.stream_ordering for r in elsewhere}),
+                                              "users": sorted({r.user_id for r in elsewhere})})
 
     # --- pushes handed over by other processes (workers) ------------------------------
 
     def on_remote_push(self, data: Any) -> None:
-        """Another process stored notifications (``PUSH``: the room and the positions of
-        the events): send those of the users whose pushes this process sends."""
+        """Another process stored notifications (``PUSH``: the room, the positions of the
+        events and the users notified): wake the pushers of the users whose pushes this
+        process sends (they read what is new from the database)."""
         if isinstance(data, dict) and isinstance(data.get("room"), str) and isinstance(data.get("positions"), list) \
                 and data["positions"]:
-            positions = [int(p) for p in data["positions"]]
-            self._in_background(lambda: self._push_stored(data["room"], positions))
+            self._in_background(lambda: self._wake_for_hand_over(data))
 
-    def on_missed(self) -> None:
-        """Hand-overs may have been missed (Redis was away): push the notifications stored
-        since the last one. The first call (the first subscription) only notes where the
-        notifications are now: what was stored before this process started is not pushed."""
-        self._in_background(self._catch_up)
-
-    async def _catch_up(self) -> None:
+    async def _wake_for_hand_over(self, data: dict[str, Any]) -> None:
         try:
-            if self._handed_upto is None:
-                self._handed_upto = await self.actions.max_position()
-                return
-            while True:
-                found = await self.actions.notified_after(self._handed_upto, CATCH_UP_BATCH)
-                by_room: dict[str, list[int]] = {}
-                for room_id, position in found:
-                    by_room.setdefault(room_id, []).append(position)
-                for room_id, positions in by_room.items():
-                    await self._push_stored(room_id, positions)
-                if found:
-                    self._handed_upto = max(self._handed_upto, found[-1][1])
-                if len(found) < CATCH_UP_BATCH:
-                    return
+            users = data.get("users")
+            if not isinstance(users, list):  # from an older process: the rows say who
+                rows = await self.actions.get_at_positions(data["room"], [int(p) for p in data["positions"]])
+                users = [r.user_id for r in rows if r.notif]
+            mine = sorted({u for u in users if isinstance(u, str) and self.pushes_here(u)})
+            if mine:
+                await self._wake_pushers(mine)
         except Exception:
-            log.exception("catching up on the pushes of other processes failed")
+            log.exception("waking the pushers of room %s failed", data.get("room"))
+
+    async def start(self) -> None:
+        """On a pusher process: push what the pushers of this process's users were not sent
+        yet (stored while no process pushed for them, or before a restart)."""
+        await self._wake_pushers_behind()
+
+    async def on_missed(self) -> None:
+        """Hand-overs may have been missed (a Redis subscription, a publisher's reset):
+        wake the pushers with notifications after their position."""
+        await self._wake_pushers_behind()
+
+    async def _wake_pushers_behind(self) -> None:
+        try:
+            for p in await self.pushers.get_http_pushers_behind():
+                if self.pushes_here(p.user_id):
+                    self._wake_pusher((p.user_id, p.app_id, p.pushkey))
+        except Exception:
+            log.exception("looking for pushers with notifications to send failed")
 
     def on_remote_badge(self, data: Any) -> None:
         """Another process stored a read receipt (``BADGE``: room and user)."""
@@ -450,39 +468,6 @@ class PushService:
         if isinstance(data, dict) and isinstance(data.get("event"), dict) and isinstance(data.get("stripped"), list) \
                 and self.pushes_here(str(data["event"].get("state_key"))):
             self._in_background(lambda: self._push_out_of_band_invite(data["event"], data["stripped"]))
-
-    def _note_pushed(self, room_id: str, positions: Sequence[int]) -> None:
-        """These events' notifications are being pushed from here: a catch-up skips them."""
-        for p in positions:
-            self._handed_pushed[(room_id, p)] = None
-        while len(self._handed_pushed) > HANDED_PUSHED_KEPT:
-            self._handed_pushed.popitem(last=False)
-        if positions and self._handed_upto is not None:
-            self._handed_upto = max(self._handed_upto, *positions)
-
-    async def _push_stored(self, room_id: str, positions: list[int]) -> None:
-        """Send the notifications stored for the events at ``positions`` to the pushers of
-        this process's users (the rows, events and names are read from the database)."""
-        try:
-            positions = [p for p in positions if (room_id, p) not in self._handed_pushed]
-            self._note_pushed(room_id, positions)
-            rows = [r for r in await self.actions.get_at_positions(room_id, positions)
-                    if r.notif and self.pushes_here(r.user_id)] if positions else []
-            if not rows:
-                return
-            pdus = await self.events.get_pdus(sorted({r.event_id for r in rows}))
-            event_dicts: dict[str, dict[str, Any]] = {}
-            for pdu in pdus.values():
-                event_dicts[pdu.event_id] = {"type": pdu.type, "content": pdu.content, "sender": pdu.sender,
-                                             "room_id": pdu.room_id, "event_id": pdu.event_id}
-                if pdu.state_key is not None:
-                    event_dicts[pdu.event_id]["state_key"] = pdu.state_key
-            room = await self.events.get_room(room_id)
-            members, _, _ = await self._room_context(room_id, room.current_state_group)
-            names = {m.user_id: m.displayname for m in members}
-            await self._send_to_pushers(room_id, [r for r in rows if r.event_id in event_dicts], event_dicts, names)
-        except Exception:
-            log.exception("sending the pushes of room %s stored by another process failed", room_id)
 
     # --- push gateways ---------------------------------------------------------------
 
@@ -518,10 +503,8 @@ class PushService:
             ctx = PushContext(user_id=user_id, display_name=None, member_count=joined, sender_power_level=0,
                               notification_levels={"room": 50})
             actions = evaluate_compiled((await self._get_compiled([user_id]))[user_id], event, ctx, {})
-            notify, highlight = notify_and_highlight(actions)
-            if not notify:
+            if not notify_and_highlight(actions)[0]:
                 return
-            row = PushAction(room_id, user_id, event["event_id"], 0, notify, highlight, MAIN_THREAD, list(actions))
 
             def field(event_type: str, key: str) -> str | None:
                 value = state.get((event_type, ""), {}).get(key)
@@ -529,43 +512,131 @@ class PushService:
 
             alias = field("m.room.canonical_alias", "alias")
             sender_name = state.get(("m.room.member", event["sender"]), {}).get("displayname")
-            await self._send_to_pushers(room_id, [row], {event["event_id"]: event},
-                                        {event["sender"]: sender_name if isinstance(sender_name, str) else None},
-                                        room_names=(field("m.room.name", "name") or alias, alias))
+            # Not in any stream (no position to resume from): one attempt per pusher.
+            pushers = [p for p in await self.pushers.get_pushers(user_id) if p.kind == "http"]
+            unread = await self.actions.count_unread_rooms(user_id) if pushers else 0
+            for p in pushers:
+                body = build_notification(p, event, list(actions),
+                                          sender_display_name=sender_name if isinstance(sender_name, str) else None,
+                                          room_name=field("m.room.name", "name") or alias, room_alias=alias,
+                                          user_is_target=True, unread=unread)
+                if await self._deliver(p, body):
+                    self._badges[(p.user_id, p.app_id, p.pushkey)] = unread
         except Exception:
             log.exception("pushing an invite to %s failed", room_id)
 
-    async def _send_to_pushers(self, room_id: str, rows: Sequence[PushAction],
-                               events: Mapping[str, Mapping[str, Any]], names: Mapping[str, str | None], *,
-                               room_names: tuple[str | None, str | None] | None = None) -> None:
-        """Start sending each notification to the user's HTTP pushers (in the background);
-        tell the email listeners which users have email pushers.
-        ``room_names``: (room_name, room_alias), read from the room's state when None."""
-        found = await self.pushers.get_pushers_for_users(sorted({r.user_id for r in rows}))
+    async def _wake_pushers(self, user_ids: Sequence[str]) -> None:
+        """These users (pushed from here) have new notifications: wake their HTTP pushers;
+        tell the email listeners which of them have email pushers."""
+        found = await self.pushers.get_pushers_for_users(user_ids)
         emailed = sorted({p.user_id for p in found if p.kind == "email"})
         if emailed:
             for listener in self.email_listeners:
                 listener(emailed)
-        pushers = [p for p in found if p.kind == "http"]
-        if not pushers:
+        for p in found:
+            if p.kind == "http":
+                self._wake_pusher((p.user_id, p.app_id, p.pushkey))
+
+    def _wake_pusher(self, key: tuple[str, str, str]) -> None:
+        """Start the pusher's sender task, or have the running one look again; one that
+        waits to retry a notification sends it (and what followed) when the wait is over."""
+        if key in self._retry_timers:
             return
-        room_name, room_alias = room_names if room_names is not None else await self._room_names(room_id)
-        unread = {u: await self.actions.count_unread_rooms(u) for u in by_user_ids(pushers)}
-        by_user: dict[str, list[Pusher]] = {}
-        for p in pushers:
-            by_user.setdefault(p.user_id, []).append(p)
-        loop = asyncio.get_running_loop()
-        for row in rows:
-            event = events[row.event_id]
-            for p in by_user.get(row.user_id, ()):
-                self._badges[(p.user_id, p.app_id, p.pushkey)] = unread[row.user_id]
-                body = build_notification(p, event, row.actions, sender_display_name=names.get(event["sender"]),
-                                          room_name=room_name, room_alias=room_alias,
-                                          user_is_target=event.get("state_key") == row.user_id,
-                                          unread=unread[row.user_id])
-                task = loop.create_task(self._notify(p, body))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
+        if key in self._pusher_tasks:
+            self._woken_again.add(key)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._run_pusher(key))
+        self._pusher_tasks[key] = task
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _run_pusher(self, key: tuple[str, str, str]) -> None:
+        try:
+            while True:
+                self._woken_again.discard(key)
+                if not await self._push_pending(key) or key not in self._woken_again:
+                    return
+        except Exception:
+            log.exception("pushing to a pusher of %s failed", key[0])
+        finally:
+            del self._pusher_tasks[key]
+
+    async def _push_pending(self, key: tuple[str, str, str]) -> bool:
+        """Send the pusher its unread notifications after its position, in order, storing
+        the position after each. False: the gateway did not take one; a retry is set."""
+        user_id, app_id, pushkey = key
+        pusher = await self.pushers.get_pusher(user_id, app_id, pushkey)
+        if pusher is None or pusher.kind != "http":
+            return True
+        position = pusher.last_stream_ordering
+        while True:
+            rows = await self.actions.unread_after(user_id, position, PUSH_BATCH)
+            if not rows:
+                return True
+            pdus = await self.events.get_pdus(sorted({r.event_id for r in rows}))
+            unread = await self.actions.count_unread_rooms(user_id)
+            rooms: dict[str, tuple[tuple[str | None, str | None], dict[str, str | None]]] = {}
+            for row in rows:
+                pdu = pdus.get(row.event_id)
+                if pdu is not None:  # else gone (purged): skipped
+                    if row.room_id not in rooms:
+                        room = await self.events.get_room(row.room_id)
+                        members, _, _ = await self._room_context(row.room_id, room.current_state_group)
+                        rooms[row.room_id] = (await self._room_names(row.room_id),
+                                              {m.user_id: m.displayname for m in members})
+                    (room_name, room_alias), names = rooms[row.room_id]
+                    event = {"type": pdu.type, "content": pdu.content, "sender": pdu.sender,
+                             "room_id": pdu.room_id, "event_id": pdu.event_id}
+                    if pdu.state_key is not None:
+                        event["state_key"] = pdu.state_key
+                    body = build_notification(pusher, event, row.actions, sender_display_name=names.get(pdu.sender),
+                                              room_name=room_name, room_alias=room_alias,
+                                              user_is_target=pdu.state_key == user_id, unread=unread)
+                    outcome = await self._deliver(pusher, body)
+                    if outcome is None and self._retry_later(key):
+                        return False
+                    self._attempts.pop(key, None)
+                    if outcome is False:
+                        return True  # the pusher is gone
+                    if outcome:
+                        self._badges[key] = unread
+                position = row.stream_ordering
+                await self.pushers.set_progress(user_id, app_id, pushkey, position)
+            if len(rows) < PUSH_BATCH:
+                return True
+
+    def _retry_later(self, key: tuple[str, str, str]) -> bool:
+        """The gateway did not take the pusher's next notification: True, try again after
+        the next of ``RETRY_DELAYS_S``; False (past the last): skip it."""
+        attempts = self._attempts.get(key, 0)
+        if attempts >= len(RETRY_DELAYS_S):
+            log.warning("the push gateway of %s did not take a notification in %d attempts; skipped",
+                        key[0], attempts + 1)
+            return False
+        self._attempts[key] = attempts + 1
+        self._retry_timers[key] = asyncio.get_running_loop().call_later(RETRY_DELAYS_S[attempts],
+                                                                          self._retry_due, key)
+        return True
+
+    def _retry_due(self, key: tuple[str, str, str]) -> None:
+        self._retry_timers.pop(key, None)
+        self._wake_pusher(key)
+
+    async def _deliver(self, pusher: Pusher, body: Mapping[str, Any]) -> bool | None:
+        """Send one notification. True: taken; False: the gateway rejected the push key
+        (the pusher is removed); None: not taken, worth trying again."""
+        rejected = await self.gateway.notify(pusher, body)
+        if rejected is None:
+            return None
+        if pusher.pushkey in rejected:
+            log.info("push gateway rejected a push key of %s: pusher removed", pusher.user_id)
+            await self.pushers.delete_pusher(pusher.user_id, pusher.app_id, pusher.pushkey)
+            return False
+        return True
 
     def on_receipt(self, room_id: str, receipt_type: str, user_id: str, event_id: str, data: Any) -> None:
         """The ReceiptsService listener (a local user's public read receipt): their badge
@@ -591,7 +662,7 @@ class PushService:
                 if self._badges.get(key) == badge:
                     continue
                 self._badges[key] = badge
-                await self._notify(p, build_badge(p, badge))
+                await self._deliver(p, build_badge(p, badge))
         except Exception:
             log.exception("updating the badge of %s failed", user_id)
 
@@ -611,21 +682,15 @@ class PushService:
         alias = field("m.room.canonical_alias", "alias")
         return field("m.room.name", "name") or alias, alias
 
-    async def _notify(self, pusher: Pusher, body: Mapping[str, Any]) -> None:
-        try:
-            rejected = await self.gateway.notify(pusher, body)
-            if pusher.pushkey in rejected:
-                log.info("push gateway rejected a push key of %s: pusher removed", pusher.user_id)
-                await self.pushers.delete_pusher(pusher.user_id, pusher.app_id, pusher.pushkey)
-        except Exception:
-            log.exception("sending a push notification failed")
-
     async def flush_pushes(self) -> None:
         """Wait for the notifications being sent to push gateways."""
         while self._sending:
             await asyncio.wait(list(self._sending))
 
     async def close(self) -> None:
+        for timer in self._retry_timers.values():
+            timer.cancel()
+        self._retry_timers.clear()
         await self.flush()
         await self.flush_pushes()
         await self.gateway.close()

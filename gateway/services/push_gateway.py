@@ -4,8 +4,9 @@ Spec: https://spec.matrix.org/latest/push-gateway-api/#post_matrixpushv1notify
 
 Requests follow the outbound IP range rules (``ip_range_blacklist``/``ip_range_whitelist``,
 as federation does), so a pusher URL cannot make the server reach a private address.
-A push key the gateway reports as ``rejected`` removes that pusher. One attempt per
-notification (a notification is not worth a queue that outlives a restart).
+A push key the gateway reports as ``rejected`` removes that pusher. A gateway that cannot
+be reached, or answers 5xx or 429, is tried again later (``notify`` returns None: the
+pusher keeps its position, gateway/services/push.py); any other answer is final.
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ class PushGatewayClient:
                                                   headers={"User-Agent": "Gateway"})
         return self._session
 
-    async def notify(self, pusher: Pusher, body: Mapping[str, Any]) -> list[str]:
-        """POST to the pusher's URL; returns the rejected push keys ([] on any failure)."""
+    async def notify(self, pusher: Pusher, body: Mapping[str, Any]) -> list[str] | None:
+        """POST to the pusher's URL; returns the rejected push keys, or None when the
+        gateway did not take the notification and a later attempt may succeed."""
         url = pusher.data.get("url")
         if not isinstance(url, str):
             return []
@@ -99,11 +101,14 @@ class PushGatewayClient:
             async with self._get_session().post(url, json=body, allow_redirects=False) as resp:
                 if resp.status != 200:
                     log.info("push gateway %s answered %d for %s", url, resp.status, pusher.user_id)
+                    return None if resp.status >= 500 or resp.status == 429 else []
+                try:
+                    answer = await resp.json(content_type=None)
+                except ValueError:  # taken, with an answer that is not JSON
                     return []
-                answer = await resp.json(content_type=None)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
             log.info("push gateway %s unreachable for %s: %s", url, pusher.user_id, e)
-            return []
+            return None
         rejected = answer.get("rejected") if isinstance(answer, dict) else None
         return [k for k in rejected if isinstance(k, str)] if isinstance(rejected, list) else []
 

@@ -8,9 +8,10 @@ Redis: positions and rows live in the database, so sync tokens stay valid when a
 process restarts.
 
 Catching up: each (re)subscription (the first one, and every one after Redis or the
-connection went away) wakes every waiting sync, so that changes published while this
-process was not listening are read from the database. A publish that fails is followed,
-once Redis answers again, by a ``reset`` message that does the same on every process.
+connection went away) calls the notifier's ``wake_all``: every waiting sync wakes and the
+``missed_listeners`` (pushers, the federation sender) read from the database what they may
+have missed. A publish that fails is followed, once Redis answers again, by a ``reset``
+message that does the same on every process.
 
 The channel is ``<channel_prefix>/notify`` (``redis.channel_prefix``, default
 ``gateway/<server_name>``): Redis channels ignore ``dbid``, so deployments sharing a Redis
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -58,10 +58,6 @@ class RedisReplication:
         self.subscribed = asyncio.Event()
         #: How many times the subscription was (re)established.
         self.subscriptions = 0
-        #: ``async listener()`` after each subscription but the first (messages published
-        #: while this process was not listening are lost: look in the database).
-        self.resubscribed_listeners: list[Callable[[], Awaitable[None]]] = []
-        self._background: set[asyncio.Task] = set()
         notifier.publish = self.publish
 
     def _connect(self) -> Any:
@@ -137,18 +133,6 @@ class RedisReplication:
         log.info("subscribed to Redis channel %s (%d)", self.channel, self.subscriptions)
         self.subscribed.set()
         self.notifier.wake_all()  # catch up from the database on what we may have missed
-        if self.subscriptions > 1:
-            for listener in self.resubscribed_listeners:
-                task = asyncio.get_running_loop().create_task(self._run_listener(listener))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-
-    @staticmethod
-    async def _run_listener(listener: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await listener()
-        except Exception:
-            log.exception("a Redis resubscription listener failed")
 
     def _on_message(self, data: bytes) -> None:
         try:
@@ -167,9 +151,9 @@ class RedisReplication:
             log.exception("applying a change from %s failed", change.get("i"))
 
     async def close(self) -> None:
-        for t in [*self._tasks, *self._background]:
+        for t in self._tasks:
             t.cancel()
-        for t in [*self._tasks, *self._background]:
+        for t in self._tasks:
             try:
                 await t
             except asyncio.CancelledError:

@@ -59,6 +59,16 @@ class Pusher:
     lang: str
     data: dict[str, Any]
     created_ts: int
+    #: HTTP pushers: the stream position of the last notification sent (or skipped).
+    last_stream_ordering: int = 0
+
+
+_PUSHER_COLUMNS = ("user_id, device_id, kind, app_id, pushkey, app_display_name, device_display_name, profile_tag,"
+                   " lang, data, created_ts, last_stream_ordering")
+
+
+def _pusher(r: Any) -> Pusher:
+    return Pusher(*r[:9], json.loads(r[9]), int(r[10]), int(r[11]))
 
 
 class PushRuleStore:
@@ -253,16 +263,20 @@ class PushActionStore:
                     for r in rows]
         return out
 
-    async def notified_after(self, stream_ordering: int, limit: int) -> list[tuple[str, int]]:
-        """(room, position) of the events after ``stream_ordering`` that notified someone,
-        oldest first."""
+    async def unread_after(self, user_id: str, after: int, limit: int) -> list[PushAction]:
+        """The user's notifications after stream position ``after`` that are still unread
+        (after their read receipt in the room), oldest first: what an HTTP pusher sends."""
         rows = await self.db.fetch(
-            "SELECT DISTINCT room_id, stream_ordering FROM event_push_actions WHERE stream_ordering > $1"
-            " AND notif = TRUE ORDER BY stream_ordering LIMIT $2", stream_ordering, limit)
-        return [(r[0], int(r[1])) for r in rows]
-
-    async def max_position(self) -> int:
-        return int(await self.db.fetchval("SELECT MAX(stream_ordering) FROM event_push_actions") or 0)
+            "SELECT e.room_id, e.user_id, e.event_id, e.stream_ordering, e.notif, e.highlight, e.thread_id,"
+            " e.actions FROM event_push_actions e"
+            " LEFT JOIN (SELECT room_id, MAX(event_stream_ordering) AS pos FROM receipts"
+            "  WHERE user_id = $1 AND thread_id = '' AND receipt_type IN ('m.read', 'm.read.private')"
+            "  GROUP BY room_id) r ON r.room_id = e.room_id"
+            " WHERE e.user_id = $1 AND e.notif = TRUE AND e.stream_ordering > $2"
+            " AND e.stream_ordering > COALESCE(r.pos, 0) ORDER BY e.stream_ordering LIMIT $3",
+            user_id, after, limit)
+        return [PushAction(r[0], r[1], r[2], int(r[3]), bool(r[4]), bool(r[5]), r[6], json.loads(r[7]))
+                for r in rows]
 
     async def get_for_user(self, user_id: str, *, before: int | None, limit: int,
                            only_highlight: bool = False) -> list[PushAction]:
@@ -289,11 +303,14 @@ class PusherStore:
 
     async def get_pushers(self, user_id: str) -> list[Pusher]:
         rows = await self.db.fetch(
-            "SELECT user_id, device_id, kind, app_id, pushkey, app_display_name, device_display_name,"
-            " profile_tag, lang, data, created_ts FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey",
-            user_id,
-        )
-        return [Pusher(*r[:9], json.loads(r[9]), int(r[10])) for r in rows]
+            f"SELECT {_PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey", user_id)
+        return [_pusher(r) for r in rows]
+
+    async def get_pusher(self, user_id: str, app_id: str, pushkey: str) -> Pusher | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+            user_id, app_id, pushkey)
+        return _pusher(row) if row is not None else None
 
     async def get_pushers_for_users(self, user_ids: Sequence[str]) -> list[Pusher]:
         ids = list(user_ids)
@@ -301,13 +318,23 @@ class PusherStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             rows = await self.db.fetch(
-                "SELECT user_id, device_id, kind, app_id, pushkey, app_display_name, device_display_name,"
-                " profile_tag, lang, data, created_ts FROM pushers"
-                f" WHERE user_id IN ({_placeholders(len(chunk))})",
-                *chunk,
-            )
-            out += [Pusher(*r[:9], json.loads(r[9]), int(r[10])) for r in rows]
+                f"SELECT {_PUSHER_COLUMNS} FROM pushers WHERE user_id IN ({_placeholders(len(chunk))})", *chunk)
+            out += [_pusher(r) for r in rows]
         return out
+
+    async def get_http_pushers_behind(self) -> list[Pusher]:
+        """HTTP pushers with notifications after their position (to push after a restart)."""
+        rows = await self.db.fetch(
+            f"SELECT {_PUSHER_COLUMNS} FROM pushers p WHERE p.kind = 'http' AND EXISTS (SELECT 1"
+            " FROM event_push_actions e WHERE e.user_id = p.user_id AND e.notif = TRUE"
+            " AND e.stream_ordering > p.last_stream_ordering)")
+        return [_pusher(r) for r in rows]
+
+    async def set_progress(self, user_id: str, app_id: str, pushkey: str, stream_ordering: int) -> None:
+        """The pusher was sent (or skipped) the notifications up to ``stream_ordering``."""
+        await self.db.execute(
+            "UPDATE pushers SET last_stream_ordering = $4 WHERE user_id = $1 AND app_id = $2 AND pushkey = $3"
+            " AND last_stream_ordering < $4", user_id, app_id, pushkey, stream_ordering)
 
     async def set_pusher(self, p: Pusher, *, append: bool) -> None:
         """Add or replace the user's pusher for (app_id, pushkey); unless ``append``, other
@@ -318,10 +345,13 @@ class PusherStore:
                     "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
                     p.app_id, p.pushkey, p.user_id,
                 )
+            # A new pusher starts from the notifications stored so far (no history is
+            # pushed); a changed one keeps its progress.
             await txn.execute(
                 "INSERT INTO pushers (user_id, device_id, kind, app_id, pushkey, app_display_name,"
-                " device_display_name, profile_tag, lang, data, created_ts)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                " device_display_name, profile_tag, lang, data, created_ts, last_stream_ordering)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                " (SELECT COALESCE(MAX(stream_ordering), 0) FROM event_push_actions))"
                 " ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET device_id = excluded.device_id,"
                 " kind = excluded.kind, app_display_name = excluded.app_display_name,"
                 " device_display_name = excluded.device_display_name, profile_tag = excluded.profile_tag,"
