@@ -226,3 +226,46 @@ async def test_receipts_and_out_of_band_invites_go_to_the_users_pusher_process()
                   "stripped": stripped}),
     ]
     await push.flush_pushes()  # nothing was started here
+
+
+async def test_a_pusher_worker_killed_and_started_again_pushes_what_it_missed_once(cluster, push_gateway):
+    """Issue 18: a pusher process killed (SIGKILL) while events are stored pushes, once it
+    runs again, every notification stored meanwhile (from its pusher's stored position),
+    and none it had pushed before."""
+    gateway = push_gateway
+    async with aiohttp.ClientSession() as session:
+        reader = await register_user(session, cluster.main_url, name_in_shard("away", "pusher1"))
+        sender = await register_user(session, cluster.main_url, name_in_shard("chatty", "pusher2"))
+        room_id = (await sender.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+        await reader.call("POST", f"/join/{room_id}", {})
+        await reader.call("POST", "/pushers/set", http_pusher(gateway.url, "away-key"))
+
+        def for_reader(n: dict) -> bool:
+            return n.get("room_id") == room_id and n["devices"][0]["pushkey"] == "away-key" and "event_id" in n
+
+        before = await sender.send_text(room_id, "before the kill")
+        await gateway.wait_for(lambda n: for_reader(n) and n["event_id"] == before)
+        conn = await asyncpg.connect(**cluster.db_args)
+        try:
+            # Pushed, and its position stored (a kill between the two pushes it again).
+            while not await conn.fetchval(
+                    "SELECT p.last_stream_ordering >= e.stream_ordering FROM pushers p, events e"
+                    " WHERE p.pushkey = 'away-key' AND e.event_id = $1", before):
+                await asyncio.sleep(0.05)
+            cluster.kill("pusher1")
+            missed = [await sender.send_text(room_id, f"while down {i}") for i in range(3)]
+            # Stored by main, handed over to nobody: the notifications are in the database.
+            while await conn.fetchval("SELECT COUNT(*) FROM event_push_actions WHERE user_id = $1"
+                                      " AND event_id = ANY($2::text[])", reader.user_id, missed) < len(missed):
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+        assert not [n for _, n in gateway.received if for_reader(n) and n["event_id"] in missed]
+        await asyncio.get_running_loop().run_in_executor(None, cluster.start_worker, "pusher1")
+        await gateway.wait_for(lambda n: for_reader(n) and n["event_id"] == missed[-1])
+        after = await sender.send_text(room_id, "after the restart")
+        await gateway.wait_for(lambda n: for_reader(n) and n["event_id"] == after)
+    pushed = [(process, n["event_id"]) for process, n in gateway.received if for_reader(n)]
+    # Each once, in order, the missed ones by the restarted worker.
+    assert [e for _, e in pushed] == [before, *missed, after]
+    assert {p for p, _ in pushed} == {"pusher1"}

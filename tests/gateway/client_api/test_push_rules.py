@@ -3,6 +3,8 @@ on both engines."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from .conftest import auth_header, register
@@ -250,11 +252,15 @@ class FakePushGateway:
     def __init__(self, reject=()):
         self.received: list[dict] = []
         self.reject = set(reject)
+        self.failures = 0  # answer this many requests with a 503 first
 
     async def handler(self, request):
         from aiohttp import web
 
         body = await request.json()
+        if self.failures:
+            self.failures -= 1
+            return web.json_response({"errcode": "M_UNKNOWN"}, status=503)
         self.received.append(body)
         keys = [d["pushkey"] for d in body["notification"]["devices"] if d["pushkey"] in self.reject]
         return web.json_response({"rejected": keys})
@@ -310,6 +316,39 @@ async def test_notifications_reach_push_gateways(client, hs, alice, bob, gateway
     await hs.push.flush(room_id)
     await hs.push.flush_pushes()
     assert gateway.received == []
+
+
+@pytest.mark.parametrize("config_overrides", [{"ip_range_whitelist": ["127.0.0.1/32"]}])
+async def test_a_gateway_that_fails_gets_the_notifications_later_in_order(client, hs, alice, bob, gateway,
+                                                                          monkeypatch):
+    """A 5xx answer: the pusher keeps its position and tries again after a wait, the
+    notifications stored meanwhile following in order, each once."""
+    import gateway.services.push as push_module
+
+    monkeypatch.setattr(push_module, "RETRY_DELAYS_S", (0.05, 0.05))
+    room_id = await create(client, alice, preset="public_chat")
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    assert await post(client, alice, "/pushers/set", http_pusher(gateway.url)) == (200, {})
+    gateway.failures = 2
+    first = await say(client, bob, room_id, "1", "one")
+    second = await say(client, bob, room_id, "2", "two")
+    await hs.push.flush(room_id)
+    while len(gateway.received) < 2:
+        await asyncio.sleep(0.02)
+    await hs.push.flush_pushes()
+    assert [r["notification"]["event_id"] for r in gateway.received] == [first, second]
+    (pusher,) = await hs.push.pushers.get_pushers("@alice:hs.test")
+    assert pusher.last_stream_ordering == (await hs.events.store.get_event(second)).stream_ordering
+    # Past the last wait, a notification the gateway never takes is skipped.
+    gateway.failures = 3
+    third = await say(client, bob, room_id, "3", "three")
+    fourth = await say(client, bob, room_id, "4", "four")
+    await hs.push.flush(room_id)
+    while len(gateway.received) < 3:
+        await asyncio.sleep(0.02)
+    await hs.push.flush_pushes()
+    assert [r["notification"]["event_id"] for r in gateway.received][2:] == [fourth]
+    assert third not in [r["notification"]["event_id"] for r in gateway.received]
 
 
 @pytest.mark.parametrize("config_overrides", [{"ip_range_whitelist": ["127.0.0.1/32"]}])
