@@ -9,6 +9,8 @@ admin API exposes (https://element-hq.github.io/synapse/latest/usage/administrat
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -305,6 +307,37 @@ class DestinationStore:
         total = await self.db.fetchval("SELECT COUNT(*) FROM destination_rooms WHERE destination = $1",
                                        destination)
         return [(r[0], int(r[1])) for r in rows], int(total)
+
+
+class KeptEduStore:
+    """EDUs kept for a destination until it took them (``device_federation_outbox``, shared
+    with to-device messages and device lists: gateway/services/e2e_keys.py). A kept EDU
+    with the same key replaces the older one (a user's newest receipt in a room)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def keep(self, edus: Sequence[tuple[str, str, str, Mapping[str, Any]]], now_ms: int) -> None:
+        """(destination, key, edu_type, content), each replacing what is kept under its key."""
+        if edus:
+            await self.db.executemany(
+                "INSERT INTO device_federation_outbox (destination, message_id, edu_type, content, created_ts)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (destination, message_id) DO UPDATE SET"
+                " edu_type = excluded.edu_type, content = excluded.content, created_ts = excluded.created_ts",
+                [(d, k, t, kept_json(c), now_ms) for d, k, t, c in edus])
+
+    async def forget(self, destination: str, sent: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """The destination took these (key, content): forget them, unless a newer EDU
+        replaced one meanwhile."""
+        if sent:
+            await self.db.executemany(
+                "DELETE FROM device_federation_outbox WHERE destination = $1 AND message_id = $2 AND content = $3",
+                [(destination, k, kept_json(c)) for k, c in sent])
+
+
+def kept_json(content: Mapping[str, Any]) -> str:
+    """A kept EDU's content as stored (the same text for the same content, key order kept)."""
+    return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
 
 
 def _escape_like(text: str) -> str:

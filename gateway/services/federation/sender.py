@@ -30,10 +30,13 @@ How it works:
   the main process, to-device messages, device lists, presence) is handed to the
   destination's sender over Redis (``forward``, set by the wiring); an EDU for every
   server of a room goes to every sender, each sending it to its own destinations.
-- EDUs live in memory only (typing, receipts, presence, device lists): they are lost on a
-  restart. To-device messages are the exception: ``hs.e2e_keys`` stores them until a
-  transaction carrying them succeeds (``edus_sent_hooks``) and queues them again when the
-  sender starts (``started_hooks``). Typing and presence EDUs are dropped when a destination fails.
+- Typing and presence EDUs live in memory only: lost on a restart, dropped when a
+  destination fails. To-device messages, device list updates and receipts are also kept
+  in the database (``device_federation_outbox``) until a transaction carrying them
+  succeeds (``edus_sent_hooks``; receipts here) and queued again when the sender starts or
+  may have missed some (``started_hooks``, ``hs.e2e_keys.resend_outbox``). A receipt is
+  kept by the process that stores it, for the room's servers, before it is handed to the
+  senders; a newer receipt of the same user, type and thread replaces it.
   Local typing changes and public receipts (``hs.typing`` / ``hs.receipts`` listeners)
   become ``m.typing`` / ``m.receipt`` EDUs to the room's other servers.
 """
@@ -43,9 +46,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import logging
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -64,7 +68,7 @@ from federation.transactions import (
 )
 
 from ...config.workers import instance_for
-from ...storage.destinations import DestinationRow, DestinationStore, MemberDelta, NewEventRow
+from ...storage.destinations import DestinationRow, DestinationStore, KeptEduStore, MemberDelta, NewEventRow
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +277,13 @@ class _DestinationQueue:
     async def _edus_sent(self, edus: Sequence[tuple[Hashable, dict[str, Any]]]) -> None:
         if not edus:
             return
+        receipts = [(slot[2], e["content"]) for slot, e in edus if e["edu_type"] == "m.receipt"
+                    and isinstance(slot, tuple) and slot[0] == "k" and isinstance(slot[2], str)]
+        if receipts:
+            try:
+                await self.sender.kept.forget(self.destination, receipts)
+            except Exception:
+                log.exception("forgetting the receipts %s took failed", self.destination)
         for hook in self.sender.edus_sent_hooks:
             try:
                 await hook(self.destination, [e for _, e in edus])
@@ -319,6 +330,10 @@ class FederationSender:
         #: are dropped.
         self.forward: Callable[[dict[str, Any]], None] | None = None
         self.store = DestinationStore(hs.db)
+        self.kept = KeptEduStore(hs.db)
+        #: Local receipts to keep for their rooms' servers, then send (in order, one task).
+        self._receipts: deque[tuple[str, dict[str, Any], str]] = deque()
+        self._receipt_task: asyncio.Task | None = None
         fed = hs.config.federation
         self.retry = retry or RetryPolicy(fed.destination_min_retry_interval_ms, fed.destination_max_retry_interval_ms,
                                           fed.destination_retry_multiplier)
@@ -402,7 +417,8 @@ class FederationSender:
 
     async def stop(self) -> None:
         self.stopped = True
-        tasks = [t for t in [self._distributor, self._room_edu_task, *(q.task for q in self._queues.values()),
+        tasks = [t for t in [self._distributor, self._room_edu_task, self._receipt_task,
+                             *(q.task for q in self._queues.values()),
                              *self._background] if t]
         for q in self._queues.values():
             if q.timer is not None:
@@ -558,8 +574,26 @@ class FederationSender:
                           data: Mapping[str, Any]) -> None:
         """``m.receipt``: https://spec.matrix.org/latest/server-server-api/#receipts"""
         content = {room_id: {receipt_type: {user_id: {"data": dict(data), "event_ids": [event_id]}}}}
-        self.send_edu_to_room(room_id, "m.receipt", content,
-                              key=(room_id, receipt_type, user_id, data.get("thread_id")))
+        self._receipts.append((room_id, content, receipt_key(room_id, receipt_type, user_id, data.get("thread_id"))))
+        if self.stopped:
+            return
+        if self._receipt_task is None or self._receipt_task.done():
+            self._receipt_task = asyncio.get_running_loop().create_task(self._keep_receipts(),
+                                                                        name="federation-sender-receipts")
+
+    async def _keep_receipts(self) -> None:
+        """Keep each receipt for the room's servers until they took it (a sender that was
+        down or restarts sends it then), then hand it to the senders."""
+        while self._receipts:
+            room_id, content, key = self._receipts.popleft()
+            try:
+                servers = sorted(await self.joined_servers(room_id))
+                await self.kept.keep([(d, key, "m.receipt", content) for d in servers], self.hs.clock_ms())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("federation sender: could not keep a receipt of %s", room_id)
+            self.send_edu_to_room(room_id, "m.receipt", content, key=key)
 
     # --- backoff reset ---------------------------------------------------------------
 
@@ -790,6 +824,12 @@ class FederationSender:
             return [e.event_id for e in chosen]
         at = await self.store.get_event_ids_at(newest.values())
         return [at[p] for p in sorted(newest.values()) if p in at]
+
+
+def receipt_key(room_id: str, receipt_type: str, user_id: str, thread_id: Any) -> str:
+    """The key of a user's receipt for the room's servers: a newer one replaces it, in the
+    queues and in the database."""
+    return json.dumps(["m.receipt", room_id, receipt_type, user_id, thread_id], separators=(",", ":"))
 
 
 def _key_to_json(key: Hashable | None) -> Any:

@@ -580,3 +580,40 @@ async def test_a_destination_moving_to_another_sender_misses_nothing(open_hs, pe
         assert peer.errors == []
     finally:
         await hs.close()
+
+
+async def test_receipts_made_while_the_sender_is_down_reach_the_server_when_it_starts(open_hs, peer):
+    """Issue 18: a receipt is kept for the room's servers until they took it, so one made
+    while no sender runs (or before a restart) is sent when the sender starts; a newer
+    receipt of the same user replaces the older one; once taken, none is kept."""
+    hs1 = await open_hs(start=False)
+    trust(peer, hs1)
+    alice, room_id = await new_room(hs1)
+    await remote_join(hs1, room_id, f"@bob:{peer.server_name}", peer)
+    first, second = await say(hs1, room_id, alice, 2)
+    await hs1.receipts.send_receipt(alice, room_id, "m.read", first, None)
+    await hs1.receipts.send_receipt(alice, room_id, "m.read", second, None)
+    await hs1.receipts.send_receipt(alice, room_id, "m.read.private", second, None)  # stays here
+
+    async def kept():
+        rows = await hs1.db.fetch("SELECT destination, edu_type, content FROM device_federation_outbox")
+        return rows if rows and all(second in r[2] for r in rows) else None
+
+    rows = await until(kept)
+    assert [(r[0], r[1]) for r in rows] == [(peer.server_name, "m.receipt")]
+    await hs1.close()
+    assert not any(e["edu_type"] == "m.receipt" for e in peer.edus)
+    hs2 = await open_hs()
+    try:
+        await peer.wait_for(lambda: any(e["edu_type"] == "m.receipt" for e in peer.edus))
+        (receipt,) = [e["content"] for e in peer.edus if e["edu_type"] == "m.receipt"]
+        assert list(receipt[room_id]) == ["m.read"]
+        assert receipt[room_id]["m.read"][alice]["event_ids"] == [second]
+
+        async def forgotten():
+            return await hs2.db.fetchval("SELECT COUNT(*) FROM device_federation_outbox") == 0
+
+        await until(forgotten)
+        assert peer.errors == []
+    finally:
+        await hs2.close()
