@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from federation.ids import is_valid_user_id
 
 from ..http import MatrixError
+from ..storage.destinations import presence_key
 from ..storage.directory import DirectoryStore
 from ..storage.presence import PresenceRow, PresenceStore
 from ..storage.users import UserStore
@@ -142,7 +143,7 @@ class UserDirectoryService:
         """``m.presence`` to every server sharing a room with the user:
         https://spec.matrix.org/latest/server-server-api/#presence"""
         sender = self.federation_sender
-        if not sender.started:
+        if not sender.federates():
             return
         servers: set[str] = set()
         for room_id in await self.events.state.get_rooms_for_user(user_id):
@@ -151,7 +152,8 @@ class UserDirectoryService:
             return
         row = (await self.presence_store.get_presence([user_id])).get(user_id)
         entry = {"user_id": user_id, **presence_json(row, self.clock_ms())}
-        sender.send_edu_to_servers(sorted(servers), "m.presence", {"push": [entry]}, key=("presence", user_id))
+        # Kept until each server took it: a sender that was down or restarts sends it then.
+        await sender.keep_and_send(servers, "m.presence", {"push": [entry]}, presence_key(user_id))
 
     def on_new_state(self, room_id: str, pdus: Sequence[Any]) -> None:
         """Listener: joins to a room share presence at once, as Synapse does, so that the

@@ -335,6 +335,24 @@ class KeptEduStore:
                 [(destination, k, kept_json(c)) for k, c in sent])
 
 
+    async def get(self, destination: str, edu_type: str) -> list[tuple[str, dict[str, Any]]]:
+        """The (key, content) of the EDUs of this type kept for the destination, oldest first."""
+        rows = await self.db.fetch(
+            "SELECT message_id, content FROM device_federation_outbox WHERE destination = $1 AND edu_type = $2"
+            " ORDER BY created_ts, message_id", destination, edu_type)
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+
+def presence_key(user_id: str) -> str:
+    """The key of a user's presence kept for a server: a newer one replaces it."""
+    return json.dumps(["m.presence", user_id], separators=(",", ":"))
+
+
+def receipt_key(room_id: str, receipt_type: str, user_id: str, thread_id: Any) -> str:
+    """The key of a user's receipt kept for a server: a newer one replaces it."""
+    return json.dumps(["m.receipt", room_id, receipt_type, user_id, thread_id], separators=(",", ":"))
+
+
 def kept_json(content: Mapping[str, Any]) -> str:
     """A kept EDU's content as stored (the same text for the same content, key order kept)."""
     return json.dumps(content, separators=(",", ":"), ensure_ascii=False)

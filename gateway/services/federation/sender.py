@@ -30,13 +30,16 @@ How it works:
   the main process, to-device messages, device lists, presence) is handed to the
   destination's sender over Redis (``forward``, set by the wiring); an EDU for every
   server of a room goes to every sender, each sending it to its own destinations.
-- Typing and presence EDUs live in memory only: lost on a restart, dropped when a
-  destination fails. To-device messages, device list updates and receipts are also kept
-  in the database (``device_federation_outbox``) until a transaction carrying them
-  succeeds (``edus_sent_hooks``; receipts here) and queued again when the sender starts or
-  may have missed some (``started_hooks``, ``hs.e2e_keys.resend_outbox``). A receipt is
-  kept by the process that stores it, for the room's servers, before it is handed to the
-  senders; a newer receipt of the same user, type and thread replaces it.
+- Typing EDUs live in memory only: lost on a restart, dropped when a destination fails.
+  To-device messages, device list updates, receipts and presence are also kept in the
+  database (``device_federation_outbox``) until a transaction carrying them succeeds
+  (``edus_sent_hooks``; receipts and presence here) and queued again when the sender
+  starts or may have missed some (``started_hooks``, ``hs.e2e_keys.resend_outbox``). A
+  receipt or presence change is kept by the process that makes it, for the servers it
+  goes to, before it is handed to their senders; a newer receipt of the same user, type
+  and thread, or a newer presence of the user, replaces it. Presence is dropped from
+  memory while a destination backs off, and queued again from the database once it
+  answers.
   Local typing changes and public receipts (``hs.typing`` / ``hs.receipts`` listeners)
   become ``m.typing`` / ``m.receipt`` EDUs to the room's other servers.
 """
@@ -46,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import json
 import logging
 import random
 from collections import OrderedDict, deque
@@ -68,7 +70,14 @@ from federation.transactions import (
 )
 
 from ...config.workers import instance_for
-from ...storage.destinations import DestinationRow, DestinationStore, KeptEduStore, MemberDelta, NewEventRow
+from ...storage.destinations import (
+    DestinationRow,
+    DestinationStore,
+    KeptEduStore,
+    MemberDelta,
+    NewEventRow,
+    receipt_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -277,13 +286,13 @@ class _DestinationQueue:
     async def _edus_sent(self, edus: Sequence[tuple[Hashable, dict[str, Any]]]) -> None:
         if not edus:
             return
-        receipts = [(slot[2], e["content"]) for slot, e in edus if e["edu_type"] == "m.receipt"
-                    and isinstance(slot, tuple) and slot[0] == "k" and isinstance(slot[2], str)]
-        if receipts:
+        kept = [(slot[2], e["content"]) for slot, e in edus if e["edu_type"] in KEPT_HERE
+                and isinstance(slot, tuple) and slot[0] == "k" and isinstance(slot[2], str)]
+        if kept:
             try:
-                await self.sender.kept.forget(self.destination, receipts)
+                await self.sender.kept.forget(self.destination, kept)
             except Exception:
-                log.exception("forgetting the receipts %s took failed", self.destination)
+                log.exception("forgetting the EDUs %s took failed", self.destination)
         for hook in self.sender.edus_sent_hooks:
             try:
                 await hook(self.destination, [e for _, e in edus])
@@ -305,6 +314,9 @@ class _DestinationQueue:
             self.reset_retry()
             await self.sender.store.reset_retry_timings(self.destination)
             log.info("%s is reachable again", self.destination)
+            # Presence dropped while it backed off: the newest kept per user.
+            for key, content in await self.sender.kept.get(self.destination, "m.presence"):
+                self.sender._queue_edu(self.destination, "m.presence", content, key)
 
     def reset_retry(self) -> None:
         self.retry_last_ts, self.retry_interval, self.failure_ts = 0, 0, None
@@ -574,12 +586,25 @@ class FederationSender:
                           data: Mapping[str, Any]) -> None:
         """``m.receipt``: https://spec.matrix.org/latest/server-server-api/#receipts"""
         content = {room_id: {receipt_type: {user_id: {"data": dict(data), "event_ids": [event_id]}}}}
-        self._receipts.append((room_id, content, receipt_key(room_id, receipt_type, user_id, data.get("thread_id"))))
-        if self.stopped:
+        if self.stopped or not self.federates():
             return
+        self._receipts.append((room_id, content, receipt_key(room_id, receipt_type, user_id, data.get("thread_id"))))
         if self._receipt_task is None or self._receipt_task.done():
             self._receipt_task = asyncio.get_running_loop().create_task(self._keep_receipts(),
                                                                         name="federation-sender-receipts")
+
+    def federates(self) -> bool:
+        """Whether some process sends to other servers (this one, started, or the
+        configured senders): else nothing is kept for them."""
+        return self.started or bool(self.sender_instances)
+
+    async def keep_and_send(self, destinations: Iterable[str], edu_type: str, content: Mapping[str, Any],
+                            key: str) -> None:
+        """Keep the EDU for each destination until it took it (a newer one with the same
+        key replaces it), then queue it for them (``send_edu``)."""
+        destinations = sorted(d for d in destinations if self._may_send_to(d))
+        await self.kept.keep([(d, key, edu_type, content) for d in destinations], self.hs.clock_ms())
+        self.send_edu_to_servers(destinations, edu_type, content, key)
 
     async def _keep_receipts(self) -> None:
         """Keep each receipt for the room's servers until they took it (a sender that was
@@ -826,10 +851,9 @@ class FederationSender:
         return [at[p] for p in sorted(newest.values()) if p in at]
 
 
-def receipt_key(room_id: str, receipt_type: str, user_id: str, thread_id: Any) -> str:
-    """The key of a user's receipt for the room's servers: a newer one replaces it, in the
-    queues and in the database."""
-    return json.dumps(["m.receipt", room_id, receipt_type, user_id, thread_id], separators=(",", ":"))
+#: EDUs kept in the database by the sender itself (``keep_and_send``, receipts), forgotten
+#: once the destination took them.
+KEPT_HERE = frozenset({"m.receipt", "m.presence"})
 
 
 def _key_to_json(key: Hashable | None) -> Any:

@@ -582,10 +582,11 @@ async def test_a_destination_moving_to_another_sender_misses_nothing(open_hs, pe
         await hs.close()
 
 
-async def test_receipts_made_while_the_sender_is_down_reach_the_server_when_it_starts(open_hs, peer):
-    """Issue 18: a receipt is kept for the room's servers until they took it, so one made
-    while no sender runs (or before a restart) is sent when the sender starts; a newer
-    receipt of the same user replaces the older one; once taken, none is kept."""
+async def test_receipts_and_presence_made_while_the_sender_is_down_reach_the_server_when_it_starts(open_hs, peer):
+    """Issue 18: a receipt (or presence) is kept for the room's servers until they took
+    it, so one made while no sender runs (or before a restart) is sent when the sender
+    starts; a newer receipt of the same user, or presence, replaces the older one; once
+    taken, none is kept."""
     hs1 = await open_hs(start=False)
     trust(peer, hs1)
     alice, room_id = await new_room(hs1)
@@ -594,21 +595,30 @@ async def test_receipts_made_while_the_sender_is_down_reach_the_server_when_it_s
     await hs1.receipts.send_receipt(alice, room_id, "m.read", first, None)
     await hs1.receipts.send_receipt(alice, room_id, "m.read", second, None)
     await hs1.receipts.send_receipt(alice, room_id, "m.read.private", second, None)  # stays here
+    await hs1.user_directory.mark_syncing(alice, "online")  # a sync (not rate limited)
+    await hs1.user_directory.set_presence(alice, alice, "unavailable", "second")
 
     async def kept():
-        rows = await hs1.db.fetch("SELECT destination, edu_type, content FROM device_federation_outbox")
-        return rows if rows and all(second in r[2] for r in rows) else None
+        rows = await hs1.db.fetch("SELECT destination, edu_type, content FROM device_federation_outbox"
+                                  " ORDER BY edu_type")
+        return rows if len(rows) == 2 and second in rows[1][2] else None
 
     rows = await until(kept)
-    assert [(r[0], r[1]) for r in rows] == [(peer.server_name, "m.receipt")]
+    assert [(r[0], r[1]) for r in rows] == [(peer.server_name, "m.presence"), (peer.server_name, "m.receipt")]
+    assert "second" in rows[0][2]
     await hs1.close()
-    assert not any(e["edu_type"] == "m.receipt" for e in peer.edus)
+    assert not any(e["edu_type"] in ("m.receipt", "m.presence") for e in peer.edus)
     hs2 = await open_hs()
     try:
-        await peer.wait_for(lambda: any(e["edu_type"] == "m.receipt" for e in peer.edus))
+        def arrived():
+            return {e["edu_type"] for e in peer.edus} >= {"m.receipt", "m.presence"}
+
+        await peer.wait_for(arrived)
         (receipt,) = [e["content"] for e in peer.edus if e["edu_type"] == "m.receipt"]
         assert list(receipt[room_id]) == ["m.read"]
         assert receipt[room_id]["m.read"][alice]["event_ids"] == [second]
+        (presence,) = [p for e in peer.edus if e["edu_type"] == "m.presence" for p in e["content"]["push"]]
+        assert (presence["user_id"], presence["presence"], presence["status_msg"]) == (alice, "unavailable", "second")
 
         async def forgotten():
             return await hs2.db.fetchval("SELECT COUNT(*) FROM device_federation_outbox") == 0
@@ -617,3 +627,26 @@ async def test_receipts_made_while_the_sender_is_down_reach_the_server_when_it_s
         assert peer.errors == []
     finally:
         await hs2.close()
+
+
+async def test_presence_made_while_a_server_is_unreachable_reaches_it_when_it_answers(hs, peer):
+    """Presence is not queued for a server we back off from, but kept: once it answers
+    again it gets the user's newest presence."""
+    trust(peer, hs)
+    alice, room_id = await new_room(hs)
+    await remote_join(hs, room_id, f"@bob:{peer.server_name}", peer)
+    await peer.stop()
+    (sent,) = await say(hs, room_id, alice, 1)
+
+    async def backing_off():
+        row = await destination(hs, peer.server_name)
+        return row is not None and row.retry_interval > 0
+
+    await until(backing_off)
+    await hs.user_directory.set_presence(alice, alice, "unavailable", "away for a while")
+    await peer.start()
+    await peer.wait_for(lambda: sent in peer.event_ids()
+                        and any(e["edu_type"] == "m.presence" for e in peer.edus))
+    pushes = [p for e in peer.edus if e["edu_type"] == "m.presence" for p in e["content"]["push"]]
+    assert pushes[-1]["user_id"] == alice and pushes[-1]["status_msg"] == "away for a while"
+    assert peer.errors == []
