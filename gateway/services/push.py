@@ -379,7 +379,6 @@ class PushService:
                       for k in pl_content["notifications"]}
         levels.setdefault("room", get_notification_level("room", pl_content, room.room_version))
         rows: list[PushAction] = []
-        event_dicts: dict[str, dict[str, Any]] = {}
         for e in events:
             pdu = e.pdu
             targets = dict(local)
@@ -394,7 +393,6 @@ class PushService:
                                           "room_id": pdu.room_id, "event_id": pdu.event_id}
             if pdu.state_key is not None:
                 event_dict["state_key"] = pdu.state_key
-            event_dicts[pdu.event_id] = event_dict
             sender_level = get_user_power_level(pdu.sender, pl_content, create, room.room_version)
             thread = thread_id_of(pdu.content, pdu.event_id)
             memo: dict[Any, bool] = {}  # user-independent condition results, shared by the members
@@ -571,6 +569,7 @@ class PushService:
         user_id, app_id, pushkey = key
         pusher = await self.pushers.get_pusher(user_id, app_id, pushkey)
         if pusher is None or pusher.kind != "http":
+            self._attempts.pop(key, None)
             return True
         position = pusher.last_stream_ordering
         while True:
