@@ -11,6 +11,8 @@ real Synapse.
 - Synapse federates both ways: its user joins a cluster room by alias (the inbound
   worker answers), a cluster user joins a Synapse room (main asks Synapse), messages
   go both ways (the federation sender sends).
+- A read receipt made while the federation sender is killed reaches Synapse once it is
+  started again.
 - kill -9 of the sync worker, the federation sender and the inbound federation worker in
   the middle of a burst from both clients and Synapse, then all started again: every
   acknowledged event is in /messages, in the clients' /syncs and on Synapse (and
@@ -314,6 +316,28 @@ async def test_synapse_federates_with_the_cluster_both_ways(setup):
     await wait_for(s.alice, theirs, {answer})
     # Synapse's transactions went to the inbound worker (counted once its answers were sent).
     assert await s.served(FED_READER, r"[^\"]*/send/[^\"]*") > reader_sends
+
+
+async def test_a_receipt_made_while_the_federation_sender_is_killed_reaches_synapse_when_it_is_back(setup):
+    """The receipt is stored by main (its writer) and kept for Synapse there; the sender,
+    started again after ``kill -9``, sends it (it heard nothing over Redis meanwhile)."""
+    s = setup
+    room_id = await federated_room(s, "receipts")
+    read = await send(s.alice, room_id, "read me")
+    await synapse_event_ids(s, room_id, {read})
+    await asyncio.to_thread(s.cluster.kill, FED_SENDER)
+    try:
+        answer = await s.alice.update_receipt_marker(room_id, read)
+        assert isinstance(answer, nio.UpdateReceiptMarkerResponse), answer
+    finally:
+        await asyncio.to_thread(s.cluster.start_worker, FED_SENDER)
+
+    def alices_receipt(body: dict) -> bool:
+        room = body.get("rooms", {}).get("join", {}).get(room_id, {})
+        return any(e["type"] == "m.receipt" and s.alice.user_id in e["content"].get(read, {}).get("m.read", {})
+                   for e in room.get("ephemeral", {}).get("events", []))
+
+    await s.carol.sync_until(alices_receipt, timeout=180)
 
 
 async def test_kill_9_of_the_sync_worker_and_the_federation_workers_mid_burst_loses_nothing(setup):
