@@ -381,10 +381,6 @@ async def start(hs: "HomeServer") -> None:
     """Background work of a serving process, once its listeners are bound; what runs
     where is decided by the roles (gateway/roles.py)."""
     roles = hs.roles
-    if roles.is_main or roles.background_tasks:
-        # In the background: ready when a join (or its resync) comes; other workers start
-        # theirs on their first big batch, if they ever get one.
-        hs.check_processes.start()
     if hs.replication is not None:
         await hs.replication.start()  # first: nothing published from here on is lost to the others
     if roles.federation_sender:

@@ -109,9 +109,10 @@ DESCRIPTIONS: dict[str, str] = {
         "name a device with `device_id` (or `org.matrix.msc3202.device_id`).",
     "experimental_features.faster_joins": "Remote joins ask for partial state and fetch the members in the "
                                           "background (docs/faster-joins.md).",
-    "federation_check_processes": "Ours: worker processes, started with the server, that check the events of "
-        "big batches (a join's state and auth chain: format, signatures, hashes) on every core; `0`: threads "
-        "of the server process instead (one core for the Python part). Default: the CPU cores, at most 4.",
+    "federation_check_processes": "Ours: worker processes that check the events of big batches (a join's "
+        "state and auth chain: format, signatures, hashes) on every core, started as a remote join begins and "
+        "stopped after 2 minutes without work; `0`: threads of the server process instead (one core for the "
+        "Python part). Default: the CPU cores, at most 4.",
     "send_federation": "This process sends events and EDUs to other servers.",
     "federation_tester": "Gateway's own: the federation tester checking this server.",
     "federation_tester.self_check_interval": "Run the federation tester on this server's own `server_name` this "

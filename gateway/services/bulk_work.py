@@ -213,20 +213,62 @@ class _Worker:
                 await self.proc.wait()
 
 
+#: Seconds without a job after which the worker processes exit (each holds ~26 MiB;
+#: the next big batch, or ``start`` as a join begins, starts them again).
+IDLE_SECONDS = 120.0
+
+
 class CheckProcesses:
     """A pool of ``count`` worker processes (0: none, the callers check in threads),
-    started once (``start``, in the background) and kept for the server's life."""
+    started when wanted (``start``, in the background: a remote join calls it as it
+    begins, so they are ready when its answer comes; a big batch starts them otherwise)
+    and retired after ``idle_seconds`` without a job, so a server that is not joining
+    big rooms does not hold their memory."""
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, *, idle_seconds: float = IDLE_SECONDS):
         self.count = max(0, count)
+        self.idle_seconds = idle_seconds
         self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()
         self._workers: list[_Worker] = []
         self._starting: asyncio.Task | None = None
         self._closed = False
+        self._users = 0  # callers inside run_lazy
+        self._retire_timer: asyncio.TimerHandle | None = None
+        self._retiring: set[asyncio.Future] = set()
 
     def start(self) -> None:
-        if self.count and self._starting is None:
+        if self.count and self._starting is None and not self._closed:
             self._starting = asyncio.ensure_future(self._spawn(self.count))
+        if self._users == 0:
+            self._retire_later()  # a warm-up no batch follows still ends
+
+    @property
+    def running(self) -> int:
+        """Worker processes alive now."""
+        return self._live()
+
+    def _retire_later(self) -> None:
+        if self._retire_timer is not None:
+            self._retire_timer.cancel()
+            self._retire_timer = None
+        if self._starting is not None and not self._closed:
+            self._retire_timer = asyncio.get_running_loop().call_later(self.idle_seconds, self._retire)
+
+    def _retire(self) -> None:
+        """No job for ``idle_seconds``: the workers exit (their stdin closes)."""
+        self._retire_timer = None
+        if self._users or self._closed or self._starting is None:
+            return
+        if not self._starting.done():
+            self._retire_later()
+            return
+        workers, self._workers = self._workers, []
+        self._idle = asyncio.Queue()
+        self._starting = None
+        for w in workers:
+            task = asyncio.ensure_future(w.close())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def _spawn(self, n: int) -> None:
         for _ in range(n):
@@ -261,6 +303,18 @@ class CheckProcesses:
         are not all encoded at once)."""
         if not self.enabled:
             raise WorkerGone("no worker processes")
+        self._users += 1
+        if self._retire_timer is not None:
+            self._retire_timer.cancel()
+            self._retire_timer = None
+        try:
+            return await self._run_lazy(make_job)
+        finally:
+            self._users -= 1
+            if self._users == 0:
+                self._retire_later()
+
+    async def _run_lazy(self, make_job: Callable[[], tuple]) -> Any:
         if self._starting is None:
             self.start()
         while True:
@@ -312,13 +366,14 @@ class CheckProcesses:
         except WorkerGone:
             self._replace(worker)
             return
-        if worker.alive:
+        if worker.alive and worker in self._workers:  # not retired meanwhile
             self._idle.put_nowait(worker)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
-        if worker in self._workers:
-            self._workers.remove(worker)
+        if worker not in self._workers:  # retired meanwhile: nothing to replace
+            return
+        self._workers.remove(worker)
         if not self._closed and (self._starting is None or self._starting.done()):
             log.warning("a check worker process died; starting another")
             self._starting = asyncio.ensure_future(self._spawn(1))
@@ -336,6 +391,9 @@ class CheckProcesses:
 
     async def close(self) -> None:
         self._closed = True
+        if self._retire_timer is not None:
+            self._retire_timer.cancel()
+            self._retire_timer = None
         if self._starting is not None:
             self._starting.cancel()
             try:
@@ -343,7 +401,7 @@ class CheckProcesses:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
                 pass
         workers, self._workers = self._workers, []
-        await asyncio.gather(*(w.close() for w in workers))
+        await asyncio.gather(*(w.close() for w in workers), *self._retiring)
 
 
 _JOBS = {"check": _check_job, "ping": lambda: "pong"}

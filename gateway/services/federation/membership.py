@@ -131,6 +131,7 @@ class FederationMembershipHandler:
         candidates = self._candidates(servers)
         if not candidates:
             raise MatrixError.not_found(f"No server to join {room_id} through")
+        self.hs.federation_events.warm_checks()  # the answer may hold a big room's state
         errors: list[str] = []
         forbidden: MatrixError | None = None
         unable: MatrixError | None = None

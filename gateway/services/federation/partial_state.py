@@ -263,6 +263,7 @@ class PartialStateService:
         room = await self.hs.events.store.get_room(row.room_id)
         if room is None:
             return None
+        self.hs.federation_events.warm_checks()  # ready when /state's answer comes
         for server in resync_servers(row.servers, self.hs.server_name):
             try:
                 full, known = await self._fetch_full_state(server, row.room_id, room.room_version,

@@ -189,6 +189,12 @@ class FederationEventHandler:
         #: (under the room lock, so only this batch can store them meanwhile).
         self._absent: dict[str, set[str]] = {}
 
+    def warm_checks(self) -> None:
+        """A big batch may come soon (a join, a resync): start the check worker
+        processes now, so they are ready when it does."""
+        if self.check_processes is not None and self.check_processes.enabled:
+            self.check_processes.start()
+
     # --- caches ------------------------------------------------------------------
 
     def forget_room(self, room_id: str) -> None:

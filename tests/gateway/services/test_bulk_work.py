@@ -120,6 +120,42 @@ async def test_a_dead_worker_is_replaced_and_a_cancelled_call_frees_its_worker()
         raise AssertionError("a closed pool answered")
 
 
+async def test_idle_workers_exit_and_start_again_when_wanted():
+    """Without a job for ``idle_seconds`` the workers exit (a server not joining big
+    rooms holds no memory for them); the next job, or a warm-up, starts them again; a
+    job running meanwhile keeps them."""
+    import asyncio
+
+    from gateway.services.bulk_work import CheckProcesses
+
+    rv, room_id, events, keys = _signed_batch()
+    procs = CheckProcesses(1, idle_seconds=0.2)
+    try:
+        assert await procs.run("ping") == "pong"
+        worker = procs._workers[0]
+        await asyncio.wait_for(worker.proc.wait(), 60)  # retired, not killed
+        assert worker.proc.returncode == 0 and procs.running == 0
+        assert await procs.run("ping") == "pong"
+        assert procs._workers[0] is not worker and procs.running == 1
+        await asyncio.wait_for(procs._workers[0].proc.wait(), 60)
+
+        procs.start()  # a warm-up (a join begins) that no batch follows
+        while procs.running == 0:
+            await asyncio.sleep(0.01)
+        warmed = procs._workers[0]
+        await asyncio.wait_for(warmed.proc.wait(), 60)
+        assert procs.running == 0
+
+        slow = CheckProcesses(1, idle_seconds=0.001)
+        try:
+            verdicts = await slow.check(events * 300, rv, room_id, keys, None)
+            assert len(verdicts) == len(events) * 300  # not retired under the job
+        finally:
+            await slow.close()
+    finally:
+        await procs.close()
+
+
 async def test_no_processes_means_the_caller_checks():
     from gateway.services.bulk_work import CheckProcesses, WorkerGone
 
