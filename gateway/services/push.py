@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 from federation.auth_rules import get_notification_level, get_user_power_level
@@ -151,6 +151,9 @@ class PushService:
         self._rulesets: OrderedDict[str, Ruleset] = OrderedDict()
         self._compiled: dict[str, tuple[Ruleset, tuple[CompiledRule, ...]]] = {}
         self._pending: dict[str, asyncio.Task] = {}
+        #: room -> the positions of its latest evaluation task while that task has not
+        #: started: events stored meanwhile join it (see ``on_new_events``).
+        self._queued: dict[str, list[int]] = {}
         self._sending: set[asyncio.Task] = set()
         self._room_contexts: OrderedDict[str, tuple[int | None, Any]] = OrderedDict()
         self._last_checkpoint_ms = 0
@@ -323,24 +326,38 @@ class PushService:
     # --- evaluation ------------------------------------------------------------------
 
     def on_new_events(self, room_id: str, positions: Sequence[int]) -> None:
-        """The EventsService listener: evaluate in a task, after earlier work on the room."""
+        """The EventsService listener: evaluate in a task, after earlier work on the room.
+        Batches stored while the room's latest task has not started yet join that task,
+        so a busy room has at most one evaluation running and one waiting, whatever the
+        rate (one read of the events and one write of the actions for all of them)
+        instead of a queue growing by one task a batch."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        queued = self._queued.get(room_id)
+        if queued is not None:
+            queued.extend(positions)
+            return
+        batch = list(positions)
+        self._queued[room_id] = batch
         previous = self._pending.get(room_id)
-        task = loop.create_task(self._evaluate_after(previous, room_id, list(positions)))
+        task = loop.create_task(self._evaluate_after(previous, room_id, batch))
         self._pending[room_id] = task
 
         def done(t: asyncio.Task) -> None:
             if self._pending.get(room_id) is t:
                 del self._pending[room_id]
+            if self._queued.get(room_id) is batch:  # cancelled before it started
+                del self._queued[room_id]
 
         task.add_done_callback(done)
 
     async def _evaluate_after(self, previous: asyncio.Task | None, room_id: str, positions: list[int]) -> None:
         if previous is not None:
             await asyncio.wait([previous])
+        if self._queued.get(room_id) is positions:
+            del self._queued[room_id]  # from here on, new events go to a new task
         try:
             await self.evaluate_events(room_id, positions)
         except Exception:
@@ -354,13 +371,24 @@ class PushService:
                 return
             await asyncio.wait(tasks)
 
-    async def wait_for_evaluations(self, room_ids: Sequence[str], timeout: float | None = None) -> None:
+    def evaluations(self, room_ids: Iterable[str]) -> dict[str, asyncio.Task]:
+        """room -> the task that evaluates the events stored so far in it, for the rooms
+        with evaluations pending (each room's latest task runs after all earlier ones):
+        taken when a reader reads the stream position, to wait later for exactly the
+        events it read (``wait_for_evaluations(..., tasks=...)``)."""
+        pending = self._pending
+        return {r: pending[r] for r in room_ids if r in pending}
+
+    async def wait_for_evaluations(self, room_ids: Sequence[str], timeout: float | None = None, *,
+                                   tasks: Mapping[str, asyncio.Task] | None = None) -> None:
         """Wait (at most ``timeout`` seconds) for the evaluation of the events stored so
         far in these rooms, not for those stored meanwhile (``flush`` would wait as long
-        as a room stays busy): each room's latest task runs after all earlier ones."""
-        tasks = [t for t in (self._pending.get(r) for r in room_ids) if t is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        as a room stays busy): each room's latest task runs after all earlier ones.
+        ``tasks``: those of ``evaluations``, taken earlier (the events stored up to then)."""
+        source = self._pending if tasks is None else tasks
+        waiting = [t for t in (source.get(r) for r in room_ids) if t is not None and not t.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
 
     async def evaluate_events(self, room_id: str, positions: Sequence[int]) -> None:
         events = await self.events.store.get_events_at_positions(positions)

@@ -25,6 +25,7 @@ events included.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import OrderedDict
@@ -174,6 +175,10 @@ class SyncService:
         typing = self.typing
         typing_pos = typing.current_position()
         positions, memberships = await self.store.get_positions_and_memberships(user_id)
+        # The push rules' evaluations of the events read here: the unread counts wait for
+        # them (not for those of events stored later), while the rest is read.
+        evaluations = self.push.evaluations([m.room_id for m in memberships if m.membership == "join"])
+        evaluations_since = time.monotonic()
         upto = max([positions["events"]] + [m.stream_ordering for m in memberships])
         e2e, next_to_device, next_lists, e2e_news = await self.e2e_keys.sync_section(
             user_id, device_id, initial=since is None, since_events=None if since is None else min(since.events, upto),
@@ -355,7 +360,8 @@ class SyncService:
 
         presence = await self._presence(user_id, since, positions["presence"], flt, rooms_changed=bool(results))
         body = await self._render(user_id, device_id, results, invited, knocked, global_data, next_token, flt,
-                                  "state_after" if use_state_after else "state")
+                                  "state_after" if use_state_after else "state",
+                                  evaluations=(evaluations, evaluations_since))
         body["presence"] = {"events": presence}
         body.update(e2e)
         empty = not results and not invited and not knocked and not global_data and not e2e_news and not presence
@@ -619,6 +625,7 @@ class SyncService:
         self, user_id: str, device_id: str | None, results: dict[str, _RoomResult], invited: list[UserMembership],
         knocked: list[UserMembership], global_data: list[dict[str, Any]], token: SyncToken, flt: SyncFilter,
         state_section: str = "state",
+        evaluations: tuple[Mapping[str, asyncio.Task], float] | None = None,
     ) -> dict[str, Any]:
         events = self.events
         timeline = [t for r in results.values() for t in r.timeline]
@@ -647,7 +654,7 @@ class SyncService:
         joined_rooms = [r for r, res in results.items() if res.membership.membership == "join"]
         summaries = await self._summaries([results[r].membership for r in joined_rooms])
         unread = await self.unread_counts(user_id, joined_rooms,
-                                          threaded=flt.timeline.unread_thread_notifications)
+                                          threaded=flt.timeline.unread_thread_notifications, evaluations=evaluations)
 
         join: dict[str, Any] = {}
         leave: dict[str, Any] = {}
@@ -754,6 +761,7 @@ class SyncService:
 
     async def unread_counts(
         self, user_id: str, room_ids: Sequence[str], *, threaded: bool = False,
+        evaluations: tuple[Mapping[str, asyncio.Task], float] | None = None,
     ) -> Mapping[str, tuple[int, int, Mapping[str, tuple[int, int]]]]:
         """Unread notification counts per room after the user's read receipts: the push
         rules' ``event_push_actions`` (after this process's pending evaluations of those
@@ -762,6 +770,9 @@ class SyncService:
         ``unread_thread_notifications``): the room counts are the main timeline's and
         each thread with unread notifications gets its own; otherwise the room counts
         are the sum of all threads.
+        ``evaluations``: ``PushService.evaluations`` taken when the sync read the stream
+        position, and when (``time.monotonic()``): only those are waited for, and the
+        ``UNREAD_WAIT_S`` count from then (the wait overlaps the sync's other reads).
         https://spec.matrix.org/latest/client-server-api/#threading"""
         if not room_ids:
             return {}
@@ -770,7 +781,13 @@ class SyncService:
             return await self.unread_counter(user_id, {r: receipts.get(r, 0) for r in room_ids})
         # A quiet room's counts wait for the evaluation of its new events; a busy room's
         # backlog does not hold the sync (its next events bring the counts up to date).
-        await self.push.wait_for_evaluations(room_ids, timeout=UNREAD_WAIT_S)
+        if evaluations is None:
+            await self.push.wait_for_evaluations(room_ids, timeout=UNREAD_WAIT_S)
+        else:
+            tasks, since = evaluations
+            if tasks:
+                await self.push.wait_for_evaluations(
+                    room_ids, timeout=max(0.0, UNREAD_WAIT_S - (time.monotonic() - since)), tasks=tasks)
         counts = await self.store.get_unread_counts(user_id, room_ids)
         out: dict[str, tuple[int, int, Mapping[str, tuple[int, int]]]] = {}
         for room_id in room_ids:
