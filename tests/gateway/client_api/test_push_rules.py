@@ -191,6 +191,41 @@ async def test_new_events_are_counted_for_other_members(client, hs, alice, bob):
     assert [n["read"] for n in body["notifications"]] == [False, True]
 
 
+async def test_batches_stored_while_an_evaluation_waits_are_evaluated_together(client, hs, alice, bob,
+                                                                                 monkeypatch):
+    """A busy room: the events stored while its evaluation task waits for the one before
+    join it (one evaluation for all of them), and every one is counted."""
+    import asyncio
+
+    room_id = await create(client, alice, preset="public_chat")
+    assert (await post(client, bob, f"/rooms/{room_id}/join"))[0] == 200
+    await hs.push.flush()
+    start = (await hs.events.get_room(room_id)).head_stream_ordering
+    evaluate = hs.push.evaluate_events
+    calls: list[list[int]] = []
+    first_started, release = asyncio.Event(), asyncio.Event()
+
+    async def gated(room, positions):
+        calls.append(sorted(positions))
+        first_started.set()
+        await release.wait()
+        await evaluate(room, positions)
+
+    monkeypatch.setattr(hs.push, "evaluate_events", gated)
+    try:
+        await say(client, bob, room_id, "1", "one")
+        await first_started.wait()  # the first evaluation runs (and waits)
+        for i in range(2, 5):  # these wait for it: one task takes them all
+            await say(client, bob, room_id, str(i), f"message {i}")
+    finally:
+        release.set()
+    await hs.push.flush(room_id)
+    heads = [p for batch in calls for p in batch]
+    assert len(calls) == 2 and len(calls[0]) == 1 and len(calls[1]) == 3, calls
+    assert heads == sorted(heads) and heads[0] > start
+    assert await hs.push.get_unread_counts("@alice:hs.test", room_id, start) == (4, 0)
+
+
 async def test_rule_changes_reach_incremental_sync(client, alice):
     status, first = await get(client, alice, "/sync")
     assert status == 200

@@ -624,6 +624,61 @@ async def test_unread_notifications_follow_push_rules_and_receipts(hs, alice, bo
     assert body["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
 
 
+async def test_unread_counts_wait_for_the_evaluations_of_the_events_read_not_of_later_ones(hs, alice, bob,
+                                                                                           monkeypatch):
+    """A sync's unread counts wait for the push evaluation of the events it read (taken
+    when it read the stream position), not for events stored after that: a busy room
+    would otherwise hold every sync for the wait's whole limit."""
+    from gateway.services import sync as sync_service
+
+    monkeypatch.setattr(sync_service, "UNREAD_WAIT_S", 3600)  # only the events' evaluations end a wait
+    room = await alice.create_room(preset="public_chat")
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await alice.sync())["next_batch"]
+    await hs.push.flush()
+    evaluate = hs.push.evaluate_events
+    gates = [asyncio.Event(), asyncio.Event()]
+    started: list[asyncio.Event] = [asyncio.Event(), asyncio.Event()]
+    calls = 0
+
+    async def gated(room_id, positions):
+        nonlocal calls
+        i, calls = min(calls, 1), calls + 1
+        started[i].set()
+        await gates[i].wait()
+        await evaluate(room_id, positions)
+
+    try:
+        monkeypatch.setattr(hs.push, "evaluate_events", gated)
+        await bob.send(room, "ping one")  # its evaluation waits for gates[0]
+        await started[0].wait()
+        read_timelines = hs.sync.store.get_timelines
+        stored_later = asyncio.Event()
+
+        async def store_another_first(*args, **kwargs):
+            if not stored_later.is_set():
+                stored_later.set()
+                # After the sync read its position: this one's evaluation waits for gates[1].
+                await bob.send(room, "ping two")
+            return await read_timelines(*args, **kwargs)
+
+        monkeypatch.setattr(hs.sync.store, "get_timelines", store_another_first)
+        syncing = asyncio.create_task(alice.sync(since))
+        await stored_later.wait()
+        gates[0].set()
+        body = await asyncio.wait_for(syncing, 60)  # not held by the second message's evaluation
+        section = body["rooms"]["join"][room]
+        assert [e["content"]["body"] for e in section["timeline"]["events"]] == ["ping one"]
+        assert section["unread_notifications"] == {"notification_count": 1, "highlight_count": 0}
+    finally:
+        for gate in gates:
+            gate.set()
+    await hs.push.flush()
+    monkeypatch.setattr(hs.sync.store, "get_timelines", read_timelines)
+    body = await alice.sync(body["next_batch"])
+    assert body["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 2, "highlight_count": 0}
+
+
 async def test_unread_thread_notifications_per_thread_and_threaded_receipts(alice, bob):
     room = await alice.create_room(preset="public_chat")
     await bob.call("POST", f"/join/{room}", {})
