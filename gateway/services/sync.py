@@ -180,12 +180,13 @@ class SyncService:
         evaluations = self.push.evaluations([m.room_id for m in memberships if m.membership == "join"])
         evaluations_since = time.monotonic()
         upto = max([positions["events"]] + [m.stream_ordering for m in memberships])
-        e2e, next_to_device, next_lists, e2e_news = await self.e2e_keys.sync_section(
+        # The E2EE section needs only the positions: it is read beside the rooms (its
+        # queries do not wait for the timelines', nor theirs for its).
+        e2e_section = asyncio.ensure_future(self.e2e_keys.sync_section(
             user_id, device_id, initial=since is None, since_events=None if since is None else min(since.events, upto),
             since_to_device=0 if since is None else since.to_device,
-            since_lists=None if since is None else since.device_lists, upto_events=upto, positions=positions)
-        next_token = SyncToken(upto, positions["account_data"], positions["receipts"], typing_pos, typing.instance,
-                               next_to_device, next_lists, positions["presence"])
+            since_lists=None if since is None else since.device_lists, upto_events=upto, positions=positions))
+        e2e_section.add_done_callback(_retrieve)
         # A token from the future (another database?) counts as "now".
         s_events = None if since is None else min(since.events, upto)
         s_account = None if since is None else min(since.account_data, positions["account_data"])
@@ -359,6 +360,9 @@ class SyncService:
                 del results[room_id]
 
         presence = await self._presence(user_id, since, positions["presence"], flt, rooms_changed=bool(results))
+        e2e, next_to_device, next_lists, e2e_news = await e2e_section
+        next_token = SyncToken(upto, positions["account_data"], positions["receipts"], typing_pos, typing.instance,
+                               next_to_device, next_lists, positions["presence"])
         body = await self._render(user_id, device_id, results, invited, knocked, global_data, next_token, flt,
                                   "state_after" if use_state_after else "state",
                                   evaluations=(evaluations, evaluations_since))
@@ -800,6 +804,13 @@ class SyncService:
                 out[room_id] = (sum(c[0] for c in per_thread.values()),
                                 sum(c[1] for c in per_thread.values()), {})
         return out
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """A task read beside the rest of a sync pass: if the pass failed (or was cancelled)
+    before awaiting it, its outcome is dropped here, not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _shape(body: dict[str, Any], pdu: Any, flt: SyncFilter) -> dict[str, Any]:
