@@ -444,15 +444,18 @@ async def stop(hs: "HomeServer") -> None:
 
 
 #: The write methods forwarded to each stream's writer: (stream, service, methods).
+#: Other servers' EDUs (``on_remote_*``, ``on_*_edu``, ``on_*_update``, ``on_direct_to_device``)
+#: are checked where they arrive (the origin is the authenticated sender) and written by
+#: their stream's writer like a client's.
 FORWARDED_WRITES = (
-    ("typing", "typing", ("set_typing",)),
-    ("receipts", "receipts", ("send_receipt", "set_read_markers")),
+    ("typing", "typing", ("set_typing", "on_remote_typing")),
+    ("receipts", "receipts", ("send_receipt", "set_read_markers", "on_remote_receipt")),
     ("account_data", "account_data", ("put", "put_room_internal", "add_tag", "remove_tag")),
-    ("to_device", "e2e_keys", ("send_to_device",)),
-    ("presence", "user_directory", ("set_presence", "mark_syncing")),
+    ("to_device", "e2e_keys", ("send_to_device", "on_direct_to_device")),
+    ("presence", "user_directory", ("set_presence", "mark_syncing", "on_presence_edu")),
     ("push_rules", "push", ("put_rule", "delete_rule", "set_enabled", "set_actions", "copy_room_rules")),
     ("device_lists", "e2e_keys", ("upload_keys", "upload_signatures", "store_signing_keys", "on_devices_changed",
-                                  "on_devices_deleted")),
+                                  "on_devices_deleted", "on_device_list_update", "on_signing_key_update")),
 )
 
 

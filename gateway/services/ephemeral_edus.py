@@ -38,7 +38,7 @@ async def on_typing_edu(hs, origin: str, content: Any) -> None:
         return
     room_id, user_id = content.get("room_id"), content.get("user_id")
     if await _may_speak_for(hs, origin, room_id, user_id):
-        hs.typing.on_remote_typing(room_id, user_id, content["typing"])
+        await hs.typing.on_remote_typing(room_id, user_id, content["typing"])
 
 
 async def on_receipt_edu(hs, origin: str, content: Any) -> None:

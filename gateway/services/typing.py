@@ -82,7 +82,7 @@ class TypingService:
         if member is None or member.membership != "join":
             raise MatrixError.forbidden(f"You are not joined to {room_id}")
 
-    def on_remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int | None = None) -> None:
+    async def on_remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int | None = None) -> None:
         """An ``m.typing`` EDU from another server (checked by the caller: the user
         belongs to the origin and is in the room)."""
         timeout = min(max(0, timeout_ms or REMOTE_TYPING_TIMEOUT_MS), MAX_TYPING_TIMEOUT_MS)

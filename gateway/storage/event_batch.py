@@ -80,6 +80,23 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self.events)
 
+    @classmethod
+    def prepared(cls, state: StateStore, room_id: str, *, head: int, current_before: StateSnapshot,
+                 current: StateSnapshot, extremities: Iterable[str], replace_extremities: bool,
+                 events: Iterable[PersistEvent], groups: Iterable[NewStateGroup],
+                 state_events: Mapping[str, PDU]) -> "EventBatch":
+        """A batch another process built, to write as it is (the room's event persister
+        writing received events: ``gateway/services/event_persisters.py``)."""
+        batch = cls(state, room_id, head=head, current=current_before, extremities=extremities)
+        batch.current = current
+        batch.replace_extremities = replace_extremities
+        batch.groups = list(groups)
+        batch.state_events = dict(state_events)
+        for event in events:
+            batch.events.append(event)
+            batch._by_id[event.pdu.event_id] = event
+        return batch
+
     # --- what the batch holds, as the database will -----------------------------------
 
     def get(self, event_id: str) -> PersistEvent | None:

@@ -513,7 +513,8 @@ class EventStore:
         return batch
 
     async def persist_batch(self, batch: EventBatch, *, received_ts: int,
-                            new_room: tuple[str, str, str | None, bool, int] | None = None) -> list[int]:
+                            new_room: tuple[str, str, str | None, bool, int] | None = None,
+                            cache_groups: bool = True) -> list[int]:
         """Write a batch of one room's events (``gateway.storage.event_batch``) in one
         transaction, and return their positions: timeline events take the next 'events'
         positions (in order), rejected and soft-failed ones 'backfill' positions (never
@@ -522,7 +523,8 @@ class EventStore:
         deltas at each event's position and the membership table, and the room's head.
         ``StaleHeadError`` (nothing written) if the room's head is no longer
         ``batch.head``. ``new_room`` (room ID, version, creator, public, created_ts): the
-        room row is inserted too (``RoomExistsError`` if it exists)."""
+        room row is inserted too (``RoomExistsError`` if it exists). ``cache_groups``: False
+        when the batch's snapshots lack their full maps (a batch another process built)."""
         events = batch.events
         if not events:
             return []
@@ -613,7 +615,7 @@ class EventStore:
                 )
                 if changed != 1:
                     raise StaleHeadError(room_id)
-        for g in batch.groups:
+        for g in batch.groups if cache_groups else ():
             self.state.cache_snapshot(g.snapshot)
         # The PDUs just written are what reading their rows would parse (rooms with strict
         # canonical JSON: no float that would read back as an integer): readers (the /syncs

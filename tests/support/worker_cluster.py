@@ -40,6 +40,9 @@ class Worker:
     #: writer reached there, as docs/workers.md lays one out), named in ``instance_map``.
     replication_listener: bool = False
     replication_port: int = field(default_factory=free_port)
+    #: Its listener serves TLS (the shared file's certificate): an inbound federation
+    #: worker on the server name's port.
+    tls: bool = False
     proc: subprocess.Popen | None = None
 
     @property
@@ -52,7 +55,8 @@ class Worker:
 
     @property
     def listeners(self) -> list[dict]:
-        out = [{"port": self.port, "bind_addresses": LOCAL, "resources": [{"names": [*self.resources, "metrics"]}]}]
+        out = [{"port": self.port, "bind_addresses": LOCAL, **({"tls": True} if self.tls else {}),
+                "resources": [{"names": [*self.resources, "metrics"]}]}]
         if self.replication_listener:
             out.append({"port": self.replication_port, "bind_addresses": LOCAL,
                         "resources": [{"names": ["replication"]}]})

@@ -10,7 +10,9 @@ https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1sendtxni
   already answered gets the same answer again without being processed twice (answers
   kept a day, in the database).
 - PDUs are grouped by room; each room's PDUs are processed in the order sent, rooms
-  concurrently. The answer is given once every PDU is stored (or refused). A leave or
+  concurrently. The answer is given once every PDU is stored (or refused); when the
+  room's event persister (a worker) cannot be reached, the transaction is answered 503
+  and its answer not kept, so that the sender tries it again. A leave or
   ban ending a local user's invite or knock in a room we are not in goes to
   ``hs.federation_membership.take_out_of_band`` instead.
 - EDUs go to ``hs.edu_handlers``: ``register(edu_type, async handler(origin, content))``;
@@ -30,7 +32,7 @@ from typing import Any
 
 from ...http import Codes, MatrixError
 from ...storage.transactions import ReceivedTransactionStore
-from .receive import guess_event_id
+from .receive import PersisterUnavailable, guess_event_id
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,8 @@ class TransactionHandler:
                     outcomes, rest = await self.hs.federation_membership.take_out_of_band(origin, room_id, room_pdus)
                     if rest:
                         outcomes += await fed_events.receive_pdus(origin, room_id, rest)
+                except PersisterUnavailable:
+                    raise  # a 503: nothing acknowledged, the sender tries again
                 except Exception as e:  # noqa: BLE001 - never a stack trace to the sender
                     log.exception("processing PDUs of %s from %s failed", room_id, origin)
                     for p in room_pdus:

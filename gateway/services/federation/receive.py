@@ -29,6 +29,12 @@ extremities; a soft-failed event is stored but kept out of timelines and extremi
 a rejected event is stored as rejected; a dropped event (bad format or signature) is
 not stored. Only timeline events take new ('events' stream) positions and wake the
 ``EventsService`` listeners.
+
+Where it is written: the checks run in the process that received the events; with event
+persisters on workers (``stream_writers.events``), the batch then goes to the room's
+persister, which writes it and runs the listeners
+(``EventPersisters.persist_received``); one it cannot reach raises
+``PersisterUnavailable`` (a 503: nothing acknowledged).
 """
 
 from __future__ import annotations
@@ -152,6 +158,14 @@ def guess_event_id(pdu_json: Any, room_version: RoomVersion | None) -> str | Non
 
 class _WriteFailed(Exception):
     """Writing a batch failed (not a stale head); the cause is chained."""
+
+
+class PersisterUnavailable(MatrixError):
+    """The room's event persister (another process) could not be asked to write: nothing
+    of the run is acknowledged; the sending server tries the transaction again later."""
+
+    def __init__(self, cause: MatrixError):
+        super().__init__(503, cause.errcode, cause.error)
 
 
 @dataclass
@@ -358,7 +372,7 @@ class FederationEventHandler:
                     await self._flush(rb)
             except PDUError as e:
                 out.append(PDUOutcome(event_id, str(e)))
-            except StaleHeadError:
+            except (StaleHeadError, PersisterUnavailable):
                 raise
             except _WriteFailed as e:
                 if batched:
@@ -686,12 +700,27 @@ class FederationEventHandler:
         if not batch.events:
             return
         room_id = batch.room_id
+        persisters = self.events.persisters
+        # With event persisters on workers, the room's writer writes the batch (and runs the
+        # listeners); the caller holds the room's lock until it answers.
+        elsewhere = persisters is not None and not persisters.is_local(room_id)
         try:
-            positions = await self.store.persist_batch(batch, received_ts=self.hs.clock_ms())
+            if elsewhere:
+                positions = await persisters.persist_received(batch, rb.room.room_version,
+                                                              received_ts=self.hs.clock_ms())
+            else:
+                positions = await self.store.persist_batch(batch, received_ts=self.hs.clock_ms())
         except StaleHeadError:
             raise
+        except MatrixError as e:
+            if e.status == 503:  # unreachable, or not the room's writer after all
+                raise PersisterUnavailable(e) from e
+            raise _WriteFailed() from e
         except Exception as e:
             raise _WriteFailed() from e
+        if elsewhere:
+            for group in batch.groups:  # as persist_batch does for a write of ours
+                self.state.cache_snapshot(group.snapshot)
         absent = self._absent.get(room_id, set())
         timeline: list[PDU] = []
         timeline_positions: list[int] = []
@@ -709,7 +738,8 @@ class FederationEventHandler:
         room = rb.room
         if timeline:
             room = replace(room, head_stream_ordering=timeline_positions[-1], current_state_group=batch.current.group)
-            self.events.announce_stored(room_id, timeline_positions, received=timeline)
+            if not elsewhere:  # else the writer told the listeners (and the others over Redis)
+                self.events.announce_stored(room_id, timeline_positions, received=timeline)
             self._room_heads[room_id] = (room, frozenset(batch.extremities))  # after the listeners: they drop it
         rb.room = room
         rb.batch = EventBatch(self.state, room_id, head=room.head_stream_ordering, current=batch.current,
