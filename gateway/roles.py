@@ -12,8 +12,9 @@ role                   held by                                     starts / does
                                                                    event persisters share the rooms out by
                                                                    a hash of the room ID (``writer_of``)
 ``writes``             ``stream_writers.<stream>``                 writes that stream (other servers' EDUs
-                                                                   too); other processes forward its writes
-                                                                   to the writer's replication listener
+                                                                   too); other processes forward its
+                                                                   writes to the writer's replication
+                                                                   listener
 ``federation_sender``  ``federation_sender_instances``, else main  FederationSender (outbound transactions;
                        when ``send_federation``                    on a worker, woken by others' events)
 ``pusher``             ``pusher_instances``, else main when        HTTP pushes and missed-message mails,
