@@ -34,7 +34,6 @@ CACHE_SECONDS = 60.0
 MAX_CACHE = 1000
 
 
-
 class LazyTester:
     """The federation tester, built at the first test (its TLS contexts with the trust
     store, 0.6 MiB each, its resolver and modules): most servers never run one."""
