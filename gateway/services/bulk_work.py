@@ -161,7 +161,12 @@ class _Worker:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", code, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         worker = cls(proc)
-        if await worker.call("ping") != "pong":
+        try:
+            answer = await worker.call("ping")
+        except BaseException:  # cancelled (the server stopping) or gone: no orphan left
+            worker.kill()
+            raise
+        if answer != "pong":
             worker.kill()
             raise WorkerGone("the worker did not answer its first call")
         return worker
