@@ -102,7 +102,8 @@ class GatewayProcess:
             str(GATEWAY_PYTHON), *profile, *entry, "run", "-c", str(path), cwd=str(ROOT),
             stdout=asyncio.subprocess.DEVNULL, stderr=open(self.dir / "gateway.log", "wb"),
         )
-        await _wait_healthy(self.client_url, self.proc, self.dir / "gateway.log")
+        await wait_healthy(f"{self.client_url}/_matrix/client/versions", lambda: self.proc.returncode is not None,
+                           self.dir / "gateway.log")
 
     async def stop(self) -> None:
         if self.proc and self.proc.returncode is None:
@@ -114,20 +115,22 @@ class GatewayProcess:
                 await self.proc.wait()
 
 
-async def _wait_healthy(url: str, proc, log: Path, timeout: float = 90) -> None:
+async def wait_healthy(url: str, exited, log: Path | str, timeout: float = 90) -> None:
+    """Poll ``url`` until it answers 200; ``exited()``: whether the server's process
+    ended meanwhile (then, or after ``timeout`` seconds, an error naming ``log``)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while True:
-            if proc.returncode is not None:
-                raise RuntimeError(f"server exited ({proc.returncode}); see {log}")
+            if exited():
+                raise RuntimeError(f"server exited; see {log}")
             try:
-                async with s.get(f"{url}/_matrix/client/versions") as r:
+                async with s.get(url) as r:
                     if r.status == 200:
                         return
             except aiohttp.ClientConnectionError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start; see {log}")
+                raise RuntimeError(f"server did not start in {timeout} s; see {log}")
             await asyncio.sleep(0.2)
 
 

@@ -11,15 +11,14 @@ use the C collation (``_create_pg_database(c_locale=True)``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import subprocess
 from pathlib import Path
 
-import aiohttp
 import yaml
 
+from bench.client_load import wait_healthy
 from tests.conftest import free_port
 from tests.support.gateway_process import stop_process
 from tests.support.synapse import ROOT, SYNAPSE_PYTHON, ensure_synapse_installed, write_signing_key
@@ -111,21 +110,8 @@ class SynapseCluster:
             await self._healthy(name, port, timeout)
 
     async def _healthy(self, name: str, port: int, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with aiohttp.ClientSession() as s:
-            while True:
-                if self.procs[name].poll() is not None:
-                    raise RuntimeError(f"Synapse {name} exited; see {self.dir}/{name}.stderr and {name}.log")
-                try:
-                    async with s.get(f"http://127.0.0.1:{port}/health") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                if loop.time() > deadline:
-                    raise RuntimeError(f"Synapse {name} did not start in {timeout} s; see {self.dir}/{name}.log")
-                await asyncio.sleep(0.3)
+        await wait_healthy(f"http://127.0.0.1:{port}/health", lambda: self.procs[name].poll() is not None,
+                           f"{self.dir}/{name}.stderr and {name}.log", timeout)
 
     def stop(self) -> None:
         """The workers (told together, then each awaited), then main."""
